@@ -1,0 +1,5 @@
+"""Allow ``python -m tradebridge``."""
+
+from tradebridge.cli import main
+
+main()

@@ -1,0 +1,207 @@
+"""Private PostgreSQL and Redis servers on loopback: the embedded default and the test engines.
+
+Both use the system's server binaries (Debian's ``postgresql`` and ``redis-server``).
+``initdb`` and ``postgres`` refuse to run as root, so as root they run through
+``runuser -u postgres`` in a directory that user owns; as an ordinary user they run as that
+user. Every server binds 127.0.0.1 on a free port and is stopped (and, if temporary, its
+directory removed) by ``stop()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tradebridge.errors import ConfigError
+
+_PG_USER = "postgres"
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _pg_bin_dir() -> Path:
+    override = os.environ.get("TRADEBRIDGE_PG_BIN")
+    if override:
+        return Path(override)
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: p.parent.parent.name
+    )
+    if found:
+        return found[-1].parent
+    on_path = shutil.which("initdb")
+    if on_path:
+        return Path(on_path).parent
+    raise ConfigError(
+        "PostgreSQL server binaries not found: install them (apt-get install postgresql) "
+        "or set DATABASE_URL to an existing database"
+    )
+
+
+def _as_server_user(cmd: list[str]) -> list[str]:
+    return ["runuser", "-u", _PG_USER, "--", *cmd] if _is_root() else cmd
+
+
+def _wait_port(port: int, timeout: float, what: str, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.02)
+    tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
+    raise ConfigError(f"{what} did not start on 127.0.0.1:{port} within {timeout:.0f}s\n{tail}")
+
+
+def _check_reachable(directory: Path) -> None:
+    probe = subprocess.run(
+        ["runuser", "-u", _PG_USER, "--", "test", "-w", str(directory)],
+        check=False,
+        capture_output=True,
+    )
+    if probe.returncode != 0:
+        raise ConfigError(
+            f"the {_PG_USER} user cannot reach {directory}: a parent directory is private "
+            "(mode 0700, like /root). Choose a data directory outside it, e.g. under /var/lib "
+            "or /tmp."
+        )
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A private PostgreSQL cluster under ``directory`` (a temporary one if ``None``)."""
+
+    directory: Path | None = None
+    port: int = 0
+    password: str = field(default_factory=lambda: secrets.token_hex(12))
+    durable: bool = False  # fsync and friends off for throwaway clusters
+    _temporary: bool = False
+
+    @property
+    def url(self) -> str:
+        """Return the ``postgresql://`` URL of the running cluster."""
+        return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> EmbeddedPostgres:
+        """Create the cluster if needed and start it; return self."""
+        bindir = _pg_bin_dir()
+        if self.directory is None:
+            self.directory = Path(tempfile.mkdtemp(prefix="tradebridge-pg-"))
+            self._temporary = True
+        root = self.directory
+        root.mkdir(parents=True, exist_ok=True)
+        data = root / "data"
+        pwfile = root / "pw"
+        if _is_root():
+            shutil.chown(root, _PG_USER, _PG_USER)
+            root.chmod(0o700)
+            _check_reachable(root)
+        if not (data / "PG_VERSION").exists():
+            pwfile.write_text(self.password + "\n")
+            pwfile.chmod(0o600)
+            if _is_root():
+                shutil.chown(pwfile, _PG_USER, _PG_USER)
+            cmd = [str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
+                   f"--pwfile={pwfile}", "--auth-local=trust", "--auth-host=scram-sha-256",
+                   "-E", "UTF8", "--locale=C.UTF-8"]  # fmt: skip
+            if not self.durable:
+                cmd.append("--no-sync")
+            done = subprocess.run(
+                _as_server_user(cmd), check=False, capture_output=True, text=True, cwd="/"
+            )
+            if done.returncode != 0:
+                raise ConfigError(f"initdb failed: {done.stderr.strip()}")
+        else:
+            self.password = pwfile.read_text().strip()
+        self.port = self.port or free_port()
+        options = f"-p {self.port} -k {root} -c listen_addresses=127.0.0.1"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        log = root / "pg.log"
+        cmd = [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "30",
+               "-o", options, "start"]  # fmt: skip
+        result = subprocess.run(
+            _as_server_user(cmd), check=False, capture_output=True, text=True, cwd="/"
+        )
+        if result.returncode != 0:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise ConfigError(f"PostgreSQL failed to start: {result.stderr.strip()}\n{tail}")
+        _wait_port(self.port, 30, "PostgreSQL", log)
+        return self
+
+    def stop(self) -> None:
+        """Stop the cluster; remove it if it was temporary."""
+        if self.directory is None:
+            return
+        data = self.directory / "data"
+        if (data / "postmaster.pid").exists():
+            cmd = [str(_pg_bin_dir() / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]
+            subprocess.run(_as_server_user(cmd), capture_output=True, check=False, cwd="/")
+        if self._temporary:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@dataclass
+class EmbeddedRedis:
+    """A private Redis server under ``directory`` (a temporary one if ``None``)."""
+
+    directory: Path | None = None
+    port: int = 0
+    _process: subprocess.Popen[bytes] | None = None
+    _temporary: bool = False
+
+    @property
+    def url(self) -> str:
+        """Return the ``redis://`` URL of the running server."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> EmbeddedRedis:
+        """Start the server; return self."""
+        binary = os.environ.get("TRADEBRIDGE_REDIS_BIN") or shutil.which("redis-server")
+        if not binary:
+            raise ConfigError(
+                "redis-server not found: install it (apt-get install redis-server) "
+                "or set REDIS_URL to an existing Redis"
+            )
+        if self.directory is None:
+            self.directory = Path(tempfile.mkdtemp(prefix="tradebridge-redis-"))
+            self._temporary = True
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        log = self.directory / "redis.log"
+        self._process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.directory), "--logfile", str(log)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        _wait_port(self.port, 10, "Redis", log)
+        return self
+
+    def stop(self) -> None:
+        """Stop the server; remove its directory if it was temporary."""
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+        if self._temporary and self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
