@@ -5,8 +5,9 @@ year. TradingView adds continuous symbols (``MNQ1!``), exchange prefixes
 (``CME_MINI:MNQ1!``) and four-digit years (``MNQZ2026``). Everything here is pure: the
 current date is always an argument.
 
-The calendar follows the exchanges' rules without holidays (an approximation of at most a
-business day, stated here so that nobody is surprised):
+The calendar follows the exchanges' rules with the fixed-date holidays only (New Year,
+Juneteenth, Independence Day, Christmas; not Good Friday, Thanksgiving or the Monday
+holidays), an approximation of at most a business day, stated here so nobody is surprised:
 
 * equity index (ES, NQ, YM, RTY and micros): expire on the third Friday of the quarterly
   month; the front month rolls 8 days earlier (the second Thursday), as volume does;
@@ -85,10 +86,27 @@ class ContractSymbol:
         return self.name
 
 
+def _fixed_holidays(year: int) -> set[date]:
+    days = set()
+    for month, day in ((1, 1), (6, 19), (7, 4), (12, 25)):
+        holiday = date(year, month, day)
+        if holiday.weekday() == 5:  # observed on the Friday before
+            holiday -= timedelta(days=1)
+        elif holiday.weekday() == 6:  # observed on the Monday after
+            holiday += timedelta(days=1)
+        days.add(holiday)
+    return days
+
+
+def is_business_day(day: date) -> bool:
+    """Return whether exchanges trade a full day (weekdays minus fixed-date holidays)."""
+    return day.weekday() < 5 and day not in _fixed_holidays(day.year)
+
+
 def _business_days_back(day: date, count: int) -> date:
     while count > 0:
         day -= timedelta(days=1)
-        if day.weekday() < 5:
+        if is_business_day(day):
             count -= 1
     return day
 
@@ -102,7 +120,7 @@ def expiry_date(prod: Product, year: int, month: int) -> date:
     if prod.expiry_rule is ExpiryRule.CRUDE:
         prior_year, prior_month = (year - 1, 12) if month == 1 else (year, month - 1)
         day = date(prior_year, prior_month, 25)
-        if day.weekday() >= 5:  # the 25th is not a business day: count from the one before
+        if not is_business_day(day):  # count from the business day before the 25th
             day = _business_days_back(day, 1)
         return _business_days_back(day, prod.expiry_business_days)
     next_first = date(year + month // 12, month % 12 + 1, 1)

@@ -74,9 +74,9 @@ PRODUCTS: dict[str, Product] = {
         Product("MCL", "Micro WTI Crude Oil", "NYMEX", Decimal("0.01"), Decimal(100), _ALL, _ALL,
                 ExpiryRule.CRUDE, 4, 2, Decimal(70)),
         Product("GC", "Gold", "COMEX", Decimal("0.1"), Decimal(100), _ALL, _GOLD,
-                ExpiryRule.METALS, 0, 33, Decimal(2650)),
+                ExpiryRule.METALS, 0, 35, Decimal(2650)),
         Product("MGC", "Micro Gold", "COMEX", Decimal("0.1"), Decimal(10), _ALL, _GOLD,
-                ExpiryRule.METALS, 0, 33, Decimal(2650)),
+                ExpiryRule.METALS, 0, 35, Decimal(2650)),
     )
 }  # fmt: skip
 

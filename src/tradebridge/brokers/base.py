@@ -1,0 +1,121 @@
+"""The ``Broker`` protocol every adapter implements, and what flows through it.
+
+Commands go in (``SubmitOrder``, ``CancelOrder``, ...), reports come back from reads, and
+past-tense order events arrive on ``events()``. Errors are the ``errors.py`` tree only:
+
+* ``submit`` raises ``BrokerRejected`` when the broker said no, ``OutcomeUnknown`` when the
+  request was sent and its answer lost (then call ``lookup``; never resubmit blindly),
+  ``InvalidInput`` when the command cannot be expressed in the dialect (nothing was sent);
+* reads, cancels, modifies and flattens retry transient failures themselves, within caps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from tradebridge.domain.commands import CancelOrder, FlattenPosition, ModifyOrder, SubmitOrder
+from tradebridge.domain.enums import Dialect
+from tradebridge.domain.ids import AccountName, BrokerOrderId, ClientOrderId
+from tradebridge.domain.orders import OrderEvent
+from tradebridge.domain.reports import (
+    FillReport,
+    LookupResult,
+    OrderStatusReport,
+    PositionReport,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerCapabilities:
+    """What an adapter can do; callers check these instead of the adapter's class."""
+
+    brackets: bool  # SL/TP attached to the entry, OCO-linked
+    modify: bool
+    flatten: bool
+    push_events: bool  # events arrive from a stream (WebSocket) rather than by polling
+    lookup_by_client_order_id: bool  # the broker echoes our id, so lookups are exact
+
+
+@dataclass(frozen=True, slots=True)
+class AccountInfo:
+    """One account as the broker lists it, with every identifier the dialects use."""
+
+    name: AccountName
+    native_id: int | None  # the native API's ``accountId``
+    bridge_id: str | None  # the TradingView bridge's ``D...`` id
+    active: bool = True
+    readonly: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerOrderEvent:
+    """An order event the broker reported, keyed by the broker's and (if known) our id."""
+
+    account: AccountName
+    broker_order_id: BrokerOrderId
+    client_order_id: ClientOrderId | None
+    event: OrderEvent
+
+
+class Broker(Protocol):
+    """One Tradovate dialect, behind one interface."""
+
+    dialect: Dialect
+    capabilities: BrokerCapabilities
+
+    async def connect(self) -> None:
+        """Open connections and check the token; idempotent."""
+        ...
+
+    async def close(self) -> None:
+        """Close every connection; idempotent."""
+        ...
+
+    async def accounts(self) -> list[AccountInfo]:
+        """Return the accounts the token's user can trade."""
+        ...
+
+    async def submit(self, command: SubmitOrder) -> BrokerOrderId:
+        """Send one order exactly once; return the broker's id for it."""
+        ...
+
+    async def lookup(self, command: SubmitOrder, ts_sent: datetime) -> LookupResult:
+        """Tell whether a submit whose outcome is unknown reached the broker."""
+        ...
+
+    async def cancel(self, command: CancelOrder) -> None:
+        """Cancel a working order."""
+        ...
+
+    async def modify(self, command: ModifyOrder) -> None:
+        """Change a working order."""
+        ...
+
+    async def flatten(self, command: FlattenPosition) -> None:
+        """Cancel working orders on a contract and close its position."""
+        ...
+
+    async def order_reports(self, account: AccountName) -> list[OrderStatusReport]:
+        """Return the account's orders as the broker reports them."""
+        ...
+
+    async def order_report(
+        self, account: AccountName, broker_order_id: BrokerOrderId
+    ) -> OrderStatusReport:
+        """Return one order; ``NotFound`` if the broker has no such order."""
+        ...
+
+    async def fill_reports(self, account: AccountName) -> list[FillReport]:
+        """Return the account's fills."""
+        ...
+
+    async def position_reports(self, account: AccountName) -> list[PositionReport]:
+        """Return the account's positions."""
+        ...
+
+    def events(self) -> AsyncIterator[BrokerOrderEvent]:
+        """Return the stream of order events (pushed, or polled by the adapter)."""
+        ...
