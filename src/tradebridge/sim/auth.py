@@ -107,6 +107,11 @@ class TokenAuthority:
             return None
         return session if session.expires > now else None
 
+    def live_sessions(self) -> int:
+        """Return how many sessions have not expired."""
+        now = self.clock.now()
+        return sum(1 for s in self._sessions.values() if s.expires > now)
+
     def _token_for(self, session: Session) -> IssuedToken:
         head = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
         claims = {

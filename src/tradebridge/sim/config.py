@@ -133,6 +133,8 @@ class SimConfig(BaseModel):
     require_bid_ask: bool = False
     finished_order_linger_s: float = 60.0
     durations: list[str] = Field(default_factory=lambda: ["Day", "GTC"])
+    # Whether bridge orders echo the requestId they were placed with (unverified, §11.3).
+    bridge_echo_request_id: bool = False
 
     # Market and risk.
     price_step_s: float = Field(1.0, gt=0, description="seconds between price path steps")

@@ -1,0 +1,175 @@
+"""Fault injection for every broker-facing route of the simulator (one ASGI middleware).
+
+The switches live in ``SimConfig.faults`` (``FaultConfig``) and are read on every request,
+so tests and ``/_sim/faults`` can flip them while the server runs. Routes under ``/_sim``
+(the simulator's own admin surface) and WebSocket upgrades are never touched; the
+WebSocket applies its own faults.
+
+Per request, in this order:
+
+1. ``latency_ms``: sleep before the request is handled (so the handler runs late, too).
+2. ``lockout_429_users``: HTTP 429 with an empty body (``Content-Length: 0``), the shape
+   Tradovate documents for its per-user limit (reference §6.2). A name matches requests
+   whose bearer token belongs to that user; ``"*"`` matches every request, logins included.
+3. ``error_5xx_rate``: that share of requests is answered 500, 502 or 503 with a short text
+   body and is NOT executed (the "broker unavailable before anything happened" case).
+4. ``drop_after_accept_rate``: order handlers of both dialects call ``should_drop_answer``
+   after the engine accepted an order and raise ``DropAnswer`` when it says so. The
+   middleware then loses the answer according to ``drop_mode``:
+
+   * ``"reset"``: the response head is sent with a ``Content-Length`` that no body follows,
+     then the connection is closed. The client sees a protocol error (httpx raises
+     ``RemoteProtocolError``), never a status it could trust.
+   * ``"hang"``: nothing is sent for ``hang_seconds`` (the client's read times out), then
+     the connection is closed as in ``"reset"``. Stopping the server ends the wait early.
+   * ``"http_500"``: an ordinary 500 answer, although the order exists.
+
+   In every mode the order stays accepted: this is the "ambiguous outcome" of reference
+   §6.3 that clients must resolve by looking the order up, never by resending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from typing import TYPE_CHECKING
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from tradebridge.sim.context import SimContext
+
+_SERVER_ERRORS = (
+    (500, b"Internal Server Error"),
+    (502, b"Bad Gateway"),
+    (503, b"Service Unavailable"),
+)
+# The head of a "reset" answer promises this many body bytes; none follow.
+_PROMISED_LENGTH = b"64"
+
+# Fault rolls only need to be reproducible per process, not secret; ``seed_faults`` reseeds.
+_dice = random.Random()  # noqa: S311 - simulated faults, not cryptography
+
+
+class DropAnswer(Exception):
+    """Raised by an order handler after the order was accepted: lose the answer."""
+
+
+def seed_faults(seed: int) -> None:
+    """Reseed the dice of every fault roll (for reproducible runs)."""
+    _dice.seed(seed)
+
+
+def roll(rate: float) -> bool:
+    """Return True with probability ``rate`` (0 never, 1 always)."""
+    if rate <= 0:
+        return False
+    if rate >= 1:
+        return True
+    return _dice.random() < rate
+
+
+def should_drop_answer(ctx: SimContext) -> bool:
+    """Roll ``faults.drop_after_accept_rate``: whether to lose the answer of an accepted order."""
+    return roll(ctx.faults.drop_after_accept_rate)
+
+
+def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """Return the token of an ``Authorization: Bearer`` header, or None."""
+    for key, value in headers:
+        if key.lower() == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None
+
+
+class FaultMiddleware:
+    """Apply the switches of ``ctx.faults`` to every broker-facing HTTP request."""
+
+    def __init__(self, app: ASGIApp, ctx: SimContext, closing: asyncio.Event) -> None:
+        self.app = app
+        self.ctx = ctx
+        # Set when the server stops, so that a "hang" does not hold the shutdown.
+        self.closing = closing
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection scope."""
+        if scope["type"] != "http" or str(scope["path"]).startswith("/_sim"):
+            await self.app(scope, receive, send)
+            return
+        faults = self.ctx.faults
+        if faults.latency_ms:
+            await asyncio.sleep(faults.latency_ms / 1000)
+        if self._locked_out(scope):
+            await _answer(send, 429, b"")
+            return
+        if roll(faults.error_5xx_rate):
+            status, text = _dice.choice(_SERVER_ERRORS)
+            await _answer(send, status, text)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except DropAnswer:
+            if started:  # a handler bug: it answered, then asked to drop; keep the answer
+                raise
+            await self._drop(send)
+
+    def _locked_out(self, scope: Scope) -> bool:
+        users = self.ctx.faults.lockout_429_users
+        if not users:
+            return False
+        if "*" in users:
+            return True
+        token = bearer_token(scope["headers"])
+        session = self.ctx.auth.verify(token) if token else None
+        return session is not None and session.user.name in users
+
+    async def _drop(self, send: Send) -> None:
+        faults = self.ctx.faults
+        mode = faults.drop_mode
+        if mode == "http_500":
+            await _answer(send, 500, b"Internal Server Error")
+            return
+        if mode == "hang":
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.closing.wait(), timeout=faults.hang_seconds)
+        # Send a head that promises a body, then return without it: the server closes the
+        # connection ("returned without completing response") and the client sees a
+        # truncated answer. ASGI offers no cleaner way to reset a connection.
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", _PROMISED_LENGTH),
+                ],
+            }
+        )
+
+
+async def _answer(send: Send, status: int, body: bytes) -> None:
+    headers = [(b"content-length", str(len(body)).encode())]
+    if body:
+        headers.append((b"content-type", b"text/plain; charset=utf-8"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class DroppedAnswerLogFilter(logging.Filter):
+    """Hide uvicorn's error line for answers the simulator drops on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Return False for the line a deliberate "reset" or "hang" produces."""
+        return "returned without completing response" not in record.getMessage()

@@ -1,0 +1,137 @@
+"""Write the simulator's tokens into Redis, as a token service would for the real broker.
+
+For every account of every user, the key ``token:<account name>`` (the template is
+configurable) holds the JSON value of reference §2.9, with a TTL that ends slightly before
+the token does. One native login per user covers all its accounts (§2.9: the key is only a
+label). While the simulator runs, the tokens are renewed (``renewaccesstoken`` semantics:
+same session, no new login) before they expire and the keys are rewritten.
+Tokens are never logged or printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from tradebridge.sim.auth import IssuedToken
+from tradebridge.sim.config import SimAccountConfig, SimUserConfig
+from tradebridge.sim.context import SimContext
+
+DEFAULT_KEY_TEMPLATE = "token:{account_name}"
+_RETRY_S = 5.0
+_log = logging.getLogger(__name__)
+# Keys vanish this share of the lifetime before the token does (at most a minute early).
+_TTL_MARGIN_SHARE = 0.1
+_TTL_MARGIN_MAX = timedelta(seconds=60)
+# Renew when this share of the lifetime has passed (reference §2.5 suggests about 80 %).
+_RENEW_AT_SHARE = 0.8
+# The token's ``exp`` claim is whole seconds, so it can end up to a second before the
+# session does: keys expire, and renewals happen, at least this much earlier.
+_CLAIM_SLACK = timedelta(seconds=1)
+
+
+def _iso(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def key_for(template: str, user: SimUserConfig, account: SimAccountConfig) -> str:
+    """Return the Redis key of one account from a template such as ``token:{account_name}``."""
+    return template.format(
+        account_name=account.name,
+        account_id=account.id,
+        bridge_id=account.bridge_id,
+        user=user.name,
+        user_id=user.id,
+    )
+
+
+def check_template(template: str) -> None:
+    """Raise ``ValueError`` if the key template uses an unknown field."""
+    probe_user = SimUserConfig(id=1, name="u", password="p", accounts=[])  # noqa: S106 - probe
+    probe = SimAccountConfig(id=1, name="n", bridge_id="D1")
+    try:
+        key_for(template, probe_user, probe)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(
+            f"bad key template {template!r}: use {{account_name}}, {{account_id}}, "
+            f"{{bridge_id}}, {{user}} or {{user_id}}"
+        ) from exc
+
+
+@dataclass
+class TokenSeeder:
+    """Keeps one native token per simulator user in Redis under every account's key."""
+
+    ctx: SimContext
+    redis: Redis
+    key_template: str = DEFAULT_KEY_TEMPLATE
+    env: str = "demo"
+    _tokens: dict[int, IssuedToken] = field(default_factory=dict)
+    _obtained: dict[int, datetime] = field(default_factory=dict)
+
+    async def seed(self) -> list[str]:
+        """Log every user in (or renew its token) and write its keys; return the keys."""
+        keys: list[str] = []
+        for user in self.ctx.config.users:
+            current = self._tokens.get(user.id)
+            renewed = self.ctx.auth.renew(current.token) if current is not None else None
+            issued = renewed or self.ctx.auth.issue(user, "native")
+            self._tokens[user.id] = issued
+            self._obtained[user.id] = self.ctx.clock.now()
+            keys.extend(await self._write(user, issued))
+        return keys
+
+    async def _write(self, user: SimUserConfig, issued: IssuedToken) -> list[str]:
+        now = self.ctx.clock.now()
+        lifetime = issued.expires - now
+        margin = max(_CLAIM_SLACK, min(lifetime * _TTL_MARGIN_SHARE, _TTL_MARGIN_MAX))
+        ttl_ms = max(1, int((lifetime - margin).total_seconds() * 1000))
+        value = json.dumps(
+            {
+                "kind": "native",
+                "env": self.env,
+                "accessToken": issued.token,
+                # The simulator serves market data on the same token.
+                "mdAccessToken": issued.token,
+                "expirationTime": _iso(issued.expires),
+                "userId": user.id,
+                "obtainedAt": _iso(now),
+            }
+        )
+        keys = [key_for(self.key_template, user, a) for a in user.accounts]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for key in keys:
+                pipe.set(key, value, px=ttl_ms)
+            await pipe.execute()
+        return keys
+
+    def next_refresh_s(self) -> float:
+        """Return how many seconds to wait before the earliest token needs renewing."""
+        now = self.ctx.clock.now()
+        waits = []
+        for user_id, issued in self._tokens.items():
+            obtained = self._obtained[user_id]
+            due = min(
+                obtained + (issued.expires - obtained) * _RENEW_AT_SHARE,
+                issued.expires - 2 * _CLAIM_SLACK,
+            )
+            waits.append((due - now).total_seconds())
+        return max(0.05, min(waits, default=60.0))
+
+    async def run(self) -> None:
+        """Seed now, then renew and rewrite before the tokens expire, until cancelled."""
+        await self.seed()
+        while True:
+            await asyncio.sleep(self.next_refresh_s())
+            try:
+                await self.seed()
+            except RedisError as exc:
+                # Redis may come back; the keys expire meanwhile, which clients notice.
+                _log.warning("writing simulator tokens to Redis failed: %s", type(exc).__name__)
+                await asyncio.sleep(_RETRY_S)
