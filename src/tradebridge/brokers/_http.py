@@ -1,0 +1,318 @@
+"""The HTTP plumbing both Tradovate dialects share.
+
+``BrokerHttp`` wraps one ``httpx.AsyncClient``: a timeout on every request, a client-side
+token bucket per Tradovate user (reference §7), exactly one ``broker_call`` log event per
+request (redacted; also handed to in-process listeners, e.g. the ``broker_calls`` table),
+and httpx's exceptions translated into the error tree:
+
+* nothing was sent (refused connection, connect timeout, no pool slot) → ``BrokerUnavailable``;
+* the request may have been sent (read/write timeout, reset, ``RemoteProtocolError``) →
+  ``ConnectionLost``. A submit turns that into ``OutcomeUnknown``; reads may retry it.
+
+Status codes are not interpreted here except by ``raise_for_status``, which dialects call
+for the answers they do not classify themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+
+from tradebridge.config import TradovateConfig
+from tradebridge.errors import (
+    AuthError,
+    BrokerError,
+    BrokerRejected,
+    BrokerUnavailable,
+    ConnectionLost,
+    Lockout,
+    NotFound,
+)
+from tradebridge.ops.logging import get_logger, redact, redact_text
+
+_log = get_logger("tradebridge.brokers.http")
+
+DEFAULT_LOCKOUT_S = 3600.0  # 423/429: "users must wait 1 hour" (reference §6.2)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerCall:
+    """One request to the broker and its answer, redacted; the audit record."""
+
+    ts_sent: datetime
+    dialect: str
+    method: str
+    path: str
+    status: int | None
+    latency_ms: float
+    request_body: Any
+    response_body: Any
+    client_order_id: str | None = None
+    account: str | None = None
+    error: str | None = None
+
+
+CallListener = Callable[[BrokerCall], None]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpAnswer:
+    """An HTTP answer: status, the JSON body (or text, or None when empty) and headers."""
+
+    status: int
+    body: Any
+    text: str
+    headers: Mapping[str, str]
+
+    @property
+    def is_json(self) -> bool:
+        """Return whether the body parsed as JSON."""
+        return self.body is not None and not isinstance(self.body, str)
+
+
+class TokenBucket:
+    """A token bucket: ``rate`` requests per second sustained, ``burst`` at once."""
+
+    def __init__(
+        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._tokens = float(burst)
+        self._updated = clock()
+        self._lock = asyncio.Lock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+
+    async def acquire(self) -> float:
+        """Take one token, waiting for it if needed; return the seconds waited."""
+        waited = 0.0
+        async with self._lock:  # first come, first served
+            self._refill()
+            while self._tokens < 1:
+                delay = (1 - self._tokens) / self.rate
+                await asyncio.sleep(delay)
+                waited += delay
+                self._refill()
+            self._tokens -= 1
+        return waited
+
+
+class RequestBudget:
+    """One token bucket per key (a Tradovate user), created on first use."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def bucket(self, key: str) -> TokenBucket:
+        """Return the bucket of ``key``."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(self.rate, self.burst)
+        return bucket
+
+
+class BrokerHttp:
+    """An async HTTP client for one broker base URL, shared by the adapters of a dialect."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        dialect: str,
+        timeout_s: float = 10.0,
+        connect_timeout_s: float = 5.0,
+        budget: RequestBudget | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        listeners: tuple[CallListener, ...] = (),
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.dialect = dialect
+        self.budget = budget
+        self._listeners: list[CallListener] = list(listeners)
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+            transport=transport,
+            headers={"Accept": "application/json", "User-Agent": "tradebridge"},
+        )
+
+    def add_listener(self, listener: CallListener) -> Callable[[], None]:
+        """Deliver every ``BrokerCall`` to ``listener``; return a function that removes it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json_body: Any = None,
+        form: Mapping[str, Any] | None = None,
+        token: str | None = None,
+        budget_key: str | None = None,
+        client_order_id: str | None = None,
+        account: str | None = None,
+        timeout_s: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> HttpAnswer:
+        """Send one request (no retry) and return its answer; translate transport errors."""
+        if self.budget is not None and budget_key is not None:
+            await self.budget.bucket(budget_key).acquire()
+        sent_headers = dict(headers or {})
+        if token is not None:
+            sent_headers["Authorization"] = f"Bearer {token}"
+        logged_path = path + ("?" + urlencode(params) if params else "")
+        request_body = json_body if json_body is not None else (dict(form) if form else None)
+        kwargs: dict[str, Any] = {"params": params, "headers": sent_headers}
+        if json_body is not None:
+            kwargs["json"] = json_body
+        if form is not None:
+            kwargs["data"] = {k: str(v) for k, v in form.items()}
+        if timeout_s is not None:
+            kwargs["timeout"] = timeout_s
+        ts_sent = datetime.now(UTC)
+        started = time.perf_counter()
+        try:
+            response = await self._client.request(method, path, **kwargs)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as e:
+            error: BrokerError = BrokerUnavailable(
+                f"{self.dialect} {method} {path}: cannot connect ({type(e).__name__})"
+            )
+            self._record(ts_sent, method, logged_path, None, started, request_body, None,
+                         client_order_id, account, str(error))  # fmt: skip
+            raise error from e
+        except httpx.HTTPError as e:
+            error = ConnectionLost(
+                f"{self.dialect} {method} {path}: no answer after sending ({type(e).__name__})"
+            )
+            self._record(ts_sent, method, logged_path, None, started, request_body, None,
+                         client_order_id, account, str(error))  # fmt: skip
+            raise error from e
+        answer = _parse(response)
+        self._record(ts_sent, method, logged_path, answer.status, started, request_body,
+                     answer.body, client_order_id, account, None)  # fmt: skip
+        return answer
+
+    def _record(
+        self,
+        ts_sent: datetime,
+        method: str,
+        path: str,
+        status: int | None,
+        started: float,
+        request_body: Any,
+        response_body: Any,
+        client_order_id: str | None,
+        account: str | None,
+        error: str | None,
+    ) -> None:
+        call = BrokerCall(
+            ts_sent=ts_sent,
+            dialect=self.dialect,
+            method=method,
+            path=redact_text(path),
+            status=status,
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            request_body=redact(request_body),
+            response_body=redact(response_body),
+            client_order_id=client_order_id,
+            account=account,
+            error=error,
+        )
+        _log.info(
+            "broker_call",
+            dialect=call.dialect,
+            method=call.method,
+            path=call.path,
+            status=call.status,
+            latency_ms=call.latency_ms,
+            request=call.request_body,
+            answer=call.response_body,
+            client_order_id=call.client_order_id,
+            account=call.account,
+            error=call.error,
+        )
+        for listener in list(self._listeners):
+            try:
+                listener(call)
+            except Exception:  # noqa: BLE001 - an audit sink must never break an order path
+                _log.exception("broker_call_listener_failed")
+
+
+def _parse(response: httpx.Response) -> HttpAnswer:
+    text = response.text
+    body: Any = None
+    if text.strip():
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = text
+    return HttpAnswer(response.status_code, body, text, dict(response.headers))
+
+
+def raise_for_status(
+    answer: HttpAnswer, what: str, *, lockout_s: float = DEFAULT_LOCKOUT_S
+) -> None:
+    """Raise the error-tree class of a non-2xx answer (401, 404, 423, 429, 4xx, 5xx)."""
+    status = answer.status
+    if 200 <= status < 300:
+        return
+    if status == 401:
+        raise AuthError(f"{what}: HTTP 401, the token was refused or has expired")
+    if status == 404:
+        raise NotFound(f"{what}: HTTP 404, unknown id or route (run `tradebridge doctor`)")
+    if status in (423, 429):
+        until = datetime.now(UTC) + timedelta(seconds=lockout_s)
+        raise Lockout(
+            f"{what}: HTTP {status}, Tradovate locked this user out; no calls until "
+            f"{until.isoformat(timespec='seconds')}",
+            until=until,
+        )
+    if status >= 500:
+        raise BrokerUnavailable(f"{what}: HTTP {status} from the broker")
+    raise BrokerRejected(
+        f"{what}: HTTP {status}: {redact_text(answer.text[:200])}",
+        reason=f"HTTP{status}",
+        text=redact_text(answer.text[:200]),
+    )
+
+
+def http_for(
+    config: TradovateConfig,
+    dialect: str,
+    *,
+    budget: RequestBudget | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    listeners: tuple[CallListener, ...] = (),
+) -> BrokerHttp:
+    """Build the client of a dialect (``native`` or ``tvbridge``) from the settings."""
+    base_url = config.native_url if dialect == "native" else config.bridge_url
+    return BrokerHttp(
+        base_url,
+        dialect=dialect,
+        timeout_s=config.request_timeout_s,
+        connect_timeout_s=config.connect_timeout_s,
+        budget=budget or RequestBudget(config.requests_per_s, config.request_burst),
+        transport=transport,
+        listeners=listeners,
+    )

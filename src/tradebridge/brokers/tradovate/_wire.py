@@ -1,0 +1,325 @@
+"""The one module that reads and writes native Tradovate JSON.
+
+Tradovate's enums are capitalised (reference §4.9) and its fields camelCase; everything
+past this module is our snake_case domain. Unknown enum values parse without crashing
+(reference §5.2) and surface as ``OrderStatus.UNKNOWN`` or the raw reason string.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic.alias_generators import to_camel
+
+from tradebridge.domain.commands import ModifyOrder, SubmitOrder
+from tradebridge.domain.enums import OrderStatus, OrderType, Side, TimeInForce
+from tradebridge.errors import BrokerError, InvalidOrder
+
+# --- enum table (ours -> Tradovate's) ------------------------------------------------------
+SIDES: dict[Side, str] = {Side.BUY: "Buy", Side.SELL: "Sell"}
+ORDER_TYPES: dict[OrderType, str] = {
+    OrderType.MARKET: "Market",
+    OrderType.LIMIT: "Limit",
+    OrderType.STOP: "Stop",
+    OrderType.STOP_LIMIT: "StopLimit",
+}
+TIFS: dict[TimeInForce, str] = {
+    TimeInForce.DAY: "Day",
+    TimeInForce.GTC: "GTC",
+    TimeInForce.IOC: "IOC",
+    TimeInForce.FOK: "FOK",
+    TimeInForce.GTD: "GTD",
+}
+# Tradovate's ordStatus -> ours. ``Working`` becomes PARTIALLY_FILLED when fills exist and
+# ``Completed`` FILLED or CANCELLED by the filled quantity (see ``order_status``).
+ORD_STATUSES: dict[str, OrderStatus] = {
+    "PendingNew": OrderStatus.WORKING,
+    "Working": OrderStatus.WORKING,
+    "Suspended": OrderStatus.WORKING,  # bracket legs waiting for their entry
+    "PendingCancel": OrderStatus.PENDING_CANCEL,
+    "PendingReplace": OrderStatus.PENDING_REPLACE,
+    "Filled": OrderStatus.FILLED,
+    "Canceled": OrderStatus.CANCELLED,
+    "Rejected": OrderStatus.REJECTED,
+    "Expired": OrderStatus.EXPIRED,
+    "Completed": OrderStatus.FILLED,
+    "Unknown": OrderStatus.UNKNOWN,
+}
+SIDES_FROM_WIRE = {v: k for k, v in SIDES.items()}
+ORDER_TYPES_FROM_WIRE = {v: k for k, v in ORDER_TYPES.items()}
+SUCCESS = "Success"
+# failureReasons after which the order may exist: look it up (reference §6.3).
+UNKNOWN_OUTCOME_REASONS = frozenset({"RiskCheckTimeout", "ExecutionProviderUnavailable"})
+
+
+def _to_decimal(value: Any) -> Any:
+    # JSON numbers arrive as floats: go through their shortest repr, not the binary value.
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        return Decimal(repr(value))
+    return value
+
+
+WireDecimal = Annotated[Decimal, BeforeValidator(_to_decimal)]
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
+    )
+
+
+class WireAccount(_Wire):
+    """``account`` entity."""
+
+    id: int
+    name: str
+    user_id: int | None = None
+    active: bool = True
+    readonly: bool = False
+
+
+class WireContract(_Wire):
+    """``contract`` entity."""
+
+    id: int
+    name: str
+
+
+class WireOrder(_Wire):
+    """``order`` entity; prices and quantities live on ``WireOrderVersion``."""
+
+    id: int
+    account_id: int
+    contract_id: int
+    timestamp: datetime | None = None
+    action: str
+    ord_status: str
+    parent_id: int | None = None
+    oco_id: int | None = None
+
+
+class WireOrderVersion(_Wire):
+    """``orderVersion`` entity."""
+
+    id: int
+    order_id: int
+    order_qty: int
+    order_type: str
+    price: WireDecimal | None = None
+    stop_price: WireDecimal | None = None
+    time_in_force: str | None = None
+    text: str | None = None
+
+
+class WireFill(_Wire):
+    """``fill`` entity."""
+
+    id: int
+    order_id: int
+    contract_id: int
+    timestamp: datetime
+    action: str
+    qty: int
+    price: WireDecimal
+    active: bool = True
+
+
+class WirePosition(_Wire):
+    """``position`` entity."""
+
+    id: int | None = None
+    account_id: int
+    contract_id: int
+    net_pos: int
+    net_price: WireDecimal | None = None
+
+
+class WireCommand(_Wire):
+    """``command`` entity: carries our ``clOrdId``."""
+
+    id: int
+    order_id: int
+    cl_ord_id: str | None = None
+    command_type: str | None = None
+    timestamp: datetime | None = None
+
+
+class WireExecutionReport(_Wire):
+    """``executionReport`` entity (for rejection reasons)."""
+
+    id: int
+    order_id: int
+    exec_type: str | None = None
+    ord_status: str | None = None
+    reject_reason: str | None = None
+    text: str | None = None
+
+
+class WirePlaceResult(_Wire):
+    """``PlaceOrderResult`` / ``PlaceOsoResult``."""
+
+    order_id: int | None = None
+    oso1_id: int | None = None
+    oso2_id: int | None = None
+    failure_reason: str | None = None
+    failure_text: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        """Return whether Tradovate refused the request."""
+        return self.failure_reason not in (None, "", SUCCESS)
+
+
+class WireCommandResult(_Wire):
+    """``CommandResult`` (modify, cancel)."""
+
+    command_id: int | None = None
+    failure_reason: str | None = None
+    failure_text: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        """Return whether Tradovate refused the request."""
+        return self.failure_reason not in (None, "", SUCCESS)
+
+
+M = TypeVar("M", bound=_Wire)
+
+
+def parse(model: type[M], body: Any, what: str) -> M:
+    """Parse one object; ``BrokerError`` if its shape is not what the reference says."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as e:
+        raise BrokerError(f"{what}: unexpected answer shape ({e.error_count()} errors)") from e
+
+
+def parse_list(model: type[M], body: Any, what: str) -> list[M]:
+    """Parse a list of entities (``list``/``deps`` answers)."""
+    if not isinstance(body, list):
+        raise BrokerError(f"{what}: expected a JSON list, got {type(body).__name__}")
+    return [parse(model, item, what) for item in body]
+
+
+# --- our enums from the wire -----------------------------------------------------------------
+def side_from_wire(action: str) -> Side:
+    """Return our side of a Tradovate ``action``."""
+    try:
+        return SIDES_FROM_WIRE[action]
+    except KeyError as e:
+        raise BrokerError(f"unknown action {action!r}") from e
+
+
+def order_type_from_wire(order_type: str) -> OrderType:
+    """Return our order type of a Tradovate ``orderType`` (MARKET for types we do not place)."""
+    return ORDER_TYPES_FROM_WIRE.get(order_type, OrderType.MARKET)
+
+
+def order_status(ord_status: str, filled_qty: int = 0, quantity: int = 0) -> OrderStatus:
+    """Return our status of a Tradovate ``ordStatus`` given the filled quantity."""
+    status = ORD_STATUSES.get(ord_status, OrderStatus.UNKNOWN)
+    if status is OrderStatus.WORKING and filled_qty > 0:
+        return OrderStatus.PARTIALLY_FILLED
+    if ord_status == "Completed" and quantity > 0 and filled_qty < quantity:
+        return OrderStatus.CANCELLED
+    return status
+
+
+# --- request bodies ----------------------------------------------------------------------------
+def _num(value: Decimal) -> float | int:
+    # JSON numbers; prices are whole ticks, so the float's repr is the decimal itself.
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def place_order_body(command: SubmitOrder, account_id: int, symbol: str) -> dict[str, Any]:
+    """Return the ``order/placeorder`` body (reference §5.1)."""
+    body: dict[str, Any] = {
+        "accountSpec": command.account,
+        "accountId": account_id,
+        "action": SIDES[command.side],
+        "symbol": symbol,
+        "orderQty": command.quantity,
+        "orderType": ORDER_TYPES[command.order_type],
+        "timeInForce": TIFS[command.tif],
+        "clOrdId": command.client_order_id,
+        # The client order id again, as a second correlation key (reference §11.2).
+        "text": _text(command),
+        "isAutomated": True,  # exchange policy for any order not placed by a human
+    }
+    if command.limit_price is not None:
+        body["price"] = _num(command.limit_price)
+    if command.stop_price is not None:
+        body["stopPrice"] = _num(command.stop_price)
+    if command.expire_time is not None:
+        body["expireTime"] = _iso(command.expire_time)
+    return body
+
+
+def _text(command: SubmitOrder) -> str:
+    return f"{command.client_order_id} {command.text}".strip()[:64]
+
+
+def place_oso_body(command: SubmitOrder, account_id: int, symbol: str) -> dict[str, Any]:
+    """Return the ``order/placeoso`` body: stop loss as ``Stop``, take profit as ``Limit``."""
+    bracket = command.bracket
+    if not bracket:
+        raise InvalidOrder("an OSO needs a stop loss or a take profit", field="bracket")
+    body = place_order_body(command, account_id, symbol)
+    exit_side = SIDES[command.side.opposite]
+    legs: list[dict[str, Any]] = []
+    if bracket.stop_loss is not None:
+        legs.append(
+            {
+                "action": exit_side,
+                "orderType": "Stop",
+                "stopPrice": _num(bracket.stop_loss),
+                "timeInForce": "GTC",
+                "clOrdId": f"{command.client_order_id}-sl",
+            }
+        )
+    if bracket.take_profit is not None:
+        legs.append(
+            {
+                "action": exit_side,
+                "orderType": "Limit",
+                "price": _num(bracket.take_profit),
+                "timeInForce": "GTC",
+                "clOrdId": f"{command.client_order_id}-tp",
+            }
+        )
+    body["bracket1"] = legs[0]
+    if len(legs) > 1:
+        body["bracket2"] = legs[1]  # two brackets: Tradovate links them OCO
+    return body
+
+
+def modify_order_body(command: ModifyOrder) -> dict[str, Any]:
+    """Return the ``order/modifyorder`` body (reference §5.5)."""
+    body: dict[str, Any] = {
+        "orderId": int(command.broker_order_id),
+        "orderQty": command.quantity,
+        "orderType": ORDER_TYPES[command.order_type],
+        "isAutomated": True,
+    }
+    if command.limit_price is not None:
+        body["price"] = _num(command.limit_price)
+    if command.stop_price is not None:
+        body["stopPrice"] = _num(command.stop_price)
+    return body
+
+
+def cancel_order_body(broker_order_id: str) -> dict[str, Any]:
+    """Return the ``order/cancelorder`` body (reference §5.6)."""
+    return {"orderId": int(broker_order_id), "isAutomated": True}
+
+
+def liquidate_body(account_id: int, contract_id: int) -> dict[str, Any]:
+    """Return the ``order/liquidateposition`` body; ``admin`` is for broker staff only."""
+    return {"accountId": account_id, "contractId": contract_id, "admin": False, "isAutomated": True}

@@ -1,0 +1,687 @@
+"""``TradovateBroker``: the ``Broker`` protocol over Tradovate's native REST API and user sync.
+
+Submit outcomes follow reference §6.3:
+
+* ``orderId`` → the broker id; ``failureReason`` → ``BrokerRejected`` (except
+  ``RiskCheckTimeout``/``ExecutionProviderUnavailable``: ``OutcomeUnknown``);
+* timeout, disconnect, 5xx, 429, an unparseable or empty answer → ``OutcomeUnknown``;
+* a refused connection (nothing sent) → ``BrokerUnavailable``; 404 → ``NotFound``;
+  400 → ``BrokerRejected``; 423 or a captcha penalty → ``Lockout``;
+* a p-ticket without captcha: wait ``p-time`` and resend the identical body plus the ticket
+  (the documented protocol; the first request was not executed), at most 3 times;
+* 401: Tradovate authenticates the bearer token before an order reaches risk or execution,
+  so a 401 means "not executed". We fetch a different token once (re-read or renew) and
+  resend the identical body once; a second 401 is ``AuthError`` (nothing was placed; the
+  usual cause on live is 2FA approval or an unstable ``deviceId``, reference §2.8).
+
+A submit is never retried for any other reason: ``lookup`` decides after ``OutcomeUnknown``.
+Reads, cancels, modifies and flattens retry transient failures within the retry caps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from tradebridge.brokers._http import BrokerHttp, HttpAnswer, http_for, raise_for_status
+from tradebridge.brokers._retry import RetryPolicy
+from tradebridge.brokers.base import AccountInfo, BrokerCapabilities, BrokerOrderEvent
+from tradebridge.brokers.tradovate import _wire as wire
+from tradebridge.brokers.tradovate.usersync import UserSync
+from tradebridge.config import AccountConfig, TradovateConfig
+from tradebridge.domain.commands import CancelOrder, FlattenPosition, ModifyOrder, SubmitOrder
+from tradebridge.domain.contracts import ContractSymbol, resolve_symbol
+from tradebridge.domain.enums import Dialect
+from tradebridge.domain.ids import AccountName, BrokerOrderId, ClientOrderId
+from tradebridge.domain.reports import FillReport, LookupResult, OrderStatusReport, PositionReport
+from tradebridge.errors import (
+    AuthError,
+    BrokerError,
+    BrokerRejected,
+    ConfigError,
+    ConnectionLost,
+    InvalidInput,
+    InvalidSymbol,
+    Lockout,
+    NotFound,
+    OutcomeUnknown,
+    RateLimited,
+)
+from tradebridge.ops.logging import get_logger, redact_text
+from tradebridge.store.tokens import StoredToken, TokenProvider
+
+_log = get_logger("tradebridge.brokers.tradovate")
+
+MAX_PENALTY_RESENDS = 3
+_CHUNK = 50  # ids per ldeps call: keeps URLs and answers small (reference §3 limits)
+_CLOCK_SKEW = timedelta(seconds=5)  # our clock versus Tradovate's when matching by time
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class TradovateBroker:
+    """The native Tradovate adapter (``demo|live.tradovateapi.com/v1``)."""
+
+    dialect = Dialect.NATIVE
+    capabilities = BrokerCapabilities(
+        brackets=True,
+        modify=True,
+        flatten=True,
+        push_events=True,
+        lookup_by_client_order_id=True,
+    )
+
+    def __init__(
+        self,
+        config: TradovateConfig,
+        accounts: Sequence[AccountConfig],
+        tokens: TokenProvider,
+        *,
+        http: BrokerHttp | None = None,
+        today: Callable[[], date] | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+        root_map: dict[str, str] | None = None,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ) -> None:
+        self.config = config
+        self.tokens = tokens
+        self.http = http or http_for(config, "native")
+        self._own_http = http is None
+        self._configured = {a.name: a for a in accounts if a.dialect is Dialect.NATIVE}
+        if not self._configured:
+            raise ConfigError("TradovateBroker needs at least one account with dialect native")
+        self.clock = clock
+        self.today = today or (lambda: self.clock().date())
+        self.root_map = root_map
+        self.retry = RetryPolicy(config.retry)
+        self._sleep = sleep
+        self._by_name: dict[str, wire.WireAccount] = {}
+        self._by_id: dict[int, wire.WireAccount] = {}
+        self._contracts: dict[str, wire.WireContract] = {}
+        self._contract_names: dict[int, str] = {}
+        self._sync: dict[int, UserSync] = {}
+        self._events: asyncio.Queue[BrokerOrderEvent] = asyncio.Queue()
+
+    def __repr__(self) -> str:
+        return f"TradovateBroker(url={self.http.base_url!r}, accounts={sorted(self._configured)})"
+
+    # --- lifecycle --------------------------------------------------------------------------
+    async def connect(self) -> None:
+        """Check the tokens and learn every configured account's id."""
+        for name in self._configured:
+            await self._account(name)
+
+    async def close(self) -> None:
+        """Stop the user-sync sockets and close the HTTP pool."""
+        for sync in self._sync.values():
+            await sync.stop()
+        self._sync.clear()
+        if self._own_http:
+            await self.http.aclose()
+
+    # --- accounts -----------------------------------------------------------------------------
+    async def accounts(self) -> list[AccountInfo]:
+        """Return the accounts the configured tokens' users can trade."""
+        seen: dict[int, wire.WireAccount] = {}
+        for name in self._configured:
+            for account in await self._load_accounts(name):
+                seen[account.id] = account
+        return [
+            AccountInfo(
+                name=AccountName(a.name),
+                native_id=a.id,
+                bridge_id=(
+                    self._configured[a.name].bridge_id if a.name in self._configured else None
+                ),
+                active=a.active,
+                readonly=a.readonly,
+            )
+            for a in sorted(seen.values(), key=lambda a: a.id)
+        ]
+
+    def _check_account_name(self, name: str) -> AccountConfig:
+        if name.strip().isdigit():
+            raise InvalidInput(
+                f"{name!r} looks like a numeric account id; commands name the account "
+                "(accountSpec, e.g. DEMO1234567)",
+                field="account",
+            )
+        config = self._configured.get(name)
+        if config is None:
+            known = ", ".join(sorted(self._configured))
+            raise InvalidInput(
+                f"account {name!r} is not configured for the native dialect (configured: {known})",
+                field="account",
+            )
+        return config
+
+    async def _account(self, name: str) -> wire.WireAccount:
+        config = self._check_account_name(name)
+        cached = self._by_name.get(name)
+        if cached is not None:
+            return cached
+        accounts = await self._load_accounts(name)
+        found = next((a for a in accounts if a.name == name), None)
+        if found is None:
+            listed = ", ".join(a.name for a in accounts) or "none (wrong environment?)"
+            raise InvalidInput(
+                f"account {name!r} is not among the token user's accounts ({listed})",
+                field="account",
+            )
+        if config.native_id is not None and config.native_id != found.id:
+            raise InvalidInput(
+                f"account {name!r} has id {found.id} at Tradovate, but {config.native_id} "
+                "is configured",
+                field="account",
+            )
+        return found
+
+    async def _load_accounts(self, name: str) -> list[wire.WireAccount]:
+        body = await self._read(name, "/account/list")
+        accounts = wire.parse_list(wire.WireAccount, body, "account/list")
+        for account in accounts:
+            self._by_name[account.name] = account
+            self._by_id[account.id] = account
+        return accounts
+
+    async def account_id(self, name: str) -> int:
+        """Return the native ``accountId`` of an account name (cached)."""
+        return (await self._account(name)).id
+
+    async def account_name(self, account_id: int) -> AccountName:
+        """Return the account name of a native ``accountId`` (cached)."""
+        if account_id not in self._by_id:
+            for name in self._configured:
+                await self._load_accounts(name)
+        found = self._by_id.get(account_id)
+        if found is None:
+            raise NotFound(f"no account with id {account_id} among the token users' accounts")
+        return AccountName(found.name)
+
+    # --- contracts ------------------------------------------------------------------------------
+    async def resolve_contract(self, symbol: str, account: str) -> ContractSymbol:
+        """Resolve any accepted spelling (``MNQ1!``, ``CME_MINI:MNQ1!``, ``MNQ``, ``MNQZ6``)."""
+        contract = resolve_symbol(symbol, self.today(), self.root_map)
+        await self._contract(contract, account)
+        return contract
+
+    async def _contract(self, contract: ContractSymbol, account: str) -> wire.WireContract:
+        if contract.is_expired(self.today()):
+            raise InvalidSymbol(
+                f"{contract.name} expired on {contract.expiry().isoformat()}; nothing was sent"
+            )
+        cached = self._contracts.get(contract.name)
+        if cached is not None:
+            return cached
+        try:
+            body = await self._read(account, "/contract/find", {"name": contract.name})
+        except NotFound as e:
+            raise InvalidSymbol(f"Tradovate lists no contract {contract.name}") from e
+        if not isinstance(body, dict) or not body.get("id"):
+            raise InvalidSymbol(f"Tradovate lists no contract {contract.name}")
+        found = wire.parse(wire.WireContract, body, "contract/find")
+        self._contracts[found.name] = found
+        self._contract_names[found.id] = found.name
+        return found
+
+    async def _contract_name(self, contract_id: int, account: str) -> str:
+        name = self._contract_names.get(contract_id)
+        if name is None:
+            body = await self._read(account, "/contract/item", {"id": contract_id})
+            found = wire.parse(wire.WireContract, body, "contract/item")
+            name = self._contract_names[found.id] = found.name
+        return name
+
+    # --- submit ---------------------------------------------------------------------------------
+    async def submit(self, command: SubmitOrder) -> BrokerOrderId:
+        """Place one order (``placeorder``, or ``placeoso`` with a bracket) exactly once."""
+        account = await self._account(command.account)
+        contract = await self._contract(command.contract, command.account)
+        if command.bracket:
+            path = "/order/placeoso"
+            body = wire.place_oso_body(command, account.id, contract.name)
+        else:
+            path = "/order/placeorder"
+            body = wire.place_order_body(command, account.id, contract.name)
+        data = await self._send_order(command.account, path, body, command.client_order_id)
+        result = self._place_result(data, path, command.client_order_id)
+        _log.info(
+            "order_placed",
+            account=command.account,
+            client_order_id=command.client_order_id,
+            broker_order_id=result,
+        )
+        return result
+
+    def _place_result(self, data: Any, path: str, client_order_id: str) -> BrokerOrderId:
+        unknown = OutcomeUnknown(
+            f"{path} for {client_order_id}: the answer carries neither orderId nor "
+            "failureReason; look the order up",
+            client_order_id=client_order_id,
+        )
+        if not isinstance(data, dict):
+            raise unknown
+        try:
+            result = wire.parse(wire.WirePlaceResult, data, path)
+        except BrokerError as e:
+            raise unknown from e
+        if result.failed:
+            reason = result.failure_reason or "UnknownReason"
+            text = redact_text(result.failure_text or "")
+            if reason in wire.UNKNOWN_OUTCOME_REASONS:
+                raise OutcomeUnknown(
+                    f"{path} for {client_order_id}: {reason}; the order may exist",
+                    client_order_id=client_order_id,
+                )
+            raise BrokerRejected(
+                f"Tradovate rejected {client_order_id}: {reason} {text}".strip(),
+                reason=reason,
+                text=text,
+            )
+        if result.order_id is None:
+            if data.get("errorText"):
+                text = redact_text(str(data["errorText"]))
+                raise BrokerRejected(
+                    f"Tradovate rejected {client_order_id}: {text}", reason="Error", text=text
+                )
+            raise unknown
+        return BrokerOrderId(str(result.order_id))
+
+    async def _send_order(
+        self, account: str, path: str, body: dict[str, Any], client_order_id: str
+    ) -> Any:
+        token = await self.tokens.token(account)
+        refreshed = False
+        extra: dict[str, Any] = {}
+        for _ in range(MAX_PENALTY_RESENDS + 1):
+            try:
+                answer = await self.http.request(
+                    "POST",
+                    path,
+                    json_body={**body, **extra},
+                    token=token.access_token,
+                    budget_key=self._budget_key(token, account),
+                    client_order_id=client_order_id,
+                    account=account,
+                )
+            except ConnectionLost as e:
+                raise OutcomeUnknown(
+                    f"{path} for {client_order_id}: {e}; the order may exist",
+                    client_order_id=client_order_id,
+                ) from e
+            # BrokerUnavailable (connection refused, nothing sent) propagates as is.
+            if answer.status == 401 and not refreshed:
+                refreshed = True
+                token = await self.tokens.after_refused(account, token)
+                continue  # a 401 is answered before execution: resend once
+            self._check_submit_status(answer, path, client_order_id)
+            data = answer.body
+            if isinstance(data, dict) and "p-ticket" in data:
+                if data.get("p-captcha"):
+                    until = self.clock() + timedelta(hours=1)
+                    raise Lockout(f"{path}: captcha penalty; stop trading this user", until=until)
+                wait = float(data.get("p-time") or 0)
+                _log.warning("order_penalty", client_order_id=client_order_id, wait_s=wait)
+                await self._sleep(wait)
+                extra = {"p-ticket": data["p-ticket"]}
+                continue
+            return data
+        raise OutcomeUnknown(
+            f"{path} for {client_order_id}: still penalised after {MAX_PENALTY_RESENDS} resends",
+            client_order_id=client_order_id,
+        )
+
+    def _check_submit_status(self, answer: HttpAnswer, path: str, client_order_id: str) -> None:
+        status = answer.status
+        if status == 200:
+            return
+        if status == 401:
+            raise AuthError(
+                f"{path} for {client_order_id}: HTTP 401 twice; nothing was placed (on live, "
+                "check the 2FA approval email, then the deviceId)"
+            )
+        if status == 429 or status >= 500:
+            raise OutcomeUnknown(
+                f"{path} for {client_order_id}: HTTP {status} after sending; the order may exist",
+                client_order_id=client_order_id,
+            )
+        raise_for_status(answer, f"{path} for {client_order_id}")
+
+    # --- lookup ---------------------------------------------------------------------------------
+    async def lookup(self, command: SubmitOrder, ts_sent: datetime) -> LookupResult:
+        """Find a submit whose outcome is unknown: by ``clOrdId``, else by shape (§11.3).
+
+        "Absent" is only concluded once ``lookup_absent_after_s`` have passed since the
+        submit (a slow acceptance may still be on its way); until then we wait and look again.
+        """
+        result = await self._look(command, ts_sent)
+        wait = self.config.lookup_absent_after_s - (self.clock() - ts_sent).total_seconds()
+        if result.found is None and wait > 0:
+            await self._sleep(wait)
+            result = await self._look(command, ts_sent)
+        return result
+
+    async def _look(self, command: SubmitOrder, ts_sent: datetime) -> LookupResult:
+        account = await self._account(command.account)
+        contract = await self._contract(command.contract, command.account)
+        orders = await self._orders(command.account, account.id)
+        since = ts_sent - _CLOCK_SKEW
+        recent = [
+            o
+            for o in orders
+            if o.contract_id == contract.id
+            and (o.timestamp is None or o.timestamp >= since)
+            and o.parent_id is None  # bracket legs are found through their entry
+        ]
+        reports = await self._reports(command.account, recent)
+        cid = command.client_order_id
+        exact = [r for r in reports if r.client_order_id == cid]
+        if exact:
+            return LookupResult(cid, exact[0])
+        shaped = [
+            r
+            for r in reports
+            if r.side is command.side
+            and r.quantity == command.quantity
+            and r.order_type is command.order_type
+            and r.limit_price == command.limit_price
+            and r.stop_price == command.stop_price
+        ]
+        if len(shaped) == 1:
+            return LookupResult(cid, shaped[0], probable=True)
+        if len(shaped) > 1:
+            raise OutcomeUnknown(
+                f"lookup of {cid}: {len(shaped)} orders match by shape and none by clOrdId; "
+                "review by hand",
+                client_order_id=cid,
+            )
+        return LookupResult(cid, None)
+
+    # --- cancel, modify, flatten ---------------------------------------------------------------
+    async def cancel(self, command: CancelOrder) -> None:
+        """Cancel a working order; ``TooLate`` surfaces as ``BrokerRejected``."""
+        self._check_account_name(command.account)
+        await self._command(
+            command.account, "/order/cancelorder", wire.cancel_order_body(command.broker_order_id)
+        )
+
+    async def modify(self, command: ModifyOrder) -> None:
+        """Change a working order's quantity or prices."""
+        self._check_account_name(command.account)
+        await self._command(command.account, "/order/modifyorder", wire.modify_order_body(command))
+
+    async def flatten(self, command: FlattenPosition) -> None:
+        """Cancel working orders on the contract and close the position (``admin: false``)."""
+        account = await self._account(command.account)
+        contract = await self._contract(command.contract, command.account)
+        data = await self._write(
+            command.account,
+            "/order/liquidateposition",
+            wire.liquidate_body(account.id, contract.id),
+        )
+        result = wire.parse(wire.WirePlaceResult, data, "order/liquidateposition")
+        if result.failed:
+            raise BrokerRejected(
+                f"Tradovate refused to flatten {command.contract.name} on {command.account}: "
+                f"{result.failure_reason} {result.failure_text or ''}".strip(),
+                reason=result.failure_reason or "UnknownReason",
+                text=result.failure_text or "",
+            )
+
+    async def _command(self, account: str, path: str, body: dict[str, Any]) -> None:
+        data = await self._write(account, path, body)
+        result = wire.parse(wire.WireCommandResult, data, path)
+        if result.failed:
+            reason = result.failure_reason or "UnknownReason"
+            raise BrokerRejected(
+                f"Tradovate refused {path} for order {body.get('orderId')}: "
+                f"{reason} {result.failure_text or ''}".strip(),
+                reason=reason,
+                text=result.failure_text or "",
+            )
+
+    async def _write(self, account: str, path: str, body: dict[str, Any]) -> Any:
+        # Cancels, modifies and liquidations carry absolute targets, so resending one after
+        # a lost answer cannot double anything; AnotherCommandPending waits briefly.
+        async def once() -> Any:
+            data = await self._authorized("POST", account, path, json_body=body)
+            if isinstance(data, dict) and data.get("failureReason") == "AnotherCommandPending":
+                raise RateLimited(f"{path}: another command is pending", retry_after=0.5)
+            if isinstance(data, dict) and "p-ticket" in data and not data.get("p-captcha"):
+                raise RateLimited(f"{path}: penalty", retry_after=float(data.get("p-time") or 1))
+            return data
+
+        return await self.retry.run(once)
+
+    # --- reads ------------------------------------------------------------------------------------
+    async def _read(self, account: str, path: str, params: dict[str, Any] | None = None) -> Any:
+        return await self.retry.run(lambda: self._authorized("GET", account, path, params=params))
+
+    async def _authorized(
+        self,
+        method: str,
+        account: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json_body: Any = None,
+    ) -> Any:
+        token = await self.tokens.token(account)
+        answer = await self.http.request(
+            method,
+            path,
+            params=params,
+            json_body=json_body,
+            token=token.access_token,
+            account=account,
+            budget_key=self._budget_key(token, account),
+        )
+        if answer.status == 401:
+            token = await self.tokens.after_refused(account, token)
+            answer = await self.http.request(
+                method,
+                path,
+                params=params,
+                json_body=json_body,
+                token=token.access_token,
+                account=account,
+                budget_key=self._budget_key(token, account),
+            )
+        raise_for_status(answer, f"{method} {path}")
+        if (
+            isinstance(answer.body, dict)
+            and "p-ticket" in answer.body
+            and answer.body.get("p-captcha")
+        ):
+            raise Lockout(f"{path}: captcha penalty", until=self.clock() + timedelta(hours=1))
+        return answer.body
+
+    @staticmethod
+    def _budget_key(token: StoredToken, account: str) -> str:
+        return f"user:{token.user_id}" if token.user_id is not None else f"account:{account}"
+
+    async def _orders(self, account: str, account_id: int) -> list[wire.WireOrder]:
+        body = await self._read(account, "/order/deps", {"masterid": account_id})
+        return wire.parse_list(wire.WireOrder, body, "order/deps")
+
+    async def _ldeps(self, account: str, entity: str, ids: Sequence[int]) -> list[Any]:
+        out: list[Any] = []
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ",".join(str(i) for i in ids[start : start + _CHUNK])
+            body = await self._read(account, f"/{entity}/ldeps", {"masterids": chunk})
+            if not isinstance(body, list):
+                raise BrokerError(f"{entity}/ldeps: expected a JSON list")
+            out.extend(body)
+        return out
+
+    async def _reports(
+        self, account: str, orders: Sequence[wire.WireOrder]
+    ) -> list[OrderStatusReport]:
+        if not orders:
+            return []
+        ids = [o.id for o in orders]
+        versions: dict[int, wire.WireOrderVersion] = {}
+        for v in wire.parse_list(
+            wire.WireOrderVersion,
+            await self._ldeps(account, "orderVersion", ids),
+            "orderVersion/ldeps",
+        ):
+            if v.order_id not in versions or v.id > versions[v.order_id].id:
+                versions[v.order_id] = v
+        fills: dict[int, list[wire.WireFill]] = {}
+        for f in wire.parse_list(
+            wire.WireFill, await self._ldeps(account, "fill", ids), "fill/ldeps"
+        ):
+            if f.active:
+                fills.setdefault(f.order_id, []).append(f)
+        cl_ord_ids: dict[int, str] = {}
+        for c in sorted(
+            wire.parse_list(
+                wire.WireCommand, await self._ldeps(account, "command", ids), "command/ldeps"
+            ),
+            key=lambda c: c.id,
+        ):
+            if c.cl_ord_id and c.order_id not in cl_ord_ids:
+                cl_ord_ids[c.order_id] = c.cl_ord_id  # the New command carries ours
+        reasons: dict[int, str] = {}
+        rejected = [o.id for o in orders if o.ord_status == "Rejected"]
+        if rejected:
+            for r in wire.parse_list(
+                wire.WireExecutionReport,
+                await self._ldeps(account, "executionReport", rejected),
+                "executionReport/ldeps",
+            ):
+                if r.reject_reason or r.text:
+                    reasons[r.order_id] = " ".join(x for x in (r.reject_reason, r.text) if x)
+        reports = []
+        for order in orders:
+            version = versions.get(order.id)
+            order_fills = fills.get(order.id, [])
+            filled = sum(f.qty for f in order_fills)
+            avg = (
+                sum((f.price * f.qty for f in order_fills), Decimal(0)) / filled if filled else None
+            )
+            quantity = version.order_qty if version else filled
+            reports.append(
+                OrderStatusReport(
+                    broker_order_id=BrokerOrderId(str(order.id)),
+                    account=AccountName(account),
+                    contract=await self._contract_name(order.contract_id, account),
+                    side=wire.side_from_wire(order.action),
+                    order_type=wire.order_type_from_wire(version.order_type if version else ""),
+                    quantity=quantity,
+                    status=wire.order_status(order.ord_status, filled, quantity),
+                    filled_qty=filled,
+                    avg_fill_price=avg,
+                    limit_price=version.price if version else None,
+                    stop_price=version.stop_price if version else None,
+                    client_order_id=(
+                        ClientOrderId(cl_ord_ids[order.id]) if order.id in cl_ord_ids else None
+                    ),
+                    reason=reasons.get(order.id, ""),
+                    ts_created=order.timestamp,
+                )
+            )
+        return reports
+
+    async def order_reports(self, account: AccountName) -> list[OrderStatusReport]:
+        """Return the account's orders with quantities, prices, fills and our ids."""
+        found = await self._account(account)
+        return await self._reports(account, await self._orders(account, found.id))
+
+    async def order_report(
+        self, account: AccountName, broker_order_id: BrokerOrderId
+    ) -> OrderStatusReport:
+        """Return one order; ``NotFound`` if the broker has no such order on the account."""
+        found = await self._account(account)
+        try:
+            order_id = int(broker_order_id)
+        except ValueError as e:
+            raise NotFound(f"{broker_order_id!r} is not a native order id") from e
+        body = await self._read(account, "/order/item", {"id": order_id})
+        if not isinstance(body, dict) or not body:
+            raise NotFound(f"no order {order_id}")
+        order = wire.parse(wire.WireOrder, body, "order/item")
+        if order.account_id != found.id:
+            raise NotFound(f"order {order_id} does not belong to {account}")
+        return (await self._reports(account, [order]))[0]
+
+    async def fill_reports(self, account: AccountName) -> list[FillReport]:
+        """Return the account's fills."""
+        found = await self._account(account)
+        orders = await self._orders(account, found.id)
+        fills = wire.parse_list(
+            wire.WireFill, await self._ldeps(account, "fill", [o.id for o in orders]), "fill/ldeps"
+        )
+        return [
+            FillReport(
+                fill_id=str(f.id),
+                broker_order_id=BrokerOrderId(str(f.order_id)),
+                account=account,
+                contract=await self._contract_name(f.contract_id, account),
+                side=wire.side_from_wire(f.action),
+                qty=f.qty,
+                price=f.price,
+                ts_event=f.timestamp,
+            )
+            for f in sorted(fills, key=lambda f: f.id)
+            if f.active
+        ]
+
+    async def position_reports(self, account: AccountName) -> list[PositionReport]:
+        """Return the account's non-flat positions."""
+        found = await self._account(account)
+        body = await self._read(account, "/position/deps", {"masterid": found.id})
+        return [
+            PositionReport(
+                account=account,
+                contract=await self._contract_name(p.contract_id, account),
+                net_qty=p.net_pos,
+                avg_price=p.net_price,
+            )
+            for p in wire.parse_list(wire.WirePosition, body, "position/deps")
+            if p.net_pos != 0
+        ]
+
+    # --- events -----------------------------------------------------------------------------------
+    async def start_events(self) -> None:
+        """Open one user-sync WebSocket per Tradovate user of the configured accounts."""
+        for name in self._configured:
+            account = await self._account(name)
+            user_id = account.user_id
+            if user_id is None:
+                token = await self.tokens.token(name)
+                user_id = token.user_id
+            if user_id is None:
+                raise AuthError(f"cannot tell the Tradovate user of {name} (no userId anywhere)")
+            if user_id in self._sync:
+                continue
+            sync = UserSync(
+                self.config,
+                user_id=user_id,
+                account_name=name,
+                tokens=self.tokens,
+                on_event=self._events.put_nowait,
+                account_names=self._account_names_by_id(),
+            )
+            self._sync[user_id] = sync
+            await sync.start()
+
+    def _account_names_by_id(self) -> dict[int, str]:
+        return {a.id: a.name for a in self._by_id.values()}
+
+    async def events(self) -> AsyncIterator[BrokerOrderEvent]:
+        """Yield order events from the user-sync sockets (started on first use)."""
+        if not self._sync:
+            await self.start_events()
+        while True:
+            yield await self._events.get()
+
+    def user_syncs(self) -> list[UserSync]:
+        """Return the running user-sync clients (for health checks)."""
+        return list(self._sync.values())

@@ -1,0 +1,346 @@
+"""The native user-sync WebSocket: one socket per Tradovate user, order events out.
+
+Protocol (reference §8): the server opens with ``o``; we send ``authorize\\n<id>\\n\\n<token>``
+with the CURRENT token from the token store, then ``user/syncrequest`` with
+``{"users":[userId]}``. The reply's ``d`` is a snapshot; changes follow as
+``{"e":"props","d":{"entityType","entity","eventType"}}``. We send ``[]`` every 2.5 s and
+treat a silent socket as dead. Reconnects back off exponentially with jitter.
+
+``SyncMirror`` keeps what the socket told us and turns changes into ``BrokerOrderEvent``s.
+The first snapshot only seeds it (startup reconciliation reads REST reports); every later
+snapshot is authoritative and emits what changed while the socket was down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import WebSocketException
+
+from tradebridge.brokers.base import BrokerOrderEvent
+from tradebridge.brokers.tradovate import _wire as wire
+from tradebridge.config import EventNamesConfig, TradovateConfig
+from tradebridge.domain.ids import AccountName, BrokerOrderId, ClientOrderId
+from tradebridge.domain.orders import (
+    OrderAccepted,
+    OrderCancelled,
+    OrderEvent,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+)
+from tradebridge.errors import AuthError, BrokerError, ConnectionLost, Lockout
+from tradebridge.ops.logging import get_logger, redact_text
+from tradebridge.store.tokens import TokenProvider
+
+_log = get_logger("tradebridge.brokers.tradovate.usersync")
+
+EventSink = Callable[[BrokerOrderEvent], None]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class SyncMirror:
+    """The user's orders and fills as the socket reported them; diffs become events."""
+
+    def __init__(self, names: EventNamesConfig, account_names: Mapping[int, str]) -> None:
+        self.names = names
+        self.account_names = dict(account_names)
+        self.orders: dict[int, wire.WireOrder] = {}
+        self.fill_ids: set[int] = set()
+        self.cl_ord_ids: dict[int, str] = {}
+        self.reject_reasons: dict[int, str] = {}
+        self.seeded = False
+        self._pending_fills: dict[int, list[wire.WireFill]] = {}
+
+    def apply_snapshot(self, snapshot: Any) -> list[BrokerOrderEvent]:
+        """Apply a ``user/syncrequest`` snapshot; return events (none for the first one)."""
+        if not isinstance(snapshot, dict):
+            raise BrokerError("user/syncrequest: the snapshot is not a JSON object")
+        emit = self.seeded
+        for account in _entities(wire.WireAccount, snapshot.get("accounts")):
+            self.account_names[account.id] = account.name
+        for command in _entities(wire.WireCommand, snapshot.get("commands")):
+            self._command(command)
+        for report in _entities(wire.WireExecutionReport, snapshot.get("executionReports")):
+            self._execution_report(report)
+        events: list[BrokerOrderEvent] = []
+        for order in _entities(wire.WireOrder, snapshot.get("orders")):
+            events.extend(self._order(order))
+        for fill in _entities(wire.WireFill, snapshot.get("fills")):
+            events.extend(self._fill(fill))
+        self.seeded = True
+        return events if emit else []
+
+    def apply_props(self, data: Any) -> list[BrokerOrderEvent]:
+        """Apply one ``props`` event; return the order events it implies."""
+        if not isinstance(data, dict):
+            return []
+        entity_type, entity = data.get("entityType"), data.get("entity")
+        if data.get("eventType") == self.names.deleted or not isinstance(entity, dict):
+            return []
+        try:
+            if entity_type == self.names.order:
+                return self._order(wire.WireOrder.model_validate(entity))
+            if entity_type == self.names.fill:
+                return self._fill(wire.WireFill.model_validate(entity))
+            if entity_type == self.names.command:
+                self._command(wire.WireCommand.model_validate(entity))
+            elif entity_type == self.names.execution_report:
+                self._execution_report(wire.WireExecutionReport.model_validate(entity))
+        except ValidationError:
+            _log.warning("usersync_entity_unreadable", entity_type=str(entity_type))
+        return []
+
+    def _command(self, command: wire.WireCommand) -> None:
+        if command.cl_ord_id and command.order_id not in self.cl_ord_ids:
+            self.cl_ord_ids[command.order_id] = command.cl_ord_id
+
+    def _execution_report(self, report: wire.WireExecutionReport) -> None:
+        reason = " ".join(x for x in (report.reject_reason, report.text) if x)
+        if reason and (report.exec_type == "Rejected" or report.ord_status == "Rejected"):
+            self.reject_reasons[report.order_id] = reason
+
+    def _event(self, order: wire.WireOrder, event: OrderEvent) -> BrokerOrderEvent:
+        cid = self.cl_ord_ids.get(order.id)
+        return BrokerOrderEvent(
+            account=AccountName(self.account_names.get(order.account_id, str(order.account_id))),
+            broker_order_id=BrokerOrderId(str(order.id)),
+            client_order_id=ClientOrderId(cid) if cid else None,
+            event=event,
+        )
+
+    def _order(self, order: wire.WireOrder) -> list[BrokerOrderEvent]:
+        previous = self.orders.get(order.id)
+        self.orders[order.id] = order
+        ts = order.timestamp or _utcnow()
+        events: list[BrokerOrderEvent] = []
+        status = order.ord_status
+        if previous is None and status != "Rejected":
+            events.append(self._event(order, OrderAccepted(BrokerOrderId(str(order.id)), ts)))
+        changed = previous is None or previous.ord_status != status
+        if changed:
+            now = _utcnow()
+            if status == "Rejected":
+                reason = self.reject_reasons.get(order.id, "")
+                events.append(self._event(order, OrderRejected("Rejected", reason, now)))
+            elif status == "Canceled":
+                events.append(self._event(order, OrderCancelled(now)))
+            elif status == "Expired":
+                events.append(self._event(order, OrderExpired(now)))
+        for fill in self._pending_fills.pop(order.id, []):
+            events.extend(self._fill(fill))
+        return events
+
+    def _fill(self, fill: wire.WireFill) -> list[BrokerOrderEvent]:
+        if fill.id in self.fill_ids or not fill.active:
+            return []
+        order = self.orders.get(fill.order_id)
+        if order is None:  # the fill overtook its order: hold it until the order arrives
+            self._pending_fills.setdefault(fill.order_id, []).append(fill)
+            return []
+        self.fill_ids.add(fill.id)
+        event = OrderFilled(fill.qty, fill.price, fill.timestamp, str(fill.id))
+        return [self._event(order, event)]
+
+
+def _entities(model: type[wire.M], items: Any) -> list[wire.M]:
+    out: list[wire.M] = []
+    for item in items or []:
+        try:
+            out.append(model.model_validate(item))
+        except ValidationError:
+            _log.warning("usersync_entity_unreadable", entity=model.__name__)
+    return out
+
+
+@dataclass
+class _Reply:
+    status: int
+    data: Any
+
+
+class UserSync:
+    """One user-sync socket: connect, authorize, sync, heartbeat, reconnect."""
+
+    def __init__(
+        self,
+        config: TradovateConfig,
+        *,
+        user_id: int,
+        account_name: str,
+        tokens: TokenProvider,
+        on_event: EventSink,
+        account_names: Mapping[int, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.url = config.ws_url
+        self.user_id = user_id
+        self.account_name = account_name  # whose token key authorizes the socket
+        self.tokens = tokens
+        self.on_event = on_event
+        self.mirror = SyncMirror(config.event_names, account_names or {})
+        self.synced = asyncio.Event()
+        self.connects = 0
+        self._ids = itertools.count(1)
+        self._replies: dict[int, asyncio.Future[_Reply]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._ws: ClientConnection | None = None
+        self._last_frame = time.monotonic()
+
+    def __repr__(self) -> str:
+        return f"UserSync(url={self.url!r}, user_id={self.user_id}, synced={self.synced.is_set()})"
+
+    async def start(self) -> None:
+        """Start the connection loop in the background."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"usersync-{self.user_id}")
+
+    async def stop(self) -> None:
+        """Close the socket and end the loop."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def wait_synced(self, within_s: float) -> None:
+        """Wait until the socket is synced; ``ConnectionLost`` after ``within_s`` seconds."""
+        try:
+            await asyncio.wait_for(self.synced.wait(), within_s)
+        except TimeoutError as e:
+            raise ConnectionLost(f"user sync for {self.user_id} not ready in {within_s} s") from e
+
+    async def drop(self) -> None:
+        """Close the current socket (the loop reconnects); a test and operator hook."""
+        if self._ws is not None:
+            await self._ws.close()
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await self._session()
+                failures = 0 if self.synced.is_set() else failures + 1
+            except Lockout as e:
+                _log.error("usersync_locked_out", user_id=self.user_id, until=e.until.isoformat())
+                await asyncio.sleep(max((e.until - _utcnow()).total_seconds(), 1.0))
+                continue
+            except (BrokerError, OSError, WebSocketException, TimeoutError) as e:
+                failures += 1
+                _log.warning(
+                    "usersync_disconnected",
+                    user_id=self.user_id,
+                    error=redact_text(f"{type(e).__name__}: {e}"),
+                )
+            finally:
+                self.synced.clear()
+                self._ws = None
+                for future in self._replies.values():
+                    future.cancel()
+                self._replies.clear()
+            delay = min(self.config.ws_reconnect_max_s, 0.25 * 2 ** min(failures, 10))
+            await asyncio.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311 - jitter
+
+    async def _session(self) -> None:
+        # Always the CURRENT token: a reconnect with a cached, since-renewed token is a
+        # classic bug (reference §8.10).
+        token = await self.tokens.token(self.account_name)
+        dead = self.config.ws_dead_after_s
+        async with connect(self.url, open_timeout=dead, ping_interval=None, max_size=None) as ws:
+            self._ws = ws
+            self.connects += 1
+            self._last_frame = time.monotonic()
+            opening = await asyncio.wait_for(ws.recv(), dead)
+            if opening != "o":
+                raise ConnectionLost(
+                    f"user sync: expected the open frame 'o', got {opening[:10]!r}"
+                )
+            reader = asyncio.create_task(self._read(ws))
+            beat = asyncio.create_task(self._heartbeat(ws))
+            try:
+                reply = await self._request(ws, "authorize", raw_body=token.access_token)
+                if reply.status == 401:
+                    await self.tokens.after_refused(self.account_name, token)
+                    raise AuthError("user sync: the token was refused; reconnecting with a new one")
+                if reply.status != 200:
+                    raise BrokerError(f"user sync: authorize answered {reply.status}")
+                reply = await self._request(ws, "user/syncrequest", body={"users": [self.user_id]})
+                if reply.status != 200:
+                    raise BrokerError(f"user sync: syncrequest answered {reply.status}")
+                for event in self.mirror.apply_snapshot(reply.data):
+                    self.on_event(event)
+                self.synced.set()
+                _log.info("usersync_synced", user_id=self.user_id, connects=self.connects)
+                await reader
+            finally:
+                reader.cancel()
+                beat.cancel()
+                for task in (reader, beat):
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+
+    async def _request(
+        self, ws: ClientConnection, endpoint: str, *, body: Any = None, raw_body: str = ""
+    ) -> _Reply:
+        request_id = next(self._ids)
+        future: asyncio.Future[_Reply] = asyncio.get_running_loop().create_future()
+        self._replies[request_id] = future
+        text = raw_body if body is None else json.dumps(body)
+        await ws.send(f"{endpoint}\n{request_id}\n\n{text}")
+        try:
+            return await asyncio.wait_for(future, self.config.ws_dead_after_s)
+        finally:
+            self._replies.pop(request_id, None)
+
+    async def _read(self, ws: ClientConnection) -> None:
+        async for frame in ws:
+            self._last_frame = time.monotonic()
+            text = frame if isinstance(frame, str) else frame.decode("utf-8", "replace")
+            if not text or text in ("o", "h"):
+                continue
+            if text[0] == "c":
+                return  # the server closes: reconnect
+            if text[0] != "a":
+                continue
+            try:
+                items = json.loads(text[1:])
+            except ValueError:
+                _log.warning("usersync_frame_unreadable", size=len(text))
+                continue
+            for item in items if isinstance(items, list) else []:
+                self._dispatch(item)
+
+    def _dispatch(self, item: Any) -> None:
+        if not isinstance(item, dict):
+            return
+        if "i" in item and item.get("e") is None:
+            future = self._replies.get(item["i"]) if isinstance(item["i"], int) else None
+            if future is not None and not future.done():
+                future.set_result(_Reply(int(item.get("s", 0)), item.get("d")))
+            return
+        if item.get("e") == "props":
+            for event in self.mirror.apply_props(item.get("d")):
+                self.on_event(event)
+
+    async def _heartbeat(self, ws: ClientConnection) -> None:
+        while True:
+            await asyncio.sleep(self.config.ws_heartbeat_s)
+            if time.monotonic() - self._last_frame > self.config.ws_dead_after_s:
+                _log.warning("usersync_silent", user_id=self.user_id)
+                await ws.close()
+                return
+            await ws.send("[]")

@@ -1,0 +1,326 @@
+"""One typed settings tree: a TOML file plus environment variables.
+
+Sources, strongest first: keyword arguments, ``TRADEBRIDGE_...`` variables (nested with
+``__``, e.g. ``TRADEBRIDGE_TRADOVATE__ENVIRONMENT=live``), the conventional
+``DATABASE_URL`` and ``REDIS_URL``, the TOML file (``tradebridge.toml``, or the path in
+``TRADEBRIDGE_CONFIG``), then defaults. Secrets belong in the environment; ``redacted()``
+prints the effective settings with every secret masked (``tradebridge config check``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from tradebridge.domain.enums import Dialect, Environment
+from tradebridge.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = Path("tradebridge.toml")
+_NATIVE_URLS = {
+    Environment.DEMO: "https://demo.tradovateapi.com/v1",
+    Environment.LIVE: "https://live.tradovateapi.com/v1",
+}
+_BRIDGE_URLS = {
+    Environment.DEMO: "https://tv-demo.tradovateapi.com",
+    Environment.LIVE: "https://tv-live.tradovateapi.com",
+}
+_config_file: ContextVar[Path | None] = ContextVar("tradebridge_config_file", default=None)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RetryConfig(_Section):
+    """Retries of reads, cancels, logins and connects (never of a submit)."""
+
+    enabled: bool = True
+    attempts: int = Field(5, ge=1, description="cap on attempts, the first included")
+    timeout_s: float = Field(30.0, gt=0, description="cap on the total time spent retrying")
+    wait_initial_s: float = Field(0.2, ge=0)
+    wait_max_s: float = Field(5.0, ge=0)
+    wait_jitter_s: float = Field(0.5, ge=0)
+
+
+class EventNamesConfig(_Section):
+    """The strings of WebSocket ``props`` events; the reference marks them unverified (§8.7)."""
+
+    order: str = "order"
+    order_version: str = "orderVersion"
+    execution_report: str = "executionReport"
+    fill: str = "fill"
+    position: str = "position"
+    command: str = "command"
+    created: str = "Created"
+    updated: str = "Updated"
+    deleted: str = "Deleted"
+
+
+class TradovateConfig(_Section):
+    """Where and how to reach Tradovate; every host follows from ``environment``."""
+
+    environment: Environment = Environment.DEMO
+    native_url: str = Field("", description="native REST base incl. /v1; derived if empty")
+    bridge_url: str = Field("", description="TradingView bridge base; derived if empty")
+    ws_url: str = Field("", description="user WebSocket; derived from native_url if empty")
+    request_timeout_s: float = Field(10.0, gt=0)
+    connect_timeout_s: float = Field(5.0, gt=0)
+    # Client-side budget per Tradovate user (reference §7): ~1 request/s with small bursts.
+    requests_per_s: float = Field(1.0, gt=0)
+    request_burst: int = Field(5, ge=1)
+    device_id: str | None = Field(None, description="override; normally generated once")
+    app_version: str = "1.0"
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    ws_heartbeat_s: float = Field(2.5, gt=0)
+    ws_dead_after_s: float = Field(10.0, gt=0, description="no frame this long: reconnect")
+    ws_reconnect_max_s: float = Field(30.0, gt=0)
+    event_names: EventNamesConfig = Field(default_factory=EventNamesConfig)
+    lookup_absent_after_s: float = Field(10.0, ge=0, description="reference §11.3 step 5")
+
+    @model_validator(mode="after")
+    def _derive_urls(self) -> TradovateConfig:
+        if not self.native_url:
+            self.native_url = _NATIVE_URLS[self.environment]
+        if not self.bridge_url:
+            self.bridge_url = _BRIDGE_URLS[self.environment]
+        self.native_url = self.native_url.rstrip("/")
+        self.bridge_url = self.bridge_url.rstrip("/")
+        if not self.ws_url:
+            self.ws_url = websocket_url(self.native_url)
+        return self
+
+
+def websocket_url(native_url: str) -> str:
+    """Derive the user WebSocket URL from the native REST base (``.../v1/websocket``)."""
+    base = re.sub(r"^http", "ws", native_url.rstrip("/"))
+    if not base.endswith("/v1"):
+        base += "/v1"
+    return base + "/websocket"
+
+
+class AccountConfig(_Section):
+    """One account tradebridge trades, in one dialect."""
+
+    name: str = Field(min_length=1, description="accountSpec, e.g. PAAPEX1361890000010")
+    dialect: Dialect = Dialect.NATIVE
+    native_id: int | None = None
+    bridge_id: str | None = None
+    user: str | None = Field(None, description="Tradovate user owning it (token sharing)")
+    token_key: str | None = Field(None, description="overrides the token key template")
+
+
+class NativeCredentials(_Section):
+    """Self-managed native login (``auth/accesstokenrequest``)."""
+
+    name: str
+    password: SecretStr
+    app_id: str = "tradebridge"
+    app_version: str = "1.0"
+    cid: int = 0
+    sec: SecretStr = SecretStr("")
+
+
+class BridgeCredentials(_Section):
+    """Self-managed TradingView-bridge login (``POST /authorize``)."""
+
+    login: str
+    password: SecretStr
+
+
+class TokenConfig(_Section):
+    """Where tokens live in Redis and, optionally, how tradebridge obtains them itself."""
+
+    key_template: str = "token:{account_name}"
+    expiry_margin_s: float = Field(60.0, ge=0, description="stop using a token this early")
+    renew_before_s: float = Field(15 * 60.0, ge=0, description="renew when less remains")
+    renew_fraction: float = Field(0.8, gt=0, le=1, description="or this share has passed")
+    lock_ttl_ms: int = Field(30_000, ge=1000)
+    lock_wait_s: float = Field(35.0, gt=0, description="how long others wait for a renewal")
+    max_logins_per_hour: int = Field(5, ge=1)
+    max_penalty_resends: int = Field(3, ge=0)
+    lockout_s: float = Field(3600.0, ge=0)
+    native: NativeCredentials | None = None
+    bridge: BridgeCredentials | None = None
+
+    def key_for(self, account_name: str) -> str:
+        """Return the Redis key of an account's token."""
+        return self.key_template.format(account_name=account_name)
+
+
+class RedisConfig(_Section):
+    """The Redis holding tokens and locks; ``REDIS_URL`` also sets it."""
+
+    url: SecretStr | None = None
+    socket_timeout_s: float = Field(5.0, gt=0)
+
+
+class DatabaseConfig(_Section):
+    """The Postgres ledger; ``DATABASE_URL`` also sets it (empty: the embedded server)."""
+
+    url: SecretStr | None = None
+    min_pool: int = Field(1, ge=0)
+    max_pool: int = Field(10, ge=1)
+
+
+class LoggingConfig(_Section):
+    """Log output."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_output: bool = True
+
+
+class _ConventionalEnv(PydanticBaseSettingsSource):
+    """``DATABASE_URL`` and ``REDIS_URL``, as every hosting platform sets them."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        del field  # every value comes from __call__
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if url := os.environ.get("DATABASE_URL"):
+            out["database"] = {"url": url}
+        if url := os.environ.get("REDIS_URL"):
+            out["redis"] = {"url": url}
+        return out
+
+
+class Settings(BaseSettings):
+    """The whole configuration of one tradebridge installation."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TRADEBRIDGE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    data_dir: Path = Path(".tradebridge")
+    tradovate: TradovateConfig = Field(default_factory=TradovateConfig)
+    accounts: list[AccountConfig] = Field(default_factory=list)
+    tokens: TokenConfig = Field(default_factory=TokenConfig)
+    redis: RedisConfig = Field(default_factory=RedisConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Order the sources: arguments, TRADEBRIDGE_ env, conventional env, TOML file."""
+        del dotenv_settings, file_secret_settings  # no .env files, no secret directories
+        path = _config_file.get()
+        if path is None:
+            env_path = os.environ.get("TRADEBRIDGE_CONFIG")
+            path = Path(env_path) if env_path else DEFAULT_CONFIG_FILE
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=path)
+        return (init_settings, env_settings, _ConventionalEnv(settings_cls), toml)
+
+    @model_validator(mode="after")
+    def _check_accounts(self) -> Settings:
+        names = [a.name for a in self.accounts]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"accounts listed twice: {', '.join(duplicates)}")
+        return self
+
+    def account(self, name: str) -> AccountConfig:
+        """Return one configured account; ``ConfigError`` names the known ones."""
+        for account in self.accounts:
+            if account.name == name:
+                return account
+        known = ", ".join(a.name for a in self.accounts) or "none"
+        raise ConfigError(f"account {name!r} is not configured (configured: {known})")
+
+    def token_key(self, account_name: str) -> str:
+        """Return the Redis key of an account's token (per-account override first)."""
+        for account in self.accounts:
+            if account.name == account_name and account.token_key:
+                return account.token_key
+        return self.tokens.key_for(account_name)
+
+    def device_id(self) -> str:
+        """Return this installation's device id, generated once into ``data_dir``."""
+        return self.tradovate.device_id or load_device_id(self.data_dir)
+
+    def __repr__(self) -> str:
+        return f"Settings({self.redacted()!r})"
+
+    __str__ = __repr__
+
+    def redacted(self) -> dict[str, Any]:
+        """Return the effective settings as JSON-ready data with every secret masked."""
+        data: dict[str, Any] = _mask_urls(self.model_dump(mode="json"))
+        return data
+
+
+def load_device_id(data_dir: Path) -> str:
+    """Read the persisted device id, creating it on first use; never rotated (§2.7)."""
+    path = data_dir / "device_id"
+    try:
+        existing = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        existing = ""
+    if existing:
+        return existing
+    data_dir.mkdir(parents=True, exist_ok=True)
+    device_id = str(uuid.uuid4())
+    # Exclusive create: two processes starting at once must end up with the same id.
+    try:
+        with path.open("x", encoding="utf-8") as handle:
+            handle.write(device_id + "\n")
+    except FileExistsError:
+        return path.read_text(encoding="utf-8").strip()
+    return device_id
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@", re.IGNORECASE)
+
+
+def _mask_urls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _mask_urls(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_urls(v) for v in value]
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(r"\g<head>***@", value)
+    return value
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Load the settings (``config_file`` beats ``TRADEBRIDGE_CONFIG``); ``ConfigError`` if bad."""
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"configuration file {config_file} does not exist")
+    token = _config_file.set(config_file)
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        raise ConfigError(f"invalid settings: {_describe(e)}") from e
+    finally:
+        _config_file.reset(token)
+
+
+def _describe(error: ValidationError) -> str:
+    # Never echo input values: they may be secrets.
+    parts = []
+    for item in error.errors(include_input=False, include_url=False):
+        where = ".".join(str(p) for p in item["loc"])
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)

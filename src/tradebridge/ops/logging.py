@@ -1,0 +1,140 @@
+"""Structured JSON logs with secrets redacted by a processor, not by discipline.
+
+``configure_logging()`` once at start; ``get_logger(__name__)`` everywhere. The redaction
+masks values under secret-looking keys (``accessToken``, ``password``, ``p-ticket``, ...)
+and secret-looking values anywhere (JWTs, ``Bearer ...``, ``access_token=...`` in URLs),
+however deeply nested. ``redact()`` is public so that the broker-call audit uses the same
+rules before anything is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+from structlog.typing import FilteringBoundLogger
+
+MASK = "***"
+
+# Compared after lower-casing and dropping "-" and "_", so accessToken, access_token and
+# ACCESS-TOKEN are one entry.
+SECRET_KEYS: frozenset[str] = frozenset(
+    {
+        "accesstoken",
+        "mdaccesstoken",
+        "refreshtoken",
+        "token",
+        "password",
+        "passwd",
+        "sec",
+        "secret",
+        "clientsecret",
+        "apikey",
+        "authorization",
+        "proxyauthorization",
+        "cookie",
+        "setcookie",
+        "pticket",
+        "ticket",
+    }
+)
+
+_JWT = re.compile(r"\b[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\b")
+_BEARER = re.compile(r"\b(Bearer)\s+[^\s\"',;]+", re.IGNORECASE)
+_QUERY_SECRET = re.compile(
+    r"(?P<key>(?:access_?token|md_?access_?token|token|password|sec|secret|p-ticket)=)[^&\s\"']+",
+    re.IGNORECASE,
+)
+
+
+def is_secret_key(key: object) -> bool:
+    """Return whether a mapping key names a secret."""
+    return isinstance(key, str) and key.lower().replace("-", "").replace("_", "") in SECRET_KEYS
+
+
+def redact_text(text: str) -> str:
+    """Mask JWT-looking strings, bearer tokens and secret query parameters inside a string."""
+    text = _BEARER.sub(rf"\1 {MASK}", text)
+    text = _JWT.sub(MASK, text)
+    return _QUERY_SECRET.sub(rf"\g<key>{MASK}", text)
+
+
+def redact(value: Any) -> Any:
+    """Return a copy of ``value`` with secrets masked by key name and by value shape."""
+    if isinstance(value, Mapping):
+        return {k: (MASK if is_secret_key(k) and v not in (None, "") else redact(v))
+                for k, v in value.items()}  # fmt: skip
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, bytes):
+        return redact_text(value.decode("utf-8", "replace"))
+    return value
+
+
+def redact_processor(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Mask secrets in a structlog event (a processor; runs last before rendering)."""
+    return {
+        key: (MASK if is_secret_key(key) else redact(value)) for key, value in event_dict.items()
+    }
+
+
+def _render_exception_then_redact(
+    logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    # Tracebacks carry exception messages; render them first so the redaction sees them.
+    return redact_processor(
+        logger, method, structlog.processors.format_exc_info(logger, method, event_dict)
+    )
+
+
+def configure_logging(
+    level: str = "INFO", *, json_output: bool = True, stream: TextIO | None = None
+) -> None:
+    """Configure structlog (and the stdlib root logger) to write redacted logs."""
+    numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer(default=str)
+        if json_output
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _render_exception_then_redact,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+    # Libraries log through the stdlib; their records get the same redaction.
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(_RedactingFormatter("%(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(max(numeric, logging.INFO))
+
+
+class _RedactingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
+
+
+def get_logger(name: str | None = None, **bound: Any) -> FilteringBoundLogger:
+    """Return a structlog logger, optionally with context bound."""
+    if name is not None:
+        # Not "logger": structlog.get_logger() reserves that keyword for the wrapped logger.
+        bound = {"logger_name": name, **bound}
+    # A lazy proxy: loggers made at import time follow a later ``configure_logging``.
+    logger: FilteringBoundLogger = structlog.get_logger(**bound)
+    return logger

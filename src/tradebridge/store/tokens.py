@@ -1,0 +1,563 @@
+"""Tradovate tokens in Redis: read, cache, and (optionally) obtain and renew them ourselves.
+
+``TokenStore`` reads the key of an account (template ``token:{account_name}``). The value is
+the JSON of reference §2.9 (``{"kind","env","accessToken","mdAccessToken","expirationTime",
+"userId","obtainedAt"}``) or, as older token services write it, the bare token. The expiry
+is ``expirationTime``, else the JWT's ``exp``, else the key's TTL. A token is cached in the
+process until ``expiry_margin_s`` before it expires; after a 401 the caller asks for
+``after_refused`` and the key is re-read exactly once.
+
+``TokenManager`` adds self-managed native tokens: ``auth/accesstokenrequest`` classified on
+the body (``errorText`` is final, a p-ticket without captcha is waited out and resent, a
+captcha, 423 or 429 is a one-hour ``Lockout`` with an alert), ``auth/renewaccesstoken``
+before expiry under the Redis lock ``lock:token:<user>`` so that one process renews for all,
+and at most ``max_logins_per_hour`` logins per user, counted in Redis.
+
+Tokens never appear in logs, errors or reprs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import json
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from tradebridge.brokers._http import BrokerHttp, HttpAnswer, raise_for_status
+from tradebridge.brokers._retry import RetryPolicy
+from tradebridge.config import NativeCredentials, RedisConfig, RetryConfig, TokenConfig
+from tradebridge.errors import AuthError, ConnectionLost, Lockout, LoginFailed, RateLimited
+from tradebridge.ops.logging import get_logger, redact_text
+
+_log = get_logger("tradebridge.store.tokens")
+
+Clock = Callable[[], datetime]
+AlertHook = Callable[[str], None]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def connect_redis(config: RedisConfig) -> aioredis.Redis:
+    """Return an async Redis client for the configured URL (default: local Redis)."""
+    url = config.url.get_secret_value() if config.url else "redis://127.0.0.1:6379/0"
+    return aioredis.Redis.from_url(
+        url, socket_timeout=config.socket_timeout_s, socket_connect_timeout=config.socket_timeout_s
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredToken:
+    """An access token with its expiry; its repr never shows the token."""
+
+    access_token: str = field(repr=False)
+    expires_at: datetime
+    key: str = ""
+    kind: str = "native"  # native | tv
+    env: str | None = None
+    user_id: int | None = None
+    md_access_token: str | None = field(default=None, repr=False)
+    obtained_at: datetime | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"StoredToken(key={self.key!r}, kind={self.kind!r}, env={self.env!r}, "
+            f"user_id={self.user_id!r}, expires_at={self.expires_at.isoformat()}, "
+            "access_token=***)"
+        )
+
+    __str__ = __repr__
+
+    def remaining(self, now: datetime) -> timedelta:
+        """Return the time left until expiry (negative when expired)."""
+        return self.expires_at - now
+
+    def to_json(self) -> str:
+        """Return the Redis value of reference §2.9."""
+        return json.dumps(
+            {
+                "kind": self.kind,
+                "env": self.env,
+                "accessToken": self.access_token,
+                "mdAccessToken": self.md_access_token,
+                "expirationTime": _iso(self.expires_at),
+                "userId": self.user_id,
+                "obtainedAt": _iso(self.obtained_at) if self.obtained_at else None,
+            }
+        )
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an ISO-8601 time (``Z`` allowed) into an aware UTC datetime."""
+    moment = datetime.fromisoformat(text.strip())
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def jwt_expiry(token: str) -> datetime | None:
+    """Return the ``exp`` claim of a JWT-shaped token, or None if it has none."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        return datetime.fromtimestamp(int(claims["exp"]), UTC)
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def parse_token_value(raw: str, key: str, ttl_s: float | None = None) -> StoredToken:
+    """Parse a Redis token value (§2.9 JSON or a bare token); ``AuthError`` if malformed."""
+    text = raw.strip()
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise AuthError(f"the token under {key} is not valid JSON") from e
+        token = data.get("accessToken") or data.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise AuthError(f"the token under {key} has no accessToken")
+        expires: datetime | None = None
+        if data.get("expirationTime"):
+            try:
+                expires = parse_time(str(data["expirationTime"]))
+            except ValueError as e:
+                raise AuthError(f"the token under {key} has an unreadable expirationTime") from e
+        expires = expires or jwt_expiry(token) or _from_ttl(ttl_s)
+        if expires is None:
+            raise AuthError(f"the token under {key} has no expirationTime, exp claim or TTL")
+        obtained = data.get("obtainedAt")
+        user_id = data.get("userId")
+        return StoredToken(
+            access_token=token,
+            expires_at=expires,
+            key=key,
+            kind=str(data.get("kind") or "native"),
+            env=data.get("env"),
+            user_id=int(user_id) if user_id is not None else None,
+            md_access_token=data.get("mdAccessToken"),
+            obtained_at=parse_time(str(obtained)) if obtained else None,
+        )
+    token = text.strip('"')
+    if not token or any(c.isspace() for c in token):
+        raise AuthError(f"the value under {key} is neither token JSON nor a bare token")
+    expires = jwt_expiry(token) or _from_ttl(ttl_s)
+    if expires is None:
+        raise AuthError(f"the bare token under {key} has no exp claim and the key has no TTL")
+    return StoredToken(access_token=token, expires_at=expires, key=key)
+
+
+def _from_ttl(ttl_s: float | None) -> datetime | None:
+    return _utcnow() + timedelta(seconds=ttl_s) if ttl_s and ttl_s > 0 else None
+
+
+class TokenProvider(Protocol):
+    """Where adapters get tokens: a ``TokenStore`` or a ``TokenManager``."""
+
+    async def token(self, account_name: str) -> StoredToken:
+        """Return a valid token for the account."""
+        ...
+
+    async def after_refused(self, account_name: str, refused: StoredToken) -> StoredToken:
+        """Return a different token after the broker refused ``refused`` (401); else raise."""
+        ...
+
+
+class TokenStore:
+    """Reads tokens from Redis and caches them in the process until shortly before expiry."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        config: TokenConfig,
+        *,
+        key_for: Callable[[str], str] | None = None,
+        clock: Clock = _utcnow,
+    ) -> None:
+        self.redis = redis
+        self.config = config
+        self.key_for = key_for or config.key_for
+        self.clock = clock
+        self._cache: dict[str, StoredToken] = {}
+
+    def __repr__(self) -> str:
+        return f"TokenStore(template={self.config.key_template!r}, cached={len(self._cache)})"
+
+    def invalidate(self, account_name: str) -> None:
+        """Forget the cached token of an account."""
+        self._cache.pop(self.key_for(account_name), None)
+
+    async def token(self, account_name: str) -> StoredToken:
+        """Return the account's token from the cache or Redis; ``AuthError`` if unusable."""
+        key = self.key_for(account_name)
+        cached = self._cache.get(key)
+        margin = timedelta(seconds=self.config.expiry_margin_s)
+        if cached is not None and cached.remaining(self.clock()) > margin:
+            return cached
+        return await self._read_valid(key, account_name)
+
+    async def after_refused(self, account_name: str, refused: StoredToken) -> StoredToken:
+        """Re-read the key once after a 401; ``AuthError`` if Redis holds nothing newer."""
+        key = self.key_for(account_name)
+        self._cache.pop(key, None)
+        fresh = await self._read_valid(key, account_name)
+        if fresh.access_token == refused.access_token:
+            self._cache.pop(key, None)
+            raise AuthError(
+                f"Tradovate refused the token under {key} and Redis holds no newer one; "
+                "refresh the token service or run `tradebridge tokens`"
+            )
+        return fresh
+
+    async def read(self, key: str) -> StoredToken | None:
+        """Return the token stored under ``key`` without caching, or None if the key is absent."""
+        try:
+            raw = await self.redis.get(key)
+            ttl_ms = await self.redis.pttl(key) if raw is not None else -2
+        except RedisError as e:
+            raise ConnectionLost(f"cannot read {key} from Redis ({type(e).__name__})") from e
+        if raw is None:
+            return None
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        return parse_token_value(text, key, ttl_ms / 1000 if ttl_ms > 0 else None)
+
+    async def write(self, keys: Sequence[str], token: StoredToken) -> None:
+        """Store ``token`` under every key, expiring slightly before the token does (§2.9)."""
+        ttl = token.remaining(self.clock()) - timedelta(seconds=self.config.expiry_margin_s / 2)
+        ttl_ms = max(int(ttl.total_seconds() * 1000), 1000)
+        value = token.to_json()
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for key in keys:
+                    pipe.set(key, value, px=ttl_ms)
+                await pipe.execute()
+        except RedisError as e:
+            raise ConnectionLost(f"cannot write tokens to Redis ({type(e).__name__})") from e
+        for key in keys:
+            self._cache[key] = StoredToken(
+                token.access_token, token.expires_at, key, token.kind, token.env,
+                token.user_id, token.md_access_token, token.obtained_at,
+            )  # fmt: skip
+
+    async def _read_valid(self, key: str, account_name: str) -> StoredToken:
+        stored = await self.read(key)
+        if stored is None:
+            self._cache.pop(key, None)
+            raise AuthError(
+                f"no token in Redis under {key} (account {account_name}); "
+                "start the token service or configure self-managed credentials"
+            )
+        now = self.clock()
+        if stored.remaining(now) <= timedelta(0):
+            self._cache.pop(key, None)
+            raise AuthError(
+                f"the token under {key} expired at {stored.expires_at.isoformat()}; "
+                "the token service did not renew it"
+            )
+        if stored.remaining(now) > timedelta(seconds=self.config.expiry_margin_s):
+            self._cache[key] = stored
+        return stored
+
+
+_RELEASE = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+)
+
+
+def _default_alert(message: str) -> None:
+    _log.error("token_alert", message=message)
+
+
+class TokenManager:
+    """Self-managed native tokens for one Tradovate user, shared by its accounts' keys."""
+
+    def __init__(
+        self,
+        store: TokenStore,
+        http: BrokerHttp,
+        credentials: NativeCredentials,
+        *,
+        device_id: str,
+        account_names: Sequence[str],
+        environment: str = "demo",
+        alert: AlertHook = _default_alert,
+        retry: RetryConfig | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.store = store
+        self.http = http
+        self.credentials = credentials
+        self.config = store.config
+        self.device_id = device_id
+        self.account_names = list(account_names)
+        self.environment = environment
+        self.alert = alert
+        self.retry = RetryPolicy(retry or RetryConfig())
+        self.sleep = sleep
+        self.user = credentials.name
+        self.lock_key = f"lock:token:{self.user}"
+        self.lockout_key = f"lockout:token:{self.user}"
+        self.logins_key = f"logins:token:{self.user}"
+        self.logins = 0  # successful logins by this process
+        self.renewals = 0  # successful renewals by this process
+
+    def __repr__(self) -> str:
+        return f"TokenManager(user={self.user!r}, accounts={self.account_names!r})"
+
+    @property
+    def keys(self) -> list[str]:
+        """Return the Redis keys this user's token is written under."""
+        return [self.store.key_for(name) for name in self.account_names]
+
+    async def token(self, account_name: str) -> StoredToken:
+        """Return a valid token, logging in or renewing (single-flight) when needed."""
+        try:
+            current = await self.store.token(account_name)
+        except AuthError:
+            current = None
+        if current is not None and not self.needs_renewal(current):
+            return current
+        return await self._single_flight(account_name, current)
+
+    async def after_refused(self, account_name: str, refused: StoredToken) -> StoredToken:
+        """Re-read once; if Redis holds the refused token still, log in afresh."""
+        try:
+            return await self.store.after_refused(account_name, refused)
+        except AuthError:
+            return await self._single_flight(account_name, None, refused=refused)
+
+    def needs_renewal(self, token: StoredToken) -> bool:
+        """Return whether 80 % of the life has passed or fewer than ``renew_before_s`` remain."""
+        now = self.store.clock()
+        before = timedelta(seconds=self.config.renew_before_s)
+        if token.obtained_at is not None:
+            lifetime = token.expires_at - token.obtained_at
+            if now - token.obtained_at >= lifetime * self.config.renew_fraction:
+                return True
+            # A short-lived token (shorter than twice the margin) would otherwise be renewed
+            # on every use; wait for half its life instead.
+            before = min(before, lifetime / 2)
+        return token.remaining(now) <= before
+
+    async def _single_flight(
+        self, account_name: str, current: StoredToken | None, refused: StoredToken | None = None
+    ) -> StoredToken:
+        await self._check_lockout()
+        owner = secrets.token_hex(8)
+        deadline = time.monotonic() + self.config.lock_wait_s
+        while True:
+            try:
+                got = await self.store.redis.set(
+                    self.lock_key, owner, nx=True, px=self.config.lock_ttl_ms
+                )
+            except RedisError as e:
+                raise ConnectionLost(f"cannot take {self.lock_key} ({type(e).__name__})") from e
+            if got:
+                try:
+                    return await self._renew_or_login(account_name, current, refused)
+                finally:
+                    await self._release(owner)
+            # Another process renews: wait for it, then use what it wrote.
+            await asyncio.sleep(0.05)
+            fresh = await self.store.read(self.store.key_for(account_name))
+            if fresh is not None and self._usable(fresh, refused) and not self.needs_renewal(fresh):
+                return fresh
+            if time.monotonic() > deadline:
+                raise AuthError(
+                    f"timed out waiting for another process to renew {self.user}'s token"
+                )
+
+    def _usable(self, token: StoredToken, refused: StoredToken | None) -> bool:
+        if refused is not None and token.access_token == refused.access_token:
+            return False
+        return token.remaining(self.store.clock()) > timedelta(seconds=self.config.expiry_margin_s)
+
+    async def _release(self, owner: str) -> None:
+        try:
+            await self.store.redis.eval(_RELEASE, 1, self.lock_key, owner)
+        except RedisError:
+            _log.warning("token_lock_release_failed", user=self.user)  # expires by itself
+
+    async def _renew_or_login(
+        self, account_name: str, current: StoredToken | None, refused: StoredToken | None
+    ) -> StoredToken:
+        # Re-read under the lock: the previous holder may have renewed already.
+        fresh = await self.store.read(self.store.key_for(account_name))
+        if fresh is not None and self._usable(fresh, refused) and not self.needs_renewal(fresh):
+            return fresh
+        candidate = fresh if fresh is not None and self._usable(fresh, refused) else current
+        if candidate is not None and self._usable(candidate, refused):
+            try:
+                return await self.renew(candidate)
+            except AuthError:
+                _log.warning("token_renew_refused", user=self.user)  # fall back to one login
+        return await self.login()
+
+    async def login(self) -> StoredToken:
+        """Log in with ``auth/accesstokenrequest``, store the token under every key."""
+        await self._check_lockout()
+        await self._count_login()
+        creds = self.credentials
+        body: dict[str, Any] = {
+            "name": creds.name,
+            "password": creds.password.get_secret_value(),
+            "appId": creds.app_id,
+            "appVersion": creds.app_version,
+            "deviceId": self.device_id,
+            "cid": creds.cid,
+            "sec": creds.sec.get_secret_value(),
+        }
+        data = await self._penalty_aware(
+            lambda extra: self.http.request(
+                "POST", "/auth/accesstokenrequest", json_body={**body, **extra},
+                budget_key=self.user,
+            ),
+            "login",
+        )  # fmt: skip
+        token = self._token_from(data, "login")
+        await self.store.write(self.keys, token)
+        self.logins += 1
+        _log.info("token_login", user=self.user, expires_at=token.expires_at.isoformat())
+        return token
+
+    async def renew(self, current: StoredToken) -> StoredToken:
+        """Extend the session with ``auth/renewaccesstoken`` (GET) and store the new token."""
+        data = await self._penalty_aware(
+            lambda extra: self.http.request(
+                "GET", "/auth/renewaccesstoken", token=current.access_token, budget_key=self.user,
+                params={"p-ticket": extra["p-ticket"]} if extra else None,
+            ),
+            "renew",
+        )  # fmt: skip
+        token = self._token_from(data, "renew", previous=current)
+        await self.store.write(self.keys, token)
+        self.renewals += 1
+        _log.info("token_renewed", user=self.user, expires_at=token.expires_at.isoformat())
+        return token
+
+    async def _penalty_aware(
+        self, send: Callable[[dict[str, Any]], Awaitable[HttpAnswer]], what: str
+    ) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        wait = 0.0
+        for _ in range(self.config.max_penalty_resends + 1):
+            answer = await self.retry.run(functools.partial(send, extra))
+            if answer.status in (423, 429):
+                await self._lock_out(f"HTTP {answer.status} on {what}")
+            if answer.status == 401 and what == "renew":
+                raise AuthError(f"{what} for {self.user}: HTTP 401, the session has ended")
+            raise_for_status(answer, f"{what} for {self.user}", lockout_s=self.config.lockout_s)
+            data = answer.body if isinstance(answer.body, dict) else None
+            if data is None:
+                raise AuthError(f"{what} for {self.user}: the answer is not a JSON object")
+            if "p-ticket" not in data:
+                if data.get("errorText"):
+                    text = redact_text(str(data["errorText"]))
+                    if what == "login":
+                        self.alert(f"Tradovate refused the login of {self.user}: {text}")
+                        raise LoginFailed(f"Tradovate refused the login of {self.user}: {text}")
+                    raise AuthError(f"Tradovate refused to renew {self.user}'s token: {text}")
+                return data
+            if data.get("p-captcha"):
+                await self._lock_out(f"captcha penalty on {what}")
+            wait = float(data.get("p-time") or 0)
+            _log.warning("token_penalty", user=self.user, what=what, wait_s=wait)
+            await self.sleep(wait)
+            extra = {"p-ticket": data["p-ticket"]}
+        raise RateLimited(
+            f"{what} for {self.user}: still penalised after "
+            f"{self.config.max_penalty_resends} resends",
+            retry_after=wait,
+        )
+
+    def _token_from(
+        self, data: dict[str, Any], what: str, previous: StoredToken | None = None
+    ) -> StoredToken:
+        token = data.get("accessToken")
+        if not isinstance(token, str) or not token:
+            raise AuthError(f"{what} for {self.user}: the answer carries no accessToken")
+        try:
+            expires = (
+                parse_time(str(data["expirationTime"]))
+                if data.get("expirationTime")
+                else jwt_expiry(token)
+            )
+        except ValueError as e:
+            raise AuthError(f"{what} for {self.user}: unreadable expirationTime") from e
+        if expires is None:
+            raise AuthError(f"{what} for {self.user}: the answer carries no expiry")
+        user_id = data.get("userId", previous.user_id if previous else None)
+        return StoredToken(
+            access_token=token,
+            expires_at=expires,
+            kind="native",
+            env=self.environment,
+            user_id=int(user_id) if user_id is not None else None,
+            md_access_token=data.get("mdAccessToken")
+            or (previous.md_access_token if previous else None),
+            obtained_at=self.store.clock(),
+        )
+
+    async def _count_login(self) -> None:
+        # Sliding one-hour window in a sorted set: every process of this user counts here.
+        now = time.time()
+        try:
+            await self.store.redis.zremrangebyscore(self.logins_key, 0, now - 3600)
+            count = await self.store.redis.zcard(self.logins_key)
+            if count >= self.config.max_logins_per_hour:
+                oldest = await self.store.redis.zrange(self.logins_key, 0, 0, withscores=True)
+                free_at = (float(oldest[0][1]) if oldest else now) + 3600
+                until = datetime.fromtimestamp(free_at, UTC)
+                message = (
+                    f"{self.user} logged in {count} times in the last hour (cap "
+                    f"{self.config.max_logins_per_hour}); no login before {until.isoformat()}"
+                )
+                self.alert(message)
+                raise Lockout(message, until=until)
+            await self.store.redis.zadd(self.logins_key, {secrets.token_hex(6): now})
+            await self.store.redis.expire(self.logins_key, 3600)
+        except RedisError as e:
+            raise ConnectionLost(f"cannot count logins in Redis ({type(e).__name__})") from e
+
+    async def _check_lockout(self) -> None:
+        try:
+            ttl_ms = await self.store.redis.pttl(self.lockout_key)
+        except RedisError as e:
+            raise ConnectionLost(f"cannot read {self.lockout_key} ({type(e).__name__})") from e
+        if ttl_ms > 0:
+            until = _utcnow() + timedelta(milliseconds=ttl_ms)
+            raise Lockout(
+                f"{self.user} is locked out until {until.isoformat(timespec='seconds')}",
+                until=until,
+            )
+
+    async def _lock_out(self, why: str) -> None:
+        until = _utcnow() + timedelta(seconds=self.config.lockout_s)
+        message = (
+            f"Tradovate locked out {self.user} ({why}); no logins until "
+            f"{until.isoformat(timespec='seconds')}. An operator must check the account."
+        )
+        try:
+            await self.store.redis.set(
+                self.lockout_key, why, px=max(int(self.config.lockout_s * 1000), 1)
+            )
+        except RedisError:
+            _log.warning("token_lockout_not_shared", user=self.user)
+        self.alert(message)
+        raise Lockout(message, until=until)

@@ -1,0 +1,180 @@
+"""The user-sync WebSocket against the simulator: events for fills, cancels, reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import pytest
+from _native_support import (
+    ACCOUNT,
+    NativeRig,
+    front,
+    last_price,
+    order,
+    redis_client,
+    rig,
+    sim,
+    sim_clock,
+)
+
+from tradebridge.brokers.base import BrokerOrderEvent
+from tradebridge.brokers.tradovate import SyncMirror
+from tradebridge.config import EventNamesConfig
+from tradebridge.domain.commands import CancelOrder
+from tradebridge.domain.enums import OrderType
+from tradebridge.domain.orders import OrderAccepted, OrderCancelled, OrderFilled
+
+__all__ = ["redis_client", "rig", "sim", "sim_clock"]  # fixtures
+
+
+class Collector:
+    """Consumes ``broker.events()`` in the background."""
+
+    def __init__(self) -> None:
+        self.events: list[BrokerOrderEvent] = []
+        self.changed = asyncio.Event()
+
+    async def consume(self, stream: AsyncIterator[BrokerOrderEvent]) -> None:
+        async for event in stream:
+            self.events.append(event)
+            self.changed.set()
+
+    async def wait_for(self, broker_order_id: str, kind: type, within_s: float = 10) -> object:
+        async with asyncio.timeout(within_s):
+            while True:
+                for event in self.events:
+                    if event.broker_order_id == broker_order_id and isinstance(event.event, kind):
+                        return event.event
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@pytest.fixture
+async def collector(rig: NativeRig) -> AsyncIterator[Collector]:
+    """Start the broker's event stream and wait until the socket is synced."""
+    found = Collector()
+    task = asyncio.create_task(found.consume(rig.broker.events()))
+    async with asyncio.timeout(10):
+        while not rig.broker.user_syncs():
+            await asyncio.sleep(0.01)
+    await rig.broker.user_syncs()[0].wait_synced(10)
+    yield found
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def test_usersync_market_fill_emits_accepted_and_filled(
+    rig: NativeRig, collector: Collector
+) -> None:
+    broker_id = await rig.broker.submit(order("tb-ws-fill", quantity=2))
+
+    accepted = await collector.wait_for(broker_id, OrderAccepted)
+    filled = await collector.wait_for(broker_id, OrderFilled)
+
+    assert isinstance(accepted, OrderAccepted)
+    assert isinstance(filled, OrderFilled)
+    assert filled.qty == 2
+    assert filled.price > 0
+    event = next(e for e in collector.events if e.broker_order_id == broker_id)
+    assert event.account == ACCOUNT
+
+
+async def test_usersync_cancel_emits_cancelled(rig: NativeRig, collector: Collector) -> None:
+    limit = last_price(rig.sim, front()) - 500
+    broker_id = await rig.broker.submit(order("tb-ws-cancel", OrderType.LIMIT, limit=limit))
+    await collector.wait_for(broker_id, OrderAccepted)
+
+    await rig.broker.cancel(CancelOrder(ACCOUNT, broker_id))
+
+    await collector.wait_for(broker_id, OrderCancelled)
+
+
+async def test_usersync_heartbeats_keep_socket_past_server_timeout(
+    rig: NativeRig, collector: Collector
+) -> None:
+    sync = rig.broker.user_syncs()[0]
+    rig.sim.ctx.config.heartbeat_timeout_s = 1.0  # the server drops clients silent for 1 s
+
+    await asyncio.sleep(2.5)
+
+    assert sync.connects == 1
+    assert sync.synced.is_set()
+
+
+async def test_usersync_reconnect_snapshot_emits_changes_made_while_down(
+    rig: NativeRig, collector: Collector
+) -> None:
+    sync = rig.broker.user_syncs()[0]
+    await sync.stop()
+    broker_id = await rig.broker.submit(order("tb-while-down"))
+    assert not any(e.broker_order_id == broker_id for e in collector.events)
+
+    await sync.start()
+
+    filled = await collector.wait_for(broker_id, OrderFilled)
+    assert isinstance(filled, OrderFilled)
+    assert sync.connects == 2
+
+
+async def test_usersync_dropped_socket_reconnects_and_streams(
+    rig: NativeRig, collector: Collector
+) -> None:
+    sync = rig.broker.user_syncs()[0]
+
+    await sync.drop()
+    async with asyncio.timeout(10):
+        while sync.connects < 2 or not sync.synced.is_set():
+            await asyncio.sleep(0.02)
+    broker_id = await rig.broker.submit(order("tb-after-drop"))
+
+    await collector.wait_for(broker_id, OrderFilled)
+
+
+def _snapshot(*, status: str = "Working", fills: int = 0) -> dict[str, object]:
+    return {
+        "accounts": [{"id": 7, "name": "ACC7"}],
+        "commands": [{"id": 1, "orderId": 11, "clOrdId": "tb-x", "commandType": "New"}],
+        "orders": [{"id": 11, "accountId": 7, "contractId": 3, "action": "Buy",
+                    "ordStatus": status, "timestamp": "2026-11-25T15:00:00Z"}],
+        "fills": [{"id": 100 + n, "orderId": 11, "contractId": 3, "action": "Buy", "qty": 1,
+                   "price": 21000.25, "timestamp": "2026-11-25T15:00:01Z"}
+                  for n in range(fills)],
+    }  # fmt: skip
+
+
+def test_mirror_first_snapshot_seeds_silently_later_ones_diff() -> None:
+    mirror = SyncMirror(EventNamesConfig(), {})
+
+    first = mirror.apply_snapshot(_snapshot())
+    second = mirror.apply_snapshot(_snapshot(status="Filled", fills=2))
+    third = mirror.apply_snapshot(_snapshot(status="Filled", fills=2))
+
+    assert first == []
+    assert [type(e.event) for e in second] == [OrderFilled, OrderFilled]
+    assert {e.client_order_id for e in second} == {"tb-x"}
+    assert {e.account for e in second} == {"ACC7"}
+    assert second[0].event == OrderFilled(1, Decimal("21000.25"), second[0].event.ts_event, "100")
+    assert third == []
+
+
+def test_mirror_props_with_custom_names_emit_events() -> None:
+    names = EventNamesConfig(order="Order", fill="Fill", created="New")
+    mirror = SyncMirror(names, {7: "ACC7"})
+    snapshot = _snapshot(fills=1)
+
+    accepted = mirror.apply_props(
+        {"entityType": "Order", "eventType": "New", "entity": snapshot["orders"][0]}  # type: ignore[index]
+    )
+    filled = mirror.apply_props(
+        {"entityType": "Fill", "eventType": "New", "entity": snapshot["fills"][0]}  # type: ignore[index]
+    )
+    ignored = mirror.apply_props(
+        {"entityType": "order", "eventType": "New", "entity": snapshot["orders"][0]}  # type: ignore[index]
+    )
+
+    assert [type(e.event) for e in accepted + filled] == [OrderAccepted, OrderFilled]
+    assert ignored == []

@@ -1,0 +1,103 @@
+"""Redaction: no token, password or secret reaches the log output."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from tradebridge.ops.logging import configure_logging, get_logger, redact, redact_text
+
+JWT = ".".join(
+    base64.urlsafe_b64encode(part).rstrip(b"=").decode()
+    for part in (
+        b'{"alg":"HS256","typ":"JWT"}',
+        b'{"sub":"1","exp":1999999999}',
+        b"signature-bytes",
+    )
+)
+
+
+@pytest.fixture
+def output() -> Iterator[io.StringIO]:
+    """Send logs to a buffer for one test, then restore the defaults."""
+    out = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    configure_logging("DEBUG", stream=out)
+    yield out
+    structlog.reset_defaults()
+    root.handlers, root.level = handlers, level
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["access_token", "accessToken", "mdAccessToken", "password", "sec", "secret",
+     "Authorization", "p-ticket", "ACCESS-TOKEN"],
+)  # fmt: skip
+def test_redact_secret_key_masked_at_any_depth(key: str) -> None:
+    data = {"outer": [{"inner": {key: "plain-value-123"}}]}
+
+    assert redact(data) == {"outer": [{"inner": {key: "***"}}]}
+
+
+@pytest.mark.parametrize(
+    ("text", "leak"),
+    [
+        (f"token is {JWT} here", JWT),
+        ("Authorization: Bearer abc123-opaque", "abc123-opaque"),
+        ("GET /x?access_token=qwerty987&y=1", "qwerty987"),
+        ("renew?p-ticket=tkt-555", "tkt-555"),
+    ],
+)
+def test_redact_text_secret_shapes_masked(text: str, leak: str) -> None:
+    assert leak not in redact_text(text)
+    assert "***" in redact_text(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["demo.tradovateapi.com", "price 21000.25", "MNQZ6 filled 3 @ 21000.5", "v1.2.3"]
+)
+def test_redact_text_ordinary_values_untouched(text: str) -> None:
+    assert redact_text(text) == text
+
+
+def _refuse() -> None:
+    raise RuntimeError(f"refused {JWT}")
+
+
+def test_log_token_never_reaches_output(output: io.StringIO) -> None:
+    log = get_logger("tests", account="DEMO0000001")
+
+    log.info("login", accessToken=JWT, body={"password": "pw-42", "name": "demo"},
+             note=f"header Bearer {JWT}")  # fmt: skip
+    log.warning("stray", detail=f"answer was {{'accessToken': '{JWT}'}}")
+    try:
+        _refuse()
+    except RuntimeError:
+        log.exception("failed")
+    logging.getLogger("some.library").warning("sent Bearer %s", JWT)
+
+    text = output.getvalue()
+    assert JWT not in text
+    assert "pw-42" not in text
+    records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    assert records[0]["account"] == "DEMO0000001"
+    assert records[0]["body"] == {"password": "***", "name": "demo"}
+    assert records[0]["level"] == "info"
+    assert "sent Bearer ***" in text
+
+
+def test_log_level_filters_below(output: io.StringIO) -> None:
+    configure_logging("WARNING", stream=output)
+
+    get_logger("tests").info("quiet")
+    get_logger("tests").warning("loud")
+
+    assert "quiet" not in output.getvalue()
+    assert "loud" in output.getvalue()
