@@ -1,8 +1,11 @@
-"""The ``tradebridge`` command."""
+"""The ``tradebridge`` command; each command group lives in its own ``_cli_*`` module."""
 
 from __future__ import annotations
 
 import typer
+
+from tradebridge._cli_broker import register as register_broker_commands
+from tradebridge._cli_sim import sim_app
 
 app = typer.Typer(
     name="tradebridge",
@@ -11,6 +14,8 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode="rich",
 )
+app.add_typer(sim_app, name="sim")
+register_broker_commands(app)
 
 
 @app.command()

@@ -1,0 +1,649 @@
+"""Broker commands: ``accounts``, ``order``, ``orders``, ``positions``, ``fills``, ``cancel``,
+``flatten``, ``tokens`` and ``doctor``.
+
+Each command takes the settings file and quick overrides for pointing at a simulator
+(``--bridge-url``, ``--native-url``, ``--redis-url``, also as environment variables), prints a
+table or, with ``--json``, one JSON document on stdout, and exits 0 (done), 1 (the broker or
+the infrastructure failed) or 2 (bad usage or input; nothing was sent). Errors are one line
+on stderr naming what failed and the fix; logs go to stderr too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import secrets
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tradebridge.errors import BridgeError, ConfigError, InvalidInput
+
+T = TypeVar("T")
+
+EXIT_OK = 0
+EXIT_BROKER = 1
+EXIT_USAGE = 2
+
+EPILOG = (
+    "Exit codes: 0 done; 1 the broker, Redis or the network failed (or an order's outcome "
+    "is unknown); 2 bad usage or input, nothing was sent."
+)
+
+_out = Console(highlight=False, soft_wrap=True)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+# --- shared options ------------------------------------------------------------------------
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", envvar="TRADEBRIDGE_CONFIG", help="settings file (TOML)"),
+]
+BridgeUrlOpt = Annotated[
+    str | None,
+    typer.Option(envvar="TRADEBRIDGE_TRADOVATE__BRIDGE_URL", help="TradingView bridge base URL"),
+]
+NativeUrlOpt = Annotated[
+    str | None,
+    typer.Option(envvar="TRADEBRIDGE_TRADOVATE__NATIVE_URL", help="native REST base URL (/v1)"),
+]
+RedisUrlOpt = Annotated[str | None, typer.Option(envvar="REDIS_URL", help="Redis holding tokens")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document")]
+AccountOpt = Annotated[str, typer.Option("--account", "-a", help="account name, e.g. PAAPEX...")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="log broker calls to stderr")]
+
+
+@dataclass(frozen=True, slots=True)
+class Common:
+    """The options every broker command shares."""
+
+    config: Path | None
+    bridge_url: str | None
+    native_url: str | None
+    redis_url: str | None
+    json: bool
+    verbose: bool = False
+
+
+def _settings(common: Common, account: str | None = None) -> Any:
+    from tradebridge.config import AccountConfig, load_settings
+    from tradebridge.domain.enums import Dialect
+
+    tradovate: dict[str, Any] = {}
+    if common.bridge_url:
+        tradovate["bridge_url"] = common.bridge_url
+    if common.native_url:
+        tradovate["native_url"] = common.native_url
+    overrides: dict[str, Any] = {}
+    if tradovate:
+        overrides["tradovate"] = tradovate
+    if common.redis_url:
+        overrides["redis"] = {"url": common.redis_url}
+    settings = load_settings(common.config, **overrides)
+    if account and not settings.accounts:
+        # Nothing configured: a quick look at a simulator. The dialect follows the URL given.
+        dialect = (
+            Dialect.TVBRIDGE if common.bridge_url and not common.native_url else Dialect.NATIVE
+        )
+        extra = AccountConfig(name=account, dialect=dialect)
+        settings = settings.model_copy(update={"accounts": [*settings.accounts, extra]})
+    return settings
+
+
+def _run(common: Common, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``work`` with logging on stderr; turn every error into one line and an exit code."""
+    from tradebridge.ops.logging import configure_logging
+
+    configure_logging("INFO" if common.verbose else "ERROR", json_output=True, stream=sys.stderr)
+    try:
+        return asyncio.run(work())
+    except (InvalidInput, ConfigError) as e:
+        raise _fail(str(e), EXIT_USAGE) from None
+    except BridgeError as e:
+        raise _fail(f"{type(e).__name__}: {e}", EXIT_BROKER) from None
+    except OSError as e:
+        raise _fail(f"{type(e).__name__}: {e}", EXIT_BROKER) from None
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    _err.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+    return typer.Exit(code)
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(_jsonable(value), indent=2) + "\n")
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if v is None else str(_jsonable(v)) for v in row))
+    _out.print(table)
+
+
+async def _with_broker(common: Common, account: str, use: Callable[[Any], Awaitable[T]]) -> T:
+    from tradebridge.brokers.factory import build_broker
+    from tradebridge.store.tokens import TokenStore, connect_redis
+
+    settings = _settings(common, account)
+    redis = connect_redis(settings.redis)
+    store = TokenStore(redis, settings.tokens, key_for=settings.token_key)
+    try:
+        broker = build_broker(settings, account, store)
+        try:
+            return await use(broker)
+        finally:
+            await broker.close()
+    finally:
+        await redis.aclose()
+
+
+def _decimal(text: str | None, name: str) -> Decimal | None:
+    if text is None:
+        return None
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise _fail(f"--{name} must be a number, got {text!r}", EXIT_USAGE) from None
+    if not value.is_finite():
+        raise _fail(f"--{name} must be a finite number, got {text!r}", EXIT_USAGE)
+    return value
+
+
+# --- commands ---------------------------------------------------------------------------
+
+order_app = typer.Typer(
+    name="order", help="Place one order (buy or sell).", epilog=EPILOG, no_args_is_help=True
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the broker commands to the ``tradebridge`` app."""
+    for command in (accounts, orders, positions, fills, cancel, flatten, tokens, doctor):
+        app.command(epilog=EPILOG)(command)
+    app.add_typer(order_app, name="order")
+
+
+def accounts(
+    account: Annotated[str | None, typer.Option("--account", "-a", help="only this one")] = None,
+    config: ConfigOpt = None,
+    bridge_url: BridgeUrlOpt = None,
+    native_url: NativeUrlOpt = None,
+    redis_url: RedisUrlOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """List the accounts the broker reports, with the ids each dialect needs."""
+    common = Common(config, bridge_url, native_url, redis_url, as_json, verbose)
+
+    async def work() -> list[dict[str, Any]]:
+        settings = _settings(common, account)
+        wanted = [a for a in settings.accounts if account in (None, a.name)]
+        if not wanted:
+            raise ConfigError("no accounts are configured; add [[accounts]] or pass --account")
+        out: list[dict[str, Any]] = []
+        seen: set[tuple[str, str]] = set()
+        for configured in wanted:
+            listed = await _with_broker(common, configured.name, lambda b: b.accounts())
+            for info in listed:
+                key = (configured.dialect.value, info.name)
+                if key in seen:
+                    continue
+                seen.add(key)
+                out.append(
+                    {
+                        "name": info.name,
+                        "dialect": configured.dialect.value,
+                        "native_id": info.native_id,
+                        "bridge_id": info.bridge_id,
+                        "configured": any(a.name == info.name for a in settings.accounts),
+                        "active": info.active,
+                        "readonly": info.readonly,
+                    }
+                )
+        return out
+
+    rows = _run(common, work)
+    if as_json:
+        _print_json(rows)
+        return
+    _table(
+        "accounts",
+        ["name", "dialect", "native id", "bridge id (path)", "configured"],
+        [[r["name"], r["dialect"], r["native_id"], r["bridge_id"], r["configured"]] for r in rows],
+    )
+
+
+def _place(
+    side_name: str,
+    symbol: str,
+    qty: int,
+    limit: str | None,
+    stop: str | None,
+    sl: str | None,
+    tp: str | None,
+    tif: str,
+    account: str,
+    client_id: str | None,
+    common: Common,
+) -> None:
+    from tradebridge.domain.commands import Bracket, SubmitOrder
+    from tradebridge.domain.contracts import resolve_symbol
+    from tradebridge.domain.enums import OrderType, Side, TimeInForce
+    from tradebridge.domain.ids import AccountName, ClientOrderId
+    from tradebridge.errors import OutcomeUnknown
+
+    limit_price, stop_price = _decimal(limit, "limit"), _decimal(stop, "stop")
+    stop_loss, take_profit = _decimal(sl, "sl"), _decimal(tp, "tp")
+    if limit_price is not None and stop_price is not None:
+        order_type = OrderType.STOP_LIMIT
+    elif limit_price is not None:
+        order_type = OrderType.LIMIT
+    elif stop_price is not None:
+        order_type = OrderType.STOP
+    else:
+        order_type = OrderType.MARKET
+    try:
+        time_in_force = TimeInForce(tif.lower())
+    except ValueError:
+        raise _fail(f"--tif {tif!r} is not one of Day, GTC, IOC, FOK", EXIT_USAGE) from None
+    coid = client_id or f"tbcli{datetime.now(UTC):%y%m%d%H%M%S}{secrets.token_hex(3)}"
+
+    async def work() -> dict[str, Any]:
+        command = SubmitOrder(
+            client_order_id=ClientOrderId(coid),
+            account=AccountName(account),
+            contract=resolve_symbol(symbol, datetime.now(UTC).date()),
+            side=Side(side_name),
+            order_type=order_type,
+            quantity=qty,
+            limit_price=limit_price,
+            stop_price=stop_price,
+            tif=time_in_force,
+            bracket=Bracket(stop_loss, take_profit) if (stop_loss or take_profit) else None,
+        )
+
+        async def use(broker: Any) -> dict[str, Any]:
+            sent = datetime.now(UTC)
+            try:
+                order_id = await broker.submit(command)
+            except OutcomeUnknown as e:
+                found = await broker.lookup(command, sent)
+                return {
+                    "client_order_id": coid,
+                    "outcome": "unknown",
+                    "detail": str(e),
+                    "lookup": "absent"
+                    if found.absent
+                    else ("probable" if found.probable else "found"),
+                    "broker_order_id": found.found.broker_order_id if found.found else None,
+                }
+            return {
+                "client_order_id": coid,
+                "outcome": "accepted",
+                "broker_order_id": order_id,
+                "contract": command.contract.name,
+            }
+
+        return await _with_broker(common, account, use)
+
+    result = _run(common, work)
+    if as_json_output(common):
+        _print_json(result)
+    elif result["outcome"] == "accepted":
+        _out.print(
+            f"accepted: order {result['broker_order_id']} ({result['contract']}), client id {coid}"
+        )
+    else:
+        _err.print(
+            f"outcome unknown: {result['detail']}; lookup: {result['lookup']}"
+            + (f" (order {result['broker_order_id']})" if result["broker_order_id"] else "")
+        )
+    if result["outcome"] != "accepted" and result.get("lookup") != "found":
+        # Absent: nothing was placed; probable: adopted by shape only, a human should look.
+        raise typer.Exit(EXIT_BROKER)
+
+
+def as_json_output(common: Common) -> bool:
+    """Return whether the command prints JSON."""
+    return common.json
+
+
+def _order_command(side_name: str) -> Callable[..., None]:
+    def command(
+        symbol: Annotated[str, typer.Argument(help="MNQZ6, MNQ1!, CME_MINI:MNQ1! or MNQ")],
+        qty: Annotated[int, typer.Argument(min=1, help="contracts")],
+        account: AccountOpt,
+        limit: Annotated[str | None, typer.Option(help="limit price")] = None,
+        stop: Annotated[str | None, typer.Option(help="stop (trigger) price")] = None,
+        sl: Annotated[str | None, typer.Option(help="stop-loss price (bracket)")] = None,
+        tp: Annotated[str | None, typer.Option(help="take-profit price (bracket)")] = None,
+        tif: Annotated[str, typer.Option(help="Day, GTC, IOC or FOK")] = "Day",
+        client_id: Annotated[str | None, typer.Option(help="client order id to reuse")] = None,
+        config: ConfigOpt = None,
+        bridge_url: BridgeUrlOpt = None,
+        native_url: NativeUrlOpt = None,
+        redis_url: RedisUrlOpt = None,
+        as_json: JsonOpt = False,
+        verbose: VerboseOpt = False,
+    ) -> None:
+        common = Common(config, bridge_url, native_url, redis_url, as_json, verbose)
+        _place(side_name, symbol, qty, limit, stop, sl, tp, tif, account, client_id, common)
+
+    command.__doc__ = (
+        f"{side_name.capitalize()} QTY contracts of SYMBOL: market, or --limit, "
+        "--stop, both (stop-limit); --sl/--tp attach a bracket."
+    )
+    command.__name__ = side_name
+    return command
+
+
+order_app.command("buy", epilog=EPILOG)(_order_command("buy"))
+order_app.command("sell", epilog=EPILOG)(_order_command("sell"))
+
+
+def _report_command(
+    what: str, columns: list[str], row: Callable[[Any], list[Any]]
+) -> Callable[..., None]:
+    def command(
+        account: AccountOpt,
+        config: ConfigOpt = None,
+        bridge_url: BridgeUrlOpt = None,
+        native_url: NativeUrlOpt = None,
+        redis_url: RedisUrlOpt = None,
+        as_json: JsonOpt = False,
+        verbose: VerboseOpt = False,
+    ) -> None:
+        from tradebridge.domain.ids import AccountName
+
+        common = Common(config, bridge_url, native_url, redis_url, as_json, verbose)
+        method = {
+            "orders": "order_reports",
+            "positions": "position_reports",
+            "fills": "fill_reports",
+        }[what]
+
+        async def work() -> list[Any]:
+            return await _with_broker(
+                common, account, lambda b: getattr(b, method)(AccountName(account))
+            )
+
+        reports = _run(common, work)
+        if as_json:
+            _print_json(reports)
+            return
+        _table(f"{what} of {account}", columns, [row(r) for r in reports])
+
+    command.__name__ = what
+    command.__doc__ = f"List the {what} of an account as the broker reports them."
+    return command
+
+
+orders = _report_command(
+    "orders",
+    ["id", "contract", "side", "type", "qty", "filled", "limit", "stop", "status", "client id"],
+    lambda r: [
+        r.broker_order_id,
+        r.contract,
+        r.side,
+        r.order_type,
+        r.quantity,
+        r.filled_qty,
+        r.limit_price,
+        r.stop_price,
+        r.status,
+        r.client_order_id,
+    ],
+)
+positions = _report_command(
+    "positions",
+    ["contract", "net qty", "avg price", "open P&L"],
+    lambda r: [r.contract, r.net_qty, r.avg_price, r.open_pnl],
+)
+fills = _report_command(
+    "fills",
+    ["fill id", "order id", "contract", "side", "qty", "price", "time"],
+    lambda r: [r.fill_id, r.broker_order_id, r.contract, r.side, r.qty, r.price, r.ts_event],
+)
+
+
+def cancel(
+    order_id: Annotated[str, typer.Argument(help="the broker's order id")],
+    account: AccountOpt,
+    config: ConfigOpt = None,
+    bridge_url: BridgeUrlOpt = None,
+    native_url: NativeUrlOpt = None,
+    redis_url: RedisUrlOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Cancel one working order."""
+    from tradebridge.domain.commands import CancelOrder
+    from tradebridge.domain.ids import AccountName, BrokerOrderId
+
+    common = Common(config, bridge_url, native_url, redis_url, as_json, verbose)
+    command = CancelOrder(AccountName(account), BrokerOrderId(order_id))
+    _run(common, lambda: _with_broker(common, account, lambda b: b.cancel(command)))
+    if as_json:
+        _print_json({"cancelled": order_id, "account": account})
+    else:
+        _out.print(f"cancel of order {order_id} accepted")
+
+
+def flatten(
+    symbol: Annotated[str, typer.Argument(help="contract or continuous symbol")],
+    account: AccountOpt,
+    config: ConfigOpt = None,
+    bridge_url: BridgeUrlOpt = None,
+    native_url: NativeUrlOpt = None,
+    redis_url: RedisUrlOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Cancel the working orders on a contract and close its position."""
+    from tradebridge.domain.commands import FlattenPosition
+    from tradebridge.domain.contracts import resolve_symbol
+    from tradebridge.domain.ids import AccountName
+
+    common = Common(config, bridge_url, native_url, redis_url, as_json, verbose)
+
+    async def work() -> str:
+        contract = resolve_symbol(symbol, datetime.now(UTC).date())
+        command = FlattenPosition(AccountName(account), contract)
+        await _with_broker(common, account, lambda b: b.flatten(command))
+        return contract.name
+
+    name = _run(common, work)
+    if as_json:
+        _print_json({"flattened": name, "account": account})
+    else:
+        _out.print(f"{name} on {account}: working orders cancelled, position closed")
+
+
+def tokens(
+    account: Annotated[str | None, typer.Option("--account", "-a", help="only this one")] = None,
+    config: ConfigOpt = None,
+    bridge_url: BridgeUrlOpt = None,
+    native_url: NativeUrlOpt = None,
+    redis_url: RedisUrlOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Show each account's token: Redis key, kind, user, expiry (never the token)."""
+    from tradebridge.store.tokens import TokenStore, connect_redis
+
+    common = Common(config, bridge_url, native_url, redis_url, as_json, verbose)
+
+    async def work() -> list[dict[str, Any]]:
+        settings = _settings(common, account)
+        wanted = [a for a in settings.accounts if account in (None, a.name)]
+        if not wanted:
+            raise ConfigError("no accounts are configured; add [[accounts]] or pass --account")
+        redis = connect_redis(settings.redis)
+        store = TokenStore(redis, settings.tokens, key_for=settings.token_key)
+        now = datetime.now(UTC)
+        rows: list[dict[str, Any]] = []
+        try:
+            for configured in wanted:
+                key = settings.token_key(configured.name)
+                row: dict[str, Any] = {
+                    "account": configured.name,
+                    "key": key,
+                    "user": configured.user,
+                }
+                try:
+                    stored = await store.read(key)
+                except BridgeError as e:
+                    if not isinstance(e, InvalidInput) and "Redis" in str(e):
+                        raise
+                    row |= {"state": "malformed", "detail": str(e)}
+                    rows.append(row)
+                    continue
+                if stored is None:
+                    row |= {"state": "missing"}
+                else:
+                    left = stored.remaining(now).total_seconds()
+                    row |= {
+                        "state": "valid" if left > 0 else "expired",
+                        "kind": stored.kind,
+                        "env": stored.env,
+                        "user": configured.user or stored.user_id,
+                        "expires_at": stored.expires_at,
+                        "expires_in_s": int(left),
+                    }
+                rows.append(row)
+        finally:
+            await redis.aclose()
+        return rows
+
+    rows = _run(common, work)
+    if as_json:
+        _print_json(rows)
+    else:
+        _table(
+            "tokens",
+            ["account", "key", "kind", "user", "state", "expires in"],
+            [
+                [
+                    r["account"],
+                    r["key"],
+                    r.get("kind"),
+                    r.get("user"),
+                    r["state"],
+                    _expires_in(r.get("expires_in_s")),
+                ]
+                for r in rows
+            ],
+        )
+    if any(r["state"] != "valid" for r in rows):
+        raise typer.Exit(EXIT_BROKER)
+
+
+def _expires_in(seconds: int | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 0:
+        return f"expired {-seconds // 60} min ago"
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours} h {rest // 60} min" if hours else f"{rest // 60} min {rest % 60} s"
+
+
+def doctor(
+    account: Annotated[str | None, typer.Option("--account", "-a", help="one account")] = None,
+    probe: Annotated[
+        bool, typer.Option("--probe", help="demo only: place a far 1-lot limit, cancel it")
+    ] = False,
+    request: Annotated[
+        str | None,
+        typer.Option(help='a failed bridge request: "POST https://tv-demo.../accounts/D1/orders"'),
+    ] = None,
+    form: Annotated[str, typer.Option(help="its form body: type=Limit&side=buy&...")] = "",
+    symbol: Annotated[str | None, typer.Option(help="contract to check, e.g. MNQ1!")] = None,
+    config: ConfigOpt = None,
+    bridge_url: BridgeUrlOpt = None,
+    native_url: NativeUrlOpt = None,
+    redis_url: RedisUrlOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Check Redis, tokens, broker, account ids, contracts and order shapes; explain failures.
+
+    Given a failed bridge request (--request, --form) it walks the 404 differential of the
+    reference (§10.1) and names the cause: ACCOUNT_NAME_USED_AS_ID, ACCOUNT_ID_NOT_FOUND,
+    TOKEN_INVALID_OR_WRONG_ENV, INSTRUMENT_UNKNOWN_OR_EXPIRED, DURATION_NOT_SUPPORTED,
+    ENUM_CASE, MISSING_BID_ASK, MALFORMED_URL, or OK.
+    """
+    from tradebridge.ops.doctor import DoctorReport, FailedRequest, run_doctor
+    from tradebridge.store.tokens import TokenStore, connect_redis
+
+    common = Common(config, bridge_url, native_url, redis_url, as_json, verbose)
+    failed = FailedRequest.parse(request, form) if request else None
+
+    async def work() -> list[DoctorReport]:
+        settings = _settings(common, account)
+        names = [account] if account else [a.name for a in settings.accounts]
+        if not names:
+            raise ConfigError("no accounts are configured; add [[accounts]] or pass --account")
+        redis = connect_redis(settings.redis)
+        store = TokenStore(redis, settings.tokens, key_for=settings.token_key)
+        try:
+            return [
+                await run_doctor(settings, store, name, request=failed, probe=probe, symbol=symbol)
+                for name in names
+            ]
+        finally:
+            await redis.aclose()
+
+    reports = _run(common, work)
+    if as_json:
+        _print_json([r.to_json() for r in reports])
+    else:
+        for report in reports:
+            _print_report(report)
+    if not all(r.ok for r in reports):
+        raise typer.Exit(EXIT_BROKER)
+
+
+def _print_report(report: Any) -> None:
+    marks = {
+        "pass": "[green]ok  [/green]",
+        "fail": "[red]FAIL[/red]",
+        "warn": "[yellow]warn[/yellow]",
+        "skip": "[dim]skip[/dim]",
+    }
+    _out.print(f"[bold]{report.account}[/bold]")
+    for check in report.checks:
+        verdict = f" [bold]{check.verdict.value}[/bold]:" if check.verdict else ""
+        _out.print(f"  {marks[check.status.value]} {check.name:9}{verdict} {check.detail}")
+        if check.fix:
+            _out.print(f"       fix: {check.fix}")
+    if report.verdict is not None:
+        _out.print(f"  verdict: [bold]{report.verdict.value}[/bold]")

@@ -1,0 +1,680 @@
+"""``TvBridgeBroker``: the ``Broker`` protocol over Tradovate's TradingView bridge.
+
+The bridge (``tv-demo``/``tv-live.tradovateapi.com``, reference §9) speaks TradingView's
+Broker REST dialect. Everything about its wire format lives in ``_wire``; this module does
+the I/O and the rules:
+
+* every call carries ``locale=en``; an order carries ``requestId`` (derived from the client
+  order id, so the same on every attempt of one logical order);
+* the path segment is the bridge ``id`` (``D...``), resolved from ``/accounts`` by name. A
+  configured id that is really a name (``PAAPEX...``) is refused before anything is sent;
+* contracts are confirmed against ``/accounts/{id}/instruments``, durations against the
+  ids ``/config`` advertises, before anything is sent;
+* a submit is sent once. ``s:"error"`` → ``BrokerRejected``; a timeout, a dropped socket, a
+  5xx, a 429 or an unparseable answer after sending → ``OutcomeUnknown`` (then ``lookup``).
+  A 401 is the one exception: the server refused the token, so nothing was executed; the
+  token is refreshed once and the same order (same ``requestId``) is sent again;
+* reads, cancels and modifies retry transient failures through ``RetryPolicy``;
+* order events come from polling ``/orders`` (the bridge has no push channel).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+from tradebridge.brokers._http import BrokerHttp, HttpAnswer, raise_for_status
+from tradebridge.brokers._retry import RetryPolicy
+from tradebridge.brokers.base import AccountInfo, BrokerCapabilities, BrokerOrderEvent
+from tradebridge.brokers.tvbridge import _wire
+from tradebridge.config import RetryConfig
+from tradebridge.domain.commands import CancelOrder, FlattenPosition, ModifyOrder, SubmitOrder
+from tradebridge.domain.enums import Dialect, OrderStatus, OrderType
+from tradebridge.domain.ids import AccountName, BrokerOrderId, ClientOrderId
+from tradebridge.domain.orders import (
+    OrderAccepted,
+    OrderCancelled,
+    OrderEvent,
+    OrderFilled,
+    OrderModified,
+    OrderRejected,
+)
+from tradebridge.domain.reports import (
+    FillReport,
+    LookupResult,
+    OrderStatusReport,
+    PositionReport,
+)
+from tradebridge.errors import (
+    AuthError,
+    BrokerError,
+    BrokerRejected,
+    BrokerUnavailable,
+    ConnectionLost,
+    InvalidInput,
+    InvalidOrder,
+    InvalidSymbol,
+    Lockout,
+    NotFound,
+    OutcomeUnknown,
+    TransientError,
+)
+from tradebridge.ops.logging import get_logger
+from tradebridge.store.tokens import TokenProvider
+
+_log = get_logger("tradebridge.brokers.tvbridge")
+
+
+FlattenMode = Literal["auto", "close_position", "market_order"]
+
+
+@dataclass(frozen=True, slots=True)
+class TvBridgeOptions:
+    """How the adapter behaves where the reference is unverified."""
+
+    # currentBid/currentAsk on every order (reference §9.7: "send them on every order") or
+    # never; "always" reads /quotes first.
+    bid_ask: Literal["always", "never"] = "always"
+    # Flatten by DELETE /positions/{id} when /accounts says supportClosePosition ("auto"),
+    # always that way, or always by an opposite-side market order.
+    flatten: FlattenMode = "auto"
+    poll_interval_s: float = 1.0
+    lookup_absent_after_s: float = 10.0  # reference §11.3: no candidate this long → absent
+    lookup_poll_s: float = 0.5
+    lookup_slack_s: float = 2.0  # clock skew allowed when comparing creation times
+    cache_ttl_s: float = 300.0
+    history_max_count: int = 200
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class _AnsweredUnavailable(BrokerUnavailable):
+    """The bridge answered 5xx: a read may retry it; a submit's outcome is unknown."""
+
+
+class TvBridgeBroker:
+    """The TradingView-bridge dialect of Tradovate behind the ``Broker`` protocol."""
+
+    dialect = Dialect.TVBRIDGE
+    capabilities = BrokerCapabilities(
+        brackets=True,
+        modify=True,
+        flatten=True,
+        push_events=False,
+        lookup_by_client_order_id=False,  # whether the bridge echoes requestId is unverified
+    )
+
+    def __init__(
+        self,
+        http: BrokerHttp,
+        tokens: TokenProvider,
+        *,
+        token_account: AccountName,
+        accounts: Mapping[AccountName, str | None] | None = None,
+        user: str = "default",
+        options: TvBridgeOptions | None = None,
+        retry: RetryConfig | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._http = http
+        self._tokens = tokens
+        # A bridge token belongs to the user and covers all its accounts (§9.3); calls that
+        # name no account (/accounts, /config, /quotes) use this account's token key.
+        self._token_account = token_account
+        # Configured accounts: name -> configured bridge id (None: resolve by name).
+        self._configured: dict[AccountName, str | None] = dict(accounts or {})
+        self._user = user
+        self.options = options or TvBridgeOptions()
+        self._retry = RetryPolicy(retry) if retry is not None else RetryPolicy(RetryConfig())
+        self._now = clock
+        self._accounts_cache: tuple[datetime, list[_wire.WireAccount], list[dict[str, Any]]]
+        self._accounts_cache = (datetime.min.replace(tzinfo=UTC), [], [])
+        self._config_cache: _wire.WireConfig | None = None
+        self._instruments: dict[str, tuple[datetime, set[str]]] = {}
+        self._request_ids: dict[str, ClientOrderId] = {}
+        self._by_order_id: dict[str, ClientOrderId] = {}  # orders this process placed
+        self._claimed: set[tuple[str, str]] = set()  # (bridge id, order id) adopted by a lookup
+        self._locked_until: datetime | None = None
+        self._closed = asyncio.Event()
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        request_id: str | None = None,
+        params: Mapping[str, str] | None = None,
+        form: Mapping[str, str] | None = None,
+        client_order_id: str | None = None,
+        account: str | None = None,
+    ) -> Any:
+        """Send one request (refreshing the token once on 401) and return ``d``."""
+        self._check_lockout()
+        key_account = account or self._token_account
+        stored = await self._tokens.token(key_account)
+        answer = await self._send(method, path, stored.access_token, request_id, params, form,
+                                  client_order_id, account)  # fmt: skip
+        if answer.status == 401:
+            stored = await self._tokens.after_refused(key_account, stored)
+            answer = await self._send(method, path, stored.access_token, request_id, params,
+                                      form, client_order_id, account)  # fmt: skip
+            if answer.status == 401:
+                raise AuthError(
+                    f"{method} {path}: HTTP 401 twice, the bridge refuses the token even after "
+                    "a refresh; store a fresh bridge token (see `tradebridge tokens`) and check "
+                    "that it is for this environment"
+                )
+        return self._interpret(method, path, answer)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        token: str,
+        request_id: str | None,
+        params: Mapping[str, str] | None,
+        form: Mapping[str, str] | None,
+        client_order_id: str | None,
+        account: str | None,
+    ) -> HttpAnswer:
+        headers = dict(self.options.headers)
+        if form is not None:
+            headers["Content-Type"] = _wire.FORM_CONTENT_TYPE
+        return await self._http.request(
+            method,
+            path,
+            params=_wire.query(request_id, **(params or {})),
+            form=form,
+            token=token,
+            budget_key=self._user,
+            client_order_id=client_order_id,
+            account=account,
+            headers=headers,
+        )
+
+    def _interpret(self, method: str, path: str, answer: HttpAnswer) -> Any:
+        what = f"{method} {path}"
+        if answer.status == 200:
+            return _wire.unwrap(answer.body)
+        if answer.status == 404:
+            detail = _wire.error_text(answer.body)
+            raise NotFound(
+                f"{what}: HTTP 404{f' ({detail})' if detail else ''}: the bridge does not know "
+                f"this route, account id or order; {_wire.DOCTOR_HINT}"
+            )
+        if answer.status >= 500:
+            raise _AnsweredUnavailable(f"{what}: HTTP {answer.status} from the bridge")
+        try:
+            raise_for_status(answer, what)
+        except Lockout as e:
+            self._locked_until = e.until
+            raise
+        raise BrokerUnavailable(f"{what}: unexpected HTTP {answer.status}")
+
+    def _check_lockout(self) -> None:
+        until = self._locked_until
+        if until is not None and self._now() < until:
+            raise Lockout(
+                f"the bridge locked user {self._user} out; no calls until "
+                f"{until.isoformat(timespec='seconds')}",
+                until=until,
+            )
+
+    async def _read(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+        return await self._retry.run(lambda: self._call("GET", path, params=params))
+
+    # --- connection -------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Check the token by listing the accounts; idempotent."""
+        self._closed.clear()
+        await self._listed_accounts(force=True)
+
+    async def close(self) -> None:
+        """Close the HTTP client and stop ``events()``; idempotent."""
+        self._closed.set()
+        await self._http.aclose()
+
+    # --- accounts, config, instruments --------------------------------------------------
+
+    async def _listed_accounts(self, *, force: bool = False) -> list[_wire.WireAccount]:
+        fetched, listed, _raw = self._accounts_cache
+        fresh = self._now() - fetched < timedelta(seconds=self.options.cache_ttl_s)
+        if force or not listed or not fresh:
+            raw = await self._read("/accounts")
+            listed = _wire.parse_accounts(raw)
+            self._accounts_cache = (self._now(), listed, list(raw))
+        return listed
+
+    async def accounts(self) -> list[AccountInfo]:
+        """Return the token user's accounts with their bridge ids."""
+        listed = await self._listed_accounts(force=True)
+        return [AccountInfo(name=AccountName(a.name), native_id=None, bridge_id=a.id)
+                for a in listed]  # fmt: skip
+
+    async def bridge_id(self, account: AccountName) -> str:
+        """Return the ``D...`` id of ``account``; refuse a name configured where the id goes."""
+        for force in (False, True):
+            listed = await self._listed_accounts(force=force)
+            found = resolve_account(account, self._configured.get(account), listed)
+            if found is not None:
+                return found
+        listed = await self._listed_accounts()
+        return _unresolved(account, self._configured.get(account), listed)
+
+    async def _supports_close_position(self, account: AccountName) -> bool:
+        await self._listed_accounts()
+        for raw in self._accounts_cache[2]:
+            if raw.get("name") == account or raw.get("id") == self._configured.get(account):
+                flags = raw.get("config") or {}
+                return bool(isinstance(flags, dict) and flags.get("supportClosePosition"))
+        return False
+
+    async def durations(self) -> list[str]:
+        """Return the duration ids the server advertises in ``/config``."""
+        if self._config_cache is None:
+            self._config_cache = _wire.parse_config(await self._read("/config"))
+        return [d.id for d in self._config_cache.durations]
+
+    async def instruments(self, bridge_id: str, *, force: bool = False) -> set[str]:
+        """Return the instrument names an account may trade (cached)."""
+        cached = self._instruments.get(bridge_id)
+        now = self._now()
+        if force or cached is None or now - cached[0] > timedelta(seconds=self.options.cache_ttl_s):
+            raw = await self._read(f"/accounts/{bridge_id}/instruments")
+            names = {i.name for i in _wire.parse_instruments(raw)}
+            self._instruments[bridge_id] = (now, names)
+            return names
+        return cached[1]
+
+    async def _check_instrument(self, bridge_id: str, command: SubmitOrder) -> None:
+        contract = command.contract
+        today = self._now().date()
+        if contract.is_expired(today):
+            raise InvalidSymbol(
+                f"{contract.name} expired on {contract.expiry().isoformat()}; trade the "
+                "current front month instead",
+                field="symbol",
+            )
+        for force in (False, True):
+            if contract.name in await self.instruments(bridge_id, force=force):
+                return
+        raise InvalidSymbol(
+            f"{contract.name} is not among the instruments account {command.account} may "
+            "trade on the bridge (GET /accounts/{id}/instruments)",
+            field="symbol",
+        )
+
+    async def quote(self, instrument: str) -> _wire.WireQuote:
+        """Return the current quote of ``instrument`` from ``/quotes``."""
+        data = await self._read("/quotes", {"symbols": instrument})
+        return _wire.parse_quote(data, instrument)
+
+    async def _bid_ask(self, command: SubmitOrder) -> tuple[Decimal, Decimal] | None:
+        if self.options.bid_ask == "never":
+            return None
+        quote = await self.quote(command.contract.name)
+        bid = quote.bid if quote.bid is not None else quote.lp
+        ask = quote.ask if quote.ask is not None else quote.lp
+        if bid is None or ask is None:
+            raise BrokerUnavailable(
+                f"no bid/ask for {command.contract.name} in /quotes; nothing was sent"
+            )
+        return bid, ask
+
+    # --- orders -----------------------------------------------------------------------
+
+    async def prepare(self, command: SubmitOrder) -> tuple[str, dict[str, str]]:
+        """Resolve and validate everything a submit needs; return the path id and form."""
+        bridge_id = await self.bridge_id(command.account)
+        await self._check_instrument(bridge_id, command)
+        duration = _wire.duration_id(command.tif, await self.durations())
+        if command.bracket and command.order_type is not OrderType.MARKET:
+            _check_bracket_sides(command)
+        bid_ask = await self._bid_ask(command)
+        return bridge_id, _wire.order_form(command, duration=duration, bid_ask=bid_ask)
+
+    async def submit(self, command: SubmitOrder) -> BrokerOrderId:
+        """Send one order exactly once; return the bridge's order id."""
+        bridge_id, form = await self.prepare(command)
+        request_id = _wire.request_id_for(command.client_order_id)
+        self._request_ids[request_id] = command.client_order_id
+        path = f"/accounts/{bridge_id}/orders"
+        self._check_lockout()  # a lockout known before sending is a Lockout, not unknown
+        try:
+            data = await self._call("POST", path, request_id=request_id, form=form,
+                                    client_order_id=command.client_order_id,
+                                    account=command.account)  # fmt: skip
+            order_id = _wire.parse_placed(data)
+        except (ConnectionLost, _AnsweredUnavailable, _wire.UnparseableAnswer, Lockout) as e:
+            # Sent, and the answer is lost or not a verdict: the order may exist (§6.3).
+            raise OutcomeUnknown(
+                f"order {command.client_order_id} was sent to the bridge and its outcome is "
+                f"unknown ({e}); look it up before sending anything again",
+                client_order_id=command.client_order_id,
+            ) from e
+        self._by_order_id[order_id] = command.client_order_id
+        return order_id
+
+    async def lookup(self, command: SubmitOrder, ts_sent: datetime) -> LookupResult:
+        """Find a submit whose outcome is unknown: found, probable, or absent (§11.3)."""
+        bridge_id = await self.bridge_id(command.account)
+        request_id = _wire.request_id_for(command.client_order_id)
+        deadline = ts_sent + timedelta(seconds=self.options.lookup_absent_after_s)
+        while True:
+            orders = await self._all_orders(bridge_id)
+            match = match_lookup(command, request_id, ts_sent, orders, self._claimed_ids(bridge_id),
+                                 slack_s=self.options.lookup_slack_s)  # fmt: skip
+            if match is not None:
+                order, exact = match
+                self._claimed.add((bridge_id, order.id))
+                self._request_ids[request_id] = command.client_order_id
+                self._by_order_id[order.id] = command.client_order_id
+                report = _wire.to_order_report(order, command.account, command.client_order_id)
+                return LookupResult(command.client_order_id, report, probable=not exact)
+            remaining = (deadline - self._now()).total_seconds()
+            if remaining <= 0:
+                return LookupResult(command.client_order_id, None)
+            await asyncio.sleep(min(remaining, self.options.lookup_poll_s))
+
+    def _claimed_ids(self, bridge_id: str) -> set[str]:
+        return {order_id for (acct, order_id) in self._claimed if acct == bridge_id}
+
+    async def _all_orders(self, bridge_id: str) -> list[_wire.WireOrder]:
+        current = _wire.parse_orders(await self._read(f"/accounts/{bridge_id}/orders"))
+        try:
+            history_raw = await self._read(
+                f"/accounts/{bridge_id}/ordersHistory",
+                {"maxCount": str(self.options.history_max_count)},
+            )
+        except NotFound:  # ordersHistory is optional in TradingView's spec
+            history_raw = []
+        seen = {o.id for o in current}
+        history = [o for o in _wire.parse_orders(history_raw) if o.id not in seen]
+        return current + history
+
+    async def cancel(self, command: CancelOrder) -> None:
+        """Cancel a working order; a cancel that lost to a fill is ``BrokerRejected(TooLate)``."""
+        bridge_id = await self.bridge_id(command.account)
+        path = f"/accounts/{bridge_id}/orders/{command.broker_order_id}"
+        await self._retry.run(lambda: self._call("DELETE", path, account=command.account))
+
+    async def modify(self, command: ModifyOrder) -> None:
+        """Change a working order's quantity or prices."""
+        bridge_id = await self.bridge_id(command.account)
+        path = f"/accounts/{bridge_id}/orders/{command.broker_order_id}"
+        form = _wire.modify_form(command)
+        await self._retry.run(lambda: self._call("PUT", path, form=form, account=command.account))
+
+    async def flatten(self, command: FlattenPosition) -> None:
+        """Cancel working orders on the contract, then close its position."""
+        bridge_id = await self.bridge_id(command.account)
+        instrument = command.contract.name
+        orders = _wire.parse_orders(await self._read(f"/accounts/{bridge_id}/orders"))
+        for order in orders:
+            if order.instrument != instrument or not _wire.to_status(order).is_open:
+                continue
+            try:
+                await self.cancel(CancelOrder(command.account, BrokerOrderId(order.id)))
+            except BrokerRejected as e:
+                if e.reason != _wire.TOO_LATE:
+                    raise
+        positions = _wire.parse_positions(await self._read(f"/accounts/{bridge_id}/positions"))
+        for position in positions:
+            if position.instrument != instrument or position.qty == 0:
+                continue
+            await self._close(command, bridge_id, position)
+
+    async def _close(
+        self, command: FlattenPosition, bridge_id: str, position: _wire.WirePosition
+    ) -> None:
+        mode = self.options.flatten
+        if mode == "auto":
+            supported = await self._supports_close_position(command.account)
+            mode = "close_position" if supported else "market_order"
+        if mode == "close_position":
+            path = f"/accounts/{bridge_id}/positions/{position.id}"
+            await self._call("DELETE", path, account=command.account)  # closes once: no retry
+            return
+        stamp = self._now().isoformat()
+        digest = hashlib.sha256(f"{command.account}|{position.id}|{stamp}".encode()).hexdigest()
+        closing = SubmitOrder(
+            client_order_id=ClientOrderId(f"tbflat{digest[:16]}"),
+            account=command.account,
+            contract=command.contract,
+            side=_wire.to_side(position.side).opposite,
+            order_type=OrderType.MARKET,
+            quantity=int(position.qty),
+        )
+        await self.submit(closing)
+
+    # --- reports ----------------------------------------------------------------------
+
+    def _client_id(self, order: _wire.WireOrder) -> ClientOrderId | None:
+        if order.id in self._by_order_id:
+            return self._by_order_id[order.id]
+        if order.request_id is None:
+            return None
+        return self._request_ids.get(order.request_id, ClientOrderId(order.request_id))
+
+    async def order_reports(self, account: AccountName) -> list[OrderStatusReport]:
+        """Return the account's orders, current and finished."""
+        bridge_id = await self.bridge_id(account)
+        return [_wire.to_order_report(o, account, self._client_id(o))
+                for o in await self._all_orders(bridge_id)]  # fmt: skip
+
+    async def order_report(
+        self, account: AccountName, broker_order_id: BrokerOrderId
+    ) -> OrderStatusReport:
+        """Return one order; ``NotFound`` if the bridge has no such order."""
+        bridge_id = await self.bridge_id(account)
+        try:
+            data = await self._read(f"/accounts/{bridge_id}/orders/{broker_order_id}")
+            order = _wire.parse_order(data)
+        except NotFound:
+            for candidate in await self._all_orders(bridge_id):
+                if candidate.id == broker_order_id:
+                    order = candidate
+                    break
+            else:
+                raise
+        return _wire.to_order_report(order, account, self._client_id(order))
+
+    async def fill_reports(self, account: AccountName) -> list[FillReport]:
+        """Return the account's executions."""
+        bridge_id = await self.bridge_id(account)
+        data = await self._read(f"/accounts/{bridge_id}/executions")
+        now = self._now()
+        return [_wire.to_fill_report(x, account, now) for x in _wire.parse_executions(data)]
+
+    async def position_reports(self, account: AccountName) -> list[PositionReport]:
+        """Return the account's open positions."""
+        bridge_id = await self.bridge_id(account)
+        data = await self._read(f"/accounts/{bridge_id}/positions")
+        return [_wire.to_position_report(p, account) for p in _wire.parse_positions(data)]
+
+    # --- events -----------------------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[BrokerOrderEvent]:
+        """Poll ``/orders`` of every configured account and yield what changed.
+
+        The first poll is the baseline: orders that existed before are reconcile's business,
+        not events.
+        """
+        seen: dict[tuple[AccountName, str], _wire.WireOrder] = {}
+        baseline = True
+        while not self._closed.is_set():
+            for account in list(self._configured):
+                try:
+                    bridge_id = await self.bridge_id(account)
+                    data = await self._read(f"/accounts/{bridge_id}/orders")
+                    orders = _wire.parse_orders(data)
+                except (TransientError, AuthError) as e:
+                    _log.warning("bridge_poll_failed", account=account, error=str(e))
+                    continue
+                for order in orders:
+                    key = (account, order.id)
+                    before = seen.get(key)
+                    seen[key] = order
+                    if baseline:
+                        continue
+                    for event in order_events(before, order, self._now()):
+                        yield BrokerOrderEvent(account, BrokerOrderId(order.id),
+                                               self._client_id(order), event)  # fmt: skip
+            baseline = False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), self.options.poll_interval_s)
+
+
+# --- pure helpers (unit-tested) ------------------------------------------------------
+
+
+def resolve_account(
+    account: AccountName, configured: str | None, listed: list[_wire.WireAccount]
+) -> str | None:
+    """Return the bridge id for ``account``, None if not listed; refuse a name as id."""
+    by_id = {a.id: a for a in listed}
+    by_name = {a.name: a for a in listed}
+    if configured:
+        if configured in by_id:
+            return configured
+        if configured in by_name:
+            right = by_name[configured].id
+            raise InvalidInput(
+                f"ACCOUNT_NAME_USED_AS_ID: account {account} is configured with bridge id "
+                f"{configured!r}, which is an account name; use the id {right!r} instead",
+                field="account",
+            )
+        return None
+    if account in by_name:
+        return by_name[account].id
+    if account in by_id:
+        return account
+    return None
+
+
+def _unresolved(
+    account: AccountName, configured: str | None, listed: list[_wire.WireAccount]
+) -> str:
+    valid = ", ".join(f"{a.id} ({a.name})" for a in listed) or "none"
+    if configured:
+        raise InvalidInput(
+            f"ACCOUNT_ID_NOT_FOUND: bridge id {configured!r} of account {account} is not "
+            f"among this token's accounts: {valid}; check the id and the environment",
+            field="account",
+        )
+    raise InvalidInput(
+        f"account {account!r} is not among this token's bridge accounts: {valid}",
+        field="account",
+    )
+
+
+def _check_bracket_sides(command: SubmitOrder) -> None:
+    bracket = command.bracket
+    price = command.limit_price or command.stop_price
+    if bracket is None or price is None:
+        return
+    sign = command.side.sign
+    if bracket.stop_loss is not None and (bracket.stop_loss - price) * sign >= 0:
+        raise InvalidOrder(f"stop loss {bracket.stop_loss} is on the wrong side of {price}",
+                           field="stop_loss")  # fmt: skip
+    if bracket.take_profit is not None and (bracket.take_profit - price) * sign <= 0:
+        raise InvalidOrder(f"take profit {bracket.take_profit} is on the wrong side of {price}",
+                           field="take_profit")  # fmt: skip
+
+
+def _same_price(wire: Decimal | None, ours: Decimal | None) -> bool:
+    return ours is None or (wire is not None and wire == ours)
+
+
+def match_lookup(
+    command: SubmitOrder,
+    request_id: str,
+    ts_sent: datetime,
+    orders: list[_wire.WireOrder],
+    claimed: set[str],
+    *,
+    slack_s: float = 2.0,
+) -> tuple[_wire.WireOrder, bool] | None:
+    """Return the order a lost submit created and whether the match is exact, or None.
+
+    Exact: the bridge echoes our ``requestId``. Probable: no echo, and an unclaimed entry
+    order of the same instrument, side, quantity, type and prices, created after the submit
+    (or of unknown creation time). Several probable candidates: the earliest is adopted.
+    """
+    candidates: list[_wire.WireOrder] = []
+    for order in orders:
+        if order.request_id is not None:
+            if order.request_id == request_id:
+                return order, True
+            continue  # echoed, and someone else's
+        if order.parent_id is not None or order.id in claimed:
+            continue
+        if order.ts_created is not None and order.ts_created < ts_sent - timedelta(seconds=slack_s):
+            continue
+        try:
+            same = (
+                order.instrument == command.contract.name
+                and _wire.to_side(order.side) is command.side
+                and _wire.to_order_type(order.type) is command.order_type
+                and order.qty == command.quantity
+                and _same_price(order.limit_price, command.limit_price)
+                and _same_price(order.stop_price, command.stop_price)
+            )
+        except BrokerError:
+            continue
+        if same:
+            candidates.append(order)
+    if not candidates:
+        return None
+    candidates.sort(key=lambda o: (o.ts_created or ts_sent, _numeric(o.id)))
+    return candidates[0], False
+
+
+def _numeric(order_id: str) -> tuple[int, str]:
+    return (int(order_id), "") if order_id.isdigit() else (0, order_id)
+
+
+def order_events(
+    before: _wire.WireOrder | None, after: _wire.WireOrder, now: datetime
+) -> list[OrderEvent]:
+    """Return the events that turn ``before`` (None: never seen) into ``after``."""
+    events: list[OrderEvent] = []
+    old = _wire.to_status(before) if before is not None else None
+    new = _wire.to_status(after)
+    if new is OrderStatus.REJECTED:
+        if old is not OrderStatus.REJECTED:
+            events.append(OrderRejected("rejected", after.message, now))
+        return events
+    if old in (None, OrderStatus.SUBMITTED) and new is not OrderStatus.SUBMITTED:
+        events.append(OrderAccepted(BrokerOrderId(after.id), now))
+    old_filled = before.filled_qty if before is not None else Decimal(0)
+    if after.filled_qty > old_filled:
+        delta = after.filled_qty - old_filled
+        events.append(OrderFilled(int(delta), _fill_price(before, after, delta), now))
+    if (
+        before is not None
+        and new.is_open
+        and (before.qty, before.limit_price, before.stop_price)
+        != (after.qty, after.limit_price, after.stop_price)
+    ):
+        events.append(OrderModified(int(after.qty), after.limit_price, after.stop_price, now))
+    if new is OrderStatus.CANCELLED and old is not OrderStatus.CANCELLED:
+        events.append(OrderCancelled(now))
+    return events
+
+
+def _fill_price(before: _wire.WireOrder | None, after: _wire.WireOrder, delta: Decimal) -> Decimal:
+    avg = after.avg_price or after.limit_price or after.stop_price or Decimal(0)
+    if before is None or before.filled_qty == 0 or before.avg_price is None:
+        return avg
+    # The bridge reports an average; the price of the new part follows from the two averages.
+    total = avg * after.filled_qty - before.avg_price * before.filled_qty
+    return total / delta

@@ -1,0 +1,253 @@
+"""``TvBridgeBroker`` on the simulator: what goes on the wire and the bridge-only rules."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import redis.asyncio as aioredis
+
+# The bridge rig is the contract suite's; its module lives next to that suite.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "contract"))
+from _contract_support import (
+    ACCOUNT,
+    Rig,
+    RigFactory,
+    front,
+    login,
+    make_rig,
+    order,
+    redis_client,
+    ticks,
+)
+
+from tradebridge.brokers._http import BrokerHttp
+from tradebridge.brokers.tvbridge.broker import TvBridgeBroker, TvBridgeOptions
+from tradebridge.config import AccountConfig
+from tradebridge.domain.commands import FlattenPosition
+from tradebridge.domain.contracts import ContractSymbol
+from tradebridge.domain.enums import Dialect, OrderType, Side, TimeInForce
+from tradebridge.domain.orders import OrderAccepted, OrderCancelled, OrderFilled
+from tradebridge.errors import AuthError, InvalidOrder, InvalidSymbol, NotFound, OutcomeUnknown
+from tradebridge.sim.config import SimConfig
+
+__all__ = ["make_rig", "redis_client"]  # fixtures
+
+BRIDGE = Dialect.TVBRIDGE
+
+
+@pytest.fixture
+async def rig(make_rig: RigFactory) -> AsyncIterator[Rig]:
+    """Return a bridge rig on a default simulator."""
+    async with make_rig(BRIDGE) as built:
+        yield built
+
+
+def _query(path: str) -> dict[str, list[str]]:
+    return parse_qs(urlsplit(path).query)
+
+
+async def test_submit_form_lowercase_query_locale_and_request_id(rig: Rig) -> None:
+    await rig.broker.submit(
+        order("tb-wire-1", OrderType.LIMIT, limit=ticks(rig.last(front()), -100))
+    )
+
+    [call] = rig.submits()
+    assert _query(call.path) == {"locale": ["en"], "requestId": ["tb-wire-1"]}
+    assert call.request_body["side"] == "buy"
+    assert call.request_body["type"] == "limit"
+    assert call.request_body["durationType"] == "Day"
+    assert {"currentBid", "currentAsk"} <= set(call.request_body)
+    assert all(_query(c.path).get("locale") == ["en"] for c in rig.calls)
+
+
+async def test_submit_order_reaches_sim_with_request_id_as_cl_ord_id(rig: Rig) -> None:
+    await rig.broker.submit(order("tb-wire-2"))
+
+    [placed] = rig.sim_orders()
+    assert placed.cl_ord_id == "tb-wire-2"
+
+
+async def test_submit_bid_ask_required_by_server_sent(make_rig: RigFactory) -> None:
+    async with make_rig(BRIDGE, SimConfig(port=0, require_bid_ask=True)) as rig:
+        await rig.broker.submit(order("tb-bidask"))
+        assert len(rig.sim_orders()) == 1
+
+
+async def test_submit_bid_ask_never_on_requiring_server_rejected_with_text(
+    make_rig: RigFactory,
+) -> None:
+    from tradebridge.errors import BrokerRejected
+
+    options = TvBridgeOptions(bid_ask="never", lookup_absent_after_s=0)
+    async with make_rig(BRIDGE, SimConfig(port=0, require_bid_ask=True), options=options) as rig:
+        with pytest.raises(BrokerRejected, match="currentAsk"):
+            await rig.broker.submit(order("tb-nobidask"))
+        [call] = rig.submits()
+        assert "currentBid" not in call.request_body
+
+
+@pytest.mark.parametrize("tif", [TimeInForce.IOC, TimeInForce.FOK])
+async def test_submit_duration_not_advertised_invalid_order_nothing_sent(
+    rig: Rig, tif: TimeInForce
+) -> None:
+    with pytest.raises(InvalidOrder, match="Day, GTC"):
+        await rig.broker.submit(order("tb-ioc", tif=tif))
+
+    assert rig.submits() == []
+
+
+async def test_submit_duration_server_case_used(make_rig: RigFactory) -> None:
+    async with make_rig(BRIDGE, SimConfig(port=0, durations=["DAY", "gtc"])) as rig:
+        await rig.broker.submit(
+            order(
+                "tb-case",
+                tif=TimeInForce.GTC,
+                order_type=OrderType.LIMIT,
+                limit=ticks(rig.last(front()), -100),
+            )
+        )
+        assert rig.submits()[0].request_body["durationType"] == "gtc"
+
+
+async def test_submit_unlisted_contract_invalid_symbol_nothing_sent(rig: Rig) -> None:
+    with pytest.raises(InvalidSymbol, match="not among the instruments"):
+        await rig.broker.submit(order("tb-far", contract=ContractSymbol("MNQ", 2029, 12)))
+
+    assert rig.submits() == []
+
+
+async def test_submit_unparseable_answer_outcome_unknown(rig: Rig, monkeypatch: Any) -> None:
+    # A proxy answering 200 with an HTML page: forced here, the simulator never does it.
+    broker = rig.broker
+    assert isinstance(broker, TvBridgeBroker)
+    await broker.prepare(order("tb-html"))
+    original = broker._interpret
+
+    def html(method: str, path: str, answer: Any) -> Any:
+        if method == "POST":
+            return original(method, path, type(answer)(200, "<html>ok</html>", "", {}))
+        return original(method, path, answer)
+
+    monkeypatch.setattr(broker, "_interpret", html)
+
+    with pytest.raises(OutcomeUnknown):
+        await broker.submit(order("tb-html"))
+    assert len(rig.sim_orders()) == 1
+
+
+async def test_route_404_not_found_with_doctor_hint(rig: Rig) -> None:
+    broker = rig.broker
+    assert isinstance(broker, TvBridgeBroker)
+
+    with pytest.raises(NotFound, match="tradebridge doctor"):
+        await broker._call("GET", "/accounts/PAAPEX1361890000010/state")
+
+
+async def test_token_refused_twice_auth_error_with_fix(rig: Rig) -> None:
+    other = await login(rig.sim, BRIDGE)
+    broker = rig.broker
+    assert isinstance(broker, TvBridgeBroker)
+    # Redis holds a token the simulator does not know (another process's key).
+    await rig.redis.set(f"token:{ACCOUNT}", other.replace('"accessToken": "', '"accessToken": "x'))
+
+    with pytest.raises(AuthError):
+        await broker.accounts()
+
+
+async def test_accounts_by_name_resolved_from_bridge_list_cached(rig: Rig) -> None:
+    broker = rig.broker
+    assert isinstance(broker, TvBridgeBroker)
+
+    assert await broker.bridge_id(ACCOUNT) == "D100001"
+    assert await broker.bridge_id(ACCOUNT) == "D100001"
+
+    assert len([c for c in rig.calls if c.path.startswith("/accounts?")]) == 1
+
+
+@pytest.mark.parametrize(
+    ("flatten", "closing_posts"), [("close_position", 0), ("market_order", 1), ("auto", 0)]
+)
+async def test_flatten_modes_close_position(
+    make_rig: RigFactory, flatten: str, closing_posts: int
+) -> None:
+    options = TvBridgeOptions(flatten=flatten, lookup_absent_after_s=0)  # type: ignore[arg-type]
+    async with make_rig(BRIDGE, options=options) as rig:
+        await rig.broker.submit(order("tb-flat", quantity=2, side=Side.SELL))
+
+        await rig.broker.flatten(FlattenPosition(ACCOUNT, front()))
+
+        assert [p for p in await rig.broker.position_reports(ACCOUNT) if p.net_qty] == []
+        assert len(rig.submits()) == 1 + closing_posts
+
+
+async def test_events_polled_accept_fill_cancel(rig: Rig) -> None:
+    contract = front()
+    last = rig.last(contract)
+    broker = rig.broker
+    seen: list[Any] = []
+
+    async def collect() -> None:
+        seen.extend([event async for event in broker.events()])
+
+    task = asyncio.create_task(collect())
+    await asyncio.sleep(0.3)  # the baseline poll
+    resting = await broker.submit(order("tb-ev-1", OrderType.LIMIT, limit=ticks(last, -100)))
+    filled = await broker.submit(order("tb-ev-2"))
+    await asyncio.sleep(0.3)
+    from tradebridge.domain.commands import CancelOrder
+
+    await broker.cancel(CancelOrder(ACCOUNT, resting))
+    await asyncio.sleep(0.3)
+    await broker.close()
+    await asyncio.wait_for(task, 5)
+
+    kinds = {(e.broker_order_id, type(e.event)) for e in seen}
+    assert (resting, OrderAccepted) in kinds
+    assert (resting, OrderCancelled) in kinds
+    assert (filled, OrderFilled) in kinds
+    assert {e.client_order_id for e in seen} == {"tb-ev-1", "tb-ev-2"}
+
+
+async def test_order_report_lookup_exact_when_bridge_echoes_request_id(
+    make_rig: RigFactory,
+) -> None:
+    async with make_rig(BRIDGE, SimConfig(port=0, bridge_echo_request_id=True)) as rig:
+        command = order("tb-echo", OrderType.LIMIT, limit=ticks(rig.last(front()), -100))
+        await rig.broker.submit(order("tb-same-shape", OrderType.LIMIT, limit=command.limit_price))
+        ts_sent = datetime.now(UTC)
+        placed = await rig.broker.submit(command)
+
+        result = await rig.broker.lookup(command, ts_sent)
+
+        assert result.found is not None
+        assert (result.found.broker_order_id, result.probable) == (placed, False)
+
+
+async def test_two_accounts_one_token_user_paths_use_each_id(
+    redis_client: aioredis.Redis, make_rig: RigFactory
+) -> None:
+    accounts = [
+        AccountConfig(name=ACCOUNT, dialect=BRIDGE),
+        AccountConfig(name="DEMO0000002", dialect=BRIDGE, bridge_id="D100002"),
+    ]
+    async with make_rig(BRIDGE, accounts=accounts) as rig:
+        await rig.broker.submit(order("tb-a2", account="DEMO0000002"))
+
+        assert rig.submits() == []  # not the first account's path
+        posts = [c for c in rig.calls if c.method == "POST"]
+        assert posts[0].path.startswith("/accounts/D100002/orders?")
+
+
+async def test_http_client_is_shared_plumbing(rig: Rig) -> None:
+    # Every request goes through BrokerHttp: one audit record per call, redacted.
+    await rig.broker.accounts()
+    assert isinstance(rig.http, BrokerHttp)
+    assert rig.calls
+    assert all("Bearer" not in str(c.request_body) for c in rig.calls)

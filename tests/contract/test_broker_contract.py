@@ -1,0 +1,339 @@
+"""The one contract every ``Broker`` adapter passes, case by numbered case, on the simulator.
+
+Each case runs for both adapters (see ``conftest.ADAPTERS``). Where the dialects
+legitimately differ (which identifier counts as "the id where the name belongs"), the case
+says so in a small table keyed by dialect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from _contract_support import ACCOUNT, Rig, RigFactory, front, login, order, ticks
+
+from tradebridge.config import AccountConfig, TokenConfig
+from tradebridge.domain.commands import Bracket, CancelOrder, FlattenPosition, ModifyOrder
+from tradebridge.domain.contracts import ContractSymbol
+from tradebridge.domain.enums import Dialect, OrderStatus, OrderType, Side, TimeInForce
+from tradebridge.domain.ids import AccountName, BrokerOrderId
+from tradebridge.errors import (
+    BrokerRejected,
+    BrokerUnavailable,
+    InvalidInput,
+    InvalidSymbol,
+    Lockout,
+    OutcomeUnknown,
+)
+from tradebridge.sim.clock import ManualClock
+from tradebridge.sim.config import SimConfig
+
+pytestmark = pytest.mark.filterwarnings("error")
+
+
+def _prices(order_type: OrderType, last: Decimal) -> tuple[Decimal | None, Decimal | None]:
+    """Return (limit, stop) that rest: buy limits below, buy stops above the market."""
+    if order_type is OrderType.LIMIT:
+        return ticks(last, -200), None
+    if order_type is OrderType.STOP:
+        return None, ticks(last, 200)
+    if order_type is OrderType.STOP_LIMIT:
+        return ticks(last, 204), ticks(last, 200)
+    return None, None
+
+
+async def _report(rig: Rig, broker_order_id: str) -> OrderStatus:
+    return (await rig.broker.order_report(ACCOUNT, BrokerOrderId(broker_order_id))).status
+
+
+@pytest.mark.parametrize("tif", [TimeInForce.DAY, TimeInForce.GTC])
+@pytest.mark.parametrize(
+    "order_type", [OrderType.MARKET, OrderType.LIMIT, OrderType.STOP, OrderType.STOP_LIMIT]
+)
+async def test_c01_submit_every_type_and_tif_accepted_and_reported(
+    rig: Rig, order_type: OrderType, tif: TimeInForce
+) -> None:
+    contract = front()
+    limit, stop = _prices(order_type, rig.last(contract))
+    command = order(f"tb-c01-{order_type}-{tif}", order_type, limit=limit, stop=stop, tif=tif)
+
+    broker_id = await rig.broker.submit(command)
+
+    report = await rig.broker.order_report(ACCOUNT, broker_id)
+    assert report.order_type is order_type
+    assert report.side is Side.BUY
+    assert report.limit_price == limit
+    assert report.stop_price == stop
+    expected = OrderStatus.FILLED if order_type is OrderType.MARKET else OrderStatus.WORKING
+    assert report.status is expected
+    assert len(rig.submits()) == 1
+
+
+async def test_c02_submit_sell_limit_reported_as_sell(rig: Rig) -> None:
+    price = ticks(rig.last(front()), 300)
+
+    broker_id = await rig.broker.submit(
+        order("tb-c02", OrderType.LIMIT, side=Side.SELL, limit=price, quantity=3)
+    )
+
+    report = await rig.broker.order_report(ACCOUNT, broker_id)
+    assert (report.side, report.quantity, report.limit_price) == (Side.SELL, 3, price)
+
+
+async def test_c03_bracket_market_entry_position_and_two_opposite_legs(rig: Rig) -> None:
+    last = rig.last(front())
+    bracket = Bracket(stop_loss=ticks(last, -100), take_profit=ticks(last, 100))
+
+    await rig.broker.submit(order("tb-c03", quantity=2, bracket=bracket))
+
+    positions = await rig.broker.position_reports(ACCOUNT)
+    assert [(p.contract, p.net_qty) for p in positions] == [(front().name, 2)]
+    working = [r for r in await rig.broker.order_reports(ACCOUNT) if r.status.is_open]
+    assert sorted((r.side, r.order_type, r.quantity) for r in working) == [
+        (Side.SELL, OrderType.LIMIT, 2),
+        (Side.SELL, OrderType.STOP, 2),
+    ]
+
+
+async def test_c04_cancel_working_then_again_too_late(rig: Rig) -> None:
+    limit = ticks(rig.last(front()), -200)
+    broker_id = await rig.broker.submit(order("tb-c04", OrderType.LIMIT, limit=limit))
+
+    await rig.broker.cancel(CancelOrder(ACCOUNT, broker_id))
+
+    assert await _report(rig, broker_id) is OrderStatus.CANCELLED
+    with pytest.raises(BrokerRejected) as caught:
+        await rig.broker.cancel(CancelOrder(ACCOUNT, broker_id))
+    assert caught.value.reason == "TooLate"
+
+
+async def test_c05_modify_working_changes_price_and_qty(rig: Rig) -> None:
+    limit = ticks(rig.last(front()), -200)
+    broker_id = await rig.broker.submit(order("tb-c05", OrderType.LIMIT, limit=limit))
+
+    await rig.broker.modify(ModifyOrder(ACCOUNT, broker_id, 3, OrderType.LIMIT, limit - 1))
+
+    report = await rig.broker.order_report(ACCOUNT, broker_id)
+    assert (report.quantity, report.limit_price, report.status) == (
+        3,
+        limit - 1,
+        OrderStatus.WORKING,
+    )
+
+
+async def test_c06_flatten_cancels_working_and_closes_position(rig: Rig) -> None:
+    contract = front()
+    await rig.broker.submit(order("tb-c06-entry", quantity=2))
+    resting = await rig.broker.submit(
+        order("tb-c06-rest", OrderType.LIMIT, limit=ticks(rig.last(contract), -200))
+    )
+
+    await rig.broker.flatten(FlattenPosition(ACCOUNT, contract))
+
+    positions = [p for p in await rig.broker.position_reports(ACCOUNT) if p.net_qty != 0]
+    assert positions == []
+    assert await _report(rig, resting) is OrderStatus.CANCELLED
+
+
+async def test_c07_reports_fill_position_and_order_agree(rig: Rig) -> None:
+    broker_id = await rig.broker.submit(order("tb-c07", side=Side.SELL, quantity=2))
+
+    fills = await rig.broker.fill_reports(ACCOUNT)
+    positions = await rig.broker.position_reports(ACCOUNT)
+    report = await rig.broker.order_report(ACCOUNT, broker_id)
+
+    assert sum(f.qty for f in fills) == 2
+    assert {f.side for f in fills} == {Side.SELL}
+    assert [(p.net_qty, p.avg_price) for p in positions] == [(-2, report.avg_fill_price)]
+    assert (report.status, report.filled_qty) == (OrderStatus.FILLED, 2)
+    assert report.client_order_id == "tb-c07"
+
+
+async def test_c08_rejection_surfaces_tradovate_text(rig: Rig) -> None:
+    faults = rig.sim.ctx.faults
+    faults.inject_failure_reason = "AccountClosed"
+    faults.inject_failure_text = "Account is closed for trading"
+    faults.inject_failure_count = 1
+
+    with pytest.raises(BrokerRejected) as caught:
+        await rig.broker.submit(order("tb-c08"))
+
+    assert "Account is closed for trading" in caught.value.text
+    assert len(rig.submits()) == 1
+
+
+async def test_c09_expired_contract_refused_before_sending(rig: Rig) -> None:
+    expired = ContractSymbol("MNQ", 2025, 12)
+
+    with pytest.raises(InvalidSymbol, match="expired"):
+        await rig.broker.submit(order("tb-c09", contract=expired))
+
+    assert rig.submits() == []
+
+
+async def test_c10_unknown_account_refused_before_sending(rig: Rig) -> None:
+    with pytest.raises(InvalidInput):
+        await rig.broker.submit(order("tb-c10", account="NOPE0000009"))
+
+    assert rig.submits() == []
+
+
+# Each dialect's "identifier where the name belongs" mistake: the native numeric id given as
+# the account, and the bridge account configured with its name as the path id.
+NAME_AS_ID = {
+    Dialect.NATIVE: ([AccountConfig(name=ACCOUNT)], "100001", "numeric"),
+    Dialect.TVBRIDGE: (
+        [AccountConfig(name=ACCOUNT, dialect=Dialect.TVBRIDGE, bridge_id=ACCOUNT)],
+        ACCOUNT,
+        "ACCOUNT_NAME_USED_AS_ID.*D100001",
+    ),
+}
+
+
+async def test_c11_name_and_id_mixed_up_refused_before_sending(
+    make_rig: RigFactory, dialect: Dialect
+) -> None:
+    accounts, account, match = NAME_AS_ID[dialect]
+    async with make_rig(dialect, accounts=accounts) as rig:
+        with pytest.raises(InvalidInput, match=match):
+            await rig.broker.submit(order("tb-c11", account=account))
+
+        assert rig.submits() == []
+
+
+async def test_c12_token_expires_mid_run_renewed_no_failed_order(
+    make_rig: RigFactory, dialect: Dialect
+) -> None:
+    clock = ManualClock(datetime.now(UTC))
+    async with make_rig(dialect, SimConfig(port=0), clock, TokenConfig(expiry_margin_s=0)) as rig:
+        first = await rig.broker.submit(order("tb-c12-a"))
+        # The simulator's clock passes the token's expiry; the token service renews it.
+        clock.advance(rig.sim.config.token_lifetime_s + 60)
+        fresh = await login(rig.sim, dialect)
+        for name in (ACCOUNT, "DEMO0000002"):
+            await rig.redis.set(f"token:{name}", fresh)
+
+        second = await rig.broker.submit(order("tb-c12-b"))
+
+        assert first != second
+        assert len(rig.sim_orders()) == 2
+        statuses = [c.status for c in rig.submits()]
+        assert statuses.count(200) == 2
+        assert 401 in [c.status for c in rig.calls]
+
+
+async def test_c13_lockout_429_reads_raise_lockout_submit_unknown(rig: Rig) -> None:
+    await rig.broker.accounts()  # resolve before the lockout
+    rig.sim.ctx.faults.lockout_429_users = ["*"]
+
+    with pytest.raises(Lockout) as caught:
+        await rig.broker.order_reports(ACCOUNT)
+    assert caught.value.until > datetime.now(UTC) + timedelta(minutes=30)
+    with pytest.raises((Lockout, OutcomeUnknown)):
+        await rig.broker.submit(order("tb-c13"))
+    assert rig.sim_orders() == []
+
+
+async def test_c14_read_5xx_once_retried_and_succeeds(rig: Rig) -> None:
+    await rig.broker.accounts()
+    faults = rig.sim.ctx.faults
+    faults.error_5xx_rate = 1.0
+    rig.http.add_listener(lambda call: setattr(faults, "error_5xx_rate", 0.0))
+
+    reports = await rig.broker.position_reports(ACCOUNT)
+
+    assert reports == []
+    statuses = [c.status for c in rig.calls if c.status is not None]
+    assert statuses[-2] in (500, 502, 503)
+    assert statuses[-1] == 200
+
+
+async def test_c15_read_5xx_forever_gives_up_unavailable(rig: Rig) -> None:
+    await rig.broker.accounts()
+    rig.sim.ctx.faults.error_5xx_rate = 1.0
+
+    with pytest.raises(BrokerUnavailable):
+        await rig.broker.position_reports(ACCOUNT)
+
+
+@pytest.mark.parametrize("mode", ["reset", "http_500"])
+async def test_c16_accept_then_drop_unknown_lookup_finds_it_sent_once(rig: Rig, mode: str) -> None:
+    faults = rig.sim.ctx.faults
+    faults.drop_mode = mode  # type: ignore[assignment]
+    limit = ticks(rig.last(front()), -200)
+    command = order("tb-c16", OrderType.LIMIT, limit=limit)
+    await rig.broker.accounts()
+    faults.drop_after_accept_rate = 1.0
+    ts_sent = datetime.now(UTC)
+
+    with pytest.raises(OutcomeUnknown) as caught:
+        await rig.broker.submit(command)
+    faults.drop_after_accept_rate = 0.0
+    result = await rig.broker.lookup(command, ts_sent)
+
+    assert caught.value.client_order_id == "tb-c16"
+    assert result.found is not None
+    assert [str(o.id) for o in rig.sim_orders()] == [result.found.broker_order_id]
+    assert len(rig.submits()) == 1
+
+
+async def test_c17_lookup_never_sent_absent(rig: Rig) -> None:
+    await rig.broker.submit(order("tb-c17-other", side=Side.SELL))
+
+    result = await rig.broker.lookup(order("tb-c17"), datetime.now(UTC))
+
+    assert result.absent
+
+
+async def test_c18_submit_hang_times_out_unknown(make_rig: RigFactory, dialect: Dialect) -> None:
+    async with make_rig(dialect, timeout_s=0.5) as rig:
+        await rig.broker.accounts()
+        faults = rig.sim.ctx.faults
+        faults.drop_mode = "hang"
+        faults.hang_seconds = 2
+        faults.drop_after_accept_rate = 1.0
+
+        with pytest.raises(OutcomeUnknown):
+            await rig.broker.submit(order("tb-c18"))
+
+        assert len(rig.submits()) == 1
+        await asyncio.sleep(0)
+
+
+async def test_c19_accounts_list_names_with_dialect_ids(rig: Rig) -> None:
+    accounts = {a.name: a for a in await rig.broker.accounts()}
+
+    assert set(accounts) >= {"DEMO0000001", "DEMO0000002"}
+    info = accounts["DEMO0000001"]
+    if rig.dialect is Dialect.NATIVE:
+        assert info.native_id == 100001
+    else:
+        assert info.bridge_id == "D100001"
+
+
+async def test_c20_order_report_unknown_id_not_found(rig: Rig) -> None:
+    from tradebridge.errors import NotFound
+
+    with pytest.raises(NotFound):
+        await rig.broker.order_report(ACCOUNT, BrokerOrderId("999999999"))
+
+
+async def test_c21_capabilities_declared(rig: Rig) -> None:
+    caps = rig.broker.capabilities
+    assert caps.brackets
+    assert caps.modify
+    assert caps.flatten
+    assert caps.push_events is (rig.dialect is Dialect.NATIVE)
+
+
+async def test_c22_accounts_of_other_user_not_reachable(rig: Rig) -> None:
+    with pytest.raises(InvalidInput):
+        await rig.broker.submit(order("tb-c22", account="PAAPEX1361890000010"))
+    assert rig.submits() == []
+
+
+async def test_c23_account_name_type_is_name(rig: Rig) -> None:
+    names = [a.name for a in await rig.broker.accounts()]
+    assert all(isinstance(n, str) and n == AccountName(n) for n in names)
