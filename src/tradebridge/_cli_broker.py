@@ -25,6 +25,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tradebridge.errors import BridgeError, ConfigError, InvalidInput
@@ -116,7 +117,7 @@ def _run(common: Common, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    _err.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+    _err.print(f"[red]error:[/red] {escape(message)}", markup=True, highlight=False)
     return typer.Exit(code)
 
 
@@ -143,10 +144,37 @@ def _print_json(value: Any) -> None:
 def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     table = Table(title=title)
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*("" if v is None else str(_jsonable(v)) for v in row))
     _out.print(table)
+
+
+async def _discovered_settings(common: Common, account: str | None) -> Any:
+    """Return settings; with no accounts configured, take them from Redis's token keys."""
+    from tradebridge.config import AccountConfig
+    from tradebridge.domain.enums import Dialect
+    from tradebridge.store.tokens import connect_redis
+
+    settings = _settings(common, account)
+    if settings.accounts:
+        return settings
+    template: str = settings.tokens.key_template
+    prefix, _, suffix = template.partition("{account_name}")
+    redis = connect_redis(settings.redis)
+    try:
+        keys = [k async for k in redis.scan_iter(match=f"{prefix}*{suffix}", count=500)]
+    finally:
+        await redis.aclose()
+    names = sorted(
+        {
+            (k.decode() if isinstance(k, bytes) else str(k))[len(prefix) : len(k) - len(suffix)]
+            for k in keys
+        }
+    )
+    dialect = Dialect.TVBRIDGE if common.bridge_url and not common.native_url else Dialect.NATIVE
+    found = [AccountConfig(name=name, dialect=dialect) for name in names if name]
+    return settings.model_copy(update={"accounts": found})
 
 
 async def _with_broker(common: Common, account: str, use: Callable[[Any], Awaitable[T]]) -> T:
@@ -205,10 +233,13 @@ def accounts(
     common = Common(config, bridge_url, native_url, redis_url, as_json, verbose)
 
     async def work() -> list[dict[str, Any]]:
-        settings = _settings(common, account)
+        settings = await _discovered_settings(common, account)
         wanted = [a for a in settings.accounts if account in (None, a.name)]
         if not wanted:
-            raise ConfigError("no accounts are configured; add [[accounts]] or pass --account")
+            raise ConfigError(
+                "no accounts are configured and Redis holds no token keys; "
+                "add [[accounts]] to tradebridge.toml or pass --account"
+            )
         out: list[dict[str, Any]] = []
         seen: set[tuple[str, str]] = set()
         for configured in wanted:
@@ -503,10 +534,13 @@ def tokens(
     common = Common(config, bridge_url, native_url, redis_url, as_json, verbose)
 
     async def work() -> list[dict[str, Any]]:
-        settings = _settings(common, account)
+        settings = await _discovered_settings(common, account)
         wanted = [a for a in settings.accounts if account in (None, a.name)]
         if not wanted:
-            raise ConfigError("no accounts are configured; add [[accounts]] or pass --account")
+            raise ConfigError(
+                "no accounts are configured and Redis holds no token keys; "
+                "add [[accounts]] to tradebridge.toml or pass --account"
+            )
         redis = connect_redis(settings.redis)
         store = TokenStore(redis, settings.tokens, key_for=settings.token_key)
         now = datetime.now(UTC)
@@ -608,7 +642,7 @@ def doctor(
     failed = FailedRequest.parse(request, form) if request else None
 
     async def work() -> list[DoctorReport]:
-        settings = _settings(common, account)
+        settings = await _discovered_settings(common, account)
         names = [account] if account else [a.name for a in settings.accounts]
         if not names:
             raise ConfigError("no accounts are configured; add [[accounts]] or pass --account")

@@ -148,8 +148,12 @@ async def _run(settings: Any, redis_url: str | None, token_key: str) -> None:
     from tradebridge.sim.clock import SystemClock
     from tradebridge.sim.context import SimContext
     from tradebridge.sim.seed import TokenSeeder
-    from tradebridge.sim.server import serve
+    from tradebridge.sim.server import bind_socket, serve
 
+    try:
+        sock = bind_socket(settings.host, settings.port)
+    except OSError as exc:
+        raise _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
     ctx = SimContext.build(settings, SystemClock())
     refresher: asyncio.Task[None] | None = None
     redis: Redis | None = None
@@ -165,7 +169,7 @@ async def _run(settings: Any, redis_url: str | None, token_key: str) -> None:
                 ) from None
             _out.print(f"Tokens written to Redis ({len(keys)} keys): {', '.join(keys)}")
             refresher = asyncio.create_task(seeder.run(), name="sim-token-refresh")
-        await serve(settings, ctx=ctx)
+        await serve(settings, ctx=ctx, sock=sock)
     finally:
         if refresher is not None:
             refresher.cancel()

@@ -312,3 +312,26 @@ def test_sim_redis_unreachable_exits_1_with_message() -> None:
     assert "cannot write tokens to Redis" in result.stderr
     assert "secret" not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_sim_port_taken_exits_1_and_leaves_redis_tokens_alone(
+    running: SimProcess, redis_server: EmbeddedRedis
+) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    client.set("token:DEMO0000001", "held-by-the-running-simulator")
+    try:
+        port = running.url.rsplit(":", 1)[1]
+        result = subprocess.run(
+            tradebridge("sim", "--port", port, "--redis-url", redis_server.url),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+        assert result.returncode == 1
+        assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert client.get("token:DEMO0000001") == b"held-by-the-running-simulator"
+    finally:
+        client.delete("token:DEMO0000001")
+        client.close()

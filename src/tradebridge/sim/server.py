@@ -92,9 +92,7 @@ class SimServer:
         """Start serving and return once the server accepts connections."""
         if self._server is not None:
             raise RuntimeError("the simulator is already running")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.config.host, self.config.port))
+        sock = bind_socket(self.config.host, self.config.port)
         host, port = sock.getsockname()[:2]
         self._app = build_app(self.ctx)
         server = _ThreadServer(_uvicorn_config(self._app, self.config, log_config=False))
@@ -163,11 +161,32 @@ class SimServer:
         self.stop()
 
 
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind the listening socket; ``OSError`` (e.g. the port is taken) before anything starts."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 async def serve(
-    config: SimConfig, clock: Clock | None = None, ctx: SimContext | None = None
+    config: SimConfig,
+    clock: Clock | None = None,
+    ctx: SimContext | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
-    """Serve the simulator in the foreground until interrupted (``tradebridge sim``)."""
+    """Serve the simulator in the foreground until interrupted (``tradebridge sim``).
+
+    The CLI binds ``sock`` itself before it writes tokens to Redis, so a simulator that
+    cannot start never overwrites the tokens of one that is running.
+    """
     if ctx is None:  # the CLI passes its own, to seed tokens from the same state
         ctx = SimContext.build(config, clock if clock is not None else SystemClock())
     server = uvicorn.Server(_uvicorn_config(build_app(ctx), config, log_config=True))
-    await server.serve()
+    if sock is None:
+        sock = bind_socket(config.host, config.port)
+    await server.serve(sockets=[sock])
