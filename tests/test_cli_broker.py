@@ -278,3 +278,37 @@ def test_cli_help_documents_exit_codes(command: tuple[str, ...]) -> None:
 
     assert result.exit_code == 0
     assert "Exit codes: 0 done; 1" in result.stdout
+
+
+def test_cli_accounts_without_settings_discovers_token_keys(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No tradebridge.toml at all: the accounts come from Redis's token:<name> keys.
+    (tmp_path / "empty").mkdir()
+    monkeypatch.chdir(tmp_path / "empty")  # env's tradebridge.toml sits in tmp_path itself
+    monkeypatch.delenv("TRADEBRIDGE_CONFIG", raising=False)
+    result = CliRunner().invoke(
+        app,
+        ["accounts", "--bridge-url", env["bridge"], "--redis-url", env["redis"], "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert {row["name"] for row in rows} == {"DEMO0000001", "DEMO0000002"}
+    assert {row["bridge_id"] for row in rows} == {"D100001", "D100002"}
+
+
+def test_cli_accounts_without_settings_or_tokens_exit_2_says_what_to_do(
+    env: dict[str, str],
+    redis_server: EmbeddedRedis,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (tmp_path / "empty").mkdir()
+    monkeypatch.chdir(tmp_path / "empty")  # env's tradebridge.toml sits in tmp_path itself
+    monkeypatch.delenv("TRADEBRIDGE_CONFIG", raising=False)
+    redis.Redis.from_url(redis_server.url).flushdb()
+    result = CliRunner().invoke(
+        app, ["accounts", "--bridge-url", env["bridge"], "--redis-url", env["redis"]]
+    )
+    assert result.exit_code == 2, result.output
+    assert "add [[accounts]] to tradebridge.toml or pass --account" in result.output
