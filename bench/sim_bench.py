@@ -16,12 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
-import signal
-import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,11 +23,18 @@ from typing import Any
 
 import httpx
 
-from tradebridge.store.embedded import free_port
-
-ACCOUNT_NAME = "DEMO0000001"
-ACCOUNT_ID = 100001
-BRIDGE_ID = "D100001"
+from _common import (
+    ACCOUNT_ID,
+    ACCOUNT_NAME,
+    BRIDGE_ID,
+    bridge_login,
+    front_month,
+    latency_cells,
+    machine,
+    native_login,
+    print_table,
+    running_simulator,
+)
 
 
 @dataclass
@@ -48,70 +49,14 @@ class Result:
     failures: int
 
     def row(self) -> list[str]:
-        lat = sorted(self.latencies_ms)
-
-        def pct(p: float) -> str:
-            return f"{lat[min(len(lat) - 1, int(p * len(lat)))]:.2f}"
-
         return [
             self.name,
             str(self.concurrency),
             str(self.orders),
             f"{self.orders / self.seconds:,.0f}",
-            f"{statistics.median(lat):.2f}",
-            pct(0.90),
-            pct(0.99),
-            f"{lat[-1]:.2f}",
+            *latency_cells(self.latencies_ms),
             str(self.failures),
         ]
-
-
-def start_simulator() -> tuple[subprocess.Popen[bytes], str]:
-    """Start ``tradebridge sim`` on a free port; return the process and its base URL."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tradebridge", "sim", "--port", str(port), "--seed", "1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/_sim/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.05)
-    process.kill()
-    raise SystemExit("the simulator did not start")
-
-
-def native_login(url: str) -> str:
-    body = {
-        "name": "demo",
-        "password": "demo",
-        "appId": "sim-bench",
-        "appVersion": "1.0",
-        "deviceId": "sim-bench",
-        "cid": 0,
-        "sec": "",
-    }
-    payload = httpx.post(f"{url}/v1/auth/accesstokenrequest", json=body).json()
-    return str(payload["accessToken"])
-
-
-def bridge_login(url: str) -> str:
-    payload = httpx.post(f"{url}/authorize", data={"login": "demo", "password": "demo"}).json()
-    return str(payload["d"]["access_token"])
-
-
-def front_month(url: str, token: str) -> str:
-    answer = httpx.get(
-        f"{url}/v1/contract/suggest",
-        params={"t": "MNQ", "l": 1},
-        headers={"Authorization": f"Bearer {token}"},
-    )
-    return str(answer.json()[0]["name"])
 
 
 Request = Callable[[int], tuple[str, dict[str, Any]]]
@@ -202,31 +147,15 @@ async def run_concurrent(
     return Result(name, orders, concurrency, seconds, latencies, failures)
 
 
-def print_table(results: list[Result]) -> None:
-    header = ["path", "clients", "orders", "orders/s", "p50 ms", "p90 ms", "p99 ms", "max ms",
-              "failed"]  # fmt: skip
-    rows = [header, *(r.row() for r in results)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    for index, row in enumerate(rows):
-        cells = [
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        print("  ".join(cells))
-        if index == 0:
-            print("  ".join("-" * w for w in widths))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=2000, help="orders per run")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients")
     args = parser.parse_args()
 
-    process, url = start_simulator()
-    try:
-        native_token = native_login(url)
-        bridge_token = bridge_login(url)
+    with running_simulator() as url:
+        native_token = str(native_login(url)["accessToken"])
+        bridge_token = str(bridge_login(url)["access_token"])
         symbol = front_month(url, native_token)
         native = native_request(symbol)
         bridge = bridge_request(symbol)
@@ -244,17 +173,10 @@ def main() -> None:
                 )
             ),
         ]
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    print(
-        f"tradebridge simulator on {url} ({symbol}); Python {platform.python_version()}, "
-        f"{platform.machine()}, {os.cpu_count()} CPUs; latency = client-side round trip"
-    )
-    print_table(results)
+    print(f"tradebridge simulator on {url} ({symbol}); {machine()}; latency = client round trip")
+    header = ["path", "clients", "orders", "orders/s", "p50 ms", "p90 ms", "p99 ms", "max ms",
+              "failed"]  # fmt: skip
+    print_table(header, [r.row() for r in results])
 
 
 if __name__ == "__main__":

@@ -312,3 +312,27 @@ def test_cli_accounts_without_settings_or_tokens_exit_2_says_what_to_do(
     )
     assert result.exit_code == 2, result.output
     assert "add [[accounts]] to tradebridge.toml or pass --account" in result.output
+
+
+def test_cli_bridge_credentials_log_in_and_store_tv_token(
+    env: dict[str, str], sim: SimServer
+) -> None:
+    client = redis.Redis.from_url(env["redis"])
+    client.flushdb()  # no token: the CLI must log in itself
+    config = Path(env["config"])
+    config.write_text(config.read_text() + '[tokens.bridge]\nlogin = "demo"\n')
+    logins = sim.ctx.auth.logins
+
+    argv = ["accounts", "--json", "--config", env["config"], "--bridge-url", env["bridge"],
+            "--redis-url", env["redis"]]  # fmt: skip
+    secret = {"TRADEBRIDGE_TOKENS__BRIDGE__PASSWORD": "demo"}  # secrets come from the env
+    result = CliRunner().invoke(
+        app, argv, env={"TRADEBRIDGE_CONFIG": "", "REDIS_URL": "", **secret}
+    )
+
+    assert result.exit_code == 0, result.output
+    stored = json.loads(client.get(f"token:{ACCOUNT}"))
+    client.close()
+    assert stored["kind"] == "tv"
+    assert sim.ctx.auth.logins == logins + 1
+    assert stored["accessToken"] not in result.output

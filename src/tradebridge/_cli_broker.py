@@ -178,19 +178,21 @@ async def _discovered_settings(common: Common, account: str | None) -> Any:
 
 
 async def _with_broker(common: Common, account: str, use: Callable[[Any], Awaitable[T]]) -> T:
-    from tradebridge.brokers.factory import build_broker
+    from tradebridge.brokers.factory import build_broker, build_tokens
     from tradebridge.store.tokens import TokenStore, connect_redis
 
     settings = _settings(common, account)
     redis = connect_redis(settings.redis)
     store = TokenStore(redis, settings.tokens, key_for=settings.token_key)
+    tokens = build_tokens(settings, account, store)  # self-managed logins when configured
     try:
-        broker = build_broker(settings, account, store)
+        broker = build_broker(settings, account, tokens)
         try:
             return await use(broker)
         finally:
             await broker.close()
     finally:
+        await tokens.aclose()
         await redis.aclose()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from tradebridge._cli_broker import register as register_broker_commands
+from tradebridge._cli_db import db_app
 from tradebridge._cli_sim import sim_app
 
 app = typer.Typer(
@@ -15,6 +16,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.add_typer(sim_app, name="sim")
+app.add_typer(db_app, name="db")
 register_broker_commands(app)
 
 

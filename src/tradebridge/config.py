@@ -102,6 +102,28 @@ class TradovateConfig(_Section):
         return self
 
 
+class TvBridgeConfig(_Section):
+    """How the TradingView-bridge adapter behaves where the reference is unverified (§9)."""
+
+    # currentBid/currentAsk (§9.7, observed required on tv-demo market orders): on every
+    # order, never, or on market orders only ("when_required"); sending them reads /quotes.
+    bid_ask: Literal["always", "never", "when_required"] = "always"
+    # Flatten by DELETE /positions/{id} where /accounts says supportClosePosition ("auto"),
+    # always that way, or always by an opposite-side market order (§9.8).
+    flatten: Literal["auto", "close_position", "market_order"] = "auto"
+    poll_interval_s: float = Field(1.0, gt=0, description="how often /orders is polled")
+    lookup_absent_after_s: float | None = Field(
+        None, ge=0, description="lookup window; None: tradovate.lookup_absent_after_s"
+    )
+    lookup_poll_s: float = Field(0.5, gt=0)
+    lookup_slack_s: float = Field(2.0, ge=0, description="clock skew allowed by a lookup")
+    cache_ttl_s: float = Field(300.0, ge=0, description="accounts, instruments")
+    history_max_count: int = Field(200, ge=1, description="maxCount of /ordersHistory")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="extra headers, e.g. Origin (§9.11)"
+    )
+
+
 def websocket_url(native_url: str) -> str:
     """Derive the user WebSocket URL from the native REST base (``.../v1/websocket``)."""
     base = re.sub(r"^http", "ws", native_url.rstrip("/"))
@@ -137,6 +159,8 @@ class BridgeCredentials(_Section):
 
     login: str
     password: SecretStr
+    # §9.3: ``expiration`` is optional; without it (and without a JWT exp) assume this.
+    assumed_lifetime_s: float = Field(15 * 60.0, gt=0)
 
 
 class TokenConfig(_Section):
@@ -209,6 +233,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path(".tradebridge")
     tradovate: TradovateConfig = Field(default_factory=TradovateConfig)
+    tvbridge: TvBridgeConfig = Field(default_factory=TvBridgeConfig)
     accounts: list[AccountConfig] = Field(default_factory=list)
     tokens: TokenConfig = Field(default_factory=TokenConfig)
     redis: RedisConfig = Field(default_factory=RedisConfig)

@@ -9,6 +9,9 @@ Every library exception is translated into this tree at an adapter boundary
     │   ├── InvalidSymbol ...... unknown root, malformed or expired contract
     │   └── InvalidOrder ....... impossible order shape (no price on a limit, qty <= 0, ...)
     ├── IllegalTransition ...... an order event that its state machine refuses (a bug or a race)
+    ├── StoreError ............. the ledger database failed us
+    │   ├── DatabaseUnavailable  cannot connect (refused, timeout, bad password, no database)
+    │   └── MigrationFailed .... a schema migration could not be applied; nothing half-done
     └── BrokerError ............ anything Tradovate (or the simulator) said or failed to say
         ├── TransientError ..... resolves itself; retried where safe (reads, cancels, logins)
         │   ├── BrokerUnavailable   5xx or refused connection *before* anything was executed
@@ -57,6 +60,18 @@ class InvalidOrder(InvalidInput):
 
 class IllegalTransition(BridgeError):
     """An order event that the order's current status does not allow."""
+
+
+class StoreError(BridgeError):
+    """The ledger database failed us."""
+
+
+class DatabaseUnavailable(StoreError):
+    """The database cannot be reached or refused the login; the message names no secret."""
+
+
+class MigrationFailed(StoreError):
+    """A schema migration could not be applied; its transaction was rolled back."""
 
 
 class BrokerError(BridgeError):

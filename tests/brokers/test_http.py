@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 import structlog
-from _native_support import login_json, sim, sim_clock
 
+from _support.native import login_json, sim, sim_clock
 from tradebridge.brokers._http import (
     BrokerCall,
     BrokerHttp,

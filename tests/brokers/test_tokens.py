@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis.asyncio as aioredis
-from _native_support import login_json, native_config, redis_client, sim, sim_clock
 
+from _support.native import login_json, native_config, redis_client, sim, sim_clock
 from tradebridge.brokers._http import BrokerHttp
 from tradebridge.config import NativeCredentials, TokenConfig
 from tradebridge.errors import AuthError, Lockout, LoginFailed

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from _native_support import (
+
+from _support.native import (
     ACCOUNT,
     ACCOUNT_ID,
     ACCOUNTS,
@@ -21,7 +22,6 @@ from _native_support import (
     sim,
     sim_clock,
 )
-
 from tradebridge.brokers.tradovate import TradovateBroker
 from tradebridge.config import AccountConfig
 from tradebridge.domain.commands import Bracket, CancelOrder, FlattenPosition, ModifyOrder

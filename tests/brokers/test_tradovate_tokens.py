@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis.asyncio as aioredis
-from _native_support import ACCOUNT, ACCOUNT_ID, ACCOUNTS, native_config, order, redis_client, sim
 
+from _support.native import ACCOUNT, ACCOUNT_ID, ACCOUNTS, native_config, order, redis_client, sim
 from tradebridge.brokers._http import BrokerCall, BrokerHttp
 from tradebridge.brokers.tradovate import TradovateBroker
 from tradebridge.config import NativeCredentials, TokenConfig
@@ -92,7 +92,7 @@ async def test_token_refused_twice_on_submit_auth_error_nothing_placed(
     redis_client: aioredis.Redis,
     sim_clock: ManualClock,
 ) -> None:
-    from _native_support import login_json
+    from _support.native import login_json
 
     config = native_config(sim)
     await redis_client.set(f"token:{ACCOUNT}", await login_json(sim))

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
-from _native_support import (
+
+from _support.native import (
     ACCOUNT,
     NativeRig,
     front,
@@ -19,7 +20,6 @@ from _native_support import (
     sim,
     sim_clock,
 )
-
 from tradebridge.brokers.base import BrokerOrderEvent
 from tradebridge.brokers.tradovate import SyncMirror
 from tradebridge.config import EventNamesConfig

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import redis.asyncio as aioredis
 
-# The bridge rig is the contract suite's; its module lives next to that suite.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "contract"))
-from _contract_support import (
+from _support.rig import (
     ACCOUNT,
     Rig,
     RigFactory,
@@ -26,7 +22,6 @@ from _contract_support import (
     redis_client,
     ticks,
 )
-
 from tradebridge.brokers._http import BrokerHttp
 from tradebridge.brokers.tvbridge.broker import TvBridgeBroker, TvBridgeOptions
 from tradebridge.config import AccountConfig

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from _contract_support import dialect, make_rig, redis_client, rig
+from _support.rig import dialect, make_rig, redis_client, rig
 
 __all__ = ["dialect", "make_rig", "redis_client", "rig"]

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from _contract_support import ACCOUNT, Rig, RigFactory, front, login, order, ticks
 
+from _support.rig import ACCOUNT, Rig, RigFactory, front, login, order, ticks
 from tradebridge.config import AccountConfig, TokenConfig
 from tradebridge.domain.commands import Bracket, CancelOrder, FlattenPosition, ModifyOrder
 from tradebridge.domain.contracts import ContractSymbol

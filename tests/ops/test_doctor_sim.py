@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,6 +11,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from _support.fixtures import redis_client
 from tradebridge.config import Settings, load_settings
 from tradebridge.domain.contracts import front_month
 from tradebridge.ops.doctor import FailedRequest, Status, Verdict, run_doctor
@@ -18,6 +19,8 @@ from tradebridge.sim.config import SimConfig
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedRedis
 from tradebridge.store.tokens import TokenStore
+
+__all__ = ["redis_client"]  # fixtures
 
 FRONT = front_month("MNQ", datetime.now(UTC).date()).name
 GOOD_FORM = (
@@ -32,15 +35,6 @@ def sim(request: pytest.FixtureRequest) -> Iterator[SimServer]:
     fields: dict[str, Any] = getattr(request, "param", {})
     with SimServer(SimConfig(port=0, **fields)) as server:
         yield server
-
-
-@pytest.fixture
-async def redis_client(redis_server: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
-    """Return a client of the session Redis, emptied for this test."""
-    client = aioredis.Redis.from_url(redis_server.url)
-    await client.flushdb()
-    yield client
-    await client.aclose()
 
 
 async def _bridge_token(sim: SimServer, user: str) -> str:

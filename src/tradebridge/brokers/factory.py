@@ -7,13 +7,18 @@ the user's other configured accounts of the same dialect, so one instance can se
 
 from __future__ import annotations
 
-from tradebridge.brokers._http import BrokerHttp, RequestBudget
+from tradebridge.brokers._http import BrokerHttp, RequestBudget, http_for
 from tradebridge.brokers.base import Broker
 from tradebridge.brokers.tvbridge.broker import TvBridgeBroker, TvBridgeOptions
 from tradebridge.config import AccountConfig, Settings
 from tradebridge.domain.enums import Dialect
 from tradebridge.domain.ids import AccountName
-from tradebridge.store.tokens import TokenProvider
+from tradebridge.store.tokens import (
+    BridgeTokenManager,
+    TokenManager,
+    TokenProvider,
+    TokenStore,
+)
 
 
 def same_user(settings: Settings, account: AccountConfig) -> list[AccountConfig]:
@@ -35,6 +40,25 @@ def bridge_http(settings: Settings) -> BrokerHttp:
     )
 
 
+def bridge_options(settings: Settings) -> TvBridgeOptions:
+    """Return the bridge adapter's options from ``[tvbridge]`` (and the shared lookup window)."""
+    bridge = settings.tvbridge
+    window = bridge.lookup_absent_after_s
+    return TvBridgeOptions(
+        bid_ask=bridge.bid_ask,
+        flatten=bridge.flatten,
+        poll_interval_s=bridge.poll_interval_s,
+        lookup_absent_after_s=(
+            settings.tradovate.lookup_absent_after_s if window is None else window
+        ),
+        lookup_poll_s=bridge.lookup_poll_s,
+        lookup_slack_s=bridge.lookup_slack_s,
+        cache_ttl_s=bridge.cache_ttl_s,
+        history_max_count=bridge.history_max_count,
+        headers=dict(bridge.headers),
+    )
+
+
 def build_tvbridge(
     settings: Settings,
     account: AccountConfig,
@@ -44,7 +68,7 @@ def build_tvbridge(
 ) -> TvBridgeBroker:
     """Build the bridge adapter for ``account`` (and its user's other bridge accounts)."""
     cfg = settings.tradovate
-    opts = options or TvBridgeOptions(lookup_absent_after_s=cfg.lookup_absent_after_s)
+    opts = options or bridge_options(settings)
     return TvBridgeBroker(
         bridge_http(settings),
         tokens,
@@ -69,3 +93,29 @@ def build_broker(settings: Settings, account_name: str, tokens: TokenProvider) -
     if account.dialect is Dialect.TVBRIDGE:
         return build_tvbridge(settings, account, tokens)
     return build_native(settings, account, tokens)
+
+
+def build_tokens(
+    settings: Settings, account_name: str, store: TokenStore
+) -> TokenStore | TokenManager | BridgeTokenManager:
+    """Return the account's token source: a self-managed login if configured, else Redis.
+
+    ``[tokens.bridge]`` credentials serve bridge accounts, ``[tokens.native]`` native ones;
+    the token is written under the keys of every configured account of the same user.
+    Close what it returns with ``aclose()`` (a manager owns an HTTP client).
+    """
+    account = settings.account(account_name)
+    names = [a.name for a in same_user(settings, account)]
+    cfg = settings.tradovate
+    if account.dialect is Dialect.TVBRIDGE and settings.tokens.bridge is not None:
+        return BridgeTokenManager(
+            store, bridge_http(settings), settings.tokens.bridge, account_names=names,
+            environment=cfg.environment.value, retry=cfg.retry,
+        )  # fmt: skip
+    if account.dialect is Dialect.NATIVE and settings.tokens.native is not None:
+        return TokenManager(
+            store, http_for(cfg, "native"), settings.tokens.native,
+            device_id=settings.device_id(), account_names=names,
+            environment=cfg.environment.value, retry=cfg.retry,
+        )  # fmt: skip
+    return store

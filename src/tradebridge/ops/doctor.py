@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -26,7 +27,13 @@ from tradebridge.brokers._http import BrokerHttp, HttpAnswer
 from tradebridge.brokers.tvbridge import _wire
 from tradebridge.config import AccountConfig, Settings
 from tradebridge.domain.commands import SubmitOrder
-from tradebridge.domain.contracts import ContractSymbol, front_month, parse_contract
+from tradebridge.domain.contracts import (
+    ContractSymbol,
+    front_month,
+    parse_contract,
+    resolve_symbol,
+    strip_exchange,
+)
 from tradebridge.domain.enums import Dialect, Environment, OrderType, Side, TimeInForce
 from tradebridge.domain.ids import AccountName, ClientOrderId
 from tradebridge.errors import BridgeError, InvalidOrder, InvalidSymbol
@@ -592,6 +599,19 @@ class Doctor:
         kind_note = ""
         if account.dialect is Dialect.TVBRIDGE and stored.kind == "native":
             kind_note = " (kind native: whether the bridge accepts it is unverified, §9.3)"
+        if account.dialect is Dialect.NATIVE and stored.kind == "tv":
+            self.add(
+                Check(
+                    "token",
+                    Status.WARN,
+                    f"{key}: a bridge token (kind tv, from /authorize) for the native account "
+                    f"{account.name}, expires in {_human(left)}; whether /v1 accepts it is "
+                    "unverified (§9.3)",
+                    f"store a native token (auth/accesstokenrequest) under {key}, or set "
+                    f'dialect = "tvbridge" for {account.name}',
+                )
+            )
+            return stored
         self.add(
             Check(
                 "token",
@@ -699,8 +719,6 @@ class Doctor:
         today = self.now.date()
         text = self.symbol or instrument or "MNQ1!"
         try:
-            from tradebridge.domain.contracts import resolve_symbol
-
             contract = resolve_symbol(text, today)
         except InvalidSymbol as e:
             self.add(
@@ -721,6 +739,74 @@ class Doctor:
                 f"{text} → {contract.name}, expires {contract.expiry().isoformat()}"
                 + ("" if listed else "; not listed for this account"),
                 "" if listed else "trade a listed contract",
+            )
+        )
+
+    async def native_contract_check(self, http: BrokerHttp, token: StoredToken) -> None:
+        """Check that the symbol resolves to an unexpired contract ``contract/find`` knows."""
+        today = self.now.date()
+        text = self.symbol or "MNQ1!"
+        try:
+            contract = resolve_symbol(text, today)
+        except InvalidSymbol as e:
+            self.add(
+                Check(
+                    "contract",
+                    Status.FAIL,
+                    str(e),
+                    _front_month_fix(text, today),
+                    Verdict.INSTRUMENT_UNKNOWN_OR_EXPIRED,
+                )
+            )
+            return
+        answer = await http.request(
+            "GET", "/contract/find", params={"name": contract.name}, token=token.access_token
+        )
+        body = answer.body if isinstance(answer.body, dict) else {}
+        if answer.status == 200 and body.get("id") and not body.get("errorText"):
+            self.add(
+                Check(
+                    "contract",
+                    Status.PASS,
+                    f"{text} → {contract.name} (contractId {body['id']}), expires "
+                    f"{contract.expiry().isoformat()}",
+                )
+            )
+            return
+        self.add(
+            Check(
+                "contract",
+                Status.FAIL,
+                f"Tradovate lists no contract {contract.name} (contract/find answered HTTP "
+                f"{answer.status})",
+                _front_month_fix(text, today),
+                Verdict.INSTRUMENT_UNKNOWN_OR_EXPIRED,
+            )
+        )
+
+    def live_check(self) -> None:
+        """On live, remind of the 2FA app approval and show the device id's state (§2.7, §2.8)."""
+        if self.settings.tradovate.environment is not Environment.LIVE:
+            return
+        path = self.settings.data_dir / "device_id"
+        if self.settings.tradovate.device_id:
+            device = "deviceId set in tradovate.device_id"
+        elif _persisted_device_id(path):
+            device = f"deviceId persisted in {path} (never rotated)"
+        else:
+            device = (
+                f"no deviceId persisted in {path} yet; the first self-managed login creates "
+                "it there"
+            )
+        self.add(
+            Check(
+                "live",
+                Status.WARN,
+                "live environment: a 401 on order submit most often means the third-party app "
+                "is not yet approved under two-factor authentication, or the deviceId changed; "
+                + device,
+                "approve the app from Tradovate's 2FA email (look in spam); keep the data "
+                f"directory (and {path}) across restarts, never share it between machines",
             )
         )
 
@@ -844,6 +930,29 @@ class Doctor:
         return ProbeOutcome(form, True, f"order {order_id} placed; cancel HTTP {cancel.status}")
 
 
+def _front_month_fix(text: str, today: date) -> str:
+    """Return "trade the front month X" for a symbol whose root we can read, else generic."""
+    root = None
+    try:
+        root = parse_contract(text, today).root
+    except InvalidSymbol:
+        candidate = strip_exchange(text).upper().rstrip("!0123456789")
+        try:
+            root = front_month(candidate, today).root
+        except InvalidSymbol:
+            root = None
+    if root is None:
+        return "use a listed contract, e.g. the front month of its root (MNQ1!)"
+    return f"trade the current front month {front_month(root, today).name} (or {root}1!)"
+
+
+def _persisted_device_id(path: Path) -> bool:
+    try:
+        return bool(path.read_text(encoding="utf-8").strip())
+    except OSError:
+        return False
+
+
 def _far_price(
     quote: tuple[Decimal, Decimal] | None, side: str, instrument: str, today: date
 ) -> Decimal:
@@ -862,7 +971,7 @@ def _far_price(
 async def check_native(
     doctor: Doctor, http: BrokerHttp, account: AccountConfig, token: StoredToken
 ) -> None:
-    """Check the native side: the token (``/auth/me``, once), the account, its flags."""
+    """Check the native side (§10.1 last list): token, account, contract, live 2FA/device."""
     me = await http.request("GET", "/auth/me", token=token.access_token)
     if me.status == 401 or (isinstance(me.body, dict) and me.body.get("errorText")):
         doctor.add(
@@ -899,9 +1008,18 @@ async def check_native(
                     f"name {account.name}, native accountId {row.get('id')}; native calls need "
                     "the id in accountId and the name in accountSpec"
                     + ("; READ-ONLY" if readonly else ""),
-                    f"set native_id = {row.get('id')}" if wrong else "",
+                    f"set native_id = {row.get('id')}"
+                    if wrong
+                    else (
+                        "this account cannot trade; use a tradable account or ask Tradovate "
+                        "to lift the restriction"
+                        if readonly
+                        else ""
+                    ),
                 )
             )
+            await doctor.native_contract_check(http, token)
+            doctor.live_check()
             return
     names = ", ".join(str(r.get("name")) for r in rows if isinstance(r, dict)) or "none"
     doctor.add(
@@ -962,7 +1080,6 @@ async def run_doctor(
         )
         try:
             await check_native(doctor, http, account, token)
-            doctor._contract_check(None, BridgeProbe(None))  # noqa: SLF001 - same module
         finally:
             await http.aclose()
     return DoctorReport(account.name, tuple(doctor.checks), tuple(findings))

@@ -13,6 +13,10 @@ captcha, 423 or 429 is a one-hour ``Lockout`` with an alert), ``auth/renewaccess
 before expiry under the Redis lock ``lock:token:<user>`` so that one process renews for all,
 and at most ``max_logins_per_hour`` logins per user, counted in Redis.
 
+``BridgeTokenManager`` does the same for the TradingView bridge (``POST /authorize``,
+``kind: "tv"``); the bridge cannot renew, so it logs in again before expiry. Both share the
+lock, the login cap and the lockout of their user (``_SelfManagedTokens``).
+
 Tokens never appear in logs, errors or reprs.
 """
 
@@ -34,7 +38,13 @@ from redis.exceptions import RedisError
 
 from tradebridge.brokers._http import BrokerHttp, HttpAnswer, raise_for_status
 from tradebridge.brokers._retry import RetryPolicy
-from tradebridge.config import NativeCredentials, RedisConfig, RetryConfig, TokenConfig
+from tradebridge.config import (
+    BridgeCredentials,
+    NativeCredentials,
+    RedisConfig,
+    RetryConfig,
+    TokenConfig,
+)
 from tradebridge.errors import AuthError, ConnectionLost, Lockout, LoginFailed, RateLimited
 from tradebridge.ops.logging import get_logger, redact_text
 
@@ -199,6 +209,9 @@ class TokenStore:
     def __repr__(self) -> str:
         return f"TokenStore(template={self.config.key_template!r}, cached={len(self._cache)})"
 
+    async def aclose(self) -> None:
+        """Do nothing: the Redis client belongs to the caller (managers close their HTTP)."""
+
     def invalidate(self, account_name: str) -> None:
         """Forget the cached token of an account."""
         self._cache.pop(self.key_for(account_name), None)
@@ -284,53 +297,64 @@ def _default_alert(message: str) -> None:
     _log.error("token_alert", message=message)
 
 
-class TokenManager:
-    """Self-managed native tokens for one Tradovate user, shared by its accounts' keys."""
+class _SelfManagedTokens:
+    """What native and bridge self-managed logins share, per Tradovate user.
+
+    One single-flight lock (``lock:token:<user>``), one login cap (``logins:token:<user>``)
+    and one lockout (``lockout:token:<user>``) per user, whichever dialect logs in: a
+    lockout or a spent login budget is the user's, not the dialect's. Subclasses say how to
+    log in (``login``) and how to extend a token (``_refresh``).
+    """
+
+    kind = "native"
 
     def __init__(
         self,
         store: TokenStore,
         http: BrokerHttp,
-        credentials: NativeCredentials,
         *,
-        device_id: str,
+        user: str,
         account_names: Sequence[str],
-        environment: str = "demo",
-        alert: AlertHook = _default_alert,
-        retry: RetryConfig | None = None,
-        sleep: Sleep = asyncio.sleep,
+        environment: str,
+        alert: AlertHook,
+        retry: RetryConfig | None,
+        sleep: Sleep,
     ) -> None:
         self.store = store
         self.http = http
-        self.credentials = credentials
         self.config = store.config
-        self.device_id = device_id
+        self.user = user
         self.account_names = list(account_names)
         self.environment = environment
         self.alert = alert
         self.retry = RetryPolicy(retry or RetryConfig())
         self.sleep = sleep
-        self.user = credentials.name
-        self.lock_key = f"lock:token:{self.user}"
-        self.lockout_key = f"lockout:token:{self.user}"
-        self.logins_key = f"logins:token:{self.user}"
+        self.lock_key = f"lock:token:{user}"
+        self.lockout_key = f"lockout:token:{user}"
+        self.logins_key = f"logins:token:{user}"
         self.logins = 0  # successful logins by this process
         self.renewals = 0  # successful renewals by this process
 
     def __repr__(self) -> str:
-        return f"TokenManager(user={self.user!r}, accounts={self.account_names!r})"
+        return f"{type(self).__name__}(user={self.user!r}, accounts={self.account_names!r})"
 
     @property
     def keys(self) -> list[str]:
         """Return the Redis keys this user's token is written under."""
         return [self.store.key_for(name) for name in self.account_names]
 
+    async def aclose(self) -> None:
+        """Close the HTTP client used for logins (Redis belongs to the caller)."""
+        await self.http.aclose()
+
     async def token(self, account_name: str) -> StoredToken:
         """Return a valid token, logging in or renewing (single-flight) when needed."""
         try:
-            current = await self.store.token(account_name)
+            current: StoredToken | None = await self.store.token(account_name)
         except AuthError:
             current = None
+        if current is not None and current.kind != self.kind:
+            current = None  # the other dialect's token under our key: replace it with ours
         if current is not None and not self.needs_renewal(current):
             return current
         return await self._single_flight(account_name, current)
@@ -354,6 +378,15 @@ class TokenManager:
             # on every use; wait for half its life instead.
             before = min(before, lifetime / 2)
         return token.remaining(now) <= before
+
+    async def login(self) -> StoredToken:
+        """Log in afresh and store the token under every key."""
+        raise NotImplementedError
+
+    async def _refresh(self, candidate: StoredToken | None) -> StoredToken:
+        """Return a fresh token given a still-usable one (None: there is none)."""
+        del candidate  # without a renew call, the only way to a fresh token is a login
+        return await self.login()
 
     async def _single_flight(
         self, account_name: str, current: StoredToken | None, refused: StoredToken | None = None
@@ -386,6 +419,8 @@ class TokenManager:
     def _usable(self, token: StoredToken, refused: StoredToken | None) -> bool:
         if refused is not None and token.access_token == refused.access_token:
             return False
+        if token.kind != self.kind:
+            return False  # a token of the other dialect under our key is not ours to renew
         return token.remaining(self.store.clock()) > timedelta(seconds=self.config.expiry_margin_s)
 
     async def _release(self, owner: str) -> None:
@@ -402,117 +437,14 @@ class TokenManager:
         if fresh is not None and self._usable(fresh, refused) and not self.needs_renewal(fresh):
             return fresh
         candidate = fresh if fresh is not None and self._usable(fresh, refused) else current
-        if candidate is not None and self._usable(candidate, refused):
-            try:
-                return await self.renew(candidate)
-            except AuthError:
-                _log.warning("token_renew_refused", user=self.user)  # fall back to one login
-        return await self.login()
+        if candidate is not None and not self._usable(candidate, refused):
+            candidate = None
+        return await self._refresh(candidate)
 
-    async def login(self) -> StoredToken:
-        """Log in with ``auth/accesstokenrequest``, store the token under every key."""
-        await self._check_lockout()
-        await self._count_login()
-        creds = self.credentials
-        body: dict[str, Any] = {
-            "name": creds.name,
-            "password": creds.password.get_secret_value(),
-            "appId": creds.app_id,
-            "appVersion": creds.app_version,
-            "deviceId": self.device_id,
-            "cid": creds.cid,
-            "sec": creds.sec.get_secret_value(),
-        }
-        data = await self._penalty_aware(
-            lambda extra: self.http.request(
-                "POST", "/auth/accesstokenrequest", json_body={**body, **extra},
-                budget_key=self.user,
-            ),
-            "login",
-        )  # fmt: skip
-        token = self._token_from(data, "login")
+    async def _store(self, token: StoredToken, event: str) -> StoredToken:
         await self.store.write(self.keys, token)
-        self.logins += 1
-        _log.info("token_login", user=self.user, expires_at=token.expires_at.isoformat())
+        _log.info(event, user=self.user, kind=self.kind, expires_at=token.expires_at.isoformat())
         return token
-
-    async def renew(self, current: StoredToken) -> StoredToken:
-        """Extend the session with ``auth/renewaccesstoken`` (GET) and store the new token."""
-        data = await self._penalty_aware(
-            lambda extra: self.http.request(
-                "GET", "/auth/renewaccesstoken", token=current.access_token, budget_key=self.user,
-                params={"p-ticket": extra["p-ticket"]} if extra else None,
-            ),
-            "renew",
-        )  # fmt: skip
-        token = self._token_from(data, "renew", previous=current)
-        await self.store.write(self.keys, token)
-        self.renewals += 1
-        _log.info("token_renewed", user=self.user, expires_at=token.expires_at.isoformat())
-        return token
-
-    async def _penalty_aware(
-        self, send: Callable[[dict[str, Any]], Awaitable[HttpAnswer]], what: str
-    ) -> dict[str, Any]:
-        extra: dict[str, Any] = {}
-        wait = 0.0
-        for _ in range(self.config.max_penalty_resends + 1):
-            answer = await self.retry.run(functools.partial(send, extra))
-            if answer.status in (423, 429):
-                await self._lock_out(f"HTTP {answer.status} on {what}")
-            if answer.status == 401 and what == "renew":
-                raise AuthError(f"{what} for {self.user}: HTTP 401, the session has ended")
-            raise_for_status(answer, f"{what} for {self.user}", lockout_s=self.config.lockout_s)
-            data = answer.body if isinstance(answer.body, dict) else None
-            if data is None:
-                raise AuthError(f"{what} for {self.user}: the answer is not a JSON object")
-            if "p-ticket" not in data:
-                if data.get("errorText"):
-                    text = redact_text(str(data["errorText"]))
-                    if what == "login":
-                        self.alert(f"Tradovate refused the login of {self.user}: {text}")
-                        raise LoginFailed(f"Tradovate refused the login of {self.user}: {text}")
-                    raise AuthError(f"Tradovate refused to renew {self.user}'s token: {text}")
-                return data
-            if data.get("p-captcha"):
-                await self._lock_out(f"captcha penalty on {what}")
-            wait = float(data.get("p-time") or 0)
-            _log.warning("token_penalty", user=self.user, what=what, wait_s=wait)
-            await self.sleep(wait)
-            extra = {"p-ticket": data["p-ticket"]}
-        raise RateLimited(
-            f"{what} for {self.user}: still penalised after "
-            f"{self.config.max_penalty_resends} resends",
-            retry_after=wait,
-        )
-
-    def _token_from(
-        self, data: dict[str, Any], what: str, previous: StoredToken | None = None
-    ) -> StoredToken:
-        token = data.get("accessToken")
-        if not isinstance(token, str) or not token:
-            raise AuthError(f"{what} for {self.user}: the answer carries no accessToken")
-        try:
-            expires = (
-                parse_time(str(data["expirationTime"]))
-                if data.get("expirationTime")
-                else jwt_expiry(token)
-            )
-        except ValueError as e:
-            raise AuthError(f"{what} for {self.user}: unreadable expirationTime") from e
-        if expires is None:
-            raise AuthError(f"{what} for {self.user}: the answer carries no expiry")
-        user_id = data.get("userId", previous.user_id if previous else None)
-        return StoredToken(
-            access_token=token,
-            expires_at=expires,
-            kind="native",
-            env=self.environment,
-            user_id=int(user_id) if user_id is not None else None,
-            md_access_token=data.get("mdAccessToken")
-            or (previous.md_access_token if previous else None),
-            obtained_at=self.store.clock(),
-        )
 
     async def _count_login(self) -> None:
         # Sliding one-hour window in a sorted set: every process of this user counts here.
@@ -561,3 +493,233 @@ class TokenManager:
             _log.warning("token_lockout_not_shared", user=self.user)
         self.alert(message)
         raise Lockout(message, until=until)
+
+    def _refuse_login(self, text: str) -> None:
+        message = f"Tradovate refused the login of {self.user}: {redact_text(text)}"
+        self.alert(message)
+        raise LoginFailed(message)
+
+
+class TokenManager(_SelfManagedTokens):
+    """Self-managed native tokens for one Tradovate user, shared by its accounts' keys."""
+
+    kind = "native"
+
+    def __init__(
+        self,
+        store: TokenStore,
+        http: BrokerHttp,
+        credentials: NativeCredentials,
+        *,
+        device_id: str,
+        account_names: Sequence[str],
+        environment: str = "demo",
+        alert: AlertHook = _default_alert,
+        retry: RetryConfig | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        super().__init__(
+            store, http, user=credentials.name, account_names=account_names,
+            environment=environment, alert=alert, retry=retry, sleep=sleep,
+        )  # fmt: skip
+        self.credentials = credentials
+        self.device_id = device_id
+
+    async def _refresh(self, candidate: StoredToken | None) -> StoredToken:
+        if candidate is not None:
+            try:
+                return await self.renew(candidate)
+            except AuthError:
+                _log.warning("token_renew_refused", user=self.user)  # fall back to one login
+        return await self.login()
+
+    async def login(self) -> StoredToken:
+        """Log in with ``auth/accesstokenrequest``, store the token under every key."""
+        await self._check_lockout()
+        await self._count_login()
+        creds = self.credentials
+        body: dict[str, Any] = {
+            "name": creds.name,
+            "password": creds.password.get_secret_value(),
+            "appId": creds.app_id,
+            "appVersion": creds.app_version,
+            "deviceId": self.device_id,
+            "cid": creds.cid,
+            "sec": creds.sec.get_secret_value(),
+        }
+        data = await self._penalty_aware(
+            lambda extra: self.http.request(
+                "POST", "/auth/accesstokenrequest", json_body={**body, **extra},
+                budget_key=self.user,
+            ),
+            "login",
+        )  # fmt: skip
+        token = await self._store(self._token_from(data, "login"), "token_login")
+        self.logins += 1
+        return token
+
+    async def renew(self, current: StoredToken) -> StoredToken:
+        """Extend the session with ``auth/renewaccesstoken`` (GET) and store the new token."""
+        data = await self._penalty_aware(
+            lambda extra: self.http.request(
+                "GET", "/auth/renewaccesstoken", token=current.access_token, budget_key=self.user,
+                params={"p-ticket": extra["p-ticket"]} if extra else None,
+            ),
+            "renew",
+        )  # fmt: skip
+        token = await self._store(self._token_from(data, "renew", current), "token_renewed")
+        self.renewals += 1
+        return token
+
+    async def _penalty_aware(
+        self, send: Callable[[dict[str, Any]], Awaitable[HttpAnswer]], what: str
+    ) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        wait = 0.0
+        for _ in range(self.config.max_penalty_resends + 1):
+            answer = await self.retry.run(functools.partial(send, extra))
+            if answer.status in (423, 429):
+                await self._lock_out(f"HTTP {answer.status} on {what}")
+            if answer.status == 401 and what == "renew":
+                raise AuthError(f"{what} for {self.user}: HTTP 401, the session has ended")
+            raise_for_status(answer, f"{what} for {self.user}", lockout_s=self.config.lockout_s)
+            data = answer.body if isinstance(answer.body, dict) else None
+            if data is None:
+                raise AuthError(f"{what} for {self.user}: the answer is not a JSON object")
+            if "p-ticket" not in data:
+                if data.get("errorText"):
+                    if what == "login":
+                        self._refuse_login(str(data["errorText"]))
+                    text = redact_text(str(data["errorText"]))
+                    raise AuthError(f"Tradovate refused to renew {self.user}'s token: {text}")
+                return data
+            if data.get("p-captcha"):
+                await self._lock_out(f"captcha penalty on {what}")
+            wait = float(data.get("p-time") or 0)
+            _log.warning("token_penalty", user=self.user, what=what, wait_s=wait)
+            await self.sleep(wait)
+            extra = {"p-ticket": data["p-ticket"]}
+        raise RateLimited(
+            f"{what} for {self.user}: still penalised after "
+            f"{self.config.max_penalty_resends} resends",
+            retry_after=wait,
+        )
+
+    def _token_from(
+        self, data: dict[str, Any], what: str, previous: StoredToken | None = None
+    ) -> StoredToken:
+        token = data.get("accessToken")
+        if not isinstance(token, str) or not token:
+            raise AuthError(f"{what} for {self.user}: the answer carries no accessToken")
+        try:
+            expires = (
+                parse_time(str(data["expirationTime"]))
+                if data.get("expirationTime")
+                else jwt_expiry(token)
+            )
+        except ValueError as e:
+            raise AuthError(f"{what} for {self.user}: unreadable expirationTime") from e
+        if expires is None:
+            raise AuthError(f"{what} for {self.user}: the answer carries no expiry")
+        user_id = data.get("userId", previous.user_id if previous else None)
+        return StoredToken(
+            access_token=token,
+            expires_at=expires,
+            kind="native",
+            env=self.environment,
+            user_id=int(user_id) if user_id is not None else None,
+            md_access_token=data.get("mdAccessToken")
+            or (previous.md_access_token if previous else None),
+            obtained_at=self.store.clock(),
+        )
+
+
+class BridgeTokenManager(_SelfManagedTokens):
+    """Self-managed TradingView-bridge tokens (``POST /authorize``) for one Tradovate user.
+
+    The bridge has no renew call (reference §9.3: password-bearer tokens are never
+    refreshed), so "renewing" is a fresh login shortly before expiry, under the same lock,
+    login cap and lockout as native logins of that user. ``http`` is a client of the
+    bridge base URL. Tokens are stored with ``kind: "tv"``.
+    """
+
+    kind = "tv"
+
+    def __init__(
+        self,
+        store: TokenStore,
+        http: BrokerHttp,
+        credentials: BridgeCredentials,
+        *,
+        account_names: Sequence[str],
+        environment: str = "demo",
+        alert: AlertHook = _default_alert,
+        retry: RetryConfig | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        super().__init__(
+            store, http, user=credentials.login, account_names=account_names,
+            environment=environment, alert=alert, retry=retry, sleep=sleep,
+        )  # fmt: skip
+        self.credentials = credentials
+
+    async def login(self) -> StoredToken:
+        """Log in with ``POST /authorize`` (form, ``locale=en``), store under every key."""
+        await self._check_lockout()
+        await self._count_login()
+        form = {
+            "locale": "en",
+            "login": self.credentials.login,
+            "password": self.credentials.password.get_secret_value(),
+        }
+        answer = await self.retry.run(
+            lambda: self.http.request(
+                "POST", "/authorize", params={"locale": "en"}, form=form, budget_key=self.user
+            )
+        )
+        if answer.status in (423, 429):
+            await self._lock_out(f"HTTP {answer.status} on the bridge login")
+        if answer.status in (401, 403):
+            self._refuse_login(f"HTTP {answer.status}")
+        raise_for_status(answer, f"bridge login for {self.user}", lockout_s=self.config.lockout_s)
+        body = answer.body if isinstance(answer.body, dict) else {}
+        if body.get("s") == "error":
+            self._refuse_login(str(body.get("errmsg") or "s:error without errmsg"))
+        data = body.get("d") if body.get("s") == "ok" else None
+        if not isinstance(data, dict):
+            raise AuthError(f"bridge login for {self.user}: the answer is not {{s: ok, d: {{}}}}")
+        token = await self._store(self._token_from(data), "token_login")
+        self.logins += 1
+        return token
+
+    def _token_from(self, data: dict[str, Any]) -> StoredToken:
+        token = data.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise AuthError(f"bridge login for {self.user}: the answer carries no access_token")
+        now = self.store.clock()
+        expires = _unix_time(data.get("expiration")) or jwt_expiry(token)
+        if expires is None:
+            # §9.3: expiration is optional; assume the short lifetime TradingView suggests.
+            expires = now + timedelta(seconds=self.credentials.assumed_lifetime_s)
+        return StoredToken(
+            access_token=token,
+            expires_at=expires,
+            kind="tv",
+            env=self.environment,
+            obtained_at=now,
+        )
+
+
+def _unix_time(value: Any) -> datetime | None:
+    """Return a UNIX timestamp (seconds, or milliseconds if that large) as UTC, or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    if number <= 0:
+        return None
+    if number > 1e11:  # milliseconds: seconds would be after the year 5000
+        number /= 1000
+    return datetime.fromtimestamp(number, UTC)

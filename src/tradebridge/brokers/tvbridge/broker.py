@@ -78,9 +78,10 @@ FlattenMode = Literal["auto", "close_position", "market_order"]
 class TvBridgeOptions:
     """How the adapter behaves where the reference is unverified."""
 
-    # currentBid/currentAsk on every order (reference §9.7: "send them on every order") or
-    # never; "always" reads /quotes first.
-    bid_ask: Literal["always", "never"] = "always"
+    # currentBid/currentAsk on every order (reference §9.7: "send them on every order"),
+    # never, or on market orders only, where they are observed required ("when_required");
+    # sending them reads /quotes first.
+    bid_ask: Literal["always", "never", "when_required"] = "always"
     # Flatten by DELETE /positions/{id} when /accounts says supportClosePosition ("auto"),
     # always that way, or always by an opposite-side market order.
     flatten: FlattenMode = "auto"
@@ -318,7 +319,9 @@ class TvBridgeBroker:
         return _wire.parse_quote(data, instrument)
 
     async def _bid_ask(self, command: SubmitOrder) -> tuple[Decimal, Decimal] | None:
-        if self.options.bid_ask == "never":
+        if self.options.bid_ask == "never" or (
+            self.options.bid_ask == "when_required" and command.order_type is not OrderType.MARKET
+        ):
             return None
         quote = await self.quote(command.contract.name)
         bid = quote.bid if quote.bid is not None else quote.lp

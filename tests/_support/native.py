@@ -17,6 +17,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from _support.fixtures import redis_client
 from tradebridge.brokers._http import BrokerCall, BrokerHttp, RequestBudget
 from tradebridge.brokers.tradovate import TradovateBroker
 from tradebridge.config import AccountConfig, RetryConfig, TokenConfig, TradovateConfig
@@ -27,8 +28,9 @@ from tradebridge.domain.ids import AccountName, ClientOrderId
 from tradebridge.sim.clock import Clock
 from tradebridge.sim.config import SimConfig
 from tradebridge.sim.server import SimServer
-from tradebridge.store.embedded import EmbeddedRedis
 from tradebridge.store.tokens import TokenStore
+
+__all__ = ["redis_client"]  # a fixture, re-exported for the modules that use this one
 
 ACCOUNT = AccountName("DEMO0000001")
 ACCOUNT_ID = 100001
@@ -153,15 +155,6 @@ def sim(sim_clock: Clock | None) -> Iterator[SimServer]:
     """Start a simulator on a free loopback port."""
     with SimServer(SimConfig(port=0), sim_clock) as server:
         yield server
-
-
-@pytest.fixture
-async def redis_client(redis_server: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
-    """Return a client of the session Redis, emptied for this test."""
-    client = aioredis.Redis.from_url(redis_server.url)
-    await client.flushdb()
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from _support.fixtures import redis_client
 from tradebridge.brokers._http import BrokerCall, BrokerHttp
 from tradebridge.brokers.base import Broker
 from tradebridge.brokers.tradovate import TradovateBroker
@@ -34,8 +35,9 @@ from tradebridge.sim.clock import Clock
 from tradebridge.sim.config import SimConfig
 from tradebridge.sim.engine import SimOrder
 from tradebridge.sim.server import SimServer
-from tradebridge.store.embedded import EmbeddedRedis
 from tradebridge.store.tokens import TokenStore
+
+__all__ = ["redis_client"]  # a fixture, re-exported for the modules that use this one
 
 ACCOUNT = AccountName("DEMO0000001")
 ACCOUNT_ID = 100001
@@ -191,15 +193,6 @@ def build_adapter(
         retry=FAST_RETRY,
     )
     return broker, http
-
-
-@pytest.fixture
-async def redis_client(redis_server: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
-    """Return a client of the session Redis, emptied for this test."""
-    client = aioredis.Redis.from_url(redis_server.url)
-    await client.flushdb()
-    yield client
-    await client.aclose()
 
 
 RigFactory = Callable[..., Any]

@@ -1,0 +1,134 @@
+"""Helpers the benchmarks share: the simulator subprocess, logins, percentiles, tables.
+
+Every benchmark starts ``tradebridge sim`` on a free loopback port in a subprocess, so that
+client and server share neither an event loop nor a GIL, and stops it when done.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import httpx
+
+from tradebridge.store.embedded import free_port
+
+ACCOUNT_NAME = "DEMO0000001"
+ACCOUNT_ID = 100001
+BRIDGE_ID = "D100001"
+USER = "demo"
+
+
+def start_simulator(seed: int = 1) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``tradebridge sim`` on a free port; return the process and its base URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tradebridge", "sim", "--port", str(port), "--seed", str(seed)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/_sim/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.05)
+    process.kill()
+    raise SystemExit("the simulator did not start")
+
+
+def stop_simulator(process: subprocess.Popen[bytes]) -> None:
+    """Stop the simulator gracefully (SIGINT), killing it after 10 s."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@contextmanager
+def running_simulator(seed: int = 1) -> Iterator[str]:
+    """Run the simulator for the ``with`` block; yield its base URL."""
+    process, url = start_simulator(seed)
+    try:
+        yield url
+    finally:
+        stop_simulator(process)
+
+
+def native_login(url: str) -> dict[str, object]:
+    """Log in on the native dialect; return the answer (``accessToken``, ``expirationTime``)."""
+    body = {
+        "name": USER,
+        "password": USER,
+        "appId": "bench",
+        "appVersion": "1.0",
+        "deviceId": "bench",
+        "cid": 0,
+        "sec": "",
+    }
+    payload: dict[str, object] = httpx.post(f"{url}/v1/auth/accesstokenrequest", json=body).json()
+    return payload
+
+
+def bridge_login(url: str) -> dict[str, object]:
+    """Log in on the bridge (``/authorize``); return ``d`` (``access_token``, ``expiration``)."""
+    answer = httpx.post(
+        f"{url}/authorize", params={"locale": "en"}, data={"login": USER, "password": USER}
+    )
+    payload: dict[str, object] = answer.json()["d"]
+    return payload
+
+
+def front_month(url: str, token: str, root: str = "MNQ") -> str:
+    """Return the simulator's front-month contract of ``root``."""
+    answer = httpx.get(
+        f"{url}/v1/contract/suggest",
+        params={"t": root, "l": 1},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    return str(answer.json()[0]["name"])
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float:
+    """Return the nearest-rank ``p`` quantile (0..1) of already sorted values."""
+    return sorted_values[min(len(sorted_values) - 1, int(p * len(sorted_values)))]
+
+
+def latency_cells(latencies_ms: Sequence[float]) -> list[str]:
+    """Return p50, p90, p99 and max of latencies, formatted in ms."""
+    lat = sorted(latencies_ms)
+    return [
+        f"{statistics.median(lat):.2f}",
+        f"{percentile(lat, 0.90):.2f}",
+        f"{percentile(lat, 0.99):.2f}",
+        f"{lat[-1]:.2f}",
+    ]
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Print a plain-text table: first column left-aligned, the others right-aligned."""
+    table = [list(header), *(list(r) for r in rows)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for index, row in enumerate(table):
+        cells = [
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        print("  ".join(cells))
+        if index == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def machine() -> str:
+    """Return a one-line description of the interpreter and the machine."""
+    return f"Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs"

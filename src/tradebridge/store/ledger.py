@@ -1,0 +1,754 @@
+"""The Postgres ledger: ``trading_signals`` as queue and status row, with its audit tables.
+
+Strategies insert rows; workers ``claim_next`` them with ``FOR UPDATE SKIP LOCKED``, at most
+the oldest pending row per account and none of an account that already has a row in flight,
+so one account's orders are placed in insertion order while accounts proceed in parallel.
+Every ``transition`` writes the row, an ``order_history`` event and, optionally, the
+``broker_calls`` audit in one transaction. Illegal moves are refused here (``IllegalTransition``)
+before anything is written, and again by the table's trigger whoever writes.
+``listen`` is a wake-up hint only: nothing may depend on a notification arriving.
+The lifecycle is drawn in docs/ledger.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from enum import Enum, StrEnum
+from typing import Any, Self, TypeAlias
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from tradebridge.errors import IllegalTransition, InvalidInput
+from tradebridge.ops.logging import get_logger
+from tradebridge.store.migrate import connect, unavailable
+
+_log = get_logger("tradebridge.store.ledger")
+
+NOTIFY_CHANNEL = "tradebridge_signals"
+# Namespace of the per-account advisory locks (two-int form, so it never meets the
+# single-bigint migration lock).
+ACCOUNT_LOCK_NAMESPACE = 0x7462  # 'tb'
+_ILLEGAL_MOVE_SQLSTATE = "TB409"
+
+# A connection of its own or one borrowed from the pool (a string: the runtime classes are
+# not subscriptable, only their stubs are).
+Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+
+
+class LedgerStatus(StrEnum):
+    """Where one ledger row stands, from inserted to final."""
+
+    PENDING = "pending"  # inserted, waiting for a worker
+    PROCESSING = "processing"  # claimed by a worker; nothing sent yet
+    SUBMITTED = "submitted"  # the submit is being sent or was sent; answer not yet known
+    UNKNOWN = "unknown"  # sent, answer lost: look it up at the broker before anything else
+    WORKING = "working"  # accepted by the broker, resting
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"  # the broker said no
+    DENIED = "denied"  # our own checks said no; nothing was sent
+    FAILED = "failed"  # given up without a broker verdict; no order rests at the broker
+    EXPIRED = "expired"  # the order's time in force ran out at the broker
+
+
+_S = LedgerStatus
+FINAL_STATUSES: frozenset[LedgerStatus] = frozenset(
+    {_S.FILLED, _S.CANCELLED, _S.REJECTED, _S.DENIED, _S.FAILED, _S.EXPIRED}
+)
+# A row in one of these keeps the rest of its account waiting (insertion order per account).
+IN_FLIGHT_STATUSES: frozenset[LedgerStatus] = frozenset({_S.PROCESSING, _S.SUBMITTED, _S.UNKNOWN})
+_BROKER_VERDICTS = frozenset(
+    {_S.WORKING, _S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELLED, _S.REJECTED, _S.EXPIRED}
+)
+
+# Which status may follow which: the same table as tradebridge_status_move_allowed() in
+# sql/0001_ledger.sql (a test compares them). processing -> pending is only for a row whose
+# worker died before anything was sent (requeue_stale).
+ALLOWED_MOVES: Mapping[LedgerStatus, frozenset[LedgerStatus]] = {
+    _S.PENDING: frozenset({_S.PROCESSING, _S.DENIED, _S.CANCELLED}),
+    _S.PROCESSING: frozenset({_S.SUBMITTED, _S.DENIED, _S.FAILED, _S.PENDING}),
+    _S.SUBMITTED: _BROKER_VERDICTS | {_S.UNKNOWN, _S.FAILED},
+    _S.UNKNOWN: _BROKER_VERDICTS | {_S.SUBMITTED, _S.FAILED},
+    _S.WORKING: frozenset({_S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELLED, _S.REJECTED, _S.EXPIRED}),
+    _S.PARTIALLY_FILLED: frozenset({_S.FILLED, _S.CANCELLED, _S.REJECTED, _S.EXPIRED}),
+    **{final: frozenset() for final in FINAL_STATUSES},
+}
+
+
+def check_move(signal_id: str, old: LedgerStatus, new: LedgerStatus) -> None:
+    """Raise ``IllegalTransition`` unless a row may move from ``old`` to ``new``.
+
+    Staying in a non-final status is allowed (an event without a status change).
+    """
+    if old is new and old not in FINAL_STATUSES:
+        return
+    if new not in ALLOWED_MOVES[old]:
+        raise IllegalTransition(
+            f"signal {signal_id}: status {old.value} cannot move to {new.value}"
+            + (" (final)" if old in FINAL_STATUSES else "")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    """One ``trading_signals`` row as tradebridge reads it (strategy fields stay raw)."""
+
+    signal_id: str
+    seq: int
+    status: LedgerStatus
+    strategy_name: str | None
+    instrument: str | None
+    side: str | None
+    order_type: str | None
+    quantity: Decimal | None
+    price: Decimal | None
+    stop_price: Decimal | None
+    stop_loss: Decimal | None
+    take_profit: Decimal | None
+    time_in_force: str | None
+    account_name: str | None
+    account_id: str | None
+    metadata: Any
+    source: str | None
+    group_id: str | None
+    client_order_id: str | None
+    tradovate_order_id: str | None
+    error_message: str | None
+    placement_attempts: int
+    last_attempt_at: datetime | None
+    filled_qty: Decimal
+    avg_fill_price: Decimal | None
+    claimed_by: str | None
+    claimed_at: datetime | None
+    ts_claimed: datetime | None
+    ts_submitted: datetime | None
+    ts_accepted: datetime | None
+    ts_final: datetime | None
+    created_at: datetime | None
+    updated_at: datetime | None
+
+    @property
+    def is_final(self) -> bool:
+        """Return whether nothing more can happen to the row."""
+        return self.status in FINAL_STATUSES
+
+    @classmethod
+    def from_record(cls, record: asyncpg.Record) -> Self:
+        """Build a row from a database record; legacy column types are normalised."""
+        raw_status = record["status"]
+        try:
+            status = LedgerStatus(raw_status)
+        except ValueError:
+            raise InvalidInput(
+                f"signal {record['signal_id']}: status {raw_status!r} is not one of tradebridge's",
+                field="status",
+            ) from None
+        return cls(
+            signal_id=str(record["signal_id"]),
+            seq=int(record["seq"]),
+            status=status,
+            strategy_name=_text(record["strategy_name"]),
+            instrument=_text(record["instrument"]),
+            side=_text(record["side"]),
+            order_type=_text(record["order_type"]),
+            quantity=_decimal(record["quantity"]),
+            price=_decimal(record["price"]),
+            stop_price=_decimal(record["stop_price"]),
+            stop_loss=_decimal(record["stop_loss"]),
+            take_profit=_decimal(record["take_profit"]),
+            time_in_force=_text(record["time_in_force"]),
+            account_name=_text(record["account_name"]),
+            account_id=_text(record["account_id"]),
+            metadata=record["metadata"] if record["metadata"] is not None else {},
+            source=_text(record["source"]),
+            group_id=_text(record["group_id"]),
+            client_order_id=_text(record["client_order_id"]),
+            tradovate_order_id=_text(record["tradovate_order_id"]),
+            error_message=_text(record["error_message"]),
+            placement_attempts=int(record["placement_attempts"] or 0),
+            last_attempt_at=_aware(record["last_attempt_at"]),
+            filled_qty=_decimal(record["filled_qty"]) or Decimal(0),
+            avg_fill_price=_decimal(record["avg_fill_price"]),
+            claimed_by=_text(record["claimed_by"]),
+            claimed_at=_aware(record["claimed_at"]),
+            ts_claimed=_aware(record["ts_claimed"]),
+            ts_submitted=_aware(record["ts_submitted"]),
+            ts_accepted=_aware(record["ts_accepted"]),
+            ts_final=_aware(record["ts_final"]),
+            created_at=_aware(record["created_at"]),
+            updated_at=_aware(record["updated_at"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEvent:
+    """One ``order_history`` event."""
+
+    id: int
+    signal_id: str
+    event: str
+    detail: Any
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerCall:
+    """One broker request and its answer, already redacted by whoever records it."""
+
+    dialect: str
+    method: str
+    path: str
+    status: int | None = None
+    latency_ms: float | None = None
+    request: Any = None
+    response: Any = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedBrokerCall:
+    """A ``broker_calls`` row."""
+
+    id: int
+    signal_id: str | None
+    call: BrokerCall
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RequeueResult:
+    """What ``requeue_stale`` did: rows handed back, rows left in flight for a lookup."""
+
+    requeued: tuple[str, ...]
+    marked_unknown: tuple[str, ...]
+    awaiting_lookup: tuple[str, ...]
+
+
+# The oldest pending row of each account (heads of the per-account queues) whose account has
+# nothing in flight. A head locked by another claimer is skipped, and the row behind it is not
+# a head yet, so an account never has two rows claimed at once.
+_CLAIM_SQL = """
+with picked as (
+    select s.seq
+      from trading_signals s
+     where s.status = 'pending'
+       and s.signal_id is not null
+       -- NOT IN over a small set becomes one hashed subplan, where NOT EXISTS under the
+       -- LIMIT would compare every pending row with every busy account.
+       and (s.account_name is null or s.account_name not in (
+           select f.account_name from trading_signals f
+            where f.status in ('processing', 'submitted', 'unknown')
+              and f.account_name is not null))
+       and not exists (
+           select 1 from trading_signals o
+            where o.account_name = s.account_name and o.status = 'pending'
+              and (o.created_at, o.seq) < (s.created_at, s.seq))
+     order by s.created_at, s.seq
+     limit $2
+       for update of s skip locked
+), claimed as (
+    update trading_signals t
+       set status = 'processing', claimed_by = $1, claimed_at = now()
+      from picked
+     where t.seq = picked.seq
+    returning t.*
+), events as (
+    insert into order_history (signal_id, event, detail)
+    select signal_id, 'claimed', jsonb_build_object('worker', $1::text) from claimed
+)
+select * from claimed order by created_at, seq
+"""
+
+_INSERT_SQL = """
+insert into trading_signals (
+    signal_id, strategy_name, instrument, side, order_type, quantity, price, stop_loss,
+    take_profit, account_name, metadata, stop_price, time_in_force, source, group_id
+) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, coalesce($14, 'db'), $15)
+returning *
+"""
+
+# Fields passed as NULL keep their value.
+_TRANSITION_SQL = """
+update trading_signals
+   set status = $2,
+       account_id = coalesce($3, account_id),
+       client_order_id = coalesce($4, client_order_id),
+       tradovate_order_id = coalesce($5, tradovate_order_id),
+       error_message = coalesce($6, error_message),
+       filled_qty = coalesce($7, filled_qty),
+       avg_fill_price = coalesce($8, avg_fill_price)
+ where signal_id = $1
+returning *
+"""
+
+_REQUEUE_SQL = """
+update trading_signals set status = 'pending'
+ where status = 'processing'
+   and (claimed_at < now() - $1::interval or claimed_by = $2)
+returning signal_id
+"""
+_MARK_UNKNOWN_SQL = """
+update trading_signals
+   set status = 'unknown', error_message = 'worker lost during submit; awaiting lookup'
+ where status = 'submitted'
+   and (claimed_at < now() - $1::interval or claimed_by = $2)
+returning signal_id
+"""
+_AWAITING_LOOKUP_SQL = """
+select signal_id from trading_signals
+ where status = 'unknown'
+   and (claimed_at < now() - $1::interval or claimed_by = $2)
+ order by created_at, seq
+"""
+
+
+class Ledger:
+    """The ledger over an asyncpg pool; one per process."""
+
+    def __init__(self, pool: asyncpg.Pool, url: str) -> None:
+        self._pool = pool
+        self._url = url
+
+    @classmethod
+    async def connect(
+        cls, url: str, *, min_size: int = 1, max_size: int = 10, connect_timeout_s: float = 10.0
+    ) -> Ledger:
+        """Open a pool on ``url``; ``DatabaseUnavailable`` if it cannot be reached."""
+        try:
+            pool = await asyncpg.create_pool(
+                url,
+                min_size=min_size,
+                max_size=max_size,
+                timeout=connect_timeout_s,
+                init=_init_connection,
+            )
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            raise unavailable(url, e) from None
+        return cls(pool, url)
+
+    async def close(self) -> None:
+        """Close the pool."""
+        await self._pool.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """Return the pool (for the dispatcher's own transactions)."""
+        return self._pool
+
+    # --- intake --------------------------------------------------------------------------
+
+    async def insert_signal(
+        self,
+        *,
+        signal_id: str,
+        instrument: str,
+        side: str,
+        quantity: Decimal | int,
+        account_name: str,
+        order_type: str = "market",
+        price: Decimal | None = None,
+        stop_loss: Decimal | None = None,
+        take_profit: Decimal | None = None,
+        strategy_name: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        stop_price: Decimal | None = None,
+        time_in_force: str | None = None,
+        source: str | None = None,
+        group_id: str | None = None,
+    ) -> LedgerRow:
+        """Insert a pending signal as a strategy would; ``InvalidInput`` if the id exists."""
+        try:
+            record = await self._pool.fetchrow(
+                _INSERT_SQL,
+                signal_id,
+                strategy_name,
+                instrument,
+                side,
+                order_type,
+                quantity,
+                price,
+                stop_loss,
+                take_profit,
+                account_name,
+                dict(metadata or {}),
+                stop_price,
+                time_in_force,
+                source,
+                group_id,
+            )
+        except asyncpg.UniqueViolationError:
+            raise InvalidInput(f"signal {signal_id} already exists", field="signal_id") from None
+        except asyncpg.CheckViolationError as e:
+            raise InvalidInput(f"signal {signal_id}: {e.constraint_name} refused it") from None
+        assert record is not None
+        return LedgerRow.from_record(record)
+
+    # --- reads ---------------------------------------------------------------------------
+
+    async def get(self, signal_id: str) -> LedgerRow | None:
+        """Return the row of ``signal_id``, or ``None``."""
+        record = await self._pool.fetchrow(
+            "select * from trading_signals where signal_id = $1", signal_id
+        )
+        return LedgerRow.from_record(record) if record else None
+
+    async def history(self, signal_id: str) -> list[HistoryEvent]:
+        """Return the events of ``signal_id``, oldest first."""
+        rows = await self._pool.fetch(
+            "select id, signal_id, event, detail, created_at from order_history "
+            "where signal_id = $1 order by id",
+            signal_id,
+        )
+        return [
+            HistoryEvent(
+                id=r["id"],
+                signal_id=r["signal_id"],
+                event=r["event"],
+                detail=r["detail"],
+                created_at=r["created_at"],
+            )
+            for r in rows
+        ]
+
+    async def broker_calls(self, signal_id: str) -> list[RecordedBrokerCall]:
+        """Return the broker calls recorded for ``signal_id``, oldest first."""
+        rows = await self._pool.fetch(
+            "select * from broker_calls where signal_id = $1 order by id", signal_id
+        )
+        return [
+            RecordedBrokerCall(
+                id=r["id"],
+                signal_id=r["signal_id"],
+                call=BrokerCall(
+                    dialect=r["dialect"],
+                    method=r["method"],
+                    path=r["path"],
+                    status=r["status"],
+                    latency_ms=r["latency_ms"],
+                    request=r["request"],
+                    response=r["response"],
+                    error=r["error"],
+                ),
+                created_at=r["created_at"],
+            )
+            for r in rows
+        ]
+
+    # --- claims --------------------------------------------------------------------------
+
+    async def claim_next(self, worker_id: str, limit: int = 1) -> list[LedgerRow]:
+        """Claim up to ``limit`` pending rows (one per account) for ``worker_id``."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        records = await self._pool.fetch(_CLAIM_SQL, worker_id, limit)
+        return [LedgerRow.from_record(r) for r in records]
+
+    @contextlib.asynccontextmanager
+    async def account_transaction(self, account_name: str) -> AsyncIterator[Conn]:
+        """Open a transaction holding the account's advisory lock until it ends."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await lock_account(conn, account_name)
+            yield conn
+
+    # --- transitions ---------------------------------------------------------------------
+
+    async def transition(
+        self,
+        signal_id: str,
+        new_status: LedgerStatus,
+        *,
+        expected: LedgerStatus | None = None,
+        owner: str | None = None,
+        event: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+        broker_call: BrokerCall | None = None,
+        account_id: str | None = None,
+        client_order_id: str | None = None,
+        tradovate_order_id: str | None = None,
+        error_message: str | None = None,
+        filled_qty: Decimal | int | None = None,
+        avg_fill_price: Decimal | None = None,
+        conn: Conn | None = None,
+    ) -> LedgerRow:
+        """Move a row to ``new_status`` with its event and broker call, all or nothing.
+
+        ``expected`` lets the move be refused before any round trip; either way the row is
+        read under a row lock and the move checked against its actual status. ``owner``
+        refuses the move unless that worker holds the claim (a row requeued and claimed by
+        another worker meanwhile must not be sent twice). Fields left ``None`` keep their
+        value. ``conn`` joins a transaction the caller holds.
+        """
+        if expected is not None:
+            check_move(signal_id, expected, new_status)
+        move = _Move(
+            signal_id=signal_id,
+            new_status=new_status,
+            expected=expected,
+            owner=owner,
+            event=event or new_status.value,
+            detail=dict(detail or {}),
+            broker_call=broker_call,
+            fields=(
+                account_id,
+                client_order_id,
+                tradovate_order_id,
+                error_message,
+                filled_qty,
+                avg_fill_price,
+            ),
+        )
+        if conn is not None:
+            async with conn.transaction():
+                return await _apply_move(conn, move)
+        async with self._pool.acquire() as own, own.transaction():
+            return await _apply_move(own, move)
+
+    async def add_event(
+        self, signal_id: str, event: str, detail: Mapping[str, Any] | None = None
+    ) -> None:
+        """Append an event without a status change (a lookup, a note from reconcile)."""
+        await self._pool.execute(
+            "insert into order_history (signal_id, event, detail) values ($1, $2, $3)",
+            signal_id,
+            event,
+            dict(detail or {}),
+        )
+
+    async def record_broker_call(self, call: BrokerCall, signal_id: str | None = None) -> None:
+        """Record a broker call outside a transition (reads, logins, lookups)."""
+        async with self._pool.acquire() as conn:
+            await _insert_broker_call(conn, signal_id, call)
+
+    # --- recovery ------------------------------------------------------------------------
+
+    async def requeue_stale(
+        self, *, older_than: timedelta, claimed_by: str | None = None
+    ) -> RequeueResult:
+        """Hand back rows of dead workers: unsent ones to pending, sent ones to a lookup.
+
+        A row claimed before ``older_than`` ago (or by ``claimed_by``, whatever its age) that
+        is still ``processing`` sent nothing, since a worker writes ``submitted`` before the
+        request leaves; it goes back to ``pending``. A stale ``submitted`` row may have
+        reached the broker: it becomes ``unknown``. ``unknown`` rows stay as they are. Both
+        are returned for the broker lookup; none is ever put back to ``pending``.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            requeued = await conn.fetch(_REQUEUE_SQL, older_than, claimed_by)
+            unknown = await conn.fetch(_MARK_UNKNOWN_SQL, older_than, claimed_by)
+            waiting = await conn.fetch(_AWAITING_LOOKUP_SQL, older_than, claimed_by)
+            await conn.executemany(
+                "insert into order_history (signal_id, event, detail) values ($1, $2, $3)",
+                [(r["signal_id"], "requeued", {"reason": "worker lost"}) for r in requeued]
+                + [(r["signal_id"], "unknown", {"reason": "worker lost"}) for r in unknown],
+            )
+        return RequeueResult(
+            requeued=tuple(r["signal_id"] for r in requeued),
+            marked_unknown=tuple(r["signal_id"] for r in unknown),
+            awaiting_lookup=tuple(r["signal_id"] for r in waiting),
+        )
+
+    # --- notifications -------------------------------------------------------------------
+
+    async def listen(
+        self,
+        callback: Callable[[str], object],
+        *,
+        on_connect: Callable[[], Awaitable[None]] | None = None,
+        check_every_s: float = 5.0,
+        reconnect_max_s: float = 10.0,
+    ) -> None:
+        """Call ``callback(signal_id)`` per notification until cancelled; reconnect forever.
+
+        Uses its own connection (never a pooled one) and LISTENs again after every
+        reconnect, then awaits ``on_connect`` so the caller drains what it missed.
+        """
+        delay = 0.1
+        while True:
+            try:
+                conn = await connect(self._url, server_settings=_LISTENER_SETTINGS)
+            except Exception as e:  # noqa: BLE001 - any failure to connect is retried
+                _log.warning("ledger listener cannot connect", error=str(e), retry_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, reconnect_max_s)
+                continue
+            delay = 0.1
+            try:
+                await self._listen_on(conn, callback, on_connect, check_every_s)
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(conn.close(timeout=2))
+            _log.warning("ledger listener lost its connection; reconnecting")
+
+    async def _listen_on(
+        self,
+        conn: Conn,
+        callback: Callable[[str], object],
+        on_connect: Callable[[], Awaitable[None]] | None,
+        check_every_s: float,
+    ) -> None:
+        lost = asyncio.Event()
+
+        def on_notify(_c: object, _pid: int, _channel: str, payload: object) -> None:
+            callback(str(payload))
+
+        def on_terminate(_c: object) -> None:
+            lost.set()
+
+        conn.add_termination_listener(on_terminate)
+        try:
+            await conn.add_listener(NOTIFY_CHANNEL, on_notify)
+            if on_connect is not None:
+                await on_connect()
+            while not lost.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), check_every_s)
+                    break
+                # A half-open socket raises nothing: probe it.
+                await conn.fetchval("select 1", timeout=check_every_s)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            _log.warning("ledger listener connection failed", error=type(e).__name__)
+
+
+_LISTENER_SETTINGS = {"application_name": "tradebridge-listener"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Move:
+    signal_id: str
+    new_status: LedgerStatus
+    expected: LedgerStatus | None
+    owner: str | None
+    event: str
+    detail: dict[str, Any]
+    broker_call: BrokerCall | None
+    fields: tuple[Any, ...]  # in the order of _TRANSITION_SQL's $3..$8
+
+
+async def _apply_move(conn: Conn, move: _Move) -> LedgerRow:
+    signal_id = move.signal_id
+    locked = await conn.fetchrow(
+        "select status, claimed_by from trading_signals where signal_id = $1 for update",
+        signal_id,
+    )
+    if locked is None:
+        raise InvalidInput(f"signal {signal_id} does not exist", field="signal_id")
+    if move.owner is not None and locked["claimed_by"] != move.owner:
+        raise IllegalTransition(
+            f"signal {signal_id}: claimed by {locked['claimed_by']!r}, not by {move.owner!r}"
+        )
+    try:
+        old = LedgerStatus(locked["status"])
+    except ValueError:
+        raise IllegalTransition(
+            f"signal {signal_id}: status {locked['status']!r} is not one of tradebridge's"
+        ) from None
+    if move.expected is not None and old is not move.expected:
+        raise IllegalTransition(
+            f"signal {signal_id}: status is {old.value}, expected {move.expected.value}"
+        )
+    check_move(signal_id, old, move.new_status)
+    try:
+        record = await conn.fetchrow(
+            _TRANSITION_SQL, signal_id, move.new_status.value, *move.fields
+        )
+    except asyncpg.PostgresError as e:
+        # The trigger's own SQLSTATE (asyncpg maps unknown codes to UnknownPostgresError).
+        if e.sqlstate == _ILLEGAL_MOVE_SQLSTATE:
+            raise IllegalTransition(str(e)) from e
+        raise
+    assert record is not None
+    await conn.execute(
+        "insert into order_history (signal_id, event, detail) values ($1, $2, $3)",
+        signal_id,
+        move.event,
+        {"from": old.value, "to": move.new_status.value, **move.detail},
+    )
+    if move.broker_call is not None:
+        await _insert_broker_call(conn, signal_id, move.broker_call)
+    return LedgerRow.from_record(record)
+
+
+async def lock_account(conn: Conn, account_name: str) -> None:
+    """Take the account's advisory lock until the current transaction ends."""
+    await conn.execute(
+        "select pg_advisory_xact_lock($1, hashtext($2))", ACCOUNT_LOCK_NAMESPACE, account_name
+    )
+
+
+async def try_lock_account(conn: Conn, account_name: str) -> bool:
+    """Take the account's transaction advisory lock if free; return whether it was taken."""
+    taken = await conn.fetchval(
+        "select pg_try_advisory_xact_lock($1, hashtext($2))", ACCOUNT_LOCK_NAMESPACE, account_name
+    )
+    return bool(taken)
+
+
+async def _insert_broker_call(conn: Conn, signal_id: str | None, call: BrokerCall) -> None:
+    await conn.execute(
+        "insert into broker_calls (signal_id, dialect, method, path, status, latency_ms, "
+        "request, response, error) values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        signal_id,
+        call.dialect,
+        call.method,
+        call.path,
+        call.status,
+        call.latency_ms,
+        call.request,
+        call.response,
+        call.error,
+    )
+
+
+async def _init_connection(conn: Conn) -> None:
+    for kind in ("json", "jsonb"):
+        await conn.set_type_codec(
+            kind, encoder=_dump_json, decoder=json.loads, schema="pg_catalog", format="text"
+        )
+
+
+def _dump_json(value: Any) -> str:
+    return json.dumps(value, default=_json_default, separators=(",", ":"))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value is None:
+        return None
+    if isinstance(value, Decimal):
+        return value
+    # Legacy float columns: go through str so 0.1 stays 0.1, not its binary expansion.
+    return Decimal(str(value))
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    # A legacy ``timestamp without time zone`` column: its values are taken as UTC.
+    return value.replace(tzinfo=UTC)

@@ -1,0 +1,134 @@
+"""``tradebridge db migrate`` and ``db status``: output, exit codes, errors without secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from typer.testing import CliRunner, Result
+
+from tradebridge.cli import app
+from tradebridge.store.embedded import EmbeddedPostgres, free_port
+
+
+def database_url(server_url: str, name: str) -> str:
+    return urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+
+
+async def _admin(server_url: str, sql: str) -> None:
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def fresh_url(postgres_server: EmbeddedPostgres) -> Iterator[str]:
+    """Create an empty database (synchronously: the CLI runs its own event loop)."""
+    name = f"cli_{secrets.token_hex(6)}"
+    asyncio.run(_admin(postgres_server.url, f'create database "{name}"'))
+    yield database_url(postgres_server.url, name)
+    asyncio.run(_admin(postgres_server.url, f'drop database if exists "{name}" with (force)'))
+
+
+@pytest.fixture(autouse=True)
+def _no_settings_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no tradebridge.toml found by default
+
+
+def _invoke(args: list[str], env: dict[str, str] | None = None) -> Result:
+    # No settings file, no DATABASE_URL unless given: the test decides.
+    base = {"DATABASE_URL": "", "TRADEBRIDGE_CONFIG": ""}
+    return CliRunner().invoke(app, args, env={**base, **(env or {})}, terminal_width=200)
+
+
+def test_db_migrate_then_again_reports_applied_then_up_to_date(
+    fresh_url: str, tmp_path: Path
+) -> None:
+    first = _invoke(["db", "migrate", "--database-url", fresh_url])
+    second = _invoke(["db", "migrate"], env={"DATABASE_URL": fresh_url})
+    assert first.exit_code == 0, first.output
+    assert "applied 0001_ledger" in first.stdout
+    assert second.exit_code == 0, second.output
+    assert "up to date" in second.stdout
+    assert urlsplit(fresh_url).password not in first.stdout + second.stdout
+
+
+def test_db_status_before_and_after_migrate(fresh_url: str) -> None:
+    before = _invoke(["db", "status", "--database-url", fresh_url])
+    _invoke(["db", "migrate", "--database-url", fresh_url])
+    after = _invoke(["db", "status", "--database-url", fresh_url])
+    assert before.exit_code == 1
+    assert "0001_ledger  pending" in before.stdout
+    assert after.exit_code == 0
+    assert "0001_ledger  applied" in after.stdout
+
+
+def test_db_migrate_settings_file_database_url_used(fresh_url: str, tmp_path: Path) -> None:
+    config = tmp_path / "tradebridge.toml"
+    config.write_text(f'[database]\nurl = "{fresh_url}"\n')
+    result = _invoke(["db", "migrate", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "applied 0001_ledger" in result.stdout
+
+
+def _unreachable_url() -> str:
+    return f"postgresql://postgres:hunter2secret@127.0.0.1:{free_port()}/postgres"
+
+
+def _wrong_password_url(server_url: str) -> str:
+    parts = urlsplit(server_url)
+    netloc = f"postgres:wrongpass-hunter3@{parts.hostname}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@pytest.mark.parametrize(
+    ("make_url", "reason"),
+    [
+        (lambda _: _unreachable_url(), "connection refused"),
+        (_wrong_password_url, "password authentication failed"),
+    ],
+)
+def test_db_migrate_bad_database_one_line_exit_1_no_password(
+    postgres_server: EmbeddedPostgres, tmp_path: Path, make_url: object, reason: str
+) -> None:
+    url = make_url(postgres_server.url)  # type: ignore[operator]
+    result = _invoke(["db", "migrate", "--database-url", url])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: cannot connect to 127.0.0.1:")
+    assert reason in lines[0]
+    assert urlsplit(url).password not in result.output
+    assert "Traceback" not in result.output
+
+
+def test_db_migrate_no_url_exit_2(tmp_path: Path) -> None:
+    result = _invoke(["db", "migrate"])
+    assert result.exit_code == 2
+    assert "no database: pass --database-url or set DATABASE_URL" in result.stderr
+
+
+def test_db_migrate_subprocess_unreachable_no_traceback(tmp_path: Path) -> None:
+    url = _unreachable_url()
+    done = subprocess.run(
+        [sys.executable, "-m", "tradebridge", "db", "migrate", "--database-url", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1
+    assert "hunter2secret" not in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr
