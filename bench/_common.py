@@ -99,6 +99,38 @@ def front_month(url: str, token: str, root: str = "MNQ") -> str:
     return str(answer.json()[0]["name"])
 
 
+def native_market_body(n: int, symbol: str) -> dict[str, object]:
+    """Return the ``placeorder`` body of 1-lot market order ``n`` (even buys, odd sells)."""
+    return {
+        "accountSpec": ACCOUNT_NAME,
+        "accountId": ACCOUNT_ID,
+        "action": "Buy" if n % 2 == 0 else "Sell",
+        "symbol": symbol,
+        "orderQty": 1,
+        "orderType": "Market",
+        "isAutomated": True,
+    }
+
+
+def bridge_market_form(n: int, symbol: str) -> dict[str, str]:
+    """Return the bridge order form of 1-lot market order ``n`` (even buys, odd sells)."""
+    return {
+        "instrument": symbol,
+        "qty": "1",
+        "side": "buy" if n % 2 == 0 else "sell",
+        "type": "market",
+        "durationType": "Day",
+    }
+
+
+def accepted(answer: httpx.Response) -> bool:
+    """Return whether a bare answer is an accepted order in either dialect."""
+    if answer.status_code != 200:
+        return False
+    payload = answer.json()
+    return "orderId" in payload or payload.get("s") == "ok"
+
+
 def percentile(sorted_values: Sequence[float], p: float) -> float:
     """Return the nearest-rank ``p`` quantile (0..1) of already sorted values."""
     return sorted_values[min(len(sorted_values) - 1, int(p * len(sorted_values)))]

@@ -34,13 +34,15 @@ import httpx
 import redis.asyncio as aioredis
 
 from _common import (
-    ACCOUNT_ID,
     ACCOUNT_NAME,
     BRIDGE_ID,
+    accepted,
     bridge_login,
+    bridge_market_form,
     latency_cells,
     machine,
     native_login,
+    native_market_body,
     print_table,
     running_simulator,
 )
@@ -131,14 +133,6 @@ async def write_tokens(redis: aioredis.Redis, url: str) -> None:
         await redis.set(key, json.dumps(value))
 
 
-def accepted(answer: httpx.Response) -> bool:
-    """Return whether a bare answer is an accepted order in either dialect."""
-    if answer.status_code != 200:
-        return False
-    payload = answer.json()
-    return "orderId" in payload or payload.get("s") == "ok"
-
-
 async def bench_native(
     url: str, redis: aioredis.Redis, redis_url: str, symbol: str, orders: int, rounds: int
 ) -> tuple[Series, Series]:
@@ -157,16 +151,7 @@ async def bench_native(
     ) as client:
 
         async def via_bare(n: int) -> bool:
-            body = {
-                "accountSpec": ACCOUNT_NAME,
-                "accountId": ACCOUNT_ID,
-                "action": "Buy" if n % 2 == 0 else "Sell",
-                "symbol": symbol,
-                "orderQty": 1,
-                "orderType": "Market",
-                "isAutomated": True,
-                "clOrdId": f"bench-bare-native-{n}",
-            }
+            body = native_market_body(n, symbol) | {"clOrdId": f"bench-bare-native-{n}"}
             return accepted(await client.post("/v1/order/placeorder", json=body))
 
         await interleave(via_adapter, adapter, via_bare, bare, orders, rounds)
@@ -200,13 +185,7 @@ async def bench_bridge(
     ) as client:
 
         async def via_bare(n: int) -> bool:
-            form = {
-                "instrument": symbol,
-                "qty": "1",
-                "side": "buy" if n % 2 == 0 else "sell",
-                "type": "market",
-                "durationType": "Day",
-            }
+            form = bridge_market_form(n, symbol)
             if bid_ask == "always":  # the adapter reads them from /quotes; bare sends fixed ones
                 form |= {"currentBid": "21000", "currentAsk": "21000.25"}
             params = {"locale": "en", "requestId": f"bench{tag}bare{n}"}

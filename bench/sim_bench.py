@@ -24,14 +24,15 @@ from typing import Any
 import httpx
 
 from _common import (
-    ACCOUNT_ID,
-    ACCOUNT_NAME,
     BRIDGE_ID,
+    accepted,
     bridge_login,
+    bridge_market_form,
     front_month,
     latency_cells,
     machine,
     native_login,
+    native_market_body,
     print_table,
     running_simulator,
 )
@@ -64,39 +65,16 @@ Request = Callable[[int], tuple[str, dict[str, Any]]]
 
 def native_request(symbol: str) -> Request:
     def build(n: int) -> tuple[str, dict[str, Any]]:
-        body = {
-            "accountSpec": ACCOUNT_NAME,
-            "accountId": ACCOUNT_ID,
-            "action": "Buy" if n % 2 == 0 else "Sell",
-            "symbol": symbol,
-            "orderQty": 1,
-            "orderType": "Market",
-            "isAutomated": True,
-        }
-        return "/v1/order/placeorder", {"json": body}
+        return "/v1/order/placeorder", {"json": native_market_body(n, symbol)}
 
     return build
 
 
 def bridge_request(symbol: str) -> Request:
     def build(n: int) -> tuple[str, dict[str, Any]]:
-        form = {
-            "instrument": symbol,
-            "qty": "1",
-            "side": "buy" if n % 2 == 0 else "sell",
-            "type": "market",
-            "durationType": "Day",
-        }
-        return f"/accounts/{BRIDGE_ID}/orders?locale=en", {"data": form}
+        return f"/accounts/{BRIDGE_ID}/orders?locale=en", {"data": bridge_market_form(n, symbol)}
 
     return build
-
-
-def accepted(answer: httpx.Response) -> bool:
-    if answer.status_code != 200:
-        return False
-    payload = answer.json()
-    return "orderId" in payload or payload.get("s") == "ok"
 
 
 def run_sequential(name: str, url: str, token: str, build: Request, orders: int) -> Result:

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import inspect
 import json
 import secrets
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
@@ -61,6 +64,7 @@ NativeUrlOpt = Annotated[
 RedisUrlOpt = Annotated[str | None, typer.Option(envvar="REDIS_URL", help="Redis holding tokens")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document")]
 AccountOpt = Annotated[str, typer.Option("--account", "-a", help="account name, e.g. PAAPEX...")]
+OnlyAccountOpt = Annotated[str | None, typer.Option("--account", "-a", help="only this one")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="log broker calls to stderr")]
 
 
@@ -74,6 +78,37 @@ class Common:
     redis_url: str | None
     json: bool
     verbose: bool = False
+
+
+# The shared options as (parameter, annotation, default), in the order ``--help`` lists them.
+_COMMON_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
+    ("config", ConfigOpt, None),
+    ("bridge_url", BridgeUrlOpt, None),
+    ("native_url", NativeUrlOpt, None),
+    ("redis_url", RedisUrlOpt, None),
+    ("as_json", JsonOpt, False),
+    ("verbose", VerboseOpt, False),
+)
+
+
+def _with_common_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` the options every broker command takes, passed as ``common``."""
+    own = inspect.signature(command, eval_str=True)
+    params = [p for p in own.parameters.values() if p.name != "common"]
+    params += [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=hint)
+        for name, hint, default in _COMMON_OPTIONS
+    ]
+
+    @functools.wraps(command)
+    def with_common(*args: Any, **kwargs: Any) -> None:
+        common = Common(*(kwargs.pop(name) for name, _, _ in _COMMON_OPTIONS))
+        command(*args, common=common, **kwargs)
+
+    # typer reads the options from the signature and the annotations, not from the code.
+    with_common.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]
+    with_common.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+    return with_common
 
 
 def _settings(common: Common, account: str | None = None) -> Any:
@@ -177,23 +212,44 @@ async def _discovered_settings(common: Common, account: str | None) -> Any:
     return settings.model_copy(update={"accounts": found})
 
 
-async def _with_broker(common: Common, account: str, use: Callable[[Any], Awaitable[T]]) -> T:
-    from tradebridge.brokers.factory import build_broker, build_tokens
+async def _listed_accounts(common: Common, account: str | None) -> tuple[Any, list[Any]]:
+    """Return the settings and the accounts a listing covers: all, or the one named."""
+    settings = await _discovered_settings(common, account)
+    wanted = [a for a in settings.accounts if account in (None, a.name)]
+    if not wanted:
+        raise ConfigError(
+            "no accounts are configured and Redis holds no token keys; "
+            "add [[accounts]] to tradebridge.toml or pass --account"
+        )
+    return settings, wanted
+
+
+@asynccontextmanager
+async def _token_store(settings: Any) -> AsyncIterator[Any]:
+    """Yield a ``TokenStore`` on the configured Redis; close the client afterwards."""
     from tradebridge.store.tokens import TokenStore, connect_redis
 
-    settings = _settings(common, account)
     redis = connect_redis(settings.redis)
-    store = TokenStore(redis, settings.tokens, key_for=settings.token_key)
-    tokens = build_tokens(settings, account, store)  # self-managed logins when configured
     try:
-        broker = build_broker(settings, account, tokens)
-        try:
-            return await use(broker)
-        finally:
-            await broker.close()
+        yield TokenStore(redis, settings.tokens, key_for=settings.token_key)
     finally:
-        await tokens.aclose()
         await redis.aclose()
+
+
+async def _with_broker(common: Common, account: str, use: Callable[[Any], Awaitable[T]]) -> T:
+    from tradebridge.brokers.factory import build_broker, build_tokens
+
+    settings = _settings(common, account)
+    async with _token_store(settings) as store:
+        tokens = build_tokens(settings, account, store)  # self-managed logins when configured
+        try:
+            broker = build_broker(settings, account, tokens)
+            try:
+                return await use(broker)
+            finally:
+                await broker.close()
+        finally:
+            await tokens.aclose()
 
 
 def _decimal(text: str | None, name: str) -> Decimal | None:
@@ -218,30 +274,19 @@ order_app = typer.Typer(
 def register(app: typer.Typer) -> None:
     """Add the broker commands to the ``tradebridge`` app."""
     for command in (accounts, orders, positions, fills, cancel, flatten, tokens, doctor):
-        app.command(epilog=EPILOG)(command)
+        app.command(epilog=EPILOG)(_with_common_options(command))
     app.add_typer(order_app, name="order")
 
 
 def accounts(
-    account: Annotated[str | None, typer.Option("--account", "-a", help="only this one")] = None,
-    config: ConfigOpt = None,
-    bridge_url: BridgeUrlOpt = None,
-    native_url: NativeUrlOpt = None,
-    redis_url: RedisUrlOpt = None,
-    as_json: JsonOpt = False,
-    verbose: VerboseOpt = False,
+    account: OnlyAccountOpt = None,
+    *,
+    common: Common,
 ) -> None:
     """List the accounts the broker reports, with the ids each dialect needs."""
-    common = Common(config, bridge_url, native_url, redis_url, as_json, verbose)
 
     async def work() -> list[dict[str, Any]]:
-        settings = await _discovered_settings(common, account)
-        wanted = [a for a in settings.accounts if account in (None, a.name)]
-        if not wanted:
-            raise ConfigError(
-                "no accounts are configured and Redis holds no token keys; "
-                "add [[accounts]] to tradebridge.toml or pass --account"
-            )
+        settings, wanted = await _listed_accounts(common, account)
         out: list[dict[str, Any]] = []
         seen: set[tuple[str, str]] = set()
         for configured in wanted:
@@ -265,7 +310,7 @@ def accounts(
         return out
 
     rows = _run(common, work)
-    if as_json:
+    if common.json:
         _print_json(rows)
         return
     _table(
@@ -349,7 +394,7 @@ def _place(
         return await _with_broker(common, account, use)
 
     result = _run(common, work)
-    if as_json_output(common):
+    if common.json:
         _print_json(result)
     elif result["outcome"] == "accepted":
         _out.print(
@@ -365,11 +410,6 @@ def _place(
         raise typer.Exit(EXIT_BROKER)
 
 
-def as_json_output(common: Common) -> bool:
-    """Return whether the command prints JSON."""
-    return common.json
-
-
 def _order_command(side_name: str) -> Callable[..., None]:
     def command(
         symbol: Annotated[str, typer.Argument(help="MNQZ6, MNQ1!, CME_MINI:MNQ1! or MNQ")],
@@ -381,14 +421,9 @@ def _order_command(side_name: str) -> Callable[..., None]:
         tp: Annotated[str | None, typer.Option(help="take-profit price (bracket)")] = None,
         tif: Annotated[str, typer.Option(help="Day, GTC, IOC or FOK")] = "Day",
         client_id: Annotated[str | None, typer.Option(help="client order id to reuse")] = None,
-        config: ConfigOpt = None,
-        bridge_url: BridgeUrlOpt = None,
-        native_url: NativeUrlOpt = None,
-        redis_url: RedisUrlOpt = None,
-        as_json: JsonOpt = False,
-        verbose: VerboseOpt = False,
+        *,
+        common: Common,
     ) -> None:
-        common = Common(config, bridge_url, native_url, redis_url, as_json, verbose)
         _place(side_name, symbol, qty, limit, stop, sl, tp, tif, account, client_id, common)
 
     command.__doc__ = (
@@ -399,8 +434,8 @@ def _order_command(side_name: str) -> Callable[..., None]:
     return command
 
 
-order_app.command("buy", epilog=EPILOG)(_order_command("buy"))
-order_app.command("sell", epilog=EPILOG)(_order_command("sell"))
+for _side in ("buy", "sell"):
+    order_app.command(_side, epilog=EPILOG)(_with_common_options(_order_command(_side)))
 
 
 def _report_command(
@@ -408,16 +443,11 @@ def _report_command(
 ) -> Callable[..., None]:
     def command(
         account: AccountOpt,
-        config: ConfigOpt = None,
-        bridge_url: BridgeUrlOpt = None,
-        native_url: NativeUrlOpt = None,
-        redis_url: RedisUrlOpt = None,
-        as_json: JsonOpt = False,
-        verbose: VerboseOpt = False,
+        *,
+        common: Common,
     ) -> None:
         from tradebridge.domain.ids import AccountName
 
-        common = Common(config, bridge_url, native_url, redis_url, as_json, verbose)
         method = {
             "orders": "order_reports",
             "positions": "position_reports",
@@ -430,7 +460,7 @@ def _report_command(
             )
 
         reports = _run(common, work)
-        if as_json:
+        if common.json:
             _print_json(reports)
             return
         _table(f"{what} of {account}", columns, [row(r) for r in reports])
@@ -471,21 +501,16 @@ fills = _report_command(
 def cancel(
     order_id: Annotated[str, typer.Argument(help="the broker's order id")],
     account: AccountOpt,
-    config: ConfigOpt = None,
-    bridge_url: BridgeUrlOpt = None,
-    native_url: NativeUrlOpt = None,
-    redis_url: RedisUrlOpt = None,
-    as_json: JsonOpt = False,
-    verbose: VerboseOpt = False,
+    *,
+    common: Common,
 ) -> None:
     """Cancel one working order."""
     from tradebridge.domain.commands import CancelOrder
     from tradebridge.domain.ids import AccountName, BrokerOrderId
 
-    common = Common(config, bridge_url, native_url, redis_url, as_json, verbose)
     command = CancelOrder(AccountName(account), BrokerOrderId(order_id))
     _run(common, lambda: _with_broker(common, account, lambda b: b.cancel(command)))
-    if as_json:
+    if common.json:
         _print_json({"cancelled": order_id, "account": account})
     else:
         _out.print(f"cancel of order {order_id} accepted")
@@ -494,19 +519,13 @@ def cancel(
 def flatten(
     symbol: Annotated[str, typer.Argument(help="contract or continuous symbol")],
     account: AccountOpt,
-    config: ConfigOpt = None,
-    bridge_url: BridgeUrlOpt = None,
-    native_url: NativeUrlOpt = None,
-    redis_url: RedisUrlOpt = None,
-    as_json: JsonOpt = False,
-    verbose: VerboseOpt = False,
+    *,
+    common: Common,
 ) -> None:
     """Cancel the working orders on a contract and close its position."""
     from tradebridge.domain.commands import FlattenPosition
     from tradebridge.domain.contracts import resolve_symbol
     from tradebridge.domain.ids import AccountName
-
-    common = Common(config, bridge_url, native_url, redis_url, as_json, verbose)
 
     async def work() -> str:
         contract = resolve_symbol(symbol, datetime.now(UTC).date())
@@ -515,39 +534,24 @@ def flatten(
         return contract.name
 
     name = _run(common, work)
-    if as_json:
+    if common.json:
         _print_json({"flattened": name, "account": account})
     else:
         _out.print(f"{name} on {account}: working orders cancelled, position closed")
 
 
 def tokens(
-    account: Annotated[str | None, typer.Option("--account", "-a", help="only this one")] = None,
-    config: ConfigOpt = None,
-    bridge_url: BridgeUrlOpt = None,
-    native_url: NativeUrlOpt = None,
-    redis_url: RedisUrlOpt = None,
-    as_json: JsonOpt = False,
-    verbose: VerboseOpt = False,
+    account: OnlyAccountOpt = None,
+    *,
+    common: Common,
 ) -> None:
     """Show each account's token: Redis key, kind, user, expiry (never the token)."""
-    from tradebridge.store.tokens import TokenStore, connect_redis
-
-    common = Common(config, bridge_url, native_url, redis_url, as_json, verbose)
 
     async def work() -> list[dict[str, Any]]:
-        settings = await _discovered_settings(common, account)
-        wanted = [a for a in settings.accounts if account in (None, a.name)]
-        if not wanted:
-            raise ConfigError(
-                "no accounts are configured and Redis holds no token keys; "
-                "add [[accounts]] to tradebridge.toml or pass --account"
-            )
-        redis = connect_redis(settings.redis)
-        store = TokenStore(redis, settings.tokens, key_for=settings.token_key)
+        settings, wanted = await _listed_accounts(common, account)
         now = datetime.now(UTC)
         rows: list[dict[str, Any]] = []
-        try:
+        async with _token_store(settings) as store:
             for configured in wanted:
                 key = settings.token_key(configured.name)
                 row: dict[str, Any] = {
@@ -576,12 +580,10 @@ def tokens(
                         "expires_in_s": int(left),
                     }
                 rows.append(row)
-        finally:
-            await redis.aclose()
         return rows
 
     rows = _run(common, work)
-    if as_json:
+    if common.json:
         _print_json(rows)
     else:
         _table(
@@ -623,12 +625,8 @@ def doctor(
     ] = None,
     form: Annotated[str, typer.Option(help="its form body: type=Limit&side=buy&...")] = "",
     symbol: Annotated[str | None, typer.Option(help="contract to check, e.g. MNQ1!")] = None,
-    config: ConfigOpt = None,
-    bridge_url: BridgeUrlOpt = None,
-    native_url: NativeUrlOpt = None,
-    redis_url: RedisUrlOpt = None,
-    as_json: JsonOpt = False,
-    verbose: VerboseOpt = False,
+    *,
+    common: Common,
 ) -> None:
     """Check Redis, tokens, broker, account ids, contracts and order shapes; explain failures.
 
@@ -638,9 +636,7 @@ def doctor(
     ENUM_CASE, MISSING_BID_ASK, MALFORMED_URL, or OK.
     """
     from tradebridge.ops.doctor import DoctorReport, FailedRequest, run_doctor
-    from tradebridge.store.tokens import TokenStore, connect_redis
 
-    common = Common(config, bridge_url, native_url, redis_url, as_json, verbose)
     failed = FailedRequest.parse(request, form) if request else None
 
     async def work() -> list[DoctorReport]:
@@ -648,18 +644,14 @@ def doctor(
         names = [account] if account else [a.name for a in settings.accounts]
         if not names:
             raise ConfigError("no accounts are configured; add [[accounts]] or pass --account")
-        redis = connect_redis(settings.redis)
-        store = TokenStore(redis, settings.tokens, key_for=settings.token_key)
-        try:
+        async with _token_store(settings) as store:
             return [
                 await run_doctor(settings, store, name, request=failed, probe=probe, symbol=symbol)
                 for name in names
             ]
-        finally:
-            await redis.aclose()
 
     reports = _run(common, work)
-    if as_json:
+    if common.json:
         _print_json([r.to_json() for r in reports])
     else:
         for report in reports:

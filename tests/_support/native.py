@@ -54,8 +54,8 @@ def native_config(sim: SimServer, **fields: Any) -> TradovateConfig:
     return TradovateConfig.model_validate({**base, **fields})
 
 
-async def login_json(sim: SimServer, user: str = "demo", password: str | None = None) -> str:
-    """Log in to the simulator; return the Redis value of reference §2.9."""
+async def native_login(sim: SimServer, user: str = "demo", password: str | None = None) -> Any:
+    """Log in to the simulator with ``auth/accesstokenrequest``; return its answer."""
     async with httpx.AsyncClient(base_url=sim.url, timeout=10) as client:
         response = await client.post(
             "/v1/auth/accesstokenrequest",
@@ -64,6 +64,12 @@ async def login_json(sim: SimServer, user: str = "demo", password: str | None = 
         )  # fmt: skip
     data = response.json()
     assert "accessToken" in data, "the simulator refused the test login"
+    return data
+
+
+async def login_json(sim: SimServer, user: str = "demo", password: str | None = None) -> str:
+    """Log in to the simulator; return the Redis value of reference §2.9."""
+    data = await native_login(sim, user, password)
     return json.dumps(
         {
             "kind": "native",

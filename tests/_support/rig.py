@@ -9,6 +9,7 @@ service would.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -22,28 +23,43 @@ import pytest
 import redis.asyncio as aioredis
 
 from _support.fixtures import redis_client
+from _support.native import (
+    ACCOUNT,
+    ACCOUNT_ID,
+    FAST_RETRY,
+    front,
+    last_price,
+    native_login,
+    order,
+    set_price,
+)
 from tradebridge.brokers._http import BrokerCall, BrokerHttp
 from tradebridge.brokers.base import Broker
 from tradebridge.brokers.tradovate import TradovateBroker
 from tradebridge.brokers.tvbridge.broker import TvBridgeBroker, TvBridgeOptions
-from tradebridge.config import AccountConfig, RetryConfig, TokenConfig, TradovateConfig
-from tradebridge.domain.commands import SubmitOrder
-from tradebridge.domain.contracts import ContractSymbol, resolve_symbol
-from tradebridge.domain.enums import Dialect, OrderType, Side, TimeInForce
-from tradebridge.domain.ids import AccountName, ClientOrderId
+from tradebridge.config import (
+    AccountConfig,
+    BridgeCredentials,
+    NativeCredentials,
+    TokenConfig,
+    TradovateConfig,
+)
+from tradebridge.domain.contracts import ContractSymbol
+from tradebridge.domain.enums import Dialect
+from tradebridge.domain.ids import AccountName
 from tradebridge.sim.clock import Clock
 from tradebridge.sim.config import SimConfig
 from tradebridge.sim.engine import SimOrder
 from tradebridge.sim.server import SimServer
-from tradebridge.store.tokens import TokenStore
+from tradebridge.store.tokens import BridgeTokenManager, TokenManager, TokenProvider, TokenStore
 
-__all__ = ["redis_client"]  # a fixture, re-exported for the modules that use this one
+# Fixtures and the helpers shared with ``native``, re-exported for the modules that use them.
+__all__ = ["ACCOUNT", "ACCOUNT_ID", "FAST_RETRY", "front", "order", "redis_client"]
 
-ACCOUNT = AccountName("DEMO0000001")
-ACCOUNT_ID = 100001
 BRIDGE_ID = "D100001"
 ADAPTERS = ["native", "tvbridge"]
-FAST_RETRY = RetryConfig(attempts=3, timeout_s=5, wait_initial_s=0, wait_max_s=0, wait_jitter_s=0)
+ACCOUNT_NAMES = [ACCOUNT, AccountName("DEMO0000002")]
+LOGIN_PATHS = ("/auth/accesstokenrequest", "/authorize")
 
 
 @dataclass
@@ -56,6 +72,12 @@ class Rig:
     http: BrokerHttp
     redis: aioredis.Redis
     calls: list[BrokerCall] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)  # a self-managed login's operator alerts
+    sleeps: list[float] = field(default_factory=list)  # and its penalty waits
+
+    def logins(self) -> list[BrokerCall]:
+        """Return the login requests a self-managed token provider sent."""
+        return [c for c in self.calls if c.path.startswith(LOGIN_PATHS)]
 
     def submits(self) -> list[BrokerCall]:
         """Return the order-placing requests that were sent."""
@@ -75,56 +97,11 @@ class Rig:
 
     def last(self, contract: ContractSymbol) -> Decimal:
         """Return the simulator's last price."""
-
-        def read() -> Decimal:
-            found = self.sim.ctx.engine.find_contract(contract.name)
-            assert found is not None
-            return self.sim.ctx.engine.quote(found.id).last
-
-        return self.sim.call(read)
+        return last_price(self.sim, contract)
 
     def set_price(self, contract: ContractSymbol, price: Decimal) -> None:
         """Move the simulator's price (resting orders match)."""
-
-        def move() -> None:
-            found = self.sim.ctx.engine.find_contract(contract.name)
-            assert found is not None
-            self.sim.ctx.engine.set_price(found.id, price)
-
-        self.sim.call(move)
-
-
-def front(root: str = "MNQ") -> ContractSymbol:
-    """Return today's front month of ``root``."""
-    return resolve_symbol(f"{root}1!", datetime.now(UTC).date())
-
-
-def order(
-    cid: str,
-    order_type: OrderType = OrderType.MARKET,
-    *,
-    side: Side = Side.BUY,
-    quantity: int = 1,
-    limit: Decimal | None = None,
-    stop: Decimal | None = None,
-    tif: TimeInForce = TimeInForce.DAY,
-    contract: ContractSymbol | None = None,
-    account: str = ACCOUNT,
-    **extra: Any,
-) -> SubmitOrder:
-    """Build a submit command with the suite's defaults."""
-    return SubmitOrder(
-        client_order_id=ClientOrderId(cid),
-        account=AccountName(account),
-        contract=contract or front(),
-        side=side,
-        order_type=order_type,
-        quantity=quantity,
-        limit_price=limit,
-        stop_price=stop,
-        tif=tif,
-        **extra,
-    )
+        set_price(self.sim, contract, price)
 
 
 def ticks(price: Decimal, n: int, contract: ContractSymbol | None = None) -> Decimal:
@@ -135,27 +112,15 @@ def ticks(price: Decimal, n: int, contract: ContractSymbol | None = None) -> Dec
 
 async def login(sim: SimServer, dialect: Dialect, user: str = "demo") -> str:
     """Log in to the simulator in the dialect's own way; return the Redis value (§2.9)."""
-    async with httpx.AsyncClient(base_url=sim.url, timeout=10) as client:
-        if dialect is Dialect.NATIVE:
-            answer = await client.post(
-                "/v1/auth/accesstokenrequest",
-                json={
-                    "name": user,
-                    "password": user,
-                    "appId": "tests",
-                    "appVersion": "1.0",
-                    "cid": 0,
-                    "sec": "",
-                    "deviceId": "tests-device",
-                },
-            )
-            data = answer.json()
-            token, expires = data["accessToken"], data["expirationTime"]
-        else:
+    if dialect is Dialect.NATIVE:
+        data = await native_login(sim, user)
+        token, expires = data["accessToken"], data["expirationTime"]
+    else:
+        async with httpx.AsyncClient(base_url=sim.url, timeout=10) as client:
             answer = await client.post("/authorize", data={"login": user, "password": user})
-            data = answer.json()["d"]
-            token = data["access_token"]
-            expires = datetime.fromtimestamp(data["expiration"], UTC).isoformat()
+        data = answer.json()["d"]
+        token = data["access_token"]
+        expires = datetime.fromtimestamp(data["expiration"], UTC).isoformat()
     kind = "native" if dialect is Dialect.NATIVE else "tv"
     return json.dumps(
         {"kind": kind, "env": "demo", "accessToken": token, "expirationTime": expires}
@@ -165,7 +130,7 @@ async def login(sim: SimServer, dialect: Dialect, user: str = "demo") -> str:
 def build_adapter(
     dialect: Dialect,
     sim: SimServer,
-    store: TokenStore,
+    tokens: TokenProvider,
     *,
     accounts: list[AccountConfig] | None = None,
     options: TvBridgeOptions | None = None,
@@ -181,12 +146,12 @@ def build_adapter(
         )
         http = BrokerHttp(config.native_url, dialect="native", timeout_s=timeout_s)
         configured = accounts or [AccountConfig(name=ACCOUNT), AccountConfig(name="DEMO0000002")]
-        return TradovateBroker(config, configured, store, http=http), http
+        return TradovateBroker(config, configured, tokens, http=http), http
     http = BrokerHttp(sim.url, dialect="tvbridge", timeout_s=timeout_s)
     configured = accounts or [AccountConfig(name=ACCOUNT, dialect=Dialect.TVBRIDGE)]
     broker = TvBridgeBroker(
         http,
-        store,
+        tokens,
         token_account=AccountName(configured[0].name),
         accounts={AccountName(a.name): a.bridge_id for a in configured},
         options=options or TvBridgeOptions(lookup_absent_after_s=0, poll_interval_s=0.1),
@@ -195,12 +160,51 @@ def build_adapter(
     return broker, http
 
 
+def self_managed(
+    dialect: Dialect,
+    sim: SimServer,
+    store: TokenStore,
+    password: str,
+    *,
+    alerts: list[str],
+    sleeps: list[float],
+    calls: list[BrokerCall],
+) -> TokenManager | BridgeTokenManager:
+    """Return the dialect's self-managed token provider for user ``demo``.
+
+    Its operator alerts, penalty waits and login requests go to ``alerts``, ``sleeps`` and
+    ``calls``.
+    """
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        await asyncio.sleep(seconds)
+
+    manager: TokenManager | BridgeTokenManager
+    if dialect is Dialect.NATIVE:
+        http = BrokerHttp(sim.url + "/v1", dialect="native")
+        credentials = NativeCredentials(name="demo", password=password, app_id="tests")
+        manager = TokenManager(
+            store, http, credentials, device_id="tests-device", account_names=ACCOUNT_NAMES,
+            alert=alerts.append, retry=FAST_RETRY, sleep=sleep,
+        )  # fmt: skip
+    else:
+        http = BrokerHttp(sim.url, dialect="tvbridge")
+        manager = BridgeTokenManager(
+            store, http, BridgeCredentials(login="demo", password=password),
+            account_names=ACCOUNT_NAMES, alert=alerts.append, retry=FAST_RETRY, sleep=sleep,
+        )  # fmt: skip
+    http.add_listener(calls.append)
+    return manager
+
+
 RigFactory = Callable[..., Any]
 
 
 @pytest.fixture
 def make_rig(redis_client: aioredis.Redis) -> RigFactory:
-    """Return ``make_rig(dialect, config=None, clock=None, **adapter_kw)`` (a context manager)."""
+    """Return ``make_rig(dialect, config=None, clock=None, token_config=None, password=None,
+    **adapter_kw)`` (a context manager); with ``password`` the adapter logs in by itself."""
 
     @asynccontextmanager
     async def make(
@@ -208,21 +212,32 @@ def make_rig(redis_client: aioredis.Redis) -> RigFactory:
         config: SimConfig | None = None,
         clock: Clock | None = None,
         token_config: TokenConfig | None = None,
+        password: str | None = None,
         **adapter_kw: Any,
     ) -> AsyncIterator[Rig]:
         with SimServer(config or SimConfig(port=0), clock) as sim:
-            value = await login(sim, dialect)
-            for name in (ACCOUNT, "DEMO0000002"):
-                await redis_client.set(f"token:{name}", value)
             store = TokenStore(redis_client, token_config or TokenConfig())
-            broker, http = build_adapter(dialect, sim, store, **adapter_kw)
-            rig = Rig(dialect, sim, broker, http, redis_client)
-            http.add_listener(rig.calls.append)
+            calls: list[BrokerCall] = []
+            alerts: list[str] = []
+            sleeps: list[float] = []
+            manager = None
+            if password is None:
+                value = await login(sim, dialect)
+                for name in ACCOUNT_NAMES:
+                    await redis_client.set(f"token:{name}", value)
+            else:
+                manager = self_managed(
+                    dialect, sim, store, password, alerts=alerts, sleeps=sleeps, calls=calls
+                )
+            broker, http = build_adapter(dialect, sim, manager or store, **adapter_kw)
+            http.add_listener(calls.append)
             try:
-                yield rig
+                yield Rig(dialect, sim, broker, http, redis_client, calls, alerts, sleeps)
             finally:
                 await broker.close()
                 await http.aclose()
+                if manager is not None:
+                    await manager.aclose()
 
     return make
 

@@ -25,6 +25,7 @@ from tradebridge.errors import (
     InvalidInput,
     InvalidSymbol,
     Lockout,
+    LoginFailed,
     OutcomeUnknown,
 )
 from tradebridge.sim.clock import ManualClock
@@ -337,3 +338,43 @@ async def test_c22_accounts_of_other_user_not_reachable(rig: Rig) -> None:
 async def test_c23_account_name_type_is_name(rig: Rig) -> None:
     names = [a.name for a in await rig.broker.accounts()]
     assert all(isinstance(n, str) and n == AccountName(n) for n in names)
+
+
+# A self-managed login that is penalised (native) or refused (bridge): (sim penalty, password,
+# error or None, waits out p-time). Tradovate's p-tickets are a native login's; the bridge's
+# ``/authorize`` has none (reference §9.3), so there the same setting changes nothing and the
+# failure that must not loop is a wrong password.
+LOGIN_PENALTY = {
+    (Dialect.NATIVE, "recovers"): ("ticket", "demo", None, True),
+    (Dialect.NATIVE, "stops"): ("captcha", "demo", Lockout, False),
+    (Dialect.TVBRIDGE, "recovers"): ("ticket", "demo", None, False),
+    (Dialect.TVBRIDGE, "stops"): ("captcha", "wrong-secret", LoginFailed, False),
+}
+
+
+@pytest.mark.parametrize("outcome", ["recovers", "stops"])
+async def test_c24_login_penalty_waited_out_once_or_stops_with_alert(
+    make_rig: RigFactory, dialect: Dialect, outcome: str
+) -> None:
+    penalty, password, refusal, waits = LOGIN_PENALTY[dialect, outcome]
+    async with make_rig(dialect, password=password) as rig:
+        faults = rig.sim.ctx.faults
+        faults.login_penalty = penalty
+
+        if refusal is None:
+            broker_id = await rig.broker.submit(order("tb-c24"))
+            assert [str(o.id) for o in rig.sim_orders()] == [broker_id]
+            assert len(rig.submits()) == 1
+            assert rig.alerts == []
+        else:
+            with pytest.raises(refusal):
+                await rig.broker.submit(order("tb-c24"))
+            assert rig.sim_orders() == []
+            assert rig.submits() == []
+            assert len(rig.alerts) == 1
+
+        assert rig.sleeps == ([faults.penalty_seconds] if waits else [])
+        # One login, and after a p-ticket one resend carrying it; never a loop.
+        resent = ["p-ticket" in (c.request_body or {}) for c in rig.logins()]
+        assert resent == ([False, True] if waits else [False])
+        assert rig.sim.ctx.auth.logins == (1 if refusal is None else 0)

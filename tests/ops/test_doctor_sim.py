@@ -7,13 +7,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 import redis.asyncio as aioredis
 
 from _support.fixtures import redis_client
+from _support.rig import login
 from tradebridge.config import Settings, load_settings
 from tradebridge.domain.contracts import front_month
+from tradebridge.domain.enums import Dialect
 from tradebridge.ops.doctor import FailedRequest, Status, Verdict, run_doctor
 from tradebridge.sim.config import SimConfig
 from tradebridge.sim.server import SimServer
@@ -37,17 +38,11 @@ def sim(request: pytest.FixtureRequest) -> Iterator[SimServer]:
         yield server
 
 
-async def _bridge_token(sim: SimServer, user: str) -> str:
-    async with httpx.AsyncClient(base_url=sim.url) as client:
-        data = (await client.post("/authorize", data={"login": user, "password": user})).json()
-    expires = datetime.fromtimestamp(data["d"]["expiration"], UTC).isoformat()
-    return json.dumps(
-        {
-            "kind": "tv",
-            "env": "demo",
-            "accessToken": data["d"]["access_token"],
-            "expirationTime": expires,
-        }
+def _capitalised_type_request(sim: SimServer) -> FailedRequest:
+    """Return a bridge order to D100001 that failed with ``type=Limit`` (reference §10.1)."""
+    return FailedRequest.parse(
+        f"POST {sim.url}/accounts/D100001/orders?locale=en",
+        GOOD_FORM.replace("type=limit", "type=Limit"),
     )
 
 
@@ -72,7 +67,7 @@ async def _doctor(
     token: bool = True,
 ) -> Any:
     if token:
-        await redis_client.set(f"token:{account}", await _bridge_token(sim, user))
+        await redis_client.set(f"token:{account}", await login(sim, Dialect.TVBRIDGE, user))
     settings = _settings(sim, redis_server, account)
     store = TokenStore(redis_client, settings.tokens)
     return await run_doctor(settings, store, account, request=request, probe=probe)
@@ -82,10 +77,7 @@ async def _doctor(
 async def test_doctor_capitalised_type_on_404_bridge_names_enum_case(
     sim: SimServer, redis_server: EmbeddedRedis, redis_client: aioredis.Redis
 ) -> None:
-    request = FailedRequest.parse(
-        f"POST {sim.url}/accounts/D100001/orders?locale=en",
-        GOOD_FORM.replace("type=limit", "type=Limit"),
-    )
+    request = _capitalised_type_request(sim)
 
     report = await _doctor(
         sim, redis_server, redis_client, "DEMO0000001", user="demo", request=request
@@ -177,7 +169,7 @@ async def test_doctor_expired_token_fails_saying_when(
 async def test_doctor_token_of_other_user_account_not_found(
     sim: SimServer, redis_server: EmbeddedRedis, redis_client: aioredis.Redis
 ) -> None:
-    await redis_client.set("token:PAAPEX1361890000010", await _bridge_token(sim, "demo"))
+    await redis_client.set("token:PAAPEX1361890000010", await login(sim, Dialect.TVBRIDGE, "demo"))
 
     report = await _doctor(
         sim, redis_server, redis_client, "PAAPEX1361890000010", user="demo", token=False
@@ -192,10 +184,7 @@ async def test_doctor_token_of_other_user_account_not_found(
 async def test_doctor_probe_finds_the_single_change_and_leaves_no_order(
     sim: SimServer, redis_server: EmbeddedRedis, redis_client: aioredis.Redis
 ) -> None:
-    request = FailedRequest.parse(
-        f"POST {sim.url}/accounts/D100001/orders?locale=en",
-        GOOD_FORM.replace("type=limit", "type=Limit"),
-    )
+    request = _capitalised_type_request(sim)
 
     report = await _doctor(
         sim, redis_server, redis_client, "DEMO0000001", user="demo", request=request, probe=True
@@ -212,7 +201,7 @@ async def test_doctor_probe_finds_the_single_change_and_leaves_no_order(
 async def test_doctor_probe_on_live_environment_skipped(
     sim: SimServer, redis_server: EmbeddedRedis, redis_client: aioredis.Redis
 ) -> None:
-    await redis_client.set("token:DEMO0000001", await _bridge_token(sim, "demo"))
+    await redis_client.set("token:DEMO0000001", await login(sim, Dialect.TVBRIDGE, "demo"))
     settings = load_settings(
         None,
         tradovate={"bridge_url": sim.url, "environment": "live"},

@@ -53,23 +53,9 @@ class Sim:
             self.contract(name).id, d(last) if not isinstance(last, Decimal) else last
         )
 
-    def place(
-        self,
-        action: Side,
-        order_type: OrderType = OrderType.MARKET,
-        qty: int = 1,
-        *,
-        symbol: str = ES,
-        account: int = ACCOUNT,
-        price: str | int | None = None,
-        stop: str | int | None = None,
-        tif: TimeInForce = TimeInForce.DAY,
-        **fields: Any,
-    ) -> PlaceResult:
-        """Place an order with short arguments."""
-        return self.engine.place_order(self.request(action, order_type, qty, symbol=symbol,
-                                                    account=account, price=price, stop=stop,
-                                                    tif=tif, **fields))  # fmt: skip
+    def place(self, *args: Any, **kwargs: Any) -> PlaceResult:
+        """Place the order ``request(*args, **kwargs)`` builds."""
+        return self.engine.place_order(self.request(*args, **kwargs))
 
     def request(
         self,

@@ -715,21 +715,26 @@ class Doctor:
                 )
             )
 
-    def _contract_check(self, instrument: str | None, probe: BridgeProbe) -> None:
-        today = self.now.date()
-        text = self.symbol or instrument or "MNQ1!"
+    def _resolve(self, text: str, fix: str) -> ContractSymbol | None:
+        """Return the contract ``text`` names today, or None after adding the failed check."""
         try:
-            contract = resolve_symbol(text, today)
+            return resolve_symbol(text, self.now.date())
         except InvalidSymbol as e:
             self.add(
                 Check(
                     "contract",
                     Status.FAIL,
                     str(e),
-                    "use the current front month",
+                    fix,
                     Verdict.INSTRUMENT_UNKNOWN_OR_EXPIRED,
                 )
             )
+            return None
+
+    def _contract_check(self, instrument: str | None, probe: BridgeProbe) -> None:
+        text = self.symbol or instrument or "MNQ1!"
+        contract = self._resolve(text, "use the current front month")
+        if contract is None:
             return
         listed = probe.instruments is None or contract.name in probe.instruments
         self.add(
@@ -746,18 +751,8 @@ class Doctor:
         """Check that the symbol resolves to an unexpired contract ``contract/find`` knows."""
         today = self.now.date()
         text = self.symbol or "MNQ1!"
-        try:
-            contract = resolve_symbol(text, today)
-        except InvalidSymbol as e:
-            self.add(
-                Check(
-                    "contract",
-                    Status.FAIL,
-                    str(e),
-                    _front_month_fix(text, today),
-                    Verdict.INSTRUMENT_UNKNOWN_OR_EXPIRED,
-                )
-            )
+        contract = self._resolve(text, _front_month_fix(text, today))
+        if contract is None:
             return
         answer = await http.request(
             "GET", "/contract/find", params={"name": contract.name}, token=token.access_token

@@ -31,7 +31,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, Required, TypedDict, TypeVar, Unpack
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -297,13 +297,26 @@ def _default_alert(message: str) -> None:
     _log.error("token_alert", message=message)
 
 
-class _SelfManagedTokens:
+_Credentials = TypeVar("_Credentials", NativeCredentials, BridgeCredentials)
+
+
+class ManagerOptions(TypedDict, total=False):
+    """The keyword options of a self-managed token provider besides its credentials."""
+
+    account_names: Required[Sequence[str]]
+    environment: str
+    alert: AlertHook
+    retry: RetryConfig | None
+    sleep: Sleep
+
+
+class _SelfManagedTokens(Generic[_Credentials]):
     """What native and bridge self-managed logins share, per Tradovate user.
 
     One single-flight lock (``lock:token:<user>``), one login cap (``logins:token:<user>``)
     and one lockout (``lockout:token:<user>``) per user, whichever dialect logs in: a
     lockout or a spent login budget is the user's, not the dialect's. Subclasses say how to
-    log in (``login``) and how to extend a token (``_refresh``).
+    obtain a token (``_obtain``) and how to extend one (``_refresh``).
     """
 
     kind = "native"
@@ -312,26 +325,29 @@ class _SelfManagedTokens:
         self,
         store: TokenStore,
         http: BrokerHttp,
+        credentials: _Credentials,
         *,
-        user: str,
         account_names: Sequence[str],
-        environment: str,
-        alert: AlertHook,
-        retry: RetryConfig | None,
-        sleep: Sleep,
+        environment: str = "demo",
+        alert: AlertHook = _default_alert,
+        retry: RetryConfig | None = None,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.store = store
         self.http = http
         self.config = store.config
-        self.user = user
+        self.credentials: _Credentials = credentials
+        self.user = (
+            credentials.name if isinstance(credentials, NativeCredentials) else credentials.login
+        )
         self.account_names = list(account_names)
         self.environment = environment
         self.alert = alert
         self.retry = RetryPolicy(retry or RetryConfig())
         self.sleep = sleep
-        self.lock_key = f"lock:token:{user}"
-        self.lockout_key = f"lockout:token:{user}"
-        self.logins_key = f"logins:token:{user}"
+        self.lock_key = f"lock:token:{self.user}"
+        self.lockout_key = f"lockout:token:{self.user}"
+        self.logins_key = f"logins:token:{self.user}"
         self.logins = 0  # successful logins by this process
         self.renewals = 0  # successful renewals by this process
 
@@ -380,7 +396,15 @@ class _SelfManagedTokens:
         return token.remaining(now) <= before
 
     async def login(self) -> StoredToken:
-        """Log in afresh and store the token under every key."""
+        """Log in afresh (no lockout, within the login cap); store the token under every key."""
+        await self._check_lockout()
+        await self._count_login()
+        token = await self._store(await self._obtain(), "token_login")
+        self.logins += 1
+        return token
+
+    async def _obtain(self) -> StoredToken:
+        """Send the dialect's login request; return the token it grants."""
         raise NotImplementedError
 
     async def _refresh(self, candidate: StoredToken | None) -> StoredToken:
@@ -500,7 +524,7 @@ class _SelfManagedTokens:
         raise LoginFailed(message)
 
 
-class TokenManager(_SelfManagedTokens):
+class TokenManager(_SelfManagedTokens[NativeCredentials]):
     """Self-managed native tokens for one Tradovate user, shared by its accounts' keys."""
 
     kind = "native"
@@ -512,17 +536,9 @@ class TokenManager(_SelfManagedTokens):
         credentials: NativeCredentials,
         *,
         device_id: str,
-        account_names: Sequence[str],
-        environment: str = "demo",
-        alert: AlertHook = _default_alert,
-        retry: RetryConfig | None = None,
-        sleep: Sleep = asyncio.sleep,
+        **options: Unpack[ManagerOptions],
     ) -> None:
-        super().__init__(
-            store, http, user=credentials.name, account_names=account_names,
-            environment=environment, alert=alert, retry=retry, sleep=sleep,
-        )  # fmt: skip
-        self.credentials = credentials
+        super().__init__(store, http, credentials, **options)
         self.device_id = device_id
 
     async def _refresh(self, candidate: StoredToken | None) -> StoredToken:
@@ -533,10 +549,8 @@ class TokenManager(_SelfManagedTokens):
                 _log.warning("token_renew_refused", user=self.user)  # fall back to one login
         return await self.login()
 
-    async def login(self) -> StoredToken:
-        """Log in with ``auth/accesstokenrequest``, store the token under every key."""
-        await self._check_lockout()
-        await self._count_login()
+    async def _obtain(self) -> StoredToken:
+        """Log in with ``auth/accesstokenrequest`` (p-tickets waited out); return the token."""
         creds = self.credentials
         body: dict[str, Any] = {
             "name": creds.name,
@@ -554,9 +568,7 @@ class TokenManager(_SelfManagedTokens):
             ),
             "login",
         )  # fmt: skip
-        token = await self._store(self._token_from(data, "login"), "token_login")
-        self.logins += 1
-        return token
+        return self._token_from(data, "login")
 
     async def renew(self, current: StoredToken) -> StoredToken:
         """Extend the session with ``auth/renewaccesstoken`` (GET) and store the new token."""
@@ -634,7 +646,7 @@ class TokenManager(_SelfManagedTokens):
         )
 
 
-class BridgeTokenManager(_SelfManagedTokens):
+class BridgeTokenManager(_SelfManagedTokens[BridgeCredentials]):
     """Self-managed TradingView-bridge tokens (``POST /authorize``) for one Tradovate user.
 
     The bridge has no renew call (reference §9.3: password-bearer tokens are never
@@ -645,28 +657,8 @@ class BridgeTokenManager(_SelfManagedTokens):
 
     kind = "tv"
 
-    def __init__(
-        self,
-        store: TokenStore,
-        http: BrokerHttp,
-        credentials: BridgeCredentials,
-        *,
-        account_names: Sequence[str],
-        environment: str = "demo",
-        alert: AlertHook = _default_alert,
-        retry: RetryConfig | None = None,
-        sleep: Sleep = asyncio.sleep,
-    ) -> None:
-        super().__init__(
-            store, http, user=credentials.login, account_names=account_names,
-            environment=environment, alert=alert, retry=retry, sleep=sleep,
-        )  # fmt: skip
-        self.credentials = credentials
-
-    async def login(self) -> StoredToken:
-        """Log in with ``POST /authorize`` (form, ``locale=en``), store under every key."""
-        await self._check_lockout()
-        await self._count_login()
+    async def _obtain(self) -> StoredToken:
+        """Log in with ``POST /authorize`` (form, ``locale=en``); return the token."""
         form = {
             "locale": "en",
             "login": self.credentials.login,
@@ -688,9 +680,7 @@ class BridgeTokenManager(_SelfManagedTokens):
         data = body.get("d") if body.get("s") == "ok" else None
         if not isinstance(data, dict):
             raise AuthError(f"bridge login for {self.user}: the answer is not {{s: ok, d: {{}}}}")
-        token = await self._store(self._token_from(data), "token_login")
-        self.logins += 1
-        return token
+        return self._token_from(data)
 
     def _token_from(self, data: dict[str, Any]) -> StoredToken:
         token = data.get("access_token")

@@ -471,19 +471,8 @@ class TradovateBroker:
         params: dict[str, Any] | None = None,
         json_body: Any = None,
     ) -> Any:
-        token = await self.tokens.token(account)
-        answer = await self.http.request(
-            method,
-            path,
-            params=params,
-            json_body=json_body,
-            token=token.access_token,
-            account=account,
-            budget_key=self._budget_key(token, account),
-        )
-        if answer.status == 401:
-            token = await self.tokens.after_refused(account, token)
-            answer = await self.http.request(
+        async def send(token: StoredToken) -> HttpAnswer:
+            return await self.http.request(
                 method,
                 path,
                 params=params,
@@ -492,6 +481,11 @@ class TradovateBroker:
                 account=account,
                 budget_key=self._budget_key(token, account),
             )
+
+        token = await self.tokens.token(account)
+        answer = await send(token)
+        if answer.status == 401:
+            answer = await send(await self.tokens.after_refused(account, token))
         raise_for_status(answer, f"{method} {path}")
         if (
             isinstance(answer.body, dict)
