@@ -13,6 +13,7 @@ import os
 import re
 import uuid
 from contextvars import ContextVar
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -205,6 +206,111 @@ class LoggingConfig(_Section):
     json_output: bool = True
 
 
+class ServeConfig(_Section):
+    """The worker process (``tradebridge serve``): HTTP listener, dispatchers, start-up."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535, description="0 picks a free port")
+    # Apply pending migrations at start: None means on for the embedded database, off for
+    # an external one (where `tradebridge db migrate` is a deliberate step).
+    migrate_on_start: bool | None = None
+    shutdown_grace_s: float = Field(10.0, gt=0, description="time to hand back claimed rows")
+    broker_health_ttl_s: float = Field(30.0, ge=0, description="cache of /healthz broker probes")
+
+
+class DispatcherConfig(_Section):
+    """How workers claim, place and reconcile ledger rows (docs/dispatcher.md)."""
+
+    workers: int = Field(1, ge=1, description="dispatchers per process")
+    max_accounts: int = Field(16, ge=1, description="accounts placed concurrently per worker")
+    claim_batch: int = Field(
+        16, ge=1, description="rows of one account claimed at once (placed one after the other)"
+    )
+    drain_interval_s: float = Field(2.0, gt=0, description="SELECT drain even without NOTIFY")
+    reconcile_interval_s: float = Field(10.0, gt=0)
+    stale_after_s: float = Field(
+        120.0, gt=0, description="a row claimed this long ago by a silent worker is recovered"
+    )
+    lookup_attempts: int = Field(5, ge=1, description="lookups of an unknown row per round")
+    lookup_backoff_s: float = Field(0.5, ge=0)
+    lookup_backoff_max_s: float = Field(10.0, ge=0)
+    max_resends: int = Field(3, ge=0, description="resends after lookups proved absence")
+    handback_timeout_s: float = Field(10.0, gt=0, description="wait for a submit on shutdown")
+    event_retry_s: float = Field(
+        0.5, gt=0, description="wait before re-reading a row an event found not yet placed"
+    )
+
+
+class RiskConfig(_Section):
+    """Basic pre-trade limits; a breach denies the row (nothing is sent)."""
+
+    kill_switch: bool = Field(False, description="deny every new order")
+    max_order_qty: int | None = Field(None, ge=1, description="contracts per order")
+    max_position: int | None = Field(
+        None, ge=1, description="absolute position per account and contract after the order"
+    )
+
+
+TRADINGVIEW_WEBHOOK_IPS: tuple[str, ...] = (
+    "52.89.214.238",
+    "34.212.75.30",
+    "54.218.53.128",
+    "52.32.178.7",
+)
+"""TradingView's documented webhook source addresses (support article 43000529348)."""
+
+
+class WebhookAccountEntry(_Section):
+    """One member of an account group: an account and its quantity multiplier."""
+
+    account: str = Field(min_length=1)
+    multiplier: Decimal = Field(Decimal(1), gt=0, description="quantity x this; must stay whole")
+
+
+class WebhookConfig(_Section):
+    """The TradingView webhook (docs/tradingview.md): secret, checks, limits, routing."""
+
+    enabled: bool = Field(
+        True, description="serve POST /webhook; false for setups fed only by database rows"
+    )
+    secret: SecretStr | None = Field(None, description="required unless a local test says so")
+    allow_no_secret_for_local_tests: bool = False
+    ip_allowlist: bool = Field(False, description="answer 403 to addresses not in allowed_ips")
+    allowed_ips: list[str] = Field(
+        default_factory=lambda: list(TRADINGVIEW_WEBHOOK_IPS),
+        description="addresses or networks (CIDR); TradingView's four by default",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="peers whose X-Forwarded-For is believed (CIDR)"
+    )
+    client_cert: bool = Field(False, description="require the proxy-verified client cert")
+    client_cert_header: str = "X-Client-Cert-Subject"
+    client_cert_verify_header: str = Field(
+        "X-Client-Cert-Verify", description="the proxy's verdict; must say SUCCESS"
+    )
+    client_cert_subject: dict[str, str] = Field(
+        default_factory=lambda: {"CN": "TradingView Webhooks", "O": "TradingView, Inc."},
+        description="subject attributes the certificate must carry",
+    )
+    max_body_bytes: int = Field(65536, ge=256)
+    stale_after_s: float = Field(60.0, gt=0, description="older alerts are stored denied")
+    clock_skew_s: float = Field(5.0, ge=0)
+    dedupe_window_s: float = Field(60.0, gt=0, description="for alerts without a fire time")
+    rate_limit_per_minute: int = Field(600, ge=0, description="per address and process; 0 off")
+    rate_limit_burst: int = Field(60, ge=1)
+    default_account: str | None = Field(None, description="when an alert names none")
+    groups: dict[str, list[str | WebhookAccountEntry]] = Field(
+        default_factory=dict, description='"group:NAME" in an alert means these accounts'
+    )
+    symbol_map: dict[str, str] = Field(
+        default_factory=dict, description="root to trade per alert root, e.g. NQ = MNQ"
+    )
+    default_strategy: str = Field("tradingview", description="strategy_name when none given")
+    store_timeout_s: float = Field(
+        2.0, gt=0, description="give up storing (answer 503) well inside TradingView's 3 s"
+    )
+
+
 class _ConventionalEnv(PydanticBaseSettingsSource):
     """``DATABASE_URL`` and ``REDIS_URL``, as every hosting platform sets them."""
 
@@ -239,6 +345,10 @@ class Settings(BaseSettings):
     redis: RedisConfig = Field(default_factory=RedisConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    webhook: WebhookConfig = Field(default_factory=WebhookConfig)
+    dispatcher: DispatcherConfig = Field(default_factory=DispatcherConfig)
+    risk: RiskConfig = Field(default_factory=RiskConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -74,11 +74,20 @@ async def test_insert_signal_existing_id_raises_invalid_input(ledger: Ledger) ->
         await _insert(ledger, "dup")
 
 
-async def test_insert_signal_unknown_side_is_refused_by_check(ledger: Ledger) -> None:
-    with pytest.raises(InvalidInput, match="trading_signals_side_check"):
-        await ledger.insert_signal(
-            signal_id="x", instrument="MNQZ6", side="long", quantity=1, account_name="A"
-        )
+@pytest.mark.parametrize(("side", "order_type"), [("LONG", "market"), ("buy", "trailing")])
+async def test_insert_signal_unknown_side_or_type_is_stored_pending(
+    ledger: Ledger, side: str, order_type: str
+) -> None:
+    # The dispatcher denies such a row with a precise error_message; an INSERT never fails.
+    row = await ledger.insert_signal(
+        signal_id="x",
+        instrument="MNQZ6",
+        side=side,
+        order_type=order_type,
+        quantity=1,
+        account_name="A",
+    )
+    assert (row.status, row.side, row.order_type) == ("pending", side, order_type)
 
 
 async def test_row_prices_are_decimal_and_times_aware(ledger: Ledger) -> None:

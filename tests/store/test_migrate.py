@@ -118,19 +118,16 @@ async def test_migrate_on_table_with_bad_rows_leaves_check_not_valid(empty_db: s
             "select conname from pg_constraint "
             "where conrelid = 'trading_signals'::regclass and not convalidated order by 1"
         )
-        survivor = await conn.fetchval("select side from trading_signals")
+        survivor = await conn.fetchval("select status from trading_signals")
         with pytest.raises(asyncpg.CheckViolationError):
             await conn.execute(
-                "insert into trading_signals (signal_id, side, order_type) "
-                "values ('new', 'LONG', 'market')"
+                "insert into trading_signals (signal_id, side, order_type, status) "
+                "values ('new', 'buy', 'market', 'placed')"
             )
     finally:
         await conn.close()
-    assert [r["conname"] for r in unvalidated] == [
-        "trading_signals_side_check",
-        "trading_signals_status_check",
-    ]
-    assert survivor == "LONG"
+    assert [r["conname"] for r in unvalidated] == ["trading_signals_status_check"]
+    assert survivor == "placed"
 
 
 async def test_migrate_duplicate_signal_ids_fails_clearly_and_rolls_back(empty_db: str) -> None:

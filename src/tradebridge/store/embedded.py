@@ -10,9 +10,11 @@ directory removed) by ``stop()``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -23,6 +25,8 @@ from pathlib import Path
 from tradebridge.errors import ConfigError
 
 _PG_USER = "postgres"
+# Where, as root, a server's files go when the postgres user cannot reach the data directory.
+FALLBACK_ROOT = Path("/var/lib/tradebridge")
 
 
 def free_port() -> int:
@@ -83,6 +87,51 @@ def _check_reachable(directory: Path) -> None:
         )
 
 
+def _reachable_by_server_user(directory: Path) -> bool:
+    probe = subprocess.run(
+        ["runuser", "-u", _PG_USER, "--", "test", "-x", str(directory)],
+        check=False,
+        capture_output=True,
+    )
+    return probe.returncode == 0
+
+
+def prepare_data_dir(data_dir: Path) -> Path:
+    """Create the data directory (private to its owner; traversable by postgres as root)."""
+    data_dir = data_dir.expanduser().absolute()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # As root the postgres user must pass through it to its own subdirectory; it still
+    # cannot list it, and the secrets inside are files of mode 0600.
+    data_dir.chmod(0o711 if _is_root() else 0o700)
+    return data_dir
+
+
+def server_dir(data_dir: Path, name: str) -> Path:
+    """Return where the embedded server ``name`` keeps its files for ``data_dir``.
+
+    Normally ``data_dir/name``. As root, when a parent of ``data_dir`` is private (mode 0700,
+    like /root) so that the postgres user cannot reach it, the files go under
+    ``FALLBACK_ROOT`` (``TRADEBRIDGE_FALLBACK_DIR`` overrides it), in a directory named after
+    ``data_dir``; ``data_dir/<name>.location`` records where.
+    """
+    data_dir = prepare_data_dir(data_dir)
+    inside = data_dir / name
+    if not _is_root() or _reachable_by_server_user(data_dir):
+        return inside
+    root = Path(os.environ.get("TRADEBRIDGE_FALLBACK_DIR") or FALLBACK_ROOT)
+    root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o755)
+    if not _reachable_by_server_user(root):
+        raise ConfigError(
+            f"the {_PG_USER} user can reach neither {data_dir} nor the fallback {root}: "
+            "choose a data directory outside private directories (e.g. under /var/lib or /tmp)"
+        )
+    digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
+    fallback = root / f"{name}-{digest}"
+    (data_dir / f"{name}.location").write_text(f"{fallback}\n", encoding="utf-8")
+    return fallback
+
+
 @dataclass
 class EmbeddedPostgres:
     """A private PostgreSQL cluster under ``directory`` (a temporary one if ``None``)."""
@@ -129,6 +178,7 @@ class EmbeddedPostgres:
                 raise ConfigError(f"initdb failed: {done.stderr.strip()}")
         else:
             self.password = pwfile.read_text().strip()
+        self._stop_stale(bindir, data)
         self.port = self.port or free_port()
         options = f"-p {self.port} -k {root} -c listen_addresses=127.0.0.1"
         if not self.durable:
@@ -144,6 +194,30 @@ class EmbeddedPostgres:
             raise ConfigError(f"PostgreSQL failed to start: {result.stderr.strip()}\n{tail}")
         _wait_port(self.port, 30, "PostgreSQL", log)
         return self
+
+    @staticmethod
+    def _stop_stale(bindir: Path, data: Path) -> None:
+        # A cluster left running by a process that was killed (kill -9 of `tradebridge up`):
+        # stop it, so that this start owns the cluster and chooses its port.
+        if not (data / "postmaster.pid").exists():
+            return
+        status = subprocess.run(
+            _as_server_user([str(bindir / "pg_ctl"), "-D", str(data), "status"]),
+            check=False, capture_output=True, cwd="/",
+        )  # fmt: skip
+        if status.returncode == 0:
+            cmd = [str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]
+            subprocess.run(_as_server_user(cmd), capture_output=True, check=False, cwd="/")
+
+    @property
+    def is_running(self) -> bool:
+        """Return whether the cluster's server process is up."""
+        if self.directory is None:
+            return False
+        data = self.directory / "data"
+        cmd = [str(_pg_bin_dir() / "pg_ctl"), "-D", str(data), "status"]
+        done = subprocess.run(_as_server_user(cmd), capture_output=True, check=False, cwd="/")
+        return done.returncode == 0
 
     def stop(self) -> None:
         """Stop the cluster; remove it if it was temporary."""
@@ -183,15 +257,23 @@ class EmbeddedRedis:
             self.directory = Path(tempfile.mkdtemp(prefix="tradebridge-redis-"))
             self._temporary = True
         self.directory.mkdir(parents=True, exist_ok=True)
+        pidfile = self.directory / "redis.pid"
+        _stop_stale_redis(pidfile)
         self.port = self.port or free_port()
         log = self.directory / "redis.log"
         self._process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory), "--logfile", str(log)],
+             "--appendonly", "no", "--dir", str(self.directory), "--logfile", str(log),
+             "--pidfile", str(pidfile)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         _wait_port(self.port, 10, "Redis", log)
         return self
+
+    @property
+    def is_running(self) -> bool:
+        """Return whether the server process is up."""
+        return self._process is not None and self._process.poll() is None
 
     def stop(self) -> None:
         """Stop the server; remove its directory if it was temporary."""
@@ -205,3 +287,20 @@ class EmbeddedRedis:
             self._process = None
         if self._temporary and self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _stop_stale_redis(pidfile: Path) -> None:
+    # A server left running by a killed process: its pid file names it. Only a process that
+    # is a redis-server is stopped (the pid may have been reused since).
+    try:
+        pid = int(pidfile.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return
+    if b"redis-server" not in cmdline:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        time.sleep(0.05)

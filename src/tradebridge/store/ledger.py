@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -134,6 +134,12 @@ class LedgerRow:
     ts_final: datetime | None
     created_at: datetime | None
     updated_at: datetime | None
+    # The intent columns (0002_intents); defaults where a ledger predates them.
+    intent: str | None = None
+    target_position: Decimal | None = None
+    stop_loss_ticks: int | None = None
+    take_profit_ticks: int | None = None
+    reference_price: Decimal | None = None
 
     @property
     def is_final(self) -> bool:
@@ -185,6 +191,11 @@ class LedgerRow:
             ts_final=_aware(record["ts_final"]),
             created_at=_aware(record["created_at"]),
             updated_at=_aware(record["updated_at"]),
+            intent=_text(record.get("intent")),
+            target_position=_decimal(record.get("target_position")),
+            stop_loss_ticks=_int(record.get("stop_loss_ticks")),
+            take_profit_ticks=_int(record.get("take_profit_ticks")),
+            reference_price=_decimal(record.get("reference_price")),
         )
 
 
@@ -232,12 +243,79 @@ class RequeueResult:
     awaiting_lookup: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class NewSignal:
+    """One ``trading_signals`` row to insert with an alert (``Ledger.insert_alert``)."""
+
+    signal_id: str
+    account_name: str
+    instrument: str | None
+    intent: str = "order"
+    side: str | None = None
+    quantity: Decimal | None = None
+    order_type: str | None = None
+    price: Decimal | None = None
+    stop_price: Decimal | None = None
+    stop_loss: Decimal | None = None
+    take_profit: Decimal | None = None
+    stop_loss_ticks: int | None = None
+    take_profit_ticks: int | None = None
+    time_in_force: str | None = None
+    target_position: Decimal | None = None
+    reference_price: Decimal | None = None
+    strategy_name: str | None = None
+    metadata: Mapping[str, Any] | None = None
+    source: str = "webhook"
+    group_id: str | None = None
+    # 'pending' to trade; 'denied' (with error_message) to record without trading.
+    status: LedgerStatus = LedgerStatus.PENDING
+    error_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewAlert:
+    """One ``webhook_alerts`` row: the redacted alert and how to recognise a repeat of it.
+
+    ``idempotency_key`` dedupes forever (unique in the table); without one, ``body_sha256``
+    dedupes within ``dedupe_window`` of ``received_at``.
+    """
+
+    received_at: datetime
+    format: str
+    outcome: str  # 'accepted' | 'stale' | 'invalid'
+    payload: Any = None
+    idempotency_key: str | None = None
+    body_sha256: str | None = None
+    dedupe_window: timedelta | None = None
+    source_ip: str | None = None
+    fired_at: datetime | None = None
+    group_id: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InsertResult:
+    """What ``insert_alert`` did: stored the alert, or found the first delivery of it."""
+
+    duplicate: bool
+    alert_id: int
+    signal_ids: tuple[str, ...]
+    group_id: str | None
+    outcome: str
+    received_at: datetime
+
+
 # The oldest pending row of each account (heads of the per-account queues) whose account has
 # nothing in flight. A head locked by another claimer is skipped, and the row behind it is not
-# a head yet, so an account never has two rows claimed at once.
+# a head yet, so an account never has two claimers at once. Behind each head we locked, the
+# next $3 - 1 pending rows of its account (followers) are claimed too, in the same statement:
+# whoever claims an account's rows holds its head's lock, so a follower can only be claimed by
+# the holder of its head (a claimer that committed first made the account busy, one that has
+# not committed holds the head, and a head claimed meanwhile fails the recheck of its status).
+# Claim, 'processing' and the 'claimed' events are one statement: one round trip.
 _CLAIM_SQL = """
-with picked as (
-    select s.seq
+with heads as (
+    select s.seq, s.account_name, s.created_at
       from trading_signals s
      where s.status = 'pending'
        and s.signal_id is not null
@@ -254,11 +332,23 @@ with picked as (
      order by s.created_at, s.seq
      limit $2
        for update of s skip locked
+), picked as (
+    select seq from heads
+    union all
+    select f.seq
+      from heads h
+      cross join lateral (
+          select n.seq from trading_signals n
+           where n.account_name = h.account_name and n.status = 'pending'
+             and n.signal_id is not null
+             and (n.created_at, n.seq) > (h.created_at, h.seq)
+           order by n.created_at, n.seq
+           limit greatest($3::int - 1, 0)) f
 ), claimed as (
     update trading_signals t
        set status = 'processing', claimed_by = $1, claimed_at = now()
       from picked
-     where t.seq = picked.seq
+     where t.seq = picked.seq and t.status = 'pending'
     returning t.*
 ), events as (
     insert into order_history (signal_id, event, detail)
@@ -267,11 +357,28 @@ with picked as (
 select * from claimed order by created_at, seq
 """
 
+# Only rows still 'processing' under this worker's claim: nothing of theirs was sent.
+_HAND_BACK_SQL = """
+with back as (
+    update trading_signals set status = 'pending'
+     where signal_id = any($1::text[]) and status = 'processing' and claimed_by = $2
+    returning signal_id
+), events as (
+    insert into order_history (signal_id, event, detail)
+    select signal_id, 'requeued',
+           jsonb_build_object('from', 'processing', 'to', 'pending', 'reason', $3::text)
+      from back
+)
+select signal_id from back
+"""
+
 _INSERT_SQL = """
 insert into trading_signals (
     signal_id, strategy_name, instrument, side, order_type, quantity, price, stop_loss,
-    take_profit, account_name, metadata, stop_price, time_in_force, source, group_id
-) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, coalesce($14, 'db'), $15)
+    take_profit, account_name, metadata, stop_price, time_in_force, source, group_id,
+    intent, target_position, stop_loss_ticks, take_profit_ticks, reference_price
+) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, coalesce($14, 'db'), $15,
+          coalesce($16, 'order'), $17, $18, $19, $20)
 returning *
 """
 
@@ -287,6 +394,36 @@ update trading_signals
        avg_fill_price = coalesce($8, avg_fill_price)
  where signal_id = $1
 returning *
+"""
+
+# A move from a known status in ONE statement (one round trip, atomic by itself): the row
+# moves only if it still has the expected status (and claim, when an owner is given); its
+# event and broker call are written from the row it returns. No row back: the slow path
+# (_apply_move) finds out why, under a row lock, and raises the precise error.
+_FAST_MOVE_SQL = """
+with moved as (
+    update trading_signals
+       set status = $2,
+           account_id = coalesce($3, account_id),
+           client_order_id = coalesce($4, client_order_id),
+           tradovate_order_id = coalesce($5, tradovate_order_id),
+           error_message = coalesce($6, error_message),
+           filled_qty = coalesce($7, filled_qty),
+           avg_fill_price = coalesce($8, avg_fill_price)
+     where signal_id = $1 and status = $9 and ($10::text is null or claimed_by = $10)
+    returning *
+), event as (
+    insert into order_history (signal_id, event, detail)
+    select signal_id, $11::text, $12::jsonb from moved
+), call as (
+    insert into broker_calls (signal_id, dialect, method, path, status, latency_ms, request,
+                              response, error)
+    select signal_id, $13::text, $14::text, $15::text, $16::int, $17::float8, $18::jsonb,
+           $19::jsonb, $20::text
+      from moved
+     where $13::text is not null
+)
+select * from moved
 """
 
 _REQUEUE_SQL = """
@@ -310,6 +447,64 @@ select signal_id from trading_signals
 """
 
 
+# Namespace of the webhook's per-alert advisory locks (two-int form, like the account locks).
+ALERT_LOCK_NAMESPACE = 0x7477  # 'tw'
+
+_FIND_ALERT_BY_KEY_SQL = """
+select id, idempotency_key, received_at, signal_ids, group_id, outcome
+  from webhook_alerts where idempotency_key = $1
+"""
+_FIND_ALERT_BY_BODY_SQL = """
+select id, idempotency_key, received_at, signal_ids, group_id, outcome
+  from webhook_alerts
+ where body_sha256 = $1 and received_at > $2 and outcome <> 'invalid'
+ order by id desc limit 1
+"""
+
+# The alert, its rows and their first history events in ONE statement (one round trip,
+# atomic by itself). A repeated idempotency_key inserts nothing: ON CONFLICT waits for a
+# concurrent first delivery to commit, then finds it.
+_INSERT_ALERT_SQL = """
+with alert as (
+    insert into webhook_alerts (idempotency_key, received_at, source_ip, format, payload,
+                                signal_ids, group_id, outcome, fired_at, error, body_sha256)
+    values ($1, $2, $3, $4, $5, $6::text[], $7, $8, $9, $10, $11)
+    on conflict (idempotency_key) do nothing
+    returning id
+), rows as (
+    insert into trading_signals (
+        signal_id, account_name, instrument, intent, side, quantity, order_type, price,
+        stop_price, stop_loss, take_profit, stop_loss_ticks, take_profit_ticks, time_in_force,
+        target_position, reference_price, strategy_name, metadata, source, group_id, status,
+        error_message, ts_final)
+    select r.signal_id, r.account_name, r.instrument, r.intent, r.side, r.quantity,
+           r.order_type, r.price, r.stop_price, r.stop_loss, r.take_profit, r.stop_loss_ticks,
+           r.take_profit_ticks, r.time_in_force, r.target_position, r.reference_price,
+           r.strategy_name, r.metadata::jsonb, r.source, r.group_id, r.status, r.error_message,
+           case when r.status = 'denied' then clock_timestamp() end
+      from unnest($12::text[], $13::text[], $14::text[], $15::text[], $16::text[],
+                  $17::numeric[], $18::text[], $19::numeric[], $20::numeric[], $21::numeric[],
+                  $22::numeric[], $23::int[], $24::int[], $25::text[], $26::numeric[],
+                  $27::numeric[], $28::text[], $29::text[], $30::text[], $31::text[],
+                  $32::text[], $33::text[])
+           as r(signal_id, account_name, instrument, intent, side, quantity, order_type, price,
+                stop_price, stop_loss, take_profit, stop_loss_ticks, take_profit_ticks,
+                time_in_force, target_position, reference_price, strategy_name, metadata,
+                source, group_id, status, error_message)
+     where exists (select 1 from alert)
+    returning signal_id, status, error_message
+), events as (
+    insert into order_history (signal_id, event, detail)
+    select rows.signal_id, 'received',
+           jsonb_build_object('webhook_alert_id', alert.id, 'status', rows.status)
+           || case when rows.error_message is null then '{}'::jsonb
+                   else jsonb_build_object('error', rows.error_message) end
+      from rows cross join alert
+)
+select id from alert
+"""
+
+
 class Ledger:
     """The ledger over an asyncpg pool; one per process."""
 
@@ -329,6 +524,8 @@ class Ledger:
                 max_size=max_size,
                 timeout=connect_timeout_s,
                 init=_init_connection,
+                connection_class=_LedgerConnection,
+                reset=_reset_connection,
             )
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
             raise unavailable(url, e) from None
@@ -369,6 +566,11 @@ class Ledger:
         time_in_force: str | None = None,
         source: str | None = None,
         group_id: str | None = None,
+        intent: str | None = None,
+        target_position: Decimal | int | None = None,
+        stop_loss_ticks: int | None = None,
+        take_profit_ticks: int | None = None,
+        reference_price: Decimal | None = None,
     ) -> LedgerRow:
         """Insert a pending signal as a strategy would; ``InvalidInput`` if the id exists."""
         try:
@@ -389,6 +591,11 @@ class Ledger:
                 time_in_force,
                 source,
                 group_id,
+                intent,
+                target_position,
+                stop_loss_ticks,
+                take_profit_ticks,
+                reference_price,
             )
         except asyncpg.UniqueViolationError:
             raise InvalidInput(f"signal {signal_id} already exists", field="signal_id") from None
@@ -396,6 +603,75 @@ class Ledger:
             raise InvalidInput(f"signal {signal_id}: {e.constraint_name} refused it") from None
         assert record is not None
         return LedgerRow.from_record(record)
+
+    async def insert_alert(self, alert: NewAlert, rows: Sequence[NewSignal]) -> InsertResult:
+        """Store an alert and its rows in one transaction, or find its first delivery.
+
+        A repeat (same ``idempotency_key``, or same ``body_sha256`` within the window) stores
+        nothing and returns the first delivery's ids with ``duplicate=True``.
+        """
+        signal_ids = [r.signal_id for r in rows]
+        columns = _signal_columns(rows)
+        args = (
+            alert.idempotency_key,
+            alert.received_at,
+            alert.source_ip,
+            alert.format,
+            alert.payload,
+            signal_ids,
+            alert.group_id,
+            alert.outcome,
+            alert.fired_at,
+            alert.error,
+            alert.body_sha256,
+            *columns,
+        )
+        async with self._pool.acquire() as conn:
+            if alert.idempotency_key is None and alert.body_sha256 is not None:
+                window = alert.dedupe_window or timedelta(0)
+                async with conn.transaction():
+                    # Serialise deliveries of the same body: the window has no unique index.
+                    await conn.execute(
+                        "select pg_advisory_xact_lock($1, hashtext($2))",
+                        ALERT_LOCK_NAMESPACE,
+                        alert.body_sha256,
+                    )
+                    found = await conn.fetchrow(
+                        _FIND_ALERT_BY_BODY_SQL, alert.body_sha256, alert.received_at - window
+                    )
+                    if found is not None:
+                        return _alert_result(found, duplicate=True)
+                    alert_id = await conn.fetchval(_INSERT_ALERT_SQL, *args)
+            else:
+                alert_id = await conn.fetchval(_INSERT_ALERT_SQL, *args)
+            if alert_id is None:
+                found = await conn.fetchrow(_FIND_ALERT_BY_KEY_SQL, alert.idempotency_key)
+                assert found is not None  # the conflict proved it committed
+                return _alert_result(found, duplicate=True)
+        return InsertResult(
+            duplicate=False,
+            alert_id=int(alert_id),
+            signal_ids=tuple(signal_ids),
+            group_id=alert.group_id,
+            outcome=alert.outcome,
+            received_at=alert.received_at,
+        )
+
+    async def find_alert(
+        self,
+        *,
+        idempotency_key: str | None = None,
+        body_sha256: str | None = None,
+        since: datetime | None = None,
+    ) -> InsertResult | None:
+        """Return the stored alert with this key (or this body since ``since``), or ``None``."""
+        if idempotency_key is not None:
+            found = await self._pool.fetchrow(_FIND_ALERT_BY_KEY_SQL, idempotency_key)
+        elif body_sha256 is not None and since is not None:
+            found = await self._pool.fetchrow(_FIND_ALERT_BY_BODY_SQL, body_sha256, since)
+        else:
+            return None
+        return _alert_result(found, duplicate=True) if found is not None else None
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -450,12 +726,27 @@ class Ledger:
 
     # --- claims --------------------------------------------------------------------------
 
-    async def claim_next(self, worker_id: str, limit: int = 1) -> list[LedgerRow]:
-        """Claim up to ``limit`` pending rows (one per account) for ``worker_id``."""
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
-        records = await self._pool.fetch(_CLAIM_SQL, worker_id, limit)
+    async def claim_next(
+        self, worker_id: str, limit: int = 1, *, per_account: int = 1
+    ) -> list[LedgerRow]:
+        """Claim the oldest pending rows of up to ``limit`` idle accounts for ``worker_id``.
+
+        Up to ``per_account`` rows of each account, all in insertion order (the caller places
+        them in that order, one after the other); one statement, one round trip.
+        """
+        if limit < 1 or per_account < 1:
+            raise ValueError("limit and per_account must be at least 1")
+        records = await _fetch_stateless(self._pool, _CLAIM_SQL, worker_id, limit, per_account)
         return [LedgerRow.from_record(r) for r in records]
+
+    async def hand_back(self, worker_id: str, signal_ids: Sequence[str], reason: str) -> list[str]:
+        """Return claimed rows that were not sent (``processing``) to ``pending``; one statement."""
+        if not signal_ids:
+            return []
+        records = await _fetch_stateless(
+            self._pool, _HAND_BACK_SQL, list(signal_ids), worker_id, reason
+        )
+        return [str(r["signal_id"]) for r in records]
 
     @contextlib.asynccontextmanager
     async def account_transaction(self, account_name: str) -> AsyncIterator[Conn]:
@@ -514,6 +805,10 @@ class Ledger:
         if conn is not None:
             async with conn.transaction():
                 return await _apply_move(conn, move)
+        if expected is not None:
+            fast = await _fast_move(self._pool, move, expected)
+            if fast is not None:
+                return fast
         async with self._pool.acquire() as own, own.transaction():
             return await _apply_move(own, move)
 
@@ -638,6 +933,84 @@ class _Move:
     fields: tuple[Any, ...]  # in the order of _TRANSITION_SQL's $3..$8
 
 
+async def _fast_move(pool: asyncpg.Pool, move: _Move, expected: LedgerStatus) -> LedgerRow | None:
+    call = move.broker_call
+    call_args = (
+        (None,) * 8
+        if call is None
+        else (
+            call.dialect,
+            call.method,
+            call.path,
+            call.status,
+            call.latency_ms,
+            call.request,
+            call.response,
+            call.error,
+        )
+    )
+    detail = {"from": expected.value, "to": move.new_status.value, **move.detail}
+    try:
+        records = await _fetch_stateless(
+            pool,
+            _FAST_MOVE_SQL,
+            move.signal_id,
+            move.new_status.value,
+            *move.fields,
+            expected.value,
+            move.owner,
+            move.event,
+            detail,
+            *call_args,
+        )
+    except asyncpg.PostgresError as e:
+        if e.sqlstate == _ILLEGAL_MOVE_SQLSTATE:
+            raise IllegalTransition(str(e)) from e
+        raise
+    return LedgerRow.from_record(records[0]) if records else None
+
+
+class _LedgerConnection(asyncpg.Connection):
+    """A pooled connection that knows when its last use left no session state behind."""
+
+    __slots__ = ("_stateless",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._stateless = False
+
+    def mark_stateless(self) -> None:
+        """Note that this use ran only self-contained statements (no reset on release)."""
+        self._stateless = True
+
+    def take_stateless(self) -> bool:
+        """Return whether the use now ending was stateless, and forget it."""
+        stateless, self._stateless = self._stateless, False
+        return stateless
+
+
+async def _reset_connection(conn: asyncpg.Connection) -> None:
+    # asyncpg's default reset (advisory unlock all, close cursors, unlisten, reset GUCs) is a
+    # round trip on every release; the hot paths (claim, moves, hand back) run one
+    # self-contained statement outside any transaction, which leaves nothing to reset.
+    # asyncpg still rolls back an open transaction before calling this.
+    if isinstance(conn, _LedgerConnection) and conn.take_stateless():
+        return
+    query = conn.get_reset_query()
+    if query:
+        await conn.execute(query)
+
+
+async def _fetch_stateless(pool: asyncpg.Pool, query: str, *args: Any) -> list[asyncpg.Record]:
+    """Run one self-contained statement (no SET, LISTEN, cursor or session lock) on the pool."""
+    async with pool.acquire() as conn:
+        records = await conn.fetch(query, *args)
+        mark = getattr(conn, "mark_stateless", None)
+        if mark is not None and not conn.is_in_transaction():
+            mark()
+    return records
+
+
 async def _apply_move(conn: Conn, move: _Move) -> LedgerRow:
     signal_id = move.signal_id
     locked = await conn.fetchrow(
@@ -680,6 +1053,45 @@ async def _apply_move(conn: Conn, move: _Move) -> LedgerRow:
     if move.broker_call is not None:
         await _insert_broker_call(conn, signal_id, move.broker_call)
     return LedgerRow.from_record(record)
+
+
+def _signal_columns(rows: Sequence[NewSignal]) -> list[list[Any]]:
+    # Column arrays in the order of _INSERT_ALERT_SQL's unnest ($12..$33).
+    return [
+        [r.signal_id for r in rows],
+        [r.account_name for r in rows],
+        [r.instrument for r in rows],
+        [r.intent for r in rows],
+        [r.side for r in rows],
+        [r.quantity for r in rows],
+        [r.order_type for r in rows],
+        [r.price for r in rows],
+        [r.stop_price for r in rows],
+        [r.stop_loss for r in rows],
+        [r.take_profit for r in rows],
+        [r.stop_loss_ticks for r in rows],
+        [r.take_profit_ticks for r in rows],
+        [r.time_in_force for r in rows],
+        [r.target_position for r in rows],
+        [r.reference_price for r in rows],
+        [r.strategy_name for r in rows],
+        [_dump_json(dict(r.metadata or {})) for r in rows],
+        [r.source for r in rows],
+        [r.group_id for r in rows],
+        [r.status.value for r in rows],
+        [r.error_message for r in rows],
+    ]
+
+
+def _alert_result(record: asyncpg.Record, *, duplicate: bool) -> InsertResult:
+    return InsertResult(
+        duplicate=duplicate,
+        alert_id=int(record["id"]),
+        signal_ids=tuple(record["signal_ids"] or ()),
+        group_id=_text(record["group_id"]),
+        outcome=str(record["outcome"]),
+        received_at=_aware(record["received_at"]) or record["received_at"],
+    )
 
 
 async def lock_account(conn: Conn, account_name: str) -> None:
@@ -736,6 +1148,10 @@ def _json_default(value: Any) -> Any:
 
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _decimal(value: Any) -> Decimal | None:

@@ -14,7 +14,6 @@ snapshot is authoritative and emits what changed while the socket was down.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import random
@@ -28,6 +27,7 @@ from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
+from tradebridge._aio import cancel_and_wait
 from tradebridge.brokers.base import BrokerOrderEvent
 from tradebridge.brokers.tradovate import _wire as wire
 from tradebridge.config import EventNamesConfig, TradovateConfig
@@ -212,10 +212,7 @@ class UserSync:
     async def stop(self) -> None:
         """Close the socket and end the loop."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def wait_synced(self, within_s: float) -> None:
         """Wait until the socket is synced; ``ConnectionLost`` after ``within_s`` seconds."""
@@ -287,11 +284,7 @@ class UserSync:
                 _log.info("usersync_synced", user_id=self.user_id, connects=self.connects)
                 await reader
             finally:
-                reader.cancel()
-                beat.cancel()
-                for task in (reader, beat):
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
+                await cancel_and_wait(reader, beat)
 
     async def _request(
         self, ws: ClientConnection, endpoint: str, *, body: Any = None, raw_body: str = ""

@@ -95,13 +95,13 @@ end
 $$;
 
 -- Checks: added NOT VALID (instant, checks new rows), then validated where existing rows allow.
+-- side and order_type are deliberately NOT checked here: a row with an unknown side or order
+-- type must be stored and then denied by the dispatcher with a precise error_message, never
+-- refused at INSERT (a strategy's failed insert is easily lost).
 do $$
 declare
     checks constant text[][] := array[
         ['trading_signals_signal_id_present', 'signal_id is not null'],
-        ['trading_signals_side_check', 'side in (''buy'', ''sell'')'],
-        ['trading_signals_order_type_check',
-         'order_type in (''market'', ''limit'', ''stop'', ''stoplimit'')'],
         ['trading_signals_status_check',
          'coalesce(status in (''pending'', ''processing'', ''submitted'', ''unknown'', '
          '''working'', ''partially_filled'', ''filled'', ''cancelled'', ''rejected'', '

@@ -1,0 +1,333 @@
+"""``tradebridge serve``, ``up`` and ``send``: run the bridge, run the whole local stack, send.
+
+Exit codes of ``serve`` and ``up``: 0 stopped by SIGTERM/SIGINT; 1 a component failed (a
+database or Redis that cannot be reached, a crashed task); 2 bad settings or usage.
+Exit codes of ``send``: 0 inserted (without ``--wait``), or the order reached the broker and
+stands filled, working, partially filled, cancelled or expired; 1 rejected, denied, failed,
+or still in flight when ``--timeout`` ran out; 2 bad input (no database, bad numbers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from tradebridge.errors import BridgeError, ConfigError, InvalidInput, StoreError
+
+_out = Console(highlight=False, soft_wrap=True)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", envvar="TRADEBRIDGE_CONFIG", help="settings file (TOML)"),
+]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", help="where embedded servers, secrets and endpoints.json live",
+        show_default=".tradebridge",
+    ),
+]  # fmt: skip
+
+# Statuses after which `send --wait` stops; "working" ends the wait only for resting orders.
+_OK_FINAL = frozenset({"filled", "cancelled", "expired"})
+_BAD_FINAL = frozenset({"rejected", "denied", "failed"})
+_RESTING = frozenset({"working", "partially_filled"})
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    _err.print(f"[red]error:[/red] {escape(message)}")
+    return typer.Exit(code)
+
+
+def _settings(
+    config: Path | None, data_dir: Path | None, workers: int | None = None, **serve: Any
+) -> Any:
+    from tradebridge.config import load_settings
+
+    try:
+        settings = load_settings(config)
+    except ConfigError as e:
+        raise _fail(str(e), 2) from None
+    update: dict[str, Any] = {}
+    if data_dir is not None:
+        update["data_dir"] = data_dir
+    changes = {k: v for k, v in serve.items() if v is not None}
+    if changes:
+        update["serve"] = settings.serve.model_copy(update=changes)
+    if workers is not None:
+        update["dispatcher"] = settings.dispatcher.model_copy(update={"workers": workers})
+    return settings.model_copy(update=update) if update else settings
+
+
+def _configure_logs(settings: Any, *, to_stderr: bool) -> None:
+    import sys
+
+    from tradebridge.ops.logging import configure_logging
+
+    configure_logging(
+        settings.logging.level,
+        json_output=settings.logging.json_output,
+        stream=sys.stderr if to_stderr else None,
+    )
+
+
+def _run_until_stopped(work: Any) -> None:
+    try:
+        asyncio.run(work)
+    except KeyboardInterrupt:
+        return
+    except (BridgeError, OSError, BaseExceptionGroup) as e:
+        error = _innermost(e)
+        if not isinstance(error, BridgeError | OSError):
+            raise
+        from tradebridge.ops.logging import redact_text
+
+        message = redact_text(str(error) or type(error).__name__)
+        raise _fail(message, 2 if isinstance(error, ConfigError) else 1) from None
+
+
+def _innermost(error: BaseException) -> BaseException:
+    # TaskGroup wraps what failed inside it; the first failure is the one to report.
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+def serve(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    host: Annotated[
+        str | None, typer.Option(help="HTTP interface", show_default="127.0.0.1")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port", show_default="8080")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="dispatchers in this process", show_default="1")
+    ] = None,
+    migrate: Annotated[
+        bool | None,
+        typer.Option(
+            "--migrate/--no-migrate",
+            help="apply pending migrations at start",
+            show_default="on for the embedded database",
+        ),
+    ] = None,
+) -> None:
+    """Run the workers and the HTTP server against DATABASE_URL and REDIS_URL (or embedded)."""
+    from tradebridge.app import run_serve
+
+    settings = _settings(
+        config, data_dir, host=host, port=port, workers=workers, migrate_on_start=migrate
+    )
+    _configure_logs(settings, to_stderr=False)
+    _run_until_stopped(run_serve(settings))
+
+
+def up(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port (webhook, /healthz)")] = None,
+    sim_port: Annotated[int, typer.Option(help="simulator port")] = 8765,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="dispatchers in this process", show_default="1")
+    ] = None,
+) -> None:
+    """Bring up the whole local stack: PostgreSQL, Redis, the simulator, workers, webhook."""
+    from tradebridge.app import Endpoints, run_up
+
+    settings = _settings(config, data_dir, port=port, workers=workers)
+    # The banner is the command's output; logs go to stderr.
+    _configure_logs(settings, to_stderr=True)
+
+    def banner(found: Endpoints) -> None:
+        _print_banner(found)
+
+    _run_until_stopped(run_up(settings, sim_port=sim_port, ready=banner))
+
+
+def _print_banner(found: Any) -> None:
+    data = found.as_json()
+    rows = [
+        ("HTTP", data["http_url"]),
+        ("webhook", f"{data['webhook_url']}  (secret in {data['webhook_secret_file']})"),
+        ("/healthz", data["healthz_url"]),
+        ("/metrics", data["metrics_url"]),
+        ("dashboard", "not yet"),
+        ("database", data["database_url"]),
+        ("redis", data["redis_url"]),
+        ("simulator", f"{data['simulator_url']}  (native {data['simulator_native_url']})"),
+        ("accounts", ", ".join(data["accounts"])),
+        ("endpoints", f"{data['data_dir']}/endpoints.json"),
+    ]
+    _out.print("[bold]tradebridge is up[/bold]")
+    for name, value in rows:
+        _out.print(f"  {name:<10} {escape(str(value))}")
+    account = data["accounts"][0] if data["accounts"] else "ACCOUNT"
+    where = data["data_dir"]
+    _out.print("Send a simulated order:")
+    _out.print(f"  tradebridge send buy MNQ1! 1 --account {account} --data-dir {where} --wait")
+    _out.print(f"Or through the webhook (alerts without an account go to {account}):")
+    _out.print(
+        f"  curl -s {data['webhook_url']}/$(cat {data['webhook_secret_file']}) "
+        """-d '{"action":"buy","ticker":"MNQ1!","quantity":1}'"""
+    )
+    _out.print("Ctrl-C stops it (data kept in the data directory).")
+
+
+def _decimal(value: str | None, name: str) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        raise _fail(f"{name} {value!r} is not a number", 2) from None
+    if not number.is_finite():
+        raise _fail(f"{name} {value!r} is not a number", 2)
+    return number
+
+
+def _send_database_url(database_url: str | None, data_dir: Path | None, config: Path | None) -> str:
+    from tradebridge.app import read_endpoints
+    from tradebridge.config import load_settings
+
+    if database_url:
+        return database_url
+    if data_dir is None:
+        try:
+            settings = load_settings(config)
+        except ConfigError as e:
+            raise _fail(str(e), 2) from None
+        if settings.database.url is not None:
+            return settings.database.url.get_secret_value()
+        data_dir = settings.data_dir
+    found = read_endpoints(data_dir)
+    if found is None or not found.get("database_url"):
+        raise _fail(
+            f"no running stack in {data_dir} (no endpoints.json): start one with "
+            "`tradebridge up`, or pass --database-url / set DATABASE_URL",
+            2,
+        )
+    return str(found["database_url"])
+
+
+def send(
+    side: Annotated[str, typer.Argument(help="buy or sell")],
+    symbol: Annotated[str, typer.Argument(help="MNQ1!, MNQZ6, MNQ ...")],
+    quantity: Annotated[str, typer.Argument(metavar="QTY", help="contracts")],
+    account: Annotated[str, typer.Option("--account", "-a", help="account name")],
+    limit: Annotated[str | None, typer.Option(help="limit price")] = None,
+    stop: Annotated[str | None, typer.Option(help="stop (trigger) price")] = None,
+    sl: Annotated[str | None, typer.Option("--sl", help="stop-loss price")] = None,
+    tp: Annotated[str | None, typer.Option("--tp", help="take-profit price")] = None,
+    strategy: Annotated[str | None, typer.Option(help="strategy_name of the row")] = "cli",
+    signal_id: Annotated[str | None, typer.Option(help="row id (default: generated)")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="follow the row to its outcome")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds --wait waits at most")] = 30.0,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="ledger URL (default: DATABASE_URL)")
+    ] = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Insert a signal row the way a strategy would; with --wait, follow it to its outcome."""
+    if side.lower() not in {"buy", "sell"}:
+        raise _fail(f"side must be buy or sell, not {side!r}", 2)
+    qty = _decimal(quantity, "quantity")
+    price = _decimal(limit, "--limit")
+    stop_price = _decimal(stop, "--stop")
+    row: dict[str, Any] = {
+        "signal_id": signal_id or f"cli-{uuid.uuid4().hex[:16]}",
+        "instrument": symbol,
+        "side": side.lower(),
+        "quantity": qty,
+        "account_name": account,
+        "order_type": (
+            "stoplimit"
+            if price is not None and stop_price is not None
+            else "limit"
+            if price is not None
+            else "stop"
+            if stop_price is not None
+            else "market"
+        ),
+        "price": price,
+        "stop_price": stop_price,
+        "stop_loss": _decimal(sl, "--sl"),
+        "take_profit": _decimal(tp, "--tp"),
+        "strategy_name": strategy,
+        "source": "cli",
+    }
+    url = _send_database_url(database_url, data_dir, config)
+    try:
+        code = asyncio.run(_send(url, row, wait=wait, wait_s=timeout))
+    except InvalidInput as e:
+        raise _fail(str(e), 2) from None
+    except StoreError as e:
+        raise _fail(str(e), 1) from None
+    raise typer.Exit(code)
+
+
+async def _send(url: str, row: dict[str, Any], *, wait: bool, wait_s: float) -> int:
+    from tradebridge.store.ledger import Ledger
+
+    ledger = await Ledger.connect(url, min_size=1, max_size=1)
+    try:
+        inserted = await ledger.insert_signal(**row)
+        _out.print(f"signal {inserted.signal_id} inserted ({inserted.status.value})")
+        if not wait:
+            return 0
+        resting_ends_wait = inserted.order_type != "market"
+        deadline = time.monotonic() + wait_s
+        current = inserted
+        while time.monotonic() < deadline:
+            found = await ledger.get(inserted.signal_id)
+            if found is not None:
+                current = found
+                status = current.status.value
+                if (
+                    status in _OK_FINAL
+                    or status in _BAD_FINAL
+                    or (resting_ends_wait and status in _RESTING)
+                ):
+                    break
+            await asyncio.sleep(0.05)
+        return _report(current)
+    finally:
+        await ledger.close()
+
+
+def _report(row: Any) -> int:
+    status = row.status.value
+    parts = [f"signal {row.signal_id}: {status}"]
+    if row.tradovate_order_id:
+        parts.append(f"order {row.tradovate_order_id}")
+    if row.filled_qty:
+        price = f" @ {row.avg_fill_price}" if row.avg_fill_price is not None else ""
+        parts.append(f"filled {row.filled_qty}{price}")
+    if row.error_message:
+        parts.append(row.error_message)
+    # A market order that still rests has not finished: the wait ran out before it filled.
+    finished = (
+        status in _OK_FINAL
+        or status in _BAD_FINAL
+        or (status in _RESTING and row.order_type != "market")
+    )
+    if not finished:
+        parts.append("timed out waiting")
+    _out.print(escape(", ".join(parts)))
+    return 1 if status in _BAD_FINAL or not finished else 0
+
+
+def register(app: typer.Typer) -> None:
+    """Add serve, up and send to the ``tradebridge`` command."""
+    app.command()(serve)
+    app.command()(up)
+    app.command()(send)

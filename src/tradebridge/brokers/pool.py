@@ -1,0 +1,119 @@
+"""``BrokerPool``: one connected adapter per Tradovate user and dialect, built on first use.
+
+Accounts of the same user share one adapter (one token, one request budget, one user-sync
+socket, reference §7), so ``get`` for two such accounts returns the same instance. Every
+HTTP call an adapter makes is also handed to ``capture()`` blocks running in the same task,
+which is how the dispatcher files the calls of one placement with its ledger transition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+
+from tradebridge.brokers._http import BrokerCall, BrokerHttp
+from tradebridge.brokers.base import AccountInfo, Broker
+from tradebridge.brokers.factory import build_broker
+from tradebridge.config import Settings
+from tradebridge.ops.logging import get_logger
+from tradebridge.store.tokens import TokenProvider
+
+_log = get_logger("tradebridge.brokers.pool")
+_captured: ContextVar[list[BrokerCall] | None] = ContextVar("tradebridge_captured", default=None)
+
+
+@contextlib.contextmanager
+def capture() -> Iterator[list[BrokerCall]]:
+    """Collect the broker calls made by this task (and tasks it starts) inside the block."""
+    calls: list[BrokerCall] = []
+    token = _captured.set(calls)
+    try:
+        yield calls
+    finally:
+        _captured.reset(token)
+
+
+def _deliver(call: BrokerCall) -> None:
+    calls = _captured.get()
+    if calls is not None:
+        calls.append(call)
+
+
+def _http_of(broker: Broker) -> BrokerHttp | None:
+    # The adapters keep their client as ``http`` (native) or ``_http`` (bridge).
+    for name in ("http", "_http"):
+        http = getattr(broker, name, None)
+        if isinstance(http, BrokerHttp):
+            return http
+    return None
+
+
+class BrokerPool:
+    """The adapters of the configured accounts, shared per Tradovate user."""
+
+    def __init__(self, settings: Settings, token_provider: TokenProvider) -> None:
+        self.settings = settings
+        self.tokens = token_provider
+        self._brokers: dict[tuple[str, str], Broker] = {}
+        self._accounts: dict[tuple[str, str], dict[str, AccountInfo]] = {}
+        self._lock = asyncio.Lock()
+        self._tracking_owner: object | None = None
+
+    def _key(self, account_name: str) -> tuple[str, str]:
+        account = self.settings.account(account_name)
+        return (account.dialect.value, account.user or f"account:{account.name}")
+
+    def claim_tracking(self, owner: object) -> bool:
+        """Return whether ``owner`` runs tracking for this pool (the first to ask does)."""
+        if self._tracking_owner is None:
+            self._tracking_owner = owner
+        return self._tracking_owner is owner
+
+    def account_names(self) -> list[str]:
+        """Return the configured account names."""
+        return [a.name for a in self.settings.accounts]
+
+    async def get(self, account_name: str) -> Broker:
+        """Return the adapter serving ``account_name``; ``ConfigError`` if not configured."""
+        key = self._key(account_name)
+        broker = self._brokers.get(key)
+        if broker is not None:
+            return broker
+        async with self._lock:
+            broker = self._brokers.get(key)
+            if broker is None:
+                broker = build_broker(self.settings, account_name, self.tokens)
+                http = _http_of(broker)
+                if http is not None:
+                    http.add_listener(_deliver)
+                self._brokers[key] = broker
+        return broker
+
+    async def account_info(self, account_name: str) -> AccountInfo | None:
+        """Return the broker's listing of ``account_name`` (cached; re-read when missing)."""
+        key = self._key(account_name)
+        broker = await self.get(account_name)
+        known = self._accounts.get(key)
+        if known is None or account_name not in known:
+            known = {a.name: a for a in await broker.accounts()}
+            self._accounts[key] = known
+        return known.get(account_name)
+
+    async def brokers(self) -> list[tuple[str, Broker]]:
+        """Return one (account name, adapter) pair per distinct adapter of the settings."""
+        out: dict[int, tuple[str, Broker]] = {}
+        for name in self.account_names():
+            broker = await self.get(name)
+            out.setdefault(id(broker), (name, broker))
+        return list(out.values())
+
+    async def close(self) -> None:
+        """Close every adapter."""
+        brokers, self._brokers = list(self._brokers.values()), {}
+        for broker in brokers:
+            try:
+                await broker.close()
+            except Exception:  # noqa: BLE001 - closing the others matters more
+                _log.exception("broker_close_failed")

@@ -1,0 +1,269 @@
+"""tradebridge's own alert format (docs/tradingview.md): strict, every field documented.
+
+An unknown field is a 400 that names it: a typo such as ``stoploss`` must never silently
+drop a stop loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tradebridge.intake.formats import (
+    AccountRef,
+    AlertRejected,
+    Bracket,
+    BracketUnit,
+    FieldReader,
+    Intent,
+    ParsedAlert,
+    check_whole,
+    reject_unknown,
+    to_decimal,
+)
+
+FIELDS: frozenset[str] = frozenset(
+    {
+        "secret",
+        "symbol",
+        "action",
+        "quantity",
+        "order_type",
+        "price",
+        "stop_price",
+        "tif",
+        "stop_loss",
+        "take_profit",
+        "account",
+        "accounts",
+        "strategy",
+        "id",
+        "time",
+        "target_position",
+        "market_position",
+        "reference_price",
+        "comment",
+    }
+)
+
+ACTIONS: dict[str, str] = {
+    "buy": "buy",
+    "sell": "sell",
+    "exit": "exit",
+    "reverse": "reverse",
+    "cancel": "cancel",
+    "flatten": "flatten",
+}
+ORDER_TYPES: dict[str, str] = {
+    "market": "market",
+    "limit": "limit",
+    "stop": "stop",
+    "stoplimit": "stoplimit",
+    "stop_limit": "stoplimit",
+}
+TIFS: dict[str, str] = {"day": "day", "gtc": "gtc", "ioc": "ioc", "fok": "fok"}
+MARKET_POSITIONS: dict[str, str] = {"long": "long", "short": "short", "flat": "flat"}
+BRACKET_UNITS: tuple[BracketUnit, ...] = ("ticks", "points", "price", "dollars")
+
+# Which intents a field means something for; elsewhere it is accepted and listed as ignored
+# (one TradingView template often serves several actions) or, for brackets, refused.
+_ORDER_FIELDS = ("order_type", "price", "stop_price", "tif")
+_BRACKET_INTENTS = frozenset({"order", "reverse", "target"})
+
+
+def parse(body: Mapping[str, Any]) -> ParsedAlert:
+    """Parse a tradebridge-format alert; ``AlertRejected`` names the first problem."""
+    fields = FieldReader(body)
+    fields.raw("secret")  # checked by the endpoint before parsing
+    reject_unknown(fields_unknown(body), FIELDS)
+    ignored: list[str] = []
+
+    target = fields.whole("target_position", signed=True)
+    market_position = fields.choice("market_position", MARKET_POSITIONS)
+    intent: Intent
+    side: str | None = None
+    if target is not None:
+        intent = "target"
+        ignored += [name for name in ("action", "quantity") if fields.has(name)]
+        fields.raw("action")
+        fields.raw("quantity")
+        _check_market_position(target, market_position)
+        quantity = None
+    else:
+        if market_position is not None:
+            ignored.append("market_position")
+        action = fields.choice("action", ACTIONS, required=True)
+        assert action is not None
+        if action in {"buy", "sell"}:
+            intent, side = "order", action
+            quantity = fields.whole("quantity", required=True)
+        else:
+            intent = action  # type: ignore[assignment]  # exit/reverse/cancel/flatten
+            if intent in {"exit", "reverse"}:
+                quantity = fields.whole("quantity")
+            else:
+                quantity = None
+                if fields.has("quantity"):
+                    ignored.append("quantity")
+                fields.raw("quantity")
+
+    symbol = fields.text("symbol", required=intent != "flatten", expected="a symbol like MNQ1!")
+    if intent == "flatten" and symbol is not None:
+        ignored.append("symbol")
+        symbol = None
+
+    order_type = fields.choice("order_type", ORDER_TYPES, default="market")
+    assert order_type is not None
+    price = fields.positive("price")
+    stop_price = fields.positive("stop_price")
+    tif = fields.choice("tif", TIFS)
+    if intent in {"cancel", "flatten"}:
+        ignored += [name for name in _ORDER_FIELDS if fields.has(name)]
+        order_type, price, stop_price, tif = "market", None, None, None
+    else:
+        _check_order_shape(order_type, price, stop_price)
+
+    stop_loss = _bracket(fields, "stop_loss")
+    take_profit = _bracket(fields, "take_profit")
+    for name, leg in (("stop_loss", stop_loss), ("take_profit", take_profit)):
+        if leg is not None and intent not in _BRACKET_INTENTS:
+            raise AlertRejected(
+                f"{name} does not apply to action {intent}",
+                field=name,
+                expected="stop_loss / take_profit only with buy, sell, reverse or target_position",
+            )
+
+    return ParsedAlert(
+        format="tradebridge",
+        intent=intent,
+        symbol=symbol,
+        side=side,
+        quantity=quantity,
+        order_type=order_type,
+        price=price,
+        stop_price=stop_price,
+        tif=tif,
+        stop_loss=stop_loss,
+        take_profit=take_profit,
+        accounts=_accounts(fields),
+        strategy=fields.text("strategy"),
+        alert_id=fields.text("id"),
+        fired_at=fields.time("time"),
+        target_position=target,
+        reference_price=fields.positive("reference_price"),
+        comment=fields.text("comment"),
+        ignored_fields=tuple(dict.fromkeys(ignored)),
+    )
+
+
+def fields_unknown(body: Mapping[str, Any]) -> list[str]:
+    """Return the top-level fields the tradebridge format does not define."""
+    return [name for name in body if name not in FIELDS]
+
+
+def _check_order_shape(order_type: str, price: Any, stop_price: Any) -> None:
+    needs_price = order_type in {"limit", "stoplimit"}
+    needs_stop = order_type in {"stop", "stoplimit"}
+    if needs_price and price is None:
+        raise AlertRejected(
+            f"a {order_type} order needs price", field="price", expected="the limit price"
+        )
+    if needs_stop and stop_price is None:
+        raise AlertRejected(
+            f"a {order_type} order needs stop_price",
+            field="stop_price",
+            expected="the stop (trigger) price",
+        )
+    if not needs_price and price is not None:
+        raise AlertRejected(
+            f"price is only for limit and stoplimit orders, this one is {order_type}",
+            field="price",
+            expected="no price, or order_type limit; put {{close}} in reference_price",
+        )
+    if not needs_stop and stop_price is not None:
+        raise AlertRejected(
+            f"stop_price is only for stop and stoplimit orders, this one is {order_type}",
+            field="stop_price",
+            expected="no stop_price, or order_type stop / stoplimit",
+        )
+
+
+def _check_market_position(target: Any, market_position: str | None) -> None:
+    if market_position is None:
+        return
+    agrees = {"long": target > 0, "short": target < 0, "flat": target == 0}[market_position]
+    if not agrees:
+        raise AlertRejected(
+            f"market_position {market_position} contradicts target_position {target}",
+            field="market_position",
+            expected="long with a positive, short with a negative, flat with a zero target",
+        )
+
+
+def _bracket(fields: FieldReader, name: str) -> Bracket | None:
+    value = fields.obj(name)
+    if value is None:
+        return None
+    expected = 'one of {"ticks": n}, {"points": x}, {"price": p}, {"dollars": d}'
+    present = [k for k in value if value[k] is not None]
+    unknown = [k for k in present if k not in BRACKET_UNITS]
+    if unknown or len(present) != 1:
+        what = f"unknown key {unknown[0]}" if unknown else f"{len(present)} units"
+        raise AlertRejected(f"{name} has {what}", field=name, expected=expected)
+    unit = present[0]
+    number = to_decimal(value[unit], f"{name}.{unit}", "a number above 0")
+    if number <= 0:
+        raise AlertRejected(
+            f"{name}.{unit} is {number}", field=f"{name}.{unit}", expected="a number above 0"
+        )
+    if unit == "ticks":
+        number = check_whole(number, f"{name}.ticks")
+    return Bracket(unit=unit, value=number)  # type: ignore[arg-type]  # unit is a BracketUnit
+
+
+def _accounts(fields: FieldReader) -> tuple[AccountRef, ...]:
+    single = fields.text("account", expected="an account name or group:NAME")
+    many = fields.raw("accounts")
+    if single is not None and many is not None:
+        raise AlertRejected(
+            "account and accounts are both given",
+            field="accounts",
+            expected="account (one name) or accounts (a list), not both",
+        )
+    if single is not None:
+        return (AccountRef(single),)
+    if many is None:
+        return ()
+    if isinstance(many, str):
+        many = [many]
+    if not isinstance(many, list) or not many:
+        raise AlertRejected(
+            "accounts must be a non-empty list",
+            field="accounts",
+            expected='a list of names, "group:NAME" or {"account": name, "multiplier": n}',
+        )
+    refs: list[AccountRef] = []
+    for index, item in enumerate(many):
+        where = f"accounts[{index}]"
+        if isinstance(item, str) and item.strip():
+            refs.append(AccountRef(item.strip()))
+            continue
+        if not isinstance(item, dict):
+            raise AlertRejected(
+                f"{where} is not a name or an object",
+                field=where,
+                expected='a name, "group:NAME" or {"account": name, "multiplier": n}',
+            )
+        entry = FieldReader(item, prefix=f"{where}.")
+        name = entry.text("account", required=True, expected="an account name")
+        multiplier = entry.positive("multiplier") or to_decimal(1, where)
+        extra = entry.unread()
+        if extra:
+            raise AlertRejected(
+                f"{where} has unknown field {extra[0]}",
+                field=f"{where}.{extra[0]}",
+                expected="account and multiplier",
+            )
+        assert name is not None
+        refs.append(AccountRef(name, multiplier))
+    return tuple(refs)

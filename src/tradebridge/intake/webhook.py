@@ -1,0 +1,445 @@
+"""The TradingView webhook: ``POST /webhook`` and ``POST /webhook/{secret}``.
+
+Order of work per request, cheapest first (reference §2): source address (403), client
+certificate (403), rate (429), body size while reading (413), JSON (400), secret (401),
+then the idempotency key (200 ``duplicate``) before anything else, then the full parse
+(400), then ONE transaction storing the alert and its ledger rows, then the answer. The
+only 5xx is 503, and only when nothing was stored: TradingView resends on 5xx, and the key
+absorbs the overlap. Nothing after the commit can turn the answer into a 5xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from tradebridge.config import Settings
+from tradebridge.errors import StoreError
+from tradebridge.intake import compat, tradebridge_format
+from tradebridge.intake.formats import (
+    AlertRejected,
+    Format,
+    ParsedAlert,
+    decode_body,
+    detect_format,
+)
+from tradebridge.intake.plan import new_group_id, plan_alert
+from tradebridge.intake.schemas import (
+    AcceptedAnswer,
+    ErrorAnswer,
+    PickMyTradeAlert,
+    TradebridgeAlert,
+    TradersPostAlert,
+)
+from tradebridge.intake.security import (
+    Gate,
+    RateLimiter,
+    body_secrets,
+    client_cert_ok,
+    redact,
+    secret_matches,
+    validate_webhook_settings,
+)
+from tradebridge.ops import metrics
+from tradebridge.ops.logging import get_logger
+from tradebridge.store.ledger import InsertResult, Ledger, NewAlert
+
+__all__ = ["IntakeDeps", "build_router", "validate_webhook_settings"]
+
+_log = get_logger("tradebridge.intake.webhook")
+
+# Failures that mean "the database did not take it": answered 503 so TradingView resends.
+_STORE_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    StoreError,
+)
+
+_PARSERS: dict[Format, Callable[[Mapping[str, Any]], ParsedAlert]] = {
+    "tradebridge": tradebridge_format.parse,
+    "traderspost": compat.parse_traderspost,
+    "pickmytrade": compat.parse_pickmytrade,
+}
+# The fields whose values identify one firing of one alert, per dialect (with the fire time).
+_IDENTITY_FIELDS: dict[Format, tuple[str, ...]] = {
+    "tradebridge": ("id", "strategy", "symbol", "action", "quantity", "target_position",
+                    "account", "accounts"),
+    "traderspost": ("ticker", "action", "sentiment", "quantity"),
+    "pickmytrade": ("symbol", "data", "quantity", "account_id", "multiple_accounts"),
+}  # fmt: skip
+_TIME_FIELD: dict[Format, str] = {"tradebridge": "time", "traderspost": "time",
+                                  "pickmytrade": "date"}  # fmt: skip
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeDeps:
+    """What the webhook needs: settings, the ledger and a clock (UTC, timezone-aware)."""
+
+    settings: Settings
+    ledger: Ledger
+    clock: Callable[[], datetime] = field(default=_utcnow)
+
+
+class _Refused(Exception):
+    """An early answer (4xx) before anything is stored."""
+
+    def __init__(
+        self, status: int, body: ErrorAnswer, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(body.error)
+        self.status = status
+        self.body = body
+        self.headers = headers
+
+
+def build_router(deps: IntakeDeps) -> APIRouter:
+    """Return the webhook's router; ``ConfigError`` if the webhook settings are unsafe."""
+    validate_webhook_settings(deps.settings)
+    intake = _Intake(deps)
+    router = APIRouter(tags=["webhook"])
+    common: dict[str, Any] = {
+        "response_model": AcceptedAnswer,
+        "responses": _ERROR_RESPONSES,
+        "openapi_extra": {"requestBody": _REQUEST_BODY},
+    }
+
+    @router.post(
+        "/webhook",
+        summary="Receive a TradingView alert (secret in the body)",
+        description=_DESCRIPTION,
+        **common,
+    )
+    async def webhook(request: Request) -> JSONResponse:
+        return await intake.handle(request, None)
+
+    @router.post(
+        "/webhook/{secret}",
+        summary="Receive a TradingView alert (secret in the URL path)",
+        description=_DESCRIPTION,
+        **common,
+    )
+    async def webhook_with_secret(request: Request, secret: str) -> JSONResponse:
+        return await intake.handle(request, secret)
+
+    return router
+
+
+class _Intake:
+    def __init__(self, deps: IntakeDeps) -> None:
+        self._deps = deps
+        self._hook = deps.settings.webhook
+        self._gate = Gate.from_config(self._hook)
+        self._limiter = RateLimiter(self._hook.rate_limit_per_minute, self._hook.rate_limit_burst)
+        secret = self._hook.secret
+        self._secret = secret.get_secret_value() if secret is not None else ""
+
+    async def handle(self, request: Request, path_secret: str | None) -> JSONResponse:
+        try:
+            return await self._handle(request, path_secret)
+        except _Refused as refused:
+            _count(refused.body.status)
+            return _answer(refused.status, refused.body.model_dump(exclude_none=True),
+                           refused.headers)  # fmt: skip
+
+    async def _handle(self, request: Request, path_secret: str | None) -> JSONResponse:
+        received_at = self._deps.clock()
+        peer = request.client.host if request.client else None
+        address = self._gate.client_address(peer, request.headers.get("x-forwarded-for"))
+        if self._hook.ip_allowlist and not self._gate.allows(address):
+            raise _Refused(403, ErrorAnswer(status="forbidden", error="address not allowed"))
+        if self._hook.client_cert and not (
+            self._gate.peer_is_proxy(peer) and client_cert_ok(self._hook, request.headers)
+        ):
+            raise _Refused(
+                403, ErrorAnswer(status="forbidden", error="no valid client certificate")
+            )
+        if not self._limiter.allow(address):
+            raise _Refused(
+                429,
+                ErrorAnswer(status="rate_limited", error="too many alerts from this address"),
+                {"Retry-After": "1"},
+            )
+        raw = await self._read_body(request)
+        try:
+            body = decode_body(raw)
+        except AlertRejected as e:
+            raise _Refused(400, _invalid(e)) from None
+        self._check_secret(body, path_secret)
+
+        fmt = detect_format(body)
+        key, body_sha = _dedupe_keys(fmt, body, raw)
+        window = timedelta(seconds=self._hook.dedupe_window_s)
+        try:
+            async with asyncio.timeout(self._hook_timeout()):
+                found = await self._deps.ledger.find_alert(
+                    idempotency_key=key, body_sha256=body_sha, since=received_at - window
+                )
+        except _STORE_ERRORS as e:
+            return self._unavailable(e)
+        if found is not None:
+            return _duplicate(found)
+
+        try:
+            parsed = _PARSERS[fmt](body)
+            stale = self._stale_reason(parsed, received_at)
+            plan = plan_alert(parsed, self._deps.settings, received_at.date(),
+                              group_id=new_group_id(), stale_reason=stale)  # fmt: skip
+        except AlertRejected as e:
+            await self._record_invalid(fmt, body, raw, address, received_at, e)
+            raise _Refused(400, _invalid(e)) from None
+
+        alert = NewAlert(
+            received_at=received_at,
+            format=fmt,
+            outcome="stale" if stale else "accepted",
+            payload=redact(body),
+            idempotency_key=key,
+            body_sha256=body_sha,
+            dedupe_window=window,
+            source_ip=address,
+            fired_at=parsed.fired_at,
+            group_id=plan.group_id,
+        )
+        try:
+            async with asyncio.timeout(self._hook_timeout()):
+                stored = await self._deps.ledger.insert_alert(alert, plan.rows)
+        except _STORE_ERRORS as e:
+            return self._unavailable(e)
+        # Stored: from here on every outcome is a 200 (a 5xx would bring three resends).
+        try:
+            return self._stored_answer(stored, parsed, plan.instrument, plan.notes, stale)
+        except Exception:  # noqa: BLE001 - the alert is stored; the answer must stay 2xx
+            _log.exception("webhook answer failed after storing", group_id=stored.group_id)
+            return _answer(200, {"status": "accepted" if not stale else "rejected",
+                                 "signal_ids": list(stored.signal_ids),
+                                 "group_id": stored.group_id})  # fmt: skip
+
+    def _hook_timeout(self) -> float:
+        return float(self._hook.store_timeout_s)
+
+    async def _read_body(self, request: Request) -> bytes:
+        cap = self._hook.max_body_bytes
+        too_large = _Refused(
+            413, ErrorAnswer(status="too_large", error=f"the body is over {cap} bytes")
+        )
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.strip().isdigit() and int(declared) > cap:
+            raise too_large
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > cap:  # enforced while reading: a huge body is never held in memory
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _check_secret(self, body: Mapping[str, Any], path_secret: str | None) -> None:
+        given = [path_secret] if path_secret is not None else []
+        given += body_secrets(body)
+        if not self._secret:
+            return  # allow_no_secret_for_local_tests (validate_webhook_settings)
+        ok = bool(given)
+        for value in given:
+            # Every secret the alert carries must match: all compared, in constant time.
+            ok &= isinstance(value, str) and secret_matches(value, self._secret)
+        if not ok:
+            raise _Refused(401, ErrorAnswer(status="unauthorized", error="missing or wrong secret"))
+
+    def _stale_reason(self, parsed: ParsedAlert, received_at: datetime) -> str | None:
+        if parsed.fired_at is None:
+            return None
+        age = (received_at - parsed.fired_at).total_seconds()
+        skew = self._hook.clock_skew_s
+        if age < -skew:
+            raise AlertRejected(
+                f"time is {-age:.1f} s in the future",
+                field=_TIME_FIELD[parsed.format],
+                expected=f"the fire time ({{{{timenow}}}}), at most {skew:g} s ahead of us",
+            )
+        limit = self._hook.stale_after_s
+        if age > limit + skew:
+            return (
+                f"fired {age:.1f} s before it was received; alerts older than {limit:g} s "
+                f"(+{skew:g} s clock skew) are not traded"
+            )
+        return None
+
+    async def _record_invalid(
+        self,
+        fmt: str,
+        body: Mapping[str, Any],
+        raw: bytes,
+        address: str,
+        received_at: datetime,
+        error: AlertRejected,
+    ) -> None:
+        # Audit of an authenticated but untradeable alert; best effort, never a 5xx.
+        alert = NewAlert(
+            received_at=received_at,
+            format=fmt,
+            outcome="invalid",
+            payload=redact(body),
+            body_sha256=hashlib.sha256(raw).hexdigest(),
+            source_ip=address,
+            error=str(error)[:500],
+        )
+        try:
+            async with asyncio.timeout(self._hook_timeout()):
+                await self._deps.ledger.insert_alert(alert, ())
+        except _STORE_ERRORS as e:
+            _log.warning("invalid alert not recorded", error=type(e).__name__)
+
+    def _stored_answer(
+        self,
+        stored: InsertResult,
+        parsed: ParsedAlert,
+        instrument: str | None,
+        notes: tuple[str, ...],
+        stale: str | None,
+    ) -> JSONResponse:
+        if stored.duplicate:  # a concurrent delivery won the race
+            return _duplicate(stored)
+        answer = AcceptedAnswer(
+            status="rejected" if stale else "accepted",
+            signal_ids=list(stored.signal_ids),
+            group_id=stored.group_id,
+            instrument=instrument,
+            format=parsed.format,
+            reason="stale" if stale else None,
+            detail=stale,
+            ignored_fields=list(parsed.ignored_fields),
+            notes=list(notes),
+        )
+        _count("stale" if stale else "accepted")
+        _log.info(
+            "webhook alert stored",
+            outcome=stored.outcome,
+            group_id=stored.group_id,
+            signal_ids=list(stored.signal_ids),
+            format=parsed.format,
+            instrument=instrument,
+        )
+        return _answer(200, answer.model_dump(exclude_none=True))
+
+    def _unavailable(self, error: BaseException) -> JSONResponse:
+        _log.warning("webhook alert not stored: database unavailable", error=type(error).__name__)
+        _count("unavailable")
+        body = ErrorAnswer(
+            status="unavailable", error="the alert could not be stored; send it again"
+        )
+        return _answer(503, body.model_dump(exclude_none=True), {"Retry-After": "5"})
+
+
+def _dedupe_keys(fmt: Format, body: Mapping[str, Any], raw: bytes) -> tuple[str | None, str | None]:
+    """Return (idempotency key, body hash): the key when the alert has a fire time."""
+    fired = body.get(_TIME_FIELD[fmt])
+    if fired is None or (isinstance(fired, str) and not fired.strip()):
+        return None, hashlib.sha256(raw).hexdigest()
+    identity = [fmt, _norm(fired)] + [_norm(body.get(name)) for name in _IDENTITY_FIELDS[fmt]]
+    digest = hashlib.sha256(json.dumps(identity, separators=(",", ":")).encode()).hexdigest()
+    return f"{fmt}:{digest}", None
+
+
+def _norm(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, dict | list):
+        return json.dumps(redact(value), sort_keys=True, default=str)
+    return str(value).strip().lower()
+
+
+def _duplicate(found: InsertResult) -> JSONResponse:
+    _count("duplicate")
+    answer = AcceptedAnswer(
+        status="duplicate",
+        signal_ids=list(found.signal_ids),
+        group_id=found.group_id,
+        original_status=found.outcome,
+    )
+    return _answer(200, answer.model_dump(exclude_none=True))
+
+
+def _invalid(error: AlertRejected) -> ErrorAnswer:
+    return ErrorAnswer(status="invalid", error=str(error), field=error.field,
+                       expected=error.expected)  # fmt: skip
+
+
+def _answer(
+    status: int, content: dict[str, Any], headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(status_code=status, content=content, headers=headers)
+
+
+def _count(outcome: str) -> None:
+    try:
+        metrics.WEBHOOK_REQUESTS.labels(outcome=outcome).inc()
+    except Exception:  # noqa: BLE001 - a metric must never change an answer
+        _log.debug("webhook metric failed", outcome=outcome)
+
+
+def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+    """Inline ``$defs`` references so the schema stands alone inside the OpenAPI document."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return walk(defs[ref.removeprefix("#/$defs/")])
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    result: dict[str, Any] = walk(schema)
+    return result
+
+
+_ALERT_SCHEMA = {
+    "oneOf": [
+        _inline(TradebridgeAlert.model_json_schema()),
+        _inline(TradersPostAlert.model_json_schema()),
+        _inline(PickMyTradeAlert.model_json_schema()),
+    ]
+}
+_REQUEST_BODY: dict[str, Any] = {
+    "required": True,
+    "description": "The alert message. TradingView sends text/plain when the message is not "
+    "valid JSON and application/json when it is; both are read the same way.",
+    "content": {
+        "application/json": {"schema": _ALERT_SCHEMA},
+        "text/plain": {"schema": {"type": "string", "description": "a JSON alert as text"}},
+    },
+}
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorAnswer, "description": "Invalid alert: the field and what it expects"},
+    401: {"model": ErrorAnswer, "description": "Missing or wrong secret"},
+    403: {"model": ErrorAnswer, "description": "Address or client certificate not allowed"},
+    413: {"model": ErrorAnswer, "description": "Body over webhook.max_body_bytes"},
+    429: {"model": ErrorAnswer, "description": "Rate limited (per address, per process)"},
+    503: {"model": ErrorAnswer, "description": "Not stored (database down): send it again"},
+}
+_DESCRIPTION = """\
+Stores the alert as ledger rows (one per account, sharing a group id) in one transaction,
+then answers; workers place the orders. Formats: tradebridge's own, TradersPost-style and
+PickMyTrade-style, recognised automatically (docs/tradingview.md).
+
+200 answers: `accepted` (signal ids), `duplicate` (a repeat of a stored alert: the first
+delivery's ids), `rejected` with reason `stale` (stored as denied, not traded).
+"""

@@ -1,0 +1,124 @@
+"""``/healthz`` and ``/metrics``: is this process able to do its work, and what has it done.
+
+``/healthz`` answers 200 when the database, Redis and every broker host answer, else 503,
+with one JSON entry per check (``ok``, ``latency_ms``, and on failure a reason that names
+the kind of error, never a URL's password or a token). Broker hosts are probed with a plain
+unauthenticated GET, cached for ``ttl_s``: a health check must not spend Tradovate's request
+budget. Any HTTP answer counts as reachable; only a failed connection or a timeout does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+
+from tradebridge.config import Settings
+from tradebridge.domain.enums import Dialect
+from tradebridge.ops import metrics
+from tradebridge.store.ledger import Ledger
+
+_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """The outcome of one health check."""
+
+    ok: bool
+    latency_ms: float
+    error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """Return the check as JSON-ready data."""
+        out: dict[str, Any] = {"ok": self.ok, "latency_ms": round(self.latency_ms, 2)}
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+async def _timed(probe: Callable[[], Awaitable[object]], timeout_s: float) -> CheckResult:
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout_s):
+            await probe()
+    except TimeoutError:
+        return CheckResult(False, (time.perf_counter() - started) * 1000, "timed out")
+    except Exception as e:  # noqa: BLE001 - any failure is the check's answer
+        # The type only: messages of database and Redis errors can carry URLs.
+        return CheckResult(False, (time.perf_counter() - started) * 1000, type(e).__name__)
+    return CheckResult(True, (time.perf_counter() - started) * 1000)
+
+
+def broker_hosts(settings: Settings) -> dict[str, str]:
+    """Return the broker base URLs the configured accounts use, by dialect name."""
+    hosts: dict[str, str] = {}
+    for account in settings.accounts:
+        if account.dialect is Dialect.TVBRIDGE:
+            hosts[Dialect.TVBRIDGE.value] = settings.tradovate.bridge_url
+        else:
+            hosts[Dialect.NATIVE.value] = settings.tradovate.native_url
+    return hosts
+
+
+@dataclass
+class HealthChecker:
+    """Runs the checks of ``/healthz``; broker probes are cached for ``ttl_s``."""
+
+    ledger: Ledger
+    redis: aioredis.Redis
+    brokers: Mapping[str, str]
+    ttl_s: float = 30.0
+    timeout_s: float = _TIMEOUT_S
+    _cache: dict[str, tuple[float, CheckResult]] = field(default_factory=dict)
+
+    async def check(self) -> dict[str, Any]:
+        """Run every check and return the ``/healthz`` document."""
+        names = ["database", "redis", *(f"broker:{name}" for name in self.brokers)]
+        probes = [
+            _timed(lambda: self.ledger.pool.fetchval("select 1"), self.timeout_s),
+            _timed(self.redis.ping, self.timeout_s),
+            *(self._broker(url) for url in self.brokers.values()),
+        ]
+        results = await asyncio.gather(*probes)
+        checks = {name: result.as_json() for name, result in zip(names, results, strict=True)}
+        ok = all(result.ok for result in results)
+        return {"status": "ok" if ok else "failing", "checks": checks}
+
+    async def _broker(self, url: str) -> CheckResult:
+        cached = self._cache.get(url)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self.ttl_s:
+            return cached[1]
+
+        async def probe() -> None:
+            async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+                await client.get(url)
+
+        result = await _timed(probe, self.timeout_s)
+        self._cache[url] = (now, result)
+        return result
+
+
+def build_ops_router(checker: HealthChecker) -> APIRouter:
+    """Return the router of ``/healthz`` and ``/metrics``."""
+    router = APIRouter()
+
+    @router.get("/healthz")
+    async def healthz() -> JSONResponse:
+        report = await checker.check()
+        return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
+
+    @router.get("/metrics")
+    async def prometheus() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    return router

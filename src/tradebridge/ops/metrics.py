@@ -1,0 +1,89 @@
+"""Prometheus metrics of one tradebridge process, served at ``/metrics``.
+
+Every metric lives in ``REGISTRY`` (not prometheus-client's global one), so that tests and
+several in-process servers never collide. The order path records into these objects
+directly, e.g. ``SIGNALS_CLAIMED.inc()``, ``SIGNALS_OUTCOME.labels(outcome="denied").inc()``,
+``PLACEMENT_SECONDS.observe(seconds)``, ``BROKER_CALLS.labels(dialect, "submit", "ok").inc()``.
+Labels stay low-cardinality: never a signal id, an order id or a price.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+
+REGISTRY: Final = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
+
+# Latency buckets from sub-millisecond (loopback simulator) to the broker timeout.
+_LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+
+SIGNALS_CLAIMED: Final = Counter(
+    "tradebridge_signals_claimed",
+    "Ledger rows claimed by a worker of this process.",
+    registry=REGISTRY,
+)
+# outcome: placed (the broker accepted it) | filled | denied (our checks) | rejected (the
+# broker said no) | unknown (answer lost, sent to lookup) | failed | cancelled | requeued.
+SIGNALS_OUTCOME: Final = Counter(
+    "tradebridge_signals_outcome",
+    "Ledger rows by the status this process moved them to.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+SIGNALS_PLACED: Final = SIGNALS_OUTCOME.labels(outcome="placed")
+SIGNALS_DENIED: Final = SIGNALS_OUTCOME.labels(outcome="denied")
+SIGNALS_REJECTED: Final = SIGNALS_OUTCOME.labels(outcome="rejected")
+SIGNALS_UNKNOWN: Final = SIGNALS_OUTCOME.labels(outcome="unknown")
+SIGNALS_FAILED: Final = SIGNALS_OUTCOME.labels(outcome="failed")
+SIGNALS_FILLED: Final = SIGNALS_OUTCOME.labels(outcome="filled")
+
+PLACEMENT_SECONDS: Final = Histogram(
+    "tradebridge_placement_seconds",
+    "From the row's insert (created_at) to the broker's answer to the submit.",
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+# Labelled by operation (submit, lookup, cancel, modify, flatten, accounts, login ...)
+# and outcome (ok, rejected, unknown or error).
+BROKER_CALLS: Final = Counter(
+    "tradebridge_broker_calls",
+    "Requests to the broker by dialect, operation and outcome.",
+    ["dialect", "operation", "outcome"],
+    registry=REGISTRY,
+)
+BROKER_CALL_SECONDS: Final = Histogram(
+    "tradebridge_broker_call_seconds",
+    "Duration of requests to the broker.",
+    ["dialect", "operation"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+# Labelled by outcome: accepted, duplicate, refused (auth, ip, stale, malformed), error.
+WEBHOOK_REQUESTS: Final = Counter(
+    "tradebridge_webhook_requests",
+    "Webhook requests by outcome.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+WORKERS_RUNNING: Final = Gauge(
+    "tradebridge_workers_running",
+    "Dispatchers running in this process.",
+    registry=REGISTRY,
+)
+
+
+def render() -> tuple[bytes, str]:
+    """Return the current metrics in the Prometheus text format, with its content type."""
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,279 @@
+"""Routing: a valid signal plus what the broker reports becomes broker commands, or a denial.
+
+Pure: the position, the working orders and the quote are arguments (``BrokerView``); the
+dispatcher reads them from the broker at placement time, and only what ``needs`` says.
+
+* ``order``: the row as it is; stop loss / take profit become a ``Bracket``. Tick distances
+  are converted to prices from the entry reference: the limit (or stop) price, else the
+  row's ``reference_price``, else the broker's quote.
+* ``exit``: an opposite-side market order for the whole position on the contract.
+* ``reverse``: the opposite side for twice the position, or a plain entry when flat.
+* ``target``: the difference between ``target_position`` and the position.
+* ``cancel``: cancel the working orders on the contract.
+* ``flatten``: ``FlattenPosition`` for every contract with a position or working orders.
+
+Nothing to do (flat on exit, no working orders on cancel, already at target) is a ``Denied``
+whose reason starts with ``nothing to do``: nothing was sent, and the row is final.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
+
+from tradebridge.domain.commands import Bracket, CancelOrder, FlattenPosition, SubmitOrder
+from tradebridge.domain.contracts import ContractSymbol, parse_contract
+from tradebridge.domain.enums import OrderType, Side
+from tradebridge.domain.ids import ClientOrderId
+from tradebridge.domain.reports import OrderStatusReport, PositionReport
+from tradebridge.errors import InvalidInput
+from tradebridge.pipeline.validate import Denied, Intent, ValidSignal
+
+
+@dataclass(frozen=True, slots=True)
+class Needs:
+    """Which broker facts routing (and risk) needs for one signal."""
+
+    position: bool = False
+    orders: bool = False
+    quote: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerView:
+    """What the broker reported at placement time (only what ``Needs`` asked for)."""
+
+    positions: Sequence[PositionReport] = ()
+    working: Sequence[OrderStatusReport] = ()
+    quote: Decimal | None = None
+
+    def position(self, contract: ContractSymbol) -> int:
+        """Return the net position on ``contract`` (0 when flat or unknown)."""
+        return sum(p.net_qty for p in self.positions if p.contract == contract.name)
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceOrder:
+    """Send one order."""
+
+    command: SubmitOrder
+    position_before: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOrders:
+    """Cancel these working orders (idempotent: a second run cancels what is left)."""
+
+    commands: tuple[CancelOrder, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FlattenAccount:
+    """Flatten these contracts (idempotent: the target is flat)."""
+
+    commands: tuple[FlattenPosition, ...] = field(default_factory=tuple)
+
+
+Plan = PlaceOrder | CancelOrders | FlattenAccount
+
+
+def needs(signal: ValidSignal, *, position_for_risk: bool = False) -> Needs:
+    """Return which broker facts ``route`` needs for ``signal``."""
+    entry_known = signal.limit_price is not None or signal.stop_price is not None
+    ticks = signal.stop_loss_ticks is not None or signal.take_profit_ticks is not None
+    quote = ticks and not entry_known and signal.reference_price is None
+    match signal.intent:
+        case Intent.ORDER:
+            return Needs(position=position_for_risk, quote=quote)
+        case Intent.EXIT | Intent.REVERSE | Intent.TARGET:
+            return Needs(position=True, quote=quote and signal.intent is Intent.REVERSE)
+        case Intent.CANCEL:
+            return Needs(orders=True)
+        case Intent.FLATTEN:
+            return Needs(position=True, orders=True)
+
+
+def route(
+    signal: ValidSignal, view: BrokerView, client_order_id: ClientOrderId, *, today: date
+) -> Plan | Denied:
+    """Turn ``signal`` into broker commands, or say why none can be sent."""
+    try:
+        return _route(signal, view, client_order_id, today)
+    except InvalidInput as e:
+        return Denied(str(e), e.field)
+
+
+def _route(signal: ValidSignal, view: BrokerView, cid: ClientOrderId, today: date) -> Plan | Denied:
+    if signal.intent is Intent.FLATTEN:
+        return _flatten(signal, view, today)
+    contract = signal.contract
+    assert contract is not None  # validate requires it for every other intent
+    if signal.intent is Intent.CANCEL:
+        working = tuple(
+            CancelOrder(signal.account, o.broker_order_id)
+            for o in view.working
+            if o.contract == contract.name and o.status.is_open
+        )
+        if not working:
+            return Denied(f"nothing to do: no working orders on {contract.name}")
+        return CancelOrders(working)
+    position = view.position(contract)
+    match signal.intent:
+        case Intent.ORDER:
+            return _entry(signal, contract, signal.side, signal.quantity, view, cid, position)
+        case Intent.EXIT:
+            if position == 0:
+                return Denied(f"nothing to do: no position in {contract.name} to exit")
+            side = Side.SELL if position > 0 else Side.BUY
+            return _closing(signal, contract, side, abs(position), cid, position)
+        case Intent.REVERSE:
+            if position == 0:
+                return _entry(signal, contract, signal.side, signal.quantity, view, cid, 0)
+            held = Side.BUY if position > 0 else Side.SELL
+            if signal.side is held:
+                return Denied(
+                    f"nothing to do: reverse to {held.value} but already "
+                    f"{'long' if position > 0 else 'short'} {abs(position)} {contract.name}"
+                )
+            return _closing(signal, contract, held.opposite, 2 * abs(position), cid, position)
+        case Intent.TARGET:
+            assert signal.target_position is not None
+            delta = signal.target_position - position
+            if delta == 0:
+                return Denied(
+                    f"nothing to do: the position in {contract.name} is already "
+                    f"{position:+d}, the target"
+                )
+            side = Side.BUY if delta > 0 else Side.SELL
+            return _closing(signal, contract, side, abs(delta), cid, position)
+    raise AssertionError(signal.intent)  # pragma: no cover
+
+
+def _flatten(signal: ValidSignal, view: BrokerView, today: date) -> Plan | Denied:
+    names = {p.contract for p in view.positions if p.net_qty != 0}
+    names |= {o.contract for o in view.working if o.status.is_open}
+    if signal.contract is not None:
+        names &= {signal.contract.name}
+    if not names:
+        return Denied(f"nothing to do: no position or working order on {signal.account}")
+    commands = tuple(
+        FlattenPosition(signal.account, parse_contract(name, today)) for name in sorted(names)
+    )
+    return FlattenAccount(commands)
+
+
+def _closing(
+    signal: ValidSignal,
+    contract: ContractSymbol,
+    side: Side,
+    quantity: int,
+    cid: ClientOrderId,
+    position: int,
+) -> PlaceOrder:
+    # Exits, reversals and target moves carry no bracket: its legs would be sized to the
+    # order, not to the position that remains.
+    return PlaceOrder(
+        SubmitOrder(
+            client_order_id=cid,
+            account=signal.account,
+            contract=contract,
+            side=side,
+            order_type=signal.order_type,
+            quantity=quantity,
+            limit_price=signal.limit_price,
+            stop_price=signal.stop_price,
+            tif=signal.tif,
+            text=_text(signal),
+        ),
+        position_before=position,
+    )
+
+
+def _entry(
+    signal: ValidSignal,
+    contract: ContractSymbol,
+    side: Side | None,
+    quantity: int | None,
+    view: BrokerView,
+    cid: ClientOrderId,
+    position: int,
+) -> PlaceOrder | Denied:
+    if side is None:
+        return Denied("side is missing (buy or sell)", "side")
+    if quantity is None:
+        return Denied("quantity is missing", "quantity")
+    bracket = _bracket(signal, contract, side, view)
+    if isinstance(bracket, Denied):
+        return bracket
+    return PlaceOrder(
+        SubmitOrder(
+            client_order_id=cid,
+            account=signal.account,
+            contract=contract,
+            side=side,
+            order_type=signal.order_type,
+            quantity=quantity,
+            limit_price=signal.limit_price,
+            stop_price=signal.stop_price,
+            tif=signal.tif,
+            bracket=bracket,
+            text=_text(signal),
+        ),
+        position_before=position,
+    )
+
+
+def entry_reference(signal: ValidSignal, quote: Decimal | None) -> Decimal | None:
+    """Return the price a bracket is measured from: limit, stop, reference, quote."""
+    if signal.order_type.needs_limit_price:
+        return signal.limit_price
+    if signal.order_type is OrderType.STOP:
+        return signal.stop_price
+    return signal.reference_price if signal.reference_price is not None else quote
+
+
+def _bracket(
+    signal: ValidSignal, contract: ContractSymbol, side: Side, view: BrokerView
+) -> Bracket | Denied | None:
+    if not signal.has_bracket:
+        return None
+    tick = contract.product.tick_size
+    entry = entry_reference(signal, view.quote)
+    if entry is not None:
+        entry = (entry / tick).quantize(Decimal(1), rounding=ROUND_HALF_UP) * tick
+    stop_loss, take_profit = signal.stop_loss, signal.take_profit
+    if signal.stop_loss_ticks is not None or signal.take_profit_ticks is not None:
+        if entry is None:
+            return Denied(
+                "stop_loss_ticks/take_profit_ticks need an entry reference: a limit or stop "
+                "price, reference_price, or a quote from the broker (none available)",
+                "reference_price",
+            )
+        if signal.stop_loss_ticks is not None:
+            stop_loss = entry - side.sign * signal.stop_loss_ticks * tick
+        if signal.take_profit_ticks is not None:
+            take_profit = entry + side.sign * signal.take_profit_ticks * tick
+    for name, price in (("stop_loss", stop_loss), ("take_profit", take_profit)):
+        if price is not None and price <= 0:
+            return Denied(f"{name} works out at {price}, not a price", name)
+    if entry is not None:
+        if stop_loss is not None and (stop_loss - entry) * side.sign >= 0:
+            return Denied(
+                f"stop_loss {stop_loss} is on the wrong side of the entry {entry} for a "
+                f"{side.value} (it must be {'below' if side is Side.BUY else 'above'})",
+                "stop_loss",
+            )
+        if take_profit is not None and (take_profit - entry) * side.sign <= 0:
+            return Denied(
+                f"take_profit {take_profit} is on the wrong side of the entry {entry} for a "
+                f"{side.value} (it must be {'above' if side is Side.BUY else 'below'})",
+                "take_profit",
+            )
+    return Bracket(stop_loss=stop_loss, take_profit=take_profit)
+
+
+def _text(signal: ValidSignal) -> str:
+    # A second correlation key next to the client order id (reference §11.2).
+    return f"tb {signal.signal_id}"[:64]

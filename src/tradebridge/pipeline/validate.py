@@ -1,0 +1,317 @@
+"""Validation: a raw ledger row becomes a ``ValidSignal`` or a ``Denied`` with a precise reason.
+
+Pure: no I/O. The current date and the configured accounts are arguments. Everything a
+strategy can get wrong in its INSERT is caught here, before anything reaches the broker, and
+named in the row's ``error_message`` (docs/dispatcher.md lists every reason).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+
+from tradebridge.domain.contracts import ContractSymbol, resolve_symbol
+from tradebridge.domain.enums import OrderType, Side, TimeInForce
+from tradebridge.domain.ids import AccountName, SignalId
+from tradebridge.errors import InvalidSymbol
+
+
+class Intent(StrEnum):
+    """What a row asks for (the ``intent`` column)."""
+
+    ORDER = "order"  # place the row's order as it is
+    EXIT = "exit"  # close the position on the row's contract
+    REVERSE = "reverse"  # turn the position around (or enter, if flat)
+    CANCEL = "cancel"  # cancel working orders on the row's contract
+    FLATTEN = "flatten"  # cancel everything and close every position of the account
+    TARGET = "target"  # order the difference to ``target_position``
+
+
+@dataclass(frozen=True, slots=True)
+class Denied:
+    """Our checks said no; ``reason`` becomes the row's ``error_message``."""
+
+    reason: str
+    field: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RawSignal:
+    """A ledger row's strategy columns, raw: anything may be missing or wrong."""
+
+    signal_id: str
+    account_name: str | None
+    instrument: str | None
+    side: str | None
+    order_type: str | None
+    quantity: Decimal | None
+    price: Decimal | None = None
+    stop_price: Decimal | None = None
+    stop_loss: Decimal | None = None
+    take_profit: Decimal | None = None
+    time_in_force: str | None = None
+    intent: str | None = None
+    target_position: Decimal | None = None
+    stop_loss_ticks: int | None = None
+    take_profit_ticks: int | None = None
+    reference_price: Decimal | None = None
+    strategy_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ValidSignal:
+    """A row that passed validation; what is absent was not asked for."""
+
+    signal_id: SignalId
+    account: AccountName
+    intent: Intent
+    contract: ContractSymbol | None  # None only for flatten without an instrument
+    side: Side | None
+    order_type: OrderType
+    quantity: int | None
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    tif: TimeInForce = TimeInForce.DAY
+    stop_loss: Decimal | None = None
+    take_profit: Decimal | None = None
+    stop_loss_ticks: int | None = None
+    take_profit_ticks: int | None = None
+    reference_price: Decimal | None = None
+    target_position: int | None = None
+    strategy_name: str = ""
+
+    @property
+    def has_bracket(self) -> bool:
+        """Return whether a stop loss or take profit was asked for, in prices or ticks."""
+        return any(
+            x is not None
+            for x in (
+                self.stop_loss,
+                self.take_profit,
+                self.stop_loss_ticks,
+                self.take_profit_ticks,
+            )
+        )
+
+
+_SIDES = {"buy": Side.BUY, "sell": Side.SELL, "long": Side.BUY, "short": Side.SELL}
+_ORDER_TYPES = {
+    "market": OrderType.MARKET,
+    "limit": OrderType.LIMIT,
+    "stop": OrderType.STOP,
+    "stoplimit": OrderType.STOP_LIMIT,
+    "stop_limit": OrderType.STOP_LIMIT,
+}
+_NEEDS_CONTRACT = frozenset(
+    {Intent.ORDER, Intent.EXIT, Intent.REVERSE, Intent.CANCEL, Intent.TARGET}
+)
+
+
+def validate(
+    raw: RawSignal,
+    *,
+    today: date,
+    accounts: Collection[str],
+    root_map: Mapping[str, str] | None = None,
+) -> ValidSignal | Denied:
+    """Check a raw row; return what it asks for, or why it is denied."""
+    try:
+        return _validate(raw, today, accounts, dict(root_map or {}))
+    except _Deny as e:
+        return e.denied
+
+
+class _Deny(Exception):  # internal control flow, never escapes this module
+    def __init__(self, reason: str, field: str | None = None) -> None:
+        super().__init__(reason)
+        self.denied = Denied(reason, field)
+
+
+def _validate(
+    raw: RawSignal, today: date, accounts: Collection[str], root_map: dict[str, str]
+) -> ValidSignal:
+    intent = _intent(raw.intent)
+    account = (raw.account_name or "").strip()
+    if not account:
+        raise _Deny("account_name is missing", "account_name")
+    if account not in accounts:
+        known = ", ".join(sorted(accounts)) or "none"
+        raise _Deny(f"unknown account {account!r} (configured: {known})", "account_name")
+    contract = _contract(raw.instrument, today, root_map, required=intent in _NEEDS_CONTRACT)
+    side = _side(raw.side, required=intent is Intent.ORDER)
+    order_type = _order_type(raw.order_type)
+    quantity = _quantity(raw.quantity, required=intent is Intent.ORDER)
+    tif = _tif(raw.time_in_force)
+    limit_price = _price(raw.price, "price")
+    stop_price = _price(raw.stop_price, "stop_price")
+    if intent in (Intent.CANCEL, Intent.FLATTEN):
+        return ValidSignal(SignalId(raw.signal_id), AccountName(account), intent, contract,
+                           side, order_type, quantity, tif=tif,
+                           strategy_name=raw.strategy_name or "")  # fmt: skip
+    assert contract is not None  # _NEEDS_CONTRACT
+    if order_type.needs_limit_price and limit_price is None:
+        raise _Deny(f"a {order_type.value} order needs a price (the limit price)", "price")
+    if order_type.needs_stop_price and stop_price is None:
+        raise _Deny(f"a {order_type.value} order needs a stop_price", "stop_price")
+    if not order_type.needs_limit_price:
+        limit_price = None
+    if not order_type.needs_stop_price:
+        stop_price = None
+    tick = contract.product.tick_size
+    for name, value in (("price", limit_price), ("stop_price", stop_price)):
+        if value is not None and value % tick != 0:
+            raise _Deny(f"{name} {value} is not on the tick grid of {contract.root} ({tick})", name)
+    stop_loss = _price(raw.stop_loss, "stop_loss")
+    take_profit = _price(raw.take_profit, "take_profit")
+    sl_ticks = _ticks(raw.stop_loss_ticks, "stop_loss_ticks")
+    tp_ticks = _ticks(raw.take_profit_ticks, "take_profit_ticks")
+    if stop_loss is not None and sl_ticks is not None:
+        raise _Deny("give stop_loss or stop_loss_ticks, not both", "stop_loss_ticks")
+    if take_profit is not None and tp_ticks is not None:
+        raise _Deny("give take_profit or take_profit_ticks, not both", "take_profit_ticks")
+    for name, value in (("stop_loss", stop_loss), ("take_profit", take_profit)):
+        if value is not None and value % tick != 0:
+            raise _Deny(f"{name} {value} is not on the tick grid of {contract.root} ({tick})", name)
+    if side is not None and stop_loss is not None and take_profit is not None:
+        below, above = (stop_loss, take_profit) if side is Side.BUY else (take_profit, stop_loss)
+        if below >= above:
+            raise _Deny(
+                f"stop_loss {stop_loss} and take_profit {take_profit} are on the wrong sides "
+                f"for a {side.value}: a {side.value}'s stop loss must be "
+                f"{'below' if side is Side.BUY else 'above'} its take profit",
+                "stop_loss",
+            )
+    target = None
+    if intent is Intent.TARGET:
+        target = _target(raw.target_position)
+    reference = _price(raw.reference_price, "reference_price")
+    return ValidSignal(
+        signal_id=SignalId(raw.signal_id),
+        account=AccountName(account),
+        intent=intent,
+        contract=contract,
+        side=side,
+        order_type=order_type,
+        quantity=quantity,
+        limit_price=limit_price,
+        stop_price=stop_price,
+        tif=tif,
+        stop_loss=stop_loss,
+        take_profit=take_profit,
+        stop_loss_ticks=sl_ticks,
+        take_profit_ticks=tp_ticks,
+        reference_price=reference,
+        target_position=target,
+        strategy_name=raw.strategy_name or "",
+    )
+
+
+def _intent(value: str | None) -> Intent:
+    text = (value or "order").strip().lower()
+    try:
+        return Intent(text)
+    except ValueError:
+        known = ", ".join(i.value for i in Intent)
+        raise _Deny(f"unknown intent {value!r} (one of {known})", "intent") from None
+
+
+def _contract(
+    value: str | None, today: date, root_map: dict[str, str], *, required: bool
+) -> ContractSymbol | None:
+    text = (value or "").strip()
+    if not text:
+        if required:
+            raise _Deny("instrument is missing", "instrument")
+        return None
+    try:
+        return resolve_symbol(text, today, root_map)
+    except InvalidSymbol as e:
+        raise _Deny(f"instrument {text!r}: {e}", "instrument") from None
+
+
+def _side(value: str | None, *, required: bool) -> Side | None:
+    text = (value or "").strip().lower()
+    if not text:
+        if required:
+            raise _Deny("side is missing (buy or sell)", "side")
+        return None
+    side = _SIDES.get(text)
+    if side is None:
+        raise _Deny(f"unknown side {value!r} (buy or sell)", "side")
+    return side
+
+
+def _order_type(value: str | None) -> OrderType:
+    text = (value or "").strip().lower()
+    if not text:
+        return OrderType.MARKET
+    found = _ORDER_TYPES.get(text)
+    if found is None:
+        raise _Deny(
+            f"unknown order_type {value!r} (market, limit, stop or stoplimit)", "order_type"
+        )
+    return found
+
+
+def _quantity(value: Decimal | None, *, required: bool) -> int | None:
+    if value is None:
+        if required:
+            raise _Deny("quantity is missing", "quantity")
+        return None
+    if not value.is_finite() or value <= 0:
+        raise _Deny(f"quantity {value} must be a positive whole number of contracts", "quantity")
+    if value != value.to_integral_value():
+        raise _Deny(f"quantity {value} is fractional; contracts are whole numbers", "quantity")
+    return int(value)
+
+
+def _tif(value: str | None) -> TimeInForce:
+    text = (value or "").strip().lower()
+    if not text:
+        return TimeInForce.DAY
+    try:
+        tif = TimeInForce(text)
+    except ValueError:
+        raise _Deny(
+            f"unknown time_in_force {value!r} (day, gtc, ioc, fok)", "time_in_force"
+        ) from None
+    if tif is TimeInForce.GTD:
+        raise _Deny(
+            "time_in_force gtd needs an expire time, which rows cannot carry", "time_in_force"
+        )
+    return tif
+
+
+def _price(value: Decimal | None, name: str) -> Decimal | None:
+    # 0 or null means none (the documented convention for stop_loss/take_profit; a zero
+    # price is never a real futures price either).
+    if value is None or value == 0:
+        return None
+    if not value.is_finite() or value < 0:
+        raise _Deny(f"{name} {value} must be a positive price", name)
+    return value
+
+
+def _ticks(value: int | None, name: str) -> int | None:
+    if value is None or value == 0:
+        return None
+    if value < 0:
+        raise _Deny(f"{name} {value} must be a positive number of ticks", name)
+    return int(value)
+
+
+def _target(value: Decimal | None) -> int:
+    if value is None:
+        raise _Deny("intent target needs target_position (signed contracts)", "target_position")
+    try:
+        whole = value.to_integral_value()
+    except InvalidOperation:
+        raise _Deny(f"target_position {value} is not a number", "target_position") from None
+    if not value.is_finite() or value != whole:
+        raise _Deny(
+            f"target_position {value} must be a whole number of contracts", "target_position"
+        )
+    return int(whole)

@@ -1,0 +1,408 @@
+"""Sending a row's plan to the broker and resolving unknown outcomes; shared by the
+dispatcher (inline) and reconcile (after a crash or a failed lookup).
+
+The rules (DESIGN.md "Exactly-once effect", reference §11):
+
+* the row is ``submitted`` (committed) before anything leaves; its plan is in that event's
+  detail, so whoever resolves the row later knows exactly what was sent;
+* accepted → ``working``; ``BrokerRejected`` → ``rejected``; anything that may have been
+  sent without a verdict → ``unknown``;
+* an ``unknown`` row is looked up by client order id; found → adopted; absent → resent with
+  the SAME client order id, but only by whoever moves it ``unknown → submitted`` while its
+  ``placement_attempts`` is still the one the lookup started from (two resolvers never both
+  resend); a lookup that fails leaves it ``unknown`` for the next round.
+
+Cancel and flatten plans carry absolute targets, so resolving them means running them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from tradebridge.brokers._http import BrokerCall as HttpCall
+from tradebridge.brokers.base import Broker
+from tradebridge.brokers.pool import capture
+from tradebridge.config import DispatcherConfig
+from tradebridge.domain.commands import Bracket, CancelOrder, FlattenPosition, SubmitOrder
+from tradebridge.domain.contracts import parse_contract
+from tradebridge.domain.enums import OrderStatus, OrderType, Side, TimeInForce
+from tradebridge.domain.ids import AccountName, BrokerOrderId, ClientOrderId
+from tradebridge.domain.reports import OrderStatusReport
+from tradebridge.errors import (
+    BrokerError,
+    BrokerRejected,
+    IllegalTransition,
+    InvalidInput,
+    OutcomeUnknown,
+)
+from tradebridge.ops.logging import get_logger
+from tradebridge.pipeline.route import CancelOrders, FlattenAccount, PlaceOrder, Plan
+from tradebridge.store.ledger import BrokerCall, Ledger, LedgerStatus
+
+_log = get_logger("tradebridge.tracking.placement")
+# Namespace of the worker liveness locks (two-int form, apart from account locks 0x7462).
+WORKER_LOCK_NAMESPACE = 0x7463
+_S = LedgerStatus
+
+_FROM_BROKER: dict[OrderStatus, LedgerStatus] = {
+    OrderStatus.FILLED: _S.FILLED,
+    OrderStatus.PARTIALLY_FILLED: _S.PARTIALLY_FILLED,
+    OrderStatus.CANCELLED: _S.CANCELLED,
+    OrderStatus.EXPIRED: _S.EXPIRED,
+    OrderStatus.REJECTED: _S.REJECTED,
+}
+
+
+def ledger_status(status: OrderStatus) -> LedgerStatus:
+    """Return the row status of an order the broker reports (it exists: at least working)."""
+    return _FROM_BROKER.get(status, _S.WORKING)
+
+
+def audit(call: HttpCall) -> BrokerCall:
+    """Return the ledger's audit record of an HTTP call (already redacted by the client)."""
+    return BrokerCall(
+        dialect=call.dialect,
+        method=call.method,
+        path=call.path,
+        status=call.status,
+        latency_ms=call.latency_ms,
+        request=call.request_body,
+        response=call.response_body,
+        error=call.error,
+    )
+
+
+# --- plans as JSON (the ``submitted`` event's detail) ---------------------------------------
+
+
+def _num(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _dec(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+def plan_to_json(plan: Plan) -> dict[str, Any]:
+    """Return the plan as JSON data, complete enough to send it again."""
+    if isinstance(plan, PlaceOrder):
+        c = plan.command
+        bracket = c.bracket or Bracket()
+        return {
+            "plan": "order",
+            "account": c.account,
+            "contract": c.contract.name,
+            "contract_year": c.contract.year,
+            "side": c.side.value,
+            "order_type": c.order_type.value,
+            "quantity": c.quantity,
+            "limit_price": _num(c.limit_price),
+            "stop_price": _num(c.stop_price),
+            "tif": c.tif.value,
+            "stop_loss": _num(bracket.stop_loss),
+            "take_profit": _num(bracket.take_profit),
+            "text": c.text,
+            "client_order_id": c.client_order_id,
+            "position_before": plan.position_before,
+        }
+    if isinstance(plan, CancelOrders):
+        return {
+            "plan": "cancel",
+            "account": plan.commands[0].account,
+            "orders": [c.broker_order_id for c in plan.commands],
+        }
+    return {
+        "plan": "flatten",
+        "account": plan.commands[0].account,
+        "contracts": [c.contract.name for c in plan.commands],
+    }
+
+
+def plan_from_json(data: dict[str, Any], today: date) -> Plan:
+    """Rebuild a plan written by ``plan_to_json``."""
+    account = AccountName(str(data["account"]))
+    kind = data["plan"]
+    if kind == "cancel":
+        return CancelOrders(
+            tuple(CancelOrder(account, BrokerOrderId(str(o))) for o in data["orders"])
+        )
+    if kind == "flatten":
+        return FlattenAccount(
+            tuple(FlattenPosition(account, parse_contract(n, today)) for n in data["contracts"])
+        )
+    contract = parse_contract(str(data["contract"]), today)
+    if "contract_year" in data:
+        contract = type(contract)(contract.root, int(data["contract_year"]), contract.month)
+    sl, tp = _dec(data.get("stop_loss")), _dec(data.get("take_profit"))
+    return PlaceOrder(
+        SubmitOrder(
+            client_order_id=ClientOrderId(str(data["client_order_id"])),
+            account=account,
+            contract=contract,
+            side=Side(data["side"]),
+            order_type=OrderType(data["order_type"]),
+            quantity=int(data["quantity"]),
+            limit_price=_dec(data.get("limit_price")),
+            stop_price=_dec(data.get("stop_price")),
+            tif=TimeInForce(data.get("tif") or "day"),
+            bracket=Bracket(sl, tp) if sl is not None or tp is not None else None,
+            text=str(data.get("text") or ""),
+        ),
+        position_before=data.get("position_before"),
+    )
+
+
+# --- sending ------------------------------------------------------------------------------
+
+
+class Placer:
+    """Sends plans and resolves unknown outcomes for rows of the ledger."""
+
+    def __init__(self, ledger: Ledger, config: DispatcherConfig) -> None:
+        self.ledger = ledger
+        self.config = config
+
+    async def _file_calls(
+        self, signal_id: str, calls: Sequence[HttpCall], keep: HttpCall | None
+    ) -> None:
+        for call in calls:
+            if call is not keep:
+                await self.ledger.record_broker_call(audit(call), signal_id)
+
+    @staticmethod
+    def _main_call(calls: Sequence[HttpCall]) -> HttpCall | None:
+        posts = [c for c in calls if c.method in ("POST", "DELETE")]
+        return posts[-1] if posts else (calls[-1] if calls else None)
+
+    async def _outcome(
+        self,
+        signal_id: str,
+        status: LedgerStatus,
+        calls: Sequence[HttpCall],
+        *,
+        owner: str | None,
+        event: str | None = None,
+        detail: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> LedgerStatus:
+        """Write the outcome of a send (row + event + the send's audit); return the status."""
+        main = self._main_call(calls)
+        await self._file_calls(signal_id, calls, main)
+        try:
+            row = await self.ledger.transition(
+                signal_id, status, expected=_S.SUBMITTED, owner=owner, event=event,
+                detail=detail, broker_call=audit(main) if main else None, **fields,
+            )  # fmt: skip
+        except IllegalTransition as e:
+            # The tracker got there first (a fill overtook the answer) or reconcile took the
+            # row over; the broker's truth is theirs to write. Keep the audit anyway.
+            if main is not None:
+                await self.ledger.record_broker_call(audit(main), signal_id)
+            await self.ledger.add_event(
+                signal_id, "late_outcome", {"outcome": status.value, "note": str(e), **fields}
+            )
+            current = await self.ledger.get(signal_id)
+            return current.status if current else status
+        return row.status
+
+    async def send(
+        self, signal_id: str, plan: Plan, broker: Broker, *, owner: str | None
+    ) -> LedgerStatus:
+        """Send the plan of a row already ``submitted``; write and return the outcome."""
+        if isinstance(plan, PlaceOrder):
+            return await self._send_order(signal_id, plan.command, broker, owner)
+        return await self._send_commands(signal_id, plan, broker, owner)
+
+    async def _send_order(
+        self, signal_id: str, command: SubmitOrder, broker: Broker, owner: str | None
+    ) -> LedgerStatus:
+        with capture() as calls:
+            try:
+                order_id = await broker.submit(command)
+            except BrokerRejected as e:
+                reason = f"{e.reason}: {e.text}" if e.text else e.reason
+                return await self._outcome(
+                    signal_id, _S.REJECTED, calls, owner=owner,
+                    error_message=f"rejected by the broker: {reason}",
+                    detail={"reason": e.reason, "text": e.text},
+                )  # fmt: skip
+            except InvalidInput as e:
+                # The adapter refused the command before sending (the broker never saw it).
+                return await self._outcome(
+                    signal_id, _S.FAILED, calls, owner=owner,
+                    error_message=f"not sent: {e}", detail={"error": str(e)},
+                )  # fmt: skip
+            except (OutcomeUnknown, BrokerError) as e:
+                return await self._outcome(
+                    signal_id, _S.UNKNOWN, calls, owner=owner,
+                    error_message=f"outcome unknown, awaiting lookup: {e}",
+                    detail={"error": type(e).__name__},
+                )  # fmt: skip
+            except Exception as e:  # noqa: BLE001 - sent or not, we cannot tell: look it up
+                _log.exception("submit_failed_unexpectedly", signal_id=signal_id)
+                return await self._outcome(
+                    signal_id, _S.UNKNOWN, calls, owner=owner,
+                    error_message=f"outcome unknown after an unexpected error: {e!r}"[:500],
+                    detail={"error": type(e).__name__},
+                )  # fmt: skip
+        return await self._outcome(
+            signal_id, _S.WORKING, calls, owner=owner, event="accepted",
+            tradovate_order_id=str(order_id), detail={"broker_order_id": str(order_id)},
+        )  # fmt: skip
+
+    async def _send_commands(
+        self, signal_id: str, plan: CancelOrders | FlattenAccount, broker: Broker, owner: str | None
+    ) -> LedgerStatus:
+        done: list[str] = []
+        with capture() as calls:
+            try:
+                if isinstance(plan, CancelOrders):
+                    for cancel in plan.commands:
+                        try:
+                            await broker.cancel(cancel)
+                        except BrokerRejected as e:
+                            # Too late: it filled or was cancelled meanwhile; nothing works.
+                            done.append(f"{cancel.broker_order_id} ({e.reason})")
+                            continue
+                        done.append(cancel.broker_order_id)
+                else:
+                    for flatten in plan.commands:
+                        await broker.flatten(flatten)
+                        done.append(flatten.contract.name)
+            except BrokerRejected as e:
+                return await self._outcome(
+                    signal_id, _S.REJECTED, calls, owner=owner,
+                    error_message=f"rejected by the broker: {e.reason}: {e.text}".rstrip(": "),
+                    detail={"done": done},
+                )  # fmt: skip
+            except Exception as e:  # noqa: BLE001 - idempotent commands: reconcile reruns them
+                return await self._outcome(
+                    signal_id, _S.UNKNOWN, calls, owner=owner,
+                    error_message=f"outcome unknown, will run again: {e}"[:500],
+                    detail={"done": done, "error": type(e).__name__},
+                )  # fmt: skip
+        # Carried out: for cancel and flatten rows, ``filled`` means "done" (docs/dispatcher.md).
+        return await self._outcome(
+            signal_id, _S.FILLED, calls, owner=owner, event="done", detail={"done": done}
+        )
+
+    # --- unknown outcomes ------------------------------------------------------------------
+
+    async def _plan_of(self, signal_id: str, today: date) -> Plan | None:
+        detail = await self.ledger.pool.fetchval(
+            "select detail from order_history where signal_id = $1 and event = 'submitted' "
+            "and detail ? 'plan' order by id desc limit 1",
+            signal_id,
+        )
+        return plan_from_json(detail, today) if isinstance(detail, dict) else None
+
+    async def resolve(self, signal_id: str, broker: Broker, *, today: date) -> LedgerStatus:
+        """Resolve an ``unknown`` row: look it up, adopt what exists, resend what is absent."""
+        plan = await self._plan_of(signal_id, today)
+        if plan is None:
+            failed = await self.ledger.transition(
+                signal_id, _S.FAILED, expected=_S.UNKNOWN,
+                error_message="no plan recorded for this unknown row; check the broker by hand",
+            )  # fmt: skip
+            return failed.status
+        cfg = self.config
+        delay = cfg.lookup_backoff_s
+        for _ in range(cfg.lookup_attempts):
+            row = await self.ledger.get(signal_id)
+            if row is None or row.status is not _S.UNKNOWN:
+                return row.status if row else _S.FAILED
+            if not isinstance(plan, PlaceOrder):
+                if not await self._claim_resend(signal_id, row.placement_attempts):
+                    continue
+                status = await self.send(signal_id, plan, broker, owner=None)
+            else:
+                status = await self._lookup_once(
+                    signal_id, plan, broker, row.placement_attempts, row.last_attempt_at
+                )
+            if status is not _S.UNKNOWN:
+                return status
+            await asyncio.sleep(delay)
+            delay = min(max(delay * 2, 0.05), cfg.lookup_backoff_max_s)
+        return _S.UNKNOWN
+
+    async def _lookup_once(
+        self,
+        signal_id: str,
+        plan: PlaceOrder,
+        broker: Broker,
+        version: int,
+        ts_sent: datetime | None,
+    ) -> LedgerStatus:
+        command = plan.command
+        sent = ts_sent or datetime.now(UTC)
+        with capture() as calls:
+            try:
+                result = await broker.lookup(command, sent)
+            except Exception as e:  # noqa: BLE001 - a failed lookup is retried later
+                await self._file_calls(signal_id, calls, None)
+                await self.ledger.add_event(signal_id, "lookup_failed", {"error": str(e)[:300]})
+                return _S.UNKNOWN
+        await self._file_calls(signal_id, calls, None)
+        if result.found is not None:
+            return await self._adopt(signal_id, result.found, probable=result.probable)
+        if version > self.config.max_resends:
+            row = await self.ledger.transition(
+                signal_id, _S.FAILED, expected=_S.UNKNOWN,
+                error_message=(
+                    f"lookup proved the order absent after {version} submits; not resent "
+                    "again (dispatcher.max_resends)"
+                ),
+            )  # fmt: skip
+            return row.status
+        if not await self._claim_resend(signal_id, version):
+            current = await self.ledger.get(signal_id)
+            return current.status if current else _S.FAILED
+        return await self._send_order(signal_id, command, broker, None)
+
+    async def _adopt(
+        self, signal_id: str, report: OrderStatusReport, *, probable: bool
+    ) -> LedgerStatus:
+        status = ledger_status(report.status)
+        detail = {"broker_order_id": report.broker_order_id, "probable": probable}
+        if probable:
+            # Matched by shape and time, not by our id: adopt, but a human should look.
+            detail["review"] = True
+        try:
+            row = await self.ledger.transition(
+                signal_id, status, expected=_S.UNKNOWN,
+                event="adopted_probable" if probable else "adopted", detail=detail,
+                tradovate_order_id=str(report.broker_order_id),
+                filled_qty=report.filled_qty or None, avg_fill_price=report.avg_fill_price,
+                error_message=(
+                    f"adopted broker order {report.broker_order_id} matched by shape; review"
+                    if probable else None
+                ),
+            )  # fmt: skip
+        except IllegalTransition:
+            current = await self.ledger.get(signal_id)
+            return current.status if current else _S.FAILED
+        return row.status
+
+    async def _claim_resend(self, signal_id: str, version: int) -> bool:
+        """Move ``unknown → submitted`` if nobody sent since ``version``; return whether done."""
+        async with self.ledger.pool.acquire() as conn, conn.transaction():
+            current = await conn.fetchrow(
+                "select status, placement_attempts from trading_signals "
+                "where signal_id = $1 for update",
+                signal_id,
+            )
+            if (
+                current is None
+                or current["status"] != _S.UNKNOWN.value
+                or int(current["placement_attempts"] or 0) != version
+            ):
+                return False
+            await self.ledger.transition(
+                signal_id, _S.SUBMITTED, expected=_S.UNKNOWN, event="resubmitted",
+                detail={"after_attempts": version}, conn=conn,
+            )  # fmt: skip
+        return True

@@ -1,0 +1,384 @@
+"""The dispatcher: claims ledger rows and places each one on the broker exactly once.
+
+One loop per worker: NOTIFY wakes it, a timer wakes it (``dispatcher.drain_interval_s``),
+the listener's (re)connect wakes it, and an account whose claimed rows are done wakes it (its
+next rows may now be claimable). Each wake claims, in one statement, the oldest pending rows
+(up to ``dispatcher.claim_batch`` each) of as many idle accounts as there are free slots
+(``dispatcher.max_accounts``); one task per account places its rows one after the other, in
+insertion order, so accounts run in parallel and one account's rows in sequence.
+
+Per row: validate → broker facts (position, working orders, quote: only what routing needs)
+→ route → risk → ``submitted`` committed → send → outcome (``tracking._placement``). A poison
+row (an unexpected exception before the write-ahead) ends ``failed`` with the error text and
+never stops the loop. The worker holds a PostgreSQL advisory lock on its id while it runs,
+so reconcile can tell a dead worker's rows from a live one's (docs/dispatcher.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from tradebridge._aio import cancel_and_wait
+from tradebridge.brokers._http import BrokerCall as HttpCall
+from tradebridge.brokers.base import Broker
+from tradebridge.brokers.pool import BrokerPool, capture
+from tradebridge.config import Settings
+from tradebridge.domain.enums import OrderStatus
+from tradebridge.domain.ids import AccountName, client_order_id_for
+from tradebridge.errors import BrokerError, IllegalTransition, InvalidInput
+from tradebridge.ops.logging import get_logger
+from tradebridge.pipeline.risk import RiskLimits, check_risk
+from tradebridge.pipeline.route import BrokerView, Needs, PlaceOrder, needs, route
+from tradebridge.pipeline.validate import Denied, RawSignal, ValidSignal, validate
+from tradebridge.store.ledger import IN_FLIGHT_STATUSES, Ledger, LedgerRow, LedgerStatus
+from tradebridge.tracking._placement import WORKER_LOCK_NAMESPACE, Placer, audit, plan_to_json
+from tradebridge.tracking.reconcile import Reconciler
+from tradebridge.tracking.tracker import Tracker
+
+_log = get_logger("tradebridge.tracking.dispatcher")
+_S = LedgerStatus
+
+
+def root_map(settings: Settings) -> dict[str, str]:
+    """Return the symbol root map (``[webhook] symbol_map``) if the settings have one."""
+    section = getattr(settings, "webhook", None)
+    mapping = getattr(section, "symbol_map", None)
+    return {str(k).upper(): str(v).upper() for k, v in (mapping or {}).items()}
+
+
+def raw_signal(row: LedgerRow) -> RawSignal:
+    """Return the pipeline's view of a claimed row (with the intent columns, if present)."""
+    return RawSignal(
+        signal_id=row.signal_id,
+        account_name=row.account_name,
+        instrument=row.instrument,
+        side=row.side,
+        order_type=row.order_type,
+        quantity=row.quantity,
+        price=row.price,
+        stop_price=row.stop_price,
+        stop_loss=row.stop_loss,
+        take_profit=row.take_profit,
+        time_in_force=row.time_in_force,
+        intent=row.intent,
+        target_position=row.target_position,
+        stop_loss_ticks=row.stop_loss_ticks,
+        take_profit_ticks=row.take_profit_ticks,
+        reference_price=row.reference_price,
+        strategy_name=row.strategy_name,
+    )
+
+
+class Dispatcher:
+    """Claims pending rows and places them; one per worker id."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        brokers: BrokerPool,
+        *,
+        worker_id: str,
+        today: Callable[[], date] | None = None,
+        tracking: bool | None = None,
+    ) -> None:
+        self.settings = settings
+        # Whether run() also runs the tracker and reconcile; None: the first dispatcher of
+        # the pool does (one tracker per process is enough; more would only repeat work).
+        self._tracking = tracking
+        self.config = settings.dispatcher
+        self.ledger = ledger
+        self.brokers = brokers
+        self.worker_id = worker_id
+        self.limits = RiskLimits.from_config(settings.risk)
+        self.placer = Placer(ledger, self.config)
+        self._today = today or (lambda: datetime.now(UTC).date())
+        self._root_map = root_map(settings)
+        self._accounts = frozenset(a.name for a in settings.accounts)
+        self._wake = asyncio.Event()
+        self._active: dict[str, asyncio.Task[None]] = {}
+        self._claim_lock = asyncio.Lock()
+
+    def wake(self) -> None:
+        """Ask the loop to drain (a notification, a timer, a finished row)."""
+        self._wake.set()
+
+    # --- the loop ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Place rows until cancelled; on cancel, hand back claimed rows that were not sent."""
+        async with self.liveness():
+            listener = asyncio.create_task(self._listen(), name=f"listen-{self.worker_id}")
+            timer = asyncio.create_task(self._timer(), name=f"drain-timer-{self.worker_id}")
+            side = [listener, timer]
+            if self._tracking or (self._tracking is None and self.brokers.claim_tracking(self)):
+                tracker = Tracker(self.settings, self.ledger, self.brokers)
+                reconciler = Reconciler(self.settings, self.ledger, self.brokers, today=self._today)
+                side.append(asyncio.create_task(tracker.run(), name="tracker"))
+                side.append(asyncio.create_task(reconciler.run(), name="reconcile"))
+            try:
+                self.wake()
+                while True:
+                    await self._wake.wait()
+                    self._wake.clear()
+                    try:
+                        await self._fill_slots()
+                    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+                        _log.warning("claim_failed", worker=self.worker_id, error=str(e))
+                        await asyncio.sleep(min(self.config.drain_interval_s, 1.0))
+                        self.wake()
+            finally:
+                for task in side:
+                    task.cancel()
+                await self._stop_rows()
+                await cancel_and_wait(*side)
+
+    async def drain_once(self) -> int:
+        """Claim what is claimable now, place it to its outcome; return the rows claimed."""
+        started, claimed = await self._fill_slots()
+        if started:
+            await asyncio.gather(*started, return_exceptions=True)
+        return claimed
+
+    async def _listen(self) -> None:
+        async def on_connect() -> None:
+            self.wake()  # drain what was missed while the listener was away
+
+        await self.ledger.listen(lambda _signal_id: self.wake(), on_connect=on_connect)
+
+    async def _timer(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.drain_interval_s)
+            self.wake()
+
+    async def _fill_slots(self) -> tuple[list[asyncio.Task[None]], int]:
+        started: list[asyncio.Task[None]] = []
+        claimed = 0
+        async with self._claim_lock:
+            while (free := self.config.max_accounts - len(self._active)) > 0:
+                rows = await self.ledger.claim_next(
+                    self.worker_id, free, per_account=self.config.claim_batch
+                )
+                if not rows:
+                    break
+                claimed += len(rows)
+                queues: dict[str, list[LedgerRow]] = {}
+                for row in rows:  # in insertion order, so each queue is too
+                    # Rows without an account are heads of their own (each is denied).
+                    key = row.account_name if row.account_name is not None else f"\0{row.signal_id}"
+                    queues.setdefault(key, []).append(row)
+                for key, queue in queues.items():
+                    task = asyncio.create_task(self._run_account(key, queue), name=f"account-{key}")
+                    self._active[key] = task
+                    started.append(task)
+                if len(queues) < free:
+                    break
+        return started, claimed
+
+    async def _stop_rows(self) -> None:
+        tasks = list(self._active.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    @contextlib.asynccontextmanager
+    async def liveness(self) -> AsyncIterator[None]:
+        """Hold this worker's advisory lock (proof of life for reconcile) while inside."""
+        conn = await self.ledger.pool.acquire()
+        try:
+            while not await conn.fetchval(
+                "select pg_try_advisory_lock($1, hashtext($2))",
+                WORKER_LOCK_NAMESPACE,
+                self.worker_id,
+            ):
+                _log.warning("worker_id_in_use", worker=self.worker_id)
+                await asyncio.sleep(1.0)
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(
+                    conn.execute(
+                        "select pg_advisory_unlock($1, hashtext($2))",
+                        WORKER_LOCK_NAMESPACE,
+                        self.worker_id,
+                    )
+                )
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.ledger.pool.release(conn))
+
+    # --- one row -------------------------------------------------------------------------
+
+    async def _run_account(self, key: str, rows: list[LedgerRow]) -> None:
+        """Place one account's claimed rows in insertion order; hand back what is not sent."""
+        waiting = [row.signal_id for row in rows]
+        try:
+            for row in rows:
+                status = await self._handle(row)
+                waiting.remove(row.signal_id)
+                if status in IN_FLIGHT_STATUSES and waiting:
+                    # The account waits on an unresolved row (reconcile takes it from here):
+                    # the rows behind it go back to pending, untouched.
+                    await self._hand_back(waiting, "account waits on an unresolved row")
+                    return
+        except asyncio.CancelledError:
+            # Only rows still 'processing' under our claim go back: nothing of theirs left.
+            await self._hand_back(waiting, "worker stopping")
+            raise
+        finally:
+            if self._active.get(key) is asyncio.current_task():
+                del self._active[key]
+            self.wake()
+
+    async def _handle(self, row: LedgerRow) -> LedgerStatus | None:
+        try:
+            return await self._process(row)
+        except Exception as e:  # noqa: BLE001 - a poison row must not stop the worker
+            _log.exception("row_failed", signal_id=row.signal_id, worker=self.worker_id)
+            return await self._poison(row.signal_id, e)
+
+    async def _hand_back(self, signal_ids: list[str], reason: str) -> None:
+        with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            await asyncio.shield(self.ledger.hand_back(self.worker_id, signal_ids, reason))
+
+    async def _poison(self, signal_id: str, error: Exception) -> LedgerStatus | None:
+        text = f"{type(error).__name__}: {error}"[:500]
+        current = await self.ledger.get(signal_id)
+        if current is None:
+            return None
+        target = _S.FAILED if current.status is _S.PROCESSING else None
+        if current.status is _S.SUBMITTED:
+            target = _S.UNKNOWN  # it may have left: reconcile looks it up
+        if target is None:
+            return current.status
+        try:
+            # Only while the claim is still ours: a row requeued meanwhile (reconcile, after
+            # stale_after_s) may be another worker's now.
+            await self.ledger.transition(
+                signal_id, target, expected=current.status, owner=self.worker_id,
+                error_message=f"internal error: {text}", detail={"error": text},
+            )  # fmt: skip
+        except IllegalTransition:
+            moved = await self.ledger.get(signal_id)  # someone else moved it meanwhile
+            return moved.status if moved else None
+        return target
+
+    async def _deny(self, signal_id: str, denied: Denied) -> LedgerStatus:
+        await self.ledger.transition(
+            signal_id, _S.DENIED, expected=_S.PROCESSING, owner=self.worker_id,
+            error_message=denied.reason, detail={"field": denied.field},
+        )  # fmt: skip
+        _log.info("row_denied", signal_id=signal_id, reason=denied.reason)
+        return _S.DENIED
+
+    async def _process(self, row: LedgerRow) -> LedgerStatus:
+        """Place one claimed row; return its status afterwards (in flight: the account waits)."""
+        today = self._today()
+        checked = validate(
+            raw_signal(row), today=today, accounts=self._accounts, root_map=self._root_map
+        )
+        if isinstance(checked, Denied):
+            return await self._deny(row.signal_id, checked)
+        broker = await self.brokers.get(checked.account)
+        prepared = await self._prepare(row.signal_id, checked, broker, today)
+        if prepared is None:
+            return _S.DENIED
+        plan, account_id = prepared
+        await self.ledger.transition(
+            row.signal_id, _S.SUBMITTED, expected=_S.PROCESSING, owner=self.worker_id,
+            client_order_id=client_order_id_for(row.signal_id), account_id=account_id,
+            detail=plan_to_json(plan),
+        )  # fmt: skip
+        # From here the request may leave: finish the send even if we are being stopped,
+        # within handback_timeout_s, so the row records the broker's answer.
+        send = asyncio.ensure_future(
+            self.placer.send(row.signal_id, plan, broker, owner=self.worker_id)
+        )
+        try:
+            status = await asyncio.shield(send)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(send, self.config.handback_timeout_s)
+            raise
+        if status is _S.UNKNOWN:
+            return await self.placer.resolve(row.signal_id, broker, today=today)
+        return status
+
+    async def _prepare(
+        self, signal_id: str, signal: ValidSignal, broker: Broker, today: date
+    ) -> tuple[PlaceOrder | Any, str | None] | None:
+        """Read broker facts and route; deny (returning None) or return the plan to send."""
+        delay = self.config.lookup_backoff_s
+        need = needs(signal, position_for_risk=self.limits.needs_position)
+        while True:
+            calls: list[HttpCall] = []
+            try:
+                with capture() as calls:
+                    info = await self.brokers.account_info(signal.account)
+                    if info is None:
+                        await self._deny(signal_id, Denied(
+                            f"account {signal.account!r} is not among the accounts the broker "
+                            "lists for its token", "account_name"))  # fmt: skip
+                        return None
+                    view = await self._view(broker, signal, need)
+                break
+            except InvalidInput as e:
+                await self._deny(signal_id, Denied(str(e), e.field))
+                return None
+            except BrokerError as e:
+                # Nothing was sent: keep the row (and its account) and try again shortly.
+                _log.warning("broker_read_failed", signal_id=signal_id, error=str(e))
+                await asyncio.sleep(delay)
+                delay = min(max(delay * 2, 0.05), self.config.lookup_backoff_max_s)
+            finally:
+                for call in calls:
+                    await self.ledger.record_broker_call(audit(call), signal_id)
+        plan = route(signal, view, client_order_id_for(signal_id), today=today)
+        if isinstance(plan, Denied):
+            await self._deny(signal_id, plan)
+            return None
+        if isinstance(plan, PlaceOrder):
+            risk = check_risk(
+                plan.command,
+                position=plan.position_before if need.position else None,
+                limits=self.limits,
+            )
+            if risk is not None:
+                await self._deny(signal_id, risk)
+                return None
+        account_id = info.native_id if info.native_id is not None else info.bridge_id
+        return plan, None if account_id is None else str(account_id)
+
+    async def _view(self, broker: Broker, signal: ValidSignal, need: Needs) -> BrokerView:
+        account = AccountName(signal.account)
+        positions = await broker.position_reports(account) if need.position else []
+        working = []
+        if need.orders:
+            working = [o for o in await broker.order_reports(account) if o.status.is_open
+                       or o.status is OrderStatus.SUBMITTED]  # fmt: skip
+        quote = None
+        if need.quote and signal.contract is not None:
+            quote = await _quote(broker, signal.contract.name)
+        return BrokerView(positions=positions, working=working, quote=quote)
+
+
+async def _quote(broker: Broker, instrument: str) -> Decimal | None:
+    """Return the last (else mid) price where the adapter offers quotes (the bridge does)."""
+    reader = getattr(broker, "quote", None)
+    if reader is None:
+        return None
+    quote = await reader(instrument)
+    last = getattr(quote, "lp", None)
+    if last is not None:
+        return Decimal(str(last))
+    bid, ask = getattr(quote, "bid", None), getattr(quote, "ask", None)
+    if bid is not None and ask is not None:
+        return (Decimal(str(bid)) + Decimal(str(ask))) / 2
+    return None

@@ -1,0 +1,207 @@
+"""Reconcile: bring rows left behind to the broker's truth (startup, timer, unknown rows).
+
+Each round (``reconcile_once``):
+
+1. **Dead workers.** A live dispatcher holds an advisory lock on its worker id; a worker id
+   in ``claimed_by`` whose lock is free belongs to a dead process. Its rows are recovered at
+   once: ``processing`` → ``pending`` (nothing was sent), ``submitted`` → ``unknown``.
+   Rows claimed more than ``dispatcher.stale_after_s`` ago are recovered the same way
+   whatever the lock says (``Ledger.requeue_stale``), a fallback for a hung worker.
+2. **Unknown rows** of dead workers, and those untouched for a reconcile interval, are
+   looked up by client order id: found → adopted, absent → resent with the same id (only by
+   whoever wins the version-checked ``unknown → submitted``), lookup failing → left for the
+   next round (the account stays blocked: ``claim_next`` skips it).
+3. **Open rows** (``working``, ``partially_filled``) not updated for a reconcile interval are
+   compared with the broker's order reports (one read per account): missed fills, cancels and
+   expiries are written. Events do this live; this is the net under them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+from tradebridge._aio import reraise_if_cancelling
+from tradebridge.brokers.pool import BrokerPool, capture
+from tradebridge.config import Settings
+from tradebridge.domain.ids import AccountName
+from tradebridge.errors import ConfigError, IllegalTransition
+from tradebridge.ops.logging import get_logger
+from tradebridge.store.ledger import Ledger, LedgerStatus, check_move
+from tradebridge.tracking._placement import WORKER_LOCK_NAMESPACE, Placer, ledger_status
+
+_log = get_logger("tradebridge.tracking.reconcile")
+_S = LedgerStatus
+_NEVER = timedelta(days=36500)  # requeue_stale by worker only
+
+
+@dataclass
+class ReconcileReport:
+    """What one round did."""
+
+    dead_workers: list[str] = field(default_factory=list)
+    requeued: list[str] = field(default_factory=list)
+    marked_unknown: list[str] = field(default_factory=list)
+    resolved: dict[str, str] = field(default_factory=dict)  # signal id -> new status
+    still_unknown: list[str] = field(default_factory=list)
+    synced: dict[str, str] = field(default_factory=dict)  # open rows moved by reports
+
+
+class Reconciler:
+    """Recovers and reconciles ledger rows; any number may run (moves are guarded)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        brokers: BrokerPool,
+        *,
+        today: Callable[[], date] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config = settings.dispatcher
+        self.ledger = ledger
+        self.brokers = brokers
+        self.placer = Placer(ledger, self.config)
+        self._today = today or (lambda: datetime.now(UTC).date())
+
+    async def run(self) -> None:
+        """Reconcile now and then every ``dispatcher.reconcile_interval_s`` until cancelled."""
+        while True:
+            try:
+                await self.reconcile_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the next round tries again
+                reraise_if_cancelling()
+                _log.exception("reconcile_failed")
+            await asyncio.sleep(self.config.reconcile_interval_s)
+
+    async def dead_workers(self) -> list[str]:
+        """Return the worker ids holding rows in flight whose liveness lock is free."""
+        async with self.ledger.pool.acquire() as conn:
+            workers = [
+                r["claimed_by"]
+                for r in await conn.fetch(
+                    "select distinct claimed_by from trading_signals "
+                    "where status in ('processing', 'submitted', 'unknown') "
+                    "and claimed_by is not null"
+                )
+            ]
+            dead = []
+            for worker in workers:
+                if await conn.fetchval(
+                    "select pg_try_advisory_lock($1, hashtext($2))", WORKER_LOCK_NAMESPACE, worker
+                ):
+                    await conn.execute(
+                        "select pg_advisory_unlock($1, hashtext($2))", WORKER_LOCK_NAMESPACE, worker
+                    )
+                    dead.append(worker)
+        return dead
+
+    async def reconcile_once(self) -> ReconcileReport:
+        """Run one round; return what it did."""
+        report = ReconcileReport()
+        report.dead_workers = await self.dead_workers()
+        for worker in report.dead_workers:
+            result = await self.ledger.requeue_stale(older_than=_NEVER, claimed_by=worker)
+            report.requeued += result.requeued
+            report.marked_unknown += result.marked_unknown
+        result = await self.ledger.requeue_stale(
+            older_than=timedelta(seconds=self.config.stale_after_s)
+        )
+        report.requeued += result.requeued
+        report.marked_unknown += result.marked_unknown
+        await self._resolve_unknown(report)
+        await self._sync_open(report)
+        if report.requeued or report.marked_unknown or report.resolved or report.synced:
+            _log.info(
+                "reconciled",
+                dead_workers=report.dead_workers,
+                requeued=len(report.requeued),
+                marked_unknown=len(report.marked_unknown),
+                resolved=len(report.resolved),
+                still_unknown=len(report.still_unknown),
+                synced=len(report.synced),
+            )
+        return report
+
+    async def _resolve_unknown(self, report: ReconcileReport) -> None:
+        idle = timedelta(seconds=self.config.reconcile_interval_s)
+        rows = await self.ledger.pool.fetch(
+            "select signal_id, account_name, claimed_by from trading_signals "
+            "where status = 'unknown' and (claimed_by is null or claimed_by = any($1::text[]) "
+            "or updated_at < now() - $2::interval) order by created_at, seq",
+            report.dead_workers,
+            idle,
+        )
+        by_account: dict[str, list[str]] = defaultdict(list)
+        for row in rows:
+            by_account[row["account_name"] or ""].append(row["signal_id"])
+
+        async def account_rows(account: str, signal_ids: list[str]) -> None:
+            try:
+                broker = await self.brokers.get(account)
+            except ConfigError:
+                report.still_unknown += signal_ids
+                return
+            for signal_id in signal_ids:  # in order: the account waits on the oldest
+                status = await self.placer.resolve(signal_id, broker, today=self._today())
+                if status is _S.UNKNOWN:
+                    report.still_unknown.append(signal_id)
+                    return
+                report.resolved[signal_id] = status.value
+
+        async with asyncio.TaskGroup() as group:
+            for account, signal_ids in by_account.items():
+                group.create_task(account_rows(account, signal_ids))
+
+    async def _sync_open(self, report: ReconcileReport) -> None:
+        idle = timedelta(seconds=self.config.reconcile_interval_s)
+        rows = await self.ledger.pool.fetch(
+            "select signal_id, account_name, status, tradovate_order_id, filled_qty "
+            "from trading_signals where status in ('working', 'partially_filled') "
+            "and tradovate_order_id is not null and updated_at < now() - $1::interval",
+            idle,
+        )
+        by_account: dict[str, list[tuple[str, str, str, Decimal]]] = defaultdict(list)
+        for row in rows:
+            by_account[row["account_name"]].append(
+                (row["signal_id"], row["status"], row["tradovate_order_id"],
+                 Decimal(row["filled_qty"] or 0))
+            )  # fmt: skip
+        for account, open_rows in by_account.items():
+            try:
+                broker = await self.brokers.get(account)
+                with capture() as calls:
+                    reports = await broker.order_reports(AccountName(account))
+            except Exception as e:  # noqa: BLE001 - the next round tries again
+                _log.warning("reconcile_read_failed", account=account, error=str(e))
+                continue
+            del calls  # reads are not filed per row: they belong to no single signal
+            by_id = {str(r.broker_order_id): r for r in reports}
+            for signal_id, status_text, order_id, filled in open_rows:
+                found = by_id.get(order_id)
+                if found is None:
+                    continue
+                status = _S(status_text)
+                new = ledger_status(found.status)
+                if new is _S.WORKING or (new is status and filled == found.filled_qty):
+                    continue
+                try:
+                    check_move(signal_id, status, new)
+                    await self.ledger.transition(
+                        signal_id, new, expected=status, event="reconciled",
+                        detail={"broker_status": found.status.value},
+                        filled_qty=found.filled_qty or None,
+                        avg_fill_price=found.avg_fill_price,
+                        error_message=(f"broker: {found.reason}" if found.reason
+                                       and new is _S.REJECTED else None),
+                    )  # fmt: skip
+                except IllegalTransition:
+                    continue
+                report.synced[signal_id] = new.value

@@ -1,0 +1,228 @@
+"""The tracker: broker order events become row statuses (the only live writer of broker truth).
+
+It consumes ``Broker.events()`` of every adapter in the pool (native: the user-sync
+WebSocket; bridge: polling) and finds the row by our client order id (exact: bracket legs
+carry ``-sl``/``-tp`` suffixes and never match), else by the broker's order id among open
+rows. Fills are incremental and may arrive twice (several workers, a resync), so each fill id
+is applied once per row (an ``order_history`` ``fill`` event records it, in the same
+transaction). Statuses never move backwards: the ledger refuses, and the tracker only asks
+for moves the lifecycle allows. Events that find no row yet (the answer to the submit is
+still on its way) are retried shortly; what still finds nothing is left to reconcile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from tradebridge._aio import reraise_if_cancelling
+from tradebridge.brokers.base import Broker, BrokerOrderEvent
+from tradebridge.brokers.pool import BrokerPool
+from tradebridge.config import Settings
+from tradebridge.domain.orders import (
+    OrderAccepted,
+    OrderCancelled,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+)
+from tradebridge.errors import IllegalTransition
+from tradebridge.ops.logging import get_logger
+from tradebridge.store.ledger import FINAL_STATUSES, Conn, Ledger, LedgerStatus, check_move
+
+_log = get_logger("tradebridge.tracking.tracker")
+_S = LedgerStatus
+
+
+class Tracker:
+    """Applies broker order events to the ledger."""
+
+    def __init__(self, settings: Settings, ledger: Ledger, brokers: BrokerPool) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.brokers = brokers
+        self.retry_s = settings.dispatcher.event_retry_s
+        self._retries: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        """Follow every adapter's events until cancelled; restart a stream that fails."""
+        async with asyncio.TaskGroup() as group:
+            for name, broker in await self.brokers.brokers():
+                group.create_task(self._follow(name, broker), name=f"track-{name}")
+
+    async def _follow(self, name: str, broker: Broker) -> None:
+        delay = 0.5
+        while True:
+            try:
+                async for event in broker.events():
+                    delay = 0.5
+                    try:
+                        if not await self.apply(event):
+                            asyncio.get_running_loop().call_later(
+                                self.retry_s, self._retry_later, event
+                            )
+                    except Exception:  # noqa: BLE001 - one bad event must not stop tracking
+                        reraise_if_cancelling()
+                        _log.exception("event_failed", account=event.account)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the stream restarts with backoff
+                # A stream torn down by our own cancellation may surface as another error;
+                # going round again would leave the tracker, and shutdown, hanging.
+                reraise_if_cancelling()
+                _log.warning("event_stream_failed", account=name, error=str(e))
+            reraise_if_cancelling()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    def _retry_later(self, event: BrokerOrderEvent) -> None:
+        async def again() -> None:
+            with contextlib.suppress(Exception):
+                await self.apply(event)
+
+        task = asyncio.ensure_future(again())
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
+
+    async def apply(self, event: BrokerOrderEvent) -> bool:
+        """Apply one event; return False when no row matches it (yet)."""
+        async with self.ledger.pool.acquire() as conn, conn.transaction():
+            row = await _find_row(conn, event)
+            if row is None:
+                return False
+            await self._apply(conn, row, event)
+        return True
+
+    async def _apply(self, conn: Conn, row: asyncpg.Record, event: BrokerOrderEvent) -> None:
+        signal_id = row["signal_id"]
+        status = _S(row["status"])
+        if status in FINAL_STATUSES:
+            return
+        order_id = str(event.broker_order_id)
+        match event.event:
+            case OrderAccepted():
+                if status in (_S.SUBMITTED, _S.UNKNOWN):
+                    await self._move(
+                        conn,
+                        signal_id,
+                        status,
+                        _S.WORKING,
+                        "accepted",
+                        {"broker_order_id": order_id},
+                        tradovate_order_id=order_id,
+                    )
+            case OrderFilled(qty=qty, price=price, fill_id=fill_id):
+                await self._fill(conn, row, status, order_id, qty, price, fill_id)
+            case OrderCancelled(reason=reason):
+                await self._move(
+                    conn,
+                    signal_id,
+                    status,
+                    _S.CANCELLED,
+                    "cancelled",
+                    {"reason": reason},
+                    tradovate_order_id=order_id,
+                )
+            case OrderExpired():
+                await self._move(
+                    conn, signal_id, status, _S.EXPIRED, "expired", {}, tradovate_order_id=order_id
+                )
+            case OrderRejected(reason=reason, text=text):
+                message = (
+                    f"rejected by the broker: {reason}: {text}"
+                    if text
+                    else (f"rejected by the broker: {reason}")
+                )
+                await self._move(
+                    conn,
+                    signal_id,
+                    status,
+                    _S.REJECTED,
+                    "rejected",
+                    {"reason": reason, "text": text},
+                    tradovate_order_id=order_id,
+                    error_message=message,
+                )
+            case _:
+                pass  # fmt: skip
+
+    async def _fill(
+        self,
+        conn: Conn,
+        row: asyncpg.Record,
+        status: LedgerStatus,
+        order_id: str,
+        qty: int,
+        price: Decimal,
+        fill_id: str,
+    ) -> None:
+        signal_id = row["signal_id"]
+        if fill_id and await conn.fetchval(
+            "select 1 from order_history where signal_id = $1 and event = 'fill' "
+            "and detail->>'fill_id' = $2 limit 1",
+            signal_id,
+            fill_id,
+        ):
+            return
+        before = Decimal(row["filled_qty"] or 0)
+        filled = before + qty
+        average = ((Decimal(row["avg_fill_price"] or 0) * before) + price * qty) / filled
+        ordered = await _ordered_qty(conn, signal_id)
+        new = _S.FILLED if ordered is None or filled >= ordered else _S.PARTIALLY_FILLED
+        await self._move(conn, signal_id, status, new, "fill",
+                         {"fill_id": fill_id, "qty": qty, "price": str(price),
+                          "filled_qty": str(filled)},
+                         tradovate_order_id=order_id, filled_qty=filled,
+                         avg_fill_price=average)  # fmt: skip
+
+    async def _move(
+        self,
+        conn: Conn,
+        signal_id: str,
+        status: LedgerStatus,
+        new: LedgerStatus,
+        event: str,
+        detail: dict[str, Any],
+        **fields: Any,
+    ) -> None:
+        try:
+            check_move(signal_id, status, new)
+        except IllegalTransition:
+            return  # an older event after a newer one: never backwards
+        await self.ledger.transition(
+            signal_id, new, expected=status, event=event, detail=detail, conn=conn, **fields
+        )
+
+
+async def _find_row(conn: Conn, event: BrokerOrderEvent) -> asyncpg.Record | None:
+    cid = event.client_order_id
+    if cid:
+        row = await conn.fetchrow(
+            "select signal_id, status, filled_qty, avg_fill_price, tradovate_order_id "
+            "from trading_signals where client_order_id = $1 for update",
+            str(cid),
+        )
+        if row is not None:
+            known = row["tradovate_order_id"]
+            if known is not None and known != str(event.broker_order_id):
+                return None  # another order under our id (a leg, or a stale duplicate)
+            return row
+    return await conn.fetchrow(
+        "select signal_id, status, filled_qty, avg_fill_price, tradovate_order_id "
+        "from trading_signals where tradovate_order_id = $1 "
+        "and status in ('submitted', 'unknown', 'working', 'partially_filled') for update",
+        str(event.broker_order_id),
+    )
+
+
+async def _ordered_qty(conn: Conn, signal_id: str) -> Decimal | None:
+    value = await conn.fetchval(
+        "select detail->>'quantity' from order_history where signal_id = $1 "
+        "and event = 'submitted' and detail ? 'plan' order by id desc limit 1",
+        signal_id,
+    )
+    return None if value is None else Decimal(value)

@@ -1,0 +1,131 @@
+"""Helpers of the runtime tests: processes, free ports, reachable temporary directories."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+TRADEBRIDGE = str(Path(sys.executable).parent / "tradebridge")
+SIM_USERS = (("demo", "demo"), ("apex", "apex"))
+
+
+def database_url(server_url: str, name: str) -> str:
+    """Return ``server_url`` pointing at database ``name``."""
+    return urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+
+
+@contextmanager
+def reachable_tmp_dir(prefix: str) -> Iterator[Path]:
+    """Yield a temporary directory the postgres user can reach (pytest's tmp_path is 0700)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+class Proc:
+    """A child process whose output goes to a log file, stopped at the end of a test."""
+
+    def __init__(
+        self, args: list[str], log: Path, env: Mapping[str, str | None] | None = None
+    ) -> None:
+        self.args = args
+        self.log = log
+        self._handle = log.open("ab")
+        full_env = child_env(env or {})
+        self.popen = subprocess.Popen(
+            args, stdout=self._handle, stderr=subprocess.STDOUT, env=full_env, cwd="/"
+        )
+
+    @property
+    def pid(self) -> int:
+        """Return the process id."""
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        """Return whether the process still runs."""
+        return self.popen.poll() is None
+
+    def signal(self, sig: signal.Signals) -> None:
+        """Send ``sig`` if the process still runs."""
+        if self.alive():
+            self.popen.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the exit code."""
+        return self.popen.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        """Terminate (then kill) the process and close its log."""
+        if self.alive():
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._handle.close()
+
+    def output(self) -> str:
+        """Return what the process wrote so far."""
+        return self.log.read_text(errors="replace")
+
+
+def child_env(changes: Mapping[str, str | None]) -> dict[str, str]:
+    """Return this process's environment with ``changes`` (``None`` removes a variable)."""
+    out = dict(os.environ)
+    for key, value in changes.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
+
+
+# The user's settings must not leak into the tests' children.
+NO_SETTINGS: dict[str, str | None] = {
+    "DATABASE_URL": None,
+    "REDIS_URL": None,
+    "TRADEBRIDGE_CONFIG": None,
+}
+
+
+def sim_commands(sim_url: str) -> list[dict[str, Any]]:
+    """Return every ``command`` entity of every simulator user (native ``command/list``)."""
+    out: list[dict[str, Any]] = []
+    with httpx.Client(base_url=f"{sim_url}/v1", timeout=10) as client:
+        for name, password in SIM_USERS:
+            login = client.post(
+                "/auth/accesstokenrequest",
+                json={"name": name, "password": password, "appId": "tests", "appVersion": "1",
+                      "cid": 1, "sec": "tests", "deviceId": "runtime-tests"},
+            )  # fmt: skip
+            token = login.json()["accessToken"]
+            listed = client.get("/command/list", headers={"authorization": f"Bearer {token}"})
+            out.extend(listed.json())
+    return out

@@ -1,0 +1,189 @@
+"""``run_serve``: external PostgreSQL and Redis, the simulator as broker, HTTP and workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from runtime_stack import reachable_tmp_dir
+
+from tradebridge.app import Endpoints, run_serve, simulator_settings
+from tradebridge.config import Settings, load_settings
+from tradebridge.errors import ConfigError
+from tradebridge.sim.seed import TokenSeeder
+from tradebridge.sim.server import SimServer
+from tradebridge.store.embedded import EmbeddedRedis
+from tradebridge.store.ledger import FINAL_STATUSES, Ledger, LedgerRow
+
+WEBHOOK_SECRET = "serve-test-webhook-secret"
+
+
+def _settings(
+    sim: SimServer, database: str, redis: str, data_dir: Path, **serve: object
+) -> Settings:
+    base = load_settings(
+        database={"url": database},
+        redis={"url": redis},
+        data_dir=data_dir,
+        serve={"port": 0, "migrate_on_start": False, **serve},
+        webhook={"secret": WEBHOOK_SECRET},
+    )
+    return simulator_settings(base, sim.url, sim.config.users)
+
+
+@contextlib.asynccontextmanager
+async def _serving(settings: Settings) -> AsyncIterator[Endpoints]:
+    stop = asyncio.Event()
+    found: asyncio.Future[Endpoints] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(run_serve(settings, stop=stop, ready=found.set_result))
+    done, _ = await asyncio.wait({task, found}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()  # raises what stopped it
+    assert found in done, "run_serve did not become ready"
+    try:
+        yield found.result()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def _until_final(ledger: Ledger, signal_id: str, timeout: float = 20) -> LedgerRow:
+    async with asyncio.timeout(timeout):
+        while True:
+            row = await ledger.get(signal_id)
+            assert row is not None
+            if row.status in FINAL_STATUSES:
+                return row
+            await asyncio.sleep(0.05)
+
+
+async def test_serve_external_stores_places_inserted_row_as_filled(
+    sim_tokens: SimServer, fresh_db: str, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    settings = _settings(sim_tokens, fresh_db, redis_server.url, tmp_path)
+    async with _serving(settings), await Ledger.connect(fresh_db) as ledger:
+        await ledger.insert_signal(
+            signal_id="serve-1", instrument="MNQ1!", side="buy", quantity=1,
+            account_name="DEMO0000001",
+        )  # fmt: skip
+        row = await _until_final(ledger, "serve-1")
+    assert row.status.value == "filled"
+    assert row.filled_qty == Decimal(1)
+    assert row.tradovate_order_id
+
+
+async def test_serve_healthz_all_reachable_answers_ok_with_each_check(
+    sim_tokens: SimServer, fresh_db: str, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    settings = _settings(sim_tokens, fresh_db, redis_server.url, tmp_path)
+    async with _serving(settings) as found, httpx.AsyncClient() as client:
+        answer = await client.get(found.healthz_url)
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["status"] == "ok"
+    assert set(body["checks"]) == {"database", "redis", "broker:native"}
+    assert all(check["ok"] for check in body["checks"].values())
+
+
+async def test_serve_healthz_broker_unreachable_answers_503_naming_it(
+    sim: SimServer, fresh_db: str, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    settings = _settings(sim, fresh_db, redis_server.url, tmp_path)
+    sim.stop()  # the configured broker host no longer answers
+    async with _serving(settings) as found, httpx.AsyncClient() as client:
+        answer = await client.get(found.healthz_url)
+    assert answer.status_code == 503
+    checks = answer.json()["checks"]
+    assert checks["broker:native"]["ok"] is False
+    assert checks["database"]["ok"] is True
+
+
+async def test_serve_metrics_answers_prometheus_text_with_tradebridge_series(
+    sim_tokens: SimServer, fresh_db: str, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    settings = _settings(sim_tokens, fresh_db, redis_server.url, tmp_path)
+    async with _serving(settings) as found, httpx.AsyncClient() as client:
+        answer = await client.get(found.metrics_url)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain")
+    assert "tradebridge_signals_claimed_total" in answer.text
+    assert "tradebridge_workers_running 1.0" in answer.text
+
+
+async def test_serve_stop_while_idle_returns_and_closes_http(
+    sim_tokens: SimServer, fresh_db: str, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    settings = _settings(sim_tokens, fresh_db, redis_server.url, tmp_path)
+    async with _serving(settings) as found:
+        url = found.healthz_url
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.get(url)
+
+
+async def test_serve_no_urls_as_any_user_starts_embedded_stores_and_migrates(
+    sim: SimServer,
+) -> None:
+    with reachable_tmp_dir("tb-embedded-") as data_dir:
+        # Tokens reach the embedded Redis only once it runs: the tracker's first stream
+        # fails and the reconciler settles the row, on a short interval here.
+        base = load_settings(
+            data_dir=data_dir / "data",
+            serve={"port": 0},
+            dispatcher={"reconcile_interval_s": 1.0},
+            webhook={"enabled": False},
+        )
+        settings = simulator_settings(base, sim.url, sim.config.users)
+        assert settings.database.url is None
+        assert settings.redis.url is None
+        async with _serving(settings) as found, httpx.AsyncClient() as client:
+            answer = await client.get(found.healthz_url)
+            assert (data_dir / "data" / "postgres" / "data" / "PG_VERSION").exists()
+            redis = aioredis.Redis.from_url(found.redis_url)
+            await TokenSeeder(sim.ctx, redis).seed()
+            await redis.aclose()
+            async with await Ledger.connect(found.database_url) as ledger:
+                await ledger.insert_signal(
+                    signal_id="emb-1", instrument="MNQ1!", side="buy", quantity=1,
+                    account_name="DEMO0000001",
+                )  # fmt: skip
+                row = await _until_final(ledger, "emb-1")
+        assert answer.status_code == 200, answer.text
+        assert row.status.value == "filled"
+        # Stopped on the way out, data kept.
+        assert not (data_dir / "data" / "postgres" / "data" / "postmaster.pid").exists()
+        assert (data_dir / "data" / "postgres" / "data" / "PG_VERSION").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the private-parent fallback is for root only")
+async def test_serve_data_dir_under_private_parent_as_root_uses_fallback_location(
+    sim: SimServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    with reachable_tmp_dir("tb-fallback-") as fallback:
+        monkeypatch.setenv("TRADEBRIDGE_FALLBACK_DIR", str(fallback))
+        base = load_settings(
+            data_dir=private / "data", serve={"port": 0}, webhook={"enabled": False}
+        )
+        settings = simulator_settings(base, sim.url, sim.config.users)
+        async with _serving(settings) as found, httpx.AsyncClient() as client:
+            answer = await client.get(found.healthz_url)
+        location = Path((private / "data" / "postgres.location").read_text().strip())
+        assert answer.json()["checks"]["database"]["ok"] is True
+        assert location.parent == fallback
+        assert (location / "data" / "PG_VERSION").exists()
+
+
+async def test_serve_webhook_without_secret_refuses_to_start(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path / "data", serve={"port": 0})
+    with pytest.raises(ConfigError, match=r"webhook\.secret is not set"):
+        await run_serve(settings, stop=asyncio.Event())
+    assert not (tmp_path / "data").exists()  # refused before any store was started

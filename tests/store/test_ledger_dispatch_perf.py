@@ -1,0 +1,187 @@
+"""The dispatcher's fast paths in the ledger: batch claims, one-statement moves, hand back,
+and the connection reset skipped only after stateless use."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import asyncpg
+import pytest
+
+from tradebridge.errors import IllegalTransition, InvalidInput
+from tradebridge.store.ledger import BrokerCall, Ledger
+from tradebridge.store.ledger import LedgerStatus as S
+
+
+async def _insert(ledger: Ledger, signal_id: str, account: str = "A") -> None:
+    await ledger.insert_signal(
+        signal_id=signal_id, instrument="MNQZ6", side="buy", quantity=1, account_name=account
+    )
+
+
+async def test_claim_per_account_takes_each_accounts_oldest_rows_in_order(ledger: Ledger) -> None:
+    for signal_id, account in [("a1", "A"), ("b1", "B"), ("a2", "A"), ("a3", "A"), ("b2", "B")]:
+        await _insert(ledger, signal_id, account)
+
+    rows = await ledger.claim_next("w", limit=10, per_account=2)
+
+    assert [(r.signal_id, r.status) for r in rows] == [
+        ("a1", S.PROCESSING),
+        ("b1", S.PROCESSING),
+        ("a2", S.PROCESSING),
+        ("b2", S.PROCESSING),
+    ]
+    assert {r.claimed_by for r in rows} == {"w"}
+    assert await ledger.claim_next("w", limit=10, per_account=2) == []  # both accounts busy
+    assert [e.event for e in await ledger.history("a2")] == ["claimed"]
+
+
+async def test_claim_limit_counts_accounts_not_rows(ledger: Ledger) -> None:
+    for i in range(3):
+        await _insert(ledger, f"a{i}", "A")
+        await _insert(ledger, f"b{i}", "B")
+
+    rows = await ledger.claim_next("w", limit=1, per_account=5)
+
+    assert [r.signal_id for r in rows] == ["a0", "a1", "a2"]
+
+
+async def test_claim_batches_concurrent_claimers_never_share_an_account(ledger: Ledger) -> None:
+    accounts = [f"ACC{i}" for i in range(6)]
+    for n in range(8):
+        for account in accounts:
+            await _insert(ledger, f"{account}-{n}", account)
+
+    results = await asyncio.gather(
+        *(ledger.claim_next(f"w{i}", limit=4, per_account=3) for i in range(5))
+    )
+
+    owner: dict[str, str] = {}
+    for i, rows in enumerate(results):
+        for row in rows:
+            assert row.account_name is not None
+            assert owner.setdefault(row.account_name, f"w{i}") == f"w{i}"
+    for account in owner:
+        got = sorted(r.signal_id for rows in results for r in rows if r.account_name == account)
+        assert got == [f"{account}-{n}" for n in range(3)]  # the oldest three, nothing skipped
+
+
+async def test_claim_per_account_zero_raises(ledger: Ledger) -> None:
+    with pytest.raises(ValueError, match="per_account"):
+        await ledger.claim_next("w", per_account=0)
+
+
+async def test_hand_back_returns_only_unsent_rows_of_the_claimer(ledger: Ledger) -> None:
+    for i in range(3):
+        await _insert(ledger, f"a{i}")
+    await ledger.claim_next("w", per_account=3)
+    await ledger.transition("a0", S.SUBMITTED, expected=S.PROCESSING, owner="w")
+
+    back = await ledger.hand_back("other", ["a1"], "not mine")
+    assert back == []
+    back = await ledger.hand_back("w", ["a0", "a1", "a2"], "worker stopping")
+
+    assert sorted(back) == ["a1", "a2"]
+    a0, a1 = await ledger.get("a0"), await ledger.get("a1")
+    assert a0 is not None
+    assert a0.status is S.SUBMITTED  # may have been sent: never handed back
+    assert a1 is not None
+    assert a1.status is S.PENDING
+    assert a1.claimed_by is None
+    [_, requeued] = await ledger.history("a1")
+    assert (requeued.event, requeued.detail["reason"]) == ("requeued", "worker stopping")
+
+
+async def test_fast_move_writes_row_event_and_call_in_one_go(ledger: Ledger) -> None:
+    await _insert(ledger, "m1")
+    await ledger.claim_next("w")
+    call = BrokerCall("native", "POST", "/order/placeorder", 200, 1.5, {"q": Decimal(1)}, {"id": 7})
+
+    row = await ledger.transition(
+        "m1", S.SUBMITTED, expected=S.PROCESSING, owner="w", client_order_id="tb-m1"
+    )
+    row = await ledger.transition(
+        "m1", S.WORKING, expected=S.SUBMITTED, owner="w", event="accepted",
+        tradovate_order_id="7", detail={"broker_order_id": "7"}, broker_call=call,
+    )  # fmt: skip
+
+    assert (row.status, row.tradovate_order_id, row.client_order_id) == (S.WORKING, "7", "tb-m1")
+    assert row.placement_attempts == 1
+    assert row.ts_submitted is not None
+    assert row.ts_accepted is not None
+    events = [(e.event, e.detail) for e in await ledger.history("m1")]
+    assert events[1:] == [
+        ("submitted", {"from": "processing", "to": "submitted"}),
+        ("accepted", {"from": "submitted", "to": "working", "broker_order_id": "7"}),
+    ]
+    [recorded] = await ledger.broker_calls("m1")
+    assert recorded.call == BrokerCall(
+        "native", "POST", "/order/placeorder", 200, 1.5, {"q": "1"}, {"id": 7}
+    )
+
+
+@pytest.mark.parametrize(
+    ("owner", "expected", "error", "match"),
+    [
+        ("other", S.PROCESSING, IllegalTransition, "claimed by 'w', not by 'other'"),
+        ("w", S.PENDING, IllegalTransition, "status is processing, expected pending"),
+    ],
+)
+async def test_fast_move_refused_gives_the_precise_error_and_writes_nothing(
+    ledger: Ledger, owner: str, expected: S, error: type[Exception], match: str
+) -> None:
+    await _insert(ledger, "f1")
+    await ledger.claim_next("w")
+
+    target = S.SUBMITTED if expected is S.PROCESSING else S.PROCESSING
+    with pytest.raises(error, match=match):
+        await ledger.transition("f1", target, expected=expected, owner=owner)
+
+    row = await ledger.get("f1")
+    assert row is not None
+    assert row.status is S.PROCESSING
+    assert [e.event for e in await ledger.history("f1")] == ["claimed"]
+
+
+async def test_fast_move_of_missing_row_raises_invalid_input(ledger: Ledger) -> None:
+    with pytest.raises(InvalidInput, match="does not exist"):
+        await ledger.transition("nope", S.PROCESSING, expected=S.PENDING)
+
+
+async def test_fast_move_trigger_refusal_is_an_illegal_transition(
+    ledger: Ledger, ledger_db: str
+) -> None:
+    # The database's own guard: a row submitted once may not go back to pending, even when
+    # the caller's expectation (processing -> pending) is a legal move in general.
+    await _insert(ledger, "g1")
+    await ledger.claim_next("w")
+    await ledger.transition("g1", S.SUBMITTED, expected=S.PROCESSING)
+    conn = await asyncpg.connect(ledger_db)
+    try:
+        await conn.execute(
+            "alter table trading_signals disable trigger tradebridge_signals_before_update"
+        )
+        await conn.execute("update trading_signals set status = 'processing' where signal_id='g1'")
+        await conn.execute(
+            "alter table trading_signals enable trigger tradebridge_signals_before_update"
+        )
+    finally:
+        await conn.close()
+
+    with pytest.raises(IllegalTransition, match="illegal status move"):
+        await ledger.transition("g1", S.PENDING, expected=S.PROCESSING)
+
+
+async def test_pool_still_resets_connections_after_stateful_use(ledger: Ledger) -> None:
+    # The reset is skipped only after the ledger's own one-statement calls; a session lock
+    # taken on a borrowed connection must not outlive its release.
+    async with ledger.pool.acquire() as conn:
+        assert await conn.fetchval("select pg_try_advisory_lock(42)")
+    await _insert(ledger, "r1")
+    await ledger.claim_next("w")  # a stateless use in between
+
+    async with ledger.pool.acquire() as a, ledger.pool.acquire() as b:
+        held = [await c.fetchval("select count(*) from pg_locks where locktype = 'advisory' "
+                                 "and pid = pg_backend_pid()") for c in (a, b)]  # fmt: skip
+    assert held == [0, 0]

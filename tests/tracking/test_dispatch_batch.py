@@ -1,0 +1,88 @@
+"""Batch claims in the dispatcher: rows claimed together behind a row that did not finish
+go back to pending unsent, and one account's rows are sent strictly one after the other."""
+
+from __future__ import annotations
+
+import asyncio
+from itertools import pairwise
+
+import pytest
+
+from tracking.conftest import ACCOUNT, ACCOUNT_2, Stack, StackFactory
+from tradebridge.store.ledger import LedgerStatus
+from tradebridge.tracking._placement import Placer
+
+
+async def _requeue_reasons(stack: Stack, signal_id: str) -> list[str]:
+    return [
+        e.detail.get("reason", "")
+        for e in await stack.ledger.history(signal_id)
+        if e.event == "requeued"
+    ]
+
+
+async def test_dispatcher_unresolved_row_hands_back_the_rows_claimed_behind_it(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def lookup_fails(*_args: object, **_kw: object) -> LedgerStatus:
+        return LedgerStatus.UNKNOWN  # as if every lookup of this round failed
+
+    monkeypatch.setattr(Placer, "resolve", lookup_fails)
+    stack.sim.ctx.faults.drop_after_accept_rate = 1.0
+    for i in range(3):
+        await stack.insert(f"u{i}", side="buy" if i % 2 else "sell")
+
+    claimed = await stack.dispatcher().drain_once()
+
+    assert claimed == 3  # one statement claimed the account's three rows
+    statuses = [(await stack.ledger.get(f"u{i}")) for i in range(3)]
+    assert [r.status if r else None for r in statuses] == [
+        LedgerStatus.UNKNOWN,
+        LedgerStatus.PENDING,
+        LedgerStatus.PENDING,
+    ]
+    assert len(stack.entries()) == 1  # only the first left
+    assert await _requeue_reasons(stack, "u1") == ["account waits on an unresolved row"]
+
+
+async def test_dispatcher_stopped_mid_batch_hands_back_what_was_not_sent(
+    make_stack: StackFactory,
+) -> None:
+    async with make_stack(dispatcher={"handback_timeout_s": 0.2}) as stack:
+        faults = stack.sim.ctx.faults
+        faults.drop_mode = "hang"
+        faults.drop_after_accept_rate = 1.0
+        for i in range(3):
+            await stack.insert(f"h{i}")
+        # No tracker: its fill event would otherwise move h0 on while the answer hangs.
+        task = stack.start(stack.dispatcher(tracking=False))
+        await stack.wait("h0", "submitted")
+        while not stack.entries():  # the request has reached the broker
+            await asyncio.sleep(0.01)
+
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+        h0, h1, h2 = [await stack.ledger.get(f"h{i}") for i in range(3)]
+        assert h0 is not None
+        assert h0.status is LedgerStatus.SUBMITTED  # sent: never handed back
+        assert h1 is not None
+        assert h2 is not None
+        assert (h1.status, h2.status) == (LedgerStatus.PENDING, LedgerStatus.PENDING)
+        assert await _requeue_reasons(stack, "h2") == ["worker stopping"]
+        assert len(stack.entries()) == 1
+
+
+async def test_dispatcher_batches_of_two_accounts_each_keep_their_order(stack: Stack) -> None:
+    for i in range(10):
+        await stack.insert(f"x{i}", account_name=ACCOUNT if i % 2 else ACCOUNT_2,
+                           side="buy" if i % 4 < 2 else "sell")  # fmt: skip
+    stack.start(stack.dispatcher())
+
+    rows = [await stack.wait(f"x{i}", "filled") for i in range(10)]
+
+    for account, parity in ((ACCOUNT, 1), (ACCOUNT_2, 0)):
+        placed = [str(o.id) for o in sorted(stack.entries(account), key=lambda o: o.id)]
+        assert placed == [r.tradovate_order_id for i, r in enumerate(rows) if i % 2 == parity]
+        stamps = [r.ts_submitted for i, r in enumerate(rows) if i % 2 == parity]
+        assert all(a is not None and b is not None and a < b for a, b in pairwise(stamps))

@@ -1,0 +1,211 @@
+"""The dispatcher end to end: rows in, orders at the simulator, statuses written back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from _support.rig import front, order
+from tracking.conftest import ACCOUNT, ACCOUNT_2, Stack, StackFactory
+from tradebridge.pipeline.route import PlaceOrder
+from tradebridge.pipeline.validate import RawSignal
+from tradebridge.store.ledger import LedgerStatus
+from tradebridge.tracking._placement import plan_to_json
+from tradebridge.tracking.reconcile import Reconciler
+
+
+async def test_dispatcher_market_row_ends_filled_with_fields(stack: Stack) -> None:
+    stack.start(stack.dispatcher())
+    await stack.insert("m1", quantity=2)
+
+    row = await stack.wait("m1", "filled")
+
+    [order] = stack.entries()
+    assert row.tradovate_order_id == str(order.id)
+    assert row.client_order_id == "tb-m1"
+    assert row.filled_qty == 2
+    assert row.avg_fill_price is not None
+    assert row.account_id == "100001"
+    assert row.placement_attempts == 1
+    events = [e.event for e in await stack.ledger.history("m1")]
+    # The submit's answer and the user-sync fill race: either may move the row first.
+    assert events[:2] == ["claimed", "submitted"]
+    assert events[2] in ("accepted", "fill")
+    calls = await stack.ledger.broker_calls("m1")
+    assert any(c.call.path == "/order/placeorder" for c in calls)
+
+
+async def test_dispatcher_far_limit_rests_then_tracker_writes_fill(stack: Stack) -> None:
+    stack.start(stack.dispatcher())
+    tick = front().product.tick_size
+    limit = (stack.last() / tick).to_integral_value() * tick - 40 * tick
+    await stack.insert("l1", order_type="limit", price=limit)
+    await stack.wait("l1", "working")
+
+    stack.set_price(limit - 4 * tick)
+
+    row = await stack.wait("l1", "filled")
+    assert row.filled_qty == 1
+    assert row.avg_fill_price == limit
+
+
+async def test_dispatcher_broker_rejection_ends_rejected_with_text(stack: Stack) -> None:
+    faults = stack.sim.ctx.faults
+    faults.inject_failure_reason = "AccountClosed"
+    faults.inject_failure_text = "Account is closed for trading"
+    faults.inject_failure_count = 1
+    stack.start(stack.dispatcher())
+    await stack.insert("r1")
+
+    row = await stack.wait("r1", "rejected")
+
+    assert row.error_message is not None
+    assert "AccountClosed" in row.error_message
+    assert "closed for trading" in row.error_message
+
+
+async def test_dispatcher_rows_of_one_account_are_placed_in_insertion_order(stack: Stack) -> None:
+    for i in range(6):
+        await stack.insert(f"o{i}", side="buy" if i % 2 else "sell")
+    stack.start(stack.dispatcher())
+
+    rows = [await stack.wait(f"o{i}", "filled") for i in range(6)]
+
+    by_id = sorted(stack.entries(), key=lambda o: o.id)
+    assert [str(o.id) for o in by_id] == [r.tradovate_order_id for r in rows]
+
+
+async def test_dispatcher_poison_row_fails_and_the_next_row_is_placed(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tradebridge.tracking import dispatcher as module
+
+    real = module.validate
+
+    def explode(raw: RawSignal, **kw: Any) -> object:
+        if raw.signal_id == "poison":
+            raise RuntimeError("boom")
+        return real(raw, **kw)
+
+    monkeypatch.setattr(module, "validate", explode)
+    await stack.insert("poison")
+    await stack.insert("after")
+    stack.start(stack.dispatcher())
+
+    poisoned = await stack.wait("poison", "failed")
+    await stack.wait("after", "filled")
+    assert poisoned.error_message is not None
+    assert "RuntimeError: boom" in poisoned.error_message
+    assert len(stack.entries()) == 1
+
+
+async def test_two_dispatchers_place_every_row_exactly_once(stack: Stack) -> None:
+    ids = [f"t{i}" for i in range(40)]
+    for i, signal_id in enumerate(ids):
+        await stack.insert(signal_id, account_name=ACCOUNT if i % 2 else ACCOUNT_2,
+                           side="buy" if i % 4 < 2 else "sell")  # fmt: skip
+    stack.start(stack.dispatcher("a"))
+    stack.start(stack.dispatcher("b"))
+
+    rows = [await stack.wait(s, "filled", timeout=30) for s in ids]
+
+    orders = stack.entries(ACCOUNT) + stack.entries(ACCOUNT_2)
+    assert len(orders) == len(ids)
+    assert sorted(o.cl_ord_id or "" for o in orders) == sorted(f"tb-{s}" for s in ids)
+    assert {r.tradovate_order_id for r in rows} == {str(o.id) for o in orders}
+
+
+async def test_dispatcher_listener_dropped_timer_drain_still_places(
+    make_stack: StackFactory,
+) -> None:
+    async with make_stack(dispatcher={"drain_interval_s": 0.5}) as stack:
+        dispatcher = stack.dispatcher()
+        stack.start(dispatcher)
+        await stack.insert("before")
+        await stack.wait("before", "filled")
+        # Drop the listener's connection: the notification of the next insert is lost.
+        await stack.ledger.pool.execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity "
+            "where application_name = 'tradebridge-listener'"
+        )
+        await stack.insert("after")
+
+        row = await stack.wait("after", "filled", timeout=10)
+
+    assert row.placement_attempts == 1
+
+
+async def test_dispatcher_accept_then_drop_is_looked_up_and_adopted_once(stack: Stack) -> None:
+    faults = stack.sim.ctx.faults
+    faults.drop_after_accept_rate = 1.0
+    tick = front().product.tick_size
+    limit = (stack.last() / tick).to_integral_value() * tick - 40 * tick
+    stack.start(stack.dispatcher())
+    await stack.insert("d1", order_type="limit", price=limit)
+    await stack.wait("d1", "unknown", "working")
+    faults.drop_after_accept_rate = 0.0
+
+    row = await stack.wait("d1", "working")
+
+    [order] = stack.entries()
+    assert row.tradovate_order_id == str(order.id)
+    assert row.placement_attempts == 1
+    events = [e.event for e in await stack.ledger.history("d1")]
+    assert "unknown" in events
+    assert "adopted" in events or "accepted" in events
+
+
+@pytest.mark.parametrize("sent", [True, False])
+async def test_reconcile_dead_workers_submitted_row_ends_with_one_order(
+    stack: Stack, sent: bool
+) -> None:
+    # A worker claimed the row, wrote `submitted` (with its plan) and died, before or after
+    # its request reached the broker.
+    await stack.insert("k1")
+    [claimed] = await stack.ledger.claim_next("ghost")
+    plan = PlaceOrder(order("tb-k1", account=ACCOUNT))
+    await stack.ledger.transition(
+        "k1", LedgerStatus.SUBMITTED, expected=LedgerStatus.PROCESSING, owner="ghost",
+        client_order_id="tb-k1", detail=plan_to_json(plan),
+    )  # fmt: skip
+    if sent:
+        await (await stack.pool.get(ACCOUNT)).submit(plan.command)
+    reconciler = Reconciler(stack.settings, stack.ledger, stack.pool)
+
+    report = await reconciler.reconcile_once()
+
+    assert claimed.signal_id == "k1"
+    assert report.dead_workers == ["ghost"]
+    assert report.marked_unknown == ["k1"]
+    row = await stack.ledger.get("k1")
+    assert row is not None
+    assert row.status in (LedgerStatus.WORKING, LedgerStatus.FILLED)
+    assert [o.cl_ord_id for o in stack.entries()] == ["tb-k1"]
+    assert row.tradovate_order_id == str(stack.entries()[0].id)
+    assert row.placement_attempts == (1 if sent else 2)
+
+
+async def test_reconcile_dead_workers_processing_row_goes_back_to_pending(stack: Stack) -> None:
+    await stack.insert("p1")
+    await stack.ledger.claim_next("ghost")
+
+    report = await Reconciler(stack.settings, stack.ledger, stack.pool).reconcile_once()
+
+    assert report.requeued == ["p1"]
+    row = await stack.ledger.get("p1")
+    assert row is not None
+    assert row.status is LedgerStatus.PENDING
+
+
+async def test_reconcile_live_workers_rows_are_left_alone(stack: Stack) -> None:
+    dispatcher = stack.dispatcher("alive")
+    await stack.insert("a1")
+    async with dispatcher.liveness():
+        await stack.ledger.claim_next("alive")
+        report = await Reconciler(stack.settings, stack.ledger, stack.pool).reconcile_once()
+
+    assert report.dead_workers == []
+    row = await stack.ledger.get("a1")
+    assert row is not None
+    assert row.status is LedgerStatus.PROCESSING

@@ -1,0 +1,71 @@
+"""Cancellation survives the helpers that tear child tasks down."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tradebridge._aio import cancel_and_wait, reraise_if_cancelling
+
+
+async def _forever() -> None:
+    await asyncio.Event().wait()
+
+
+async def _fails() -> None:
+    raise RuntimeError("boom")
+
+
+async def test_cancel_and_wait_ends_children_and_absorbs_their_failures() -> None:
+    child = asyncio.create_task(_forever())
+    broken = asyncio.create_task(_fails())
+    await asyncio.sleep(0)
+    await cancel_and_wait(child, broken, None)
+    assert child.cancelled()
+    assert broken.done()
+
+
+async def test_cancel_and_wait_keeps_the_callers_cancellation() -> None:
+    started = asyncio.Event()
+
+    async def parent() -> None:
+        child = asyncio.create_task(_forever())
+        try:
+            started.set()
+            await asyncio.Event().wait()
+        finally:
+            await cancel_and_wait(child)  # the parent is being cancelled here
+
+    task = asyncio.create_task(parent())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_reraise_if_cancelling_stops_a_loop_whose_library_converted_the_cancel() -> None:
+    reraise_if_cancelling()  # not being cancelled: nothing happens
+    rounds = 0
+
+    async def library_call() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError as e:  # a library that translates everything
+            raise RuntimeError("connection closed") from e
+
+    async def retry_loop() -> None:
+        nonlocal rounds
+        while True:
+            rounds += 1
+            try:
+                await library_call()
+            except Exception:  # noqa: BLE001 - the loop under test retries everything
+                reraise_if_cancelling()
+
+    task = asyncio.create_task(retry_loop())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 2)
+    assert rounds == 1
