@@ -145,10 +145,11 @@ async def _run(settings: Any, redis_url: str | None, token_key: str) -> None:
     from redis.asyncio import Redis
     from redis.exceptions import RedisError
 
+    from tradebridge._net import bind_socket
     from tradebridge.sim.clock import SystemClock
     from tradebridge.sim.context import SimContext
     from tradebridge.sim.seed import TokenSeeder
-    from tradebridge.sim.server import bind_socket, serve
+    from tradebridge.sim.server import serve
 
     try:
         sock = bind_socket(settings.host, settings.port)

@@ -34,6 +34,7 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
 
+from tradebridge._net import bind_socket
 from tradebridge.config import AccountConfig, Settings, TradovateConfig
 from tradebridge.domain.enums import Dialect
 from tradebridge.intake.webhook import IntakeDeps, build_router, validate_webhook_settings
@@ -189,18 +190,6 @@ class _Server(uvicorn.Server):
         yield
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """Bind a listening TCP socket (``port`` 0: a free one); ``OSError`` if taken."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 @contextlib.contextmanager
 def _signals_set(stop: asyncio.Event) -> Iterator[None]:
     # Only the main thread of a process may own signals; elsewhere the caller stops us.
@@ -263,7 +252,7 @@ async def serve_stack(
         states = await migrate(stores.database_url)
         applied = [f"{s.version:04d}_{s.name}" for s in states if s.applied_now]
         _log.info("migrations checked", database=describe_url(stores.database_url), applied=applied)
-    sock = bind(cfg.host, cfg.port)
+    sock = bind_socket(cfg.host, cfg.port)
     host, port = sock.getsockname()[:2]
     found = Endpoints(
         http_url=f"http://{host}:{port}",

@@ -20,6 +20,7 @@ from typing import Self, TypeVar
 import uvicorn
 from fastapi import FastAPI
 
+from tradebridge._net import bind_socket
 from tradebridge.sim.app import build_app
 from tradebridge.sim.clock import Clock, SystemClock
 from tradebridge.sim.config import SimConfig
@@ -159,20 +160,6 @@ class SimServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """Bind the listening socket; ``OSError`` (e.g. the port is taken) before anything starts."""
-    # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say TCP, and
-    # without it every answer's body waits ~40 ms for the client's delayed ACK (Nagle).
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 async def serve(
