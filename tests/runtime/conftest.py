@@ -2,38 +2,23 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator, Iterator
 
-import asyncpg
 import pytest
 import redis.asyncio as aioredis
-from runtime_stack import database_url
 
+from _support.database import fresh_database
 from tradebridge.sim.config import SimConfig
 from tradebridge.sim.seed import TokenSeeder
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedPostgres, EmbeddedRedis
-from tradebridge.store.migrate import migrate
 
 
 @pytest.fixture
 async def fresh_db(postgres_server: EmbeddedPostgres) -> AsyncIterator[str]:
     """Create a migrated database for one test; drop it afterwards."""
-    name = f"rt_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(postgres_server.url)
-    try:
-        await admin.execute(f'create database "{name}"')
-    finally:
-        await admin.close()
-    url = database_url(postgres_server.url, name)
-    await migrate(url)
-    yield url
-    admin = await asyncpg.connect(postgres_server.url)
-    try:
-        await admin.execute(f'drop database if exists "{name}" with (force)')
-    finally:
-        await admin.close()
+    async with fresh_database(postgres_server.url, prefix="rt") as url:
+        yield url
 
 
 @pytest.fixture

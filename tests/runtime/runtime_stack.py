@@ -13,17 +13,11 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 TRADEBRIDGE = str(Path(sys.executable).parent / "tradebridge")
 SIM_USERS = (("demo", "demo"), ("apex", "apex"))
-
-
-def database_url(server_url: str, name: str) -> str:
-    """Return ``server_url`` pointing at database ``name``."""
-    return urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
 
 
 @contextmanager

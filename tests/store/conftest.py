@@ -2,39 +2,21 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
 
+from _support.database import fresh_database
 from tradebridge.store.embedded import EmbeddedPostgres
 from tradebridge.store.ledger import Ledger
 from tradebridge.store.migrate import migrate
 
 
-def database_url(server_url: str, name: str) -> str:
-    """Return ``server_url`` pointing at database ``name``."""
-    parts = urlsplit(server_url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
 @pytest.fixture
 async def empty_db(postgres_server: EmbeddedPostgres) -> AsyncIterator[str]:
     """Create an empty database for one test; drop it afterwards."""
-    name = f"t_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(postgres_server.url)
-    try:
-        await admin.execute(f'create database "{name}"')
-    finally:
-        await admin.close()
-    yield database_url(postgres_server.url, name)
-    admin = await asyncpg.connect(postgres_server.url)
-    try:
-        await admin.execute(f'drop database if exists "{name}" with (force)')
-    finally:
-        await admin.close()
+    async with fresh_database(postgres_server.url, migrated=False) as url:
+        yield url
 
 
 @pytest.fixture

@@ -10,33 +10,22 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
 from typer.testing import CliRunner, Result
 
+from _support.database import admin_execute, database_url
 from tradebridge.cli import app
 from tradebridge.store.embedded import EmbeddedPostgres, free_port
-
-
-def database_url(server_url: str, name: str) -> str:
-    return urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
-
-
-async def _admin(server_url: str, sql: str) -> None:
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 @pytest.fixture
 def fresh_url(postgres_server: EmbeddedPostgres) -> Iterator[str]:
     """Create an empty database (synchronously: the CLI runs its own event loop)."""
     name = f"cli_{secrets.token_hex(6)}"
-    asyncio.run(_admin(postgres_server.url, f'create database "{name}"'))
-    yield database_url(postgres_server.url, name)
-    asyncio.run(_admin(postgres_server.url, f'drop database if exists "{name}" with (force)'))
+    server = postgres_server.url
+    asyncio.run(admin_execute(server, f'create database "{name}"'))
+    yield database_url(server, name)
+    asyncio.run(admin_execute(server, f'drop database if exists "{name}" with (force)'))
 
 
 @pytest.fixture(autouse=True)

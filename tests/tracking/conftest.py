@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from _support.database import fresh_database
 from _support.fixtures import redis_client
 from _support.rig import front, login
 from tradebridge.brokers.pool import BrokerPool
@@ -32,7 +30,6 @@ from tradebridge.sim.engine import SimOrder
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedPostgres
 from tradebridge.store.ledger import Ledger, LedgerRow, LedgerStatus
-from tradebridge.store.migrate import migrate
 from tradebridge.store.tokens import TokenStore
 from tradebridge.tracking.dispatcher import Dispatcher
 
@@ -47,20 +44,8 @@ FAST_RETRY = RetryConfig(attempts=3, timeout_s=5, wait_initial_s=0, wait_max_s=0
 @pytest.fixture
 async def ledger_url(postgres_server: EmbeddedPostgres) -> AsyncIterator[str]:
     """Create and migrate a database for one test; drop it afterwards."""
-    name = f"t_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(postgres_server.url)
-    try:
-        await admin.execute(f'create database "{name}"')
-    finally:
-        await admin.close()
-    url = urlunsplit(urlsplit(postgres_server.url)._replace(path=f"/{name}"))
-    await migrate(url)
-    yield url
-    admin = await asyncpg.connect(postgres_server.url)
-    try:
-        await admin.execute(f'drop database if exists "{name}" with (force)')
-    finally:
-        await admin.close()
+    async with fresh_database(postgres_server.url) as url:
+        yield url
 
 
 @dataclass

@@ -127,7 +127,7 @@ def _route(signal: ValidSignal, view: BrokerView, cid: ClientOrderId, today: dat
             if position == 0:
                 return Denied(f"nothing to do: no position in {contract.name} to exit")
             side = Side.SELL if position > 0 else Side.BUY
-            return _closing(signal, contract, side, abs(position), cid, position)
+            return _place(signal, contract, side, abs(position), cid, position)
         case Intent.REVERSE:
             if position == 0:
                 return _entry(signal, contract, signal.side, signal.quantity, view, cid, 0)
@@ -137,7 +137,7 @@ def _route(signal: ValidSignal, view: BrokerView, cid: ClientOrderId, today: dat
                     f"nothing to do: reverse to {held.value} but already "
                     f"{'long' if position > 0 else 'short'} {abs(position)} {contract.name}"
                 )
-            return _closing(signal, contract, held.opposite, 2 * abs(position), cid, position)
+            return _place(signal, contract, held.opposite, 2 * abs(position), cid, position)
         case Intent.TARGET:
             assert signal.target_position is not None
             delta = signal.target_position - position
@@ -147,7 +147,7 @@ def _route(signal: ValidSignal, view: BrokerView, cid: ClientOrderId, today: dat
                     f"{position:+d}, the target"
                 )
             side = Side.BUY if delta > 0 else Side.SELL
-            return _closing(signal, contract, side, abs(delta), cid, position)
+            return _place(signal, contract, side, abs(delta), cid, position)
     raise AssertionError(signal.intent)  # pragma: no cover
 
 
@@ -164,16 +164,18 @@ def _flatten(signal: ValidSignal, view: BrokerView, today: date) -> Plan | Denie
     return FlattenAccount(commands)
 
 
-def _closing(
+def _place(
     signal: ValidSignal,
     contract: ContractSymbol,
     side: Side,
     quantity: int,
     cid: ClientOrderId,
     position: int,
+    *,
+    bracket: Bracket | None = None,
 ) -> PlaceOrder:
     # Exits, reversals and target moves carry no bracket: its legs would be sized to the
-    # order, not to the position that remains.
+    # order, not to the position that remains. Only entries pass one.
     return PlaceOrder(
         SubmitOrder(
             client_order_id=cid,
@@ -185,6 +187,7 @@ def _closing(
             limit_price=signal.limit_price,
             stop_price=signal.stop_price,
             tif=signal.tif,
+            bracket=bracket,
             text=_text(signal),
         ),
         position_before=position,
@@ -207,22 +210,7 @@ def _entry(
     bracket = _bracket(signal, contract, side, view)
     if isinstance(bracket, Denied):
         return bracket
-    return PlaceOrder(
-        SubmitOrder(
-            client_order_id=cid,
-            account=signal.account,
-            contract=contract,
-            side=side,
-            order_type=signal.order_type,
-            quantity=quantity,
-            limit_price=signal.limit_price,
-            stop_price=signal.stop_price,
-            tif=signal.tif,
-            bracket=bracket,
-            text=_text(signal),
-        ),
-        position_before=position,
-    )
+    return _place(signal, contract, side, quantity, cid, position, bracket=bracket)
 
 
 def entry_reference(signal: ValidSignal, quote: Decimal | None) -> Decimal | None:

@@ -382,34 +382,33 @@ insert into trading_signals (
 returning *
 """
 
-# Fields passed as NULL keep their value.
-_TRANSITION_SQL = """
-update trading_signals
-   set status = $2,
+# The SET list of a move, shared by the slow and the fast path so both write the same
+# columns from the same parameters ($2 the status, $3..$8 _Move.fields); fields passed as
+# NULL keep their value. The statements below are composed of module constants only (no
+# input reaches their text), hence the S608 exemptions.
+_MOVE_SET = """status = $2,
        account_id = coalesce($3, account_id),
        client_order_id = coalesce($4, client_order_id),
        tradovate_order_id = coalesce($5, tradovate_order_id),
        error_message = coalesce($6, error_message),
        filled_qty = coalesce($7, filled_qty),
-       avg_fill_price = coalesce($8, avg_fill_price)
+       avg_fill_price = coalesce($8, avg_fill_price)"""
+
+_TRANSITION_SQL = f"""
+update trading_signals
+   set {_MOVE_SET}
  where signal_id = $1
 returning *
-"""
+"""  # noqa: S608
 
 # A move from a known status in ONE statement (one round trip, atomic by itself): the row
 # moves only if it still has the expected status (and claim, when an owner is given); its
 # event and broker call are written from the row it returns. No row back: the slow path
 # (_apply_move) finds out why, under a row lock, and raises the precise error.
-_FAST_MOVE_SQL = """
+_FAST_MOVE_SQL = f"""
 with moved as (
     update trading_signals
-       set status = $2,
-           account_id = coalesce($3, account_id),
-           client_order_id = coalesce($4, client_order_id),
-           tradovate_order_id = coalesce($5, tradovate_order_id),
-           error_message = coalesce($6, error_message),
-           filled_qty = coalesce($7, filled_qty),
-           avg_fill_price = coalesce($8, avg_fill_price)
+       set {_MOVE_SET}
      where signal_id = $1 and status = $9 and ($10::text is null or claimed_by = $10)
     returning *
 ), event as (
@@ -424,7 +423,7 @@ with moved as (
      where $13::text is not null
 )
 select * from moved
-"""
+"""  # noqa: S608
 
 _REQUEUE_SQL = """
 update trading_signals set status = 'pending'
@@ -935,20 +934,7 @@ class _Move:
 
 async def _fast_move(pool: asyncpg.Pool, move: _Move, expected: LedgerStatus) -> LedgerRow | None:
     call = move.broker_call
-    call_args = (
-        (None,) * 8
-        if call is None
-        else (
-            call.dialect,
-            call.method,
-            call.path,
-            call.status,
-            call.latency_ms,
-            call.request,
-            call.response,
-            call.error,
-        )
-    )
+    call_args = (None,) * 8 if call is None else _broker_call_args(call)
     detail = {"from": expected.value, "to": move.new_status.value, **move.detail}
     try:
         records = await _fetch_stateless(
@@ -1114,6 +1100,13 @@ async def _insert_broker_call(conn: Conn, signal_id: str | None, call: BrokerCal
         "insert into broker_calls (signal_id, dialect, method, path, status, latency_ms, "
         "request, response, error) values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         signal_id,
+        *_broker_call_args(call),
+    )
+
+
+def _broker_call_args(call: BrokerCall) -> tuple[Any, ...]:
+    # The column order of broker_calls (dialect .. error) that both insert statements use.
+    return (
         call.dialect,
         call.method,
         call.path,

@@ -1,0 +1,40 @@
+"""Throwaway databases on the session's private PostgreSQL, one per test."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from tradebridge.store.migrate import migrate
+
+
+def database_url(server_url: str, name: str) -> str:
+    """Return ``server_url`` pointing at database ``name``."""
+    return urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(
+    server_url: str, *, prefix: str = "t", migrated: bool = True
+) -> AsyncIterator[str]:
+    """Create a database (migrated unless told otherwise), yield its URL, then drop it."""
+    name = f"{prefix}_{secrets.token_hex(6)}"
+    await admin_execute(server_url, f'create database "{name}"')
+    url = database_url(server_url, name)
+    if migrated:
+        await migrate(url)
+    yield url
+    await admin_execute(server_url, f'drop database if exists "{name}" with (force)')
+
+
+async def admin_execute(server_url: str, statement: str) -> None:
+    """Run one statement on the server's maintenance database (create, drop)."""
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(statement)
+    finally:
+        await admin.close()
