@@ -101,3 +101,12 @@ def test_log_level_filters_below(output: io.StringIO) -> None:
 
     assert "quiet" not in output.getvalue()
     assert "loud" in output.getvalue()
+
+
+def test_configure_logging_leaves_request_lines_to_broker_call_events(
+    output: io.StringIO,
+) -> None:
+    logging.getLogger("httpx").info("HTTP Request: GET http://x/ 200 OK")
+    logging.getLogger("httpx").warning("something worth seeing")
+    assert "HTTP Request" not in output.getvalue()
+    assert "something worth seeing" in output.getvalue()

@@ -123,6 +123,10 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(max(numeric, logging.INFO))
+    # httpx/httpcore log each request at INFO; our own broker_call event already records it
+    # (redacted, with latency), so theirs would only double every line.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
 
 
 class _RedactingFormatter(logging.Formatter):
