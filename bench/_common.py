@@ -6,6 +6,7 @@ client and server share neither an event loop nor a GIL, and stops it when done.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import signal
@@ -15,6 +16,8 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -26,14 +29,43 @@ BRIDGE_ID = "D100001"
 USER = "demo"
 
 
-def start_simulator(seed: int = 1) -> tuple[subprocess.Popen[bytes], str]:
-    """Start ``tradebridge sim`` on a free port; return the process and its base URL."""
+def sim_config(accounts: int, user: str = "bench") -> dict[str, object]:
+    """Return simulator settings: one user owning ``BENCH0000``.. ``accounts`` accounts."""
+    return {
+        "users": [
+            {
+                "id": 9,
+                "name": user,
+                "password": user,
+                "accounts": [
+                    {"id": 900000 + i, "name": bench_account(i), "bridge_id": f"D{900000 + i}"}
+                    for i in range(accounts)
+                ],
+            }
+        ]
+    }
+
+
+def bench_account(index: int) -> str:
+    """Return the name of account ``index`` of ``sim_config``."""
+    return f"BENCH{index:04d}"
+
+
+def start_simulator(
+    seed: int = 1, *, config: Path | None = None, redis_url: str | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``tradebridge sim`` on a free port; return the process and its base URL.
+
+    ``config``: a settings file (``sim_config`` as JSON); ``redis_url``: the simulator writes
+    every account's token there (``token:<account name>``) and keeps it fresh.
+    """
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tradebridge", "sim", "--port", str(port), "--seed", str(seed)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    argv = [sys.executable, "-m", "tradebridge", "sim", "--port", str(port), "--seed", str(seed)]
+    if config is not None:
+        argv += ["--config", str(config)]
+    if redis_url is not None:
+        argv += ["--redis-url", redis_url]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -63,6 +95,36 @@ def running_simulator(seed: int = 1) -> Iterator[str]:
         yield url
     finally:
         stop_simulator(process)
+
+
+async def wait_tokens(redis: Any, names: Sequence[str]) -> None:
+    """Wait (up to 30 s) until Redis (``redis.asyncio``) holds every account's token key."""
+    for _ in range(300):
+        if all([await redis.exists(f"token:{n}") for n in names]):
+            return
+        await asyncio.sleep(0.1)
+    raise SystemExit("the simulator did not seed tokens into Redis")
+
+
+async def wait_placed(db: Any, count: int, within_s: float, like: str = "%") -> None:
+    """Wait until ``count`` rows whose signal_id is ``like`` stand working or filled.
+
+    ``db`` is an asyncpg pool or connection. Polled every 50 ms: the count is a scan of the
+    table, and polling faster only takes CPU from the system under test; the times measured
+    come from the rows, not from here.
+    """
+    started = time.perf_counter()
+    done = 0
+    while time.perf_counter() - started < within_s:
+        done = await db.fetchval(
+            "select count(*) from trading_signals "
+            "where status in ('working', 'filled') and signal_id like $1",
+            like,
+        )
+        if done >= count:
+            return
+        await asyncio.sleep(0.05)
+    raise SystemExit(f"only {done} of {count} rows placed within {within_s} s")
 
 
 def native_login(url: str) -> dict[str, object]:

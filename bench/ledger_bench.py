@@ -42,78 +42,27 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import latency_cells, machine, print_table
+from _common import (
+    bench_account,
+    latency_cells,
+    machine,
+    print_table,
+    sim_config,
+    start_simulator,
+    wait_placed,
+    wait_tokens,
+)
 from tradebridge.brokers.pool import BrokerPool
 from tradebridge.config import AccountConfig, Settings
 from tradebridge.domain.contracts import resolve_symbol
 from tradebridge.ops.logging import configure_logging
-from tradebridge.store.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from tradebridge.store.embedded import EmbeddedPostgres, EmbeddedRedis
 from tradebridge.store.ledger import Ledger
 from tradebridge.store.migrate import migrate
 from tradebridge.store.tokens import TokenStore
 from tradebridge.tracking.dispatcher import Dispatcher
 
-USER = "bench"
-
-
-def _sim_config(accounts: int) -> dict[str, object]:
-    return {
-        "users": [
-            {
-                "id": 9,
-                "name": USER,
-                "password": USER,
-                "accounts": [
-                    {"id": 900000 + i, "name": f"BENCH{i:04d}", "bridge_id": f"D{900000 + i}"}
-                    for i in range(accounts)
-                ],
-            }
-        ]
-    }
-
-
-def _start_sim(config: Path, redis_url: str) -> tuple[subprocess.Popen[bytes], str]:
-    import httpx
-
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tradebridge", "sim", "--port", str(port), "--config",
-         str(config), "--redis-url", redis_url],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/_sim/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.05)
-    process.kill()
-    raise SystemExit("the simulator did not start")
-
-
-async def _wait_tokens(redis: aioredis.Redis, names: list[str]) -> None:
-    for _ in range(300):
-        if all([await redis.exists(f"token:{n}") for n in names]):
-            return
-        await asyncio.sleep(0.1)
-    raise SystemExit("the simulator did not seed tokens into Redis")
-
-
-async def _wait_done(ledger: Ledger, count: int, within_s: float) -> None:
-    # Polled every 50 ms: the count is a scan of the table, and polling faster only takes CPU
-    # from the system under test. The times measured come from the rows, not from here.
-    started = time.perf_counter()
-    while time.perf_counter() - started < within_s:
-        done = await ledger.pool.fetchval(
-            "select count(*) from trading_signals where status in ('working', 'filled')"
-        )
-        if done >= count:
-            return
-        await asyncio.sleep(0.05)
-    raise SystemExit(f"only {done} of {count} rows placed within {within_s} s")
+USER = "bench"  # the user of sim_config
 
 
 def _settings(args: argparse.Namespace, names: list[str], sim_url: str) -> Settings:
@@ -151,7 +100,7 @@ def _start_workers(args: argparse.Namespace, db_url: str, redis_url: str, sim_ur
 
 async def _worker_process(args: argparse.Namespace) -> None:
     """Run dispatchers in this process from "go" on stdin until stdin closes."""
-    names = [f"BENCH{i:04d}" for i in range(args.accounts)]
+    names = [bench_account(i) for i in range(args.accounts)]
     settings = _settings(args, names, args.sim_url)
     redis = aioredis.Redis.from_url(args.redis_url)
     ledger = await Ledger.connect(args.db_url, min_size=20, max_size=20)
@@ -182,10 +131,10 @@ async def _bench(
     sim_url: str,
     workers: list[subprocess.Popen[bytes]],
 ) -> None:
-    names = [f"BENCH{i:04d}" for i in range(args.accounts)]
+    names = [bench_account(i) for i in range(args.accounts)]
     settings = _settings(args, names, sim_url)
     redis = aioredis.Redis.from_url(redis_url)
-    await _wait_tokens(redis, names)
+    await wait_tokens(redis, names)
     contract = resolve_symbol("MNQ1!", datetime.now(UTC).date())
     # A warm pool, as in a service that has been running: connections are not opened mid-run.
     ledger = await Ledger.connect(db_url, min_size=20, max_size=20)
@@ -209,7 +158,7 @@ async def _bench(
     for i, name in enumerate(names):
         await ledger.insert_signal(signal_id=f"warm-{i}", instrument=contract.name, side="buy",
                                    quantity=1, account_name=name)  # fmt: skip
-    await _wait_done(ledger, len(names), 60)
+    await wait_placed(ledger.pool, len(names), 60)
     await stop(warm)
 
     # Throughput: a backlog, drained as fast as possible.
@@ -230,7 +179,7 @@ async def _bench(
         assert worker.stdin is not None
         worker.stdin.write(b"go\n")
         worker.stdin.flush()
-    await _wait_done(ledger, base + args.rows, 600)
+    await wait_placed(ledger.pool, base + args.rows, 600)
     # From the dispatchers' start to the last broker answer written, on the database clock.
     ended = await ledger.pool.fetchval(
         "select max(ts_accepted) from trading_signals where signal_id like 'tp-%'"
@@ -249,7 +198,7 @@ async def _bench(
         delay = t0 + (i + 1) * interval - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-    await _wait_done(ledger, base + args.rows + total, 120)
+    await wait_placed(ledger.pool, base + args.rows + total, 120)
     await stop(running)
     for worker in workers:
         assert worker.stdin is not None
@@ -312,8 +261,8 @@ def main() -> None:
         asyncio.run(migrate(postgres.url))
         with tempfile.TemporaryDirectory() as tmp:
             config = Path(tmp) / "sim.json"
-            config.write_text(json.dumps(_sim_config(args.accounts)), encoding="utf-8")
-            process, url = _start_sim(config, redis.url)
+            config.write_text(json.dumps(sim_config(args.accounts)), encoding="utf-8")
+            process, url = start_simulator(config=config, redis_url=redis.url)
             workers: list[subprocess.Popen[bytes]] = []
             try:
                 workers = _start_workers(args, postgres.url, redis.url, url)

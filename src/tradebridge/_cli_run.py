@@ -110,7 +110,12 @@ def serve(
     ] = None,
     port: Annotated[int | None, typer.Option(help="HTTP port", show_default="8080")] = None,
     workers: Annotated[
-        int | None, typer.Option(min=1, help="dispatchers in this process", show_default="1")
+        int | None,
+        typer.Option(
+            min=0,
+            help="dispatchers in this process (0: webhook and health only)",
+            show_default="1",
+        ),
     ] = None,
     migrate: Annotated[
         bool | None,
@@ -137,7 +142,12 @@ def up(
     port: Annotated[int | None, typer.Option(help="HTTP port (webhook, /healthz)")] = None,
     sim_port: Annotated[int, typer.Option(help="simulator port")] = 8765,
     workers: Annotated[
-        int | None, typer.Option(min=1, help="dispatchers in this process", show_default="1")
+        int | None,
+        typer.Option(
+            min=0,
+            help="dispatchers in this process (0: webhook and health only)",
+            show_default="1",
+        ),
     ] = None,
 ) -> None:
     """Bring up the whole local stack: PostgreSQL, Redis, the simulator, workers, webhook."""

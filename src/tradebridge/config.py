@@ -221,7 +221,12 @@ class ServeConfig(_Section):
 class DispatcherConfig(_Section):
     """How workers claim, place and reconcile ledger rows (docs/dispatcher.md)."""
 
-    workers: int = Field(1, ge=1, description="dispatchers per process")
+    workers: int = Field(
+        1,
+        ge=0,
+        description="dispatchers per process; 0 = an intake-only process (webhook, health) "
+        "whose rows other processes' workers place",
+    )
     max_accounts: int = Field(16, ge=1, description="accounts placed concurrently per worker")
     claim_batch: int = Field(
         16, ge=1, description="rows of one account claimed at once (placed one after the other)"

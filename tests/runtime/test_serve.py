@@ -187,3 +187,31 @@ async def test_serve_webhook_without_secret_refuses_to_start(tmp_path: Path) -> 
     with pytest.raises(ConfigError, match=r"webhook\.secret is not set"):
         await run_serve(settings, stop=asyncio.Event())
     assert not (tmp_path / "data").exists()  # refused before any store was started
+
+
+async def test_serve_intake_only_process_stores_webhook_rows_for_other_workers(
+    sim_tokens: SimServer, fresh_db: str, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    # workers=0: the webhook answers and stores; nothing in this process places the row.
+    intake = _settings(sim_tokens, fresh_db, redis_server.url, tmp_path / "intake")
+    intake = intake.model_copy(
+        update={"dispatcher": intake.dispatcher.model_copy(update={"workers": 0})}
+    )
+    body = {"secret": WEBHOOK_SECRET, "symbol": "MNQ1!", "action": "buy", "quantity": 1,
+            "account": "DEMO0000001"}  # fmt: skip
+    async with _serving(intake) as found, httpx.AsyncClient() as client:
+        answer = await client.post(found.webhook_url, json=body)
+        assert answer.status_code == 200, answer.text
+        (signal_id,) = answer.json()["signal_ids"]
+        metrics = await client.get(found.metrics_url)
+        assert "tradebridge_workers_running 0.0" in metrics.text
+        async with await Ledger.connect(fresh_db) as ledger:
+            await asyncio.sleep(0.5)
+            row = await ledger.get(signal_id)
+            assert row is not None
+            assert row.status.value == "pending"
+    # A worker process on the same database then places it.
+    workers = _settings(sim_tokens, fresh_db, redis_server.url, tmp_path / "workers")
+    async with _serving(workers), await Ledger.connect(fresh_db) as ledger:
+        row = await _until_final(ledger, signal_id)
+    assert row.status.value == "filled"
