@@ -215,3 +215,31 @@ async def test_serve_intake_only_process_stores_webhook_rows_for_other_workers(
     async with _serving(workers), await Ledger.connect(fresh_db) as ledger:
         row = await _until_final(ledger, signal_id)
     assert row.status.value == "filled"
+
+
+async def test_serve_metrics_count_claimed_and_placed_rows(
+    sim_tokens: SimServer, fresh_db: str, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    from tradebridge.ops import metrics
+
+    def value(name: str, **labels: str) -> float:
+        return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+    claimed = value("tradebridge_signals_claimed_total")
+    placed = value("tradebridge_signals_outcome_total", outcome="placed")
+    denied = value("tradebridge_signals_outcome_total", outcome="denied")
+    settings = _settings(sim_tokens, fresh_db, redis_server.url, tmp_path)
+    async with _serving(settings), await Ledger.connect(fresh_db) as ledger:
+        await ledger.insert_signal(
+            signal_id="m-ok", instrument="MNQ1!", side="buy", quantity=1,
+            account_name="DEMO0000001",
+        )  # fmt: skip
+        await ledger.insert_signal(
+            signal_id="m-bad", instrument="MNQ1!", side="sideways", quantity=1,
+            account_name="DEMO0000001",
+        )  # fmt: skip
+        await _until_final(ledger, "m-ok")
+        await _until_final(ledger, "m-bad")
+    assert value("tradebridge_signals_claimed_total") - claimed == 2
+    assert value("tradebridge_signals_outcome_total", outcome="placed") - placed == 1
+    assert value("tradebridge_signals_outcome_total", outcome="denied") - denied == 1

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -33,6 +34,7 @@ from tradebridge.config import Settings
 from tradebridge.domain.enums import OrderStatus
 from tradebridge.domain.ids import AccountName, client_order_id_for
 from tradebridge.errors import BrokerError, IllegalTransition, InvalidInput
+from tradebridge.ops import metrics
 from tradebridge.ops.logging import get_logger
 from tradebridge.pipeline.risk import RiskLimits, check_risk
 from tradebridge.pipeline.route import BrokerView, Needs, PlaceOrder, needs, route
@@ -169,6 +171,7 @@ class Dispatcher:
                 if not rows:
                     break
                 claimed += len(rows)
+                metrics.SIGNALS_CLAIMED.inc(len(rows))
                 queues: dict[str, list[LedgerRow]] = {}
                 for row in rows:  # in insertion order, so each queue is too
                     # Rows without an account are heads of their own (each is denied).
@@ -221,7 +224,9 @@ class Dispatcher:
         waiting = [row.signal_id for row in rows]
         try:
             for row in rows:
+                started = time.perf_counter()
                 status = await self._handle(row)
+                _count_outcome(status, time.perf_counter() - started)
                 waiting.remove(row.signal_id)
                 if status in IN_FLIGHT_STATUSES and waiting:
                     # The account waits on an unresolved row (reconcile takes it from here):
@@ -382,3 +387,24 @@ async def _quote(broker: Broker, instrument: str) -> Decimal | None:
     if bid is not None and ask is not None:
         return (Decimal(str(bid)) + Decimal(str(ask))) / 2
     return None
+
+
+# What a row's status right after placement means for /metrics.
+_OUTCOMES: dict[LedgerStatus, str] = {
+    LedgerStatus.WORKING: "placed",
+    LedgerStatus.PARTIALLY_FILLED: "placed",
+    LedgerStatus.FILLED: "placed",
+    LedgerStatus.DENIED: "denied",
+    LedgerStatus.REJECTED: "rejected",
+    LedgerStatus.UNKNOWN: "unknown",
+    LedgerStatus.SUBMITTED: "unknown",
+    LedgerStatus.FAILED: "failed",
+}
+
+
+def _count_outcome(status: LedgerStatus | None, seconds: float) -> None:
+    outcome = _OUTCOMES.get(status) if status is not None else None
+    if outcome is not None:
+        metrics.SIGNALS_OUTCOME.labels(outcome=outcome).inc()
+    if outcome == "placed":
+        metrics.PLACEMENT_SECONDS.observe(seconds)
