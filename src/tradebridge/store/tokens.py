@@ -22,6 +22,7 @@ Tokens never appear in logs, errors or reprs.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import base64
 import functools
@@ -310,7 +311,7 @@ class ManagerOptions(TypedDict, total=False):
     sleep: Sleep
 
 
-class _SelfManagedTokens(Generic[_Credentials]):
+class _SelfManagedTokens(abc.ABC, Generic[_Credentials]):
     """What native and bridge self-managed logins share, per Tradovate user.
 
     One single-flight lock (``lock:token:<user>``), one login cap (``logins:token:<user>``)
@@ -403,9 +404,9 @@ class _SelfManagedTokens(Generic[_Credentials]):
         self.logins += 1
         return token
 
+    @abc.abstractmethod
     async def _obtain(self) -> StoredToken:
         """Send the dialect's login request; return the token it grants."""
-        raise NotImplementedError
 
     async def _refresh(self, candidate: StoredToken | None) -> StoredToken:
         """Return a fresh token given a still-usable one (None: there is none)."""
