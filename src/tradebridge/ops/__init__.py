@@ -1,1 +1,1 @@
-"""ops."""
+"""Operations: structured logging with redaction, metrics, health checks, doctor."""

@@ -1,1 +1,1 @@
-"""store."""
+"""Storage: the PostgreSQL ledger and its migrations, Redis tokens, embedded servers."""

@@ -1,1 +1,1 @@
-"""tracking."""
+"""Placing ledger rows and following them: dispatcher, tracker (broker events), reconcile."""
