@@ -1,8 +1,12 @@
 """``/healthz`` and ``/metrics``: is this process able to do its work, and what has it done.
 
-``/healthz`` answers 200 when the database, Redis and every broker host answer, else 503,
-with one JSON entry per check (``ok``, ``latency_ms``, and on failure a reason that names
-the kind of error, never a URL's password or a token). Broker hosts are probed with a plain
+``/healthz`` answers with one JSON entry per check (``ok``, ``latency_ms``, and on failure a
+reason that names the kind of error, never a URL's password or a token) and an overall
+``status``: ``failing`` (HTTP 503) when the database, Redis or a broker host does not answer
+or a condition says so, ``degraded`` (HTTP 200: the process still takes alerts) when a
+condition needs a human (rows unknown past their bound, a token missing or locked out, claims
+or reconcile failing), else ``ok``. Conditions are registered by the parts that know them
+(``HealthChecker.conditions``). Broker hosts are probed with a plain
 unauthenticated GET, cached for ``ttl_s``: a health check must not spend Tradovate's request
 budget. Any HTTP answer counts as reachable; only a failed connection or a timeout does not.
 """
@@ -11,9 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import redis.asyncio as aioredis
@@ -68,6 +72,31 @@ def broker_hosts(settings: Settings) -> dict[str, str]:
     return hosts
 
 
+Level = Literal["ok", "degraded", "failing"]
+_RANK: dict[str, int] = {"ok": 0, "degraded": 1, "failing": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """A state of the process that is not a reachability probe (rows, tokens, loops)."""
+
+    level: Level
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        """Return the condition as JSON-ready data."""
+        return {"ok": self.level == "ok", "level": self.level, **self.detail}
+
+
+def worst(levels: Sequence[str]) -> Level:
+    """Return the most severe of ``levels`` (ok when empty)."""
+    top: Level = "ok"
+    for level in levels:
+        if _RANK[level] > _RANK[top]:
+            top = level  # type: ignore[assignment]
+    return top
+
+
 @dataclass
 class HealthChecker:
     """Runs the checks of ``/healthz``; broker probes are cached for ``ttl_s``."""
@@ -77,20 +106,35 @@ class HealthChecker:
     brokers: Mapping[str, str]
     ttl_s: float = 30.0
     timeout_s: float = _TIMEOUT_S
+    # Named conditions, each a coroutine returning a Condition; one that raises is failing.
+    conditions: dict[str, Callable[[], Awaitable[Condition]]] = field(default_factory=dict)
     _cache: dict[str, tuple[float, CheckResult]] = field(default_factory=dict)
 
     async def check(self) -> dict[str, Any]:
-        """Run every check and return the ``/healthz`` document."""
+        """Run every check and condition and return the ``/healthz`` document."""
         names = ["database", "redis", *(f"broker:{name}" for name in self.brokers)]
         probes = [
             _timed(lambda: self.ledger.pool.fetchval("select 1"), self.timeout_s),
             _timed(self.redis.ping, self.timeout_s),
             *(self._broker(url) for url in self.brokers.values()),
         ]
-        results = await asyncio.gather(*probes)
+        conditions = [self._condition(probe) for probe in self.conditions.values()]
+        results, found = await asyncio.gather(asyncio.gather(*probes), asyncio.gather(*conditions))
         checks = {name: result.as_json() for name, result in zip(names, results, strict=True)}
-        ok = all(result.ok for result in results)
-        return {"status": "ok" if ok else "failing", "checks": checks}
+        levels: list[str] = ["ok" if result.ok else "failing" for result in results]
+        for name, condition in zip(self.conditions, found, strict=True):
+            checks[name] = condition.as_json()
+            levels.append(condition.level)
+        return {"status": worst(levels), "checks": checks}
+
+    async def _condition(self, probe: Callable[[], Awaitable[Condition]]) -> Condition:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await probe()
+        except TimeoutError:
+            return Condition("failing", {"error": "timed out"})
+        except Exception as e:  # noqa: BLE001 - a condition that cannot be read is failing
+            return Condition("failing", {"error": type(e).__name__})
 
     async def _broker(self, url: str) -> CheckResult:
         cached = self._cache.get(url)
@@ -114,7 +158,8 @@ def build_ops_router(checker: HealthChecker) -> APIRouter:
     @router.get("/healthz")
     async def healthz() -> JSONResponse:
         report = await checker.check()
-        return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
+        # degraded still answers 200: the process takes alerts, a human should look.
+        return JSONResponse(report, status_code=503 if report["status"] == "failing" else 200)
 
     @router.get("/metrics")
     async def prometheus() -> Response:
