@@ -1,10 +1,12 @@
 """Structured JSON logs with secrets redacted by a processor, not by discipline.
 
 ``configure_logging()`` once at start; ``get_logger(__name__)`` everywhere. The redaction
-masks values under secret-looking keys (``accessToken``, ``password``, ``p-ticket``, ...)
-and secret-looking values anywhere (JWTs, ``Bearer ...``, ``access_token=...`` in URLs),
-however deeply nested. ``redact()`` is public so that the broker-call audit uses the same
-rules before anything is stored.
+masks values under secret-looking keys (``accessToken``, ``password``, ``p-ticket``, ...),
+also where such a pair is written inside a string (``access_token=...`` in URLs,
+``'accessToken': '...'`` in a repr), and values that have a token's shape anywhere (JWTs,
+``Bearer ...``), however deeply nested. Dotted names (logger names, module paths, hostnames,
+versions) are not secrets and pass untouched. ``redact()`` is public so that the broker-call
+audit uses the same rules before anything is stored.
 """
 
 from __future__ import annotations
@@ -43,10 +45,20 @@ SECRET_KEYS: frozenset[str] = frozenset(
     }
 )
 
-_JWT = re.compile(r"\b[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\b")
+# A JWT (RFC 7519 compact form): three base64url segments, the first a JSON header, so it
+# always starts with "eyJ" (base64 of '{"'). Matching any three dotted words instead would
+# mask logger names, module paths and hostnames.
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _BEARER = re.compile(r"\b(Bearer)\s+[^\s\"',;]+", re.IGNORECASE)
-_QUERY_SECRET = re.compile(
-    r"(?P<key>(?:access_?token|md_?access_?token|token|password|sec|secret|p-ticket)=)[^&\s\"']+",
+# key=value (query strings, headers) or 'key': 'value' (reprs, JSON) inside a string, for
+# the keys of SECRET_KEYS spelt with or without "-"/"_" (access_token, accessToken, p-ticket).
+# A value already masked, or a Bearer scheme (masked above), is left alone.
+_SECRET_KEY_TEXT = "|".join(
+    "[-_]?".join(map(re.escape, key)) for key in sorted(SECRET_KEYS, key=len, reverse=True)
+)
+_SECRET_PAIR = re.compile(
+    rf"""(?<![\w-])(?P<key>(?:{_SECRET_KEY_TEXT}))(?P<sep>["']?\s*[=:]\s*["']?)"""
+    r"""(?!\*\*\*|Bearer\s)(?:(?<=")[^"]+|(?<=')[^']+|[^\s"'&,;{}\[\]]+)""",
     re.IGNORECASE,
 )
 
@@ -57,10 +69,10 @@ def is_secret_key(key: object) -> bool:
 
 
 def redact_text(text: str) -> str:
-    """Mask JWT-looking strings, bearer tokens and secret query parameters inside a string."""
+    """Mask JWTs, bearer tokens and values of secret keys (``token=...``) inside a string."""
     text = _BEARER.sub(rf"\1 {MASK}", text)
     text = _JWT.sub(MASK, text)
-    return _QUERY_SECRET.sub(rf"\g<key>{MASK}", text)
+    return _SECRET_PAIR.sub(rf"\g<key>\g<sep>{MASK}", text)
 
 
 def redact(value: Any) -> Any:

@@ -1,0 +1,122 @@
+"""Redaction by key and by token shape: dotted names (loggers, hosts, versions) stay readable."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+
+from tradebridge.ops.logging import configure_logging, get_logger, redact, redact_text
+
+JWT = ".".join(
+    base64.urlsafe_b64encode(part).rstrip(b"=").decode()
+    for part in (
+        b'{"alg":"HS256","typ":"JWT"}',
+        b'{"sub":"1","exp":1999999999}',
+        b"signature-bytes",
+    )
+)
+
+
+@pytest.fixture
+def output() -> Iterator[io.StringIO]:
+    """Send logs to a buffer for one test, then restore the defaults."""
+    out = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    configure_logging("DEBUG", stream=out)
+    yield out
+    structlog.reset_defaults()
+    root.handlers, root.level = handlers, level
+
+
+def _records(out: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "tradebridge.tracking.dispatcher",
+        "tradebridge.brokers.tradovate.usersync",
+        "tv-demo.tradovateapi.com",
+        "https://demo-api.tradovateapi.internal/v1/auth/accesstokenrequest",
+        "release-2026.20260101.build1234",
+        "timeout at 12:30:45, price: 21000.25",
+    ],
+)
+def test_redact_text_dotted_names_untouched(text: str) -> None:
+    assert redact_text(text) == text
+
+
+def test_log_dotted_logger_name_and_hostname_kept(output: io.StringIO) -> None:
+    log = get_logger("tradebridge.tracking.dispatcher")
+
+    log.info("connected", host="tv-demo.tradovateapi.com",
+             module="tradebridge.brokers.tradovate.usersync")  # fmt: skip
+    logging.getLogger("tradebridge.tracking.dispatcher").warning("via the stdlib")
+
+    record = _records(output)[0]
+    assert record["logger_name"] == "tradebridge.tracking.dispatcher"
+    assert record["host"] == "tv-demo.tradovateapi.com"
+    assert record["module"] == "tradebridge.brokers.tradovate.usersync"
+    assert "WARNING tradebridge.tracking.dispatcher via the stdlib" in output.getvalue()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        JWT,
+        f"Bearer {JWT}",
+        f"Authorization: Bearer {JWT}",
+        f"login answered ({JWT}) at tv-demo.tradovateapi.com",
+        {"outer": [{"inner": f"x {JWT} y"}]},
+        [f"token {JWT}"],
+    ],
+)
+def test_redact_jwt_shape_masked_anywhere(value: object) -> None:
+    redacted = json.dumps(redact(value))
+
+    assert JWT not in redacted
+    assert "***" in redacted
+
+
+@pytest.mark.parametrize(
+    ("text", "leak"),
+    [
+        ("{'accessToken': 'opaque value 1', 'name': 'demo'}", "opaque value 1"),
+        ('{"password":"pw 42","userId":5}', "pw 42"),
+        ("wss://md.example/ws?mdAccessToken=opaque-2&x=1", "opaque-2"),
+        ("secret=opaque-3", "opaque-3"),
+    ],
+)
+def test_redact_text_secret_key_pair_inside_string_masked(text: str, leak: str) -> None:
+    assert leak not in redact_text(text)
+    assert "***" in redact_text(text)
+
+
+def test_log_values_under_secret_keys_masked(output: io.StringIO) -> None:
+    log = get_logger("tradebridge.brokers.http")
+
+    body = {"name": "demo", "sec": "opaque-3", "nested": [{"p-ticket": "opaque-4"}]}
+
+    log.info(
+        "login",
+        accessToken="opaque-1",
+        secret="opaque-2",
+        authorization="Basic opaque-5",
+        body=body,
+    )
+
+    text = output.getvalue()
+    for leak in ("opaque-1", "opaque-2", "opaque-5", "opaque-3", "opaque-4"):
+        assert leak not in text
+    record = _records(output)[0]
+    assert record["body"] == {"name": "demo", "sec": "***", "nested": [{"p-ticket": "***"}]}
+    assert record["logger_name"] == "tradebridge.brokers.http"
