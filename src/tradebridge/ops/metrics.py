@@ -77,6 +77,17 @@ WEBHOOK_REQUESTS: Final = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+# Labelled by reason: no_row (nothing matched after the retry), other_order (our client id
+# names a row that holds another broker order, e.g. a stale duplicate), row_not_open (the
+# order's row is neither open nor final, e.g. needs_review), error (the retry failed),
+# shutdown (the tracker stopped before the retry); and two that lose nothing:
+# row_final (a late event of a finished row), bracket_leg (a leg's event; legs have no row).
+TRACKER_EVENTS_DROPPED: Final = Counter(
+    "tradebridge_tracker_events_dropped",
+    "Broker order events the tracker dropped after its one retry; reconcile has the rest.",
+    ["reason"],
+    registry=REGISTRY,
+)
 WORKERS_RUNNING: Final = Gauge(
     "tradebridge_workers_running",
     "Dispatchers running in this process.",

@@ -7,13 +7,16 @@ rows. Fills are incremental and may arrive twice (several workers, a resync), so
 is applied once per row (an ``order_history`` ``fill`` event records it, in the same
 transaction). Statuses never move backwards: the ledger refuses, and the tracker only asks
 for moves the lifecycle allows. Events that find no row yet (the answer to the submit is
-still on its way) are retried shortly; what still finds nothing is left to reconcile.
+still on its way) are retried once after ``dispatcher.event_retry_s``; what still finds
+nothing is dropped, left to reconcile, counted in ``tradebridge_tracker_events_dropped_total``
+and logged as ``tracker_event_dropped``: a warning, or info where nothing is lost (a late event
+of a finished row, a bracket leg's event).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 from decimal import Decimal
 from typing import Any
 
@@ -32,10 +35,14 @@ from tradebridge.domain.orders import (
 )
 from tradebridge.errors import IllegalTransition
 from tradebridge.ops.logging import get_logger
+from tradebridge.ops.metrics import TRACKER_EVENTS_DROPPED
 from tradebridge.store.ledger import FINAL_STATUSES, Conn, Ledger, LedgerStatus, check_move
 
 _log = get_logger("tradebridge.tracking.tracker")
 _S = LedgerStatus
+# Bracket legs carry their entry's client id with a suffix (tradovate/_wire.py); no row is theirs.
+_LEG_SUFFIXES = ("-sl", "-tp")
+_HARMLESS_DROPS = frozenset({"row_final", "bracket_leg"})
 
 
 class Tracker:
@@ -50,9 +57,16 @@ class Tracker:
 
     async def run(self) -> None:
         """Follow every adapter's events until cancelled; restart a stream that fails."""
-        async with asyncio.TaskGroup() as group:
-            for name, broker in await self.brokers.brokers():
-                group.create_task(self._follow(name, broker), name=f"track-{name}")
+        try:
+            async with asyncio.TaskGroup() as group:
+                for name, broker in await self.brokers.brokers():
+                    group.create_task(self._follow(name, broker), name=f"track-{name}")
+        finally:
+            # Retries waiting for their turn would outlive the tracker (and the ledger pool).
+            retries = list(self._retries)
+            for task in retries:
+                task.cancel()
+            await asyncio.gather(*retries, return_exceptions=True)
 
     async def _follow(self, name: str, broker: Broker) -> None:
         delay = 0.5
@@ -62,9 +76,7 @@ class Tracker:
                     delay = 0.5
                     try:
                         if not await self.apply(event):
-                            asyncio.get_running_loop().call_later(
-                                self.retry_s, self._retry_later, event
-                            )
+                            self._retry_later(event)
                     except Exception:  # noqa: BLE001 - one bad event must not stop tracking
                         reraise_if_cancelling()
                         _log.exception("event_failed", account=event.account)
@@ -80,13 +92,71 @@ class Tracker:
             delay = min(delay * 2, 30.0)
 
     def _retry_later(self, event: BrokerOrderEvent) -> None:
-        async def again() -> None:
-            with contextlib.suppress(Exception):
-                await self.apply(event)
-
-        task = asyncio.ensure_future(again())
+        task = asyncio.ensure_future(self._retry(event))
         self._retries.add(task)
         task.add_done_callback(self._retries.discard)
+
+    async def _retry(self, event: BrokerOrderEvent) -> None:
+        """Apply an event once more; if it still finds no row, drop it, logged and counted."""
+        try:
+            await asyncio.sleep(self.retry_s)
+        except asyncio.CancelledError:
+            self._drop(event, "shutdown")
+            raise
+        signal_id: str | None = None
+        error: str | None = None
+        try:
+            if await self.apply(event):
+                return
+            reason, signal_id = await self._unmatched(event)
+        except Exception as e:  # noqa: BLE001 - a retry runs detached: report, never raise
+            reraise_if_cancelling()
+            reason, error = "error", f"{type(e).__name__}: {e}"
+        self._drop(event, reason, signal_id=signal_id, error=error)
+
+    def _drop(
+        self,
+        event: BrokerOrderEvent,
+        reason: str,
+        *,
+        signal_id: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        TRACKER_EVENTS_DROPPED.labels(reason=reason).inc()
+        # A late event of a finished row or a bracket leg's event loses nothing: no warning.
+        level = logging.INFO if reason in _HARMLESS_DROPS else logging.WARNING
+        _log.log(
+            level,
+            "tracker_event_dropped",
+            kind=type(event.event).__name__,
+            broker_order_id=str(event.broker_order_id),
+            client_order_id=event.client_order_id,
+            signal_id=signal_id,
+            account=event.account,
+            reason=reason,
+            error=error,
+            retry_s=self.retry_s,
+        )
+
+    async def _unmatched(self, event: BrokerOrderEvent) -> tuple[str, str | None]:
+        """Return why an event matched no row, and the signal id of the row it names, if any."""
+        cid = str(event.client_order_id) if event.client_order_id else None
+        row = await self.ledger.pool.fetchrow(
+            "select signal_id, status, tradovate_order_id from trading_signals "
+            "where tradovate_order_id = $1 or client_order_id = $2 "
+            "order by tradovate_order_id = $1 desc nulls last limit 1",
+            str(event.broker_order_id),
+            cid,
+        )
+        if row is not None and row["tradovate_order_id"] == str(event.broker_order_id):
+            # The broker's id is looked up among open rows only: this row had left them.
+            final = _S(row["status"]) in FINAL_STATUSES
+            return ("row_final" if final else "row_not_open"), str(row["signal_id"])
+        if row is not None:
+            return "other_order", str(row["signal_id"])
+        if cid is not None and cid.endswith(_LEG_SUFFIXES):
+            return "bracket_leg", None
+        return "no_row", None
 
     async def apply(self, event: BrokerOrderEvent) -> bool:
         """Apply one event; return False when no row matches it (yet)."""
