@@ -66,6 +66,7 @@ async def test_request_one_broker_call_event_redacted(
     sim: SimServer, http: BrokerHttp, log_output: io.StringIO
 ) -> None:
     out = log_output
+    configure_logging("DEBUG", stream=out)  # bodies are logged at DEBUG only
     calls: list[BrokerCall] = []
     http.add_listener(calls.append)
 

@@ -2,8 +2,11 @@
 
 ``BrokerHttp`` wraps one ``httpx.AsyncClient``: a timeout on every request, a client-side
 token bucket per Tradovate user (reference §7), exactly one ``broker_call`` log event per
-request (redacted; also handed to in-process listeners, e.g. the ``broker_calls`` table),
-and httpx's exceptions translated into the error tree:
+request, and httpx's exceptions translated into the error tree. The event is a summary
+(method, path, status, latency, body sizes); the redacted bodies join it only when DEBUG is
+on, since idle polling would otherwise log ~15 KB of answers every 30 s. The full redacted
+record, bodies included, goes to in-process listeners (e.g. the ``broker_calls`` table).
+Transport errors:
 
 * nothing was sent (refused connection, connect timeout, no pool slot) → ``BrokerUnavailable``;
 * the request may have been sent (read/write timeout, reset, ``RemoteProtocolError``) →
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -190,27 +194,30 @@ class BrokerHttp:
             kwargs["data"] = {k: str(v) for k, v in form.items()}
         if timeout_s is not None:
             kwargs["timeout"] = timeout_s
+        request = self._client.build_request(method, path, **kwargs)
+        sizes = _Sizes(request=len(request.content))
         ts_sent = datetime.now(UTC)
         started = time.perf_counter()
         try:
-            response = await self._client.request(method, path, **kwargs)
+            response = await self._client.send(request)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as e:
             error: BrokerError = BrokerUnavailable(
                 f"{self.dialect} {method} {path}: cannot connect ({type(e).__name__})"
             )
             self._record(ts_sent, method, logged_path, None, started, request_body, None,
-                         client_order_id, account, str(error))  # fmt: skip
+                         client_order_id, account, str(error), sizes)  # fmt: skip
             raise error from e
         except httpx.HTTPError as e:
             error = ConnectionLost(
                 f"{self.dialect} {method} {path}: no answer after sending ({type(e).__name__})"
             )
             self._record(ts_sent, method, logged_path, None, started, request_body, None,
-                         client_order_id, account, str(error))  # fmt: skip
+                         client_order_id, account, str(error), sizes)  # fmt: skip
             raise error from e
         answer = _parse(response)
+        sizes = _Sizes(request=sizes.request, response=len(response.content))
         self._record(ts_sent, method, logged_path, answer.status, started, request_body,
-                     answer.body, client_order_id, account, None)  # fmt: skip
+                     answer.body, client_order_id, account, None, sizes)  # fmt: skip
         return answer
 
     def _record(
@@ -225,6 +232,7 @@ class BrokerHttp:
         client_order_id: str | None,
         account: str | None,
         error: str | None,
+        sizes: _Sizes,
     ) -> None:
         call = BrokerCall(
             ts_sent=ts_sent,
@@ -239,6 +247,9 @@ class BrokerHttp:
             account=account,
             error=error,
         )
+        bodies: dict[str, Any] = {}
+        if _log.is_enabled_for(logging.DEBUG):
+            bodies = {"request": call.request_body, "answer": call.response_body}
         _log.info(
             "broker_call",
             dialect=call.dialect,
@@ -246,17 +257,26 @@ class BrokerHttp:
             path=call.path,
             status=call.status,
             latency_ms=call.latency_ms,
-            request=call.request_body,
-            answer=call.response_body,
+            request_bytes=sizes.request,
+            response_bytes=sizes.response,
             client_order_id=call.client_order_id,
             account=call.account,
             error=call.error,
+            **bodies,
         )
         for listener in list(self._listeners):
             try:
                 listener(call)
             except Exception:  # noqa: BLE001 - an audit sink must never break an order path
                 _log.exception("broker_call_listener_failed")
+
+
+@dataclass(frozen=True, slots=True)
+class _Sizes:
+    """Bytes on the wire of a request's body and of its answer's (None: no answer)."""
+
+    request: int
+    response: int | None = None
 
 
 def _parse(response: httpx.Response) -> HttpAnswer:
