@@ -278,6 +278,9 @@ def fault(
     inject_failure_reason: str = typer.Option(None, help="failureReason for the next orders."),
     inject_failure_text: str = typer.Option(None, help="failureText that goes with it."),
     inject_failure_count: int = typer.Option(None, min=0, help="How many orders it hits."),
+    missing_route: list[str] = typer.Option(
+        None, "--missing-route", help="Native route answered 404, e.g. '*/ldeps' (repeat)."
+    ),
 ) -> None:
     """Show or change the faults of a running simulator (no option: show them)."""
     changes: dict[str, Any] = {}
@@ -295,6 +298,7 @@ def fault(
         ("inject_failure_reason", inject_failure_reason),
         ("inject_failure_text", inject_failure_text),
         ("inject_failure_count", inject_failure_count),
+        ("missing_routes", missing_route or None),
     ):
         _set(changes, key, value)
     current = _admin(url, "POST", "/faults/reset") if reset else None

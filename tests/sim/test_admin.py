@@ -54,6 +54,7 @@ def test_faults_patch_error_rate_answers_5xx_but_admin_still_works(bridge: Bridg
         ({"bogus": 1}, "bogus"),
         ({"latency_ms": 5, "error_5xx_rate": 2}, "error_5xx_rate"),
         ([1, 2], "JSON object"),
+        ({"missing_routes": ["fill/ldeps", "/"]}, "missing_routes"),
     ],
 )
 def test_faults_patch_invalid_answers_422_and_changes_nothing(

@@ -137,7 +137,7 @@ def test_sim_help_lists_options_and_subcommands() -> None:
 def test_sim_fault_help_lists_fault_switches() -> None:
     result = runner.invoke(app, ["sim", "fault", "--help"], env={"COLUMNS": "120"})
     assert result.exit_code == 0
-    for needle in ("--latency-ms", "--drop-after-accept", "--reset", "--url"):
+    for needle in ("--latency-ms", "--drop-after-accept", "--missing-route", "--reset", "--url"):
         assert needle in result.output
 
 
@@ -186,6 +186,16 @@ def test_sim_fault_changes_and_resets_running_simulator(running: SimProcess) -> 
     result = runner.invoke(app, ["sim", "fault", "--url", running.url, "--reset"])
     assert result.exit_code == 0, result.output
     assert httpx.get(f"{running.url}/_sim/faults").json()["latency_ms"] == 0
+
+
+def test_sim_fault_missing_routes_repeatable_flag_sets_patterns(running: SimProcess) -> None:
+    args = ["--missing-route", "*/ldeps", "--missing-route", "/v1/Command/deps"]
+
+    result = runner.invoke(app, ["sim", "fault", "--url", running.url, *args])
+
+    assert result.exit_code == 0, result.output
+    faults = httpx.get(f"{running.url}/_sim/faults").json()
+    assert faults["missing_routes"] == ["*/ldeps", "command/deps"]
 
 
 def test_sim_fault_invalid_value_exits_1_with_server_message(running: SimProcess) -> None:

@@ -7,7 +7,9 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
+from tradebridge.sim.config import FaultConfig
 from tradebridge.sim.faults import roll
 from tradebridge.sim.server import SimServer
 
@@ -257,3 +259,70 @@ async def test_drop_after_accept_server_stops_quickly_with_hanging_request(
     server.stop()
 
     assert time.monotonic() - started < 1.5
+
+
+# --- missing routes -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("patterns", "path", "status"),
+    [
+        (["*/ldeps"], "fill/ldeps?masterids=1", 404),
+        (["*/ldeps"], "orderVersion/ldeps?masterids=1", 404),
+        (["*/ldeps"], "orderVersion/deps?masterid=1", 200),
+        (["*/ldeps", "*/deps"], "command/deps?masterid=1", 404),
+        (["*/ldeps", "*/deps"], "command/list", 200),
+        (["/v1/ExecutionReport/Deps"], "executionReport/deps?masterid=1", 404),
+        (["order/*"], "order/list", 404),
+        (["order/*"], "position/list", 200),
+        ([], "fill/ldeps?masterids=1", 200),
+    ],
+)
+async def test_missing_routes_fault_answers_matching_routes_like_undefined_ones(
+    sim_server: SimServer,
+    native_client: httpx.AsyncClient,
+    patterns: list[str],
+    path: str,
+    status: int,
+) -> None:
+    undefined = await native_client.get("/v1/nosuch/list")
+    sim_server.ctx.faults.missing_routes = patterns
+
+    response = await native_client.get(f"/v1/{path}")
+
+    assert response.status_code == status
+    if status == 404:
+        assert (response.headers["content-type"], response.text) == (
+            undefined.headers["content-type"],
+            undefined.text,
+        )
+
+
+async def test_missing_routes_fault_without_token_answers_401_like_undefined_routes(
+    sim_server: SimServer, sim_client: httpx.AsyncClient
+) -> None:
+    undefined = await sim_client.get("/v1/nosuch/list")
+    sim_server.ctx.faults.missing_routes = ["*/ldeps"]
+
+    response = await sim_client.get("/v1/fill/ldeps?masterids=1")
+
+    assert (response.status_code, undefined.status_code) == (401, 401)
+
+
+async def test_missing_routes_fault_order_route_places_nothing(
+    sim_server: SimServer, native_client: httpx.AsyncClient, native_place: Any
+) -> None:
+    sim_server.ctx.faults.missing_routes = ["order/placeorder"]
+
+    response = await native_place(native_client)
+
+    assert response.status_code == 404
+    assert await order_count(native_client) == 0
+
+
+def test_missing_routes_fault_patterns_normalised_and_empty_refused() -> None:
+    faults = FaultConfig(missing_routes=["/v1/Fill/LDEPS", " command/deps "])
+
+    assert faults.missing_routes == ["fill/ldeps", "command/deps"]
+    with pytest.raises(ValidationError, match="must not be empty"):
+        faults.missing_routes = ["/"]

@@ -375,6 +375,19 @@ async def test_request_of_locked_out_user_answers_429_without_body(
         assert (await other.call("account/list", 4))["s"] == 200
 
 
+async def test_request_of_missing_route_answers_404_like_rest(
+    sim_server: SimServer, native_token: str
+) -> None:
+    sim_server.ctx.faults.missing_routes = ["*/ldeps"]
+    async with authorized(sim_server, native_token) as socket:
+        missing = await socket.call("fill/ldeps", 4, f"masterids={DEMO_ACCOUNT}")
+        served = await socket.call("fill/deps", 5, f"masterid={DEMO_ACCOUNT}")
+        undefined = await socket.call("nosuch/list", 6)
+
+    assert (missing["s"], served["s"]) == (404, 200)
+    assert missing.get("d") == undefined.get("d")
+
+
 @pytest.mark.parametrize(
     ("mode", "expected"),
     [("http_500", "s500"), ("reset", "closed"), ("hang", "silent")],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class SimAccountConfig(BaseModel):
@@ -106,6 +106,23 @@ class FaultConfig(BaseModel):
     inject_failure_reason: str | None = Field(None, description="failureReason for next orders")
     inject_failure_text: str = ""
     inject_failure_count: int = Field(0, ge=0)
+    missing_routes: list[str] = Field(
+        default_factory=list,
+        description="native routes answered 404 as if undefined, e.g. '*/ldeps', 'command/deps'",
+    )
+
+    @field_validator("missing_routes")
+    @classmethod
+    def _route_patterns(cls, patterns: list[str]) -> list[str]:
+        # Written as the client sees them ("/v1/fill/ldeps", "orderVersion/deps"), matched
+        # against the lowercased endpoint: "fill/ldeps".
+        cleaned = []
+        for raw in patterns:
+            pattern = raw.strip().strip("/").lower().removeprefix("v1/")
+            if not pattern:
+                raise ValueError("a route pattern must not be empty")
+            cleaned.append(pattern)
+        return cleaned
 
 
 class SimConfig(BaseModel):

@@ -26,12 +26,18 @@ Per request, in this order:
 
    In every mode the order stays accepted: this is the "ambiguous outcome" of reference
    §6.3 that clients must resolve by looking the order up, never by resending.
+
+``missing_routes`` is applied by the native dialect's dispatcher (``NativeApi.handle``, so
+REST and WebSocket requests alike): an endpoint matching one of the patterns is answered
+exactly as an undefined route is (401 without a valid token, else 404 ``Not found``,
+reference §6.2), which plays a broker or proxy that lacks, say, ``ldeps``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import logging
 import random
 from typing import TYPE_CHECKING
@@ -74,6 +80,15 @@ def roll(rate: float) -> bool:
 def should_drop_answer(ctx: SimContext) -> bool:
     """Roll ``faults.drop_after_accept_rate``: whether to lose the answer of an accepted order."""
     return roll(ctx.faults.drop_after_accept_rate)
+
+
+def route_missing(ctx: SimContext, endpoint: str) -> bool:
+    """Return whether ``faults.missing_routes`` removes a native endpoint (``fill/ldeps``).
+
+    Patterns are shell-style (``*/ldeps``) and, like Tradovate's endpoints, ignore case.
+    """
+    key = endpoint.strip("/").lower()
+    return any(fnmatch.fnmatchcase(key, pattern) for pattern in ctx.faults.missing_routes)
 
 
 def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:

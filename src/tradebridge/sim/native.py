@@ -45,6 +45,9 @@ Choices where the reference is silent or unverified:
 * Drop faults (``faults.should_drop_answer``) apply to accepted placements (placeorder,
   placeoso, placeoco, liquidateposition), not to modify, cancel or liquidatepositions.
 * A trailing slash or an empty path segment is 404, like any mangled URL (§10.1 H5).
+* An unknown route is 401 without a valid token, else 404. ``faults.missing_routes``
+  (e.g. ``*/ldeps``) makes known routes answer the same way, to play a broker or proxy
+  that lacks them.
 * ``contractMaturity/item`` knows the maturities of listed (unexpired) contracts only.
 * ``cashBalance/getcashbalancesnapshot`` for an unknown or foreign account answers HTTP
   200 ``{"errorText": "Access is denied"}`` (§6.1). Margins are the simulator's estimate
@@ -89,7 +92,7 @@ from tradebridge.sim.engine import (
     SimContract,
     SimEngine,
 )
-from tradebridge.sim.faults import DropAnswer, bearer_token, should_drop_answer
+from tradebridge.sim.faults import DropAnswer, bearer_token, route_missing, should_drop_answer
 
 __all__ = ["NativeAnswer", "NativeApi", "build_router", "to_wire"]
 
@@ -220,16 +223,19 @@ class NativeApi:
         key = endpoint.lstrip("/").lower()
         if key.endswith("/") or "//" in key:
             return _NOT_FOUND  # a mangled URL is a route that does not exist (§10.1 H5)
+        missing = route_missing(self.ctx, key)
         try:
-            if key == "auth/accesstokenrequest":
+            if key == "auth/accesstokenrequest" and not missing:
                 return self._login(body) if method == "POST" else _METHOD_NOT_ALLOWED
-            if key == "auth/renewaccesstoken":
+            if key == "auth/renewaccesstoken" and not missing:
                 if method not in self.ctx.config.renew_methods:
                     return _METHOD_NOT_ALLOWED
                 return self._renew(token)
             session = self.ctx.auth.verify(token) if token else None
             if session is None:
                 return _UNAUTHORIZED
+            if missing:
+                return _NOT_FOUND  # faults.missing_routes: answered as an undefined route
             call = _Call(session, query, body)
             action = self._actions.get(key)
             if action is not None:

@@ -24,6 +24,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
 from tradebridge.brokers._http import BrokerHttp, HttpAnswer, http_for, raise_for_status
@@ -500,18 +501,83 @@ class TradovateBroker:
         return f"user:{token.user_id}" if token.user_id is not None else f"account:{account}"
 
     async def _orders(self, account: str, account_id: int) -> list[wire.WireOrder]:
-        body = await self._read(account, "/order/deps", {"masterid": account_id})
+        body = await self._children(account, "order", [account_id], ("deps", "list"))
         return wire.parse_list(wire.WireOrder, body, "order/deps")
 
     async def _ldeps(self, account: str, entity: str, ids: Sequence[int]) -> list[Any]:
+        return await self._children(account, entity, ids, ("ldeps", "deps", "list"))
+
+    @cached_property
+    def _read_routes(self) -> dict[str, str]:
+        """Return, per entity, the route of ``_children`` that answered last."""
+        return {}
+
+    async def _children(
+        self, account: str, entity: str, ids: Sequence[int], routes: tuple[str, ...]
+    ) -> list[Any]:
+        """Return the ``entity`` children of the masters ``ids`` by the first route served.
+
+        A broker or proxy may not serve ``ldeps`` or ``deps`` (HTTP 404: "the endpoint
+        itself is not defined", reference §6.2); then the next route is asked, and the one
+        that answers is remembered, so later reads go straight there. Only a 404 moves on:
+        any other error is the broker's answer and propagates.
+        """
+        if not ids:
+            return []
+        learnt = self._read_routes.get(entity)
+        if learnt in routes:
+            routes = routes[routes.index(learnt) :]
+        for route in routes:
+            try:
+                found = await self._children_by(account, entity, ids, route)
+            except NotFound as e:
+                if route == routes[-1]:
+                    raise NotFound(
+                        f"{entity}: the broker serves none of the routes {'/'.join(routes)} "
+                        "(HTTP 404 on each; run `tradebridge doctor`)"
+                    ) from e
+                _log.warning("read_route_missing", account=account, entity=entity, route=route)
+                continue
+            self._read_routes[entity] = route
+            return found
+        raise AssertionError("routes is never empty")  # pragma: no cover
+
+    async def _children_by(
+        self, account: str, entity: str, ids: Sequence[int], route: str
+    ) -> list[Any]:
         out: list[Any] = []
-        for start in range(0, len(ids), _CHUNK):
-            chunk = ",".join(str(i) for i in ids[start : start + _CHUNK])
-            body = await self._read(account, f"/{entity}/ldeps", {"masterids": chunk})
-            if not isinstance(body, list):
-                raise BrokerError(f"{entity}/ldeps: expected a JSON list")
-            out.extend(body)
+        if route == "ldeps":
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ",".join(str(i) for i in ids[start : start + _CHUNK])
+                body = await self._read(account, f"/{entity}/ldeps", {"masterids": chunk})
+                out.extend(self._json_list(body, f"{entity}/ldeps"))
+        elif route == "deps":
+            for master in ids:
+                body = await self._read(account, f"/{entity}/deps", {"masterid": master})
+                out.extend(self._json_list(body, f"{entity}/deps"))
+        else:
+            # The last resort: a list may be cut short (reference §3). Items that are not
+            # objects are kept, so that parsing reports the broken answer.
+            body = await self._read(account, f"/{entity}/list")
+            field, wanted = self._master_field(entity), set(ids)
+            out = [
+                item
+                for item in self._json_list(body, f"{entity}/list")
+                if not isinstance(item, dict) or item.get(field) in wanted
+            ]
         return out
+
+    @staticmethod
+    def _master_field(entity: str) -> str:
+        # Orders, positions and balances belong to an account; the rest we read (orderVersion,
+        # fill, command, executionReport) to an order (reference §3, §4.4-§4.7).
+        return "accountId" if entity in ("order", "position", "cashBalance") else "orderId"
+
+    @staticmethod
+    def _json_list(body: Any, what: str) -> list[Any]:
+        if not isinstance(body, list):
+            raise BrokerError(f"{what}: expected a JSON list")
+        return body
 
     async def _reports(
         self, account: str, orders: Sequence[wire.WireOrder]
