@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import json
 import os
 import secrets
 import signal
 import socket
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +40,13 @@ from tradebridge.config import AccountConfig, Settings, TradovateConfig
 from tradebridge.domain.enums import Dialect
 from tradebridge.intake.webhook import IntakeDeps, build_router, validate_webhook_settings
 from tradebridge.ops import metrics
-from tradebridge.ops.health import HealthChecker, broker_hosts, build_ops_router
+from tradebridge.ops.health import (
+    Condition,
+    HealthChecker,
+    broker_hosts,
+    build_ops_router,
+    unresolved_rows,
+)
 from tradebridge.ops.logging import get_logger
 from tradebridge.store.embedded import (
     EmbeddedPostgres,
@@ -303,6 +310,10 @@ async def serve_stack(
             http.add_done_callback(lambda _t: stop.set())
             workers = [
                 group.create_task(d.run(), name=f"dispatcher-{i}")
+        checker.conditions["unresolved_rows"] = unresolved_rows(
+            ledger, settings.dispatcher.unknown_bound_s
+        )
+        checker.conditions["workers"] = _workers_condition(dispatchers)
                 for i, d in enumerate(dispatchers)
             ]
             metrics.WORKERS_RUNNING.set(len(workers))
@@ -320,6 +331,27 @@ async def _supervise(
     ready: Callable[[Endpoints], None] | None,
     endpoints: Endpoints,
     grace_s: float,
+def _workers_condition(dispatchers: Sequence[Any]) -> Callable[[], Awaitable[Condition]]:
+    """Return the condition of this process's loops: claims and reconcile rounds failing."""
+
+    async def check() -> Condition:
+        problems: dict[str, str] = {}
+        for dispatcher in dispatchers:
+            if dispatcher.claim_error is not None:
+                problems[f"claim:{dispatcher.worker_id}"] = dispatcher.claim_error
+            reconciler = dispatcher.reconciler
+            if reconciler is not None and reconciler.last_error is not None:
+                problems["reconcile"] = reconciler.last_error
+        if problems:
+            # Only the kind of error: a database message may carry a URL.
+            return Condition(
+                "degraded", {"failing": {k: v.split(":")[0] for k, v in problems.items()}}
+            )
+        return Condition("ok", {"workers": len(dispatchers)})
+
+    return check
+
+
 ) -> None:
     # uvicorn exposes its start only as a flag.
     while not server.started and not stop.is_set():  # noqa: ASYNC110
@@ -467,7 +499,9 @@ async def run_up(
     endpoints_file = data_dir / ENDPOINTS_FILE
     with _signals_set(stop) if own_stop else contextlib.nullcontext():
         async with open_stores(settings) as stores, contextlib.AsyncExitStack() as stack:
-            sim = SimServer(SimConfig(port=sim_port))
+            # Ids that keep growing across restarts (the ledger outlives the simulator's
+            # orders, and one row per broker order is enforced), as Tradovate's do.
+            sim = SimServer(SimConfig(port=sim_port, id_offset=int(time.time()) * 1_000_000))
             await asyncio.to_thread(sim.start)
             stack.push_async_callback(asyncio.to_thread, sim.stop)
             await _seed_tokens(sim, stores.redis_url, settings.tokens.key_template, stack)

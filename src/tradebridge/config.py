@@ -89,6 +89,12 @@ class TradovateConfig(_Section):
     ws_reconnect_max_s: float = Field(30.0, gt=0)
     event_names: EventNamesConfig = Field(default_factory=EventNamesConfig)
     lookup_absent_after_s: float = Field(10.0, ge=0, description="reference §11.3 step 5")
+    lookup_by_shape: Literal["review", "adopt"] = Field(
+        "review",
+        description="a lost submit's lookup finds no clOrdId of ours but one new order of the "
+        "same shape and bracket WITHOUT any clOrdId (placed by hand, or Tradovate dropped ours): "
+        "leave the row for review (needs_review), or adopt it flagged (reference §11.3 step 4)",
+    )
 
     @model_validator(mode="after")
     def _derive_urls(self) -> TradovateConfig:
@@ -118,6 +124,11 @@ class TvBridgeConfig(_Section):
     )
     lookup_poll_s: float = Field(0.5, gt=0)
     lookup_slack_s: float = Field(2.0, ge=0, description="clock skew allowed by a lookup")
+    lookup_baseline: bool = Field(
+        True,
+        description="read /orders before each submit, so a lost answer's order can be proven "
+        "new; off: a same-shape order without creation time leaves the row for review",
+    )
     cache_ttl_s: float = Field(300.0, ge=0, description="accounts, instruments")
     history_max_count: int = Field(200, ge=1, description="maxCount of /ordersHistory")
     headers: dict[str, str] = Field(
@@ -240,6 +251,17 @@ class DispatcherConfig(_Section):
     lookup_backoff_s: float = Field(0.5, ge=0)
     lookup_backoff_max_s: float = Field(10.0, ge=0)
     max_resends: int = Field(3, ge=0, description="resends after lookups proved absence")
+    unknown_bound_s: float = Field(
+        60.0,
+        gt=0,
+        description="how long an unknown row may hold back its account; then it is escalated "
+        "(needs_review) or, if proven absent, failed without a late resend (docs/dispatcher.md)",
+    )
+    unknown_blocks: Literal["position", "all"] = Field(
+        "position",
+        description="what an unknown row holds back: intents that depend on the position or "
+        "working orders (exit, reverse, target, cancel, flatten), or every later row",
+    )
     handback_timeout_s: float = Field(10.0, gt=0, description="wait for a submit on shutdown")
     event_retry_s: float = Field(
         0.5, gt=0, description="wait before re-reading a row an event found not yet placed"

@@ -9,6 +9,7 @@ Every library exception is translated into this tree at an adapter boundary
     │   ├── InvalidSymbol ...... unknown root, malformed or expired contract
     │   └── InvalidOrder ....... impossible order shape (no price on a limit, qty <= 0, ...)
     ├── IllegalTransition ...... an order event that its state machine refuses (a bug or a race)
+    │   └── OrderOwned ......... the broker order already belongs to another ledger row
     ├── StoreError ............. the ledger database failed us
     │   ├── DatabaseUnavailable  cannot connect (refused, timeout, bad password, no database)
     │   └── MigrationFailed .... a schema migration could not be applied; nothing half-done
@@ -23,7 +24,9 @@ Every library exception is translated into this tree at an adapter boundary
         ├── NotFound ........... 404: unknown id or route (run ``tradebridge doctor``)
         ├── BrokerRejected ..... the broker said no in so many words; final for this intent
         └── OutcomeUnknown ..... a submit was sent and its fate is unknown; look it up,
-                                 never resend blindly
+            │                    never resend blindly
+            └── LookupAmbiguous  the lookup found orders that may be ours and cannot tell
+                                 which: escalate to a human, never guess
 
 Only ``TransientError`` (and ``AuthError``, once, after a token refresh) is retried
 automatically, and never for a submit: see ``OutcomeUnknown``.
@@ -60,6 +63,14 @@ class InvalidOrder(InvalidInput):
 
 class IllegalTransition(BridgeError):
     """An order event that the order's current status does not allow."""
+
+
+class OrderOwned(IllegalTransition):
+    """A row would point at a broker order another row owns (one row per order)."""
+
+    def __init__(self, message: str, *, owner: str | None) -> None:
+        super().__init__(message)
+        self.owner = owner
 
 
 class StoreError(BridgeError):
@@ -133,3 +144,19 @@ class OutcomeUnknown(BrokerError):
     def __init__(self, message: str, *, client_order_id: str) -> None:
         super().__init__(message)
         self.client_order_id = client_order_id
+
+
+class LookupAmbiguous(OutcomeUnknown):
+    """The broker shows orders that may be this submit's and none provably is: escalate."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        client_order_id: str,
+        candidates: tuple[str, ...] = (),
+        evidence: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message, client_order_id=client_order_id)
+        self.candidates = candidates
+        self.evidence = evidence

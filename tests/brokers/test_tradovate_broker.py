@@ -35,10 +35,11 @@ from tradebridge.errors import (
     InvalidInput,
     InvalidSymbol,
     Lockout,
+    LookupAmbiguous,
     NotFound,
     OutcomeUnknown,
 )
-from tradebridge.sim.engine import SimOrder
+from tradebridge.sim.engine import OrderRequest, SimOrder
 
 __all__ = ["redis_client", "rig", "sim", "sim_clock"]  # fixtures
 
@@ -366,15 +367,79 @@ async def test_lookup_never_sent_is_absent(rig: NativeRig) -> None:
     assert result.absent
 
 
-async def test_lookup_shape_match_without_client_id_is_probable(rig: NativeRig) -> None:
+async def test_lookup_order_of_another_client_id_is_never_adopted(rig: NativeRig) -> None:
+    # Issue 8: the by-shape fallback took another row's order (same shape, its own clOrdId).
     ts_sent = datetime.now(UTC)
     await rig.broker.submit(order("tb-someone-else", quantity=2))
 
     result = await rig.broker.lookup(order("tb-mine", quantity=2), ts_sent)
 
+    assert result.absent
+    assert any("another clOrdId" in line for line in result.evidence)
+
+
+async def test_lookup_two_orders_of_other_client_ids_absent_not_unknown_forever(
+    rig: NativeRig,
+) -> None:
+    # Issue 8: with two such orders every lookup raised OutcomeUnknown, round after round.
+    ts_sent = datetime.now(UTC)
+    await rig.broker.submit(order("tb-other-1", quantity=2))
+    await rig.broker.submit(order("tb-other-2", quantity=2))
+
+    result = await rig.broker.lookup(order("tb-mine", quantity=2), ts_sent)
+
+    assert result.absent
+
+
+def _place_without_client_id(rig: NativeRig, quantity: int) -> None:
+    request = OrderRequest(
+        account_id=ACCOUNT_ID, symbol=front().name, action=Side.BUY,
+        order_type=OrderType.MARKET, order_qty=quantity,
+    )  # fmt: skip
+    rig.sim.call(lambda: rig.sim.ctx.engine.place_order(request))
+
+
+async def test_lookup_new_order_without_client_id_left_for_review_by_default(
+    rig: NativeRig,
+) -> None:
+    ts_sent = datetime.now(UTC) - timedelta(seconds=1)
+    _place_without_client_id(rig, 2)
+
+    with pytest.raises(LookupAmbiguous) as caught:
+        await rig.broker.lookup(order("tb-mine", quantity=2), ts_sent)
+
+    assert len(caught.value.candidates) == 1
+
+
+async def test_lookup_new_order_without_client_id_adopted_as_probable_when_configured(
+    rig: NativeRig,
+) -> None:
+    adopting = TradovateBroker(native_config(rig.sim, lookup_by_shape="adopt"), ACCOUNTS, rig.store)
+    ts_sent = datetime.now(UTC) - timedelta(seconds=1)
+    _place_without_client_id(rig, 2)
+    try:
+        result = await adopting.lookup(order("tb-mine", quantity=2), ts_sent)
+    finally:
+        await adopting.close()
+
     assert result.probable
     assert result.found is not None
     assert result.found.quantity == 2
+
+
+async def test_lookup_order_owned_by_another_row_is_excluded(rig: NativeRig) -> None:
+    adopting = TradovateBroker(native_config(rig.sim, lookup_by_shape="adopt"), ACCOUNTS, rig.store)
+    ts_sent = datetime.now(UTC) - timedelta(seconds=1)
+    _place_without_client_id(rig, 2)
+    [placed] = rig.sim.call(lambda: rig.sim.ctx.engine.orders(ACCOUNT_ID))
+    try:
+        result = await adopting.lookup(
+            order("tb-mine", quantity=2), ts_sent, exclude=frozenset({str(placed.id)})
+        )
+    finally:
+        await adopting.close()
+
+    assert result.absent
 
 
 async def test_resolve_contract_spellings_agree(rig: NativeRig) -> None:

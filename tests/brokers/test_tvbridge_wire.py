@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,8 @@ from tradebridge.domain.orders import (
     OrderModified,
     OrderRejected,
 )
-from tradebridge.errors import BrokerRejected, InvalidInput, InvalidOrder
+from tradebridge.domain.reports import LookupBaseline, LookupResult
+from tradebridge.errors import BrokerRejected, InvalidInput, InvalidOrder, LookupAmbiguous
 
 MNQ = ContractSymbol("MNQ", 2026, 12)
 ACCOUNT = AccountName("PAAPEX1361890000010")
@@ -241,18 +243,63 @@ def test_resolve_account_unknown_none() -> None:
 # --- lookup matching -------------------------------------------------------------------
 
 
+BEFORE = LookupBaseline.of(["5"])  # the account's orders just before the submit
+
+
+def _match(orders: list[_wire.WireOrder], **kw: Any) -> LookupResult:
+    kw.setdefault("baseline", BEFORE)
+    return match_lookup(_submit(**kw.pop("submit", {})), "tb-sig-1", T0, orders, **kw)
+
+
 def test_match_lookup_echoed_request_id_exact() -> None:
     orders = [_order(id="5", requestId="other"), _order(id="6", requestId="tb-sig-1")]
-    match = match_lookup(_submit(), "tb-sig-1", T0, orders, set())
-    assert match is not None
-    assert (match[0].id, match[1]) == ("6", True)
+    result = _match(orders)
+    assert result.found is not None
+    assert (result.found.broker_order_id, result.probable) == ("6", False)
 
 
-def test_match_lookup_shape_without_echo_probable() -> None:
-    orders = [_order(id="5", qty=1), _order(id="6"), _order(id="8")]
-    match = match_lookup(_submit(), "tb-sig-1", T0, orders, set())
-    assert match is not None
-    assert (match[0].id, match[1]) == ("6", False)
+def test_match_lookup_one_new_order_of_the_same_shape_probable() -> None:
+    result = _match([_order(id="5"), _order(id="6", qty=1), _order(id="8")])
+    assert result.found is not None
+    assert (result.found.broker_order_id, result.probable) == ("8", True)
+
+
+def test_match_lookup_two_new_orders_of_the_same_shape_ambiguous_never_the_earliest() -> None:
+    with pytest.raises(LookupAmbiguous) as caught:
+        _match([_order(id="6"), _order(id="8")])
+    assert caught.value.candidates == ("6", "8")
+
+
+def test_match_lookup_order_in_the_baseline_never_adopted() -> None:
+    # The resting order of another row, there before the submit: the lost one is absent.
+    assert _match([_order(id="5")]).found is None
+
+
+def test_match_lookup_id_at_or_below_the_high_water_mark_existed_before() -> None:
+    # Gone from /orders before the submit (now in history), but its id is older.
+    assert _match([_order(id="4")], baseline=LookupBaseline.of(["5"])).found is None
+
+
+def test_match_lookup_without_baseline_or_creation_time_ambiguous_not_absent() -> None:
+    with pytest.raises(LookupAmbiguous):
+        _match([_order(id="9")], baseline=None)
+
+
+def test_match_lookup_without_baseline_created_after_the_submit_probable() -> None:
+    order = _order(id="9", createTime=int((T0 + timedelta(seconds=1)).timestamp()))
+    result = _match([order], baseline=None)
+    assert result.found is not None
+    assert result.probable
+
+
+def test_match_lookup_created_just_before_the_submit_unsure() -> None:
+    order = _order(id="9", createTime=int((T0 - timedelta(seconds=1)).timestamp()))
+    with pytest.raises(LookupAmbiguous):
+        _match([order], baseline=None)
+
+
+def test_match_lookup_excluded_order_skipped() -> None:
+    assert _match([_order(id="7")], exclude={"7"}).found is None
 
 
 @pytest.mark.parametrize(
@@ -265,14 +312,30 @@ def test_match_lookup_shape_without_echo_probable() -> None:
         {"parentId": "3"},
         {"createTime": int((T0 - timedelta(minutes=5)).timestamp())},
         {"requestId": "someone-else"},
+        {"stopLoss": 20990, "takeProfit": 21010},  # a bracket; the submit has none
     ],
 )
 def test_match_lookup_differing_order_absent(change: dict[str, object]) -> None:
-    assert match_lookup(_submit(), "tb-sig-1", T0, [_order(**change)], set()) is None
+    assert _match([_order(**change)]).found is None
 
 
-def test_match_lookup_claimed_order_skipped() -> None:
-    assert match_lookup(_submit(), "tb-sig-1", T0, [_order(id="7")], {"7"}) is None
+def test_match_lookup_bracket_compared_through_the_legs() -> None:
+    bracket = {"bracket": Bracket(Decimal(20990), Decimal(21010))}
+    legs = [
+        _order(id="10", parentId="8", side="sell", type="stop", stopPrice=20990, limitPrice=None),
+        _order(id="11", parentId="8", side="sell", type="limit", limitPrice=21010),
+    ]
+    other = [
+        _order(id="13", parentId="12", side="sell", type="stop", stopPrice=20980, limitPrice=None),
+    ]
+    result = _match([_order(id="8"), *legs, _order(id="12"), *other], submit=bracket)
+    assert result.found is not None
+    assert result.found.broker_order_id == "8"
+
+
+def test_match_lookup_bracket_expected_but_no_legs_visible_unsure() -> None:
+    with pytest.raises(LookupAmbiguous):
+        _match([_order(id="8")], submit={"bracket": Bracket(Decimal(20990), None)})
 
 
 # --- events from polling --------------------------------------------------------------

@@ -266,13 +266,14 @@ async def test_c16_accept_then_drop_unknown_lookup_finds_it_sent_once(rig: Rig, 
     limit = ticks(rig.last(front()), -200)
     command = order("tb-c16", OrderType.LIMIT, limit=limit)
     await rig.broker.accounts()
+    baseline = await rig.broker.lookup_baseline(command)  # as the dispatcher does (write-ahead)
     faults.drop_after_accept_rate = 1.0
     ts_sent = datetime.now(UTC)
 
     with pytest.raises(OutcomeUnknown) as caught:
         await rig.broker.submit(command)
     faults.drop_after_accept_rate = 0.0
-    result = await rig.broker.lookup(command, ts_sent)
+    result = await rig.broker.lookup(command, ts_sent, baseline=baseline)
 
     assert caught.value.client_order_id == "tb-c16"
     assert result.found is not None

@@ -145,9 +145,59 @@ async def test_claim_one_row_per_account_in_insertion_order(ledger: Ledger) -> N
     assert await ledger.claim_next("w", limit=10) == []  # both accounts have a row in flight
     await _walk(ledger, "a1", [S.SUBMITTED, S.WORKING])  # accepted: A may go on
     assert [r.signal_id for r in await ledger.claim_next("w", limit=10)] == ["a2"]
-    await _walk(ledger, "b1", [S.SUBMITTED, S.UNKNOWN])  # unknown keeps B waiting
+    await _walk(ledger, "b1", [S.SUBMITTED, S.UNKNOWN])  # a plain order passes unknown rows
     await ledger.transition("a2", S.DENIED)
-    assert [r.signal_id for r in await ledger.claim_next("w", limit=10)] == ["a3"]
+    assert [r.signal_id for r in await ledger.claim_next("w", limit=10)] == ["a3", "b2"]
+
+
+async def _insert_intent(ledger: Ledger, signal_id: str, intent: str) -> None:
+    await ledger.pool.execute(
+        "insert into trading_signals (signal_id, instrument, account_name, intent) "
+        "values ($1, 'MNQZ6', 'ACC1', $2)",
+        signal_id,
+        intent,
+    )
+
+
+@pytest.mark.parametrize("intent", ["exit", "reverse", "target", "cancel", "flatten"])
+async def test_claim_unknown_row_holds_back_intents_that_depend_on_the_position(
+    ledger: Ledger, intent: str
+) -> None:
+    await _insert(ledger, "u")
+    await ledger.claim_next("w")
+    await _walk(ledger, "u", [S.SUBMITTED, S.UNKNOWN])
+    await _insert_intent(ledger, "x", intent)
+    await _insert(ledger, "after")  # behind the held row: waits too (insertion order)
+
+    assert await ledger.claim_next("w", limit=10, per_account=5) == []
+    assert await ledger.held_back("ACC1", unknown_bound=timedelta(seconds=60)) == ["u"]
+
+
+async def test_claim_unknown_row_past_the_bound_holds_nothing_back(ledger: Ledger) -> None:
+    await _insert(ledger, "u")
+    await ledger.claim_next("w")
+    await _walk(ledger, "u", [S.SUBMITTED, S.UNKNOWN])
+    await ledger.pool.execute(
+        "update trading_signals set last_attempt_at = now() - interval '2 minutes' "
+        "where signal_id = 'u'"
+    )
+    await _insert_intent(ledger, "x", "exit")
+
+    claimed = await ledger.claim_next("w", unknown_bound=timedelta(seconds=60))
+
+    assert [r.signal_id for r in claimed] == ["x"]
+    unresolved = await ledger.unresolved(unknown_bound=timedelta(seconds=60))
+    assert [r.signal_id for r in unresolved] == ["u"]
+
+
+async def test_claim_unknown_blocks_all_holds_back_plain_orders_too(ledger: Ledger) -> None:
+    await _insert(ledger, "u")
+    await ledger.claim_next("w")
+    await _walk(ledger, "u", [S.SUBMITTED, S.UNKNOWN])
+    await _insert(ledger, "plain")
+
+    assert await ledger.claim_next("w", unknown_blocks_all=True) == []
+    assert [r.signal_id for r in await ledger.claim_next("w")] == ["plain"]
 
 
 async def test_claim_concurrent_claimers_one_account_get_only_its_head(ledger: Ledger) -> None:

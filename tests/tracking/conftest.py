@@ -22,6 +22,7 @@ from tradebridge.config import (
     RiskConfig,
     Settings,
     TradovateConfig,
+    TvBridgeConfig,
 )
 from tradebridge.domain.contracts import ContractSymbol
 from tradebridge.domain.enums import Dialect
@@ -137,7 +138,7 @@ class Stack:
 StackFactory = Callable[..., Any]
 
 
-def make_settings(sim_url: str, **sections: Any) -> Settings:
+def make_settings(sim_url: str, dialect: Dialect = Dialect.NATIVE, **sections: Any) -> Settings:
     """Return settings for the simulator with instant retries and short timers."""
     dispatcher = {
         "drain_interval_s": 0.2,
@@ -150,6 +151,7 @@ def make_settings(sim_url: str, **sections: Any) -> Settings:
     }
     tradovate = {
         "native_url": sim_url + "/v1",
+        "bridge_url": sim_url,
         "retry": FAST_RETRY,
         "request_timeout_s": 2,
         "requests_per_s": 10_000,
@@ -157,10 +159,17 @@ def make_settings(sim_url: str, **sections: Any) -> Settings:
         "lookup_absent_after_s": 0.3,
         **sections.pop("tradovate", {}),
     }
+    tvbridge = {
+        "bid_ask": "never",
+        "poll_interval_s": 0.1,
+        "lookup_poll_s": 0.05,
+        **sections.pop("tvbridge", {}),
+    }
     return Settings(
-        accounts=[AccountConfig(name=a, user="demo", dialect=Dialect.NATIVE)
+        accounts=[AccountConfig(name=a, user="demo", dialect=dialect)
                   for a in (ACCOUNT, ACCOUNT_2)],
         tradovate=TradovateConfig(**tradovate),
+        tvbridge=TvBridgeConfig(**tvbridge),
         dispatcher=DispatcherConfig(**dispatcher),
         risk=RiskConfig(**sections.pop("risk", {})),
         **sections,
@@ -169,16 +178,19 @@ def make_settings(sim_url: str, **sections: Any) -> Settings:
 
 @pytest.fixture
 def make_stack(ledger_url: str, redis_client: aioredis.Redis) -> StackFactory:
-    """Return ``make_stack(sim_config=None, **settings_sections)`` (an async context manager)."""
+    """Return ``make_stack(sim_config=None, dialect=NATIVE, **settings_sections)`` (an async
+    context manager)."""
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
-    async def make(sim_config: SimConfig | None = None, **sections: Any) -> AsyncIterator[Stack]:
+    async def make(
+        sim_config: SimConfig | None = None, dialect: Dialect = Dialect.NATIVE, **sections: Any
+    ) -> AsyncIterator[Stack]:
         with SimServer(sim_config or SimConfig(port=0)) as sim:
-            value = await login(sim, Dialect.NATIVE)
+            value = await login(sim, dialect)
             for name in (ACCOUNT, ACCOUNT_2):
                 await redis_client.set(f"token:{name}", value)
-            settings = make_settings(sim.url, **sections)
+            settings = make_settings(sim.url, dialect, **sections)
             ledger = await Ledger.connect(ledger_url, min_size=1, max_size=12)
             pool = BrokerPool(settings, TokenStore(redis_client, settings.tokens))
             stack = Stack(sim, ledger, settings, pool, redis_client)

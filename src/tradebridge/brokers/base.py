@@ -22,6 +22,7 @@ from tradebridge.domain.ids import AccountName, BrokerOrderId, ClientOrderId
 from tradebridge.domain.orders import OrderEvent
 from tradebridge.domain.reports import (
     FillReport,
+    LookupBaseline,
     LookupResult,
     OrderStatusReport,
     PositionReport,
@@ -82,8 +83,31 @@ class Broker(Protocol):
         """Send one order exactly once; return the broker's id for it."""
         ...
 
-    async def lookup(self, command: SubmitOrder, ts_sent: datetime) -> LookupResult:
-        """Tell whether a submit whose outcome is unknown reached the broker."""
+    async def lookup_baseline(self, command: SubmitOrder) -> LookupBaseline | None:
+        """Return what a later lookup needs to know of the account before this submit.
+
+        Called before the row is committed ``submitted`` and stored with it, so whoever
+        resolves the row (maybe another process after a crash) can tell an order that
+        appeared after the submit from one that was there before. None: the dialect's
+        client id is enough (native ``clOrdId``).
+        """
+        ...
+
+    async def lookup(
+        self,
+        command: SubmitOrder,
+        ts_sent: datetime,
+        *,
+        baseline: LookupBaseline | None = None,
+        exclude: frozenset[str] = frozenset(),
+    ) -> LookupResult:
+        """Tell whether a submit whose outcome is unknown reached the broker.
+
+        Adopts only what can be this submit's own order: its client id, or (by shape, where
+        the dialect has no client id) an order absent from ``baseline``, not in ``exclude``
+        (orders other ledger rows own), unknown to this process, matching every field and
+        the bracket. Raises ``LookupAmbiguous`` rather than guess.
+        """
         ...
 
     async def cancel(self, command: CancelOrder) -> None:

@@ -101,6 +101,7 @@ def build_tokens(
     """Return the account's token source: a self-managed login if configured, else Redis.
 
     ``[tokens.bridge]`` credentials serve bridge accounts, ``[tokens.native]`` native ones;
+        lookup_baseline=bridge.lookup_baseline,
     the token is written under the keys of every configured account of the same user.
     Close what it returns with ``aclose()`` (a manager owns an HTTP client).
     """

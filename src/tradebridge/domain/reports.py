@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -57,12 +58,57 @@ class PositionReport:
 
 
 @dataclass(frozen=True, slots=True)
+class LookupBaseline:
+    """The account's orders just before a submit: what a lookup may NOT adopt.
+
+    ``order_ids`` are the ids the broker listed; ``high_water`` is the largest numeric id
+    seen (Tradovate ids grow, so an order at or below it existed before, even one that had
+    already left the current list). Stored with the ``submitted`` event as JSON.
+    """
+
+    order_ids: frozenset[str]
+    high_water: int | None = None
+
+    def existed_before(self, order_id: str) -> bool:
+        """Return whether ``order_id`` was (provably) there before the submit."""
+        if order_id in self.order_ids:
+            return True
+        return (
+            self.high_water is not None and order_id.isdigit() and int(order_id) <= self.high_water
+        )
+
+    def to_json(self) -> dict[str, object]:
+        """Return the baseline as JSON data."""
+        return {"order_ids": sorted(self.order_ids), "high_water": self.high_water}
+
+    @classmethod
+    def from_json(cls, data: object) -> LookupBaseline | None:
+        """Rebuild a baseline written by ``to_json`` (None for anything else)."""
+        if not isinstance(data, dict) or not isinstance(data.get("order_ids"), list):
+            return None
+        high = data.get("high_water")
+        return cls(
+            frozenset(str(i) for i in data["order_ids"]),
+            int(high) if isinstance(high, int | str) and str(high).isdigit() else None,
+        )
+
+    @classmethod
+    def of(cls, order_ids: Iterable[str]) -> LookupBaseline:
+        """Return the baseline of a list of order ids."""
+        ids = frozenset(order_ids)
+        numeric = [int(i) for i in ids if i.isdigit()]
+        return cls(ids, max(numeric) if numeric else None)
+
+
+@dataclass(frozen=True, slots=True)
 class LookupResult:
     """The answer to "did this client order id reach the broker?"."""
 
     client_order_id: ClientOrderId
     found: OrderStatusReport | None
     probable: bool = False  # matched by shape and time, not by id: adopt, flag for review
+    # What the lookup saw, for the row's history: orders considered and why each was not ours.
+    evidence: tuple[str, ...] = ()
 
     @property
     def absent(self) -> bool:

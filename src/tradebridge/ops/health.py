@@ -17,6 +17,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Literal
 
 import httpx
@@ -149,6 +150,32 @@ class HealthChecker:
         result = await _timed(probe, self.timeout_s)
         self._cache[url] = (now, result)
         return result
+
+
+def unresolved_rows(ledger: Ledger, bound_s: float) -> Callable[[], Awaitable[Condition]]:
+    """Return the condition "rows a human must look at": ``needs_review`` rows and ``unknown``
+    rows older than the bound (``dispatcher.unknown_bound_s``); degraded with their ids."""
+    bound = timedelta(seconds=bound_s)
+
+    async def check() -> Condition:
+        count = await ledger.count_unresolved(unknown_bound=bound)
+        metrics.ROWS_NEEDING_REVIEW.set(count)
+        if not count:
+            return Condition("ok")
+        rows = await ledger.unresolved(unknown_bound=bound, limit=20)
+        return Condition(
+            "degraded",
+            {
+                "count": count,
+                "rows": [
+                    {"signal_id": r.signal_id, "status": r.status.value,
+                     "account": r.account_name, "error": r.error_message}
+                    for r in rows
+                ],
+            },
+        )  # fmt: skip
+
+    return check
 
 
 def build_ops_router(checker: HealthChecker) -> APIRouter:

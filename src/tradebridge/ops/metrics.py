@@ -49,6 +49,20 @@ SIGNALS_UNKNOWN: Final = SIGNALS_OUTCOME.labels(outcome="unknown")
 SIGNALS_FAILED: Final = SIGNALS_OUTCOME.labels(outcome="failed")
 SIGNALS_FILLED: Final = SIGNALS_OUTCOME.labels(outcome="filled")
 
+# reason: ambiguous (orders that may be ours, none provably), lookup_failing (past the bound),
+# order_owned (the match belongs to another row), bound (unresolved past the bound).
+UNKNOWN_ESCALATIONS: Final = Counter(
+    "tradebridge_unknown_escalations",
+    "Unknown rows escalated to needs_review, by reason.",
+    ["reason"],
+    registry=REGISTRY,
+)
+ROWS_NEEDING_REVIEW: Final = Gauge(
+    "tradebridge_rows_needing_review",
+    "Ledger rows in needs_review, or unknown past dispatcher.unknown_bound_s (last check).",
+    registry=REGISTRY,
+)
+
 PLACEMENT_SECONDS: Final = Histogram(
     "tradebridge_placement_seconds",
     "From the row's insert (created_at) to the broker's answer to the submit.",

@@ -90,6 +90,7 @@ class FaultConfig(BaseModel):
 
     latency_ms: int = Field(0, ge=0, description="added to every API answer")
     error_5xx_rate: float = Field(0.0, ge=0, le=1, description="share answered 5xx, not executed")
+    error_5xx_writes_only: bool = Field(False, description="the 5xx share spares GET requests")
     drop_after_accept_rate: float = Field(
         0.0, ge=0, le=1, description="share of accepted orders whose answer is lost"
     )
@@ -133,6 +134,9 @@ class SimConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8765
     seed: int = 7
+    # Added to every id counter's start. Tradovate never reuses an id; a simulator restarted
+    # over a kept ledger must not either (`tradebridge up` sets it from the clock).
+    id_offset: int = Field(0, ge=0)
     token_lifetime_s: int = 80 * 60
     users: list[SimUserConfig] = Field(default_factory=_default_users)
     # Known app keys (cid -> sec); empty accepts any app, as a convenience for paper trading.

@@ -562,7 +562,10 @@ class SimEngine:
     _expiries: list[tuple[datetime, int]] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._counters = {kind: itertools.count(start) for kind, start in _ID_STARTS.items()}
+        offset = self.config.id_offset
+        self._counters = {
+            kind: itertools.count(start + offset) for kind, start in _ID_STARTS.items()
+        }
         now = self.clock.now()
         for user in self.config.users:
             for cfg in user.accounts:

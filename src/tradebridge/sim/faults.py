@@ -11,8 +11,9 @@ Per request, in this order:
 2. ``lockout_429_users``: HTTP 429 with an empty body (``Content-Length: 0``), the shape
    Tradovate documents for its per-user limit (reference §6.2). A name matches requests
    whose bearer token belongs to that user; ``"*"`` matches every request, logins included.
-3. ``error_5xx_rate``: that share of requests is answered 500, 502 or 503 with a short text
-   body and is NOT executed (the "broker unavailable before anything happened" case).
+3. ``error_5xx_rate``: that share of requests (with ``error_5xx_writes_only``, of requests
+   other than GET: order placement, modify, cancel) is answered 500, 502 or 503 with a short
+   text body and is NOT executed (the "broker unavailable before anything happened" case).
 4. ``drop_after_accept_rate``: order handlers of both dialects call ``should_drop_answer``
    after the engine accepted an order and raise ``DropAnswer`` when it says so. The
    middleware then loses the answer according to ``drop_mode``:
@@ -121,7 +122,8 @@ class FaultMiddleware:
         if self._locked_out(scope):
             await _answer(send, 429, b"")
             return
-        if roll(faults.error_5xx_rate):
+        writes_only = faults.error_5xx_writes_only and scope.get("method") == "GET"
+        if not writes_only and roll(faults.error_5xx_rate):
             status, text = _dice.choice(_SERVER_ERRORS)
             await _answer(send, status, text)
             return

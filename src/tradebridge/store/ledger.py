@@ -25,7 +25,7 @@ from typing import Any, Self, TypeAlias
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from tradebridge.errors import IllegalTransition, InvalidInput
+from tradebridge.errors import IllegalTransition, InvalidInput, OrderOwned
 from tradebridge.ops.logging import get_logger
 from tradebridge.store.migrate import connect, unavailable
 
@@ -36,6 +36,8 @@ NOTIFY_CHANNEL = "tradebridge_signals"
 # single-bigint migration lock).
 ACCOUNT_LOCK_NAMESPACE = 0x7462  # 'tb'
 _ILLEGAL_MOVE_SQLSTATE = "TB409"
+# One ledger row per broker order (0004_exactly_once.sql).
+_ORDER_OWNER_INDEX = "trading_signals_account_order_key"
 
 # A connection of its own or one borrowed from the pool (a string: the runtime classes are
 # not subscriptable, only their stubs are).
@@ -49,6 +51,9 @@ class LedgerStatus(StrEnum):
     PROCESSING = "processing"  # claimed by a worker; nothing sent yet
     SUBMITTED = "submitted"  # the submit is being sent or was sent; answer not yet known
     UNKNOWN = "unknown"  # sent, answer lost: look it up at the broker before anything else
+    # Escalated unknown: lookups were ambiguous or ran past the bound. Never resent; blocks
+    # nothing; reconcile adopts exact late evidence, else a human decides (docs/ledger.md).
+    NEEDS_REVIEW = "needs_review"
     WORKING = "working"  # accepted by the broker, resting
     PARTIALLY_FILLED = "partially_filled"
     FILLED = "filled"
@@ -76,7 +81,8 @@ ALLOWED_MOVES: Mapping[LedgerStatus, frozenset[LedgerStatus]] = {
     _S.PENDING: frozenset({_S.PROCESSING, _S.DENIED, _S.CANCELLED}),
     _S.PROCESSING: frozenset({_S.SUBMITTED, _S.DENIED, _S.FAILED, _S.PENDING}),
     _S.SUBMITTED: _BROKER_VERDICTS | {_S.UNKNOWN, _S.FAILED},
-    _S.UNKNOWN: _BROKER_VERDICTS | {_S.SUBMITTED, _S.FAILED},
+    _S.UNKNOWN: _BROKER_VERDICTS | {_S.SUBMITTED, _S.FAILED, _S.NEEDS_REVIEW},
+    _S.NEEDS_REVIEW: _BROKER_VERDICTS | {_S.FAILED},
     _S.WORKING: frozenset({_S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELLED, _S.REJECTED, _S.EXPIRED}),
     _S.PARTIALLY_FILLED: frozenset({_S.FILLED, _S.CANCELLED, _S.REJECTED, _S.EXPIRED}),
     **{final: frozenset() for final in FINAL_STATUSES},
@@ -306,8 +312,10 @@ class InsertResult:
 
 
 # The oldest pending row of each account (heads of the per-account queues) whose account has
-# nothing in flight. A head locked by another claimer is skipped, and the row behind it is not
-# a head yet, so an account never has two claimers at once. Behind each head we locked, the
+# nothing being sent (processing, submitted) and, unless the head is a plain order, no unknown
+# row within the bound (docs/dispatcher.md "Unknown outcomes"). A head locked by another
+# claimer is skipped, and the row behind it is not a head yet, so an account never has two
+# claimers at once. Behind each head we locked, the
 # next $3 - 1 pending rows of its account (followers) are claimed too, in the same statement:
 # whoever claims an account's rows holds its head's lock, so a follower can only be claimed by
 # the holder of its head (a claimer that committed first made the account busy, one that has
@@ -323,8 +331,16 @@ with heads as (
        -- LIMIT would compare every pending row with every busy account.
        and (s.account_name is null or s.account_name not in (
            select f.account_name from trading_signals f
-            where f.status in ('processing', 'submitted', 'unknown')
+            where f.status in ('processing', 'submitted')
               and f.account_name is not null))
+       -- An unknown row younger than the bound ($4) holds back the intents that depend on
+       -- the position or working orders (everything but a plain order), or every row ($5).
+       and (s.account_name is null
+            or (coalesce(s.intent, 'order') = 'order' and not $5::boolean)
+            or s.account_name not in (
+                select u.account_name from trading_signals u
+                 where u.status = 'unknown' and u.account_name is not null
+                   and coalesce(u.last_attempt_at, u.updated_at) > now() - $4::interval))
        and not exists (
            select 1 from trading_signals o
             where o.account_name = s.account_name and o.status = 'pending'
@@ -726,17 +742,64 @@ class Ledger:
     # --- claims --------------------------------------------------------------------------
 
     async def claim_next(
-        self, worker_id: str, limit: int = 1, *, per_account: int = 1
+        self,
+        worker_id: str,
+        limit: int = 1,
+        *,
+        per_account: int = 1,
+        unknown_bound: timedelta = timedelta(seconds=60),
+        unknown_blocks_all: bool = False,
     ) -> list[LedgerRow]:
         """Claim the oldest pending rows of up to ``limit`` idle accounts for ``worker_id``.
 
         Up to ``per_account`` rows of each account, all in insertion order (the caller places
-        them in that order, one after the other); one statement, one round trip.
+        them in that order, one after the other, and checks ``held_back`` before a row that
+        depends on the position); one statement, one round trip.
         """
         if limit < 1 or per_account < 1:
             raise ValueError("limit and per_account must be at least 1")
-        records = await _fetch_stateless(self._pool, _CLAIM_SQL, worker_id, limit, per_account)
+        records = await _fetch_stateless(
+            self._pool, _CLAIM_SQL, worker_id, limit, per_account, unknown_bound,
+            unknown_blocks_all,
+        )  # fmt: skip
         return [LedgerRow.from_record(r) for r in records]
+
+    async def held_back(
+        self, account_name: str, *, unknown_bound: timedelta, besides: str | None = None
+    ) -> list[str]:
+        """Return the account's unknown rows within the bound (what holds its intents back)."""
+        rows = await self._pool.fetch(
+            "select signal_id from trading_signals where account_name = $1 "
+            "and status = 'unknown' and signal_id is distinct from $3 "
+            "and coalesce(last_attempt_at, updated_at) > now() - $2::interval "
+            "order by created_at, seq",
+            account_name,
+            unknown_bound,
+            besides,
+        )
+        return [str(r["signal_id"]) for r in rows]
+
+    async def unresolved(self, *, unknown_bound: timedelta, limit: int = 20) -> list[LedgerRow]:
+        """Return rows in ``needs_review`` and ``unknown`` rows past the bound, oldest first."""
+        rows = await self._pool.fetch(
+            "select * from trading_signals where status = 'needs_review' "
+            "or (status = 'unknown' "
+            "    and coalesce(last_attempt_at, updated_at) < now() - $1::interval) "
+            "order by created_at, seq limit $2",
+            unknown_bound,
+            limit,
+        )
+        return [LedgerRow.from_record(r) for r in rows]
+
+    async def count_unresolved(self, *, unknown_bound: timedelta) -> int:
+        """Return how many rows ``unresolved`` would list without a limit."""
+        value = await self._pool.fetchval(
+            "select count(*) from trading_signals where status = 'needs_review' "
+            "or (status = 'unknown' "
+            "    and coalesce(last_attempt_at, updated_at) < now() - $1::interval)",
+            unknown_bound,
+        )
+        return int(value or 0)
 
     async def hand_back(self, worker_id: str, signal_ids: Sequence[str], reason: str) -> list[str]:
         """Return claimed rows that were not sent (``processing``) to ``pending``; one statement."""
@@ -801,15 +864,51 @@ class Ledger:
                 avg_fill_price,
             ),
         )
-        if conn is not None:
-            async with conn.transaction():
-                return await _apply_move(conn, move)
-        if expected is not None:
-            fast = await _fast_move(self._pool, move, expected)
-            if fast is not None:
-                return fast
-        async with self._pool.acquire() as own, own.transaction():
-            return await _apply_move(own, move)
+        try:
+            if conn is not None:
+                async with conn.transaction():
+                    return await _apply_move(conn, move)
+            if expected is not None:
+                fast = await _fast_move(self._pool, move, expected)
+                if fast is not None:
+                    return fast
+            async with self._pool.acquire() as own, own.transaction():
+                return await _apply_move(own, move)
+        except asyncpg.UniqueViolationError as e:
+            if e.constraint_name != _ORDER_OWNER_INDEX:
+                raise
+            owner_row = await self.owner_of(tradovate_order_id)
+            raise OrderOwned(
+                f"signal {signal_id}: broker order {tradovate_order_id} already belongs to "
+                f"signal {owner_row}",
+                owner=owner_row,
+            ) from e
+
+    async def owner_of(self, tradovate_order_id: str | None) -> str | None:
+        """Return the signal id of the row that owns a broker order (placed by tradebridge)."""
+        if tradovate_order_id is None:
+            return None
+        value = await self._pool.fetchval(
+            "select signal_id from trading_signals where tradovate_order_id = $1 "
+            "and client_order_id is not null order by seq limit 1",
+            tradovate_order_id,
+        )
+        return None if value is None else str(value)
+
+    async def owned_orders(self, account_name: str, *, besides: str) -> frozenset[str]:
+        """Return the broker order ids the account's other rows own (what a lookup must skip).
+
+        Rows of the last week only: an older order rests at the broker from before any
+        submit a lookup is about, so the lookup's baseline or creation time rules it out.
+        """
+        rows = await self._pool.fetch(
+            "select tradovate_order_id from trading_signals where account_name = $1 "
+            "and tradovate_order_id is not null and signal_id <> $2 "
+            "and created_at > now() - interval '7 days'",
+            account_name,
+            besides,
+        )
+        return frozenset(str(r["tradovate_order_id"]) for r in rows)
 
     async def add_event(
         self, signal_id: str, event: str, detail: Mapping[str, Any] | None = None

@@ -7,10 +7,16 @@ The rules (DESIGN.md "Exactly-once effect", reference §11):
   detail, so whoever resolves the row later knows exactly what was sent;
 * accepted → ``working``; ``BrokerRejected`` → ``rejected``; anything that may have been
   sent without a verdict → ``unknown``;
-* an ``unknown`` row is looked up by client order id; found → adopted; absent → resent with
-  the SAME client order id, but only by whoever moves it ``unknown → submitted`` while its
-  ``placement_attempts`` is still the one the lookup started from (two resolvers never both
-  resend); a lookup that fails leaves it ``unknown`` for the next round.
+* an ``unknown`` row is looked up (``Broker.lookup``: its client order id, else by shape with
+  the baseline taken before the submit and the orders other rows own excluded); found →
+  adopted; absent → resent with the SAME client order id, but only by whoever moves it
+  ``unknown → submitted`` while its ``placement_attempts`` is still the one the lookup started
+  from (two resolvers never both resend); a lookup that fails leaves it ``unknown`` for the
+  next round;
+* the bound (``dispatcher.unknown_bound_s`` after the last submit): a lookup still ambiguous
+  or failing past the bound escalates the row to ``needs_review`` with the evidence; an
+  absence proven past the bound ends it ``failed`` (never a late send). ``needs_review`` rows
+  are looked up again by reconcile and adopt what is provably theirs, never resent.
 
 Cancel and flatten plans carry absolute targets, so resolving them means running them again.
 """
@@ -31,17 +37,20 @@ from tradebridge.domain.commands import Bracket, CancelOrder, FlattenPosition, S
 from tradebridge.domain.contracts import parse_contract
 from tradebridge.domain.enums import OrderStatus, OrderType, Side, TimeInForce
 from tradebridge.domain.ids import AccountName, BrokerOrderId, ClientOrderId
-from tradebridge.domain.reports import OrderStatusReport
+from tradebridge.domain.reports import LookupBaseline, OrderStatusReport
 from tradebridge.errors import (
     BrokerError,
     BrokerRejected,
     IllegalTransition,
     InvalidInput,
+    LookupAmbiguous,
+    OrderOwned,
     OutcomeUnknown,
 )
+from tradebridge.ops import metrics
 from tradebridge.ops.logging import get_logger
 from tradebridge.pipeline.route import CancelOrders, FlattenAccount, PlaceOrder, Plan
-from tradebridge.store.ledger import BrokerCall, Ledger, LedgerStatus
+from tradebridge.store.ledger import BrokerCall, Ledger, LedgerRow, LedgerStatus
 
 _log = get_logger("tradebridge.tracking.placement")
 # Namespace of the worker liveness locks (two-int form, apart from account locks 0x7462).
@@ -292,17 +301,31 @@ class Placer:
 
     # --- unknown outcomes ------------------------------------------------------------------
 
-    async def _plan_of(self, signal_id: str, today: date) -> Plan | None:
-        detail = await self.ledger.pool.fetchval(
-            "select detail from order_history where signal_id = $1 and event = 'submitted' "
-            "and detail ? 'plan' order by id desc limit 1",
+    async def _sent_of(
+        self, signal_id: str, today: date
+    ) -> tuple[Plan | None, LookupBaseline | None]:
+        """Return the plan a row was sent with and the baseline of its latest submit."""
+        rows = await self.ledger.pool.fetch(
+            "select event, detail from order_history where signal_id = $1 "
+            "and event in ('submitted', 'resubmitted') order by id desc",
             signal_id,
         )
-        return plan_from_json(detail, today) if isinstance(detail, dict) else None
+        plan: Plan | None = None
+        baseline: LookupBaseline | None = None
+        found_baseline = False
+        for row in rows:
+            detail = row["detail"]
+            if not isinstance(detail, dict):
+                continue
+            if not found_baseline and "baseline" in detail:
+                baseline, found_baseline = LookupBaseline.from_json(detail["baseline"]), True
+            if plan is None and row["event"] == "submitted" and "plan" in detail:
+                plan = plan_from_json(detail, today)
+        return plan, baseline
 
     async def resolve(self, signal_id: str, broker: Broker, *, today: date) -> LedgerStatus:
         """Resolve an ``unknown`` row: look it up, adopt what exists, resend what is absent."""
-        plan = await self._plan_of(signal_id, today)
+        plan, baseline = await self._sent_of(signal_id, today)
         if plan is None:
             failed = await self.ledger.transition(
                 signal_id, _S.FAILED, expected=_S.UNKNOWN,
@@ -316,64 +339,157 @@ class Placer:
             if row is None or row.status is not _S.UNKNOWN:
                 return row.status if row else _S.FAILED
             if not isinstance(plan, PlaceOrder):
+                # Cancels and flattens carry absolute targets: running them again is safe.
                 if not await self._claim_resend(signal_id, row.placement_attempts):
                     continue
                 status = await self.send(signal_id, plan, broker, owner=None)
             else:
-                status = await self._lookup_once(
-                    signal_id, plan, broker, row.placement_attempts, row.last_attempt_at
-                )
+                status = await self._lookup_once(signal_id, plan, broker, row, baseline)
             if status is not _S.UNKNOWN:
                 return status
             await asyncio.sleep(delay)
             delay = min(max(delay * 2, 0.05), cfg.lookup_backoff_max_s)
         return _S.UNKNOWN
 
+    def past_bound(self, row: LedgerRow) -> bool:
+        """Return whether an unresolved row has held its account longer than the bound."""
+        since = row.last_attempt_at or row.updated_at
+        if since is None:
+            return False
+        age = (datetime.now(UTC) - since).total_seconds()
+        return age > self.config.unknown_bound_s
+
     async def _lookup_once(
         self,
         signal_id: str,
         plan: PlaceOrder,
         broker: Broker,
-        version: int,
-        ts_sent: datetime | None,
+        row: LedgerRow,
+        baseline: LookupBaseline | None,
     ) -> LedgerStatus:
         command = plan.command
-        sent = ts_sent or datetime.now(UTC)
+        sent = row.last_attempt_at or datetime.now(UTC)
+        exclude = await self.ledger.owned_orders(command.account, besides=signal_id)
         with capture() as calls:
             try:
-                result = await broker.lookup(command, sent)
+                result = await broker.lookup(command, sent, baseline=baseline, exclude=exclude)
+            except LookupAmbiguous as e:
+                # Never guessed. It may clear up (another row adopts its own order), so the row
+                # stays unknown until the bound, then a human decides.
+                await self._file_calls(signal_id, calls, None)
+                evidence = {"candidates": list(e.candidates), "evidence": list(e.evidence)[:50]}
+                await self.ledger.add_event(signal_id, "lookup_ambiguous", evidence)
+                if self.past_bound(row):
+                    return await self.escalate(signal_id, "ambiguous", str(e), evidence)
+                return _S.UNKNOWN
             except Exception as e:  # noqa: BLE001 - a failed lookup is retried later
                 await self._file_calls(signal_id, calls, None)
                 await self.ledger.add_event(signal_id, "lookup_failed", {"error": str(e)[:300]})
+                if self.past_bound(row):
+                    return await self.escalate(
+                        signal_id, "lookup_failing",
+                        f"lookups keep failing ({type(e).__name__}: {e})"[:300],
+                        {"error": str(e)[:300]},
+                    )  # fmt: skip
                 return _S.UNKNOWN
         await self._file_calls(signal_id, calls, None)
+        await self.ledger.add_event(signal_id, "lookup", {
+            "result": "absent" if result.found is None else (
+                "probable" if result.probable else "found"),
+            "broker_order_id": None if result.found is None else result.found.broker_order_id,
+            "evidence": list(result.evidence)[:50],
+        })  # fmt: skip
         if result.found is not None:
             return await self._adopt(signal_id, result.found, probable=result.probable)
+        version = row.placement_attempts
+        if self.past_bound(row):
+            return await self._fail_unknown(
+                signal_id,
+                f"not placed: the broker has no such order (looked up after {version} "
+                f"submit(s)); it is older than dispatcher.unknown_bound_s "
+                f"({self.config.unknown_bound_s:g}s), so it is not sent late",
+            )
         if version > self.config.max_resends:
-            row = await self.ledger.transition(
-                signal_id, _S.FAILED, expected=_S.UNKNOWN,
-                error_message=(
-                    f"lookup proved the order absent after {version} submits; not resent "
-                    "again (dispatcher.max_resends)"
-                ),
-            )  # fmt: skip
-            return row.status
-        if not await self._claim_resend(signal_id, version):
+            return await self._fail_unknown(
+                signal_id,
+                f"lookup proved the order absent after {version} submits; not resent "
+                "again (dispatcher.max_resends)",
+            )
+        new_baseline = await broker.lookup_baseline(command)
+        if not await self._claim_resend(signal_id, version, new_baseline):
             current = await self.ledger.get(signal_id)
             return current.status if current else _S.FAILED
         return await self._send_order(signal_id, command, broker, None)
 
+    async def _fail_unknown(self, signal_id: str, message: str) -> LedgerStatus:
+        try:
+            row = await self.ledger.transition(
+                signal_id, _S.FAILED, expected=_S.UNKNOWN, error_message=message
+            )
+        except IllegalTransition:
+            current = await self.ledger.get(signal_id)
+            return current.status if current else _S.FAILED
+        return row.status
+
+    async def escalate(
+        self, signal_id: str, reason: str, message: str, evidence: dict[str, Any]
+    ) -> LedgerStatus:
+        """Move an ``unknown`` row to ``needs_review`` with the evidence; log and count it."""
+        try:
+            row = await self.ledger.transition(
+                signal_id, _S.NEEDS_REVIEW, expected=_S.UNKNOWN, event="escalated",
+                detail={"reason": reason, **evidence},
+                error_message=f"needs review ({reason}): {message}"[:500],
+            )  # fmt: skip
+        except IllegalTransition:
+            current = await self.ledger.get(signal_id)
+            return current.status if current else _S.FAILED
+        metrics.UNKNOWN_ESCALATIONS.labels(reason=reason).inc()
+        _log.warning("row_needs_review", signal_id=signal_id, reason=reason, detail=message)
+        return row.status
+
+    async def review(self, signal_id: str, broker: Broker, *, today: date) -> LedgerStatus:
+        """Look a ``needs_review`` row up again; adopt what is now provably its own.
+
+        Its client id, or the one order the lookup's rules leave (an ambiguity that cleared
+        up once the other rows adopted theirs). Never resent: absence keeps it for review.
+        """
+        plan, baseline = await self._sent_of(signal_id, today)
+        row = await self.ledger.get(signal_id)
+        if row is None or row.status is not _S.NEEDS_REVIEW or not isinstance(plan, PlaceOrder):
+            return row.status if row else _S.FAILED
+        sent = row.last_attempt_at or datetime.now(UTC)
+        exclude = await self.ledger.owned_orders(plan.command.account, besides=signal_id)
+        with capture() as calls:
+            try:
+                result = await broker.lookup(plan.command, sent, baseline=baseline, exclude=exclude)
+            except Exception:  # noqa: BLE001 - still ambiguous or unreachable: a human decides
+                return _S.NEEDS_REVIEW
+            finally:
+                await self._file_calls(signal_id, calls, None)
+        if result.found is None:
+            return _S.NEEDS_REVIEW
+        # Found, or now the one order that can be ours (the others' rows adopted theirs).
+        return await self._adopt(
+            signal_id, result.found, probable=result.probable, expected=_S.NEEDS_REVIEW
+        )
+
     async def _adopt(
-        self, signal_id: str, report: OrderStatusReport, *, probable: bool
+        self,
+        signal_id: str,
+        report: OrderStatusReport,
+        *,
+        probable: bool,
+        expected: LedgerStatus = _S.UNKNOWN,
     ) -> LedgerStatus:
         status = ledger_status(report.status)
         detail = {"broker_order_id": report.broker_order_id, "probable": probable}
         if probable:
-            # Matched by shape and time, not by our id: adopt, but a human should look.
+            # Matched by shape where nothing else can own it, not by our id: a human may look.
             detail["review"] = True
         try:
             row = await self.ledger.transition(
-                signal_id, status, expected=_S.UNKNOWN,
+                signal_id, status, expected=expected,
                 event="adopted_probable" if probable else "adopted", detail=detail,
                 tradovate_order_id=str(report.broker_order_id),
                 filled_qty=report.filled_qty or None, avg_fill_price=report.avg_fill_price,
@@ -382,12 +498,21 @@ class Placer:
                     if probable else None
                 ),
             )  # fmt: skip
+        except OrderOwned as e:
+            if expected is not _S.UNKNOWN:
+                return expected
+            return await self.escalate(
+                signal_id, "order_owned", str(e),
+                {"broker_order_id": report.broker_order_id, "owner": e.owner},
+            )  # fmt: skip
         except IllegalTransition:
             current = await self.ledger.get(signal_id)
             return current.status if current else _S.FAILED
         return row.status
 
-    async def _claim_resend(self, signal_id: str, version: int) -> bool:
+    async def _claim_resend(
+        self, signal_id: str, version: int, baseline: LookupBaseline | None = None
+    ) -> bool:
         """Move ``unknown → submitted`` if nobody sent since ``version``; return whether done."""
         async with self.ledger.pool.acquire() as conn, conn.transaction():
             current = await conn.fetchrow(
@@ -403,6 +528,8 @@ class Placer:
                 return False
             await self.ledger.transition(
                 signal_id, _S.SUBMITTED, expected=_S.UNKNOWN, event="resubmitted",
-                detail={"after_attempts": version}, conn=conn,
+                detail={"after_attempts": version,
+                        **({"baseline": baseline.to_json()} if baseline else {})},
+                conn=conn,
             )  # fmt: skip
         return True

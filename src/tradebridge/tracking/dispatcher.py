@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -33,19 +33,22 @@ from tradebridge.brokers.pool import BrokerPool, capture
 from tradebridge.config import Settings
 from tradebridge.domain.enums import OrderStatus
 from tradebridge.domain.ids import AccountName, client_order_id_for
+from tradebridge.domain.reports import LookupBaseline
 from tradebridge.errors import BrokerError, IllegalTransition, InvalidInput
 from tradebridge.ops import metrics
 from tradebridge.ops.logging import get_logger
 from tradebridge.pipeline.risk import RiskLimits, check_risk
 from tradebridge.pipeline.route import BrokerView, Needs, PlaceOrder, needs, route
 from tradebridge.pipeline.validate import Denied, RawSignal, ValidSignal, validate
-from tradebridge.store.ledger import IN_FLIGHT_STATUSES, Ledger, LedgerRow, LedgerStatus
+from tradebridge.store.ledger import Ledger, LedgerRow, LedgerStatus
 from tradebridge.tracking._placement import WORKER_LOCK_NAMESPACE, Placer, audit, plan_to_json
 from tradebridge.tracking.reconcile import Reconciler
 from tradebridge.tracking.tracker import Tracker
 
 _log = get_logger("tradebridge.tracking.dispatcher")
 _S = LedgerStatus
+# A row left in one of these by _handle keeps the rest of its batch from being placed.
+_STILL_SENDING = frozenset({_S.PROCESSING, _S.SUBMITTED})
 
 
 def root_map(settings: Settings) -> dict[str, str]:
@@ -107,6 +110,12 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._active: dict[str, asyncio.Task[None]] = {}
         self._claim_lock = asyncio.Lock()
+        self._bound = timedelta(seconds=self.config.unknown_bound_s)
+        self._blocks_all = self.config.unknown_blocks == "all"
+        # Health: the last claim's error (None once a claim succeeds again), and the
+        # reconciler this dispatcher runs, if any.
+        self.claim_error: str | None = None
+        self.reconciler: Reconciler | None = None
 
     def wake(self) -> None:
         """Ask the loop to drain (a notification, a timer, a finished row)."""
@@ -123,6 +132,7 @@ class Dispatcher:
             if self._tracking or (self._tracking is None and self.brokers.claim_tracking(self)):
                 tracker = Tracker(self.settings, self.ledger, self.brokers)
                 reconciler = Reconciler(self.settings, self.ledger, self.brokers, today=self._today)
+                self.reconciler = reconciler
                 side.append(asyncio.create_task(tracker.run(), name="tracker"))
                 side.append(asyncio.create_task(reconciler.run(), name="reconcile"))
             try:
@@ -132,7 +142,9 @@ class Dispatcher:
                     self._wake.clear()
                     try:
                         await self._fill_slots()
+                        self.claim_error = None
                     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+                        self.claim_error = f"{type(e).__name__}: {e}"[:200]
                         _log.warning("claim_failed", worker=self.worker_id, error=str(e))
                         await asyncio.sleep(min(self.config.drain_interval_s, 1.0))
                         self.wake()
@@ -166,8 +178,9 @@ class Dispatcher:
         async with self._claim_lock:
             while (free := self.config.max_accounts - len(self._active)) > 0:
                 rows = await self.ledger.claim_next(
-                    self.worker_id, free, per_account=self.config.claim_batch
-                )
+                    self.worker_id, free, per_account=self.config.claim_batch,
+                    unknown_bound=self._bound, unknown_blocks_all=self._blocks_all,
+                )  # fmt: skip
                 if not rows:
                     break
                 claimed += len(rows)
@@ -224,15 +237,20 @@ class Dispatcher:
         waiting = [row.signal_id for row in rows]
         try:
             for row in rows:
+                if await self._held_back(row):
+                    await self._hand_back(waiting, "held back by an unknown row of its account")
+                    return
                 started = time.perf_counter()
                 status = await self._handle(row)
                 _count_outcome(status, time.perf_counter() - started)
                 waiting.remove(row.signal_id)
-                if status in IN_FLIGHT_STATUSES and waiting:
-                    # The account waits on an unresolved row (reconcile takes it from here):
-                    # the rows behind it go back to pending, untouched.
+                if status in _STILL_SENDING and waiting:
+                    # The row's send did not finish (reconcile takes it from here): the rows
+                    # behind it go back to pending, untouched.
                     await self._hand_back(waiting, "account waits on an unresolved row")
                     return
+                # An unknown row (reconcile resolves it) holds back only the rows that depend
+                # on it: each next row asks _held_back before it is placed.
         except asyncio.CancelledError:
             # Only rows still 'processing' under our claim go back: nothing of theirs left.
             await self._hand_back(waiting, "worker stopping")
@@ -241,6 +259,23 @@ class Dispatcher:
             if self._active.get(key) is asyncio.current_task():
                 del self._active[key]
             self.wake()
+
+    async def _held_back(self, row: LedgerRow) -> bool:
+        """Return whether an unknown row of the account holds this row back (the bound rule).
+
+        A plain order passes unknown rows (unless ``unknown_blocks = "all"``); an intent that
+        depends on the position or working orders waits until they resolve or escalate.
+        """
+        if row.account_name is None:
+            return False
+        if (row.intent or "order") == "order" and not self._blocks_all:
+            return False
+        holding = await self.ledger.held_back(
+            row.account_name, unknown_bound=self._bound, besides=row.signal_id
+        )
+        if holding:
+            _log.info("row_held_back", signal_id=row.signal_id, by=holding[:5])
+        return bool(holding)
 
     async def _handle(self, row: LedgerRow) -> LedgerStatus | None:
         try:
@@ -295,11 +330,14 @@ class Dispatcher:
         prepared = await self._prepare(row.signal_id, checked, broker, today)
         if prepared is None:
             return _S.DENIED
-        plan, account_id = prepared
+        plan, account_id, baseline = prepared
+        detail = plan_to_json(plan)
+        if baseline is not None:
+            detail["baseline"] = baseline.to_json()
         await self.ledger.transition(
             row.signal_id, _S.SUBMITTED, expected=_S.PROCESSING, owner=self.worker_id,
             client_order_id=client_order_id_for(row.signal_id), account_id=account_id,
-            detail=plan_to_json(plan),
+            detail=detail,
         )  # fmt: skip
         # From here the request may leave: finish the send even if we are being stopped,
         # within handback_timeout_s, so the row records the broker's answer.
@@ -318,8 +356,12 @@ class Dispatcher:
 
     async def _prepare(
         self, signal_id: str, signal: ValidSignal, broker: Broker, today: date
-    ) -> tuple[PlaceOrder | Any, str | None] | None:
-        """Read broker facts and route; deny (returning None) or return the plan to send."""
+    ) -> tuple[PlaceOrder | Any, str | None, LookupBaseline | None] | None:
+        """Read broker facts and route; deny (returning None) or return the plan to send.
+
+        For an order, also the lookup baseline (the account's orders before the submit), so
+        that a lost answer can later be told from other orders (``Broker.lookup_baseline``).
+        """
         delay = self.config.lookup_backoff_s
         need = needs(signal, position_for_risk=self.limits.needs_position)
         while True:
@@ -333,6 +375,10 @@ class Dispatcher:
                             "lists for its token", "account_name"))  # fmt: skip
                         return None
                     view = await self._view(broker, signal, need)
+                    plan = route(signal, view, client_order_id_for(signal_id), today=today)
+                    baseline = None
+                    if isinstance(plan, PlaceOrder):
+                        baseline = await broker.lookup_baseline(plan.command)
                 break
             except InvalidInput as e:
                 await self._deny(signal_id, Denied(str(e), e.field))
@@ -345,7 +391,6 @@ class Dispatcher:
             finally:
                 for call in calls:
                     await self.ledger.record_broker_call(audit(call), signal_id)
-        plan = route(signal, view, client_order_id_for(signal_id), today=today)
         if isinstance(plan, Denied):
             await self._deny(signal_id, plan)
             return None
@@ -359,7 +404,7 @@ class Dispatcher:
                 await self._deny(signal_id, risk)
                 return None
         account_id = info.native_id if info.native_id is not None else info.bridge_id
-        return plan, None if account_id is None else str(account_id)
+        return plan, None if account_id is None else str(account_id), baseline
 
     async def _view(self, broker: Broker, signal: ValidSignal, need: Needs) -> BrokerView:
         account = AccountName(signal.account)

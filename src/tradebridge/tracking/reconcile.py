@@ -8,9 +8,12 @@ Each round (``reconcile_once``):
    Rows claimed more than ``dispatcher.stale_after_s`` ago are recovered the same way
    whatever the lock says (``Ledger.requeue_stale``), a fallback for a hung worker.
 2. **Unknown rows** of dead workers, and those untouched for a reconcile interval, are
-   looked up by client order id: found → adopted, absent → resent with the same id (only by
+   looked up (``Placer.resolve``): found → adopted, absent → resent with the same id (only by
    whoever wins the version-checked ``unknown → submitted``), lookup failing → left for the
-   next round (the account stays blocked: ``claim_next`` skips it).
+   next round. Meanwhile the row holds back only its account's position-based intents, and
+   only for ``dispatcher.unknown_bound_s``: past it the row is escalated to ``needs_review``
+   (or ``failed`` when proven absent), and the account moves on.
+   **needs_review rows** are looked up again and adopt what is provably theirs (never resent).
 3. **Open rows** (``working``, ``partially_filled``) not updated for a reconcile interval are
    compared with the broker's order reports (one read per account): missed fills, cancels and
    expiries are written. Events do this live; this is the net under them.
@@ -48,6 +51,7 @@ class ReconcileReport:
     marked_unknown: list[str] = field(default_factory=list)
     resolved: dict[str, str] = field(default_factory=dict)  # signal id -> new status
     still_unknown: list[str] = field(default_factory=list)
+    reviewed: dict[str, str] = field(default_factory=dict)  # needs_review rows that resolved
     synced: dict[str, str] = field(default_factory=dict)  # open rows moved by reports
 
 
@@ -68,16 +72,20 @@ class Reconciler:
         self.brokers = brokers
         self.placer = Placer(ledger, self.config)
         self._today = today or (lambda: datetime.now(UTC).date())
+        # Health: the last round's error (None once a round succeeds again).
+        self.last_error: str | None = None
 
     async def run(self) -> None:
         """Reconcile now and then every ``dispatcher.reconcile_interval_s`` until cancelled."""
         while True:
             try:
                 await self.reconcile_once()
+                self.last_error = None
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - the next round tries again
+            except Exception as e:  # noqa: BLE001 - the next round tries again
                 reraise_if_cancelling()
+                self.last_error = f"{type(e).__name__}: {e}"[:200]
                 _log.exception("reconcile_failed")
             await asyncio.sleep(self.config.reconcile_interval_s)
 
@@ -117,8 +125,15 @@ class Reconciler:
         report.requeued += result.requeued
         report.marked_unknown += result.marked_unknown
         await self._resolve_unknown(report)
+        await self._review(report)
         await self._sync_open(report)
-        if report.requeued or report.marked_unknown or report.resolved or report.synced:
+        if (
+            report.requeued
+            or report.marked_unknown
+            or report.resolved
+            or report.synced
+            or report.reviewed
+        ):
             _log.info(
                 "reconciled",
                 dead_workers=report.dead_workers,
@@ -126,8 +141,13 @@ class Reconciler:
                 marked_unknown=len(report.marked_unknown),
                 resolved=len(report.resolved),
                 still_unknown=len(report.still_unknown),
+                reviewed=len(report.reviewed),
                 synced=len(report.synced),
             )
+        if report.still_unknown:
+            # Never silent: rows the lookups could not settle this round, by id.
+            _log.warning("rows_still_unknown", signal_ids=report.still_unknown[:20],
+                         count=len(report.still_unknown))  # fmt: skip
         return report
 
     async def _resolve_unknown(self, report: ReconcileReport) -> None:
@@ -146,19 +166,48 @@ class Reconciler:
         async def account_rows(account: str, signal_ids: list[str]) -> None:
             try:
                 broker = await self.brokers.get(account)
-            except ConfigError:
-                report.still_unknown += signal_ids
+            except ConfigError as e:
+                for signal_id in signal_ids:
+                    await self._escalate_if_past_bound(signal_id, f"no broker: {e}", report)
                 return
-            for signal_id in signal_ids:  # in order: the account waits on the oldest
+            for signal_id in signal_ids:  # oldest first; each is settled on its own
                 status = await self.placer.resolve(signal_id, broker, today=self._today())
                 if status is _S.UNKNOWN:
                     report.still_unknown.append(signal_id)
-                    return
+                    continue
                 report.resolved[signal_id] = status.value
 
         async with asyncio.TaskGroup() as group:
             for account, signal_ids in by_account.items():
                 group.create_task(account_rows(account, signal_ids))
+
+    async def _escalate_if_past_bound(
+        self, signal_id: str, why: str, report: ReconcileReport
+    ) -> None:
+        row = await self.ledger.get(signal_id)
+        if row is not None and row.status is _S.UNKNOWN and self.placer.past_bound(row):
+            status = await self.placer.escalate(signal_id, "bound", why, {"error": why})
+            report.resolved[signal_id] = status.value
+        else:
+            report.still_unknown.append(signal_id)
+
+    async def _review(self, report: ReconcileReport) -> None:
+        """Look ``needs_review`` rows up again; adopt what is provably theirs."""
+        rows = await self.ledger.pool.fetch(
+            "select signal_id, account_name from trading_signals where status = 'needs_review' "
+            "and account_name is not null and created_at > now() - interval '1 day' "
+            "order by updated_at limit 50"
+        )
+        for row in rows:
+            try:
+                broker = await self.brokers.get(row["account_name"])
+                status = await self.placer.review(row["signal_id"], broker, today=self._today())
+            except Exception as e:  # noqa: BLE001 - the next round tries again
+                reraise_if_cancelling()
+                _log.warning("review_lookup_failed", signal_id=row["signal_id"], error=str(e))
+                continue
+            if status is not _S.NEEDS_REVIEW:
+                report.reviewed[row["signal_id"]] = status.value
 
     async def _sync_open(self, report: ReconcileReport) -> None:
         idle = timedelta(seconds=self.config.reconcile_interval_s)

@@ -175,7 +175,9 @@ class Tracker:
         order_id = str(event.broker_order_id)
         match event.event:
             case OrderAccepted():
-                if status in (_S.SUBMITTED, _S.UNKNOWN):
+                # needs_review too: an event under our client id is the exact evidence it
+                # waits for (a row is found by client id first, _find_row).
+                if status in (_S.SUBMITTED, _S.UNKNOWN, _S.NEEDS_REVIEW):
                     await self._move(
                         conn,
                         signal_id,

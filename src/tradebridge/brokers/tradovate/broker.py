@@ -28,6 +28,13 @@ from functools import cached_property
 from typing import Any
 
 from tradebridge.brokers._http import BrokerHttp, HttpAnswer, http_for, raise_for_status
+from tradebridge.brokers._lookup import (
+    UNSURE,
+    bracket_mismatch,
+    decide_by_shape,
+    legs_bracket,
+    shape_mismatch,
+)
 from tradebridge.brokers._retry import RetryPolicy
 from tradebridge.brokers.base import AccountInfo, BrokerCapabilities, BrokerOrderEvent
 from tradebridge.brokers.tradovate import _wire as wire
@@ -37,7 +44,13 @@ from tradebridge.domain.commands import CancelOrder, FlattenPosition, ModifyOrde
 from tradebridge.domain.contracts import ContractSymbol, resolve_symbol
 from tradebridge.domain.enums import Dialect
 from tradebridge.domain.ids import AccountName, BrokerOrderId, ClientOrderId
-from tradebridge.domain.reports import FillReport, LookupResult, OrderStatusReport, PositionReport
+from tradebridge.domain.reports import (
+    FillReport,
+    LookupBaseline,
+    LookupResult,
+    OrderStatusReport,
+    PositionReport,
+)
 from tradebridge.errors import (
     AuthError,
     BrokerError,
@@ -106,6 +119,8 @@ class TradovateBroker:
         self._contracts: dict[str, wire.WireContract] = {}
         self._contract_names: dict[int, str] = {}
         self._sync: dict[int, UserSync] = {}
+        # Orders this process placed (id -> client order id): never someone else's lost submit.
+        self._placed: dict[str, ClientOrderId] = {}
         self._events: asyncio.Queue[BrokerOrderEvent] = asyncio.Queue()
 
     def __repr__(self) -> str:
@@ -251,6 +266,7 @@ class TradovateBroker:
             body = wire.place_order_body(command, account.id, contract.name)
         data = await self._send_order(command.account, path, body, command.client_order_id)
         result = self._place_result(data, path, command.client_order_id)
+        self._placed[str(result)] = command.client_order_id
         _log.info(
             "order_placed",
             account=command.account,
@@ -354,54 +370,102 @@ class TradovateBroker:
         raise_for_status(answer, f"{path} for {client_order_id}")
 
     # --- lookup ---------------------------------------------------------------------------------
-    async def lookup(self, command: SubmitOrder, ts_sent: datetime) -> LookupResult:
+    async def lookup_baseline(self, command: SubmitOrder) -> LookupBaseline | None:
+        """Return None: every order this client places carries its ``clOrdId`` (§11.3)."""
+        del command
+        return None
+
+    async def lookup(
+        self,
+        command: SubmitOrder,
+        ts_sent: datetime,
+        *,
+        baseline: LookupBaseline | None = None,
+        exclude: frozenset[str] = frozenset(),
+    ) -> LookupResult:
         """Find a submit whose outcome is unknown: by ``clOrdId``, else by shape (§11.3).
 
         "Absent" is only concluded once ``lookup_absent_after_s`` have passed since the
         submit (a slow acceptance may still be on its way); until then we wait and look again.
         """
-        result = await self._look(command, ts_sent)
+        result = await self._look(command, ts_sent, baseline, exclude)
         wait = self.config.lookup_absent_after_s - (self.clock() - ts_sent).total_seconds()
         if result.found is None and wait > 0:
             await self._sleep(wait)
-            result = await self._look(command, ts_sent)
+            result = await self._look(command, ts_sent, baseline, exclude)
         return result
 
-    async def _look(self, command: SubmitOrder, ts_sent: datetime) -> LookupResult:
+    async def _look(
+        self,
+        command: SubmitOrder,
+        ts_sent: datetime,
+        baseline: LookupBaseline | None,
+        exclude: frozenset[str],
+    ) -> LookupResult:
         account = await self._account(command.account)
         contract = await self._contract(command.contract, command.account)
-        orders = await self._orders(command.account, account.id)
+        orders = [o for o in await self._orders(command.account, account.id)
+                  if o.contract_id == contract.id]  # fmt: skip
         since = ts_sent - _CLOCK_SKEW
-        recent = [
+        # Entries that may be this submit's (bracket legs are judged through their entry).
+        entries = [
             o
             for o in orders
-            if o.contract_id == contract.id
-            and (o.timestamp is None or o.timestamp >= since)
-            and o.parent_id is None  # bracket legs are found through their entry
+            if o.parent_id is None and (o.timestamp is None or o.timestamp >= since)
         ]
-        reports = await self._reports(command.account, recent)
+        entry_ids = {o.id for o in entries}
+        legs = [o for o in orders if o.parent_id in entry_ids]
+        reports = await self._reports(command.account, [*entries, *legs])
+        by_id = {int(r.broker_order_id): r for r in reports}
         cid = command.client_order_id
-        exact = [r for r in reports if r.client_order_id == cid]
+        exact = [by_id[o.id] for o in entries if by_id[o.id].client_order_id == cid]
         if exact:
             return LookupResult(cid, exact[0])
-        shaped = [
-            r
-            for r in reports
-            if r.side is command.side
-            and r.quantity == command.quantity
-            and r.order_type is command.order_type
-            and r.limit_price == command.limit_price
-            and r.stop_price == command.stop_price
-        ]
-        if len(shaped) == 1:
-            return LookupResult(cid, shaped[0], probable=True)
-        if len(shaped) > 1:
-            raise OutcomeUnknown(
-                f"lookup of {cid}: {len(shaped)} orders match by shape and none by clOrdId; "
-                "review by hand",
-                client_order_id=cid,
-            )
-        return LookupResult(cid, None)
+        matches: list[OrderStatusReport] = []
+        unsure: list[str] = []
+        evidence: list[str] = []
+        for order in entries:
+            report = by_id[order.id]
+            oid = str(order.id)
+            why = self._not_ours(report, command, exclude, baseline)
+            if why is None and (order.timestamp is None or order.timestamp < ts_sent):
+                # Created just before we sent (within the clock skew we allow) or at an unknown
+                # time: it may be ours on a skewed clock, or someone else's; we cannot tell.
+                created = order.timestamp.isoformat() if order.timestamp else "at an unknown time"
+                why = f"{UNSURE}: created {created}, the submit left at {ts_sent.isoformat()}"
+            if why is None:
+                leg_reports = [by_id[leg.id] for leg in legs if leg.parent_id == order.id]
+                why = bracket_mismatch(command, legs_bracket(leg_reports))
+            if why is None and self.config.lookup_by_shape == "review":
+                # Every order we place carries our clOrdId; one without any may be ours only
+                # if Tradovate dropped it. By default a human decides (tradovate.lookup_by_shape).
+                why = f"{UNSURE}: same shape and bracket, no clOrdId"
+            if why is None:
+                matches.append(report)
+            elif why.startswith(UNSURE):
+                unsure.append(oid)
+            if why is not None:
+                evidence.append(f"{oid}: {why}")
+        return decide_by_shape(cid, matches, unsure, tuple(evidence))
+
+    def _not_ours(
+        self,
+        report: OrderStatusReport,
+        command: SubmitOrder,
+        exclude: frozenset[str],
+        baseline: LookupBaseline | None,
+    ) -> str | None:
+        """Return why an order of the contract cannot be this submit's, else None."""
+        oid = str(report.broker_order_id)
+        if report.client_order_id is not None:
+            return f"carries another clOrdId ({report.client_order_id})"
+        if oid in exclude:
+            return "owned by another ledger row"
+        if oid in self._placed:
+            return f"placed by this process for {self._placed[oid]}"
+        if baseline is not None and baseline.existed_before(oid):
+            return "existed before the submit"
+        return shape_mismatch(report, command)
 
     # --- cancel, modify, flatten ---------------------------------------------------------------
     async def cancel(self, command: CancelOrder) -> None:

@@ -172,6 +172,8 @@ class WireOrder(_Wire):
     stop_price: Decimal | None = Field(None, alias="stopPrice")
     parent_id: str | None = Field(None, alias="parentId")
     request_id: str | None = Field(None, alias="requestId")
+    stop_loss: Decimal | None = Field(None, alias="stopLoss")
+    take_profit: Decimal | None = Field(None, alias="takeProfit")
     message: str = ""
     ts_created: datetime | None = None
 

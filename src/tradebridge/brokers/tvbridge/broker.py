@@ -24,17 +24,31 @@ import asyncio
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
 from tradebridge.brokers._http import BrokerHttp, HttpAnswer, raise_for_status
+from tradebridge.brokers._lookup import (
+    UNSURE,
+    bracket_mismatch,
+    decide_by_shape,
+    legs_bracket,
+    shape_mismatch,
+)
 from tradebridge.brokers._retry import RetryPolicy
 from tradebridge.brokers.base import AccountInfo, BrokerCapabilities, BrokerOrderEvent
 from tradebridge.brokers.tvbridge import _wire
 from tradebridge.config import RetryConfig
-from tradebridge.domain.commands import CancelOrder, FlattenPosition, ModifyOrder, SubmitOrder
+from tradebridge.domain.commands import (
+    Bracket,
+    CancelOrder,
+    FlattenPosition,
+    ModifyOrder,
+    SubmitOrder,
+)
 from tradebridge.domain.enums import Dialect, OrderStatus, OrderType
 from tradebridge.domain.ids import AccountName, BrokerOrderId, ClientOrderId
 from tradebridge.domain.orders import (
@@ -47,6 +61,7 @@ from tradebridge.domain.orders import (
 )
 from tradebridge.domain.reports import (
     FillReport,
+    LookupBaseline,
     LookupResult,
     OrderStatusReport,
     PositionReport,
@@ -89,6 +104,8 @@ class TvBridgeOptions:
     lookup_absent_after_s: float = 10.0  # reference §11.3: no candidate this long → absent
     lookup_poll_s: float = 0.5
     lookup_slack_s: float = 2.0  # clock skew allowed when comparing creation times
+    # Read /orders before each submit so a lookup can prove an order new (match_lookup).
+    lookup_baseline: bool = True
     cache_ttl_s: float = 300.0
     history_max_count: int = 200
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -139,7 +156,6 @@ class TvBridgeBroker:
         self._instruments: dict[str, tuple[datetime, set[str]]] = {}
         self._request_ids: dict[str, ClientOrderId] = {}
         self._by_order_id: dict[str, ClientOrderId] = {}  # orders this process placed
-        self._claimed: set[tuple[str, str]] = set()  # (bridge id, order id) adopted by a lookup
         self._locked_until: datetime | None = None
         self._closed = asyncio.Event()
 
@@ -366,29 +382,48 @@ class TvBridgeBroker:
         self._by_order_id[order_id] = command.client_order_id
         return order_id
 
-    async def lookup(self, command: SubmitOrder, ts_sent: datetime) -> LookupResult:
+    async def lookup_baseline(self, command: SubmitOrder) -> LookupBaseline | None:
+        """Return the account's order ids before a submit (None when switched off).
+
+        The bridge has no client order id we can rely on (``requestId`` echo is unverified)
+        and its orders may carry no creation time, so "appeared after this submit" is
+        proven by this list: one ``/orders`` read per submit (``lookup_baseline``).
+        """
+        if not self.options.lookup_baseline:
+            return None
+        bridge_id = await self.bridge_id(command.account)
+        orders = _wire.parse_orders(await self._read(f"/accounts/{bridge_id}/orders"))
+        return LookupBaseline.of(o.id for o in orders)
+
+    async def lookup(
+        self,
+        command: SubmitOrder,
+        ts_sent: datetime,
+        *,
+        baseline: LookupBaseline | None = None,
+        exclude: frozenset[str] = frozenset(),
+    ) -> LookupResult:
         """Find a submit whose outcome is unknown: found, probable, or absent (§11.3)."""
         bridge_id = await self.bridge_id(command.account)
         request_id = _wire.request_id_for(command.client_order_id)
         deadline = ts_sent + timedelta(seconds=self.options.lookup_absent_after_s)
         while True:
             orders = await self._all_orders(bridge_id)
-            match = match_lookup(command, request_id, ts_sent, orders, self._claimed_ids(bridge_id),
-                                 slack_s=self.options.lookup_slack_s)  # fmt: skip
-            if match is not None:
-                order, exact = match
-                self._claimed.add((bridge_id, order.id))
+            known = {oid: cid for oid, cid in self._by_order_id.items()
+                     if cid != command.client_order_id}  # fmt: skip
+            result = match_lookup(
+                command, request_id, ts_sent, orders,
+                baseline=baseline, exclude=exclude | known.keys(),
+                slack_s=self.options.lookup_slack_s,
+            )  # fmt: skip
+            if result.found is not None:
                 self._request_ids[request_id] = command.client_order_id
-                self._by_order_id[order.id] = command.client_order_id
-                report = _wire.to_order_report(order, command.account, command.client_order_id)
-                return LookupResult(command.client_order_id, report, probable=not exact)
+                self._by_order_id[result.found.broker_order_id] = command.client_order_id
+                return result
             remaining = (deadline - self._now()).total_seconds()
             if remaining <= 0:
-                return LookupResult(command.client_order_id, None)
+                return result
             await asyncio.sleep(min(remaining, self.options.lookup_poll_s))
-
-    def _claimed_ids(self, bridge_id: str) -> set[str]:
-        return {order_id for (acct, order_id) in self._claimed if acct == bridge_id}
 
     async def _all_orders(self, bridge_id: str) -> list[_wire.WireOrder]:
         current = _wire.parse_orders(await self._read(f"/accounts/{bridge_id}/orders"))
@@ -593,56 +628,93 @@ def _check_bracket_sides(command: SubmitOrder) -> None:
                            field="take_profit")  # fmt: skip
 
 
-def _same_price(wire: Decimal | None, ours: Decimal | None) -> bool:
-    return ours is None or (wire is not None and wire == ours)
-
-
 def match_lookup(
     command: SubmitOrder,
     request_id: str,
     ts_sent: datetime,
     orders: list[_wire.WireOrder],
-    claimed: set[str],
     *,
+    baseline: LookupBaseline | None,
+    exclude: AbstractSet[str] = frozenset(),
     slack_s: float = 2.0,
-) -> tuple[_wire.WireOrder, bool] | None:
-    """Return the order a lost submit created and whether the match is exact, or None.
+) -> LookupResult:
+    """Return what became of a lost submit: found (our ``requestId``), probable, or absent.
 
-    Exact: the bridge echoes our ``requestId``. Probable: no echo, and an unclaimed entry
-    order of the same instrument, side, quantity, type and prices, created after the submit
-    (or of unknown creation time). Several probable candidates: the earliest is adopted.
+    By shape (no echo) an order is ours only if nothing else can own it: not echoing another
+    ``requestId``, not a bracket leg, not in ``exclude`` (other rows' and this process's
+    orders), provably new (absent from ``baseline`` or created after the submit), and equal in
+    instrument, side, type, quantity, prices and bracket (``brokers/_lookup.py``). Raises
+    ``LookupAmbiguous`` when it cannot tell.
     """
-    candidates: list[_wire.WireOrder] = []
+    cid = command.client_order_id
+    account = command.account
+    legs: dict[str, list[_wire.WireOrder]] = {}
     for order in orders:
-        if order.request_id is not None:
-            if order.request_id == request_id:
-                return order, True
-            continue  # echoed, and someone else's
-        if order.parent_id is not None or order.id in claimed:
+        if order.parent_id is not None:
+            legs.setdefault(order.parent_id, []).append(order)
+    matches: list[OrderStatusReport] = []
+    unsure: list[str] = []
+    evidence: list[str] = []
+    for order in orders:
+        if order.request_id is not None and order.request_id == request_id:
+            return LookupResult(cid, _wire.to_order_report(order, account, cid))
+        if order.parent_id is not None:
             continue
-        if order.ts_created is not None and order.ts_created < ts_sent - timedelta(seconds=slack_s):
-            continue
-        try:
-            same = (
-                order.instrument == command.contract.name
-                and _wire.to_side(order.side) is command.side
-                and _wire.to_order_type(order.type) is command.order_type
-                and order.qty == command.quantity
-                and _same_price(order.limit_price, command.limit_price)
-                and _same_price(order.stop_price, command.stop_price)
-            )
-        except BrokerError:
-            continue
-        if same:
-            candidates.append(order)
-    if not candidates:
+        why = _not_ours(order, command, request_id, ts_sent, baseline, exclude, slack_s)
+        report: OrderStatusReport | None = None
+        if why is None:
+            try:
+                report = _wire.to_order_report(order, account, None)
+                leg_reports = [_wire.to_order_report(leg, account, None)
+                               for leg in legs.get(order.id, [])]  # fmt: skip
+            except BrokerError as e:
+                why = f"{UNSURE}: unreadable ({e})"
+            else:
+                why = shape_mismatch(report, command) or bracket_mismatch(
+                    command, legs_bracket(leg_reports) or _parent_bracket(order)
+                )
+        if why is None and report is not None:
+            matches.append(report)
+        elif why is not None:
+            if why.startswith(UNSURE):
+                unsure.append(order.id)
+            evidence.append(f"{order.id}: {why}")
+    return decide_by_shape(cid, matches, unsure, tuple(evidence))
+
+
+def _not_ours(
+    order: _wire.WireOrder,
+    command: SubmitOrder,
+    request_id: str,
+    ts_sent: datetime,
+    baseline: LookupBaseline | None,
+    exclude: AbstractSet[str],
+    slack_s: float,
+) -> str | None:
+    """Return why an entry order cannot be this submit's (``unsure: …`` if unprovable)."""
+    if order.request_id is not None:
+        return f"echoes another requestId ({order.request_id}, ours {request_id})"
+    if order.instrument != command.contract.name:
+        return f"instrument {order.instrument}, not {command.contract.name}"
+    if order.id in exclude:
+        return "owned by another ledger row or placed by this process"
+    if baseline is not None and baseline.existed_before(order.id):
+        return "existed before the submit"
+    created = order.ts_created
+    if created is not None and created < ts_sent - timedelta(seconds=slack_s):
+        return f"created {created.isoformat()}, before the submit"
+    if created is not None and created < ts_sent:
+        return f"{UNSURE}: created {created.isoformat()}, just before the submit"
+    if created is None and baseline is None:
+        return f"{UNSURE}: no creation time and no baseline to prove it new"
+    return None
+
+
+def _parent_bracket(order: _wire.WireOrder) -> Bracket | None:
+    """Return the bracket the bridge reports on the entry itself, if any."""
+    if order.stop_loss is None and order.take_profit is None:
         return None
-    candidates.sort(key=lambda o: (o.ts_created or ts_sent, _numeric(o.id)))
-    return candidates[0], False
-
-
-def _numeric(order_id: str) -> tuple[int, str]:
-    return (int(order_id), "") if order_id.isdigit() else (0, order_id)
+    return Bracket(order.stop_loss, order.take_profit)
 
 
 def order_events(
