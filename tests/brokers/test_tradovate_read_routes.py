@@ -188,3 +188,14 @@ async def test_reads_broker_without_any_route_not_found(rig: NativeRig) -> None:
 
     with pytest.raises(NotFound, match="none of the routes deps/list"):
         await rig.broker.order_reports(AccountName(ACCOUNT))
+
+
+async def test_positions_broker_without_deps_read_from_the_list(rig: NativeRig) -> None:
+    await rig.broker.submit(order("tb-pos", quantity=2))
+    expected = await rig.broker.position_reports(AccountName(ACCOUNT))
+    rig.sim.ctx.faults.missing_routes = ["position/deps"]
+
+    found = await rig.broker.position_reports(AccountName(ACCOUNT))
+
+    assert found == expected
+    assert [p.net_qty for p in found] == [2]

@@ -24,7 +24,6 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from functools import cached_property
 from typing import Any
 
 from tradebridge.brokers._http import BrokerHttp, HttpAnswer, http_for, raise_for_status
@@ -121,6 +120,8 @@ class TradovateBroker:
         self._sync: dict[int, UserSync] = {}
         # Orders this process placed (id -> client order id): never someone else's lost submit.
         self._placed: dict[str, ClientOrderId] = {}
+        # Per entity, the read route (ldeps, deps, list) that answered last (_children).
+        self._read_routes: dict[str, str] = {}
         self._events: asyncio.Queue[BrokerOrderEvent] = asyncio.Queue()
 
     def __repr__(self) -> str:
@@ -571,11 +572,6 @@ class TradovateBroker:
     async def _ldeps(self, account: str, entity: str, ids: Sequence[int]) -> list[Any]:
         return await self._children(account, entity, ids, ("ldeps", "deps", "list"))
 
-    @cached_property
-    def _read_routes(self) -> dict[str, str]:
-        """Return, per entity, the route of ``_children`` that answered last."""
-        return {}
-
     async def _children(
         self, account: str, entity: str, ids: Sequence[int], routes: tuple[str, ...]
     ) -> list[Any]:
@@ -760,7 +756,7 @@ class TradovateBroker:
     async def position_reports(self, account: AccountName) -> list[PositionReport]:
         """Return the account's non-flat positions."""
         found = await self._account(account)
-        body = await self._read(account, "/position/deps", {"masterid": found.id})
+        body = await self._children(account, "position", [found.id], ("deps", "list"))
         return [
             PositionReport(
                 account=account,
