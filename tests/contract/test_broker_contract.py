@@ -15,10 +15,17 @@ import pytest
 
 from _support.rig import ACCOUNT, Rig, RigFactory, front, login, order, ticks
 from tradebridge.config import AccountConfig, TokenConfig
-from tradebridge.domain.commands import Bracket, CancelOrder, FlattenPosition, ModifyOrder
+from tradebridge.domain.commands import (
+    Bracket,
+    CancelOrder,
+    FlattenPosition,
+    ModifyOrder,
+    SubmitOrder,
+)
 from tradebridge.domain.contracts import ContractSymbol
 from tradebridge.domain.enums import Dialect, OrderStatus, OrderType, Side, TimeInForce
 from tradebridge.domain.ids import AccountName, BrokerOrderId
+from tradebridge.domain.reports import LookupBaseline
 from tradebridge.errors import (
     BrokerRejected,
     BrokerUnavailable,
@@ -26,6 +33,7 @@ from tradebridge.errors import (
     InvalidSymbol,
     Lockout,
     LoginFailed,
+    LookupAmbiguous,
     OutcomeUnknown,
 )
 from tradebridge.sim.clock import ManualClock
@@ -379,3 +387,139 @@ async def test_c24_login_penalty_waited_out_once_or_stops_with_alert(
         resent = ["p-ticket" in (c.request_body or {}) for c in rig.logins()]
         assert resent == ([False, True] if waits else [False])
         assert rig.sim.ctx.auth.logins == (1 if refusal is None else 0)
+
+
+# --- c25-c30: a lost answer never adopts another order (issue 8) ---------------------------
+# The dispatcher takes the baseline before the submit and passes the orders other ledger
+# rows own as ``exclude``; these cases do the same by hand.
+
+
+async def _lost(rig: Rig, command: SubmitOrder) -> tuple[LookupBaseline | None, datetime]:
+    """Submit ``command`` with its answer lost; return what a lookup needs afterwards."""
+    baseline = await rig.broker.lookup_baseline(command)
+    ts_sent = datetime.now(UTC)
+    faults = rig.sim.ctx.faults
+    faults.drop_mode = "reset"
+    faults.drop_after_accept_rate = 1.0
+    try:
+        with pytest.raises(OutcomeUnknown):
+            await rig.broker.submit(command)
+    finally:
+        faults.drop_after_accept_rate = 0.0
+    return baseline, ts_sent
+
+
+def _own(rig: Rig, client_order_id: str) -> str:
+    [mine] = [o for o in rig.sim_orders() if o.cl_ord_id == client_order_id and not o.parent_id]
+    return str(mine.id)
+
+
+def _sell_above(rig: Rig) -> Decimal:
+    return ticks(rig.last(front()), 300)
+
+
+async def test_c25_lost_answer_identical_resting_order_of_another_row_never_adopted(
+    rig: Rig,
+) -> None:
+    price = _sell_above(rig)
+    other = await rig.broker.submit(order("tb-c25-a", OrderType.LIMIT, side=Side.SELL, limit=price))
+    command = order("tb-c25-b", OrderType.LIMIT, side=Side.SELL, limit=price)
+    baseline, ts_sent = await _lost(rig, command)
+
+    result = await rig.broker.lookup(
+        command, ts_sent, baseline=baseline, exclude=frozenset({str(other)})
+    )
+
+    assert result.found is not None
+    assert result.found.broker_order_id == _own(rig, "tb-c25-b") != str(other)
+
+
+async def test_c26_lost_answer_two_identical_orders_of_other_rows_never_adopted(
+    rig: Rig,
+) -> None:
+    price = _sell_above(rig)
+    owned = set()
+    for name in ("tb-c26-a1", "tb-c26-a2"):
+        owned.add(str(await rig.broker.submit(
+            order(name, OrderType.LIMIT, side=Side.SELL, limit=price))))  # fmt: skip
+    command = order("tb-c26-b", OrderType.LIMIT, side=Side.SELL, limit=price)
+    baseline, ts_sent = await _lost(rig, command)
+
+    result = await rig.broker.lookup(command, ts_sent, baseline=baseline, exclude=frozenset(owned))
+
+    assert result.found is not None
+    assert result.found.broker_order_id == _own(rig, "tb-c26-b")
+
+
+async def test_c27_never_sent_same_shape_other_bracket_absent(rig: Rig) -> None:
+    price = _sell_above(rig)
+    command = order("tb-c27-b", OrderType.LIMIT, side=Side.SELL, limit=price)
+    baseline = await rig.broker.lookup_baseline(command)
+    ts_sent = datetime.now(UTC)
+    # Placed after our baseline by someone else, with a bracket ours does not have.
+    await rig.broker.submit(
+        order("tb-c27-x", OrderType.LIMIT, side=Side.SELL, limit=price,
+              bracket=Bracket(ticks(price, 20), ticks(price, -20)))
+    )  # fmt: skip
+
+    result = await rig.broker.lookup(command, ts_sent, baseline=baseline)
+
+    assert result.absent
+
+
+async def test_c28_never_sent_order_of_another_process_owned_in_the_ledger_absent(
+    rig: Rig,
+) -> None:
+    price = _sell_above(rig)
+    command = order("tb-c28-b", OrderType.LIMIT, side=Side.SELL, limit=price)
+    baseline = await rig.broker.lookup_baseline(command)
+    ts_sent = datetime.now(UTC)
+    theirs = await rig.broker.submit(
+        order("tb-c28-x", OrderType.LIMIT, side=Side.SELL, limit=price)
+    )
+
+    result = await rig.broker.lookup(
+        command, ts_sent, baseline=baseline, exclude=frozenset({str(theirs)})
+    )
+
+    assert result.absent
+
+
+async def test_c29_lost_answer_without_baseline_or_creation_times_never_guessed(
+    rig: Rig,
+) -> None:
+    # The bridge shows neither requestId nor creation times here: with no baseline it cannot
+    # tell ours from the other new order, and says so. Native finds its clOrdId.
+    price = _sell_above(rig)
+    await rig.broker.submit(order("tb-c29-a", OrderType.LIMIT, side=Side.SELL, limit=price))
+    command = order("tb-c29-b", OrderType.LIMIT, side=Side.SELL, limit=price)
+    _, ts_sent = await _lost(rig, command)
+
+    if rig.dialect is Dialect.NATIVE:
+        result = await rig.broker.lookup(command, ts_sent)
+        assert result.found is not None
+        assert result.found.broker_order_id == _own(rig, "tb-c29-b")
+    else:
+        with pytest.raises(LookupAmbiguous) as caught:
+            await rig.broker.lookup(command, ts_sent)
+        assert _own(rig, "tb-c29-b") in caught.value.candidates
+
+
+async def test_c30_submit_refused_before_execution_same_shape_present_absent(
+    rig: Rig,
+) -> None:
+    price = _sell_above(rig)
+    await rig.broker.submit(order("tb-c30-a", OrderType.LIMIT, side=Side.SELL, limit=price))
+    command = order("tb-c30-b", OrderType.LIMIT, side=Side.SELL, limit=price)
+    baseline = await rig.broker.lookup_baseline(command)
+    ts_sent = datetime.now(UTC)
+    rig.sim.ctx.faults.error_5xx_writes_only = True
+    rig.sim.ctx.faults.error_5xx_rate = 1.0  # refused before execution (the 401 path: tracking)
+    with pytest.raises(OutcomeUnknown):
+        await rig.broker.submit(command)
+    rig.sim.ctx.faults.error_5xx_rate = 0.0
+
+    result = await rig.broker.lookup(command, ts_sent, baseline=baseline)
+
+    assert result.absent
+    assert [o.cl_ord_id for o in rig.sim_orders()] == ["tb-c30-a"]
