@@ -305,15 +305,15 @@ async def serve_stack(
             Dispatcher(settings, ledger, pool, worker_id=_worker_id(i))
             for i in range(settings.dispatcher.workers)
         ]
+        checker.conditions["unresolved_rows"] = unresolved_rows(
+            ledger, settings.dispatcher.unknown_bound_s
+        )
+        checker.conditions["workers"] = _workers_condition(dispatchers)
         async with asyncio.TaskGroup() as group:
             http = group.create_task(server.serve(sockets=[sock]), name="http")
             http.add_done_callback(lambda _t: stop.set())
             workers = [
                 group.create_task(d.run(), name=f"dispatcher-{i}")
-        checker.conditions["unresolved_rows"] = unresolved_rows(
-            ledger, settings.dispatcher.unknown_bound_s
-        )
-        checker.conditions["workers"] = _workers_condition(dispatchers)
                 for i, d in enumerate(dispatchers)
             ]
             metrics.WORKERS_RUNNING.set(len(workers))
@@ -324,13 +324,6 @@ async def serve_stack(
         metrics.WORKERS_RUNNING.set(0)
 
 
-async def _supervise(
-    server: uvicorn.Server,
-    workers: list[asyncio.Task[None]],
-    stop: asyncio.Event,
-    ready: Callable[[Endpoints], None] | None,
-    endpoints: Endpoints,
-    grace_s: float,
 def _workers_condition(dispatchers: Sequence[Any]) -> Callable[[], Awaitable[Condition]]:
     """Return the condition of this process's loops: claims and reconcile rounds failing."""
 
@@ -352,6 +345,13 @@ def _workers_condition(dispatchers: Sequence[Any]) -> Callable[[], Awaitable[Con
     return check
 
 
+async def _supervise(
+    server: uvicorn.Server,
+    workers: list[asyncio.Task[None]],
+    stop: asyncio.Event,
+    ready: Callable[[Endpoints], None] | None,
+    endpoints: Endpoints,
+    grace_s: float,
 ) -> None:
     # uvicorn exposes its start only as a flag.
     while not server.started and not stop.is_set():  # noqa: ASYNC110

@@ -53,6 +53,7 @@ def bridge_options(settings: Settings) -> TvBridgeOptions:
         ),
         lookup_poll_s=bridge.lookup_poll_s,
         lookup_slack_s=bridge.lookup_slack_s,
+        lookup_baseline=bridge.lookup_baseline,
         cache_ttl_s=bridge.cache_ttl_s,
         history_max_count=bridge.history_max_count,
         headers=dict(bridge.headers),
@@ -101,7 +102,6 @@ def build_tokens(
     """Return the account's token source: a self-managed login if configured, else Redis.
 
     ``[tokens.bridge]`` credentials serve bridge accounts, ``[tokens.native]`` native ones;
-        lookup_baseline=bridge.lookup_baseline,
     the token is written under the keys of every configured account of the same user.
     Close what it returns with ``aclose()`` (a manager owns an HTTP client).
     """
