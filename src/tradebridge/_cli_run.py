@@ -39,7 +39,8 @@ DataDirOpt = Annotated[
 
 # Statuses after which `send --wait` stops; "working" ends the wait only for resting orders.
 _OK_FINAL = frozenset({"filled", "cancelled", "expired"})
-_BAD_FINAL = frozenset({"rejected", "denied", "failed"})
+# needs_review is not final, but nothing will happen to it without a human: stop waiting.
+_BAD_FINAL = frozenset({"rejected", "denied", "failed", "needs_review"})
 _RESTING = frozenset({"working", "partially_filled"})
 
 
