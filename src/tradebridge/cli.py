@@ -6,6 +6,7 @@ import typer
 
 from tradebridge._cli_broker import register as register_broker_commands
 from tradebridge._cli_db import db_app
+from tradebridge._cli_review import review_app
 from tradebridge._cli_run import register as register_run_commands
 from tradebridge._cli_sim import sim_app
 
@@ -18,6 +19,7 @@ app = typer.Typer(
 )
 app.add_typer(sim_app, name="sim")
 app.add_typer(db_app, name="db")
+app.add_typer(review_app, name="review")
 register_broker_commands(app)
 register_run_commands(app)
 
