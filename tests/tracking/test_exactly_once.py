@@ -23,6 +23,7 @@ from tracking.conftest import ACCOUNT, ACCOUNT_IDS, Stack, StackFactory
 from tradebridge.domain.commands import SubmitOrder
 from tradebridge.domain.enums import Dialect, OrderType, Side
 from tradebridge.domain.reports import LookupBaseline
+from tradebridge.ops.metrics import REGISTRY
 from tradebridge.sim.engine import BracketRequest, OrderRequest
 from tradebridge.store.ledger import LedgerRow
 
@@ -204,7 +205,15 @@ async def test_order_placed_by_hand_after_a_submit_that_never_ran_is_never_adopt
         await _placed_by_hand_case(stack, dialect)
 
 
+def _escalations(reason: str) -> float:
+    return (
+        REGISTRY.get_sample_value("tradebridge_unknown_escalations_total", {"reason": reason})
+        or 0.0
+    )
+
+
 async def _placed_by_hand_case(stack: Stack, dialect: Dialect) -> None:
+    escalated_before = _escalations("ambiguous")
     # Nothing of ours reached the broker (5xx, not executed); meanwhile someone places the
     # very same order by hand (no client id). Native: not ours without our clOrdId → review;
     # the bridge cannot tell it from ours: it adopts it as probable, flagged for review.
@@ -228,6 +237,7 @@ async def _placed_by_hand_case(stack: Stack, dialect: Dialect) -> None:
         events = [e.event for e in await stack.ledger.history("b")]
         assert "lookup_ambiguous" in events
         assert "escalated" in events
+        assert _escalations("ambiguous") == escalated_before + 1
         assert len(stack.entries()) == 1  # not resent on top of the hand-placed order
     else:
         events = [e.event for e in await stack.ledger.history("b")]
