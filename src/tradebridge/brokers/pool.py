@@ -4,6 +4,10 @@ Accounts of the same user share one adapter (one token, one request budget, one 
 socket, reference §7), so ``get`` for two such accounts returns the same instance. Every
 HTTP call an adapter makes is also handed to ``capture()`` blocks running in the same task,
 which is how the dispatcher files the calls of one placement with its ledger transition.
+
+With ``AccountTokens`` as token provider, an answer that locks the user out (HTTP 423 or
+429, a captcha penalty: reference §6.3, §7) is recorded in Redis as that user's lockout,
+which every process then honours before calling (``Lockouts``).
 """
 
 from __future__ import annotations
@@ -13,12 +17,12 @@ import contextlib
 from collections.abc import Iterator
 from contextvars import ContextVar
 
-from tradebridge.brokers._http import BrokerCall, BrokerHttp
+from tradebridge.brokers._http import BrokerCall, BrokerHttp, CallListener
 from tradebridge.brokers.base import AccountInfo, Broker
-from tradebridge.brokers.factory import build_broker
+from tradebridge.brokers.factory import build_broker, lockout_user
 from tradebridge.config import Settings
 from tradebridge.ops.logging import get_logger
-from tradebridge.store.tokens import TokenProvider
+from tradebridge.store.tokens import AccountTokens, Lockouts, TokenProvider
 
 _log = get_logger("tradebridge.brokers.pool")
 _captured: ContextVar[list[BrokerCall] | None] = ContextVar("tradebridge_captured", default=None)
@@ -41,6 +45,32 @@ def _deliver(call: BrokerCall) -> None:
         calls.append(call)
 
 
+def lockout_reason(call: BrokerCall) -> str | None:
+    """Return why ``call``'s answer locks its user out (423, 429, captcha), else None."""
+    where = f"{call.method} {call.path}"
+    if call.status in (423, 429):
+        return f"HTTP {call.status} on {where}"
+    body = call.response_body
+    if call.status == 200 and isinstance(body, dict) and body.get("p-captcha") is True:
+        return f"captcha penalty on {where}"
+    return None
+
+
+def _lockout_listener(lockouts: Lockouts, user: str, seconds: float) -> CallListener:
+    def listen(call: BrokerCall) -> None:
+        reason = lockout_reason(call)
+        if reason is None:
+            return
+        state = lockouts.note(user, reason, seconds)
+        _log.error(
+            "token_alert",
+            message=f"Tradovate locked out {user} ({reason}); no calls until "
+            f"{state.until.isoformat(timespec='seconds')}. An operator must check the account.",
+        )
+
+    return listen
+
+
 def _http_of(broker: Broker) -> BrokerHttp | None:
     # The adapters keep their client as ``http`` (native) or ``_http`` (bridge).
     for name in ("http", "_http"):
@@ -56,6 +86,9 @@ class BrokerPool:
     def __init__(self, settings: Settings, token_provider: TokenProvider) -> None:
         self.settings = settings
         self.tokens = token_provider
+        self.lockouts = (
+            token_provider.lockouts if isinstance(token_provider, AccountTokens) else None
+        )
         self._brokers: dict[tuple[str, str], Broker] = {}
         self._accounts: dict[tuple[str, str], dict[str, AccountInfo]] = {}
         self._lock = asyncio.Lock()
@@ -63,7 +96,7 @@ class BrokerPool:
 
     def _key(self, account_name: str) -> tuple[str, str]:
         account = self.settings.account(account_name)
-        return (account.dialect.value, account.user or f"account:{account.name}")
+        return (account.dialect.value, lockout_user(self.settings, account))
 
     def claim_tracking(self, owner: object) -> bool:
         """Return whether ``owner`` runs tracking for this pool (the first to ask does)."""
@@ -88,6 +121,9 @@ class BrokerPool:
                 http = _http_of(broker)
                 if http is not None:
                     http.add_listener(_deliver)
+                    if self.lockouts is not None:
+                        seconds = self.settings.tokens.lockout_s
+                        http.add_listener(_lockout_listener(self.lockouts, key[1], seconds))
                 self._brokers[key] = broker
         return broker
 

@@ -17,6 +17,16 @@ and at most ``max_logins_per_hour`` logins per user, counted in Redis.
 ``kind: "tv"``); the bridge cannot renew, so it logs in again before expiry. Both share the
 lock, the login cap and the lockout of their user (``_SelfManagedTokens``).
 
+``Lockouts`` keeps every lockout (423, 429, captcha penalty: reference §6.2, §6.3, §7) of a
+Tradovate user in Redis under ``lockout:token:<user>``, its end as the key's TTL, so that
+every process, and every process started later, refuses to call for that user until it
+ends. A ``TokenStore`` that knows its accounts' users (``user_for``) checks it before
+handing out any token, which is before any request of either adapter.
+
+``AccountTokens`` is what a running ``serve`` uses: each account's token comes from its
+user's manager when credentials are configured, else from Redis; ``keep`` renews ahead of
+expiry, ``health`` reports missing, expired and locked-out tokens without calling Tradovate.
+
 Tokens never appear in logs, errors or reprs.
 """
 
@@ -32,7 +42,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, Protocol, Required, TypedDict, TypeVar, Unpack
+from typing import Any, Generic, Literal, Protocol, Required, TypedDict, TypeVar, Unpack
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -46,7 +56,14 @@ from tradebridge.config import (
     RetryConfig,
     TokenConfig,
 )
-from tradebridge.errors import AuthError, ConnectionLost, Lockout, LoginFailed, RateLimited
+from tradebridge.errors import (
+    AuthError,
+    BrokerError,
+    ConnectionLost,
+    Lockout,
+    LoginFailed,
+    RateLimited,
+)
 from tradebridge.ops.logging import get_logger, redact_text
 
 _log = get_logger("tradebridge.store.tokens")
@@ -178,6 +195,118 @@ def _from_ttl(ttl_s: float | None) -> datetime | None:
     return _utcnow() + timedelta(seconds=ttl_s) if ttl_s and ttl_s > 0 else None
 
 
+@dataclass(frozen=True, slots=True)
+class LockoutState:
+    """A Tradovate user's lockout: why, and until when no call may be made for it."""
+
+    user: str
+    until: datetime
+    reason: str
+
+    def error(self) -> Lockout:
+        """Return the ``Lockout`` error a refused call raises."""
+        return Lockout(
+            f"{self.user} is locked out until {self.until.isoformat(timespec='seconds')} "
+            f"({self.reason}); no calls to Tradovate for this user before then",
+            until=self.until,
+        )
+
+
+class Lockouts:
+    """Per-user lockouts, shared by every process through Redis keys that expire with them.
+
+    The key is ``lockout:token:<user>``, its value the reason, its TTL the time left. A key
+    without a TTL is not a lockout (an end is what makes one). A lockout recorded while
+    Redis cannot be written still holds in this process until it ends.
+    """
+
+    def __init__(self, redis: aioredis.Redis, *, clock: Clock = _utcnow) -> None:
+        self.redis = redis
+        self.clock = clock
+        self._unshared: dict[str, LockoutState] = {}  # recorded here, not (yet) in Redis
+        self._seen: dict[str, LockoutState] = {}  # last read from Redis, for Redis outages
+        self._writes: set[asyncio.Task[None]] = set()
+
+    def __repr__(self) -> str:
+        return f"Lockouts(unshared={sorted(self._unshared)!r})"
+
+    @staticmethod
+    def key(user: str) -> str:
+        """Return the Redis key of ``user``'s lockout."""
+        return f"lockout:token:{user}"
+
+    async def current(self, user: str) -> LockoutState | None:
+        """Return ``user``'s lockout if one holds; ``ConnectionLost`` if Redis cannot be read."""
+        now = self.clock()
+        local = self._unshared.get(user)
+        if local is not None and local.until > now:
+            return local
+        key = self.key(user)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.get(key)
+                pipe.pttl(key)
+                raw, ttl_ms = await pipe.execute()
+        except RedisError as e:
+            raise ConnectionLost(f"cannot read {key} from Redis ({type(e).__name__})") from e
+        if raw is None or ttl_ms is None or ttl_ms <= 0:
+            self._seen.pop(user, None)
+            return None
+        reason = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        state = LockoutState(user, now + timedelta(milliseconds=ttl_ms), reason or "lockout")
+        self._seen[user] = state
+        return state
+
+    async def check(self, user: str) -> None:
+        """Raise ``Lockout`` if ``user`` is locked out, here or in any process."""
+        try:
+            state = await self.current(user)
+        except ConnectionLost:
+            # Redis is down: go by what this process knows rather than stop every call.
+            state = self._seen.get(user)
+            if state is None or state.until <= self.clock():
+                _log.warning("token_lockout_unreadable", user=user)
+                return
+        if state is not None:
+            raise state.error()
+
+    async def record(self, user: str, reason: str, seconds: float) -> LockoutState:
+        """Lock ``user`` out for ``seconds`` in every process; return the lockout."""
+        state = self._remember(user, reason, seconds)
+        await self._share(state)
+        return state
+
+    def note(self, user: str, reason: str, seconds: float) -> LockoutState:
+        """Record a lockout from synchronous code: known here at once, in Redis shortly."""
+        state = self._remember(user, reason, seconds)
+        task = asyncio.get_running_loop().create_task(self._share(state))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+        return state
+
+    async def flush(self) -> None:
+        """Wait until the lockouts noted so far are written to Redis (or failed to be)."""
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+
+    def _remember(self, user: str, reason: str, seconds: float) -> LockoutState:
+        state = LockoutState(user, self.clock() + timedelta(seconds=seconds), reason)
+        known = self._unshared.get(user)
+        if known is None or known.until < state.until:
+            self._unshared[user] = state
+        return state
+
+    async def _share(self, state: LockoutState) -> None:
+        ttl_ms = max(int((state.until - self.clock()).total_seconds() * 1000), 1)
+        try:
+            await self.redis.set(self.key(state.user), redact_text(state.reason), px=ttl_ms)
+        except RedisError:
+            _log.warning("token_lockout_not_shared", user=state.user)  # still holds here
+            return
+        if self._unshared.get(state.user) is state:
+            del self._unshared[state.user]
+
+
 class TokenProvider(Protocol):
     """Where adapters get tokens: a ``TokenStore`` or a ``TokenManager``."""
 
@@ -191,7 +320,12 @@ class TokenProvider(Protocol):
 
 
 class TokenStore:
-    """Reads tokens from Redis and caches them in the process until shortly before expiry."""
+    """Reads tokens from Redis and caches them in the process until shortly before expiry.
+
+    With ``user_for`` (account name -> Tradovate user), no token is handed out while the
+    account's user is locked out (``Lockouts``): every request starts with a token, so this
+    is the one place that keeps every adapter from calling for a locked-out user.
+    """
 
     def __init__(
         self,
@@ -199,13 +333,22 @@ class TokenStore:
         config: TokenConfig,
         *,
         key_for: Callable[[str], str] | None = None,
+        user_for: Callable[[str], str | None] | None = None,
         clock: Clock = _utcnow,
     ) -> None:
         self.redis = redis
         self.config = config
         self.key_for = key_for or config.key_for
+        self.user_for = user_for
         self.clock = clock
+        self.lockouts = Lockouts(redis, clock=clock)
         self._cache: dict[str, StoredToken] = {}
+
+    def with_users(self, user_for: Callable[[str], str | None]) -> TokenStore:
+        """Return a store on the same Redis and keys that checks lockouts of these users."""
+        return TokenStore(
+            self.redis, self.config, key_for=self.key_for, user_for=user_for, clock=self.clock
+        )
 
     def __repr__(self) -> str:
         return f"TokenStore(template={self.config.key_template!r}, cached={len(self._cache)})"
@@ -217,8 +360,15 @@ class TokenStore:
         """Forget the cached token of an account."""
         self._cache.pop(self.key_for(account_name), None)
 
+    async def check_lockout(self, account_name: str) -> None:
+        """Raise ``Lockout`` if the account's user is locked out (nothing if users unknown)."""
+        user = self.user_for(account_name) if self.user_for is not None else None
+        if user is not None:
+            await self.lockouts.check(user)
+
     async def token(self, account_name: str) -> StoredToken:
         """Return the account's token from the cache or Redis; ``AuthError`` if unusable."""
+        await self.check_lockout(account_name)
         key = self.key_for(account_name)
         cached = self._cache.get(key)
         margin = timedelta(seconds=self.config.expiry_margin_s)
@@ -228,6 +378,7 @@ class TokenStore:
 
     async def after_refused(self, account_name: str, refused: StoredToken) -> StoredToken:
         """Re-read the key once after a 401; ``AuthError`` if Redis holds nothing newer."""
+        await self.check_lockout(account_name)
         key = self.key_for(account_name)
         self._cache.pop(key, None)
         fresh = await self._read_valid(key, account_name)
@@ -289,6 +440,10 @@ class TokenStore:
         return stored
 
 
+# How often a keeper looks at its user's token at least / at most.
+_KEEP_MIN_S = 1.0
+_KEEP_MAX_S = 60.0
+
 _RELEASE = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 )
@@ -315,12 +470,15 @@ class _SelfManagedTokens(abc.ABC, Generic[_Credentials]):
     """What native and bridge self-managed logins share, per Tradovate user.
 
     One single-flight lock (``lock:token:<user>``), one login cap (``logins:token:<user>``)
-    and one lockout (``lockout:token:<user>``) per user, whichever dialect logs in: a
-    lockout or a spent login budget is the user's, not the dialect's. Subclasses say how to
-    obtain a token (``_obtain``) and how to extend one (``_refresh``).
+    and one lockout (``lockout:token:<user>``, ``Lockouts``) per user, whichever dialect logs
+    in: a lockout or a spent login budget is the user's, not the dialect's. Subclasses say
+    how to obtain a token (``_obtain``) and how to extend one (``_refresh``).
     """
 
     kind = "native"
+    # Whether a token can be extended without a new login; if not, ``keep`` does not log in
+    # ahead of time (each login counts against the hourly cap): use does, when due.
+    renews = False
 
     def __init__(
         self,
@@ -347,10 +505,13 @@ class _SelfManagedTokens(abc.ABC, Generic[_Credentials]):
         self.retry = RetryPolicy(retry or RetryConfig())
         self.sleep = sleep
         self.lock_key = f"lock:token:{self.user}"
-        self.lockout_key = f"lockout:token:{self.user}"
+        self.lockout_key = Lockouts.key(self.user)
         self.logins_key = f"logins:token:{self.user}"
         self.logins = 0  # successful logins by this process
         self.renewals = 0  # successful renewals by this process
+        # Why the last login failed (None since a success): a missing token that no login
+        # will obtain is a health problem; one that the next use will obtain is not.
+        self.failure: str | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(user={self.user!r}, accounts={self.account_names!r})"
@@ -385,24 +546,65 @@ class _SelfManagedTokens(abc.ABC, Generic[_Credentials]):
 
     def needs_renewal(self, token: StoredToken) -> bool:
         """Return whether 80 % of the life has passed or fewer than ``renew_before_s`` remain."""
-        now = self.store.clock()
+        return self.store.clock() >= self.renew_at(token)
+
+    def renew_at(self, token: StoredToken) -> datetime:
+        """Return when ``token`` is due: 80 % of its life, or ``renew_before_s`` before expiry."""
         before = timedelta(seconds=self.config.renew_before_s)
+        due = []
         if token.obtained_at is not None:
             lifetime = token.expires_at - token.obtained_at
-            if now - token.obtained_at >= lifetime * self.config.renew_fraction:
-                return True
+            due.append(token.obtained_at + lifetime * self.config.renew_fraction)
             # A short-lived token (shorter than twice the margin) would otherwise be renewed
             # on every use; wait for half its life instead.
             before = min(before, lifetime / 2)
-        return token.remaining(now) <= before
+        due.append(token.expires_at - before)
+        return min(due)
 
     async def login(self) -> StoredToken:
         """Log in afresh (no lockout, within the login cap); store the token under every key."""
-        await self._check_lockout()
-        await self._count_login()
-        token = await self._store(await self._obtain(), "token_login")
+        try:
+            await self._check_lockout()
+            await self._count_login()
+            token = await self._store(await self._obtain(), "token_login")
+        except (LoginFailed, Lockout) as e:
+            self.failure = str(e)
+            raise
+        self.failure = None
         self.logins += 1
         return token
+
+    async def keep(self) -> None:
+        """Keep the user's token fresh until cancelled: log in once, renew before it is due.
+
+        Every process may run this: renewals are single-flight under the user's lock, and a
+        process that finds a fresh token in Redis uses it. Locked out, it waits (reading
+        Redis only); credentials refused, it stops (a refused login is never looped).
+        """
+        account = self.account_names[0]
+        backoff = _KEEP_MIN_S
+        while True:
+            now = self.store.clock()
+            try:
+                token = await self.token(account)
+            except LoginFailed:
+                _log.error("token_keeper_stopped", user=self.user, reason="login refused")
+                return
+            except Lockout as e:
+                delay = (e.until - now).total_seconds()
+            except BrokerError as e:
+                _log.warning("token_keep_failed", user=self.user, error=str(e))
+                delay, backoff = backoff, min(backoff * 2, _KEEP_MAX_S)
+            except Exception:  # noqa: BLE001 - a keeper that dies silently renews nothing
+                _log.exception("token_keep_failed", user=self.user)
+                delay, backoff = backoff, min(backoff * 2, _KEEP_MAX_S)
+            else:
+                backoff = _KEEP_MIN_S
+                if not self.renews:
+                    return  # a token is there; use logs in again when it is due
+                delay = (self.renew_at(token) - self.store.clock()).total_seconds()
+            # Wake at least every _KEEP_MAX_S: another process may have changed Redis.
+            await asyncio.sleep(min(max(delay, _KEEP_MIN_S), _KEEP_MAX_S))
 
     @abc.abstractmethod
     async def _obtain(self) -> StoredToken:
@@ -493,31 +695,16 @@ class _SelfManagedTokens(abc.ABC, Generic[_Credentials]):
             raise ConnectionLost(f"cannot count logins in Redis ({type(e).__name__})") from e
 
     async def _check_lockout(self) -> None:
-        try:
-            ttl_ms = await self.store.redis.pttl(self.lockout_key)
-        except RedisError as e:
-            raise ConnectionLost(f"cannot read {self.lockout_key} ({type(e).__name__})") from e
-        if ttl_ms > 0:
-            until = _utcnow() + timedelta(milliseconds=ttl_ms)
-            raise Lockout(
-                f"{self.user} is locked out until {until.isoformat(timespec='seconds')}",
-                until=until,
-            )
+        await self.store.lockouts.check(self.user)
 
     async def _lock_out(self, why: str) -> None:
-        until = _utcnow() + timedelta(seconds=self.config.lockout_s)
+        state = await self.store.lockouts.record(self.user, why, self.config.lockout_s)
         message = (
-            f"Tradovate locked out {self.user} ({why}); no logins until "
-            f"{until.isoformat(timespec='seconds')}. An operator must check the account."
+            f"Tradovate locked out {self.user} ({why}); no calls until "
+            f"{state.until.isoformat(timespec='seconds')}. An operator must check the account."
         )
-        try:
-            await self.store.redis.set(
-                self.lockout_key, why, px=max(int(self.config.lockout_s * 1000), 1)
-            )
-        except RedisError:
-            _log.warning("token_lockout_not_shared", user=self.user)
         self.alert(message)
-        raise Lockout(message, until=until)
+        raise Lockout(message, until=state.until)
 
     def _refuse_login(self, text: str) -> None:
         message = f"Tradovate refused the login of {self.user}: {redact_text(text)}"
@@ -529,6 +716,7 @@ class TokenManager(_SelfManagedTokens[NativeCredentials]):
     """Self-managed native tokens for one Tradovate user, shared by its accounts' keys."""
 
     kind = "native"
+    renews = True
 
     def __init__(
         self,
@@ -582,6 +770,7 @@ class TokenManager(_SelfManagedTokens[NativeCredentials]):
         )  # fmt: skip
         token = await self._store(self._token_from(data, "renew", current), "token_renewed")
         self.renewals += 1
+        self.failure = None
         return token
 
     async def _penalty_aware(
@@ -714,3 +903,124 @@ def _unix_time(value: Any) -> datetime | None:
     if number > 1e11:  # milliseconds: seconds would be after the year 5000
         number /= 1000
     return datetime.fromtimestamp(number, UTC)
+
+
+SelfManaged = TokenManager | BridgeTokenManager
+
+# /healthz may be polled often: read Redis for the tokens at most this often.
+_HEALTH_TTL_S = 1.5
+
+
+@dataclass(frozen=True, slots=True)
+class TokenHealth:
+    """The state of every configured account's token, for ``/healthz`` (never a token)."""
+
+    level: Literal["ok", "degraded"]
+    detail: dict[str, Any]
+
+
+class AccountTokens:
+    """Each account's token source: its user's self-managed manager if any, else Redis.
+
+    ``managers`` maps account names to managers; accounts of one user share one manager,
+    so one login serves them all. Adapters take this as their ``TokenProvider``.
+    """
+
+    def __init__(self, store: TokenStore, managers: dict[str, SelfManaged]) -> None:
+        self.store = store
+        self.managers = dict(managers)
+        self._health: tuple[float, TokenHealth] | None = None
+
+    def __repr__(self) -> str:
+        users = sorted({m.user for m in self.managers.values()})
+        return f"AccountTokens(self_managed_users={users!r})"
+
+    @property
+    def lockouts(self) -> Lockouts:
+        """Return the per-user lockouts every token is checked against."""
+        return self.store.lockouts
+
+    def distinct_managers(self) -> list[SelfManaged]:
+        """Return each manager once."""
+        return list({id(m): m for m in self.managers.values()}.values())
+
+    def _source(self, account_name: str) -> TokenProvider:
+        return self.managers.get(account_name) or self.store
+
+    async def token(self, account_name: str) -> StoredToken:
+        """Return a valid token for the account (logging in or renewing if self-managed)."""
+        return await self._source(account_name).token(account_name)
+
+    async def after_refused(self, account_name: str, refused: StoredToken) -> StoredToken:
+        """Return a different token after a 401 (a re-read, or a login if self-managed)."""
+        return await self._source(account_name).after_refused(account_name, refused)
+
+    async def keep(self, stop: asyncio.Event) -> None:
+        """Keep every self-managed user's token fresh until ``stop`` is set."""
+        keepers = [
+            asyncio.create_task(m.keep(), name=f"tokens:{m.user}") for m in self.distinct_managers()
+        ]
+        try:
+            await stop.wait()
+        finally:
+            for task in keepers:
+                task.cancel()
+            await asyncio.gather(*keepers, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Share the lockouts noted so far, then close the managers' HTTP clients."""
+        await self.lockouts.flush()
+        for manager in self.distinct_managers():
+            await manager.aclose()
+
+    async def health(self, account_names: Sequence[str]) -> TokenHealth:
+        """Report missing, expired and locked-out tokens from Redis alone (cached briefly)."""
+        now_s = time.monotonic()
+        if self._health is not None and now_s - self._health[0] < _HEALTH_TTL_S:
+            return self._health[1]
+        found = await self._read_health(account_names)
+        self._health = (now_s, found)
+        return found
+
+    async def _read_health(self, account_names: Sequence[str]) -> TokenHealth:
+        now = self.store.clock()
+        user_for = self.store.user_for or (lambda _name: None)
+        users = {name: user_for(name) for name in account_names}
+        lockouts: dict[str, dict[str, str]] = {}
+        for user in sorted({u for u in users.values() if u is not None}):
+            lockout = await self.lockouts.current(user)
+            if lockout is not None:
+                lockouts[user] = {"until": _iso(lockout.until), "reason": lockout.reason}
+        accounts: dict[str, dict[str, Any]] = {}
+        problems: list[str] = []
+        for name in account_names:
+            manager = self.managers.get(name)
+            owner = users[name]
+            entry: dict[str, Any] = {"user": owner, "self_managed": manager is not None}
+            try:
+                stored = await self.store.read(self.store.key_for(name))
+            except AuthError as e:
+                stored, entry["error"] = None, str(e)  # names the key, never the value
+            if owner is not None and owner in lockouts:
+                state, entry["until"] = "locked_out", lockouts[owner]["until"]
+            elif stored is None:
+                state = "unreadable" if "error" in entry else "missing"
+            elif stored.remaining(now) <= timedelta(0):
+                state = "expired"
+            else:
+                state = "ok"
+            if stored is not None:
+                entry["expires_at"] = _iso(stored.expires_at)
+            entry["state"] = state
+            # A self-managed user's missing or expired token is obtained on first use,
+            # unless its last login failed.
+            obtainable = manager is not None and manager.failure is None
+            if state == "locked_out" or (state != "ok" and not obtainable):
+                problems.append(name)
+            if manager is not None and manager.failure is not None:
+                entry["login_error"] = manager.failure
+            accounts[name] = entry
+        detail: dict[str, Any] = {"accounts": accounts, "locked_out": lockouts}
+        if problems:
+            detail["problems"] = problems
+        return TokenHealth("degraded" if problems else "ok", detail)
