@@ -56,7 +56,7 @@ from tradebridge.store.embedded import (
 )
 from tradebridge.store.ledger import Ledger
 from tradebridge.store.migrate import describe_url, migrate
-from tradebridge.store.tokens import TokenStore, connect_redis
+from tradebridge.store.tokens import connect_redis
 
 _log = get_logger("tradebridge.app")
 
@@ -246,6 +246,7 @@ async def serve_stack(
     endpoints: Endpoints | None = None,
 ) -> None:
     """Run dispatchers and the HTTP server on ``stores`` until ``stop`` is set."""
+    from tradebridge.brokers.factory import build_account_tokens, tokens_condition
     from tradebridge.brokers.pool import BrokerPool
     from tradebridge.tracking.dispatcher import Dispatcher
 
@@ -280,7 +281,10 @@ async def serve_stack(
         stack.push_async_callback(ledger.close)
         redis = connect_redis(settings.redis)
         stack.push_async_callback(redis.aclose)
-        tokens = TokenStore(redis, settings.tokens, key_for=settings.token_key)
+        # Self-managed logins where credentials are configured, else Redis; both refuse to
+        # hand out a token while its user is locked out (store/tokens.py).
+        tokens = build_account_tokens(settings, redis)
+        stack.push_async_callback(tokens.aclose)
         pool = BrokerPool(settings, tokens)
         stack.push_async_callback(pool.close)
         checker = HealthChecker(
@@ -289,6 +293,7 @@ async def serve_stack(
             brokers=broker_hosts(settings),
             ttl_s=cfg.broker_health_ttl_s,
         )
+        checker.conditions["tokens"] = tokens_condition(settings, tokens)
         config = uvicorn.Config(
             _build_app(settings, ledger, checker),
             lifespan="off",
@@ -317,6 +322,8 @@ async def serve_stack(
                 for i, d in enumerate(dispatchers)
             ]
             metrics.WORKERS_RUNNING.set(len(workers))
+            if dispatchers:  # renew ahead of use; an intake-only process calls no broker
+                group.create_task(tokens.keep(stop), name="tokens")
             group.create_task(
                 _supervise(server, workers, stop, ready, found, cfg.shutdown_grace_s),
                 name="supervisor",
