@@ -5,15 +5,14 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
 import httpx
 import pytest
-import structlog
 
+from _support.fixtures import logs_to
 from _support.native import login_json, sim, sim_clock
 from tradebridge.brokers._http import (
     BrokerCall,
@@ -53,13 +52,8 @@ async def http(sim: SimServer) -> AsyncIterator[BrokerHttp]:
 @pytest.fixture
 def log_output() -> Iterator[io.StringIO]:
     """Send structured logs to a buffer for one test, then restore the defaults."""
-    out = io.StringIO()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    configure_logging("INFO", stream=out)
-    yield out
-    structlog.reset_defaults()
-    root.handlers, root.level = handlers, level
+    with logs_to("INFO") as out:
+        yield out
 
 
 async def test_request_one_broker_call_event_redacted(

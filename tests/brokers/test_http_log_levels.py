@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-import structlog
 
+from _support.fixtures import logs_to
 from _support.native import sim, sim_clock
 from tradebridge.brokers._http import BrokerCall, BrokerHttp
 from tradebridge.errors import BrokerUnavailable
@@ -35,12 +34,8 @@ async def http(sim: SimServer) -> AsyncIterator[BrokerHttp]:
 @pytest.fixture
 def log_output() -> Iterator[io.StringIO]:
     """Send structured logs to a buffer for one test, then restore the defaults."""
-    out = io.StringIO()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield out
-    structlog.reset_defaults()
-    root.handlers, root.level = handlers, level
+    with logs_to(None) as out:
+        yield out
 
 
 async def _login_logged(

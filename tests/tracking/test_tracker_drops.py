@@ -5,20 +5,18 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import logging
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
-import structlog
 
+from _support.fixtures import logs_to
 from tracking.conftest import ACCOUNT, Stack
 from tradebridge.brokers.base import BrokerOrderEvent
 from tradebridge.domain.ids import AccountName, BrokerOrderId, ClientOrderId
 from tradebridge.domain.orders import OrderAccepted, OrderFilled
-from tradebridge.ops.logging import configure_logging
 from tradebridge.ops.metrics import REGISTRY
 from tradebridge.tracking.tracker import Tracker
 
@@ -28,13 +26,8 @@ DROPPED = "tradebridge_tracker_events_dropped_total"
 @pytest.fixture
 def log_output() -> Iterator[io.StringIO]:
     """Send structured logs to a buffer for one test, then restore the defaults."""
-    out = io.StringIO()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    configure_logging("INFO", stream=out)
-    yield out
-    structlog.reset_defaults()
-    root.handlers, root.level = handlers, level
+    with logs_to("INFO") as out:
+        yield out
 
 
 class OneEventBroker:

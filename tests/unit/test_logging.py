@@ -9,8 +9,8 @@ import logging
 from collections.abc import Iterator
 
 import pytest
-import structlog
 
+from _support.fixtures import logs_to
 from tradebridge.ops.logging import configure_logging, get_logger, redact, redact_text
 
 JWT = ".".join(
@@ -26,13 +26,8 @@ JWT = ".".join(
 @pytest.fixture
 def output() -> Iterator[io.StringIO]:
     """Send logs to a buffer for one test, then restore the defaults."""
-    out = io.StringIO()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    configure_logging("DEBUG", stream=out)
-    yield out
-    structlog.reset_defaults()
-    root.handlers, root.level = handlers, level
+    with logs_to("DEBUG") as out:
+        yield out
 
 
 @pytest.mark.parametrize(

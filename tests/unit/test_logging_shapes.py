@@ -7,12 +7,11 @@ import io
 import json
 import logging
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-import structlog
 
-from tradebridge.ops.logging import configure_logging, get_logger, redact, redact_text
+from _support.fixtures import log_records, logs_to
+from tradebridge.ops.logging import get_logger, redact, redact_text
 
 JWT = ".".join(
     base64.urlsafe_b64encode(part).rstrip(b"=").decode()
@@ -27,17 +26,8 @@ JWT = ".".join(
 @pytest.fixture
 def output() -> Iterator[io.StringIO]:
     """Send logs to a buffer for one test, then restore the defaults."""
-    out = io.StringIO()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    configure_logging("DEBUG", stream=out)
-    yield out
-    structlog.reset_defaults()
-    root.handlers, root.level = handlers, level
-
-
-def _records(out: io.StringIO) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
+    with logs_to("DEBUG") as out:
+        yield out
 
 
 @pytest.mark.parametrize(
@@ -62,7 +52,7 @@ def test_log_dotted_logger_name_and_hostname_kept(output: io.StringIO) -> None:
              module="tradebridge.brokers.tradovate.usersync")  # fmt: skip
     logging.getLogger("tradebridge.tracking.dispatcher").warning("via the stdlib")
 
-    record = _records(output)[0]
+    record = log_records(output)[0]
     assert record["logger_name"] == "tradebridge.tracking.dispatcher"
     assert record["host"] == "tv-demo.tradovateapi.com"
     assert record["module"] == "tradebridge.brokers.tradovate.usersync"
@@ -117,6 +107,6 @@ def test_log_values_under_secret_keys_masked(output: io.StringIO) -> None:
     text = output.getvalue()
     for leak in ("opaque-1", "opaque-2", "opaque-5", "opaque-3", "opaque-4"):
         assert leak not in text
-    record = _records(output)[0]
+    record = log_records(output)[0]
     assert record["body"] == {"name": "demo", "sec": "***", "nested": [{"p-ticket": "***"}]}
     assert record["logger_name"] == "tradebridge.brokers.http"
