@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -9,8 +10,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,57 @@ def sim_commands(sim_url: str) -> list[dict[str, Any]]:
             listed = client.get("/command/list", headers={"authorization": f"Bearer {token}"})
             out.extend(listed.json())
     return out
+
+
+# --- in-process `serve` on the simulator -----------------------------------------------------
+
+
+def serve_settings(
+    sim: Any, database: str, redis: str, data_dir: Path, *, secret: str, **sections: Any
+) -> Any:
+    """Return ``serve`` settings for the simulator's accounts on these stores (port 0)."""
+    from tradebridge.app import simulator_settings
+    from tradebridge.config import load_settings
+
+    serve = {"port": 0, "migrate_on_start": False, **sections.pop("serve", {})}
+    base = load_settings(
+        database={"url": database},
+        redis={"url": redis},
+        data_dir=data_dir,
+        serve=serve,
+        webhook={"secret": secret},
+        **sections,
+    )
+    return simulator_settings(base, sim.url, sim.config.users)
+
+
+@asynccontextmanager
+async def serving(settings: Any) -> AsyncIterator[Any]:
+    """Run ``run_serve`` in this loop until the block ends; yield its ``Endpoints``."""
+    from tradebridge.app import Endpoints, run_serve
+
+    stop = asyncio.Event()
+    found: asyncio.Future[Endpoints] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(run_serve(settings, stop=stop, ready=found.set_result))
+    done, _ = await asyncio.wait({task, found}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()  # raises what stopped it
+    assert found in done, "run_serve did not become ready"
+    try:
+        yield found.result()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def until_final(ledger: Any, signal_id: str, timeout: float = 20) -> Any:
+    """Wait until the row is final; return it."""
+    from tradebridge.store.ledger import FINAL_STATUSES
+
+    async with asyncio.timeout(timeout):
+        while True:
+            row = await ledger.get(signal_id)
+            assert row is not None
+            if row.status in FINAL_STATUSES:
+                return row
+            await asyncio.sleep(0.05)

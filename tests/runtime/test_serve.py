@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from runtime_stack import reachable_tmp_dir
+from runtime_stack import reachable_tmp_dir, serve_settings, serving, until_final
 
-from tradebridge.app import Endpoints, run_serve, simulator_settings
+from tradebridge.app import run_serve, simulator_settings
 from tradebridge.config import Settings, load_settings
 from tradebridge.errors import ConfigError
 from tradebridge.sim.seed import TokenSeeder
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedRedis
-from tradebridge.store.ledger import FINAL_STATUSES, Ledger, LedgerRow
+from tradebridge.store.ledger import Ledger
 
 WEBHOOK_SECRET = "serve-test-webhook-secret"
 
@@ -28,52 +26,21 @@ WEBHOOK_SECRET = "serve-test-webhook-secret"
 def _settings(
     sim: SimServer, database: str, redis: str, data_dir: Path, **serve: object
 ) -> Settings:
-    base = load_settings(
-        database={"url": database},
-        redis={"url": redis},
-        data_dir=data_dir,
-        serve={"port": 0, "migrate_on_start": False, **serve},
-        webhook={"secret": WEBHOOK_SECRET},
+    return serve_settings(  # type: ignore[no-any-return]
+        sim, database, redis, data_dir, secret=WEBHOOK_SECRET, serve=serve
     )
-    return simulator_settings(base, sim.url, sim.config.users)
-
-
-@contextlib.asynccontextmanager
-async def _serving(settings: Settings) -> AsyncIterator[Endpoints]:
-    stop = asyncio.Event()
-    found: asyncio.Future[Endpoints] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(run_serve(settings, stop=stop, ready=found.set_result))
-    done, _ = await asyncio.wait({task, found}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        task.result()  # raises what stopped it
-    assert found in done, "run_serve did not become ready"
-    try:
-        yield found.result()
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
-
-
-async def _until_final(ledger: Ledger, signal_id: str, timeout: float = 20) -> LedgerRow:
-    async with asyncio.timeout(timeout):
-        while True:
-            row = await ledger.get(signal_id)
-            assert row is not None
-            if row.status in FINAL_STATUSES:
-                return row
-            await asyncio.sleep(0.05)
 
 
 async def test_serve_external_stores_places_inserted_row_as_filled(
     sim_tokens: SimServer, fresh_db: str, redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
     settings = _settings(sim_tokens, fresh_db, redis_server.url, tmp_path)
-    async with _serving(settings), await Ledger.connect(fresh_db) as ledger:
+    async with serving(settings), await Ledger.connect(fresh_db) as ledger:
         await ledger.insert_signal(
             signal_id="serve-1", instrument="MNQ1!", side="buy", quantity=1,
             account_name="DEMO0000001",
         )  # fmt: skip
-        row = await _until_final(ledger, "serve-1")
+        row = await until_final(ledger, "serve-1")
     assert row.status.value == "filled"
     assert row.filled_qty == Decimal(1)
     assert row.tradovate_order_id
@@ -83,7 +50,7 @@ async def test_serve_healthz_all_reachable_answers_ok_with_each_check(
     sim_tokens: SimServer, fresh_db: str, redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
     settings = _settings(sim_tokens, fresh_db, redis_server.url, tmp_path)
-    async with _serving(settings) as found, httpx.AsyncClient() as client:
+    async with serving(settings) as found, httpx.AsyncClient() as client:
         answer = await client.get(found.healthz_url)
     assert answer.status_code == 200
     body = answer.json()
@@ -97,7 +64,7 @@ async def test_serve_healthz_broker_unreachable_answers_503_naming_it(
 ) -> None:
     settings = _settings(sim, fresh_db, redis_server.url, tmp_path)
     sim.stop()  # the configured broker host no longer answers
-    async with _serving(settings) as found, httpx.AsyncClient() as client:
+    async with serving(settings) as found, httpx.AsyncClient() as client:
         answer = await client.get(found.healthz_url)
     assert answer.status_code == 503
     checks = answer.json()["checks"]
@@ -109,7 +76,7 @@ async def test_serve_metrics_answers_prometheus_text_with_tradebridge_series(
     sim_tokens: SimServer, fresh_db: str, redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
     settings = _settings(sim_tokens, fresh_db, redis_server.url, tmp_path)
-    async with _serving(settings) as found, httpx.AsyncClient() as client:
+    async with serving(settings) as found, httpx.AsyncClient() as client:
         answer = await client.get(found.metrics_url)
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/plain")
@@ -121,7 +88,7 @@ async def test_serve_stop_while_idle_returns_and_closes_http(
     sim_tokens: SimServer, fresh_db: str, redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
     settings = _settings(sim_tokens, fresh_db, redis_server.url, tmp_path)
-    async with _serving(settings) as found:
+    async with serving(settings) as found:
         url = found.healthz_url
     async with httpx.AsyncClient() as client:
         with pytest.raises(httpx.ConnectError):
@@ -143,7 +110,7 @@ async def test_serve_no_urls_as_any_user_starts_embedded_stores_and_migrates(
         settings = simulator_settings(base, sim.url, sim.config.users)
         assert settings.database.url is None
         assert settings.redis.url is None
-        async with _serving(settings) as found, httpx.AsyncClient() as client:
+        async with serving(settings) as found, httpx.AsyncClient() as client:
             answer = await client.get(found.healthz_url)
             assert (data_dir / "data" / "postgres" / "data" / "PG_VERSION").exists()
             redis = aioredis.Redis.from_url(found.redis_url)
@@ -154,7 +121,7 @@ async def test_serve_no_urls_as_any_user_starts_embedded_stores_and_migrates(
                     signal_id="emb-1", instrument="MNQ1!", side="buy", quantity=1,
                     account_name="DEMO0000001",
                 )  # fmt: skip
-                row = await _until_final(ledger, "emb-1")
+                row = await until_final(ledger, "emb-1")
         assert answer.status_code == 200, answer.text
         assert row.status.value == "filled"
         # Stopped on the way out, data kept.
@@ -174,7 +141,7 @@ async def test_serve_data_dir_under_private_parent_as_root_uses_fallback_locatio
             data_dir=private / "data", serve={"port": 0}, webhook={"enabled": False}
         )
         settings = simulator_settings(base, sim.url, sim.config.users)
-        async with _serving(settings) as found, httpx.AsyncClient() as client:
+        async with serving(settings) as found, httpx.AsyncClient() as client:
             answer = await client.get(found.healthz_url)
         location = Path((private / "data" / "postgres.location").read_text().strip())
         assert answer.json()["checks"]["database"]["ok"] is True
@@ -199,7 +166,7 @@ async def test_serve_intake_only_process_stores_webhook_rows_for_other_workers(
     )
     body = {"secret": WEBHOOK_SECRET, "symbol": "MNQ1!", "action": "buy", "quantity": 1,
             "account": "DEMO0000001"}  # fmt: skip
-    async with _serving(intake) as found, httpx.AsyncClient() as client:
+    async with serving(intake) as found, httpx.AsyncClient() as client:
         answer = await client.post(found.webhook_url, json=body)
         assert answer.status_code == 200, answer.text
         (signal_id,) = answer.json()["signal_ids"]
@@ -212,8 +179,8 @@ async def test_serve_intake_only_process_stores_webhook_rows_for_other_workers(
             assert row.status.value == "pending"
     # A worker process on the same database then places it.
     workers = _settings(sim_tokens, fresh_db, redis_server.url, tmp_path / "workers")
-    async with _serving(workers), await Ledger.connect(fresh_db) as ledger:
-        row = await _until_final(ledger, signal_id)
+    async with serving(workers), await Ledger.connect(fresh_db) as ledger:
+        row = await until_final(ledger, signal_id)
     assert row.status.value == "filled"
 
 
@@ -229,7 +196,7 @@ async def test_serve_metrics_count_claimed_and_placed_rows(
     placed = value("tradebridge_signals_outcome_total", outcome="placed")
     denied = value("tradebridge_signals_outcome_total", outcome="denied")
     settings = _settings(sim_tokens, fresh_db, redis_server.url, tmp_path)
-    async with _serving(settings), await Ledger.connect(fresh_db) as ledger:
+    async with serving(settings), await Ledger.connect(fresh_db) as ledger:
         await ledger.insert_signal(
             signal_id="m-ok", instrument="MNQ1!", side="buy", quantity=1,
             account_name="DEMO0000001",
@@ -238,8 +205,8 @@ async def test_serve_metrics_count_claimed_and_placed_rows(
             signal_id="m-bad", instrument="MNQ1!", side="sideways", quantity=1,
             account_name="DEMO0000001",
         )  # fmt: skip
-        await _until_final(ledger, "m-ok")
-        await _until_final(ledger, "m-bad")
+        await until_final(ledger, "m-ok")
+        await until_final(ledger, "m-bad")
     assert value("tradebridge_signals_claimed_total") - claimed == 2
     assert value("tradebridge_signals_outcome_total", outcome="placed") - placed == 1
     assert value("tradebridge_signals_outcome_total", outcome="denied") - denied == 1

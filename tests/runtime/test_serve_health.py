@@ -11,7 +11,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
-from test_serve import _serving, _settings
+from runtime_stack import serving
+from test_serve import _settings
 
 from tradebridge.app import _workers_condition
 from tradebridge.sim.server import SimServer
@@ -36,7 +37,7 @@ async def test_serve_healthz_row_needing_review_degraded_naming_it(
     settings = _settings(sim_tokens, fresh_db, redis_server.url, tmp_path)
     async with await Ledger.connect(fresh_db) as ledger:
         await _row_in(ledger, "stuck", [S.PROCESSING, S.SUBMITTED, S.UNKNOWN, S.NEEDS_REVIEW])
-    async with _serving(settings) as found, httpx.AsyncClient() as client:
+    async with serving(settings) as found, httpx.AsyncClient() as client:
         answer = await client.get(found.healthz_url)
         metrics = await client.get(found.metrics_url)
 
@@ -65,7 +66,7 @@ async def test_serve_healthz_unknown_row_past_the_bound_degraded(
             "update trading_signals set last_attempt_at = now() - interval '10 minutes' "
             "where signal_id = 'old'"
         )
-    async with _serving(settings) as found, httpx.AsyncClient() as client:
+    async with serving(settings) as found, httpx.AsyncClient() as client:
         answer = await client.get(found.healthz_url)
 
     check = answer.json()["checks"]["unresolved_rows"]
@@ -77,7 +78,7 @@ async def test_serve_healthz_nothing_unresolved_ok(
     sim_tokens: SimServer, fresh_db: str, redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
     settings = _settings(sim_tokens, fresh_db, redis_server.url, tmp_path)
-    async with _serving(settings) as found, httpx.AsyncClient() as client:
+    async with serving(settings) as found, httpx.AsyncClient() as client:
         answer = await client.get(found.healthz_url)
 
     checks = answer.json()["checks"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -13,12 +12,12 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from runtime_stack import serve_settings, serving, until_final
 
-from tradebridge.app import Endpoints, run_serve, simulator_settings
-from tradebridge.config import Settings, load_settings
+from tradebridge.config import Settings
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedRedis
-from tradebridge.store.ledger import FINAL_STATUSES, Ledger, LedgerRow
+from tradebridge.store.ledger import Ledger
 
 WEBHOOK_SECRET = "serve-tokens-webhook-secret"
 DEMO = ("DEMO0000001", "DEMO0000002")
@@ -28,15 +27,9 @@ APEX = ("PAAPEX1361890000010", "PAAPEX1361890000011")
 def _settings(
     sim: SimServer, database: str, redis: str, data_dir: Path, **sections: Any
 ) -> Settings:
-    base = load_settings(
-        database={"url": database},
-        redis={"url": redis},
-        data_dir=data_dir,
-        serve={"port": 0, "migrate_on_start": False},
-        webhook={"secret": WEBHOOK_SECRET},
-        **sections,
+    return serve_settings(  # type: ignore[no-any-return]
+        sim, database, redis, data_dir, secret=WEBHOOK_SECRET, **sections
     )
-    return simulator_settings(base, sim.url, sim.config.users)
 
 
 def _self_managed(
@@ -50,32 +43,6 @@ def _self_managed(
     )  # fmt: skip
     accounts = [a.model_copy(update={"user": None}) for a in settings.accounts if a.name in DEMO]
     return settings.model_copy(update={"accounts": accounts})
-
-
-@contextlib.asynccontextmanager
-async def _serving(settings: Settings) -> AsyncIterator[Endpoints]:
-    stop = asyncio.Event()
-    found: asyncio.Future[Endpoints] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(run_serve(settings, stop=stop, ready=found.set_result))
-    done, _ = await asyncio.wait({task, found}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        task.result()  # raises what stopped it
-    assert found in done, "run_serve did not become ready"
-    try:
-        yield found.result()
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
-
-
-async def _until_final(ledger: Ledger, signal_id: str, timeout: float = 20) -> LedgerRow:
-    async with asyncio.timeout(timeout):
-        while True:
-            row = await ledger.get(signal_id)
-            assert row is not None
-            if row.status in FINAL_STATUSES:
-                return row
-            await asyncio.sleep(0.05)
 
 
 async def _tokens_check(url: str) -> tuple[int, dict[str, Any], str]:
@@ -103,8 +70,8 @@ async def test_serve_self_managed_empty_redis_two_processes_fill_rows_with_one_l
     one = _self_managed(sim, fresh_db, redis_server.url, tmp_path / "one", workers=2)
     two = _self_managed(sim, fresh_db, redis_server.url, tmp_path / "two", workers=2)
     async with (
-        _serving(one) as found,
-        _serving(two),
+        serving(one) as found,
+        serving(two),
         await Ledger.connect(fresh_db) as ledger,
     ):
         for name in DEMO:
@@ -112,7 +79,7 @@ async def test_serve_self_managed_empty_redis_two_processes_fill_rows_with_one_l
                 signal_id=f"self-{name}", instrument="MNQ1!", side="buy", quantity=1,
                 account_name=name,
             )  # fmt: skip
-        rows = [await _until_final(ledger, f"self-{name}") for name in DEMO]
+        rows = [await until_final(ledger, f"self-{name}") for name in DEMO]
         status, health, text = await _tokens_check(found.healthz_url)
 
     assert [row.status.value for row in rows] == ["filled", "filled"]
@@ -142,7 +109,7 @@ async def test_serve_without_credentials_unusable_tokens_healthz_degraded_naming
             await empty_redis.set(f"token:{name}", json.dumps(value))
     settings = _settings(sim, fresh_db, redis_server.url, tmp_path)
 
-    async with _serving(settings) as found:
+    async with serving(settings) as found:
         status, health, text = await _tokens_check(found.healthz_url)
 
     assert status == 200  # degraded: the process still takes alerts
@@ -163,7 +130,7 @@ async def test_serve_locked_out_user_healthz_degraded_with_end_and_no_call_for_i
     until = datetime.now(UTC) + timedelta(seconds=60)
     settings = _settings(sim_tokens, fresh_db, redis_server.url, tmp_path)
     try:
-        async with _serving(settings) as found, await Ledger.connect(fresh_db) as ledger:
+        async with serving(settings) as found, await Ledger.connect(fresh_db) as ledger:
             await ledger.insert_signal(
                 signal_id="locked-1", instrument="MNQ1!", side="buy", quantity=1,
                 account_name=APEX[0],
