@@ -27,6 +27,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from tradebridge._cli_db import DatabaseUrlOpt
+from tradebridge._cli_run import ConfigOpt, DataDirOpt, _fail, _send_database_url
 from tradebridge.errors import ConfigError, IllegalTransition, StoreError
 
 T = TypeVar("T")
@@ -40,25 +42,7 @@ review_app = typer.Typer(
 )
 
 _out = Console(highlight=False, soft_wrap=True)
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-DatabaseUrlOpt = Annotated[
-    str | None,
-    typer.Option("--database-url", envvar="DATABASE_URL", help="postgresql:// URL of the ledger"),
-]
-DataDirOpt = Annotated[
-    Path | None, typer.Option("--data-dir", help="where `tradebridge up` keeps its stack")
-]
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", envvar="TRADEBRIDGE_CONFIG", help="settings file (TOML)"),
-]
 _EVIDENCE_EVENTS = ("lookup", "lookup_ambiguous", "lookup_failed", "escalated", "unknown")
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    _err.print(f"[red]error:[/red] {escape(message)}")
-    return typer.Exit(code)
 
 
 def _with_ledger(
@@ -67,7 +51,6 @@ def _with_ledger(
     config: Path | None,
     work: Callable[[Any], Awaitable[T]],
 ) -> T:
-    from tradebridge._cli_run import _send_database_url
     from tradebridge.store.ledger import Ledger
 
     url = _send_database_url(database_url, data_dir, config)
