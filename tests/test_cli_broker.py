@@ -336,3 +336,26 @@ def test_cli_bridge_credentials_log_in_and_store_tv_token(
     assert stored["kind"] == "tv"
     assert sim.ctx.auth.logins == logins + 1
     assert stored["accessToken"] not in result.output
+
+
+def test_cli_order_lost_answer_finds_its_own_order_not_the_identical_one_resting(
+    env: dict[str, str], sim: SimServer
+) -> None:
+    Path(env["config"]).write_text(
+        Path(env["config"]).read_text() + "\n[tvbridge]\nlookup_absent_after_s = 0\n"
+    )
+    limit = _far_limit(sim)
+    first = _cli(env, "order", "buy", "MNQ1!", "1", "--limit", limit, "--account", ACCOUNT,
+                 "--json")  # fmt: skip
+    assert first.exit_code == 0, first.output
+    resting = json.loads(first.stdout)["broker_order_id"]
+    sim.ctx.faults.drop_after_accept_rate = 1.0
+
+    lost = _cli(env, "order", "buy", "MNQ1!", "1", "--limit", limit, "--account", ACCOUNT,
+                "--json")  # fmt: skip
+
+    result = json.loads(lost.stdout)
+    [own] = [o for o in sim.call(lambda: sim.ctx.engine.orders(100001)) if str(o.id) != resting]
+    assert (result["outcome"], result["lookup"]) == ("unknown", "probable")
+    assert result["broker_order_id"] == str(own.id) != resting
+    assert lost.exit_code == 1  # probable: adopted by shape only, a human should look

@@ -337,7 +337,7 @@ def _place(
     from tradebridge.domain.contracts import resolve_symbol
     from tradebridge.domain.enums import OrderType, Side, TimeInForce
     from tradebridge.domain.ids import AccountName, ClientOrderId
-    from tradebridge.errors import OutcomeUnknown
+    from tradebridge.errors import LookupAmbiguous, OutcomeUnknown
 
     limit_price, stop_price = _decimal(limit, "limit"), _decimal(stop, "stop")
     stop_loss, take_profit = _decimal(sl, "sl"), _decimal(tp, "tp")
@@ -370,11 +370,22 @@ def _place(
         )
 
         async def use(broker: Any) -> dict[str, Any]:
+            # What a lookup needs to tell this order from others if the answer is lost.
+            baseline = await broker.lookup_baseline(command)
             sent = datetime.now(UTC)
             try:
                 order_id = await broker.submit(command)
             except OutcomeUnknown as e:
-                found = await broker.lookup(command, sent)
+                try:
+                    found = await broker.lookup(command, sent, baseline=baseline)
+                except LookupAmbiguous as ambiguous:
+                    return {
+                        "client_order_id": coid,
+                        "outcome": "unknown",
+                        "detail": f"{e}; {ambiguous}",
+                        "lookup": "ambiguous",
+                        "broker_order_id": None,
+                    }
                 return {
                     "client_order_id": coid,
                     "outcome": "unknown",

@@ -443,6 +443,7 @@ _OUTCOMES: dict[LedgerStatus, str] = {
     LedgerStatus.REJECTED: "rejected",
     LedgerStatus.UNKNOWN: "unknown",
     LedgerStatus.SUBMITTED: "unknown",
+    LedgerStatus.NEEDS_REVIEW: "unknown",
     LedgerStatus.FAILED: "failed",
 }
 
