@@ -415,7 +415,11 @@ class Placer:
                 f"lookup proved the order absent after {version} submits; not resent "
                 "again (dispatcher.max_resends)",
             )
-        new_baseline = await broker.lookup_baseline(command)
+        try:
+            new_baseline = await broker.lookup_baseline(command)
+        except Exception as e:  # noqa: BLE001 - nothing sent: look again next round
+            await self.ledger.add_event(signal_id, "lookup_failed", {"error": str(e)[:300]})
+            return _S.UNKNOWN
         if not await self._claim_resend(signal_id, version, new_baseline):
             current = await self.ledger.get(signal_id)
             return current.status if current else _S.FAILED

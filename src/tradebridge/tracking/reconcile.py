@@ -171,7 +171,13 @@ class Reconciler:
                     await self._escalate_if_past_bound(signal_id, f"no broker: {e}", report)
                 return
             for signal_id in signal_ids:  # oldest first; each is settled on its own
-                status = await self.placer.resolve(signal_id, broker, today=self._today())
+                try:
+                    status = await self.placer.resolve(signal_id, broker, today=self._today())
+                except Exception as e:  # noqa: BLE001 - one row must not stop the others
+                    reraise_if_cancelling()
+                    _log.warning("resolve_failed", signal_id=signal_id, error=str(e)[:300])
+                    report.still_unknown.append(signal_id)
+                    continue
                 if status is _S.UNKNOWN:
                     report.still_unknown.append(signal_id)
                     continue
