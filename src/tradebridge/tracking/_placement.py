@@ -13,6 +13,12 @@ The rules (DESIGN.md "Exactly-once effect", reference §11):
   ``unknown → submitted`` while its ``placement_attempts`` is still the one the lookup started
   from (two resolvers never both resend); a lookup that fails leaves it ``unknown`` for the
   next round;
+* an order matched by shape only is not adopted while another row of the account that could
+  have placed it is still in flight (``submitted``, ``unknown``, ``needs_review``: it owns
+  nothing in the ledger yet): same contract and shape, the order not in that row's baseline,
+  and that row's submit not older than the lookup window when this row was claimed. That is
+  ambiguity, like two candidates: the row waits (its rival's answer usually lands within a
+  round), then escalates at the bound;
 * the bound (``dispatcher.unknown_bound_s`` after the last submit): a lookup still ambiguous
   or failing past the bound escalates the row to ``needs_review`` with the evidence; an
   absence proven past the bound ends it ``failed`` (never a late send). ``needs_review`` rows
@@ -30,9 +36,10 @@ from decimal import Decimal
 from typing import Any
 
 from tradebridge.brokers._http import BrokerCall as HttpCall
+from tradebridge.brokers._lookup import shape_mismatch
 from tradebridge.brokers.base import Broker
 from tradebridge.brokers.pool import capture
-from tradebridge.config import DispatcherConfig
+from tradebridge.config import DispatcherConfig, Settings
 from tradebridge.domain.commands import Bracket, CancelOrder, FlattenPosition, SubmitOrder
 from tradebridge.domain.contracts import parse_contract
 from tradebridge.domain.enums import OrderStatus, OrderType, Side, TimeInForce
@@ -168,12 +175,39 @@ def plan_from_json(data: dict[str, Any], today: date) -> Plan:
 # --- sending ------------------------------------------------------------------------------
 
 
+def lookup_window_s(settings: Settings) -> float:
+    """Return how long after a submit its order may still appear (the adapters' lookup window)."""
+    bridge = settings.tvbridge.lookup_absent_after_s
+    return max(settings.tradovate.lookup_absent_after_s, bridge if bridge is not None else 0.0)
+
+
+# Other rows of an account still in flight, with the plan and the baseline of their latest
+# submit: who else may own an order a lookup found by shape.
+_IN_FLIGHT_SQL = """
+select s.signal_id, s.last_attempt_at,
+       (select h.detail from order_history h
+         where h.signal_id = s.signal_id and h.event = 'submitted'
+         order by h.id desc limit 1) as plan,
+       (select h.detail -> 'baseline' from order_history h
+         where h.signal_id = s.signal_id and h.event in ('submitted', 'resubmitted')
+           and h.detail ? 'baseline'
+         order by h.id desc limit 1) as baseline
+  from trading_signals s
+ where s.account_name = $1 and s.signal_id <> $2
+   and s.status in ('submitted', 'unknown', 'needs_review')
+"""
+
+
 class Placer:
     """Sends plans and resolves unknown outcomes for rows of the ledger."""
 
-    def __init__(self, ledger: Ledger, config: DispatcherConfig) -> None:
+    def __init__(
+        self, ledger: Ledger, config: DispatcherConfig, *, lookup_window_s: float = 10.0
+    ) -> None:
         self.ledger = ledger
         self.config = config
+        # How late an order may appear after its submit (``lookup_window_s(settings)``).
+        self.lookup_window_s = lookup_window_s
 
     async def _file_calls(
         self, signal_id: str, calls: Sequence[HttpCall], keep: HttpCall | None
@@ -400,6 +434,19 @@ class Placer:
             "evidence": list(result.evidence)[:50],
         })  # fmt: skip
         if result.found is not None:
+            rivals = (
+                await self._rivals(signal_id, command, result.found, row) if result.probable else []
+            )
+            if rivals:
+                evidence = {"candidates": [result.found.broker_order_id], "rivals": rivals}
+                await self.ledger.add_event(signal_id, "lookup_ambiguous", evidence)
+                if self.past_bound(row):
+                    message = (
+                        f"order {result.found.broker_order_id} matches by shape, and rows still "
+                        f"in flight may have placed it: {', '.join(rivals[:5])}"
+                    )
+                    return await self.escalate(signal_id, "ambiguous", message, evidence)
+                return _S.UNKNOWN
             return await self._adopt(signal_id, result.found, probable=result.probable)
         version = row.placement_attempts
         if self.past_bound(row):
@@ -471,12 +518,58 @@ class Placer:
                 return _S.NEEDS_REVIEW
             finally:
                 await self._file_calls(signal_id, calls, None)
-        if result.found is None:
+        if result.found is None or (
+            result.probable and await self._rivals(signal_id, plan.command, result.found, row)
+        ):
             return _S.NEEDS_REVIEW
         # Found, or now the one order that can be ours (the others' rows adopted theirs).
         return await self._adopt(
             signal_id, result.found, probable=result.probable, expected=_S.NEEDS_REVIEW
         )
+
+    async def _rivals(
+        self, signal_id: str, command: SubmitOrder, found: OrderStatusReport, row: LedgerRow
+    ) -> list[str]:
+        """Return the account's other rows in flight that may have placed ``found``.
+
+        For a match by shape (a client id is proof). A rival asked for the same contract,
+        shape and bracket, ``found`` is not in the baseline of its latest submit, and that
+        submit is not older than the lookup window when this row was claimed (``found`` is
+        newer than this row's baseline, read after its claim; an order of the rival's would
+        have appeared within the window).
+        """
+        claimed = row.ts_claimed
+        rivals: list[str] = []
+        for other in await self.ledger.pool.fetch(_IN_FLIGHT_SQL, command.account, signal_id):
+            sent = other["last_attempt_at"]
+            if (
+                claimed is not None
+                and sent is not None
+                and (claimed - sent).total_seconds() > self.lookup_window_s
+            ):
+                continue
+            baseline = LookupBaseline.from_json(other["baseline"])
+            if baseline is not None and baseline.existed_before(str(found.broker_order_id)):
+                continue
+            detail = other["plan"]
+            if isinstance(detail, dict) and detail.get("plan") == "flatten":
+                # A bridge flatten may close by a market order of its own.
+                if found.order_type is OrderType.MARKET:
+                    rivals.append(str(other["signal_id"]))
+                continue
+            if not isinstance(detail, dict) or detail.get("plan") != "order":
+                continue
+            theirs = plan_from_json(detail, datetime.now(UTC).date())
+            assert isinstance(theirs, PlaceOrder)
+            wanted = command.bracket or Bracket()
+            if (
+                theirs.command.contract != command.contract
+                or shape_mismatch(found, theirs.command) is not None
+                or (wanted and (theirs.command.bracket or Bracket()) != wanted)
+            ):
+                continue
+            rivals.append(str(other["signal_id"]))
+        return rivals
 
     async def _adopt(
         self,

@@ -41,7 +41,13 @@ from tradebridge.pipeline.risk import RiskLimits, check_risk
 from tradebridge.pipeline.route import BrokerView, Needs, PlaceOrder, needs, route
 from tradebridge.pipeline.validate import Denied, RawSignal, ValidSignal, validate
 from tradebridge.store.ledger import Ledger, LedgerRow, LedgerStatus
-from tradebridge.tracking._placement import WORKER_LOCK_NAMESPACE, Placer, audit, plan_to_json
+from tradebridge.tracking._placement import (
+    WORKER_LOCK_NAMESPACE,
+    Placer,
+    audit,
+    lookup_window_s,
+    plan_to_json,
+)
 from tradebridge.tracking.reconcile import Reconciler
 from tradebridge.tracking.tracker import Tracker
 
@@ -103,7 +109,7 @@ class Dispatcher:
         self.brokers = brokers
         self.worker_id = worker_id
         self.limits = RiskLimits.from_config(settings.risk)
-        self.placer = Placer(ledger, self.config)
+        self.placer = Placer(ledger, self.config, lookup_window_s=lookup_window_s(settings))
         self._today = today or (lambda: datetime.now(UTC).date())
         self._root_map = root_map(settings)
         self._accounts = frozenset(a.name for a in settings.accounts)

@@ -35,7 +35,12 @@ from tradebridge.domain.ids import AccountName
 from tradebridge.errors import ConfigError, IllegalTransition
 from tradebridge.ops.logging import get_logger
 from tradebridge.store.ledger import Ledger, LedgerStatus, check_move
-from tradebridge.tracking._placement import WORKER_LOCK_NAMESPACE, Placer, ledger_status
+from tradebridge.tracking._placement import (
+    WORKER_LOCK_NAMESPACE,
+    Placer,
+    ledger_status,
+    lookup_window_s,
+)
 
 _log = get_logger("tradebridge.tracking.reconcile")
 _S = LedgerStatus
@@ -70,7 +75,7 @@ class Reconciler:
         self.config = settings.dispatcher
         self.ledger = ledger
         self.brokers = brokers
-        self.placer = Placer(ledger, self.config)
+        self.placer = Placer(ledger, self.config, lookup_window_s=lookup_window_s(settings))
         self._today = today or (lambda: datetime.now(UTC).date())
         # Health: the last round's error (None once a round succeeds again).
         self.last_error: str | None = None

@@ -1,0 +1,160 @@
+"""A lookup by shape never takes the order of another row still in flight (issue 8).
+
+On the bridge no client id comes back, so a lost submit's order is found by shape: new since
+its baseline, owned by no other row. A row still in flight (``submitted``, ``unknown``,
+``needs_review``) owns nothing in the ledger yet, but its order may be the very one the lookup
+sees. The race the crash test can hit: x's worker dies between the write-ahead and the send
+(nothing reached the broker); y, the account's next row of the same shape, is sent by another
+worker; x's lookup runs while y's answer is on its way (or lost) and finds exactly one new
+order of x's shape: y's. These tests drive that race step by step, with the simulator's record
+of each order's ``requestId`` as the truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from _support.native import front
+from tracking.conftest import ACCOUNT, ACCOUNT_IDS, Stack, StackFactory
+from tradebridge.domain.commands import SubmitOrder
+from tradebridge.domain.enums import Dialect, OrderType, Side
+from tradebridge.domain.ids import AccountName, client_order_id_for
+from tradebridge.pipeline.route import PlaceOrder
+from tradebridge.sim.engine import OrderRequest
+from tradebridge.store.ledger import LedgerStatus
+from tradebridge.tracking._placement import Placer, lookup_window_s, plan_to_json
+
+WORKER = "w-dead"
+
+
+def _far_sell(stack: Stack) -> Decimal:
+    tick = front().product.tick_size
+    return (stack.last() / tick).to_integral_value() * tick + 200 * tick
+
+
+def _command(signal_id: str, price: Decimal) -> SubmitOrder:
+    return SubmitOrder(
+        client_order_id=client_order_id_for(signal_id), account=AccountName(ACCOUNT),
+        contract=front(), side=Side.SELL, order_type=OrderType.LIMIT, quantity=1,
+        limit_price=price,
+    )  # fmt: skip
+
+
+async def _write_ahead(stack: Stack, signal_id: str, price: Decimal) -> None:
+    """Take the baseline and commit ``submitted``, as a dispatcher does before it sends."""
+    broker = await stack.pool.get(ACCOUNT)
+    command = _command(signal_id, price)
+    detail = plan_to_json(PlaceOrder(command))
+    baseline = await broker.lookup_baseline(command)
+    assert baseline is not None
+    detail["baseline"] = baseline.to_json()
+    await stack.ledger.transition(
+        signal_id, LedgerStatus.SUBMITTED, expected=LedgerStatus.PROCESSING, owner=WORKER,
+        client_order_id=command.client_order_id, detail=detail,
+    )  # fmt: skip
+
+
+def _sent_by_another_worker(stack: Stack, signal_id: str, price: Decimal) -> str:
+    """Place the row's order at the simulator as another worker's bridge submit would."""
+    request = OrderRequest(
+        account_id=ACCOUNT_IDS[ACCOUNT], symbol=front().name, action=Side.SELL,
+        order_type=OrderType.LIMIT, order_qty=1, price=price,
+        cl_ord_id=client_order_id_for(signal_id), is_automated=True,
+    )  # fmt: skip
+    engine = stack.sim.ctx.engine
+    result = stack.sim.call(lambda: engine.place_order(request))
+    assert result.order_id is not None
+    return str(result.order_id)
+
+
+async def _claim(stack: Stack, *signal_ids: str, price: Decimal) -> None:
+    for signal_id in signal_ids:
+        await stack.insert(signal_id, side="sell", order_type="limit", price=price)
+    claimed = await stack.ledger.claim_next(WORKER, 1, per_account=len(signal_ids))
+    assert [r.signal_id for r in claimed] == list(signal_ids)
+
+
+async def _lost(stack: Stack, signal_id: str) -> None:
+    await stack.ledger.transition(
+        signal_id, LedgerStatus.UNKNOWN, expected=LedgerStatus.SUBMITTED,
+        error_message="worker lost",
+    )  # fmt: skip
+
+
+def _placer(stack: Stack) -> Placer:
+    return Placer(
+        stack.ledger, stack.settings.dispatcher, lookup_window_s=lookup_window_s(stack.settings)
+    )
+
+
+def _owner(stack: Stack) -> dict[str, str | None]:
+    return {str(o.id): o.cl_ord_id for o in stack.entries()}
+
+
+async def test_lookup_while_a_same_shape_row_is_in_flight_waits_then_resends_its_own(
+    make_stack: StackFactory,
+) -> None:
+    async with make_stack(dialect=Dialect.TVBRIDGE) as stack:
+        price = _far_sell(stack)
+        await _claim(stack, "x", "y", price=price)
+        await _write_ahead(stack, "x", price)
+        await _lost(stack, "x")  # its worker died before the request left
+        await _write_ahead(stack, "y", price)
+        y_order = _sent_by_another_worker(stack, "y", price)  # y's answer still on its way
+        placer = _placer(stack)
+        broker = await stack.pool.get(ACCOUNT)
+        today = datetime.now(UTC).date()
+
+        assert await placer.resolve("x", broker, today=today) is LedgerStatus.UNKNOWN
+        x = await stack.ledger.get("x")
+        assert x is not None
+        assert x.tradovate_order_id is None  # y's order is not taken
+        events = [e.event for e in await stack.ledger.history("x")]
+        assert "lookup_ambiguous" in events
+
+        await stack.ledger.transition(  # y's answer arrives: y owns its order
+            "y", LedgerStatus.WORKING, expected=LedgerStatus.SUBMITTED, tradovate_order_id=y_order
+        )
+        assert await placer.resolve("x", broker, today=today) is LedgerStatus.WORKING
+        x = await stack.ledger.get("x")
+        assert x is not None
+        assert x.placement_attempts == 2  # proven absent, then resent with its own id
+        owner = _owner(stack)
+        assert owner[y_order] == "tb-y"
+        assert x.tradovate_order_id is not None
+        assert owner[x.tradovate_order_id] == "tb-x"
+
+
+async def test_lookup_of_a_row_sent_after_an_older_unresolved_row_adopts_its_own(
+    make_stack: StackFactory,
+) -> None:
+    # x's submit (never executed) is older than the lookup window when y is claimed; y's own
+    # order appears after y's baseline, so it cannot be x's: y adopts it, x is resent.
+    async with make_stack(dialect=Dialect.TVBRIDGE) as stack:
+        price = _far_sell(stack)
+        await _claim(stack, "x", price=price)
+        await _write_ahead(stack, "x", price)
+        await _lost(stack, "x")
+        await asyncio.sleep(lookup_window_s(stack.settings) + 0.2)
+        await _claim(stack, "y", price=price)
+        await _write_ahead(stack, "y", price)
+        y_order = _sent_by_another_worker(stack, "y", price)
+        await _lost(stack, "y")  # y's answer was lost too
+        placer = _placer(stack)
+        broker = await stack.pool.get(ACCOUNT)
+        today = datetime.now(UTC).date()
+
+        assert await placer.resolve("y", broker, today=today) is LedgerStatus.WORKING
+        assert await placer.resolve("x", broker, today=today) is LedgerStatus.WORKING
+
+        owner = _owner(stack)
+        rows = {sid: await stack.ledger.get(sid) for sid in ("x", "y")}
+        for sid, row in rows.items():
+            assert row is not None
+            assert row.tradovate_order_id is not None
+            assert owner[row.tradovate_order_id] == f"tb-{sid}"
+        assert rows["y"] is not None
+        assert rows["y"].tradovate_order_id == y_order
+        assert sorted(owner.values(), key=str) == ["tb-x", "tb-y"]
