@@ -135,6 +135,18 @@ def test_ws_drop_closes_every_open_socket(bridge: Bridge) -> None:
     assert bridge.http.get("/_sim/state").json()["sockets"] == 0
 
 
+def test_tokens_expire_without_seeder_refuses_every_token_and_writes_none(
+    bridge: Bridge,
+) -> None:
+    answer = bridge.http.post("/_sim/tokens/expire")
+    assert answer.status_code == 200
+    assert answer.json() == {"expired_sessions": 1, "keys_rewritten": 0}
+    assert bridge.get(f"/accounts/{DEMO_ACCOUNT}/state").status_code == 401
+    fresh = login(bridge.http)  # logging in again still works
+    path = f"/accounts/{DEMO_ACCOUNT}/state"
+    assert bridge.http.get(path, headers=bridge.headers(fresh)).status_code == 200
+
+
 def test_admin_needs_no_token_and_bridge_still_does(bridge: Bridge) -> None:
     assert bridge.http.get("/_sim/state").status_code == 200
     assert bridge.http.get(f"/accounts/{DEMO_ACCOUNT}/state").status_code == 401

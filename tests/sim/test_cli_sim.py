@@ -308,6 +308,29 @@ def test_sim_redis_tokens_are_renewed_before_they_expire(
         client.close()
 
 
+def test_sim_tokens_expire_refuses_old_tokens_and_rewrites_redis_with_fresh_ones(
+    start_sim: StartSim, redis_server: EmbeddedRedis
+) -> None:
+    sim = start_sim("--redis-url", redis_server.url, "--token-key", "test3:{account_name}")
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        keys = ("test3:DEMO0000001", "test3:PAAPEX1361890000010")  # one per user
+        olds = [json.loads(client.get(key)) for key in keys]  # type: ignore[arg-type]
+        answer = httpx.post(f"{sim.url}/_sim/tokens/expire")
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"expired_sessions": 2, "keys_rewritten": 4}
+        freshes = [json.loads(client.get(key)) for key in keys]  # type: ignore[arg-type]
+        for old, fresh in zip(olds, freshes, strict=True):
+            assert fresh["accessToken"] != old["accessToken"]
+        old, fresh = olds[0], freshes[0]
+        for token, status in ((old, 401), (fresh, 200)):
+            headers = {"Authorization": f"Bearer {token['accessToken']}"}
+            assert httpx.get(f"{sim.url}/v1/account/list", headers=headers).status_code == status
+            assert httpx.get(f"{sim.url}/accounts", headers=headers).status_code == status
+    finally:
+        client.close()
+
+
 def test_sim_redis_unreachable_exits_1_with_message() -> None:
     dead = f"redis://:secret@127.0.0.1:{free_port()}/0"
     port = free_port()

@@ -1,8 +1,9 @@
 """The simulator's own control surface under ``/_sim`` (loopback tool, no authentication).
 
 Tradovate serves nothing like it: tests, ``tradebridge sim fault|price|state`` and demos use
-it to flip faults, move prices and read counters while the simulator runs. Validation
-errors answer 422 with ``{"detail": "<field>: <problem>; ..."}``.
+it to flip faults, move prices, expire every token (``POST /_sim/tokens/expire``) and read
+counters while the simulator runs. Validation errors answer 422 with
+``{"detail": "<field>: <problem>; ..."}``.
 """
 
 from __future__ import annotations
@@ -130,6 +131,19 @@ def build_router(ctx: SimContext) -> APIRouter:
                 "time": ctx.clock.now().isoformat(),
             }
         )
+
+    @router.post("/tokens/expire")
+    async def expire_tokens() -> JSONResponse:
+        # Every token stops working at once; a running seeder writes fresh ones right after
+        # (clients that re-read Redis on a 401 recover, the others keep failing).
+        expired = ctx.auth.expire_all()
+        keys: list[str] = []
+        for write in list(ctx.token_writers):
+            try:
+                keys.extend(await write())
+            except Exception as exc:  # noqa: BLE001 - reported to the caller, who decides
+                return _problem(502, f"tokens expired, writing fresh ones failed: {exc!r}")
+        return JSONResponse({"expired_sessions": expired, "keys_rewritten": len(keys)})
 
     @router.post("/ws/drop")
     async def drop_sockets() -> JSONResponse:

@@ -107,6 +107,18 @@ class TokenAuthority:
             return None
         return session if session.expires > now else None
 
+    def expire_all(self) -> int:
+        """End every live session now (its tokens answer 401 from here on); return how many.
+
+        Plays Tradovate ending all sessions at once (tokens expired or revoked): clients must
+        take the fresh tokens a token service writes, never keep using the old ones.
+        """
+        now = self.clock.now()
+        live = [s for s in self._sessions.values() if s.expires > now]
+        for session in live:
+            session.expires = now
+        return len(live)
+
     def live_sessions(self) -> int:
         """Return how many sessions have not expired."""
         now = self.clock.now()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from tradebridge.sim.auth import TokenAuthority
 from tradebridge.sim.clock import Clock
@@ -18,6 +19,9 @@ class SimContext:
     clock: Clock
     engine: SimEngine
     auth: TokenAuthority
+    # Who writes fresh tokens after ``/_sim/tokens/expire`` (a running ``TokenSeeder``);
+    # each returns the keys it wrote.
+    token_writers: list[Callable[[], Awaitable[list[str]]]] = field(default_factory=list)
 
     @property
     def faults(self) -> FaultConfig:

@@ -4,7 +4,9 @@ For every account of every user, the key ``token:<account name>`` (the template 
 configurable) holds the JSON value of reference §2.9, with a TTL that ends slightly before
 the token does. One native login per user covers all its accounts (§2.9: the key is only a
 label). While the simulator runs, the tokens are renewed (``renewaccesstoken`` semantics:
-same session, no new login) before they expire and the keys are rewritten.
+same session, no new login) before they expire and the keys are rewritten. While it runs, the
+seeder also answers ``POST /_sim/tokens/expire``: after every session was ended, it logs in
+afresh and rewrites the keys at once, as a token service would.
 Tokens are never logged or printed.
 """
 
@@ -74,9 +76,16 @@ class TokenSeeder:
     env: str = "demo"
     _tokens: dict[int, IssuedToken] = field(default_factory=dict)
     _obtained: dict[int, datetime] = field(default_factory=dict)
+    # One seeding at a time: a renewal still being written must not land after the fresh
+    # tokens an expiry asked for (Redis would end up holding a dead token).
+    _seeding: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def seed(self) -> list[str]:
         """Log every user in (or renew its token) and write its keys; return the keys."""
+        async with self._seeding:
+            return await self._seed()
+
+    async def _seed(self) -> list[str]:
         keys: list[str] = []
         for user in self.ctx.config.users:
             current = self._tokens.get(user.id)
@@ -127,11 +136,17 @@ class TokenSeeder:
     async def run(self) -> None:
         """Seed now, then renew and rewrite before the tokens expire, until cancelled."""
         await self.seed()
-        while True:
-            await asyncio.sleep(self.next_refresh_s())
-            try:
-                await self.seed()
-            except RedisError as exc:
-                # Redis may come back; the keys expire meanwhile, which clients notice.
-                _log.warning("writing simulator tokens to Redis failed: %s", type(exc).__name__)
-                await asyncio.sleep(_RETRY_S)
+        self.ctx.token_writers.append(self.seed)
+        try:
+            while True:
+                await asyncio.sleep(self.next_refresh_s())
+                try:
+                    await self.seed()
+                except RedisError as exc:
+                    # Redis may come back; the keys expire meanwhile, which clients notice.
+                    _log.warning(
+                        "writing simulator tokens to Redis failed: %s", type(exc).__name__
+                    )
+                    await asyncio.sleep(_RETRY_S)
+        finally:
+            self.ctx.token_writers.remove(self.seed)
