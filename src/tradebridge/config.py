@@ -262,6 +262,12 @@ class DispatcherConfig(_Section):
         description="what an unknown row holds back: intents that depend on the position or "
         "working orders (exit, reverse, target, cancel, flatten), or every later row",
     )
+    exit_cancels: Literal["legs", "all"] = Field(
+        "legs",
+        description="what an exit, reverse or target that closes or turns the position cancels "
+        "besides sending its order: the protective bracket legs only (resting entries stay), "
+        "or every working order on the contract (docs/tradingview.md)",
+    )
     handback_timeout_s: float = Field(10.0, gt=0, description="wait for a submit on shutdown")
     event_retry_s: float = Field(
         0.5, gt=0, description="wait before re-reading a row an event found not yet placed"

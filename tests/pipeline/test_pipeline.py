@@ -151,8 +151,10 @@ def _position(qty: int) -> BrokerView:
 @pytest.mark.parametrize(
     ("intent", "extra", "position", "side", "qty"),
     [
-        ("exit", {}, 3, Side.SELL, 3),
-        ("exit", {}, -2, Side.BUY, 2),
+        ("exit", {"quantity": None}, 3, Side.SELL, 3),
+        ("exit", {"quantity": None}, -2, Side.BUY, 2),
+        ("exit", {"quantity": Decimal(1)}, 3, Side.SELL, 1),
+        ("exit", {"quantity": Decimal(5)}, -2, Side.BUY, 2),
         ("reverse", {"side": "sell"}, 2, Side.SELL, 4),
         ("reverse", {"side": "buy"}, 0, Side.BUY, 1),
         ("target", {"target_position": Decimal(-1)}, 2, Side.SELL, 3),
@@ -169,6 +171,32 @@ def test_route_position_intents_order_the_difference(
     assert isinstance(result, PlaceOrder)
     assert (result.command.side, result.command.quantity) == (side, qty)
     assert result.command.order_type is OrderType.MARKET
+
+
+@pytest.mark.parametrize(
+    ("intent", "extra", "position", "fit"),
+    [
+        ("exit", {"quantity": None}, 3, True),
+        ("exit", {"quantity": Decimal(1)}, 3, True),
+        ("reverse", {"side": "sell"}, 2, True),
+        ("reverse", {"side": "buy"}, 0, False),
+        ("target", {"target_position": Decimal(1)}, 2, True),
+        ("target", {"target_position": Decimal(0)}, -2, True),
+        ("target", {"target_position": Decimal(-1)}, 2, True),
+        ("target", {"target_position": Decimal(5)}, 2, False),
+        ("target", {"target_position": Decimal(-1)}, 0, False),
+        ("order", {"side": "sell"}, 2, False),
+    ],
+)
+def test_route_orders_that_close_reduce_or_turn_the_position_fit_the_legs(
+    intent: str, extra: dict[str, Any], position: int, fit: bool
+) -> None:
+    signal = _valid(intent=intent, **{"side": None, **extra})
+
+    result = route(signal, _position(position), CID, today=TODAY)
+
+    assert isinstance(result, PlaceOrder)
+    assert result.fit_legs is fit
 
 
 def test_route_reverse_to_the_side_already_held_is_nothing_to_do() -> None:

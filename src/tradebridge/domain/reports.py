@@ -29,6 +29,8 @@ class OrderStatusReport:
     client_order_id: ClientOrderId | None = None
     reason: str = ""
     ts_created: datetime | None = None
+    # The entry a bracket leg belongs to (native and bridge legs are child orders).
+    parent_id: BrokerOrderId | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,8 @@ dispatcher reads them from the broker at placement time, and only what ``needs``
 * ``order``: the row as it is; stop loss / take profit become a ``Bracket``. Tick distances
   are converted to prices from the entry reference: the limit (or stop) price, else the
   row's ``reference_price``, else the broker's quote.
-* ``exit``: an opposite-side market order for the whole position on the contract.
+* ``exit``: an opposite-side order for the whole position on the contract, or for the
+  row's quantity (at most the position).
 * ``reverse``: the opposite side for twice the position, or a plain entry when flat.
 * ``target``: the difference between ``target_position`` and the position.
 * ``cancel``: cancel the working orders on the contract.
@@ -14,6 +15,10 @@ dispatcher reads them from the broker at placement time, and only what ``needs``
 
 Nothing to do (flat on exit, no working orders on cancel, already at target) is a ``Denied``
 whose reason starts with ``nothing to do``: nothing was sent, and the row is final.
+
+An order that closes, reduces or turns the position is planned with ``fit_legs``: before it
+is sent, the protective legs on the contract are cut to what will remain
+(``pipeline/legs.py``).
 """
 
 from __future__ import annotations
@@ -60,6 +65,8 @@ class PlaceOrder:
 
     command: SubmitOrder
     position_before: int | None = None
+    # It closes, reduces or turns the position: cut the protective legs first (legs.py).
+    fit_legs: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +134,8 @@ def _route(signal: ValidSignal, view: BrokerView, cid: ClientOrderId, today: dat
             if position == 0:
                 return Denied(f"nothing to do: no position in {contract.name} to exit")
             side = Side.SELL if position > 0 else Side.BUY
-            return _place(signal, contract, side, abs(position), cid, position)
+            quantity = min(signal.quantity or abs(position), abs(position))
+            return _place(signal, contract, side, quantity, cid, position)
         case Intent.REVERSE:
             if position == 0:
                 return _entry(signal, contract, signal.side, signal.quantity, view, cid, 0)
@@ -176,6 +184,8 @@ def _place(
 ) -> PlaceOrder:
     # Exits, reversals and target moves carry no bracket: its legs would be sized to the
     # order, not to the position that remains. Only entries pass one.
+    after = position + side.sign * quantity
+    reduces = position != 0 and (after * position <= 0 or abs(after) < abs(position))
     return PlaceOrder(
         SubmitOrder(
             client_order_id=cid,
@@ -191,6 +201,7 @@ def _place(
             text=_text(signal),
         ),
         position_before=position,
+        fit_legs=reduces and signal.intent is not Intent.ORDER,
     )
 
 

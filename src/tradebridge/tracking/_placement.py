@@ -25,6 +25,9 @@ The rules (DESIGN.md "Exactly-once effect", reference §11):
   are looked up again by reconcile and adopt what is provably theirs, never resent.
 
 Cancel and flatten plans carry absolute targets, so resolving them means running them again.
+An order that closes, reduces or turns the position (``PlaceOrder.fit_legs``) first cuts the
+protective legs to what it leaves (``fit_legs``), before the first send and again before each
+resend, from fresh reads: cancels and modifies of legs are safe to repeat.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from tradebridge.ops import metrics
 from tradebridge.ops.logging import get_logger
 from tradebridge.pipeline.route import CancelOrders, FlattenAccount, PlaceOrder, Plan
 from tradebridge.store.ledger import BrokerCall, Ledger, LedgerRow, LedgerStatus
+from tradebridge.tracking._legs import fit_legs
 
 _log = get_logger("tradebridge.tracking.placement")
 # Namespace of the worker liveness locks (two-int form, apart from account locks 0x7462).
@@ -124,6 +128,7 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
             "text": c.text,
             "client_order_id": c.client_order_id,
             "position_before": plan.position_before,
+            "fit_legs": plan.fit_legs,
         }
     if isinstance(plan, CancelOrders):
         return {
@@ -169,6 +174,7 @@ def plan_from_json(data: dict[str, Any], today: date) -> Plan:
             text=str(data.get("text") or ""),
         ),
         position_before=data.get("position_before"),
+        fit_legs=bool(data.get("fit_legs", False)),
     )
 
 
@@ -463,6 +469,13 @@ class Placer:
                 "again (dispatcher.max_resends)",
             )
         try:
+            if plan.fit_legs:
+                # The legs were cut before the first send; the picture may have changed.
+                with capture() as fit_calls:
+                    try:
+                        await fit_legs(self.ledger, self.config, signal_id, plan, broker)
+                    finally:
+                        await self._file_calls(signal_id, fit_calls, None)
             new_baseline = await broker.lookup_baseline(command)
         except Exception as e:  # noqa: BLE001 - nothing sent: look again next round
             await self.ledger.add_event(signal_id, "lookup_failed", {"error": str(e)[:300]})

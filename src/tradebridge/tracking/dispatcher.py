@@ -8,7 +8,8 @@ next rows may now be claimable). Each wake claims, in one statement, the oldest 
 insertion order, so accounts run in parallel and one account's rows in sequence.
 
 Per row: validate → broker facts (position, working orders, quote: only what routing needs)
-→ route → risk → ``submitted`` committed → send → outcome (``tracking._placement``). A poison
+→ route → risk → protective legs cut (exits, reversals, target moves: ``tracking._legs``) →
+``submitted`` committed → send → outcome (``tracking._placement``). A poison
 row (an unexpected exception before the write-ahead) ends ``failed`` with the error text and
 never stops the loop. The worker holds a PostgreSQL advisory lock on its id while it runs,
 so reconcile can tell a dead worker's rows from a live one's (docs/dispatcher.md).
@@ -41,6 +42,7 @@ from tradebridge.pipeline.risk import RiskLimits, check_risk
 from tradebridge.pipeline.route import BrokerView, Needs, PlaceOrder, needs, route
 from tradebridge.pipeline.validate import Denied, RawSignal, ValidSignal, validate
 from tradebridge.store.ledger import Ledger, LedgerRow, LedgerStatus
+from tradebridge.tracking._legs import fit_legs
 from tradebridge.tracking._placement import (
     WORKER_LOCK_NAMESPACE,
     Placer,
@@ -409,8 +411,28 @@ class Dispatcher:
             if risk is not None:
                 await self._deny(signal_id, risk)
                 return None
+            if plan.fit_legs:
+                await self._fit_legs(signal_id, plan, broker)
         account_id = info.native_id if info.native_id is not None else info.bridge_id
         return plan, None if account_id is None else str(account_id), baseline
+
+    async def _fit_legs(self, signal_id: str, plan: PlaceOrder, broker: Broker) -> None:
+        """Cut the protective legs before the order is sent; retry until the broker answers."""
+        delay = self.config.lookup_backoff_s
+        while True:
+            calls: list[HttpCall] = []
+            try:
+                with capture() as calls:
+                    await fit_legs(self.ledger, self.config, signal_id, plan, broker)
+                return
+            except BrokerError as e:
+                # Nothing of the order was sent; cancels and modifies are safe to repeat.
+                _log.warning("fit_legs_failed", signal_id=signal_id, error=str(e))
+                await asyncio.sleep(delay)
+                delay = min(max(delay * 2, 0.05), self.config.lookup_backoff_max_s)
+            finally:
+                for call in calls:
+                    await self.ledger.record_broker_call(audit(call), signal_id)
 
     async def _view(self, broker: Broker, signal: ValidSignal, need: Needs) -> BrokerView:
         account = AccountName(signal.account)

@@ -705,6 +705,9 @@ class TradovateBroker:
                     ),
                     reason=reasons.get(order.id, ""),
                     ts_created=order.timestamp,
+                    parent_id=(
+                        None if order.parent_id is None else BrokerOrderId(str(order.parent_id))
+                    ),
                 )
             )
         return reports

@@ -430,6 +430,7 @@ def to_order_report(
         client_order_id=client_order_id,
         reason=order.message,
         ts_created=order.ts_created,
+        parent_id=None if order.parent_id is None else BrokerOrderId(order.parent_id),
     )
 
 

@@ -1,0 +1,127 @@
+"""Protective legs follow the position (DESIGN.md "Brackets follow the position").
+
+Pure: given the orders of an account and the position that will remain on a contract once a
+closing or reducing order has filled, return the cancels and modifies that leave no
+protective leg larger than that remainder. The dispatcher runs them *before* the closing
+order is sent, so at no moment can a leg open a position nobody asked for (the price of
+this order: a market exit that the broker then rejects leaves the position with smaller legs,
+or none; the row's history says so).
+
+* A **protective leg** is an open bracket leg (an order with a parent) whose entry is no
+  longer working. Legs of an entry that still works are suspended and follow their own
+  entry, so they are left alone.
+* The legs of one entry form a group: its stop and its target are OCO, at most one of them
+  fills, so a group covers the largest quantity still open on any of its legs.
+* Legs that close the remaining position keep, newest entry first (positions pair fills
+  first in, first out, so what remains is the newest), as much as remains; the rest are
+  reduced (a modify to the new quantity) or cancelled. Legs on the other side (they would
+  add to the remainder or, after a reversal, belong to the old position) are cancelled.
+* ``cancel_others`` (``[dispatcher] exit_cancels = "all"``; the dispatcher asks for it only
+  when the position is closed or turned): every other order still alive on the contract is
+  cancelled as well (resting entries and their suspended legs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tradebridge.domain.commands import CancelOrder, ModifyOrder
+from tradebridge.domain.enums import Side
+from tradebridge.domain.ids import BrokerOrderId
+from tradebridge.domain.reports import OrderStatusReport
+
+
+@dataclass(frozen=True, slots=True)
+class LegFit:
+    """What to do to the legs of one contract: cancels and modifies, safe to repeat."""
+
+    cancels: tuple[CancelOrder, ...] = ()
+    modifies: tuple[ModifyOrder, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.cancels or self.modifies)
+
+
+def _open_qty(order: OrderStatusReport) -> int:
+    return max(order.quantity - order.filled_qty, 0)
+
+
+def _age(order_id: BrokerOrderId) -> tuple[int, int | str]:
+    # Tradovate ids grow; compare numerically where they are numbers.
+    return (0, int(order_id)) if order_id.isdigit() else (1, order_id)
+
+
+def protective_legs(orders: Sequence[OrderStatusReport], contract: str) -> list[OrderStatusReport]:
+    """Return the live bracket legs on ``contract`` whose entry no longer works.
+
+    An entry the broker no longer lists (an old one, out of the bridge's history) counts as
+    done: its legs are treated as protective, the safe reading.
+    """
+    by_id = {o.broker_order_id: o for o in orders}
+    legs = []
+    for order in orders:
+        if order.contract != contract or order.parent_id is None or order.status.is_terminal:
+            continue
+        parent = by_id.get(order.parent_id)
+        if parent is not None and not parent.status.is_terminal:
+            continue  # suspended: it follows its own entry, not the position
+        legs.append(order)
+    return legs
+
+
+def fit_legs(
+    orders: Sequence[OrderStatusReport],
+    contract: str,
+    remaining: int,
+    *,
+    cancel_others: bool = False,
+) -> LegFit:
+    """Return what leaves no protective leg on ``contract`` larger than ``remaining``.
+
+    ``remaining`` is the signed position once the closing order has filled.
+    """
+    legs = protective_legs(orders, contract)
+    closing = Side.SELL if remaining > 0 else Side.BUY
+    allowance = abs(remaining)
+    groups: dict[BrokerOrderId, list[OrderStatusReport]] = {}
+    for leg in legs:
+        assert leg.parent_id is not None
+        groups.setdefault(leg.parent_id, []).append(leg)
+    cancels: list[CancelOrder] = []
+    modifies: list[ModifyOrder] = []
+    for parent in sorted(groups, key=_age, reverse=True):
+        group = groups[parent]
+        covers = max(_open_qty(leg) for leg in group)
+        keep = min(covers, allowance) if remaining != 0 else 0
+        if any(leg.side is not closing for leg in group):
+            keep = 0
+        allowance -= keep
+        for leg in group:
+            if _open_qty(leg) <= keep:
+                continue
+            if keep == 0:
+                cancels.append(CancelOrder(leg.account, leg.broker_order_id))
+            else:
+                modifies.append(
+                    ModifyOrder(
+                        leg.account,
+                        leg.broker_order_id,
+                        quantity=leg.filled_qty + keep,
+                        order_type=leg.order_type,
+                        limit_price=leg.limit_price,
+                        stop_price=leg.stop_price,
+                    )
+                )
+    if cancel_others:
+        cut = {c.broker_order_id for c in cancels} | {m.broker_order_id for m in modifies}
+        kept = {leg.broker_order_id for leg in legs}
+        cancels += [
+            CancelOrder(o.account, o.broker_order_id)
+            for o in orders
+            if o.contract == contract
+            and not o.status.is_terminal
+            and o.broker_order_id not in cut
+            and o.broker_order_id not in kept
+        ]
+    return LegFit(tuple(cancels), tuple(modifies))

@@ -1,0 +1,75 @@
+"""Cutting the protective legs before an order that closes, reduces or turns a position.
+
+The decision is ``pipeline/legs.py`` (pure); this module reads the broker, carries it out
+and writes a ``legs_fitted`` event. The dispatcher runs it before the first send of a
+``PlaceOrder`` with ``fit_legs`` (after risk, before the write-ahead), the placer again
+before each resend of such a row, always from fresh reads: cancels and modifies of legs
+carry absolute targets, so running it twice is harmless, and the closing order itself still
+goes through the one submit/lookup path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tradebridge.brokers.base import Broker
+from tradebridge.config import DispatcherConfig
+from tradebridge.domain.commands import CancelOrder
+from tradebridge.errors import BrokerRejected, NotFound
+from tradebridge.ops.logging import get_logger
+from tradebridge.pipeline import legs
+from tradebridge.pipeline.route import PlaceOrder
+from tradebridge.store.ledger import Ledger
+
+_log = get_logger("tradebridge.tracking.legs")
+
+
+async def fit_legs(
+    ledger: Ledger, config: DispatcherConfig, signal_id: str, plan: PlaceOrder, broker: Broker
+) -> None:
+    """Cut the protective legs on the plan's contract to what the plan's order leaves.
+
+    A leg the broker will not modify is cancelled instead (less protection, never a position
+    nobody asked for); a cancel refused as too late (the leg filled, or went with its OCO
+    partner) or of an order no longer there is noted. Raises ``BrokerError`` when a read or
+    a call fails: the plan's order has not been sent then, and the caller tries again.
+    """
+    command = plan.command
+    name = command.contract.name
+    positions = await broker.position_reports(command.account)
+    position = sum(p.net_qty for p in positions if p.contract == name)
+    remaining = position + command.side.sign * command.quantity
+    closes = position != 0 and remaining * position <= 0  # closed or turned
+    orders = await broker.order_reports(command.account)
+    fit = legs.fit_legs(
+        orders, name, remaining, cancel_others=closes and config.exit_cancels == "all"
+    )
+    if not fit:
+        return
+    cancels = list(fit.cancels)
+    modified: list[dict[str, Any]] = []
+    for modify in fit.modifies:
+        try:
+            await broker.modify(modify)
+        except (BrokerRejected, NotFound) as e:
+            _log.warning("leg_modify_refused", signal_id=signal_id,
+                         broker_order_id=modify.broker_order_id, reason=_reason(e))  # fmt: skip
+            cancels.append(CancelOrder(modify.account, modify.broker_order_id))
+            continue
+        modified.append({"order": modify.broker_order_id, "quantity": modify.quantity})
+    cancelled: list[str] = []
+    for cancel in cancels:
+        try:
+            await broker.cancel(cancel)
+        except (BrokerRejected, NotFound) as e:
+            cancelled.append(f"{cancel.broker_order_id} ({_reason(e)})")
+            continue
+        cancelled.append(cancel.broker_order_id)
+    detail = {"position": position, "remaining": remaining,
+              "cancelled": cancelled, "modified": modified}  # fmt: skip
+    await ledger.add_event(signal_id, "legs_fitted", detail)
+    _log.info("legs_fitted", signal_id=signal_id, **detail)
+
+
+def _reason(error: BrokerRejected | NotFound) -> str:
+    return error.reason if isinstance(error, BrokerRejected) else "NotFound"

@@ -1,0 +1,141 @@
+"""Protective legs follow the position: which legs a closing order cancels or reduces."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from tradebridge.domain.enums import OrderStatus, OrderType, Side
+from tradebridge.domain.ids import AccountName, BrokerOrderId
+from tradebridge.domain.reports import OrderStatusReport
+from tradebridge.pipeline.legs import fit_legs, protective_legs
+
+A = AccountName("A1")
+MNQ = "MNQZ6"
+
+
+def _order(
+    oid: int,
+    side: Side,
+    qty: int,
+    status: OrderStatus = OrderStatus.WORKING,
+    *,
+    parent: int | None = None,
+    kind: OrderType = OrderType.MARKET,
+    filled: int = 0,
+    contract: str = MNQ,
+) -> OrderStatusReport:
+    return OrderStatusReport(
+        BrokerOrderId(str(oid)), A, contract, side, kind, qty, status, filled_qty=filled,
+        limit_price=Decimal(21100) if kind is OrderType.LIMIT else None,
+        stop_price=Decimal(20900) if kind is OrderType.STOP else None,
+        parent_id=None if parent is None else BrokerOrderId(str(parent)),
+    )  # fmt: skip
+
+
+def _bracket(entry: int, qty: int, side: Side = Side.BUY) -> list[OrderStatusReport]:
+    """A filled entry and its two working OCO legs."""
+    return [
+        _order(entry, side, qty, OrderStatus.FILLED, filled=qty),
+        _order(entry + 1, side.opposite, qty, parent=entry, kind=OrderType.STOP),
+        _order(entry + 2, side.opposite, qty, parent=entry, kind=OrderType.LIMIT),
+    ]
+
+
+@pytest.mark.parametrize("remaining", [0, -2])
+def test_fit_legs_position_closed_or_turned_cancels_every_leg(remaining: int) -> None:
+    fit = fit_legs(_bracket(10, 2), MNQ, remaining)
+
+    assert sorted(c.broker_order_id for c in fit.cancels) == ["11", "12"]
+    assert fit.modifies == ()
+
+
+def test_fit_legs_reduced_position_reduces_both_legs_to_what_remains() -> None:
+    fit = fit_legs(_bracket(10, 3), MNQ, 1)
+
+    assert fit.cancels == ()
+    assert sorted((m.broker_order_id, m.quantity) for m in fit.modifies) == [("11", 1), ("12", 1)]
+    stop = next(m for m in fit.modifies if m.broker_order_id == "11")
+    assert (stop.order_type, stop.stop_price) == (OrderType.STOP, Decimal(20900))
+
+
+def test_fit_legs_keeps_the_newest_brackets_and_cancels_the_oldest() -> None:
+    orders = _bracket(10, 1) + _bracket(20, 1) + _bracket(30, 1)
+
+    fit = fit_legs(orders, MNQ, 2)
+
+    assert sorted(c.broker_order_id for c in fit.cancels) == ["11", "12"]
+    assert fit.modifies == ()
+
+
+def test_fit_legs_legs_within_the_remainder_are_left_alone() -> None:
+    assert not fit_legs(_bracket(10, 2), MNQ, 2)
+    assert not fit_legs(_bracket(10, 2), MNQ, 5)
+
+
+def test_fit_legs_modify_keeps_what_a_leg_already_filled() -> None:
+    orders = _bracket(10, 3)
+    orders[1] = _order(11, Side.SELL, 3, OrderStatus.PARTIALLY_FILLED, parent=10,
+                       kind=OrderType.STOP, filled=1)  # fmt: skip
+
+    fit = fit_legs(orders, MNQ, 1)
+
+    assert sorted((m.broker_order_id, m.quantity) for m in fit.modifies) == [("11", 2), ("12", 1)]
+
+
+def test_fit_legs_leg_on_the_side_that_adds_to_the_position_is_cancelled() -> None:
+    # Legs of an old short (buys) while the position left is long: they would add to it.
+    orders = _bracket(10, 1, Side.SELL)
+
+    fit = fit_legs(orders, MNQ, 1)
+
+    assert sorted(c.broker_order_id for c in fit.cancels) == ["11", "12"]
+
+
+def test_fit_legs_suspended_legs_of_a_working_entry_follow_their_entry() -> None:
+    resting = [
+        _order(40, Side.BUY, 1, kind=OrderType.LIMIT),
+        _order(41, Side.SELL, 1, parent=40, kind=OrderType.STOP),
+        _order(42, Side.SELL, 1, parent=40, kind=OrderType.LIMIT),
+    ]
+
+    assert protective_legs(resting, MNQ) == []
+    assert not fit_legs([*resting, _order(50, Side.BUY, 1)], MNQ, 0)
+
+
+def test_fit_legs_other_contracts_and_final_orders_are_not_touched() -> None:
+    orders = _bracket(10, 1)
+    other = [
+        _order(20, Side.BUY, 1, OrderStatus.FILLED, filled=1, contract="MESZ6"),
+        _order(21, Side.SELL, 1, parent=20, kind=OrderType.STOP, contract="MESZ6"),
+        _order(22, Side.SELL, 1, OrderStatus.CANCELLED, parent=10, kind=OrderType.STOP),
+    ]
+
+    fit = fit_legs(orders + other, MNQ, 0)
+
+    assert sorted(c.broker_order_id for c in fit.cancels) == ["11", "12"]
+
+
+def test_fit_legs_legs_whose_entry_is_no_longer_listed_count_as_protective() -> None:
+    orders = _bracket(10, 2)[1:]
+
+    fit = fit_legs(orders, MNQ, 0)
+
+    assert sorted(c.broker_order_id for c in fit.cancels) == ["11", "12"]
+
+
+@pytest.mark.parametrize(
+    ("cancel_others", "cancelled"), [(False, ["11", "12"]), (True, ["11", "12", "40", "41"])]
+)
+def test_fit_legs_resting_entries_stay_unless_asked_to_cancel_everything(
+    cancel_others: bool, cancelled: list[str]
+) -> None:
+    resting = [
+        _order(40, Side.BUY, 1, kind=OrderType.LIMIT),
+        _order(41, Side.SELL, 1, parent=40, kind=OrderType.STOP),
+    ]
+
+    fit = fit_legs(_bracket(10, 1) + resting, MNQ, 0, cancel_others=cancel_others)
+
+    assert sorted(c.broker_order_id for c in fit.cancels) == cancelled
