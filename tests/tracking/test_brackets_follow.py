@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from _support.rig import front
-from tracking.conftest import ACCOUNT, ACCOUNT_IDS, Stack, StackFactory
-from tradebridge.domain.enums import Dialect, OrderType, Side
+from tracking.conftest import Stack, StackFactory
+from tradebridge.domain.enums import Dialect, OrderType
 from tradebridge.sim.config import SimConfig
-from tradebridge.sim.engine import OrderRequest, OrdStatus, SimOrder
+from tradebridge.sim.engine import OrdStatus, SimOrder
 
 pytestmark = pytest.mark.parametrize("dialect", [Dialect.NATIVE, Dialect.TVBRIDGE])
 
@@ -195,43 +195,3 @@ async def test_exit_whose_answer_is_lost_closes_once_and_leaves_no_leg(stack: St
     assert stack.net_position() == 0
     assert _live_legs(stack) == []
     _sweep(stack, old_prices, 0)
-
-
-async def test_exit_proven_absent_fits_the_legs_again_before_it_is_resent(
-    make_stack: StackFactory, dialect: Dialect
-) -> None:
-    if dialect is not Dialect.NATIVE:
-        pytest.skip("only the native dialect has a failure reason that leaves the outcome open")
-    sim = SimConfig(port=0, price_step_s=3600)
-    async with make_stack(sim, dialect=dialect, tradovate={"lookup_absent_after_s": 1.5}) as stack:
-        stack.start(stack.dispatcher())
-        await _bracketed(stack, "entry", 3)
-        faults = stack.sim.ctx.faults
-        # RiskCheckTimeout: unknown until looked up (reference §5.2); nothing was placed.
-        faults.inject_failure_reason, faults.inject_failure_count = "RiskCheckTimeout", 1
-        await stack.insert("act", intent="exit", side=None, quantity=1)
-        await stack.wait("act", "unknown")
-        # Before the lookup proves it absent, the trader sells one by hand (a marketable
-        # limit: not the exit's shape): the legs the first fit left (2) are now larger than
-        # what the resent exit will leave (1).
-        manual = OrderRequest(
-            account_id=ACCOUNT_IDS[ACCOUNT], symbol=front().name, action=Side.SELL,
-            order_type=OrderType.LIMIT, order_qty=1, price=_on_grid(stack.last()) - 20 * TICK,
-        )  # fmt: skip
-        stack.sim.call(lambda: stack.sim.ctx.engine.place_order(manual))
-
-        row = await stack.wait("act", "filled", "failed", "needs_review")
-
-        history = await stack.ledger.pool.fetch(
-            "select event, detail from order_history where signal_id = 'act' order by id"
-        )
-        events = [h["event"] for h in history]
-        fitted = [h["detail"]["remaining"] for h in history if h["event"] == "legs_fitted"]
-        assert row.status == "filled"
-        assert events.count("resubmitted") == 1
-        # Before the first send, and before the resend (inline and reconcile may both look:
-        # modifies to an absolute quantity are safe to repeat).
-        assert fitted[0] == 2
-        assert set(fitted[1:]) == {1}
-        assert stack.net_position() == 1
-        assert sorted(o.leaves_qty for o in _live_legs(stack)) == [1, 1]

@@ -144,9 +144,7 @@ class TokenSeeder:
                     await self.seed()
                 except RedisError as exc:
                     # Redis may come back; the keys expire meanwhile, which clients notice.
-                    _log.warning(
-                        "writing simulator tokens to Redis failed: %s", type(exc).__name__
-                    )
+                    _log.warning("writing simulator tokens to Redis failed: %s", type(exc).__name__)
                     await asyncio.sleep(_RETRY_S)
         finally:
             self.ctx.token_writers.remove(self.seed)
