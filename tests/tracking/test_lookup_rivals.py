@@ -16,6 +16,8 @@ import asyncio
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import pytest
+
 from _support.native import front
 from tracking.conftest import ACCOUNT, ACCOUNT_IDS, Stack, StackFactory
 from tradebridge.domain.commands import SubmitOrder
@@ -158,3 +160,39 @@ async def test_lookup_of_a_row_sent_after_an_older_unresolved_row_adopts_its_own
         assert rows["y"] is not None
         assert rows["y"].tradovate_order_id == y_order
         assert sorted(owner.values(), key=str) == ["tb-x", "tb-y"]
+
+
+async def test_order_recorded_by_its_row_while_the_lookup_ran_is_looked_up_again_not_escalated(
+    make_stack: StackFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The lookup read the owned orders before y recorded its order, and y was no longer in
+    # flight when x tried to adopt it: the database refuses (one row per broker order). That
+    # order was never x's: x looks again, finds itself absent, and is resent.
+    async with make_stack(dialect=Dialect.TVBRIDGE) as stack:
+        price = _far_sell(stack)
+        await _claim(stack, "x", "y", price=price)
+        await _write_ahead(stack, "x", price)
+        await _lost(stack, "x")
+        await _write_ahead(stack, "y", price)
+        y_order = _sent_by_another_worker(stack, "y", price)
+        owned_before_y = await stack.ledger.owned_orders(ACCOUNT, besides="x")
+        await stack.ledger.transition(
+            "y", LedgerStatus.WORKING, expected=LedgerStatus.SUBMITTED, tradovate_order_id=y_order
+        )
+        read_owned = stack.ledger.owned_orders
+        stale = [owned_before_y]
+
+        async def owned_read_before_y_recorded(account: str, *, besides: str) -> frozenset[str]:
+            return stale.pop() if stale else await read_owned(account, besides=besides)
+
+        monkeypatch.setattr(stack.ledger, "owned_orders", owned_read_before_y_recorded)
+        broker = await stack.pool.get(ACCOUNT)
+
+        status = await _placer(stack).resolve("x", broker, today=datetime.now(UTC).date())
+
+        assert status is LedgerStatus.WORKING
+        x = await stack.ledger.get("x")
+        assert x is not None
+        assert x.tradovate_order_id is not None
+        assert _owner(stack)[x.tradovate_order_id] == "tb-x"
+        assert "escalated" not in [e.event for e in await stack.ledger.history("x")]

@@ -611,10 +611,14 @@ class Placer:
         except OrderOwned as e:
             if expected is not _S.UNKNOWN:
                 return expected
-            return await self.escalate(
-                signal_id, "order_owned", str(e),
-                {"broker_order_id": report.broker_order_id, "owner": e.owner},
-            )  # fmt: skip
+            evidence = {"broker_order_id": report.broker_order_id, "owner": e.owner}
+            current = await self.ledger.get(signal_id)
+            if probable and current is not None and not self.past_bound(current):
+                # Matched by shape, and the other row recorded that order after our list of
+                # owned orders was read: it was never ours. Look again; it is excluded then.
+                await self.ledger.add_event(signal_id, "lookup_ambiguous", evidence)
+                return _S.UNKNOWN
+            return await self.escalate(signal_id, "order_owned", str(e), evidence)
         except IllegalTransition:
             current = await self.ledger.get(signal_id)
             return current.status if current else _S.FAILED
