@@ -27,6 +27,8 @@ from tradebridge.pipeline.route import PlaceOrder
 from tradebridge.sim.engine import OrderRequest
 from tradebridge.store.ledger import LedgerStatus
 from tradebridge.tracking._placement import Placer, lookup_window_s, plan_to_json
+from tradebridge.tracking.reconcile import Reconciler
+from tradebridge.tracking.tracker import Tracker
 
 WORKER = "w-dead"
 
@@ -196,3 +198,39 @@ async def test_order_recorded_by_its_row_while_the_lookup_ran_is_looked_up_again
         assert x.tradovate_order_id is not None
         assert _owner(stack)[x.tradovate_order_id] == "tb-x"
         assert "escalated" not in [e.event for e in await stack.ledger.history("x")]
+
+
+async def test_order_seen_by_a_refused_lookup_is_not_named_ours_to_the_tracker(
+    make_stack: StackFactory,
+) -> None:
+    # x's lookup sees y's order and (rightly) does not adopt it; the bridge adapter must not
+    # remember it as x's either, or the tracker applies y's fill to x "by client id" (seen in
+    # the crash test: a row filled with another row's order, that row resent).
+    async with make_stack(dialect=Dialect.TVBRIDGE) as stack:
+        price = _far_sell(stack)
+        await _claim(stack, "x", "y", price=price)
+        await _write_ahead(stack, "x", price)
+        await _lost(stack, "x")
+        await _write_ahead(stack, "y", price)
+        y_order = _sent_by_another_worker(stack, "y", price)
+        tracker = asyncio.create_task(Tracker(stack.settings, stack.ledger, stack.pool).run())
+        stack.tasks.append(tracker)
+        await asyncio.sleep(0.5)  # the tracker's first poll: its baseline
+        broker = await stack.pool.get(ACCOUNT)
+        today = datetime.now(UTC).date()
+
+        assert await _placer(stack).resolve("x", broker, today=today) is LedgerStatus.UNKNOWN
+        stack.set_price(price)  # y's order fills; the tracker sees it
+        await asyncio.sleep(1.0)
+
+        x = await stack.ledger.get("x")
+        assert x is not None
+        assert x.status is LedgerStatus.UNKNOWN, [e.event for e in await stack.ledger.history("x")]
+        assert x.tradovate_order_id is None
+        await stack.ledger.transition(  # y's answer lands; reconcile finds y's fill
+            "y", LedgerStatus.WORKING, expected=LedgerStatus.SUBMITTED, tradovate_order_id=y_order
+        )
+        await asyncio.sleep(stack.settings.dispatcher.reconcile_interval_s + 0.1)
+        await Reconciler(stack.settings, stack.ledger, stack.pool).reconcile_once()
+        y = await stack.wait("y", "filled")
+        assert y.tradovate_order_id == y_order

@@ -417,8 +417,13 @@ class TvBridgeBroker:
                 slack_s=self.options.lookup_slack_s,
             )  # fmt: skip
             if result.found is not None:
-                self._request_ids[request_id] = command.client_order_id
-                self._by_order_id[result.found.broker_order_id] = command.client_order_id
+                if not result.probable:
+                    # Proof (our requestId came back): this process may name the order ours.
+                    # A match by shape is a guess the ledger may still refuse (a row in flight
+                    # may own it); remembered here, the tracker would apply its events to this
+                    # row as if by our id.
+                    self._request_ids[request_id] = command.client_order_id
+                    self._by_order_id[result.found.broker_order_id] = command.client_order_id
                 return result
             remaining = (deadline - self._now()).total_seconds()
             if remaining <= 0:
