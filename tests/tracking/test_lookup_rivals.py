@@ -51,9 +51,11 @@ async def _write_ahead(stack: Stack, signal_id: str, price: Decimal) -> None:
     broker = await stack.pool.get(ACCOUNT)
     command = _command(signal_id, price)
     detail = plan_to_json(PlaceOrder(command))
+    begun = datetime.now(UTC)
     baseline = await broker.lookup_baseline(command)
     assert baseline is not None
     detail["baseline"] = baseline.to_json()
+    detail["baseline_after"] = begun.isoformat()
     await stack.ledger.transition(
         signal_id, LedgerStatus.SUBMITTED, expected=LedgerStatus.PROCESSING, owner=WORKER,
         client_order_id=command.client_order_id, detail=detail,
@@ -234,3 +236,50 @@ async def test_order_seen_by_a_refused_lookup_is_not_named_ours_to_the_tracker(
         await Reconciler(stack.settings, stack.ledger, stack.pool).reconcile_once()
         y = await stack.wait("y", "filled")
         assert y.tradovate_order_id == y_order
+
+
+async def test_rows_claimed_in_one_batch_tell_an_older_unresolved_submit_by_the_baseline_time(
+    make_stack: StackFactory,
+) -> None:
+    # x and y were claimed together; x's submit never ran, y's order exists and its answer
+    # was lost. y's baseline was read well after x's submit (and its window): y's order
+    # cannot be x's. Both end with their own order, nobody waits for the bound.
+    async with make_stack(dialect=Dialect.TVBRIDGE) as stack:
+        price = _far_sell(stack)
+        await _claim(stack, "x", "y", price=price)
+        await _write_ahead(stack, "x", price)
+        await _lost(stack, "x")
+        await asyncio.sleep(lookup_window_s(stack.settings) + 1.2)  # + the clock slack
+        await _write_ahead(stack, "y", price)
+        y_order = _sent_by_another_worker(stack, "y", price)
+        await _lost(stack, "y")
+        placer = _placer(stack)
+        broker = await stack.pool.get(ACCOUNT)
+        today = datetime.now(UTC).date()
+
+        assert await placer.resolve("y", broker, today=today) is LedgerStatus.WORKING
+        assert await placer.resolve("x", broker, today=today) is LedgerStatus.WORKING
+
+        owner = _owner(stack)
+        y = await stack.ledger.get("y")
+        x = await stack.ledger.get("x")
+        assert y is not None
+        assert x is not None
+        assert y.tradovate_order_id == y_order
+        assert x.tradovate_order_id is not None
+        assert owner[x.tradovate_order_id] == "tb-x"
+
+
+async def test_dispatcher_stores_when_it_began_reading_the_baseline(
+    make_stack: StackFactory,
+) -> None:
+    async with make_stack(dialect=Dialect.TVBRIDGE) as stack:
+        stack.start(stack.dispatcher())
+        before = datetime.now(UTC)
+        await stack.insert("a", side="sell", order_type="limit", price=_far_sell(stack))
+        await stack.wait("a", "working")
+        submitted = [e for e in await stack.ledger.history("a") if e.event == "submitted"]
+        assert len(submitted) == 1
+        detail = submitted[0].detail
+        assert "baseline" in detail
+        assert before <= datetime.fromisoformat(detail["baseline_after"]) <= datetime.now(UTC)

@@ -16,9 +16,10 @@ The rules (DESIGN.md "Exactly-once effect", reference §11):
 * an order matched by shape only is not adopted while another row of the account that could
   have placed it is still in flight (``submitted``, ``unknown``, ``needs_review``: it owns
   nothing in the ledger yet): same contract and shape, the order not in that row's baseline,
-  and that row's submit not older than the lookup window when this row was claimed. That is
-  ambiguity, like two candidates: the row waits (its rival's answer usually lands within a
-  round), then escalates at the bound;
+  and that row's submit not older than the lookup window when this row's baseline was read
+  (``baseline_after``, stored with the baseline, else the claim). That is ambiguity, like
+  two candidates: the row waits (its rival's answer usually lands within a round), then
+  escalates at the bound;
 * the bound (``dispatcher.unknown_bound_s`` after the last submit): a lookup still ambiguous
   or failing past the bound escalates the row to ``needs_review`` with the evidence; an
   absence proven past the bound ends it ``failed`` (never a late send). ``needs_review`` rows
@@ -33,8 +34,9 @@ resend, from fresh reads: cancels and modifies of legs are safe to repeat.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -64,6 +66,8 @@ from tradebridge.store.ledger import BrokerCall, Ledger, LedgerRow, LedgerStatus
 from tradebridge.tracking._legs import fit_legs
 
 _log = get_logger("tradebridge.tracking.placement")
+# How far a worker's clock may be from the database's (baseline_after vs last_attempt_at).
+_CLOCK_SLACK = timedelta(seconds=1)
 # Namespace of the worker liveness locks (two-int form, apart from account locks 0x7462).
 WORKER_LOCK_NAMESPACE = 0x7463
 _S = LedgerStatus
@@ -476,11 +480,12 @@ class Placer:
                         await fit_legs(self.ledger, self.config, signal_id, plan, broker)
                     finally:
                         await self._file_calls(signal_id, fit_calls, None)
+            begun = datetime.now(UTC)
             new_baseline = await broker.lookup_baseline(command)
         except Exception as e:  # noqa: BLE001 - nothing sent: look again next round
             await self.ledger.add_event(signal_id, "lookup_failed", {"error": str(e)[:300]})
             return _S.UNKNOWN
-        if not await self._claim_resend(signal_id, version, new_baseline):
+        if not await self._claim_resend(signal_id, version, new_baseline, begun):
             current = await self.ledger.get(signal_id)
             return current.status if current else _S.FAILED
         return await self._send_order(signal_id, command, broker, None)
@@ -547,18 +552,18 @@ class Placer:
 
         For a match by shape (a client id is proof). A rival asked for the same contract,
         shape and bracket, ``found`` is not in the baseline of its latest submit, and that
-        submit is not older than the lookup window when this row was claimed (``found`` is
-        newer than this row's baseline, read after its claim; an order of the rival's would
-        have appeared within the window).
+        submit is not older than the lookup window when this row's baseline was read
+        (``found`` is newer than that baseline; an order of the rival's would have appeared
+        within the window, before it).
         """
-        claimed = row.ts_claimed
+        read_after = await self._baseline_read_after(signal_id, row)
         rivals: list[str] = []
         for other in await self.ledger.pool.fetch(_IN_FLIGHT_SQL, command.account, signal_id):
             sent = other["last_attempt_at"]
             if (
-                claimed is not None
+                read_after is not None
                 and sent is not None
-                and (claimed - sent).total_seconds() > self.lookup_window_s
+                and (read_after - sent).total_seconds() > self.lookup_window_s
             ):
                 continue
             baseline = LookupBaseline.from_json(other["baseline"])
@@ -583,6 +588,25 @@ class Placer:
                 continue
             rivals.append(str(other["signal_id"]))
         return rivals
+
+    async def _baseline_read_after(self, signal_id: str, row: LedgerRow) -> datetime | None:
+        """Return a time before which the row's latest baseline was surely not read.
+
+        ``baseline_after`` (the worker's clock, stored with the baseline; less the clock slack
+        allowed between a worker and the database), else the claim: rows claimed in one batch
+        read their baselines one after the other, long after it.
+        """
+        value = await self.ledger.pool.fetchval(
+            "select detail->>'baseline_after' from order_history where signal_id = $1 "
+            "and event in ('submitted', 'resubmitted') and detail ? 'baseline' "
+            "order by id desc limit 1",
+            signal_id,
+        )
+        bounds = [row.ts_claimed] if row.ts_claimed is not None else []
+        if value:
+            with contextlib.suppress(ValueError):
+                bounds.append(datetime.fromisoformat(value) - _CLOCK_SLACK)
+        return max(bounds, default=None)
 
     async def _adopt(
         self,
@@ -625,7 +649,11 @@ class Placer:
         return row.status
 
     async def _claim_resend(
-        self, signal_id: str, version: int, baseline: LookupBaseline | None = None
+        self,
+        signal_id: str,
+        version: int,
+        baseline: LookupBaseline | None = None,
+        baseline_after: datetime | None = None,
     ) -> bool:
         """Move ``unknown → submitted`` if nobody sent since ``version``; return whether done."""
         async with self.ledger.pool.acquire() as conn, conn.transaction():
@@ -643,7 +671,9 @@ class Placer:
             await self.ledger.transition(
                 signal_id, _S.SUBMITTED, expected=_S.UNKNOWN, event="resubmitted",
                 detail={"after_attempts": version,
-                        **({"baseline": baseline.to_json()} if baseline else {})},
+                        **({"baseline": baseline.to_json()} if baseline else {}),
+                        **({"baseline_after": baseline_after.isoformat()}
+                           if baseline and baseline_after else {})},
                 conn=conn,
             )  # fmt: skip
         return True

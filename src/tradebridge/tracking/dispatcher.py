@@ -335,6 +335,7 @@ class Dispatcher:
         if isinstance(checked, Denied):
             return await self._deny(row.signal_id, checked)
         broker = await self.brokers.get(checked.account)
+        begun = datetime.now(UTC)  # the baseline is read after this (_placement._rivals)
         prepared = await self._prepare(row.signal_id, checked, broker, today)
         if prepared is None:
             return _S.DENIED
@@ -342,6 +343,7 @@ class Dispatcher:
         detail = plan_to_json(plan)
         if baseline is not None:
             detail["baseline"] = baseline.to_json()
+            detail["baseline_after"] = begun.isoformat()
         await self.ledger.transition(
             row.signal_id, _S.SUBMITTED, expected=_S.PROCESSING, owner=self.worker_id,
             client_order_id=client_order_id_for(row.signal_id), account_id=account_id,
