@@ -636,10 +636,10 @@ class Placer:
             if expected is not _S.UNKNOWN:
                 return expected
             evidence = {"broker_order_id": report.broker_order_id, "owner": e.owner}
-            current = await self.ledger.get(signal_id)
-            if probable and current is not None and not self.past_bound(current):
+            if probable:
                 # Matched by shape, and the other row recorded that order after our list of
-                # owned orders was read: it was never ours. Look again; it is excluded then.
+                # owned orders was read: it was never ours. Look again (it is excluded then;
+                # the bound applies to what that lookup finds).
                 await self.ledger.add_event(signal_id, "lookup_ambiguous", evidence)
                 return _S.UNKNOWN
             return await self.escalate(signal_id, "order_owned", str(e), evidence)
