@@ -113,7 +113,8 @@ NO_SETTINGS: dict[str, str | None] = {
 def sim_commands(sim_url: str) -> list[dict[str, Any]]:
     """Return every ``command`` entity of every simulator user (native ``command/list``)."""
     out: list[dict[str, Any]] = []
-    with httpx.Client(base_url=f"{sim_url}/v1", timeout=10) as client:
+    # A long crash run leaves tens of thousands of commands: a generous read deadline.
+    with httpx.Client(base_url=f"{sim_url}/v1", timeout=120) as client:
         for name, password in SIM_USERS:
             login = client.post(
                 "/auth/accesstokenrequest",

@@ -398,9 +398,7 @@ class NativeApi:
                 ),
             ),
             "command": _Entity(
-                visible=lambda call: [
-                    c for c in engine.commands() if c.order_id in order_ids(call)
-                ],
+                visible=lambda call: _own_items(engine.commands(), order_ids(call)),
                 deps=lambda call, order_id: (
                     engine.commands(order_id) if own_order(call, order_id) else []
                 ),
@@ -730,6 +728,11 @@ class NativeApi:
     def _owns(self, call: _Call, account_id: int) -> bool:
         account = self.engine.account(account_id)
         return account is not None and account.user_id == call.user.id
+
+
+def _own_items(items: Iterable[Any], order_ids: set[int]) -> list[Any]:
+    """Keep the items (commands) of the given orders; the id set is built once per read."""
+    return [item for item in items if item.order_id in order_ids]
 
 
 def _wire_all(entity: _Entity, items: Iterable[Any]) -> list[dict[str, Any]]:
