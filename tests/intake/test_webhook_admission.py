@@ -193,3 +193,13 @@ async def test_webhook_bridge_legs_that_cannot_follow_the_setting_are_400(
                  .strftime("%Y-%m-%dT%H:%M:%SZ"))  # fmt: skip
 
     await _refused(hook, body, "tif", "the entry's time in force")
+
+
+async def test_webhook_fan_out_refused_for_the_account_whose_multiplied_size_breaks_a_limit(
+    make_hook: HookFactory,
+) -> None:
+    # The default group: ACC1 x1, ACC2 x2. Only ACC2's order is over max_order_qty.
+    hook = await make_hook(sections={"risk": {"max_order_qty": 1}})
+    body = alert(accounts=["group:team"])
+
+    await _refused(hook, body, "quantity", "account 'ACC2'", "exceeds the limit of 1")

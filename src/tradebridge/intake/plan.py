@@ -266,10 +266,19 @@ def _admit(alert: ParsedAlert, rows: list[NewSignal], settings: Settings, today:
         legs=settings.orders.leg_time_in_force,
     )
     dialects = {a.name: a.dialect for a in settings.accounts}
+    abilities = {d: dialect_capabilities(d) for d in {*dialects.values(), Dialect.NATIVE}}
+    # The rows of a fan-out differ only in their account and sizes: one verdict per dialect,
+    # intent and size serves every configured account (any other is judged on its own).
+    passed: set[tuple[Any, ...]] = set()
     for row in rows:
-        can = dialect_capabilities(dialects.get(row.account_name, Dialect.NATIVE))
+        dialect = dialects.get(row.account_name, Dialect.NATIVE)
+        key = (dialect, row.intent, row.quantity, row.target_position)
+        if key in passed and row.account_name in configured:
+            continue
+        can = abilities[dialect]
         denied = admit(_raw(row), known, quotes=can.quotes, leg_time_in_force=can.leg_time_in_force)
         if denied is None:
+            passed.add(key)
             continue
         # "risk" names a setting (the kill switch), not a field of the alert.
         field = None if denied.field in (None, "risk") else denied.field
