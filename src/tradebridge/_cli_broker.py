@@ -309,7 +309,9 @@ async def check_bracket(
         return
     try:
         market = await market_of(common, account, instrument)
-    except (BrokerError, OSError) as e:
+    except (InvalidInput, ConfigError):
+        raise
+    except (BridgeError, OSError) as e:  # the broker, Redis or the token: say what to do
         raise BrokerError(
             f"could not read a quote of {instrument} to check the bracket against the market "
             f"({type(e).__name__}: {e}); --force sends it unchecked"
