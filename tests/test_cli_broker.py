@@ -178,6 +178,8 @@ def test_cli_order_bracket_stop_limit_tif_human_output(env: dict[str, str], sim:
     assert result.stdout.startswith("accepted: order ")
     orders = sim.call(lambda: sim.ctx.engine.orders(100001))
     assert sorted(o.version.order_type.value for o in orders) == ["limit", "stop", "stoplimit"]
+    # The legs follow the entry's time in force (orders.leg_time_in_force = "entry").
+    assert {o.version.time_in_force.value for o in orders} == {"gtc"}
 
 
 @pytest.mark.parametrize(

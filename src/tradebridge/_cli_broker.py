@@ -66,6 +66,14 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document")
 AccountOpt = Annotated[str, typer.Option("--account", "-a", help="account name, e.g. PAAPEX...")]
 OnlyAccountOpt = Annotated[str | None, typer.Option("--account", "-a", help="only this one")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="log broker calls to stderr")]
+ForceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="send a bracket without checking it against the market (a stop on the wrong side "
+        "of it, a target already through it)",
+    ),
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +260,70 @@ async def _with_broker(common: Common, account: str, use: Callable[[Any], Awaita
             await tokens.aclose()
 
 
+async def market_of(common: Common, account: str, instrument: str) -> Any:
+    """Return the market of ``instrument`` (``pipeline.market.Market``) for ``account``.
+
+    From the TradingView bridge's ``/quotes`` with the account user's token, whatever the
+    account's dialect: Tradovate's native REST API has no quote (its market data is a
+    WebSocket tradebridge does not use). ``BrokerError`` names what failed.
+    """
+    from tradebridge.brokers.factory import build_tokens, build_tvbridge
+    from tradebridge.errors import BrokerError
+    from tradebridge.pipeline.market import Market
+
+    settings = _settings(common, account)
+    async with _token_store(settings) as store:
+        tokens = build_tokens(settings, account, store)
+        try:
+            bridge = build_tvbridge(settings, settings.account(account), tokens)
+            try:
+                quote = await bridge.quote(instrument)
+            finally:
+                await bridge.close()
+        finally:
+            await tokens.aclose()
+    bid = quote.bid if quote.bid is not None else quote.lp
+    ask = quote.ask if quote.ask is not None else quote.lp
+    if bid is None or ask is None:
+        raise BrokerError(f"the quote of {instrument} has no bid, ask or last price")
+    return Market(bid=bid, ask=ask)
+
+
+async def check_bracket(
+    common: Common,
+    account: str,
+    instrument: str,
+    *,
+    side: Any,
+    order_type: Any,
+    limit_price: Decimal | None,
+    stop_price: Decimal | None,
+    stop_loss: Decimal | None,
+    take_profit: Decimal | None,
+) -> None:
+    """Refuse (``InvalidInput``) a bracket whose leg the market is already through."""
+    from tradebridge.errors import BrokerError
+    from tradebridge.pipeline.market import bracket_through_market
+
+    if stop_loss is None and take_profit is None:
+        return
+    try:
+        market = await market_of(common, account, instrument)
+    except (InvalidInput, ConfigError):
+        raise
+    except (BridgeError, OSError) as e:  # the broker, Redis or the token: say what to do
+        raise BrokerError(
+            f"could not read a quote of {instrument} to check the bracket against the market "
+            f"({type(e).__name__}: {e}); --force sends it unchecked"
+        ) from e
+    why = bracket_through_market(
+        side, order_type, limit_price=limit_price, stop_price=stop_price,
+        stop_loss=stop_loss, take_profit=take_profit, market=market,
+    )  # fmt: skip
+    if why is not None:
+        raise InvalidInput(f"refused: {why}; nothing was sent (--force sends it anyway)")
+
+
 def _decimal(text: str | None, name: str) -> Decimal | None:
     if text is None:
         return None
@@ -331,9 +403,10 @@ def _place(
     tif: str,
     account: str,
     client_id: str | None,
+    force: bool,
     common: Common,
 ) -> None:
-    from tradebridge.domain.commands import Bracket, SubmitOrder
+    from tradebridge.domain.commands import Bracket, SubmitOrder, leg_time_in_force
     from tradebridge.domain.contracts import resolve_symbol
     from tradebridge.domain.enums import OrderType, Side, TimeInForce
     from tradebridge.domain.ids import AccountName, ClientOrderId
@@ -356,6 +429,7 @@ def _place(
     coid = client_id or f"tbcli{datetime.now(UTC):%y%m%d%H%M%S}{secrets.token_hex(3)}"
 
     async def work() -> dict[str, Any]:
+        legs = leg_time_in_force(time_in_force, _settings(common, account).orders.leg_time_in_force)
         command = SubmitOrder(
             client_order_id=ClientOrderId(coid),
             account=AccountName(account),
@@ -366,8 +440,14 @@ def _place(
             limit_price=limit_price,
             stop_price=stop_price,
             tif=time_in_force,
-            bracket=Bracket(stop_loss, take_profit) if (stop_loss or take_profit) else None,
+            bracket=Bracket(stop_loss, take_profit, legs) if (stop_loss or take_profit) else None,
         )
+        if command.bracket and not force:
+            await check_bracket(
+                common, account, command.contract.name, side=command.side,
+                order_type=order_type, limit_price=limit_price, stop_price=stop_price,
+                stop_loss=stop_loss, take_profit=take_profit,
+            )  # fmt: skip
 
         async def use(broker: Any) -> dict[str, Any]:
             # What a lookup needs to tell this order from others if the answer is lost.
@@ -432,14 +512,18 @@ def _order_command(side_name: str) -> Callable[..., None]:
         tp: Annotated[str | None, typer.Option(help="take-profit price (bracket)")] = None,
         tif: Annotated[str, typer.Option(help="Day, GTC, IOC or FOK")] = "Day",
         client_id: Annotated[str | None, typer.Option(help="client order id to reuse")] = None,
+        force: ForceOpt = False,
         *,
         common: Common,
     ) -> None:
-        _place(side_name, symbol, qty, limit, stop, sl, tp, tif, account, client_id, common)
+        _place(side_name, symbol, qty, limit, stop, sl, tp, tif, account, client_id, force,
+               common)  # fmt: skip
 
     command.__doc__ = (
         f"{side_name.capitalize()} QTY contracts of SYMBOL: market, or --limit, "
-        "--stop, both (stop-limit); --sl/--tp attach a bracket."
+        "--stop, both (stop-limit); --sl/--tp attach a bracket, checked against the market "
+        "(a quote) first: a leg the market is already through is refused (exit 2) unless "
+        "--force."
     )
     command.__name__ = side_name
     return command

@@ -240,6 +240,14 @@ def send(
     tp: Annotated[str | None, typer.Option("--tp", help="take-profit price")] = None,
     strategy: Annotated[str | None, typer.Option(help="strategy_name of the row")] = "cli",
     signal_id: Annotated[str | None, typer.Option(help="row id (default: generated)")] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="insert a bracket without checking it against the market (a stop on the "
+            "wrong side of it, a target already through it)",
+        ),
+    ] = False,
     wait: Annotated[bool, typer.Option("--wait", help="follow the row to its outcome")] = False,
     timeout: Annotated[float, typer.Option(help="seconds --wait waits at most")] = 30.0,
     database_url: Annotated[
@@ -248,7 +256,11 @@ def send(
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Insert a signal row the way a strategy would; with --wait, follow it to its outcome."""
+    """Insert a signal row the way a strategy would; with --wait, follow it to its outcome.
+
+    --sl/--tp are checked against the market first (a quote from the broker): a leg the
+    market is already through is refused with exit 2, nothing inserted, unless --force.
+    """
     if side.lower() not in {"buy", "sell"}:
         raise _fail(f"side must be buy or sell, not {side!r}", 2)
     qty = _decimal(quantity, "quantity")
@@ -278,12 +290,48 @@ def send(
     }
     url = _send_database_url(database_url, data_dir, config)
     try:
+        if (row["stop_loss"] is not None or row["take_profit"] is not None) and not force:
+            asyncio.run(_check_market(row, database_url, data_dir, config))
         code = asyncio.run(_send(url, row, wait=wait, wait_s=timeout))
-    except InvalidInput as e:
+    except (InvalidInput, ConfigError) as e:
         raise _fail(str(e), 2) from None
-    except StoreError as e:
+    except (StoreError, BridgeError, OSError) as e:
         raise _fail(str(e), 1) from None
     raise typer.Exit(code)
+
+
+async def _check_market(
+    row: dict[str, Any], database_url: str | None, data_dir: Path | None, config: Path | None
+) -> None:
+    """Check the row's bracket against a quote of the broker (``InvalidInput`` if through)."""
+    from datetime import UTC, datetime
+
+    from tradebridge._cli_broker import Common, check_bracket
+    from tradebridge.app import read_endpoints
+    from tradebridge.config import load_settings
+    from tradebridge.domain.contracts import resolve_symbol
+    from tradebridge.domain.enums import OrderType, Side
+    from tradebridge.tracking.dispatcher import root_map
+
+    settings = load_settings(config)
+    # A local `up` stack (its ledger is the one used): its simulator and Redis serve quotes.
+    found = None
+    if database_url is None and settings.database.url is None:
+        found = read_endpoints(data_dir or settings.data_dir)
+    sim = found.get("simulator_url") if found else None
+    common = Common(
+        config=config,
+        bridge_url=sim,
+        native_url=f"{sim}/v1" if sim else None,
+        redis_url=found.get("redis_url") if found else None,
+        json=False,
+    )
+    contract = resolve_symbol(row["instrument"], datetime.now(UTC).date(), root_map(settings))
+    await check_bracket(
+        common, row["account_name"], contract.name, side=Side(row["side"]),
+        order_type=OrderType(row["order_type"]), limit_price=row["price"],
+        stop_price=row["stop_price"], stop_loss=row["stop_loss"], take_profit=row["take_profit"],
+    )  # fmt: skip
 
 
 async def _send(url: str, row: dict[str, Any], *, wait: bool, wait_s: float) -> int:

@@ -17,7 +17,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -284,6 +292,21 @@ class RiskConfig(_Section):
     )
 
 
+class OrdersConfig(_Section):
+    """How orders are shaped (docs/tradingview.md "Bracket legs")."""
+
+    leg_time_in_force: Literal["entry", "gtc", "day"] = Field(
+        "entry",
+        description="time in force of bracket legs: the entry's (IOC/FOK entries: Day), or "
+        "always GTC, or always Day",
+    )
+
+    @field_validator("leg_time_in_force", mode="before")
+    @classmethod
+    def _lowercase(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+
 TRADINGVIEW_WEBHOOK_IPS: tuple[str, ...] = (
     "52.89.214.238",
     "34.212.75.30",
@@ -381,6 +404,7 @@ class Settings(BaseSettings):
     webhook: WebhookConfig = Field(default_factory=WebhookConfig)
     dispatcher: DispatcherConfig = Field(default_factory=DispatcherConfig)
     risk: RiskConfig = Field(default_factory=RiskConfig)
+    orders: OrdersConfig = Field(default_factory=OrdersConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
 
     @classmethod

@@ -30,8 +30,17 @@ SECRET = "test-secret-0123456789"
 ACCOUNTS = ("ACC1", "ACC2", "ACC3")
 
 
-def make_settings(**webhook: Any) -> Settings:
-    """Return settings with three accounts, a group and the test secret, plus overrides."""
+def make_settings(
+    *,
+    accounts: list[dict[str, Any]] | None = None,
+    sections: dict[str, Any] | None = None,
+    **webhook: Any,
+) -> Settings:
+    """Return settings with three (native) accounts, a group and the test secret.
+
+    ``webhook`` overrides the webhook section, ``accounts`` the accounts, ``sections`` other
+    sections (``risk``, ``orders``).
+    """
     base: dict[str, Any] = {
         "secret": SECRET,
         "default_account": "ACC1",
@@ -41,7 +50,10 @@ def make_settings(**webhook: Any) -> Settings:
     }
     base.update(webhook)
     return load_settings(
-        accounts=[{"name": name} for name in ACCOUNTS], webhook=base, data_dir="/nonexistent"
+        accounts=accounts if accounts is not None else [{"name": name} for name in ACCOUNTS],
+        webhook=base,
+        data_dir="/nonexistent",
+        **(sections or {}),
     )
 
 
@@ -115,7 +127,7 @@ async def make_hook(ledger: Ledger, ledger_db: str) -> AsyncIterator[HookFactory
         client = await stack.enter_async_context(httpx.AsyncClient(timeout=10))
 
         async def make(*, use_ledger: Ledger | None = None, **webhook: Any) -> Hook:
-            settings = make_settings(**webhook)
+            settings = make_settings(**webhook)  # accounts= and sections= pass through
             url = await stack.enter_async_context(
                 serving(build_app(settings, use_ledger or ledger))
             )

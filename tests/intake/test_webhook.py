@@ -45,7 +45,10 @@ def alert(**fields: Any) -> dict[str, Any]:
         ({"action": "SELL", "quantity": "2"}, {"intent": "order", "side": "sell", "quantity": 2}),
         ({"action": "exit", "quantity": None}, {"intent": "exit", "side": None, "quantity": None}),
         ({"action": "exit", "quantity": "1.0"}, {"intent": "exit", "quantity": 1}),
-        ({"action": "reverse"}, {"intent": "reverse", "side": None, "quantity": 1}),
+        (
+            {"action": "reverse", "side": "short"},
+            {"intent": "reverse", "side": "sell", "quantity": 1},
+        ),
         ({"action": "cancel"}, {"intent": "cancel", "order_type": None, "instrument": MNQ}),
         ({"action": "flatten", "symbol": None}, {"intent": "flatten", "instrument": None}),
         (
@@ -170,7 +173,9 @@ async def test_webhook_stop_loss_units_convert_per_product(
     expected_price: Decimal | None,
     rounded: bool,
 ) -> None:
-    response = await hook.post(alert(symbol=symbol, stop_loss=leg))
+    # A market order on a native account: ticks are priced from reference_price.
+    reference = {"ES1!": "6000", "MNQ1!": "21000", "CL1!": "70", "GC1!": "2700"}[symbol]
+    response = await hook.post(alert(symbol=symbol, stop_loss=leg, reference_price=reference))
     assert response.status_code == 200, response.text
     (row,) = await hook.rows()
     assert (row["stop_loss_ticks"], row["stop_loss"]) == (expected_ticks, expected_price)

@@ -103,3 +103,24 @@ async def test_intent_order_with_ticks_places_bracket_at_absolute_prices(stack: 
     prices = {str(v.order_type).lower(): (v.price, v.stop_price) for v in legs}
     assert prices["limit"][0] == limit + 12 * tick
     assert prices["stop"][1] == limit - 8 * tick
+
+
+@pytest.mark.parametrize(
+    ("intent", "extra"),
+    [
+        ("reverse", {"side": "sell", "quantity": 1, "stop_loss_ticks": 40}),
+        ("target", {"target_position": 2, "take_profit": 99999}),
+    ],
+)
+async def test_intent_reverse_or_target_row_with_bracket_is_denied_never_placed_bare(
+    stack: Stack, intent: str, extra: dict[str, object]
+) -> None:
+    # A row inserted directly (Supabase): the worker's own check, with the reason.
+    stack.start(stack.dispatcher())
+
+    await stack.insert("rb", intent=intent, **{"side": None, "quantity": None, **extra})
+    row = await stack.wait("rb", "denied")
+
+    assert row.error_message is not None
+    assert "do not go with" in row.error_message
+    assert stack.sim_orders() == []

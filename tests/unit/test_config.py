@@ -157,3 +157,10 @@ def test_device_id_configured_override_wins(tmp_path: Path) -> None:
 
     assert settings.device_id() == "fixed-device"
     assert not (tmp_path / "device_id").exists()
+
+
+def test_settings_leg_time_in_force_defaults_to_entry_and_reads_any_case() -> None:
+    assert load_settings().orders.leg_time_in_force == "entry"
+    assert load_settings(orders={"leg_time_in_force": " GTC "}).orders.leg_time_in_force == "gtc"
+    with pytest.raises(ConfigError, match="leg_time_in_force"):
+        load_settings(orders={"leg_time_in_force": "week"})

@@ -38,6 +38,9 @@ class BrokerCapabilities:
     flatten: bool
     push_events: bool  # events arrive from a stream (WebSocket) rather than by polling
     lookup_by_client_order_id: bool  # the broker echoes our id, so lookups are exact
+    quotes: bool = False  # quote(instrument) reads the market (the bridge's /quotes)
+    # Bracket legs carry a time in force of their own; else they take the entry's.
+    leg_time_in_force: bool = False
 
 
 @dataclass(frozen=True, slots=True)

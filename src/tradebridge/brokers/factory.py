@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import redis.asyncio as aioredis
 
 from tradebridge.brokers._http import BrokerHttp, RequestBudget, http_for
-from tradebridge.brokers.base import Broker
+from tradebridge.brokers.base import Broker, BrokerCapabilities
 from tradebridge.brokers.tvbridge.broker import TvBridgeBroker, TvBridgeOptions
 from tradebridge.config import AccountConfig, Settings
 from tradebridge.domain.enums import Dialect
@@ -134,6 +134,15 @@ def build_native(settings: Settings, account: AccountConfig, tokens: TokenProvid
     from tradebridge.brokers.tradovate import TradovateBroker
 
     return TradovateBroker(settings.tradovate, same_user(settings, account), tokens)
+
+
+def dialect_capabilities(dialect: Dialect) -> BrokerCapabilities:
+    """Return what the adapter of ``dialect`` can do, without building one."""
+    if dialect is Dialect.TVBRIDGE:
+        return TvBridgeBroker.capabilities
+    from tradebridge.brokers.tradovate import TradovateBroker
+
+    return TradovateBroker.capabilities
 
 
 def build_broker(settings: Settings, account_name: str, tokens: TokenProvider) -> Broker:

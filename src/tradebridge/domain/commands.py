@@ -5,19 +5,41 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Literal
 
 from tradebridge.domain.contracts import ContractSymbol
 from tradebridge.domain.enums import OrderType, Side, TimeInForce
 from tradebridge.domain.ids import AccountName, BrokerOrderId, ClientOrderId
 from tradebridge.errors import InvalidOrder
 
+LegTimeInForce = Literal["entry", "gtc", "day"]
+"""``[orders] leg_time_in_force``: the legs' time in force follows the entry, or is fixed."""
+
+
+def leg_time_in_force(entry: TimeInForce, policy: LegTimeInForce = "entry") -> TimeInForce:
+    """Return the time in force of the bracket legs of an entry with ``entry``.
+
+    ``entry`` (the default): the entry's own, except that the legs of an IOC or FOK entry are
+    Day (a leg has to rest until the price comes; an immediate-or-cancel leg would be gone
+    at once). ``gtc`` / ``day``: that, whatever the entry.
+    """
+    if policy == "gtc":
+        return TimeInForce.GTC
+    if policy == "day" or entry in (TimeInForce.IOC, TimeInForce.FOK):
+        return TimeInForce.DAY
+    return entry
+
 
 @dataclass(frozen=True, slots=True)
 class Bracket:
-    """Protective orders attached to an entry: absolute prices, either may be absent."""
+    """Protective orders attached to an entry: absolute prices, either may be absent.
+
+    ``time_in_force`` is the legs' (None: ``leg_time_in_force(entry)``, following the entry).
+    """
 
     stop_loss: Decimal | None = None
     take_profit: Decimal | None = None
+    time_in_force: TimeInForce | None = None
 
     def __bool__(self) -> bool:
         return self.stop_loss is not None or self.take_profit is not None
@@ -50,7 +72,7 @@ class SubmitOrder:
         if self.order_type.needs_stop_price and self.stop_price is None:
             raise InvalidOrder(f"a {self.order_type.value} order needs a stop price",
                                field="stop_price")  # fmt: skip
-        if self.tif.value == "gtd" and self.expire_time is None:
+        if TimeInForce.GTD in (self.tif, self.leg_tif) and self.expire_time is None:
             raise InvalidOrder("a GTD order needs an expire time", field="expire_time")
         tick = self.contract.product.tick_size
         for name, price in (("price", self.limit_price), ("stop_price", self.stop_price)):
@@ -58,6 +80,12 @@ class SubmitOrder:
                 raise InvalidOrder(
                     f"{name} {price} is not a positive multiple of the tick {tick}", field=name
                 )
+
+    @property
+    def leg_tif(self) -> TimeInForce:
+        """Return the time in force of the bracket legs (``Bracket.time_in_force``)."""
+        chosen = self.bracket.time_in_force if self.bracket is not None else None
+        return chosen if chosen is not None else leg_time_in_force(self.tif)
 
 
 @dataclass(frozen=True, slots=True)

@@ -282,8 +282,9 @@ def parse_pickmytrade(body: Mapping[str, Any]) -> ParsedAlert:
             # ``quantity`` in this direction: the position this alert wants is +/- quantity.
             intent, target = "target", quantity if data == "buy" else -quantity
             quantity = None
-            ignored += [n for n in ("reverse_order_close", "pyramid", "duplicate_position_allow",
-                                    "same_direction_ignore") if n in body]  # fmt: skip
+            # reverse_order_close and pyramid made it a target: honoured, not ignored.
+            ignored += [n for n in ("duplicate_position_allow", "same_direction_ignore")
+                        if n in body]  # fmt: skip
         else:
             intent = "order"
             if duplicate_allow is False:

@@ -1,4 +1,10 @@
-"""A parsed alert to ledger rows: symbol resolved, accounts fanned out, brackets in ticks."""
+"""A parsed alert to ledger rows: symbol resolved, accounts fanned out, brackets in ticks.
+
+Then every row is put to the worker's own decisions (``pipeline/admission.py``): what a
+worker would deny whatever the broker reports is a 400 now, naming the account, and nothing
+of the alert is stored (one bad account refuses the whole fan-out: a partial fan-out would
+be a surprise of its own).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,16 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from tradebridge.brokers.factory import dialect_capabilities
 from tradebridge.config import Settings, WebhookAccountEntry
 from tradebridge.domain.contracts import ContractSymbol, resolve_symbol
+from tradebridge.domain.enums import Dialect
 from tradebridge.errors import InvalidSymbol
-from tradebridge.intake.formats import AccountRef, AlertRejected, ParsedAlert
+from tradebridge.intake.formats import AccountRef, AlertRejected, Format, ParsedAlert
 from tradebridge.intake.sizing import BracketLeg, convert_bracket
+from tradebridge.pipeline.admission import Admission, admit
+from tradebridge.pipeline.risk import RiskLimits
+from tradebridge.pipeline.validate import RawSignal
 from tradebridge.store.ledger import LedgerStatus, NewSignal
 
 STALE = "stale"
@@ -85,7 +96,7 @@ def plan_alert(
             NewSignal(
                 signal_id=f"{group_id}-{len(rows) + 1}",
                 intent=alert.intent,
-                side=alert.side if alert.intent == "order" else None,
+                side=alert.side if alert.intent in {"order", "reverse"} else None,
                 quantity=quantity,
                 target_position=target,
                 order_type=None if alert.intent in {"cancel", "flatten"} else alert.order_type,
@@ -99,6 +110,7 @@ def plan_alert(
                 **common,
             )
         )
+    _admit(alert, rows, settings, today)
     return Plan(
         group_id=group_id,
         rows=tuple(rows),
@@ -217,3 +229,85 @@ def _brackets(
             notes.append(leg.note)
         legs.append(leg)
     return legs[0], legs[1]
+
+
+# The alert field a row column comes from, per dialect (for the 400's ``field``).
+_ALERT_FIELDS: dict[Format, dict[str, str]] = {
+    "tradebridge": {
+        "account_name": "account", "instrument": "symbol", "time_in_force": "tif",
+        "stop_loss_ticks": "stop_loss", "take_profit_ticks": "take_profit", "intent": "action",
+    },
+    "traderspost": {
+        "account_name": "account", "instrument": "ticker", "time_in_force": "timeInForce",
+        "stop_loss": "stopLoss", "stop_loss_ticks": "stopLoss", "take_profit": "takeProfit",
+        "take_profit_ticks": "takeProfit", "reference_price": "signalPrice",
+        "price": "limitPrice", "stop_price": "stopPrice", "order_type": "orderType",
+        "side": "action", "intent": "action",
+    },
+    "pickmytrade": {
+        "account_name": "account_id", "instrument": "symbol", "stop_loss": "sl",
+        "stop_loss_ticks": "dollar_sl", "take_profit": "tp", "take_profit_ticks": "dollar_tp",
+        "reference_price": "price", "side": "data", "intent": "data",
+        "target_position": "reverse_order_close", "time_in_force": "order_type",
+    },
+}  # fmt: skip
+
+
+def _admit(alert: ParsedAlert, rows: list[NewSignal], settings: Settings, today: date) -> None:
+    """Refuse the alert if a worker is sure to deny one of its rows (pipeline/admission.py)."""
+    # An intake-only process without [[accounts]] cannot tell (expand_accounts lets any
+    # name through then); the workers' own settings decide.
+    configured = frozenset(a.name for a in settings.accounts)
+    known = Admission(
+        today=today,
+        accounts=configured or frozenset(row.account_name for row in rows),
+        root_map={k.upper(): v.upper() for k, v in settings.webhook.symbol_map.items()},
+        limits=RiskLimits.from_config(settings.risk),
+        legs=settings.orders.leg_time_in_force,
+    )
+    dialects = {a.name: a.dialect for a in settings.accounts}
+    abilities = {d: dialect_capabilities(d) for d in {*dialects.values(), Dialect.NATIVE}}
+    # The rows of a fan-out differ only in their account and sizes: one verdict per dialect,
+    # intent and size serves every configured account (any other is judged on its own).
+    passed: set[tuple[Any, ...]] = set()
+    for row in rows:
+        dialect = dialects.get(row.account_name, Dialect.NATIVE)
+        key = (dialect, row.intent, row.quantity, row.target_position)
+        if key in passed and row.account_name in configured:
+            continue
+        can = abilities[dialect]
+        denied = admit(_raw(row), known, quotes=can.quotes, leg_time_in_force=can.leg_time_in_force)
+        if denied is None:
+            passed.add(key)
+            continue
+        # "risk" names a setting (the kill switch), not a field of the alert.
+        field = None if denied.field in (None, "risk") else denied.field
+        field = _ALERT_FIELDS[alert.format].get(field or "", field)
+        raise AlertRejected(
+            f"account {row.account_name[:60]!r}: {denied.reason}",
+            field=field,
+            expected="an alert every account can trade as written (nothing was stored; "
+            "docs/tradingview.md §3)",
+        )
+
+
+def _raw(row: NewSignal) -> RawSignal:
+    return RawSignal(
+        signal_id=row.signal_id,
+        account_name=row.account_name,
+        instrument=row.instrument,
+        side=row.side,
+        order_type=row.order_type,
+        quantity=row.quantity,
+        price=row.price,
+        stop_price=row.stop_price,
+        stop_loss=row.stop_loss,
+        take_profit=row.take_profit,
+        time_in_force=row.time_in_force,
+        intent=row.intent,
+        target_position=row.target_position,
+        stop_loss_ticks=row.stop_loss_ticks,
+        take_profit_ticks=row.take_profit_ticks,
+        reference_price=row.reference_price,
+        strategy_name=row.strategy_name,
+    )

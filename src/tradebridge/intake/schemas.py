@@ -45,7 +45,13 @@ class TradebridgeAlert(_Model):
     action: Literal["buy", "sell", "exit", "reverse", "cancel", "flatten"] | None = Field(
         None, description="required unless target_position is given"
     )
-    quantity: Number | None = Field(None, description="whole contracts; required for buy/sell")
+    side: Literal["buy", "sell", "long", "short"] | None = Field(
+        None,
+        description="reverse only (required): the side to end on, which a reverse from flat opens",
+    )
+    quantity: Number | None = Field(
+        None, description="whole contracts; required for buy, sell and reverse"
+    )
     order_type: Literal["market", "limit", "stop", "stoplimit"] = "market"
     price: Number | None = Field(None, description="limit price (limit, stoplimit)")
     stop_price: Number | None = Field(None, description="trigger price (stop, stoplimit)")

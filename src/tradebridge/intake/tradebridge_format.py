@@ -27,6 +27,7 @@ FIELDS: frozenset[str] = frozenset(
         "secret",
         "symbol",
         "action",
+        "side",
         "quantity",
         "order_type",
         "price",
@@ -63,6 +64,8 @@ ORDER_TYPES: dict[str, str] = {
 }
 TIFS: dict[str, str] = {"day": "day", "gtc": "gtc", "ioc": "ioc", "fok": "fok"}
 MARKET_POSITIONS: dict[str, str] = {"long": "long", "short": "short", "flat": "flat"}
+# The side of the position a reverse ends in (it needs one: from flat nothing else says it).
+REVERSE_SIDES: dict[str, str] = {"buy": "buy", "long": "buy", "sell": "sell", "short": "sell"}
 BRACKET_UNITS: tuple[BracketUnit, ...] = ("ticks", "points", "price", "dollars")
 
 # Which intents a field means something for; elsewhere it is accepted and listed as ignored
@@ -99,7 +102,13 @@ def parse(body: Mapping[str, Any]) -> ParsedAlert:
             quantity = fields.whole("quantity", required=True)
         else:
             intent = action  # type: ignore[assignment]  # exit/reverse/cancel/flatten
-            if intent in {"exit", "reverse"}:
+            if intent == "reverse":
+                # In a position, a reverse turns it (twice the position, opposite side). From
+                # flat it opens `quantity` on `side`: the webhook cannot know which case it
+                # is, so both are required rather than denied later by a worker.
+                side = fields.choice("side", REVERSE_SIDES, required=True)
+                quantity = fields.whole("quantity", required=True)
+            elif intent == "exit":
                 quantity = fields.whole("quantity")
             else:
                 quantity = None
@@ -107,6 +116,14 @@ def parse(body: Mapping[str, Any]) -> ParsedAlert:
                     ignored.append("quantity")
                 fields.raw("quantity")
 
+    if intent != "reverse" and fields.has("side"):
+        raise AlertRejected(
+            "side only goes with action reverse, not with "
+            + ("target_position" if intent == "target" else f"action {side or intent}"),
+            field="side",
+            expected="no side: buy and sell say it in action (reverse: the side to end on)",
+        )
+    fields.raw("side")
     symbol = fields.text("symbol", required=intent != "flatten", expected="a symbol like MNQ1!")
     if intent == "flatten" and symbol is not None:
         ignored.append("symbol")

@@ -74,7 +74,7 @@ _PARSERS: dict[Format, Callable[[Mapping[str, Any]], ParsedAlert]] = {
 # The fields whose values identify one firing of one alert, per dialect (with the fire time).
 _IDENTITY_FIELDS: dict[Format, tuple[str, ...]] = {
     "tradebridge": ("id", "strategy", "symbol", "action", "quantity", "target_position",
-                    "account", "accounts"),
+                    "account", "accounts", "side"),
     "traderspost": ("ticker", "action", "sentiment", "quantity"),
     "pickmytrade": ("symbol", "data", "quantity", "account_id", "multiple_accounts"),
 }  # fmt: skip

@@ -5,11 +5,13 @@ dispatcher reads them from the broker at placement time, and only what ``needs``
 
 * ``order``: the row as it is; stop loss / take profit become a ``Bracket``. Tick distances
   are converted to prices from the entry reference: the limit (or stop) price, else the
-  row's ``reference_price``, else the broker's quote.
+  row's ``reference_price``, else the broker's quote. The legs' time in force follows
+  ``[orders] leg_time_in_force`` (by default the entry's).
 * ``exit``: an opposite-side order for the whole position on the contract, or for the
   row's quantity (at most the position).
 * ``reverse``: the opposite side for twice the position, or a plain entry when flat.
 * ``target``: the difference between ``target_position`` and the position.
+  (Neither takes a bracket: ``validate`` refuses one, see its ``_NO_BRACKET``.)
 * ``cancel``: cancel the working orders on the contract.
 * ``flatten``: ``FlattenPosition`` for every contract with a position or working orders.
 
@@ -28,9 +30,16 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 
-from tradebridge.domain.commands import Bracket, CancelOrder, FlattenPosition, SubmitOrder
+from tradebridge.domain.commands import (
+    Bracket,
+    CancelOrder,
+    FlattenPosition,
+    LegTimeInForce,
+    SubmitOrder,
+    leg_time_in_force,
+)
 from tradebridge.domain.contracts import ContractSymbol, parse_contract
-from tradebridge.domain.enums import OrderType, Side
+from tradebridge.domain.enums import OrderType, Side, TimeInForce
 from tradebridge.domain.ids import ClientOrderId
 from tradebridge.domain.reports import OrderStatusReport, PositionReport
 from tradebridge.errors import InvalidInput
@@ -48,11 +57,20 @@ class Needs:
 
 @dataclass(frozen=True, slots=True)
 class BrokerView:
-    """What the broker reported at placement time (only what ``Needs`` asked for)."""
+    """What the broker reported at placement time (only what ``Needs`` asked for).
+
+    With what the adapter can do (``BrokerCapabilities``). At intake nothing has been read
+    yet (``pipeline/admission.py``): the view is flat and empty, and ``quote_at_placement``
+    says that a quote will be read when the row is placed, so a bracket measured from it is
+    priced then, not refused now.
+    """
 
     positions: Sequence[PositionReport] = ()
     working: Sequence[OrderStatusReport] = ()
     quote: Decimal | None = None
+    quote_at_placement: bool = False
+    # Bracket legs can have a time in force of their own (native); else they take the entry's.
+    leg_time_in_force: bool = True
 
     def position(self, contract: ContractSymbol) -> int:
         """Return the net position on ``contract`` (0 when flat or unknown)."""
@@ -103,16 +121,26 @@ def needs(signal: ValidSignal, *, position_for_risk: bool = False) -> Needs:
 
 
 def route(
-    signal: ValidSignal, view: BrokerView, client_order_id: ClientOrderId, *, today: date
+    signal: ValidSignal,
+    view: BrokerView,
+    client_order_id: ClientOrderId,
+    *,
+    today: date,
+    legs: LegTimeInForce = "entry",
 ) -> Plan | Denied:
-    """Turn ``signal`` into broker commands, or say why none can be sent."""
+    """Turn ``signal`` into broker commands, or say why none can be sent.
+
+    ``legs`` is ``[orders] leg_time_in_force``: the time in force of bracket legs.
+    """
     try:
-        return _route(signal, view, client_order_id, today)
+        return _route(signal, view, client_order_id, today, legs)
     except InvalidInput as e:
         return Denied(str(e), e.field)
 
 
-def _route(signal: ValidSignal, view: BrokerView, cid: ClientOrderId, today: date) -> Plan | Denied:
+def _route(
+    signal: ValidSignal, view: BrokerView, cid: ClientOrderId, today: date, legs: LegTimeInForce
+) -> Plan | Denied:
     if signal.intent is Intent.FLATTEN:
         return _flatten(signal, view, today)
     contract = signal.contract
@@ -129,7 +157,8 @@ def _route(signal: ValidSignal, view: BrokerView, cid: ClientOrderId, today: dat
     position = view.position(contract)
     match signal.intent:
         case Intent.ORDER:
-            return _entry(signal, contract, signal.side, signal.quantity, view, cid, position)
+            return _entry(signal, contract, signal.side, signal.quantity, view, cid, position,
+                          legs)  # fmt: skip
         case Intent.EXIT:
             if position == 0:
                 return Denied(f"nothing to do: no position in {contract.name} to exit")
@@ -138,7 +167,7 @@ def _route(signal: ValidSignal, view: BrokerView, cid: ClientOrderId, today: dat
             return _place(signal, contract, side, quantity, cid, position)
         case Intent.REVERSE:
             if position == 0:
-                return _entry(signal, contract, signal.side, signal.quantity, view, cid, 0)
+                return _entry(signal, contract, signal.side, signal.quantity, view, cid, 0, legs)
             held = Side.BUY if position > 0 else Side.SELL
             if signal.side is held:
                 return Denied(
@@ -213,12 +242,13 @@ def _entry(
     view: BrokerView,
     cid: ClientOrderId,
     position: int,
+    legs: LegTimeInForce,
 ) -> PlaceOrder | Denied:
     if side is None:
         return Denied("side is missing (buy or sell)", "side")
     if quantity is None:
         return Denied("quantity is missing", "quantity")
-    bracket = _bracket(signal, contract, side, view)
+    bracket = _bracket(signal, contract, side, view, legs)
     if isinstance(bracket, Denied):
         return bracket
     return _place(signal, contract, side, quantity, cid, position, bracket=bracket)
@@ -233,17 +263,40 @@ def entry_reference(signal: ValidSignal, quote: Decimal | None) -> Decimal | Non
     return signal.reference_price if signal.reference_price is not None else quote
 
 
+def _leg_time_in_force(
+    signal: ValidSignal, view: BrokerView, legs: LegTimeInForce
+) -> TimeInForce | Denied:
+    tif = leg_time_in_force(signal.tif, legs)
+    if tif is not signal.tif and not view.leg_time_in_force:
+        return Denied(
+            f"bracket legs {tif.value} (orders.leg_time_in_force = {legs!r}) on a "
+            f"{signal.tif.value} entry: this account's dialect (the TradingView bridge) gives "
+            f"the legs the entry's time in force; send the entry as {tif.value}, or set "
+            "leg_time_in_force to entry",
+            "time_in_force",
+        )
+    return tif
+
+
 def _bracket(
-    signal: ValidSignal, contract: ContractSymbol, side: Side, view: BrokerView
-) -> Bracket | Denied | None:
+    signal: ValidSignal, contract: ContractSymbol, side: Side, view: BrokerView,
+    legs: LegTimeInForce,
+) -> Bracket | Denied | None:  # fmt: skip
     if not signal.has_bracket:
         return None
+    leg_tif = _leg_time_in_force(signal, view, legs)
+    if isinstance(leg_tif, Denied):
+        return leg_tif
     tick = contract.product.tick_size
     entry = entry_reference(signal, view.quote)
     if entry is not None:
         entry = (entry / tick).quantize(Decimal(1), rounding=ROUND_HALF_UP) * tick
     stop_loss, take_profit = signal.stop_loss, signal.take_profit
     if signal.stop_loss_ticks is not None or signal.take_profit_ticks is not None:
+        if entry is None and view.quote_at_placement:
+            # Intake: the legs are priced from the quote read at placement; what depends on
+            # its value is decided then.
+            return Bracket(stop_loss, take_profit, leg_tif)
         if entry is None:
             return Denied(
                 "stop_loss_ticks/take_profit_ticks need an entry reference: a limit or stop "
@@ -270,7 +323,7 @@ def _bracket(
                 f"{side.value} (it must be {'above' if side is Side.BUY else 'below'})",
                 "take_profit",
             )
-    return Bracket(stop_loss=stop_loss, take_profit=take_profit)
+    return Bracket(stop_loss=stop_loss, take_profit=take_profit, time_in_force=leg_tif)
 
 
 def _text(signal: ValidSignal) -> str:

@@ -30,12 +30,21 @@ class Intent(StrEnum):
     TARGET = "target"  # order the difference to ``target_position``
 
 
+NOTHING_TO_DO = "nothing to do"
+"""How the reason of a ``Denied`` that asked for what already is begins (route.py)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Denied:
     """Our checks said no; ``reason`` becomes the row's ``error_message``."""
 
     reason: str
     field: str | None = None
+
+    @property
+    def nothing_to_do(self) -> bool:
+        """Return whether the row asked for what already is (flat on exit, ...): not an error."""
+        return self.reason.startswith(NOTHING_TO_DO)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +113,23 @@ _ORDER_TYPES = {
     "stop": OrderType.STOP,
     "stoplimit": OrderType.STOP_LIMIT,
     "stop_limit": OrderType.STOP_LIMIT,
+}
+# A bracket is attached to one order and its legs cover that whole order. The order of a
+# reverse, or of a target move through zero, closes the old position and opens the new one:
+# legs on it would be larger than the new position, so these intents take no bracket (a
+# silent drop would leave the new position unprotected without a word).
+_NO_BRACKET: dict[Intent, str] = {
+    Intent.REVERSE: (
+        "stop_loss/take_profit do not go with a reverse: its one order closes the old "
+        "position and opens the new one, and legs attached to it would cover both; send the "
+        "reverse without them, or an exit and then a buy or sell with the bracket"
+    ),
+    Intent.TARGET: (
+        "stop_loss/take_profit do not go with a target position: its order may close or turn "
+        "the position as well as open one, and legs attached to it would cover the whole "
+        "order; send the target without them, or an exit and then a buy or sell with the "
+        "bracket"
+    ),
 }
 _NEEDS_CONTRACT = frozenset(
     {Intent.ORDER, Intent.EXIT, Intent.REVERSE, Intent.CANCEL, Intent.TARGET}
@@ -175,6 +201,11 @@ def _validate(
     for name, value in (("stop_loss", stop_loss), ("take_profit", take_profit)):
         if value is not None and value % tick != 0:
             raise _Deny(f"{name} {value} is not on the tick grid of {contract.root} ({tick})", name)
+    bracket = {"stop_loss": stop_loss, "stop_loss_ticks": sl_ticks, "take_profit": take_profit,
+               "take_profit_ticks": tp_ticks}  # fmt: skip
+    given = [name for name, value in bracket.items() if value is not None]
+    if given and intent in _NO_BRACKET:
+        raise _Deny(_NO_BRACKET[intent], given[0])
     if side is not None and stop_loss is not None and take_profit is not None:
         below, above = (stop_loss, take_profit) if side is Side.BUY else (take_profit, stop_loss)
         if below >= above:

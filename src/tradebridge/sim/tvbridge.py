@@ -350,11 +350,14 @@ def build_router(ctx: SimContext) -> APIRouter:
             # and a native-only "require isAutomated" switch must not refuse them.
             is_automated=True,
         )
+        # The form gives the legs prices only; they take the entry's duration (docs/simulator.md).
         brackets: list[BracketRequest] = []
         if stop_loss is not None:
-            brackets.append(BracketRequest(side.opposite, OrderType.STOP, stop_price=stop_loss))
+            brackets.append(BracketRequest(side.opposite, OrderType.STOP, stop_price=stop_loss,
+                                           time_in_force=tif, expire_time=expires))  # fmt: skip
         if take_profit is not None:
-            brackets.append(BracketRequest(side.opposite, OrderType.LIMIT, price=take_profit))
+            brackets.append(BracketRequest(side.opposite, OrderType.LIMIT, price=take_profit,
+                                           time_in_force=tif, expire_time=expires))  # fmt: skip
         return entry, brackets
 
     def failure(result: PlaceResult) -> str:

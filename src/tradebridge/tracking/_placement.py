@@ -129,6 +129,7 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
             "tif": c.tif.value,
             "stop_loss": _num(bracket.stop_loss),
             "take_profit": _num(bracket.take_profit),
+            "leg_tif": None if bracket.time_in_force is None else bracket.time_in_force.value,
             "text": c.text,
             "client_order_id": c.client_order_id,
             "position_before": plan.position_before,
@@ -163,6 +164,7 @@ def plan_from_json(data: dict[str, Any], today: date) -> Plan:
     if "contract_year" in data:
         contract = type(contract)(contract.root, int(data["contract_year"]), contract.month)
     sl, tp = _dec(data.get("stop_loss")), _dec(data.get("take_profit"))
+    leg_tif = TimeInForce(data["leg_tif"]) if data.get("leg_tif") else None
     return PlaceOrder(
         SubmitOrder(
             client_order_id=ClientOrderId(str(data["client_order_id"])),
@@ -174,7 +176,7 @@ def plan_from_json(data: dict[str, Any], today: date) -> Plan:
             limit_price=_dec(data.get("limit_price")),
             stop_price=_dec(data.get("stop_price")),
             tif=TimeInForce(data.get("tif") or "day"),
-            bracket=Bracket(sl, tp) if sl is not None or tp is not None else None,
+            bracket=Bracket(sl, tp, leg_tif) if sl is not None or tp is not None else None,
             text=str(data.get("text") or ""),
         ),
         position_before=data.get("position_before"),

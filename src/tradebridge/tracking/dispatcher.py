@@ -385,7 +385,8 @@ class Dispatcher:
                             "lists for its token", "account_name"))  # fmt: skip
                         return None
                     view = await self._view(broker, signal, need)
-                    plan = route(signal, view, client_order_id_for(signal_id), today=today)
+                    plan = route(signal, view, client_order_id_for(signal_id), today=today,
+                                 legs=self.settings.orders.leg_time_in_force)  # fmt: skip
                     baseline = None
                     if isinstance(plan, PlaceOrder):
                         baseline = await broker.lookup_baseline(plan.command)
@@ -444,9 +445,11 @@ class Dispatcher:
             working = [o for o in await broker.order_reports(account) if o.status.is_open
                        or o.status is OrderStatus.SUBMITTED]  # fmt: skip
         quote = None
-        if need.quote and signal.contract is not None:
+        can = broker.capabilities
+        if need.quote and can.quotes and signal.contract is not None:
             quote = await _quote(broker, signal.contract.name)
-        return BrokerView(positions=positions, working=working, quote=quote)
+        return BrokerView(positions=positions, working=working, quote=quote,
+                          leg_time_in_force=can.leg_time_in_force)  # fmt: skip
 
 
 async def _quote(broker: Broker, instrument: str) -> Decimal | None:

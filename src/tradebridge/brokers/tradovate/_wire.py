@@ -273,6 +273,10 @@ def place_oso_body(command: SubmitOrder, account_id: int, symbol: str) -> dict[s
         raise InvalidOrder("an OSO needs a stop loss or a take profit", field="bracket")
     body = place_order_body(command, account_id, symbol)
     exit_side = SIDES[command.side.opposite]
+    # The legs' own time in force ([orders] leg_time_in_force; by default the entry's).
+    duration: dict[str, Any] = {"timeInForce": TIFS[command.leg_tif]}
+    if command.leg_tif is TimeInForce.GTD and command.expire_time is not None:
+        duration["expireTime"] = _iso(command.expire_time)
     legs: list[dict[str, Any]] = []
     if bracket.stop_loss is not None:
         legs.append(
@@ -280,7 +284,7 @@ def place_oso_body(command: SubmitOrder, account_id: int, symbol: str) -> dict[s
                 "action": exit_side,
                 "orderType": "Stop",
                 "stopPrice": _num(bracket.stop_loss),
-                "timeInForce": "GTC",
+                **duration,
                 "clOrdId": f"{command.client_order_id}-sl",
             }
         )
@@ -290,7 +294,7 @@ def place_oso_body(command: SubmitOrder, account_id: int, symbol: str) -> dict[s
                 "action": exit_side,
                 "orderType": "Limit",
                 "price": _num(bracket.take_profit),
-                "timeInForce": "GTC",
+                **duration,
                 "clOrdId": f"{command.client_order_id}-tp",
             }
         )

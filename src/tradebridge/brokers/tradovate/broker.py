@@ -87,6 +87,8 @@ class TradovateBroker:
         flatten=True,
         push_events=True,
         lookup_by_client_order_id=True,
+        quotes=False,  # market data is the md WebSocket (reference §8.9), not used here
+        leg_time_in_force=True,  # each placeoso bracket has its own timeInForce (§5.3)
     )
 
     def __init__(

@@ -125,6 +125,9 @@ class TvBridgeBroker:
         flatten=True,
         push_events=False,
         lookup_by_client_order_id=False,  # whether the bridge echoes requestId is unverified
+        quotes=True,  # GET /quotes (reference §9.5)
+        # stopLoss/takeProfit are prices only; the legs take the entry's duration (§9.10).
+        leg_time_in_force=False,
     )
 
     def __init__(
@@ -357,6 +360,13 @@ class TvBridgeBroker:
         duration = _wire.duration_id(command.tif, await self.durations())
         if command.bracket and command.order_type is not OrderType.MARKET:
             _check_bracket_sides(command)
+        if command.bracket and command.leg_tif is not command.tif:
+            # The form has prices for the legs, no duration: they take the entry's (§9.10).
+            raise InvalidOrder(
+                f"the bridge gives bracket legs the entry's time in force "
+                f"({command.tif.value}); legs {command.leg_tif.value} cannot be sent",
+                field="tif",
+            )
         bid_ask = await self._bid_ask(command)
         return bridge_id, _wire.order_form(command, duration=duration, bid_ask=bid_ask)
 
