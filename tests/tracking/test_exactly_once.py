@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -261,8 +261,11 @@ async def test_lost_answer_of_an_order_with_the_other_bracket_present_unsure_nev
 async def _other_bracket_case(stack: Stack, dialect: Dialect) -> None:
     price = _far_sell(stack)
     tick = front().product.tick_size
+    # The legless order must reach the broker after b's baseline read and before b's lookup:
+    # the simulator places it right after accepting b's, before b's answer is lost (placing it
+    # from the test afterwards raced the lookup on a busy machine).
+    _place_by_hand_after_next_accept(stack, price)
     await _lose_answer_of(stack, "b", price, stop_loss=price + 20 * tick)
-    _place_by_hand(stack, price)
 
     rows = await _assert_owned(stack, "b")
     assert len([o for o in stack.entries() if o.cl_ord_id == "tb-b"]) == 1
@@ -285,6 +288,35 @@ def _place_by_hand(stack: Stack, price: Decimal, *, stop_loss: Decimal | None = 
     else:
         leg = BracketRequest(Side.BUY, OrderType.STOP, stop_price=stop_loss)
         stack.sim.call(lambda: engine.place_oso(request, leg, None))
+
+
+def _place_by_hand_after_next_accept(stack: Stack, price: Decimal) -> None:
+    """Make the simulator place a legless sell limit by hand right after the next submit."""
+    engine = stack.sim.ctx.engine
+    names = ("place_order", "place_oso")
+    originals = {name: getattr(engine, name) for name in names}
+
+    def wrap(name: str) -> Callable[..., Any]:
+        def placed_then_by_hand(*args: Any) -> Any:
+            result = originals[name](*args)
+            for restored in names:
+                delattr(engine, restored)  # once: back to the class's methods
+            _place_by_hand_now(stack, price)
+            return result
+
+        return placed_then_by_hand
+
+    for name in names:
+        setattr(engine, name, wrap(name))
+
+
+def _place_by_hand_now(stack: Stack, price: Decimal) -> None:
+    """Place a legless sell limit on the simulator's engine, from its own thread."""
+    request = OrderRequest(
+        account_id=ACCOUNT_IDS[ACCOUNT], symbol=front().name, action=Side.SELL,
+        order_type=OrderType.LIMIT, order_qty=1, price=price,
+    )  # fmt: skip
+    stack.sim.ctx.engine.place_order(request)
 
 
 def _refused_copy(value: bytes | str | None) -> str:
