@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from tradebridge.domain.commands import CancelOrder, FlattenPosition, ModifyOrder, SubmitOrder
+from tradebridge.domain.commands import (
+    CancelOrder,
+    FlattenPosition,
+    InterruptStrategy,
+    ModifyOrder,
+    SubmitOrder,
+)
 from tradebridge.domain.enums import Dialect
 from tradebridge.domain.ids import AccountName, BrokerOrderId, ClientOrderId
 from tradebridge.domain.orders import OrderEvent
@@ -38,6 +44,9 @@ class BrokerCapabilities:
     flatten: bool
     push_events: bool  # events arrive from a stream (WebSocket) rather than by polling
     lookup_by_client_order_id: bool  # the broker echoes our id, so lookups are exact
+    # Bracket legs given as distances are priced by the broker from the entry's real fill
+    # (native order strategies); elsewhere route prices them at submit time.
+    brackets_from_fill: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +129,10 @@ class Broker(Protocol):
 
     async def flatten(self, command: FlattenPosition) -> None:
         """Cancel working orders on a contract and close its position."""
+        ...
+
+    async def interrupt_strategy(self, command: InterruptStrategy) -> None:
+        """Stop an order strategy (native); ``InvalidInput`` where the dialect has none."""
         ...
 
     async def order_reports(self, account: AccountName) -> list[OrderStatusReport]:

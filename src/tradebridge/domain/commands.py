@@ -14,13 +14,31 @@ from tradebridge.errors import InvalidOrder
 
 @dataclass(frozen=True, slots=True)
 class Bracket:
-    """Protective orders attached to an entry: absolute prices, either may be absent."""
+    """Protective orders attached to an entry; any leg may be absent.
+
+    A leg is an absolute price (``stop_loss``, ``take_profit``) or a distance in whole ticks
+    from the entry's fill (``*_ticks``), which only a broker that prices legs from the fill
+    can place (native order strategies, ``BrokerCapabilities.brackets_from_fill``). A bracket
+    is ``relative`` when every leg it has is a distance.
+    """
 
     stop_loss: Decimal | None = None
     take_profit: Decimal | None = None
+    stop_loss_ticks: int | None = None
+    take_profit_ticks: int | None = None
 
     def __bool__(self) -> bool:
-        return self.stop_loss is not None or self.take_profit is not None
+        return any(
+            leg is not None
+            for leg in (self.stop_loss, self.take_profit, self.stop_loss_ticks,
+                        self.take_profit_ticks)
+        )  # fmt: skip
+
+    @property
+    def relative(self) -> bool:
+        """Return whether every leg is a distance from the fill (and there is one)."""
+        absolute = self.stop_loss is not None or self.take_profit is not None
+        return bool(self) and not absolute
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +96,14 @@ class ModifyOrder:
     order_type: OrderType
     limit_price: Decimal | None = None
     stop_price: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InterruptStrategy:
+    """Stop a native order strategy: its legs still working are cancelled with it."""
+
+    account: AccountName
+    strategy_id: str
 
 
 @dataclass(frozen=True, slots=True)

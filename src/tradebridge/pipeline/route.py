@@ -3,9 +3,11 @@
 Pure: the position, the working orders and the quote are arguments (``BrokerView``); the
 dispatcher reads them from the broker at placement time, and only what ``needs`` says.
 
-* ``order``: the row as it is; stop loss / take profit become a ``Bracket``. Tick distances
-  are converted to prices from the entry reference: the limit (or stop) price, else the
-  row's ``reference_price``, else the broker's quote.
+* ``order``: the row as it is; stop loss / take profit become a ``Bracket``. Where the broker
+  prices legs from the fill (``brackets_from_fill``: native order strategies) and every leg is
+  a tick distance, the distances go as they are: no entry reference is needed. Otherwise tick
+  distances are converted to prices from the entry reference: the limit (or stop) price,
+  else the row's ``reference_price``, else the broker's quote.
 * ``exit``: an opposite-side order for the whole position on the contract, or for the
   row's quantity (at most the position).
 * ``reverse``: the opposite side for twice the position, or a plain entry when flat.
@@ -86,11 +88,14 @@ class FlattenAccount:
 Plan = PlaceOrder | CancelOrders | FlattenAccount
 
 
-def needs(signal: ValidSignal, *, position_for_risk: bool = False) -> Needs:
+def needs(
+    signal: ValidSignal, *, position_for_risk: bool = False, brackets_from_fill: bool = False
+) -> Needs:
     """Return which broker facts ``route`` needs for ``signal``."""
     entry_known = signal.limit_price is not None or signal.stop_price is not None
     ticks = signal.stop_loss_ticks is not None or signal.take_profit_ticks is not None
-    quote = ticks and not entry_known and signal.reference_price is None
+    priced = not (brackets_from_fill and _relative_only(signal))
+    quote = ticks and priced and not entry_known and signal.reference_price is None
     match signal.intent:
         case Intent.ORDER:
             return Needs(position=position_for_risk, quote=quote)
@@ -103,16 +108,28 @@ def needs(signal: ValidSignal, *, position_for_risk: bool = False) -> Needs:
 
 
 def route(
-    signal: ValidSignal, view: BrokerView, client_order_id: ClientOrderId, *, today: date
+    signal: ValidSignal,
+    view: BrokerView,
+    client_order_id: ClientOrderId,
+    *,
+    today: date,
+    brackets_from_fill: bool = False,
 ) -> Plan | Denied:
-    """Turn ``signal`` into broker commands, or say why none can be sent."""
+    """Turn ``signal`` into broker commands, or say why none can be sent.
+
+    ``brackets_from_fill``: the broker prices bracket legs from the entry's fill
+    (``BrokerCapabilities.brackets_from_fill``), so a bracket given only in ticks needs no
+    entry reference.
+    """
     try:
-        return _route(signal, view, client_order_id, today)
+        return _route(signal, view, client_order_id, today, brackets_from_fill)
     except InvalidInput as e:
         return Denied(str(e), e.field)
 
 
-def _route(signal: ValidSignal, view: BrokerView, cid: ClientOrderId, today: date) -> Plan | Denied:
+def _route(
+    signal: ValidSignal, view: BrokerView, cid: ClientOrderId, today: date, from_fill: bool
+) -> Plan | Denied:
     if signal.intent is Intent.FLATTEN:
         return _flatten(signal, view, today)
     contract = signal.contract
@@ -129,7 +146,8 @@ def _route(signal: ValidSignal, view: BrokerView, cid: ClientOrderId, today: dat
     position = view.position(contract)
     match signal.intent:
         case Intent.ORDER:
-            return _entry(signal, contract, signal.side, signal.quantity, view, cid, position)
+            return _entry(signal, contract, signal.side, signal.quantity, view, cid, position,
+                          from_fill)  # fmt: skip
         case Intent.EXIT:
             if position == 0:
                 return Denied(f"nothing to do: no position in {contract.name} to exit")
@@ -138,7 +156,8 @@ def _route(signal: ValidSignal, view: BrokerView, cid: ClientOrderId, today: dat
             return _place(signal, contract, side, quantity, cid, position)
         case Intent.REVERSE:
             if position == 0:
-                return _entry(signal, contract, signal.side, signal.quantity, view, cid, 0)
+                return _entry(signal, contract, signal.side, signal.quantity, view, cid, 0,
+                              from_fill)  # fmt: skip
             held = Side.BUY if position > 0 else Side.SELL
             if signal.side is held:
                 return Denied(
@@ -213,15 +232,28 @@ def _entry(
     view: BrokerView,
     cid: ClientOrderId,
     position: int,
+    from_fill: bool,
 ) -> PlaceOrder | Denied:
     if side is None:
         return Denied("side is missing (buy or sell)", "side")
     if quantity is None:
         return Denied("quantity is missing", "quantity")
-    bracket = _bracket(signal, contract, side, view)
+    if from_fill and _relative_only(signal):
+        # The broker prices the legs from the real fill (native order strategies).
+        bracket: Bracket | Denied | None = Bracket(
+            stop_loss_ticks=signal.stop_loss_ticks, take_profit_ticks=signal.take_profit_ticks
+        )
+    else:
+        bracket = _bracket(signal, contract, side, view)
     if isinstance(bracket, Denied):
         return bracket
     return _place(signal, contract, side, quantity, cid, position, bracket=bracket)
+
+
+def _relative_only(signal: ValidSignal) -> bool:
+    """Return whether the signal's bracket has legs and every one is a tick distance."""
+    ticks = signal.stop_loss_ticks is not None or signal.take_profit_ticks is not None
+    return ticks and signal.stop_loss is None and signal.take_profit is None
 
 
 def entry_reference(signal: ValidSignal, quote: Decimal | None) -> Decimal | None:

@@ -373,7 +373,10 @@ class Dispatcher:
         that a lost answer can later be told from other orders (``Broker.lookup_baseline``).
         """
         delay = self.config.lookup_backoff_s
-        need = needs(signal, position_for_risk=self.limits.needs_position)
+        from_fill = broker.capabilities.brackets_from_fill
+        need = needs(
+            signal, position_for_risk=self.limits.needs_position, brackets_from_fill=from_fill
+        )
         while True:
             calls: list[HttpCall] = []
             try:
@@ -385,7 +388,8 @@ class Dispatcher:
                             "lists for its token", "account_name"))  # fmt: skip
                         return None
                     view = await self._view(broker, signal, need)
-                    plan = route(signal, view, client_order_id_for(signal_id), today=today)
+                    plan = route(signal, view, client_order_id_for(signal_id), today=today,
+                                 brackets_from_fill=from_fill)  # fmt: skip
                     baseline = None
                     if isinstance(plan, PlaceOrder):
                         baseline = await broker.lookup_baseline(plan.command)
