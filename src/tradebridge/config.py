@@ -87,6 +87,11 @@ class StrategyConfig(_Section):
         description="what profitTarget / stopLoss in the params mean: price points from the "
         "entry (the reference's example suggests it) or ticks; unverified",
     )
+    breakeven_key: str = Field(
+        "breakeven",
+        description="the key (value true) of a bracket whose stop moves to the fill once "
+        "another bracket's target filled (unverified)",
+    )
     entry_label: str = Field(
         "Entry",
         description="orderStrategyLink label of the entry order; when no link carries it, "

@@ -179,3 +179,42 @@ def test_trailing_stop_follows_the_best_price_and_never_moves_back() -> None:
     assert stop.ord_status is FILLED
     assert sim.net() == 0
     assert stop.avg_fill_price == Decimal("6004.75")
+
+
+def test_scale_out_brackets_each_close_their_own_quantity() -> None:
+    sim = make_sim()
+    brackets = (
+        StrategyBracket(1, profit_target=d(5), stop_loss=d(5)),
+        StrategyBracket(1, profit_target=d(10), stop_loss=d(5)),
+        StrategyBracket(1, stop_loss=d(5)),  # the runner: protected by its stop alone
+    )
+    strategy = start(sim, BUY, 3, *brackets)
+    assert [len(pair) for pair in strategy.legs] == [2, 2, 1]
+
+    sim.price(ES, "6006")  # through the first target (6005.25) only
+    assert sim.net() == 2
+    stops = [sim.order(i) for i in (strategy.legs[1][0], strategy.legs[2][0])]
+    assert {stop.ord_status for stop in stops} == {WORKING}
+    assert sim.order(strategy.legs[0][0]).ord_status is CANCELED  # its own stop went with it
+
+    sim.price(ES, "6011")
+    assert sim.net() == 1
+    assert strategy.status == "ActiveStrategy"
+
+
+def test_breakeven_moves_the_other_stops_to_the_fill_after_the_first_target() -> None:
+    sim = make_sim()
+    brackets = tuple(
+        StrategyBracket(1, profit_target=d(target), stop_loss=d(5), breakeven=True)
+        for target in (5, 10)
+    )
+    strategy = start(sim, BUY, 2, *brackets)
+    second_stop = sim.order(strategy.legs[1][0])
+    assert second_stop.version.stop_price == d("5995.25")
+
+    sim.price(ES, "6006")
+
+    assert second_stop.version.stop_price == d("6000.25")  # the fill: break-even
+    sim.price(ES, "6000")
+    assert second_stop.ord_status is FILLED
+    assert sim.net() == 0

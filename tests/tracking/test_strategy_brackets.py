@@ -243,3 +243,107 @@ async def test_exit_interrupts_the_strategy_before_cancelling_its_legs(stack: St
     assert fitted["interrupted"] == [str(strategy.id)]
     assert stack.net_position() == 0
     assert Decimal(0) == sum(leg.leaves_qty for leg in _live_legs(stack))
+
+
+# --- scale-out, trailing stops, break-even (item 3) --------------------------------------------
+
+TARGETS = [{"ticks": 20, "quantity": 1}, {"ticks": 40, "quantity": 1}]
+
+
+async def _scaled_out(stack: Stack, signal_id: str = "entry", **columns: Any) -> Decimal:
+    """Fill a market entry of 3 with two targets of 1 and a runner; return the fill price."""
+    values: dict[str, Any] = {"quantity": 3, "take_profits": TARGETS, "stop_loss_ticks": 16}
+    values.update(columns)
+    await stack.insert(signal_id, **values)
+    row = await stack.wait(signal_id, "filled", "denied", "failed")
+    assert (row.status, row.error_message) == ("filled", None)
+    targets = values["take_profits"]
+    runner = values["quantity"] > sum(t["quantity"] for t in targets)
+    await _until_legs(stack, 2 * len(targets) + runner)
+    (strategy,) = _strategies(stack)
+    fill = _entry_of(stack, strategy).avg_fill_price
+    assert fill is not None
+    return fill
+
+
+def _stops(stack: Stack) -> list[SimOrder]:
+    return [o for o in _live_legs(stack) if o.version.order_type is OrderType.STOP]
+
+
+async def test_scale_out_targets_close_their_own_quantities(stack: Stack) -> None:
+    fill = await _scaled_out(stack)
+    targets = sorted(o.version.price for o in _live_legs(stack) if o.version.price is not None)
+    assert targets == [fill + 20 * TICK, fill + 40 * TICK]
+    assert sorted(o.leaves_qty for o in _stops(stack)) == [1, 1, 1]
+    assert {o.version.stop_price for o in _stops(stack)} == {fill - 16 * TICK}
+
+    stack.set_price(fill + 25 * TICK)
+    assert stack.net_position() == 2
+    stack.set_price(fill + 45 * TICK)
+    assert stack.net_position() == 1  # the runner, still protected by its stop
+    assert [o.leaves_qty for o in _live_legs(stack)] == [1]
+    _assert_no_leg_exceeds_position(stack)
+
+
+async def test_trailing_stop_follows_the_price_then_closes(stack: Stack) -> None:
+    await stack.insert("entry", trailing_stop_ticks=8)
+    await stack.wait("entry", "filled")
+    await _until_legs(stack, 1)
+    (stop,) = _stops(stack)
+    first = stop.version.stop_price
+    assert first is not None
+
+    high = _on_grid(stack.last()) + 30 * TICK
+    stack.set_price(high)
+    stack.set_price(high - 4 * TICK)  # a dip inside the trail: the stop stays
+
+    (stop,) = _stops(stack)
+    assert stop.version.stop_price == high - 8 * TICK > first
+    stack.set_price(high - 10 * TICK)
+    assert stack.net_position() == 0
+    assert _live_legs(stack) == []
+
+
+async def test_breakeven_moves_the_runner_stops_after_the_first_target(stack: Stack) -> None:
+    fill = await _scaled_out(stack, breakeven=True)
+
+    stack.set_price(fill + 25 * TICK)
+
+    assert stack.net_position() == 2
+    assert {o.version.stop_price for o in _stops(stack)} == {fill}
+    stack.set_price(fill - TICK)
+    assert stack.net_position() == 0
+
+
+@pytest.mark.parametrize(
+    ("intent", "columns", "remaining"), ACTIONS, ids=[f"{a}-{r}" for a, _, r in ACTIONS]
+)
+async def test_action_leaves_no_scale_out_leg_larger_than_the_position(
+    stack: Stack, intent: str, columns: dict[str, Any], remaining: int
+) -> None:
+    await _scaled_out(stack, quantity=2, take_profits=TARGETS)  # two targets of one: no runner
+    old_prices = _leg_prices(stack)
+
+    await stack.insert("act", intent=intent, **{"side": None, "quantity": None, **columns})
+    row = await stack.wait("act", "filled", "denied", "rejected", "failed")
+
+    assert (row.status, row.error_message) == ("filled", None)
+    assert stack.net_position() == remaining
+    _assert_no_leg_exceeds_position(stack)
+    _sweep(stack, old_prices, remaining)
+
+
+async def test_bridge_account_denies_a_scale_out_row_with_the_reason(
+    make_stack: StackFactory,
+) -> None:
+    async with make_stack(FROZEN, dialect=Dialect.TVBRIDGE) as stack:
+        stack.start(stack.dispatcher())
+        await stack.insert("entry", quantity=2, take_profits=TARGETS, stop_loss_ticks=16,
+                           reference_price=_on_grid(stack.last()))  # fmt: skip
+
+        row = await stack.wait("entry", "denied", "filled", "failed")
+
+        assert row.status == "denied"
+        assert row.error_message is not None
+        assert "take_profits" in row.error_message
+        assert stack.sim_orders() == []

@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 
+from tradebridge.config import Settings
 from tradebridge.domain.commands import Bracket, CancelOrder, FlattenPosition, SubmitOrder
 from tradebridge.domain.contracts import ContractSymbol, parse_contract
-from tradebridge.domain.enums import OrderType, Side
+from tradebridge.domain.enums import Dialect, OrderType, Side
 from tradebridge.domain.ids import ClientOrderId
 from tradebridge.domain.reports import OrderStatusReport, PositionReport
 from tradebridge.errors import InvalidInput
@@ -238,11 +239,12 @@ def _entry(
         return Denied("side is missing (buy or sell)", "side")
     if quantity is None:
         return Denied("quantity is missing", "quantity")
+    refused = scale_out_refusal(signal, brackets_from_fill=from_fill)
+    if refused is not None:
+        return refused
     if from_fill and _relative_only(signal):
         # The broker prices the legs from the real fill (native order strategies).
-        bracket: Bracket | Denied | None = Bracket(
-            stop_loss_ticks=signal.stop_loss_ticks, take_profit_ticks=signal.take_profit_ticks
-        )
+        bracket: Bracket | Denied | None = _relative_bracket(signal, quantity)
     else:
         bracket = _bracket(signal, contract, side, view)
     if isinstance(bracket, Denied):
@@ -253,7 +255,73 @@ def _entry(
 def _relative_only(signal: ValidSignal) -> bool:
     """Return whether the signal's bracket has legs and every one is a tick distance."""
     ticks = signal.stop_loss_ticks is not None or signal.take_profit_ticks is not None
+    ticks = ticks or signal.scales_out
     return ticks and signal.stop_loss is None and signal.take_profit is None
+
+
+def brackets_from_fill(settings: Settings, account: str) -> bool:
+    """Return whether ``account``'s broker prices bracket legs from the fill.
+
+    Native accounts with ``tradovate.strategies.use = "relative"`` (order strategies); the
+    same as the adapter's ``BrokerCapabilities.brackets_from_fill``.
+    """
+    configured = next((a for a in settings.accounts if a.name == account), None)
+    native = configured is None or configured.dialect is Dialect.NATIVE
+    return native and settings.tradovate.strategies.use == "relative"
+
+
+def scale_out_refusal(signal: ValidSignal, *, brackets_from_fill: bool) -> Denied | None:
+    """Return why several targets, a trailing stop or a break-even move cannot be placed.
+
+    Only a broker that prices legs from the fill places them (native order strategies, as
+    brackets of one strategy), and only with every leg a distance. The webhook asks the same
+    question of each account before it accepts an alert.
+    """
+    if not signal.scales_out:
+        return None
+    field = ("take_profits" if signal.targets
+             else "trailing_stop_ticks" if signal.trailing_stop_ticks is not None
+             else "breakeven")  # fmt: skip
+    if not brackets_from_fill:
+        return Denied(
+            f"{field}: several take profits, trailing stops and break-even moves are placed "
+            "as a native order strategy; this account's broker cannot (the TradingView "
+            "bridge, or tradovate.strategies.use = never)",
+            field,
+        )
+    if not _relative_only(signal):
+        return Denied(f"{field} needs every leg as a distance (ticks, points, dollars), "
+                      "not a price", field)  # fmt: skip
+    return None
+
+
+def _relative_bracket(signal: ValidSignal, quantity: int) -> Bracket | Denied:
+    stop = signal.stop_loss_ticks
+    if signal.trailing_stop_ticks is not None:
+        stop = signal.trailing_stop_ticks
+    bracket = Bracket(
+        stop_loss_ticks=stop,
+        take_profit_ticks=signal.take_profit_ticks,
+        targets=signal.targets,
+        trailing=signal.trailing_stop_ticks is not None,
+        breakeven=signal.breakeven,
+    )
+    if signal.targets:
+        total = sum(t.quantity for t in signal.targets)
+        if total > quantity:
+            return Denied(f"take_profits close {total} contracts, more than the order's "
+                          f"{quantity}", "take_profits")  # fmt: skip
+        if total < quantity and stop is None:
+            return Denied(
+                f"take_profits close {total} of {quantity} contracts and there is no stop: "
+                "the rest would have no protective order (add a stop, or make the "
+                "quantities add up)",
+                "take_profits",
+            )
+        if signal.breakeven and total == signal.targets[0].quantity == quantity:
+            return Denied("breakeven: nothing is left after the first take profit",
+                          "breakeven")  # fmt: skip
+    return bracket
 
 
 def entry_reference(signal: ValidSignal, quote: Decimal | None) -> Decimal | None:

@@ -161,6 +161,7 @@ def parse_strategy_params(
     units: Literal["points", "ticks"],
     tick: Decimal | None,
     lowercase_enums: Literal["reject", "accept"],
+    breakeven_key: str = "breakeven",
 ) -> tuple[OrderRequest, tuple[StrategyBracket, ...]]:
     """Parse ``startorderstrategy``'s ``params`` string (reference §5.8).
 
@@ -211,6 +212,7 @@ def parse_strategy_params(
                 profit_target=None if target is None else target * scale,
                 stop_loss=None if stop is None else -stop * scale,
                 trailing=bool(leg.boolean("trailingStop")),
+                breakeven=bool(leg.boolean(breakeven_key)),
             )
         )
     return request, tuple(brackets)

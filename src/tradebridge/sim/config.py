@@ -154,6 +154,7 @@ class SimConfig(BaseModel):
     # profitTarget / stopLoss mean, and the labels of the orderStrategyLinks.
     strategy_type_id: int = 2
     strategy_units: Literal["points", "ticks"] = "points"
+    strategy_breakeven_key: str = "breakeven"
     strategy_entry_label: str = "Entry"
     strategy_stop_label: str = "StopLoss"
     strategy_target_label: str = "ProfitTarget"

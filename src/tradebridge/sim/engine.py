@@ -71,7 +71,9 @@ How the engine behaves where Tradovate's documents are silent (reference §4, §
   prices), so the filled part is protected at once and never over-covered. A stop the
   market has already passed is placed anyway and triggers at once. A trailing bracket's stop
   follows the best price by its distance on every pass (a new version each time it moves;
-  it never moves back). Cancelling an entry that has not filled ends the strategy
+  it never moves back). A ``breakeven`` bracket's stop moves to the first fill's price once
+  another bracket's target has filled, if that is a better stop and the market has not
+  already passed it (then it stays). Cancelling an entry that has not filled ends the strategy
   (``StoppedByUser`` by request, ``ExecutionFinished`` otherwise); an entry that ends
   partly filled keeps its legs. ``interrupt_order_strategy`` cancels the working entry and
   every open leg (``ExecutionInterrupted``). A strategy is ``ExecutionFinished`` once its
@@ -284,6 +286,7 @@ class StrategyBracket:
     profit_target: Decimal | None = None  # above a long's fill (below a short's)
     stop_loss: Decimal | None = None  # positive distance, on the losing side
     trailing: bool = False  # the stop follows the best price by its distance
+    breakeven: bool = False  # once another bracket's target filled, the stop moves to the fill
 
 
 @dataclass
@@ -1097,6 +1100,8 @@ class SimEngine:
         strategy = self._strategies.get(strategy_id) if strategy_id is not None else None
         if strategy is None or not strategy.active:
             return
+        if order.ord_status is OrdStatus.FILLED and order.version.order_type is OrderType.LIMIT:
+            self._breakeven(strategy, order)
         if order.id == strategy.entry_id and order.filled_qty == 0:
             stopped = order.ord_status is OrdStatus.CANCELED
             self._end_strategy(strategy, "StoppedByUser" if stopped else "ExecutionFinished")
@@ -1104,6 +1109,31 @@ class SimEngine:
         if all(self._orders[i].ord_status in FINAL_ORD_STATUSES
                for i in self._strategy_orders(strategy)):  # fmt: skip
             self._end_strategy(strategy, "ExecutionFinished")
+
+    def _breakeven(self, strategy: SimOrderStrategy, target: SimOrder) -> None:
+        """A target filled: move the stops of the other break-even brackets to the fill."""
+        basis = strategy.basis
+        assert basis is not None
+        book = self._books[strategy.contract_id]
+        bid, ask = self._touch(book)
+        for index, bracket in enumerate(strategy.brackets):
+            if not bracket.breakeven or target.id in strategy.legs[index]:
+                continue
+            for leg in (self._orders[i] for i in strategy.legs[index]):
+                stop = leg.version.stop_price
+                if leg.ord_status not in _OPEN or stop is None or leg.triggered:
+                    continue
+                sell = leg.action is Side.SELL
+                better = basis > stop if sell else basis < stop
+                legal = basis < bid if sell else basis > ask
+                if not (better and legal):
+                    continue
+                self._new_version(leg, replace(leg.version, stop_price=basis))
+                self._publish(leg.account_id, "order", "updated", leg)
+                self._report(leg, "Replaced", text=f"Break-even after order {target.id}")
+                if leg.ord_status is OrdStatus.WORKING:
+                    self._unrest(book, leg)
+                    self._rest(book, leg)
 
     def _trail(self, book: _Book) -> None:
         """Move trailing stops towards the market: never back, one version per move."""

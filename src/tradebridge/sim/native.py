@@ -46,9 +46,11 @@ Choices where the reference is silent or unverified:
   placeoso, placeoco, liquidateposition, startorderstrategy), not to modify, cancel,
   liquidatepositions or interruptorderstrategy.
 * ``orderStrategy/startorderstrategy`` (reference §5.8): ``params`` must be a JSON string
-  ``{"entryVersion": {...}, "brackets": [{qty, profitTarget?, stopLoss?, trailingStop?}]}``
-  (a body that is not is 400); ``profitTarget`` is positive, ``stopLoss`` negative, both in
-  ``SimConfig.strategy_units`` (price points by default, or ticks) from the entry's fill.
+  ``{"entryVersion": {...}, "brackets": [{qty, profitTarget?, stopLoss?, trailingStop?,
+  breakeven?}]}`` (a body that is not is 400; the ``breakeven`` key is
+  ``SimConfig.strategy_breakeven_key``); ``profitTarget`` is positive, ``stopLoss``
+  negative, both in ``SimConfig.strategy_units`` (price points by default, or ticks) from
+  the entry's fill.
   The answer is ``{"orderStrategy": {...}}`` (also for a risk-rejected entry: its status is
   ``ExecutionFailed``) or ``{"errorText": "<reason>: <text>"}``; ``isAutomated`` is neither
   asked nor checked (the request has no such field). ``interruptorderstrategy``
@@ -702,6 +704,7 @@ class NativeApi:
             entry, brackets = parse_strategy_params(
                 raw, units=self.ctx.config.strategy_units, tick=tick,
                 lowercase_enums=self.ctx.config.lowercase_enums,
+                breakeven_key=self.ctx.config.strategy_breakeven_key,
             )  # fmt: skip
         except Unsupported as exc:
             return _ok({"errorText": f"Unsupported: {exc}"})

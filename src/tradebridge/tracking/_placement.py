@@ -50,6 +50,7 @@ from tradebridge.domain.commands import (
     CancelOrder,
     FlattenPosition,
     SubmitOrder,
+    Target,
 )
 from tradebridge.domain.contracts import parse_contract
 from tradebridge.domain.enums import OrderStatus, OrderType, Side, TimeInForce
@@ -140,6 +141,9 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
             "take_profit": _num(bracket.take_profit),
             "stop_loss_ticks": bracket.stop_loss_ticks,
             "take_profit_ticks": bracket.take_profit_ticks,
+            "targets": [{"quantity": t.quantity, "ticks": t.ticks} for t in bracket.targets],
+            "trailing": bracket.trailing,
+            "breakeven": bracket.breakeven,
             "text": c.text,
             "client_order_id": c.client_order_id,
             "position_before": plan.position_before,
@@ -175,7 +179,9 @@ def plan_from_json(data: dict[str, Any], today: date) -> Plan:
         contract = type(contract)(contract.root, int(data["contract_year"]), contract.month)
     sl, tp = _dec(data.get("stop_loss")), _dec(data.get("take_profit"))
     sl_ticks, tp_ticks = _int(data.get("stop_loss_ticks")), _int(data.get("take_profit_ticks"))
-    bracket = Bracket(sl, tp, sl_ticks, tp_ticks)
+    targets = tuple(Target(int(t["quantity"]), int(t["ticks"])) for t in data.get("targets") or ())
+    bracket = Bracket(sl, tp, sl_ticks, tp_ticks, targets, bool(data.get("trailing")),
+                      bool(data.get("breakeven")))  # fmt: skip
     return PlaceOrder(
         SubmitOrder(
             client_order_id=ClientOrderId(str(data["client_order_id"])),

@@ -86,6 +86,9 @@ def raw_signal(row: LedgerRow) -> RawSignal:
         take_profit_ticks=row.take_profit_ticks,
         reference_price=row.reference_price,
         strategy_name=row.strategy_name,
+        take_profits=row.take_profits,
+        trailing_stop_ticks=row.trailing_stop_ticks,
+        breakeven=row.breakeven,
     )
 
 

@@ -356,6 +356,7 @@ def start_strategy_body(
     *,
     type_id: int,
     units: Literal["points", "ticks"],
+    breakeven_key: str = "breakeven",
 ) -> dict[str, Any]:
     """Return the ``orderStrategy/startorderstrategy`` body: the built-in Bracket strategy.
 
@@ -379,13 +380,18 @@ def start_strategy_body(
         entry["stopPrice"] = _num(command.stop_price)
     if command.expire_time is not None:
         entry["expireTime"] = _iso(command.expire_time)
-    leg: dict[str, Any] = {"qty": command.quantity}
-    if bracket.take_profit_ticks is not None:
-        leg["profitTarget"] = _num(strategy_distance(bracket.take_profit_ticks, tick, units))
-    if bracket.stop_loss_ticks is not None:
-        leg["stopLoss"] = -_num(strategy_distance(bracket.stop_loss_ticks, tick, units))
-    leg["trailingStop"] = False
-    params = {"entryVersion": entry, "brackets": [leg]}
+    brackets: list[dict[str, Any]] = []
+    for qty, target in bracket.plan(command.quantity):
+        leg: dict[str, Any] = {"qty": qty}
+        if target is not None:
+            leg["profitTarget"] = _num(strategy_distance(target, tick, units))
+        if bracket.stop_loss_ticks is not None:
+            leg["stopLoss"] = -_num(strategy_distance(bracket.stop_loss_ticks, tick, units))
+        leg["trailingStop"] = bracket.trailing
+        if bracket.breakeven:
+            leg[breakeven_key] = True  # the key is unverified (reference §5.8)
+        brackets.append(leg)
+    params = {"entryVersion": entry, "brackets": brackets}
     return {
         "accountId": account_id,
         "accountSpec": command.account,

@@ -317,8 +317,9 @@ class TradovateBroker:
         """Start a Bracket strategy; return its entry order's id (what the row follows)."""
         cfg = self.config.strategies
         body = wire.start_strategy_body(
-            command, account.id, command.contract.name, type_id=cfg.type_id, units=cfg.units
-        )
+            command, account.id, command.contract.name, type_id=cfg.type_id, units=cfg.units,
+            breakeven_key=cfg.breakeven_key,
+        )  # fmt: skip
         cid = command.client_order_id
         data = await self._send_order(command.account, _STRATEGY_PATH, body, cid)
         strategy = self._strategy_result(data, cid)
