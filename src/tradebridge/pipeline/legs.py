@@ -9,7 +9,8 @@ or none; the row's history says so).
 
 * A **protective leg** is an open bracket leg (an order with a parent) whose entry is no
   longer working. Legs of an entry that still works are suspended and follow their own
-  entry, so they are left alone.
+  entry, so they are left alone; except the legs of an order strategy, which exist only
+  for what the entry has filled (a partly filled entry that still works has live legs).
 * The legs of one entry form a group: each of its stops is one-cancels-other with a target,
   at most one of a pair fills, so a group covers the larger of what its stops and what its
   targets still have open (one pair: the larger leg; a scale-out of several pairs: the sum).
@@ -71,7 +72,7 @@ def protective_legs(orders: Sequence[OrderStatusReport], contract: str) -> list[
         if order.contract != contract or order.parent_id is None or order.status.is_terminal:
             continue
         parent = by_id.get(order.parent_id)
-        if parent is not None and not parent.status.is_terminal:
+        if parent is not None and not parent.status.is_terminal and order.strategy_id is None:
             continue  # suspended: it follows its own entry, not the position
         legs.append(order)
     return legs
