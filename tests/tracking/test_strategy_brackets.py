@@ -208,6 +208,29 @@ async def _lose_strategy_answer(stack: Stack, *, tracking: bool) -> None:
     assert events.count("submitted") == 1
 
 
+async def test_strategy_whose_entry_cannot_be_read_is_escalated_never_restarted(
+    make_stack: StackFactory,
+) -> None:
+    sim = SimConfig(port=0, price_step_s=3600)
+    dispatcher = {"unknown_bound_s": 1.0}
+    async with make_stack(sim, dialect=Dialect.NATIVE, dispatcher=dispatcher) as stack:
+        # The broker starts the strategy, but its links (which order is the entry) cannot be
+        # read: the submit's outcome is open, and the lookup finds our uuid without an entry.
+        stack.sim.ctx.faults.missing_routes = ["orderStrategyLink/*"]
+        stack.start(stack.dispatcher(tracking=False))
+        await stack.insert("entry", stop_loss_ticks=SL_TICKS, take_profit_ticks=TP_TICKS)
+
+        row = await stack.wait("entry", "needs_review", "failed", "filled", timeout=30)
+
+        assert row.status == "needs_review"
+        assert len(_strategies(stack)) == 1
+        assert len(stack.entries()) == 1
+        events = [h["event"] for h in await stack.ledger.pool.fetch(
+            "select event from order_history where signal_id = 'entry' order by id")]  # fmt: skip
+        assert "resubmitted" not in events
+        assert "lookup_ambiguous" in events
+
+
 @pytest.mark.parametrize(
     ("intent", "columns", "remaining"), ACTIONS, ids=[f"{a}-{r}" for a, _, r in ACTIONS]
 )

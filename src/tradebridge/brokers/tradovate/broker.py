@@ -324,12 +324,20 @@ class TradovateBroker:
         data = await self._send_order(command.account, _STRATEGY_PATH, body, cid)
         strategy = self._strategy_result(data, cid)
         entry: int | None = None
-        for attempt in range(3):  # the entry may be linked a moment after the answer
-            found = await self._strategies(command.account, account.id, only={strategy.id})
-            entry = found.entries.get(strategy.id)
-            if entry is not None:
-                break
-            await self._sleep(0.2 * (attempt + 1))
+        try:
+            for attempt in range(3):  # the entry may be linked a moment after the answer
+                found = await self._strategies(command.account, account.id, only={strategy.id})
+                entry = found.entries.get(strategy.id)
+                if entry is not None:
+                    break
+                await self._sleep(0.2 * (attempt + 1))
+        except (BrokerError, InvalidInput) as e:
+            # The strategy exists: whatever the reads say, never a rejection or a resend.
+            raise OutcomeUnknown(
+                f"strategy {strategy.id} for {cid} started; reading its entry failed ({e}); "
+                "look it up",
+                client_order_id=cid,
+            ) from e
         if entry is None:
             raise OutcomeUnknown(
                 f"strategy {strategy.id} for {cid} started but lists no entry order yet; "
