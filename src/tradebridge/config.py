@@ -72,9 +72,39 @@ class EventNamesConfig(_Section):
     fill: str = "fill"
     position: str = "position"
     command: str = "command"
+    order_strategy: str = "orderStrategy"
+    order_strategy_link: str = "orderStrategyLink"
     created: str = "Created"
     updated: str = "Updated"
     deleted: str = "Deleted"
+
+
+class StrategyConfig(_Section):
+    """Brackets placed as Tradovate order strategies (reference §5.8; much of it unverified)."""
+
+    use: Literal["relative", "never"] = Field(
+        "relative",
+        description="relative: an entry whose bracket legs are all distances (ticks, points, "
+        "dollars) starts the built-in Bracket strategy, so Tradovate prices the legs from the "
+        "real fill; legs at absolute prices still go as placeoso. never: every bracket goes as "
+        "placeoso, distances priced at submit from the entry reference",
+    )
+    type_id: int = Field(2, ge=1, description="orderStrategyTypeId of the Bracket strategy")
+    units: Literal["points", "ticks"] = Field(
+        "points",
+        description="what profitTarget / stopLoss in the params mean: price points from the "
+        "entry (the reference's example suggests it) or ticks; unverified",
+    )
+    breakeven_key: str = Field(
+        "breakeven",
+        description="the key (value true) of a bracket whose stop moves to the fill once "
+        "another bracket's target filled (unverified)",
+    )
+    entry_label: str = Field(
+        "Entry",
+        description="orderStrategyLink label of the entry order; when no link carries it, "
+        "the strategy's first order is the entry (unverified)",
+    )
 
 
 class TradovateConfig(_Section):
@@ -96,6 +126,7 @@ class TradovateConfig(_Section):
     ws_dead_after_s: float = Field(10.0, gt=0, description="no frame this long: reconnect")
     ws_reconnect_max_s: float = Field(30.0, gt=0)
     event_names: EventNamesConfig = Field(default_factory=EventNamesConfig)
+    strategies: StrategyConfig = Field(default_factory=StrategyConfig)
     lookup_absent_after_s: float = Field(10.0, ge=0, description="reference §11.3 step 5")
     lookup_by_shape: Literal["review", "adopt"] = Field(
         "review",

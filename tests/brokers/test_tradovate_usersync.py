@@ -178,3 +178,28 @@ def test_mirror_props_with_custom_names_emit_events() -> None:
 
     assert [type(e.event) for e in accepted + filled] == [OrderAccepted, OrderFilled]
     assert ignored == []
+
+
+def test_mirror_names_strategy_orders_by_uuid_with_configured_names() -> None:
+    names = EventNamesConfig(order_strategy="OS", order_strategy_link="OSL")
+    mirror = SyncMirror(names, {7: "ACC7"}, entry_label="Main")
+    strategy = {"id": 90, "accountId": 7, "uuid": "tb-s", "status": "ActiveStrategy"}
+
+    def order(order_id: int) -> dict[str, object]:
+        return {"id": order_id, "accountId": 7, "contractId": 5, "action": "Buy",
+                "ordStatus": "Working"}  # fmt: skip
+
+    def props(kind: str, entity: dict[str, object]) -> list[BrokerOrderEvent]:
+        return mirror.apply_props({"entityType": kind, "eventType": "Created", "entity": entity})
+
+    props("OS", strategy)
+    props("OSL", {"id": 1, "orderStrategyId": 90, "orderId": 301, "label": "Other"})
+    props("OSL", {"id": 2, "orderStrategyId": 90, "orderId": 302, "label": "Main"})
+    leg = props("order", order(301))
+    entry = props("order", order(302))
+    unknown_kind = props("orderStrategy", {**strategy, "id": 91, "uuid": "tb-other"})
+
+    assert [e.client_order_id for e in entry] == ["tb-s"]
+    assert [e.client_order_id for e in leg] == ["tb-s-leg"]
+    assert unknown_kind == []
+    assert 91 not in mirror.strategy_uuids

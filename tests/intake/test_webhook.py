@@ -447,8 +447,8 @@ async def test_webhook_stale_alert_is_stored_denied_and_answered_rejected(hook: 
         ),
         (
             {"symbol": "MNQ1!", "data": "buy", "quantity": 1, "token": SECRET, "trail": "1"},
-            "trail",
-            "does not support",
+            "trail_stop",
+            "without a trail_stop",
         ),
         (
             {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -139,3 +140,35 @@ def test_fit_legs_resting_entries_stay_unless_asked_to_cancel_everything(
     fit = fit_legs(_bracket(10, 1) + resting, MNQ, 0, cancel_others=cancel_others)
 
     assert sorted(c.broker_order_id for c in fit.cancels) == cancelled
+
+
+def _strategy(entry: int, qty: int, filled: int, targets: int = 1) -> list[OrderStatusReport]:
+    """A strategy's entry (filled ``filled`` of ``qty``) and one OCO pair per target."""
+    status = OrderStatus.FILLED if filled == qty else OrderStatus.PARTIALLY_FILLED
+    orders = [replace(_order(entry, Side.BUY, qty, status, filled=filled), strategy_id="S")]
+    share = filled // targets
+    for _ in range(targets):
+        for kind in (OrderType.STOP, OrderType.LIMIT):
+            leg = _order(entry + 1 + len(orders), Side.SELL, share, parent=entry, kind=kind)
+            orders.append(replace(leg, strategy_id="S"))
+    return orders
+
+
+def test_fit_legs_strategy_legs_of_a_working_entry_protect_what_filled() -> None:
+    orders = _strategy(10, 3, filled=2)  # the entry still works for 1
+
+    assert len(protective_legs(orders, MNQ)) == 2
+    fit = fit_legs(orders, MNQ, 0)
+    assert len(fit.cancels) == 2
+    assert [i.strategy_id for i in fit.interrupts] == ["S"]
+
+
+def test_fit_legs_scale_out_pairs_cover_their_sum() -> None:
+    orders = _strategy(10, 3, filled=3, targets=3)  # three pairs of one
+
+    fit = fit_legs(orders, MNQ, 1)  # keep one stop and one target, first first
+
+    assert len(fit.cancels) == 4
+    kept = {leg.broker_order_id for leg in orders[1:]} - {c.broker_order_id for c in fit.cancels}
+    assert sorted(kept) == ["12", "13"]
+    assert fit.interrupts == ()

@@ -88,48 +88,41 @@ def _fill(template: Template, close: Decimal) -> dict[str, Any]:
 
 def _bracket_legs(body: dict[str, Any]) -> int:
     """Return how many bracket legs the alert asks for."""
-    keys = ("stop_loss", "take_profit", "stopLoss", "takeProfit")
+    targets = body.get("take_profit")
+    stop = bool(body.get("stop_loss") or body.get("trailing_stop"))
+    if isinstance(targets, list):
+        # Scale-out: one take profit per target, each with its own stop, and a stop alone
+        # for the contracts the targets leave (the runner).
+        covered = sum(int(t.get("quantity", 0)) for t in targets)
+        runner = int(body.get("quantity", 1)) > covered
+        return len(targets) + (len(targets) + runner if stop else 0)
+    keys = ("stop_loss", "trailing_stop", "take_profit", "stopLoss", "takeProfit")
     legs = sum(1 for k in keys if body.get(k))
     legs += sum(1 for pair in (("tp", "dollar_tp"), ("sl", "dollar_sl"))
                 if any(Decimal(str(body.get(k) or 0)) for k in pair))  # fmt: skip
     return legs
 
 
-def _needs_native_strategies(body: dict[str, Any]) -> bool:
-    """A market entry with a bracket relative to the fill and no price to measure it from."""
-    relative = any(
-        isinstance(body.get(leg), dict) and set(body[leg]) & {"ticks", "points", "dollars"}
-        for leg in ("stop_loss", "take_profit")
-    )
-    return (
-        body.get("action") in {"buy", "sell"}
-        and body.get("order_type", "market") == "market"
-        and relative
-        and "reference_price" not in body
-    )
-
-
 def _is_exit(body: dict[str, Any]) -> bool:
     return body.get("action") == "exit" or body.get("data") == "close"
 
 
+def _native_only(body: dict[str, Any]) -> bool:
+    """Several take profits, a trailing stop or break-even: native order strategies only."""
+    return isinstance(body.get("take_profit"), list) or any(
+        k in body for k in ("trailing_stop", "breakeven")
+    )
+
+
 def _cases() -> list[Any]:
-    cases = []
-    for dialect in (Dialect.NATIVE, Dialect.TVBRIDGE):
-        for template in TEMPLATES:
-            marks = []
-            if dialect is Dialect.NATIVE and _needs_native_strategies(_fill(template, Decimal(1))):
-                marks.append(
-                    pytest.mark.xfail(
-                        strict=True,
-                        reason="a native market entry with a relative bracket and no "
-                        "reference_price is priced from the fill by Tradovate order strategies "
-                        "(issue 9 item 2, branch `strategies`); until then it is a 400",
-                    )
-                )
-            cases.append(pytest.param(dialect, template, id=f"{dialect.value}-{template.name}",
-                                      marks=marks))  # fmt: skip
-    return cases
+    # A native-only template (docs/tradingview.md §3.4) is a 400 on a bridge account, as its
+    # section says: that is checked below rather than sent here.
+    return [
+        pytest.param(dialect, template, id=f"{dialect.value}-{template.name}")
+        for dialect in (Dialect.NATIVE, Dialect.TVBRIDGE)
+        for template in TEMPLATES
+        if dialect is Dialect.NATIVE or not _native_only(_fill(template, Decimal(1)))
+    ]
 
 
 def test_doc_has_the_templates_this_test_sends() -> None:
@@ -194,3 +187,18 @@ async def test_doc_template_sent_as_written_ends_with_an_order_at_the_simulator(
             if o.parent_id is not None and str(o.parent_id) in {r.tradovate_order_id
                                                                  for r in rows}]  # fmt: skip
     assert len(legs) == _bracket_legs(body), (template.name, legs)
+
+
+async def test_doc_native_only_templates_on_a_bridge_account_are_refused_400(
+    sim_tokens: SimServer, fresh_db: str, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    sim = sim_tokens
+    native_only = [t for t in TEMPLATES if _native_only(_fill(t, Decimal(1)))]
+    assert native_only, "docs/tradingview.md §3.4 shows no scale-out template"
+    settings = _settings(sim, fresh_db, redis_server.url, tmp_path, Dialect.TVBRIDGE)
+    async with serving(settings) as found, httpx.AsyncClient(timeout=30) as client:
+        for template in native_only:
+            body = _fill(template, last_price(sim, front()))
+            answer = await _post(client, found.webhook_url, body)
+            assert answer.status_code == 400, (template.name, answer.text)
+            assert "order strategy" in answer.json()["error"], answer.text

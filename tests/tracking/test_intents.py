@@ -90,7 +90,7 @@ async def test_intent_flatten_closes_position_and_cancels_orders(stack: Stack) -
     assert stack.net_position() == 0
 
 
-async def test_intent_order_with_ticks_places_bracket_at_absolute_prices(stack: Stack) -> None:
+async def test_intent_order_with_ticks_gets_legs_priced_from_its_fill(stack: Stack) -> None:
     stack.start(stack.dispatcher())
     tick = front().product.tick_size
     limit = (stack.last() / tick).to_integral_value() * tick - 40 * tick
@@ -98,6 +98,9 @@ async def test_intent_order_with_ticks_places_bracket_at_absolute_prices(stack: 
     await stack.insert("b", order_type="limit", price=limit, stop_loss_ticks=8,
                        take_profit_ticks=12)  # fmt: skip
     await stack.wait("b", "working")
+    assert [o for o in stack.sim_orders() if o.parent_id is not None] == []  # not filled yet
+    stack.set_price(limit - 2 * tick)  # through the limit: it fills at its price
+    await stack.wait("b", "filled")
 
     legs = [o.version for o in stack.sim_orders() if o.parent_id is not None]
     prices = {str(v.order_type).lower(): (v.price, v.stop_price) for v in legs}

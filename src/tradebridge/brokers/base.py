@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from tradebridge.domain.commands import CancelOrder, FlattenPosition, ModifyOrder, SubmitOrder
+from tradebridge.domain.commands import (
+    CancelOrder,
+    FlattenPosition,
+    InterruptStrategy,
+    ModifyOrder,
+    SubmitOrder,
+)
 from tradebridge.domain.enums import Dialect
 from tradebridge.domain.ids import AccountName, BrokerOrderId, ClientOrderId
 from tradebridge.domain.orders import OrderEvent
@@ -41,6 +47,9 @@ class BrokerCapabilities:
     quotes: bool = False  # quote(instrument) reads the market (the bridge's /quotes)
     # Bracket legs carry a time in force of their own; else they take the entry's.
     leg_time_in_force: bool = False
+    # Bracket legs given as distances are priced by the broker from the entry's real fill
+    # (native order strategies); elsewhere route prices them at submit time.
+    brackets_from_fill: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +132,10 @@ class Broker(Protocol):
 
     async def flatten(self, command: FlattenPosition) -> None:
         """Cancel working orders on a contract and close its position."""
+        ...
+
+    async def interrupt_strategy(self, command: InterruptStrategy) -> None:
+        """Stop an order strategy (native); ``InvalidInput`` where the dialect has none."""
         ...
 
     async def order_reports(self, account: AccountName) -> list[OrderStatusReport]:

@@ -31,18 +31,64 @@ def leg_time_in_force(entry: TimeInForce, policy: LegTimeInForce = "entry") -> T
 
 
 @dataclass(frozen=True, slots=True)
-class Bracket:
-    """Protective orders attached to an entry: absolute prices, either may be absent.
+class Target:
+    """One take profit of a scale-out: the contracts it closes, whole ticks from the fill."""
 
-    ``time_in_force`` is the legs' (None: ``leg_time_in_force(entry)``, following the entry).
+    quantity: int
+    ticks: int
+
+
+@dataclass(frozen=True, slots=True)
+class Bracket:
+    """Protective orders attached to an entry; any leg may be absent.
+
+    A leg is an absolute price (``stop_loss``, ``take_profit``) or a distance in whole ticks
+    from the entry's fill (``*_ticks``), which only a broker that prices legs from the fill
+    can place (native order strategies, ``BrokerCapabilities.brackets_from_fill``). A bracket
+    is ``relative`` when every leg it has is a distance. ``time_in_force`` is the legs' (None:
+    ``leg_time_in_force(entry)``, following the entry).
+
+    Scale-out (distances only): ``targets`` replaces ``take_profit_ticks`` with up to three
+    take profits, each closing its own quantity (what they leave is covered by the stop
+    alone); ``trailing`` makes the stop follow the best price by ``stop_loss_ticks``;
+    ``breakeven`` moves the stops of the other targets to the fill once one target filled.
     """
 
     stop_loss: Decimal | None = None
     take_profit: Decimal | None = None
     time_in_force: TimeInForce | None = None
+    stop_loss_ticks: int | None = None
+    take_profit_ticks: int | None = None
+    targets: tuple[Target, ...] = ()
+    trailing: bool = False
+    breakeven: bool = False
 
     def __bool__(self) -> bool:
-        return self.stop_loss is not None or self.take_profit is not None
+        return bool(self.targets) or any(
+            leg is not None
+            for leg in (self.stop_loss, self.take_profit, self.stop_loss_ticks,
+                        self.take_profit_ticks)
+        )  # fmt: skip
+
+    def plan(self, quantity: int) -> tuple[tuple[int, int | None], ...]:
+        """Return the (quantity, target ticks) of each bracket of an entry of ``quantity``.
+
+        One per target, then the rest (if any) protected by the stop alone; without
+        ``targets``, one bracket for the whole quantity.
+        """
+        if not self.targets:
+            return ((quantity, self.take_profit_ticks),)
+        plan: list[tuple[int, int | None]] = [(t.quantity, t.ticks) for t in self.targets]
+        rest = quantity - sum(t.quantity for t in self.targets)
+        if rest > 0:
+            plan.append((rest, None))
+        return tuple(plan)
+
+    @property
+    def relative(self) -> bool:
+        """Return whether every leg is a distance from the fill (and there is one)."""
+        absolute = self.stop_loss is not None or self.take_profit is not None
+        return bool(self) and not absolute
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +152,14 @@ class ModifyOrder:
     order_type: OrderType
     limit_price: Decimal | None = None
     stop_price: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InterruptStrategy:
+    """Stop a native order strategy: its legs still working are cancelled with it."""
+
+    account: AccountName
+    strategy_id: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,11 @@ class OrderStatusReport:
     ts_created: datetime | None = None
     # The entry a bracket leg belongs to (native and bridge legs are child orders).
     parent_id: BrokerOrderId | None = None
+    # The native order strategy the order belongs to (an entry or a leg of a bracket
+    # strategy), and the one-cancels-other pair of a leg: legs that share it close the same
+    # contracts, at most one of them fills.
+    strategy_id: str | None = None
+    oco_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,8 +117,9 @@ def parse_traderspost(body: Mapping[str, Any]) -> ParsedAlert:
         _check_shape("orderType", order_type, limit_price, stop_price)
 
     take_profit = _tp_bracket(fields, "takeProfit", reference)
-    stop_loss = _tp_bracket(fields, "stopLoss", reference)
-    if intent != "order" and (take_profit or stop_loss):
+    trailing_stop = _tp_trailing_stop(fields, reference)
+    stop_loss = None if trailing_stop is not None else _tp_bracket(fields, "stopLoss", reference)
+    if intent != "order" and (take_profit or stop_loss or trailing_stop):
         raise AlertRejected(
             f"takeProfit / stopLoss do not apply to {action}",
             field="takeProfit" if take_profit else "stopLoss",
@@ -138,11 +139,49 @@ def parse_traderspost(body: Mapping[str, Any]) -> ParsedAlert:
         tif=tif,
         stop_loss=stop_loss,
         take_profit=take_profit,
+        trailing_stop=trailing_stop,
         fired_at=fields.time("time"),
         reference_price=reference,
         cancel_first=cancel_first,
         ignored_fields=tuple(dict.fromkeys(ignored)),
     )
+
+
+def _tp_trailing_stop(fields: FieldReader, reference: Decimal | None) -> Bracket | None:
+    """Read ``stopLoss`` of ``type: "trailing_stop"``: a stop loss that trails (or None).
+
+    ``trailAmount`` is a distance in price units (points), ``trailPercent`` a percentage of
+    ``signalPrice``; the stop follows the best price by it (a native order strategy).
+    """
+    value = fields.obj("stopLoss")
+    if value is None or str(value.get("type", "")).strip().lower() != "trailing_stop":
+        return None
+    leg = FieldReader(value, prefix="stopLoss.")
+    leg.raw("type")
+    amount, percent = leg.positive("trailAmount"), leg.positive("trailPercent")
+    extra = leg.unread()
+    if extra:
+        raise AlertRejected(
+            f"stopLoss has {extra[0]} with type trailing_stop",
+            field=f"stopLoss.{extra[0]}",
+            expected="type trailing_stop with one of trailAmount, trailPercent",
+        )
+    if (amount is None) == (percent is None):
+        raise AlertRejected(
+            "stopLoss of type trailing_stop needs exactly one of trailAmount, trailPercent",
+            field="stopLoss",
+            expected="one of trailAmount (price units), trailPercent",
+        )
+    if amount is not None:
+        return Bracket("points", amount)
+    assert percent is not None
+    if reference is None:
+        raise AlertRejected(
+            "stopLoss.trailPercent needs the alert's price",
+            field="signalPrice",
+            expected="signalPrice ({{close}}) with a percent trailing stop",
+        )
+    return Bracket("points", reference * percent / 100)
 
 
 def _tp_bracket(fields: FieldReader, name: str, reference: Decimal | None) -> Bracket | None:
@@ -211,8 +250,8 @@ PICKMYTRADE_FIELDS: frozenset[str] = frozenset(
 _PMT_DATA = {"buy": "buy", "sell": "sell", "close": "close"}
 _PMT_ORDER_TYPES = {"mkt": "market", "market": "market", "lmt": "limit", "limit": "limit"}
 # Values that mean "off" in PickMyTrade's templates: accepted (and listed) when off.
-_PMT_OFF_NUMBERS = ("risk_percentage", "percentage_tp", "percentage_sl", "trail",
-                    "trail_stop", "trail_trigger", "trail_freq", "breakeven")  # fmt: skip
+_PMT_OFF_NUMBERS = ("risk_percentage", "percentage_tp", "percentage_sl", "trail_trigger",
+                    "trail_freq", "breakeven")  # fmt: skip
 _PMT_OFF_BOOLS = ("update_tp", "update_sl")
 _PMT_ENTRY_FIELDS = frozenset(
     {"token", "account_id", "connection_name", "risk_percentage", "quantity_multiplier"}
@@ -239,6 +278,7 @@ def parse_pickmytrade(body: Mapping[str, Any]) -> ParsedAlert:
             ignored.append(name)
     # The broker is the account's, from the settings: these change nothing here.
     ignored += [n for n in ("platform", "connection_name") if fields.text(n) is not None]
+    trailing_stop = _pmt_trailing_stop(fields, ignored)
 
     data = fields.choice("data", _PMT_DATA, required=True)
     reverse_close = bool(fields.boolean("reverse_order_close"))
@@ -311,7 +351,20 @@ def parse_pickmytrade(body: Mapping[str, Any]) -> ParsedAlert:
     units = quantity if quantity is not None else (abs(target) if target is not None else None)
     take_profit = _pmt_bracket(fields, "tp", "dollar_tp", units)
     stop_loss = _pmt_bracket(fields, "sl", "dollar_sl", units)
-    if intent == "exit" and (take_profit or stop_loss):
+    if trailing_stop is not None and stop_loss is not None:
+        raise AlertRejected(
+            "sl / dollar_sl and a trailing stop (trail) are both set",
+            field="trail",
+            expected="one stop: sl or dollar_sl, or trail 1 with trail_stop",
+        )
+    if trailing_stop is not None and intent != "order":
+        raise AlertRejected(
+            "a trailing stop (trail) is only for plain buy / sell entries, not with "
+            "reverse_order_close or close",
+            field="trail",
+            expected="trail 0 here, or reverse_order_close false",
+        )
+    if intent == "exit" and (take_profit or stop_loss or trailing_stop):
         raise AlertRejected(
             "tp / sl do not apply to close", field="tp" if take_profit else "sl",
             expected="0 or absent with data close",
@@ -327,6 +380,7 @@ def parse_pickmytrade(body: Mapping[str, Any]) -> ParsedAlert:
         price=limit_price,
         stop_loss=stop_loss,
         take_profit=take_profit,
+        trailing_stop=trailing_stop,
         accounts=_pmt_accounts(fields),
         fired_at=fields.time("date"),
         target_position=target,
@@ -339,12 +393,29 @@ _PMT_WHY = {
     "risk_percentage": "risk-based sizing (send quantity)",
     "percentage_tp": "percentage take profits (use tp or dollar_tp)",
     "percentage_sl": "percentage stop losses (use sl or dollar_sl)",
-    "trail": "trailing stops",
-    "trail_stop": "trailing stops",
-    "trail_trigger": "trailing stops",
-    "trail_freq": "trailing stops",
-    "breakeven": "breakeven stops",
+    "trail_trigger": "a trailing stop that starts after a trigger (it trails from the fill)",
+    "trail_freq": "a trailing stop that moves in steps (it follows every tick)",
+    "breakeven": "breakeven offsets (tradebridge's breakeven follows the first of several "
+    "take profits, which PickMyTrade alerts cannot express here)",
 }
+
+
+def _pmt_trailing_stop(fields: FieldReader, ignored: list[str]) -> Bracket | None:
+    """Read ``trail`` (1 on, 0 off) and ``trail_stop``: a stop that trails by that many points."""
+    trail = fields.decimal("trail")
+    distance = fields.decimal("trail_stop")
+    if trail is None or trail == 0:
+        if distance:
+            raise AlertRejected("trail_stop is set but trail is 0", field="trail",
+                                expected="trail 1 to use trail_stop")  # fmt: skip
+        ignored += [n for n in ("trail", "trail_stop") if fields.has(n)]
+        return None
+    if trail != 1:
+        raise AlertRejected(f"trail is {trail}", field="trail", expected="1 (on) or 0 (off)")
+    if distance is None or distance <= 0:
+        raise AlertRejected("trail is 1 without a trail_stop", field="trail_stop",
+                            expected="the trailing distance in price points, above 0")  # fmt: skip
+    return Bracket("points", distance)
 
 
 def _pmt_bracket(

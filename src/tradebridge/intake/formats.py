@@ -44,6 +44,14 @@ class Bracket:
 
 
 @dataclass(frozen=True, slots=True)
+class TakeProfit:
+    """One take profit of a scale-out: a distance and the contracts it closes."""
+
+    bracket: Bracket
+    quantity: Decimal
+
+
+@dataclass(frozen=True, slots=True)
 class AccountRef:
     """An account (or ``group:NAME``) the alert routes to, with its quantity multiplier."""
 
@@ -74,6 +82,10 @@ class ParsedAlert:
     reference_price: Decimal | None = None
     comment: str | None = None
     cancel_first: bool = False  # TradersPost's ``cancel``: a cancel row ahead of the order
+    # Scale-out (native order strategies): several take profits, a trailing stop, break-even.
+    take_profits: tuple[TakeProfit, ...] = ()
+    trailing_stop: Bracket | None = None
+    breakeven: bool = False
     ignored_fields: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
 

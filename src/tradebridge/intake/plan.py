@@ -23,6 +23,7 @@ from tradebridge.intake.formats import AccountRef, AlertRejected, Format, Parsed
 from tradebridge.intake.sizing import BracketLeg, convert_bracket
 from tradebridge.pipeline.admission import Admission, admit
 from tradebridge.pipeline.risk import RiskLimits
+from tradebridge.pipeline.route import brackets_from_fill
 from tradebridge.pipeline.validate import RawSignal
 from tradebridge.store.ledger import LedgerStatus, NewSignal
 
@@ -58,6 +59,7 @@ def plan_alert(
     accounts = expand_accounts(alert.accounts, settings)
     notes: list[str] = []
     stop_loss, take_profit = _brackets(alert, contract, notes)
+    targets, trailing = _scale_out(alert, contract, notes, accounts, settings)
     metadata: dict[str, Any] = {"webhook": {"format": alert.format}}
     if alert.alert_id is not None:
         metadata["webhook"]["id"] = alert.alert_id
@@ -107,6 +109,19 @@ def plan_alert(
                 take_profit=take_profit.price,
                 stop_loss_ticks=stop_loss.ticks,
                 take_profit_ticks=take_profit.ticks,
+                take_profits=(
+                    [
+                        {
+                            "ticks": ticks,
+                            "quantity": int(_scaled(q, multiplier, "quantity", name) or 0),
+                        }
+                        for ticks, q in targets
+                    ]
+                    if targets
+                    else None
+                ),
+                trailing_stop_ticks=trailing,
+                breakeven=alert.breakeven or None,
                 **common,
             )
         )
@@ -201,6 +216,52 @@ def _scaled(value: Decimal | None, multiplier: Decimal, field: str, account: str
     return scaled.to_integral_value() + 0
 
 
+def _scale_out(
+    alert: ParsedAlert,
+    contract: ContractSymbol | None,
+    notes: list[str],
+    accounts: list[tuple[str, Decimal]],
+    settings: Settings,
+) -> tuple[list[tuple[int, Decimal]], int | None]:
+    """Return the take profits (ticks, quantity) and the trailing stop's ticks of an alert.
+
+    Refused (400) for an account whose broker cannot place them: they go as a native order
+    strategy (pipeline/route.py ``scale_out_refusal`` says the same to the worker).
+    """
+    if not (alert.take_profits or alert.trailing_stop or alert.breakeven):
+        return [], None
+    field = ("take_profit" if alert.take_profits
+             else "trailing_stop" if alert.trailing_stop else "breakeven")  # fmt: skip
+    for name, _ in accounts:
+        if not brackets_from_fill(settings, name):
+            raise AlertRejected(
+                f"{field}: account {name[:60]!r} cannot place several take profits, trailing "
+                "stops or break-even moves (they go as a native Tradovate order strategy; "
+                "this account uses the TradingView bridge, or tradovate.strategies.use is "
+                "never)",
+                field=field,
+                expected="one take_profit and a stop_loss, or a native account",
+            )
+    assert contract is not None  # the alert's intent needs a symbol
+    direction = 1 if alert.side != "sell" else -1
+    targets: list[tuple[int, Decimal]] = []
+    for index, target in enumerate(alert.take_profits):
+        leg = convert_bracket(target.bracket, contract.product, leg=f"take_profit[{index}]",
+                              direction=direction)  # fmt: skip
+        if leg.note:
+            notes.append(leg.note)
+        assert leg.ticks is not None  # distances only (tradebridge_format)
+        targets.append((leg.ticks, target.quantity))
+    trailing = None
+    if alert.trailing_stop is not None:
+        leg = convert_bracket(alert.trailing_stop, contract.product, leg="trailing_stop",
+                              direction=direction)  # fmt: skip
+        if leg.note:
+            notes.append(leg.note)
+        trailing = leg.ticks
+    return targets, trailing
+
+
 def _brackets(
     alert: ParsedAlert, contract: ContractSymbol | None, notes: list[str]
 ) -> tuple[BracketLeg, BracketLeg]:
@@ -272,11 +333,13 @@ def _admit(alert: ParsedAlert, rows: list[NewSignal], settings: Settings, today:
     passed: set[tuple[Any, ...]] = set()
     for row in rows:
         dialect = dialects.get(row.account_name, Dialect.NATIVE)
-        key = (dialect, row.intent, row.quantity, row.target_position)
+        from_fill = brackets_from_fill(settings, row.account_name)
+        key = (dialect, from_fill, row.intent, row.quantity, row.target_position)
         if key in passed and row.account_name in configured:
             continue
         can = abilities[dialect]
-        denied = admit(_raw(row), known, quotes=can.quotes, leg_time_in_force=can.leg_time_in_force)
+        denied = admit(_raw(row), known, quotes=can.quotes, leg_time_in_force=can.leg_time_in_force,
+                       brackets_from_fill=from_fill)  # fmt: skip
         if denied is None:
             passed.add(key)
             continue

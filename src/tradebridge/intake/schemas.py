@@ -28,6 +28,23 @@ class BracketSpec(_Model):
     dollars: Number | None = Field(None, description="dollars of risk (or profit) per contract")
 
 
+class TargetSpec(_Model):
+    """One take profit of a scale-out: a distance and the contracts it closes."""
+
+    ticks: int | str | None = Field(None, description="whole ticks from the fill")
+    points: Number | None = Field(None, description="price points from the fill")
+    dollars: Number | None = Field(None, description="dollars of profit per contract")
+    quantity: Number | None = Field(None, description="contracts; required with 2 or 3 targets")
+
+
+class DistanceSpec(_Model):
+    """A distance from the fill: exactly one unit (a trailing stop)."""
+
+    ticks: int | str | None = None
+    points: Number | None = None
+    dollars: Number | None = None
+
+
 class AccountSpec(_Model):
     """One account of a fan-out with its quantity multiplier."""
 
@@ -57,7 +74,15 @@ class TradebridgeAlert(_Model):
     stop_price: Number | None = Field(None, description="trigger price (stop, stoplimit)")
     tif: Literal["day", "gtc", "ioc", "fok"] | None = None
     stop_loss: BracketSpec | None = None
-    take_profit: BracketSpec | None = None
+    take_profit: BracketSpec | list[TargetSpec] | None = Field(
+        None, description="one take profit, or up to 3 with quantities (scale-out; native)"
+    )
+    trailing_stop: DistanceSpec | None = Field(
+        None, description="a stop loss that follows the best price by this distance (native)"
+    )
+    breakeven: bool | None = Field(
+        None, description="after the first take profit, move the other stops to the fill"
+    )
     account: str | None = Field(None, description='an account name or "group:NAME"')
     accounts: list[str | AccountSpec] | None = Field(
         None, description='names, "group:NAME" or {"account", "multiplier"}'
@@ -84,12 +109,15 @@ class TakeProfitSpec(_Model):
 
 
 class StopLossSpec(_Model):
-    """TradersPost ``stopLoss``: type stop and exactly one form."""
+    """TradersPost ``stopLoss``: type stop and one of stopPrice, percent, amount; or type
+    trailing_stop and one of trailAmount, trailPercent (native accounts)."""
 
-    type: Literal["stop"] = "stop"
+    type: Literal["stop", "trailing_stop"] = "stop"
     stopPrice: Number | None = None  # noqa: N815 - the vendor's field name
     percent: Number | None = None
     amount: Number | None = None
+    trailAmount: Number | None = None  # noqa: N815 - the vendor's field name
+    trailPercent: Number | None = None  # noqa: N815 - the vendor's field name
 
 
 class TradersPostAlert(_Model):
@@ -146,8 +174,8 @@ class PickMyTradeAlert(_Model):
     sl: Number | None = Field(None, description="stop-loss price; 0 off")
     percentage_sl: Number | None = Field(None, description="must be 0")
     dollar_sl: Number | None = Field(None, description="stop loss in $ for the quantity")
-    trail: Number | None = Field(None, description="must be 0")
-    trail_stop: Number | None = Field(None, description="must be 0")
+    trail: Number | None = Field(None, description="1: a trailing stop (native); 0 off")
+    trail_stop: Number | None = Field(None, description="the trailing distance in points")
     trail_trigger: Number | None = Field(None, description="must be 0")
     trail_freq: Number | None = Field(None, description="must be 0")
     update_tp: bool | str | None = Field(None, description="must be false")

@@ -17,6 +17,7 @@ from tradebridge.intake.formats import (
     FieldReader,
     Intent,
     ParsedAlert,
+    TakeProfit,
     check_whole,
     reject_unknown,
     to_decimal,
@@ -35,6 +36,8 @@ FIELDS: frozenset[str] = frozenset(
         "tif",
         "stop_loss",
         "take_profit",
+        "trailing_stop",
+        "breakeven",
         "account",
         "accounts",
         "strategy",
@@ -141,14 +144,42 @@ def parse(body: Mapping[str, Any]) -> ParsedAlert:
         _check_order_shape(order_type, price, stop_price)
 
     stop_loss = _bracket(fields, "stop_loss")
-    take_profit = _bracket(fields, "take_profit")
-    for name, leg in (("stop_loss", stop_loss), ("take_profit", take_profit)):
-        if leg is not None and intent not in _BRACKET_INTENTS:
+    take_profit, take_profits = _take_profits(fields)
+    trailing_stop = _bracket(fields, "trailing_stop", distances_only=True)
+    breakeven = bool(fields.boolean("breakeven"))
+    if trailing_stop is not None and stop_loss is not None:
+        raise AlertRejected(
+            "stop_loss and trailing_stop are both given",
+            field="trailing_stop",
+            expected="one stop: stop_loss, or trailing_stop (a stop loss that trails)",
+        )
+    for name, given in (("stop_loss", stop_loss), ("take_profit", take_profit or take_profits),
+                        ("trailing_stop", trailing_stop), ("breakeven", breakeven)):  # fmt: skip
+        if given and intent not in _BRACKET_INTENTS:
             raise AlertRejected(
                 f"{name} does not apply to action {intent}",
                 field=name,
-                expected="stop_loss / take_profit only with buy, sell, reverse or target_position",
+                expected="brackets only with buy, sell, reverse or target_position",
             )
+    for name, given in (("take_profit", take_profits), ("trailing_stop", trailing_stop),
+                        ("breakeven", breakeven)):  # fmt: skip
+        if given and intent != "order":
+            # A reversal or target move places no bracket on a position it turns (item 4 of
+            # issue 9 decides that); these must never be dropped silently.
+            raise AlertRejected(
+                f"{name} is only for buy and sell entries, not {intent}",
+                field=name,
+                expected="several take profits, trailing stops and breakeven with buy or sell",
+            )
+    if breakeven and (len(take_profits) < 1 or (stop_loss is None and trailing_stop is None)):
+        raise AlertRejected(
+            "breakeven needs take profits with quantities and a stop",
+            field="breakeven",
+            expected="take_profit as a list with quantities, and stop_loss or trailing_stop",
+        )
+    if take_profits and quantity is not None and intent == "order":
+        _check_scale_out(take_profits, quantity, stop=stop_loss or trailing_stop,
+                         breakeven=breakeven)  # fmt: skip
 
     return ParsedAlert(
         format="tradebridge",
@@ -162,6 +193,9 @@ def parse(body: Mapping[str, Any]) -> ParsedAlert:
         tif=tif,
         stop_loss=stop_loss,
         take_profit=take_profit,
+        take_profits=take_profits,
+        trailing_stop=trailing_stop,
+        breakeven=breakeven,
         accounts=_accounts(fields),
         strategy=fields.text("strategy"),
         alert_id=fields.text("id"),
@@ -217,15 +251,76 @@ def _check_market_position(target: Any, market_position: str | None) -> None:
         )
 
 
-def _bracket(fields: FieldReader, name: str) -> Bracket | None:
+MAX_TAKE_PROFITS = 3
+_DISTANCES: tuple[BracketUnit, ...] = ("ticks", "points", "dollars")
+
+
+def _take_profits(fields: FieldReader) -> tuple[Bracket | None, tuple[TakeProfit, ...]]:
+    """Read ``take_profit``: one object, or a list of up to three with quantities."""
+    value = fields.raw("take_profit")
+    if not isinstance(value, list):
+        return _bracket(fields, "take_profit"), ()
+    expected = ('a list of up to 3 {"ticks"|"points"|"dollars": x, "quantity": q}, '
+                "each closing q contracts")  # fmt: skip
+    if not value or len(value) > MAX_TAKE_PROFITS:
+        raise AlertRejected(f"take_profit has {len(value)} targets", field="take_profit",
+                            expected=expected)  # fmt: skip
+    found: list[TakeProfit] = []
+    for index, item in enumerate(value):
+        where = f"take_profit[{index}]"
+        if not isinstance(item, dict):
+            raise AlertRejected(f"{where} is not an object", field=where, expected=expected)
+        leg = FieldReader(item, prefix=f"{where}.")
+        quantity = leg.whole("quantity", required=len(value) > 1)
+        units = {k: v for k, v in item.items() if k != "quantity"}
+        bracket = _bracket_of(units, where, distances_only=True)
+        if quantity is None:  # one target without a quantity: the plain take profit
+            return bracket, ()
+        found.append(TakeProfit(bracket, quantity))
+    return None, tuple(found)
+
+
+def _check_scale_out(
+    take_profits: tuple[TakeProfit, ...], quantity: Any, *, stop: Any, breakeven: bool
+) -> None:
+    total = sum(t.quantity for t in take_profits)
+    if total > quantity:
+        raise AlertRejected(
+            f"take_profit quantities add up to {total}, more than the order's {quantity}",
+            field="take_profit",
+            expected="target quantities that add up to at most quantity",
+        )
+    if total < quantity and stop is None:
+        raise AlertRejected(
+            f"take_profit closes {total} of {quantity} contracts and there is no stop: the "
+            "rest would have no protective order",
+            field="take_profit",
+            expected="quantities that add up to quantity, or a stop_loss / trailing_stop",
+        )
+    if breakeven and take_profits[0].quantity == quantity:
+        raise AlertRejected(
+            "breakeven: nothing is left after the first take profit",
+            field="breakeven",
+            expected="a first take profit for part of the quantity",
+        )
+
+
+def _bracket(fields: FieldReader, name: str, *, distances_only: bool = False) -> Bracket | None:
     value = fields.obj(name)
     if value is None:
         return None
-    expected = 'one of {"ticks": n}, {"points": x}, {"price": p}, {"dollars": d}'
+    return _bracket_of(value, name, distances_only=distances_only)
+
+
+def _bracket_of(value: Mapping[str, Any], name: str, *, distances_only: bool = False) -> Bracket:
+    units = _DISTANCES if distances_only else BRACKET_UNITS
+    expected = "one of " + ", ".join(f'{{"{u}": x}}' for u in units)
     present = [k for k in value if value[k] is not None]
-    unknown = [k for k in present if k not in BRACKET_UNITS]
+    unknown = [k for k in present if k not in units]
     if unknown or len(present) != 1:
         what = f"unknown key {unknown[0]}" if unknown else f"{len(present)} units"
+        if distances_only and unknown == ["price"]:
+            what = "a price; it must be a distance from the fill"
         raise AlertRejected(f"{name} has {what}", field=name, expected=expected)
     unit = present[0]
     number = to_decimal(value[unit], f"{name}.{unit}", "a number above 0")

@@ -7,7 +7,7 @@ never answered "accepted" and denied afterwards. So intake runs the worker's own
 
 * the row and the settings (accounts, symbol map, risk limits, leg time in force);
 * what the account's adapter can do (``BrokerCapabilities``): read a quote at placement,
-  give bracket legs a time in force of their own;
+  give bracket legs a time in force of their own, price legs from the fill (strategies);
 * nothing the broker reports: the position is taken as flat and no order as working, and a
   denial whose reason depends on them ("nothing to do") is not a refusal.
 
@@ -48,17 +48,19 @@ def admit(
     *,
     quotes: bool,
     leg_time_in_force: bool,
+    brackets_from_fill: bool = False,
 ) -> Denied | None:
     """Return why a worker is sure to deny ``raw``, or None if it may place it.
 
-    ``quotes`` and ``leg_time_in_force`` are the capabilities of the adapter of the row's
-    account (``BrokerCapabilities``).
+    ``quotes``, ``leg_time_in_force`` and ``brackets_from_fill`` are the capabilities of the
+    adapter of the row's account (``BrokerCapabilities``).
     """
     checked = validate(raw, today=known.today, accounts=known.accounts, root_map=known.root_map)
     if isinstance(checked, Denied):
         return checked
     view = BrokerView(quote_at_placement=quotes, leg_time_in_force=leg_time_in_force)
-    plan = route(checked, view, ClientOrderId(raw.signal_id), today=known.today, legs=known.legs)
+    plan = route(checked, view, ClientOrderId(raw.signal_id), today=known.today, legs=known.legs,
+                 brackets_from_fill=brackets_from_fill)  # fmt: skip
     if isinstance(plan, Denied):
         return None if plan.nothing_to_do else plan
     if not isinstance(plan, PlaceOrder):

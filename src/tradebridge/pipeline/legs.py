@@ -9,13 +9,20 @@ or none; the row's history says so).
 
 * A **protective leg** is an open bracket leg (an order with a parent) whose entry is no
   longer working. Legs of an entry that still works are suspended and follow their own
-  entry, so they are left alone.
-* The legs of one entry form a group: its stop and its target are OCO, at most one of them
-  fills, so a group covers the largest quantity still open on any of its legs.
+  entry, so they are left alone; except the legs of an order strategy, which exist only
+  for what the entry has filled (a partly filled entry that still works has live legs).
+* The legs of one entry form a group: each of its stops is one-cancels-other with a target,
+  at most one of a pair fills, so a group covers the larger of what its stops and what its
+  targets still have open (one pair: the larger leg; a scale-out of several pairs: the sum).
 * Legs that close the remaining position keep, newest entry first (positions pair fills
-  first in, first out, so what remains is the newest), as much as remains; the rest are
-  reduced (a modify to the new quantity) or cancelled. Legs on the other side (they would
-  add to the remainder or, after a reversal, belong to the old position) are cancelled.
+  first in, first out, so what remains is the newest), as much as remains; within a group the
+  stops and the targets each keep that much, first leg first, and the rest are reduced (a
+  modify to the new quantity) or cancelled. Legs on the other side (they would add to the
+  remainder or, after a reversal, belong to the old position) are cancelled.
+* A native order strategy (``strategy_id``) all of whose legs are cancelled is interrupted as
+  well, first: a strategy that still runs may move or re-place its legs (a trailing stop, a
+  break-even move). The legs are cancelled one by one all the same (an interrupt that leaves
+  them working must not leave a position nobody asked for).
 * ``cancel_others`` (``[dispatcher] exit_cancels = "all"``; the dispatcher asks for it only
   when the position is closed or turned): every other order still alive on the contract is
   cancelled as well (resting entries and their suspended legs).
@@ -26,8 +33,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tradebridge.domain.commands import CancelOrder, ModifyOrder
-from tradebridge.domain.enums import Side
+from tradebridge.domain.commands import CancelOrder, InterruptStrategy, ModifyOrder
+from tradebridge.domain.enums import OrderType, Side
 from tradebridge.domain.ids import BrokerOrderId
 from tradebridge.domain.reports import OrderStatusReport
 
@@ -38,9 +45,10 @@ class LegFit:
 
     cancels: tuple[CancelOrder, ...] = ()
     modifies: tuple[ModifyOrder, ...] = ()
+    interrupts: tuple[InterruptStrategy, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.cancels or self.modifies)
+        return bool(self.cancels or self.modifies or self.interrupts)
 
 
 def _open_qty(order: OrderStatusReport) -> int:
@@ -64,7 +72,7 @@ def protective_legs(orders: Sequence[OrderStatusReport], contract: str) -> list[
         if order.contract != contract or order.parent_id is None or order.status.is_terminal:
             continue
         parent = by_id.get(order.parent_id)
-        if parent is not None and not parent.status.is_terminal:
+        if parent is not None and not parent.status.is_terminal and order.strategy_id is None:
             continue  # suspended: it follows its own entry, not the position
         legs.append(order)
     return legs
@@ -91,28 +99,41 @@ def fit_legs(
     cancels: list[CancelOrder] = []
     modifies: list[ModifyOrder] = []
     for parent in sorted(groups, key=_age, reverse=True):
-        group = groups[parent]
-        covers = max(_open_qty(leg) for leg in group)
+        group = sorted(groups[parent], key=lambda leg: _age(leg.broker_order_id))
+        stops = [leg for leg in group if leg.order_type is not OrderType.LIMIT]
+        targets = [leg for leg in group if leg.order_type is OrderType.LIMIT]
+        covers = max(sum(_open_qty(leg) for leg in kind) for kind in (stops, targets))
         keep = min(covers, allowance) if remaining != 0 else 0
         if any(leg.side is not closing for leg in group):
             keep = 0
         allowance -= keep
-        for leg in group:
-            if _open_qty(leg) <= keep:
-                continue
-            if keep == 0:
-                cancels.append(CancelOrder(leg.account, leg.broker_order_id))
-            else:
-                modifies.append(
-                    ModifyOrder(
-                        leg.account,
-                        leg.broker_order_id,
-                        quantity=leg.filled_qty + keep,
-                        order_type=leg.order_type,
-                        limit_price=leg.limit_price,
-                        stop_price=leg.stop_price,
+        for kind in (stops, targets):
+            left = keep
+            for leg in kind:
+                share = min(_open_qty(leg), left)
+                left -= share
+                if share == _open_qty(leg):
+                    continue
+                if share == 0:
+                    cancels.append(CancelOrder(leg.account, leg.broker_order_id))
+                else:
+                    modifies.append(
+                        ModifyOrder(
+                            leg.account,
+                            leg.broker_order_id,
+                            quantity=leg.filled_qty + share,
+                            order_type=leg.order_type,
+                            limit_price=leg.limit_price,
+                            stop_price=leg.stop_price,
+                        )
                     )
-                )
+    cut = {c.broker_order_id for c in cancels}
+    strategies = {leg.strategy_id for leg in legs if leg.strategy_id is not None}
+    interrupts = tuple(
+        InterruptStrategy(legs[0].account, strategy)
+        for strategy in sorted(strategies)
+        if all(leg.broker_order_id in cut for leg in legs if leg.strategy_id == strategy)
+    )
     if cancel_others:
         cut = {c.broker_order_id for c in cancels} | {m.broker_order_id for m in modifies}
         kept = {leg.broker_order_id for leg in legs}
@@ -124,4 +145,4 @@ def fit_legs(
             and o.broker_order_id not in cut
             and o.broker_order_id not in kept
         ]
-    return LegFit(tuple(cancels), tuple(modifies))
+    return LegFit(tuple(cancels), tuple(modifies), interrupts)

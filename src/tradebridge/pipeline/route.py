@@ -3,9 +3,11 @@
 Pure: the position, the working orders and the quote are arguments (``BrokerView``); the
 dispatcher reads them from the broker at placement time, and only what ``needs`` says.
 
-* ``order``: the row as it is; stop loss / take profit become a ``Bracket``. Tick distances
-  are converted to prices from the entry reference: the limit (or stop) price, else the
-  row's ``reference_price``, else the broker's quote. The legs' time in force follows
+* ``order``: the row as it is; stop loss / take profit become a ``Bracket``. Where the broker
+  prices legs from the fill (``brackets_from_fill``: native order strategies) and every leg is
+  a tick distance, the distances go as they are: no entry reference is needed. Otherwise tick
+  distances are converted to prices from the entry reference: the limit (or stop) price,
+  else the row's ``reference_price``, else the broker's quote. The legs' time in force follows
   ``[orders] leg_time_in_force`` (by default the entry's).
 * ``exit``: an opposite-side order for the whole position on the contract, or for the
   row's quantity (at most the position).
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 
+from tradebridge.config import Settings
 from tradebridge.domain.commands import (
     Bracket,
     CancelOrder,
@@ -39,7 +42,7 @@ from tradebridge.domain.commands import (
     leg_time_in_force,
 )
 from tradebridge.domain.contracts import ContractSymbol, parse_contract
-from tradebridge.domain.enums import OrderType, Side, TimeInForce
+from tradebridge.domain.enums import Dialect, OrderType, Side, TimeInForce
 from tradebridge.domain.ids import ClientOrderId
 from tradebridge.domain.reports import OrderStatusReport, PositionReport
 from tradebridge.errors import InvalidInput
@@ -104,11 +107,14 @@ class FlattenAccount:
 Plan = PlaceOrder | CancelOrders | FlattenAccount
 
 
-def needs(signal: ValidSignal, *, position_for_risk: bool = False) -> Needs:
+def needs(
+    signal: ValidSignal, *, position_for_risk: bool = False, brackets_from_fill: bool = False
+) -> Needs:
     """Return which broker facts ``route`` needs for ``signal``."""
     entry_known = signal.limit_price is not None or signal.stop_price is not None
     ticks = signal.stop_loss_ticks is not None or signal.take_profit_ticks is not None
-    quote = ticks and not entry_known and signal.reference_price is None
+    priced = not (brackets_from_fill and _relative_only(signal))
+    quote = ticks and priced and not entry_known and signal.reference_price is None
     match signal.intent:
         case Intent.ORDER:
             return Needs(position=position_for_risk, quote=quote)
@@ -127,19 +133,28 @@ def route(
     *,
     today: date,
     legs: LegTimeInForce = "entry",
+    brackets_from_fill: bool = False,
 ) -> Plan | Denied:
     """Turn ``signal`` into broker commands, or say why none can be sent.
 
     ``legs`` is ``[orders] leg_time_in_force``: the time in force of bracket legs.
+    ``brackets_from_fill``: the broker prices bracket legs from the entry's fill
+    (``BrokerCapabilities.brackets_from_fill``), so a bracket given only in ticks needs no
+    entry reference.
     """
     try:
-        return _route(signal, view, client_order_id, today, legs)
+        return _route(signal, view, client_order_id, today, legs, brackets_from_fill)
     except InvalidInput as e:
         return Denied(str(e), e.field)
 
 
 def _route(
-    signal: ValidSignal, view: BrokerView, cid: ClientOrderId, today: date, legs: LegTimeInForce
+    signal: ValidSignal,
+    view: BrokerView,
+    cid: ClientOrderId,
+    today: date,
+    legs: LegTimeInForce,
+    from_fill: bool,
 ) -> Plan | Denied:
     if signal.intent is Intent.FLATTEN:
         return _flatten(signal, view, today)
@@ -158,7 +173,7 @@ def _route(
     match signal.intent:
         case Intent.ORDER:
             return _entry(signal, contract, signal.side, signal.quantity, view, cid, position,
-                          legs)  # fmt: skip
+                          legs, from_fill)  # fmt: skip
         case Intent.EXIT:
             if position == 0:
                 return Denied(f"nothing to do: no position in {contract.name} to exit")
@@ -167,7 +182,8 @@ def _route(
             return _place(signal, contract, side, quantity, cid, position)
         case Intent.REVERSE:
             if position == 0:
-                return _entry(signal, contract, signal.side, signal.quantity, view, cid, 0, legs)
+                return _entry(signal, contract, signal.side, signal.quantity, view, cid, 0,
+                              legs, from_fill)  # fmt: skip
             held = Side.BUY if position > 0 else Side.SELL
             if signal.side is held:
                 return Denied(
@@ -243,15 +259,95 @@ def _entry(
     cid: ClientOrderId,
     position: int,
     legs: LegTimeInForce,
+    from_fill: bool,
 ) -> PlaceOrder | Denied:
     if side is None:
         return Denied("side is missing (buy or sell)", "side")
     if quantity is None:
         return Denied("quantity is missing", "quantity")
-    bracket = _bracket(signal, contract, side, view, legs)
+    refused = scale_out_refusal(signal, brackets_from_fill=from_fill)
+    if refused is not None:
+        return refused
+    if from_fill and _relative_only(signal):
+        # The broker prices the legs from the real fill (native order strategies).
+        bracket: Bracket | Denied | None = _relative_bracket(signal, quantity)
+    else:
+        bracket = _bracket(signal, contract, side, view, legs)
     if isinstance(bracket, Denied):
         return bracket
     return _place(signal, contract, side, quantity, cid, position, bracket=bracket)
+
+
+def _relative_only(signal: ValidSignal) -> bool:
+    """Return whether the signal's bracket has legs and every one is a tick distance."""
+    ticks = signal.stop_loss_ticks is not None or signal.take_profit_ticks is not None
+    ticks = ticks or signal.scales_out
+    return ticks and signal.stop_loss is None and signal.take_profit is None
+
+
+def brackets_from_fill(settings: Settings, account: str) -> bool:
+    """Return whether ``account``'s broker prices bracket legs from the fill.
+
+    Native accounts with ``tradovate.strategies.use = "relative"`` (order strategies); the
+    same as the adapter's ``BrokerCapabilities.brackets_from_fill``.
+    """
+    configured = next((a for a in settings.accounts if a.name == account), None)
+    native = configured is None or configured.dialect is Dialect.NATIVE
+    return native and settings.tradovate.strategies.use == "relative"
+
+
+def scale_out_refusal(signal: ValidSignal, *, brackets_from_fill: bool) -> Denied | None:
+    """Return why several targets, a trailing stop or a break-even move cannot be placed.
+
+    Only a broker that prices legs from the fill places them (native order strategies, as
+    brackets of one strategy), and only with every leg a distance. The webhook asks the same
+    question of each account before it accepts an alert.
+    """
+    if not signal.scales_out:
+        return None
+    field = ("take_profits" if signal.targets
+             else "trailing_stop_ticks" if signal.trailing_stop_ticks is not None
+             else "breakeven")  # fmt: skip
+    if not brackets_from_fill:
+        return Denied(
+            f"{field}: several take profits, trailing stops and break-even moves are placed "
+            "as a native order strategy; this account's broker cannot (the TradingView "
+            "bridge, or tradovate.strategies.use = never)",
+            field,
+        )
+    if not _relative_only(signal):
+        return Denied(f"{field} needs every leg as a distance (ticks, points, dollars), "
+                      "not a price", field)  # fmt: skip
+    return None
+
+
+def _relative_bracket(signal: ValidSignal, quantity: int) -> Bracket | Denied:
+    stop = signal.stop_loss_ticks
+    if signal.trailing_stop_ticks is not None:
+        stop = signal.trailing_stop_ticks
+    bracket = Bracket(
+        stop_loss_ticks=stop,
+        take_profit_ticks=signal.take_profit_ticks,
+        targets=signal.targets,
+        trailing=signal.trailing_stop_ticks is not None,
+        breakeven=signal.breakeven,
+    )
+    if signal.targets:
+        total = sum(t.quantity for t in signal.targets)
+        if total > quantity:
+            return Denied(f"take_profits close {total} contracts, more than the order's "
+                          f"{quantity}", "take_profits")  # fmt: skip
+        if total < quantity and stop is None:
+            return Denied(
+                f"take_profits close {total} of {quantity} contracts and there is no stop: "
+                "the rest would have no protective order (add a stop, or make the "
+                "quantities add up)",
+                "take_profits",
+            )
+        if signal.breakeven and total == signal.targets[0].quantity == quantity:
+            return Denied("breakeven: nothing is left after the first take profit",
+                          "breakeven")  # fmt: skip
+    return bracket
 
 
 def entry_reference(signal: ValidSignal, quote: Decimal | None) -> Decimal | None:

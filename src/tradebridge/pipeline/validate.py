@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
+from typing import Any
 
+from tradebridge.domain.commands import Target
 from tradebridge.domain.contracts import ContractSymbol, resolve_symbol
 from tradebridge.domain.enums import OrderType, Side, TimeInForce
 from tradebridge.domain.ids import AccountName, SignalId
@@ -68,6 +70,9 @@ class RawSignal:
     take_profit_ticks: int | None = None
     reference_price: Decimal | None = None
     strategy_name: str | None = None
+    take_profits: Any = None  # JSON: [{"ticks": n, "quantity": q}, ...] (0005_scale_out)
+    trailing_stop_ticks: int | None = None
+    breakeven: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,19 +96,29 @@ class ValidSignal:
     reference_price: Decimal | None = None
     target_position: int | None = None
     strategy_name: str = ""
+    targets: tuple[Target, ...] = ()  # scale-out: several take profits (ticks)
+    trailing_stop_ticks: int | None = None
+    breakeven: bool = False
 
     @property
     def has_bracket(self) -> bool:
         """Return whether a stop loss or take profit was asked for, in prices or ticks."""
-        return any(
+        return bool(self.targets) or any(
             x is not None
             for x in (
                 self.stop_loss,
                 self.take_profit,
                 self.stop_loss_ticks,
                 self.take_profit_ticks,
+                self.trailing_stop_ticks,
             )
         )
+
+    @property
+    def scales_out(self) -> bool:
+        """Return whether the bracket uses what only order strategies place: several
+        targets, a trailing stop or a break-even move."""
+        return bool(self.targets) or self.trailing_stop_ticks is not None or self.breakeven
 
 
 _SIDES = {"buy": Side.BUY, "sell": Side.SELL, "long": Side.BUY, "short": Side.SELL}
@@ -215,6 +230,25 @@ def _validate(
                 f"{'below' if side is Side.BUY else 'above'} its take profit",
                 "stop_loss",
             )
+    targets = _targets(raw.take_profits)
+    trailing = _ticks(raw.trailing_stop_ticks, "trailing_stop_ticks")
+    if targets and (take_profit is not None or tp_ticks is not None):
+        raise _Deny("give take_profits or take_profit / take_profit_ticks, not both",
+                    "take_profits")  # fmt: skip
+    if trailing is not None and (stop_loss is not None or sl_ticks is not None):
+        raise _Deny("give trailing_stop_ticks or stop_loss / stop_loss_ticks, not both",
+                    "trailing_stop_ticks")  # fmt: skip
+    breakeven = bool(raw.breakeven)
+    if (targets or trailing is not None or breakeven) and intent is not Intent.ORDER:
+        field = ("take_profits" if targets
+                 else "trailing_stop_ticks" if trailing is not None else "breakeven")  # fmt: skip
+        raise _Deny(f"{field} is only for entries (intent order), not {intent.value}", field)
+    if breakeven and not targets:
+        raise _Deny("breakeven moves the stop after the first of take_profits; there are none",
+                    "breakeven")  # fmt: skip
+    if breakeven and sl_ticks is None and trailing is None:
+        raise _Deny("breakeven needs a stop in ticks (stop_loss_ticks or trailing_stop_ticks)",
+                    "breakeven")  # fmt: skip
     target = None
     if intent is Intent.TARGET:
         target = _target(raw.target_position)
@@ -237,6 +271,9 @@ def _validate(
         reference_price=reference,
         target_position=target,
         strategy_name=raw.strategy_name or "",
+        targets=targets,
+        trailing_stop_ticks=trailing,
+        breakeven=breakeven,
     )
 
 
@@ -332,6 +369,28 @@ def _ticks(value: int | None, name: str) -> int | None:
     if value < 0:
         raise _Deny(f"{name} {value} must be a positive number of ticks", name)
     return int(value)
+
+
+MAX_TARGETS = 3
+
+
+def _targets(value: Any) -> tuple[Target, ...]:
+    if value is None:
+        return ()
+    shape = 'a list of up to 3 {"ticks": n, "quantity": q}'
+    if not isinstance(value, list) or len(value) > MAX_TARGETS:
+        raise _Deny(f"take_profits must be {shape}", "take_profits")
+    found: list[Target] = []
+    for index, item in enumerate(value):
+        where = f"take_profits[{index}]"
+        if not isinstance(item, dict) or set(item) != {"ticks", "quantity"}:
+            raise _Deny(f'{where} must be {{"ticks": n, "quantity": q}}', "take_profits")
+        ticks, quantity = item["ticks"], item["quantity"]
+        for name, number in (("ticks", ticks), ("quantity", quantity)):
+            if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+                raise _Deny(f"{where}.{name} must be a whole number above 0", "take_profits")
+        found.append(Target(quantity=quantity, ticks=ticks))
+    return tuple(found)
 
 
 def _target(value: Decimal | None) -> int:

@@ -9,6 +9,7 @@ failure ``Unsupported`` (HTTP 200), as a real server would refuse an order it ca
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -16,7 +17,7 @@ from typing import Any, Literal, TypeVar
 
 from tradebridge.domain.enums import OrderType, Side, TimeInForce
 from tradebridge.sim._native_wire import ACTIONS, ORDER_TYPES, TIMES_IN_FORCE
-from tradebridge.sim.engine import BracketRequest
+from tradebridge.sim.engine import BracketRequest, OrderRequest, StrategyBracket
 
 E = TypeVar("E")
 
@@ -152,3 +153,66 @@ def parse_bracket(
         cl_ord_id=leg.string("clOrdId"),
         text=leg.string("text") or "",
     )
+
+
+def parse_strategy_params(
+    raw: str,
+    *,
+    units: Literal["points", "ticks"],
+    tick: Decimal | None,
+    lowercase_enums: Literal["reject", "accept"],
+    breakeven_key: str = "breakeven",
+) -> tuple[OrderRequest, tuple[StrategyBracket, ...]]:
+    """Parse ``startorderstrategy``'s ``params`` string (reference §5.8).
+
+    Returns the entry (account, symbol and action are the caller's) and the brackets with
+    their distances as prices. ``tick`` None (an unknown contract) leaves tick distances
+    as they are: the engine refuses the contract anyway.
+    """
+    try:
+        params = json.loads(raw)
+    except ValueError:
+        raise BadRequest("params must be a JSON string") from None
+    if not isinstance(params, Mapping):
+        raise BadRequest("params must hold a JSON object")
+    entry = OrderBody(params.get("entryVersion"), lowercase_enums=lowercase_enums)
+    qty = entry.integer("orderQty", required=True)
+    if qty is None or qty <= 0:
+        raise BadRequest("entryVersion.orderQty must be a positive integer")
+    request = OrderRequest(
+        account_id=0,
+        symbol="",
+        action=Side.BUY,
+        order_type=entry.order_type(),
+        order_qty=qty,
+        price=entry.decimal("price"),
+        stop_price=entry.decimal("stopPrice"),
+        time_in_force=entry.time_in_force(TimeInForce.DAY),
+        expire_time=entry.timestamp("expireTime"),
+        text="",
+        is_automated=True,
+    )
+    raw_brackets = params.get("brackets")
+    if not isinstance(raw_brackets, list) or not raw_brackets:
+        raise BadRequest("params.brackets must be a non-empty list")
+    scale = tick if units == "ticks" and tick is not None else Decimal(1)
+    brackets = []
+    for index, item in enumerate(raw_brackets):
+        leg = OrderBody(item, lowercase_enums=lowercase_enums)
+        where = f"brackets[{index}]"
+        bracket_qty = leg.integer("qty", required=True)
+        target, stop = leg.decimal("profitTarget"), leg.decimal("stopLoss")
+        if target is not None and target <= 0:
+            raise BadRequest(f"{where}.profitTarget must be positive (a distance from the fill)")
+        if stop is not None and stop >= 0:
+            raise BadRequest(f"{where}.stopLoss must be negative (a distance from the fill)")
+        brackets.append(
+            StrategyBracket(
+                qty=bracket_qty or 0,
+                profit_target=None if target is None else target * scale,
+                stop_loss=None if stop is None else -stop * scale,
+                trailing=bool(leg.boolean("trailingStop")),
+                breakeven=bool(leg.boolean(breakeven_key)),
+            )
+        )
+    return request, tuple(brackets)

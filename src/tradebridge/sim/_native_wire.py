@@ -23,6 +23,8 @@ from tradebridge.sim.engine import (
     SimExecutionReport,
     SimFill,
     SimOrder,
+    SimOrderStrategy,
+    SimOrderStrategyLink,
     SimOrderVersion,
     SimPosition,
 )
@@ -197,6 +199,33 @@ def command_wire(command: SimCommand) -> dict[str, Any]:
     return body
 
 
+def order_strategy_wire(strategy: SimOrderStrategy) -> dict[str, Any]:
+    """Return an ``orderStrategy`` entity (fields of the old Swagger spec)."""
+    body: dict[str, Any] = {
+        "id": strategy.id,
+        "accountId": strategy.account_id,
+        "timestamp": iso(strategy.timestamp),
+        "contractId": strategy.contract_id,
+        "orderStrategyTypeId": strategy.order_strategy_type_id,
+        "action": ACTIONS[strategy.action],
+        "params": strategy.params,
+        "status": strategy.status,
+    }
+    _put(body, "uuid", strategy.uuid)
+    _put(body, "failureMessage", strategy.failure_message)
+    return body
+
+
+def order_strategy_link_wire(link: SimOrderStrategyLink) -> dict[str, Any]:
+    """Return an ``orderStrategyLink`` entity."""
+    return {
+        "id": link.id,
+        "orderStrategyId": link.order_strategy_id,
+        "orderId": link.order_id,
+        "label": link.label,
+    }
+
+
 def cash_balance_wire(balance: SimCashBalance) -> dict[str, Any]:
     """Return a ``cashBalance`` entity."""
     return {
@@ -290,6 +319,8 @@ WireEntity = (
     | SimCashBalance
     | SimAccount
     | SimContract
+    | SimOrderStrategy
+    | SimOrderStrategyLink
 )
 
 
@@ -314,3 +345,7 @@ def to_wire(entity: WireEntity) -> dict[str, Any]:
             return account_wire(entity)
         case SimContract():
             return contract_wire(entity)
+        case SimOrderStrategy():
+            return order_strategy_wire(entity)
+        case SimOrderStrategyLink():
+            return order_strategy_link_wire(entity)

@@ -75,6 +75,8 @@ class EventNames(BaseModel):
                 "cashBalance",
                 "command",
                 "commandReport",
+                "orderStrategy",
+                "orderStrategyLink",
             )
         }
     )
@@ -148,6 +150,14 @@ class SimConfig(BaseModel):
     duplicate_cl_ord_id: Literal["accept", "reject"] = "accept"
     unknown_contract_failure: Literal["InvalidContract", "AccessDenied"] = "InvalidContract"
     renew_methods: tuple[Literal["GET", "POST"], ...] = ("GET",)
+    # Order strategies (reference §5.8, unverified): the Bracket strategy's type id, what
+    # profitTarget / stopLoss mean, and the labels of the orderStrategyLinks.
+    strategy_type_id: int = 2
+    strategy_units: Literal["points", "ticks"] = "points"
+    strategy_breakeven_key: str = "breakeven"
+    strategy_entry_label: str = "Entry"
+    strategy_stop_label: str = "StopLoss"
+    strategy_target_label: str = "ProfitTarget"
 
     # TradingView bridge switches.
     capitalised_enums: Literal["error_200", "http_404"] = "error_200"

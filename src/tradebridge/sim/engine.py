@@ -60,6 +60,25 @@ How the engine behaves where Tradovate's documents are silent (reference §4, §
   exact in ticks times ``value_per_point``; ``net_price`` is the average open price.
   Cash is initial cash plus realized P&L (no commissions). ``open_pnl`` marks longs at
   the bid and shorts at the ask (what closing would get).
+* Order strategies (``start_order_strategy``, reference §5.8: the built-in Bracket strategy,
+  much of it unverified): an ``orderStrategy`` entity (``uuid`` kept as sent), the entry
+  order, and one ``orderStrategyLink`` per order (labels ``Entry``, ``StopLoss``,
+  ``ProfitTarget``; configurable). The entry is an ordinary working order without a
+  ``clOrdId``. Its legs are created on the entry's **first fill**, priced from that fill
+  (target ``+profitTarget``, stop ``-stopLoss`` in the entry's favour), one OCO pair per
+  bracket, with ``parentId`` = the entry. Partial entry fills: the legs cover what has
+  filled; each further fill raises them (bracket by bracket, in order, at the first fill's
+  prices), so the filled part is protected at once and never over-covered. A stop the
+  market has already passed is placed anyway and triggers at once. A trailing bracket's stop
+  follows the best price by its distance on every pass (a new version each time it moves;
+  it never moves back). A ``breakeven`` bracket's stop moves to the first fill's price once
+  another bracket's target has filled, if that is a better stop and the market has not
+  already passed it (then it stays). Cancelling an entry that has not filled ends the strategy
+  (``StoppedByUser`` by request, ``ExecutionFinished`` otherwise); an entry that ends
+  partly filled keeps its legs. ``interrupt_order_strategy`` cancels the working entry and
+  every open leg (``ExecutionInterrupted``). A strategy is ``ExecutionFinished`` once its
+  entry and every leg are final. Links are published before the orders they name, the
+  strategy before its links.
 * ``liquidate_position`` cancels the account's open orders on the contract, then places a
   market order for the opposite of the net position; when flat it succeeds with no
   ``order_id``.
@@ -260,6 +279,61 @@ class SimCashBalance:
 
 
 @dataclass(frozen=True, slots=True)
+class StrategyBracket:
+    """One bracket of a Bracket strategy: a quantity and price distances from the fill."""
+
+    qty: int
+    profit_target: Decimal | None = None  # above a long's fill (below a short's)
+    stop_loss: Decimal | None = None  # positive distance, on the losing side
+    trailing: bool = False  # the stop follows the best price by its distance
+    breakeven: bool = False  # once another bracket's target filled, the stop moves to the fill
+
+
+@dataclass
+class SimOrderStrategy:
+    """An order strategy (``orderStrategy`` entity) plus the engine's state for it."""
+
+    id: int
+    account_id: int
+    contract_id: int
+    timestamp: datetime
+    action: Side
+    order_strategy_type_id: int
+    params: str
+    uuid: str | None
+    status: str = "ActiveStrategy"
+    failure_message: str | None = None
+    entry_id: int | None = None
+    brackets: tuple[StrategyBracket, ...] = ()
+    basis: Decimal | None = None  # the first fill's price: what the legs are priced from
+    covered: list[int] = field(default_factory=list)  # per bracket: quantity given to legs
+    legs: list[list[int]] = field(default_factory=list)  # per bracket: its leg order ids
+
+    @property
+    def active(self) -> bool:
+        """Return whether the strategy still runs."""
+        return self.status == "ActiveStrategy"
+
+
+@dataclass
+class SimOrderStrategyLink:
+    """One order of a strategy (``orderStrategyLink`` entity)."""
+
+    id: int
+    order_strategy_id: int
+    order_id: int
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyResult:
+    """Outcome of a strategy request: the strategy, or an ``errorText``."""
+
+    strategy: SimOrderStrategy | None = None
+    error_text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Quote:
     """Top of book of one contract."""
 
@@ -341,6 +415,8 @@ Entity = (
     | SimPosition
     | SimCashBalance
     | SimCommand
+    | SimOrderStrategy
+    | SimOrderStrategyLink
 )
 
 
@@ -374,6 +450,8 @@ _ID_STARTS = {
     "position": 6_000_001,
     "cashBalance": 7_000_001,
     "oco": 8_000_001,
+    "orderStrategy": 9_000_001,
+    "orderStrategyLink": 9_500_001,
 }
 # Contract ids: base + root index * _ROOT_SPAN + months since January 2000.
 _CONTRACT_ID_BASE = 2_000_000
@@ -455,7 +533,7 @@ class _Book:
         return len(self.bids) + len(self.asks) + len(self.buy_stops) + len(self.sell_stops)
 
 
-_MUTABLE = (SimOrder, SimPosition, SimCashBalance)
+_MUTABLE = (SimOrder, SimPosition, SimCashBalance, SimOrderStrategy)
 _T = TypeVar("_T")
 
 
@@ -556,6 +634,12 @@ class SimEngine:
     )
     _holdings: dict[tuple[int, int], _Holding] = field(default_factory=dict, init=False, repr=False)
     _children: dict[int, list[int]] = field(default_factory=dict, init=False, repr=False)
+    _strategies: dict[int, SimOrderStrategy] = field(default_factory=dict, init=False, repr=False)
+    _strategy_links: dict[int, list[SimOrderStrategyLink]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    _strategy_of: dict[int, int] = field(default_factory=dict, init=False, repr=False)
+    _trailing: dict[int, Decimal] = field(default_factory=dict, init=False, repr=False)
     _rest_seq: dict[int, int] = field(default_factory=dict, init=False, repr=False)
     _seq: Iterator[int] = field(default_factory=itertools.count, init=False, repr=False)
     _aggressive: set[int] = field(default_factory=set, init=False, repr=False)
@@ -844,6 +928,240 @@ class SimEngine:
         self._execute(book, two, fresh=True)
         return PlaceResult(order_id=first_id, oco_id=other_id)
 
+    def start_order_strategy(
+        self,
+        entry: OrderRequest,
+        brackets: tuple[StrategyBracket, ...],
+        *,
+        type_id: int,
+        params: str,
+        uuid: str | None = None,
+    ) -> StrategyResult:
+        """Start a Bracket strategy: the entry now, its legs on the entry's fill."""
+        self._expire_due()
+        cfg = self.config
+        if type_id != cfg.strategy_type_id:
+            return StrategyResult(error_text=f"Unsupported: unknown orderStrategyTypeId {type_id}")
+        try:
+            account, book, entry_leg = self._prepare(replace(entry, cl_ord_id=None))
+            self._check_brackets(book, entry_leg, brackets)
+        except _Refusal as refusal:
+            return StrategyResult(error_text=f"{refusal.reason}: {refusal.text}")
+        strategy = SimOrderStrategy(
+            self._next_id("orderStrategy"), account.id, book.contract.id, self.clock.now(),
+            entry.action, type_id, params, uuid, brackets=brackets,
+            covered=[0] * len(brackets), legs=[[] for _ in brackets],
+        )  # fmt: skip
+        self._strategies[strategy.id] = strategy
+        self._publish(account.id, "orderStrategy", "created", strategy)
+        entry_id = strategy.entry_id = self._next_id("order")
+        self._link(strategy, entry_id, cfg.strategy_entry_label)
+        risk = self._risk_failure(account, book, entry_leg.action, entry_leg.order_qty)
+        if risk is not None:
+            self._create(entry_id, account, book, entry_leg, OrdStatus.REJECTED, reject=risk)
+            self._end_strategy(strategy, "ExecutionFailed", f"{risk.reason}: {risk.text}")
+            return StrategyResult(strategy)
+        order = self._create(entry_id, account, book, entry_leg, OrdStatus.WORKING)
+        self._execute(book, order, fresh=True)
+        return StrategyResult(strategy)
+
+    def interrupt_order_strategy(self, strategy_id: int) -> StrategyResult:
+        """Stop a strategy: cancel its working entry and every open leg."""
+        self._expire_due()
+        strategy = self._strategies.get(strategy_id)
+        if strategy is None:
+            return StrategyResult(error_text=ACCESS_DENIED)
+        if not strategy.active:
+            return StrategyResult(strategy, f"Strategy {strategy_id} is {strategy.status}")
+        self._refresh(self._books[strategy.contract_id])
+        strategy.status = "ExecutionInterrupted"  # first: the cancels below must not end it
+        for order_id in self._strategy_orders(strategy):
+            order = self._orders[order_id]
+            if order.ord_status in _OPEN:
+                self._command(order, "Cancel", "RiskPassed", None, True)
+                self._finalize(order, OrdStatus.CANCELED, "Canceled", "Strategy interrupted")
+        self._publish(strategy.account_id, "orderStrategy", "updated", strategy)
+        return StrategyResult(strategy)
+
+    def _check_brackets(
+        self, book: _Book, entry: _Leg, brackets: tuple[StrategyBracket, ...]
+    ) -> None:
+        if not brackets:
+            raise _Refusal("Unsupported", "A bracket strategy needs at least one bracket")
+        if sum(b.qty for b in brackets) != entry.order_qty:
+            raise _Refusal(
+                "Unsupported",
+                f"Bracket quantities add up to {sum(b.qty for b in brackets)}, the entry's "
+                f"orderQty is {entry.order_qty}",
+            )
+        tick = book.contract.product.tick_size
+        for number, bracket in enumerate(brackets, start=1):
+            if bracket.qty < 1:
+                raise _Refusal("Unsupported", f"Bracket {number}: qty must be at least 1")
+            if bracket.profit_target is None and bracket.stop_loss is None:
+                raise _Refusal("Unsupported", f"Bracket {number} has no target and no stop")
+            for name, distance in (("profitTarget", bracket.profit_target),
+                                   ("stopLoss", bracket.stop_loss)):  # fmt: skip
+                if distance is not None and (distance <= 0 or distance % tick != 0):
+                    raise _Refusal(
+                        "InvalidPrice",
+                        f"Bracket {number}: {name} {distance} is not a positive multiple of "
+                        f"the tick size {tick}",
+                    )
+
+    def _link(self, strategy: SimOrderStrategy, order_id: int, label: str) -> None:
+        link = SimOrderStrategyLink(
+            self._next_id("orderStrategyLink"), strategy.id, order_id, label
+        )
+        self._strategy_links.setdefault(strategy.id, []).append(link)
+        self._strategy_of[order_id] = strategy.id
+        self._publish(strategy.account_id, "orderStrategyLink", "created", link)
+
+    def _strategy_orders(self, strategy: SimOrderStrategy) -> list[int]:
+        return [link.order_id for link in self._strategy_links.get(strategy.id, ())]
+
+    def _end_strategy(self, strategy: SimOrderStrategy, status: str, message: str = "") -> None:
+        strategy.status = status
+        strategy.failure_message = message or None
+        self._publish(strategy.account_id, "orderStrategy", "updated", strategy)
+
+    def _cover_fill(self, strategy: SimOrderStrategy, entry: SimOrder, price: Decimal) -> None:
+        """Give the strategy's legs what the entry has filled (created on its first fill)."""
+        if not strategy.active:
+            return
+        if strategy.basis is None:
+            strategy.basis = price
+        book = self._books[entry.contract_id]
+        account = self._accounts[entry.account_id]
+        ahead = 0
+        fresh: list[SimOrder] = []
+        for index, bracket in enumerate(strategy.brackets):
+            want = min(bracket.qty, max(0, entry.filled_qty - ahead))
+            ahead += bracket.qty
+            extra = want - strategy.covered[index]
+            if extra <= 0:
+                continue
+            strategy.covered[index] = want
+            legs = [self._orders[i] for i in strategy.legs[index]]
+            if legs and all(leg.ord_status in _OPEN for leg in legs):
+                for leg in legs:
+                    self._resize(leg, leg.version.order_qty + extra, "Entry filled further")
+                continue
+            fresh += self._bracket_pair(strategy, bracket, index, account, book, extra)
+        for leg in fresh:
+            self._execute(book, leg, fresh=True)
+
+    def _bracket_pair(
+        self,
+        strategy: SimOrderStrategy,
+        bracket: StrategyBracket,
+        index: int,
+        account: SimAccount,
+        book: _Book,
+        qty: int,
+    ) -> list[SimOrder]:
+        basis = strategy.basis
+        assert basis is not None
+        assert strategy.entry_id is not None
+        sign = strategy.action.sign
+        exit_side = strategy.action.opposite
+        specs: list[tuple[OrderType, Decimal, str]] = []
+        if bracket.stop_loss is not None:
+            specs.append((OrderType.STOP, basis - sign * bracket.stop_loss,
+                          self.config.strategy_stop_label))  # fmt: skip
+        if bracket.profit_target is not None:
+            specs.append((OrderType.LIMIT, basis + sign * bracket.profit_target,
+                          self.config.strategy_target_label))  # fmt: skip
+        ids = [self._next_id("order") for _ in specs]
+        oco_id = self._next_id("oco") if len(ids) == 2 else None
+        legs: list[SimOrder] = []
+        for position, (kind, raw, label) in enumerate(specs):
+            price = max(raw, book.contract.product.tick_size)  # a target beyond zero: the floor
+            leg = _Leg(
+                exit_side, kind, qty, price if kind is OrderType.LIMIT else None,
+                price if kind is OrderType.STOP else None, TimeInForce.GTC, None, None,
+                f"Strategy {strategy.id} bracket {index + 1}", True,
+            )  # fmt: skip
+            self._link(strategy, ids[position], label)
+            linked = ids[1 - position] if oco_id is not None else None
+            order = self._create(
+                ids[position], account, book, leg, OrdStatus.WORKING,
+                parent_id=strategy.entry_id, oco_id=oco_id, linked_id=linked,
+            )  # fmt: skip
+            if kind is OrderType.STOP and bracket.trailing and bracket.stop_loss is not None:
+                self._trailing[order.id] = bracket.stop_loss
+            strategy.legs[index].append(order.id)
+            legs.append(order)
+        return legs
+
+    def _settle_strategy(self, order: SimOrder) -> None:
+        """React to a final order of a strategy: end the strategy when nothing is left."""
+        strategy_id = self._strategy_of.get(order.id)
+        strategy = self._strategies.get(strategy_id) if strategy_id is not None else None
+        if strategy is None or not strategy.active:
+            return
+        if order.ord_status is OrdStatus.FILLED and order.version.order_type is OrderType.LIMIT:
+            self._breakeven(strategy, order)
+        if order.id == strategy.entry_id and order.filled_qty == 0:
+            stopped = order.ord_status is OrdStatus.CANCELED
+            self._end_strategy(strategy, "StoppedByUser" if stopped else "ExecutionFinished")
+            return
+        if all(self._orders[i].ord_status in FINAL_ORD_STATUSES
+               for i in self._strategy_orders(strategy)):  # fmt: skip
+            self._end_strategy(strategy, "ExecutionFinished")
+
+    def _breakeven(self, strategy: SimOrderStrategy, target: SimOrder) -> None:
+        """A target filled: move the stops of the other break-even brackets to the fill."""
+        basis = strategy.basis
+        assert basis is not None
+        book = self._books[strategy.contract_id]
+        bid, ask = self._touch(book)
+        for index, bracket in enumerate(strategy.brackets):
+            if not bracket.breakeven or target.id in strategy.legs[index]:
+                continue
+            for leg in (self._orders[i] for i in strategy.legs[index]):
+                stop = leg.version.stop_price
+                if leg.ord_status not in _OPEN or stop is None or leg.triggered:
+                    continue
+                sell = leg.action is Side.SELL
+                better = basis > stop if sell else basis < stop
+                legal = basis < bid if sell else basis > ask
+                if not (better and legal):
+                    continue
+                self._new_version(leg, replace(leg.version, stop_price=basis))
+                self._publish(leg.account_id, "order", "updated", leg)
+                self._report(leg, "Replaced", text=f"Break-even after order {target.id}")
+                if leg.ord_status is OrdStatus.WORKING:
+                    self._unrest(book, leg)
+                    self._rest(book, leg)
+
+    def _trail(self, book: _Book) -> None:
+        """Move trailing stops towards the market: never back, one version per move."""
+        if not self._trailing:
+            return
+        bid, ask = self._touch(book)
+        for order_id, distance in list(self._trailing.items()):
+            order = self._orders[order_id]
+            if order.ord_status not in _OPEN or order.triggered:
+                if order.ord_status not in _OPEN:
+                    del self._trailing[order_id]
+                continue
+            if order.contract_id != book.contract.id:
+                continue
+            stop = order.version.stop_price
+            assert stop is not None
+            # A sell stop protects a long: it rises with the bid; a buy stop falls with the ask.
+            wanted = bid - distance if order.action is Side.SELL else ask + distance
+            better = wanted > stop if order.action is Side.SELL else wanted < stop
+            if not better:
+                continue
+            self._new_version(order, replace(order.version, stop_price=wanted))
+            self._publish(order.account_id, "order", "updated", order)
+            self._report(order, "Replaced", text=f"Trailing stop moved to {wanted}")
+            if order.ord_status is OrdStatus.WORKING:
+                self._unrest(book, order)
+                self._rest(book, order)
+
     def modify_order(
         self,
         order_id: int,
@@ -1011,6 +1329,21 @@ class SimEngine:
         if account_id is None:
             return list(self._positions.values())
         return list(self._positions_by_account.get(account_id, ()))
+
+    def order_strategies(self, account_id: int | None = None) -> list[SimOrderStrategy]:
+        """Return order strategies, of one account or all, oldest first."""
+        return [s for s in self._strategies.values()
+                if account_id is None or s.account_id == account_id]  # fmt: skip
+
+    def order_strategy(self, strategy_id: int) -> SimOrderStrategy | None:
+        """Return one order strategy."""
+        return self._strategies.get(strategy_id)
+
+    def order_strategy_links(self, strategy_id: int | None = None) -> list[SimOrderStrategyLink]:
+        """Return the links of one strategy, or all."""
+        if strategy_id is not None:
+            return list(self._strategy_links.get(strategy_id, ()))
+        return [link for links in self._strategy_links.values() for link in links]
 
     def cash_balance(self, account_id: int) -> SimCashBalance:
         """Return an account's cash balance (KeyError if the account is unknown)."""
@@ -1281,6 +1614,7 @@ class SimEngine:
     # --- matching -----------------------------------------------------------------------------
     def _match_book(self, book: _Book) -> None:
         """Run one matching pass over a contract at its current quote."""
+        self._trail(book)
         bid, ask = self._touch(book)
         pending = list(book.pending.values())
         book.pending.clear()
@@ -1409,6 +1743,9 @@ class SimEngine:
         self._report(order, "Trade", last_qty=qty, last_px=price)
         self._publish(order.account_id, "order", "updated", order)
         self._book_position(book, order, qty, price)
+        strategy_id = self._strategy_of.get(order.id)
+        if strategy_id is not None and self._strategies[strategy_id].entry_id == order.id:
+            self._cover_fill(self._strategies[strategy_id], order, price)
         if order.ord_status is OrdStatus.FILLED:
             self._on_final(order)
             return
@@ -1503,6 +1840,8 @@ class SimEngine:
             self._finalize(
                 partner, OrdStatus.CANCELED, "Canceled", f"OCO: order {order.id} {order.ord_status}"
             )
+        if order.id in self._strategy_of:
+            self._settle_strategy(order)
         if book.heap_size() > max(_COMPACT_MIN, 2 * len(book.live)):
             self._compact(book)
 

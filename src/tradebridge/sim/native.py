@@ -43,7 +43,20 @@ Choices where the reference is silent or unverified:
   ``orderId`` of its ``Rejected`` order, a refused modify or cancel (``TooLate``) the
   ``commandId`` of its rejected command (§5.1 lets ``orderId`` and ``failureReason`` meet).
 * Drop faults (``faults.should_drop_answer``) apply to accepted placements (placeorder,
-  placeoso, placeoco, liquidateposition), not to modify, cancel or liquidatepositions.
+  placeoso, placeoco, liquidateposition, startorderstrategy), not to modify, cancel,
+  liquidatepositions or interruptorderstrategy.
+* ``orderStrategy/startorderstrategy`` (reference §5.8): ``params`` must be a JSON string
+  ``{"entryVersion": {...}, "brackets": [{qty, profitTarget?, stopLoss?, trailingStop?,
+  breakeven?}]}`` (a body that is not is 400; the ``breakeven`` key is
+  ``SimConfig.strategy_breakeven_key``); ``profitTarget`` is positive, ``stopLoss``
+  negative, both in ``SimConfig.strategy_units`` (price points by default, or ticks) from
+  the entry's fill.
+  The answer is ``{"orderStrategy": {...}}`` (also for a risk-rejected entry: its status is
+  ``ExecutionFailed``) or ``{"errorText": "<reason>: <text>"}``; ``isAutomated`` is neither
+  asked nor checked (the request has no such field). ``interruptorderstrategy``
+  ``{orderStrategyId}`` answers the same shape. ``modifyorderstrategy`` is not modelled: it
+  answers ``{"errorText": "Unsupported: ..."}``. Reads: ``orderStrategy`` (masters:
+  accounts) and ``orderStrategyLink`` (masters: strategies).
 * A trailing slash or an empty path segment is 404, like any mangled URL (§10.1 H5).
 * An unknown route is 401 without a valid token, else 404. ``faults.missing_routes``
   (e.g. ``*/ldeps``) makes known routes answer the same way, to play a broker or proxy
@@ -71,7 +84,13 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from tradebridge.domain.enums import TimeInForce
 from tradebridge.domain.products import PRODUCTS
-from tradebridge.sim._native_orders import BadRequest, OrderBody, Unsupported, parse_bracket
+from tradebridge.sim._native_orders import (
+    BadRequest,
+    OrderBody,
+    Unsupported,
+    parse_bracket,
+    parse_strategy_params,
+)
 from tradebridge.sim._native_wire import (
     PRODUCT_IDS,
     contract_maturity_wire,
@@ -199,6 +218,9 @@ class NativeApi:
             "order/cancelorder": ("POST", self._cancel_order),
             "order/liquidateposition": ("POST", self._liquidate_position),
             "order/liquidatepositions": ("POST", self._liquidate_positions),
+            "orderstrategy/startorderstrategy": ("POST", self._start_strategy),
+            "orderstrategy/interruptorderstrategy": ("POST", self._interrupt_strategy),
+            "orderstrategy/modifyorderstrategy": ("POST", self._modify_strategy),
         }
 
     @property
@@ -360,6 +382,10 @@ class NativeApi:
             order = engine.order(order_id)
             return order is not None and own_account(call, order.account_id)
 
+        def own_strategy(call: _Call, strategy_id: int) -> bool:
+            strategy = engine.order_strategy(strategy_id)
+            return strategy is not None and own_account(call, strategy.account_id)
+
         def account_find(call: _Call, name: str) -> SimAccount | None:
             account = engine.account_by_name(name)
             return account if account is not None and account.user_id == call.user.id else None
@@ -415,6 +441,27 @@ class NativeApi:
                 ],
                 deps=lambda call, account_id: (
                     engine.positions(account_id) if own_account(call, account_id) else []
+                ),
+            ),
+            "orderstrategy": _Entity(
+                visible=lambda call: [
+                    st for st in engine.order_strategies() if own_account(call, st.account_id)
+                ],
+                deps=lambda call, account_id: (
+                    engine.order_strategies(account_id) if own_account(call, account_id) else []
+                ),
+            ),
+            "orderstrategylink": _Entity(
+                visible=lambda call: [
+                    link
+                    for st in engine.order_strategies()
+                    if own_account(call, st.account_id)
+                    for link in engine.order_strategy_links(st.id)
+                ],
+                deps=lambda call, strategy_id: (
+                    engine.order_strategy_links(strategy_id)
+                    if own_strategy(call, strategy_id)
+                    else []
                 ),
             ),
             "cashbalance": _Entity(
@@ -641,6 +688,58 @@ class NativeApi:
             ),
             execute,
         )
+
+    def _start_strategy(self, call: _Call) -> NativeAnswer:
+        body = self._order_body(call)
+        symbol = body.string("symbol", required=True) or ""
+        action = body.action()
+        type_id = body.integer("orderStrategyTypeId", required=True)
+        raw = body.string("params", required=True) or ""
+        uuid = body.string("uuid")
+        contract = self.engine.find_contract(symbol)
+        tick = contract.product.tick_size if contract is not None else None
+        try:
+            entry, brackets = parse_strategy_params(
+                raw, units=self.ctx.config.strategy_units, tick=tick,
+                lowercase_enums=self.ctx.config.lowercase_enums,
+                breakeven_key=self.ctx.config.strategy_breakeven_key,
+            )  # fmt: skip
+        except Unsupported as exc:
+            return _ok({"errorText": f"Unsupported: {exc}"})
+        account = self._account_of(call, body)
+        if isinstance(account, NativeAnswer):
+            return _ok({"errorText": ACCESS_DENIED})
+        request = replace(entry, account_id=account.id, symbol=symbol, action=action)
+        assert type_id is not None
+        result = self.engine.start_order_strategy(
+            request, brackets, type_id=type_id, params=raw, uuid=uuid
+        )
+        if result.strategy is None:
+            return _ok({"errorText": result.error_text or "UnknownReason"})
+        if should_drop_answer(self.ctx):
+            raise DropAnswer
+        return _ok({"orderStrategy": to_wire(result.strategy)})
+
+    def _interrupt_strategy(self, call: _Call) -> NativeAnswer:
+        body = self._order_body(call)
+        strategy_id = body.integer("orderStrategyId", required=True)
+        strategy = self.engine.order_strategy(strategy_id) if strategy_id is not None else None
+        if strategy is None or not self._owns(call, strategy.account_id):
+            return _ok({"errorText": ACCESS_DENIED})
+        result = self.engine.interrupt_order_strategy(strategy.id)
+        if result.error_text is not None:
+            return _ok({"errorText": result.error_text})
+        assert result.strategy is not None
+        return _ok({"orderStrategy": to_wire(result.strategy)})
+
+    def _modify_strategy(self, call: _Call) -> NativeAnswer:
+        body = self._order_body(call)
+        strategy_id = body.integer("orderStrategyId", required=True)
+        body.string("command", required=True)
+        strategy = self.engine.order_strategy(strategy_id) if strategy_id is not None else None
+        if strategy is None or not self._owns(call, strategy.account_id):
+            return _ok({"errorText": ACCESS_DENIED})
+        return _ok({"errorText": "Unsupported: the simulator does not model strategy commands"})
 
     def _owned_order_id(self, call: _Call, body: OrderBody) -> int | None:
         order_id = body.integer("orderId", required=True)

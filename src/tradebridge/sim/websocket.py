@@ -58,6 +58,7 @@ from tradebridge.sim.engine import (
     EntityChange,
     SimAccount,
     SimCommand,
+    SimOrderStrategyLink,
     SimOrderVersion,
 )
 from tradebridge.sim.faults import DropAnswer
@@ -496,6 +497,11 @@ class _Connection:
             for position in engine.positions(account.id):
                 contract_ids.add(position.contract_id)
                 snapshot["positions"].append(to_wire(position))
+            for strategy in engine.order_strategies(account.id):
+                snapshot["orderStrategies"].append(to_wire(strategy))
+                snapshot["orderStrategyLinks"] += map(
+                    to_wire, engine.order_strategy_links(strategy.id)
+                )
         products: dict[str, Any] = {}
         for contract_id in sorted(contract_ids):
             contract = engine.contract(contract_id)
@@ -522,6 +528,9 @@ class _Connection:
         return snapshot
 
     def _account_of(self, entity: Entity) -> int | None:
+        if isinstance(entity, SimOrderStrategyLink):
+            strategy = self.ctx.engine.order_strategy(entity.order_strategy_id)
+            return None if strategy is None else strategy.account_id
         if isinstance(entity, SimOrderVersion | SimCommand):
             order = self.ctx.engine.order(entity.order_id)
             return None if order is None else order.account_id

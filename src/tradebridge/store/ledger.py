@@ -146,6 +146,10 @@ class LedgerRow:
     stop_loss_ticks: int | None = None
     take_profit_ticks: int | None = None
     reference_price: Decimal | None = None
+    # The scale-out columns (0005_scale_out).
+    take_profits: Any = None
+    trailing_stop_ticks: int | None = None
+    breakeven: bool | None = None
 
     @property
     def is_final(self) -> bool:
@@ -202,6 +206,9 @@ class LedgerRow:
             stop_loss_ticks=_int(record.get("stop_loss_ticks")),
             take_profit_ticks=_int(record.get("take_profit_ticks")),
             reference_price=_decimal(record.get("reference_price")),
+            take_profits=record.get("take_profits"),
+            trailing_stop_ticks=_int(record.get("trailing_stop_ticks")),
+            breakeven=record.get("breakeven"),
         )
 
 
@@ -269,6 +276,9 @@ class NewSignal:
     time_in_force: str | None = None
     target_position: Decimal | None = None
     reference_price: Decimal | None = None
+    take_profits: list[dict[str, int]] | None = None
+    trailing_stop_ticks: int | None = None
+    breakeven: bool | None = None
     strategy_name: str | None = None
     metadata: Mapping[str, Any] | None = None
     source: str = "webhook"
@@ -491,21 +501,23 @@ with alert as (
         signal_id, account_name, instrument, intent, side, quantity, order_type, price,
         stop_price, stop_loss, take_profit, stop_loss_ticks, take_profit_ticks, time_in_force,
         target_position, reference_price, strategy_name, metadata, source, group_id, status,
-        error_message, ts_final)
+        error_message, ts_final, take_profits, trailing_stop_ticks, breakeven)
     select r.signal_id, r.account_name, r.instrument, r.intent, r.side, r.quantity,
            r.order_type, r.price, r.stop_price, r.stop_loss, r.take_profit, r.stop_loss_ticks,
            r.take_profit_ticks, r.time_in_force, r.target_position, r.reference_price,
            r.strategy_name, r.metadata::jsonb, r.source, r.group_id, r.status, r.error_message,
-           case when r.status = 'denied' then clock_timestamp() end
+           case when r.status = 'denied' then clock_timestamp() end,
+           r.take_profits::jsonb, r.trailing_stop_ticks, r.breakeven
       from unnest($12::text[], $13::text[], $14::text[], $15::text[], $16::text[],
                   $17::numeric[], $18::text[], $19::numeric[], $20::numeric[], $21::numeric[],
                   $22::numeric[], $23::int[], $24::int[], $25::text[], $26::numeric[],
                   $27::numeric[], $28::text[], $29::text[], $30::text[], $31::text[],
-                  $32::text[], $33::text[])
+                  $32::text[], $33::text[], $34::text[], $35::int[], $36::bool[])
            as r(signal_id, account_name, instrument, intent, side, quantity, order_type, price,
                 stop_price, stop_loss, take_profit, stop_loss_ticks, take_profit_ticks,
                 time_in_force, target_position, reference_price, strategy_name, metadata,
-                source, group_id, status, error_message)
+                source, group_id, status, error_message, take_profits, trailing_stop_ticks,
+                breakeven)
      where exists (select 1 from alert)
     returning signal_id, status, error_message
 ), events as (
@@ -1141,7 +1153,7 @@ async def _apply_move(conn: Conn, move: _Move) -> LedgerRow:
 
 
 def _signal_columns(rows: Sequence[NewSignal]) -> list[list[Any]]:
-    # Column arrays in the order of _INSERT_ALERT_SQL's unnest ($12..$33).
+    # Column arrays in the order of _INSERT_ALERT_SQL's unnest ($12..$36).
     return [
         [r.signal_id for r in rows],
         [r.account_name for r in rows],
@@ -1165,6 +1177,9 @@ def _signal_columns(rows: Sequence[NewSignal]) -> list[list[Any]]:
         [r.group_id for r in rows],
         [r.status.value for r in rows],
         [r.error_message for r in rows],
+        [None if r.take_profits is None else _dump_json(r.take_profits) for r in rows],
+        [r.trailing_stop_ticks for r in rows],
+        [r.breakeven for r in rows],
     ]
 
 

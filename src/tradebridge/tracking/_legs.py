@@ -15,7 +15,7 @@ from typing import Any
 from tradebridge.brokers.base import Broker
 from tradebridge.config import DispatcherConfig
 from tradebridge.domain.commands import CancelOrder
-from tradebridge.errors import BrokerRejected, NotFound
+from tradebridge.errors import BrokerRejected, InvalidInput, NotFound
 from tradebridge.ops.logging import get_logger
 from tradebridge.pipeline import legs
 from tradebridge.pipeline.route import PlaceOrder
@@ -46,6 +46,14 @@ async def fit_legs(
     )
     if not fit:
         return
+    interrupted: list[str] = []
+    for interrupt in fit.interrupts:
+        try:
+            await broker.interrupt_strategy(interrupt)
+        except (BrokerRejected, NotFound, InvalidInput) as e:
+            interrupted.append(f"{interrupt.strategy_id} ({_reason(e)})")
+            continue
+        interrupted.append(interrupt.strategy_id)
     cancels = list(fit.cancels)
     modified: list[dict[str, Any]] = []
     for modify in fit.modifies:
@@ -67,9 +75,13 @@ async def fit_legs(
         cancelled.append(cancel.broker_order_id)
     detail = {"position": position, "remaining": remaining,
               "cancelled": cancelled, "modified": modified}  # fmt: skip
+    if interrupted:
+        detail["interrupted"] = interrupted
     await ledger.add_event(signal_id, "legs_fitted", detail)
     _log.info("legs_fitted", signal_id=signal_id, **detail)
 
 
-def _reason(error: BrokerRejected | NotFound) -> str:
-    return error.reason if isinstance(error, BrokerRejected) else "NotFound"
+def _reason(error: BrokerRejected | NotFound | InvalidInput) -> str:
+    if isinstance(error, BrokerRejected):
+        return error.reason
+    return "NotFound" if isinstance(error, NotFound) else "InvalidInput"

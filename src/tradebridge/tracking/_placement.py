@@ -45,7 +45,13 @@ from tradebridge.brokers._lookup import shape_mismatch
 from tradebridge.brokers.base import Broker
 from tradebridge.brokers.pool import capture
 from tradebridge.config import DispatcherConfig, Settings
-from tradebridge.domain.commands import Bracket, CancelOrder, FlattenPosition, SubmitOrder
+from tradebridge.domain.commands import (
+    Bracket,
+    CancelOrder,
+    FlattenPosition,
+    SubmitOrder,
+    Target,
+)
 from tradebridge.domain.contracts import parse_contract
 from tradebridge.domain.enums import OrderStatus, OrderType, Side, TimeInForce
 from tradebridge.domain.ids import AccountName, BrokerOrderId, ClientOrderId
@@ -111,6 +117,10 @@ def _dec(value: Any) -> Decimal | None:
     return None if value is None else Decimal(str(value))
 
 
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
 def plan_to_json(plan: Plan) -> dict[str, Any]:
     """Return the plan as JSON data, complete enough to send it again."""
     if isinstance(plan, PlaceOrder):
@@ -130,6 +140,11 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
             "stop_loss": _num(bracket.stop_loss),
             "take_profit": _num(bracket.take_profit),
             "leg_tif": None if bracket.time_in_force is None else bracket.time_in_force.value,
+            "stop_loss_ticks": bracket.stop_loss_ticks,
+            "take_profit_ticks": bracket.take_profit_ticks,
+            "targets": [{"quantity": t.quantity, "ticks": t.ticks} for t in bracket.targets],
+            "trailing": bracket.trailing,
+            "breakeven": bracket.breakeven,
             "text": c.text,
             "client_order_id": c.client_order_id,
             "position_before": plan.position_before,
@@ -165,6 +180,13 @@ def plan_from_json(data: dict[str, Any], today: date) -> Plan:
         contract = type(contract)(contract.root, int(data["contract_year"]), contract.month)
     sl, tp = _dec(data.get("stop_loss")), _dec(data.get("take_profit"))
     leg_tif = TimeInForce(data["leg_tif"]) if data.get("leg_tif") else None
+    sl_ticks, tp_ticks = _int(data.get("stop_loss_ticks")), _int(data.get("take_profit_ticks"))
+    targets = tuple(Target(int(t["quantity"]), int(t["ticks"])) for t in data.get("targets") or ())
+    bracket = Bracket(
+        stop_loss=sl, take_profit=tp, time_in_force=leg_tif, stop_loss_ticks=sl_ticks,
+        take_profit_ticks=tp_ticks, targets=targets, trailing=bool(data.get("trailing")),
+        breakeven=bool(data.get("breakeven")),
+    )  # fmt: skip
     return PlaceOrder(
         SubmitOrder(
             client_order_id=ClientOrderId(str(data["client_order_id"])),
@@ -176,7 +198,7 @@ def plan_from_json(data: dict[str, Any], today: date) -> Plan:
             limit_price=_dec(data.get("limit_price")),
             stop_price=_dec(data.get("stop_price")),
             tif=TimeInForce(data.get("tif") or "day"),
-            bracket=Bracket(sl, tp, leg_tif) if sl is not None or tp is not None else None,
+            bracket=bracket or None,
             text=str(data.get("text") or ""),
         ),
         position_before=data.get("position_before"),

@@ -86,6 +86,9 @@ def raw_signal(row: LedgerRow) -> RawSignal:
         take_profit_ticks=row.take_profit_ticks,
         reference_price=row.reference_price,
         strategy_name=row.strategy_name,
+        take_profits=row.take_profits,
+        trailing_stop_ticks=row.trailing_stop_ticks,
+        breakeven=row.breakeven,
     )
 
 
@@ -373,7 +376,10 @@ class Dispatcher:
         that a lost answer can later be told from other orders (``Broker.lookup_baseline``).
         """
         delay = self.config.lookup_backoff_s
-        need = needs(signal, position_for_risk=self.limits.needs_position)
+        from_fill = broker.capabilities.brackets_from_fill
+        need = needs(
+            signal, position_for_risk=self.limits.needs_position, brackets_from_fill=from_fill
+        )
         while True:
             calls: list[HttpCall] = []
             try:
@@ -386,7 +392,8 @@ class Dispatcher:
                         return None
                     view = await self._view(broker, signal, need)
                     plan = route(signal, view, client_order_id_for(signal_id), today=today,
-                                 legs=self.settings.orders.leg_time_in_force)  # fmt: skip
+                                 legs=self.settings.orders.leg_time_in_force,
+                                 brackets_from_fill=from_fill)  # fmt: skip
                     baseline = None
                     if isinstance(plan, PlaceOrder):
                         baseline = await broker.lookup_baseline(plan.command)

@@ -7,9 +7,10 @@ past this module is our snake_case domain. Unknown enum values parse without cra
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
@@ -173,6 +174,49 @@ class WirePlaceResult(_Wire):
         return self.failure_reason not in (None, "", SUCCESS)
 
 
+class WireOrderStrategy(_Wire):
+    """``orderStrategy`` entity (reference §5.8; fields from the old Swagger spec)."""
+
+    id: int
+    account_id: int
+    contract_id: int | None = None
+    timestamp: datetime | None = None
+    action: str | None = None
+    order_strategy_type_id: int | None = None
+    params: str | None = None
+    uuid: str | None = None
+    status: str | None = None
+    failure_message: str | None = None
+
+
+class WireOrderStrategyLink(_Wire):
+    """``orderStrategyLink`` entity: one order of a strategy, with its label."""
+
+    id: int
+    order_strategy_id: int
+    order_id: int
+    label: str | None = None
+
+
+class WireStrategyResult(_Wire):
+    """``OrderStrategyStatusResponse`` of ``startorderstrategy``."""
+
+    order_strategy: WireOrderStrategy | None = None
+    error_text: str | None = None
+    failure_reason: str | None = None
+    failure_text: str | None = None
+
+
+# Client ids given to the legs of a strategy in reports and events (the tracker skips them).
+STRATEGY_LEG_SUFFIX = "-leg"
+# Strategy statuses after which nothing of the strategy works any more (unverified).
+STRATEGY_FAILED = frozenset({"ExecutionFailed", "NotEnoughLiquidity"})
+STRATEGY_DONE = frozenset(
+    {"ExecutionFailed", "ExecutionFinished", "ExecutionInterrupted", "NotEnoughLiquidity",
+     "StoppedByUser", "InactiveStrategy"}
+)  # fmt: skip
+
+
 class WireCommandResult(_Wire):
     """``CommandResult`` (modify, cancel)."""
 
@@ -302,6 +346,65 @@ def place_oso_body(command: SubmitOrder, account_id: int, symbol: str) -> dict[s
     if len(legs) > 1:
         body["bracket2"] = legs[1]  # two brackets: Tradovate links them OCO
     return body
+
+
+def strategy_distance(ticks: int, tick: Decimal, units: Literal["points", "ticks"]) -> Decimal:
+    """Return a leg distance in the strategy's unit (reference §5.8: unverified)."""
+    return Decimal(ticks) if units == "ticks" else ticks * tick
+
+
+def start_strategy_body(
+    command: SubmitOrder,
+    account_id: int,
+    symbol: str,
+    *,
+    type_id: int,
+    units: Literal["points", "ticks"],
+    breakeven_key: str = "breakeven",
+) -> dict[str, Any]:
+    """Return the ``orderStrategy/startorderstrategy`` body: the built-in Bracket strategy.
+
+    ``params`` is a JSON *string* (reference §5.8): the entry, then one bracket per target
+    with the distances from the fill, the target positive and the stop negative. ``uuid``
+    carries our client order id, so a lost answer can be looked up exactly.
+    """
+    bracket = command.bracket
+    if bracket is None or not bracket.relative:
+        raise InvalidOrder("a bracket strategy needs legs given as distances", field="bracket")
+    tick = command.contract.product.tick_size
+    entry: dict[str, Any] = {
+        "orderId": 0,
+        "orderQty": command.quantity,
+        "orderType": ORDER_TYPES[command.order_type],
+        "timeInForce": TIFS[command.tif],
+    }
+    if command.limit_price is not None:
+        entry["price"] = _num(command.limit_price)
+    if command.stop_price is not None:
+        entry["stopPrice"] = _num(command.stop_price)
+    if command.expire_time is not None:
+        entry["expireTime"] = _iso(command.expire_time)
+    brackets: list[dict[str, Any]] = []
+    for qty, target in bracket.plan(command.quantity):
+        leg: dict[str, Any] = {"qty": qty}
+        if target is not None:
+            leg["profitTarget"] = _num(strategy_distance(target, tick, units))
+        if bracket.stop_loss_ticks is not None:
+            leg["stopLoss"] = -_num(strategy_distance(bracket.stop_loss_ticks, tick, units))
+        leg["trailingStop"] = bracket.trailing
+        if bracket.breakeven:
+            leg[breakeven_key] = True  # the key is unverified (reference §5.8)
+        brackets.append(leg)
+    params = {"entryVersion": entry, "brackets": brackets}
+    return {
+        "accountId": account_id,
+        "accountSpec": command.account,
+        "symbol": symbol,
+        "action": SIDES[command.side],
+        "orderStrategyTypeId": type_id,
+        "params": json.dumps(params, separators=(",", ":")),
+        "uuid": command.client_order_id,
+    }
 
 
 def modify_order_body(command: ModifyOrder) -> dict[str, Any]:

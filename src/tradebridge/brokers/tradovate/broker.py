@@ -16,12 +16,21 @@ Submit outcomes follow reference §6.3:
 
 A submit is never retried for any other reason: ``lookup`` decides after ``OutcomeUnknown``.
 Reads, cancels, modifies and flattens retry transient failures within the retry caps.
+
+Brackets given as distances (``Bracket.relative``) start Tradovate's built-in Bracket order
+strategy (``orderStrategy/startorderstrategy``, reference §5.8), so the broker prices the
+legs from the real fill. Its ``uuid`` carries our client order id: the strategy is the
+submit's proof of existence, looked up by ``uuid`` after a lost answer, and its entry order
+(``orderStrategyLink``) is what the row follows. Order reports name the strategy of every
+order it placed, derive the legs' parent from the links where Tradovate does not set
+``parentId``, and give the entry our client id.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -39,7 +48,13 @@ from tradebridge.brokers.base import AccountInfo, BrokerCapabilities, BrokerOrde
 from tradebridge.brokers.tradovate import _wire as wire
 from tradebridge.brokers.tradovate.usersync import UserSync
 from tradebridge.config import AccountConfig, TradovateConfig
-from tradebridge.domain.commands import CancelOrder, FlattenPosition, ModifyOrder, SubmitOrder
+from tradebridge.domain.commands import (
+    CancelOrder,
+    FlattenPosition,
+    InterruptStrategy,
+    ModifyOrder,
+    SubmitOrder,
+)
 from tradebridge.domain.contracts import ContractSymbol, resolve_symbol
 from tradebridge.domain.enums import Dialect
 from tradebridge.domain.ids import AccountName, BrokerOrderId, ClientOrderId
@@ -59,6 +74,7 @@ from tradebridge.errors import (
     InvalidInput,
     InvalidSymbol,
     Lockout,
+    LookupAmbiguous,
     NotFound,
     OutcomeUnknown,
     RateLimited,
@@ -71,6 +87,19 @@ _log = get_logger("tradebridge.brokers.tradovate")
 MAX_PENALTY_RESENDS = 3
 _CHUNK = 50  # ids per ldeps call: keeps URLs and answers small (reference §3 limits)
 _CLOCK_SKEW = timedelta(seconds=5)  # our clock versus Tradovate's when matching by time
+# A strategy's orders are created after it: strategies this much older than the oldest order
+# of a report cannot own any of its orders.
+_STRATEGY_LEAD = timedelta(minutes=10)
+_STRATEGY_PATH = "/orderStrategy/startorderstrategy"
+
+
+@dataclass
+class _Strategies:
+    """The account's order strategies and which orders each one placed."""
+
+    by_id: dict[int, wire.WireOrderStrategy] = field(default_factory=dict)
+    of_order: dict[int, int] = field(default_factory=dict)  # order id -> strategy id
+    entries: dict[int, int] = field(default_factory=dict)  # strategy id -> entry order id
 
 
 def _utcnow() -> datetime:
@@ -115,6 +144,9 @@ class TradovateBroker:
         self.root_map = root_map
         self.retry = RetryPolicy(config.retry)
         self._sleep = sleep
+        self.capabilities = replace(
+            type(self).capabilities, brackets_from_fill=config.strategies.use == "relative"
+        )
         self._by_name: dict[str, wire.WireAccount] = {}
         self._by_id: dict[int, wire.WireAccount] = {}
         self._contracts: dict[str, wire.WireContract] = {}
@@ -258,9 +290,12 @@ class TradovateBroker:
 
     # --- submit ---------------------------------------------------------------------------------
     async def submit(self, command: SubmitOrder) -> BrokerOrderId:
-        """Place one order (``placeorder``, or ``placeoso`` with a bracket) exactly once."""
+        """Place one order exactly once: ``placeorder``, ``placeoso`` with a bracket at prices,
+        or a Bracket strategy when the legs are distances from the fill."""
         account = await self._account(command.account)
         contract = await self._contract(command.contract, command.account)
+        if command.bracket is not None and command.bracket.relative:
+            return await self._start_strategy(command, account)
         if command.bracket:
             path = "/order/placeoso"
             body = wire.place_oso_body(command, account.id, contract.name)
@@ -277,6 +312,124 @@ class TradovateBroker:
             broker_order_id=result,
         )
         return result
+
+    async def _start_strategy(
+        self, command: SubmitOrder, account: wire.WireAccount
+    ) -> BrokerOrderId:
+        """Start a Bracket strategy; return its entry order's id (what the row follows)."""
+        cfg = self.config.strategies
+        body = wire.start_strategy_body(
+            command, account.id, command.contract.name, type_id=cfg.type_id, units=cfg.units,
+            breakeven_key=cfg.breakeven_key,
+        )  # fmt: skip
+        cid = command.client_order_id
+        data = await self._send_order(command.account, _STRATEGY_PATH, body, cid)
+        strategy = self._strategy_result(data, cid)
+        entry: int | None = None
+        try:
+            for attempt in range(3):  # the entry may be linked a moment after the answer
+                found = await self._strategies(command.account, account.id, only={strategy.id})
+                entry = found.entries.get(strategy.id)
+                if entry is not None:
+                    break
+                await self._sleep(0.2 * (attempt + 1))
+        except (BrokerError, InvalidInput) as e:
+            # The strategy exists: whatever the reads say, never a rejection or a resend.
+            raise OutcomeUnknown(
+                f"strategy {strategy.id} for {cid} started; reading its entry failed ({e}); "
+                "look it up",
+                client_order_id=cid,
+            ) from e
+        if entry is None:
+            raise OutcomeUnknown(
+                f"strategy {strategy.id} for {cid} started but lists no entry order yet; "
+                "look it up",
+                client_order_id=cid,
+            )
+        result = BrokerOrderId(str(entry))
+        self._placed[str(result)] = cid
+        _log.info("order_placed", account=command.account, client_order_id=cid,
+                  broker_order_id=result, strategy_id=strategy.id)  # fmt: skip
+        return result
+
+    def _strategy_result(self, data: Any, client_order_id: str) -> wire.WireOrderStrategy:
+        path = _STRATEGY_PATH
+        unknown = OutcomeUnknown(
+            f"{path} for {client_order_id}: the answer carries neither an orderStrategy nor "
+            "an error; look it up",
+            client_order_id=client_order_id,
+        )
+        if not isinstance(data, dict):
+            raise unknown
+        try:
+            result = wire.parse(wire.WireStrategyResult, data, path)
+        except BrokerError as e:
+            raise unknown from e
+        reason = result.failure_reason
+        if reason in wire.UNKNOWN_OUTCOME_REASONS:
+            raise OutcomeUnknown(f"{path} for {client_order_id}: {reason}; it may exist",
+                                 client_order_id=client_order_id)  # fmt: skip
+        text = redact_text(result.error_text or result.failure_text or "")
+        if (reason not in (None, "", wire.SUCCESS)) or (text and result.order_strategy is None):
+            raise BrokerRejected(
+                f"Tradovate refused the bracket strategy for {client_order_id}: "
+                f"{reason or ''} {text}".strip(),
+                reason=reason or "Error",
+                text=text,
+            )
+        strategy = result.order_strategy
+        if strategy is None:
+            raise unknown
+        if strategy.status in wire.STRATEGY_FAILED:
+            message = redact_text(strategy.failure_message or "")
+            raise BrokerRejected(
+                f"Tradovate's bracket strategy {strategy.id} for {client_order_id} failed: "
+                f"{strategy.status} {message}".strip(),
+                reason=strategy.status or "ExecutionFailed",
+                text=message,
+            )
+        return strategy
+
+    async def _strategies(
+        self,
+        account: str,
+        account_id: int,
+        *,
+        since: datetime | None = None,
+        only: set[int] | None = None,
+    ) -> _Strategies:
+        """Return the account's strategies (created after ``since``, or ``only`` these) and
+        their links: which orders each placed and which one is its entry.
+
+        A broker that serves no strategy routes (404) has none.
+        """
+        found = _Strategies()
+        try:
+            body = await self._children(account, "orderStrategy", [account_id], ("deps", "list"))
+        except NotFound:
+            return found
+        for strategy in wire.parse_list(wire.WireOrderStrategy, body, "orderStrategy/deps"):
+            if only is not None and strategy.id not in only:
+                continue
+            if since is not None and strategy.timestamp is not None and strategy.timestamp < since:
+                continue
+            found.by_id[strategy.id] = strategy
+        if not found.by_id:
+            return found
+        try:
+            raw = await self._ldeps(account, "orderStrategyLink", sorted(found.by_id))
+        except NotFound:
+            return found
+        links: dict[int, list[wire.WireOrderStrategyLink]] = {}
+        for link in wire.parse_list(wire.WireOrderStrategyLink, raw, "orderStrategyLink/ldeps"):
+            if link.order_strategy_id in found.by_id:
+                links.setdefault(link.order_strategy_id, []).append(link)
+                found.of_order[link.order_id] = link.order_strategy_id
+        label = self.config.strategies.entry_label
+        for strategy_id, own in links.items():
+            labelled = [link.order_id for link in own if link.label == label]
+            found.entries[strategy_id] = min(labelled or [link.order_id for link in own])
+        return found
 
     def _place_result(self, data: Any, path: str, client_order_id: str) -> BrokerOrderId:
         unknown = OutcomeUnknown(
@@ -407,6 +560,8 @@ class TradovateBroker:
     ) -> LookupResult:
         account = await self._account(command.account)
         contract = await self._contract(command.contract, command.account)
+        if command.bracket is not None and command.bracket.relative:
+            return await self._look_strategy(command, account, contract, ts_sent, exclude)
         orders = [o for o in await self._orders(command.account, account.id)
                   if o.contract_id == contract.id]  # fmt: skip
         since = ts_sent - _CLOCK_SKEW
@@ -451,6 +606,64 @@ class TradovateBroker:
                 evidence.append(f"{oid}: {why}")
         return decide_by_shape(cid, matches, unsure, tuple(evidence))
 
+    async def _look_strategy(
+        self,
+        command: SubmitOrder,
+        account: wire.WireAccount,
+        contract: wire.WireContract,
+        ts_sent: datetime,
+        exclude: frozenset[str],
+    ) -> LookupResult:
+        """Find a strategy submit by its ``uuid``; never conclude absent past a doubt.
+
+        A strategy with our ``uuid`` is ours: its entry order is adopted (no entry linked
+        yet is ambiguous, never absent). Where none carries it, a strategy on the contract and
+        side without any ``uuid`` created since the submit may be ours if Tradovate dropped
+        the ``uuid``: that is ambiguous too. Only nothing of either kind is absent.
+        """
+        cid = command.client_order_id
+        since = ts_sent - _CLOCK_SKEW - _STRATEGY_LEAD
+        found = await self._strategies(command.account, account.id, since=since)
+        ours = [s for s in found.by_id.values() if s.uuid == cid]
+        evidence = [f"strategy {s.id}: uuid {s.uuid}" for s in ours]
+        if len(ours) == 1:
+            strategy = ours[0]
+            entry = found.entries.get(strategy.id)
+            if entry is None:
+                raise LookupAmbiguous(
+                    f"lookup of {cid}: strategy {strategy.id} carries our uuid but lists no "
+                    "entry order; not resending: review by hand",
+                    client_order_id=cid, candidates=(f"strategy {strategy.id}",),
+                    evidence=tuple(evidence),
+                )  # fmt: skip
+            body = await self._read(command.account, "/order/item", {"id": entry})
+            order = wire.parse(wire.WireOrder, body, "order/item")
+            report = (await self._reports(command.account, [order]))[0]
+            return LookupResult(cid, report, evidence=tuple(evidence))
+        if len(ours) > 1:
+            ids = tuple(f"strategy {s.id}" for s in ours)
+            raise LookupAmbiguous(f"lookup of {cid}: {len(ours)} strategies carry our uuid",
+                                  client_order_id=cid, candidates=ids,
+                                  evidence=tuple(evidence))  # fmt: skip
+        action = wire.SIDES[command.side]
+        unsure: list[str] = []
+        for strategy in found.by_id.values():
+            entry = found.entries.get(strategy.id)
+            why = None
+            if strategy.uuid:
+                why = f"carries another uuid ({strategy.uuid})"
+            elif strategy.contract_id not in (None, contract.id) or strategy.action != action:
+                why = "another contract or side"
+            elif entry is not None and (str(entry) in exclude or str(entry) in self._placed):
+                why = "its entry belongs to another row"
+            elif strategy.timestamp is not None and strategy.timestamp < ts_sent - _CLOCK_SKEW:
+                why = "started before the submit"
+            if why is None:
+                unsure.append(f"strategy {strategy.id}")
+                why = f"{UNSURE}: no uuid, same contract and side, started since the submit"
+            evidence.append(f"strategy {strategy.id}: {why}")
+        return decide_by_shape(cid, [], unsure, tuple(evidence))
+
     def _not_ours(
         self,
         report: OrderStatusReport,
@@ -482,6 +695,21 @@ class TradovateBroker:
         """Change a working order's quantity or prices."""
         self._check_account_name(command.account)
         await self._command(command.account, "/order/modifyorder", wire.modify_order_body(command))
+
+    async def interrupt_strategy(self, command: InterruptStrategy) -> None:
+        """Stop an order strategy (``orderStrategy/interruptorderstrategy``)."""
+        self._check_account_name(command.account)
+        path = "/orderStrategy/interruptorderstrategy"
+        data = await self._write(
+            command.account, path, {"orderStrategyId": int(command.strategy_id)}
+        )
+        if isinstance(data, dict) and (data.get("errorText") or data.get("failureReason")):
+            text = redact_text(str(data.get("errorText") or data.get("failureText") or ""))
+            raise BrokerRejected(
+                f"Tradovate refused to interrupt strategy {command.strategy_id}: {text}".strip(),
+                reason=str(data.get("failureReason") or "Error"),
+                text=text,
+            )
 
     async def flatten(self, command: FlattenPosition) -> None:
         """Cancel working orders on the contract and close the position (``admin: false``)."""
@@ -633,7 +861,10 @@ class TradovateBroker:
     def _master_field(entity: str) -> str:
         # Orders, positions and balances belong to an account; the rest we read (orderVersion,
         # fill, command, executionReport) to an order (reference §3, §4.4-§4.7).
-        return "accountId" if entity in ("order", "position", "cashBalance") else "orderId"
+        if entity == "orderStrategyLink":
+            return "orderStrategyId"
+        owned_by_account = ("order", "position", "cashBalance", "orderStrategy")
+        return "accountId" if entity in owned_by_account else "orderId"
 
     @staticmethod
     def _json_list(body: Any, what: str) -> list[Any]:
@@ -680,9 +911,24 @@ class TradovateBroker:
             ):
                 if r.reject_reason or r.text:
                     reasons[r.order_id] = " ".join(x for x in (r.reject_reason, r.text) if x)
+        since = min((o.timestamp for o in orders if o.timestamp is not None), default=None)
+        strategies = await self._strategies(
+            account, orders[0].account_id,
+            since=None if since is None else since - _STRATEGY_LEAD,
+        )  # fmt: skip
         reports = []
         for order in orders:
             version = versions.get(order.id)
+            strategy_id = strategies.of_order.get(order.id)
+            parent = order.parent_id
+            cid = cl_ord_ids.get(order.id)
+            if strategy_id is not None:
+                entry = strategies.entries.get(strategy_id)
+                uuid = strategies.by_id[strategy_id].uuid
+                if entry is not None and entry != order.id and parent is None:
+                    parent = entry  # a leg: where Tradovate sets no parentId, the link says
+                if uuid and cid is None:
+                    cid = uuid if entry == order.id else uuid + wire.STRATEGY_LEG_SUFFIX
             order_fills = fills.get(order.id, [])
             filled = sum(f.qty for f in order_fills)
             avg = (
@@ -702,14 +948,12 @@ class TradovateBroker:
                     avg_fill_price=avg,
                     limit_price=version.price if version else None,
                     stop_price=version.stop_price if version else None,
-                    client_order_id=(
-                        ClientOrderId(cl_ord_ids[order.id]) if order.id in cl_ord_ids else None
-                    ),
+                    client_order_id=None if cid is None else ClientOrderId(cid),
                     reason=reasons.get(order.id, ""),
                     ts_created=order.timestamp,
-                    parent_id=(
-                        None if order.parent_id is None else BrokerOrderId(str(order.parent_id))
-                    ),
+                    parent_id=None if parent is None else BrokerOrderId(str(parent)),
+                    strategy_id=None if strategy_id is None else str(strategy_id),
+                    oco_id=None if order.oco_id is None else str(order.oco_id),
                 )
             )
         return reports

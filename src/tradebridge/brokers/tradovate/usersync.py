@@ -7,6 +7,9 @@ with the CURRENT token from the token store, then ``user/syncrequest`` with
 treat a silent socket as dead. Reconnects back off exponentially with jitter.
 
 ``SyncMirror`` keeps what the socket told us and turns changes into ``BrokerOrderEvent``s.
+It also keeps the order strategies and their links: an order a Bracket strategy placed
+carries the strategy's ``uuid`` (our client id) as its client id, its legs that id plus
+``-leg``, so the entry's events find their row before the submit's answer has landed.
 The first snapshot only seeds it (startup reconciliation reads REST reports); every later
 snapshot is authoritative and emits what changed while the socket was down.
 """
@@ -56,12 +59,22 @@ def _utcnow() -> datetime:
 class SyncMirror:
     """The user's orders and fills as the socket reported them; diffs become events."""
 
-    def __init__(self, names: EventNamesConfig, account_names: Mapping[int, str]) -> None:
+    def __init__(
+        self,
+        names: EventNamesConfig,
+        account_names: Mapping[int, str],
+        *,
+        entry_label: str = "Entry",
+    ) -> None:
         self.names = names
         self.account_names = dict(account_names)
+        self.entry_label = entry_label
         self.orders: dict[int, wire.WireOrder] = {}
         self.fill_ids: set[int] = set()
         self.cl_ord_ids: dict[int, str] = {}
+        self.strategy_uuids: dict[int, str] = {}  # strategy id -> uuid (our client id)
+        self.strategy_of: dict[int, int] = {}  # order id -> strategy id
+        self.strategy_entry: dict[int, tuple[bool, int]] = {}  # id -> (labelled, entry order)
         self.reject_reasons: dict[int, str] = {}
         self.seeded = False
         self._pending_fills: dict[int, list[wire.WireFill]] = {}
@@ -75,6 +88,10 @@ class SyncMirror:
             self.account_names[account.id] = account.name
         for command in _entities(wire.WireCommand, snapshot.get("commands")):
             self._command(command)
+        for strategy in _entities(wire.WireOrderStrategy, snapshot.get("orderStrategies")):
+            self._strategy(strategy)
+        for link in _entities(wire.WireOrderStrategyLink, snapshot.get("orderStrategyLinks")):
+            self._link(link)
         for report in _entities(wire.WireExecutionReport, snapshot.get("executionReports")):
             self._execution_report(report)
         events: list[BrokerOrderEvent] = []
@@ -97,7 +114,11 @@ class SyncMirror:
                 return self._order(wire.WireOrder.model_validate(entity))
             if entity_type == self.names.fill:
                 return self._fill(wire.WireFill.model_validate(entity))
-            if entity_type == self.names.command:
+            if entity_type == self.names.order_strategy:
+                self._strategy(wire.WireOrderStrategy.model_validate(entity))
+            elif entity_type == self.names.order_strategy_link:
+                self._link(wire.WireOrderStrategyLink.model_validate(entity))
+            elif entity_type == self.names.command:
                 self._command(wire.WireCommand.model_validate(entity))
             elif entity_type == self.names.execution_report:
                 self._execution_report(wire.WireExecutionReport.model_validate(entity))
@@ -109,13 +130,40 @@ class SyncMirror:
         if command.cl_ord_id and command.order_id not in self.cl_ord_ids:
             self.cl_ord_ids[command.order_id] = command.cl_ord_id
 
+    def _strategy(self, strategy: wire.WireOrderStrategy) -> None:
+        if strategy.uuid:
+            self.strategy_uuids[strategy.id] = strategy.uuid
+
+    def _link(self, link: wire.WireOrderStrategyLink) -> None:
+        self.strategy_of[link.order_id] = link.order_strategy_id
+        labelled = link.label == self.entry_label
+        known = self.strategy_entry.get(link.order_strategy_id)
+        # The labelled entry wins; otherwise the strategy's first order is its entry.
+        if (
+            known is None
+            or (labelled and not known[0])
+            or (labelled == known[0] and link.order_id < known[1])
+        ):
+            self.strategy_entry[link.order_strategy_id] = (labelled, link.order_id)
+
+    def _client_id(self, order_id: int) -> str | None:
+        cid = self.cl_ord_ids.get(order_id)
+        strategy = self.strategy_of.get(order_id)
+        if cid is not None or strategy is None or strategy not in self.strategy_uuids:
+            return cid
+        uuid = self.strategy_uuids[strategy]
+        entry = self.strategy_entry.get(strategy)
+        if entry is not None and entry[1] == order_id:
+            return uuid
+        return uuid + wire.STRATEGY_LEG_SUFFIX
+
     def _execution_report(self, report: wire.WireExecutionReport) -> None:
         reason = " ".join(x for x in (report.reject_reason, report.text) if x)
         if reason and (report.exec_type == "Rejected" or report.ord_status == "Rejected"):
             self.reject_reasons[report.order_id] = reason
 
     def _event(self, order: wire.WireOrder, event: OrderEvent) -> BrokerOrderEvent:
-        cid = self.cl_ord_ids.get(order.id)
+        cid = self._client_id(order.id)
         return BrokerOrderEvent(
             account=AccountName(self.account_names.get(order.account_id, str(order.account_id))),
             broker_order_id=BrokerOrderId(str(order.id)),
@@ -192,7 +240,9 @@ class UserSync:
         self.account_name = account_name  # whose token key authorizes the socket
         self.tokens = tokens
         self.on_event = on_event
-        self.mirror = SyncMirror(config.event_names, account_names or {})
+        self.mirror = SyncMirror(
+            config.event_names, account_names or {}, entry_label=config.strategies.entry_label
+        )
         self.synced = asyncio.Event()
         self.connects = 0
         self._ids = itertools.count(1)

@@ -46,6 +46,7 @@ from tradebridge.domain.commands import (
     Bracket,
     CancelOrder,
     FlattenPosition,
+    InterruptStrategy,
     ModifyOrder,
     SubmitOrder,
 )
@@ -355,6 +356,12 @@ class TvBridgeBroker:
 
     async def prepare(self, command: SubmitOrder) -> tuple[str, dict[str, str]]:
         """Resolve and validate everything a submit needs; return the path id and form."""
+        if command.bracket is not None and command.bracket.relative:
+            raise InvalidOrder(
+                "the TradingView bridge cannot price bracket legs from the fill; route prices "
+                "them from /quotes at submit time (brackets_from_fill is off here)",
+                field="bracket",
+            )
         bridge_id = await self.bridge_id(command.account)
         await self._check_instrument(bridge_id, command)
         duration = _wire.duration_id(command.tif, await self.durations())
@@ -465,6 +472,13 @@ class TvBridgeBroker:
         path = f"/accounts/{bridge_id}/orders/{command.broker_order_id}"
         form = _wire.modify_form(command)
         await self._retry.run(lambda: self._call("PUT", path, form=form, account=command.account))
+
+    async def interrupt_strategy(self, command: InterruptStrategy) -> None:
+        """Refuse: order strategies are native only (nothing is sent)."""
+        raise InvalidInput(
+            f"the TradingView bridge has no order strategies (strategy {command.strategy_id})",
+            field="strategy",
+        )
 
     async def flatten(self, command: FlattenPosition) -> None:
         """Cancel working orders on the contract, then close its position."""
