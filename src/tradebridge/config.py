@@ -247,6 +247,19 @@ class DispatcherConfig(_Section):
     stale_after_s: float = Field(
         120.0, gt=0, description="a row claimed this long ago by a silent worker is recovered"
     )
+    liveness_grace_s: float = Field(
+        10.0,
+        ge=0,
+        description="after the database (re)started, or came back to this process, how long "
+        "reconcile waits before it reads a free liveness lock as a dead worker (live workers "
+        "take theirs again within about a second)",
+    )
+    error_retry_s: float = Field(
+        1.0, gt=0, description="first wait before a row that hit an internal error is retried"
+    )
+    error_retry_max_s: float = Field(
+        60.0, gt=0, description="longest wait between retries of a row hitting internal errors"
+    )
     lookup_attempts: int = Field(5, ge=1, description="lookups of an unknown row per round")
     lookup_backoff_s: float = Field(0.5, ge=0)
     lookup_backoff_max_s: float = Field(10.0, ge=0)
