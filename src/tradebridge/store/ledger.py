@@ -1008,10 +1008,13 @@ class Ledger:
                 conn = await connect(
                     self._url, server_settings=_LOCK_SETTINGS, connect_timeout_s=check_every_s * 2
                 )
-            except DatabaseUnavailable as e:
-                if down_since is None:
+            except Exception as e:  # noqa: BLE001 - any failure to connect is retried
+                # (a server shutting down can fail a connect in ways connect() does not name)
+                reraise_if_cancelling()
+                if down_since is None:  # once per outage
                     down_since = time.monotonic()
-                    _log.warning("session_lock_cannot_connect", key=key, error=str(e)[:200])
+                    why = str(e)[:200] if isinstance(e, DatabaseUnavailable) else type(e).__name__
+                    _log.warning("session_lock_cannot_connect", key=key, error=why)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, reconnect_max_s)
                 continue

@@ -143,6 +143,7 @@ class Dispatcher:
         # Set while this worker holds its liveness lock (and whether it ever did).
         self.live = asyncio.Event()
         self._was_live = False
+        self._stopping = False
         # Rows inside _handle, by signal id (a row requeued and claimed again by this worker
         # may briefly be in two tasks: only the newer claim acts on it).
         self._in_hand: dict[str, int] = {}
@@ -263,6 +264,7 @@ class Dispatcher:
             self.ledger.hold_lock(WORKER_LOCK_NAMESPACE, self.worker_id, self.live),
             name=f"liveness-{self.worker_id}",
         )
+        holder.add_done_callback(self._holder_stopped)
         try:
             with local_worker(self.worker_id):
                 taken = asyncio.ensure_future(self.live.wait())
@@ -275,7 +277,17 @@ class Dispatcher:
                 self._was_live = True
                 yield
         finally:
+            self._stopping = True
             await cancel_and_wait(holder)
+
+    def _holder_stopped(self, task: asyncio.Task[None]) -> None:
+        # hold_lock runs until cancelled: anything else leaves the worker without proof of
+        # life (its rows would be recovered by others), which must not pass silently.
+        if task.cancelled() and not self._stopping:
+            _log.error("liveness_holder_stopped", worker=self.worker_id, error="cancelled")
+        elif not task.cancelled() and task.exception() is not None:
+            _log.error("liveness_holder_stopped", worker=self.worker_id,
+                       error=repr(task.exception()))  # fmt: skip
 
     # --- one row -------------------------------------------------------------------------
 
