@@ -187,6 +187,12 @@ class TokenConfig(_Section):
     max_logins_per_hour: int = Field(5, ge=1)
     max_penalty_resends: int = Field(3, ge=0)
     lockout_s: float = Field(3600.0, ge=0)
+    reseed_check_s: float = Field(
+        2.0,
+        gt=0,
+        description="how often a self-managed login checks that its token keys are still in "
+        "Redis, and writes them again if Redis lost them (restarted empty, flushed)",
+    )
     native: NativeCredentials | None = None
     bridge: BridgeCredentials | None = None
 
