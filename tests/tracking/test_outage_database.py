@@ -118,7 +118,7 @@ async def test_postgres_restart_during_traffic_loses_nothing_and_no_live_worker_
         # Slow answers: rows are claimed, and some are being sent, when the database stops.
         stack.sim.ctx.faults.latency_ms = 150
         dispatcher = stack.dispatcher("live")
-        stack.start(dispatcher)
+        running = stack.start(dispatcher)
         strategy = Strategy(ledger_url)
         traffic = asyncio.create_task(strategy.run())
         try:
@@ -137,7 +137,10 @@ async def test_postgres_restart_during_traffic_loses_nothing_and_no_live_worker_
             )
             await asyncio.to_thread(private_postgres.start)
             back = asyncio.get_running_loop().time()
-            await _until(dispatcher.live.is_set, "the liveness lock taken again")
+            await _until(
+                lambda: _running(running) and dispatcher.live.is_set(),
+                "the liveness lock taken again",
+            )
             relocked_s = asyncio.get_running_loop().time() - back
             stored = len(strategy.stored)
             await _until(lambda: len(strategy.stored) >= stored + 10, "ten rows after the outage")
@@ -145,6 +148,7 @@ async def test_postgres_restart_during_traffic_loses_nothing_and_no_live_worker_
             strategy.stop.set()
             await traffic
         stack.sim.ctx.faults.latency_ms = 0
+        assert _running(running)
         for signal_id in strategy.stored:
             await stack.wait(signal_id, *[s.value for s in FINAL_STATUSES], timeout=60)
 
@@ -169,6 +173,14 @@ async def test_postgres_restart_during_traffic_loses_nothing_and_no_live_worker_
     }
     assert lock_free is False  # the worker took its liveness lock again after the restart
     assert relocked_s < 10  # measured 0.05-0.8 s on a loaded 2-core box
+
+
+def _running(task: asyncio.Task[None]) -> bool:
+    """Return True while ``task`` runs; raise what ended it (the worker must never stop)."""
+    if task.done():
+        task.result()
+        raise AssertionError("the dispatcher stopped")
+    return True
 
 
 async def _rows_in(stack: Stack, statuses: tuple[str, ...], at_least: int) -> bool:

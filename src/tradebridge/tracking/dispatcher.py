@@ -191,9 +191,13 @@ class Dispatcher:
                     try:
                         await self._fill_slots()
                         self.claim_error = None
-                    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+                    except Exception as e:  # noqa: BLE001 - the claim loop must never stop
+                        reraise_if_cancelling()
                         self.claim_error = f"{type(e).__name__}: {e}"[:200]
-                        _log.warning("claim_failed", worker=self.worker_id, error=str(e))
+                        if database_unavailable(e):
+                            _log.warning("claim_failed", worker=self.worker_id, error=str(e))
+                        else:
+                            _log.exception("claim_failed", worker=self.worker_id)
                         await asyncio.sleep(min(self.config.drain_interval_s, 1.0))
                         self.wake()
             finally:
