@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import tempfile
 from collections import Counter
@@ -28,6 +29,9 @@ from tradebridge.store.ledger import FINAL_STATUSES, LedgerStatus, database_unav
 from tradebridge.tracking._placement import WORKER_LOCK_NAMESPACE
 from tradebridge.tracking.reconcile import Reconciler, ReconcileReport
 
+# How long the database stays down: until the strategy and the worker noticed, in the suite;
+# the issue's 40 s with TRADEBRIDGE_SLOW=1.
+OUTAGE_S = 40.0 if os.environ.get("TRADEBRIDGE_SLOW") == "1" else 0.0
 INSERT = """
 insert into trading_signals (signal_id, strategy_name, instrument, side, order_type, quantity,
                              account_name)
@@ -130,10 +134,15 @@ async def test_postgres_restart_during_traffic_loses_nothing_and_no_live_worker_
                 "a row in flight when the database stops",
             )
             await asyncio.to_thread(private_postgres.stop)
-            failures = strategy.failures
+            failures, down = strategy.failures, asyncio.get_running_loop().time()
             await _until(
-                lambda: strategy.failures >= failures + 5 and not dispatcher.live.is_set(),
+                lambda: (
+                    strategy.failures >= failures + 5
+                    and not dispatcher.live.is_set()
+                    and asyncio.get_running_loop().time() - down >= OUTAGE_S
+                ),
                 "the strategy and the worker noticing the outage",
+                timeout=OUTAGE_S + 30,
             )
             await asyncio.to_thread(private_postgres.start)
             back = asyncio.get_running_loop().time()

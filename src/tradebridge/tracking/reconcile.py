@@ -125,7 +125,7 @@ class Reconciler:
                 self.last_error = f"{type(e).__name__}: {e}"[:200]
                 if database_unavailable(e):
                     self._lost = True
-                    _log.warning("reconcile_failed", error=type(e).__name__, database=False)
+                    _log.warning("reconcile_failed", error=type(e).__name__, database="unreachable")
                 else:
                     _log.exception("reconcile_failed")
             await asyncio.sleep(self.config.reconcile_interval_s)
