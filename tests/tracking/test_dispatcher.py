@@ -261,3 +261,23 @@ async def test_reconcile_live_workers_rows_are_left_alone(stack: Stack) -> None:
     row = await stack.ledger.get("a1")
     assert row is not None
     assert row.status is LedgerStatus.PROCESSING
+
+
+async def test_reconcile_unknown_row_without_a_recorded_plan_needs_review_never_failed(
+    stack: Stack,
+) -> None:
+    # It may have been sent: 'failed' would say no order rests at the broker.
+    await stack.insert("np")
+    await stack.ledger.claim_next("ghost")
+    await stack.ledger.transition(
+        "np", LedgerStatus.SUBMITTED, expected=LedgerStatus.PROCESSING, owner="ghost"
+    )
+
+    report = await Reconciler(stack.settings, stack.ledger, stack.pool).reconcile_once()
+
+    row = await stack.ledger.get("np")
+    assert row is not None
+    assert report.resolved == {"np": "needs_review"}
+    assert row.status is LedgerStatus.NEEDS_REVIEW
+    assert row.error_message is not None
+    assert "no plan recorded" in row.error_message

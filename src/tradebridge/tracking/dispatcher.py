@@ -35,8 +35,6 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
-import asyncpg
-
 from tradebridge._aio import cancel_and_wait, reraise_if_cancelling
 from tradebridge.brokers._http import BrokerCall as HttpCall
 from tradebridge.brokers.base import Broker
@@ -439,7 +437,7 @@ class Dispatcher:
     async def _hand_back_now(self, signal_ids: list[str], reason: str) -> None:
         # Stopping: one try; what stays 'processing' is recovered by reconcile once the lock
         # of this worker is gone.
-        with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        with contextlib.suppress(Exception):
             await asyncio.shield(self.ledger.hand_back(self.worker_id, signal_ids, reason))
 
     async def _deny(self, signal_id: str, denied: Denied) -> LedgerStatus:
