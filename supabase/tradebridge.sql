@@ -3,22 +3,35 @@
 -- Run it in the SQL editor (as `postgres`) AFTER `tradebridge db migrate` has created the
 -- tables (docs/supabase.md, step 2), and again after any later migration: every statement is
 -- idempotent. It also parses and runs on plain PostgreSQL, where the Supabase parts (the
--- `auth` schema, the `anon`/`authenticated` roles) are skipped when missing.
+-- `auth` schema, the `anon`/`authenticated`/`service_role` roles) are skipped when missing.
 --
 -- What it sets up:
 --   * role `tradebridge` (LOGIN; set its password separately, never in this file), owning
---     the ledger tables: an owner is not subject to RLS, so it needs no policy of its own;
+--     every tradebridge table, sequence and function: an owner is not subject to RLS, so it
+--     needs no policy, and it can run later migrations itself;
+--   * table `account_owners` (account_name -> user_id): which signed-in user may trade which
+--     account; an account has one owner; managed as `postgres` (or `tradebridge`), read-only
+--     to app users;
 --   * `trading_signals.user_id`, defaulting to auth.uid(): whose signal a row is;
---   * RLS on every tradebridge table; app users (`authenticated`) may INSERT their own
---     signals, only pending and only with the strategy columns, and SELECT their own rows
---     and their history; they can never UPDATE or DELETE, nor read broker_calls;
---   * `anon` gets nothing.
+--   * RLS and explicit grants on EVERY tradebridge table (Supabase's default privileges
+--     grant everything on new tables to anon, authenticated and service_role: all of that
+--     is revoked here, then only the grants below are given):
+--       - authenticated: INSERT pending signals, strategy columns only, for an account it
+--         owns, with a signal_id that starts with '<account_name>:' (its namespace: nobody
+--         else can take an id it will need); SELECT the signals it inserted or that are on
+--         its accounts, their order_history events, and its account_owners rows; nothing
+--         else, never UPDATE or DELETE, nothing of broker_calls or webhook_alerts;
+--       - service_role (bypasses RLS; server-side code only): INSERT and SELECT signals,
+--         SELECT their history and the account map; no UPDATE or DELETE: results come from
+--         tradebridge;
+--       - anon and PUBLIC: nothing (tables, sequences, tradebridge's functions).
 
 do $$
 begin
     if to_regclass('trading_signals') is null
        or to_regclass('order_history') is null
-       or to_regclass('broker_calls') is null then
+       or to_regclass('broker_calls') is null
+       or to_regclass('webhook_alerts') is null then
         raise exception 'tradebridge tables are missing: run `tradebridge db migrate` first';
     end if;
 end
@@ -33,7 +46,7 @@ begin
 end
 $$;
 
--- `postgres` must be a member to hand its tables over (and keeps managing them).
+-- `postgres` must be a member to hand its objects over (and keeps managing them).
 do $$
 begin
     if not pg_has_role(current_user, 'tradebridge', 'MEMBER') then
@@ -44,15 +57,54 @@ $$;
 
 grant usage, create on schema public to tradebridge;
 
+-- Which signed-in user owns which account (only meaningful with Supabase Auth).
+create table if not exists account_owners (
+    account_name text primary key
+        check (account_name <> '' and strpos(account_name, ':') = 0),
+    user_id      uuid not null,
+    created_at   timestamptz not null default now()
+);
+create index if not exists account_owners_user_idx on account_owners (user_id);
+
+-- Every table tradebridge has; a test checks that no table of the schema is missing here.
+create or replace function pg_temp.tradebridge_tables() returns text[]
+language sql immutable
+as $$
+    select array['trading_signals', 'order_history', 'broker_calls', 'webhook_alerts',
+                 'account_owners', 'tradebridge_schema_migrations']
+$$;
+
+-- Ownership (with their sequences) and RLS on every table.
 do $$
 declare
     t text;
 begin
-    foreach t in array array['trading_signals', 'order_history', 'broker_calls',
-                             'tradebridge_schema_migrations'] loop
+    foreach t in array pg_temp.tradebridge_tables() loop
         if to_regclass(t) is not null then
             execute format('alter table %I owner to tradebridge', t);
+            execute format('alter table %I enable row level security', t);
         end if;
+    end loop;
+end
+$$;
+
+-- Functions: owned by tradebridge (later migrations replace them), executable by no one else
+-- (their triggers fire for whoever writes the table: that needs no EXECUTE).
+do $$
+declare
+    f regprocedure;
+    r text;
+begin
+    for f in
+        select p.oid::regprocedure from pg_proc p
+         where p.pronamespace = 'public'::regnamespace and p.proname like 'tradebridge\_%'
+    loop
+        execute format('alter function %s owner to tradebridge', f);
+        foreach r in array array['public', 'anon', 'authenticated', 'service_role'] loop
+            if r = 'public' or exists (select 1 from pg_roles where rolname = r) then
+                execute format('revoke all on function %s from %s', f, r);
+            end if;
+        end loop;
     end loop;
 end
 $$;
@@ -70,36 +122,47 @@ $$;
 create index if not exists trading_signals_user_idx
     on trading_signals (user_id) where user_id is not null;
 
-alter table trading_signals enable row level security;
-alter table order_history enable row level security;
-alter table broker_calls enable row level security;
+-- Nothing for anyone but the owner, then the explicit grants.
 do $$
+declare
+    r text;
+    t text;
 begin
-    if to_regclass('tradebridge_schema_migrations') is not null then
-        alter table tradebridge_schema_migrations enable row level security;
-    end if;
-end
-$$;
+    foreach r in array array['public', 'anon', 'authenticated', 'service_role'] loop
+        if r <> 'public' and not exists (select 1 from pg_roles where rolname = r) then
+            continue;
+        end if;
+        foreach t in array pg_temp.tradebridge_tables() loop
+            if to_regclass(t) is not null then
+                execute format('revoke all on table %I from %s', t, r);
+            end if;
+        end loop;
+        -- The tables' own sequences (owned by tradebridge since the tables are), no others.
+        for t in
+            select c.oid::regclass::text from pg_class c
+             where c.relkind = 'S' and c.relowner = 'tradebridge'::regrole
+        loop
+            execute format('revoke all on sequence %s from %s', t, r);
+        end loop;
+    end loop;
 
--- Privileges and policies for the Data API roles, where they exist.
-do $$
-begin
-    if exists (select 1 from pg_roles where rolname = 'anon') then
-        revoke all on trading_signals, order_history, broker_calls from anon;
+    if exists (select 1 from pg_roles where rolname = 'service_role') then
+        -- Server-side strategies with the service_role key (it bypasses RLS): queue signals
+        -- and watch them; results are tradebridge's to write.
+        grant select, insert on trading_signals to service_role;
+        grant select on order_history, account_owners to service_role;
     end if;
 
     if not exists (select 1 from pg_roles where rolname = 'authenticated') then
         raise notice 'no role authenticated: skipping the app-user policies';
         return;
     end if;
-
-    revoke all on trading_signals, order_history, broker_calls from authenticated;
     -- Column privileges: a user can only write what a strategy writes. Status, broker ids,
     -- fills, errors and timestamps come from their defaults, i.e. from tradebridge.
     grant insert (signal_id, strategy_name, instrument, side, order_type, quantity, price,
                   stop_loss, take_profit, stop_price, time_in_force, account_name, metadata)
         on trading_signals to authenticated;
-    grant select on trading_signals, order_history to authenticated;
+    grant select on trading_signals, order_history, account_owners to authenticated;
 
     if to_regprocedure('auth.uid()') is null then
         raise notice 'no function auth.uid(): skipping the app-user policies';
@@ -108,11 +171,18 @@ begin
 
     drop policy if exists tradebridge_signals_insert_own on trading_signals;
     -- The WITH CHECK repeats the column privileges in row terms: a row enters as pending,
-    -- owned by its inserter, with no result of any kind.
+    -- owned by its inserter, for an account mapped to the inserter, in that account's id
+    -- namespace ('<account_name>:…', so no user can take an id another user needs), with no
+    -- result of any kind.
     create policy tradebridge_signals_insert_own on trading_signals
         for insert to authenticated
         with check (
             user_id = auth.uid()
+            and account_name is not null
+            and exists (select 1 from account_owners o
+                         where o.account_name = trading_signals.account_name
+                           and o.user_id = auth.uid())
+            and starts_with(signal_id, account_name || ':')
             and status = 'pending'
             and tradovate_order_id is null and account_id is null and error_message is null
             and client_order_id is null and claimed_by is null and claimed_at is null
@@ -120,17 +190,29 @@ begin
             and avg_fill_price is null and ts_submitted is null and ts_final is null
         );
 
+    -- Own rows: inserted by the user, or on an account mapped to the user (the webhook's
+    -- and the CLI's rows of that account too).
     drop policy if exists tradebridge_signals_read_own on trading_signals;
     create policy tradebridge_signals_read_own on trading_signals
         for select to authenticated
-        using (user_id = auth.uid());
+        using (
+            user_id = auth.uid()
+            or exists (select 1 from account_owners o
+                        where o.account_name = trading_signals.account_name
+                          and o.user_id = auth.uid())
+        );
 
+    -- The events of the signals the user may read (trading_signals' policy applies inside).
     drop policy if exists tradebridge_history_read_own on order_history;
     create policy tradebridge_history_read_own on order_history
         for select to authenticated
         using (exists (select 1 from trading_signals s
-                        where s.signal_id = order_history.signal_id
-                          and s.user_id = auth.uid()));
+                        where s.signal_id = order_history.signal_id));
+
+    drop policy if exists tradebridge_account_owners_read_own on account_owners;
+    create policy tradebridge_account_owners_read_own on account_owners
+        for select to authenticated
+        using (user_id = auth.uid());
 end
 $$;
 

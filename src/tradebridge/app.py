@@ -332,21 +332,30 @@ async def serve_stack(
 
 
 def _workers_condition(dispatchers: Sequence[Any]) -> Callable[[], Awaitable[Condition]]:
-    """Return the condition of this process's loops: claims and reconcile rounds failing."""
+    """Return the condition of this process's loops: claims and reconcile rounds failing, a
+    liveness lock being retaken, rows retried after internal errors."""
 
     async def check() -> Condition:
         problems: dict[str, str] = {}
+        retrying: dict[str, dict[str, Any]] = {}
         for dispatcher in dispatchers:
             if dispatcher.claim_error is not None:
                 problems[f"claim:{dispatcher.worker_id}"] = dispatcher.claim_error
+            if dispatcher.liveness_lost:
+                problems[f"liveness:{dispatcher.worker_id}"] = "lock not held, retaking"
             reconciler = dispatcher.reconciler
             if reconciler is not None and reconciler.last_error is not None:
                 problems["reconcile"] = reconciler.last_error
-        if problems:
+            for signal_id, (error, tries) in dispatcher.retrying_rows().items():
+                retrying[signal_id] = {"error": error, "tries": tries}
+        if problems or retrying:
             # Only the kind of error: a database message may carry a URL.
-            return Condition(
-                "degraded", {"failing": {k: v.split(":")[0] for k, v in problems.items()}}
-            )
+            detail: dict[str, Any] = {}
+            if problems:
+                detail["failing"] = {k: v.split(":")[0] for k, v in problems.items()}
+            if retrying:
+                detail["retrying_rows"] = retrying
+            return Condition("degraded", detail)
         return Condition("ok", {"workers": len(dispatchers)})
 
     return check

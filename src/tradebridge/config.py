@@ -226,6 +226,12 @@ class TokenConfig(_Section):
     max_logins_per_hour: int = Field(5, ge=1)
     max_penalty_resends: int = Field(3, ge=0)
     lockout_s: float = Field(3600.0, ge=0)
+    reseed_check_s: float = Field(
+        2.0,
+        gt=0,
+        description="how often a self-managed login checks that its token keys are still in "
+        "Redis, and writes them again if Redis lost them (restarted empty, flushed)",
+    )
     native: NativeCredentials | None = None
     bridge: BridgeCredentials | None = None
 
@@ -285,6 +291,19 @@ class DispatcherConfig(_Section):
     reconcile_interval_s: float = Field(10.0, gt=0)
     stale_after_s: float = Field(
         120.0, gt=0, description="a row claimed this long ago by a silent worker is recovered"
+    )
+    liveness_grace_s: float = Field(
+        10.0,
+        ge=0,
+        description="after the database (re)started, or came back to this process, how long "
+        "reconcile waits before it reads a free liveness lock as a dead worker (live workers "
+        "take theirs again within about a second)",
+    )
+    error_retry_s: float = Field(
+        1.0, gt=0, description="first wait before a row that hit an internal error is retried"
+    )
+    error_retry_max_s: float = Field(
+        60.0, gt=0, description="longest wait between retries of a row hitting internal errors"
     )
     lookup_attempts: int = Field(5, ge=1, description="lookups of an unknown row per round")
     lookup_backoff_s: float = Field(0.5, ge=0)

@@ -92,12 +92,19 @@ async def test_workers_condition_failing_claims_and_reconcile_degraded_without_d
         worker_id="w-1",
         claim_error="ConnectionDoesNotExistError: postgresql://tb:pw@db/x closed",
         reconciler=SimpleNamespace(last_error="OSError: postgresql://tb:pw@db/x refused"),
+        liveness_lost=True,
+        retrying_rows=lambda: {"s-1": ("RuntimeError", 3)},
     )
 
     condition = await _workers_condition([failing])()
 
     assert condition.level == "degraded"
     assert condition.detail == {
-        "failing": {"claim:w-1": "ConnectionDoesNotExistError", "reconcile": "OSError"}
+        "failing": {
+            "claim:w-1": "ConnectionDoesNotExistError",
+            "liveness:w-1": "lock not held, retaking",
+            "reconcile": "OSError",
+        },
+        "retrying_rows": {"s-1": {"error": "RuntimeError", "tries": 3}},
     }
     assert "pw" not in str(condition.as_json())

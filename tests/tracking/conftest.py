@@ -147,6 +147,10 @@ def make_settings(sim_url: str, dialect: Dialect = Dialect.NATIVE, **sections: A
         "lookup_backoff_s": 0.05,
         "lookup_backoff_max_s": 0.2,
         "event_retry_s": 0.1,
+        "error_retry_s": 0.05,
+        "error_retry_max_s": 0.2,
+        # The session's server may have started a moment ago: no grace unless a test asks.
+        "liveness_grace_s": 0.0,
         **sections.pop("dispatcher", {}),
     }
     tradovate = {

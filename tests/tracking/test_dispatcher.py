@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from _support.rig import front, order
 from tracking.conftest import ACCOUNT, ACCOUNT_2, Stack, StackFactory
+from tradebridge.ops.metrics import REGISTRY
 from tradebridge.pipeline.route import PlaceOrder
 from tradebridge.pipeline.validate import RawSignal
 from tradebridge.store.ledger import LedgerStatus
 from tradebridge.tracking._placement import plan_to_json
 from tradebridge.tracking.reconcile import Reconciler
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def test_dispatcher_market_row_ends_filled_with_fields(stack: Stack) -> None:
@@ -76,28 +83,73 @@ async def test_dispatcher_rows_of_one_account_are_placed_in_insertion_order(stac
     assert [str(o.id) for o in by_id] == [r.tradovate_order_id for r in rows]
 
 
-async def test_dispatcher_poison_row_fails_and_the_next_row_is_placed(
+async def test_dispatcher_internal_error_row_is_retried_never_failed_and_keeps_its_turn(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tradebridge.tracking import dispatcher as module
 
     real = module.validate
+    calls = Counter[str]()
 
     def explode(raw: RawSignal, **kw: Any) -> object:
-        if raw.signal_id == "poison":
+        calls[raw.signal_id] += 1
+        if raw.signal_id == "buggy" and calls["buggy"] <= 3:
             raise RuntimeError("boom")
         return real(raw, **kw)
 
     monkeypatch.setattr(module, "validate", explode)
-    await stack.insert("poison")
+    errors_before = _sample("tradebridge_row_errors_total", kind="internal")
+    await stack.insert("buggy")
     await stack.insert("after")
+    dispatcher = stack.dispatcher()
+    stack.start(dispatcher)
+
+    buggy = await stack.wait("buggy", "filled")
+    after = await stack.wait("after", "filled")
+
+    assert calls["buggy"] == 4
+    events = await stack.ledger.history("buggy")
+    retries = [e.detail["reason"] for e in events if e.event == "requeued"]
+    assert retries == ["retry after internal: RuntimeError: boom"] * 3
+    assert "failed" not in [e.event for e in events]
+    assert _sample("tradebridge_row_errors_total", kind="internal") == errors_before + 3
+    # Its turn is kept: the account's next row waited behind it.
+    assert int(str(buggy.tradovate_order_id)) < int(str(after.tradovate_order_id))
+    assert dispatcher.retrying_rows() == {}
+
+
+async def test_dispatcher_row_taken_over_midway_never_ends_failed(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The loss: reconcile requeued a row this worker was placing, so the write-ahead
+    # was refused ("claimed by None"), and by the time the worker looked again the row was
+    # claimed anew under the same worker id; the worker then ended it `failed`.
+    transition = stack.ledger.transition
+    taken = False
+
+    async def requeued_meanwhile(signal_id: str, new_status: LedgerStatus, **kw: Any) -> Any:
+        nonlocal taken
+        if taken or new_status is not LedgerStatus.SUBMITTED:
+            return await transition(signal_id, new_status, **kw)
+        taken = True
+        await stack.ledger.requeue_stale(older_than=timedelta(0), claimed_by="w1")
+        try:
+            return await transition(signal_id, new_status, **kw)
+        finally:
+            await stack.ledger.claim_next("w1")
+
+    monkeypatch.setattr(stack.ledger, "transition", requeued_meanwhile)
+    before = _sample("tradebridge_row_errors_total", kind="claim_lost")
+    await stack.insert("taken")
     stack.start(stack.dispatcher())
 
-    poisoned = await stack.wait("poison", "failed")
-    await stack.wait("after", "filled")
-    assert poisoned.error_message is not None
-    assert "RuntimeError: boom" in poisoned.error_message
-    assert len(stack.entries()) == 1
+    row = await stack.wait("taken", "filled", "failed")
+
+    events = [e.event for e in await stack.ledger.history("taken")]
+    assert row.status is LedgerStatus.FILLED, row.error_message
+    assert events.count("claimed") >= 2
+    assert [o.cl_ord_id for o in stack.entries()] == ["tb-taken"]
+    assert _sample("tradebridge_row_errors_total", kind="claim_lost") == before + 1
 
 
 async def test_two_dispatchers_place_every_row_exactly_once(stack: Stack) -> None:
@@ -209,3 +261,23 @@ async def test_reconcile_live_workers_rows_are_left_alone(stack: Stack) -> None:
     row = await stack.ledger.get("a1")
     assert row is not None
     assert row.status is LedgerStatus.PROCESSING
+
+
+async def test_reconcile_unknown_row_without_a_recorded_plan_needs_review_never_failed(
+    stack: Stack,
+) -> None:
+    # It may have been sent: 'failed' would say no order rests at the broker.
+    await stack.insert("np")
+    await stack.ledger.claim_next("ghost")
+    await stack.ledger.transition(
+        "np", LedgerStatus.SUBMITTED, expected=LedgerStatus.PROCESSING, owner="ghost"
+    )
+
+    report = await Reconciler(stack.settings, stack.ledger, stack.pool).reconcile_once()
+
+    row = await stack.ledger.get("np")
+    assert row is not None
+    assert report.resolved == {"np": "needs_review"}
+    assert row.status is LedgerStatus.NEEDS_REVIEW
+    assert row.error_message is not None
+    assert "no plan recorded" in row.error_message

@@ -102,6 +102,22 @@ TRACKER_EVENTS_DROPPED: Final = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+# kind: internal (a bug: the row is retried after a growing wait, never ended for it) |
+# database (the database went away mid-row: the row is recovered once it is back) |
+# claim_lost (the row was taken over meanwhile: it is left to its new owner).
+ROW_ERRORS: Final = Counter(
+    "tradebridge_row_errors",
+    "Rows whose placement an unexpected error interrupted; none is ended by it.",
+    ["kind"],
+    registry=REGISTRY,
+)
+# user: the Tradovate user whose token keys had vanished from Redis and were written again.
+TOKENS_RESEEDED: Final = Counter(
+    "tradebridge_tokens_reseeded",
+    "Times a token was written to Redis again because its key had vanished (Redis emptied).",
+    ["user"],
+    registry=REGISTRY,
+)
 WORKERS_RUNNING: Final = Gauge(
     "tradebridge_workers_running",
     "Dispatchers running in this process.",

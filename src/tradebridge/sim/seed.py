@@ -4,7 +4,9 @@ For every account of every user, the key ``token:<account name>`` (the template 
 configurable) holds the JSON value of reference §2.9, with a TTL that ends slightly before
 the token does. One native login per user covers all its accounts (§2.9: the key is only a
 label). While the simulator runs, the tokens are renewed (``renewaccesstoken`` semantics:
-same session, no new login) before they expire and the keys are rewritten. While it runs, the
+same session, no new login) before they expire and the keys are rewritten, and every
+``check_s`` (1 s) the seeder checks that Redis still holds the keys: after Redis restarted
+empty (or was flushed) it writes the current tokens back within that time. While it runs, the
 seeder also answers ``POST /_sim/tokens/expire``: after every session was ended, it logs in
 afresh and rewrites the keys at once, as a token service would.
 Tokens are never logged or printed.
@@ -26,7 +28,7 @@ from tradebridge.sim.config import SimAccountConfig, SimUserConfig
 from tradebridge.sim.context import SimContext
 
 DEFAULT_KEY_TEMPLATE = "token:{account_name}"
-_RETRY_S = 5.0
+_CHECK_S = 1.0
 _log = logging.getLogger(__name__)
 # Keys vanish this share of the lifetime before the token does (at most a minute early).
 _TTL_MARGIN_SHARE = 0.1
@@ -74,6 +76,10 @@ class TokenSeeder:
     redis: Redis
     key_template: str = DEFAULT_KEY_TEMPLATE
     env: str = "demo"
+    # How often ``run`` checks that Redis still holds the keys (and retries after an error).
+    check_s: float = _CHECK_S
+    # Times ``run`` found keys missing and wrote them back.
+    reseeds: int = 0
     _tokens: dict[int, IssuedToken] = field(default_factory=dict)
     _obtained: dict[int, datetime] = field(default_factory=dict)
     # One seeding at a time: a renewal still being written must not land after the fresh
@@ -120,8 +126,8 @@ class TokenSeeder:
             await pipe.execute()
         return keys
 
-    def next_refresh_s(self) -> float:
-        """Return how many seconds to wait before the earliest token needs renewing."""
+    def _due_in_s(self) -> float:
+        """Return the seconds until the earliest token needs renewing (negative: overdue)."""
         now = self.ctx.clock.now()
         waits = []
         for user_id, issued in self._tokens.items():
@@ -131,20 +137,49 @@ class TokenSeeder:
                 issued.expires - 2 * _CLAIM_SLACK,
             )
             waits.append((due - now).total_seconds())
-        return max(0.05, min(waits, default=60.0))
+        return min(waits, default=60.0)
+
+    def next_refresh_s(self) -> float:
+        """Return how many seconds to wait before the earliest token needs renewing."""
+        return max(0.05, self._due_in_s())
+
+    async def reseed_missing(self) -> list[str]:
+        """Write the current tokens back under the keys Redis lost; return those keys.
+
+        Redis restarted empty, or flushed: without this the keys would only come back at
+        the next renewal, and a process started meanwhile would find no token.
+        """
+        async with self._seeding:
+            written: list[str] = []
+            for user in self.ctx.config.users:
+                issued = self._tokens.get(user.id)
+                if issued is None or issued.expires <= self.ctx.clock.now():
+                    continue
+                keys = [key_for(self.key_template, user, a) for a in user.accounts]
+                if not keys or await self.redis.exists(*keys) == len(keys):
+                    continue
+                written.extend(await self._write(user, issued))
+            if written:
+                self.reseeds += 1
+                _log.warning("simulator tokens were missing in Redis; written again: %s",
+                             ", ".join(written))  # fmt: skip
+            return written
 
     async def run(self) -> None:
-        """Seed now, then renew and rewrite before the tokens expire, until cancelled."""
+        """Seed now; renew and rewrite before the tokens expire, and write back keys Redis
+        lost within ``check_s``, until cancelled."""
         await self.seed()
         self.ctx.token_writers.append(self.seed)
         try:
             while True:
-                await asyncio.sleep(self.next_refresh_s())
+                await asyncio.sleep(max(0.05, min(self._due_in_s(), self.check_s)))
                 try:
-                    await self.seed()
+                    if self._due_in_s() <= 0.05:
+                        await self.seed()
+                    else:
+                        await self.reseed_missing()
                 except RedisError as exc:
-                    # Redis may come back; the keys expire meanwhile, which clients notice.
+                    # Redis may come back: the next check writes the keys again.
                     _log.warning("writing simulator tokens to Redis failed: %s", type(exc).__name__)
-                    await asyncio.sleep(_RETRY_S)
         finally:
             self.ctx.token_writers.remove(self.seed)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -25,7 +26,8 @@ from typing import Any, Self, TypeAlias
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from tradebridge.errors import IllegalTransition, InvalidInput, OrderOwned
+from tradebridge._aio import reraise_if_cancelling
+from tradebridge.errors import DatabaseUnavailable, IllegalTransition, InvalidInput, OrderOwned
 from tradebridge.ops.logging import get_logger
 from tradebridge.store.migrate import connect, unavailable
 
@@ -38,6 +40,32 @@ ACCOUNT_LOCK_NAMESPACE = 0x7462  # 'tb'
 _ILLEGAL_MOVE_SQLSTATE = "TB409"
 # One ledger row per broker order (0004_exactly_once.sql).
 _ORDER_OWNER_INDEX = "trading_signals_account_order_key"
+
+# What a lost, stopping or restarting database raises: the operation may be tried again once
+# it is back (asyncpg's connection errors are InterfaceError or 08xxx; a server shutting
+# down or starting up answers 57P01..57P03; a refused connection is an OSError; a pooled
+# connection the server terminated while it was idle fails its next statement with
+# InternalClientError "cannot switch to state …").
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    DatabaseUnavailable,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Return whether ``error`` says the database could not be reached (not a bad statement).
+
+    ``QueryCanceledError`` (a statement timeout) is an operator intervention by code but a
+    property of the statement, so it is not counted.
+    """
+    return isinstance(error, _UNAVAILABLE) and not isinstance(error, asyncpg.QueryCanceledError)
+
 
 # A connection of its own or one borrowed from the pool (a string: the runtime classes are
 # not subscriptable, only their stubs are).
@@ -966,6 +994,97 @@ class Ledger:
             awaiting_lookup=tuple(r["signal_id"] for r in waiting),
         )
 
+    # --- session locks -------------------------------------------------------------------
+
+    async def hold_lock(
+        self,
+        namespace: int,
+        key: str,
+        held: asyncio.Event,
+        *,
+        check_every_s: float = 2.0,
+        reconnect_max_s: float = 1.0,
+    ) -> None:
+        """Hold ``pg_advisory_lock(namespace, hashtext(key))`` until cancelled, forever.
+
+        The lock lives on a connection of its own (never a pooled one). When that connection
+        is lost (a database restart ends every session, and with it every session lock), it
+        reconnects and takes the lock again, retrying at most ``reconnect_max_s`` apart.
+        ``held`` is set exactly while the lock is held. A lock held by another session (a
+        second process with the same key) is waited for, with a warning.
+        """
+        delay = 0.1
+        down_since: float | None = None
+        while True:
+            try:
+                conn = await connect(
+                    self._url, server_settings=_LOCK_SETTINGS, connect_timeout_s=check_every_s * 2
+                )
+            except Exception as e:  # noqa: BLE001 - any failure to connect is retried
+                # (a server shutting down can fail a connect in ways connect() does not name)
+                reraise_if_cancelling()
+                if down_since is None:  # once per outage
+                    down_since = time.monotonic()
+                    why = str(e)[:200] if isinstance(e, DatabaseUnavailable) else type(e).__name__
+                    _log.warning("session_lock_cannot_connect", key=key, error=why)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, reconnect_max_s)
+                continue
+            delay = 0.1
+            try:
+                why = await self._hold_on(conn, namespace, key, held, check_every_s, down_since)
+            finally:
+                held.clear()
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(conn.close(timeout=2))
+            down_since = time.monotonic()
+            _log.warning("session_lock_lost", key=key, error=why)
+
+    async def _hold_on(
+        self,
+        conn: Conn,
+        namespace: int,
+        key: str,
+        held: asyncio.Event,
+        check_every_s: float,
+        down_since: float | None,
+    ) -> str:
+        """Take the lock on ``conn`` and hold it until the connection is lost; return why."""
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda _c: lost.set())
+        try:
+            while not await conn.fetchval(
+                "select pg_try_advisory_lock($1, hashtext($2))", namespace, key,
+                timeout=check_every_s,
+            ):  # fmt: skip
+                _log.warning("session_lock_in_use", key=key)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), 1.0)
+                if lost.is_set():
+                    return "connection lost"
+            held.set()
+            if down_since is not None:
+                _log.info("session_lock_retaken", key=key,
+                          after_s=round(time.monotonic() - down_since, 3))  # fmt: skip
+            while not lost.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), check_every_s)
+                    break
+                # A half-open socket raises nothing: probe it.
+                await conn.fetchval("select 1", timeout=check_every_s)
+        except Exception as e:  # noqa: BLE001 - whatever broke the session, take the lock anew
+            reraise_if_cancelling()
+            return type(e).__name__
+        return "connection lost"
+
+    async def server_uptime(self) -> tuple[datetime, timedelta]:
+        """Return when the database server started, and how long ago (its own clock)."""
+        row = await self._pool.fetchrow(
+            "select pg_postmaster_start_time() as started, now() - pg_postmaster_start_time() as up"
+        )
+        assert row is not None
+        return row["started"], row["up"]
+
     # --- notifications -------------------------------------------------------------------
 
     async def listen(
@@ -1029,6 +1148,7 @@ class Ledger:
 
 
 _LISTENER_SETTINGS = {"application_name": "tradebridge-listener"}
+_LOCK_SETTINGS = {"application_name": "tradebridge-liveness"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,7 +102,13 @@ async def connect(
     """Open one connection; ``DatabaseUnavailable`` names the host, never the password."""
     try:
         return await asyncpg.connect(url, timeout=connect_timeout_s, **kwargs)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+    except (
+        OSError,
+        TimeoutError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        asyncpg.InternalClientError,  # a server shutting down mid-handshake
+    ) as e:
         raise unavailable(url, e) from None
 
 

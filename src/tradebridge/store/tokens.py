@@ -64,6 +64,7 @@ from tradebridge.errors import (
     LoginFailed,
     RateLimited,
 )
+from tradebridge.ops import metrics
 from tradebridge.ops.logging import get_logger, redact_text
 
 _log = get_logger("tradebridge.store.tokens")
@@ -402,23 +403,42 @@ class TokenStore:
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
         return parse_token_value(text, key, ttl_ms / 1000 if ttl_ms > 0 else None)
 
-    async def write(self, keys: Sequence[str], token: StoredToken) -> None:
-        """Store ``token`` under every key, expiring slightly before the token does (§2.9)."""
+    async def write(
+        self, keys: Sequence[str], token: StoredToken, *, only_missing: bool = False
+    ) -> list[str]:
+        """Store ``token`` under every key, expiring slightly before the token does (§2.9).
+
+        ``only_missing`` writes only keys that do not exist (``SET NX``: a newer token another
+        process wrote is never replaced). Return the keys written.
+        """
         ttl = token.remaining(self.clock()) - timedelta(seconds=self.config.expiry_margin_s / 2)
         ttl_ms = max(int(ttl.total_seconds() * 1000), 1000)
         value = token.to_json()
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
                 for key in keys:
-                    pipe.set(key, value, px=ttl_ms)
-                await pipe.execute()
+                    pipe.set(key, value, px=ttl_ms, nx=only_missing)
+                done = await pipe.execute()
         except RedisError as e:
             raise ConnectionLost(f"cannot write tokens to Redis ({type(e).__name__})") from e
-        for key in keys:
+        written = [key for key, ok in zip(keys, done, strict=True) if ok]
+        for key in written:
             self._cache[key] = StoredToken(
                 token.access_token, token.expires_at, key, token.kind, token.env,
                 token.user_id, token.md_access_token, token.obtained_at,
             )  # fmt: skip
+        return written
+
+    async def missing(self, keys: Sequence[str]) -> list[str]:
+        """Return the keys Redis does not hold (one round trip)."""
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.exists(key)
+                found = await pipe.execute()
+        except RedisError as e:
+            raise ConnectionLost(f"cannot read token keys from Redis ({type(e).__name__})") from e
+        return [key for key, there in zip(keys, found, strict=True) if not there]
 
     async def _read_valid(self, key: str, account_name: str) -> StoredToken:
         stored = await self.read(key)
@@ -512,6 +532,9 @@ class _SelfManagedTokens(abc.ABC, Generic[_Credentials]):
         # Why the last login failed (None since a success): a missing token that no login
         # will obtain is a health problem; one that the next use will obtain is not.
         self.failure: str | None = None
+        # The last token this process stored or used: written again under any key Redis
+        # lost (``reseed``), and what makes a missing key a health problem meanwhile.
+        self.last: StoredToken | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(user={self.user!r}, accounts={self.account_names!r})"
@@ -534,8 +557,33 @@ class _SelfManagedTokens(abc.ABC, Generic[_Credentials]):
         if current is not None and current.kind != self.kind:
             current = None  # the other dialect's token under our key: replace it with ours
         if current is not None and not self.needs_renewal(current):
+            self.last = current
             return current
-        return await self._single_flight(account_name, current)
+        self.last = await self._single_flight(account_name, current)
+        return self.last
+
+    def holds_valid_token(self) -> bool:
+        """Return whether this process holds a token of this user that has not expired."""
+        return self.last is not None and self.last.remaining(self.store.clock()) > timedelta(0)
+
+    async def reseed(self) -> list[str]:
+        """Write the last token under the user's keys Redis lost (restarted empty, flushed).
+
+        Only missing keys are written (``SET NX``) and only with a token still valid: a
+        newer token another process wrote stays. Return the keys written.
+        """
+        token = self.last
+        if token is None or not self.holds_valid_token():
+            return []
+        missing = await self.store.missing(self.keys)
+        if not missing:
+            return []
+        written = await self.store.write(missing, token, only_missing=True)
+        if written:
+            metrics.TOKENS_RESEEDED.labels(user=self.user).inc()
+            _log.warning("token_reseeded", user=self.user, keys=written,
+                         expires_at=token.expires_at.isoformat())  # fmt: skip
+        return written
 
     async def after_refused(self, account_name: str, refused: StoredToken) -> StoredToken:
         """Re-read once; if Redis holds the refused token still, log in afresh."""
@@ -579,14 +627,21 @@ class _SelfManagedTokens(abc.ABC, Generic[_Credentials]):
 
         Every process may run this: renewals are single-flight under the user's lock, and a
         process that finds a fresh token in Redis uses it. Locked out, it waits (reading
-        Redis only); credentials refused, it stops (a refused login is never looped).
+        Redis only); credentials refused, it stops (a refused login is never looped). At
+        least every ``tokens.reseed_check_s`` it checks that Redis still holds the token's
+        keys and writes back the ones it lost (``reseed``). A dialect that cannot renew
+        (bridge) logs in once here; later logins happen on use, when due.
         """
         account = self.account_names[0]
         backoff = _KEEP_MIN_S
+        check_s = self.config.reseed_check_s
         while True:
             now = self.store.clock()
             try:
-                token = await self.token(account)
+                due = self.last
+                if self.renews or due is None:
+                    due = await self.token(account)
+                await self.reseed()
             except LoginFailed:
                 _log.error("token_keeper_stopped", user=self.user, reason="login refused")
                 return
@@ -600,11 +655,13 @@ class _SelfManagedTokens(abc.ABC, Generic[_Credentials]):
                 delay, backoff = backoff, min(backoff * 2, _KEEP_MAX_S)
             else:
                 backoff = _KEEP_MIN_S
-                if not self.renews:
-                    return  # a token is there; use logs in again when it is due
-                delay = (self.renew_at(token) - self.store.clock()).total_seconds()
-            # Wake at least every _KEEP_MAX_S: another process may have changed Redis.
-            await asyncio.sleep(min(max(delay, _KEEP_MIN_S), _KEEP_MAX_S))
+                delay = check_s
+                if self.renews:
+                    renew_in = (self.renew_at(due) - self.store.clock()).total_seconds()
+                    delay = max(min(renew_in, check_s), min(_KEEP_MIN_S, check_s))
+            # Failures back off up to _KEEP_MAX_S (each login counts against the hourly
+            # cap); a lockout is waited out, but Redis is looked at again at least that often.
+            await asyncio.sleep(min(max(delay, 0.0), _KEEP_MAX_S))
 
     @abc.abstractmethod
     async def _obtain(self) -> StoredToken:
@@ -1013,8 +1070,11 @@ class AccountTokens:
                 entry["expires_at"] = _iso(stored.expires_at)
             entry["state"] = state
             # A self-managed user's missing or expired token is obtained on first use,
-            # unless its last login failed.
+            # unless its last login failed, or this process holds it and Redis lost it
+            # (emptied): then other processes cannot read it until the keeper writes it back.
             obtainable = manager is not None and manager.failure is None
+            if state == "missing" and manager is not None and manager.holds_valid_token():
+                obtainable, entry["reseeding"] = False, True
             if state == "locked_out" or (state != "ok" and not obtainable):
                 problems.append(name)
             if manager is not None and manager.failure is not None:

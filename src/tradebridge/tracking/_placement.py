@@ -395,11 +395,11 @@ class Placer:
         """Resolve an ``unknown`` row: look it up, adopt what exists, resend what is absent."""
         plan, baseline = await self._sent_of(signal_id, today)
         if plan is None:
-            failed = await self.ledger.transition(
-                signal_id, _S.FAILED, expected=_S.UNKNOWN,
-                error_message="no plan recorded for this unknown row; check the broker by hand",
+            # It may have been sent: never 'failed' (no order rests) on a guess; a human decides.
+            return await self.escalate(
+                signal_id, "no_plan",
+                "no plan recorded for this unknown row; check the broker by hand", {},
             )  # fmt: skip
-            return failed.status
         cfg = self.config
         delay = cfg.lookup_backoff_s
         for _ in range(cfg.lookup_attempts):

@@ -9,25 +9,33 @@ insertion order, so accounts run in parallel and one account's rows in sequence.
 
 Per row: validate → broker facts (position, working orders, quote: only what routing needs)
 → route → risk → protective legs cut (exits, reversals, target moves: ``tracking._legs``) →
-``submitted`` committed → send → outcome (``tracking._placement``). A poison
-row (an unexpected exception before the write-ahead) ends ``failed`` with the error text and
-never stops the loop. The worker holds a PostgreSQL advisory lock on its id while it runs,
-so reconcile can tell a dead worker's rows from a live one's (docs/dispatcher.md).
+``submitted`` committed → send → outcome (``tracking._placement``).
+
+No error of ours ends a row: an unexpected exception before the write-ahead sends the row
+back to ``pending`` after a growing wait (``dispatcher.error_retry_s`` up to
+``error_retry_max_s``; logged, counted in ``tradebridge_row_errors_total``, shown by
+``/healthz``), one after it makes the row ``unknown`` (it may have left: reconcile looks it
+up), and a database lost mid-row is waited out, then the row is recovered the same way. A
+move refused because the row was taken over meanwhile leaves it to its new owner.
+
+The worker holds a PostgreSQL advisory lock on its id while it runs, on a connection of its
+own that is opened again, and the lock taken again, after the database restarts
+(``Ledger.hold_lock``), so reconcile can tell a dead worker's rows from a live one's
+(docs/dispatcher.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
-import asyncpg
-
-from tradebridge._aio import cancel_and_wait
+from tradebridge._aio import cancel_and_wait, reraise_if_cancelling
 from tradebridge.brokers._http import BrokerCall as HttpCall
 from tradebridge.brokers.base import Broker
 from tradebridge.brokers.pool import BrokerPool, capture
@@ -41,7 +49,7 @@ from tradebridge.ops.logging import get_logger
 from tradebridge.pipeline.risk import RiskLimits, check_risk
 from tradebridge.pipeline.route import BrokerView, Needs, PlaceOrder, needs, route
 from tradebridge.pipeline.validate import Denied, RawSignal, ValidSignal, validate
-from tradebridge.store.ledger import Ledger, LedgerRow, LedgerStatus
+from tradebridge.store.ledger import Ledger, LedgerRow, LedgerStatus, database_unavailable
 from tradebridge.tracking._legs import fit_legs
 from tradebridge.tracking._placement import (
     WORKER_LOCK_NAMESPACE,
@@ -50,13 +58,17 @@ from tradebridge.tracking._placement import (
     lookup_window_s,
     plan_to_json,
 )
-from tradebridge.tracking.reconcile import Reconciler
+from tradebridge.tracking.reconcile import Reconciler, local_worker
 from tradebridge.tracking.tracker import Tracker
 
 _log = get_logger("tradebridge.tracking.dispatcher")
+_T = TypeVar("_T")
 _S = LedgerStatus
-# A row left in one of these by _handle keeps the rest of its batch from being placed.
-_STILL_SENDING = frozenset({_S.PROCESSING, _S.SUBMITTED})
+# A row left in one of these by _handle keeps the rest of its batch from being placed
+# (pending: it was handed back after an error, and goes first again).
+_STILL_SENDING = frozenset({_S.PROCESSING, _S.SUBMITTED, _S.PENDING})
+# Waits between tries while the database is away.
+_DATABASE_RETRY_MAX_S = 1.0
 
 
 def root_map(settings: Settings) -> dict[str, str]:
@@ -123,10 +135,34 @@ class Dispatcher:
         self._claim_lock = asyncio.Lock()
         self._bound = timedelta(seconds=self.config.unknown_bound_s)
         self._blocks_all = self.config.unknown_blocks == "all"
-        # Health: the last claim's error (None once a claim succeeds again), and the
-        # reconciler this dispatcher runs, if any.
+        # Health: the last claim's error (None once a claim succeeds again), the
+        # reconciler this dispatcher runs, if any, and the rows being retried after an
+        # internal error (signal id -> (error, tries, monotonic time of the last)).
         self.claim_error: str | None = None
         self.reconciler: Reconciler | None = None
+        self.retrying: dict[str, tuple[str, int, float]] = {}
+        # Set while this worker holds its liveness lock (and whether it ever did).
+        self.live = asyncio.Event()
+        self._was_live = False
+        self._stopping = False
+        # Rows inside _handle, by signal id (a row requeued and claimed again by this worker
+        # may briefly be in two tasks: only the newer claim acts on it).
+        self._in_hand: dict[str, int] = {}
+
+    @property
+    def liveness_lost(self) -> bool:
+        """Return whether the liveness lock, once held, is not held now (being retaken)."""
+        return self._was_live and not self.live.is_set()
+
+    def retrying_rows(self) -> dict[str, tuple[str, int]]:
+        """Return the rows this worker retries after internal errors: (error type, tries).
+
+        A row not tried here for twice the longest wait went on elsewhere: it is forgotten.
+        """
+        horizon = time.monotonic() - 2 * self.config.error_retry_max_s
+        for signal_id in [k for k, (_, _, at) in self.retrying.items() if at < horizon]:
+            del self.retrying[signal_id]
+        return {k: (error.split(":")[0], tries) for k, (error, tries, _) in self.retrying.items()}
 
     def wake(self) -> None:
         """Ask the loop to drain (a notification, a timer, a finished row)."""
@@ -151,12 +187,18 @@ class Dispatcher:
                 while True:
                     await self._wake.wait()
                     self._wake.clear()
+                    # Rows are claimed only under the liveness lock (retaken after a restart).
+                    await self.live.wait()
                     try:
                         await self._fill_slots()
                         self.claim_error = None
-                    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+                    except Exception as e:  # noqa: BLE001 - the claim loop must never stop
+                        reraise_if_cancelling()
                         self.claim_error = f"{type(e).__name__}: {e}"[:200]
-                        _log.warning("claim_failed", worker=self.worker_id, error=str(e))
+                        if database_unavailable(e):
+                            _log.warning("claim_failed", worker=self.worker_id, error=str(e))
+                        else:
+                            _log.exception("claim_failed", worker=self.worker_id)
                         await asyncio.sleep(min(self.config.drain_interval_s, 1.0))
                         self.wake()
             finally:
@@ -218,28 +260,39 @@ class Dispatcher:
 
     @contextlib.asynccontextmanager
     async def liveness(self) -> AsyncIterator[None]:
-        """Hold this worker's advisory lock (proof of life for reconcile) while inside."""
-        conn = await self.ledger.pool.acquire()
+        """Hold this worker's advisory lock (proof of life for reconcile) while inside.
+
+        Enters once the lock is taken; after a lost connection (a database restart) the lock
+        is taken again in the background and ``live`` is clear meanwhile.
+        """
+        holder = asyncio.create_task(
+            self.ledger.hold_lock(WORKER_LOCK_NAMESPACE, self.worker_id, self.live),
+            name=f"liveness-{self.worker_id}",
+        )
+        holder.add_done_callback(self._holder_stopped)
         try:
-            while not await conn.fetchval(
-                "select pg_try_advisory_lock($1, hashtext($2))",
-                WORKER_LOCK_NAMESPACE,
-                self.worker_id,
-            ):
-                _log.warning("worker_id_in_use", worker=self.worker_id)
-                await asyncio.sleep(1.0)
-            yield
+            with local_worker(self.worker_id):
+                taken = asyncio.ensure_future(self.live.wait())
+                try:
+                    await asyncio.wait({taken, holder}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    taken.cancel()
+                if holder.done():
+                    holder.result()  # raises what stopped it
+                self._was_live = True
+                yield
         finally:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(
-                    conn.execute(
-                        "select pg_advisory_unlock($1, hashtext($2))",
-                        WORKER_LOCK_NAMESPACE,
-                        self.worker_id,
-                    )
-                )
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.ledger.pool.release(conn))
+            self._stopping = True
+            await cancel_and_wait(holder)
+
+    def _holder_stopped(self, task: asyncio.Task[None]) -> None:
+        # hold_lock runs until cancelled: anything else leaves the worker without proof of
+        # life (its rows would be recovered by others), which must not pass silently.
+        if task.cancelled() and not self._stopping:
+            _log.error("liveness_holder_stopped", worker=self.worker_id, error="cancelled")
+        elif not task.cancelled() and task.exception() is not None:
+            _log.error("liveness_holder_stopped", worker=self.worker_id,
+                       error=repr(task.exception()))  # fmt: skip
 
     # --- one row -------------------------------------------------------------------------
 
@@ -248,7 +301,7 @@ class Dispatcher:
         waiting = [row.signal_id for row in rows]
         try:
             for row in rows:
-                if await self._held_back(row):
+                if await self._until_reachable(functools.partial(self._held_back, row)):
                     await self._hand_back(waiting, "held back by an unknown row of its account")
                     return
                 started = time.perf_counter()
@@ -256,15 +309,15 @@ class Dispatcher:
                 _count_outcome(status, time.perf_counter() - started)
                 waiting.remove(row.signal_id)
                 if status in _STILL_SENDING and waiting:
-                    # The row's send did not finish (reconcile takes it from here): the rows
-                    # behind it go back to pending, untouched.
+                    # The row's send did not finish (reconcile takes it from here), or it went
+                    # back to pending after an error: the rows behind it go back, untouched.
                     await self._hand_back(waiting, "account waits on an unresolved row")
                     return
                 # An unknown row (reconcile resolves it) holds back only the rows that depend
                 # on it: each next row asks _held_back before it is placed.
         except asyncio.CancelledError:
             # Only rows still 'processing' under our claim go back: nothing of theirs left.
-            await self._hand_back(waiting, "worker stopping")
+            await self._hand_back_now(waiting, "worker stopping")
             raise
         finally:
             if self._active.get(key) is asyncio.current_task():
@@ -288,38 +341,107 @@ class Dispatcher:
             _log.info("row_held_back", signal_id=row.signal_id, by=holding[:5])
         return bool(holding)
 
+    async def _until_reachable(self, call: Callable[[], Awaitable[_T]]) -> _T:
+        """Return ``call()``, trying again while the database is unreachable (never giving up:
+        the rows in hand are ours, under the liveness lock, until they are recorded)."""
+        delay, tries = 0.05, 0
+        while True:
+            try:
+                result = await call()
+            except Exception as e:
+                if not database_unavailable(e):
+                    raise
+                reraise_if_cancelling()
+                if not tries:
+                    _log.warning("database_unavailable", worker=self.worker_id,
+                                 error=type(e).__name__)  # fmt: skip
+                tries += 1
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _DATABASE_RETRY_MAX_S)
+                continue
+            if tries:
+                _log.info("database_back", worker=self.worker_id, tries=tries)
+            return result
+
     async def _handle(self, row: LedgerRow) -> LedgerStatus | None:
+        signal_id = row.signal_id
+        self._in_hand[signal_id] = self._in_hand.get(signal_id, 0) + 1
         try:
-            return await self._process(row)
-        except Exception as e:  # noqa: BLE001 - a poison row must not stop the worker
-            _log.exception("row_failed", signal_id=row.signal_id, worker=self.worker_id)
-            return await self._poison(row.signal_id, e)
+            try:
+                status = await self._process(row)
+            except Exception as e:  # noqa: BLE001 - no error of ours may end an accepted row
+                reraise_if_cancelling()
+                return await self._recover(signal_id, e)
+            self.retrying.pop(signal_id, None)
+            return status
+        finally:
+            left = self._in_hand[signal_id] - 1
+            if left:
+                self._in_hand[signal_id] = left
+            else:
+                del self._in_hand[signal_id]
 
-    async def _hand_back(self, signal_ids: list[str], reason: str) -> None:
-        with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-            await asyncio.shield(self.ledger.hand_back(self.worker_id, signal_ids, reason))
+    async def _recover(self, signal_id: str, error: Exception) -> LedgerStatus | None:
+        """Bring a row whose placement an exception interrupted to a state someone acts on.
 
-    async def _poison(self, signal_id: str, error: Exception) -> LedgerStatus | None:
+        Never ``failed``: a row still ``processing`` under our claim goes back to
+        ``pending`` (after a growing wait when the error is ours, a bug); one ``submitted``
+        may have left and becomes ``unknown`` (reconcile looks it up); a row taken over
+        meanwhile (``IllegalTransition``) is left to its new owner.
+        """
         text = f"{type(error).__name__}: {error}"[:500]
+        if isinstance(error, IllegalTransition):
+            kind = "claim_lost"
+            _log.warning("row_claim_lost", signal_id=signal_id, worker=self.worker_id, error=text)
+        elif database_unavailable(error):
+            kind = "database"
+            _log.warning("row_interrupted", signal_id=signal_id, worker=self.worker_id,
+                         error=type(error).__name__)  # fmt: skip
+        else:
+            kind = "internal"
+            _log.exception("row_internal_error", signal_id=signal_id, worker=self.worker_id)
+        metrics.ROW_ERRORS.labels(kind=kind).inc()
+        return await self._until_reachable(lambda: self._settle(signal_id, kind, text))
+
+    async def _settle(self, signal_id: str, kind: str, text: str) -> LedgerStatus | None:
         current = await self.ledger.get(signal_id)
         if current is None:
             return None
-        target = _S.FAILED if current.status is _S.PROCESSING else None
-        if current.status is _S.SUBMITTED:
-            target = _S.UNKNOWN  # it may have left: reconcile looks it up
-        if target is None:
+        ours = current.claimed_by == self.worker_id and self._in_hand.get(signal_id, 0) == 1
+        if not ours or current.status not in (_S.PROCESSING, _S.SUBMITTED):
+            # Moved on (an outcome written before the error), or another claim's now.
             return current.status
-        try:
-            # Only while the claim is still ours: a row requeued meanwhile (reconcile, after
-            # stale_after_s) may be another worker's now.
-            await self.ledger.transition(
-                signal_id, target, expected=current.status, owner=self.worker_id,
-                error_message=f"internal error: {text}", detail={"error": text},
-            )  # fmt: skip
-        except IllegalTransition:
-            moved = await self.ledger.get(signal_id)  # someone else moved it meanwhile
-            return moved.status if moved else None
-        return target
+        if current.status is _S.SUBMITTED:
+            try:
+                await self.ledger.transition(
+                    signal_id, _S.UNKNOWN, expected=_S.SUBMITTED, owner=self.worker_id,
+                    error_message=f"outcome unknown after an interruption ({kind}): {text}",
+                    detail={"error": text, "kind": kind},
+                )  # fmt: skip
+            except IllegalTransition:
+                moved = await self.ledger.get(signal_id)
+                return moved.status if moved else None
+            return _S.UNKNOWN
+        if kind == "internal":
+            _, tries, _ = self.retrying.get(signal_id, ("", 0, 0.0))
+            wait = min(self.config.error_retry_s * 2**tries, self.config.error_retry_max_s)
+            self.retrying[signal_id] = (text, tries + 1, time.monotonic())
+            _log.warning("row_retry_after_error", signal_id=signal_id, tries=tries + 1,
+                         wait_s=wait)  # fmt: skip
+            await asyncio.sleep(wait)
+        await self.ledger.hand_back(self.worker_id, [signal_id], f"retry after {kind}: {text}")
+        return _S.PENDING
+
+    async def _hand_back(self, signal_ids: list[str], reason: str) -> None:
+        await self._until_reachable(
+            lambda: self.ledger.hand_back(self.worker_id, signal_ids, reason)
+        )
+
+    async def _hand_back_now(self, signal_ids: list[str], reason: str) -> None:
+        # Stopping: one try; what stays 'processing' is recovered by reconcile once the lock
+        # of this worker is gone.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self.ledger.hand_back(self.worker_id, signal_ids, reason))
 
     async def _deny(self, signal_id: str, denied: Denied) -> LedgerStatus:
         await self.ledger.transition(

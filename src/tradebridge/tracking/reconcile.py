@@ -5,6 +5,10 @@ Each round (``reconcile_once``):
 1. **Dead workers.** A live dispatcher holds an advisory lock on its worker id; a worker id
    in ``claimed_by`` whose lock is free belongs to a dead process. Its rows are recovered at
    once: ``processing`` → ``pending`` (nothing was sent), ``submitted`` → ``unknown``.
+   A restart of the database ends every session and frees every lock at once, so for
+   ``dispatcher.liveness_grace_s`` after the server started (or after this process got the
+   database back) no worker is read as dead: live workers take their locks again within a
+   second or so (``Ledger.hold_lock``). A worker of this process is never dead to it.
    Rows claimed more than ``dispatcher.stale_after_s`` ago are recovered the same way
    whatever the lock says (``Ledger.requeue_stale``), a fallback for a hung worker.
 2. **Unknown rows** of dead workers, and those untouched for a reconcile interval, are
@@ -22,8 +26,11 @@ Each round (``reconcile_once``):
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
-from collections.abc import Callable
+import contextlib
+import math
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -34,7 +41,7 @@ from tradebridge.config import Settings
 from tradebridge.domain.ids import AccountName
 from tradebridge.errors import ConfigError, IllegalTransition
 from tradebridge.ops.logging import get_logger
-from tradebridge.store.ledger import Ledger, LedgerStatus, check_move
+from tradebridge.store.ledger import Ledger, LedgerStatus, check_move, database_unavailable
 from tradebridge.tracking._placement import (
     WORKER_LOCK_NAMESPACE,
     Placer,
@@ -45,6 +52,27 @@ from tradebridge.tracking._placement import (
 _log = get_logger("tradebridge.tracking.reconcile")
 _S = LedgerStatus
 _NEVER = timedelta(days=36500)  # requeue_stale by worker only
+
+# Worker ids whose dispatcher runs in this process: never dead to this process's reconcile,
+# whatever their lock says while it is being taken again after a reconnect.
+_LOCAL_WORKERS: Counter[str] = Counter()
+
+
+@contextlib.contextmanager
+def local_worker(worker_id: str) -> Iterator[None]:
+    """Count ``worker_id`` as running in this process while inside."""
+    _LOCAL_WORKERS[worker_id] += 1
+    try:
+        yield
+    finally:
+        _LOCAL_WORKERS[worker_id] -= 1
+        if _LOCAL_WORKERS[worker_id] <= 0:
+            del _LOCAL_WORKERS[worker_id]
+
+
+def local_workers() -> frozenset[str]:
+    """Return the worker ids running in this process."""
+    return frozenset(_LOCAL_WORKERS)
 
 
 @dataclass
@@ -79,6 +107,10 @@ class Reconciler:
         self._today = today or (lambda: datetime.now(UTC).date())
         # Health: the last round's error (None once a round succeeds again).
         self.last_error: str | None = None
+        # Liveness grace: the server start seen last, and when the database came back.
+        self._server_started: datetime | None = None
+        self._back_at: float | None = None
+        self._lost = False
 
     async def run(self) -> None:
         """Reconcile now and then every ``dispatcher.reconcile_interval_s`` until cancelled."""
@@ -91,11 +123,43 @@ class Reconciler:
             except Exception as e:  # noqa: BLE001 - the next round tries again
                 reraise_if_cancelling()
                 self.last_error = f"{type(e).__name__}: {e}"[:200]
-                _log.exception("reconcile_failed")
+                if database_unavailable(e):
+                    self._lost = True
+                    _log.warning("reconcile_failed", error=type(e).__name__, database="unreachable")
+                else:
+                    _log.exception("reconcile_failed")
             await asyncio.sleep(self.config.reconcile_interval_s)
 
+    async def _liveness_settled(self) -> bool:
+        """Return whether free liveness locks may be read as dead workers now.
+
+        Not within ``liveness_grace_s`` of the server's start (a restart frees every lock at
+        once), nor of this reconciler getting the database back: live workers are still
+        taking their locks again.
+        """
+        started, up = await self.ledger.server_uptime()
+        now = time.monotonic()
+        restarted = self._server_started is not None and started != self._server_started
+        if self._lost or restarted:
+            self._back_at = now
+        self._lost, self._server_started = False, started
+        back = now - self._back_at if self._back_at is not None else math.inf
+        since = min(up.total_seconds(), back)
+        grace = self.config.liveness_grace_s
+        if since < grace:
+            _log.info("dead_worker_check_deferred", since_s=round(since, 3), grace_s=grace)
+            return False
+        return True
+
     async def dead_workers(self) -> list[str]:
-        """Return the worker ids holding rows in flight whose liveness lock is free."""
+        """Return the worker ids holding rows in flight whose liveness lock is free.
+
+        Empty while the liveness grace runs (see ``_liveness_settled``); never a worker id
+        of this process.
+        """
+        if not await self._liveness_settled():
+            return []
+        local = local_workers()
         async with self.ledger.pool.acquire() as conn:
             workers = [
                 r["claimed_by"]
@@ -107,6 +171,8 @@ class Reconciler:
             ]
             dead = []
             for worker in workers:
+                if worker in local:
+                    continue
                 if await conn.fetchval(
                     "select pg_try_advisory_lock($1, hashtext($2))", WORKER_LOCK_NAMESPACE, worker
                 ):

@@ -36,7 +36,14 @@ from tradebridge.domain.orders import (
 from tradebridge.errors import IllegalTransition
 from tradebridge.ops.logging import get_logger
 from tradebridge.ops.metrics import TRACKER_EVENTS_DROPPED
-from tradebridge.store.ledger import FINAL_STATUSES, Conn, Ledger, LedgerStatus, check_move
+from tradebridge.store.ledger import (
+    FINAL_STATUSES,
+    Conn,
+    Ledger,
+    LedgerStatus,
+    check_move,
+    database_unavailable,
+)
 
 _log = get_logger("tradebridge.tracking.tracker")
 _S = LedgerStatus
@@ -78,9 +85,15 @@ class Tracker:
                     try:
                         if not await self.apply(event):
                             self._retry_later(event)
-                    except Exception:  # noqa: BLE001 - one bad event must not stop tracking
+                    except Exception as e:  # noqa: BLE001 - one bad event must not stop tracking
                         reraise_if_cancelling()
-                        _log.exception("event_failed", account=event.account)
+                        if not database_unavailable(e):
+                            _log.exception("event_failed", account=event.account)
+                            continue
+                        # The database is away: try once more later (reconcile has the rest).
+                        _log.warning("event_failed", account=event.account,
+                                     error=type(e).__name__)  # fmt: skip
+                        self._retry_later(event)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - the stream restarts with backoff
