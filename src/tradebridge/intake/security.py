@@ -63,8 +63,14 @@ def parse_networks(entries: Iterable[str], setting: str) -> tuple[Network, ...]:
 
 
 def secret_matches(given: str, expected: str) -> bool:
-    """Compare secrets in constant time (for equal lengths; the length is not a secret)."""
-    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+    """Compare secrets in constant time (for equal lengths; the length is not a secret).
+
+    Any string compares: a lone surrogate (JSON's ``"\\ud800"``) has no UTF-8 form, so it is
+    encoded with ``surrogatepass``, which no real secret's encoding can equal.
+    """
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
 
 
 def _address(text: str) -> Address | None:
