@@ -9,6 +9,9 @@ absorbs the overlap. Nothing after the commit can turn the answer into a 5xx, an
 sender writes can cause one: the body is bounded before it is parsed (formats.decode_body),
 contents the database refuses are a 400, and an unforeseen error before storing is a 400 that
 is logged (nothing was stored; a 5xx would only bring three identical resends).
+
+The rate limit spares the addresses of ``webhook.allowed_ips`` (TradingView's four by
+default): TradingView does not resend a 429, so limiting it would lose alerts silently.
 """
 
 from __future__ import annotations
@@ -190,7 +193,8 @@ class _Intake:
             raise _Refused(
                 403, ErrorAnswer(status="forbidden", error="no valid client certificate")
             )
-        if not self._limiter.allow(address):
+        # TradingView's own addresses are never limited: it does not resend a 429.
+        if not self._gate.allows(address) and not self._limiter.allow(address):
             raise _Refused(
                 429,
                 ErrorAnswer(status="rate_limited", error="too many alerts from this address"),
