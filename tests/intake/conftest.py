@@ -17,6 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 
 import store.conftest as store_fixtures
+from tradebridge.app import http_config
 from tradebridge.config import Settings, load_settings
 from tradebridge.intake.webhook import IntakeDeps, build_router
 from tradebridge.store.ledger import Ledger
@@ -30,7 +31,7 @@ SECRET = "test-secret-0123456789"
 ACCOUNTS = ("ACC1", "ACC2", "ACC3")
 
 
-def make_settings(**webhook: Any) -> Settings:
+def make_settings(serve: dict[str, Any] | None = None, **webhook: Any) -> Settings:
     """Return settings with three accounts, a group and the test secret, plus overrides."""
     base: dict[str, Any] = {
         "secret": SECRET,
@@ -41,7 +42,10 @@ def make_settings(**webhook: Any) -> Settings:
     }
     base.update(webhook)
     return load_settings(
-        accounts=[{"name": name} for name in ACCOUNTS], webhook=base, data_dir="/nonexistent"
+        accounts=[{"name": name} for name in ACCOUNTS],
+        webhook=base,
+        serve=serve or {},
+        data_dir="/nonexistent",
     )
 
 
@@ -82,16 +86,14 @@ def build_app(settings: Settings, ledger: Ledger) -> FastAPI:
 
 
 @contextlib.asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port; yield its base URL."""
+async def serving(app: FastAPI, settings: Settings) -> AsyncIterator[str]:
+    """Serve ``app`` on a free loopback port as ``serve`` would (``http_config``: the same
+    uvicorn settings and slow-client guard); yield its base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, lifespan="off", access_log=False, log_config=None, proxy_headers=False
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(http_config(app, settings))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
@@ -114,10 +116,12 @@ async def make_hook(ledger: Ledger, ledger_db: str) -> AsyncIterator[HookFactory
         stack.push_async_callback(db.close)
         client = await stack.enter_async_context(httpx.AsyncClient(timeout=10))
 
-        async def make(*, use_ledger: Ledger | None = None, **webhook: Any) -> Hook:
-            settings = make_settings(**webhook)
+        async def make(
+            *, use_ledger: Ledger | None = None, serve: dict[str, Any] | None = None, **webhook: Any
+        ) -> Hook:
+            settings = make_settings(serve, **webhook)
             url = await stack.enter_async_context(
-                serving(build_app(settings, use_ledger or ledger))
+                serving(build_app(settings, use_ledger or ledger), settings)
             )
             return Hook(url=url, client=client, ledger=ledger, db=db)
 
