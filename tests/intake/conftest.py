@@ -17,6 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 
 import store.conftest as store_fixtures
+from _support.webhook_fuzz import ACCOUNTS, SECRET, WEBHOOK_SETTINGS
 from tradebridge.app import http_config
 from tradebridge.config import Settings, load_settings
 from tradebridge.intake.webhook import IntakeDeps, build_router
@@ -27,20 +28,13 @@ empty_db = store_fixtures.empty_db
 ledger_db = store_fixtures.ledger_db
 ledger = store_fixtures.ledger
 
-SECRET = "test-secret-0123456789"
-ACCOUNTS = ("ACC1", "ACC2", "ACC3")
+# One definition, shared with the fuzz bodies and bench/fuzz_webhook.py.
+__all__ = ["ACCOUNTS", "SECRET"]
 
 
 def make_settings(serve: dict[str, Any] | None = None, **webhook: Any) -> Settings:
     """Return settings with three accounts, a group and the test secret, plus overrides."""
-    base: dict[str, Any] = {
-        "secret": SECRET,
-        "default_account": "ACC1",
-        "groups": {"team": ["ACC1", {"account": "ACC2", "multiplier": "2"}]},
-        "symbol_map": {"NQ": "MNQ"},
-        "rate_limit_per_minute": 0,
-    }
-    base.update(webhook)
+    base: dict[str, Any] = {**WEBHOOK_SETTINGS, **webhook}
     return load_settings(
         accounts=[{"name": name} for name in ACCOUNTS],
         webhook=base,
