@@ -38,7 +38,7 @@ MAX_TEXT_CHARS = 500
 MAX_MAGNITUDE = Decimal(10) ** 9
 """Every number an alert carries is smaller than this in size (prices, brackets, multipliers)."""
 MIN_EXPONENT = -30
-"""...and has no digit further right than 10**-30."""
+"""...and, unless it is zero, is not smaller than 10**-30 in size."""
 MAX_CONTRACTS = 100_000
 """Contracts a quantity or target position may name (also after an account's multiplier)."""
 
