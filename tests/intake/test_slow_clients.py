@@ -17,8 +17,10 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import pytest
+from fastapi import FastAPI
 
-from intake.conftest import SECRET, Hook, HookFactory
+from intake.conftest import SECRET, Hook, HookFactory, make_settings
+from tradebridge.app import http_config
 from tradebridge.ops import metrics
 
 ATTACKER = "127.0.0.2"
@@ -242,3 +244,11 @@ async def test_slowloris_attack_does_not_hold_the_server_or_its_alerts(
     assert statuses.count(429) >= attackers - 32
     assert held < 2.0 + 10.0, f"a slow connection was held {held:.1f} s"
     assert len(await hook.rows()) == 10
+
+
+def test_http_config_takes_the_serve_settings() -> None:
+    settings = make_settings({"keep_alive_timeout_s": 7, "header_timeout_s": 3.5})
+    config = http_config(FastAPI(), settings)
+    assert config.timeout_keep_alive == 7
+    assert isinstance(config.http, type)
+    assert config.http.__name__ == "GuardedHttpToolsProtocol"
