@@ -18,8 +18,10 @@ it uses by default and adds, per connection:
   everyone's connections, and has its own timeouts) are exempt.
 
 A request past a deadline is answered ``408`` (unless its answer has started) and closed; a
-webhook waiting for that body sees a disconnect and stores nothing. Each refusal is counted
-in ``tradebridge_http_refused_total{reason}``.
+webhook waiting for that body sees a disconnect and stores nothing. The 408 and the 429 are
+sent before a half-close, and the connection is closed once the client closes its side or
+after a second: a plain close with unread input would reset it and could lose the answer.
+Each refusal is counted in ``tradebridge_http_refused_total{reason}``.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ def _canned(status: bytes, text: bytes) -> bytes:
 
 _TOO_MANY = _canned(b"429 Too Many Requests", b"too many connections from this address\n")
 _TIMEOUT = _canned(b"408 Request Timeout", b"the request was not received in time\n")
+# After such an answer the connection is half-closed and what the client still sends is
+# read and dropped for at most this long: closing a socket with unread data resets it, and
+# the reset can destroy the answer before the client reads it.
+_LINGER_S = 1.0
 
 
 class _HeadersTooLarge(Exception):
@@ -115,6 +121,7 @@ def guarded_protocol(guard: ConnectionGuard) -> type[asyncio.Protocol]:
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         _guard_admitted = False
+        _guard_done = False  # answered by the guard: input is dropped until the close
         _guard_timer: asyncio.TimerHandle | None = None
         _guard_phase: str | None = None  # "headers" | "body" | None (idle or answering)
         _guard_header_bytes = 0
@@ -123,8 +130,7 @@ def guarded_protocol(guard: ConnectionGuard) -> type[asyncio.Protocol]:
             super().connection_made(transport)
             host = self.client[0] if self.client else None
             if not guard.admit(host):
-                transport.write(_TOO_MANY)
-                transport.close()
+                self._guard_answer_and_close(_TOO_MANY)
                 return
             self._guard_admitted = True
             self._guard_arm("headers")
@@ -137,8 +143,8 @@ def guarded_protocol(guard: ConnectionGuard) -> type[asyncio.Protocol]:
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
-            if not self._guard_admitted:
-                return  # turned away in connection_made; its close is under way
+            if self._guard_done or not self._guard_admitted:
+                return  # answered by the guard: its close is under way
             if self._guard_phase is None and (self.cycle is None or self.cycle.response_complete):
                 # The first byte of the next request (leading blank lines included, which
                 # the parser skips without starting a message): its headers' clock starts.
@@ -192,13 +198,25 @@ def guarded_protocol(guard: ConnectionGuard) -> type[asyncio.Protocol]:
                 return
             guard.refuse(f"{phase}_timeout")
             cycle: Any = self.cycle
-            if cycle is None or not cycle.response_started:
-                self.transport.write(_TIMEOUT)
             if cycle is not None:
                 # The application stops waiting for the body now (it sees a disconnect)
                 # and cannot write an answer of its own after the 408.
                 cycle.disconnected = True
                 cycle.message_event.set()
-            self.transport.close()
+            if cycle is None or not cycle.response_started:
+                self._guard_answer_and_close(_TIMEOUT)
+            else:
+                self.transport.close()
+
+        def _guard_answer_and_close(self, answer: bytes) -> None:
+            self._guard_cancel()
+            self._guard_done = True
+            self.transport.write(answer)
+            if self.transport.can_write_eof():
+                self.transport.write_eof()  # after the answer: the client reads it, then EOF
+                # The client's close ends it (eof_received); this, if it never closes.
+                self._guard_timer = self.loop.call_later(_LINGER_S, self.transport.close)
+            else:
+                self.transport.close()
 
     return GuardedHttpToolsProtocol
