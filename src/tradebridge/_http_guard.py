@@ -197,13 +197,18 @@ def guarded_protocol(guard: ConnectionGuard) -> type[asyncio.Protocol]:
             if self.transport.is_closing():
                 return
             guard.refuse(f"{phase}_timeout")
+            # In the headers phase the cycle, if any, is the previous request's; in the body
+            # phase it is this one's. A 408 goes out only where no other answer is under way.
             cycle: Any = self.cycle
-            if cycle is not None:
+            if phase == "headers":
+                answer = cycle is None or cycle.response_complete
+            else:
+                answer = not cycle.response_started
                 # The application stops waiting for the body now (it sees a disconnect)
                 # and cannot write an answer of its own after the 408.
                 cycle.disconnected = True
                 cycle.message_event.set()
-            if cycle is None or not cycle.response_started:
+            if answer:
                 self._guard_answer_and_close(_TIMEOUT)
             else:
                 self.transport.close()
