@@ -82,7 +82,8 @@ class ConnectionGuard:
             body_timeout_s=serve.body_timeout_s,
             max_header_bytes=serve.max_header_bytes,
             max_per_address=serve.max_connections_per_address,
-            exempt=parse_networks([*hook.allowed_ips, *hook.trusted_proxies], "webhook"),
+            exempt=parse_networks(hook.allowed_ips, "webhook.allowed_ips")
+            + parse_networks(hook.trusted_proxies, "webhook.trusted_proxies"),
         )
 
     def admit(self, address: str | None) -> bool:
