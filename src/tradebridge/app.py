@@ -35,6 +35,7 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
 
+from tradebridge._http_guard import ConnectionGuard, guarded_protocol
 from tradebridge._net import bind_socket
 from tradebridge.config import AccountConfig, Settings, TradovateConfig
 from tradebridge.domain.enums import Dialect
@@ -229,6 +230,26 @@ def _build_app(settings: Settings, ledger: Ledger, checker: HealthChecker) -> Fa
     return app
 
 
+def http_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
+    """Return the uvicorn settings of the bridge's HTTP server (also used by the tests)."""
+    cfg = settings.serve
+    return uvicorn.Config(
+        app,
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        log_level="warning",
+        timeout_graceful_shutdown=int(cfg.shutdown_grace_s),
+        # The client address must stay the socket's: X-Forwarded-For is believed only from
+        # webhook.trusted_proxies, by the webhook itself (docs/tradingview.md).
+        proxy_headers=False,
+        # Slow clients cannot hold it: read deadlines, header and per-address caps on top
+        # of uvicorn's keep-alive timeout, which bounds only the wait between requests.
+        http=guarded_protocol(ConnectionGuard.from_settings(settings)),
+        timeout_keep_alive=cfg.keep_alive_timeout_s,
+    )
+
+
 def _check_webhook(settings: Settings) -> None:
     if settings.webhook.enabled:
         validate_webhook_settings(settings)
@@ -294,18 +315,7 @@ async def serve_stack(
             ttl_s=cfg.broker_health_ttl_s,
         )
         checker.conditions["tokens"] = tokens_condition(settings, tokens)
-        config = uvicorn.Config(
-            _build_app(settings, ledger, checker),
-            lifespan="off",
-            access_log=False,
-            log_config=None,
-            log_level="warning",
-            timeout_graceful_shutdown=int(cfg.shutdown_grace_s),
-            # The client address must stay the socket's: X-Forwarded-For is believed only from
-            # webhook.trusted_proxies, by the webhook itself (docs/tradingview.md).
-            proxy_headers=False,
-        )
-        server = _Server(config)
+        server = _Server(http_config(_build_app(settings, ledger, checker), settings))
         dispatchers = [
             Dispatcher(settings, ledger, pool, worker_id=_worker_id(i))
             for i in range(settings.dispatcher.workers)

@@ -272,6 +272,23 @@ class ServeConfig(_Section):
     migrate_on_start: bool | None = None
     shutdown_grace_s: float = Field(10.0, gt=0, description="time to hand back claimed rows")
     broker_health_ttl_s: float = Field(30.0, ge=0, description="cache of /healthz broker probes")
+    # Slow clients cannot hold the server (_http_guard.py, docs/running.md).
+    header_timeout_s: float = Field(
+        5.0, gt=0, description="a request line and headers must arrive within this (else 408)"
+    )
+    body_timeout_s: float = Field(
+        5.0, gt=0, description="after its headers, a request body must arrive within this (408)"
+    )
+    keep_alive_timeout_s: int = Field(
+        5, ge=1, description="an idle keep-alive connection is closed after this"
+    )
+    max_header_bytes: int = Field(16384, ge=1024, description="request line and headers (400)")
+    max_connections_per_address: int = Field(
+        32,
+        ge=0,
+        description="open connections per client address (more get 429); 0 = no cap. "
+        "webhook.allowed_ips (TradingView) and webhook.trusted_proxies are exempt",
+    )
 
 
 class DispatcherConfig(_Section):

@@ -17,6 +17,8 @@ import uvicorn
 from fastapi import FastAPI
 
 import store.conftest as store_fixtures
+from _support.webhook_fuzz import ACCOUNTS, SECRET, WEBHOOK_SETTINGS
+from tradebridge.app import http_config
 from tradebridge.config import Settings, load_settings
 from tradebridge.intake.webhook import IntakeDeps, build_router
 from tradebridge.store.ledger import Ledger
@@ -26,11 +28,12 @@ empty_db = store_fixtures.empty_db
 ledger_db = store_fixtures.ledger_db
 ledger = store_fixtures.ledger
 
-SECRET = "test-secret-0123456789"
-ACCOUNTS = ("ACC1", "ACC2", "ACC3")
+# One definition, shared with the fuzz bodies and bench/fuzz_webhook.py.
+__all__ = ["ACCOUNTS", "SECRET"]
 
 
 def make_settings(
+    serve: dict[str, Any] | None = None,
     *,
     accounts: list[dict[str, Any]] | None = None,
     sections: dict[str, Any] | None = None,
@@ -38,20 +41,14 @@ def make_settings(
 ) -> Settings:
     """Return settings with three (native) accounts, a group and the test secret.
 
-    ``webhook`` overrides the webhook section, ``accounts`` the accounts, ``sections`` other
-    sections (``risk``, ``orders``).
+    ``webhook`` overrides the webhook section, ``serve`` the HTTP server's, ``accounts`` the
+    accounts, ``sections`` other sections (``risk``, ``orders``).
     """
-    base: dict[str, Any] = {
-        "secret": SECRET,
-        "default_account": "ACC1",
-        "groups": {"team": ["ACC1", {"account": "ACC2", "multiplier": "2"}]},
-        "symbol_map": {"NQ": "MNQ"},
-        "rate_limit_per_minute": 0,
-    }
-    base.update(webhook)
+    base: dict[str, Any] = {**WEBHOOK_SETTINGS, **webhook}
     return load_settings(
         accounts=accounts if accounts is not None else [{"name": name} for name in ACCOUNTS],
         webhook=base,
+        serve=serve or {},
         data_dir="/nonexistent",
         **(sections or {}),
     )
@@ -94,16 +91,14 @@ def build_app(settings: Settings, ledger: Ledger) -> FastAPI:
 
 
 @contextlib.asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port; yield its base URL."""
+async def serving(app: FastAPI, settings: Settings) -> AsyncIterator[str]:
+    """Serve ``app`` on a free loopback port as ``serve`` would (``http_config``: the same
+    uvicorn settings and slow-client guard); yield its base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, lifespan="off", access_log=False, log_config=None, proxy_headers=False
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(http_config(app, settings))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
@@ -126,10 +121,12 @@ async def make_hook(ledger: Ledger, ledger_db: str) -> AsyncIterator[HookFactory
         stack.push_async_callback(db.close)
         client = await stack.enter_async_context(httpx.AsyncClient(timeout=10))
 
-        async def make(*, use_ledger: Ledger | None = None, **webhook: Any) -> Hook:
-            settings = make_settings(**webhook)  # accounts= and sections= pass through
+        async def make(
+            *, use_ledger: Ledger | None = None, serve: dict[str, Any] | None = None, **webhook: Any
+        ) -> Hook:
+            settings = make_settings(serve, **webhook)  # accounts= and sections= pass through
             url = await stack.enter_async_context(
-                serving(build_app(settings, use_ledger or ledger))
+                serving(build_app(settings, use_ledger or ledger), settings)
             )
             return Hook(url=url, client=client, ledger=ledger, db=db)
 

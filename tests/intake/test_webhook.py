@@ -594,6 +594,42 @@ async def test_webhook_rate_limit_per_address_is_429(make_hook: HookFactory) -> 
     assert codes == [200, 200, 200, 429, 429]
 
 
+@pytest.mark.parametrize("allowlist", [False, True])
+async def test_webhook_tradingview_addresses_are_never_rate_limited(
+    make_hook: HookFactory, allowlist: bool
+) -> None:
+    # TradingView does not resend a 429: a burst from its own addresses must all be stored.
+    hook = await make_hook(
+        rate_limit_per_minute=60,
+        rate_limit_burst=3,
+        trusted_proxies=["127.0.0.1"],
+        ip_allowlist=allowlist,
+    )
+    tradingview = {"x-forwarded-for": "52.89.214.238"}
+    codes = [
+        (await hook.post(alert(id=f"tv{i}", time=now_iso()), headers=tradingview)).status_code
+        for i in range(12)
+    ]
+    assert codes == [200] * 12
+    assert len(await hook.rows()) == 12
+
+
+async def test_webhook_other_addresses_are_rate_limited_beside_tradingview(
+    make_hook: HookFactory,
+) -> None:
+    hook = await make_hook(
+        rate_limit_per_minute=60, rate_limit_burst=3, trusted_proxies=["127.0.0.1"]
+    )
+    other = {"x-forwarded-for": "203.0.113.9"}
+    tradingview = {"x-forwarded-for": "34.212.75.30"}
+    codes = []
+    for i in range(5):
+        codes.append((await hook.post(alert(id=f"o{i}"), headers=other)).status_code)
+        codes.append((await hook.post(alert(id=f"t{i}"), headers=tradingview)).status_code)
+    assert codes[0::2] == [200, 200, 200, 429, 429]
+    assert codes[1::2] == [200] * 5
+
+
 # --- database outage ------------------------------------------------------------------------
 
 

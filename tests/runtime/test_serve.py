@@ -156,6 +156,19 @@ async def test_serve_webhook_without_secret_refuses_to_start(tmp_path: Path) -> 
     assert not (tmp_path / "data").exists()  # refused before any store was started
 
 
+async def test_serve_no_secret_for_local_tests_off_loopback_refuses_to_start(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(
+        data_dir=tmp_path / "data",
+        serve={"port": 0, "host": "0.0.0.0"},
+        webhook={"allow_no_secret_for_local_tests": True},
+    )
+    with pytest.raises(ConfigError, match="only on a loopback bind address"):
+        await run_serve(settings, stop=asyncio.Event())
+    assert not (tmp_path / "data").exists()
+
+
 async def test_serve_intake_only_process_stores_webhook_rows_for_other_workers(
     sim_tokens: SimServer, fresh_db: str, redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:

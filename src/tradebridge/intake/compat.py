@@ -439,7 +439,8 @@ def _pmt_bracket(
     if dollars is not None:
         # PickMyTrade's dollar forms are the total for the alert's quantity; per contract
         # that is the total over the contracts (docs/tradingview.md).
-        assert units is not None  # a buy/sell has a quantity above 0 by now
+        if units is None:  # data close: the caller refuses tp / sl there
+            return Bracket("dollars", dollars)
         return Bracket("dollars", dollars / units)
     return None
 

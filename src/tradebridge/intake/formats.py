@@ -3,11 +3,18 @@
 Every dialect parser (``tradebridge_format``, ``compat``) produces the same ``ParsedAlert``;
 ``plan`` turns it into ledger rows. Numbers are parsed as ``Decimal`` from the JSON text
 itself, so ``1.0`` stays exact and ``1.5`` contracts is an error, never 1.
+
+Whatever arrives is bounded before anything works on it: the nesting depth before the JSON
+parser runs (it recurses), every string against what PostgreSQL text can hold (no NUL, no
+lone surrogate), every number against sane magnitudes before any Decimal arithmetic, every
+text field against a length. Each is a 400 naming the field, never a 5xx.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -23,6 +30,17 @@ BracketUnit = Literal["ticks", "points", "price", "dollars"]
 
 # Body fields that may carry the secret, in any dialect; never stored, never logged.
 SECRET_FIELDS = frozenset({"secret", "passphrase", "token", "key"})
+
+MAX_DEPTH = 16
+"""Nesting levels a body may have (the documented alerts use 3)."""
+MAX_TEXT_CHARS = 500
+"""Characters a text field (symbol, account, strategy, id, comment...) may have."""
+MAX_MAGNITUDE = Decimal(10) ** 9
+"""Every number an alert carries is smaller than this in size (prices, brackets, multipliers)."""
+MIN_EXPONENT = -30
+"""...and, unless it is zero, is not smaller than 10**-30 in size."""
+MAX_CONTRACTS = 100_000
+"""Contracts a quantity or target position may name (also after an account's multiplier)."""
 
 
 class AlertRejected(InvalidInput):
@@ -100,7 +118,11 @@ def _no_constant(name: str) -> Any:
 
 
 def decode_body(raw: bytes) -> dict[str, Any]:
-    """Decode a body to one JSON object (a one-element array is unwrapped); 400 otherwise."""
+    """Decode a body to one JSON object (a one-element array is unwrapped); 400 otherwise.
+
+    The nesting depth is measured on the text before the (recursive) JSON parser sees it,
+    and every string and key of the result is checked to be storable text.
+    """
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -109,6 +131,13 @@ def decode_body(raw: bytes) -> dict[str, Any]:
         ) from None
     if not text.strip():
         raise AlertRejected("the body is empty", expected="a JSON object")
+    # Counting the openers first keeps the scan off the path of every ordinary alert.
+    depth = nesting_depth(text) if text.count("[") + text.count("{") > MAX_DEPTH else 0
+    if depth > MAX_DEPTH:
+        raise AlertRejected(
+            f"the body nests {depth} levels deep",
+            expected=f"a JSON object nested at most {MAX_DEPTH} levels",
+        )
     try:
         value = json.loads(text, parse_float=Decimal, parse_constant=_no_constant)
     except _Reject as e:
@@ -130,7 +159,74 @@ def decode_body(raw: bytes) -> dict[str, Any]:
         value = value[0]
     if not isinstance(value, dict):
         raise AlertRejected(f"the body is a JSON {type(value).__name__}", expected="a JSON object")
+    check_strings(value)
     return value
+
+
+# Brackets inside string literals are text, not nesting. Escapes go first (linear, and then
+# no string holds a quote), then the literals: two linear passes, no backtracking.
+_ESCAPE = re.compile(r"\\.", re.DOTALL)
+_STRING = re.compile(r'"[^"]*"')
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+_OPENERS = frozenset(b"[{")
+
+
+def nesting_depth(text: str) -> int:
+    """Return how deep the brackets of a JSON text nest, outside string literals (no recursion).
+
+    On text that is not valid JSON the figure is only an upper bound; the parser rejects it.
+    """
+    outside = _STRING.sub("", _ESCAPE.sub("", text))
+    brackets = outside.encode("ascii", "ignore").translate(None, _NOT_BRACKETS)
+    return max(itertools.accumulate(1 if c in _OPENERS else -1 for c in brackets), default=0)
+
+
+# What PostgreSQL text (and jsonb) cannot hold: NUL, and UTF-16 surrogates on their own
+# (JSON's "\ud800" escape decodes to one; it has no UTF-8 form).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def check_strings(value: Any) -> None:
+    """Refuse any key or string, at any depth, that PostgreSQL text cannot store (a 400).
+
+    Iterative: the depth is already bounded, but no recursion is needed to walk it.
+    """
+    pending: list[tuple[Any, tuple[str, ...]]] = [(value, ())]
+    while pending:
+        node, trail = pending.pop()
+        if isinstance(node, dict):
+            for key, child in node.items():
+                where = (*trail, f".{key}" if trail else key)
+                _check_text(key, where)
+                pending.append((child, where))
+        elif isinstance(node, list):
+            pending.extend((child, (*trail, f"[{i}]")) for i, child in enumerate(node))
+        elif isinstance(node, str):
+            _check_text(node, trail)
+
+
+def _check_text(text: str, trail: tuple[str, ...]) -> None:
+    bad = _UNSTORABLE.search(text)
+    if bad is None:
+        return
+    field = safe_text("".join(trail), 80) or None
+    where = field or "the body"
+    if bad.group() == "\x00":
+        raise AlertRejected(f"{where} contains a NUL character (\\u0000)", field=field,
+                            expected="text without NUL characters")  # fmt: skip
+    raise AlertRejected(
+        f"{where} contains a lone surrogate ({bad.group().encode('unicode_escape').decode()})",
+        field=field,
+        expected="valid Unicode text (a surrogate escape only as half of a pair)",
+    )
+
+
+def safe_text(text: str, limit: int = 40) -> str:
+    """Return ``text`` shortened to ``limit`` and with NUL and lone surrogates escaped."""
+    short = text if len(text) <= limit else text[: limit - 3] + "..."
+    if _UNSTORABLE.search(short) is None:
+        return short
+    return _UNSTORABLE.sub(lambda m: m.group().encode("unicode_escape").decode(), short)
 
 
 def detect_format(body: Mapping[str, Any]) -> Format:
@@ -187,6 +283,12 @@ class FieldReader:
                 raise AlertRejected(f"{self.path(name)} is empty", field=self.path(name),
                                     expected=expected)  # fmt: skip
             return None
+        if len(text) > MAX_TEXT_CHARS:
+            raise AlertRejected(
+                f"{self.path(name)} is too long ({len(text)} characters)",
+                field=self.path(name),
+                expected=f"{expected}, at most {MAX_TEXT_CHARS} characters",
+            )
         return text
 
     def choice(
@@ -239,6 +341,12 @@ class FieldReader:
         value = self.decimal(name, required=required, expected=expected)
         if value is None:
             return None
+        if abs(value) > MAX_CONTRACTS:
+            raise AlertRejected(
+                f"{self.path(name)} is {value}: more than {MAX_CONTRACTS:,} contracts",
+                field=self.path(name),
+                expected=f"{expected}, at most {MAX_CONTRACTS:,}",
+            )
         return check_whole(value, self.path(name), allow_zero=allow_zero, signed=signed)
 
     def boolean(self, name: str) -> bool | None:
@@ -292,8 +400,14 @@ def to_decimal(value: Any, field: str, expected: str = "a number") -> Decimal:
         raise AlertRejected(f"{field} is {_show(value)}", field=field, expected=expected) from None
     if not number.is_finite():
         raise AlertRejected(f"{field} is {_show(value)}", field=field, expected=expected)
-    if abs(number.adjusted()) > 30:
-        raise AlertRejected(f"{field} is out of range", field=field, expected=expected)
+    # Bounded before any arithmetic: a price of 1e29 would stop a worker's tick-grid check
+    # (Decimal's DivisionImpossible) long after the alert was answered 200.
+    if number and (abs(number) >= MAX_MAGNITUDE or number.adjusted() < MIN_EXPONENT):
+        raise AlertRejected(
+            f"{field} is {_show(value)}: out of range",
+            field=field,
+            expected=f"{expected}, below {MAX_MAGNITUDE:,} in size, not below 1e{MIN_EXPONENT}",
+        )
     return number
 
 
@@ -320,23 +434,28 @@ def parse_time(value: Any, field: str) -> datetime:
     if isinstance(value, int | Decimal) and not isinstance(value, bool):
         number = Decimal(value)
         if not number.is_finite() or number <= 0 or number >= Decimal(10) ** 14:
-            raise AlertRejected(f"{field} is {value}", field=field, expected=_TIME_EXPECTED)
+            raise AlertRejected(f"{field} is {_show(value)}", field=field,
+                                expected=_TIME_EXPECTED)  # fmt: skip
         seconds = number / 1000 if number > Decimal(10) ** 11 else number
         return datetime.fromtimestamp(float(seconds), tz=UTC)
     if not isinstance(value, str):
         raise AlertRejected(f"{field} must be a time, not {_kind(value)}", field=field,
                             expected=_TIME_EXPECTED)  # fmt: skip
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # str.isdigit() also says yes to "²"
+        if len(text) > 14:  # epoch milliseconds have 13 digits; int() of 5,000 would raise
+            raise AlertRejected(f"{field} is {_show(value)}", field=field,
+                                expected=_TIME_EXPECTED)  # fmt: skip
         return parse_time(int(text), field)
     try:
         parsed = datetime.fromisoformat(text.replace("z", "Z"))
-    except ValueError:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        # Year 1 at +14:00 is before year 1 in UTC: out of datetime's range.
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise AlertRejected(f"{field} is {_show(value)}", field=field,
                             expected=_TIME_EXPECTED) from None  # fmt: skip
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 _TIME_EXPECTED = "an ISO-8601 time such as {{timenow}} (2025-10-01T14:30:05Z)"
@@ -387,6 +506,7 @@ def _kind(value: Any) -> str:
 
 
 def _show(value: Any) -> str:
+    # ASCII escapes (json.dumps' default): a lone surrogate or NUL is shown, never sent raw.
     text = json.dumps(value, default=str)
     return text if len(text) <= 40 else text[:37] + "..."
 

@@ -19,7 +19,13 @@ from tradebridge.config import Settings, WebhookAccountEntry
 from tradebridge.domain.contracts import ContractSymbol, resolve_symbol
 from tradebridge.domain.enums import Dialect
 from tradebridge.errors import InvalidSymbol
-from tradebridge.intake.formats import AccountRef, AlertRejected, Format, ParsedAlert
+from tradebridge.intake.formats import (
+    MAX_CONTRACTS,
+    AccountRef,
+    AlertRejected,
+    Format,
+    ParsedAlert,
+)
 from tradebridge.intake.sizing import BracketLeg, convert_bracket
 from tradebridge.pipeline.admission import Admission, admit
 from tradebridge.pipeline.risk import RiskLimits
@@ -213,6 +219,12 @@ def _scaled(value: Decimal | None, multiplier: Decimal, field: str, account: str
     if field == "quantity" and scaled < 1:
         raise AlertRejected(f"{field} for {account[:60]!r} is {scaled}", field="accounts",
                             expected="at least one contract per account")  # fmt: skip
+    if abs(scaled) > MAX_CONTRACTS:
+        raise AlertRejected(
+            f"{field} for {account[:60]!r} is {scaled}",
+            field="accounts",
+            expected=f"at most {MAX_CONTRACTS:,} contracts per account",
+        )
     return scaled.to_integral_value() + 0
 
 

@@ -35,6 +35,13 @@ def validate_webhook_settings(settings: Settings) -> None:
             "TRADEBRIDGE_WEBHOOK__SECRET (a long random string), or "
             "webhook.allow_no_secret_for_local_tests = true for a local test"
         )
+    if not secret and not is_loopback_host(settings.serve.host):
+        raise ConfigError(
+            "webhook.allow_no_secret_for_local_tests works only on a loopback bind address, "
+            f"and serve.host is {settings.serve.host!r}: anyone who can reach it could place "
+            "orders. Set TRADEBRIDGE_WEBHOOK__SECRET (a long random string), or bind "
+            "serve.host = 127.0.0.1 for a local test"
+        )
     if secret and len(secret) < 12:
         raise ConfigError("webhook.secret is too short: use at least 12 characters")
     parse_networks(hook.allowed_ips, "webhook.allowed_ips")
@@ -51,6 +58,15 @@ def validate_webhook_settings(settings: Settings) -> None:
             raise ConfigError(f"webhook.groups.{name} is empty")
 
 
+def is_loopback_host(host: str) -> bool:
+    """Return whether a bind address only listens on this machine (127.0.0.0/8, ::1)."""
+    text = host.strip().strip("[]")
+    if text.lower() == "localhost":
+        return True
+    address = _address(text)
+    return address is not None and address.is_loopback
+
+
 def parse_networks(entries: Iterable[str], setting: str) -> tuple[Network, ...]:
     """Parse addresses or CIDR networks; ``ConfigError`` names the bad entry."""
     out: list[Network] = []
@@ -63,8 +79,14 @@ def parse_networks(entries: Iterable[str], setting: str) -> tuple[Network, ...]:
 
 
 def secret_matches(given: str, expected: str) -> bool:
-    """Compare secrets in constant time (for equal lengths; the length is not a secret)."""
-    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+    """Compare secrets in constant time (for equal lengths; the length is not a secret).
+
+    Any string compares: a lone surrogate (JSON's ``"\\ud800"``) has no UTF-8 form, so it is
+    encoded with ``surrogatepass``, which no real secret's encoding can equal.
+    """
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
 
 
 def _address(text: str) -> Address | None:

@@ -5,7 +5,13 @@ certificate (403), rate (429), body size while reading (413), JSON (400), secret
 then the idempotency key (200 ``duplicate``) before anything else, then the full parse
 (400), then ONE transaction storing the alert and its ledger rows, then the answer. The
 only 5xx is 503, and only when nothing was stored: TradingView resends on 5xx, and the key
-absorbs the overlap. Nothing after the commit can turn the answer into a 5xx.
+absorbs the overlap. Nothing after the commit can turn the answer into a 5xx, and nothing a
+sender writes can cause one: the body is bounded before it is parsed (formats.decode_body),
+contents the database refuses are a 400, and an unforeseen error before storing is a 400 that
+is logged (nothing was stored; a 5xx would only bring three identical resends).
+
+The rate limit spares the addresses of ``webhook.allowed_ips`` (TradingView's four by
+default): TradingView does not resend a 429, so limiting it would lose alerts silently.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 import asyncpg
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from tradebridge.config import Settings
 from tradebridge.errors import StoreError
@@ -57,6 +64,10 @@ __all__ = ["IntakeDeps", "build_router", "validate_webhook_settings"]
 
 _log = get_logger("tradebridge.intake.webhook")
 
+# The database refused the alert's contents (class 22 data exceptions such as a NUL in text,
+# class 54 limits such as an index row too large): the input's fault, a 400, not an outage.
+# Caught before _STORE_ERRORS, which holds their base class.
+_CONTENT_ERRORS = (asyncpg.DataError, asyncpg.exceptions.ProgramLimitExceededError)
 # Failures that mean "the database did not take it": answered 503 so TradingView resends.
 _STORE_ERRORS = (
     OSError,
@@ -155,6 +166,20 @@ class _Intake:
             _count(refused.body.status)
             return _answer(refused.status, refused.body.model_dump(exclude_none=True),
                            refused.headers)  # fmt: skip
+        except ClientDisconnect:
+            # The sender went away mid-body, or the server's read deadline cut it off
+            # (_http_guard): nothing was stored and nobody is left to read an answer.
+            _count("disconnected")
+            return _answer(400, {"status": "invalid", "error": "the body was not received"})
+        except Exception:  # noqa: BLE001 - whatever the input, never a 5xx (module docstring)
+            # Everything after the commit answers inside _handle, so nothing was stored here.
+            _log.exception("webhook alert not read: internal error, nothing stored")
+            _count("error")
+            body = ErrorAnswer(
+                status="invalid",
+                error="the alert could not be read (internal error, logged); nothing stored",
+            )
+            return _answer(400, body.model_dump(exclude_none=True))
 
     async def _handle(self, request: Request, path_secret: str | None) -> JSONResponse:
         received_at = self._deps.clock()
@@ -168,7 +193,8 @@ class _Intake:
             raise _Refused(
                 403, ErrorAnswer(status="forbidden", error="no valid client certificate")
             )
-        if not self._limiter.allow(address):
+        # TradingView's own addresses are never limited: it does not resend a 429.
+        if not self._gate.allows(address) and not self._limiter.allow(address):
             raise _Refused(
                 429,
                 ErrorAnswer(status="rate_limited", error="too many alerts from this address"),
@@ -218,6 +244,8 @@ class _Intake:
         try:
             async with asyncio.timeout(self._hook_timeout()):
                 stored = await self._deps.ledger.insert_alert(alert, plan.rows)
+        except _CONTENT_ERRORS as e:
+            raise _refused_contents(e) from None
         except _STORE_ERRORS as e:
             return self._unavailable(e)
         # Stored: from here on every outcome is a 200 (a 5xx would bring three resends).
@@ -302,7 +330,7 @@ class _Intake:
         try:
             async with asyncio.timeout(self._hook_timeout()):
                 await self._deps.ledger.insert_alert(alert, ())
-        except _STORE_ERRORS as e:
+        except _STORE_ERRORS as e:  # _CONTENT_ERRORS included
             _log.warning("invalid alert not recorded", error=type(e).__name__)
 
     def _stored_answer(
@@ -375,15 +403,36 @@ def _duplicate(found: InsertResult) -> JSONResponse:
     return _answer(200, answer.model_dump(exclude_none=True))
 
 
+def _refused_contents(error: BaseException) -> _Refused:
+    # Only the kind of error: PostgreSQL's message may quote the offending value.
+    _log.warning("webhook alert not stored: the database refused its contents",
+                 error=type(error).__name__)  # fmt: skip
+    return _Refused(
+        400,
+        ErrorAnswer(
+            status="invalid",
+            error=f"the database cannot store this alert's contents ({type(error).__name__})",
+            expected="text without NUL characters, values of sane size",
+        ),
+    )
+
+
 def _invalid(error: AlertRejected) -> ErrorAnswer:
     return ErrorAnswer(status="invalid", error=str(error), field=error.field,
                        expected=error.expected)  # fmt: skip
 
 
+class _AsciiJSONResponse(JSONResponse):
+    """JSON with ASCII escapes: an answer quoting hostile text can always be encoded."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def _answer(
     status: int, content: dict[str, Any], headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    return JSONResponse(status_code=status, content=content, headers=headers)
+    return _AsciiJSONResponse(status_code=status, content=content, headers=headers)
 
 
 def _count(outcome: str) -> None:

@@ -91,6 +91,15 @@ WEBHOOK_REQUESTS: Final = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+# Connections the HTTP server cut off or turned away (_http_guard.py), by reason:
+# headers_timeout, body_timeout (a slow client: 408), header_too_large (400),
+# per_address_cap (429 at connect).
+HTTP_REFUSED: Final = Counter(
+    "tradebridge_http_refused",
+    "HTTP connections cut off or turned away by the slow-client guard.",
+    ["reason"],
+    registry=REGISTRY,
+)
 # Labelled by reason: no_row (nothing matched after the retry), other_order (our client id
 # names a row that holds another broker order, e.g. a stale duplicate), row_not_open (the
 # order's row is neither open nor final, e.g. needs_review), error (the retry failed),
