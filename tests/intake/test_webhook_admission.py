@@ -40,12 +40,27 @@ async def _refused(hook: Hook, body: dict[str, Any], field: str | None, *words: 
     assert stored["outcome"] == "invalid"
 
 
-async def test_webhook_native_market_ticks_without_reference_is_400_not_accepted(
-    hook: Hook,
+NO_STRATEGIES = {"tradovate": {"strategies": {"use": "never"}}}
+
+
+async def test_webhook_native_market_ticks_without_strategies_or_reference_is_400(
+    make_hook: HookFactory,
 ) -> None:
+    hook = await make_hook(sections=NO_STRATEGIES)
     body = alert(time=now_iso(), stop_loss={"points": 10}, take_profit={"points": 20})
 
     await _refused(hook, body, "reference_price", "account 'ACC1'", "entry reference")
+
+
+async def test_webhook_native_market_ticks_without_reference_is_accepted_as_a_strategy(
+    hook: Hook,
+) -> None:
+    # By default native legs in distances go as an order strategy priced from the fill.
+    response = await hook.post(alert(stop_loss={"points": 10}, take_profit={"points": 20}))
+
+    assert response.status_code == 200, response.text
+    (row,) = await hook.rows()
+    assert (row["stop_loss_ticks"], row["take_profit_ticks"]) == (40, 80)
 
 
 async def test_webhook_bridge_market_ticks_without_reference_is_accepted(
@@ -64,7 +79,7 @@ async def test_webhook_fan_out_with_one_account_that_cannot_trade_it_refuses_the
 ) -> None:
     hook = await make_hook(
         accounts=[BRIDGE_ACC, NATIVE_ACC], default_account="ACC1",
-        groups={"team": ["ACC1", "ACC2"]},
+        groups={"team": ["ACC1", "ACC2"]}, sections=NO_STRATEGIES,
     )  # fmt: skip
     body = alert(accounts=["group:team"], stop_loss={"ticks": 40})
 
@@ -174,8 +189,9 @@ async def test_webhook_pickmytrade_reverse_order_close_is_honoured_not_listed_ig
 
 
 async def test_webhook_traderspost_native_bracket_without_signal_price_is_400(
-    hook: Hook,
+    make_hook: HookFactory,
 ) -> None:
+    hook = await make_hook(sections=NO_STRATEGIES)
     body = {"ticker": "MNQ1!", "action": "buy", "quantity": 1, "secret": SECRET,
             "stopLoss": {"type": "stop", "amount": "5"}}  # fmt: skip
 

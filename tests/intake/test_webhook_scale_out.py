@@ -125,7 +125,8 @@ async def test_trailing_stop_is_stored_in_ticks(
         (alert(quantity=1, take_profit=[{"ticks": 8, "quantity": 1}], stop_loss={"ticks": 8},
                breakeven=True), "breakeven", "nothing is left"),
         (alert(action="exit", trailing_stop={"ticks": 8}), "trailing_stop", "does not apply"),
-        (alert(action="reverse", trailing_stop={"ticks": 8}), "trailing_stop", "only for buy"),
+        (alert(action="reverse", side="buy", trailing_stop={"ticks": 8}), "trailing_stop",
+         "only for buy"),
         (alert(target_position=2, take_profit=[{"ticks": 8, "quantity": 1}],
                stop_loss={"ticks": 8}), "take_profit", "only for buy"),
         (
@@ -171,7 +172,7 @@ async def bridge_hook(ledger: Ledger, make_hook: HookFactory) -> AsyncIterator[H
         webhook={"secret": SECRET, "default_account": "ACC1", "rate_limit_per_minute": 0},
         data_dir="/nonexistent",
     )
-    async with serving(build_app(settings, ledger)) as url:
+    async with serving(build_app(settings, ledger), settings) as url:
         yield Hook(url=url, client=hook.client, ledger=ledger, db=hook.db)
 
 

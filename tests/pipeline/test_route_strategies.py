@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tradebridge.domain.commands import Bracket, Target
+from tradebridge.domain.enums import TimeInForce
 from tradebridge.domain.ids import ClientOrderId
 from tradebridge.pipeline.route import BrokerView, PlaceOrder, needs, route
 from tradebridge.pipeline.validate import Denied, RawSignal, ValidSignal, validate
@@ -51,7 +52,9 @@ def test_route_ticks_next_to_a_price_are_priced_at_submit_even_from_the_fill() -
     plan = _routed(stop_loss_ticks=16, take_profit=Decimal(22000), reference_price=Decimal(21000))
 
     assert isinstance(plan, PlaceOrder)
-    assert plan.command.bracket == Bracket(stop_loss=Decimal(20996), take_profit=Decimal(22000))
+    assert plan.command.bracket == Bracket(
+        stop_loss=Decimal(20996), take_profit=Decimal(22000), time_in_force=TimeInForce.DAY
+    )
 
 
 def test_route_scale_out_becomes_targets_and_a_runner() -> None:

@@ -367,6 +367,8 @@ def _admit(alert: ParsedAlert, rows: list[NewSignal], settings: Settings, today:
 
 
 def _raw(row: NewSignal) -> RawSignal:
+    # The same columns as tracking.dispatcher.raw_signal reads from a stored row (one
+    # function for both belongs in the architecture work, issue 15).
     return RawSignal(
         signal_id=row.signal_id,
         account_name=row.account_name,
@@ -385,4 +387,7 @@ def _raw(row: NewSignal) -> RawSignal:
         take_profit_ticks=row.take_profit_ticks,
         reference_price=row.reference_price,
         strategy_name=row.strategy_name,
+        take_profits=row.take_profits,
+        trailing_stop_ticks=row.trailing_stop_ticks,
+        breakeven=row.breakeven,
     )
