@@ -268,8 +268,14 @@ def _entry(
     refused = scale_out_refusal(signal, brackets_from_fill=from_fill)
     if refused is not None:
         return refused
-    if from_fill and _relative_only(signal):
-        # The broker prices the legs from the real fill (native order strategies).
+    strategy_legs = leg_time_in_force(signal.tif, "entry")
+    if (
+        from_fill
+        and _relative_only(signal)
+        and leg_time_in_force(signal.tif, legs) is strategy_legs
+    ):
+        # The broker prices the legs from the real fill (native order strategies). Their
+        # legs take the entry's time in force; a fixed other one goes as placeoso instead.
         bracket: Bracket | Denied | None = _relative_bracket(signal, quantity)
     else:
         bracket = _bracket(signal, contract, side, view, legs)

@@ -1072,6 +1072,10 @@ class SimEngine:
         if bracket.profit_target is not None:
             specs.append((OrderType.LIMIT, basis + sign * bracket.profit_target,
                           self.config.strategy_target_label))  # fmt: skip
+        # The legs take the entry's time in force (an IOC or FOK entry's legs rest as Day): the
+        # strategy's params carry none of their own (reference §5.8; unverified).
+        entry_tif = self._orders[strategy.entry_id].version.time_in_force
+        leg_tif = TimeInForce.DAY if entry_tif in (TimeInForce.IOC, TimeInForce.FOK) else entry_tif
         ids = [self._next_id("order") for _ in specs]
         oco_id = self._next_id("oco") if len(ids) == 2 else None
         legs: list[SimOrder] = []
@@ -1079,7 +1083,7 @@ class SimEngine:
             price = max(raw, book.contract.product.tick_size)  # a target beyond zero: the floor
             leg = _Leg(
                 exit_side, kind, qty, price if kind is OrderType.LIMIT else None,
-                price if kind is OrderType.STOP else None, TimeInForce.GTC, None, None,
+                price if kind is OrderType.STOP else None, leg_tif, None, None,
                 f"Strategy {strategy.id} bracket {index + 1}", True,
             )  # fmt: skip
             self._link(strategy, ids[position], label)
