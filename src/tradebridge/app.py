@@ -215,8 +215,9 @@ def _signals_set(stop: asyncio.Event) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
-def _worker_id(index: int) -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{index}"
+def _worker_id(index: int, run: str) -> str:
+    # ``run`` tells apart two serves in one process (tests): worker ids name liveness locks.
+    return f"{socket.gethostname()}:{os.getpid()}:{run}:{index}"
 
 
 def _build_app(settings: Settings, ledger: Ledger, checker: HealthChecker) -> FastAPI:
@@ -316,8 +317,9 @@ async def serve_stack(
         )
         checker.conditions["tokens"] = tokens_condition(settings, tokens)
         server = _Server(http_config(_build_app(settings, ledger, checker), settings))
+        run = secrets.token_hex(2)
         dispatchers = [
-            Dispatcher(settings, ledger, pool, worker_id=_worker_id(i))
+            Dispatcher(settings, ledger, pool, worker_id=_worker_id(i, run))
             for i in range(settings.dispatcher.workers)
         ]
         checker.conditions["unresolved_rows"] = unresolved_rows(
