@@ -15,7 +15,13 @@ from tradebridge.brokers._http import BrokerHttp
 from tradebridge.config import NativeCredentials, TokenConfig
 from tradebridge.errors import AuthError, Lockout, LoginFailed
 from tradebridge.sim.server import SimServer
-from tradebridge.store.tokens import StoredToken, TokenManager, TokenStore, jwt_expiry
+from tradebridge.store.tokens import (
+    AccountTokens,
+    StoredToken,
+    TokenManager,
+    TokenStore,
+    jwt_expiry,
+)
 
 __all__ = ["redis_client", "sim", "sim_clock"]  # fixtures
 
@@ -115,6 +121,34 @@ async def test_token_cached_then_reread_once_after_refusal(
     assert fresh.access_token == json.loads(second)["accessToken"]
     with pytest.raises(AuthError, match="no newer one"):
         await store.after_refused("DEMO0000001", fresh)
+
+
+async def test_token_refused_not_handed_out_again_until_the_key_changes(
+    sim: SimServer, redis_client: aioredis.Redis
+) -> None:
+    first, second = await login_json(sim), await login_json(sim)
+    await redis_client.set(KEY, first)
+    store = TokenStore(redis_client, TokenConfig())
+    tokens = AccountTokens(store, {})
+    refused = await store.token("DEMO0000001")
+    with pytest.raises(AuthError, match="no newer one"):
+        await store.after_refused("DEMO0000001", refused)
+
+    with pytest.raises(AuthError, match="refused the token under token:DEMO0000001") as caught:
+        await store.token("DEMO0000001")  # Redis still holds it: not sent for another 401
+    health = await tokens.health(["DEMO0000001"])
+    await redis_client.set(KEY, second)
+    fresh = await store.token("DEMO0000001")
+    tokens = AccountTokens(store, {})  # health is cached briefly: a new view
+    healed = await tokens.health(["DEMO0000001"])
+
+    assert refused.access_token not in str(caught.value)
+    assert health.level == "degraded"
+    assert health.detail["accounts"]["DEMO0000001"]["state"] == "refused"
+    assert health.detail["problems"] == ["DEMO0000001"]
+    assert refused.access_token not in json.dumps(health.detail)
+    assert fresh.access_token == json.loads(second)["accessToken"]
+    assert healed.level == "ok"
 
 
 async def test_token_near_expiry_not_cached(sim: SimServer, redis_client: aioredis.Redis) -> None:

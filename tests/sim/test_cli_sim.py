@@ -331,6 +331,25 @@ def test_sim_tokens_expire_refuses_old_tokens_and_rewrites_redis_with_fresh_ones
         client.close()
 
 
+def test_sim_tokens_expire_without_rewrite_leaves_the_dead_tokens_in_redis(
+    start_sim: StartSim, redis_server: EmbeddedRedis
+) -> None:
+    sim = start_sim("--redis-url", redis_server.url, "--token-key", "test4:{account_name}")
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        old = json.loads(client.get("test4:DEMO0000001"))  # type: ignore[arg-type]
+        answer = httpx.post(f"{sim.url}/_sim/tokens/expire", params={"rewrite": "false"})
+        kept = json.loads(client.get("test4:DEMO0000001"))  # type: ignore[arg-type]
+        headers = {"Authorization": f"Bearer {kept['accessToken']}"}
+        refused = httpx.get(f"{sim.url}/v1/account/list", headers=headers).status_code
+    finally:
+        client.close()
+
+    assert answer.json() == {"expired_sessions": 2, "keys_rewritten": 0}
+    assert kept == old
+    assert refused == 401
+
+
 def test_sim_redis_unreachable_exits_1_with_message() -> None:
     dead = f"redis://:secret@127.0.0.1:{free_port()}/0"
     port = free_port()

@@ -133,12 +133,13 @@ def build_router(ctx: SimContext) -> APIRouter:
         )
 
     @router.post("/tokens/expire")
-    async def expire_tokens() -> JSONResponse:
+    async def expire_tokens(rewrite: bool = True) -> JSONResponse:
         # Every token stops working at once; a running seeder writes fresh ones right after
-        # (clients that re-read Redis on a 401 recover, the others keep failing).
+        # (clients that re-read Redis on a 401 recover, the others keep failing), unless
+        # ``?rewrite=false``: then Redis keeps the dead tokens, as when a token service is down.
         expired = ctx.auth.expire_all()
         keys: list[str] = []
-        for write in list(ctx.token_writers):
+        for write in list(ctx.token_writers) if rewrite else []:
             try:
                 keys.extend(await write())
             except Exception as exc:  # noqa: BLE001 - reported to the caller, who decides

@@ -5,7 +5,9 @@ the JSON of reference §2.9 (``{"kind","env","accessToken","mdAccessToken","expi
 "userId","obtainedAt"}``) or, as older token services write it, the bare token. The expiry
 is ``expirationTime``, else the JWT's ``exp``, else the key's TTL. A token is cached in the
 process until ``expiry_margin_s`` before it expires; after a 401 the caller asks for
-``after_refused`` and the key is re-read exactly once.
+``after_refused`` and the key is re-read exactly once. A token the broker refused is
+remembered (a digest, never the token) until the key holds another: it is not sent again,
+and ``health`` reports the account ``refused`` (a 401 never turns back into a 200).
 
 ``TokenManager`` adds self-managed native tokens: ``auth/accesstokenrequest`` classified on
 the body (``errorText`` is final, a p-ticket without captcha is waited out and resent, a
@@ -36,6 +38,7 @@ import abc
 import asyncio
 import base64
 import functools
+import hashlib
 import json
 import secrets
 import time
@@ -125,6 +128,11 @@ class StoredToken:
                 "obtainedAt": _iso(self.obtained_at) if self.obtained_at else None,
             }
         )
+
+
+def _digest(token: StoredToken) -> str:
+    """Return a digest that tells tokens apart without keeping one."""
+    return hashlib.sha256(token.access_token.encode()).hexdigest()
 
 
 def _iso(moment: datetime) -> str:
@@ -344,6 +352,8 @@ class TokenStore:
         self.clock = clock
         self.lockouts = Lockouts(redis, clock=clock)
         self._cache: dict[str, StoredToken] = {}
+        # key -> digest of the token the broker last refused under it (until the key changes)
+        self._refused: dict[str, str] = {}
 
     def with_users(self, user_for: Callable[[str], str | None]) -> TokenStore:
         """Return a store on the same Redis and keys that checks lockouts of these users."""
@@ -385,6 +395,7 @@ class TokenStore:
         fresh = await self._read_valid(key, account_name)
         if fresh.access_token == refused.access_token:
             self._cache.pop(key, None)
+            self._refused[key] = _digest(refused)
             raise AuthError(
                 f"Tradovate refused the token under {key} and Redis holds no newer one; "
                 "refresh the token service or run `tradebridge tokens`"
@@ -440,6 +451,10 @@ class TokenStore:
             raise ConnectionLost(f"cannot read token keys from Redis ({type(e).__name__})") from e
         return [key for key, there in zip(keys, found, strict=True) if not there]
 
+    def is_refused(self, key: str, stored: StoredToken) -> bool:
+        """Return whether the broker refused this very token under ``key`` before."""
+        return self._refused.get(key) == _digest(stored)
+
     async def _read_valid(self, key: str, account_name: str) -> StoredToken:
         stored = await self.read(key)
         if stored is None:
@@ -448,6 +463,13 @@ class TokenStore:
                 f"no token in Redis under {key} (account {account_name}); "
                 "start the token service or configure self-managed credentials"
             )
+        if self.is_refused(key, stored):
+            # Sending it again would only earn another 401 (and count towards a lockout).
+            raise AuthError(
+                f"Tradovate refused the token under {key} and Redis holds no newer one; "
+                "refresh the token service or run `tradebridge tokens`"
+            )
+        self._refused.pop(key, None)
         now = self.clock()
         if stored.remaining(now) <= timedelta(0):
             self._cache.pop(key, None)
@@ -1064,6 +1086,8 @@ class AccountTokens:
                 state = "unreadable" if "error" in entry else "missing"
             elif stored.remaining(now) <= timedelta(0):
                 state = "expired"
+            elif self.store.is_refused(self.store.key_for(name), stored):
+                state = "refused"
             else:
                 state = "ok"
             if stored is not None:
