@@ -20,9 +20,9 @@ from typing import Any
 
 import httpx
 import pytest
-from runtime_stack import serve_settings, serving, until_final
 
 from _support.native import front, last_price
+from _support.runtime import serve_settings, serving, until_final
 from tradebridge.domain.enums import Dialect
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedRedis

@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from runtime_stack import serve_settings, serving, until_final
 
+from _support.runtime import serve_settings, serving, until_final
 from tradebridge.app import _seed_tokens
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedRedis

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from runtime_stack import reachable_tmp_dir, serve_settings, serving, until_final
 
+from _support.runtime import reachable_tmp_dir, serve_settings, serving, until_final
 from tradebridge.app import run_serve, simulator_settings
 from tradebridge.config import Settings, load_settings
 from tradebridge.errors import ConfigError

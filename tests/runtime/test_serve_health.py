@@ -11,9 +11,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
-from runtime_stack import serving
 from test_serve import _settings
 
+from _support.runtime import serving
 from tradebridge.app import _workers_condition
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedRedis

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from runtime_stack import serve_settings, serving, until_final
 from typer.testing import CliRunner
 
 from _support.database import fresh_database
+from _support.runtime import serve_settings, serving, until_final
 from _support.supabase import as_tradebridge, set_up_supabase
 from tradebridge.cli import app
 from tradebridge.sim.server import SimServer

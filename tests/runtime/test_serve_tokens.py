@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from runtime_stack import serve_settings, serving, until_final
 
+from _support.runtime import serve_settings, serving, until_final
 from tradebridge.config import Settings
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedRedis

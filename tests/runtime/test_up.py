@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from runtime_stack import NO_SETTINGS, TRADEBRIDGE, Proc, child_env, reachable_tmp_dir, wait_for
 
+from _support.runtime import NO_SETTINGS, TRADEBRIDGE, Proc, child_env, reachable_tmp_dir, wait_for
 from tradebridge.store.embedded import free_port
 
 

@@ -1,4 +1,4 @@
-"""Crash safety (issues 4 and 8): kill -9 real workers at random moments; every row still
+"""Crash safety (issues 4, 8 and 10): kill -9 real workers at random moments; every row still
 ends right, judged against the simulator's own record of what was placed.
 
 A real simulator process (``tradebridge sim``) and two real worker processes (``tradebridge
@@ -35,26 +35,24 @@ import asyncio
 import math
 import os
 import random
-import re
 import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from runtime_stack import TRADEBRIDGE, Proc, sim_commands
 
-from tradebridge.brokers.tvbridge._wire import request_id_for
+from _support.chaos import FAR, SIM_USERS, judge, pause, print_histories, settled
+from _support.runtime import TRADEBRIDGE, Proc
 from tradebridge.domain.contracts import front_month
 from tradebridge.domain.enums import Dialect
 from tradebridge.store.embedded import EmbeddedRedis, free_port
-from tradebridge.store.ledger import Ledger, LedgerRow, LedgerStatus
+from tradebridge.store.ledger import Ledger, LedgerStatus
 
 SLOW = os.environ.get("TRADEBRIDGE_SLOW") == "1"
 SEED = int(os.environ.get("TRADEBRIDGE_CRASH_SEED", "20240604"))
@@ -75,23 +73,6 @@ SETTLE_S = UNKNOWN_BOUND_S + 60.0
 WORKERS = 2
 REDIS_DB = 7  # apart from the keys other tests flush
 RESTING_PER_SIDE = 8  # bridge variant: identical orders by hand, per account and side
-FAR = {"buy": Decimal(1000), "sell": Decimal(99000)}  # far-away limits: they rest
-SIM_USERS = {"demo": "demo", "apex": "apex"}
-IN_FLIGHT = frozenset(
-    {LedgerStatus.PENDING, LedgerStatus.PROCESSING, LedgerStatus.SUBMITTED, LedgerStatus.UNKNOWN}
-)
-# Rows whose order must exist at the broker (exactly one, and theirs).
-PLACED = frozenset(
-    {
-        LedgerStatus.WORKING,
-        LedgerStatus.PARTIALLY_FILLED,
-        LedgerStatus.FILLED,
-        LedgerStatus.CANCELLED,
-        LedgerStatus.EXPIRED,
-    }
-)
-# Rows that must have no order at the broker.
-NOTHING_PLACED = frozenset({LedgerStatus.DENIED, LedgerStatus.FAILED})
 
 
 @dataclass(frozen=True)
@@ -305,7 +286,7 @@ def _place_resting(cluster: Cluster, per_side: int) -> set[str]:
     ids: set[str] = set()
     with httpx.Client(base_url=cluster.sim_url, timeout=10) as client:
         tokens = {}
-        for user, password in SIM_USERS.items():
+        for user, password in SIM_USERS:
             login = client.post("/authorize", data={"login": user, "password": password})
             tokens[user] = login.json()["d"]["access_token"]
         for account in cluster.variant.accounts:
@@ -397,14 +378,14 @@ async def _faults(cluster: Cluster, done: asyncio.Event) -> None:
     while not done.is_set():
         await asyncio.to_thread(cluster.faults, 0.35 if on else 0.0)
         on = not on
-        await _sleep_until(done, FAULT_WINDOW_S)
+        await pause(done, FAULT_WINDOW_S)
     await asyncio.to_thread(cluster.faults, 0.0)
 
 
 async def _expire_tokens(cluster: Cluster, every_s: float | None, done: asyncio.Event) -> int:
     """Expire every token (and drop every socket every other time) until ``done``."""
     expiries = 0
-    while every_s is not None and not await _sleep_until(done, every_s):
+    while every_s is not None and not await pause(done, every_s):
         # While a worker works with the tokens it read (one just starting reads the new ones).
         while not done.is_set() and not cluster.serving(for_s=1.0):
             await asyncio.sleep(0.1)
@@ -417,116 +398,6 @@ async def _expire_tokens(cluster: Cluster, every_s: float | None, done: asyncio.
         if expiries % 2 == 0:
             await asyncio.to_thread(cluster.admin, "POST", "/ws/drop")
     return expiries
-
-
-async def _sleep_until(done: asyncio.Event, seconds: float) -> bool:
-    """Sleep ``seconds`` or until ``done``; return whether ``done`` is set."""
-    try:
-        await asyncio.wait_for(done.wait(), seconds)
-    except TimeoutError:
-        return False
-    return True
-
-
-async def _rows(ledger: Ledger, ids: list[str]) -> list[LedgerRow]:
-    records = await ledger.pool.fetch(
-        "select * from trading_signals where signal_id = any($1::text[]) order by seq", ids
-    )
-    return [LedgerRow.from_record(r) for r in records]
-
-
-async def _settled(ledger: Ledger, ids: list[str]) -> list[LedgerRow]:
-    """Wait until no row is in flight; fail once SETTLE_S pass without any row settling."""
-    deadline = time.monotonic() + SETTLE_S
-    least = len(ids) + 1
-    while True:
-        rows = await _rows(ledger, ids)
-        stuck = [r for r in rows if r.status in IN_FLIGHT]
-        if len(rows) == len(ids) and not stuck:
-            return rows
-        if len(stuck) < least:  # progress: a backlog still draining is not a hang
-            least, deadline = len(stuck), time.monotonic() + SETTLE_S
-        if time.monotonic() > deadline:
-            detail = ", ".join(f"{r.signal_id}={r.status.value}" for r in stuck[:20])
-            pytest.fail(
-                f"{len(stuck)} rows still in flight, none settled in the last {SETTLE_S:.0f}s: "
-                f"{detail}"
-            )
-        await asyncio.sleep(0.5)
-
-
-@dataclass
-class Verdict:
-    """What the simulator's record says about the rows."""
-
-    duplicates: list[str] = field(default_factory=list)
-    lost: list[str] = field(default_factory=list)
-    wrong: list[str] = field(default_factory=list)
-    other: list[str] = field(default_factory=list)
-    review: list[str] = field(default_factory=list)
-
-    def problems(self) -> list[str]:
-        return [*self.duplicates, *self.lost, *self.wrong, *self.other]
-
-
-def _judge(rows: list[LedgerRow], variant: Variant, resting: set[str], sim_url: str) -> Verdict:
-    """Compare every row with the orders the simulator holds under the row's client id."""
-    dialects = {a.name: a.dialect for a in variant.accounts}
-    orders: dict[str | None, list[str]] = {}
-    for command in sim_commands(sim_url):
-        if command.get("commandType") == "New" and command.get("orderId") is not None:
-            orders.setdefault(command.get("clOrdId"), []).append(str(command["orderId"]))
-    verdict = Verdict()
-    ours: set[str] = set()
-    for row in rows:
-        sid, status = row.signal_id, row.status.value
-        client_id = row.client_order_id
-        if client_id is not None and dialects[row.account_name or ""] is Dialect.TVBRIDGE:
-            client_id = request_id_for(client_id)  # what the bridge sent as requestId
-        placed = orders.get(client_id, []) if client_id is not None else []
-        if client_id is not None:
-            ours.add(client_id)
-        if len(placed) > 1:
-            verdict.duplicates.append(f"duplicate: {sid} {status}: orders {placed}")
-        if row.status in PLACED and not placed:
-            verdict.lost.append(
-                f"lost: {sid} {status} (order {row.tradovate_order_id}) has no order"
-            )
-        if row.status in NOTHING_PLACED and placed:
-            verdict.lost.append(f"lost: {sid} {status}: its orders {placed} belong to no row")
-        if row.tradovate_order_id is not None and row.tradovate_order_id not in placed:
-            verdict.wrong.append(
-                f"wrong adoption: {sid} {status} points at {row.tradovate_order_id}, "
-                f"its own orders are {placed}"
-                + (" (one placed by hand)" if row.tradovate_order_id in resting else "")
-            )
-        if row.status in PLACED and row.tradovate_order_id is None:
-            verdict.lost.append(f"lost: {sid} {status} without tradovate_order_id")
-        if row.status is LedgerStatus.FILLED and row.filled_qty != row.quantity:
-            verdict.other.append(f"{sid} filled {row.filled_qty} of {row.quantity}")
-        if row.status is LedgerStatus.NEEDS_REVIEW:
-            note = f"{sid} ({row.account_name}, orders {placed}): {row.error_message}"
-            verdict.review.append(note)
-            if dialects[row.account_name or ""] is Dialect.NATIVE:
-                verdict.other.append(f"needs_review on a native account: {note}")
-    for client_id, placed in orders.items():
-        if client_id is None and set(placed) <= resting:
-            continue
-        if client_id is None or client_id not in ours:
-            verdict.lost.append(f"lost: orders {placed} (client id {client_id}) match no row")
-    return verdict
-
-
-async def _print_histories(ledger: Ledger, problems: list[str]) -> None:
-    """Print the events of the rows the problems name (the database is gone afterwards)."""
-    named = sorted({m for p in problems for m in re.findall(r"crash-\d{5}", p)})[:10]
-    for signal_id in named:
-        print(f"--- history of {signal_id}")  # noqa: T201
-        for event in await ledger.history(signal_id):
-            detail = event.detail
-            if isinstance(detail, dict):
-                detail = {k: v for k, v in detail.items() if k not in ("evidence", "baseline")}
-            print(f"  {event.created_at:%H:%M:%S.%f} {event.event} {detail}"[:400])  # noqa: T201
 
 
 @pytest.fixture
@@ -573,11 +444,12 @@ async def test_crash_kill9_workers_at_random_moments_every_row_ends_with_its_own
     while len(cluster.alive()) < WORKERS:
         cluster.start_worker()
     try:
-        rows = await _settled(crash_ledger, ids)
+        rows = await settled(crash_ledger, ids, SETTLE_S)
     except BaseException:
         print(cluster.logs())  # noqa: T201 - shown by pytest on failure
         raise
-    verdict = _judge(rows, variant, resting, cluster.sim_url)
+    dialects = {a.name: a.dialect for a in variant.accounts}
+    verdict = judge(rows, dialects, cluster.sim_url, resting)
     statuses = Counter(r.status.value for r in rows)
     events = Counter(
         r["event"]
@@ -604,7 +476,7 @@ async def test_crash_kill9_workers_at_random_moments_every_row_ends_with_its_own
         print(f"  failed: {row.signal_id} ({row.account_name}): {row.error_message}")  # noqa: T201
     problems = verdict.problems()
     if problems:
-        await _print_histories(crash_ledger, problems)
+        await print_histories(crash_ledger, problems, r"crash-\d{5}")
     assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:40])
     assert kills >= variant.kills, f"only {kills} kills happened in {chaos_s:.0f}s"
     assert statuses["filled"] > len(rows) // 2, statuses

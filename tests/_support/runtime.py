@@ -1,4 +1,5 @@
-"""Helpers of the runtime tests: processes, free ports, reachable temporary directories."""
+"""Helpers of the runtime and chaos tests: processes, reachable temporary directories, an
+in-process ``serve``, and the fixtures of a fresh database and a simulator."""
 
 from __future__ import annotations
 
@@ -15,10 +16,16 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from _support.database import fresh_database
+from tradebridge.sim.config import SimConfig
+from tradebridge.sim.seed import TokenSeeder
+from tradebridge.sim.server import SimServer
+from tradebridge.store.embedded import EmbeddedPostgres, EmbeddedRedis
 
 TRADEBRIDGE = str(Path(sys.executable).parent / "tradebridge")
-SIM_USERS = (("demo", "demo"), ("apex", "apex"))
 
 
 @contextmanager
@@ -110,23 +117,6 @@ NO_SETTINGS: dict[str, str | None] = {
 }
 
 
-def sim_commands(sim_url: str) -> list[dict[str, Any]]:
-    """Return every ``command`` entity of every simulator user (native ``command/list``)."""
-    out: list[dict[str, Any]] = []
-    # A long crash run leaves tens of thousands of commands: a generous read deadline.
-    with httpx.Client(base_url=f"{sim_url}/v1", timeout=120) as client:
-        for name, password in SIM_USERS:
-            login = client.post(
-                "/auth/accesstokenrequest",
-                json={"name": name, "password": password, "appId": "tests", "appVersion": "1",
-                      "cid": 1, "sec": "tests", "deviceId": "runtime-tests"},
-            )  # fmt: skip
-            token = login.json()["accessToken"]
-            listed = client.get("/command/list", headers={"authorization": f"Bearer {token}"})
-            out.extend(listed.json())
-    return out
-
-
 # --- in-process `serve` on the simulator -----------------------------------------------------
 
 
@@ -179,3 +169,32 @@ async def until_final(ledger: Any, signal_id: str, timeout: float = 20) -> Any:
             if row.status in FINAL_STATUSES:
                 return row
             await asyncio.sleep(0.05)
+
+
+# --- fixtures (re-exported by the conftest files that use them) --------------------------
+
+
+@pytest.fixture
+async def fresh_db(postgres_server: EmbeddedPostgres) -> AsyncIterator[str]:
+    """Create a migrated database for one test; drop it afterwards."""
+    async with fresh_database(postgres_server.url, prefix="rt") as url:
+        yield url
+
+
+@pytest.fixture
+def sim() -> Iterator[SimServer]:
+    """Run an in-process simulator on a free port."""
+    server = SimServer(SimConfig(port=0)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def sim_tokens(sim: SimServer, redis_server: EmbeddedRedis) -> AsyncIterator[SimServer]:
+    """Write the simulator users' tokens into the session Redis (emptied first)."""
+    client = aioredis.Redis.from_url(redis_server.url)
+    await client.flushdb()
+    # Once, before any traffic: the seeder touches only the simulator's token table.
+    await TokenSeeder(sim.ctx, client).seed()
+    yield sim
+    await client.aclose()

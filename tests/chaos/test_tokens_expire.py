@@ -1,0 +1,116 @@
+"""Every Tradovate token expires in the middle of a burst of alerts (issue 10, item 6).
+
+``fresh``: the token service writes fresh tokens right after (``POST /_sim/tokens/expire``),
+so a worker's cached token earns one 401, it re-reads Redis, and trading goes on.
+``none``: Redis keeps the dead tokens (``?rewrite=false``: the token service is down).
+``/healthz`` must then say so (the refused accounts, ``degraded``) and no order may go out
+twice or be lost; when fresh tokens finally arrive, every row settles: placed, or failed
+with the reason (too old to send late), never silently dropped. In both cases the judge
+holds every row against the simulator's record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from _support.chaos import (
+    DIALECTS,
+    SLOW,
+    UNKNOWN_BOUND_S,
+    Rig,
+    healthz_until,
+    judge,
+    print_histories,
+    settled,
+)
+from tradebridge.store.ledger import LedgerStatus
+
+BEFORE = 200 if SLOW else 12  # alerts accepted before the tokens expire
+AFTER = 400 if SLOW else 24  # and after
+DEAD_S = 30.0 if SLOW else 4.0  # how long the dead tokens stay in Redis (``none``)
+
+
+@pytest.mark.timeout(1800 if SLOW else 300)
+@pytest.mark.parametrize("arrives", ["fresh", "none"])
+async def test_tokens_expire_mid_burst_nothing_lost_or_doubled_and_healthz_tells(
+    rig: Rig, arrives: str
+) -> None:
+    async with rig.serve(per_s=10.0) as bridge:
+        stop = asyncio.Event()
+        traffic = asyncio.create_task(bridge.alerts.run(stop))
+        health = asyncio.create_task(bridge.health.run(stop))
+        dead: list[dict[str, Any]] = []
+        try:
+            await bridge.alerts.until_accepted(BEFORE, 60, "alerts before the expiry")
+            rewrite = "true" if arrives == "fresh" else "false"
+            expired = await asyncio.to_thread(
+                rig.admin, "POST", "/tokens/expire", params={"rewrite": rewrite}
+            )
+            if arrives == "none":
+                since = time.monotonic()
+                dead.append(await _refused_in_healthz(bridge.endpoints.healthz_url))
+                await asyncio.sleep(max(0.0, DEAD_S - (time.monotonic() - since)))
+                # The token service comes back: fresh tokens in Redis.
+                await asyncio.to_thread(rig.admin, "POST", "/tokens/expire")
+            await bridge.alerts.until_accepted(
+                BEFORE + AFTER, 60 + AFTER, "alerts after the expiry"
+            )
+        finally:
+            stop.set()
+            await asyncio.gather(traffic, health)
+        ids = list(bridge.alerts.accepted)
+        rows = await settled(bridge.ledger, ids, quiet_s=UNKNOWN_BOUND_S + 60)
+        verdict = judge(rows, DIALECTS, rig.sim_url)
+        review = sorted(r.signal_id for r in rows if r.status is LedgerStatus.NEEDS_REVIEW)
+        after = await healthz_until(
+            bridge.endpoints.healthz_url, "degraded" if review else "ok", 30, "after"
+        )
+        refused = await bridge.ledger.pool.fetchval(
+            "select count(*) from broker_calls where status = 401"
+        )
+        statuses = Counter(r.status.value for r in rows)
+        failed = [r for r in rows if r.status is LedgerStatus.FAILED]
+        print(  # noqa: T201 - the run's figures, shown with -s
+            f"chaos [tokens {arrives}]: {len(rows)} rows, statuses {dict(statuses)}, "
+            f"{verdict.summary()}, 401 answers {refused}"
+        )
+        for row in [*failed, *(r for r in rows if r.status is LedgerStatus.NEEDS_REVIEW)]:
+            print(f"  {row.status.value}: {row.signal_id}: {row.error_message}")  # noqa: T201
+        if verdict.problems():
+            await print_histories(bridge.ledger, verdict.problems(), r"tv-[0-9a-f]{16}-\d+")
+
+    assert expired["expired_sessions"] == 2
+    assert not verdict.problems(), "\n".join(verdict.problems()[:40])
+    assert not bridge.alerts.unanswered
+    assert refused > 0  # a cached token met the expiry (the fault happened)
+    assert set(statuses) <= {"filled", "working", "failed", "needs_review"}, statuses
+    for row in failed:  # only rows too old to send when the tokens came back
+        assert "not sent late" in (row.error_message or ""), row.error_message
+    if arrives == "fresh":
+        assert set(statuses) <= {"filled", "working"}, statuses
+    else:
+        # While Redis held only refused tokens, /healthz said which accounts, and why.
+        problems = dead[0]["checks"]["tokens"]["problems"]
+        assert sorted(problems) == sorted(DIALECTS)
+        assert dead[0]["status"] == "degraded"
+    if review:
+        listed = sorted(r["signal_id"] for r in after["checks"]["unresolved_rows"]["rows"])
+        assert listed == review[:20]
+
+
+async def _refused_in_healthz(url: str) -> dict[str, Any]:
+    """Wait until ``/healthz`` reports every account's token refused; return that answer."""
+    deadline = time.monotonic() + 30
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        body = await healthz_until(url, "degraded", 30, "the refused tokens")
+        accounts = body["checks"]["tokens"]["accounts"]
+        if all(accounts[name]["state"] == "refused" for name in DIALECTS):
+            return body
+        await asyncio.sleep(0.2)
+    pytest.fail(f"/healthz never reported every token refused; last: {body}")
