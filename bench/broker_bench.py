@@ -52,7 +52,7 @@ from tradebridge.domain.commands import SubmitOrder
 from tradebridge.domain.contracts import resolve_symbol
 from tradebridge.domain.enums import OrderType, Side
 from tradebridge.domain.ids import AccountName, ClientOrderId
-from tradebridge.ops.logging import configure_logging
+from tradebridge.obs.logging import configure_logging
 from tradebridge.store.embedded import EmbeddedRedis
 from tradebridge.store.tokens import TokenStore
 

@@ -54,13 +54,13 @@ from _common import (
 )
 from tradebridge.brokers.pool import BrokerPool
 from tradebridge.config import AccountConfig, Settings
+from tradebridge.dispatch.dispatcher import Dispatcher
 from tradebridge.domain.contracts import resolve_symbol
-from tradebridge.ops.logging import configure_logging
+from tradebridge.obs.logging import configure_logging
 from tradebridge.store.embedded import EmbeddedPostgres, EmbeddedRedis
 from tradebridge.store.ledger import Ledger
 from tradebridge.store.migrate import migrate
 from tradebridge.store.tokens import TokenStore
-from tradebridge.tracking.dispatcher import Dispatcher
 
 USER = "bench"  # the user of sim_config
 

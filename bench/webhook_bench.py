@@ -73,7 +73,7 @@ def serve_intake_only(database_url: str, port: int, accounts: int) -> None:
 
     from tradebridge.config import load_settings
     from tradebridge.intake.webhook import IntakeDeps, build_router
-    from tradebridge.ops.logging import configure_logging
+    from tradebridge.obs.logging import configure_logging
     from tradebridge.store.ledger import Ledger
 
     configure_logging(level="WARNING")

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 import store.conftest as store_fixtures
 from test_cli_broker import ACCOUNT, _front, _restore_logging
-from tradebridge.cli import app
+from tradebridge.cli.main import app
 from tradebridge.sim.config import SimConfig
 from tradebridge.sim.engine import SimOrder
 from tradebridge.sim.server import SimServer

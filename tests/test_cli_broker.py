@@ -16,7 +16,7 @@ import redis
 import structlog
 from typer.testing import CliRunner
 
-from tradebridge.cli import app
+from tradebridge.cli.main import app
 from tradebridge.domain.contracts import resolve_symbol
 from tradebridge.sim.config import SimConfig
 from tradebridge.sim.server import SimServer

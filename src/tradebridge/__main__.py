@@ -1,5 +1,5 @@
 """Allow ``python -m tradebridge``."""
 
-from tradebridge.cli import main
+from tradebridge.cli.main import main
 
 main()

@@ -272,7 +272,7 @@ class ServeConfig(_Section):
     migrate_on_start: bool | None = None
     shutdown_grace_s: float = Field(10.0, gt=0, description="time to hand back claimed rows")
     broker_health_ttl_s: float = Field(30.0, ge=0, description="cache of /healthz broker probes")
-    # Slow clients cannot hold the server (_http_guard.py, docs/running.md).
+    # Slow clients cannot hold the server (runtime/http_guard.py, docs/running.md).
     header_timeout_s: float = Field(
         5.0, gt=0, description="a request line and headers must arrive within this (else 408)"
     )

@@ -29,9 +29,9 @@ import httpx
 import pytest
 
 from _support.runtime import serve_settings, serving
-from tradebridge.app import Endpoints
 from tradebridge.brokers.tvbridge._wire import request_id_for
 from tradebridge.domain.enums import Dialect
+from tradebridge.runtime.app import Endpoints
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedRedis
 from tradebridge.store.ledger import Ledger, LedgerRow, LedgerStatus

@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 import structlog
 
-from tradebridge.ops.logging import configure_logging
+from tradebridge.obs.logging import configure_logging
 from tradebridge.store.embedded import EmbeddedRedis
 
 

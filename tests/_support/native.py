@@ -18,7 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from _support.fixtures import redis_client
-from tradebridge.brokers._http import BrokerCall, BrokerHttp, RequestBudget
+from tradebridge.brokers.http import BrokerCall, BrokerHttp, RequestBudget
 from tradebridge.brokers.tradovate import TradovateBroker
 from tradebridge.config import AccountConfig, RetryConfig, TokenConfig, TradovateConfig
 from tradebridge.domain.commands import SubmitOrder

@@ -33,8 +33,9 @@ from _support.native import (
     order,
     set_price,
 )
-from tradebridge.brokers._http import BrokerCall, BrokerHttp
+from tradebridge.brokers.auth import BridgeTokenManager, TokenManager
 from tradebridge.brokers.base import Broker
+from tradebridge.brokers.http import BrokerCall, BrokerHttp
 from tradebridge.brokers.tradovate import TradovateBroker
 from tradebridge.brokers.tvbridge.broker import TvBridgeBroker, TvBridgeOptions
 from tradebridge.config import (
@@ -51,7 +52,7 @@ from tradebridge.sim.clock import Clock
 from tradebridge.sim.config import SimConfig
 from tradebridge.sim.engine import SimOrder
 from tradebridge.sim.server import SimServer
-from tradebridge.store.tokens import BridgeTokenManager, TokenManager, TokenProvider, TokenStore
+from tradebridge.store.tokens import TokenProvider, TokenStore
 
 # Fixtures and the helpers shared with ``native``, re-exported for the modules that use them.
 __all__ = ["ACCOUNT", "ACCOUNT_ID", "FAST_RETRY", "front", "order", "redis_client"]

@@ -386,12 +386,12 @@ def request_kwargs(case: Case) -> dict[str, Any]:
 
 def check_stored_rows(rows: Iterable[Mapping[str, Any]], today: date) -> list[str]:
     """Return what is wrong with rows the webhook stored (empty: each is a workable row)."""
+    from tradebridge.dispatch.dispatcher import raw_signal
     from tradebridge.domain.ids import ClientOrderId
     from tradebridge.domain.reports import PositionReport
     from tradebridge.pipeline.route import BrokerView, route
     from tradebridge.pipeline.validate import ValidSignal, validate
     from tradebridge.store.ledger import LedgerRow
-    from tradebridge.tracking.dispatcher import raw_signal
 
     problems: list[str] = []
     for record in rows:

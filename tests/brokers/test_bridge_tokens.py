@@ -12,7 +12,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from _support.native import FAST_RETRY, login_json, native_config, redis_client, sim, sim_clock
-from tradebridge.brokers._http import BrokerCall, BrokerHttp
+from tradebridge.brokers.auth import BridgeTokenManager, TokenManager
+from tradebridge.brokers.http import BrokerCall, BrokerHttp
 from tradebridge.brokers.tvbridge.broker import TvBridgeBroker, TvBridgeOptions
 from tradebridge.config import BridgeCredentials, NativeCredentials, TokenConfig
 from tradebridge.domain.commands import SubmitOrder
@@ -21,7 +22,7 @@ from tradebridge.domain.enums import OrderType, Side
 from tradebridge.domain.ids import AccountName, ClientOrderId
 from tradebridge.errors import AuthError, Lockout, LoginFailed
 from tradebridge.sim.server import SimServer
-from tradebridge.store.tokens import BridgeTokenManager, TokenManager, TokenStore
+from tradebridge.store.tokens import TokenStore
 
 __all__ = ["redis_client", "sim", "sim_clock"]  # fixtures
 

@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from _support.native import last_price, redis_client
 from _support.rig import front, login, order, ticks
+from tradebridge.brokers.auth import BridgeTokenManager, TokenManager
 from tradebridge.brokers.factory import bridge_options, build_broker, build_tokens, build_tvbridge
 from tradebridge.brokers.tvbridge.broker import TvBridgeBroker
 from tradebridge.config import Settings, load_settings
@@ -18,7 +19,7 @@ from tradebridge.domain.enums import Dialect, OrderType
 from tradebridge.errors import BrokerRejected, ConfigError
 from tradebridge.sim.config import SimConfig
 from tradebridge.sim.server import SimServer
-from tradebridge.store.tokens import BridgeTokenManager, TokenManager, TokenStore
+from tradebridge.store.tokens import TokenStore
 
 __all__ = ["redis_client"]  # fixtures
 

@@ -14,7 +14,7 @@ import pytest
 
 from _support.fixtures import logs_to
 from _support.native import login_json, sim, sim_clock
-from tradebridge.brokers._http import (
+from tradebridge.brokers.http import (
     BrokerCall,
     BrokerHttp,
     HttpAnswer,
@@ -22,7 +22,7 @@ from tradebridge.brokers._http import (
     TokenBucket,
     raise_for_status,
 )
-from tradebridge.brokers._retry import RetryPolicy, no_retry
+from tradebridge.brokers.retry import RetryPolicy, no_retry
 from tradebridge.config import RetryConfig
 from tradebridge.errors import (
     AuthError,
@@ -34,7 +34,7 @@ from tradebridge.errors import (
     NotFound,
     RateLimited,
 )
-from tradebridge.ops.logging import configure_logging
+from tradebridge.obs.logging import configure_logging
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import free_port
 

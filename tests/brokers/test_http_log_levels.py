@@ -11,9 +11,9 @@ import pytest
 
 from _support.fixtures import logs_to
 from _support.native import sim, sim_clock
-from tradebridge.brokers._http import BrokerCall, BrokerHttp
+from tradebridge.brokers.http import BrokerCall, BrokerHttp
 from tradebridge.errors import BrokerUnavailable
-from tradebridge.ops.logging import configure_logging
+from tradebridge.obs.logging import configure_logging
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import free_port
 

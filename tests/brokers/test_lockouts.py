@@ -18,15 +18,16 @@ import pytest
 import redis.asyncio as aioredis
 
 from _support.native import login_json, native_config, redis_client, sim, sim_clock
-from tradebridge.app import simulator_settings
-from tradebridge.brokers._http import BrokerHttp
+from tradebridge.brokers.auth import AccountTokens, TokenManager
 from tradebridge.brokers.factory import build_account_tokens
+from tradebridge.brokers.http import BrokerHttp
 from tradebridge.brokers.pool import BrokerPool
 from tradebridge.config import NativeCredentials, Settings, TokenConfig, load_settings
 from tradebridge.errors import Lockout
+from tradebridge.runtime.app import simulator_settings
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedRedis
-from tradebridge.store.tokens import AccountTokens, Lockouts, TokenManager, TokenStore
+from tradebridge.store.tokens import Lockouts, TokenStore
 
 __all__ = ["redis_client", "sim", "sim_clock"]  # fixtures
 

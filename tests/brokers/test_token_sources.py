@@ -13,13 +13,14 @@ import pytest
 import redis.asyncio as aioredis
 
 from _support.native import redis_client, sim, sim_clock
+from tradebridge.brokers.auth import AccountTokens, TokenManager
 from tradebridge.brokers.factory import build_account_tokens
 from tradebridge.brokers.pool import BrokerPool
 from tradebridge.config import Settings, load_settings
 from tradebridge.errors import AuthError, Lockout
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedRedis
-from tradebridge.store.tokens import AccountTokens, TokenManager, TokenStore
+from tradebridge.store.tokens import TokenStore
 
 __all__ = ["redis_client", "sim", "sim_clock"]  # fixtures
 

@@ -11,17 +11,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from _support.native import login_json, native_config, redis_client, sim, sim_clock
-from tradebridge.brokers._http import BrokerHttp
+from tradebridge.brokers.auth import AccountTokens, TokenManager
+from tradebridge.brokers.http import BrokerHttp
 from tradebridge.config import NativeCredentials, TokenConfig
 from tradebridge.errors import AuthError, Lockout, LoginFailed
 from tradebridge.sim.server import SimServer
-from tradebridge.store.tokens import (
-    AccountTokens,
-    StoredToken,
-    TokenManager,
-    TokenStore,
-    jwt_expiry,
-)
+from tradebridge.store.tokens import StoredToken, TokenStore, jwt_expiry
 
 __all__ = ["redis_client", "sim", "sim_clock"]  # fixtures
 

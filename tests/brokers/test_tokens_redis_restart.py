@@ -17,13 +17,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from _support.native import sim, sim_clock
+from tradebridge.brokers.auth import AccountTokens
 from tradebridge.brokers.factory import build_account_tokens
 from tradebridge.config import Settings, load_settings
 from tradebridge.domain.enums import Dialect
-from tradebridge.ops.metrics import REGISTRY
+from tradebridge.obs.metrics import REGISTRY
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedRedis
-from tradebridge.store.tokens import AccountTokens
 
 __all__ = ["sim", "sim_clock"]  # fixtures
 

@@ -24,7 +24,7 @@ from _support.native import (
     sim,
     sim_clock,
 )
-from tradebridge.brokers._http import BrokerCall
+from tradebridge.brokers.http import BrokerCall
 from tradebridge.domain.enums import OrderStatus, OrderType
 from tradebridge.domain.ids import AccountName
 from tradebridge.errors import (

@@ -10,13 +10,14 @@ import pytest
 import redis.asyncio as aioredis
 
 from _support.native import ACCOUNT, ACCOUNT_ID, ACCOUNTS, native_config, order, redis_client, sim
-from tradebridge.brokers._http import BrokerCall, BrokerHttp
+from tradebridge.brokers.auth import TokenManager
+from tradebridge.brokers.http import BrokerCall, BrokerHttp
 from tradebridge.brokers.tradovate import TradovateBroker
 from tradebridge.config import NativeCredentials, TokenConfig
 from tradebridge.errors import AuthError
 from tradebridge.sim.clock import Clock, ManualClock
 from tradebridge.sim.server import SimServer
-from tradebridge.store.tokens import TokenManager, TokenStore
+from tradebridge.store.tokens import TokenStore
 
 __all__ = ["redis_client", "sim"]  # fixtures
 

@@ -22,7 +22,7 @@ from _support.rig import (
     redis_client,
     ticks,
 )
-from tradebridge.brokers._http import BrokerHttp
+from tradebridge.brokers.http import BrokerHttp
 from tradebridge.brokers.tvbridge.broker import TvBridgeBroker, TvBridgeOptions
 from tradebridge.config import AccountConfig
 from tradebridge.domain.commands import FlattenPosition

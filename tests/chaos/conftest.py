@@ -20,7 +20,7 @@ import pytest
 from _support.chaos import TOKEN_KEY, Rig
 from _support.database import fresh_database
 from _support.runtime import fresh_db, sim
-from tradebridge.app import _seed_tokens
+from tradebridge.runtime.app import _seed_tokens
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedPostgres, EmbeddedRedis
 

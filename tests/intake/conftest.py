@@ -18,9 +18,9 @@ from fastapi import FastAPI
 
 import store.conftest as store_fixtures
 from _support.webhook_fuzz import ACCOUNTS, SECRET, WEBHOOK_SETTINGS
-from tradebridge.app import http_config
 from tradebridge.config import Settings, load_settings
 from tradebridge.intake.webhook import IntakeDeps, build_router
+from tradebridge.runtime.app import http_config
 from tradebridge.store.ledger import Ledger
 
 # The fresh-database fixtures of the store tests, shared rather than copied.

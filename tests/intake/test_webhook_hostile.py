@@ -19,7 +19,7 @@ from _support.fixtures import log_records, logs_to
 from intake.conftest import SECRET, Hook, HookFactory
 from tradebridge.intake import webhook
 from tradebridge.intake.security import secret_matches
-from tradebridge.ops import metrics
+from tradebridge.obs import metrics
 from tradebridge.store.ledger import Ledger
 
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from tradebridge.ops.doctor import (
+from tradebridge.doctor.diagnosis import (
     BridgeProbe,
     FailedRequest,
     Verdict,

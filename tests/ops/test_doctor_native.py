@@ -13,10 +13,10 @@ import redis.asyncio as aioredis
 from _support.fixtures import redis_client
 from _support.native import login_json
 from _support.rig import login
-from tradebridge.brokers._http import BrokerCall, BrokerHttp
+from tradebridge.brokers.http import BrokerCall, BrokerHttp
 from tradebridge.config import load_settings
+from tradebridge.doctor.diagnosis import DoctorReport, Status, Verdict, run_doctor
 from tradebridge.domain.enums import Dialect
-from tradebridge.ops.doctor import DoctorReport, Status, Verdict, run_doctor
 from tradebridge.sim.config import SimAccountConfig, SimConfig, SimUserConfig
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedRedis

@@ -13,9 +13,9 @@ import redis.asyncio as aioredis
 from _support.fixtures import redis_client
 from _support.rig import login
 from tradebridge.config import Settings, load_settings
+from tradebridge.doctor.diagnosis import FailedRequest, Status, Verdict, run_doctor
 from tradebridge.domain.contracts import front_month
 from tradebridge.domain.enums import Dialect
-from tradebridge.ops.doctor import FailedRequest, Status, Verdict, run_doctor
 from tradebridge.sim.config import SimConfig
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedRedis

@@ -1,7 +1,7 @@
 """Admission (issue 9, item 4): intake refuses exactly what a worker is sure to deny.
 
 ``admit`` runs the worker's own validate → route → risk with what is known before placement.
-The oracle here is the worker's sequence (``tracking/dispatcher.py``: needs → view → route →
+The oracle here is the worker's sequence (``dispatch/dispatcher.py``: needs → view → route →
 risk) run against every broker picture that matters (short, flat, long; a quote where the
 adapter reads one): a row admission refuses is placed in none of them (denied, at most
 "nothing to do" in some), and a row it lets through is not denied in at least one.

@@ -20,7 +20,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from _support.runtime import serve_settings, serving, until_final
-from tradebridge.app import _seed_tokens
+from tradebridge.runtime.app import _seed_tokens
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedRedis
 from tradebridge.store.ledger import Ledger

@@ -12,9 +12,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from _support.runtime import reachable_tmp_dir, serve_settings, serving, until_final
-from tradebridge.app import run_serve, simulator_settings
 from tradebridge.config import Settings, load_settings
 from tradebridge.errors import ConfigError
+from tradebridge.runtime.app import run_serve, simulator_settings
 from tradebridge.sim.seed import TokenSeeder
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedRedis
@@ -200,7 +200,7 @@ async def test_serve_intake_only_process_stores_webhook_rows_for_other_workers(
 async def test_serve_metrics_count_claimed_and_placed_rows(
     sim_tokens: SimServer, fresh_db: str, redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
-    from tradebridge.ops import metrics
+    from tradebridge.obs import metrics
 
     def value(name: str, **labels: str) -> float:
         return metrics.REGISTRY.get_sample_value(name, labels) or 0.0

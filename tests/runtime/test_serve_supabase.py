@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from _support.database import fresh_database
 from _support.runtime import serve_settings, serving, until_final
 from _support.supabase import as_tradebridge, set_up_supabase
-from tradebridge.cli import app
+from tradebridge.cli.main import app
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedPostgres, EmbeddedRedis
 from tradebridge.store.ledger import Ledger

@@ -18,7 +18,7 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-from tradebridge.cli import app
+from tradebridge.cli.main import app
 from tradebridge.domain.contracts import front_month
 from tradebridge.store.embedded import EmbeddedRedis, free_port
 

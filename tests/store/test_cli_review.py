@@ -7,7 +7,7 @@ import asyncio
 from click.testing import Result
 from typer.testing import CliRunner
 
-from tradebridge.cli import app
+from tradebridge.cli.main import app
 from tradebridge.store.ledger import Ledger, LedgerStatus
 
 S = LedgerStatus

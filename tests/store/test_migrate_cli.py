@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from _support.database import admin_execute, database_url
-from tradebridge.cli import app
+from tradebridge.cli.main import app
 from tradebridge.store.embedded import EmbeddedPostgres, free_port
 
 

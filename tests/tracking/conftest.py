@@ -24,6 +24,7 @@ from tradebridge.config import (
     TradovateConfig,
     TvBridgeConfig,
 )
+from tradebridge.dispatch.dispatcher import Dispatcher
 from tradebridge.domain.contracts import ContractSymbol
 from tradebridge.domain.enums import Dialect
 from tradebridge.sim.config import SimConfig
@@ -32,7 +33,6 @@ from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedPostgres
 from tradebridge.store.ledger import Ledger, LedgerRow, LedgerStatus
 from tradebridge.store.tokens import TokenStore
-from tradebridge.tracking.dispatcher import Dispatcher
 
 __all__ = ["redis_client"]
 

@@ -10,8 +10,8 @@ from itertools import pairwise
 import pytest
 
 from tracking.conftest import ACCOUNT, ACCOUNT_2, Stack, StackFactory
+from tradebridge.dispatch.placement import Placer
 from tradebridge.store.ledger import LedgerStatus
-from tradebridge.tracking._placement import Placer
 
 
 async def _requeue_reasons(stack: Stack, signal_id: str) -> list[str]:

@@ -10,12 +10,12 @@ import pytest
 
 from _support.rig import front, order
 from tracking.conftest import ACCOUNT, ACCOUNT_2, Stack, StackFactory
-from tradebridge.ops.metrics import REGISTRY
+from tradebridge.dispatch.placement import plan_to_json
+from tradebridge.dispatch.reconcile import Reconciler
+from tradebridge.obs.metrics import REGISTRY
 from tradebridge.pipeline.route import PlaceOrder
 from tradebridge.pipeline.validate import RawSignal
 from tradebridge.store.ledger import LedgerStatus
-from tradebridge.tracking._placement import plan_to_json
-from tradebridge.tracking.reconcile import Reconciler
 
 
 def _sample(name: str, **labels: str) -> float:
@@ -86,7 +86,7 @@ async def test_dispatcher_rows_of_one_account_are_placed_in_insertion_order(stac
 async def test_dispatcher_internal_error_row_is_retried_never_failed_and_keeps_its_turn(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tradebridge.tracking import dispatcher as module
+    from tradebridge.dispatch import dispatcher as module
 
     real = module.validate
     calls = Counter[str]()

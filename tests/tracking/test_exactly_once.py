@@ -23,7 +23,7 @@ from tracking.conftest import ACCOUNT, ACCOUNT_IDS, Stack, StackFactory
 from tradebridge.domain.commands import SubmitOrder
 from tradebridge.domain.enums import Dialect, OrderType, Side
 from tradebridge.domain.reports import LookupBaseline
-from tradebridge.ops.metrics import REGISTRY
+from tradebridge.obs.metrics import REGISTRY
 from tradebridge.sim.engine import BracketRequest, OrderRequest
 from tradebridge.store.ledger import LedgerRow
 

@@ -20,14 +20,14 @@ import pytest
 
 from _support.native import front
 from tracking.conftest import ACCOUNT, ACCOUNT_IDS, Stack, StackFactory
+from tradebridge.dispatch.placement import Placer, lookup_window_s, plan_to_json
+from tradebridge.dispatch.reconcile import Reconciler
 from tradebridge.domain.commands import SubmitOrder
 from tradebridge.domain.enums import Dialect, OrderType, Side
 from tradebridge.domain.ids import AccountName, client_order_id_for
 from tradebridge.pipeline.route import PlaceOrder
 from tradebridge.sim.engine import OrderRequest
 from tradebridge.store.ledger import LedgerStatus
-from tradebridge.tracking._placement import Placer, lookup_window_s, plan_to_json
-from tradebridge.tracking.reconcile import Reconciler
 from tradebridge.tracking.tracker import Tracker
 
 WORKER = "w-dead"

@@ -24,10 +24,10 @@ import pytest
 from _support.database import fresh_database
 from _support.rig import front
 from tracking.conftest import ACCOUNT, ACCOUNT_2, Stack, StackFactory
+from tradebridge.dispatch.placement import WORKER_LOCK_NAMESPACE
+from tradebridge.dispatch.reconcile import Reconciler, ReconcileReport
 from tradebridge.store.embedded import EmbeddedPostgres
 from tradebridge.store.ledger import FINAL_STATUSES, LedgerStatus, database_unavailable
-from tradebridge.tracking._placement import WORKER_LOCK_NAMESPACE
-from tradebridge.tracking.reconcile import Reconciler, ReconcileReport
 
 # How long the database stays down: until the strategy and the worker noticed, in the suite;
 # the 40 s with TRADEBRIDGE_SLOW=1.

@@ -17,7 +17,7 @@ from tracking.conftest import ACCOUNT, Stack
 from tradebridge.brokers.base import BrokerOrderEvent
 from tradebridge.domain.ids import AccountName, BrokerOrderId, ClientOrderId
 from tradebridge.domain.orders import OrderAccepted, OrderFilled
-from tradebridge.ops.metrics import REGISTRY
+from tradebridge.obs.metrics import REGISTRY
 from tradebridge.tracking.tracker import Tracker
 
 DROPPED = "tradebridge_tracker_events_dropped_total"

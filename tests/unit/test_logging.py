@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from _support.fixtures import logs_to
-from tradebridge.ops.logging import configure_logging, get_logger, redact, redact_text
+from tradebridge.obs.logging import configure_logging, get_logger, redact, redact_text
 
 JWT = ".".join(
     base64.urlsafe_b64encode(part).rstrip(b"=").decode()

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from _support.fixtures import log_records, logs_to
-from tradebridge.ops.logging import get_logger, redact, redact_text
+from tradebridge.obs.logging import get_logger, redact, redact_text
 
 JWT = ".".join(
     base64.urlsafe_b64encode(part).rstrip(b"=").decode()
@@ -33,7 +33,7 @@ def output() -> Iterator[io.StringIO]:
 @pytest.mark.parametrize(
     "text",
     [
-        "tradebridge.tracking.dispatcher",
+        "tradebridge.dispatch.dispatcher",
         "tradebridge.brokers.tradovate.usersync",
         "tv-demo.tradovateapi.com",
         "https://demo-api.tradovateapi.internal/v1/auth/accesstokenrequest",
@@ -46,17 +46,17 @@ def test_redact_text_dotted_names_untouched(text: str) -> None:
 
 
 def test_log_dotted_logger_name_and_hostname_kept(output: io.StringIO) -> None:
-    log = get_logger("tradebridge.tracking.dispatcher")
+    log = get_logger("tradebridge.dispatch.dispatcher")
 
     log.info("connected", host="tv-demo.tradovateapi.com",
              module="tradebridge.brokers.tradovate.usersync")  # fmt: skip
-    logging.getLogger("tradebridge.tracking.dispatcher").warning("via the stdlib")
+    logging.getLogger("tradebridge.dispatch.dispatcher").warning("via the stdlib")
 
     record = log_records(output)[0]
-    assert record["logger_name"] == "tradebridge.tracking.dispatcher"
+    assert record["logger_name"] == "tradebridge.dispatch.dispatcher"
     assert record["host"] == "tv-demo.tradovateapi.com"
     assert record["module"] == "tradebridge.brokers.tradovate.usersync"
-    assert "WARNING tradebridge.tracking.dispatcher via the stdlib" in output.getvalue()
+    assert "WARNING tradebridge.dispatch.dispatcher via the stdlib" in output.getvalue()
 
 
 @pytest.mark.parametrize(

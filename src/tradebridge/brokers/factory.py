@@ -12,29 +12,19 @@ for a running process: one manager per self-managed user, Redis for the others.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
-from tradebridge.brokers._http import BrokerHttp, RequestBudget, http_for
+from tradebridge.brokers.auth import AccountTokens, BridgeTokenManager, SelfManaged, TokenManager
 from tradebridge.brokers.base import Broker, BrokerCapabilities
+from tradebridge.brokers.http import BrokerHttp, RequestBudget, http_for
 from tradebridge.brokers.tvbridge.broker import TvBridgeBroker, TvBridgeOptions
 from tradebridge.config import AccountConfig, Settings
 from tradebridge.domain.enums import Dialect
 from tradebridge.domain.ids import AccountName
-from tradebridge.ops.logging import get_logger
-from tradebridge.store.tokens import (
-    AccountTokens,
-    BridgeTokenManager,
-    SelfManaged,
-    TokenManager,
-    TokenProvider,
-    TokenStore,
-)
-
-if TYPE_CHECKING:
-    from tradebridge.ops.health import Condition
+from tradebridge.obs.logging import get_logger
+from tradebridge.store.tokens import TokenProvider, TokenStore
 
 _log = get_logger("tradebridge.brokers.factory")
 
@@ -222,18 +212,3 @@ def build_account_tokens(settings: Settings, redis: aioredis.Redis) -> AccountTo
             manager = by_user[key] = _manager(settings, account, store)
         managers[account.name] = manager
     return AccountTokens(store, managers)
-
-
-def tokens_condition(
-    settings: Settings, tokens: AccountTokens
-) -> Callable[[], Awaitable[Condition]]:
-    """Return the ``tokens`` condition of ``/healthz``: Redis and the managers, no Tradovate."""
-    from tradebridge.ops.health import Condition
-
-    names = [a.name for a in settings.accounts]
-
-    async def condition() -> Condition:
-        found = await tokens.health(names)
-        return Condition(found.level, found.detail)
-
-    return condition

@@ -17,12 +17,13 @@ import contextlib
 from collections.abc import Iterator
 from contextvars import ContextVar
 
-from tradebridge.brokers._http import BrokerCall, BrokerHttp, CallListener
+from tradebridge.brokers.auth import AccountTokens
 from tradebridge.brokers.base import AccountInfo, Broker
 from tradebridge.brokers.factory import build_broker, lockout_user
+from tradebridge.brokers.http import BrokerCall, BrokerHttp, CallListener
 from tradebridge.config import Settings
-from tradebridge.ops.logging import get_logger
-from tradebridge.store.tokens import AccountTokens, Lockouts, TokenProvider
+from tradebridge.obs.logging import get_logger
+from tradebridge.store.tokens import Lockouts, TokenProvider
 
 _log = get_logger("tradebridge.brokers.pool")
 _captured: ContextVar[list[BrokerCall] | None] = ContextVar("tradebridge_captured", default=None)

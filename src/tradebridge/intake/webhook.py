@@ -56,8 +56,8 @@ from tradebridge.intake.security import (
     secret_matches,
     validate_webhook_settings,
 )
-from tradebridge.ops import metrics
-from tradebridge.ops.logging import get_logger
+from tradebridge.obs import metrics
+from tradebridge.obs.logging import get_logger
 from tradebridge.store.ledger import InsertResult, Ledger, NewAlert
 
 __all__ = ["IntakeDeps", "build_router", "validate_webhook_settings"]

@@ -28,7 +28,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from tradebridge._aio import reraise_if_cancelling
 from tradebridge.errors import DatabaseUnavailable, IllegalTransition, InvalidInput, OrderOwned
-from tradebridge.ops.logging import get_logger
+from tradebridge.obs.logging import get_logger
 from tradebridge.store.migrate import connect, unavailable
 
 _log = get_logger("tradebridge.store.ledger")

@@ -34,8 +34,8 @@ from tradebridge.domain.orders import (
     OrderRejected,
 )
 from tradebridge.errors import IllegalTransition
-from tradebridge.ops.logging import get_logger
-from tradebridge.ops.metrics import TRACKER_EVENTS_DROPPED
+from tradebridge.obs.logging import get_logger
+from tradebridge.obs.metrics import TRACKER_EVENTS_DROPPED
 from tradebridge.store.ledger import (
     FINAL_STATUSES,
     Conn,

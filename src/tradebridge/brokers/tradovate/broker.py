@@ -35,7 +35,6 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from tradebridge.brokers._http import BrokerHttp, HttpAnswer, http_for, raise_for_status
 from tradebridge.brokers._lookup import (
     UNSURE,
     bracket_mismatch,
@@ -43,8 +42,9 @@ from tradebridge.brokers._lookup import (
     legs_bracket,
     shape_mismatch,
 )
-from tradebridge.brokers._retry import RetryPolicy
 from tradebridge.brokers.base import AccountInfo, BrokerCapabilities, BrokerOrderEvent
+from tradebridge.brokers.http import BrokerHttp, HttpAnswer, http_for, raise_for_status
+from tradebridge.brokers.retry import RetryPolicy
 from tradebridge.brokers.tradovate import _wire as wire
 from tradebridge.brokers.tradovate.usersync import UserSync
 from tradebridge.config import AccountConfig, TradovateConfig
@@ -79,7 +79,7 @@ from tradebridge.errors import (
     OutcomeUnknown,
     RateLimited,
 )
-from tradebridge.ops.logging import get_logger, redact_text
+from tradebridge.obs.logging import get_logger, redact_text
 from tradebridge.store.tokens import StoredToken, TokenProvider
 
 _log = get_logger("tradebridge.brokers.tradovate")

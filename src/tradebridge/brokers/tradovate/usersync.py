@@ -44,7 +44,7 @@ from tradebridge.domain.orders import (
     OrderRejected,
 )
 from tradebridge.errors import AuthError, BrokerError, ConnectionLost, Lockout
-from tradebridge.ops.logging import get_logger, redact_text
+from tradebridge.obs.logging import get_logger, redact_text
 from tradebridge.store.tokens import TokenProvider
 
 _log = get_logger("tradebridge.brokers.tradovate.usersync")

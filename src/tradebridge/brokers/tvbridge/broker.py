@@ -30,7 +30,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from tradebridge.brokers._http import BrokerHttp, HttpAnswer, raise_for_status
 from tradebridge.brokers._lookup import (
     UNSURE,
     bracket_mismatch,
@@ -38,8 +37,9 @@ from tradebridge.brokers._lookup import (
     legs_bracket,
     shape_mismatch,
 )
-from tradebridge.brokers._retry import RetryPolicy
 from tradebridge.brokers.base import AccountInfo, BrokerCapabilities, BrokerOrderEvent
+from tradebridge.brokers.http import BrokerHttp, HttpAnswer, raise_for_status
+from tradebridge.brokers.retry import RetryPolicy
 from tradebridge.brokers.tvbridge import _wire
 from tradebridge.config import RetryConfig
 from tradebridge.domain.commands import (
@@ -81,7 +81,7 @@ from tradebridge.errors import (
     OutcomeUnknown,
     TransientError,
 )
-from tradebridge.ops.logging import get_logger
+from tradebridge.obs.logging import get_logger
 from tradebridge.store.tokens import TokenProvider
 
 _log = get_logger("tradebridge.brokers.tvbridge")

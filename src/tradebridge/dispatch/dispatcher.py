@@ -36,32 +36,32 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from tradebridge._aio import cancel_and_wait, reraise_if_cancelling
-from tradebridge.brokers._http import BrokerCall as HttpCall
 from tradebridge.brokers.base import Broker
+from tradebridge.brokers.http import BrokerCall as HttpCall
 from tradebridge.brokers.pool import BrokerPool, capture
 from tradebridge.config import Settings
-from tradebridge.domain.enums import OrderStatus
-from tradebridge.domain.ids import AccountName, client_order_id_for
-from tradebridge.domain.reports import LookupBaseline
-from tradebridge.errors import BrokerError, IllegalTransition, InvalidInput
-from tradebridge.ops import metrics
-from tradebridge.ops.logging import get_logger
-from tradebridge.pipeline.risk import RiskLimits, check_risk
-from tradebridge.pipeline.route import BrokerView, Needs, PlaceOrder, needs, route
-from tradebridge.pipeline.validate import Denied, RawSignal, ValidSignal, validate
-from tradebridge.store.ledger import Ledger, LedgerRow, LedgerStatus, database_unavailable
-from tradebridge.tracking._legs import fit_legs
-from tradebridge.tracking._placement import (
+from tradebridge.dispatch._legs import fit_legs
+from tradebridge.dispatch.placement import (
     WORKER_LOCK_NAMESPACE,
     Placer,
     audit,
     lookup_window_s,
     plan_to_json,
 )
-from tradebridge.tracking.reconcile import Reconciler, local_worker
+from tradebridge.dispatch.reconcile import Reconciler, local_worker
+from tradebridge.domain.enums import OrderStatus
+from tradebridge.domain.ids import AccountName, client_order_id_for
+from tradebridge.domain.reports import LookupBaseline
+from tradebridge.errors import BrokerError, IllegalTransition, InvalidInput
+from tradebridge.obs import metrics
+from tradebridge.obs.logging import get_logger
+from tradebridge.pipeline.risk import RiskLimits, check_risk
+from tradebridge.pipeline.route import BrokerView, Needs, PlaceOrder, needs, route
+from tradebridge.pipeline.validate import Denied, RawSignal, ValidSignal, validate
+from tradebridge.store.ledger import Ledger, LedgerRow, LedgerStatus, database_unavailable
 from tradebridge.tracking.tracker import Tracker
 
-_log = get_logger("tradebridge.tracking.dispatcher")
+_log = get_logger("tradebridge.dispatch.dispatcher")
 _T = TypeVar("_T")
 _S = LedgerStatus
 # A row left in one of these by _handle keeps the rest of its batch from being placed

@@ -72,7 +72,7 @@ def _settings(
 def _configure_logs(settings: Any, *, to_stderr: bool) -> None:
     import sys
 
-    from tradebridge.ops.logging import configure_logging
+    from tradebridge.obs.logging import configure_logging
 
     configure_logging(
         settings.logging.level,
@@ -90,7 +90,7 @@ def _run_until_stopped(work: Any) -> None:
         error = _innermost(e)
         if not isinstance(error, BridgeError | OSError):
             raise
-        from tradebridge.ops.logging import redact_text
+        from tradebridge.obs.logging import redact_text
 
         message = redact_text(str(error) or type(error).__name__)
         raise _fail(message, 2 if isinstance(error, ConfigError) else 1) from None
@@ -128,7 +128,7 @@ def serve(
     ] = None,
 ) -> None:
     """Run the workers and the HTTP server against DATABASE_URL and REDIS_URL (or embedded)."""
-    from tradebridge.app import run_serve
+    from tradebridge.runtime.app import run_serve
 
     settings = _settings(
         config, data_dir, host=host, port=port, workers=workers, migrate_on_start=migrate
@@ -152,7 +152,7 @@ def up(
     ] = None,
 ) -> None:
     """Bring up the whole local stack: PostgreSQL, Redis, the simulator, workers, webhook."""
-    from tradebridge.app import Endpoints, run_up
+    from tradebridge.runtime.app import Endpoints, run_up
 
     settings = _settings(config, data_dir, port=port, workers=workers)
     # The banner is the command's output; logs go to stderr.
@@ -206,8 +206,8 @@ def _decimal(value: str | None, name: str) -> Decimal | None:
 
 
 def _send_database_url(database_url: str | None, data_dir: Path | None, config: Path | None) -> str:
-    from tradebridge.app import read_endpoints
     from tradebridge.config import load_settings
+    from tradebridge.runtime.app import read_endpoints
 
     if database_url:
         return database_url
@@ -306,12 +306,12 @@ async def _check_market(
     """Check the row's bracket against a quote of the broker (``InvalidInput`` if through)."""
     from datetime import UTC, datetime
 
-    from tradebridge._cli_broker import Common, check_bracket
-    from tradebridge.app import read_endpoints
+    from tradebridge.cli.broker import Common, check_bracket
     from tradebridge.config import load_settings
+    from tradebridge.dispatch.dispatcher import root_map
     from tradebridge.domain.contracts import resolve_symbol
     from tradebridge.domain.enums import OrderType, Side
-    from tradebridge.tracking.dispatcher import root_map
+    from tradebridge.runtime.app import read_endpoints
 
     settings = load_settings(config)
     # A local `up` stack (its ledger is the one used): its simulator and Redis serve quotes.

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from tradebridge._cli_broker import register as register_broker_commands
-from tradebridge._cli_db import db_app
-from tradebridge._cli_review import review_app
-from tradebridge._cli_run import register as register_run_commands
-from tradebridge._cli_sim import sim_app
+from tradebridge.cli.broker import register as register_broker_commands
+from tradebridge.cli.db import db_app
+from tradebridge.cli.review import review_app
+from tradebridge.cli.run import register as register_run_commands
+from tradebridge.cli.sim import sim_app
 
 app = typer.Typer(
     name="tradebridge",

@@ -16,7 +16,7 @@ from tradebridge.brokers.base import Broker
 from tradebridge.config import DispatcherConfig
 from tradebridge.domain.commands import CancelOrder
 from tradebridge.errors import BrokerRejected, InvalidInput, NotFound
-from tradebridge.ops.logging import get_logger
+from tradebridge.obs.logging import get_logger
 from tradebridge.pipeline import legs
 from tradebridge.pipeline.route import PlaceOrder
 from tradebridge.store.ledger import Ledger

@@ -27,8 +27,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from tradebridge._cli_db import DatabaseUrlOpt
-from tradebridge._cli_run import ConfigOpt, DataDirOpt, _fail, _send_database_url
+from tradebridge.cli.db import DatabaseUrlOpt
+from tradebridge.cli.run import ConfigOpt, DataDirOpt, _fail, _send_database_url
 from tradebridge.errors import ConfigError, IllegalTransition, StoreError
 
 T = TypeVar("T")

@@ -146,7 +146,7 @@ def _settings(common: Common, account: str | None = None) -> Any:
 
 def _run(common: Common, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run ``work`` with logging on stderr; turn every error into one line and an exit code."""
-    from tradebridge.ops.logging import configure_logging
+    from tradebridge.obs.logging import configure_logging
 
     configure_logging("INFO" if common.verbose else "ERROR", json_output=True, stream=sys.stderr)
     try:
@@ -730,7 +730,7 @@ def doctor(
     TOKEN_INVALID_OR_WRONG_ENV, INSTRUMENT_UNKNOWN_OR_EXPIRED, DURATION_NOT_SUPPORTED,
     ENUM_CASE, MISSING_BID_ASK, MALFORMED_URL, or OK.
     """
-    from tradebridge.ops.doctor import DoctorReport, FailedRequest, run_doctor
+    from tradebridge.doctor.diagnosis import DoctorReport, FailedRequest, run_doctor
 
     failed = FailedRequest.parse(request, form) if request else None
 

@@ -35,20 +35,21 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from tradebridge._http_guard import ConnectionGuard, guarded_protocol
 from tradebridge._net import bind_socket
 from tradebridge.config import AccountConfig, Settings, TradovateConfig
 from tradebridge.domain.enums import Dialect
 from tradebridge.intake.webhook import IntakeDeps, build_router, validate_webhook_settings
-from tradebridge.ops import metrics
-from tradebridge.ops.health import (
+from tradebridge.obs import metrics
+from tradebridge.obs.logging import get_logger
+from tradebridge.runtime.health import (
     Condition,
     HealthChecker,
     broker_hosts,
     build_ops_router,
+    tokens_condition,
     unresolved_rows,
 )
-from tradebridge.ops.logging import get_logger
+from tradebridge.runtime.http_guard import ConnectionGuard, guarded_protocol
 from tradebridge.store.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
@@ -59,7 +60,7 @@ from tradebridge.store.ledger import Ledger
 from tradebridge.store.migrate import describe_url, migrate
 from tradebridge.store.tokens import connect_redis
 
-_log = get_logger("tradebridge.app")
+_log = get_logger("tradebridge.runtime.app")
 
 ENDPOINTS_FILE = "endpoints.json"
 WEBHOOK_SECRET_FILE = "webhook_secret"  # noqa: S105 - a file name, not a secret
@@ -268,9 +269,9 @@ async def serve_stack(
     endpoints: Endpoints | None = None,
 ) -> None:
     """Run dispatchers and the HTTP server on ``stores`` until ``stop`` is set."""
-    from tradebridge.brokers.factory import build_account_tokens, tokens_condition
+    from tradebridge.brokers.factory import build_account_tokens
     from tradebridge.brokers.pool import BrokerPool
-    from tradebridge.tracking.dispatcher import Dispatcher
+    from tradebridge.dispatch.dispatcher import Dispatcher
 
     settings = stores.settings
     _check_webhook(settings)

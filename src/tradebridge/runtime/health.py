@@ -25,9 +25,10 @@ import redis.asyncio as aioredis
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
+from tradebridge.brokers.auth import AccountTokens
 from tradebridge.config import Settings
 from tradebridge.domain.enums import Dialect
-from tradebridge.ops import metrics
+from tradebridge.obs import metrics
 from tradebridge.store.ledger import Ledger
 
 _TIMEOUT_S = 2.0
@@ -194,3 +195,16 @@ def build_ops_router(checker: HealthChecker) -> APIRouter:
         return Response(body, media_type=content_type)
 
     return router
+
+
+def tokens_condition(
+    settings: Settings, tokens: AccountTokens
+) -> Callable[[], Awaitable[Condition]]:
+    """Return the ``tokens`` condition of ``/healthz``: Redis and the managers, no Tradovate."""
+    names = [a.name for a in settings.accounts]
+
+    async def condition() -> Condition:
+        found = await tokens.health(names)
+        return Condition(found.level, found.detail)
+
+    return condition

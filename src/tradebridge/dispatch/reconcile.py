@@ -38,18 +38,18 @@ from decimal import Decimal
 from tradebridge._aio import reraise_if_cancelling
 from tradebridge.brokers.pool import BrokerPool, capture
 from tradebridge.config import Settings
-from tradebridge.domain.ids import AccountName
-from tradebridge.errors import ConfigError, IllegalTransition
-from tradebridge.ops.logging import get_logger
-from tradebridge.store.ledger import Ledger, LedgerStatus, check_move, database_unavailable
-from tradebridge.tracking._placement import (
+from tradebridge.dispatch.placement import (
     WORKER_LOCK_NAMESPACE,
     Placer,
     ledger_status,
     lookup_window_s,
 )
+from tradebridge.domain.ids import AccountName
+from tradebridge.errors import ConfigError, IllegalTransition
+from tradebridge.obs.logging import get_logger
+from tradebridge.store.ledger import Ledger, LedgerStatus, check_move, database_unavailable
 
-_log = get_logger("tradebridge.tracking.reconcile")
+_log = get_logger("tradebridge.dispatch.reconcile")
 _S = LedgerStatus
 _NEVER = timedelta(days=36500)  # requeue_stale by worker only
 

@@ -91,7 +91,7 @@ WEBHOOK_REQUESTS: Final = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
-# Connections the HTTP server cut off or turned away (_http_guard.py), by reason:
+# Connections the HTTP server cut off or turned away (runtime/http_guard.py), by reason:
 # headers_timeout, body_timeout (a slow client: 408), header_too_large (400),
 # per_address_cap (429 at connect).
 HTTP_REFUSED: Final = Counter(

@@ -40,11 +40,12 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from tradebridge.brokers._http import BrokerCall as HttpCall
 from tradebridge.brokers._lookup import shape_mismatch
 from tradebridge.brokers.base import Broker
+from tradebridge.brokers.http import BrokerCall as HttpCall
 from tradebridge.brokers.pool import capture
 from tradebridge.config import DispatcherConfig, Settings
+from tradebridge.dispatch._legs import fit_legs
 from tradebridge.domain.commands import (
     Bracket,
     CancelOrder,
@@ -65,11 +66,10 @@ from tradebridge.errors import (
     OrderOwned,
     OutcomeUnknown,
 )
-from tradebridge.ops import metrics
-from tradebridge.ops.logging import get_logger
+from tradebridge.obs import metrics
+from tradebridge.obs.logging import get_logger
 from tradebridge.pipeline.route import CancelOrders, FlattenAccount, PlaceOrder, Plan
 from tradebridge.store.ledger import BrokerCall, Ledger, LedgerRow, LedgerStatus
-from tradebridge.tracking._legs import fit_legs
 
 _log = get_logger("tradebridge.tracking.placement")
 # How far a worker's clock may be from the database's (baseline_after vs last_attempt_at).

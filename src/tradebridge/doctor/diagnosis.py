@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from tradebridge.brokers._http import BrokerHttp, HttpAnswer
+from tradebridge.brokers.http import BrokerHttp, HttpAnswer
 from tradebridge.brokers.tvbridge import _wire
 from tradebridge.config import AccountConfig, Settings
 from tradebridge.domain.commands import SubmitOrder

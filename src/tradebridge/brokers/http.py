@@ -40,7 +40,7 @@ from tradebridge.errors import (
     Lockout,
     NotFound,
 )
-from tradebridge.ops.logging import get_logger, redact, redact_text
+from tradebridge.obs.logging import get_logger, redact, redact_text
 
 _log = get_logger("tradebridge.brokers.http")
 

@@ -37,7 +37,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from tradebridge.config import Settings
 from tradebridge.intake.security import Network, parse_networks
-from tradebridge.ops import metrics
+from tradebridge.obs import metrics
 
 _CLOSE_HEADERS = b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
 

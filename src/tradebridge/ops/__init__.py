@@ -1,1 +1,0 @@
-"""Operations: structured logging with redaction, metrics, health checks, doctor."""
