@@ -125,7 +125,7 @@ def serve_settings(
 ) -> Any:
     """Return ``serve`` settings for the simulator's accounts on these stores (port 0)."""
     from tradebridge.config import load_settings
-    from tradebridge.runtime.app import simulator_settings
+    from tradebridge.runtime.up import simulator_settings
 
     serve = {"port": 0, "migrate_on_start": False, **sections.pop("serve", {})}
     base = load_settings(
@@ -142,7 +142,8 @@ def serve_settings(
 @asynccontextmanager
 async def serving(settings: Any) -> AsyncIterator[Any]:
     """Run ``run_serve`` in this loop until the block ends; yield its ``Endpoints``."""
-    from tradebridge.runtime.app import Endpoints, run_serve
+    from tradebridge.runtime.endpoints import Endpoints
+    from tradebridge.runtime.serve import run_serve
 
     stop = asyncio.Event()
     found: asyncio.Future[Endpoints] = asyncio.get_running_loop().create_future()

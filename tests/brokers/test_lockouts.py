@@ -24,7 +24,7 @@ from tradebridge.brokers.http import BrokerHttp
 from tradebridge.brokers.pool import BrokerPool
 from tradebridge.config import NativeCredentials, Settings, TokenConfig, load_settings
 from tradebridge.errors import Lockout
-from tradebridge.runtime.app import simulator_settings
+from tradebridge.runtime.up import simulator_settings
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedRedis
 from tradebridge.store.tokens import Lockouts, TokenStore

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tradebridge.brokers.tvbridge import _wire
+from tradebridge.brokers.tvbridge import wire as _wire
 from tradebridge.brokers.tvbridge.broker import match_lookup, order_events, resolve_account
 from tradebridge.domain.commands import Bracket, ModifyOrder, SubmitOrder
 from tradebridge.domain.contracts import ContractSymbol

@@ -20,7 +20,7 @@ import pytest
 from _support.chaos import TOKEN_KEY, Rig
 from _support.database import fresh_database
 from _support.runtime import fresh_db, sim
-from tradebridge.runtime.app import _seed_tokens
+from tradebridge.runtime.up import seed_sim_tokens
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedPostgres, EmbeddedRedis
 
@@ -58,7 +58,7 @@ async def rig(
 ) -> AsyncIterator[Rig]:
     """Return the rig on a fresh database of the session PostgreSQL."""
     async with contextlib.AsyncExitStack() as stack:
-        await _seed_tokens(sim, private_redis.url, TOKEN_KEY, stack)
+        await seed_sim_tokens(sim, private_redis.url, TOKEN_KEY, stack)
         yield Rig(sim, private_redis, fresh_db, tmp_path, stack)
 
 
@@ -71,5 +71,5 @@ async def postgres_rig(
         fresh_database(private_postgres.url, prefix="chaos") as url,
         contextlib.AsyncExitStack() as stack,
     ):
-        await _seed_tokens(sim, private_redis.url, TOKEN_KEY, stack)
+        await seed_sim_tokens(sim, private_redis.url, TOKEN_KEY, stack)
         yield Rig(sim, private_redis, url, tmp_path, stack)

@@ -87,6 +87,7 @@ async def test_broker_fault_during_alerts_every_row_ends_with_its_own_one_order(
             await print_histories(bridge.ledger, verdict.problems(), r"[0-9a-f-]{36}")
 
     assert not verdict.problems(), "\n".join(verdict.problems()[:40])
+    assert not bridge.alerts.failures, bridge.alerts.failures[:5]
     assert not bridge.alerts.unanswered
     assert len(rows) == len(ids)
     assert set(statuses) <= {"filled", "working", "failed", "needs_review"}, statuses

@@ -152,6 +152,7 @@ def _assert_clean(
     bridge: Serving, rows: list[LedgerRow], verdict: Any, after: dict[str, Any]
 ) -> None:
     assert not verdict.problems(), "\n".join(verdict.problems()[:40])
+    assert not bridge.alerts.failures, bridge.alerts.failures[:5]
     assert not bridge.alerts.unanswered, bridge.alerts.unanswered[:3]
     assert len(rows) == len(bridge.alerts.accepted)
     statuses = Counter(r.status.value for r in rows)

@@ -86,6 +86,7 @@ async def test_tokens_expire_mid_burst_nothing_lost_or_doubled_and_healthz_tells
 
     assert expired["expired_sessions"] == 2
     assert not verdict.problems(), "\n".join(verdict.problems()[:40])
+    assert not bridge.alerts.failures, bridge.alerts.failures[:5]
     assert not bridge.alerts.unanswered
     assert refused > 0  # a cached token met the expiry (the fault happened)
     assert set(statuses) <= {"filled", "working", "failed", "needs_review"}, statuses

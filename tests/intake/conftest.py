@@ -20,7 +20,7 @@ import store.conftest as store_fixtures
 from _support.webhook_fuzz import ACCOUNTS, SECRET, WEBHOOK_SETTINGS
 from tradebridge.config import Settings, load_settings
 from tradebridge.intake.webhook import IntakeDeps, build_router
-from tradebridge.runtime.app import http_config
+from tradebridge.runtime.serve import http_config
 from tradebridge.store.ledger import Ledger
 
 # The fresh-database fixtures of the store tests, shared rather than copied.

@@ -21,7 +21,7 @@ from fastapi import FastAPI
 
 from intake.conftest import SECRET, Hook, HookFactory, make_settings
 from tradebridge.obs import metrics
-from tradebridge.runtime.app import http_config
+from tradebridge.runtime.serve import http_config
 
 ATTACKER = "127.0.0.2"
 # Deadlines short enough for a quick suite; the bounds below are generous for a busy box.

@@ -1,6 +1,6 @@
 """Redis restarted empty under the simulator's token writer (issue 10, item 4).
 
-``up`` writes the simulator users' tokens to Redis (``_seed_tokens``, a ``TokenSeeder`` on the
+``up`` writes the simulator users' tokens to Redis (``seed_sim_tokens``, a ``TokenSeeder`` on the
 simulator's loop). Before, the keys came back only at the next renewal, so a ``serve``
 started after Redis restarted empty left its rows ``processing`` ("no token in Redis"). Now
 the writer puts them back within seconds, and a ``serve`` started afterwards places rows.
@@ -20,7 +20,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from _support.runtime import serve_settings, serving, until_final
-from tradebridge.runtime.app import _seed_tokens
+from tradebridge.runtime.up import seed_sim_tokens
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedRedis
 from tradebridge.store.ledger import Ledger
@@ -61,7 +61,7 @@ async def test_redis_restarted_empty_simulator_tokens_back_and_later_serve_place
 ) -> None:
     keys = _keys(sim)
     async with contextlib.AsyncExitStack() as writer:
-        await _seed_tokens(sim, private_redis.url, TEMPLATE, writer)
+        await seed_sim_tokens(sim, private_redis.url, TEMPLATE, writer)
         before = await redis.mget(keys)
 
         await asyncio.to_thread(private_redis.stop)

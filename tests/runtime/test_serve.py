@@ -14,7 +14,8 @@ import redis.asyncio as aioredis
 from _support.runtime import reachable_tmp_dir, serve_settings, serving, until_final
 from tradebridge.config import Settings, load_settings
 from tradebridge.errors import ConfigError
-from tradebridge.runtime.app import run_serve, simulator_settings
+from tradebridge.runtime.serve import run_serve
+from tradebridge.runtime.up import simulator_settings
 from tradebridge.sim.seed import TokenSeeder
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedRedis

@@ -14,7 +14,7 @@ import httpx
 from test_serve import _settings
 
 from _support.runtime import serving
-from tradebridge.runtime.app import _workers_condition
+from tradebridge.runtime.serve import _workers_condition
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedRedis
 from tradebridge.store.ledger import Ledger, LedgerStatus

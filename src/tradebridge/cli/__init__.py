@@ -1,1 +1,1 @@
-"""cli."""
+"""The ``tradebridge`` command line: ``main.py`` assembles one module per command group."""

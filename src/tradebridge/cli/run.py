@@ -128,7 +128,7 @@ def serve(
     ] = None,
 ) -> None:
     """Run the workers and the HTTP server against DATABASE_URL and REDIS_URL (or embedded)."""
-    from tradebridge.runtime.app import run_serve
+    from tradebridge.runtime.serve import run_serve
 
     settings = _settings(
         config, data_dir, host=host, port=port, workers=workers, migrate_on_start=migrate
@@ -152,7 +152,8 @@ def up(
     ] = None,
 ) -> None:
     """Bring up the whole local stack: PostgreSQL, Redis, the simulator, workers, webhook."""
-    from tradebridge.runtime.app import Endpoints, run_up
+    from tradebridge.runtime.endpoints import Endpoints
+    from tradebridge.runtime.up import run_up
 
     settings = _settings(config, data_dir, port=port, workers=workers)
     # The banner is the command's output; logs go to stderr.
@@ -207,7 +208,7 @@ def _decimal(value: str | None, name: str) -> Decimal | None:
 
 def _send_database_url(database_url: str | None, data_dir: Path | None, config: Path | None) -> str:
     from tradebridge.config import load_settings
-    from tradebridge.runtime.app import read_endpoints
+    from tradebridge.runtime.endpoints import read_endpoints
 
     if database_url:
         return database_url
@@ -311,7 +312,7 @@ async def _check_market(
     from tradebridge.dispatch.dispatcher import root_map
     from tradebridge.domain.contracts import resolve_symbol
     from tradebridge.domain.enums import OrderType, Side
-    from tradebridge.runtime.app import read_endpoints
+    from tradebridge.runtime.endpoints import read_endpoints
 
     settings = load_settings(config)
     # A local `up` stack (its ledger is the one used): its simulator and Redis serve quotes.

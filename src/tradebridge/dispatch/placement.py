@@ -40,9 +40,9 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from tradebridge.brokers._lookup import shape_mismatch
 from tradebridge.brokers.base import Broker
 from tradebridge.brokers.http import BrokerCall as HttpCall
+from tradebridge.brokers.lookup import shape_mismatch
 from tradebridge.brokers.pool import capture
 from tradebridge.config import DispatcherConfig, Settings
 from tradebridge.dispatch._legs import fit_legs

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from tradebridge.brokers.http import BrokerHttp, HttpAnswer
-from tradebridge.brokers.tvbridge import _wire
+from tradebridge.brokers.tvbridge import wire
 from tradebridge.config import AccountConfig, Settings
 from tradebridge.domain.commands import SubmitOrder
 from tradebridge.domain.contracts import (
@@ -313,7 +313,7 @@ def _lint_duration(form: Mapping[str, str], probe: BridgeProbe) -> list[Finding]
 def _lint_form(form: Mapping[str, str]) -> list[Finding]:
     findings: list[Finding] = []
     corrected = dict(form)
-    for name, table in (("side", _wire.SIDE_FROM_WIRE), ("type", _wire.TYPE_FROM_WIRE)):
+    for name, table in (("side", wire.SIDE_FROM_WIRE), ("type", wire.TYPE_FROM_WIRE)):
         value = form.get(name)
         if value is None:
             findings.append(
@@ -421,13 +421,13 @@ async def probe_bridge(http: BrokerHttp, token: str, segment: str | None) -> Bri
     """Run the GETs of §10.1 steps 3-6 and record their answers."""
 
     async def get(path: str, **params: str) -> HttpAnswer:
-        return await http.request("GET", path, params=_wire.query(**params), token=token)
+        return await http.request("GET", path, params=wire.query(**params), token=token)
 
     accounts_answer = await get("/accounts")
     accounts: tuple[tuple[str, str], ...] = ()
     if accounts_answer.status == 200:
         try:
-            listed = _wire.parse_accounts(_wire.unwrap(accounts_answer.body))
+            listed = wire.parse_accounts(wire.unwrap(accounts_answer.body))
             accounts = tuple((a.id, a.name) for a in listed)
         except BridgeError:
             accounts = ()
@@ -444,11 +444,11 @@ async def probe_bridge(http: BrokerHttp, token: str, segment: str | None) -> Bri
         if state.status == 200:
             instruments = await get(f"/accounts/{probed}/instruments")
             if instruments.status == 200:
-                names = {i.name for i in _wire.parse_instruments(_wire.unwrap(instruments.body))}
+                names = {i.name for i in wire.parse_instruments(wire.unwrap(instruments.body))}
                 probe = replace(probe, instruments=frozenset(names))
     config = await get("/config")
     if config.status == 200:
-        durations = tuple(d.id for d in _wire.parse_config(_wire.unwrap(config.body)).durations)
+        durations = tuple(d.id for d in wire.parse_config(wire.unwrap(config.body)).durations)
         probe = replace(probe, durations=durations)
     return probe
 
@@ -494,9 +494,9 @@ def corrected_form(
     if fixed.get("durationType") not in durations:
         fixed["durationType"] = next((d for d in durations if d.lower() == "day"), durations[0])
     if bid_ask is not None:
-        fixed["currentBid"], fixed["currentAsk"] = (_wire.wire_decimal(x) for x in bid_ask)
+        fixed["currentBid"], fixed["currentAsk"] = (wire.wire_decimal(x) for x in bid_ask)
     if far_price is not None:
-        fixed["limitPrice"] = _wire.wire_decimal(far_price)
+        fixed["limitPrice"] = wire.wire_decimal(far_price)
     return fixed
 
 
@@ -818,7 +818,7 @@ class Doctor:
             limit_price=contract.product.tick_size,
         )
         try:
-            duration = _wire.duration_id(TimeInForce.DAY, probe.durations or ("Day",))
+            duration = wire.duration_id(TimeInForce.DAY, probe.durations or ("Day",))
         except InvalidOrder as e:
             self.add(
                 Check(
@@ -831,7 +831,7 @@ class Doctor:
             )
             duration = (probe.durations or ("Day",))[0]
         one = contract.product.tick_size
-        return _wire.order_form(sample, duration=duration, bid_ask=(one, one))
+        return wire.order_form(sample, duration=duration, bid_ask=(one, one))
 
     async def controlled_probe(
         self,
@@ -889,10 +889,10 @@ class Doctor:
         self, http: BrokerHttp, token: StoredToken, instrument: str
     ) -> tuple[Decimal, Decimal] | None:
         answer = await http.request(
-            "GET", "/quotes", params=_wire.query(symbols=instrument), token=token.access_token
+            "GET", "/quotes", params=wire.query(symbols=instrument), token=token.access_token
         )
         try:
-            quote = _wire.parse_quote(_wire.unwrap(answer.body), instrument)
+            quote = wire.parse_quote(wire.unwrap(answer.body), instrument)
         except BridgeError:
             return None
         bid, ask = quote.bid or quote.lp, quote.ask or quote.lp
@@ -905,21 +905,21 @@ class Doctor:
         answer = await http.request(
             "POST",
             f"/accounts/{account_id}/orders",
-            params=_wire.query(request_id),
+            params=wire.query(request_id),
             form=form,
             token=token.access_token,
-            headers={"Content-Type": _wire.FORM_CONTENT_TYPE},
+            headers={"Content-Type": wire.FORM_CONTENT_TYPE},
         )
         if answer.status != 200:
             return ProbeOutcome(form, False, f"HTTP {answer.status}")
         try:
-            order_id = _wire.parse_placed(_wire.unwrap(answer.body))
+            order_id = wire.parse_placed(wire.unwrap(answer.body))
         except BridgeError as e:
             return ProbeOutcome(form, False, str(e))
         cancel = await http.request(
             "DELETE",
             f"/accounts/{account_id}/orders/{order_id}",
-            params=_wire.query(),
+            params=wire.query(),
             token=token.access_token,
         )
         return ProbeOutcome(form, True, f"order {order_id} placed; cancel HTTP {cancel.status}")

@@ -21,7 +21,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -30,6 +30,7 @@ from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
 from tradebridge.config import Settings
+from tradebridge.domain.clock import utcnow
 from tradebridge.errors import StoreError
 from tradebridge.intake import compat, tradebridge_format
 from tradebridge.intake.formats import (
@@ -93,17 +94,13 @@ _TIME_FIELD: dict[Format, str] = {"tradebridge": "time", "traderspost": "time",
                                   "pickmytrade": "date"}  # fmt: skip
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 @dataclass(frozen=True, slots=True)
 class IntakeDeps:
     """What the webhook needs: settings, the ledger and a clock (UTC, timezone-aware)."""
 
     settings: Settings
     ledger: Ledger
-    clock: Callable[[], datetime] = field(default=_utcnow)
+    clock: Callable[[], datetime] = field(default=utcnow)
 
 
 class _Refused(Exception):

@@ -40,6 +40,7 @@ from tradebridge.config import (
     RedisConfig,
     TokenConfig,
 )
+from tradebridge.domain.clock import Clock, utcnow
 from tradebridge.errors import (
     AuthError,
     ConnectionLost,
@@ -48,12 +49,6 @@ from tradebridge.errors import (
 from tradebridge.obs.logging import get_logger, redact_text
 
 _log = get_logger("tradebridge.store.tokens")
-
-Clock = Callable[[], datetime]
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def connect_redis(config: RedisConfig) -> aioredis.Redis:
@@ -177,7 +172,7 @@ def parse_token_value(raw: str, key: str, ttl_s: float | None = None) -> StoredT
 
 
 def _from_ttl(ttl_s: float | None) -> datetime | None:
-    return _utcnow() + timedelta(seconds=ttl_s) if ttl_s and ttl_s > 0 else None
+    return utcnow() + timedelta(seconds=ttl_s) if ttl_s and ttl_s > 0 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +200,7 @@ class Lockouts:
     Redis cannot be written still holds in this process until it ends.
     """
 
-    def __init__(self, redis: aioredis.Redis, *, clock: Clock = _utcnow) -> None:
+    def __init__(self, redis: aioredis.Redis, *, clock: Clock = utcnow) -> None:
         self.redis = redis
         self.clock = clock
         self._unshared: dict[str, LockoutState] = {}  # recorded here, not (yet) in Redis
@@ -319,7 +314,7 @@ class TokenStore:
         *,
         key_for: Callable[[str], str] | None = None,
         user_for: Callable[[str], str | None] | None = None,
-        clock: Clock = _utcnow,
+        clock: Clock = utcnow,
     ) -> None:
         self.redis = redis
         self.config = config

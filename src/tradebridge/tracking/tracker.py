@@ -47,7 +47,7 @@ from tradebridge.store.ledger import (
 
 _log = get_logger("tradebridge.tracking.tracker")
 _S = LedgerStatus
-# Bracket legs carry their entry's client id with a suffix (tradovate/_wire.py, and ``-leg``
+# Bracket legs carry their entry's client id with a suffix (tradovate/wire.py, and ``-leg``
 # for the legs of a native order strategy); no row is theirs.
 _LEG_SUFFIXES = ("-sl", "-tp", "-leg")
 _HARMLESS_DROPS = frozenset({"row_final", "bracket_leg"})

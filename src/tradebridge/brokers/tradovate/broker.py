@@ -31,23 +31,24 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from tradebridge.brokers._lookup import (
+from tradebridge.brokers.base import AccountInfo, BrokerCapabilities, BrokerOrderEvent
+from tradebridge.brokers.http import BrokerHttp, HttpAnswer, http_for, raise_for_status
+from tradebridge.brokers.lookup import (
     UNSURE,
     bracket_mismatch,
     decide_by_shape,
     legs_bracket,
     shape_mismatch,
 )
-from tradebridge.brokers.base import AccountInfo, BrokerCapabilities, BrokerOrderEvent
-from tradebridge.brokers.http import BrokerHttp, HttpAnswer, http_for, raise_for_status
 from tradebridge.brokers.retry import RetryPolicy
-from tradebridge.brokers.tradovate import _wire as wire
+from tradebridge.brokers.tradovate import wire
 from tradebridge.brokers.tradovate.usersync import UserSync
 from tradebridge.config import AccountConfig, TradovateConfig
+from tradebridge.domain.clock import utcnow
 from tradebridge.domain.commands import (
     CancelOrder,
     FlattenPosition,
@@ -102,10 +103,6 @@ class _Strategies:
     entries: dict[int, int] = field(default_factory=dict)  # strategy id -> entry order id
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class TradovateBroker:
     """The native Tradovate adapter (``demo|live.tradovateapi.com/v1``)."""
 
@@ -128,7 +125,7 @@ class TradovateBroker:
         *,
         http: BrokerHttp | None = None,
         today: Callable[[], date] | None = None,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utcnow,
         root_map: dict[str, str] | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
     ) -> None:

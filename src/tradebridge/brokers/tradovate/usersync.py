@@ -23,7 +23,6 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -32,8 +31,9 @@ from websockets.exceptions import WebSocketException
 
 from tradebridge._aio import cancel_and_wait
 from tradebridge.brokers.base import BrokerOrderEvent
-from tradebridge.brokers.tradovate import _wire as wire
+from tradebridge.brokers.tradovate import wire
 from tradebridge.config import EventNamesConfig, TradovateConfig
+from tradebridge.domain.clock import utcnow
 from tradebridge.domain.ids import AccountName, BrokerOrderId, ClientOrderId
 from tradebridge.domain.orders import (
     OrderAccepted,
@@ -50,10 +50,6 @@ from tradebridge.store.tokens import TokenProvider
 _log = get_logger("tradebridge.brokers.tradovate.usersync")
 
 EventSink = Callable[[BrokerOrderEvent], None]
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class SyncMirror:
@@ -174,14 +170,14 @@ class SyncMirror:
     def _order(self, order: wire.WireOrder) -> list[BrokerOrderEvent]:
         previous = self.orders.get(order.id)
         self.orders[order.id] = order
-        ts = order.timestamp or _utcnow()
+        ts = order.timestamp or utcnow()
         events: list[BrokerOrderEvent] = []
         status = order.ord_status
         if previous is None and status != "Rejected":
             events.append(self._event(order, OrderAccepted(BrokerOrderId(str(order.id)), ts)))
         changed = previous is None or previous.ord_status != status
         if changed:
-            now = _utcnow()
+            now = utcnow()
             if status == "Rejected":
                 reason = self.reject_reasons.get(order.id, "")
                 events.append(self._event(order, OrderRejected("Rejected", reason, now)))
@@ -284,7 +280,7 @@ class UserSync:
                 failures = 0 if self.synced.is_set() else failures + 1
             except Lockout as e:
                 _log.error("usersync_locked_out", user_id=self.user_id, until=e.until.isoformat())
-                await asyncio.sleep(max((e.until - _utcnow()).total_seconds(), 1.0))
+                await asyncio.sleep(max((e.until - utcnow()).total_seconds(), 1.0))
                 continue
             except (BrokerError, OSError, WebSocketException, TimeoutError) as e:
                 failures += 1

@@ -1,7 +1,7 @@
 """``TvBridgeBroker``: the ``Broker`` protocol over Tradovate's TradingView bridge.
 
 The bridge (``tv-demo``/``tv-live.tradovateapi.com``, reference §9) speaks TradingView's
-Broker REST dialect. Everything about its wire format lives in ``_wire``; this module does
+Broker REST dialect. Everything about its wire format lives in ``wire``; this module does
 the I/O and the rules:
 
 * every call carries ``locale=en``; an order carries ``requestId`` (derived from the client
@@ -30,17 +30,17 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from tradebridge.brokers._lookup import (
+from tradebridge.brokers.base import AccountInfo, BrokerCapabilities, BrokerOrderEvent
+from tradebridge.brokers.http import BrokerHttp, HttpAnswer, raise_for_status
+from tradebridge.brokers.lookup import (
     UNSURE,
     bracket_mismatch,
     decide_by_shape,
     legs_bracket,
     shape_mismatch,
 )
-from tradebridge.brokers.base import AccountInfo, BrokerCapabilities, BrokerOrderEvent
-from tradebridge.brokers.http import BrokerHttp, HttpAnswer, raise_for_status
 from tradebridge.brokers.retry import RetryPolicy
-from tradebridge.brokers.tvbridge import _wire
+from tradebridge.brokers.tvbridge import wire
 from tradebridge.config import RetryConfig
 from tradebridge.domain.commands import (
     Bracket,
@@ -154,9 +154,9 @@ class TvBridgeBroker:
         self.options = options or TvBridgeOptions()
         self._retry = RetryPolicy(retry) if retry is not None else RetryPolicy(RetryConfig())
         self._now = clock
-        self._accounts_cache: tuple[datetime, list[_wire.WireAccount], list[dict[str, Any]]]
+        self._accounts_cache: tuple[datetime, list[wire.WireAccount], list[dict[str, Any]]]
         self._accounts_cache = (datetime.min.replace(tzinfo=UTC), [], [])
-        self._config_cache: _wire.WireConfig | None = None
+        self._config_cache: wire.WireConfig | None = None
         self._instruments: dict[str, tuple[datetime, set[str]]] = {}
         self._request_ids: dict[str, ClientOrderId] = {}
         self._by_order_id: dict[str, ClientOrderId] = {}  # orders this process placed
@@ -207,11 +207,11 @@ class TvBridgeBroker:
     ) -> HttpAnswer:
         headers = dict(self.options.headers)
         if form is not None:
-            headers["Content-Type"] = _wire.FORM_CONTENT_TYPE
+            headers["Content-Type"] = wire.FORM_CONTENT_TYPE
         return await self._http.request(
             method,
             path,
-            params=_wire.query(request_id, **(params or {})),
+            params=wire.query(request_id, **(params or {})),
             form=form,
             token=token,
             budget_key=self._user,
@@ -223,12 +223,12 @@ class TvBridgeBroker:
     def _interpret(self, method: str, path: str, answer: HttpAnswer) -> Any:
         what = f"{method} {path}"
         if answer.status == 200:
-            return _wire.unwrap(answer.body)
+            return wire.unwrap(answer.body)
         if answer.status == 404:
-            detail = _wire.error_text(answer.body)
+            detail = wire.error_text(answer.body)
             raise NotFound(
                 f"{what}: HTTP 404{f' ({detail})' if detail else ''}: the bridge does not know "
-                f"this route, account id or order; {_wire.DOCTOR_HINT}"
+                f"this route, account id or order; {wire.DOCTOR_HINT}"
             )
         if answer.status >= 500:
             raise _AnsweredUnavailable(f"{what}: HTTP {answer.status} from the bridge")
@@ -265,12 +265,12 @@ class TvBridgeBroker:
 
     # --- accounts, config, instruments --------------------------------------------------
 
-    async def _listed_accounts(self, *, force: bool = False) -> list[_wire.WireAccount]:
+    async def _listed_accounts(self, *, force: bool = False) -> list[wire.WireAccount]:
         fetched, listed, _raw = self._accounts_cache
         fresh = self._now() - fetched < timedelta(seconds=self.options.cache_ttl_s)
         if force or not listed or not fresh:
             raw = await self._read("/accounts")
-            listed = _wire.parse_accounts(raw)
+            listed = wire.parse_accounts(raw)
             self._accounts_cache = (self._now(), listed, list(raw))
         return listed
 
@@ -301,7 +301,7 @@ class TvBridgeBroker:
     async def durations(self) -> list[str]:
         """Return the duration ids the server advertises in ``/config``."""
         if self._config_cache is None:
-            self._config_cache = _wire.parse_config(await self._read("/config"))
+            self._config_cache = wire.parse_config(await self._read("/config"))
         return [d.id for d in self._config_cache.durations]
 
     async def instruments(self, bridge_id: str, *, force: bool = False) -> set[str]:
@@ -310,7 +310,7 @@ class TvBridgeBroker:
         now = self._now()
         if force or cached is None or now - cached[0] > timedelta(seconds=self.options.cache_ttl_s):
             raw = await self._read(f"/accounts/{bridge_id}/instruments")
-            names = {i.name for i in _wire.parse_instruments(raw)}
+            names = {i.name for i in wire.parse_instruments(raw)}
             self._instruments[bridge_id] = (now, names)
             return names
         return cached[1]
@@ -333,10 +333,10 @@ class TvBridgeBroker:
             field="symbol",
         )
 
-    async def quote(self, instrument: str) -> _wire.WireQuote:
+    async def quote(self, instrument: str) -> wire.WireQuote:
         """Return the current quote of ``instrument`` from ``/quotes``."""
         data = await self._read("/quotes", {"symbols": instrument})
-        return _wire.parse_quote(data, instrument)
+        return wire.parse_quote(data, instrument)
 
     async def _bid_ask(self, command: SubmitOrder) -> tuple[Decimal, Decimal] | None:
         if self.options.bid_ask == "never" or (
@@ -364,7 +364,7 @@ class TvBridgeBroker:
             )
         bridge_id = await self.bridge_id(command.account)
         await self._check_instrument(bridge_id, command)
-        duration = _wire.duration_id(command.tif, await self.durations())
+        duration = wire.duration_id(command.tif, await self.durations())
         if command.bracket and command.order_type is not OrderType.MARKET:
             _check_bracket_sides(command)
         if command.bracket and command.leg_tif is not command.tif:
@@ -375,12 +375,12 @@ class TvBridgeBroker:
                 field="tif",
             )
         bid_ask = await self._bid_ask(command)
-        return bridge_id, _wire.order_form(command, duration=duration, bid_ask=bid_ask)
+        return bridge_id, wire.order_form(command, duration=duration, bid_ask=bid_ask)
 
     async def submit(self, command: SubmitOrder) -> BrokerOrderId:
         """Send one order exactly once; return the bridge's order id."""
         bridge_id, form = await self.prepare(command)
-        request_id = _wire.request_id_for(command.client_order_id)
+        request_id = wire.request_id_for(command.client_order_id)
         self._request_ids[request_id] = command.client_order_id
         path = f"/accounts/{bridge_id}/orders"
         self._check_lockout()  # a lockout known before sending is a Lockout, not unknown
@@ -388,8 +388,8 @@ class TvBridgeBroker:
             data = await self._call("POST", path, request_id=request_id, form=form,
                                     client_order_id=command.client_order_id,
                                     account=command.account)  # fmt: skip
-            order_id = _wire.parse_placed(data)
-        except (ConnectionLost, _AnsweredUnavailable, _wire.UnparseableAnswer, Lockout) as e:
+            order_id = wire.parse_placed(data)
+        except (ConnectionLost, _AnsweredUnavailable, wire.UnparseableAnswer, Lockout) as e:
             # Sent, and the answer is lost or not a verdict: the order may exist (§6.3).
             raise OutcomeUnknown(
                 f"order {command.client_order_id} was sent to the bridge and its outcome is "
@@ -409,7 +409,7 @@ class TvBridgeBroker:
         if not self.options.lookup_baseline:
             return None
         bridge_id = await self.bridge_id(command.account)
-        orders = _wire.parse_orders(await self._read(f"/accounts/{bridge_id}/orders"))
+        orders = wire.parse_orders(await self._read(f"/accounts/{bridge_id}/orders"))
         return LookupBaseline.of(o.id for o in orders)
 
     async def lookup(
@@ -422,7 +422,7 @@ class TvBridgeBroker:
     ) -> LookupResult:
         """Find a submit whose outcome is unknown: found, probable, or absent (§11.3)."""
         bridge_id = await self.bridge_id(command.account)
-        request_id = _wire.request_id_for(command.client_order_id)
+        request_id = wire.request_id_for(command.client_order_id)
         deadline = ts_sent + timedelta(seconds=self.options.lookup_absent_after_s)
         while True:
             orders = await self._all_orders(bridge_id)
@@ -447,8 +447,8 @@ class TvBridgeBroker:
                 return result
             await asyncio.sleep(min(remaining, self.options.lookup_poll_s))
 
-    async def _all_orders(self, bridge_id: str) -> list[_wire.WireOrder]:
-        current = _wire.parse_orders(await self._read(f"/accounts/{bridge_id}/orders"))
+    async def _all_orders(self, bridge_id: str) -> list[wire.WireOrder]:
+        current = wire.parse_orders(await self._read(f"/accounts/{bridge_id}/orders"))
         try:
             history_raw = await self._read(
                 f"/accounts/{bridge_id}/ordersHistory",
@@ -457,7 +457,7 @@ class TvBridgeBroker:
         except NotFound:  # ordersHistory is optional in TradingView's spec
             history_raw = []
         seen = {o.id for o in current}
-        history = [o for o in _wire.parse_orders(history_raw) if o.id not in seen]
+        history = [o for o in wire.parse_orders(history_raw) if o.id not in seen]
         return current + history
 
     async def cancel(self, command: CancelOrder) -> None:
@@ -470,7 +470,7 @@ class TvBridgeBroker:
         """Change a working order's quantity or prices."""
         bridge_id = await self.bridge_id(command.account)
         path = f"/accounts/{bridge_id}/orders/{command.broker_order_id}"
-        form = _wire.modify_form(command)
+        form = wire.modify_form(command)
         await self._retry.run(lambda: self._call("PUT", path, form=form, account=command.account))
 
     async def interrupt_strategy(self, command: InterruptStrategy) -> None:
@@ -484,23 +484,23 @@ class TvBridgeBroker:
         """Cancel working orders on the contract, then close its position."""
         bridge_id = await self.bridge_id(command.account)
         instrument = command.contract.name
-        orders = _wire.parse_orders(await self._read(f"/accounts/{bridge_id}/orders"))
+        orders = wire.parse_orders(await self._read(f"/accounts/{bridge_id}/orders"))
         for order in orders:
-            if order.instrument != instrument or not _wire.to_status(order).is_open:
+            if order.instrument != instrument or not wire.to_status(order).is_open:
                 continue
             try:
                 await self.cancel(CancelOrder(command.account, BrokerOrderId(order.id)))
             except BrokerRejected as e:
-                if e.reason != _wire.TOO_LATE:
+                if e.reason != wire.TOO_LATE:
                     raise
-        positions = _wire.parse_positions(await self._read(f"/accounts/{bridge_id}/positions"))
+        positions = wire.parse_positions(await self._read(f"/accounts/{bridge_id}/positions"))
         for position in positions:
             if position.instrument != instrument or position.qty == 0:
                 continue
             await self._close(command, bridge_id, position)
 
     async def _close(
-        self, command: FlattenPosition, bridge_id: str, position: _wire.WirePosition
+        self, command: FlattenPosition, bridge_id: str, position: wire.WirePosition
     ) -> None:
         mode = self.options.flatten
         if mode == "auto":
@@ -516,7 +516,7 @@ class TvBridgeBroker:
             client_order_id=ClientOrderId(f"tbflat{digest[:16]}"),
             account=command.account,
             contract=command.contract,
-            side=_wire.to_side(position.side).opposite,
+            side=wire.to_side(position.side).opposite,
             order_type=OrderType.MARKET,
             quantity=int(position.qty),
         )
@@ -524,7 +524,7 @@ class TvBridgeBroker:
 
     # --- reports ----------------------------------------------------------------------
 
-    def _client_id(self, order: _wire.WireOrder) -> ClientOrderId | None:
+    def _client_id(self, order: wire.WireOrder) -> ClientOrderId | None:
         if order.id in self._by_order_id:
             return self._by_order_id[order.id]
         if order.request_id is None:
@@ -534,7 +534,7 @@ class TvBridgeBroker:
     async def order_reports(self, account: AccountName) -> list[OrderStatusReport]:
         """Return the account's orders, current and finished."""
         bridge_id = await self.bridge_id(account)
-        return [_wire.to_order_report(o, account, self._client_id(o))
+        return [wire.to_order_report(o, account, self._client_id(o))
                 for o in await self._all_orders(bridge_id)]  # fmt: skip
 
     async def order_report(
@@ -544,7 +544,7 @@ class TvBridgeBroker:
         bridge_id = await self.bridge_id(account)
         try:
             data = await self._read(f"/accounts/{bridge_id}/orders/{broker_order_id}")
-            order = _wire.parse_order(data)
+            order = wire.parse_order(data)
         except NotFound:
             for candidate in await self._all_orders(bridge_id):
                 if candidate.id == broker_order_id:
@@ -552,20 +552,20 @@ class TvBridgeBroker:
                     break
             else:
                 raise
-        return _wire.to_order_report(order, account, self._client_id(order))
+        return wire.to_order_report(order, account, self._client_id(order))
 
     async def fill_reports(self, account: AccountName) -> list[FillReport]:
         """Return the account's executions."""
         bridge_id = await self.bridge_id(account)
         data = await self._read(f"/accounts/{bridge_id}/executions")
         now = self._now()
-        return [_wire.to_fill_report(x, account, now) for x in _wire.parse_executions(data)]
+        return [wire.to_fill_report(x, account, now) for x in wire.parse_executions(data)]
 
     async def position_reports(self, account: AccountName) -> list[PositionReport]:
         """Return the account's open positions."""
         bridge_id = await self.bridge_id(account)
         data = await self._read(f"/accounts/{bridge_id}/positions")
-        return [_wire.to_position_report(p, account) for p in _wire.parse_positions(data)]
+        return [wire.to_position_report(p, account) for p in wire.parse_positions(data)]
 
     # --- events -----------------------------------------------------------------------
 
@@ -575,14 +575,14 @@ class TvBridgeBroker:
         The first poll is the baseline: orders that existed before are reconcile's business,
         not events.
         """
-        seen: dict[tuple[AccountName, str], _wire.WireOrder] = {}
+        seen: dict[tuple[AccountName, str], wire.WireOrder] = {}
         baseline = True
         while not self._closed.is_set():
             for account in list(self._configured):
                 try:
                     bridge_id = await self.bridge_id(account)
                     data = await self._read(f"/accounts/{bridge_id}/orders")
-                    orders = _wire.parse_orders(data)
+                    orders = wire.parse_orders(data)
                 except (TransientError, AuthError) as e:
                     _log.warning("bridge_poll_failed", account=account, error=str(e))
                     continue
@@ -604,7 +604,7 @@ class TvBridgeBroker:
 
 
 def resolve_account(
-    account: AccountName, configured: str | None, listed: list[_wire.WireAccount]
+    account: AccountName, configured: str | None, listed: list[wire.WireAccount]
 ) -> str | None:
     """Return the bridge id for ``account``, None if not listed; refuse a name as id."""
     by_id = {a.id: a for a in listed}
@@ -628,7 +628,7 @@ def resolve_account(
 
 
 def _unresolved(
-    account: AccountName, configured: str | None, listed: list[_wire.WireAccount]
+    account: AccountName, configured: str | None, listed: list[wire.WireAccount]
 ) -> str:
     valid = ", ".join(f"{a.id} ({a.name})" for a in listed) or "none"
     if configured:
@@ -661,7 +661,7 @@ def match_lookup(
     command: SubmitOrder,
     request_id: str,
     ts_sent: datetime,
-    orders: list[_wire.WireOrder],
+    orders: list[wire.WireOrder],
     *,
     baseline: LookupBaseline | None,
     exclude: AbstractSet[str] = frozenset(),
@@ -672,12 +672,12 @@ def match_lookup(
     By shape (no echo) an order is ours only if nothing else can own it: not echoing another
     ``requestId``, not a bracket leg, not in ``exclude`` (other rows' and this process's
     orders), provably new (absent from ``baseline`` or created after the submit), and equal in
-    instrument, side, type, quantity, prices and bracket (``brokers/_lookup.py``). Raises
+    instrument, side, type, quantity, prices and bracket (``brokers/lookup.py``). Raises
     ``LookupAmbiguous`` when it cannot tell.
     """
     cid = command.client_order_id
     account = command.account
-    legs: dict[str, list[_wire.WireOrder]] = {}
+    legs: dict[str, list[wire.WireOrder]] = {}
     for order in orders:
         if order.parent_id is not None:
             legs.setdefault(order.parent_id, []).append(order)
@@ -686,15 +686,15 @@ def match_lookup(
     evidence: list[str] = []
     for order in orders:
         if order.request_id is not None and order.request_id == request_id:
-            return LookupResult(cid, _wire.to_order_report(order, account, cid))
+            return LookupResult(cid, wire.to_order_report(order, account, cid))
         if order.parent_id is not None:
             continue
         why = _not_ours(order, command, request_id, ts_sent, baseline, exclude, slack_s)
         report: OrderStatusReport | None = None
         if why is None:
             try:
-                report = _wire.to_order_report(order, account, None)
-                leg_reports = [_wire.to_order_report(leg, account, None)
+                report = wire.to_order_report(order, account, None)
+                leg_reports = [wire.to_order_report(leg, account, None)
                                for leg in legs.get(order.id, [])]  # fmt: skip
             except BrokerError as e:
                 why = f"{UNSURE}: unreadable ({e})"
@@ -712,7 +712,7 @@ def match_lookup(
 
 
 def _not_ours(
-    order: _wire.WireOrder,
+    order: wire.WireOrder,
     command: SubmitOrder,
     request_id: str,
     ts_sent: datetime,
@@ -739,7 +739,7 @@ def _not_ours(
     return None
 
 
-def _parent_bracket(order: _wire.WireOrder) -> Bracket | None:
+def _parent_bracket(order: wire.WireOrder) -> Bracket | None:
     """Return the bracket the bridge reports on the entry itself, if any."""
     if order.stop_loss is None and order.take_profit is None:
         return None
@@ -747,12 +747,12 @@ def _parent_bracket(order: _wire.WireOrder) -> Bracket | None:
 
 
 def order_events(
-    before: _wire.WireOrder | None, after: _wire.WireOrder, now: datetime
+    before: wire.WireOrder | None, after: wire.WireOrder, now: datetime
 ) -> list[OrderEvent]:
     """Return the events that turn ``before`` (None: never seen) into ``after``."""
     events: list[OrderEvent] = []
-    old = _wire.to_status(before) if before is not None else None
-    new = _wire.to_status(after)
+    old = wire.to_status(before) if before is not None else None
+    new = wire.to_status(after)
     if new is OrderStatus.REJECTED:
         if old is not OrderStatus.REJECTED:
             events.append(OrderRejected("rejected", after.message, now))
@@ -775,7 +775,7 @@ def order_events(
     return events
 
 
-def _fill_price(before: _wire.WireOrder | None, after: _wire.WireOrder, delta: Decimal) -> Decimal:
+def _fill_price(before: wire.WireOrder | None, after: wire.WireOrder, delta: Decimal) -> Decimal:
     avg = after.avg_price or after.limit_price or after.stop_price or Decimal(0)
     if before is None or before.filled_qty == 0 or before.avg_price is None:
         return avg

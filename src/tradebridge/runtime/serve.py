@@ -1,12 +1,10 @@
-"""Composition root: build everything from the settings and run it under one supervisor.
+"""``tradebridge serve``: build everything from the settings and run it under one supervisor.
 
-``run_serve`` is ``tradebridge serve``: the ledger, Redis, the broker pool, N dispatchers and
-one HTTP server (``/healthz``, ``/metrics``, the webhook), all in one ``asyncio.TaskGroup``.
-With no ``DATABASE_URL`` / ``REDIS_URL`` it first starts a private PostgreSQL and Redis under
-the data directory (the embedded default) and stops them on the way out.
-``run_up`` is ``tradebridge up``: the same, plus the simulator as broker (its accounts become
-the configured accounts, its tokens are written to Redis and kept fresh), a local webhook
-secret, and ``endpoints.json`` in the data directory so that other tools find the stack.
+``run_serve``: the ledger, Redis, the broker pool, N dispatchers and one HTTP server
+(``/healthz``, ``/metrics``, the webhook), all in one ``asyncio.TaskGroup``. With no
+``DATABASE_URL`` / ``REDIS_URL`` it first starts a private PostgreSQL and Redis under the data
+directory (the embedded default) and stops them on the way out (``open_stores``).
+``tradebridge up`` (``runtime/up.py``) runs the same with the simulator as broker.
 
 Stopping (SIGTERM, SIGINT, or the ``stop`` event): the dispatchers are cancelled first and
 hand back the rows they claimed but did not send, then the HTTP server closes, then the
@@ -17,30 +15,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import secrets
 import signal
 import socket
 import threading
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
 import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
 
 from tradebridge._net import bind_socket
-from tradebridge.config import AccountConfig, Settings, TradovateConfig
-from tradebridge.domain.enums import Dialect
+from tradebridge.config import Settings
+from tradebridge.domain.clock import utcnow
 from tradebridge.intake.webhook import IntakeDeps, build_router, validate_webhook_settings
 from tradebridge.obs import metrics
 from tradebridge.obs.logging import get_logger
+from tradebridge.runtime.endpoints import Endpoints, mask_url
 from tradebridge.runtime.health import (
     Condition,
     HealthChecker,
@@ -60,72 +54,7 @@ from tradebridge.store.ledger import Ledger
 from tradebridge.store.migrate import describe_url, migrate
 from tradebridge.store.tokens import connect_redis
 
-_log = get_logger("tradebridge.runtime.app")
-
-ENDPOINTS_FILE = "endpoints.json"
-WEBHOOK_SECRET_FILE = "webhook_secret"  # noqa: S105 - a file name, not a secret
-# The simulator has no request budget of its own; Tradovate's (about 1/s) would only slow
-# the local stack down.
-_SIM_REQUESTS_PER_S = 200.0
-_SIM_REQUEST_BURST = 200
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoints:
-    """Where a running stack answers. ``database_url`` and ``redis_url`` carry passwords."""
-
-    http_url: str
-    database_url: str = field(repr=False)
-    redis_url: str = field(repr=False)
-    simulator_url: str | None = None
-    data_dir: Path | None = None
-    webhook_secret_file: Path | None = None
-    accounts: tuple[str, ...] = ()
-
-    @property
-    def healthz_url(self) -> str:
-        """Return the health check URL."""
-        return f"{self.http_url}/healthz"
-
-    @property
-    def metrics_url(self) -> str:
-        """Return the Prometheus metrics URL."""
-        return f"{self.http_url}/metrics"
-
-    @property
-    def webhook_url(self) -> str:
-        """Return the TradingView webhook URL."""
-        return f"{self.http_url}/webhook"
-
-    def as_json(self, *, with_secrets: bool = False) -> dict[str, Any]:
-        """Return the endpoints as JSON-ready data; passwords masked unless ``with_secrets``."""
-        return {
-            "pid": os.getpid(),
-            "data_dir": str(self.data_dir) if self.data_dir else None,
-            "http_url": self.http_url,
-            "webhook_url": self.webhook_url,
-            "webhook_secret_file": (
-                str(self.webhook_secret_file) if self.webhook_secret_file else None
-            ),
-            "healthz_url": self.healthz_url,
-            "metrics_url": self.metrics_url,
-            "dashboard_url": None,
-            "database_url": self.database_url if with_secrets else mask_url(self.database_url),
-            "redis_url": self.redis_url if with_secrets else mask_url(self.redis_url),
-            "simulator_url": self.simulator_url,
-            "simulator_native_url": f"{self.simulator_url}/v1" if self.simulator_url else None,
-            "accounts": list(self.accounts),
-        }
-
-
-def mask_url(url: str) -> str:
-    """Return ``url`` with its password replaced by ``***``."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    credentials, _, host = rest.rpartition("@")
-    user, has_password, _ = credentials.partition(":")
-    return f"{scheme}://{user}{':***' if has_password else ''}@{host}"
+_log = get_logger("tradebridge.runtime.serve")
 
 
 # --- stores: external or embedded ---------------------------------------------------------
@@ -200,7 +129,7 @@ class _Server(uvicorn.Server):
 
 
 @contextlib.contextmanager
-def _signals_set(stop: asyncio.Event) -> Iterator[None]:
+def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
     # Only the main thread of a process may own signals; elsewhere the caller stops us.
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -228,7 +157,7 @@ def _build_app(settings: Settings, ledger: Ledger, checker: HealthChecker) -> Fa
     if not settings.webhook.enabled:
         _log.info("webhook disabled by settings (webhook.enabled = false)")
         return app
-    app.include_router(build_router(IntakeDeps(settings=settings, ledger=ledger, clock=_utcnow)))
+    app.include_router(build_router(IntakeDeps(settings=settings, ledger=ledger, clock=utcnow)))
     return app
 
 
@@ -255,10 +184,6 @@ def http_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
 def _check_webhook(settings: Settings) -> None:
     if settings.webhook.enabled:
         validate_webhook_settings(settings)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 async def serve_stack(
@@ -420,181 +345,9 @@ async def run_serve(
     _check_webhook(settings)  # refuse before anything starts
     own_stop = stop is None
     stop = stop or asyncio.Event()
-    with _signals_set(stop) if own_stop else contextlib.nullcontext():
+    with stop_on_signals(stop) if own_stop else contextlib.nullcontext():
         async with open_stores(settings) as stores:
             await serve_stack(stores, stop=stop, ready=ready)
 
 
 # --- up: the whole local stack --------------------------------------------------------------
-
-
-def load_or_create_secret(path: Path) -> str:
-    """Return the secret stored in ``path`` (mode 0600), creating it on first use."""
-    with contextlib.suppress(FileNotFoundError):
-        existing = path.read_text(encoding="utf-8").strip()
-        if existing:
-            return existing
-    value = secrets.token_urlsafe(24)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(value + "\n")
-    return value
-
-
-def write_private_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` atomically, readable by its owner only."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
-    tmp.replace(path)
-
-
-def read_endpoints(data_dir: Path) -> dict[str, Any] | None:
-    """Return the ``endpoints.json`` of a running ``up`` stack, or ``None`` if none runs."""
-    path = data_dir / ENDPOINTS_FILE
-    try:
-        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    pid = data.get("pid")
-    if isinstance(pid, int) and not Path(f"/proc/{pid}").exists():
-        return None  # left behind by a stack that was killed
-    return data
-
-
-def simulator_settings(settings: Settings, sim_url: str, users: list[Any]) -> Settings:
-    """Return ``settings`` pointed at the simulator, its accounts as the configured ones."""
-    accounts = [
-        AccountConfig(
-            name=account.name,
-            dialect=Dialect.NATIVE,
-            native_id=account.id,
-            bridge_id=account.bridge_id,
-            user=user.name,
-        )
-        for user in users
-        for account in user.accounts
-    ]
-    tradovate = TradovateConfig.model_validate(
-        {
-            **settings.tradovate.model_dump(),
-            "native_url": f"{sim_url}/v1",
-            "bridge_url": sim_url,
-            "ws_url": "",
-            "requests_per_s": max(settings.tradovate.requests_per_s, _SIM_REQUESTS_PER_S),
-            "request_burst": max(settings.tradovate.request_burst, _SIM_REQUEST_BURST),
-        }
-    )
-    return settings.model_copy(update={"accounts": accounts, "tradovate": tradovate})
-
-
-def _local_webhook(settings: Settings, secret: str) -> Settings:
-    # Alerts that name no account go to the first simulator account unless one is configured.
-    default = settings.webhook.default_account or (
-        settings.accounts[0].name if settings.accounts else None
-    )
-    webhook = settings.webhook.model_copy(
-        update={"secret": SecretStr(secret), "default_account": default}
-    )
-    return settings.model_copy(update={"webhook": webhook})
-
-
-async def run_up(
-    settings: Settings,
-    *,
-    sim_port: int = 8765,
-    stop: asyncio.Event | None = None,
-    ready: Callable[[Endpoints], None] | None = None,
-) -> None:
-    """Run ``tradebridge up``: embedded stores, the simulator, migrations, workers, HTTP."""
-    from tradebridge.sim.config import SimConfig
-    from tradebridge.sim.server import SimServer
-
-    own_stop = stop is None
-    stop = stop or asyncio.Event()
-    data_dir = prepare_data_dir(settings.data_dir)
-    settings = settings.model_copy(
-        update={
-            "data_dir": data_dir,
-            "serve": settings.serve.model_copy(
-                update={"migrate_on_start": settings.serve.migrate_on_start is not False}
-            ),
-        }
-    )
-    secret_file = data_dir / WEBHOOK_SECRET_FILE
-    secret = load_or_create_secret(secret_file)
-    endpoints_file = data_dir / ENDPOINTS_FILE
-    with _signals_set(stop) if own_stop else contextlib.nullcontext():
-        async with open_stores(settings) as stores, contextlib.AsyncExitStack() as stack:
-            # Ids that keep growing across restarts (the ledger outlives the simulator's
-            # orders, and one row per broker order is enforced), as Tradovate's do.
-            sim = SimServer(SimConfig(port=sim_port, id_offset=int(time.time()) * 1_000_000))
-            await asyncio.to_thread(sim.start)
-            stack.push_async_callback(asyncio.to_thread, sim.stop)
-            await _seed_tokens(sim, stores.redis_url, settings.tokens.key_template, stack)
-            local = _local_webhook(
-                simulator_settings(stores.settings, sim.url, sim.config.users), secret
-            )
-            local_stores = replace(stores, settings=local)
-            template = Endpoints(
-                http_url="",
-                database_url=stores.database_url,
-                redis_url=stores.redis_url,
-                simulator_url=sim.url,
-                data_dir=data_dir,
-                webhook_secret_file=secret_file,
-                accounts=tuple(a.name for a in local.accounts),
-            )
-
-            def announce(found: Endpoints) -> None:
-                write_private_json(endpoints_file, found.as_json(with_secrets=True))
-                if ready is not None:
-                    ready(found)
-
-            stack.callback(_unlink_quietly, endpoints_file)
-            await serve_stack(local_stores, stop=stop, ready=announce, endpoints=template)
-
-
-def _unlink_quietly(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-
-
-async def _seed_tokens(
-    sim: Any, redis_url: str, key_template: str, stack: contextlib.AsyncExitStack
-) -> None:
-    """Write the simulator users' tokens to Redis and keep them fresh, on the sim's loop."""
-    from tradebridge.sim.seed import TokenSeeder
-
-    # The simulator's engine is not thread-safe: its token seeder runs on its own loop.
-    loop: asyncio.AbstractEventLoop = sim.call(asyncio.get_running_loop)
-    refreshers: list[asyncio.Task[None]] = []
-
-    async def first() -> list[str]:
-        client = aioredis.Redis.from_url(redis_url)
-        seeder = TokenSeeder(sim.ctx, client, key_template)
-        try:
-            keys = await seeder.seed()
-        except BaseException:
-            await client.aclose()
-            raise
-        refreshers.append(asyncio.get_running_loop().create_task(_refresh(seeder, client)))
-        return keys
-
-    keys = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(first(), loop))
-    _log.info("simulator tokens written to redis", keys=keys)
-
-    def cancel() -> None:
-        for task in refreshers:
-            loop.call_soon_threadsafe(task.cancel)
-
-    stack.callback(cancel)
-
-
-async def _refresh(seeder: Any, client: aioredis.Redis) -> None:
-    try:
-        await seeder.run()
-    finally:
-        await client.aclose()

@@ -1,0 +1,181 @@
+"""``tradebridge up``: the whole bridge on one machine, the simulator as broker.
+
+``run_up`` runs ``serve`` (``runtime/serve.py``) with the simulator's accounts as the
+configured accounts, its tokens written to Redis and kept fresh (``seed_sim_tokens``: put
+back within seconds if Redis comes back empty, rewritten after ``/_sim/tokens/expire``), a
+local webhook secret, and ``endpoints.json`` in the data directory so that other tools find
+the stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from pydantic import SecretStr
+
+from tradebridge.config import AccountConfig, Settings, TradovateConfig
+from tradebridge.domain.enums import Dialect
+from tradebridge.obs.logging import get_logger
+from tradebridge.runtime.endpoints import (
+    ENDPOINTS_FILE,
+    WEBHOOK_SECRET_FILE,
+    Endpoints,
+    load_or_create_secret,
+    write_private_json,
+)
+from tradebridge.runtime.serve import open_stores, serve_stack, stop_on_signals
+from tradebridge.store.embedded import (
+    prepare_data_dir,
+)
+
+# The simulator has no request budget of its own; Tradovate's (about 1/s) would only slow
+# the local stack down.
+_log = get_logger("tradebridge.runtime.up")
+
+_SIM_REQUESTS_PER_S = 200.0
+
+
+_SIM_REQUEST_BURST = 200
+
+
+def simulator_settings(settings: Settings, sim_url: str, users: list[Any]) -> Settings:
+    """Return ``settings`` pointed at the simulator, its accounts as the configured ones."""
+    accounts = [
+        AccountConfig(
+            name=account.name,
+            dialect=Dialect.NATIVE,
+            native_id=account.id,
+            bridge_id=account.bridge_id,
+            user=user.name,
+        )
+        for user in users
+        for account in user.accounts
+    ]
+    tradovate = TradovateConfig.model_validate(
+        {
+            **settings.tradovate.model_dump(),
+            "native_url": f"{sim_url}/v1",
+            "bridge_url": sim_url,
+            "ws_url": "",
+            "requests_per_s": max(settings.tradovate.requests_per_s, _SIM_REQUESTS_PER_S),
+            "request_burst": max(settings.tradovate.request_burst, _SIM_REQUEST_BURST),
+        }
+    )
+    return settings.model_copy(update={"accounts": accounts, "tradovate": tradovate})
+
+
+def _local_webhook(settings: Settings, secret: str) -> Settings:
+    # Alerts that name no account go to the first simulator account unless one is configured.
+    default = settings.webhook.default_account or (
+        settings.accounts[0].name if settings.accounts else None
+    )
+    webhook = settings.webhook.model_copy(
+        update={"secret": SecretStr(secret), "default_account": default}
+    )
+    return settings.model_copy(update={"webhook": webhook})
+
+
+async def run_up(
+    settings: Settings,
+    *,
+    sim_port: int = 8765,
+    stop: asyncio.Event | None = None,
+    ready: Callable[[Endpoints], None] | None = None,
+) -> None:
+    """Run ``tradebridge up``: embedded stores, the simulator, migrations, workers, HTTP."""
+    from tradebridge.sim.config import SimConfig
+    from tradebridge.sim.server import SimServer
+
+    own_stop = stop is None
+    stop = stop or asyncio.Event()
+    data_dir = prepare_data_dir(settings.data_dir)
+    settings = settings.model_copy(
+        update={
+            "data_dir": data_dir,
+            "serve": settings.serve.model_copy(
+                update={"migrate_on_start": settings.serve.migrate_on_start is not False}
+            ),
+        }
+    )
+    secret_file = data_dir / WEBHOOK_SECRET_FILE
+    secret = load_or_create_secret(secret_file)
+    endpoints_file = data_dir / ENDPOINTS_FILE
+    with stop_on_signals(stop) if own_stop else contextlib.nullcontext():
+        async with open_stores(settings) as stores, contextlib.AsyncExitStack() as stack:
+            # Ids that keep growing across restarts (the ledger outlives the simulator's
+            # orders, and one row per broker order is enforced), as Tradovate's do.
+            sim = SimServer(SimConfig(port=sim_port, id_offset=int(time.time()) * 1_000_000))
+            await asyncio.to_thread(sim.start)
+            stack.push_async_callback(asyncio.to_thread, sim.stop)
+            await seed_sim_tokens(sim, stores.redis_url, settings.tokens.key_template, stack)
+            local = _local_webhook(
+                simulator_settings(stores.settings, sim.url, sim.config.users), secret
+            )
+            local_stores = replace(stores, settings=local)
+            template = Endpoints(
+                http_url="",
+                database_url=stores.database_url,
+                redis_url=stores.redis_url,
+                simulator_url=sim.url,
+                data_dir=data_dir,
+                webhook_secret_file=secret_file,
+                accounts=tuple(a.name for a in local.accounts),
+            )
+
+            def announce(found: Endpoints) -> None:
+                write_private_json(endpoints_file, found.as_json(with_secrets=True))
+                if ready is not None:
+                    ready(found)
+
+            stack.callback(_unlink_quietly, endpoints_file)
+            await serve_stack(local_stores, stop=stop, ready=announce, endpoints=template)
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+async def seed_sim_tokens(
+    sim: Any, redis_url: str, key_template: str, stack: contextlib.AsyncExitStack
+) -> None:
+    """Write the simulator users' tokens to Redis and keep them fresh, on the sim's loop."""
+    from tradebridge.sim.seed import TokenSeeder
+
+    # The simulator's engine is not thread-safe: its token seeder runs on its own loop.
+    loop: asyncio.AbstractEventLoop = sim.call(asyncio.get_running_loop)
+    refreshers: list[asyncio.Task[None]] = []
+
+    async def first() -> list[str]:
+        client = aioredis.Redis.from_url(redis_url)
+        seeder = TokenSeeder(sim.ctx, client, key_template)
+        try:
+            keys = await seeder.seed()
+        except BaseException:
+            await client.aclose()
+            raise
+        refreshers.append(asyncio.get_running_loop().create_task(_refresh(seeder, client)))
+        return keys
+
+    keys = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(first(), loop))
+    _log.info("simulator tokens written to redis", keys=keys)
+
+    def cancel() -> None:
+        for task in refreshers:
+            loop.call_soon_threadsafe(task.cancel)
+
+    stack.callback(cancel)
+
+
+async def _refresh(seeder: Any, client: aioredis.Redis) -> None:
+    try:
+        await seeder.run()
+    finally:
+        await client.aclose()
