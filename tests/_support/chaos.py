@@ -31,10 +31,11 @@ import pytest
 from _support.runtime import serve_settings, serving
 from tradebridge.brokers.tvbridge.wire import request_id_for
 from tradebridge.domain.enums import Dialect
+from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.runtime.endpoints import Endpoints
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedRedis
-from tradebridge.store.ledger import Ledger, LedgerRow, LedgerStatus
+from tradebridge.store.ledger import Ledger, LedgerRow
 
 SLOW = os.environ.get("TRADEBRIDGE_SLOW") == "1"
 SECRET = "chaos-webhook-secret"
@@ -51,20 +52,20 @@ UNKNOWN_BOUND_S = 20.0
 
 
 IN_FLIGHT = frozenset(
-    {LedgerStatus.PENDING, LedgerStatus.PROCESSING, LedgerStatus.SUBMITTED, LedgerStatus.UNKNOWN}
+    {SignalStatus.PENDING, SignalStatus.PROCESSING, SignalStatus.SUBMITTED, SignalStatus.UNKNOWN}
 )
 # Rows whose order must exist at the broker (exactly one, and theirs).
 PLACED = frozenset(
     {
-        LedgerStatus.WORKING,
-        LedgerStatus.PARTIALLY_FILLED,
-        LedgerStatus.FILLED,
-        LedgerStatus.CANCELLED,
-        LedgerStatus.EXPIRED,
+        SignalStatus.WORKING,
+        SignalStatus.PARTIALLY_FILLED,
+        SignalStatus.FILLED,
+        SignalStatus.CANCELLED,
+        SignalStatus.EXPIRED,
     }
 )
 # Rows that must have no order at the broker.
-NOTHING_PLACED = frozenset({LedgerStatus.DENIED, LedgerStatus.FAILED})
+NOTHING_PLACED = frozenset({SignalStatus.DENIED, SignalStatus.FAILED})
 FAR = {"buy": Decimal(1000), "sell": Decimal(99000)}  # far-away limits: they rest
 SIM_USERS = (("demo", "demo"), ("apex", "apex"))
 
@@ -152,9 +153,9 @@ def judge(
             )
         if row.status in PLACED and row.tradovate_order_id is None:
             verdict.lost.append(f"lost: {sid} {status} without tradovate_order_id")
-        if row.status is LedgerStatus.FILLED and row.filled_qty != row.quantity:
+        if row.status is SignalStatus.FILLED and row.filled_qty != row.quantity:
             verdict.other.append(f"{sid} filled {row.filled_qty} of {row.quantity}")
-        if row.status is LedgerStatus.NEEDS_REVIEW:
+        if row.status is SignalStatus.NEEDS_REVIEW:
             note = f"{sid} ({row.account_name}, orders {placed}): {row.error_message}"
             verdict.review.append(note)
             if dialect is Dialect.NATIVE:

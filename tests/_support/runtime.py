@@ -161,7 +161,7 @@ async def serving(settings: Any) -> AsyncIterator[Any]:
 
 async def until_final(ledger: Any, signal_id: str, timeout: float = 20) -> Any:
     """Wait until the row is final; return it."""
-    from tradebridge.store.ledger import FINAL_STATUSES
+    from tradebridge.domain.lifecycle import FINAL_STATUSES
 
     async with asyncio.timeout(timeout):
         while True:

@@ -27,7 +27,7 @@ from _support.chaos import (
     print_histories,
     settled,
 )
-from tradebridge.store.ledger import LedgerStatus
+from tradebridge.domain.lifecycle import SignalStatus
 
 ALERTS = 600 if SLOW else 40
 FAULTS: dict[str, dict[str, Any]] = {
@@ -58,7 +58,7 @@ async def test_broker_fault_during_alerts_every_row_ends_with_its_own_one_order(
         await asyncio.to_thread(rig.admin, "POST", "/faults/reset")
         rows = await settled(bridge.ledger, ids, quiet_s=UNKNOWN_BOUND_S + 60)
         verdict = judge(rows, DIALECTS, rig.sim_url)
-        review = sorted(r.signal_id for r in rows if r.status is LedgerStatus.NEEDS_REVIEW)
+        review = sorted(r.signal_id for r in rows if r.status is SignalStatus.NEEDS_REVIEW)
         health = await healthz_until(
             bridge.endpoints.healthz_url, "degraded" if review else "ok", 30, "after the fault"
         )
@@ -80,7 +80,7 @@ async def test_broker_fault_during_alerts_every_row_ends_with_its_own_one_order(
             f"chaos [{fault}]: {len(rows)} rows, statuses {dict(statuses)}, "
             f"{verdict.summary()}, broker writes by status {dict(calls)}, events {dict(events)}"
         )
-        failed = [r for r in rows if r.status is LedgerStatus.FAILED]
+        failed = [r for r in rows if r.status is SignalStatus.FAILED]
         for row in failed:
             print(f"  failed: {row.signal_id}: {row.error_message}")  # noqa: T201
         if verdict.problems():

@@ -51,8 +51,9 @@ from _support.chaos import FAR, SIM_USERS, judge, pause, print_histories, settle
 from _support.runtime import TRADEBRIDGE, Proc
 from tradebridge.domain.contracts import front_month
 from tradebridge.domain.enums import Dialect
+from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.store.embedded import EmbeddedRedis, free_port
-from tradebridge.store.ledger import Ledger, LedgerStatus
+from tradebridge.store.ledger import Ledger
 
 SLOW = os.environ.get("TRADEBRIDGE_SLOW") == "1"
 SEED = int(os.environ.get("TRADEBRIDGE_CRASH_SEED", "20240604"))
@@ -472,7 +473,7 @@ async def test_crash_kill9_workers_at_random_moments_every_row_ends_with_its_own
     )
     for note in verdict.review[:20]:
         print(f"  needs_review: {note}")  # noqa: T201
-    for row in [r for r in rows if r.status is LedgerStatus.FAILED][:10]:
+    for row in [r for r in rows if r.status is SignalStatus.FAILED][:10]:
         print(f"  failed: {row.signal_id} ({row.account_name}): {row.error_message}")  # noqa: T201
     problems = verdict.problems()
     if problems:

@@ -28,8 +28,9 @@ from _support.chaos import (
     print_histories,
     settled,
 )
+from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.store.embedded import EmbeddedPostgres, EmbeddedRedis
-from tradebridge.store.ledger import LedgerRow, LedgerStatus
+from tradebridge.store.ledger import LedgerRow
 
 AROUND = 200 if SLOW else 16  # alerts accepted before and after an outage
 POSTGRES_DOWN_S = 40.0 if SLOW else 3.0
@@ -131,7 +132,7 @@ async def _judged(
     ids = list(bridge.alerts.accepted)
     rows = await settled(bridge.ledger, ids, quiet_s=BOUND_S + 60)
     verdict = judge(rows, DIALECTS, rig.sim_url)
-    review = [r for r in rows if r.status is LedgerStatus.NEEDS_REVIEW]
+    review = [r for r in rows if r.status is SignalStatus.NEEDS_REVIEW]
     after = await healthz_until(
         bridge.endpoints.healthz_url, "degraded" if review else "ok", 60, "after the outage"
     )
@@ -141,7 +142,7 @@ async def _judged(
         f"alert answers {dict(bridge.alerts.answers)}"
     )
     for row in rows:
-        if row.status in (LedgerStatus.FAILED, LedgerStatus.NEEDS_REVIEW):
+        if row.status in (SignalStatus.FAILED, SignalStatus.NEEDS_REVIEW):
             print(f"  {row.status.value}: {row.signal_id}: {row.error_message}")  # noqa: T201
     if verdict.problems():
         await print_histories(bridge.ledger, verdict.problems(), r"tv-[0-9a-f]{16}-\d+")
@@ -158,11 +159,11 @@ def _assert_clean(
     statuses = Counter(r.status.value for r in rows)
     assert set(statuses) <= {"filled", "working", "failed", "needs_review"}, statuses
     for row in rows:  # never an internal error: only a rule may end a row unplaced
-        if row.status is LedgerStatus.FAILED:
+        if row.status is SignalStatus.FAILED:
             assert "not sent late" in (row.error_message or ""), row.error_message
     if not SLOW:
         assert set(statuses) <= {"filled", "working"}, statuses
-    review = sorted(r.signal_id for r in rows if r.status is LedgerStatus.NEEDS_REVIEW)
+    review = sorted(r.signal_id for r in rows if r.status is SignalStatus.NEEDS_REVIEW)
     if review:
         listed = sorted(r["signal_id"] for r in after["checks"]["unresolved_rows"]["rows"])
         assert listed == review[:20]

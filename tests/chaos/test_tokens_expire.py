@@ -5,8 +5,11 @@ so a worker's cached token earns one 401, it re-reads Redis, and trading goes on
 ``none``: Redis keeps the dead tokens (``?rewrite=false``: the token service is down).
 ``/healthz`` must then say so (the refused accounts, ``degraded``) and no order may go out
 twice or be lost; when fresh tokens finally arrive, every row settles: placed, or failed
-with the reason (too old to send late), never silently dropped. In both cases the judge
-holds every row against the simulator's record.
+with the reason (too old to send late), never silently dropped. A send refused for want of
+a token was not executed, so it is never looked up and never escalated: ``none-past-bound``
+keeps the tokens dead longer than ``unknown_bound_s`` and the rows caught in between end
+``failed`` ("never sent"), not ``needs_review``. The judge holds every row against the
+simulator's record.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from _support.chaos import (
     print_histories,
     settled,
 )
-from tradebridge.store.ledger import LedgerStatus
+from tradebridge.domain.lifecycle import SignalStatus
 
 BEFORE = 200 if SLOW else 12  # alerts accepted before the tokens expire
 AFTER = 400 if SLOW else 24  # and after
@@ -36,11 +39,16 @@ DEAD_S = 30.0 if SLOW else 4.0  # how long the dead tokens stay in Redis (``none
 
 
 @pytest.mark.timeout(1800 if SLOW else 300)
-@pytest.mark.parametrize("arrives", ["fresh", "none"])
+@pytest.mark.parametrize(
+    ("arrives", "dead_s", "bound_s"),
+    [("fresh", 0.0, UNKNOWN_BOUND_S), ("none", DEAD_S, UNKNOWN_BOUND_S),
+     ("none-past-bound", 6.0, 3.0)],
+    ids=["fresh", "none", "none-past-bound"],
+)  # fmt: skip
 async def test_tokens_expire_mid_burst_nothing_lost_or_doubled_and_healthz_tells(
-    rig: Rig, arrives: str
+    rig: Rig, arrives: str, dead_s: float, bound_s: float
 ) -> None:
-    async with rig.serve(per_s=10.0) as bridge:
+    async with rig.serve(per_s=10.0, dispatcher={"unknown_bound_s": bound_s}) as bridge:
         stop = asyncio.Event()
         traffic = asyncio.create_task(bridge.alerts.run(stop))
         health = asyncio.create_task(bridge.health.run(stop))
@@ -51,10 +59,10 @@ async def test_tokens_expire_mid_burst_nothing_lost_or_doubled_and_healthz_tells
             expired = await asyncio.to_thread(
                 rig.admin, "POST", "/tokens/expire", params={"rewrite": rewrite}
             )
-            if arrives == "none":
+            if arrives != "fresh":
                 since = time.monotonic()
                 dead.append(await _refused_in_healthz(bridge.endpoints.healthz_url))
-                await asyncio.sleep(max(0.0, DEAD_S - (time.monotonic() - since)))
+                await asyncio.sleep(max(0.0, dead_s - (time.monotonic() - since)))
                 # The token service comes back: fresh tokens in Redis.
                 await asyncio.to_thread(rig.admin, "POST", "/tokens/expire")
             await bridge.alerts.until_accepted(
@@ -64,9 +72,9 @@ async def test_tokens_expire_mid_burst_nothing_lost_or_doubled_and_healthz_tells
             stop.set()
             await asyncio.gather(traffic, health)
         ids = list(bridge.alerts.accepted)
-        rows = await settled(bridge.ledger, ids, quiet_s=UNKNOWN_BOUND_S + 60)
+        rows = await settled(bridge.ledger, ids, quiet_s=bound_s + 60)
         verdict = judge(rows, DIALECTS, rig.sim_url)
-        review = sorted(r.signal_id for r in rows if r.status is LedgerStatus.NEEDS_REVIEW)
+        review = sorted(r.signal_id for r in rows if r.status is SignalStatus.NEEDS_REVIEW)
         after = await healthz_until(
             bridge.endpoints.healthz_url, "degraded" if review else "ok", 30, "after"
         )
@@ -74,12 +82,12 @@ async def test_tokens_expire_mid_burst_nothing_lost_or_doubled_and_healthz_tells
             "select count(*) from broker_calls where status = 401"
         )
         statuses = Counter(r.status.value for r in rows)
-        failed = [r for r in rows if r.status is LedgerStatus.FAILED]
+        failed = [r for r in rows if r.status is SignalStatus.FAILED]
         print(  # noqa: T201 - the run's figures, shown with -s
             f"chaos [tokens {arrives}]: {len(rows)} rows, statuses {dict(statuses)}, "
             f"{verdict.summary()}, 401 answers {refused}"
         )
-        for row in [*failed, *(r for r in rows if r.status is LedgerStatus.NEEDS_REVIEW)]:
+        for row in [*failed, *(r for r in rows if r.status is SignalStatus.NEEDS_REVIEW)]:
             print(f"  {row.status.value}: {row.signal_id}: {row.error_message}")  # noqa: T201
         if verdict.problems():
             await print_histories(bridge.ledger, verdict.problems(), r"tv-[0-9a-f]{16}-\d+")
@@ -95,6 +103,10 @@ async def test_tokens_expire_mid_burst_nothing_lost_or_doubled_and_healthz_tells
     if arrives == "fresh":
         assert set(statuses) <= {"filled", "working"}, statuses
     else:
+        assert "needs_review" not in statuses, statuses  # never sent: nothing to review
+    if arrives == "none-past-bound":
+        assert any("never sent" in (r.error_message or "") for r in failed), statuses
+    if arrives != "fresh":
         # While Redis held only refused tokens, /healthz said which accounts, and why.
         problems = dead[0]["checks"]["tokens"]["problems"]
         assert sorted(problems) == sorted(DIALECTS)

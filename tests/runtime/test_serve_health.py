@@ -14,15 +14,16 @@ import httpx
 from test_serve import _settings
 
 from _support.runtime import serving
+from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.runtime.serve import _workers_condition
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedRedis
-from tradebridge.store.ledger import Ledger, LedgerStatus
+from tradebridge.store.ledger import Ledger
 
-S = LedgerStatus
+S = SignalStatus
 
 
-async def _row_in(ledger: Ledger, signal_id: str, path: list[LedgerStatus]) -> None:
+async def _row_in(ledger: Ledger, signal_id: str, path: list[SignalStatus]) -> None:
     await ledger.insert_signal(
         signal_id=signal_id, instrument="MNQ1!", side="buy", quantity=1,
         account_name="DEMO0000001",

@@ -8,9 +8,10 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from tradebridge.cli.main import app
-from tradebridge.store.ledger import Ledger, LedgerStatus
+from tradebridge.domain.lifecycle import SignalStatus
+from tradebridge.store.ledger import Ledger
 
-S = LedgerStatus
+S = SignalStatus
 
 
 async def _cli(*argv: str) -> Result:

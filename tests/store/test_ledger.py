@@ -10,20 +10,17 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
+from tradebridge.domain.lifecycle import ALLOWED_MOVES, FINAL_STATUSES, SignalStatus, check_move
 from tradebridge.errors import IllegalTransition, InvalidInput
 from tradebridge.store.ledger import (
-    ALLOWED_MOVES,
-    FINAL_STATUSES,
     NOTIFY_CHANNEL,
     BrokerCall,
     Ledger,
-    LedgerStatus,
-    check_move,
     lock_account,
     try_lock_account,
 )
 
-S = LedgerStatus
+S = SignalStatus
 DOCUMENTED_INSERT = """
 insert into trading_signals (signal_id, strategy_name, instrument, side, order_type, quantity,
                              price, stop_loss, take_profit, account_name, metadata)
@@ -37,7 +34,7 @@ async def _insert(ledger: Ledger, signal_id: str, account: str = "ACC1") -> None
     )
 
 
-async def _walk(ledger: Ledger, signal_id: str, path: list[LedgerStatus]) -> None:
+async def _walk(ledger: Ledger, signal_id: str, path: list[SignalStatus]) -> None:
     for status in path:
         await ledger.transition(signal_id, status)
 
@@ -357,7 +354,7 @@ REFUSED = [
     (S.CANCELLED, S.CANCELLED),
 ]
 # How to reach each status from pending.
-PATHS: dict[LedgerStatus, list[LedgerStatus]] = {
+PATHS: dict[SignalStatus, list[SignalStatus]] = {
     S.PENDING: [],
     S.SUBMITTED: [S.PROCESSING, S.SUBMITTED],
     S.WORKING: [S.PROCESSING, S.SUBMITTED, S.WORKING],
@@ -370,14 +367,14 @@ PATHS: dict[LedgerStatus, list[LedgerStatus]] = {
 
 
 @pytest.mark.parametrize(("old", "new"), REFUSED)
-def test_check_move_backward_or_out_of_final_raises(old: LedgerStatus, new: LedgerStatus) -> None:
+def test_check_move_backward_or_out_of_final_raises(old: SignalStatus, new: SignalStatus) -> None:
     with pytest.raises(IllegalTransition):
         check_move("x", old, new)
 
 
 @pytest.mark.parametrize(("old", "new"), REFUSED)
 async def test_transition_refused_move_writes_nothing(
-    ledger: Ledger, old: LedgerStatus, new: LedgerStatus
+    ledger: Ledger, old: SignalStatus, new: SignalStatus
 ) -> None:
     await _insert(ledger, "m")
     await _walk(ledger, "m", PATHS[old])
@@ -392,7 +389,7 @@ async def test_transition_refused_move_writes_nothing(
 
 @pytest.mark.parametrize(("old", "new"), [m for m in REFUSED if m[0] is not m[1]])
 async def test_trigger_refuses_raw_sql_move(
-    ledger: Ledger, ledger_db: str, old: LedgerStatus, new: LedgerStatus
+    ledger: Ledger, ledger_db: str, old: SignalStatus, new: SignalStatus
 ) -> None:
     await _insert(ledger, "m")
     await _walk(ledger, "m", PATHS[old])
@@ -412,7 +409,7 @@ async def test_trigger_move_table_matches_python_table(ledger: Ledger) -> None:
         rows = await conn.fetch(
             "select o.s as old, n.s as new, tradebridge_status_move_allowed(o.s, n.s, false) ok "
             "from unnest($1::text[]) o(s), unnest($1::text[]) n(s)",
-            [s.value for s in LedgerStatus],
+            [s.value for s in SignalStatus],
         )
     sql_moves = {(S(r["old"]), S(r["new"])) for r in rows if r["ok"]}
     python_moves = {(old, new) for old, news in ALLOWED_MOVES.items() for new in news}

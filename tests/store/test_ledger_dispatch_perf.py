@@ -9,9 +9,9 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
+from tradebridge.domain.lifecycle import SignalStatus as S
 from tradebridge.errors import IllegalTransition, InvalidInput
 from tradebridge.store.ledger import BrokerCall, Ledger
-from tradebridge.store.ledger import LedgerStatus as S
 
 
 async def _insert(ledger: Ledger, signal_id: str, account: str = "A") -> None:

@@ -27,11 +27,12 @@ from tradebridge.config import (
 from tradebridge.dispatch.dispatcher import Dispatcher
 from tradebridge.domain.contracts import ContractSymbol
 from tradebridge.domain.enums import Dialect
+from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.sim.config import SimConfig
 from tradebridge.sim.engine import SimOrder
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedPostgres
-from tradebridge.store.ledger import Ledger, LedgerRow, LedgerStatus
+from tradebridge.store.ledger import Ledger, LedgerRow
 from tradebridge.store.tokens import TokenStore
 
 __all__ = ["redis_client"]
@@ -91,7 +92,7 @@ class Stack:
 
     async def wait(self, signal_id: str, *statuses: str, timeout: float = 15.0) -> LedgerRow:
         """Wait until the row reaches one of ``statuses``; return it."""
-        wanted = {LedgerStatus(s) for s in statuses}
+        wanted = {SignalStatus(s) for s in statuses}
         deadline = asyncio.get_running_loop().time() + timeout
         row = None
         while asyncio.get_running_loop().time() < deadline:

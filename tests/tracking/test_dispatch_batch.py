@@ -11,7 +11,7 @@ import pytest
 
 from tracking.conftest import ACCOUNT, ACCOUNT_2, Stack, StackFactory
 from tradebridge.dispatch.placement import Placer
-from tradebridge.store.ledger import LedgerStatus
+from tradebridge.domain.lifecycle import SignalStatus
 
 
 async def _requeue_reasons(stack: Stack, signal_id: str) -> list[str]:
@@ -25,8 +25,8 @@ async def _requeue_reasons(stack: Stack, signal_id: str) -> list[str]:
 async def test_dispatcher_unknown_row_lets_plain_orders_behind_it_pass(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def lookup_fails(*_args: object, **_kw: object) -> LedgerStatus:
-        return LedgerStatus.UNKNOWN  # as if every lookup of this round failed
+    async def lookup_fails(*_args: object, **_kw: object) -> SignalStatus:
+        return SignalStatus.UNKNOWN  # as if every lookup of this round failed
 
     monkeypatch.setattr(Placer, "resolve", lookup_fails)
     stack.sim.ctx.faults.drop_after_accept_rate = 1.0
@@ -40,9 +40,9 @@ async def test_dispatcher_unknown_row_lets_plain_orders_behind_it_pass(
 
     assert claimed == 3
     statuses = [(await stack.ledger.get(f"u{i}")) for i in range(3)]
-    placed = {LedgerStatus.WORKING, LedgerStatus.FILLED}  # no tracker here: answer only
+    placed = {SignalStatus.WORKING, SignalStatus.FILLED}  # no tracker here: answer only
     assert statuses[0] is not None
-    assert statuses[0].status is LedgerStatus.UNKNOWN
+    assert statuses[0].status is SignalStatus.UNKNOWN
     assert all(r is not None and r.status in placed for r in statuses[1:])
     assert len(stack.entries()) == 3
 
@@ -50,8 +50,8 @@ async def test_dispatcher_unknown_row_lets_plain_orders_behind_it_pass(
 async def test_dispatcher_unknown_row_hands_back_the_exit_claimed_behind_it(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def lookup_fails(*_args: object, **_kw: object) -> LedgerStatus:
-        return LedgerStatus.UNKNOWN
+    async def lookup_fails(*_args: object, **_kw: object) -> SignalStatus:
+        return SignalStatus.UNKNOWN
 
     monkeypatch.setattr(Placer, "resolve", lookup_fails)
     stack.sim.ctx.faults.drop_after_accept_rate = 1.0
@@ -64,9 +64,9 @@ async def test_dispatcher_unknown_row_hands_back_the_exit_claimed_behind_it(
     assert claimed == 3  # one statement claimed the account's three rows
     statuses = [(await stack.ledger.get(f"u{i}")) for i in range(3)]
     assert [r.status if r else None for r in statuses] == [
-        LedgerStatus.UNKNOWN,
-        LedgerStatus.PENDING,
-        LedgerStatus.PENDING,
+        SignalStatus.UNKNOWN,
+        SignalStatus.PENDING,
+        SignalStatus.PENDING,
     ]
     assert len(stack.entries()) == 1  # only the first left
     reasons = await _requeue_reasons(stack, "u1")
@@ -93,10 +93,10 @@ async def test_dispatcher_stopped_mid_batch_hands_back_what_was_not_sent(
 
         h0, h1, h2 = [await stack.ledger.get(f"h{i}") for i in range(3)]
         assert h0 is not None
-        assert h0.status is LedgerStatus.SUBMITTED  # sent: never handed back
+        assert h0.status is SignalStatus.SUBMITTED  # sent: never handed back
         assert h1 is not None
         assert h2 is not None
-        assert (h1.status, h2.status) == (LedgerStatus.PENDING, LedgerStatus.PENDING)
+        assert (h1.status, h2.status) == (SignalStatus.PENDING, SignalStatus.PENDING)
         assert await _requeue_reasons(stack, "h2") == ["worker stopping"]
         assert len(stack.entries()) == 1
 

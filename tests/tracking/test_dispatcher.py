@@ -12,10 +12,10 @@ from _support.rig import front, order
 from tracking.conftest import ACCOUNT, ACCOUNT_2, Stack, StackFactory
 from tradebridge.dispatch.placement import plan_to_json
 from tradebridge.dispatch.reconcile import Reconciler
+from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.obs.metrics import REGISTRY
 from tradebridge.pipeline.route import PlaceOrder
 from tradebridge.pipeline.validate import RawSignal
-from tradebridge.store.ledger import LedgerStatus
 
 
 def _sample(name: str, **labels: str) -> float:
@@ -127,9 +127,9 @@ async def test_dispatcher_row_taken_over_midway_never_ends_failed(
     transition = stack.ledger.transition
     taken = False
 
-    async def requeued_meanwhile(signal_id: str, new_status: LedgerStatus, **kw: Any) -> Any:
+    async def requeued_meanwhile(signal_id: str, new_status: SignalStatus, **kw: Any) -> Any:
         nonlocal taken
-        if taken or new_status is not LedgerStatus.SUBMITTED:
+        if taken or new_status is not SignalStatus.SUBMITTED:
             return await transition(signal_id, new_status, **kw)
         taken = True
         await stack.ledger.requeue_stale(older_than=timedelta(0), claimed_by="w1")
@@ -146,7 +146,7 @@ async def test_dispatcher_row_taken_over_midway_never_ends_failed(
     row = await stack.wait("taken", "filled", "failed")
 
     events = [e.event for e in await stack.ledger.history("taken")]
-    assert row.status is LedgerStatus.FILLED, row.error_message
+    assert row.status is SignalStatus.FILLED, row.error_message
     assert events.count("claimed") >= 2
     assert [o.cl_ord_id for o in stack.entries()] == ["tb-taken"]
     assert _sample("tradebridge_row_errors_total", kind="claim_lost") == before + 1
@@ -218,7 +218,7 @@ async def test_reconcile_dead_workers_submitted_row_ends_with_one_order(
     [claimed] = await stack.ledger.claim_next("ghost")
     plan = PlaceOrder(order("tb-k1", account=ACCOUNT))
     await stack.ledger.transition(
-        "k1", LedgerStatus.SUBMITTED, expected=LedgerStatus.PROCESSING, owner="ghost",
+        "k1", SignalStatus.SUBMITTED, expected=SignalStatus.PROCESSING, owner="ghost",
         client_order_id="tb-k1", detail=plan_to_json(plan),
     )  # fmt: skip
     if sent:
@@ -232,7 +232,7 @@ async def test_reconcile_dead_workers_submitted_row_ends_with_one_order(
     assert report.marked_unknown == ["k1"]
     row = await stack.ledger.get("k1")
     assert row is not None
-    assert row.status in (LedgerStatus.WORKING, LedgerStatus.FILLED)
+    assert row.status in (SignalStatus.WORKING, SignalStatus.FILLED)
     assert [o.cl_ord_id for o in stack.entries()] == ["tb-k1"]
     assert row.tradovate_order_id == str(stack.entries()[0].id)
     assert row.placement_attempts == (1 if sent else 2)
@@ -247,7 +247,7 @@ async def test_reconcile_dead_workers_processing_row_goes_back_to_pending(stack:
     assert report.requeued == ["p1"]
     row = await stack.ledger.get("p1")
     assert row is not None
-    assert row.status is LedgerStatus.PENDING
+    assert row.status is SignalStatus.PENDING
 
 
 async def test_reconcile_live_workers_rows_are_left_alone(stack: Stack) -> None:
@@ -260,7 +260,7 @@ async def test_reconcile_live_workers_rows_are_left_alone(stack: Stack) -> None:
     assert report.dead_workers == []
     row = await stack.ledger.get("a1")
     assert row is not None
-    assert row.status is LedgerStatus.PROCESSING
+    assert row.status is SignalStatus.PROCESSING
 
 
 async def test_reconcile_unknown_row_without_a_recorded_plan_needs_review_never_failed(
@@ -270,7 +270,7 @@ async def test_reconcile_unknown_row_without_a_recorded_plan_needs_review_never_
     await stack.insert("np")
     await stack.ledger.claim_next("ghost")
     await stack.ledger.transition(
-        "np", LedgerStatus.SUBMITTED, expected=LedgerStatus.PROCESSING, owner="ghost"
+        "np", SignalStatus.SUBMITTED, expected=SignalStatus.PROCESSING, owner="ghost"
     )
 
     report = await Reconciler(stack.settings, stack.ledger, stack.pool).reconcile_once()
@@ -278,6 +278,6 @@ async def test_reconcile_unknown_row_without_a_recorded_plan_needs_review_never_
     row = await stack.ledger.get("np")
     assert row is not None
     assert report.resolved == {"np": "needs_review"}
-    assert row.status is LedgerStatus.NEEDS_REVIEW
+    assert row.status is SignalStatus.NEEDS_REVIEW
     assert row.error_message is not None
     assert "no plan recorded" in row.error_message

@@ -25,9 +25,9 @@ from tradebridge.dispatch.reconcile import Reconciler
 from tradebridge.domain.commands import SubmitOrder
 from tradebridge.domain.enums import Dialect, OrderType, Side
 from tradebridge.domain.ids import AccountName, client_order_id_for
+from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.pipeline.route import PlaceOrder
 from tradebridge.sim.engine import OrderRequest
-from tradebridge.store.ledger import LedgerStatus
 from tradebridge.tracking.tracker import Tracker
 
 WORKER = "w-dead"
@@ -57,7 +57,7 @@ async def _write_ahead(stack: Stack, signal_id: str, price: Decimal) -> None:
     detail["baseline"] = baseline.to_json()
     detail["baseline_after"] = begun.isoformat()
     await stack.ledger.transition(
-        signal_id, LedgerStatus.SUBMITTED, expected=LedgerStatus.PROCESSING, owner=WORKER,
+        signal_id, SignalStatus.SUBMITTED, expected=SignalStatus.PROCESSING, owner=WORKER,
         client_order_id=command.client_order_id, detail=detail,
     )  # fmt: skip
 
@@ -84,7 +84,7 @@ async def _claim(stack: Stack, *signal_ids: str, price: Decimal) -> None:
 
 async def _lost(stack: Stack, signal_id: str) -> None:
     await stack.ledger.transition(
-        signal_id, LedgerStatus.UNKNOWN, expected=LedgerStatus.SUBMITTED,
+        signal_id, SignalStatus.UNKNOWN, expected=SignalStatus.SUBMITTED,
         error_message="worker lost",
     )  # fmt: skip
 
@@ -113,7 +113,7 @@ async def test_lookup_while_a_same_shape_row_is_in_flight_waits_then_resends_its
         broker = await stack.pool.get(ACCOUNT)
         today = datetime.now(UTC).date()
 
-        assert await placer.resolve("x", broker, today=today) is LedgerStatus.UNKNOWN
+        assert await placer.resolve("x", broker, today=today) is SignalStatus.UNKNOWN
         x = await stack.ledger.get("x")
         assert x is not None
         assert x.tradovate_order_id is None  # y's order is not taken
@@ -121,9 +121,9 @@ async def test_lookup_while_a_same_shape_row_is_in_flight_waits_then_resends_its
         assert "lookup_ambiguous" in events
 
         await stack.ledger.transition(  # y's answer arrives: y owns its order
-            "y", LedgerStatus.WORKING, expected=LedgerStatus.SUBMITTED, tradovate_order_id=y_order
+            "y", SignalStatus.WORKING, expected=SignalStatus.SUBMITTED, tradovate_order_id=y_order
         )
-        assert await placer.resolve("x", broker, today=today) is LedgerStatus.WORKING
+        assert await placer.resolve("x", broker, today=today) is SignalStatus.WORKING
         x = await stack.ledger.get("x")
         assert x is not None
         assert x.placement_attempts == 2  # proven absent, then resent with its own id
@@ -152,8 +152,8 @@ async def test_lookup_of_a_row_sent_after_an_older_unresolved_row_adopts_its_own
         broker = await stack.pool.get(ACCOUNT)
         today = datetime.now(UTC).date()
 
-        assert await placer.resolve("y", broker, today=today) is LedgerStatus.WORKING
-        assert await placer.resolve("x", broker, today=today) is LedgerStatus.WORKING
+        assert await placer.resolve("y", broker, today=today) is SignalStatus.WORKING
+        assert await placer.resolve("x", broker, today=today) is SignalStatus.WORKING
 
         owner = _owner(stack)
         rows = {sid: await stack.ledger.get(sid) for sid in ("x", "y")}
@@ -181,7 +181,7 @@ async def test_order_recorded_by_its_row_while_the_lookup_ran_is_looked_up_again
         y_order = _sent_by_another_worker(stack, "y", price)
         owned_before_y = await stack.ledger.owned_orders(ACCOUNT, besides="x")
         await stack.ledger.transition(
-            "y", LedgerStatus.WORKING, expected=LedgerStatus.SUBMITTED, tradovate_order_id=y_order
+            "y", SignalStatus.WORKING, expected=SignalStatus.SUBMITTED, tradovate_order_id=y_order
         )
         read_owned = stack.ledger.owned_orders
         stale = [owned_before_y]
@@ -194,7 +194,7 @@ async def test_order_recorded_by_its_row_while_the_lookup_ran_is_looked_up_again
 
         status = await _placer(stack).resolve("x", broker, today=datetime.now(UTC).date())
 
-        assert status is LedgerStatus.WORKING
+        assert status is SignalStatus.WORKING
         x = await stack.ledger.get("x")
         assert x is not None
         assert x.tradovate_order_id is not None
@@ -221,16 +221,16 @@ async def test_order_seen_by_a_refused_lookup_is_not_named_ours_to_the_tracker(
         broker = await stack.pool.get(ACCOUNT)
         today = datetime.now(UTC).date()
 
-        assert await _placer(stack).resolve("x", broker, today=today) is LedgerStatus.UNKNOWN
+        assert await _placer(stack).resolve("x", broker, today=today) is SignalStatus.UNKNOWN
         stack.set_price(price)  # y's order fills; the tracker sees it
         await asyncio.sleep(1.0)
 
         x = await stack.ledger.get("x")
         assert x is not None
-        assert x.status is LedgerStatus.UNKNOWN, [e.event for e in await stack.ledger.history("x")]
+        assert x.status is SignalStatus.UNKNOWN, [e.event for e in await stack.ledger.history("x")]
         assert x.tradovate_order_id is None
         await stack.ledger.transition(  # y's answer lands; reconcile finds y's fill
-            "y", LedgerStatus.WORKING, expected=LedgerStatus.SUBMITTED, tradovate_order_id=y_order
+            "y", SignalStatus.WORKING, expected=SignalStatus.SUBMITTED, tradovate_order_id=y_order
         )
         await asyncio.sleep(stack.settings.dispatcher.reconcile_interval_s + 0.1)
         await Reconciler(stack.settings, stack.ledger, stack.pool).reconcile_once()
@@ -257,8 +257,8 @@ async def test_rows_claimed_in_one_batch_tell_an_older_unresolved_submit_by_the_
         broker = await stack.pool.get(ACCOUNT)
         today = datetime.now(UTC).date()
 
-        assert await placer.resolve("y", broker, today=today) is LedgerStatus.WORKING
-        assert await placer.resolve("x", broker, today=today) is LedgerStatus.WORKING
+        assert await placer.resolve("y", broker, today=today) is SignalStatus.WORKING
+        assert await placer.resolve("x", broker, today=today) is SignalStatus.WORKING
 
         owner = _owner(stack)
         y = await stack.ledger.get("y")

@@ -26,8 +26,9 @@ from _support.rig import front
 from tracking.conftest import ACCOUNT, ACCOUNT_2, Stack, StackFactory
 from tradebridge.dispatch.placement import WORKER_LOCK_NAMESPACE
 from tradebridge.dispatch.reconcile import Reconciler, ReconcileReport
+from tradebridge.domain.lifecycle import FINAL_STATUSES, SignalStatus
 from tradebridge.store.embedded import EmbeddedPostgres
-from tradebridge.store.ledger import FINAL_STATUSES, LedgerStatus, database_unavailable
+from tradebridge.store.ledger import database_unavailable
 
 # How long the database stays down: until the strategy and the worker noticed, in the suite;
 # the 40 s with TRADEBRIDGE_SLOW=1.
@@ -225,7 +226,7 @@ async def test_reconcile_after_restart_reads_no_worker_dead_until_the_grace_ends
         assert report.dead_workers == []
         row = await stack.ledger.get("r1")
         assert row is not None
-        assert row.status is LedgerStatus.PROCESSING
+        assert row.status is SignalStatus.PROCESSING
 
         dead: list[str] = []
 

@@ -143,11 +143,11 @@ def adopt(
     config: ConfigOpt = None,
 ) -> None:
     """Say the broker order ORDER is this row's: the row becomes working, reconcile follows it."""
-    from tradebridge.store.ledger import LedgerStatus
+    from tradebridge.domain.lifecycle import SignalStatus
 
     async def work(ledger: Any) -> Any:
         return await ledger.transition(
-            signal_id, LedgerStatus.WORKING, expected=LedgerStatus.NEEDS_REVIEW,
+            signal_id, SignalStatus.WORKING, expected=SignalStatus.NEEDS_REVIEW,
             event="adopted_by_hand", detail={"broker_order_id": order_id, "note": note},
             tradovate_order_id=order_id,
             error_message=f"adopted broker order {order_id} by hand" + (
@@ -167,11 +167,11 @@ def absent(
     config: ConfigOpt = None,
 ) -> None:
     """Say nothing of this row reached the broker: it ends failed (never sent again)."""
-    from tradebridge.store.ledger import LedgerStatus
+    from tradebridge.domain.lifecycle import SignalStatus
 
     async def work(ledger: Any) -> Any:
         return await ledger.transition(
-            signal_id, LedgerStatus.FAILED, expected=LedgerStatus.NEEDS_REVIEW,
+            signal_id, SignalStatus.FAILED, expected=SignalStatus.NEEDS_REVIEW,
             event="absent_by_hand", detail={"note": note},
             error_message="not placed: checked by hand" + (f": {note}" if note else ""),
         )  # fmt: skip

@@ -51,6 +51,7 @@ from tradebridge.dispatch.placement import (
 from tradebridge.dispatch.reconcile import Reconciler, local_worker
 from tradebridge.domain.enums import OrderStatus
 from tradebridge.domain.ids import AccountName, client_order_id_for
+from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.domain.reports import LookupBaseline
 from tradebridge.errors import BrokerError, IllegalTransition, InvalidInput
 from tradebridge.obs import metrics
@@ -58,12 +59,12 @@ from tradebridge.obs.logging import get_logger
 from tradebridge.pipeline.risk import RiskLimits, check_risk
 from tradebridge.pipeline.route import BrokerView, Needs, PlaceOrder, needs, route
 from tradebridge.pipeline.validate import Denied, RawSignal, ValidSignal, validate
-from tradebridge.store.ledger import Ledger, LedgerRow, LedgerStatus, database_unavailable
+from tradebridge.store.ledger import Ledger, LedgerRow, database_unavailable
 from tradebridge.tracking.tracker import Tracker
 
 _log = get_logger("tradebridge.dispatch.dispatcher")
 _T = TypeVar("_T")
-_S = LedgerStatus
+_S = SignalStatus
 # A row left in one of these by _handle keeps the rest of its batch from being placed
 # (pending: it was handed back after an error, and goes first again).
 _STILL_SENDING = frozenset({_S.PROCESSING, _S.SUBMITTED, _S.PENDING})
@@ -363,7 +364,7 @@ class Dispatcher:
                 _log.info("database_back", worker=self.worker_id, tries=tries)
             return result
 
-    async def _handle(self, row: LedgerRow) -> LedgerStatus | None:
+    async def _handle(self, row: LedgerRow) -> SignalStatus | None:
         signal_id = row.signal_id
         self._in_hand[signal_id] = self._in_hand.get(signal_id, 0) + 1
         try:
@@ -381,7 +382,7 @@ class Dispatcher:
             else:
                 del self._in_hand[signal_id]
 
-    async def _recover(self, signal_id: str, error: Exception) -> LedgerStatus | None:
+    async def _recover(self, signal_id: str, error: Exception) -> SignalStatus | None:
         """Bring a row whose placement an exception interrupted to a state someone acts on.
 
         Never ``failed``: a row still ``processing`` under our claim goes back to
@@ -403,7 +404,7 @@ class Dispatcher:
         metrics.ROW_ERRORS.labels(kind=kind).inc()
         return await self._until_reachable(lambda: self._settle(signal_id, kind, text))
 
-    async def _settle(self, signal_id: str, kind: str, text: str) -> LedgerStatus | None:
+    async def _settle(self, signal_id: str, kind: str, text: str) -> SignalStatus | None:
         current = await self.ledger.get(signal_id)
         if current is None:
             return None
@@ -443,7 +444,7 @@ class Dispatcher:
         with contextlib.suppress(Exception):
             await asyncio.shield(self.ledger.hand_back(self.worker_id, signal_ids, reason))
 
-    async def _deny(self, signal_id: str, denied: Denied) -> LedgerStatus:
+    async def _deny(self, signal_id: str, denied: Denied) -> SignalStatus:
         await self.ledger.transition(
             signal_id, _S.DENIED, expected=_S.PROCESSING, owner=self.worker_id,
             error_message=denied.reason, detail={"field": denied.field},
@@ -451,7 +452,7 @@ class Dispatcher:
         _log.info("row_denied", signal_id=signal_id, reason=denied.reason)
         return _S.DENIED
 
-    async def _process(self, row: LedgerRow) -> LedgerStatus:
+    async def _process(self, row: LedgerRow) -> SignalStatus:
         """Place one claimed row; return its status afterwards (in flight: the account waits)."""
         today = self._today()
         checked = validate(
@@ -597,20 +598,20 @@ async def _quote(broker: Broker, instrument: str) -> Decimal | None:
 
 
 # What a row's status right after placement means for /metrics.
-_OUTCOMES: dict[LedgerStatus, str] = {
-    LedgerStatus.WORKING: "placed",
-    LedgerStatus.PARTIALLY_FILLED: "placed",
-    LedgerStatus.FILLED: "placed",
-    LedgerStatus.DENIED: "denied",
-    LedgerStatus.REJECTED: "rejected",
-    LedgerStatus.UNKNOWN: "unknown",
-    LedgerStatus.SUBMITTED: "unknown",
-    LedgerStatus.NEEDS_REVIEW: "unknown",
-    LedgerStatus.FAILED: "failed",
+_OUTCOMES: dict[SignalStatus, str] = {
+    SignalStatus.WORKING: "placed",
+    SignalStatus.PARTIALLY_FILLED: "placed",
+    SignalStatus.FILLED: "placed",
+    SignalStatus.DENIED: "denied",
+    SignalStatus.REJECTED: "rejected",
+    SignalStatus.UNKNOWN: "unknown",
+    SignalStatus.SUBMITTED: "unknown",
+    SignalStatus.NEEDS_REVIEW: "unknown",
+    SignalStatus.FAILED: "failed",
 }
 
 
-def _count_outcome(status: LedgerStatus | None, seconds: float) -> None:
+def _count_outcome(status: SignalStatus | None, seconds: float) -> None:
     outcome = _OUTCOMES.get(status) if status is not None else None
     if outcome is not None:
         metrics.SIGNALS_OUTCOME.labels(outcome=outcome).inc()

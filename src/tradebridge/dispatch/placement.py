@@ -56,12 +56,15 @@ from tradebridge.domain.commands import (
 from tradebridge.domain.contracts import parse_contract
 from tradebridge.domain.enums import OrderStatus, OrderType, Side, TimeInForce
 from tradebridge.domain.ids import AccountName, BrokerOrderId, ClientOrderId
+from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.domain.reports import LookupBaseline, OrderStatusReport
 from tradebridge.errors import (
+    AuthError,
     BrokerError,
     BrokerRejected,
     IllegalTransition,
     InvalidInput,
+    Lockout,
     LookupAmbiguous,
     OrderOwned,
     OutcomeUnknown,
@@ -69,16 +72,16 @@ from tradebridge.errors import (
 from tradebridge.obs import metrics
 from tradebridge.obs.logging import get_logger
 from tradebridge.pipeline.route import CancelOrders, FlattenAccount, PlaceOrder, Plan
-from tradebridge.store.ledger import BrokerCall, Ledger, LedgerRow, LedgerStatus
+from tradebridge.store.ledger import BrokerCall, Ledger, LedgerRow
 
 _log = get_logger("tradebridge.tracking.placement")
 # How far a worker's clock may be from the database's (baseline_after vs last_attempt_at).
 _CLOCK_SLACK = timedelta(seconds=1)
 # Namespace of the worker liveness locks (two-int form, apart from account locks 0x7462).
 WORKER_LOCK_NAMESPACE = 0x7463
-_S = LedgerStatus
+_S = SignalStatus
 
-_FROM_BROKER: dict[OrderStatus, LedgerStatus] = {
+_FROM_BROKER: dict[OrderStatus, SignalStatus] = {
     OrderStatus.FILLED: _S.FILLED,
     OrderStatus.PARTIALLY_FILLED: _S.PARTIALLY_FILLED,
     OrderStatus.CANCELLED: _S.CANCELLED,
@@ -87,7 +90,7 @@ _FROM_BROKER: dict[OrderStatus, LedgerStatus] = {
 }
 
 
-def ledger_status(status: OrderStatus) -> LedgerStatus:
+def ledger_status(status: OrderStatus) -> SignalStatus:
     """Return the row status of an order the broker reports (it exists: at least working)."""
     return _FROM_BROKER.get(status, _S.WORKING)
 
@@ -258,14 +261,14 @@ class Placer:
     async def _outcome(
         self,
         signal_id: str,
-        status: LedgerStatus,
+        status: SignalStatus,
         calls: Sequence[HttpCall],
         *,
         owner: str | None,
         event: str | None = None,
         detail: dict[str, Any] | None = None,
         **fields: Any,
-    ) -> LedgerStatus:
+    ) -> SignalStatus:
         """Write the outcome of a send (row + event + the send's audit); return the status."""
         main = self._main_call(calls)
         await self._file_calls(signal_id, calls, main)
@@ -288,7 +291,7 @@ class Placer:
 
     async def send(
         self, signal_id: str, plan: Plan, broker: Broker, *, owner: str | None
-    ) -> LedgerStatus:
+    ) -> SignalStatus:
         """Send the plan of a row already ``submitted``; write and return the outcome."""
         if isinstance(plan, PlaceOrder):
             return await self._send_order(signal_id, plan.command, broker, owner)
@@ -296,7 +299,7 @@ class Placer:
 
     async def _send_order(
         self, signal_id: str, command: SubmitOrder, broker: Broker, owner: str | None
-    ) -> LedgerStatus:
+    ) -> SignalStatus:
         with capture() as calls:
             try:
                 order_id = await broker.submit(command)
@@ -312,6 +315,15 @@ class Placer:
                 return await self._outcome(
                     signal_id, _S.FAILED, calls, owner=owner,
                     error_message=f"not sent: {e}", detail={"error": str(e)},
+                )  # fmt: skip
+            except (AuthError, Lockout) as e:
+                # No usable token, or the user is locked out: refused before sending, or
+                # answered 401 (a request Tradovate refuses to authenticate is not executed).
+                # Nothing to look up: it is sent once a token works, unless it got too old.
+                return await self._outcome(
+                    signal_id, _S.UNKNOWN, calls, owner=owner,
+                    error_message=f"not sent, waiting for a usable token: {e}"[:500],
+                    detail={"error": type(e).__name__, "not_sent": True},
                 )  # fmt: skip
             except (OutcomeUnknown, BrokerError) as e:
                 return await self._outcome(
@@ -333,7 +345,7 @@ class Placer:
 
     async def _send_commands(
         self, signal_id: str, plan: CancelOrders | FlattenAccount, broker: Broker, owner: str | None
-    ) -> LedgerStatus:
+    ) -> SignalStatus:
         done: list[str] = []
         with capture() as calls:
             try:
@@ -391,7 +403,7 @@ class Placer:
                 plan = plan_from_json(detail, today)
         return plan, baseline
 
-    async def resolve(self, signal_id: str, broker: Broker, *, today: date) -> LedgerStatus:
+    async def resolve(self, signal_id: str, broker: Broker, *, today: date) -> SignalStatus:
         """Resolve an ``unknown`` row: look it up, adopt what exists, resend what is absent."""
         plan, baseline = await self._sent_of(signal_id, today)
         if plan is None:
@@ -434,8 +446,10 @@ class Placer:
         broker: Broker,
         row: LedgerRow,
         baseline: LookupBaseline | None,
-    ) -> LedgerStatus:
+    ) -> SignalStatus:
         command = plan.command
+        if await self._not_sent(signal_id):
+            return await self._send_absent(signal_id, plan, broker, row, looked_up=False)
         sent = row.last_attempt_at or datetime.now(UTC)
         exclude = await self.ledger.owned_orders(command.account, besides=signal_id)
         with capture() as calls:
@@ -482,15 +496,44 @@ class Placer:
                     return await self.escalate(signal_id, "ambiguous", message, evidence)
                 return _S.UNKNOWN
             return await self._adopt(signal_id, result.found, probable=result.probable)
+        return await self._send_absent(signal_id, plan, broker, row, looked_up=True)
+
+    async def _not_sent(self, signal_id: str) -> bool:
+        """Return whether the row's last send was refused before execution (no usable token)."""
+        for event in reversed(await self.ledger.history(signal_id)):
+            if event.event in ("unknown", "submitted", "resubmitted"):
+                detail = event.detail
+                return bool(
+                    event.event == "unknown" and isinstance(detail, dict) and detail.get("not_sent")
+                )
+        return False
+
+    async def _send_absent(
+        self, signal_id: str, plan: PlaceOrder, broker: Broker, row: LedgerRow, *, looked_up: bool
+    ) -> SignalStatus:
+        """Send again the order of a row proved absent (a lookup) or never sent (no token)."""
+        command = plan.command
         version = row.placement_attempts
-        if self.past_bound(row):
+        # A row never sent is as old as its first submit (each try refreshes last_attempt_at).
+        first = row.ts_submitted or row.created_at
+        too_old = (
+            self.past_bound(row)
+            if looked_up or first is None
+            else (datetime.now(UTC) - first).total_seconds() > self.config.unknown_bound_s
+        )
+        if too_old:
+            how = (
+                f"the broker has no such order (looked up after {version} submit(s))"
+                if looked_up
+                else "it was never sent (no usable token)"
+            )
             return await self._fail_unknown(
                 signal_id,
-                f"not placed: the broker has no such order (looked up after {version} "
-                f"submit(s)); it is older than dispatcher.unknown_bound_s "
+                f"not placed: {how}; it is older than dispatcher.unknown_bound_s "
                 f"({self.config.unknown_bound_s:g}s), so it is not sent late",
             )
-        if version > self.config.max_resends:
+        # A send refused for want of a token is no resend: it does not count.
+        if looked_up and version > self.config.max_resends:
             return await self._fail_unknown(
                 signal_id,
                 f"lookup proved the order absent after {version} submits; not resent "
@@ -514,7 +557,7 @@ class Placer:
             return current.status if current else _S.FAILED
         return await self._send_order(signal_id, command, broker, None)
 
-    async def _fail_unknown(self, signal_id: str, message: str) -> LedgerStatus:
+    async def _fail_unknown(self, signal_id: str, message: str) -> SignalStatus:
         try:
             row = await self.ledger.transition(
                 signal_id, _S.FAILED, expected=_S.UNKNOWN, error_message=message
@@ -526,7 +569,7 @@ class Placer:
 
     async def escalate(
         self, signal_id: str, reason: str, message: str, evidence: dict[str, Any]
-    ) -> LedgerStatus:
+    ) -> SignalStatus:
         """Move an ``unknown`` row to ``needs_review`` with the evidence; log and count it."""
         try:
             row = await self.ledger.transition(
@@ -541,7 +584,7 @@ class Placer:
         _log.warning("row_needs_review", signal_id=signal_id, reason=reason, detail=message)
         return row.status
 
-    async def review(self, signal_id: str, broker: Broker, *, today: date) -> LedgerStatus:
+    async def review(self, signal_id: str, broker: Broker, *, today: date) -> SignalStatus:
         """Look a ``needs_review`` row up again; adopt what is now provably its own.
 
         Its client id, or the one order the lookup's rules leave (an ambiguity that cleared
@@ -638,8 +681,8 @@ class Placer:
         report: OrderStatusReport,
         *,
         probable: bool,
-        expected: LedgerStatus = _S.UNKNOWN,
-    ) -> LedgerStatus:
+        expected: SignalStatus = _S.UNKNOWN,
+    ) -> SignalStatus:
         status = ledger_status(report.status)
         detail = {"broker_order_id": report.broker_order_id, "probable": probable}
         if probable:

@@ -45,12 +45,13 @@ from tradebridge.dispatch.placement import (
     lookup_window_s,
 )
 from tradebridge.domain.ids import AccountName
+from tradebridge.domain.lifecycle import SignalStatus, check_move
 from tradebridge.errors import ConfigError, IllegalTransition
 from tradebridge.obs.logging import get_logger
-from tradebridge.store.ledger import Ledger, LedgerStatus, check_move, database_unavailable
+from tradebridge.store.ledger import Ledger, database_unavailable
 
 _log = get_logger("tradebridge.dispatch.reconcile")
-_S = LedgerStatus
+_S = SignalStatus
 _NEVER = timedelta(days=36500)  # requeue_stale by worker only
 
 # Worker ids whose dispatcher runs in this process: never dead to this process's reconcile,

@@ -56,7 +56,7 @@ class TimeInForce(StrEnum):
 
 
 class OrderStatus(StrEnum):
-    """Our status of one order, from intent to a final state."""
+    """The status of one order at the broker, as its reports and events say."""
 
     INITIALIZED = "initialized"  # known locally, not sent
     DENIED = "denied"  # our own checks said no; nothing was sent
@@ -81,11 +81,6 @@ class OrderStatus(StrEnum):
         """Return whether the order rests at the broker and may still fill."""
         return self in OPEN_STATUSES
 
-    @property
-    def is_in_flight(self) -> bool:
-        """Return whether a request about the order awaits its answer."""
-        return self in IN_FLIGHT_STATUSES
-
 
 TERMINAL_STATUSES: frozenset[OrderStatus] = frozenset(
     {
@@ -100,14 +95,6 @@ OPEN_STATUSES: frozenset[OrderStatus] = frozenset(
     {
         OrderStatus.WORKING,
         OrderStatus.PARTIALLY_FILLED,
-        OrderStatus.PENDING_CANCEL,
-        OrderStatus.PENDING_REPLACE,
-    }
-)
-IN_FLIGHT_STATUSES: frozenset[OrderStatus] = frozenset(
-    {
-        OrderStatus.SUBMITTED,
-        OrderStatus.UNKNOWN,
         OrderStatus.PENDING_CANCEL,
         OrderStatus.PENDING_REPLACE,
     }

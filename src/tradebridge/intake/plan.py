@@ -18,6 +18,7 @@ from tradebridge.brokers.factory import dialect_capabilities
 from tradebridge.config import Settings, WebhookAccountEntry
 from tradebridge.domain.contracts import ContractSymbol, resolve_symbol
 from tradebridge.domain.enums import Dialect
+from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.errors import InvalidSymbol
 from tradebridge.intake.formats import (
     MAX_CONTRACTS,
@@ -31,7 +32,7 @@ from tradebridge.pipeline.admission import Admission, admit
 from tradebridge.pipeline.risk import RiskLimits
 from tradebridge.pipeline.route import brackets_from_fill
 from tradebridge.pipeline.validate import RawSignal
-from tradebridge.store.ledger import LedgerStatus, NewSignal
+from tradebridge.store.ledger import NewSignal
 
 STALE = "stale"
 """``error_message`` of a row stored denied because its alert fired too long ago."""
@@ -77,7 +78,7 @@ def plan_alert(
         metadata["webhook"]["comment"] = alert.comment
     if notes:
         metadata["webhook"]["notes"] = notes
-    status = LedgerStatus.DENIED if stale_reason else LedgerStatus.PENDING
+    status = SignalStatus.DENIED if stale_reason else SignalStatus.PENDING
     if stale_reason:
         metadata["webhook"]["stale"] = stale_reason
     strategy = alert.strategy or settings.webhook.default_strategy

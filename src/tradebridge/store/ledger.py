@@ -20,13 +20,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from enum import Enum, StrEnum
+from enum import Enum
 from typing import Any, Self, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from tradebridge._aio import reraise_if_cancelling
+from tradebridge.domain.lifecycle import (
+    FINAL_STATUSES,
+    SignalStatus,
+    check_move,
+)
 from tradebridge.errors import DatabaseUnavailable, IllegalTransition, InvalidInput, OrderOwned
 from tradebridge.obs.logging import get_logger
 from tradebridge.store.migrate import connect, unavailable
@@ -72,72 +77,13 @@ def database_unavailable(error: BaseException) -> bool:
 Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 
 
-class LedgerStatus(StrEnum):
-    """Where one ledger row stands, from inserted to final."""
-
-    PENDING = "pending"  # inserted, waiting for a worker
-    PROCESSING = "processing"  # claimed by a worker; nothing sent yet
-    SUBMITTED = "submitted"  # the submit is being sent or was sent; answer not yet known
-    UNKNOWN = "unknown"  # sent, answer lost: look it up at the broker before anything else
-    # Escalated unknown: lookups were ambiguous or ran past the bound. Never resent; blocks
-    # nothing; reconcile adopts exact late evidence, else a human decides (docs/ledger.md).
-    NEEDS_REVIEW = "needs_review"
-    WORKING = "working"  # accepted by the broker, resting
-    PARTIALLY_FILLED = "partially_filled"
-    FILLED = "filled"
-    CANCELLED = "cancelled"
-    REJECTED = "rejected"  # the broker said no
-    DENIED = "denied"  # our own checks said no; nothing was sent
-    FAILED = "failed"  # given up without a broker verdict; no order rests at the broker
-    EXPIRED = "expired"  # the order's time in force ran out at the broker
-
-
-_S = LedgerStatus
-FINAL_STATUSES: frozenset[LedgerStatus] = frozenset(
-    {_S.FILLED, _S.CANCELLED, _S.REJECTED, _S.DENIED, _S.FAILED, _S.EXPIRED}
-)
-# A row in one of these keeps the rest of its account waiting (insertion order per account).
-IN_FLIGHT_STATUSES: frozenset[LedgerStatus] = frozenset({_S.PROCESSING, _S.SUBMITTED, _S.UNKNOWN})
-_BROKER_VERDICTS = frozenset(
-    {_S.WORKING, _S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELLED, _S.REJECTED, _S.EXPIRED}
-)
-
-# Which status may follow which: the same table as tradebridge_status_move_allowed() in
-# sql/0001_ledger.sql (a test compares them). processing -> pending is only for a row whose
-# worker died before anything was sent (requeue_stale).
-ALLOWED_MOVES: Mapping[LedgerStatus, frozenset[LedgerStatus]] = {
-    _S.PENDING: frozenset({_S.PROCESSING, _S.DENIED, _S.CANCELLED}),
-    _S.PROCESSING: frozenset({_S.SUBMITTED, _S.DENIED, _S.FAILED, _S.PENDING}),
-    _S.SUBMITTED: _BROKER_VERDICTS | {_S.UNKNOWN, _S.FAILED},
-    _S.UNKNOWN: _BROKER_VERDICTS | {_S.SUBMITTED, _S.FAILED, _S.NEEDS_REVIEW},
-    _S.NEEDS_REVIEW: _BROKER_VERDICTS | {_S.FAILED},
-    _S.WORKING: frozenset({_S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELLED, _S.REJECTED, _S.EXPIRED}),
-    _S.PARTIALLY_FILLED: frozenset({_S.FILLED, _S.CANCELLED, _S.REJECTED, _S.EXPIRED}),
-    **{final: frozenset() for final in FINAL_STATUSES},
-}
-
-
-def check_move(signal_id: str, old: LedgerStatus, new: LedgerStatus) -> None:
-    """Raise ``IllegalTransition`` unless a row may move from ``old`` to ``new``.
-
-    Staying in a non-final status is allowed (an event without a status change).
-    """
-    if old is new and old not in FINAL_STATUSES:
-        return
-    if new not in ALLOWED_MOVES[old]:
-        raise IllegalTransition(
-            f"signal {signal_id}: status {old.value} cannot move to {new.value}"
-            + (" (final)" if old in FINAL_STATUSES else "")
-        )
-
-
 @dataclass(frozen=True, slots=True)
 class LedgerRow:
     """One ``trading_signals`` row as tradebridge reads it (strategy fields stay raw)."""
 
     signal_id: str
     seq: int
-    status: LedgerStatus
+    status: SignalStatus
     strategy_name: str | None
     instrument: str | None
     side: str | None
@@ -189,7 +135,7 @@ class LedgerRow:
         """Build a row from a database record; legacy column types are normalised."""
         raw_status = record["status"]
         try:
-            status = LedgerStatus(raw_status)
+            status = SignalStatus(raw_status)
         except ValueError:
             raise InvalidInput(
                 f"signal {record['signal_id']}: status {raw_status!r} is not one of tradebridge's",
@@ -312,7 +258,7 @@ class NewSignal:
     source: str = "webhook"
     group_id: str | None = None
     # 'pending' to trade; 'denied' (with error_message) to record without trading.
-    status: LedgerStatus = LedgerStatus.PENDING
+    status: SignalStatus = SignalStatus.PENDING
     error_message: str | None = None
 
 
@@ -862,9 +808,9 @@ class Ledger:
     async def transition(
         self,
         signal_id: str,
-        new_status: LedgerStatus,
+        new_status: SignalStatus,
         *,
-        expected: LedgerStatus | None = None,
+        expected: SignalStatus | None = None,
         owner: str | None = None,
         event: str | None = None,
         detail: Mapping[str, Any] | None = None,
@@ -1154,8 +1100,8 @@ _LOCK_SETTINGS = {"application_name": "tradebridge-liveness"}
 @dataclass(frozen=True, slots=True)
 class _Move:
     signal_id: str
-    new_status: LedgerStatus
-    expected: LedgerStatus | None
+    new_status: SignalStatus
+    expected: SignalStatus | None
     owner: str | None
     event: str
     detail: dict[str, Any]
@@ -1163,7 +1109,7 @@ class _Move:
     fields: tuple[Any, ...]  # in the order of _TRANSITION_SQL's $3..$8
 
 
-async def _fast_move(pool: asyncpg.Pool, move: _Move, expected: LedgerStatus) -> LedgerRow | None:
+async def _fast_move(pool: asyncpg.Pool, move: _Move, expected: SignalStatus) -> LedgerRow | None:
     call = move.broker_call
     call_args = (None,) * 8 if call is None else _broker_call_args(call)
     detail = {"from": expected.value, "to": move.new_status.value, **move.detail}
@@ -1241,7 +1187,7 @@ async def _apply_move(conn: Conn, move: _Move) -> LedgerRow:
             f"signal {signal_id}: claimed by {locked['claimed_by']!r}, not by {move.owner!r}"
         )
     try:
-        old = LedgerStatus(locked["status"])
+        old = SignalStatus(locked["status"])
     except ValueError:
         raise IllegalTransition(
             f"signal {signal_id}: status {locked['status']!r} is not one of tradebridge's"

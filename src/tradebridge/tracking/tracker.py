@@ -26,6 +26,7 @@ from tradebridge._aio import reraise_if_cancelling
 from tradebridge.brokers.base import Broker, BrokerOrderEvent
 from tradebridge.brokers.pool import BrokerPool
 from tradebridge.config import Settings
+from tradebridge.domain.lifecycle import FINAL_STATUSES, SignalStatus, apply_fill, check_move
 from tradebridge.domain.orders import (
     OrderAccepted,
     OrderCancelled,
@@ -36,17 +37,10 @@ from tradebridge.domain.orders import (
 from tradebridge.errors import IllegalTransition
 from tradebridge.obs.logging import get_logger
 from tradebridge.obs.metrics import TRACKER_EVENTS_DROPPED
-from tradebridge.store.ledger import (
-    FINAL_STATUSES,
-    Conn,
-    Ledger,
-    LedgerStatus,
-    check_move,
-    database_unavailable,
-)
+from tradebridge.store.ledger import Conn, Ledger, database_unavailable
 
 _log = get_logger("tradebridge.tracking.tracker")
-_S = LedgerStatus
+_S = SignalStatus
 # Bracket legs carry their entry's client id with a suffix (tradovate/wire.py, and ``-leg``
 # for the legs of a native order strategy); no row is theirs.
 _LEG_SUFFIXES = ("-sl", "-tp", "-leg")
@@ -240,7 +234,7 @@ class Tracker:
         self,
         conn: Conn,
         row: asyncpg.Record,
-        status: LedgerStatus,
+        status: SignalStatus,
         order_id: str,
         qty: int,
         price: Decimal,
@@ -254,23 +248,26 @@ class Tracker:
             fill_id,
         ):
             return
-        before = Decimal(row["filled_qty"] or 0)
-        filled = before + qty
-        average = ((Decimal(row["avg_fill_price"] or 0) * before) + price * qty) / filled
-        ordered = await _ordered_qty(conn, signal_id)
-        new = _S.FILLED if ordered is None or filled >= ordered else _S.PARTIALLY_FILLED
-        await self._move(conn, signal_id, status, new, "fill",
+        average = row["avg_fill_price"]
+        after = apply_fill(
+            Decimal(row["filled_qty"] or 0),
+            Decimal(average) if average is not None else None,
+            qty,
+            price,
+            await _ordered_qty(conn, signal_id),
+        )
+        await self._move(conn, signal_id, status, after.status, "fill",
                          {"fill_id": fill_id, "qty": qty, "price": str(price),
-                          "filled_qty": str(filled)},
-                         tradovate_order_id=order_id, filled_qty=filled,
-                         avg_fill_price=average)  # fmt: skip
+                          "filled_qty": str(after.filled_qty)},
+                         tradovate_order_id=order_id, filled_qty=after.filled_qty,
+                         avg_fill_price=after.avg_fill_price)  # fmt: skip
 
     async def _move(
         self,
         conn: Conn,
         signal_id: str,
-        status: LedgerStatus,
-        new: LedgerStatus,
+        status: SignalStatus,
+        new: SignalStatus,
         event: str,
         detail: dict[str, Any],
         **fields: Any,
