@@ -12,6 +12,7 @@ Every library exception is translated into this tree at an adapter boundary
     │   └── OrderOwned ......... the broker order already belongs to another ledger row
     ├── StoreError ............. the ledger database failed us
     │   ├── DatabaseUnavailable  cannot connect (refused, timeout, bad password, no database)
+    │   ├── ContentRefused ..... the database refused the contents (NUL in text, over a limit)
     │   └── MigrationFailed .... a schema migration could not be applied; nothing half-done
     └── BrokerError ............ anything Tradovate (or the simulator) said or failed to say
         ├── TransientError ..... resolves itself; retried where safe (reads, cancels, logins)
@@ -79,6 +80,13 @@ class StoreError(BridgeError):
 
 class DatabaseUnavailable(StoreError):
     """The database cannot be reached or refused the login; the message names no secret."""
+
+
+class ContentRefused(StoreError):
+    """The database refused what it was given (a NUL in text, a value over its limits).
+
+    The input's fault, not an outage: retrying the same contents fails the same way.
+    """
 
 
 class MigrationFailed(StoreError):

@@ -6,6 +6,7 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
@@ -641,6 +642,27 @@ async def test_webhook_database_down_is_503_and_stores_nothing(make_hook: HookFa
     finally:
         await dead_pool.close()
     assert response.status_code == 503
+    assert response.json()["status"] == "unavailable"
+
+
+@pytest.mark.parametrize("stage", ["find_alert", "insert_alert"])
+async def test_webhook_pooled_connection_broken_by_an_outage_is_503_not_400(
+    hook: Hook, monkeypatch: pytest.MonkeyPatch, stage: str
+) -> None:
+    # A rare branch, forced: after PostgreSQL restarted, a pooled connection it had dropped
+    # fails its next statement with asyncpg's InternalClientError ("cannot switch to state").
+    # The chaos suite met it as a 400 "internal error": TradingView never resends a 400.
+    async def broken(*_args: object, **_kwargs: object) -> None:
+        raise asyncpg.InternalClientError("cannot switch to state 12; another operation (2)")
+
+    if stage == "find_alert":
+        monkeypatch.setattr(hook.ledger, "_pool", SimpleNamespace(fetchrow=broken))
+    else:
+        monkeypatch.setattr(hook.ledger, "_insert_alert", broken)
+
+    response = await hook.post(alert(time=now_iso()))
+
+    assert response.status_code == 503, response.text
     assert response.json()["status"] == "unavailable"
 
 

@@ -251,9 +251,13 @@ async def test_webhook_unforeseen_error_before_storing_is_400_and_logged(
 
 
 class _RefusingLedger(Ledger):
-    """A ledger whose database refuses the contents of every alert (PostgreSQL class 22)."""
+    """A ledger whose database refuses the contents of every alert (PostgreSQL class 22).
 
-    async def insert_alert(self, alert: Any, rows: Any) -> Any:
+    The driver's error is raised under the ledger's translation (``insert_alert`` wraps
+    ``_insert_alert``), as a real refusal would be.
+    """
+
+    async def _insert_alert(self, alert: Any, rows: Any) -> Any:
         raise asyncpg.exceptions.UntranslatableCharacterError("unsupported Unicode escape")
 
 

@@ -220,19 +220,6 @@ def lookup_window_s(settings: Settings) -> float:
 
 # Other rows of an account still in flight, with the plan and the baseline of their latest
 # submit: who else may own an order a lookup found by shape.
-_IN_FLIGHT_SQL = """
-select s.signal_id, s.last_attempt_at,
-       (select h.detail from order_history h
-         where h.signal_id = s.signal_id and h.event = 'submitted'
-         order by h.id desc limit 1) as plan,
-       (select h.detail -> 'baseline' from order_history h
-         where h.signal_id = s.signal_id and h.event in ('submitted', 'resubmitted')
-           and h.detail ? 'baseline'
-         order by h.id desc limit 1) as baseline
-  from trading_signals s
- where s.account_name = $1 and s.signal_id <> $2
-   and s.status in ('submitted', 'unknown', 'needs_review')
-"""
 
 
 class Placer:
@@ -385,21 +372,15 @@ class Placer:
         self, signal_id: str, today: date
     ) -> tuple[Plan | None, LookupBaseline | None]:
         """Return the plan a row was sent with and the baseline of its latest submit."""
-        rows = await self.ledger.pool.fetch(
-            "select event, detail from order_history where signal_id = $1 "
-            "and event in ('submitted', 'resubmitted') order by id desc",
-            signal_id,
-        )
         plan: Plan | None = None
         baseline: LookupBaseline | None = None
         found_baseline = False
-        for row in rows:
-            detail = row["detail"]
+        for event, detail in await self.ledger.submit_details(signal_id):
             if not isinstance(detail, dict):
                 continue
             if not found_baseline and "baseline" in detail:
                 baseline, found_baseline = LookupBaseline.from_json(detail["baseline"]), True
-            if plan is None and row["event"] == "submitted" and "plan" in detail:
+            if plan is None and event == "submitted" and "plan" in detail:
                 plan = plan_from_json(detail, today)
         return plan, baseline
 
@@ -625,7 +606,7 @@ class Placer:
         """
         read_after = await self._baseline_read_after(signal_id, row)
         rivals: list[str] = []
-        for other in await self.ledger.pool.fetch(_IN_FLIGHT_SQL, command.account, signal_id):
+        for other in await self.ledger.sent_rows_besides(command.account, signal_id):
             sent = other["last_attempt_at"]
             if (
                 read_after is not None
@@ -663,12 +644,7 @@ class Placer:
         allowed between a worker and the database), else the claim: rows claimed in one batch
         read their baselines one after the other, long after it.
         """
-        value = await self.ledger.pool.fetchval(
-            "select detail->>'baseline_after' from order_history where signal_id = $1 "
-            "and event in ('submitted', 'resubmitted') and detail ? 'baseline' "
-            "order by id desc limit 1",
-            signal_id,
-        )
+        value = await self.ledger.latest_baseline_after(signal_id)
         bounds = [row.ts_claimed] if row.ts_claimed is not None else []
         if value:
             with contextlib.suppress(ValueError):
@@ -723,24 +699,9 @@ class Placer:
         baseline_after: datetime | None = None,
     ) -> bool:
         """Move ``unknown → submitted`` if nobody sent since ``version``; return whether done."""
-        async with self.ledger.pool.acquire() as conn, conn.transaction():
-            current = await conn.fetchrow(
-                "select status, placement_attempts from trading_signals "
-                "where signal_id = $1 for update",
-                signal_id,
-            )
-            if (
-                current is None
-                or current["status"] != _S.UNKNOWN.value
-                or int(current["placement_attempts"] or 0) != version
-            ):
-                return False
-            await self.ledger.transition(
-                signal_id, _S.SUBMITTED, expected=_S.UNKNOWN, event="resubmitted",
-                detail={"after_attempts": version,
-                        **({"baseline": baseline.to_json()} if baseline else {}),
-                        **({"baseline_after": baseline_after.isoformat()}
-                           if baseline and baseline_after else {})},
-                conn=conn,
-            )  # fmt: skip
-        return True
+        detail: dict[str, Any] = {"after_attempts": version}
+        if baseline is not None:
+            detail["baseline"] = baseline.to_json()
+            if baseline_after is not None:
+                detail["baseline_after"] = baseline_after.isoformat()
+        return await self.ledger.claim_resend(signal_id, version, detail)

@@ -160,28 +160,9 @@ class Reconciler:
         """
         if not await self._liveness_settled():
             return []
-        local = local_workers()
-        async with self.ledger.pool.acquire() as conn:
-            workers = [
-                r["claimed_by"]
-                for r in await conn.fetch(
-                    "select distinct claimed_by from trading_signals "
-                    "where status in ('processing', 'submitted', 'unknown') "
-                    "and claimed_by is not null"
-                )
-            ]
-            dead = []
-            for worker in workers:
-                if worker in local:
-                    continue
-                if await conn.fetchval(
-                    "select pg_try_advisory_lock($1, hashtext($2))", WORKER_LOCK_NAMESPACE, worker
-                ):
-                    await conn.execute(
-                        "select pg_advisory_unlock($1, hashtext($2))", WORKER_LOCK_NAMESPACE, worker
-                    )
-                    dead.append(worker)
-        return dead
+        return await self.ledger.workers_without_lock(
+            WORKER_LOCK_NAMESPACE, besides=set(local_workers())
+        )
 
     async def reconcile_once(self) -> ReconcileReport:
         """Run one round; return what it did."""
@@ -224,16 +205,11 @@ class Reconciler:
 
     async def _resolve_unknown(self, report: ReconcileReport) -> None:
         idle = timedelta(seconds=self.config.reconcile_interval_s)
-        rows = await self.ledger.pool.fetch(
-            "select signal_id, account_name, claimed_by from trading_signals "
-            "where status = 'unknown' and (claimed_by is null or claimed_by = any($1::text[]) "
-            "or updated_at < now() - $2::interval) order by created_at, seq",
-            report.dead_workers,
-            idle,
-        )
         by_account: dict[str, list[str]] = defaultdict(list)
-        for row in rows:
-            by_account[row["account_name"] or ""].append(row["signal_id"])
+        for signal_id, account in await self.ledger.unknown_to_resolve(
+            dead_workers=report.dead_workers, idle=idle
+        ):
+            by_account[account].append(signal_id)
 
         async def account_rows(account: str, signal_ids: list[str]) -> None:
             try:
@@ -271,36 +247,24 @@ class Reconciler:
 
     async def _review(self, report: ReconcileReport) -> None:
         """Look ``needs_review`` rows up again; adopt what is provably theirs."""
-        rows = await self.ledger.pool.fetch(
-            "select signal_id, account_name from trading_signals where status = 'needs_review' "
-            "and account_name is not null and created_at > now() - interval '1 day' "
-            "order by updated_at limit 50"
-        )
-        for row in rows:
+        for signal_id, account in await self.ledger.needing_review():
             try:
-                broker = await self.brokers.get(row["account_name"])
-                status = await self.placer.review(row["signal_id"], broker, today=self._today())
+                broker = await self.brokers.get(account)
+                status = await self.placer.review(signal_id, broker, today=self._today())
             except Exception as e:  # noqa: BLE001 - the next round tries again
                 reraise_if_cancelling()
-                _log.warning("review_lookup_failed", signal_id=row["signal_id"], error=str(e))
+                _log.warning("review_lookup_failed", signal_id=signal_id, error=str(e))
                 continue
             if status is not _S.NEEDS_REVIEW:
-                report.reviewed[row["signal_id"]] = status.value
+                report.reviewed[signal_id] = status.value
 
     async def _sync_open(self, report: ReconcileReport) -> None:
         idle = timedelta(seconds=self.config.reconcile_interval_s)
-        rows = await self.ledger.pool.fetch(
-            "select signal_id, account_name, status, tradovate_order_id, filled_qty "
-            "from trading_signals where status in ('working', 'partially_filled') "
-            "and tradovate_order_id is not null and updated_at < now() - $1::interval",
-            idle,
-        )
-        by_account: dict[str, list[tuple[str, str, str, Decimal]]] = defaultdict(list)
-        for row in rows:
-            by_account[row["account_name"]].append(
-                (row["signal_id"], row["status"], row["tradovate_order_id"],
-                 Decimal(row["filled_qty"] or 0))
-            )  # fmt: skip
+        by_account: dict[str, list[tuple[str, SignalStatus, str, Decimal]]] = defaultdict(list)
+        for signal_id, account, status, order_id, filled in await self.ledger.open_orders_idle(
+            idle
+        ):
+            by_account[account].append((signal_id, status, order_id, filled))
         for account, open_rows in by_account.items():
             try:
                 broker = await self.brokers.get(account)
@@ -311,11 +275,10 @@ class Reconciler:
                 continue
             del calls  # reads are not filed per row: they belong to no single signal
             by_id = {str(r.broker_order_id): r for r in reports}
-            for signal_id, status_text, order_id, filled in open_rows:
+            for signal_id, status, order_id, filled in open_rows:
                 found = by_id.get(order_id)
                 if found is None:
                     continue
-                status = _S(status_text)
                 new = ledger_status(found.status)
                 if new is _S.WORKING or (new is status and filled == found.filled_qty):
                     continue

@@ -24,14 +24,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import asyncpg
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
 from tradebridge.config import Settings
 from tradebridge.domain.clock import utcnow
-from tradebridge.errors import StoreError
+from tradebridge.errors import ContentRefused, StoreError
 from tradebridge.intake import compat, tradebridge_format
 from tradebridge.intake.formats import (
     AlertRejected,
@@ -65,18 +64,10 @@ __all__ = ["IntakeDeps", "build_router", "validate_webhook_settings"]
 
 _log = get_logger("tradebridge.intake.webhook")
 
-# The database refused the alert's contents (class 22 data exceptions such as a NUL in text,
-# class 54 limits such as an index row too large): the input's fault, a 400, not an outage.
-# Caught before _STORE_ERRORS, which holds their base class.
-_CONTENT_ERRORS = (asyncpg.DataError, asyncpg.exceptions.ProgramLimitExceededError)
 # Failures that mean "the database did not take it": answered 503 so TradingView resends.
-_STORE_ERRORS = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    StoreError,
-)
+# The ledger translated the driver's errors (store_errors); the database refusing the
+# alert's contents (ContentRefused, a StoreError too) is a 400 and is caught first.
+_STORE_ERRORS = (TimeoutError, StoreError)
 
 _PARSERS: dict[Format, Callable[[Mapping[str, Any]], ParsedAlert]] = {
     "tradebridge": tradebridge_format.parse,
@@ -213,7 +204,7 @@ class _Intake:
                     idempotency_key=key, body_sha256=body_sha, since=received_at - window
                 )
         except _STORE_ERRORS as e:
-            return self._unavailable(e)
+            return self._unavailable(e.__cause__ or e)
         if found is not None:
             return _duplicate(found)
 
@@ -241,10 +232,10 @@ class _Intake:
         try:
             async with asyncio.timeout(self._hook_timeout()):
                 stored = await self._deps.ledger.insert_alert(alert, plan.rows)
-        except _CONTENT_ERRORS as e:
-            raise _refused_contents(e) from None
+        except ContentRefused as e:
+            raise _refused_contents(e.__cause__ or e) from None
         except _STORE_ERRORS as e:
-            return self._unavailable(e)
+            return self._unavailable(e.__cause__ or e)
         # Stored: from here on every outcome is a 200 (a 5xx would bring three resends).
         try:
             return self._stored_answer(stored, parsed, plan.instrument, plan.notes, stale)
@@ -327,7 +318,7 @@ class _Intake:
         try:
             async with asyncio.timeout(self._hook_timeout()):
                 await self._deps.ledger.insert_alert(alert, ())
-        except _STORE_ERRORS as e:  # _CONTENT_ERRORS included
+        except _STORE_ERRORS as e:  # ContentRefused included
             _log.warning("invalid alert not recorded", error=type(e).__name__)
 
     def _stored_answer(

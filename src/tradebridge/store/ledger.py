@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -32,7 +32,14 @@ from tradebridge.domain.lifecycle import (
     SignalStatus,
     check_move,
 )
-from tradebridge.errors import DatabaseUnavailable, IllegalTransition, InvalidInput, OrderOwned
+from tradebridge.errors import (
+    ContentRefused,
+    DatabaseUnavailable,
+    IllegalTransition,
+    InvalidInput,
+    OrderOwned,
+    StoreError,
+)
 from tradebridge.obs.logging import get_logger
 from tradebridge.store.migrate import connect, unavailable
 
@@ -45,6 +52,20 @@ ACCOUNT_LOCK_NAMESPACE = 0x7462  # 'tb'
 _ILLEGAL_MOVE_SQLSTATE = "TB409"
 # One ledger row per broker order (0004_exactly_once.sql).
 _ORDER_OWNER_INDEX = "trading_signals_account_order_key"
+# An account's other rows sent and unresolved, with the plan and baseline of their submits.
+_SENT_ROWS_SQL = """
+select s.signal_id, s.last_attempt_at,
+       (select h.detail from order_history h
+         where h.signal_id = s.signal_id and h.event = 'submitted'
+         order by h.id desc limit 1) as plan,
+       (select h.detail -> 'baseline' from order_history h
+         where h.signal_id = s.signal_id and h.event in ('submitted', 'resubmitted')
+           and h.detail ? 'baseline'
+         order by h.id desc limit 1) as baseline
+  from trading_signals s
+ where s.account_name = $1 and s.signal_id <> $2
+   and s.status in ('submitted', 'unknown', 'needs_review')
+"""
 
 # What a lost, stopping or restarting database raises: the operation may be tried again once
 # it is back (asyncpg's connection errors are InterfaceError or 08xxx; a server shutting
@@ -70,6 +91,26 @@ def database_unavailable(error: BaseException) -> bool:
     property of the statement, so it is not counted.
     """
     return isinstance(error, _UNAVAILABLE) and not isinstance(error, asyncpg.QueryCanceledError)
+
+
+@contextlib.contextmanager
+def store_errors() -> Iterator[None]:
+    """Translate the driver's errors into the bridge's, once, here.
+
+    Class 22 data exceptions and class 54 limits are ``ContentRefused`` (the input's fault);
+    a lost or unreachable database is ``DatabaseUnavailable``; any other database error is a
+    ``StoreError``. Messages carry the kind of error only: PostgreSQL's may quote a value.
+    """
+    try:
+        yield
+    except StoreError:
+        raise
+    except (asyncpg.DataError, asyncpg.exceptions.ProgramLimitExceededError) as e:
+        raise ContentRefused(f"the database refused the contents ({type(e).__name__})") from e
+    except _UNAVAILABLE as e:
+        raise DatabaseUnavailable(f"the database is unavailable ({type(e).__name__})") from e
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+        raise StoreError(f"the database failed ({type(e).__name__})") from e
 
 
 # A connection of its own or one borrowed from the pool (a string: the runtime classes are
@@ -609,8 +650,13 @@ class Ledger:
         """Store an alert and its rows in one transaction, or find its first delivery.
 
         A repeat (same ``idempotency_key``, or same ``body_sha256`` within the window) stores
-        nothing and returns the first delivery's ids with ``duplicate=True``.
+        nothing and returns the first delivery's ids with ``duplicate=True``. Errors come as
+        ``ContentRefused`` (the contents) or another ``StoreError`` (the database).
         """
+        with store_errors():
+            return await self._insert_alert(alert, rows)
+
+    async def _insert_alert(self, alert: NewAlert, rows: Sequence[NewSignal]) -> InsertResult:
         signal_ids = [r.signal_id for r in rows]
         columns = _signal_columns(rows)
         args = (
@@ -666,12 +712,13 @@ class Ledger:
         since: datetime | None = None,
     ) -> InsertResult | None:
         """Return the stored alert with this key (or this body since ``since``), or ``None``."""
-        if idempotency_key is not None:
-            found = await self._pool.fetchrow(_FIND_ALERT_BY_KEY_SQL, idempotency_key)
-        elif body_sha256 is not None and since is not None:
-            found = await self._pool.fetchrow(_FIND_ALERT_BY_BODY_SQL, body_sha256, since)
-        else:
-            return None
+        with store_errors():
+            if idempotency_key is not None:
+                found = await self._pool.fetchrow(_FIND_ALERT_BY_KEY_SQL, idempotency_key)
+            elif body_sha256 is not None and since is not None:
+                found = await self._pool.fetchrow(_FIND_ALERT_BY_BODY_SQL, body_sha256, since)
+            else:
+                return None
         return _alert_result(found, duplicate=True) if found is not None else None
 
     # --- reads ---------------------------------------------------------------------------
@@ -797,6 +844,12 @@ class Ledger:
         return [str(r["signal_id"]) for r in records]
 
     @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Conn]:
+        """Open a transaction on a pooled connection (pass it as ``conn=`` to the methods)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield conn
+
+    @contextlib.asynccontextmanager
     async def account_transaction(self, account_name: str) -> AsyncIterator[Conn]:
         """Open a transaction holding the account's advisory lock until it ends."""
         async with self._pool.acquire() as conn, conn.transaction():
@@ -895,6 +948,193 @@ class Ledger:
             besides,
         )
         return frozenset(str(r["tradovate_order_id"]) for r in rows)
+
+    # --- what the tracker asks (broker events -> rows) -------------------------------------
+
+    async def lock_row_for_event(
+        self, conn: Conn, client_order_id: str | None, broker_order_id: str
+    ) -> asyncpg.Record | None:
+        """Lock and return the row a broker event is about, or None.
+
+        By our client id first (unless the row already points at another order: a leg, or a
+        stale duplicate); else by the broker's id among rows whose order is open.
+        """
+        columns = "signal_id, status, filled_qty, avg_fill_price, tradovate_order_id"
+        if client_order_id:
+            row = await conn.fetchrow(
+                f"select {columns} from trading_signals where client_order_id = $1 for update",  # noqa: S608 - fixed column list
+                client_order_id,
+            )
+            if row is not None:
+                known = row["tradovate_order_id"]
+                return None if known is not None and known != broker_order_id else row
+        return await conn.fetchrow(
+            f"select {columns} from trading_signals where tradovate_order_id = $1 "  # noqa: S608 - fixed column list
+            "and status in ('submitted', 'unknown', 'working', 'partially_filled') for update",
+            broker_order_id,
+        )
+
+    async def row_named_by(
+        self, broker_order_id: str, client_order_id: str | None
+    ) -> asyncpg.Record | None:
+        """Return (signal_id, status, tradovate_order_id) of the row an event names, if any:
+        the one with the broker's id first, else the one with our client id."""
+        return await self._pool.fetchrow(
+            "select signal_id, status, tradovate_order_id from trading_signals "
+            "where tradovate_order_id = $1 or client_order_id = $2 "
+            "order by tradovate_order_id = $1 desc nulls last limit 1",
+            broker_order_id,
+            client_order_id,
+        )
+
+    async def fill_seen(self, conn: Conn, signal_id: str, fill_id: str) -> bool:
+        """Return whether the row already recorded the fill ``fill_id``."""
+        found = await conn.fetchval(
+            "select 1 from order_history where signal_id = $1 and event = 'fill' "
+            "and detail->>'fill_id' = $2 limit 1",
+            signal_id,
+            fill_id,
+        )
+        return found is not None
+
+    async def ordered_qty(self, conn: Conn, signal_id: str) -> Decimal | None:
+        """Return the quantity the row's latest submitted plan ordered, if recorded."""
+        value = await conn.fetchval(
+            "select detail->>'quantity' from order_history where signal_id = $1 "
+            "and event = 'submitted' and detail ? 'plan' order by id desc limit 1",
+            signal_id,
+        )
+        return None if value is None else Decimal(value)
+
+    # --- what placement asks (unknown outcomes) --------------------------------------------
+
+    async def submit_details(self, signal_id: str) -> list[tuple[str, Any]]:
+        """Return (event, detail) of the row's submits and resubmits, newest first."""
+        rows = await self._pool.fetch(
+            "select event, detail from order_history where signal_id = $1 "
+            "and event in ('submitted', 'resubmitted') order by id desc",
+            signal_id,
+        )
+        return [(str(r["event"]), r["detail"]) for r in rows]
+
+    async def sent_rows_besides(self, account_name: str, signal_id: str) -> list[asyncpg.Record]:
+        """Return the account's other rows sent and unresolved, with their plan and baseline.
+
+        Each record: ``signal_id``, ``last_attempt_at``, ``plan`` (the detail of the latest
+        submit) and ``baseline`` (the latest recorded lookup baseline).
+        """
+        return list(await self._pool.fetch(_SENT_ROWS_SQL, account_name, signal_id))
+
+    async def latest_baseline_after(self, signal_id: str) -> str | None:
+        """Return ``baseline_after`` of the row's latest submit that recorded a baseline."""
+        value = await self._pool.fetchval(
+            "select detail->>'baseline_after' from order_history where signal_id = $1 "
+            "and event in ('submitted', 'resubmitted') and detail ? 'baseline' "
+            "order by id desc limit 1",
+            signal_id,
+        )
+        return None if value is None else str(value)
+
+    async def claim_resend(self, signal_id: str, version: int, detail: Mapping[str, Any]) -> bool:
+        """Move ``unknown -> submitted`` (event ``resubmitted``) if nobody sent since ``version``.
+
+        Return whether it was done: another worker may have resent (or resolved) the row
+        since ``version`` was read, and then this one must not send.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            current = await conn.fetchrow(
+                "select status, placement_attempts from trading_signals "
+                "where signal_id = $1 for update",
+                signal_id,
+            )
+            if (
+                current is None
+                or current["status"] != SignalStatus.UNKNOWN.value
+                or int(current["placement_attempts"] or 0) != version
+            ):
+                return False
+            await self.transition(
+                signal_id, SignalStatus.SUBMITTED, expected=SignalStatus.UNKNOWN,
+                event="resubmitted", detail=dict(detail), conn=conn,
+            )  # fmt: skip
+        return True
+
+    # --- what reconcile asks ----------------------------------------------------------------
+
+    async def workers_without_lock(self, namespace: int, *, besides: set[str]) -> list[str]:
+        """Return the workers holding rows in flight whose liveness lock nobody holds.
+
+        Each worker holds the advisory lock ``(namespace, hashtext(worker id))`` while it
+        lives; a lock this session can take (and gives back at once) belongs to nobody.
+        Workers in ``besides`` (this process's own) are never returned.
+        """
+        async with self._pool.acquire() as conn:
+            workers = [
+                str(r["claimed_by"])
+                for r in await conn.fetch(
+                    "select distinct claimed_by from trading_signals "
+                    "where status in ('processing', 'submitted', 'unknown') "
+                    "and claimed_by is not null"
+                )
+            ]
+            dead = []
+            for worker in workers:
+                if worker in besides:
+                    continue
+                if await conn.fetchval(
+                    "select pg_try_advisory_lock($1, hashtext($2))", namespace, worker
+                ):
+                    await conn.execute(
+                        "select pg_advisory_unlock($1, hashtext($2))", namespace, worker
+                    )
+                    dead.append(worker)
+        return dead
+
+    async def unknown_to_resolve(
+        self, *, dead_workers: Sequence[str], idle: timedelta
+    ) -> list[tuple[str, str]]:
+        """Return (signal_id, account_name) of the ``unknown`` rows reconcile should resolve.
+
+        Rows nobody holds, rows of dead workers, and rows idle for ``idle`` (their worker did
+        not settle them); oldest first.
+        """
+        rows = await self._pool.fetch(
+            "select signal_id, account_name from trading_signals "
+            "where status = 'unknown' and (claimed_by is null or claimed_by = any($1::text[]) "
+            "or updated_at < now() - $2::interval) order by created_at, seq",
+            list(dead_workers),
+            idle,
+        )
+        return [(str(r["signal_id"]), str(r["account_name"] or "")) for r in rows]
+
+    async def needing_review(self, limit: int = 50) -> list[tuple[str, str]]:
+        """Return (signal_id, account_name) of recent ``needs_review`` rows, least recent first."""
+        rows = await self._pool.fetch(
+            "select signal_id, account_name from trading_signals where status = 'needs_review' "
+            "and account_name is not null and created_at > now() - interval '1 day' "
+            "order by updated_at limit $1",
+            limit,
+        )
+        return [(str(r["signal_id"]), str(r["account_name"])) for r in rows]
+
+    async def open_orders_idle(
+        self, idle: timedelta
+    ) -> list[tuple[str, str, SignalStatus, str, Decimal]]:
+        """Return rows whose order rests and that heard nothing for ``idle``.
+
+        Each: (signal_id, account_name, status, tradovate_order_id, filled_qty).
+        """
+        rows = await self._pool.fetch(
+            "select signal_id, account_name, status, tradovate_order_id, filled_qty "
+            "from trading_signals where status in ('working', 'partially_filled') "
+            "and tradovate_order_id is not null and updated_at < now() - $1::interval",
+            idle,
+        )
+        return [
+            (str(r["signal_id"]), str(r["account_name"]), SignalStatus(r["status"]),
+             str(r["tradovate_order_id"]), Decimal(r["filled_qty"] or 0))
+            for r in rows
+        ]  # fmt: skip
 
     async def add_event(
         self, signal_id: str, event: str, detail: Mapping[str, Any] | None = None

@@ -149,13 +149,7 @@ class Tracker:
     async def _unmatched(self, event: BrokerOrderEvent) -> tuple[str, str | None]:
         """Return why an event matched no row, and the signal id of the row it names, if any."""
         cid = str(event.client_order_id) if event.client_order_id else None
-        row = await self.ledger.pool.fetchrow(
-            "select signal_id, status, tradovate_order_id from trading_signals "
-            "where tradovate_order_id = $1 or client_order_id = $2 "
-            "order by tradovate_order_id = $1 desc nulls last limit 1",
-            str(event.broker_order_id),
-            cid,
-        )
+        row = await self.ledger.row_named_by(str(event.broker_order_id), cid)
         if row is not None and row["tradovate_order_id"] == str(event.broker_order_id):
             # The broker's id is looked up among open rows only: this row had left them.
             final = _S(row["status"]) in FINAL_STATUSES
@@ -168,8 +162,9 @@ class Tracker:
 
     async def apply(self, event: BrokerOrderEvent) -> bool:
         """Apply one event; return False when no row matches it (yet)."""
-        async with self.ledger.pool.acquire() as conn, conn.transaction():
-            row = await _find_row(conn, event)
+        async with self.ledger.transaction() as conn:
+            cid = str(event.client_order_id) if event.client_order_id else None
+            row = await self.ledger.lock_row_for_event(conn, cid, str(event.broker_order_id))
             if row is None:
                 return False
             await self._apply(conn, row, event)
@@ -241,12 +236,7 @@ class Tracker:
         fill_id: str,
     ) -> None:
         signal_id = row["signal_id"]
-        if fill_id and await conn.fetchval(
-            "select 1 from order_history where signal_id = $1 and event = 'fill' "
-            "and detail->>'fill_id' = $2 limit 1",
-            signal_id,
-            fill_id,
-        ):
+        if fill_id and await self.ledger.fill_seen(conn, signal_id, fill_id):
             return
         average = row["avg_fill_price"]
         after = apply_fill(
@@ -254,7 +244,7 @@ class Tracker:
             Decimal(average) if average is not None else None,
             qty,
             price,
-            await _ordered_qty(conn, signal_id),
+            await self.ledger.ordered_qty(conn, signal_id),
         )
         await self._move(conn, signal_id, status, after.status, "fill",
                          {"fill_id": fill_id, "qty": qty, "price": str(price),
@@ -279,33 +269,3 @@ class Tracker:
         await self.ledger.transition(
             signal_id, new, expected=status, event=event, detail=detail, conn=conn, **fields
         )
-
-
-async def _find_row(conn: Conn, event: BrokerOrderEvent) -> asyncpg.Record | None:
-    cid = event.client_order_id
-    if cid:
-        row = await conn.fetchrow(
-            "select signal_id, status, filled_qty, avg_fill_price, tradovate_order_id "
-            "from trading_signals where client_order_id = $1 for update",
-            str(cid),
-        )
-        if row is not None:
-            known = row["tradovate_order_id"]
-            if known is not None and known != str(event.broker_order_id):
-                return None  # another order under our id (a leg, or a stale duplicate)
-            return row
-    return await conn.fetchrow(
-        "select signal_id, status, filled_qty, avg_fill_price, tradovate_order_id "
-        "from trading_signals where tradovate_order_id = $1 "
-        "and status in ('submitted', 'unknown', 'working', 'partially_filled') for update",
-        str(event.broker_order_id),
-    )
-
-
-async def _ordered_qty(conn: Conn, signal_id: str) -> Decimal | None:
-    value = await conn.fetchval(
-        "select detail->>'quantity' from order_history where signal_id = $1 "
-        "and event = 'submitted' and detail ? 'plan' order by id desc limit 1",
-        signal_id,
-    )
-    return None if value is None else Decimal(value)
