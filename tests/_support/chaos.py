@@ -247,8 +247,7 @@ class Alerts:
     unanswered: list[dict[str, Any]] = field(default_factory=list)
     # Answers no careful sender expects (anything but 200 and 503): each fails the test.
     failures: list[str] = field(default_factory=list)
-    # Set by the first 200 after an outage began (see ``mark``).
-    _marks: dict[str, asyncio.Event] = field(default_factory=dict)
+    _seen: set[str] = field(default_factory=set)
 
     def body(self, n: int, rng: random.Random) -> dict[str, Any]:
         """Return the ``n``-th alert."""
@@ -261,11 +260,6 @@ class Alerts:
         if rng.random() < self.limit_share:
             body.update(order_type="limit", price=str(FAR[side]))
         return body
-
-    def mark(self, name: str) -> asyncio.Event:
-        """Return an event set by the next alert accepted from now on."""
-        self._marks[name] = asyncio.Event()
-        return self._marks[name]
 
     async def run(self, stop: asyncio.Event) -> None:
         """Post alerts until ``stop``; then wait for every alert still being resent."""
@@ -309,10 +303,11 @@ class Alerts:
                 if found["status"] not in ("accepted", "duplicate"):
                     self.failures.append(f"alert answered 200 {found}")
                     return
-                if found["status"] == "accepted":
-                    self.accepted.extend(found["signal_ids"])
-                    for event in self._marks.values():
-                        event.set()
+                # A duplicate's ids count too: the first delivery may have been stored and
+                # its answer lost (a 503 on a commit that went through, a reset).
+                fresh = [i for i in found["signal_ids"] if i not in self._seen]
+                self._seen.update(fresh)
+                self.accepted.extend(fresh)
                 return
             if answer is not None and answer.status_code != 503:
                 self.failures.append(f"alert answered {answer.status_code}: {answer.text[:200]}")
