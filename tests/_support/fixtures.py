@@ -6,7 +6,10 @@ import contextlib
 import io
 import json
 import logging
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +17,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from tradebridge.obs.logging import configure_logging
-from tradebridge.store.embedded import EmbeddedRedis
+from tradebridge.store.embedded import EmbeddedPostgres, EmbeddedRedis
 
 
 @contextlib.contextmanager
@@ -45,3 +48,28 @@ async def redis_client(redis_server: EmbeddedRedis) -> AsyncIterator[aioredis.Re
     await client.flushdb()
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[EmbeddedRedis]:
+    """Start a Redis of the test's own, which it may stop and start (it comes back empty)."""
+    directory = Path(tempfile.mkdtemp(prefix="tradebridge-private-redis-"))
+    server = EmbeddedRedis(directory=directory)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[EmbeddedPostgres]:
+    """Start a PostgreSQL of the test's own, which it may stop and start."""
+    directory = Path(tempfile.mkdtemp(prefix="tradebridge-private-pg-"))
+    directory.chmod(0o755)  # the postgres user must reach it
+    server = EmbeddedPostgres(directory=directory)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)

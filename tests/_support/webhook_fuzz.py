@@ -386,11 +386,10 @@ def request_kwargs(case: Case) -> dict[str, Any]:
 
 def check_stored_rows(rows: Iterable[Mapping[str, Any]], today: date) -> list[str]:
     """Return what is wrong with rows the webhook stored (empty: each is a workable row)."""
-    from tradebridge.dispatch.dispatcher import raw_signal
     from tradebridge.domain.ids import ClientOrderId
     from tradebridge.domain.reports import PositionReport
     from tradebridge.pipeline.route import BrokerView, route
-    from tradebridge.pipeline.validate import ValidSignal, validate
+    from tradebridge.pipeline.validate import RawSignal, ValidSignal, validate
     from tradebridge.store.ledger import LedgerRow
 
     problems: list[str] = []
@@ -421,7 +420,7 @@ def check_stored_rows(rows: Iterable[Mapping[str, Any]], today: date) -> list[st
             if value is not None and not 1 <= value <= 1_000_000:
                 bad(f"{column} {value}")
         try:
-            signal = validate(raw_signal(LedgerRow.from_record(record)), today=today,
+            signal = validate(RawSignal.of(LedgerRow.from_record(record)), today=today,
                               accounts=ACCOUNTS, root_map={"NQ": "MNQ"})  # fmt: skip
             if isinstance(signal, ValidSignal):
                 held = ()

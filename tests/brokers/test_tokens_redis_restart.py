@@ -8,14 +8,13 @@ and started again: it comes back empty (``--save ''``, no append-only file).
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
+from _support.fixtures import private_redis
 from _support.native import sim, sim_clock
 from tradebridge.brokers.auth import AccountTokens
 from tradebridge.brokers.factory import build_account_tokens
@@ -25,7 +24,7 @@ from tradebridge.obs.metrics import REGISTRY
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedRedis
 
-__all__ = ["sim", "sim_clock"]  # fixtures
+__all__ = ["private_redis", "sim", "sim_clock"]  # fixtures
 
 DEMO = ("DEMO0000001", "DEMO0000002")
 KEYS = [f"token:{name}" for name in DEMO]
@@ -33,18 +32,6 @@ CREDENTIALS = {
     Dialect.NATIVE: {"native": {"name": "demo", "password": "demo", "app_id": "tests"}},
     Dialect.TVBRIDGE: {"bridge": {"login": "demo", "password": "demo"}},
 }
-
-
-@pytest.fixture
-def private_redis() -> Iterator[EmbeddedRedis]:
-    """Start a Redis of this test's own, which it may restart empty."""
-    directory = Path(tempfile.mkdtemp(prefix="tradebridge-outage-redis-"))
-    server = EmbeddedRedis(directory=directory)
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture

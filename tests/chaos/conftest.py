@@ -10,46 +10,20 @@ its webhook. PostgreSQL is the session's, unless the test asks for ``private_pos
 from __future__ import annotations
 
 import contextlib
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from _support.chaos import TOKEN_KEY, Rig
 from _support.database import fresh_database
+from _support.fixtures import private_postgres, private_redis
 from _support.runtime import fresh_db, sim
 from tradebridge.runtime.up import seed_sim_tokens
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedPostgres, EmbeddedRedis
 
-__all__ = ["fresh_db", "sim"]  # fixtures
-
-
-@pytest.fixture
-def private_redis() -> Iterator[EmbeddedRedis]:
-    """Start a Redis of this test's own, which it may stop and start (empty or not)."""
-    directory = Path(tempfile.mkdtemp(prefix="tradebridge-chaos-redis-"))
-    server = EmbeddedRedis(directory=directory)
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-@pytest.fixture
-def private_postgres() -> Iterator[EmbeddedPostgres]:
-    """Start a PostgreSQL of this test's own, which it may stop and start."""
-    directory = Path(tempfile.mkdtemp(prefix="tradebridge-chaos-pg-"))
-    directory.chmod(0o755)  # the postgres user must reach it
-    server = EmbeddedPostgres(directory=directory)
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+__all__ = ["fresh_db", "private_postgres", "private_redis", "sim"]  # fixtures
 
 
 @pytest.fixture

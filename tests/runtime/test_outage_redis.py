@@ -10,34 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from _support.fixtures import private_redis
 from _support.runtime import serve_settings, serving, until_final
 from tradebridge.runtime.up import seed_sim_tokens
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedRedis
 from tradebridge.store.ledger import Ledger
 
+__all__ = ["private_redis"]  # fixtures
+
 TEMPLATE = "token:{account_name}"
-
-
-@pytest.fixture
-def private_redis() -> Iterator[EmbeddedRedis]:
-    """Start a Redis of this test's own, which it may restart empty."""
-    directory = Path(tempfile.mkdtemp(prefix="tradebridge-outage-redis-"))
-    server = EmbeddedRedis(directory=directory)
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture

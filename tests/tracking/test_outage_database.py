@@ -12,16 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
-import tempfile
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
 from _support.database import fresh_database
+from _support.fixtures import private_postgres
 from _support.rig import front
 from tracking.conftest import ACCOUNT, ACCOUNT_2, Stack, StackFactory
 from tradebridge.dispatch.placement import WORKER_LOCK_NAMESPACE
@@ -29,6 +27,8 @@ from tradebridge.dispatch.reconcile import Reconciler, ReconcileReport
 from tradebridge.domain.lifecycle import FINAL_STATUSES, SignalStatus
 from tradebridge.store.embedded import EmbeddedPostgres
 from tradebridge.store.ledger import database_unavailable
+
+__all__ = ["private_postgres"]  # fixtures
 
 # How long the database stays down: until the strategy and the worker noticed, in the suite;
 # the issue's 40 s with TRADEBRIDGE_SLOW=1.
@@ -38,19 +38,6 @@ insert into trading_signals (signal_id, strategy_name, instrument, side, order_t
                              account_name)
 values ($1, 'outage', $2, $3, 'market', 1, $4)
 """
-
-
-@pytest.fixture
-def private_postgres() -> Iterator[EmbeddedPostgres]:
-    """Start a PostgreSQL of this test's own, which it may stop and start."""
-    directory = Path(tempfile.mkdtemp(prefix="tradebridge-outage-pg-"))
-    directory.chmod(0o755)
-    server = EmbeddedPostgres(directory=directory)
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture

@@ -79,32 +79,6 @@ def root_map(settings: Settings) -> dict[str, str]:
     return {str(k).upper(): str(v).upper() for k, v in (mapping or {}).items()}
 
 
-def raw_signal(row: LedgerRow) -> RawSignal:
-    """Return the pipeline's view of a claimed row (with the intent columns, if present)."""
-    return RawSignal(
-        signal_id=row.signal_id,
-        account_name=row.account_name,
-        instrument=row.instrument,
-        side=row.side,
-        order_type=row.order_type,
-        quantity=row.quantity,
-        price=row.price,
-        stop_price=row.stop_price,
-        stop_loss=row.stop_loss,
-        take_profit=row.take_profit,
-        time_in_force=row.time_in_force,
-        intent=row.intent,
-        target_position=row.target_position,
-        stop_loss_ticks=row.stop_loss_ticks,
-        take_profit_ticks=row.take_profit_ticks,
-        reference_price=row.reference_price,
-        strategy_name=row.strategy_name,
-        take_profits=row.take_profits,
-        trailing_stop_ticks=row.trailing_stop_ticks,
-        breakeven=row.breakeven,
-    )
-
-
 class Dispatcher:
     """Claims pending rows and places them; one per worker id."""
 
@@ -456,7 +430,7 @@ class Dispatcher:
         """Place one claimed row; return its status afterwards (in flight: the account waits)."""
         today = self._today()
         checked = validate(
-            raw_signal(row), today=today, accounts=self._accounts, root_map=self._root_map
+            RawSignal.of(row), today=today, accounts=self._accounts, root_map=self._root_map
         )
         if isinstance(checked, Denied):
             return await self._deny(row.signal_id, checked)

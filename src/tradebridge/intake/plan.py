@@ -351,7 +351,8 @@ def _admit(alert: ParsedAlert, rows: list[NewSignal], settings: Settings, today:
         if key in passed and row.account_name in configured:
             continue
         can = abilities[dialect]
-        denied = admit(_raw(row), known, quotes=can.quotes, leg_time_in_force=can.leg_time_in_force,
+        denied = admit(RawSignal.of(row), known, quotes=can.quotes,
+                       leg_time_in_force=can.leg_time_in_force,
                        brackets_from_fill=from_fill)  # fmt: skip
         if denied is None:
             passed.add(key)
@@ -365,30 +366,3 @@ def _admit(alert: ParsedAlert, rows: list[NewSignal], settings: Settings, today:
             expected="an alert every account can trade as written (nothing was stored; "
             "docs/tradingview.md §3)",
         )
-
-
-def _raw(row: NewSignal) -> RawSignal:
-    # The same columns as tracking.dispatcher.raw_signal reads from a stored row (one
-    # function for both belongs in the architecture work, issue 15).
-    return RawSignal(
-        signal_id=row.signal_id,
-        account_name=row.account_name,
-        instrument=row.instrument,
-        side=row.side,
-        order_type=row.order_type,
-        quantity=row.quantity,
-        price=row.price,
-        stop_price=row.stop_price,
-        stop_loss=row.stop_loss,
-        take_profit=row.take_profit,
-        time_in_force=row.time_in_force,
-        intent=row.intent,
-        target_position=row.target_position,
-        stop_loss_ticks=row.stop_loss_ticks,
-        take_profit_ticks=row.take_profit_ticks,
-        reference_price=row.reference_price,
-        strategy_name=row.strategy_name,
-        take_profits=row.take_profits,
-        trailing_stop_ticks=row.trailing_stop_ticks,
-        breakeven=row.breakeven,
-    )

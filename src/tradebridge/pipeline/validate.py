@@ -8,7 +8,7 @@ named in the row's ``error_message`` (docs/dispatcher.md lists every reason).
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
@@ -73,6 +73,11 @@ class RawSignal:
     take_profits: Any = None  # JSON: [{"ticks": n, "quantity": q}, ...] (0005_scale_out)
     trailing_stop_ticks: int | None = None
     breakeven: bool | None = None
+
+    @classmethod
+    def of(cls, row: object) -> RawSignal:
+        """Read the columns from anything that carries them by name (a stored or new row)."""
+        return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})
 
 
 @dataclass(frozen=True, slots=True)
