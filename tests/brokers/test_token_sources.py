@@ -130,6 +130,37 @@ async def test_keep_logs_in_once_then_renews_before_expiry_without_new_session(
     assert datetime.fromisoformat(stored["expirationTime"]) > datetime.now(UTC)
 
 
+async def test_keep_stops_when_told_even_if_a_library_swallowed_the_cancellation(
+    sim: SimServer,
+    tmp_path: Path,
+    open_tokens: Callable[[Settings], AccountTokens],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Under a loaded suite a stopped keeper went on renewing for minutes (a cancellation
+    # lost inside a client call). A rare branch, forced: reseed swallows CancelledError.
+    tokens = open_tokens(_settings(sim, tmp_path))
+    manager = tokens.managers[DEMO[0]]
+    inside = asyncio.Event()
+
+    async def swallowing_reseed() -> list[str]:
+        inside.set()
+        try:
+            await asyncio.sleep(0.2)
+        except asyncio.CancelledError:
+            pass  # what a misbehaving library does
+        return []
+
+    monkeypatch.setattr(manager, "reseed", swallowing_reseed)
+    stop = asyncio.Event()
+    keeper = asyncio.create_task(tokens.keep(stop))
+    async with asyncio.timeout(15):
+        await inside.wait()  # the keeper is in reseed: the cancellation will be swallowed
+        stop.set()
+        await keeper
+
+    assert keeper.done()
+
+
 async def test_keep_login_refused_stops_without_looping(
     sim: SimServer, tmp_path: Path, open_tokens: Callable[[Settings], AccountTokens]
 ) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import functools
 import secrets
 import time
@@ -225,8 +226,9 @@ class _SelfManagedTokens(abc.ABC, Generic[_Credentials]):
         self.logins += 1
         return token
 
-    async def keep(self) -> None:
-        """Keep the user's token fresh until cancelled: log in once, renew before it is due.
+    async def keep(self, stop: asyncio.Event | None = None) -> None:
+        """Keep the user's token fresh until cancelled or ``stop`` is set: log in once, renew
+        before it is due.
 
         Every process may run this: renewals are single-flight under the user's lock, and a
         process that finds a fresh token in Redis uses it. Locked out, it waits (reading
@@ -238,7 +240,10 @@ class _SelfManagedTokens(abc.ABC, Generic[_Credentials]):
         account = self.account_names[0]
         backoff = _KEEP_MIN_S
         check_s = self.config.reseed_check_s
-        while True:
+        stopping = stop or asyncio.Event()
+        # ``stop`` ends the loop even if a cancellation was lost on the way (a client library
+        # that swallows CancelledError must not keep a stopped process renewing).
+        while not stopping.is_set():
             now = self.store.clock()
             try:
                 due = self.last
@@ -264,7 +269,8 @@ class _SelfManagedTokens(abc.ABC, Generic[_Credentials]):
                     delay = max(min(renew_in, check_s), min(_KEEP_MIN_S, check_s))
             # Failures back off up to _KEEP_MAX_S (each login counts against the hourly
             # cap); a lockout is waited out, but Redis is looked at again at least that often.
-            await asyncio.sleep(min(max(delay, 0.0), _KEEP_MAX_S))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), min(max(delay, 0.0), _KEEP_MAX_S))
 
     @abc.abstractmethod
     async def _obtain(self) -> StoredToken:
@@ -618,7 +624,8 @@ class AccountTokens:
     async def keep(self, stop: asyncio.Event) -> None:
         """Keep every self-managed user's token fresh until ``stop`` is set."""
         keepers = [
-            asyncio.create_task(m.keep(), name=f"tokens:{m.user}") for m in self.distinct_managers()
+            asyncio.create_task(m.keep(stop), name=f"tokens:{m.user}")
+            for m in self.distinct_managers()
         ]
         try:
             await stop.wait()
