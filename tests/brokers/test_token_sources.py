@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -144,10 +145,8 @@ async def test_keep_stops_when_told_even_if_a_library_swallowed_the_cancellation
 
     async def swallowing_reseed() -> list[str]:
         inside.set()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):  # what a misbehaving library does
             await asyncio.sleep(0.2)
-        except asyncio.CancelledError:
-            pass  # what a misbehaving library does
         return []
 
     monkeypatch.setattr(manager, "reseed", swallowing_reseed)
