@@ -11,7 +11,6 @@ that is not its own).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import re
@@ -374,7 +373,6 @@ class Rig:
     redis: EmbeddedRedis
     database_url: str
     data_dir: Path
-    stack: contextlib.AsyncExitStack
 
     @property
     def sim_url(self) -> str:

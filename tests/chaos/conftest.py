@@ -33,7 +33,7 @@ async def rig(
     """Return the rig on a fresh database of the session PostgreSQL."""
     async with contextlib.AsyncExitStack() as stack:
         await seed_sim_tokens(sim, private_redis.url, TOKEN_KEY, stack)
-        yield Rig(sim, private_redis, fresh_db, tmp_path, stack)
+        yield Rig(sim, private_redis, fresh_db, tmp_path)
 
 
 @pytest.fixture
@@ -46,4 +46,4 @@ async def postgres_rig(
         contextlib.AsyncExitStack() as stack,
     ):
         await seed_sim_tokens(sim, private_redis.url, TOKEN_KEY, stack)
-        yield Rig(sim, private_redis, url, tmp_path, stack)
+        yield Rig(sim, private_redis, url, tmp_path)

@@ -412,9 +412,10 @@ class Placer:
             delay = min(max(delay * 2, 0.05), cfg.lookup_backoff_max_s)
         return _S.UNKNOWN
 
-    def past_bound(self, row: LedgerRow) -> bool:
-        """Return whether an unresolved row has held its account longer than the bound."""
-        since = row.last_attempt_at or row.updated_at
+    def past_bound(self, row: LedgerRow, *, since: datetime | None = None) -> bool:
+        """Return whether an unresolved row has held its account longer than the bound
+        (counted from its last submit, or from ``since``)."""
+        since = since or row.last_attempt_at or row.updated_at
         if since is None:
             return False
         age = (datetime.now(UTC) - since).total_seconds()
@@ -496,13 +497,8 @@ class Placer:
         command = plan.command
         version = row.placement_attempts
         # A row never sent is as old as its first submit (each try refreshes last_attempt_at).
-        first = row.ts_submitted or row.created_at
-        too_old = (
-            self.past_bound(row)
-            if looked_up or first is None
-            else (datetime.now(UTC) - first).total_seconds() > self.config.unknown_bound_s
-        )
-        if too_old:
+        first = None if looked_up else row.ts_submitted or row.created_at
+        if self.past_bound(row, since=first):
             how = (
                 f"the broker has no such order (looked up after {version} submit(s))"
                 if looked_up
