@@ -12,28 +12,33 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
-import inspect
 import json
 import secrets
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from enum import Enum
-from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from tradebridge.cli._shared import ConfigOpt, SharedOptions, err, fail, out, takes
 from tradebridge.errors import BridgeError, ConfigError, InvalidInput
 
+if TYPE_CHECKING:
+    from tradebridge.brokers.base import Broker
+    from tradebridge.config import AccountConfig, Settings
+    from tradebridge.doctor.diagnosis import DoctorReport
+    from tradebridge.domain.enums import OrderType, Side
+    from tradebridge.domain.ids import AccountName
+    from tradebridge.pipeline.market import Market
+    from tradebridge.store.tokens import TokenStore
+
 T = TypeVar("T")
+R = TypeVar("R")
 
 EXIT_OK = 0
 EXIT_BROKER = 1
@@ -44,15 +49,8 @@ EPILOG = (
     "is unknown); 2 bad usage or input, nothing was sent."
 )
 
-_out = Console(highlight=False, soft_wrap=True)
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
+# --- the options -------------------------------------------------------------------------
 
-# --- shared options ------------------------------------------------------------------------
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", envvar="TRADEBRIDGE_CONFIG", help="settings file (TOML)"),
-]
 BridgeUrlOpt = Annotated[
     str | None,
     typer.Option(envvar="TRADEBRIDGE_TRADOVATE__BRIDGE_URL", help="TradingView bridge base URL"),
@@ -76,50 +74,22 @@ ForceOpt = Annotated[
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Common:
-    """The options every broker command shares."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class BrokerOptions(SharedOptions):
+    """The options every broker command takes, after its own, in the order ``--help`` lists."""
 
-    config: Path | None
-    bridge_url: str | None
-    native_url: str | None
-    redis_url: str | None
-    json: bool
-    verbose: bool = False
-
-
-# The shared options as (parameter, annotation, default), in the order ``--help`` lists them.
-_COMMON_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
-    ("config", ConfigOpt, None),
-    ("bridge_url", BridgeUrlOpt, None),
-    ("native_url", NativeUrlOpt, None),
-    ("redis_url", RedisUrlOpt, None),
-    ("as_json", JsonOpt, False),
-    ("verbose", VerboseOpt, False),
-)
+    config: ConfigOpt = None
+    bridge_url: BridgeUrlOpt = None
+    native_url: NativeUrlOpt = None
+    redis_url: RedisUrlOpt = None
+    as_json: JsonOpt = False
+    verbose: VerboseOpt = False
 
 
-def _with_common_options(command: Callable[..., None]) -> Callable[..., None]:
-    """Give ``command`` the options every broker command takes, passed as ``common``."""
-    own = inspect.signature(command, eval_str=True)
-    params = [p for p in own.parameters.values() if p.name != "common"]
-    params += [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=hint)
-        for name, hint, default in _COMMON_OPTIONS
-    ]
-
-    @functools.wraps(command)
-    def with_common(*args: Any, **kwargs: Any) -> None:
-        common = Common(*(kwargs.pop(name) for name, _, _ in _COMMON_OPTIONS))
-        command(*args, common=common, **kwargs)
-
-    # typer reads the options from the signature and the annotations, not from the code.
-    with_common.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]
-    with_common.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
-    return with_common
+BrokerCommand = takes(BrokerOptions)
 
 
-def _settings(common: Common, account: str | None = None) -> Any:
+def _settings(common: BrokerOptions, account: str | None = None) -> Settings:
     from tradebridge.config import AccountConfig, load_settings
     from tradebridge.domain.enums import Dialect
 
@@ -144,7 +114,7 @@ def _settings(common: Common, account: str | None = None) -> Any:
     return settings
 
 
-def _run(common: Common, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+def _run(common: BrokerOptions, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run ``work`` with logging on stderr; turn every error into one line and an exit code."""
     from tradebridge.obs.logging import configure_logging
 
@@ -152,16 +122,11 @@ def _run(common: Common, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     try:
         return asyncio.run(work())
     except (InvalidInput, ConfigError) as e:
-        raise _fail(str(e), EXIT_USAGE) from None
+        raise fail(str(e), EXIT_USAGE) from None
     except BridgeError as e:
-        raise _fail(f"{type(e).__name__}: {e}", EXIT_BROKER) from None
+        raise fail(f"{type(e).__name__}: {e}", EXIT_BROKER) from None
     except OSError as e:
-        raise _fail(f"{type(e).__name__}: {e}", EXIT_BROKER) from None
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    _err.print(f"[red]error:[/red] {escape(message)}", markup=True, highlight=False)
-    return typer.Exit(code)
+        raise fail(f"{type(e).__name__}: {e}", EXIT_BROKER) from None
 
 
 def _jsonable(value: Any) -> Any:
@@ -184,16 +149,16 @@ def _print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(_jsonable(value), indent=2) + "\n")
 
 
-def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+def _table(title: str, columns: list[str], rows: list[list[object]]) -> None:
     table = Table(title=title)
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*("" if v is None else str(_jsonable(v)) for v in row))
-    _out.print(table)
+    out.print(table)
 
 
-async def _discovered_settings(common: Common, account: str | None) -> Any:
+async def _discovered_settings(common: BrokerOptions, account: str | None) -> Settings:
     """Return settings; with no accounts configured, take them from Redis's token keys."""
     from tradebridge.config import AccountConfig
     from tradebridge.domain.enums import Dialect
@@ -220,7 +185,9 @@ async def _discovered_settings(common: Common, account: str | None) -> Any:
     return settings.model_copy(update={"accounts": found})
 
 
-async def _listed_accounts(common: Common, account: str | None) -> tuple[Any, list[Any]]:
+async def _listed_accounts(
+    common: BrokerOptions, account: str | None
+) -> tuple[Settings, list[AccountConfig]]:
     """Return the settings and the accounts a listing covers: all, or the one named."""
     settings = await _discovered_settings(common, account)
     wanted = [a for a in settings.accounts if account in (None, a.name)]
@@ -233,7 +200,7 @@ async def _listed_accounts(common: Common, account: str | None) -> tuple[Any, li
 
 
 @asynccontextmanager
-async def _token_store(settings: Any) -> AsyncIterator[Any]:
+async def _token_store(settings: Settings) -> AsyncIterator[TokenStore]:
     """Yield a ``TokenStore`` on the configured Redis; close the client afterwards."""
     from tradebridge.store.tokens import TokenStore, connect_redis
 
@@ -244,7 +211,9 @@ async def _token_store(settings: Any) -> AsyncIterator[Any]:
         await redis.aclose()
 
 
-async def _with_broker(common: Common, account: str, use: Callable[[Any], Awaitable[T]]) -> T:
+async def _with_broker(
+    common: BrokerOptions, account: str, use: Callable[[Broker], Awaitable[T]]
+) -> T:
     from tradebridge.brokers.factory import build_broker, build_tokens
 
     settings = _settings(common, account)
@@ -260,7 +229,7 @@ async def _with_broker(common: Common, account: str, use: Callable[[Any], Awaita
             await tokens.aclose()
 
 
-async def market_of(common: Common, account: str, instrument: str) -> Any:
+async def market_of(common: BrokerOptions, account: str, instrument: str) -> Market:
     """Return the market of ``instrument`` (``pipeline.market.Market``) for ``account``.
 
     From the TradingView bridge's ``/quotes`` with the account user's token, whatever the
@@ -290,12 +259,12 @@ async def market_of(common: Common, account: str, instrument: str) -> Any:
 
 
 async def check_bracket(
-    common: Common,
+    common: BrokerOptions,
     account: str,
     instrument: str,
     *,
-    side: Any,
-    order_type: Any,
+    side: Side,
+    order_type: OrderType,
     limit_price: Decimal | None,
     stop_price: Decimal | None,
     stop_loss: Decimal | None,
@@ -330,9 +299,9 @@ def _decimal(text: str | None, name: str) -> Decimal | None:
     try:
         value = Decimal(text)
     except InvalidOperation:
-        raise _fail(f"--{name} must be a number, got {text!r}", EXIT_USAGE) from None
+        raise fail(f"--{name} must be a number, got {text!r}", EXIT_USAGE) from None
     if not value.is_finite():
-        raise _fail(f"--{name} must be a finite number, got {text!r}", EXIT_USAGE)
+        raise fail(f"--{name} must be a finite number, got {text!r}", EXIT_USAGE)
     return value
 
 
@@ -346,20 +315,17 @@ order_app = typer.Typer(
 def register(app: typer.Typer) -> None:
     """Add the broker commands to the ``tradebridge`` app."""
     for command in (accounts, orders, positions, fills, cancel, flatten, tokens, doctor):
-        app.command(epilog=EPILOG)(_with_common_options(command))
+        app.command(cls=BrokerCommand, epilog=EPILOG)(command)
     app.add_typer(order_app, name="order")
 
 
-def accounts(
-    account: OnlyAccountOpt = None,
-    *,
-    common: Common,
-) -> None:
+def accounts(ctx: typer.Context, account: OnlyAccountOpt = None) -> None:
     """List the accounts the broker reports, with the ids each dialect needs."""
+    common = BrokerOptions.of(ctx)
 
     async def work() -> list[dict[str, Any]]:
         settings, wanted = await _listed_accounts(common, account)
-        out: list[dict[str, Any]] = []
+        found: list[dict[str, Any]] = []
         seen: set[tuple[str, str]] = set()
         for configured in wanted:
             listed = await _with_broker(common, configured.name, lambda b: b.accounts())
@@ -368,7 +334,7 @@ def accounts(
                 if key in seen:
                     continue
                 seen.add(key)
-                out.append(
+                found.append(
                     {
                         "name": info.name,
                         "dialect": configured.dialect.value,
@@ -379,10 +345,10 @@ def accounts(
                         "readonly": info.readonly,
                     }
                 )
-        return out
+        return found
 
     rows = _run(common, work)
-    if common.json:
+    if common.as_json:
         _print_json(rows)
         return
     _table(
@@ -404,7 +370,7 @@ def _place(
     account: str,
     client_id: str | None,
     force: bool,
-    common: Common,
+    common: BrokerOptions,
 ) -> None:
     from tradebridge.domain.commands import Bracket, SubmitOrder, leg_time_in_force
     from tradebridge.domain.contracts import resolve_symbol
@@ -425,7 +391,7 @@ def _place(
     try:
         time_in_force = TimeInForce(tif.lower())
     except ValueError:
-        raise _fail(f"--tif {tif!r} is not one of Day, GTC, IOC, FOK", EXIT_USAGE) from None
+        raise fail(f"--tif {tif!r} is not one of Day, GTC, IOC, FOK", EXIT_USAGE) from None
     coid = client_id or f"tbcli{datetime.now(UTC):%y%m%d%H%M%S}{secrets.token_hex(3)}"
 
     async def work() -> dict[str, Any]:
@@ -449,7 +415,7 @@ def _place(
                 stop_loss=stop_loss, take_profit=take_profit,
             )  # fmt: skip
 
-        async def use(broker: Any) -> dict[str, Any]:
+        async def use(broker: Broker) -> dict[str, Any]:
             # What a lookup needs to tell this order from others if the answer is lost.
             baseline = await broker.lookup_baseline(command)
             sent = datetime.now(UTC)
@@ -485,14 +451,14 @@ def _place(
         return await _with_broker(common, account, use)
 
     result = _run(common, work)
-    if common.json:
+    if common.as_json:
         _print_json(result)
     elif result["outcome"] == "accepted":
-        _out.print(
+        out.print(
             f"accepted: order {result['broker_order_id']} ({result['contract']}), client id {coid}"
         )
     else:
-        _err.print(
+        err.print(
             f"outcome unknown: {result['detail']}; lookup: {result['lookup']}"
             + (f" (order {result['broker_order_id']})" if result["broker_order_id"] else "")
         )
@@ -503,6 +469,7 @@ def _place(
 
 def _order_command(side_name: str) -> Callable[..., None]:
     def command(
+        ctx: typer.Context,
         symbol: Annotated[str, typer.Argument(help="MNQZ6, MNQ1!, CME_MINI:MNQ1! or MNQ")],
         qty: Annotated[int, typer.Argument(min=1, help="contracts")],
         account: AccountOpt,
@@ -513,11 +480,9 @@ def _order_command(side_name: str) -> Callable[..., None]:
         tif: Annotated[str, typer.Option(help="Day, GTC, IOC or FOK")] = "Day",
         client_id: Annotated[str | None, typer.Option(help="client order id to reuse")] = None,
         force: ForceOpt = False,
-        *,
-        common: Common,
     ) -> None:
         _place(side_name, symbol, qty, limit, stop, sl, tp, tif, account, client_id, force,
-               common)  # fmt: skip
+               BrokerOptions.of(ctx))  # fmt: skip
 
     command.__doc__ = (
         f"{side_name.capitalize()} QTY contracts of SYMBOL: market, or --limit, "
@@ -530,32 +495,25 @@ def _order_command(side_name: str) -> Callable[..., None]:
 
 
 for _side in ("buy", "sell"):
-    order_app.command(_side, epilog=EPILOG)(_with_common_options(_order_command(_side)))
+    order_app.command(_side, cls=BrokerCommand, epilog=EPILOG)(_order_command(_side))
 
 
 def _report_command(
-    what: str, columns: list[str], row: Callable[[Any], list[Any]]
+    what: str,
+    fetch: Callable[[Broker, AccountName], Awaitable[Sequence[R]]],
+    columns: list[str],
+    row: Callable[[R], list[object]],
 ) -> Callable[..., None]:
-    def command(
-        account: AccountOpt,
-        *,
-        common: Common,
-    ) -> None:
+    def command(ctx: typer.Context, account: AccountOpt) -> None:
         from tradebridge.domain.ids import AccountName
 
-        method = {
-            "orders": "order_reports",
-            "positions": "position_reports",
-            "fills": "fill_reports",
-        }[what]
+        common = BrokerOptions.of(ctx)
 
-        async def work() -> list[Any]:
-            return await _with_broker(
-                common, account, lambda b: getattr(b, method)(AccountName(account))
-            )
+        async def work() -> Sequence[R]:
+            return await _with_broker(common, account, lambda b: fetch(b, AccountName(account)))
 
         reports = _run(common, work)
-        if common.json:
+        if common.as_json:
             _print_json(reports)
             return
         _table(f"{what} of {account}", columns, [row(r) for r in reports])
@@ -567,6 +525,7 @@ def _report_command(
 
 orders = _report_command(
     "orders",
+    lambda broker, account: broker.order_reports(account),
     ["id", "contract", "side", "type", "qty", "filled", "limit", "stop", "status", "client id"],
     lambda r: [
         r.broker_order_id,
@@ -583,44 +542,47 @@ orders = _report_command(
 )
 positions = _report_command(
     "positions",
+    lambda broker, account: broker.position_reports(account),
     ["contract", "net qty", "avg price", "open P&L"],
     lambda r: [r.contract, r.net_qty, r.avg_price, r.open_pnl],
 )
 fills = _report_command(
     "fills",
+    lambda broker, account: broker.fill_reports(account),
     ["fill id", "order id", "contract", "side", "qty", "price", "time"],
     lambda r: [r.fill_id, r.broker_order_id, r.contract, r.side, r.qty, r.price, r.ts_event],
 )
 
 
 def cancel(
+    ctx: typer.Context,
     order_id: Annotated[str, typer.Argument(help="the broker's order id")],
     account: AccountOpt,
-    *,
-    common: Common,
 ) -> None:
     """Cancel one working order."""
     from tradebridge.domain.commands import CancelOrder
     from tradebridge.domain.ids import AccountName, BrokerOrderId
 
+    common = BrokerOptions.of(ctx)
     command = CancelOrder(AccountName(account), BrokerOrderId(order_id))
     _run(common, lambda: _with_broker(common, account, lambda b: b.cancel(command)))
-    if common.json:
+    if common.as_json:
         _print_json({"cancelled": order_id, "account": account})
     else:
-        _out.print(f"cancel of order {order_id} accepted")
+        out.print(f"cancel of order {order_id} accepted")
 
 
 def flatten(
+    ctx: typer.Context,
     symbol: Annotated[str, typer.Argument(help="contract or continuous symbol")],
     account: AccountOpt,
-    *,
-    common: Common,
 ) -> None:
     """Cancel the working orders on a contract and close its position."""
     from tradebridge.domain.commands import FlattenPosition
     from tradebridge.domain.contracts import resolve_symbol
     from tradebridge.domain.ids import AccountName
+
+    common = BrokerOptions.of(ctx)
 
     async def work() -> str:
         contract = resolve_symbol(symbol, datetime.now(UTC).date())
@@ -629,18 +591,15 @@ def flatten(
         return contract.name
 
     name = _run(common, work)
-    if common.json:
+    if common.as_json:
         _print_json({"flattened": name, "account": account})
     else:
-        _out.print(f"{name} on {account}: working orders cancelled, position closed")
+        out.print(f"{name} on {account}: working orders cancelled, position closed")
 
 
-def tokens(
-    account: OnlyAccountOpt = None,
-    *,
-    common: Common,
-) -> None:
+def tokens(ctx: typer.Context, account: OnlyAccountOpt = None) -> None:
     """Show each account's token: Redis key, kind, user, expiry (never the token)."""
+    common = BrokerOptions.of(ctx)
 
     async def work() -> list[dict[str, Any]]:
         settings, wanted = await _listed_accounts(common, account)
@@ -678,7 +637,7 @@ def tokens(
         return rows
 
     rows = _run(common, work)
-    if common.json:
+    if common.as_json:
         _print_json(rows)
     else:
         _table(
@@ -710,6 +669,7 @@ def _expires_in(seconds: int | None) -> str:
 
 
 def doctor(
+    ctx: typer.Context,
     account: Annotated[str | None, typer.Option("--account", "-a", help="one account")] = None,
     probe: Annotated[
         bool, typer.Option("--probe", help="demo only: place a far 1-lot limit, cancel it")
@@ -720,8 +680,6 @@ def doctor(
     ] = None,
     form: Annotated[str, typer.Option(help="its form body: type=Limit&side=buy&...")] = "",
     symbol: Annotated[str | None, typer.Option(help="contract to check, e.g. MNQ1!")] = None,
-    *,
-    common: Common,
 ) -> None:
     """Check Redis, tokens, broker, account ids, contracts and order shapes; explain failures.
 
@@ -730,8 +688,9 @@ def doctor(
     TOKEN_INVALID_OR_WRONG_ENV, INSTRUMENT_UNKNOWN_OR_EXPIRED, DURATION_NOT_SUPPORTED,
     ENUM_CASE, MISSING_BID_ASK, MALFORMED_URL, or OK.
     """
-    from tradebridge.doctor.diagnosis import DoctorReport, FailedRequest, run_doctor
+    from tradebridge.doctor.diagnosis import FailedRequest, run_doctor
 
+    common = BrokerOptions.of(ctx)
     failed = FailedRequest.parse(request, form) if request else None
 
     async def work() -> list[DoctorReport]:
@@ -746,7 +705,7 @@ def doctor(
             ]
 
     reports = _run(common, work)
-    if common.json:
+    if common.as_json:
         _print_json([r.to_json() for r in reports])
     else:
         for report in reports:
@@ -755,18 +714,18 @@ def doctor(
         raise typer.Exit(EXIT_BROKER)
 
 
-def _print_report(report: Any) -> None:
+def _print_report(report: DoctorReport) -> None:
     marks = {
         "pass": "[green]ok  [/green]",
         "fail": "[red]FAIL[/red]",
         "warn": "[yellow]warn[/yellow]",
         "skip": "[dim]skip[/dim]",
     }
-    _out.print(f"[bold]{report.account}[/bold]")
+    out.print(f"[bold]{report.account}[/bold]")
     for check in report.checks:
         verdict = f" [bold]{check.verdict.value}[/bold]:" if check.verdict else ""
-        _out.print(f"  {marks[check.status.value]} {check.name:9}{verdict} {check.detail}")
+        out.print(f"  {marks[check.status.value]} {check.name:9}{verdict} {check.detail}")
         if check.fix:
-            _out.print(f"       fix: {check.fix}")
+            out.print(f"       fix: {check.fix}")
     if report.verdict is not None:
-        _out.print(f"  verdict: [bold]{report.verdict.value}[/bold]")
+        out.print(f"  verdict: [bold]{report.verdict.value}[/bold]")

@@ -8,110 +8,95 @@ password.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Coroutine
-from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-from tradebridge.errors import ConfigError, StoreError
+from tradebridge.cli._shared import (
+    ConfigOpt,
+    DatabaseUrlOpt,
+    SharedOptions,
+    fail,
+    group,
+    load,
+    out,
+    takes,
+)
+from tradebridge.errors import StoreError
 
 T = TypeVar("T")
 
-db_app = typer.Typer(
-    name="db",
-    help="The ledger database: apply migrations (migrate) and show where they stand (status).",
-    no_args_is_help=True,
-    add_completion=False,
-    rich_markup_mode="rich",
+db_app = group(
+    "db", "The ledger database: apply migrations (migrate) and show where they stand (status)."
 )
 
-_out = Console(highlight=False, soft_wrap=True)
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-DatabaseUrlOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url",
-        envvar="DATABASE_URL",
-        show_envvar=True,
-        help="postgresql:// URL of the ledger (direct or session-pooler port 5432)",
-    ),
-]
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", envvar="TRADEBRIDGE_CONFIG", help="settings file (TOML)"),
-]
+@dataclasses.dataclass(frozen=True, slots=True)
+class DatabaseOptions(SharedOptions):
+    """The options of every ``db`` command: the ledger's URL, or the settings naming it."""
+
+    database_url: DatabaseUrlOpt = None
+    config: ConfigOpt = None
+
+    def url(self) -> str:
+        """Return the ledger's URL: the one given, else the configured one; exit 2 if none."""
+        if self.database_url:
+            return self.database_url
+        settings = load(self.config)
+        if settings.database.url is None:
+            raise fail(
+                "no database: pass --database-url or set DATABASE_URL "
+                "(or [database] url in tradebridge.toml)",
+                2,
+            )
+        return settings.database.url.get_secret_value()
 
 
-def _fail(message: str, code: int) -> typer.Exit:
-    _err.print(f"[red]error:[/red] {escape(message)}")
-    return typer.Exit(code)
-
-
-def _database_url(database_url: str | None, config: Path | None) -> str:
-    if database_url:
-        return database_url
-    from tradebridge.config import load_settings
-
-    settings = load_settings(config)
-    if settings.database.url is None:
-        raise ConfigError(
-            "no database: pass --database-url or set DATABASE_URL "
-            "(or [database] url in tradebridge.toml)"
-        )
-    return settings.database.url.get_secret_value()
+DatabaseCommand = takes(DatabaseOptions)
 
 
 def _run(work: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(work)
     except StoreError as e:
-        raise _fail(str(e), 1) from None
+        raise fail(str(e), 1) from None
 
 
-@db_app.command()
-def migrate(database_url: DatabaseUrlOpt = None, config: ConfigOpt = None) -> None:
+@db_app.command(cls=DatabaseCommand)
+def migrate(ctx: typer.Context) -> None:
     """Apply the ledger's pending migrations (safe to run again, and from several workers)."""
     from tradebridge.store import migrate as migrations
 
-    try:
-        url = _database_url(database_url, config)
-    except ConfigError as e:
-        raise _fail(str(e), 2) from None
+    url = DatabaseOptions.of(ctx).url()
     states = _run(migrations.migrate(url))
     where = migrations.describe_url(url)
     applied = [s for s in states if s.applied_now]
     for state in applied:
-        _out.print(f"applied {state.version:04d}_{state.name}")
+        out.print(f"applied {state.version:04d}_{state.name}")
     if not applied:
-        _out.print(f"{where}: up to date ({len(states)} migrations)")
+        out.print(f"{where}: up to date ({len(states)} migrations)")
     else:
-        _out.print(f"{where}: {len(applied)} applied, {len(states)} in all")
+        out.print(f"{where}: {len(applied)} applied, {len(states)} in all")
 
 
-@db_app.command()
-def status(database_url: DatabaseUrlOpt = None, config: ConfigOpt = None) -> None:
+@db_app.command(cls=DatabaseCommand)
+def status(ctx: typer.Context) -> None:
     """Show each migration and whether the database has it; exit 1 if any is missing."""
     from tradebridge.store import migrate as migrations
 
-    try:
-        url = _database_url(database_url, config)
-    except ConfigError as e:
-        raise _fail(str(e), 2) from None
-    states = _run(migrations.status(url))
+    states = _run(migrations.status(DatabaseOptions.of(ctx).url()))
     missing = 0
     for state in states:
         label = f"{state.version:04d}_{state.name}"
         if state.applied_at is None:
             missing += 1
-            _out.print(f"{label}  pending")
+            out.print(f"{label}  pending")
         elif not state.checksum_matches:
             missing += 1
-            _out.print(f"{label}  applied {state.applied_at:%Y-%m-%d %H:%M:%S}Z, FILE CHANGED")
+            out.print(f"{label}  applied {state.applied_at:%Y-%m-%d %H:%M:%S}Z, FILE CHANGED")
         else:
-            _out.print(f"{label}  applied {state.applied_at:%Y-%m-%d %H:%M:%S}Z")
+            out.print(f"{label}  applied {state.applied_at:%Y-%m-%d %H:%M:%S}Z")
     if missing:
         raise typer.Exit(1)

@@ -1,4 +1,4 @@
-"""The ``tradebridge`` command; each command group lives in its own ``_cli_*`` module."""
+"""The ``tradebridge`` command; each command group lives in its own module of this package."""
 
 from __future__ import annotations
 

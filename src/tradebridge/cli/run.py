@@ -10,32 +10,32 @@ or still in flight when ``--timeout`` ran out; 2 bad input (no database, bad num
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
+from collections.abc import Coroutine
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from tradebridge.cli._shared import (
+    ConfigOpt,
+    DataDirOpt,
+    SharedOptions,
+    fail,
+    ledger_url,
+    load,
+    out,
+    takes,
+)
 from tradebridge.errors import BridgeError, ConfigError, InvalidInput, StoreError
 
-_out = Console(highlight=False, soft_wrap=True)
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", envvar="TRADEBRIDGE_CONFIG", help="settings file (TOML)"),
-]
-DataDirOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir", help="where embedded servers, secrets and endpoints.json live",
-        show_default=".tradebridge",
-    ),
-]  # fmt: skip
+if TYPE_CHECKING:
+    from tradebridge.config import Settings
+    from tradebridge.runtime.endpoints import Endpoints
+    from tradebridge.store.ledger import LedgerRow
 
 # Statuses after which `send --wait` stops; "working" ends the wait only for resting orders.
 _OK_FINAL = frozenset({"filled", "cancelled", "expired"})
@@ -43,24 +43,32 @@ _OK_FINAL = frozenset({"filled", "cancelled", "expired"})
 _BAD_FINAL = frozenset({"rejected", "denied", "failed", "needs_review"})
 _RESTING = frozenset({"working", "partially_filled"})
 
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        help="dispatchers in this process (0: webhook and health only)",
+        show_default="1",
+    ),
+]
 
-def _fail(message: str, code: int) -> typer.Exit:
-    _err.print(f"[red]error:[/red] {escape(message)}")
-    return typer.Exit(code)
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StackOptions(SharedOptions):
+    """The options serve, up and send take after their own: the settings, the data directory."""
+
+    config: ConfigOpt = None
+    data_dir: DataDirOpt = None
 
 
-def _settings(
-    config: Path | None, data_dir: Path | None, workers: int | None = None, **serve: Any
-) -> Any:
-    from tradebridge.config import load_settings
+StackCommand = takes(StackOptions)
 
-    try:
-        settings = load_settings(config)
-    except ConfigError as e:
-        raise _fail(str(e), 2) from None
+
+def _settings(stack: StackOptions, workers: int | None = None, **serve: Any) -> Settings:
+    settings = load(stack.config)
     update: dict[str, Any] = {}
-    if data_dir is not None:
-        update["data_dir"] = data_dir
+    if stack.data_dir is not None:
+        update["data_dir"] = stack.data_dir
     changes = {k: v for k, v in serve.items() if v is not None}
     if changes:
         update["serve"] = settings.serve.model_copy(update=changes)
@@ -69,7 +77,7 @@ def _settings(
     return settings.model_copy(update=update) if update else settings
 
 
-def _configure_logs(settings: Any, *, to_stderr: bool) -> None:
+def _configure_logs(settings: Settings, *, to_stderr: bool) -> None:
     import sys
 
     from tradebridge.obs.logging import configure_logging
@@ -81,7 +89,7 @@ def _configure_logs(settings: Any, *, to_stderr: bool) -> None:
     )
 
 
-def _run_until_stopped(work: Any) -> None:
+def _run_until_stopped(work: Coroutine[Any, Any, None]) -> None:
     try:
         asyncio.run(work)
     except KeyboardInterrupt:
@@ -93,7 +101,7 @@ def _run_until_stopped(work: Any) -> None:
         from tradebridge.obs.logging import redact_text
 
         message = redact_text(str(error) or type(error).__name__)
-        raise _fail(message, 2 if isinstance(error, ConfigError) else 1) from None
+        raise fail(message, 2 if isinstance(error, ConfigError) else 1) from None
 
 
 def _innermost(error: BaseException) -> BaseException:
@@ -104,20 +112,12 @@ def _innermost(error: BaseException) -> BaseException:
 
 
 def serve(
-    config: ConfigOpt = None,
-    data_dir: DataDirOpt = None,
+    ctx: typer.Context,
     host: Annotated[
         str | None, typer.Option(help="HTTP interface", show_default="127.0.0.1")
     ] = None,
     port: Annotated[int | None, typer.Option(help="HTTP port", show_default="8080")] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            min=0,
-            help="dispatchers in this process (0: webhook and health only)",
-            show_default="1",
-        ),
-    ] = None,
+    workers: WorkersOpt = None,
     migrate: Annotated[
         bool | None,
         typer.Option(
@@ -131,41 +131,28 @@ def serve(
     from tradebridge.runtime.serve import run_serve
 
     settings = _settings(
-        config, data_dir, host=host, port=port, workers=workers, migrate_on_start=migrate
+        StackOptions.of(ctx), host=host, port=port, workers=workers, migrate_on_start=migrate
     )
     _configure_logs(settings, to_stderr=False)
     _run_until_stopped(run_serve(settings))
 
 
 def up(
-    config: ConfigOpt = None,
-    data_dir: DataDirOpt = None,
+    ctx: typer.Context,
     port: Annotated[int | None, typer.Option(help="HTTP port (webhook, /healthz)")] = None,
     sim_port: Annotated[int, typer.Option(help="simulator port")] = 8765,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            min=0,
-            help="dispatchers in this process (0: webhook and health only)",
-            show_default="1",
-        ),
-    ] = None,
+    workers: WorkersOpt = None,
 ) -> None:
     """Bring up the whole local stack: PostgreSQL, Redis, the simulator, workers, webhook."""
-    from tradebridge.runtime.endpoints import Endpoints
     from tradebridge.runtime.up import run_up
 
-    settings = _settings(config, data_dir, port=port, workers=workers)
+    settings = _settings(StackOptions.of(ctx), port=port, workers=workers)
     # The banner is the command's output; logs go to stderr.
     _configure_logs(settings, to_stderr=True)
-
-    def banner(found: Endpoints) -> None:
-        _print_banner(found)
-
-    _run_until_stopped(run_up(settings, sim_port=sim_port, ready=banner))
+    _run_until_stopped(run_up(settings, sim_port=sim_port, ready=_print_banner))
 
 
-def _print_banner(found: Any) -> None:
+def _print_banner(found: Endpoints) -> None:
     data = found.as_json()
     rows = [
         ("HTTP", data["http_url"]),
@@ -179,19 +166,19 @@ def _print_banner(found: Any) -> None:
         ("accounts", ", ".join(data["accounts"])),
         ("endpoints", f"{data['data_dir']}/endpoints.json"),
     ]
-    _out.print("[bold]tradebridge is up[/bold]")
+    out.print("[bold]tradebridge is up[/bold]")
     for name, value in rows:
-        _out.print(f"  {name:<10} {escape(str(value))}")
+        out.print(f"  {name:<10} {escape(str(value))}")
     account = data["accounts"][0] if data["accounts"] else "ACCOUNT"
     where = data["data_dir"]
-    _out.print("Send a simulated order:")
-    _out.print(f"  tradebridge send buy MNQ1! 1 --account {account} --data-dir {where} --wait")
-    _out.print(f"Or through the webhook (alerts without an account go to {account}):")
-    _out.print(
+    out.print("Send a simulated order:")
+    out.print(f"  tradebridge send buy MNQ1! 1 --account {account} --data-dir {where} --wait")
+    out.print(f"Or through the webhook (alerts without an account go to {account}):")
+    out.print(
         f"  curl -s {data['webhook_url']}/$(cat {data['webhook_secret_file']}) "
         """-d '{"action":"buy","ticker":"MNQ1!","quantity":1}'"""
     )
-    _out.print("Ctrl-C stops it (data kept in the data directory).")
+    out.print("Ctrl-C stops it (data kept in the data directory).")
 
 
 def _decimal(value: str | None, name: str) -> Decimal | None:
@@ -200,37 +187,14 @@ def _decimal(value: str | None, name: str) -> Decimal | None:
     try:
         number = Decimal(value)
     except InvalidOperation:
-        raise _fail(f"{name} {value!r} is not a number", 2) from None
+        raise fail(f"{name} {value!r} is not a number", 2) from None
     if not number.is_finite():
-        raise _fail(f"{name} {value!r} is not a number", 2)
+        raise fail(f"{name} {value!r} is not a number", 2)
     return number
 
 
-def _send_database_url(database_url: str | None, data_dir: Path | None, config: Path | None) -> str:
-    from tradebridge.config import load_settings
-    from tradebridge.runtime.endpoints import read_endpoints
-
-    if database_url:
-        return database_url
-    if data_dir is None:
-        try:
-            settings = load_settings(config)
-        except ConfigError as e:
-            raise _fail(str(e), 2) from None
-        if settings.database.url is not None:
-            return settings.database.url.get_secret_value()
-        data_dir = settings.data_dir
-    found = read_endpoints(data_dir)
-    if found is None or not found.get("database_url"):
-        raise _fail(
-            f"no running stack in {data_dir} (no endpoints.json): start one with "
-            "`tradebridge up`, or pass --database-url / set DATABASE_URL",
-            2,
-        )
-    return str(found["database_url"])
-
-
 def send(
+    ctx: typer.Context,
     side: Annotated[str, typer.Argument(help="buy or sell")],
     symbol: Annotated[str, typer.Argument(help="MNQ1!, MNQZ6, MNQ ...")],
     quantity: Annotated[str, typer.Argument(metavar="QTY", help="contracts")],
@@ -254,16 +218,15 @@ def send(
     database_url: Annotated[
         str | None, typer.Option("--database-url", help="ledger URL (default: DATABASE_URL)")
     ] = None,
-    data_dir: DataDirOpt = None,
-    config: ConfigOpt = None,
 ) -> None:
     """Insert a signal row the way a strategy would; with --wait, follow it to its outcome.
 
     --sl/--tp are checked against the market first (a quote from the broker): a leg the
     market is already through is refused with exit 2, nothing inserted, unless --force.
     """
+    stack = StackOptions.of(ctx)
     if side.lower() not in {"buy", "sell"}:
-        raise _fail(f"side must be buy or sell, not {side!r}", 2)
+        raise fail(f"side must be buy or sell, not {side!r}", 2)
     qty = _decimal(quantity, "quantity")
     price = _decimal(limit, "--limit")
     stop_price = _decimal(stop, "--stop")
@@ -289,43 +252,41 @@ def send(
         "strategy_name": strategy,
         "source": "cli",
     }
-    url = _send_database_url(database_url, data_dir, config)
+    url = ledger_url(database_url, stack.data_dir, stack.config)
     try:
         if (row["stop_loss"] is not None or row["take_profit"] is not None) and not force:
-            asyncio.run(_check_market(row, database_url, data_dir, config))
+            asyncio.run(_check_market(row, database_url, stack))
         code = asyncio.run(_send(url, row, wait=wait, wait_s=timeout))
     except (InvalidInput, ConfigError) as e:
-        raise _fail(str(e), 2) from None
+        raise fail(str(e), 2) from None
     except (StoreError, BridgeError, OSError) as e:
-        raise _fail(str(e), 1) from None
+        raise fail(str(e), 1) from None
     raise typer.Exit(code)
 
 
-async def _check_market(
-    row: dict[str, Any], database_url: str | None, data_dir: Path | None, config: Path | None
-) -> None:
+async def _check_market(row: dict[str, Any], database_url: str | None, stack: StackOptions) -> None:
     """Check the row's bracket against a quote of the broker (``InvalidInput`` if through)."""
     from datetime import UTC, datetime
 
-    from tradebridge.cli.broker import Common, check_bracket
+    from tradebridge.cli.broker import BrokerOptions, check_bracket
     from tradebridge.config import load_settings
     from tradebridge.dispatch.dispatcher import root_map
     from tradebridge.domain.contracts import resolve_symbol
     from tradebridge.domain.enums import OrderType, Side
     from tradebridge.runtime.endpoints import read_endpoints
 
-    settings = load_settings(config)
+    settings = load_settings(stack.config)
     # A local `up` stack (its ledger is the one used): its simulator and Redis serve quotes.
     found = None
     if database_url is None and settings.database.url is None:
-        found = read_endpoints(data_dir or settings.data_dir)
+        found = read_endpoints(stack.data_dir or settings.data_dir)
     sim = found.get("simulator_url") if found else None
-    common = Common(
-        config=config,
+    common = BrokerOptions(
+        config=stack.config,
         bridge_url=sim,
         native_url=f"{sim}/v1" if sim else None,
         redis_url=found.get("redis_url") if found else None,
-        json=False,
+        as_json=False,
     )
     contract = resolve_symbol(row["instrument"], datetime.now(UTC).date(), root_map(settings))
     await check_bracket(
@@ -341,7 +302,7 @@ async def _send(url: str, row: dict[str, Any], *, wait: bool, wait_s: float) -> 
     ledger = await Ledger.connect(url, min_size=1, max_size=1)
     try:
         inserted = await ledger.insert_signal(**row)
-        _out.print(f"signal {inserted.signal_id} inserted ({inserted.status.value})")
+        out.print(f"signal {inserted.signal_id} inserted ({inserted.status.value})")
         if not wait:
             return 0
         resting_ends_wait = inserted.order_type != "market"
@@ -364,7 +325,7 @@ async def _send(url: str, row: dict[str, Any], *, wait: bool, wait_s: float) -> 
         await ledger.close()
 
 
-def _report(row: Any) -> int:
+def _report(row: LedgerRow) -> int:
     status = row.status.value
     parts = [f"signal {row.signal_id}: {status}"]
     if row.tradovate_order_id:
@@ -382,12 +343,11 @@ def _report(row: Any) -> int:
     )
     if not finished:
         parts.append("timed out waiting")
-    _out.print(escape(", ".join(parts)))
+    out.print(escape(", ".join(parts)))
     return 1 if status in _BAD_FINAL or not finished else 0
 
 
 def register(app: typer.Typer) -> None:
     """Add serve, up and send to the ``tradebridge`` command."""
-    app.command()(serve)
-    app.command()(up)
-    app.command()(send)
+    for command in (serve, up, send):
+        app.command(cls=StackCommand)(command)

@@ -1,0 +1,133 @@
+"""What the command groups share: options declared once, the output, the one-line error.
+
+Shared options stand after the command's name, where they always have (``tradebridge
+accounts --config FILE``, ``tradebridge review list --database-url URL``); a typer callback
+on the group would accept them only in front of it. So a set of options that several
+commands take is a frozen dataclass of typer options (a ``SharedOptions``): ``takes(TheSet)``
+is the command class that lists them after each command's own options and keeps them out
+of its arguments, and ``TheSet.of(ctx)`` reads them back, parsed and typed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Self
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperCommand
+
+from tradebridge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tradebridge.config import Settings
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", envvar="TRADEBRIDGE_CONFIG", help="settings file (TOML)"),
+]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", help="where embedded servers, secrets and endpoints.json live",
+        show_default=".tradebridge",
+    ),
+]  # fmt: skip
+DatabaseUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="DATABASE_URL",
+        show_envvar=True,
+        help="postgresql:// URL of the ledger (direct or session-pooler port 5432)",
+    ),
+]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SharedOptions:
+    """A set of options several commands take: subclass it as a frozen dataclass of options."""
+
+    @classmethod
+    def of(cls, ctx: typer.Context) -> Self:
+        """Return the set as this command's line (or the environment) gave it."""
+        return cls(**{f.name: ctx.params[f.name] for f in dataclasses.fields(cls)})
+
+
+@functools.cache
+def takes(options: type[SharedOptions]) -> type[TyperCommand]:
+    """Return the command class that gives a command the fields of ``options`` as options."""
+    # typer reads the dataclass's fields as it reads a command's parameters.
+    template = typer.Typer(add_completion=False)
+    template.command()(options)
+    shared = typer.main.get_command(template).params
+    names = frozenset(p.name for p in shared)
+
+    class TakesSharedOptions(TyperCommand):
+        def __init__(self, name: str | None, **attrs: Any) -> None:
+            super().__init__(name, **attrs)
+            self.params = [*self.params, *shared]
+            own = self.callback
+            assert own is not None
+
+            def callback(**values: Any) -> Any:
+                # The command reads the shared ones from its context (``options.of(ctx)``).
+                return own(**{k: v for k, v in values.items() if k not in names})
+
+            self.callback = callback
+
+    return TakesSharedOptions
+
+
+def group(name: str, help_text: str) -> typer.Typer:
+    """Return a command group (``tradebridge NAME ...``); without a command it shows its help."""
+    return typer.Typer(
+        name=name,
+        help=help_text,
+        no_args_is_help=True,
+        add_completion=False,
+        rich_markup_mode="rich",
+    )
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    """Print ``message`` as the one error line on stderr; return the exit to raise."""
+    err.print(f"[red]error:[/red] {escape(message)}")
+    return typer.Exit(code)
+
+
+def load(config: Path | None) -> Settings:
+    """Return the settings of ``config`` (and the environment); exit 2 if they are bad."""
+    from tradebridge.config import load_settings
+
+    try:
+        return load_settings(config)
+    except ConfigError as e:
+        raise fail(str(e), 2) from None
+
+
+def ledger_url(database_url: str | None, data_dir: Path | None, config: Path | None) -> str:
+    """Return the ledger's URL: the one given, the configured one, or a running ``up``'s."""
+    from tradebridge.runtime.endpoints import read_endpoints
+
+    if database_url:
+        return database_url
+    if data_dir is None:
+        settings = load(config)
+        if settings.database.url is not None:
+            return settings.database.url.get_secret_value()
+        data_dir = settings.data_dir
+    found = read_endpoints(data_dir)
+    if found is None or not found.get("database_url"):
+        raise fail(
+            f"no running stack in {data_dir} (no endpoints.json): start one with "
+            "`tradebridge up`, or pass --database-url / set DATABASE_URL",
+            2,
+        )
+    return str(found["database_url"])
