@@ -162,7 +162,7 @@ def adopt(
         )  # fmt: skip
 
     row = _with_ledger(ctx, work)
-    out.print(escape(f"signal {row.signal_id}: working, order {row.tradovate_order_id}"))
+    out.print(escape(f"signal {row.signal_id}: {row.status.value}, order {row.tradovate_order_id}"))
 
 
 @review_app.command(cls=LedgerCommand)

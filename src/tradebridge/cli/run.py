@@ -30,6 +30,7 @@ from tradebridge.cli._shared import (
     out,
     takes,
 )
+from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.errors import BridgeError, ConfigError, InvalidInput, StoreError
 
 if TYPE_CHECKING:
@@ -37,11 +38,12 @@ if TYPE_CHECKING:
     from tradebridge.runtime.endpoints import Endpoints
     from tradebridge.store.ledger import LedgerRow
 
+_S = SignalStatus
 # Statuses after which `send --wait` stops; "working" ends the wait only for resting orders.
-_OK_FINAL = frozenset({"filled", "cancelled", "expired"})
+_OK_FINAL = frozenset({_S.FILLED, _S.CANCELLED, _S.EXPIRED})
 # needs_review is not final, but nothing will happen to it without a human: stop waiting.
-_BAD_FINAL = frozenset({"rejected", "denied", "failed", "needs_review"})
-_RESTING = frozenset({"working", "partially_filled"})
+_BAD_FINAL = frozenset({_S.REJECTED, _S.DENIED, _S.FAILED, _S.NEEDS_REVIEW})
+_RESTING = frozenset({_S.WORKING, _S.PARTIALLY_FILLED})
 
 WorkersOpt = Annotated[
     int | None,
@@ -312,7 +314,7 @@ async def _send(url: str, row: dict[str, Any], *, wait: bool, wait_s: float) -> 
             found = await ledger.get(inserted.signal_id)
             if found is not None:
                 current = found
-                status = current.status.value
+                status = current.status
                 if (
                     status in _OK_FINAL
                     or status in _BAD_FINAL
@@ -326,8 +328,8 @@ async def _send(url: str, row: dict[str, Any], *, wait: bool, wait_s: float) -> 
 
 
 def _report(row: LedgerRow) -> int:
-    status = row.status.value
-    parts = [f"signal {row.signal_id}: {status}"]
+    status = row.status
+    parts = [f"signal {row.signal_id}: {status.value}"]
     if row.tradovate_order_id:
         parts.append(f"order {row.tradovate_order_id}")
     if row.filled_qty:
