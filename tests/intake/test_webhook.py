@@ -14,7 +14,9 @@ import pytest
 
 from intake.conftest import SECRET, Hook, HookFactory
 from tradebridge.domain.contracts import front_month
-from tradebridge.intake import compat, tradebridge_format
+from tradebridge.intake.formats.pickmytrade import PICKMYTRADE_FIELDS
+from tradebridge.intake.formats.tradebridge import TRADEBRIDGE_FIELDS
+from tradebridge.intake.formats.traderspost import TRADERSPOST_FIELDS
 from tradebridge.intake.schemas import PickMyTradeAlert, TradebridgeAlert, TradersPostAlert
 from tradebridge.store.ledger import Ledger
 
@@ -689,9 +691,9 @@ async def test_webhook_failure_inside_the_transaction_leaves_nothing_half_stored
 @pytest.mark.parametrize(
     ("model", "fields"),
     [
-        (TradebridgeAlert, tradebridge_format.FIELDS),
-        (TradersPostAlert, compat.TRADERSPOST_FIELDS),
-        (PickMyTradeAlert, compat.PICKMYTRADE_FIELDS),
+        (TradebridgeAlert, TRADEBRIDGE_FIELDS),
+        (TradersPostAlert, TRADERSPOST_FIELDS),
+        (PickMyTradeAlert, PICKMYTRADE_FIELDS),
     ],
 )
 def test_schema_models_list_the_fields_the_parsers_know(model: Any, fields: frozenset[str]) -> None:

@@ -20,7 +20,7 @@ from tradebridge.domain.contracts import ContractSymbol, resolve_symbol
 from tradebridge.domain.enums import Dialect
 from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.errors import InvalidSymbol
-from tradebridge.intake.formats import (
+from tradebridge.intake.formats.alert import (
     MAX_CONTRACTS,
     AccountRef,
     AlertRejected,
@@ -263,7 +263,7 @@ def _scale_out(
                               direction=direction)  # fmt: skip
         if leg.note:
             notes.append(leg.note)
-        assert leg.ticks is not None  # distances only (tradebridge_format)
+        assert leg.ticks is not None  # distances only (formats/tradebridge.py)
         targets.append((leg.ticks, target.quantity))
     trailing = None
     if alert.trailing_stop is not None:

@@ -1,7 +1,7 @@
 """OpenAPI models of the webhook: the three alert dialects and every answer.
 
 Documentation only: the endpoint reads the raw body itself (TradingView may send JSON as
-``text/plain``) and the parsers in ``tradebridge_format`` / ``compat`` enforce the rules;
+``text/plain``) and the parsers in ``intake/formats/`` enforce the rules;
 a test checks that these models and the parsers know the same fields.
 """
 

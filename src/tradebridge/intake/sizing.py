@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from tradebridge.domain.products import Product
-from tradebridge.intake.formats import AlertRejected, Bracket
+from tradebridge.intake.formats.alert import AlertRejected, Bracket
 
 
 @dataclass(frozen=True, slots=True)

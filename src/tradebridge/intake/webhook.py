@@ -6,7 +6,7 @@ then the idempotency key (200 ``duplicate``) before anything else, then the full
 (400), then ONE transaction storing the alert and its ledger rows, then the answer. The
 only 5xx is 503, and only when nothing was stored: TradingView resends on 5xx, and the key
 absorbs the overlap. Nothing after the commit can turn the answer into a 5xx, and nothing a
-sender writes can cause one: the body is bounded before it is parsed (formats.decode_body),
+sender writes can cause one: the body is bounded before it is parsed (formats.body.decode_body),
 contents the database refuses are a 400, and an unforeseen error before storing is a 400 that
 is logged (nothing was stored; a 5xx would only bring three identical resends).
 
@@ -31,14 +31,12 @@ from starlette.requests import ClientDisconnect
 from tradebridge.config import Settings
 from tradebridge.domain.clock import utcnow
 from tradebridge.errors import ContentRefused, StoreError
-from tradebridge.intake import compat, tradebridge_format
-from tradebridge.intake.formats import (
-    AlertRejected,
-    Format,
-    ParsedAlert,
-    decode_body,
-    detect_format,
-)
+from tradebridge.intake.formats.alert import AlertRejected, Format, ParsedAlert
+from tradebridge.intake.formats.body import decode_body
+from tradebridge.intake.formats.detect import detect_format
+from tradebridge.intake.formats.pickmytrade import parse_pickmytrade
+from tradebridge.intake.formats.tradebridge import parse_tradebridge
+from tradebridge.intake.formats.traderspost import parse_traderspost
 from tradebridge.intake.plan import new_group_id, plan_alert
 from tradebridge.intake.schemas import (
     AcceptedAnswer,
@@ -70,9 +68,9 @@ _log = get_logger("tradebridge.intake.webhook")
 _STORE_ERRORS = (TimeoutError, StoreError)
 
 _PARSERS: dict[Format, Callable[[Mapping[str, Any]], ParsedAlert]] = {
-    "tradebridge": tradebridge_format.parse,
-    "traderspost": compat.parse_traderspost,
-    "pickmytrade": compat.parse_pickmytrade,
+    "tradebridge": parse_tradebridge,
+    "traderspost": parse_traderspost,
+    "pickmytrade": parse_pickmytrade,
 }
 # The fields whose values identify one firing of one alert, per dialect (with the fire time).
 _IDENTITY_FIELDS: dict[Format, tuple[str, ...]] = {

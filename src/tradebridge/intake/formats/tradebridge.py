@@ -9,21 +9,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tradebridge.intake.formats import (
-    AccountRef,
-    AlertRejected,
-    Bracket,
-    BracketUnit,
+from tradebridge.intake.formats._fields import (
     FieldReader,
-    Intent,
-    ParsedAlert,
-    TakeProfit,
     check_whole,
     reject_unknown,
     to_decimal,
 )
+from tradebridge.intake.formats.alert import (
+    AccountRef,
+    AlertRejected,
+    Bracket,
+    BracketUnit,
+    Intent,
+    ParsedAlert,
+    TakeProfit,
+)
 
-FIELDS: frozenset[str] = frozenset(
+TRADEBRIDGE_FIELDS: frozenset[str] = frozenset(
     {
         "secret",
         "symbol",
@@ -77,11 +79,11 @@ _ORDER_FIELDS = ("order_type", "price", "stop_price", "tif")
 _BRACKET_INTENTS = frozenset({"order", "reverse", "target"})
 
 
-def parse(body: Mapping[str, Any]) -> ParsedAlert:
+def parse_tradebridge(body: Mapping[str, Any]) -> ParsedAlert:
     """Parse a tradebridge-format alert; ``AlertRejected`` names the first problem."""
     fields = FieldReader(body)
     fields.raw("secret")  # checked by the endpoint before parsing
-    reject_unknown(fields_unknown(body), FIELDS)
+    reject_unknown(fields_unknown(body), TRADEBRIDGE_FIELDS)
     ignored: list[str] = []
 
     target = fields.whole("target_position", signed=True)
@@ -209,7 +211,7 @@ def parse(body: Mapping[str, Any]) -> ParsedAlert:
 
 def fields_unknown(body: Mapping[str, Any]) -> list[str]:
     """Return the top-level fields the tradebridge format does not define."""
-    return [name for name in body if name not in FIELDS]
+    return [name for name in body if name not in TRADEBRIDGE_FIELDS]
 
 
 def _check_order_shape(order_type: str, price: Any, stop_price: Any) -> None:
