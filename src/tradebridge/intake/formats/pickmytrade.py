@@ -33,13 +33,13 @@ PICKMYTRADE_FIELDS: frozenset[str] = frozenset(
         "multiple_accounts",
     }
 )  # fmt: skip
-_PMT_DATA = {"buy": "buy", "sell": "sell", "close": "close"}
-_PMT_ORDER_TYPES = {"mkt": "market", "market": "market", "lmt": "limit", "limit": "limit"}
+_DATA = {"buy": "buy", "sell": "sell", "close": "close"}
+_ORDER_TYPES = {"mkt": "market", "market": "market", "lmt": "limit", "limit": "limit"}
 # Values that mean "off" in PickMyTrade's templates: accepted (and listed) when off.
-_PMT_OFF_NUMBERS = ("risk_percentage", "percentage_tp", "percentage_sl", "trail_trigger",
-                    "trail_freq", "breakeven")  # fmt: skip
-_PMT_OFF_BOOLS = ("update_tp", "update_sl")
-_PMT_ENTRY_FIELDS = frozenset(
+_OFF_NUMBERS = ("risk_percentage", "percentage_tp", "percentage_sl", "trail_trigger",
+                "trail_freq", "breakeven")  # fmt: skip
+_OFF_BOOLS = ("update_tp", "update_sl")
+_ENTRY_FIELDS = frozenset(
     {"token", "account_id", "connection_name", "risk_percentage", "quantity_multiplier"}
 )
 
@@ -50,13 +50,13 @@ def parse_pickmytrade(body: Mapping[str, Any]) -> ParsedAlert:
     reject_unknown([k for k in body if k not in PICKMYTRADE_FIELDS], PICKMYTRADE_FIELDS)
     fields.raw("token")
     ignored: list[str] = []
-    for name in _PMT_OFF_NUMBERS:
+    for name in _OFF_NUMBERS:
         value = fields.decimal(name)
         if value is not None and value != 0:
-            unsupported(name, _PMT_WHY.get(name, name))
+            unsupported(name, _WHY.get(name, name))
         if value is not None:
             ignored.append(name)
-    for name in _PMT_OFF_BOOLS:
+    for name in _OFF_BOOLS:
         flag = fields.boolean(name)
         if flag:
             unsupported(name, "modifying the brackets of an open position")
@@ -64,15 +64,15 @@ def parse_pickmytrade(body: Mapping[str, Any]) -> ParsedAlert:
             ignored.append(name)
     # The broker is the account's, from the settings: these change nothing here.
     ignored += [n for n in ("platform", "connection_name") if fields.text(n) is not None]
-    trailing_stop = _pmt_trailing_stop(fields, ignored)
+    trailing_stop = _trailing_stop(fields, ignored)
 
-    data = fields.choice("data", _PMT_DATA, required=True)
+    data = fields.choice("data", _DATA, required=True)
     reverse_close = bool(fields.boolean("reverse_order_close"))
     pyramid = fields.boolean("pyramid")
     duplicate_allow = fields.boolean("duplicate_position_allow")
     same_ignore = fields.boolean("same_direction_ignore")
     reference = fields.positive("price")
-    order_type = fields.choice("order_type", _PMT_ORDER_TYPES, default="market")
+    order_type = fields.choice("order_type", _ORDER_TYPES, default="market")
     quantity = fields.whole("quantity", allow_zero=True)
 
     intent: Intent
@@ -135,8 +135,8 @@ def parse_pickmytrade(body: Mapping[str, Any]) -> ParsedAlert:
         limit_price = reference  # PickMyTrade: price is the limit price of an LMT order
 
     units = quantity if quantity is not None else (abs(target) if target is not None else None)
-    take_profit = _pmt_bracket(fields, "tp", "dollar_tp", units)
-    stop_loss = _pmt_bracket(fields, "sl", "dollar_sl", units)
+    take_profit = _bracket(fields, "tp", "dollar_tp", units)
+    stop_loss = _bracket(fields, "sl", "dollar_sl", units)
     if trailing_stop is not None and stop_loss is not None:
         raise AlertRejected(
             "sl / dollar_sl and a trailing stop (trail) are both set",
@@ -167,7 +167,7 @@ def parse_pickmytrade(body: Mapping[str, Any]) -> ParsedAlert:
         stop_loss=stop_loss,
         take_profit=take_profit,
         trailing_stop=trailing_stop,
-        accounts=_pmt_accounts(fields),
+        accounts=_accounts(fields),
         fired_at=fields.time("date"),
         target_position=target,
         reference_price=reference,
@@ -175,7 +175,7 @@ def parse_pickmytrade(body: Mapping[str, Any]) -> ParsedAlert:
     )
 
 
-_PMT_WHY = {
+_WHY = {
     "risk_percentage": "risk-based sizing (send quantity)",
     "percentage_tp": "percentage take profits (use tp or dollar_tp)",
     "percentage_sl": "percentage stop losses (use sl or dollar_sl)",
@@ -186,7 +186,7 @@ _PMT_WHY = {
 }
 
 
-def _pmt_trailing_stop(fields: FieldReader, ignored: list[str]) -> Bracket | None:
+def _trailing_stop(fields: FieldReader, ignored: list[str]) -> Bracket | None:
     """Read ``trail`` (1 on, 0 off) and ``trail_stop``: a stop that trails by that many points."""
     trail = fields.decimal("trail")
     distance = fields.decimal("trail_stop")
@@ -204,7 +204,7 @@ def _pmt_trailing_stop(fields: FieldReader, ignored: list[str]) -> Bracket | Non
     return Bracket("points", distance)
 
 
-def _pmt_bracket(
+def _bracket(
     fields: FieldReader, price_key: str, dollar_key: str, units: Decimal | None
 ) -> Bracket | None:
     price = fields.decimal(price_key)
@@ -231,7 +231,7 @@ def _pmt_bracket(
     return None
 
 
-def _pmt_accounts(fields: FieldReader) -> tuple[AccountRef, ...]:
+def _accounts(fields: FieldReader) -> tuple[AccountRef, ...]:
     refs: list[AccountRef] = []
     main = fields.text("account_id", expected="an account name")
     if main is not None:
@@ -252,12 +252,12 @@ def _pmt_accounts(fields: FieldReader) -> tuple[AccountRef, ...]:
                 f"{where} is not an object", field=where, expected="{account_id, ...}"
             )
         entry = FieldReader(item, prefix=f"{where}.")
-        unknown = [k for k in item if k not in _PMT_ENTRY_FIELDS]
+        unknown = [k for k in item if k not in _ENTRY_FIELDS]
         if unknown:
             raise AlertRejected(
                 f"{where} has unknown field {unknown[0]}",
                 field=f"{where}.{unknown[0]}",
-                expected=", ".join(sorted(_PMT_ENTRY_FIELDS)),
+                expected=", ".join(sorted(_ENTRY_FIELDS)),
             )
         name = entry.text("account_id", required=True, expected="an account name")
         risk = entry.decimal("risk_percentage")

@@ -25,13 +25,13 @@ TRADERSPOST_FIELDS: frozenset[str] = frozenset(
     }
 )  # fmt: skip
 # Informational (or, for futures, inert) in TradersPost's own documentation.
-_TP_INERT = ("interval", "extras", "extendedHours", "ignoreTradingWindows")
-_TP_ACTIONS = {"buy": "buy", "sell": "sell", "exit": "exit", "cancel": "cancel", "add": "add"}
-_TP_SENTIMENTS = {"bullish": "long", "long": "long", "bearish": "short", "short": "short",
-                  "flat": "flat"}  # fmt: skip
-_TP_ORDER_TYPES = {"market": "market", "limit": "limit", "stop": "stop",
-                   "stop_limit": "stoplimit", "trailing_stop": "trailing_stop"}  # fmt: skip
-_TP_TIFS = {"day": "day", "gtc": "gtc", "ioc": "ioc", "fok": "fok", "opg": "opg", "cls": "cls"}
+_INERT = ("interval", "extras", "extendedHours", "ignoreTradingWindows")
+_ACTIONS = {"buy": "buy", "sell": "sell", "exit": "exit", "cancel": "cancel", "add": "add"}
+_SENTIMENTS = {"bullish": "long", "long": "long", "bearish": "short", "short": "short",
+               "flat": "flat"}  # fmt: skip
+_ORDER_TYPES = {"market": "market", "limit": "limit", "stop": "stop",
+                "stop_limit": "stoplimit", "trailing_stop": "trailing_stop"}  # fmt: skip
+_TIFS = {"day": "day", "gtc": "gtc", "ioc": "ioc", "fok": "fok", "opg": "opg", "cls": "cls"}
 
 
 def parse_traderspost(body: Mapping[str, Any]) -> ParsedAlert:
@@ -40,14 +40,14 @@ def parse_traderspost(body: Mapping[str, Any]) -> ParsedAlert:
     reject_unknown([k for k in body if k not in TRADERSPOST_FIELDS], TRADERSPOST_FIELDS)
     fields.raw("secret")
     fields.raw("passphrase")
-    ignored = [name for name in _TP_INERT if name in body]
-    for name in _TP_INERT:
+    ignored = [name for name in _INERT if name in body]
+    for name in _INERT:
         fields.raw(name)
 
-    action = fields.choice("action", _TP_ACTIONS, required=True)
+    action = fields.choice("action", _ACTIONS, required=True)
     if action == "add":
         unsupported("action", "add (adding in the position's direction needs the position)")
-    sentiment = fields.choice("sentiment", _TP_SENTIMENTS)
+    sentiment = fields.choice("sentiment", _SENTIMENTS)
     if sentiment is not None and action not in {"buy", "sell"}:
         raise AlertRejected(
             f"sentiment is only valid with buy or sell, not {action}",
@@ -91,12 +91,12 @@ def parse_traderspost(body: Mapping[str, Any]) -> ParsedAlert:
         )
     reference = reference if reference is not None else alias
 
-    order_type = fields.choice("orderType", _TP_ORDER_TYPES, default="market")
+    order_type = fields.choice("orderType", _ORDER_TYPES, default="market")
     if order_type == "trailing_stop":
         unsupported("orderType", "trailing_stop")
     limit_price = fields.positive("limitPrice")
     stop_price = fields.positive("stopPrice")
-    tif = fields.choice("timeInForce", _TP_TIFS)
+    tif = fields.choice("timeInForce", _TIFS)
     if tif in {"opg", "cls"}:
         unsupported("timeInForce", f"{tif} (futures have no opening or closing auction order)")
     assert order_type is not None
@@ -107,9 +107,9 @@ def parse_traderspost(body: Mapping[str, Any]) -> ParsedAlert:
     else:
         _check_shape("orderType", order_type, limit_price, stop_price)
 
-    take_profit = _tp_bracket(fields, "takeProfit", reference)
-    trailing_stop = _tp_trailing_stop(fields, reference)
-    stop_loss = None if trailing_stop is not None else _tp_bracket(fields, "stopLoss", reference)
+    take_profit = _bracket(fields, "takeProfit", reference)
+    trailing_stop = _trailing_stop(fields, reference)
+    stop_loss = None if trailing_stop is not None else _bracket(fields, "stopLoss", reference)
     if intent != "order" and (take_profit or stop_loss or trailing_stop):
         raise AlertRejected(
             f"takeProfit / stopLoss do not apply to {action}",
@@ -138,7 +138,7 @@ def parse_traderspost(body: Mapping[str, Any]) -> ParsedAlert:
     )
 
 
-def _tp_trailing_stop(fields: FieldReader, reference: Decimal | None) -> Bracket | None:
+def _trailing_stop(fields: FieldReader, reference: Decimal | None) -> Bracket | None:
     """Read ``stopLoss`` of ``type: "trailing_stop"``: a stop loss that trails (or None).
 
     ``trailAmount`` is a distance in price units (points), ``trailPercent`` a percentage of
@@ -175,7 +175,7 @@ def _tp_trailing_stop(fields: FieldReader, reference: Decimal | None) -> Bracket
     return Bracket("points", reference * percent / 100)
 
 
-def _tp_bracket(fields: FieldReader, name: str, reference: Decimal | None) -> Bracket | None:
+def _bracket(fields: FieldReader, name: str, reference: Decimal | None) -> Bracket | None:
     value = fields.obj(name)
     if value is None:
         return None
