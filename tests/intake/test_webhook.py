@@ -14,10 +14,9 @@ import pytest
 
 from intake.conftest import SECRET, Hook, HookFactory
 from tradebridge.domain.contracts import front_month
-from tradebridge.intake.formats.pickmytrade import PICKMYTRADE_FIELDS
-from tradebridge.intake.formats.tradebridge import TRADEBRIDGE_FIELDS
-from tradebridge.intake.formats.traderspost import TRADERSPOST_FIELDS
-from tradebridge.intake.schemas import PickMyTradeAlert, TradebridgeAlert, TradersPostAlert
+from tradebridge.intake.formats.pickmytrade import PICKMYTRADE_FIELDS, PickMyTradeAlert
+from tradebridge.intake.formats.tradebridge import TRADEBRIDGE_FIELDS, TradebridgeAlert
+from tradebridge.intake.formats.traderspost import TRADERSPOST_FIELDS, TradersPostAlert
 from tradebridge.store.ledger import Ledger
 
 TODAY = datetime.now(UTC).date()

@@ -31,20 +31,14 @@ from starlette.requests import ClientDisconnect
 from tradebridge.config import Settings
 from tradebridge.domain.clock import utcnow
 from tradebridge.errors import ContentRefused, StoreError
+from tradebridge.intake.answers import AcceptedAnswer, ErrorAnswer
 from tradebridge.intake.formats.alert import AlertRejected, Format, ParsedAlert
 from tradebridge.intake.formats.body import decode_body
 from tradebridge.intake.formats.detect import detect_format
-from tradebridge.intake.formats.pickmytrade import parse_pickmytrade
-from tradebridge.intake.formats.tradebridge import parse_tradebridge
-from tradebridge.intake.formats.traderspost import parse_traderspost
+from tradebridge.intake.formats.pickmytrade import PickMyTradeAlert, parse_pickmytrade
+from tradebridge.intake.formats.tradebridge import TradebridgeAlert, parse_tradebridge
+from tradebridge.intake.formats.traderspost import TradersPostAlert, parse_traderspost
 from tradebridge.intake.plan import new_group_id, plan_alert
-from tradebridge.intake.schemas import (
-    AcceptedAnswer,
-    ErrorAnswer,
-    PickMyTradeAlert,
-    TradebridgeAlert,
-    TradersPostAlert,
-)
 from tradebridge.intake.security import (
     Gate,
     RateLimiter,

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from tradebridge.intake.formats._fields import FieldReader, reject_unknown, unsupported
+from tradebridge.intake.formats._schema import Number, OpenApiModel
 from tradebridge.intake.formats.alert import (
     AccountRef,
     AlertRejected,
@@ -267,3 +270,53 @@ def _accounts(fields: FieldReader) -> tuple[AccountRef, ...]:
         assert name is not None
         refs.append(AccountRef(name, multiplier))
     return tuple(refs)
+
+
+# --- OpenAPI ---------------------------------------------------------------------------------
+# Documentation only: the webhook reads the raw body itself (TradingView may send JSON as
+# text/plain) and the parser above enforces the rules; a test checks that this model and
+# PICKMYTRADE_FIELDS name the same fields.
+
+
+class PickMyTradeAccount(OpenApiModel):
+    """One entry of PickMyTrade's ``multiple_accounts``."""
+
+    account_id: str
+    token: str | None = None
+    connection_name: str | None = None
+    risk_percentage: Number | None = Field(None, description="must be 0")
+    quantity_multiplier: Number | None = None
+
+
+class PickMyTradeAlert(OpenApiModel):
+    """PickMyTrade-style alert: the supported subset (docs/tradingview.md)."""
+
+    symbol: str
+    date: str | None = Field(None, description="{{timenow}}")
+    data: Literal["buy", "sell", "close"]
+    quantity: Number | None = None
+    risk_percentage: Number | None = Field(None, description="must be 0")
+    price: Number | None = Field(None, description="{{close}}; the limit price of LMT")
+    order_type: Literal["MKT", "LMT"] | None = None
+    tp: Number | None = Field(None, description="take-profit price; 0 off")
+    percentage_tp: Number | None = Field(None, description="must be 0")
+    dollar_tp: Number | None = Field(None, description="take profit in $ for the quantity")
+    sl: Number | None = Field(None, description="stop-loss price; 0 off")
+    percentage_sl: Number | None = Field(None, description="must be 0")
+    dollar_sl: Number | None = Field(None, description="stop loss in $ for the quantity")
+    trail: Number | None = Field(None, description="1: a trailing stop (native); 0 off")
+    trail_stop: Number | None = Field(None, description="the trailing distance in points")
+    trail_trigger: Number | None = Field(None, description="must be 0")
+    trail_freq: Number | None = Field(None, description="must be 0")
+    update_tp: bool | str | None = Field(None, description="must be false")
+    update_sl: bool | str | None = Field(None, description="must be false")
+    breakeven: Number | None = Field(None, description="must be 0")
+    token: str | None = Field(None, description="the webhook secret")
+    account_id: str | None = None
+    duplicate_position_allow: bool | str | None = None
+    pyramid: bool | str | None = None
+    reverse_order_close: bool | str | None = None
+    same_direction_ignore: bool | str | None = None
+    platform: str | None = Field(None, description="ignored")
+    connection_name: str | None = Field(None, description="ignored")
+    multiple_accounts: list[PickMyTradeAccount] | None = None

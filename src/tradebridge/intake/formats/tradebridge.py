@@ -7,7 +7,10 @@ drop a stop loss.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import Field
 
 from tradebridge.intake.formats._fields import (
     FieldReader,
@@ -15,6 +18,7 @@ from tradebridge.intake.formats._fields import (
     reject_unknown,
     to_decimal,
 )
+from tradebridge.intake.formats._schema import Number, OpenApiModel
 from tradebridge.intake.formats.alert import (
     AccountRef,
     AlertRejected,
@@ -381,3 +385,90 @@ def _accounts(fields: FieldReader) -> tuple[AccountRef, ...]:
         assert name is not None
         refs.append(AccountRef(name, multiplier))
     return tuple(refs)
+
+
+# --- OpenAPI ---------------------------------------------------------------------------------
+# Documentation only: the webhook reads the raw body itself (TradingView may send JSON as
+# text/plain) and the parser above enforces the rules; a test checks that this model and
+# TRADEBRIDGE_FIELDS name the same fields.
+
+
+class BracketSpec(OpenApiModel):
+    """A stop loss or take profit: exactly one unit."""
+
+    ticks: int | str | None = Field(None, description="whole ticks from the entry")
+    points: Number | None = Field(None, description="price points from the entry")
+    price: Number | None = Field(None, description="an absolute price")
+    dollars: Number | None = Field(None, description="dollars of risk (or profit) per contract")
+
+
+class TargetSpec(OpenApiModel):
+    """One take profit of a scale-out: a distance and the contracts it closes."""
+
+    ticks: int | str | None = Field(None, description="whole ticks from the fill")
+    points: Number | None = Field(None, description="price points from the fill")
+    dollars: Number | None = Field(None, description="dollars of profit per contract")
+    quantity: Number | None = Field(None, description="contracts; required with 2 or 3 targets")
+
+
+class DistanceSpec(OpenApiModel):
+    """A distance from the fill: exactly one unit (a trailing stop)."""
+
+    ticks: int | str | None = None
+    points: Number | None = None
+    dollars: Number | None = None
+
+
+class AccountSpec(OpenApiModel):
+    """One account of a fan-out with its quantity multiplier."""
+
+    account: str
+    multiplier: Number = Field(Decimal(1), description="quantity x multiplier must be whole")
+
+
+class TradebridgeAlert(OpenApiModel):
+    """tradebridge's own format (docs/tradingview.md). Unknown fields are a 400."""
+
+    secret: str | None = Field(None, description="the webhook secret, unless in the URL path")
+    symbol: str | None = Field(
+        None, description="MNQ1!, CME_MINI:MNQ1!, MNQZ6, MNQZ2026 or MNQ; not needed to flatten"
+    )
+    action: Literal["buy", "sell", "exit", "reverse", "cancel", "flatten"] | None = Field(
+        None, description="required unless target_position is given"
+    )
+    side: Literal["buy", "sell", "long", "short"] | None = Field(
+        None,
+        description="reverse only (required): the side to end on, which a reverse from flat opens",
+    )
+    quantity: Number | None = Field(
+        None, description="whole contracts; required for buy, sell and reverse"
+    )
+    order_type: Literal["market", "limit", "stop", "stoplimit"] = "market"
+    price: Number | None = Field(None, description="limit price (limit, stoplimit)")
+    stop_price: Number | None = Field(None, description="trigger price (stop, stoplimit)")
+    tif: Literal["day", "gtc", "ioc", "fok"] | None = None
+    stop_loss: BracketSpec | None = None
+    take_profit: BracketSpec | list[TargetSpec] | None = Field(
+        None, description="one take profit, or up to 3 with quantities (scale-out; native)"
+    )
+    trailing_stop: DistanceSpec | None = Field(
+        None, description="a stop loss that follows the best price by this distance (native)"
+    )
+    breakeven: bool | None = Field(
+        None, description="after the first take profit, move the other stops to the fill"
+    )
+    account: str | None = Field(None, description='an account name or "group:NAME"')
+    accounts: list[str | AccountSpec] | None = Field(
+        None, description='names, "group:NAME" or {"account", "multiplier"}'
+    )
+    strategy: str | None = None
+    id: str | None = Field(None, description="the alert's identity, e.g. {{strategy.order.id}}")
+    time: str | None = Field(None, description="fire time, {{timenow}}")
+    target_position: Number | None = Field(
+        None, description="signed position wanted ({{strategy.position_size}})"
+    )
+    market_position: Literal["long", "short", "flat"] | None = Field(
+        None, description="{{strategy.market_position}}; checked against target_position"
+    )
+    reference_price: Number | None = Field(None, description="{{close}}; informational")
+    comment: str | None = None

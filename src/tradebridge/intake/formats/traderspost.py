@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from tradebridge.intake.formats._fields import FieldReader, reject_unknown, unsupported
+from tradebridge.intake.formats._schema import Number, OpenApiModel
 from tradebridge.intake.formats.alert import AlertRejected, Bracket, Intent, ParsedAlert
 
 TRADERSPOST_FIELDS: frozenset[str] = frozenset(
@@ -246,3 +249,57 @@ def _check_shape(name: str, order_type: str, limit: Any, stop: Any) -> None:
             field="stopPrice",
             expected=f"no stopPrice, or {name} stop",
         )
+
+
+# --- OpenAPI ---------------------------------------------------------------------------------
+# Documentation only: the webhook reads the raw body itself (TradingView may send JSON as
+# text/plain) and the parser above enforces the rules; a test checks that this model and
+# TRADERSPOST_FIELDS name the same fields.
+
+
+class TakeProfitSpec(OpenApiModel):
+    """TradersPost ``takeProfit``: exactly one form."""
+
+    limitPrice: Number | None = None  # noqa: N815 - the vendor's field name
+    percent: Number | None = None
+    amount: Number | None = None
+
+
+class StopLossSpec(OpenApiModel):
+    """TradersPost ``stopLoss``: type stop and one of stopPrice, percent, amount; or type
+    trailing_stop and one of trailAmount, trailPercent (native accounts)."""
+
+    type: Literal["stop", "trailing_stop"] = "stop"
+    stopPrice: Number | None = None  # noqa: N815 - the vendor's field name
+    percent: Number | None = None
+    amount: Number | None = None
+    trailAmount: Number | None = None  # noqa: N815 - the vendor's field name
+    trailPercent: Number | None = None  # noqa: N815 - the vendor's field name
+
+
+class TradersPostAlert(OpenApiModel):
+    """TradersPost-style alert: the supported subset (docs/tradingview.md)."""
+
+    ticker: str
+    action: Literal["buy", "sell", "exit", "cancel"]
+    sentiment: Literal["bullish", "long", "bearish", "short", "flat"] | None = None
+    quantity: Number | None = None
+    quantityType: Literal["fixed_quantity"] | None = None  # noqa: N815 - vendor name
+    signalPrice: Number | None = None  # noqa: N815 - vendor name
+    price: Number | None = None
+    orderType: Literal["market", "limit", "stop", "stop_limit"] | None = None  # noqa: N815
+    limitPrice: Number | None = None  # noqa: N815 - vendor name
+    stopPrice: Number | None = None  # noqa: N815 - vendor name
+    timeInForce: Literal["day", "gtc", "ioc", "fok"] | None = None  # noqa: N815
+    takeProfit: TakeProfitSpec | None = None  # noqa: N815 - vendor name
+    stopLoss: StopLossSpec | None = None  # noqa: N815 - vendor name
+    cancel: bool | None = None
+    time: str | None = None
+    interval: str | None = Field(None, description="ignored")
+    extras: dict[str, Any] | None = Field(None, description="ignored")
+    extendedHours: bool | None = Field(None, description="ignored")  # noqa: N815
+    ignoreTradingWindows: bool | None = Field(None, description="ignored")  # noqa: N815
+    trailAmount: None = Field(None, description="refused: trailing stops")  # noqa: N815
+    trailPercent: None = Field(None, description="refused: trailing stops")  # noqa: N815
+    secret: str | None = None
+    passphrase: str | None = None
