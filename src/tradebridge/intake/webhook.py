@@ -34,10 +34,10 @@ from tradebridge.errors import ContentRefused, StoreError
 from tradebridge.intake.answers import AcceptedAnswer, ErrorAnswer
 from tradebridge.intake.formats.alert import AlertRejected, Format, ParsedAlert
 from tradebridge.intake.formats.body import decode_body
-from tradebridge.intake.formats.detect import detect_format
-from tradebridge.intake.formats.pickmytrade import PickMyTradeAlert, parse_pickmytrade
-from tradebridge.intake.formats.tradebridge import TradebridgeAlert, parse_tradebridge
-from tradebridge.intake.formats.traderspost import TradersPostAlert, parse_traderspost
+from tradebridge.intake.formats.detect import PARSERS, detect_format
+from tradebridge.intake.formats.pickmytrade import PickMyTradeAlert
+from tradebridge.intake.formats.tradebridge import TradebridgeAlert
+from tradebridge.intake.formats.traderspost import TradersPostAlert
 from tradebridge.intake.plan import new_group_id, plan_alert
 from tradebridge.intake.security import (
     Gate,
@@ -61,11 +61,6 @@ _log = get_logger("tradebridge.intake.webhook")
 # alert's contents (ContentRefused, a StoreError too) is a 400 and is caught first.
 _STORE_ERRORS = (TimeoutError, StoreError)
 
-_PARSERS: dict[Format, Callable[[Mapping[str, Any]], ParsedAlert]] = {
-    "tradebridge": parse_tradebridge,
-    "traderspost": parse_traderspost,
-    "pickmytrade": parse_pickmytrade,
-}
 # The fields whose values identify one firing of one alert, per dialect (with the fire time).
 _IDENTITY_FIELDS: dict[Format, tuple[str, ...]] = {
     "tradebridge": ("id", "strategy", "symbol", "action", "quantity", "target_position",
@@ -201,7 +196,7 @@ class _Intake:
             return _duplicate(found)
 
         try:
-            parsed = _PARSERS[fmt](body)
+            parsed = PARSERS[fmt](body)
             stale = self._stale_reason(parsed, received_at)
             plan = plan_alert(parsed, self._deps.settings, received_at.date(),
                               group_id=new_group_id(), stale_reason=stale)  # fmt: skip

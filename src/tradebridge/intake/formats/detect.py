@@ -1,11 +1,14 @@
-"""Which payload format a decoded body is written in."""
+"""Which payload format a decoded body is written in, and the parser that reads it."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from tradebridge.intake.formats.alert import Format
+from tradebridge.intake.formats.alert import Format, Parser
+from tradebridge.intake.formats.pickmytrade import parse_pickmytrade
+from tradebridge.intake.formats.tradebridge import parse_tradebridge
+from tradebridge.intake.formats.traderspost import parse_traderspost
 
 
 def detect_format(body: Mapping[str, Any]) -> Format:
@@ -15,3 +18,11 @@ def detect_format(body: Mapping[str, Any]) -> Format:
     if "ticker" in body and "action" in body and "symbol" not in body:
         return "traderspost"
     return "tradebridge"
+
+
+PARSERS: dict[Format, Parser] = {
+    "tradebridge": parse_tradebridge,
+    "traderspost": parse_traderspost,
+    "pickmytrade": parse_pickmytrade,
+}
+"""The parser of each format: ``PARSERS[detect_format(body)](body)``."""
