@@ -39,7 +39,7 @@ STALE = "stale"
 
 
 @dataclass(frozen=True, slots=True)
-class Plan:
+class AlertPlan:
     """The rows one alert becomes, with what the answer should tell the sender."""
 
     group_id: str
@@ -60,7 +60,7 @@ def plan_alert(
     *,
     group_id: str,
     stale_reason: str | None = None,
-) -> Plan:
+) -> AlertPlan:
     """Build the ledger rows of ``alert``; ``AlertRejected`` if it cannot be traded."""
     contract = _contract(alert.symbol, settings, today)
     accounts = expand_accounts(alert.accounts, settings)
@@ -133,7 +133,7 @@ def plan_alert(
             )
         )
     _admit(alert, rows, settings, today)
-    return Plan(
+    return AlertPlan(
         group_id=group_id,
         rows=tuple(rows),
         instrument=contract.name if contract else None,

@@ -16,7 +16,9 @@ from typing import Any, Literal
 from tradebridge.errors import InvalidInput
 
 Format = Literal["tradebridge", "traderspost", "pickmytrade"]
-Intent = Literal["order", "exit", "reverse", "cancel", "flatten", "target"]
+AlertIntent = Literal["order", "exit", "reverse", "cancel", "flatten", "target"]
+"""What an alert asks for: its rows' ``intent`` column, raw (``pipeline.validate.Intent`` once
+a worker has checked the row)."""
 BracketUnit = Literal["ticks", "points", "price", "dollars"]
 
 MAX_CONTRACTS = 100_000
@@ -34,8 +36,12 @@ class AlertRejected(InvalidInput):
 
 
 @dataclass(frozen=True, slots=True)
-class Bracket:
-    """A stop loss or take profit as the alert gave it: a unit and a value."""
+class AlertBracket:
+    """A stop loss or take profit as the alert gave it: a unit and a value.
+
+    ``intake/sizing.py`` turns it into ticks or a price; the protective orders placed at the
+    broker are a ``domain.commands.Bracket``.
+    """
 
     unit: BracketUnit
     value: Decimal
@@ -45,7 +51,7 @@ class Bracket:
 class TakeProfit:
     """One take profit of a scale-out: a distance and the contracts it closes."""
 
-    bracket: Bracket
+    bracket: AlertBracket
     quantity: Decimal
 
 
@@ -62,7 +68,7 @@ class ParsedAlert:
     """One alert in tradebridge's terms, whatever dialect it arrived in."""
 
     format: Format
-    intent: Intent
+    intent: AlertIntent
     symbol: str | None
     side: str | None = None  # 'buy' | 'sell' for intent 'order' (a hint for 'target')
     quantity: Decimal | None = None
@@ -70,8 +76,8 @@ class ParsedAlert:
     price: Decimal | None = None
     stop_price: Decimal | None = None
     tif: str | None = None
-    stop_loss: Bracket | None = None
-    take_profit: Bracket | None = None
+    stop_loss: AlertBracket | None = None
+    take_profit: AlertBracket | None = None
     accounts: tuple[AccountRef, ...] = ()
     strategy: str | None = None
     alert_id: str | None = None
@@ -82,7 +88,7 @@ class ParsedAlert:
     cancel_first: bool = False  # TradersPost's ``cancel``: a cancel row ahead of the order
     # Scale-out (native order strategies): several take profits, a trailing stop, break-even.
     take_profits: tuple[TakeProfit, ...] = ()
-    trailing_stop: Bracket | None = None
+    trailing_stop: AlertBracket | None = None
     breakeven: bool = False
     ignored_fields: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()

@@ -20,9 +20,9 @@ from tradebridge.intake.formats._fields import FieldReader, reject_unknown, unsu
 from tradebridge.intake.formats._schema import Number, OpenApiModel
 from tradebridge.intake.formats.alert import (
     AccountRef,
+    AlertBracket,
+    AlertIntent,
     AlertRejected,
-    Bracket,
-    Intent,
     ParsedAlert,
 )
 
@@ -78,7 +78,7 @@ def parse_pickmytrade(body: Mapping[str, Any]) -> ParsedAlert:
     order_type = fields.choice("order_type", _ORDER_TYPES, default="market")
     quantity = fields.whole("quantity", allow_zero=True)
 
-    intent: Intent
+    intent: AlertIntent
     side: str | None = None
     target: Decimal | None = None
     if data == "close":
@@ -189,7 +189,7 @@ _WHY = {
 }
 
 
-def _trailing_stop(fields: FieldReader, ignored: list[str]) -> Bracket | None:
+def _trailing_stop(fields: FieldReader, ignored: list[str]) -> AlertBracket | None:
     """Read ``trail`` (1 on, 0 off) and ``trail_stop``: a stop that trails by that many points."""
     trail = fields.decimal("trail")
     distance = fields.decimal("trail_stop")
@@ -204,12 +204,12 @@ def _trailing_stop(fields: FieldReader, ignored: list[str]) -> Bracket | None:
     if distance is None or distance <= 0:
         raise AlertRejected("trail is 1 without a trail_stop", field="trail_stop",
                             expected="the trailing distance in price points, above 0")  # fmt: skip
-    return Bracket("points", distance)
+    return AlertBracket("points", distance)
 
 
 def _bracket(
     fields: FieldReader, price_key: str, dollar_key: str, units: Decimal | None
-) -> Bracket | None:
+) -> AlertBracket | None:
     price = fields.decimal(price_key)
     dollars = fields.decimal(dollar_key)
     for key, number in ((price_key, price), (dollar_key, dollars)):
@@ -224,13 +224,13 @@ def _bracket(
             expected="one of them, the other 0",
         )
     if price is not None:
-        return Bracket("price", price)
+        return AlertBracket("price", price)
     if dollars is not None:
         # PickMyTrade's dollar forms are the total for the alert's quantity; per contract
         # that is the total over the contracts (docs/tradingview.md).
         if units is None:  # data close: the caller refuses tp / sl there
-            return Bracket("dollars", dollars)
-        return Bracket("dollars", dollars / units)
+            return AlertBracket("dollars", dollars)
+        return AlertBracket("dollars", dollars / units)
     return None
 
 

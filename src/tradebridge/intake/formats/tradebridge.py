@@ -21,10 +21,10 @@ from tradebridge.intake.formats._fields import (
 from tradebridge.intake.formats._schema import Number, OpenApiModel
 from tradebridge.intake.formats.alert import (
     AccountRef,
+    AlertBracket,
+    AlertIntent,
     AlertRejected,
-    Bracket,
     BracketUnit,
-    Intent,
     ParsedAlert,
     TakeProfit,
 )
@@ -92,7 +92,7 @@ def parse_tradebridge(body: Mapping[str, Any]) -> ParsedAlert:
 
     target = fields.whole("target_position", signed=True)
     market_position = fields.choice("market_position", MARKET_POSITIONS)
-    intent: Intent
+    intent: AlertIntent
     side: str | None = None
     if target is not None:
         intent = "target"
@@ -261,7 +261,7 @@ MAX_TAKE_PROFITS = 3
 _DISTANCES: tuple[BracketUnit, ...] = ("ticks", "points", "dollars")
 
 
-def _take_profits(fields: FieldReader) -> tuple[Bracket | None, tuple[TakeProfit, ...]]:
+def _take_profits(fields: FieldReader) -> tuple[AlertBracket | None, tuple[TakeProfit, ...]]:
     """Read ``take_profit``: one object, or a list of up to three with quantities."""
     value = fields.raw("take_profit")
     if not isinstance(value, list):
@@ -311,14 +311,18 @@ def _check_scale_out(
         )
 
 
-def _bracket(fields: FieldReader, name: str, *, distances_only: bool = False) -> Bracket | None:
+def _bracket(
+    fields: FieldReader, name: str, *, distances_only: bool = False
+) -> AlertBracket | None:
     value = fields.obj(name)
     if value is None:
         return None
     return _bracket_of(value, name, distances_only=distances_only)
 
 
-def _bracket_of(value: Mapping[str, Any], name: str, *, distances_only: bool = False) -> Bracket:
+def _bracket_of(
+    value: Mapping[str, Any], name: str, *, distances_only: bool = False
+) -> AlertBracket:
     units = _DISTANCES if distances_only else BRACKET_UNITS
     expected = "one of " + ", ".join(f'{{"{u}": x}}' for u in units)
     present = [k for k in value if value[k] is not None]
@@ -336,7 +340,7 @@ def _bracket_of(value: Mapping[str, Any], name: str, *, distances_only: bool = F
         )
     if unit == "ticks":
         number = check_whole(number, f"{name}.ticks")
-    return Bracket(unit=unit, value=number)  # type: ignore[arg-type]  # unit is a BracketUnit
+    return AlertBracket(unit=unit, value=number)  # type: ignore[arg-type]  # unit is a BracketUnit
 
 
 def _accounts(fields: FieldReader) -> tuple[AccountRef, ...]:

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from tradebridge.intake.formats._fields import FieldReader, reject_unknown, unsupported
 from tradebridge.intake.formats._schema import Number, OpenApiModel
-from tradebridge.intake.formats.alert import AlertRejected, Bracket, Intent, ParsedAlert
+from tradebridge.intake.formats.alert import AlertBracket, AlertIntent, AlertRejected, ParsedAlert
 
 TRADERSPOST_FIELDS: frozenset[str] = frozenset(
     {
@@ -64,7 +64,7 @@ def parse_traderspost(body: Mapping[str, Any]) -> ParsedAlert:
         if fields.has(name):
             unsupported(name, "trailing stops")
 
-    intent: Intent
+    intent: AlertIntent
     side: str | None = None
     quantity = fields.whole("quantity")
     if action == "cancel":
@@ -141,7 +141,7 @@ def parse_traderspost(body: Mapping[str, Any]) -> ParsedAlert:
     )
 
 
-def _trailing_stop(fields: FieldReader, reference: Decimal | None) -> Bracket | None:
+def _trailing_stop(fields: FieldReader, reference: Decimal | None) -> AlertBracket | None:
     """Read ``stopLoss`` of ``type: "trailing_stop"``: a stop loss that trails (or None).
 
     ``trailAmount`` is a distance in price units (points), ``trailPercent`` a percentage of
@@ -167,7 +167,7 @@ def _trailing_stop(fields: FieldReader, reference: Decimal | None) -> Bracket | 
             expected="one of trailAmount (price units), trailPercent",
         )
     if amount is not None:
-        return Bracket("points", amount)
+        return AlertBracket("points", amount)
     assert percent is not None
     if reference is None:
         raise AlertRejected(
@@ -175,10 +175,10 @@ def _trailing_stop(fields: FieldReader, reference: Decimal | None) -> Bracket | 
             field="signalPrice",
             expected="signalPrice ({{close}}) with a percent trailing stop",
         )
-    return Bracket("points", reference * percent / 100)
+    return AlertBracket("points", reference * percent / 100)
 
 
-def _bracket(fields: FieldReader, name: str, reference: Decimal | None) -> Bracket | None:
+def _bracket(fields: FieldReader, name: str, reference: Decimal | None) -> AlertBracket | None:
     value = fields.obj(name)
     if value is None:
         return None
@@ -216,16 +216,16 @@ def _bracket(fields: FieldReader, name: str, reference: Decimal | None) -> Brack
         )  # fmt: skip
     form, number = next(iter(given.items()))
     if form == "price":
-        return Bracket("price", number)
+        return AlertBracket("price", number)
     if form == "amount":  # TradersPost: a distance in price units from the entry
-        return Bracket("points", number)
+        return AlertBracket("points", number)
     if reference is None:
         raise AlertRejected(
             f"{name}.percent needs the alert's price",
             field="signalPrice",
             expected="signalPrice ({{close}}) with a percent bracket",
         )
-    return Bracket("points", reference * number / 100)
+    return AlertBracket("points", reference * number / 100)
 
 
 def _check_shape(name: str, order_type: str, limit: Any, stop: Any) -> None:
