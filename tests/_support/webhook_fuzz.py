@@ -1,7 +1,7 @@
 """Hostile webhook bodies and the oracle they are judged by (the fuzz suite and bench/).
 
 ``TEMPLATES`` are the alerts the documentation tells traders to paste (docs/tradingview.md,
-the TradersPost and PickMyTrade shapes of ``intake/compat.py``); the mutations change them
+the TradersPost and PickMyTrade shapes of ``intake/formats/``); the mutations change them
 field by field with values chosen to break things (huge and tiny numbers, NUL and lone
 surrogates, deep nesting, wrong types, overflowing times), or byte by byte after encoding.
 ``Case.may_store`` is false for bodies that are invalid whatever they say (random bytes, a

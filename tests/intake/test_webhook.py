@@ -7,15 +7,18 @@ import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, get_args
 
 import asyncpg
 import pytest
 
 from intake.conftest import SECRET, Hook, HookFactory
 from tradebridge.domain.contracts import front_month
-from tradebridge.intake import compat, tradebridge_format
-from tradebridge.intake.schemas import PickMyTradeAlert, TradebridgeAlert, TradersPostAlert
+from tradebridge.intake.formats.alert import AlertIntent
+from tradebridge.intake.formats.pickmytrade import PICKMYTRADE_FIELDS, PickMyTradeAlert
+from tradebridge.intake.formats.tradebridge import TRADEBRIDGE_FIELDS, TradebridgeAlert
+from tradebridge.intake.formats.traderspost import TRADERSPOST_FIELDS, TradersPostAlert
+from tradebridge.pipeline.validate import Intent
 from tradebridge.store.ledger import Ledger
 
 TODAY = datetime.now(UTC).date()
@@ -689,13 +692,18 @@ async def test_webhook_failure_inside_the_transaction_leaves_nothing_half_stored
 @pytest.mark.parametrize(
     ("model", "fields"),
     [
-        (TradebridgeAlert, tradebridge_format.FIELDS),
-        (TradersPostAlert, compat.TRADERSPOST_FIELDS),
-        (PickMyTradeAlert, compat.PICKMYTRADE_FIELDS),
+        (TradebridgeAlert, TRADEBRIDGE_FIELDS),
+        (TradersPostAlert, TRADERSPOST_FIELDS),
+        (PickMyTradeAlert, PICKMYTRADE_FIELDS),
     ],
 )
 def test_schema_models_list_the_fields_the_parsers_know(model: Any, fields: frozenset[str]) -> None:
     assert set(model.model_fields) == set(fields)
+
+
+def test_alert_intents_are_the_intents_a_worker_knows() -> None:
+    # A parsed alert's intent goes to its rows' intent column as it is; validate reads it.
+    assert set(get_args(AlertIntent)) == {intent.value for intent in Intent}
 
 
 async def test_webhook_openapi_documents_both_routes(hook: Hook) -> None:

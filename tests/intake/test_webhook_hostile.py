@@ -17,7 +17,7 @@ import pytest
 
 from _support.fixtures import log_records, logs_to
 from intake.conftest import SECRET, Hook, HookFactory
-from tradebridge.intake import webhook
+from tradebridge.intake.formats import detect
 from tradebridge.intake.security import secret_matches
 from tradebridge.obs import metrics
 from tradebridge.store.ledger import Ledger
@@ -242,7 +242,7 @@ async def test_webhook_unforeseen_error_before_storing_is_400_and_logged(
     def broken(_body: Any) -> Any:
         raise ZeroDivisionError("a parser bug")
 
-    monkeypatch.setitem(webhook._PARSERS, "tradebridge", broken)
+    monkeypatch.setitem(detect.PARSERS, "tradebridge", broken)
     with logs_to("INFO") as out:
         answer = await assert_refused(hook, tb(time=now_iso()), needle="internal error")
     assert answer["status"] == "invalid"

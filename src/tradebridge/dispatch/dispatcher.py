@@ -64,10 +64,9 @@ from tradebridge.tracking.tracker import Tracker
 
 _log = get_logger("tradebridge.dispatch.dispatcher")
 _T = TypeVar("_T")
-_S = SignalStatus
 # A row left in one of these by _handle keeps the rest of its batch from being placed
 # (pending: it was handed back after an error, and goes first again).
-_STILL_SENDING = frozenset({_S.PROCESSING, _S.SUBMITTED, _S.PENDING})
+_STILL_SENDING = frozenset({SignalStatus.PROCESSING, SignalStatus.SUBMITTED, SignalStatus.PENDING})
 # Waits between tries while the database is away.
 _DATABASE_RETRY_MAX_S = 1.0
 
@@ -383,20 +382,21 @@ class Dispatcher:
         if current is None:
             return None
         ours = current.claimed_by == self.worker_id and self._in_hand.get(signal_id, 0) == 1
-        if not ours or current.status not in (_S.PROCESSING, _S.SUBMITTED):
+        if not ours or current.status not in (SignalStatus.PROCESSING, SignalStatus.SUBMITTED):
             # Moved on (an outcome written before the error), or another claim's now.
             return current.status
-        if current.status is _S.SUBMITTED:
+        if current.status is SignalStatus.SUBMITTED:
             try:
                 await self.ledger.transition(
-                    signal_id, _S.UNKNOWN, expected=_S.SUBMITTED, owner=self.worker_id,
+                    signal_id, SignalStatus.UNKNOWN, expected=SignalStatus.SUBMITTED,
+                    owner=self.worker_id,
                     error_message=f"outcome unknown after an interruption ({kind}): {text}",
                     detail={"error": text, "kind": kind},
                 )  # fmt: skip
             except IllegalTransition:
                 moved = await self.ledger.get(signal_id)
                 return moved.status if moved else None
-            return _S.UNKNOWN
+            return SignalStatus.UNKNOWN
         if kind == "internal":
             _, tries, _ = self.retrying.get(signal_id, ("", 0, 0.0))
             wait = min(self.config.error_retry_s * 2**tries, self.config.error_retry_max_s)
@@ -405,7 +405,7 @@ class Dispatcher:
                          wait_s=wait)  # fmt: skip
             await asyncio.sleep(wait)
         await self.ledger.hand_back(self.worker_id, [signal_id], f"retry after {kind}: {text}")
-        return _S.PENDING
+        return SignalStatus.PENDING
 
     async def _hand_back(self, signal_ids: list[str], reason: str) -> None:
         await self._until_reachable(
@@ -420,11 +420,11 @@ class Dispatcher:
 
     async def _deny(self, signal_id: str, denied: Denied) -> SignalStatus:
         await self.ledger.transition(
-            signal_id, _S.DENIED, expected=_S.PROCESSING, owner=self.worker_id,
+            signal_id, SignalStatus.DENIED, expected=SignalStatus.PROCESSING, owner=self.worker_id,
             error_message=denied.reason, detail={"field": denied.field},
         )  # fmt: skip
         _log.info("row_denied", signal_id=signal_id, reason=denied.reason)
-        return _S.DENIED
+        return SignalStatus.DENIED
 
     async def _process(self, row: LedgerRow) -> SignalStatus:
         """Place one claimed row; return its status afterwards (in flight: the account waits)."""
@@ -438,14 +438,15 @@ class Dispatcher:
         begun = datetime.now(UTC)  # the baseline is read after this (_placement._rivals)
         prepared = await self._prepare(row.signal_id, checked, broker, today)
         if prepared is None:
-            return _S.DENIED
+            return SignalStatus.DENIED
         plan, account_id, baseline = prepared
         detail = plan_to_json(plan)
         if baseline is not None:
             detail["baseline"] = baseline.to_json()
             detail["baseline_after"] = begun.isoformat()
         await self.ledger.transition(
-            row.signal_id, _S.SUBMITTED, expected=_S.PROCESSING, owner=self.worker_id,
+            row.signal_id, SignalStatus.SUBMITTED, expected=SignalStatus.PROCESSING,
+            owner=self.worker_id,
             client_order_id=client_order_id_for(row.signal_id), account_id=account_id,
             detail=detail,
         )  # fmt: skip
@@ -460,7 +461,7 @@ class Dispatcher:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(send, self.config.handback_timeout_s)
             raise
-        if status is _S.UNKNOWN:
+        if status is SignalStatus.UNKNOWN:
             return await self.placer.resolve(row.signal_id, broker, today=today)
         return status
 

@@ -79,20 +79,19 @@ _log = get_logger("tradebridge.tracking.placement")
 _CLOCK_SLACK = timedelta(seconds=1)
 # Namespace of the worker liveness locks (two-int form, apart from account locks 0x7462).
 WORKER_LOCK_NAMESPACE = 0x7463
-_S = SignalStatus
 
 _FROM_BROKER: dict[OrderStatus, SignalStatus] = {
-    OrderStatus.FILLED: _S.FILLED,
-    OrderStatus.PARTIALLY_FILLED: _S.PARTIALLY_FILLED,
-    OrderStatus.CANCELLED: _S.CANCELLED,
-    OrderStatus.EXPIRED: _S.EXPIRED,
-    OrderStatus.REJECTED: _S.REJECTED,
+    OrderStatus.FILLED: SignalStatus.FILLED,
+    OrderStatus.PARTIALLY_FILLED: SignalStatus.PARTIALLY_FILLED,
+    OrderStatus.CANCELLED: SignalStatus.CANCELLED,
+    OrderStatus.EXPIRED: SignalStatus.EXPIRED,
+    OrderStatus.REJECTED: SignalStatus.REJECTED,
 }
 
 
 def ledger_status(status: OrderStatus) -> SignalStatus:
     """Return the row status of an order the broker reports (it exists: at least working)."""
-    return _FROM_BROKER.get(status, _S.WORKING)
+    return _FROM_BROKER.get(status, SignalStatus.WORKING)
 
 
 def audit(call: HttpCall) -> BrokerCall:
@@ -261,7 +260,7 @@ class Placer:
         await self._file_calls(signal_id, calls, main)
         try:
             row = await self.ledger.transition(
-                signal_id, status, expected=_S.SUBMITTED, owner=owner, event=event,
+                signal_id, status, expected=SignalStatus.SUBMITTED, owner=owner, event=event,
                 detail=detail, broker_call=audit(main) if main else None, **fields,
             )  # fmt: skip
         except IllegalTransition as e:
@@ -293,14 +292,14 @@ class Placer:
             except BrokerRejected as e:
                 reason = f"{e.reason}: {e.text}" if e.text else e.reason
                 return await self._outcome(
-                    signal_id, _S.REJECTED, calls, owner=owner,
+                    signal_id, SignalStatus.REJECTED, calls, owner=owner,
                     error_message=f"rejected by the broker: {reason}",
                     detail={"reason": e.reason, "text": e.text},
                 )  # fmt: skip
             except InvalidInput as e:
                 # The adapter refused the command before sending (the broker never saw it).
                 return await self._outcome(
-                    signal_id, _S.FAILED, calls, owner=owner,
+                    signal_id, SignalStatus.FAILED, calls, owner=owner,
                     error_message=f"not sent: {e}", detail={"error": str(e)},
                 )  # fmt: skip
             except (AuthError, Lockout) as e:
@@ -308,25 +307,25 @@ class Placer:
                 # answered 401 (a request Tradovate refuses to authenticate is not executed).
                 # Nothing to look up: it is sent once a token works, unless it got too old.
                 return await self._outcome(
-                    signal_id, _S.UNKNOWN, calls, owner=owner,
+                    signal_id, SignalStatus.UNKNOWN, calls, owner=owner,
                     error_message=f"not sent, waiting for a usable token: {e}"[:500],
                     detail={"error": type(e).__name__, "not_sent": True},
                 )  # fmt: skip
             except (OutcomeUnknown, BrokerError) as e:
                 return await self._outcome(
-                    signal_id, _S.UNKNOWN, calls, owner=owner,
+                    signal_id, SignalStatus.UNKNOWN, calls, owner=owner,
                     error_message=f"outcome unknown, awaiting lookup: {e}",
                     detail={"error": type(e).__name__},
                 )  # fmt: skip
             except Exception as e:  # noqa: BLE001 - sent or not, we cannot tell: look it up
                 _log.exception("submit_failed_unexpectedly", signal_id=signal_id)
                 return await self._outcome(
-                    signal_id, _S.UNKNOWN, calls, owner=owner,
+                    signal_id, SignalStatus.UNKNOWN, calls, owner=owner,
                     error_message=f"outcome unknown after an unexpected error: {e!r}"[:500],
                     detail={"error": type(e).__name__},
                 )  # fmt: skip
         return await self._outcome(
-            signal_id, _S.WORKING, calls, owner=owner, event="accepted",
+            signal_id, SignalStatus.WORKING, calls, owner=owner, event="accepted",
             tradovate_order_id=str(order_id), detail={"broker_order_id": str(order_id)},
         )  # fmt: skip
 
@@ -351,19 +350,19 @@ class Placer:
                         done.append(flatten.contract.name)
             except BrokerRejected as e:
                 return await self._outcome(
-                    signal_id, _S.REJECTED, calls, owner=owner,
+                    signal_id, SignalStatus.REJECTED, calls, owner=owner,
                     error_message=f"rejected by the broker: {e.reason}: {e.text}".rstrip(": "),
                     detail={"done": done},
                 )  # fmt: skip
             except Exception as e:  # noqa: BLE001 - idempotent commands: reconcile reruns them
                 return await self._outcome(
-                    signal_id, _S.UNKNOWN, calls, owner=owner,
+                    signal_id, SignalStatus.UNKNOWN, calls, owner=owner,
                     error_message=f"outcome unknown, will run again: {e}"[:500],
                     detail={"done": done, "error": type(e).__name__},
                 )  # fmt: skip
         # Carried out: for cancel and flatten rows, ``filled`` means "done" (docs/dispatcher.md).
         return await self._outcome(
-            signal_id, _S.FILLED, calls, owner=owner, event="done", detail={"done": done}
+            signal_id, SignalStatus.FILLED, calls, owner=owner, event="done", detail={"done": done}
         )
 
     # --- unknown outcomes ------------------------------------------------------------------
@@ -397,8 +396,8 @@ class Placer:
         delay = cfg.lookup_backoff_s
         for _ in range(cfg.lookup_attempts):
             row = await self.ledger.get(signal_id)
-            if row is None or row.status is not _S.UNKNOWN:
-                return row.status if row else _S.FAILED
+            if row is None or row.status is not SignalStatus.UNKNOWN:
+                return row.status if row else SignalStatus.FAILED
             if not isinstance(plan, PlaceOrder):
                 # Cancels and flattens carry absolute targets: running them again is safe.
                 if not await self._claim_resend(signal_id, row.placement_attempts):
@@ -406,11 +405,11 @@ class Placer:
                 status = await self.send(signal_id, plan, broker, owner=None)
             else:
                 status = await self._lookup_once(signal_id, plan, broker, row, baseline)
-            if status is not _S.UNKNOWN:
+            if status is not SignalStatus.UNKNOWN:
                 return status
             await asyncio.sleep(delay)
             delay = min(max(delay * 2, 0.05), cfg.lookup_backoff_max_s)
-        return _S.UNKNOWN
+        return SignalStatus.UNKNOWN
 
     def past_bound(self, row: LedgerRow, *, since: datetime | None = None) -> bool:
         """Return whether an unresolved row has held its account longer than the bound
@@ -445,7 +444,7 @@ class Placer:
                 await self.ledger.add_event(signal_id, "lookup_ambiguous", evidence)
                 if self.past_bound(row):
                     return await self.escalate(signal_id, "ambiguous", str(e), evidence)
-                return _S.UNKNOWN
+                return SignalStatus.UNKNOWN
             except Exception as e:  # noqa: BLE001 - a failed lookup is retried later
                 await self._file_calls(signal_id, calls, None)
                 await self.ledger.add_event(signal_id, "lookup_failed", {"error": str(e)[:300]})
@@ -455,7 +454,7 @@ class Placer:
                         f"lookups keep failing ({type(e).__name__}: {e})"[:300],
                         {"error": str(e)[:300]},
                     )  # fmt: skip
-                return _S.UNKNOWN
+                return SignalStatus.UNKNOWN
         await self._file_calls(signal_id, calls, None)
         await self.ledger.add_event(signal_id, "lookup", {
             "result": "absent" if result.found is None else (
@@ -476,7 +475,7 @@ class Placer:
                         f"in flight may have placed it: {', '.join(rivals[:5])}"
                     )
                     return await self.escalate(signal_id, "ambiguous", message, evidence)
-                return _S.UNKNOWN
+                return SignalStatus.UNKNOWN
             return await self._adopt(signal_id, result.found, probable=result.probable)
         return await self._send_absent(signal_id, plan, broker, row, looked_up=True)
 
@@ -528,20 +527,20 @@ class Placer:
             new_baseline = await broker.lookup_baseline(command)
         except Exception as e:  # noqa: BLE001 - nothing sent: look again next round
             await self.ledger.add_event(signal_id, "lookup_failed", {"error": str(e)[:300]})
-            return _S.UNKNOWN
+            return SignalStatus.UNKNOWN
         if not await self._claim_resend(signal_id, version, new_baseline, begun):
             current = await self.ledger.get(signal_id)
-            return current.status if current else _S.FAILED
+            return current.status if current else SignalStatus.FAILED
         return await self._send_order(signal_id, command, broker, None)
 
     async def _fail_unknown(self, signal_id: str, message: str) -> SignalStatus:
         try:
             row = await self.ledger.transition(
-                signal_id, _S.FAILED, expected=_S.UNKNOWN, error_message=message
+                signal_id, SignalStatus.FAILED, expected=SignalStatus.UNKNOWN, error_message=message
             )
         except IllegalTransition:
             current = await self.ledger.get(signal_id)
-            return current.status if current else _S.FAILED
+            return current.status if current else SignalStatus.FAILED
         return row.status
 
     async def escalate(
@@ -550,13 +549,13 @@ class Placer:
         """Move an ``unknown`` row to ``needs_review`` with the evidence; log and count it."""
         try:
             row = await self.ledger.transition(
-                signal_id, _S.NEEDS_REVIEW, expected=_S.UNKNOWN, event="escalated",
-                detail={"reason": reason, **evidence},
+                signal_id, SignalStatus.NEEDS_REVIEW, expected=SignalStatus.UNKNOWN,
+                event="escalated", detail={"reason": reason, **evidence},
                 error_message=f"needs review ({reason}): {message}"[:500],
             )  # fmt: skip
         except IllegalTransition:
             current = await self.ledger.get(signal_id)
-            return current.status if current else _S.FAILED
+            return current.status if current else SignalStatus.FAILED
         metrics.UNKNOWN_ESCALATIONS.labels(reason=reason).inc()
         _log.warning("row_needs_review", signal_id=signal_id, reason=reason, detail=message)
         return row.status
@@ -569,24 +568,28 @@ class Placer:
         """
         plan, baseline = await self._sent_of(signal_id, today)
         row = await self.ledger.get(signal_id)
-        if row is None or row.status is not _S.NEEDS_REVIEW or not isinstance(plan, PlaceOrder):
-            return row.status if row else _S.FAILED
+        if (
+            row is None
+            or row.status is not SignalStatus.NEEDS_REVIEW
+            or not isinstance(plan, PlaceOrder)
+        ):
+            return row.status if row else SignalStatus.FAILED
         sent = row.last_attempt_at or datetime.now(UTC)
         exclude = await self.ledger.owned_orders(plan.command.account, besides=signal_id)
         with capture() as calls:
             try:
                 result = await broker.lookup(plan.command, sent, baseline=baseline, exclude=exclude)
             except Exception:  # noqa: BLE001 - still ambiguous or unreachable: a human decides
-                return _S.NEEDS_REVIEW
+                return SignalStatus.NEEDS_REVIEW
             finally:
                 await self._file_calls(signal_id, calls, None)
         if result.found is None or (
             result.probable and await self._rivals(signal_id, plan.command, result.found, row)
         ):
-            return _S.NEEDS_REVIEW
+            return SignalStatus.NEEDS_REVIEW
         # Found, or now the one order that can be ours (the others' rows adopted theirs).
         return await self._adopt(
-            signal_id, result.found, probable=result.probable, expected=_S.NEEDS_REVIEW
+            signal_id, result.found, probable=result.probable, expected=SignalStatus.NEEDS_REVIEW
         )
 
     async def _rivals(
@@ -653,7 +656,7 @@ class Placer:
         report: OrderStatusReport,
         *,
         probable: bool,
-        expected: SignalStatus = _S.UNKNOWN,
+        expected: SignalStatus = SignalStatus.UNKNOWN,
     ) -> SignalStatus:
         status = ledger_status(report.status)
         detail = {"broker_order_id": report.broker_order_id, "probable": probable}
@@ -672,7 +675,7 @@ class Placer:
                 ),
             )  # fmt: skip
         except OrderOwned as e:
-            if expected is not _S.UNKNOWN:
+            if expected is not SignalStatus.UNKNOWN:
                 return expected
             evidence = {"broker_order_id": report.broker_order_id, "owner": e.owner}
             if probable:
@@ -680,11 +683,11 @@ class Placer:
                 # owned orders was read: it was never ours. Look again (it is excluded then;
                 # the bound applies to what that lookup finds).
                 await self.ledger.add_event(signal_id, "lookup_ambiguous", evidence)
-                return _S.UNKNOWN
+                return SignalStatus.UNKNOWN
             return await self.escalate(signal_id, "order_owned", str(e), evidence)
         except IllegalTransition:
             current = await self.ledger.get(signal_id)
-            return current.status if current else _S.FAILED
+            return current.status if current else SignalStatus.FAILED
         return row.status
 
     async def _claim_resend(

@@ -51,7 +51,6 @@ from tradebridge.obs.logging import get_logger
 from tradebridge.store.ledger import Ledger, database_unavailable
 
 _log = get_logger("tradebridge.dispatch.reconcile")
-_S = SignalStatus
 _NEVER = timedelta(days=36500)  # requeue_stale by worker only
 
 # Worker ids whose dispatcher runs in this process: never dead to this process's reconcile,
@@ -226,7 +225,7 @@ class Reconciler:
                     _log.warning("resolve_failed", signal_id=signal_id, error=str(e)[:300])
                     report.still_unknown.append(signal_id)
                     continue
-                if status is _S.UNKNOWN:
+                if status is SignalStatus.UNKNOWN:
                     report.still_unknown.append(signal_id)
                     continue
                 report.resolved[signal_id] = status.value
@@ -239,7 +238,7 @@ class Reconciler:
         self, signal_id: str, why: str, report: ReconcileReport
     ) -> None:
         row = await self.ledger.get(signal_id)
-        if row is not None and row.status is _S.UNKNOWN and self.placer.past_bound(row):
+        if row is not None and row.status is SignalStatus.UNKNOWN and self.placer.past_bound(row):
             status = await self.placer.escalate(signal_id, "bound", why, {"error": why})
             report.resolved[signal_id] = status.value
         else:
@@ -255,7 +254,7 @@ class Reconciler:
                 reraise_if_cancelling()
                 _log.warning("review_lookup_failed", signal_id=signal_id, error=str(e))
                 continue
-            if status is not _S.NEEDS_REVIEW:
+            if status is not SignalStatus.NEEDS_REVIEW:
                 report.reviewed[signal_id] = status.value
 
     async def _sync_open(self, report: ReconcileReport) -> None:
@@ -280,7 +279,7 @@ class Reconciler:
                 if found is None:
                     continue
                 new = ledger_status(found.status)
-                if new is _S.WORKING or (new is status and filled == found.filled_qty):
+                if new is SignalStatus.WORKING or (new is status and filled == found.filled_qty):
                     continue
                 try:
                     check_move(signal_id, status, new)
@@ -290,7 +289,7 @@ class Reconciler:
                         filled_qty=found.filled_qty or None,
                         avg_fill_price=found.avg_fill_price,
                         error_message=(f"broker: {found.reason}" if found.reason
-                                       and new is _S.REJECTED else None),
+                                       and new is SignalStatus.REJECTED else None),
                     )  # fmt: skip
                 except IllegalTransition:
                     continue

@@ -20,7 +20,7 @@ from tradebridge.domain.contracts import ContractSymbol, resolve_symbol
 from tradebridge.domain.enums import Dialect
 from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.errors import InvalidSymbol
-from tradebridge.intake.formats import (
+from tradebridge.intake.formats.alert import (
     MAX_CONTRACTS,
     AccountRef,
     AlertRejected,
@@ -39,7 +39,7 @@ STALE = "stale"
 
 
 @dataclass(frozen=True, slots=True)
-class Plan:
+class AlertPlan:
     """The rows one alert becomes, with what the answer should tell the sender."""
 
     group_id: str
@@ -60,7 +60,7 @@ def plan_alert(
     *,
     group_id: str,
     stale_reason: str | None = None,
-) -> Plan:
+) -> AlertPlan:
     """Build the ledger rows of ``alert``; ``AlertRejected`` if it cannot be traded."""
     contract = _contract(alert.symbol, settings, today)
     accounts = expand_accounts(alert.accounts, settings)
@@ -133,7 +133,7 @@ def plan_alert(
             )
         )
     _admit(alert, rows, settings, today)
-    return Plan(
+    return AlertPlan(
         group_id=group_id,
         rows=tuple(rows),
         instrument=contract.name if contract else None,
@@ -263,7 +263,7 @@ def _scale_out(
                               direction=direction)  # fmt: skip
         if leg.note:
             notes.append(leg.note)
-        assert leg.ticks is not None  # distances only (tradebridge_format)
+        assert leg.ticks is not None  # distances only (formats/tradebridge.py)
         targets.append((leg.ticks, target.quantity))
     trailing = None
     if alert.trailing_stop is not None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from tradebridge.config import Settings, WebhookConfig
 from tradebridge.errors import ConfigError
-from tradebridge.intake.formats import SECRET_FIELDS
+from tradebridge.intake.formats.body import SECRET_FIELDS
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address

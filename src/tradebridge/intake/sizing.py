@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from tradebridge.domain.products import Product
-from tradebridge.intake.formats import AlertRejected, Bracket
+from tradebridge.intake.formats.alert import AlertBracket, AlertRejected
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +25,7 @@ class BracketLeg:
 
 
 def convert_bracket(
-    bracket: Bracket,
+    bracket: AlertBracket,
     product: Product,
     *,
     leg: str,

@@ -6,7 +6,7 @@ then the idempotency key (200 ``duplicate``) before anything else, then the full
 (400), then ONE transaction storing the alert and its ledger rows, then the answer. The
 only 5xx is 503, and only when nothing was stored: TradingView resends on 5xx, and the key
 absorbs the overlap. Nothing after the commit can turn the answer into a 5xx, and nothing a
-sender writes can cause one: the body is bounded before it is parsed (formats.decode_body),
+sender writes can cause one: the body is bounded before it is parsed (formats.body.decode_body),
 contents the database refuses are a 400, and an unforeseen error before storing is a 400 that
 is logged (nothing was stored; a 5xx would only bring three identical resends).
 
@@ -31,22 +31,14 @@ from starlette.requests import ClientDisconnect
 from tradebridge.config import Settings
 from tradebridge.domain.clock import utcnow
 from tradebridge.errors import ContentRefused, StoreError
-from tradebridge.intake import compat, tradebridge_format
-from tradebridge.intake.formats import (
-    AlertRejected,
-    Format,
-    ParsedAlert,
-    decode_body,
-    detect_format,
-)
+from tradebridge.intake.answers import AcceptedAnswer, ErrorAnswer
+from tradebridge.intake.formats.alert import AlertRejected, Format, ParsedAlert
+from tradebridge.intake.formats.body import decode_body
+from tradebridge.intake.formats.detect import PARSERS, detect_format
+from tradebridge.intake.formats.pickmytrade import PickMyTradeAlert
+from tradebridge.intake.formats.tradebridge import TradebridgeAlert
+from tradebridge.intake.formats.traderspost import TradersPostAlert
 from tradebridge.intake.plan import new_group_id, plan_alert
-from tradebridge.intake.schemas import (
-    AcceptedAnswer,
-    ErrorAnswer,
-    PickMyTradeAlert,
-    TradebridgeAlert,
-    TradersPostAlert,
-)
 from tradebridge.intake.security import (
     Gate,
     RateLimiter,
@@ -69,11 +61,6 @@ _log = get_logger("tradebridge.intake.webhook")
 # alert's contents (ContentRefused, a StoreError too) is a 400 and is caught first.
 _STORE_ERRORS = (TimeoutError, StoreError)
 
-_PARSERS: dict[Format, Callable[[Mapping[str, Any]], ParsedAlert]] = {
-    "tradebridge": tradebridge_format.parse,
-    "traderspost": compat.parse_traderspost,
-    "pickmytrade": compat.parse_pickmytrade,
-}
 # The fields whose values identify one firing of one alert, per dialect (with the fire time).
 _IDENTITY_FIELDS: dict[Format, tuple[str, ...]] = {
     "tradebridge": ("id", "strategy", "symbol", "action", "quantity", "target_position",
@@ -209,7 +196,7 @@ class _Intake:
             return _duplicate(found)
 
         try:
-            parsed = _PARSERS[fmt](body)
+            parsed = PARSERS[fmt](body)
             stale = self._stale_reason(parsed, received_at)
             plan = plan_alert(parsed, self._deps.settings, received_at.date(),
                               group_id=new_group_id(), stale_reason=stale)  # fmt: skip

@@ -105,6 +105,7 @@ class FlattenAccount:
 
 
 Plan = PlaceOrder | CancelOrders | FlattenAccount
+"""What ``route`` decided to send for one row (the dispatcher writes it ahead of the send)."""
 
 
 def needs(

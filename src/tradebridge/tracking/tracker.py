@@ -40,7 +40,6 @@ from tradebridge.obs.metrics import TRACKER_EVENTS_DROPPED
 from tradebridge.store.ledger import Conn, Ledger, database_unavailable
 
 _log = get_logger("tradebridge.tracking.tracker")
-_S = SignalStatus
 # Bracket legs carry their entry's client id with a suffix (tradovate/wire.py, and ``-leg``
 # for the legs of a native order strategy); no row is theirs.
 _LEG_SUFFIXES = ("-sl", "-tp", "-leg")
@@ -152,7 +151,7 @@ class Tracker:
         row = await self.ledger.row_named_by(str(event.broker_order_id), cid)
         if row is not None and row["tradovate_order_id"] == str(event.broker_order_id):
             # The broker's id is looked up among open rows only: this row had left them.
-            final = _S(row["status"]) in FINAL_STATUSES
+            final = SignalStatus(row["status"]) in FINAL_STATUSES
             return ("row_final" if final else "row_not_open"), str(row["signal_id"])
         if row is not None:
             return "other_order", str(row["signal_id"])
@@ -172,7 +171,7 @@ class Tracker:
 
     async def _apply(self, conn: Conn, row: asyncpg.Record, event: BrokerOrderEvent) -> None:
         signal_id = row["signal_id"]
-        status = _S(row["status"])
+        status = SignalStatus(row["status"])
         if status in FINAL_STATUSES:
             return
         order_id = str(event.broker_order_id)
@@ -180,12 +179,16 @@ class Tracker:
             case OrderAccepted():
                 # needs_review too: an event under our client id is the exact evidence it
                 # waits for (a row is found by client id first, _find_row).
-                if status in (_S.SUBMITTED, _S.UNKNOWN, _S.NEEDS_REVIEW):
+                if status in (
+                    SignalStatus.SUBMITTED,
+                    SignalStatus.UNKNOWN,
+                    SignalStatus.NEEDS_REVIEW,
+                ):
                     await self._move(
                         conn,
                         signal_id,
                         status,
-                        _S.WORKING,
+                        SignalStatus.WORKING,
                         "accepted",
                         {"broker_order_id": order_id},
                         tradovate_order_id=order_id,
@@ -197,14 +200,20 @@ class Tracker:
                     conn,
                     signal_id,
                     status,
-                    _S.CANCELLED,
+                    SignalStatus.CANCELLED,
                     "cancelled",
                     {"reason": reason},
                     tradovate_order_id=order_id,
                 )
             case OrderExpired():
                 await self._move(
-                    conn, signal_id, status, _S.EXPIRED, "expired", {}, tradovate_order_id=order_id
+                    conn,
+                    signal_id,
+                    status,
+                    SignalStatus.EXPIRED,
+                    "expired",
+                    {},
+                    tradovate_order_id=order_id,
                 )
             case OrderRejected(reason=reason, text=text):
                 message = (
@@ -216,7 +225,7 @@ class Tracker:
                     conn,
                     signal_id,
                     status,
-                    _S.REJECTED,
+                    SignalStatus.REJECTED,
                     "rejected",
                     {"reason": reason, "text": text},
                     tradovate_order_id=order_id,

@@ -7,23 +7,29 @@ drop a stop loss.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from decimal import Decimal
+from typing import Any, Literal
 
-from tradebridge.intake.formats import (
-    AccountRef,
-    AlertRejected,
-    Bracket,
-    BracketUnit,
+from pydantic import Field
+
+from tradebridge.intake.formats._fields import (
     FieldReader,
-    Intent,
-    ParsedAlert,
-    TakeProfit,
     check_whole,
     reject_unknown,
     to_decimal,
 )
+from tradebridge.intake.formats._schema import Number, OpenApiModel
+from tradebridge.intake.formats.alert import (
+    AccountRef,
+    AlertBracket,
+    AlertIntent,
+    AlertRejected,
+    BracketUnit,
+    ParsedAlert,
+    TakeProfit,
+)
 
-FIELDS: frozenset[str] = frozenset(
+TRADEBRIDGE_FIELDS: frozenset[str] = frozenset(
     {
         "secret",
         "symbol",
@@ -77,16 +83,16 @@ _ORDER_FIELDS = ("order_type", "price", "stop_price", "tif")
 _BRACKET_INTENTS = frozenset({"order", "reverse", "target"})
 
 
-def parse(body: Mapping[str, Any]) -> ParsedAlert:
+def parse_tradebridge(body: Mapping[str, Any]) -> ParsedAlert:
     """Parse a tradebridge-format alert; ``AlertRejected`` names the first problem."""
     fields = FieldReader(body)
     fields.raw("secret")  # checked by the endpoint before parsing
-    reject_unknown(fields_unknown(body), FIELDS)
+    reject_unknown(fields_unknown(body), TRADEBRIDGE_FIELDS)
     ignored: list[str] = []
 
     target = fields.whole("target_position", signed=True)
     market_position = fields.choice("market_position", MARKET_POSITIONS)
-    intent: Intent
+    intent: AlertIntent
     side: str | None = None
     if target is not None:
         intent = "target"
@@ -209,7 +215,7 @@ def parse(body: Mapping[str, Any]) -> ParsedAlert:
 
 def fields_unknown(body: Mapping[str, Any]) -> list[str]:
     """Return the top-level fields the tradebridge format does not define."""
-    return [name for name in body if name not in FIELDS]
+    return [name for name in body if name not in TRADEBRIDGE_FIELDS]
 
 
 def _check_order_shape(order_type: str, price: Any, stop_price: Any) -> None:
@@ -255,7 +261,7 @@ MAX_TAKE_PROFITS = 3
 _DISTANCES: tuple[BracketUnit, ...] = ("ticks", "points", "dollars")
 
 
-def _take_profits(fields: FieldReader) -> tuple[Bracket | None, tuple[TakeProfit, ...]]:
+def _take_profits(fields: FieldReader) -> tuple[AlertBracket | None, tuple[TakeProfit, ...]]:
     """Read ``take_profit``: one object, or a list of up to three with quantities."""
     value = fields.raw("take_profit")
     if not isinstance(value, list):
@@ -305,14 +311,18 @@ def _check_scale_out(
         )
 
 
-def _bracket(fields: FieldReader, name: str, *, distances_only: bool = False) -> Bracket | None:
+def _bracket(
+    fields: FieldReader, name: str, *, distances_only: bool = False
+) -> AlertBracket | None:
     value = fields.obj(name)
     if value is None:
         return None
     return _bracket_of(value, name, distances_only=distances_only)
 
 
-def _bracket_of(value: Mapping[str, Any], name: str, *, distances_only: bool = False) -> Bracket:
+def _bracket_of(
+    value: Mapping[str, Any], name: str, *, distances_only: bool = False
+) -> AlertBracket:
     units = _DISTANCES if distances_only else BRACKET_UNITS
     expected = "one of " + ", ".join(f'{{"{u}": x}}' for u in units)
     present = [k for k in value if value[k] is not None]
@@ -330,7 +340,7 @@ def _bracket_of(value: Mapping[str, Any], name: str, *, distances_only: bool = F
         )
     if unit == "ticks":
         number = check_whole(number, f"{name}.ticks")
-    return Bracket(unit=unit, value=number)  # type: ignore[arg-type]  # unit is a BracketUnit
+    return AlertBracket(unit=unit, value=number)  # type: ignore[arg-type]  # unit is a BracketUnit
 
 
 def _accounts(fields: FieldReader) -> tuple[AccountRef, ...]:
@@ -379,3 +389,90 @@ def _accounts(fields: FieldReader) -> tuple[AccountRef, ...]:
         assert name is not None
         refs.append(AccountRef(name, multiplier))
     return tuple(refs)
+
+
+# --- OpenAPI ---------------------------------------------------------------------------------
+# Documentation only: the webhook reads the raw body itself (TradingView may send JSON as
+# text/plain) and the parser above enforces the rules; a test checks that this model and
+# TRADEBRIDGE_FIELDS name the same fields.
+
+
+class BracketSpec(OpenApiModel):
+    """A stop loss or take profit: exactly one unit."""
+
+    ticks: int | str | None = Field(None, description="whole ticks from the entry")
+    points: Number | None = Field(None, description="price points from the entry")
+    price: Number | None = Field(None, description="an absolute price")
+    dollars: Number | None = Field(None, description="dollars of risk (or profit) per contract")
+
+
+class TargetSpec(OpenApiModel):
+    """One take profit of a scale-out: a distance and the contracts it closes."""
+
+    ticks: int | str | None = Field(None, description="whole ticks from the fill")
+    points: Number | None = Field(None, description="price points from the fill")
+    dollars: Number | None = Field(None, description="dollars of profit per contract")
+    quantity: Number | None = Field(None, description="contracts; required with 2 or 3 targets")
+
+
+class DistanceSpec(OpenApiModel):
+    """A distance from the fill: exactly one unit (a trailing stop)."""
+
+    ticks: int | str | None = None
+    points: Number | None = None
+    dollars: Number | None = None
+
+
+class AccountSpec(OpenApiModel):
+    """One account of a fan-out with its quantity multiplier."""
+
+    account: str
+    multiplier: Number = Field(Decimal(1), description="quantity x multiplier must be whole")
+
+
+class TradebridgeAlert(OpenApiModel):
+    """tradebridge's own format (docs/tradingview.md). Unknown fields are a 400."""
+
+    secret: str | None = Field(None, description="the webhook secret, unless in the URL path")
+    symbol: str | None = Field(
+        None, description="MNQ1!, CME_MINI:MNQ1!, MNQZ6, MNQZ2026 or MNQ; not needed to flatten"
+    )
+    action: Literal["buy", "sell", "exit", "reverse", "cancel", "flatten"] | None = Field(
+        None, description="required unless target_position is given"
+    )
+    side: Literal["buy", "sell", "long", "short"] | None = Field(
+        None,
+        description="reverse only (required): the side to end on, which a reverse from flat opens",
+    )
+    quantity: Number | None = Field(
+        None, description="whole contracts; required for buy, sell and reverse"
+    )
+    order_type: Literal["market", "limit", "stop", "stoplimit"] = "market"
+    price: Number | None = Field(None, description="limit price (limit, stoplimit)")
+    stop_price: Number | None = Field(None, description="trigger price (stop, stoplimit)")
+    tif: Literal["day", "gtc", "ioc", "fok"] | None = None
+    stop_loss: BracketSpec | None = None
+    take_profit: BracketSpec | list[TargetSpec] | None = Field(
+        None, description="one take profit, or up to 3 with quantities (scale-out; native)"
+    )
+    trailing_stop: DistanceSpec | None = Field(
+        None, description="a stop loss that follows the best price by this distance (native)"
+    )
+    breakeven: bool | None = Field(
+        None, description="after the first take profit, move the other stops to the fill"
+    )
+    account: str | None = Field(None, description='an account name or "group:NAME"')
+    accounts: list[str | AccountSpec] | None = Field(
+        None, description='names, "group:NAME" or {"account", "multiplier"}'
+    )
+    strategy: str | None = None
+    id: str | None = Field(None, description="the alert's identity, e.g. {{strategy.order.id}}")
+    time: str | None = Field(None, description="fire time, {{timenow}}")
+    target_position: Number | None = Field(
+        None, description="signed position wanted ({{strategy.position_size}})"
+    )
+    market_position: Literal["long", "short", "flat"] | None = Field(
+        None, description="{{strategy.market_position}}; checked against target_position"
+    )
+    reference_price: Number | None = Field(None, description="{{close}}; informational")
+    comment: str | None = None
