@@ -618,12 +618,12 @@ async def test_ledger_row_legacy_columns_normalised(empty_db: str) -> None:
 async def test_transition_python_check_bypassed_trigger_still_refuses(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tradebridge.store.ledger as ledger_module
+    import tradebridge.store.ledger.moves as moves_module
 
     await _insert(ledger, "g")
     await _walk(ledger, "g", PATHS[S.FILLED])
     # Force the rare branch: a Python table that wrongly allows the move.
-    monkeypatch.setattr(ledger_module, "check_move", lambda *_: None)
+    monkeypatch.setattr(moves_module, "check_move", lambda *_: None)
     with pytest.raises(IllegalTransition, match="illegal status move filled -> working"):
         await ledger.transition("g", S.WORKING)
     assert [e.event for e in await ledger.history("g")][-1] == "filled"
