@@ -27,6 +27,7 @@ assembled from them:
 
 from __future__ import annotations
 
+from tradebridge.domain.calls import BrokerCall
 from tradebridge.store.ledger.calls import BrokerCalls
 from tradebridge.store.ledger.claims import Claims
 from tradebridge.store.ledger.errors import database_unavailable, store_errors
@@ -42,7 +43,6 @@ from tradebridge.store.ledger.pool import (
 )
 from tradebridge.store.ledger.review import Review
 from tradebridge.store.ledger.rows import (
-    BrokerCall,
     HistoryEvent,
     InsertResult,
     LedgerRow,

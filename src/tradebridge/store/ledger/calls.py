@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from tradebridge.domain.calls import BrokerCall
 from tradebridge.store.ledger.pool import Conn, LedgerPool
-from tradebridge.store.ledger.rows import BrokerCall, RecordedBrokerCall
+from tradebridge.store.ledger.rows import RecordedBrokerCall
 
 
 class BrokerCalls(LedgerPool):
@@ -26,8 +27,8 @@ class BrokerCalls(LedgerPool):
                     path=r["path"],
                     status=r["status"],
                     latency_ms=r["latency_ms"],
-                    request=r["request"],
-                    response=r["response"],
+                    request_body=r["request"],
+                    response_body=r["response"],
                     error=r["error"],
                 ),
                 created_at=r["created_at"],
@@ -60,7 +61,7 @@ def broker_call_columns(call: BrokerCall) -> tuple[Any, ...]:
         call.path,
         call.status,
         call.latency_ms,
-        call.request,
-        call.response,
+        call.request_body,
+        call.response_body,
         call.error,
     )

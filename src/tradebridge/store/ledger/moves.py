@@ -13,11 +13,12 @@ from typing import Any
 
 import asyncpg
 
+from tradebridge.domain.calls import BrokerCall
 from tradebridge.domain.lifecycle import SignalStatus, check_move
 from tradebridge.errors import IllegalTransition, InvalidInput, OrderOwned
 from tradebridge.store.ledger.calls import broker_call_columns, insert_broker_call
 from tradebridge.store.ledger.pool import Conn, LedgerPool, fetch_stateless
-from tradebridge.store.ledger.rows import BrokerCall, HistoryEvent, LedgerRow
+from tradebridge.store.ledger.rows import HistoryEvent, LedgerRow
 
 _ILLEGAL_MOVE_SQLSTATE = "TB409"
 # One ledger row per broker order (0004_exactly_once.sql).

@@ -14,6 +14,7 @@ from typing import Any, Self
 
 import asyncpg
 
+from tradebridge.domain.calls import BrokerCall
 from tradebridge.domain.lifecycle import FINAL_STATUSES, SignalStatus
 from tradebridge.errors import InvalidInput
 
@@ -139,22 +140,8 @@ class HistoryEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class BrokerCall:
-    """One broker request and its answer, already redacted by whoever records it."""
-
-    dialect: str
-    method: str
-    path: str
-    status: int | None = None
-    latency_ms: float | None = None
-    request: Any = None
-    response: Any = None
-    error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class RecordedBrokerCall:
-    """A ``broker_calls`` row."""
+    """A ``broker_calls`` row: the call as stored, and when it was written."""
 
     id: int
     signal_id: str | None
