@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
+from tradebridge.domain.lifecycle import SignalStatus
+from tradebridge.store.ledger._sql import status_list
 from tradebridge.store.ledger.pool import LedgerPool, fetch_stateless
 from tradebridge.store.ledger.rows import LedgerRow, RequeueResult
 
@@ -24,17 +26,17 @@ from tradebridge.store.ledger.rows import LedgerRow, RequeueResult
 # the holder of its head (a claimer that committed first made the account busy, one that has
 # not committed holds the head, and a head claimed meanwhile fails the recheck of its status).
 # Claim, 'processing' and the 'claimed' events are one statement: one round trip.
-_CLAIM_SQL = """
+_CLAIM_SQL = f"""
 with heads as (
     select s.seq, s.account_name, s.created_at
       from trading_signals s
-     where s.status = 'pending'
+     where s.status = '{SignalStatus.PENDING}'
        and s.signal_id is not null
        -- NOT IN over a small set becomes one hashed subplan, where NOT EXISTS under the
        -- LIMIT would compare every pending row with every busy account.
        and (s.account_name is null or s.account_name not in (
            select f.account_name from trading_signals f
-            where f.status in ('processing', 'submitted')
+            where f.status in {status_list(SignalStatus.PROCESSING, SignalStatus.SUBMITTED)}
               and f.account_name is not null))
        -- An unknown row younger than the bound ($4) holds back the intents that depend on
        -- the position or working orders (everything but a plain order), or every row ($5).
@@ -42,11 +44,11 @@ with heads as (
             or (coalesce(s.intent, 'order') = 'order' and not $5::boolean)
             or s.account_name not in (
                 select u.account_name from trading_signals u
-                 where u.status = 'unknown' and u.account_name is not null
+                 where u.status = '{SignalStatus.UNKNOWN}' and u.account_name is not null
                    and coalesce(u.last_attempt_at, u.updated_at) > now() - $4::interval))
        and not exists (
            select 1 from trading_signals o
-            where o.account_name = s.account_name and o.status = 'pending'
+            where o.account_name = s.account_name and o.status = '{SignalStatus.PENDING}'
               and (o.created_at, o.seq) < (s.created_at, s.seq))
      order by s.created_at, s.seq
      limit $2
@@ -58,58 +60,60 @@ with heads as (
       from heads h
       cross join lateral (
           select n.seq from trading_signals n
-           where n.account_name = h.account_name and n.status = 'pending'
+           where n.account_name = h.account_name and n.status = '{SignalStatus.PENDING}'
              and n.signal_id is not null
              and (n.created_at, n.seq) > (h.created_at, h.seq)
            order by n.created_at, n.seq
            limit greatest($3::int - 1, 0)) f
 ), claimed as (
     update trading_signals t
-       set status = 'processing', claimed_by = $1, claimed_at = now()
+       set status = '{SignalStatus.PROCESSING}', claimed_by = $1, claimed_at = now()
       from picked
-     where t.seq = picked.seq and t.status = 'pending'
+     where t.seq = picked.seq and t.status = '{SignalStatus.PENDING}'
     returning t.*
 ), events as (
     insert into order_history (signal_id, event, detail)
     select signal_id, 'claimed', jsonb_build_object('worker', $1::text) from claimed
 )
 select * from claimed order by created_at, seq
-"""
+"""  # noqa: S608 - statuses from SignalStatus, no input
 
 # Only rows still 'processing' under this worker's claim: nothing of theirs was sent.
-_HAND_BACK_SQL = """
+_HAND_BACK_SQL = f"""
 with back as (
-    update trading_signals set status = 'pending'
-     where signal_id = any($1::text[]) and status = 'processing' and claimed_by = $2
+    update trading_signals set status = '{SignalStatus.PENDING}'
+     where signal_id = any($1::text[]) and status = '{SignalStatus.PROCESSING}' and claimed_by = $2
     returning signal_id
 ), events as (
     insert into order_history (signal_id, event, detail)
     select signal_id, 'requeued',
-           jsonb_build_object('from', 'processing', 'to', 'pending', 'reason', $3::text)
+           jsonb_build_object('from', '{SignalStatus.PROCESSING}', 'to', '{SignalStatus.PENDING}',
+                              'reason', $3::text)
       from back
 )
 select signal_id from back
-"""
+"""  # noqa: S608 - statuses from SignalStatus, no input
 
-_REQUEUE_SQL = """
-update trading_signals set status = 'pending'
- where status = 'processing'
+_REQUEUE_SQL = f"""
+update trading_signals set status = '{SignalStatus.PENDING}'
+ where status = '{SignalStatus.PROCESSING}'
    and (claimed_at < now() - $1::interval or claimed_by = $2)
 returning signal_id
-"""
-_MARK_UNKNOWN_SQL = """
+"""  # noqa: S608 - statuses from SignalStatus, no input
+_MARK_UNKNOWN_SQL = f"""
 update trading_signals
-   set status = 'unknown', error_message = 'worker lost during submit; awaiting lookup'
- where status = 'submitted'
+   set status = '{SignalStatus.UNKNOWN}',
+       error_message = 'worker lost during submit; awaiting lookup'
+ where status = '{SignalStatus.SUBMITTED}'
    and (claimed_at < now() - $1::interval or claimed_by = $2)
 returning signal_id
-"""
-_AWAITING_LOOKUP_SQL = """
+"""  # noqa: S608 - statuses from SignalStatus, no input
+_AWAITING_LOOKUP_SQL = f"""
 select signal_id from trading_signals
- where status = 'unknown'
+ where status = '{SignalStatus.UNKNOWN}'
    and (claimed_at < now() - $1::interval or claimed_by = $2)
  order by created_at, seq
-"""
+"""  # noqa: S608 - statuses from SignalStatus, no input
 
 
 class Claims(LedgerPool):
@@ -143,8 +147,8 @@ class Claims(LedgerPool):
     ) -> list[str]:
         """Return the account's unknown rows within the bound (what holds its intents back)."""
         rows = await self._pool.fetch(
-            "select signal_id from trading_signals where account_name = $1 "
-            "and status = 'unknown' and signal_id is distinct from $3 "
+            "select signal_id from trading_signals where account_name = $1 "  # noqa: S608 - statuses from SignalStatus, no input
+            f"and status = '{SignalStatus.UNKNOWN}' and signal_id is distinct from $3 "
             "and coalesce(last_attempt_at, updated_at) > now() - $2::interval "
             "order by created_at, seq",
             account_name,

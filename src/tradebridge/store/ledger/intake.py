@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 
+from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.errors import InvalidInput
 from tradebridge.store.ledger.errors import store_errors
 from tradebridge.store.ledger.pool import LedgerPool, dump_json
@@ -34,8 +35,8 @@ select id, idempotency_key, received_at, signal_ids, group_id, outcome
 
 # The alert, its rows and their first history events in ONE statement (one round trip,
 # atomic by itself). A repeated idempotency_key inserts nothing: ON CONFLICT waits for a
-# concurrent first delivery to commit, then finds it.
-_INSERT_ALERT_SQL = """
+# concurrent first delivery to commit, then finds it. (An f-string: '{{}}' is '{}'.)
+_INSERT_ALERT_SQL = f"""
 with alert as (
     insert into webhook_alerts (idempotency_key, received_at, source_ip, format, payload,
                                 signal_ids, group_id, outcome, fired_at, error, body_sha256)
@@ -52,7 +53,7 @@ with alert as (
            r.order_type, r.price, r.stop_price, r.stop_loss, r.take_profit, r.stop_loss_ticks,
            r.take_profit_ticks, r.time_in_force, r.target_position, r.reference_price,
            r.strategy_name, r.metadata::jsonb, r.source, r.group_id, r.status, r.error_message,
-           case when r.status = 'denied' then clock_timestamp() end,
+           case when r.status = '{SignalStatus.DENIED}' then clock_timestamp() end,
            r.take_profits::jsonb, r.trailing_stop_ticks, r.breakeven
       from unnest($12::text[], $13::text[], $14::text[], $15::text[], $16::text[],
                   $17::numeric[], $18::text[], $19::numeric[], $20::numeric[], $21::numeric[],
@@ -70,12 +71,12 @@ with alert as (
     insert into order_history (signal_id, event, detail)
     select rows.signal_id, 'received',
            jsonb_build_object('webhook_alert_id', alert.id, 'status', rows.status)
-           || case when rows.error_message is null then '{}'::jsonb
+           || case when rows.error_message is null then '{{}}'::jsonb
                    else jsonb_build_object('error', rows.error_message) end
       from rows cross join alert
 )
 select id from alert
-"""
+"""  # noqa: S608 - statuses from SignalStatus, no input
 
 _INSERT_SQL = """
 insert into trading_signals (

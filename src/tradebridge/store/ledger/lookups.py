@@ -10,10 +10,15 @@ from typing import Any
 
 import asyncpg
 
+from tradebridge.domain.lifecycle import SignalStatus
+from tradebridge.store.ledger._sql import status_list
 from tradebridge.store.ledger.pool import LedgerPool
 
 # An account's other rows sent and unresolved, with the plan and baseline of their submits.
-_SENT_ROWS_SQL = """
+_SENT_UNRESOLVED = status_list(
+    SignalStatus.SUBMITTED, SignalStatus.UNKNOWN, SignalStatus.NEEDS_REVIEW
+)
+_SENT_ROWS_SQL = f"""
 select s.signal_id, s.last_attempt_at,
        (select h.detail from order_history h
          where h.signal_id = s.signal_id and h.event = 'submitted'
@@ -24,8 +29,8 @@ select s.signal_id, s.last_attempt_at,
          order by h.id desc limit 1) as baseline
   from trading_signals s
  where s.account_name = $1 and s.signal_id <> $2
-   and s.status in ('submitted', 'unknown', 'needs_review')
-"""
+   and s.status in {_SENT_UNRESOLVED}
+"""  # noqa: S608 - statuses from SignalStatus, no input
 
 
 class Lookups(LedgerPool):

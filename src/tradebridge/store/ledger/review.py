@@ -11,8 +11,13 @@ from datetime import timedelta
 from decimal import Decimal
 
 from tradebridge.domain.lifecycle import SignalStatus
+from tradebridge.store.ledger._sql import status_list
 from tradebridge.store.ledger.pool import LedgerPool
 from tradebridge.store.ledger.rows import LedgerRow
+
+# Rows whose worker may still be placing them, and rows whose order rests at the broker.
+_IN_FLIGHT = status_list(SignalStatus.PROCESSING, SignalStatus.SUBMITTED, SignalStatus.UNKNOWN)
+_RESTING = status_list(SignalStatus.WORKING, SignalStatus.PARTIALLY_FILLED)
 
 
 class Review(LedgerPool):
@@ -21,8 +26,8 @@ class Review(LedgerPool):
     async def unresolved(self, *, unknown_bound: timedelta, limit: int = 20) -> list[LedgerRow]:
         """Return rows in ``needs_review`` and ``unknown`` rows past the bound, oldest first."""
         rows = await self._pool.fetch(
-            "select * from trading_signals where status = 'needs_review' "
-            "or (status = 'unknown' "
+            f"select * from trading_signals where status = '{SignalStatus.NEEDS_REVIEW}' "  # noqa: S608 - statuses from SignalStatus, no input
+            f"or (status = '{SignalStatus.UNKNOWN}' "
             "    and coalesce(last_attempt_at, updated_at) < now() - $1::interval) "
             "order by created_at, seq limit $2",
             unknown_bound,
@@ -33,8 +38,8 @@ class Review(LedgerPool):
     async def count_unresolved(self, *, unknown_bound: timedelta) -> int:
         """Return how many rows ``unresolved`` would list without a limit."""
         value = await self._pool.fetchval(
-            "select count(*) from trading_signals where status = 'needs_review' "
-            "or (status = 'unknown' "
+            f"select count(*) from trading_signals where status = '{SignalStatus.NEEDS_REVIEW}' "  # noqa: S608 - statuses from SignalStatus, no input
+            f"or (status = '{SignalStatus.UNKNOWN}' "
             "    and coalesce(last_attempt_at, updated_at) < now() - $1::interval)",
             unknown_bound,
         )
@@ -51,8 +56,8 @@ class Review(LedgerPool):
             workers = [
                 str(r["claimed_by"])
                 for r in await conn.fetch(
-                    "select distinct claimed_by from trading_signals "
-                    "where status in ('processing', 'submitted', 'unknown') "
+                    "select distinct claimed_by from trading_signals "  # noqa: S608 - statuses from SignalStatus, no input
+                    f"where status in {_IN_FLIGHT} "
                     "and claimed_by is not null"
                 )
             ]
@@ -78,8 +83,9 @@ class Review(LedgerPool):
         not settle them); oldest first.
         """
         rows = await self._pool.fetch(
-            "select signal_id, account_name from trading_signals "
-            "where status = 'unknown' and (claimed_by is null or claimed_by = any($1::text[]) "
+            "select signal_id, account_name from trading_signals "  # noqa: S608 - statuses from SignalStatus, no input
+            f"where status = '{SignalStatus.UNKNOWN}' "
+            "and (claimed_by is null or claimed_by = any($1::text[]) "
             "or updated_at < now() - $2::interval) order by created_at, seq",
             list(dead_workers),
             idle,
@@ -89,7 +95,8 @@ class Review(LedgerPool):
     async def needing_review(self, limit: int = 50) -> list[tuple[str, str]]:
         """Return (signal_id, account_name) of recent ``needs_review`` rows, least recent first."""
         rows = await self._pool.fetch(
-            "select signal_id, account_name from trading_signals where status = 'needs_review' "
+            "select signal_id, account_name from trading_signals "  # noqa: S608 - statuses from SignalStatus, no input
+            f"where status = '{SignalStatus.NEEDS_REVIEW}' "
             "and account_name is not null and created_at > now() - interval '1 day' "
             "order by updated_at limit $1",
             limit,
@@ -104,8 +111,8 @@ class Review(LedgerPool):
         Each: (signal_id, account_name, status, tradovate_order_id, filled_qty).
         """
         rows = await self._pool.fetch(
-            "select signal_id, account_name, status, tradovate_order_id, filled_qty "
-            "from trading_signals where status in ('working', 'partially_filled') "
+            "select signal_id, account_name, status, tradovate_order_id, filled_qty "  # noqa: S608 - statuses from SignalStatus, no input
+            f"from trading_signals where status in {_RESTING} "
             "and tradovate_order_id is not null and updated_at < now() - $1::interval",
             idle,
         )

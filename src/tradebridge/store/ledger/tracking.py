@@ -6,7 +6,17 @@ from decimal import Decimal
 
 import asyncpg
 
+from tradebridge.domain.lifecycle import SignalStatus
+from tradebridge.store.ledger._sql import status_list
 from tradebridge.store.ledger.pool import Conn, LedgerPool
+
+# The statuses of a row whose order may rest at the broker (an event can be about it).
+_ORDER_MAY_REST = status_list(
+    SignalStatus.SUBMITTED,
+    SignalStatus.UNKNOWN,
+    SignalStatus.WORKING,
+    SignalStatus.PARTIALLY_FILLED,
+)
 
 
 class TrackerQueries(LedgerPool):
@@ -30,8 +40,8 @@ class TrackerQueries(LedgerPool):
                 known = row["tradovate_order_id"]
                 return None if known is not None and known != broker_order_id else row
         return await conn.fetchrow(
-            f"select {columns} from trading_signals where tradovate_order_id = $1 "  # noqa: S608 - fixed column list
-            "and status in ('submitted', 'unknown', 'working', 'partially_filled') for update",
+            f"select {columns} from trading_signals where tradovate_order_id = $1 "  # noqa: S608 - fixed columns and statuses
+            f"and status in {_ORDER_MAY_REST} for update",
             broker_order_id,
         )
 
