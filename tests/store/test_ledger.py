@@ -244,8 +244,8 @@ async def test_transition_writes_row_history_and_broker_call(ledger: Ledger) -> 
         path="/order/placeorder",
         status=200,
         latency_ms=12.5,
-        request={"clOrdId": "tb-t1", "price": Decimal("1.25")},
-        response={"orderId": 77},
+        request_body={"clOrdId": "tb-t1", "price": Decimal("1.25")},
+        response_body={"orderId": 77},
     )
     row = await ledger.transition(
         "t1",
@@ -274,8 +274,8 @@ async def test_transition_writes_row_history_and_broker_call(ledger: Ledger) -> 
     assert [e.event for e in events] == ["claimed", "submitted", "accepted", "filled"]
     assert events[1].detail == {"from": "processing", "to": "submitted", "client_order_id": "tb-t1"}
     [recorded] = await ledger.broker_calls("t1")
-    assert recorded.call.request == {"clOrdId": "tb-t1", "price": "1.25"}
-    assert recorded.call.response == {"orderId": 77}
+    assert recorded.call.request_body == {"clOrdId": "tb-t1", "price": "1.25"}
+    assert recorded.call.response_body == {"orderId": 77}
     assert recorded.call.latency_ms == 12.5
 
 
@@ -618,12 +618,12 @@ async def test_ledger_row_legacy_columns_normalised(empty_db: str) -> None:
 async def test_transition_python_check_bypassed_trigger_still_refuses(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tradebridge.store.ledger as ledger_module
+    import tradebridge.store.ledger.moves as moves_module
 
     await _insert(ledger, "g")
     await _walk(ledger, "g", PATHS[S.FILLED])
     # Force the rare branch: a Python table that wrongly allows the move.
-    monkeypatch.setattr(ledger_module, "check_move", lambda *_: None)
+    monkeypatch.setattr(moves_module, "check_move", lambda *_: None)
     with pytest.raises(IllegalTransition, match="illegal status move filled -> working"):
         await ledger.transition("g", S.WORKING)
     assert [e.event for e in await ledger.history("g")][-1] == "filled"

@@ -31,6 +31,7 @@ from urllib.parse import urlencode
 import httpx
 
 from tradebridge.config import TradovateConfig
+from tradebridge.domain.calls import BrokerCall
 from tradebridge.errors import (
     AuthError,
     BrokerError,
@@ -42,26 +43,22 @@ from tradebridge.errors import (
 )
 from tradebridge.obs.logging import get_logger, redact, redact_text
 
+# BrokerCall is the domain's audit record (domain/calls.py), re-exported with the client.
+__all__ = [
+    "DEFAULT_LOCKOUT_S",
+    "BrokerCall",
+    "BrokerHttp",
+    "CallListener",
+    "HttpAnswer",
+    "RequestBudget",
+    "TokenBucket",
+    "http_for",
+    "raise_for_status",
+]
+
 _log = get_logger("tradebridge.brokers.http")
 
 DEFAULT_LOCKOUT_S = 3600.0  # 423/429: "users must wait 1 hour" (reference §6.2)
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerCall:
-    """One request to the broker and its answer, redacted; the audit record."""
-
-    ts_sent: datetime
-    dialect: str
-    method: str
-    path: str
-    status: int | None
-    latency_ms: float
-    request_body: Any
-    response_body: Any
-    client_order_id: str | None = None
-    account: str | None = None
-    error: str | None = None
 
 
 CallListener = Callable[[BrokerCall], None]

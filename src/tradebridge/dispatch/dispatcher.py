@@ -37,18 +37,17 @@ from typing import Any, TypeVar
 
 from tradebridge._aio import cancel_and_wait, reraise_if_cancelling
 from tradebridge.brokers.base import Broker
-from tradebridge.brokers.http import BrokerCall as HttpCall
 from tradebridge.brokers.pool import BrokerPool, capture
 from tradebridge.config import Settings
 from tradebridge.dispatch._legs import fit_legs
 from tradebridge.dispatch.placement import (
     WORKER_LOCK_NAMESPACE,
     Placer,
-    audit,
     lookup_window_s,
     plan_to_json,
 )
 from tradebridge.dispatch.reconcile import Reconciler, local_worker
+from tradebridge.domain.calls import BrokerCall
 from tradebridge.domain.enums import OrderStatus
 from tradebridge.domain.ids import AccountName, client_order_id_for
 from tradebridge.domain.lifecycle import SignalStatus
@@ -479,7 +478,7 @@ class Dispatcher:
             signal, position_for_risk=self.limits.needs_position, brackets_from_fill=from_fill
         )
         while True:
-            calls: list[HttpCall] = []
+            calls: list[BrokerCall] = []
             try:
                 with capture() as calls:
                     info = await self.brokers.account_info(signal.account)
@@ -506,7 +505,7 @@ class Dispatcher:
                 delay = min(max(delay * 2, 0.05), self.config.lookup_backoff_max_s)
             finally:
                 for call in calls:
-                    await self.ledger.record_broker_call(audit(call), signal_id)
+                    await self.ledger.record_broker_call(call, signal_id)
         if isinstance(plan, Denied):
             await self._deny(signal_id, plan)
             return None
@@ -528,7 +527,7 @@ class Dispatcher:
         """Cut the protective legs before the order is sent; retry until the broker answers."""
         delay = self.config.lookup_backoff_s
         while True:
-            calls: list[HttpCall] = []
+            calls: list[BrokerCall] = []
             try:
                 with capture() as calls:
                     await fit_legs(self.ledger, self.config, signal_id, plan, broker)
@@ -540,7 +539,7 @@ class Dispatcher:
                 delay = min(max(delay * 2, 0.05), self.config.lookup_backoff_max_s)
             finally:
                 for call in calls:
-                    await self.ledger.record_broker_call(audit(call), signal_id)
+                    await self.ledger.record_broker_call(call, signal_id)
 
     async def _view(self, broker: Broker, signal: ValidSignal, need: Needs) -> BrokerView:
         account = AccountName(signal.account)

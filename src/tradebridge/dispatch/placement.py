@@ -41,11 +41,11 @@ from decimal import Decimal
 from typing import Any
 
 from tradebridge.brokers.base import Broker
-from tradebridge.brokers.http import BrokerCall as HttpCall
 from tradebridge.brokers.lookup import shape_mismatch
 from tradebridge.brokers.pool import capture
 from tradebridge.config import DispatcherConfig, Settings
 from tradebridge.dispatch._legs import fit_legs
+from tradebridge.domain.calls import BrokerCall
 from tradebridge.domain.commands import (
     Bracket,
     CancelOrder,
@@ -72,7 +72,7 @@ from tradebridge.errors import (
 from tradebridge.obs import metrics
 from tradebridge.obs.logging import get_logger
 from tradebridge.pipeline.route import CancelOrders, FlattenAccount, PlaceOrder, Plan
-from tradebridge.store.ledger import BrokerCall, Ledger, LedgerRow
+from tradebridge.store.ledger import Ledger, LedgerRow
 
 _log = get_logger("tradebridge.tracking.placement")
 # How far a worker's clock may be from the database's (baseline_after vs last_attempt_at).
@@ -92,20 +92,6 @@ _FROM_BROKER: dict[OrderStatus, SignalStatus] = {
 def ledger_status(status: OrderStatus) -> SignalStatus:
     """Return the row status of an order the broker reports (it exists: at least working)."""
     return _FROM_BROKER.get(status, SignalStatus.WORKING)
-
-
-def audit(call: HttpCall) -> BrokerCall:
-    """Return the ledger's audit record of an HTTP call (already redacted by the client)."""
-    return BrokerCall(
-        dialect=call.dialect,
-        method=call.method,
-        path=call.path,
-        status=call.status,
-        latency_ms=call.latency_ms,
-        request=call.request_body,
-        response=call.response_body,
-        error=call.error,
-    )
 
 
 # --- plans as JSON (the ``submitted`` event's detail) ---------------------------------------
@@ -233,14 +219,14 @@ class Placer:
         self.lookup_window_s = lookup_window_s
 
     async def _file_calls(
-        self, signal_id: str, calls: Sequence[HttpCall], keep: HttpCall | None
+        self, signal_id: str, calls: Sequence[BrokerCall], keep: BrokerCall | None
     ) -> None:
         for call in calls:
             if call is not keep:
-                await self.ledger.record_broker_call(audit(call), signal_id)
+                await self.ledger.record_broker_call(call, signal_id)
 
     @staticmethod
-    def _main_call(calls: Sequence[HttpCall]) -> HttpCall | None:
+    def _main_call(calls: Sequence[BrokerCall]) -> BrokerCall | None:
         posts = [c for c in calls if c.method in ("POST", "DELETE")]
         return posts[-1] if posts else (calls[-1] if calls else None)
 
@@ -248,7 +234,7 @@ class Placer:
         self,
         signal_id: str,
         status: SignalStatus,
-        calls: Sequence[HttpCall],
+        calls: Sequence[BrokerCall],
         *,
         owner: str | None,
         event: str | None = None,
@@ -261,13 +247,13 @@ class Placer:
         try:
             row = await self.ledger.transition(
                 signal_id, status, expected=SignalStatus.SUBMITTED, owner=owner, event=event,
-                detail=detail, broker_call=audit(main) if main else None, **fields,
+                detail=detail, broker_call=main, **fields,
             )  # fmt: skip
         except IllegalTransition as e:
             # The tracker got there first (a fill overtook the answer) or reconcile took the
             # row over; the broker's truth is theirs to write. Keep the audit anyway.
             if main is not None:
-                await self.ledger.record_broker_call(audit(main), signal_id)
+                await self.ledger.record_broker_call(main, signal_id)
             await self.ledger.add_event(
                 signal_id, "late_outcome", {"outcome": status.value, "note": str(e), **fields}
             )

@@ -1,0 +1,89 @@
+"""The Postgres ledger: ``trading_signals`` as queue and status row, with its audit tables.
+
+Strategies insert rows; workers ``claim_next`` them with ``FOR UPDATE SKIP LOCKED``, at most
+the oldest pending row per account and none of an account that already has a row in flight,
+so one account's orders are placed in insertion order while accounts proceed in parallel.
+Every ``transition`` writes the row, an ``order_history`` event and, optionally, the
+``broker_calls`` audit in one transaction. Illegal moves are refused here (``IllegalTransition``)
+before anything is written, and again by the table's trigger whoever writes.
+``listen`` is a wake-up hint only: nothing may depend on a notification arriving.
+The lifecycle is drawn in docs/ledger.md.
+
+Every SQL statement of the bridge is in this package, one module per concern; ``Ledger`` is
+assembled from them:
+
+* ``rows``: the row types, and how a database record becomes one;
+* ``errors``: the driver's errors translated into the bridge's;
+* ``pool``: the pool, its connections, transactions and the per-account locks;
+* ``intake``: a strategy's signal, a webhook alert and its rows;
+* ``claims``: claiming rows for the dispatcher, handing them back, dead workers' rows;
+* ``moves``: status moves with their event and broker call; a row and its events read back;
+* ``calls``: the ``broker_calls`` audit;
+* ``tracking``: what the tracker asks (the row of a broker event, its fills);
+* ``lookups``: what resolving an unknown outcome asks (submits, plans, baselines);
+* ``review``: what reconcile and an operator ask (unknown, needs_review and idle rows);
+* ``sessions``: connections of their own (session locks, notifications).
+"""
+
+from __future__ import annotations
+
+from tradebridge.domain.calls import BrokerCall
+from tradebridge.store.ledger.calls import BrokerCalls
+from tradebridge.store.ledger.claims import Claims
+from tradebridge.store.ledger.errors import database_unavailable, store_errors
+from tradebridge.store.ledger.intake import ALERT_LOCK_NAMESPACE, Intake
+from tradebridge.store.ledger.lookups import Lookups
+from tradebridge.store.ledger.moves import Moves
+from tradebridge.store.ledger.pool import (
+    ACCOUNT_LOCK_NAMESPACE,
+    Conn,
+    lock_account,
+    open_pool,
+    try_lock_account,
+)
+from tradebridge.store.ledger.review import Review
+from tradebridge.store.ledger.rows import (
+    HistoryEvent,
+    InsertResult,
+    LedgerRow,
+    NewAlert,
+    NewSignal,
+    RecordedBrokerCall,
+    RequeueResult,
+)
+from tradebridge.store.ledger.sessions import NOTIFY_CHANNEL, Sessions
+from tradebridge.store.ledger.tracking import TrackerQueries
+
+__all__ = [
+    "ACCOUNT_LOCK_NAMESPACE",
+    "ALERT_LOCK_NAMESPACE",
+    "NOTIFY_CHANNEL",
+    "BrokerCall",
+    "Conn",
+    "HistoryEvent",
+    "InsertResult",
+    "Ledger",
+    "LedgerRow",
+    "NewAlert",
+    "NewSignal",
+    "RecordedBrokerCall",
+    "RequeueResult",
+    "database_unavailable",
+    "lock_account",
+    "store_errors",
+    "try_lock_account",
+]
+
+
+class Ledger(Intake, Claims, Moves, BrokerCalls, TrackerQueries, Lookups, Review, Sessions):
+    """The ledger over an asyncpg pool; one per process."""
+
+    @classmethod
+    async def connect(
+        cls, url: str, *, min_size: int = 1, max_size: int = 10, connect_timeout_s: float = 10.0
+    ) -> Ledger:
+        """Open a pool on ``url``; ``DatabaseUnavailable`` if it cannot be reached."""
+        pool = await open_pool(
+            url, min_size=min_size, max_size=max_size, connect_timeout_s=connect_timeout_s
+        )
+        return cls(pool, url)

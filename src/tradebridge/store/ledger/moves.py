@@ -1,0 +1,289 @@
+"""A row's status moves, each with its ``order_history`` event and broker call, all or nothing.
+
+Illegal moves are refused here (``IllegalTransition``) before anything is written, and again
+by the table's trigger whoever writes. The row and its events are read back here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from tradebridge.domain.calls import BrokerCall
+from tradebridge.domain.lifecycle import SignalStatus, check_move
+from tradebridge.errors import IllegalTransition, InvalidInput, OrderOwned
+from tradebridge.store.ledger.calls import broker_call_columns, insert_broker_call
+from tradebridge.store.ledger.pool import Conn, LedgerPool, fetch_stateless
+from tradebridge.store.ledger.rows import HistoryEvent, LedgerRow
+
+_ILLEGAL_MOVE_SQLSTATE = "TB409"
+# One ledger row per broker order (0004_exactly_once.sql).
+_ORDER_OWNER_INDEX = "trading_signals_account_order_key"
+# An account's other rows sent and unresolved, with the plan and baseline of their submits.
+
+# The SET list of a move, shared by the slow and the fast path so both write the same
+# columns from the same parameters ($2 the status, $3..$8 _Move.fields); fields passed as
+# NULL keep their value. The statements below are composed of module constants only (no
+# input reaches their text), hence the S608 exemptions.
+_MOVE_SET = """status = $2,
+       account_id = coalesce($3, account_id),
+       client_order_id = coalesce($4, client_order_id),
+       tradovate_order_id = coalesce($5, tradovate_order_id),
+       error_message = coalesce($6, error_message),
+       filled_qty = coalesce($7, filled_qty),
+       avg_fill_price = coalesce($8, avg_fill_price)"""
+
+_TRANSITION_SQL = f"""
+update trading_signals
+   set {_MOVE_SET}
+ where signal_id = $1
+returning *
+"""  # noqa: S608
+
+# A move from a known status in ONE statement (one round trip, atomic by itself): the row
+# moves only if it still has the expected status (and claim, when an owner is given); its
+# event and broker call are written from the row it returns. No row back: the slow path
+# (_apply_move) finds out why, under a row lock, and raises the precise error.
+_FAST_MOVE_SQL = f"""
+with moved as (
+    update trading_signals
+       set {_MOVE_SET}
+     where signal_id = $1 and status = $9 and ($10::text is null or claimed_by = $10)
+    returning *
+), event as (
+    insert into order_history (signal_id, event, detail)
+    select signal_id, $11::text, $12::jsonb from moved
+), call as (
+    insert into broker_calls (signal_id, dialect, method, path, status, latency_ms, request,
+                              response, error)
+    select signal_id, $13::text, $14::text, $15::text, $16::int, $17::float8, $18::jsonb,
+           $19::jsonb, $20::text
+      from moved
+     where $13::text is not null
+)
+select * from moved
+"""  # noqa: S608
+
+
+class Moves(LedgerPool):
+    """Status moves, events, and the rows they are about."""
+
+    async def get(self, signal_id: str) -> LedgerRow | None:
+        """Return the row of ``signal_id``, or ``None``."""
+        record = await self._pool.fetchrow(
+            "select * from trading_signals where signal_id = $1", signal_id
+        )
+        return LedgerRow.from_record(record) if record else None
+
+    async def history(self, signal_id: str) -> list[HistoryEvent]:
+        """Return the events of ``signal_id``, oldest first."""
+        rows = await self._pool.fetch(
+            "select id, signal_id, event, detail, created_at from order_history "
+            "where signal_id = $1 order by id",
+            signal_id,
+        )
+        return [
+            HistoryEvent(
+                id=r["id"],
+                signal_id=r["signal_id"],
+                event=r["event"],
+                detail=r["detail"],
+                created_at=r["created_at"],
+            )
+            for r in rows
+        ]
+
+    async def transition(
+        self,
+        signal_id: str,
+        new_status: SignalStatus,
+        *,
+        expected: SignalStatus | None = None,
+        owner: str | None = None,
+        event: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+        broker_call: BrokerCall | None = None,
+        account_id: str | None = None,
+        client_order_id: str | None = None,
+        tradovate_order_id: str | None = None,
+        error_message: str | None = None,
+        filled_qty: Decimal | int | None = None,
+        avg_fill_price: Decimal | None = None,
+        conn: Conn | None = None,
+    ) -> LedgerRow:
+        """Move a row to ``new_status`` with its event and broker call, all or nothing.
+
+        ``expected`` lets the move be refused before any round trip; either way the row is
+        read under a row lock and the move checked against its actual status. ``owner``
+        refuses the move unless that worker holds the claim (a row requeued and claimed by
+        another worker meanwhile must not be sent twice). Fields left ``None`` keep their
+        value. ``conn`` joins a transaction the caller holds.
+        """
+        if expected is not None:
+            check_move(signal_id, expected, new_status)
+        move = _Move(
+            signal_id=signal_id,
+            new_status=new_status,
+            expected=expected,
+            owner=owner,
+            event=event or new_status.value,
+            detail=dict(detail or {}),
+            broker_call=broker_call,
+            fields=(
+                account_id,
+                client_order_id,
+                tradovate_order_id,
+                error_message,
+                filled_qty,
+                avg_fill_price,
+            ),
+        )
+        try:
+            if conn is not None:
+                async with conn.transaction():
+                    return await _apply_move(conn, move)
+            if expected is not None:
+                fast = await _fast_move(self._pool, move, expected)
+                if fast is not None:
+                    return fast
+            async with self._pool.acquire() as own, own.transaction():
+                return await _apply_move(own, move)
+        except asyncpg.UniqueViolationError as e:
+            if e.constraint_name != _ORDER_OWNER_INDEX:
+                raise
+            owner_row = await self.owner_of(tradovate_order_id)
+            raise OrderOwned(
+                f"signal {signal_id}: broker order {tradovate_order_id} already belongs to "
+                f"signal {owner_row}",
+                owner=owner_row,
+            ) from e
+
+    async def owner_of(self, tradovate_order_id: str | None) -> str | None:
+        """Return the signal id of the row that owns a broker order (placed by tradebridge)."""
+        if tradovate_order_id is None:
+            return None
+        value = await self._pool.fetchval(
+            "select signal_id from trading_signals where tradovate_order_id = $1 "
+            "and client_order_id is not null order by seq limit 1",
+            tradovate_order_id,
+        )
+        return None if value is None else str(value)
+
+    async def claim_resend(self, signal_id: str, version: int, detail: Mapping[str, Any]) -> bool:
+        """Move ``unknown -> submitted`` (event ``resubmitted``) if nobody sent since ``version``.
+
+        Return whether it was done: another worker may have resent (or resolved) the row
+        since ``version`` was read, and then this one must not send.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            current = await conn.fetchrow(
+                "select status, placement_attempts from trading_signals "
+                "where signal_id = $1 for update",
+                signal_id,
+            )
+            if (
+                current is None
+                or current["status"] != SignalStatus.UNKNOWN.value
+                or int(current["placement_attempts"] or 0) != version
+            ):
+                return False
+            await self.transition(
+                signal_id, SignalStatus.SUBMITTED, expected=SignalStatus.UNKNOWN,
+                event="resubmitted", detail=dict(detail), conn=conn,
+            )  # fmt: skip
+        return True
+
+    async def add_event(
+        self, signal_id: str, event: str, detail: Mapping[str, Any] | None = None
+    ) -> None:
+        """Append an event without a status change (a lookup, a note from reconcile)."""
+        await self._pool.execute(
+            "insert into order_history (signal_id, event, detail) values ($1, $2, $3)",
+            signal_id,
+            event,
+            dict(detail or {}),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Move:
+    signal_id: str
+    new_status: SignalStatus
+    expected: SignalStatus | None
+    owner: str | None
+    event: str
+    detail: dict[str, Any]
+    broker_call: BrokerCall | None
+    fields: tuple[Any, ...]  # in the order of _TRANSITION_SQL's $3..$8
+
+
+async def _fast_move(pool: asyncpg.Pool, move: _Move, expected: SignalStatus) -> LedgerRow | None:
+    call = move.broker_call
+    call_args = (None,) * 8 if call is None else broker_call_columns(call)
+    detail = {"from": expected.value, "to": move.new_status.value, **move.detail}
+    try:
+        records = await fetch_stateless(
+            pool,
+            _FAST_MOVE_SQL,
+            move.signal_id,
+            move.new_status.value,
+            *move.fields,
+            expected.value,
+            move.owner,
+            move.event,
+            detail,
+            *call_args,
+        )
+    except asyncpg.PostgresError as e:
+        if e.sqlstate == _ILLEGAL_MOVE_SQLSTATE:
+            raise IllegalTransition(str(e)) from e
+        raise
+    return LedgerRow.from_record(records[0]) if records else None
+
+
+async def _apply_move(conn: Conn, move: _Move) -> LedgerRow:
+    signal_id = move.signal_id
+    locked = await conn.fetchrow(
+        "select status, claimed_by from trading_signals where signal_id = $1 for update",
+        signal_id,
+    )
+    if locked is None:
+        raise InvalidInput(f"signal {signal_id} does not exist", field="signal_id")
+    if move.owner is not None and locked["claimed_by"] != move.owner:
+        raise IllegalTransition(
+            f"signal {signal_id}: claimed by {locked['claimed_by']!r}, not by {move.owner!r}"
+        )
+    try:
+        old = SignalStatus(locked["status"])
+    except ValueError:
+        raise IllegalTransition(
+            f"signal {signal_id}: status {locked['status']!r} is not one of tradebridge's"
+        ) from None
+    if move.expected is not None and old is not move.expected:
+        raise IllegalTransition(
+            f"signal {signal_id}: status is {old.value}, expected {move.expected.value}"
+        )
+    check_move(signal_id, old, move.new_status)
+    try:
+        record = await conn.fetchrow(
+            _TRANSITION_SQL, signal_id, move.new_status.value, *move.fields
+        )
+    except asyncpg.PostgresError as e:
+        # The trigger's own SQLSTATE (asyncpg maps unknown codes to UnknownPostgresError).
+        if e.sqlstate == _ILLEGAL_MOVE_SQLSTATE:
+            raise IllegalTransition(str(e)) from e
+        raise
+    assert record is not None
+    await conn.execute(
+        "insert into order_history (signal_id, event, detail) values ($1, $2, $3)",
+        signal_id,
+        move.event,
+        {"from": old.value, "to": move.new_status.value, **move.detail},
+    )
+    if move.broker_call is not None:
+        await insert_broker_call(conn, signal_id, move.broker_call)
+    return LedgerRow.from_record(record)

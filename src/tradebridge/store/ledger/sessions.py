@@ -1,0 +1,183 @@
+"""Connections of their own: session locks held through restarts, and notifications.
+
+A session lock or a LISTEN lives on a connection outside the pool, taken again after every
+reconnect. ``listen`` is a wake-up hint only: nothing may depend on a notification arriving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from tradebridge._aio import reraise_if_cancelling
+from tradebridge.errors import DatabaseUnavailable
+from tradebridge.obs.logging import get_logger
+from tradebridge.store.ledger.pool import Conn, LedgerPool
+from tradebridge.store.migrate import connect
+
+_log = get_logger("tradebridge.store.ledger")
+
+NOTIFY_CHANNEL = "tradebridge_signals"
+_LISTENER_SETTINGS = {"application_name": "tradebridge-listener"}
+_LOCK_SETTINGS = {"application_name": "tradebridge-liveness"}
+
+
+class Sessions(LedgerPool):
+    """Session locks, notifications and the server's start."""
+
+    # --- session locks -------------------------------------------------------------------
+
+    async def hold_lock(
+        self,
+        namespace: int,
+        key: str,
+        held: asyncio.Event,
+        *,
+        check_every_s: float = 2.0,
+        reconnect_max_s: float = 1.0,
+    ) -> None:
+        """Hold ``pg_advisory_lock(namespace, hashtext(key))`` until cancelled, forever.
+
+        The lock lives on a connection of its own (never a pooled one). When that connection
+        is lost (a database restart ends every session, and with it every session lock), it
+        reconnects and takes the lock again, retrying at most ``reconnect_max_s`` apart.
+        ``held`` is set exactly while the lock is held. A lock held by another session (a
+        second process with the same key) is waited for, with a warning.
+        """
+        delay = 0.1
+        down_since: float | None = None
+        while True:
+            try:
+                conn = await connect(
+                    self._url, server_settings=_LOCK_SETTINGS, connect_timeout_s=check_every_s * 2
+                )
+            except Exception as e:  # noqa: BLE001 - any failure to connect is retried
+                # (a server shutting down can fail a connect in ways connect() does not name)
+                reraise_if_cancelling()
+                if down_since is None:  # once per outage
+                    down_since = time.monotonic()
+                    why = str(e)[:200] if isinstance(e, DatabaseUnavailable) else type(e).__name__
+                    _log.warning("session_lock_cannot_connect", key=key, error=why)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, reconnect_max_s)
+                continue
+            delay = 0.1
+            try:
+                why = await self._hold_on(conn, namespace, key, held, check_every_s, down_since)
+            finally:
+                held.clear()
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(conn.close(timeout=2))
+            down_since = time.monotonic()
+            _log.warning("session_lock_lost", key=key, error=why)
+
+    async def _hold_on(
+        self,
+        conn: Conn,
+        namespace: int,
+        key: str,
+        held: asyncio.Event,
+        check_every_s: float,
+        down_since: float | None,
+    ) -> str:
+        """Take the lock on ``conn`` and hold it until the connection is lost; return why."""
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda _c: lost.set())
+        try:
+            while not await conn.fetchval(
+                "select pg_try_advisory_lock($1, hashtext($2))", namespace, key,
+                timeout=check_every_s,
+            ):  # fmt: skip
+                _log.warning("session_lock_in_use", key=key)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), 1.0)
+                if lost.is_set():
+                    return "connection lost"
+            held.set()
+            if down_since is not None:
+                _log.info("session_lock_retaken", key=key,
+                          after_s=round(time.monotonic() - down_since, 3))  # fmt: skip
+            while not lost.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), check_every_s)
+                    break
+                # A half-open socket raises nothing: probe it.
+                await conn.fetchval("select 1", timeout=check_every_s)
+        except Exception as e:  # noqa: BLE001 - whatever broke the session, take the lock anew
+            reraise_if_cancelling()
+            return type(e).__name__
+        return "connection lost"
+
+    async def server_uptime(self) -> tuple[datetime, timedelta]:
+        """Return when the database server started, and how long ago (its own clock)."""
+        row = await self._pool.fetchrow(
+            "select pg_postmaster_start_time() as started, now() - pg_postmaster_start_time() as up"
+        )
+        assert row is not None
+        return row["started"], row["up"]
+
+    # --- notifications -------------------------------------------------------------------
+
+    async def listen(
+        self,
+        callback: Callable[[str], object],
+        *,
+        on_connect: Callable[[], Awaitable[None]] | None = None,
+        check_every_s: float = 5.0,
+        reconnect_max_s: float = 10.0,
+    ) -> None:
+        """Call ``callback(signal_id)`` per notification until cancelled; reconnect forever.
+
+        Uses its own connection (never a pooled one) and LISTENs again after every
+        reconnect, then awaits ``on_connect`` so the caller drains what it missed.
+        """
+        delay = 0.1
+        while True:
+            try:
+                conn = await connect(self._url, server_settings=_LISTENER_SETTINGS)
+            except Exception as e:  # noqa: BLE001 - any failure to connect is retried
+                _log.warning("ledger listener cannot connect", error=str(e), retry_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, reconnect_max_s)
+                continue
+            delay = 0.1
+            try:
+                await self._listen_on(conn, callback, on_connect, check_every_s)
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(conn.close(timeout=2))
+            _log.warning("ledger listener lost its connection; reconnecting")
+
+    async def _listen_on(
+        self,
+        conn: Conn,
+        callback: Callable[[str], object],
+        on_connect: Callable[[], Awaitable[None]] | None,
+        check_every_s: float,
+    ) -> None:
+        lost = asyncio.Event()
+
+        def on_notify(_c: object, _pid: int, _channel: str, payload: object) -> None:
+            callback(str(payload))
+
+        def on_terminate(_c: object) -> None:
+            lost.set()
+
+        conn.add_termination_listener(on_terminate)
+        try:
+            await conn.add_listener(NOTIFY_CHANNEL, on_notify)
+            if on_connect is not None:
+                await on_connect()
+            while not lost.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), check_every_s)
+                    break
+                # A half-open socket raises nothing: probe it.
+                await conn.fetchval("select 1", timeout=check_every_s)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            _log.warning("ledger listener connection failed", error=type(e).__name__)
