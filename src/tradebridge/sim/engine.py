@@ -95,7 +95,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from enum import StrEnum
 from typing import TypeVar
 
 import structlog
@@ -107,338 +106,67 @@ from tradebridge.domain.products import PRODUCTS, Product
 from tradebridge.errors import InvalidSymbol
 from tradebridge.sim.clock import Clock
 from tradebridge.sim.config import SimAccountConfig, SimConfig
+from tradebridge.sim.model import (
+    ACCESS_DENIED,
+    FINAL_ORD_STATUSES,
+    OPEN_ORD_STATUSES,
+    TOO_LATE,
+    BracketRequest,
+    CommandResult,
+    Entity,
+    EntityChange,
+    OrderRequest,
+    OrdStatus,
+    PlaceResult,
+    Quote,
+    SimAccount,
+    SimCashBalance,
+    SimCommand,
+    SimContract,
+    SimExecutionReport,
+    SimFill,
+    SimOrder,
+    SimOrderStrategy,
+    SimOrderStrategyLink,
+    SimOrderVersion,
+    SimPosition,
+    StrategyBracket,
+    StrategyResult,
+    Subscriber,
+)
 from tradebridge.sim.prices import PricePath
+
+__all__ = [
+    "ACCESS_DENIED",
+    "FINAL_ORD_STATUSES",
+    "TOO_LATE",
+    "BracketRequest",
+    "CommandResult",
+    "Entity",
+    "EntityChange",
+    "OrdStatus",
+    "OrderRequest",
+    "PlaceResult",
+    "Quote",
+    "SimAccount",
+    "SimCashBalance",
+    "SimCommand",
+    "SimContract",
+    "SimEngine",
+    "SimExecutionReport",
+    "SimFill",
+    "SimOrder",
+    "SimOrderStrategy",
+    "SimOrderStrategyLink",
+    "SimOrderVersion",
+    "SimPosition",
+    "StrategyBracket",
+    "StrategyResult",
+    "Subscriber",
+]
 
 log = structlog.get_logger(__name__)
 
-
-class OrdStatus(StrEnum):
-    """Tradovate's ``ordStatus`` values."""
-
-    PENDING_NEW = "PendingNew"
-    WORKING = "Working"
-    SUSPENDED = "Suspended"  # bracket legs waiting for their parent to fill
-    PENDING_CANCEL = "PendingCancel"
-    PENDING_REPLACE = "PendingReplace"
-    FILLED = "Filled"
-    CANCELED = "Canceled"
-    REJECTED = "Rejected"
-    EXPIRED = "Expired"
-
-
-FINAL_ORD_STATUSES = frozenset(
-    {OrdStatus.FILLED, OrdStatus.CANCELED, OrdStatus.REJECTED, OrdStatus.EXPIRED}
-)
-
-
-@dataclass
-class SimAccount:
-    """An account (``account`` entity)."""
-
-    id: int
-    name: str
-    bridge_id: str
-    user_id: int
-    readonly: bool = False
-    active: bool = True
-
-
-@dataclass
-class SimContract:
-    """A contract (``contract`` entity), with its product and maturity."""
-
-    id: int
-    symbol: ContractSymbol
-    product: Product
-    maturity_id: int
-
-    @property
-    def name(self) -> str:
-        """Return the Tradovate name, e.g. ``MNQZ6``."""
-        return self.symbol.name
-
-
-@dataclass
-class SimOrderVersion:
-    """Prices and quantities of an order (``orderVersion`` entity)."""
-
-    id: int
-    order_id: int
-    order_qty: int
-    order_type: OrderType
-    price: Decimal | None
-    stop_price: Decimal | None
-    time_in_force: TimeInForce
-    expire_time: datetime | None
-    text: str = ""
-
-
-@dataclass
-class SimOrder:
-    """An order (``order`` entity) plus the matching state the engine keeps for it."""
-
-    id: int
-    account_id: int
-    contract_id: int
-    action: Side
-    ord_status: OrdStatus
-    timestamp: datetime
-    version: SimOrderVersion  # the current version
-    cl_ord_id: str | None = None
-    is_automated: bool = False
-    oco_id: int | None = None  # shared by the legs of an OCO pair
-    parent_id: int | None = None  # the entry order of a bracket leg
-    linked_id: int | None = None  # the other leg of an OCO pair
-    filled_qty: int = 0
-    avg_fill_price: Decimal | None = None
-    triggered: bool = False  # stop and stop-limit orders: the stop price was reached
-    reject_reason: str | None = None
-    ts_final: datetime | None = None  # when it reached a final status
-
-    @property
-    def leaves_qty(self) -> int:
-        """Return the quantity still to fill."""
-        return self.version.order_qty - self.filled_qty
-
-
-@dataclass
-class SimCommand:
-    """A place, modify or cancel request (``command`` entity); carries ``clOrdId``."""
-
-    id: int
-    order_id: int
-    timestamp: datetime
-    command_type: str  # New | Modify | Cancel
-    command_status: str  # RiskPassed | RiskRejected | ExecutionRejected | AtExecution ...
-    cl_ord_id: str | None = None
-    is_automated: bool = False
-
-
-@dataclass
-class SimExecutionReport:
-    """One step in an order's life (``executionReport`` entity)."""
-
-    id: int
-    command_id: int | None
-    account_id: int
-    contract_id: int
-    order_id: int
-    timestamp: datetime
-    exec_type: str  # New | Trade | Canceled | Rejected | Expired | Replaced | ...
-    ord_status: OrdStatus
-    action: Side
-    cum_qty: int = 0
-    avg_px: Decimal | None = None
-    last_qty: int | None = None
-    last_px: Decimal | None = None
-    reject_reason: str | None = None
-    text: str = ""
-
-
-@dataclass
-class SimFill:
-    """One execution (``fill`` entity)."""
-
-    id: int
-    order_id: int
-    account_id: int
-    contract_id: int
-    timestamp: datetime
-    action: Side
-    qty: int
-    price: Decimal
-    active: bool = True
-
-
-@dataclass
-class SimPosition:
-    """Net position of an account in a contract (``position`` entity), with its P&L."""
-
-    id: int
-    account_id: int
-    contract_id: int
-    timestamp: datetime
-    net_pos: int = 0
-    net_price: Decimal | None = None  # average price of the open position
-    bought: int = 0
-    bought_value: Decimal = Decimal(0)
-    sold: int = 0
-    sold_value: Decimal = Decimal(0)
-    realized_pnl: Decimal = Decimal(0)
-
-
-@dataclass
-class SimCashBalance:
-    """Cash of an account (``cashBalance`` entity)."""
-
-    id: int
-    account_id: int
-    timestamp: datetime
-    amount: Decimal  # initial cash plus realized P&L
-    realized_pnl: Decimal = Decimal(0)
-
-
-@dataclass(frozen=True, slots=True)
-class StrategyBracket:
-    """One bracket of a Bracket strategy: a quantity and price distances from the fill."""
-
-    qty: int
-    profit_target: Decimal | None = None  # above a long's fill (below a short's)
-    stop_loss: Decimal | None = None  # positive distance, on the losing side
-    trailing: bool = False  # the stop follows the best price by its distance
-    breakeven: bool = False  # once another bracket's target filled, the stop moves to the fill
-
-
-@dataclass
-class SimOrderStrategy:
-    """An order strategy (``orderStrategy`` entity) plus the engine's state for it."""
-
-    id: int
-    account_id: int
-    contract_id: int
-    timestamp: datetime
-    action: Side
-    order_strategy_type_id: int
-    params: str
-    uuid: str | None
-    status: str = "ActiveStrategy"
-    failure_message: str | None = None
-    entry_id: int | None = None
-    brackets: tuple[StrategyBracket, ...] = ()
-    basis: Decimal | None = None  # the first fill's price: what the legs are priced from
-    covered: list[int] = field(default_factory=list)  # per bracket: quantity given to legs
-    legs: list[list[int]] = field(default_factory=list)  # per bracket: its leg order ids
-
-    @property
-    def active(self) -> bool:
-        """Return whether the strategy still runs."""
-        return self.status == "ActiveStrategy"
-
-
-@dataclass
-class SimOrderStrategyLink:
-    """One order of a strategy (``orderStrategyLink`` entity)."""
-
-    id: int
-    order_strategy_id: int
-    order_id: int
-    label: str
-
-
-@dataclass(frozen=True, slots=True)
-class StrategyResult:
-    """Outcome of a strategy request: the strategy, or an ``errorText``."""
-
-    strategy: SimOrderStrategy | None = None
-    error_text: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Quote:
-    """Top of book of one contract."""
-
-    contract_id: int
-    bid: Decimal
-    ask: Decimal
-    last: Decimal
-    timestamp: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class PlaceResult:
-    """Outcome of a place, OSO, OCO or liquidate: ids on success, a failure otherwise."""
-
-    order_id: int | None = None
-    oso1_id: int | None = None
-    oso2_id: int | None = None
-    oco_id: int | None = None
-    failure_reason: str | None = None
-    failure_text: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """Return whether the request was accepted."""
-        return self.failure_reason is None
-
-
-@dataclass(frozen=True, slots=True)
-class CommandResult:
-    """Outcome of a modify or cancel."""
-
-    command_id: int | None = None
-    failure_reason: str | None = None
-    failure_text: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """Return whether the request was accepted."""
-        return self.failure_reason is None
-
-
-@dataclass(frozen=True, slots=True)
-class OrderRequest:
-    """A new order as any dialect asks for it (already parsed into our enums)."""
-
-    account_id: int
-    symbol: str  # contract name as sent (e.g. ``MNQZ6``); resolved and checked by the engine
-    action: Side
-    order_type: OrderType
-    order_qty: int
-    price: Decimal | None = None
-    stop_price: Decimal | None = None
-    time_in_force: TimeInForce = TimeInForce.DAY
-    expire_time: datetime | None = None
-    cl_ord_id: str | None = None
-    text: str = ""
-    is_automated: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class BracketRequest:
-    """A bracket or OCO leg (a ``RestrainedOrderVersion``); quantity follows the parent."""
-
-    action: Side
-    order_type: OrderType
-    price: Decimal | None = None
-    stop_price: Decimal | None = None
-    time_in_force: TimeInForce = TimeInForce.GTC
-    cl_ord_id: str | None = None
-    text: str = ""
-    expire_time: datetime | None = None  # for GTD legs
-
-
-Entity = (
-    SimOrder
-    | SimOrderVersion
-    | SimExecutionReport
-    | SimFill
-    | SimPosition
-    | SimCashBalance
-    | SimCommand
-    | SimOrderStrategy
-    | SimOrderStrategyLink
-)
-
-
-@dataclass(frozen=True, slots=True)
-class EntityChange:
-    """One change to user data: ``entity_type`` is Tradovate's lower-camel entity name."""
-
-    user_id: int
-    entity_type: (
-        str  # order | orderVersion | executionReport | fill | position | cashBalance | command
-    )
-    event_type: str  # created | updated | deleted (mapped to wire strings by the WebSocket)
-    entity: Entity
-
-
-Subscriber = Callable[[EntityChange], None]
-
-
-ACCESS_DENIED = "Access is denied"
-"""Tradovate's ``failureText`` for things the caller may not touch (reference §5.1)."""
-
-TOO_LATE = "Too late"
 
 # Where each entity type's ids start, so that ids look like a broker's and differ by type.
 _ID_STARTS = {
@@ -466,7 +194,6 @@ _NAME_CACHE_SIZE = (
 )
 
 _IMMEDIATE = frozenset({TimeInForce.IOC, TimeInForce.FOK})
-_OPEN = frozenset({OrdStatus.WORKING, OrdStatus.SUSPENDED})
 
 
 class _Refusal(Exception):
@@ -977,7 +704,7 @@ class SimEngine:
         strategy.status = "ExecutionInterrupted"  # first: the cancels below must not end it
         for order_id in self._strategy_orders(strategy):
             order = self._orders[order_id]
-            if order.ord_status in _OPEN:
+            if order.ord_status in OPEN_ORD_STATUSES:
                 self._command(order, "Cancel", "RiskPassed", None, True)
                 self._finalize(order, OrdStatus.CANCELED, "Canceled", "Strategy interrupted")
         self._publish(strategy.account_id, "orderStrategy", "updated", strategy)
@@ -1043,7 +770,7 @@ class SimEngine:
                 continue
             strategy.covered[index] = want
             legs = [self._orders[i] for i in strategy.legs[index]]
-            if legs and all(leg.ord_status in _OPEN for leg in legs):
+            if legs and all(leg.ord_status in OPEN_ORD_STATUSES for leg in legs):
                 for leg in legs:
                     self._resize(leg, leg.version.order_qty + extra, "Entry filled further")
                 continue
@@ -1125,7 +852,7 @@ class SimEngine:
                 continue
             for leg in (self._orders[i] for i in strategy.legs[index]):
                 stop = leg.version.stop_price
-                if leg.ord_status not in _OPEN or stop is None or leg.triggered:
+                if leg.ord_status not in OPEN_ORD_STATUSES or stop is None or leg.triggered:
                     continue
                 sell = leg.action is Side.SELL
                 better = basis > stop if sell else basis < stop
@@ -1146,8 +873,8 @@ class SimEngine:
         bid, ask = self._touch(book)
         for order_id, distance in list(self._trailing.items()):
             order = self._orders[order_id]
-            if order.ord_status not in _OPEN or order.triggered:
-                if order.ord_status not in _OPEN:
+            if order.ord_status not in OPEN_ORD_STATUSES or order.triggered:
+                if order.ord_status not in OPEN_ORD_STATUSES:
                     del self._trailing[order_id]
                 continue
             if order.contract_id != book.contract.id:
@@ -1193,7 +920,7 @@ class SimEngine:
             command = self._command(order, "Modify", status, cl_ord_id, is_automated)
             return CommandResult(command.id, refusal.reason, refusal.text)
 
-        if order.ord_status not in _OPEN:
+        if order.ord_status not in OPEN_ORD_STATUSES:
             return refuse("ExecutionRejected", _Refusal("TooLate", TOO_LATE))
         old = order.version
         # A triggered stop stays triggered unless its trigger changes.
@@ -1247,7 +974,7 @@ class SimEngine:
         except _Refusal as refusal:
             return CommandResult(failure_reason=refusal.reason, failure_text=refusal.text)
         self._refresh(self._books[order.contract_id])  # a fill may win the race
-        if order.ord_status not in _OPEN:
+        if order.ord_status not in OPEN_ORD_STATUSES:
             command = self._command(order, "Cancel", "ExecutionRejected", cl_ord_id, is_automated)
             return CommandResult(command.id, "TooLate", TOO_LATE)
         try:
@@ -1274,7 +1001,7 @@ class SimEngine:
         self._refresh(book)
         for order in list(book.live.values()):
             # Cancelling an entry may activate or cancel its legs: look at each one afresh.
-            if order.account_id == account_id and order.ord_status in _OPEN:
+            if order.account_id == account_id and order.ord_status in OPEN_ORD_STATUSES:
                 self._command(order, "Cancel", "RiskPassed", None, is_automated)
                 self._finalize(order, OrdStatus.CANCELED, "Canceled", "Canceled by liquidation")
         position = self._positions.get((account_id, contract_id))
@@ -1754,7 +1481,7 @@ class SimEngine:
             self._on_final(order)
             return
         partner = self._partner(order)
-        if partner is not None and partner.ord_status in _OPEN:
+        if partner is not None and partner.ord_status in OPEN_ORD_STATUSES:
             # One OCO leg traded part: the other now covers only what is left.
             target = partner.filled_qty + order.leaves_qty
             if target < partner.version.order_qty:
@@ -1840,7 +1567,7 @@ class SimEngine:
             for leg in legs:
                 self._execute(book, leg, fresh=True)
         partner = self._partner(order)
-        if partner is not None and partner.ord_status in _OPEN:
+        if partner is not None and partner.ord_status in OPEN_ORD_STATUSES:
             self._finalize(
                 partner, OrdStatus.CANCELED, "Canceled", f"OCO: order {order.id} {order.ord_status}"
             )
@@ -1885,7 +1612,7 @@ class SimEngine:
             order = self._orders[order_id]
             version = order.version
             if (
-                order.ord_status in _OPEN
+                order.ord_status in OPEN_ORD_STATUSES
                 and version.time_in_force is TimeInForce.GTD
                 and version.expire_time is not None
                 and version.expire_time <= now
