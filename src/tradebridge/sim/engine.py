@@ -93,17 +93,15 @@ import itertools
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TypeVar
 
 import structlog
 
-from tradebridge.domain.contracts import ContractSymbol, month_code, parse_contract
-from tradebridge.domain.contracts import listed_contracts as listed_symbols
 from tradebridge.domain.enums import OrderType, Side, TimeInForce
-from tradebridge.domain.products import PRODUCTS, Product
-from tradebridge.errors import InvalidSymbol
+from tradebridge.domain.products import Product
+from tradebridge.sim._reference import Reference
 from tradebridge.sim.clock import Clock
 from tradebridge.sim.config import SimAccountConfig, SimConfig
 from tradebridge.sim.model import (
@@ -181,17 +179,7 @@ _ID_STARTS = {
     "orderStrategy": 9_000_001,
     "orderStrategyLink": 9_500_001,
 }
-# Contract ids: base + root index * _ROOT_SPAN + months since January 2000.
-_CONTRACT_ID_BASE = 2_000_000
-_MATURITY_ID_BASE = 5_000_000
-_ROOT_SPAN = 10_000
-_FIRST_YEAR = 2000
-_LAST_YEAR = _FIRST_YEAR + _ROOT_SPAN // 12 - 1
-_ROOTS = tuple(PRODUCTS)
-_COMPACT_MIN = 64
-_NAME_CACHE_SIZE = (
-    10_000  # bounded: names come from clients  # heaps smaller than this are never rebuilt
-)
+_COMPACT_MIN = 64  # heaps smaller than this are never rebuilt
 
 _IMMEDIATE = frozenset({TimeInForce.IOC, TimeInForce.FOK})
 
@@ -271,13 +259,6 @@ def _snapshot(entity: _T) -> _T:
     return clone
 
 
-def _contract_offset(symbol: ContractSymbol) -> int | None:
-    if not _FIRST_YEAR <= symbol.year <= _LAST_YEAR or symbol.root not in PRODUCTS:
-        return None
-    months = (symbol.year - _FIRST_YEAR) * 12 + symbol.month - 1
-    return _ROOTS.index(symbol.root) * _ROOT_SPAN + months
-
-
 def _check_price(product: Product, value: Decimal | None, name: str, kind: OrderType) -> Decimal:
     if value is None:
         raise _Refusal("InvalidPrice", f"{name} is required for a {kind.value} order")
@@ -316,20 +297,9 @@ class SimEngine:
     clock: Clock
     _subscribers: list[Subscriber] = field(default_factory=list)
 
-    _accounts: dict[int, SimAccount] = field(default_factory=dict, init=False, repr=False)
-    _accounts_by_name: dict[str, SimAccount] = field(default_factory=dict, init=False, repr=False)
-    _accounts_by_bridge_id: dict[str, SimAccount] = field(
-        default_factory=dict, init=False, repr=False
-    )
-    _account_configs: dict[int, SimAccountConfig] = field(
-        default_factory=dict, init=False, repr=False
-    )
+    _reference: Reference = field(init=False, repr=False)
     _cash: dict[int, SimCashBalance] = field(default_factory=dict, init=False, repr=False)
     _counters: dict[str, Iterator[int]] = field(default_factory=dict, init=False, repr=False)
-    _contracts: dict[int, SimContract] = field(default_factory=dict, init=False, repr=False)
-    _names: dict[str, SimContract | None] = field(default_factory=dict, init=False, repr=False)
-    _names_day: date | None = field(default=None, init=False, repr=False)
-    _listed: tuple[date, list[SimContract]] | None = field(default=None, init=False, repr=False)
     _books: dict[int, _Book] = field(default_factory=dict, init=False, repr=False)
     _orders: dict[int, SimOrder] = field(default_factory=dict, init=False, repr=False)
     _orders_by_account: dict[int, list[SimOrder]] = field(
@@ -378,17 +348,12 @@ class SimEngine:
             kind: itertools.count(start + offset) for kind, start in _ID_STARTS.items()
         }
         now = self.clock.now()
-        for user in self.config.users:
-            for cfg in user.accounts:
-                if cfg.id in self._accounts:
-                    raise ValueError(f"account id {cfg.id} is configured twice")
-                account = SimAccount(cfg.id, cfg.name, cfg.bridge_id, user.id, cfg.readonly)
-                self._accounts[cfg.id] = account
-                self._accounts_by_name[cfg.name] = account
-                self._accounts_by_bridge_id[cfg.bridge_id] = account
-                self._account_configs[cfg.id] = cfg
-                cash = Decimal(str(cfg.initial_cash))
-                self._cash[cfg.id] = SimCashBalance(self._next_id("cashBalance"), cfg.id, now, cash)
+        self._reference = Reference(self.config, self.clock)
+        for account in self._reference.accounts():
+            cash = Decimal(str(self._reference.account_config(account.id).initial_cash))
+            self._cash[account.id] = SimCashBalance(
+                self._next_id("cashBalance"), account.id, now, cash
+            )
 
     # --- events -----------------------------------------------------------------------
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
@@ -407,7 +372,9 @@ class SimEngine:
         # Orders, positions and cash change in place later; a subscriber may keep the event.
         # The other entities never change after they are published.
         snapshot = _snapshot(entity) if isinstance(entity, _MUTABLE) else entity
-        change = EntityChange(self._accounts[account_id].user_id, entity_type, event_type, snapshot)
+        change = EntityChange(
+            self._reference.account_of(account_id).user_id, entity_type, event_type, snapshot
+        )
         for subscriber in tuple(self._subscribers):
             try:
                 subscriber(change)
@@ -417,105 +384,48 @@ class SimEngine:
     # --- reference data -----------------------------------------------------------------
     def accounts(self, user_id: int | None = None) -> list[SimAccount]:
         """Return all accounts, or those of one user."""
-        return [a for a in self._accounts.values() if user_id is None or a.user_id == user_id]
+        return self._reference.accounts(user_id)
 
     def account(self, account_id: int) -> SimAccount | None:
         """Return an account by native id."""
-        return self._accounts.get(account_id)
+        return self._reference.account(account_id)
 
     def account_by_name(self, name: str) -> SimAccount | None:
         """Return an account by name (``accountSpec``)."""
-        return self._accounts_by_name.get(name)
+        return self._reference.account_by_name(name)
 
     def account_by_bridge_id(self, bridge_id: str) -> SimAccount | None:
         """Return an account by its bridge id (``D...``)."""
-        return self._accounts_by_bridge_id.get(bridge_id)
+        return self._reference.account_by_bridge_id(bridge_id)
 
     def account_config(self, account_id: int) -> SimAccountConfig:
         """Return the configuration an account was made from (KeyError if unknown)."""
-        return self._account_configs[account_id]
+        return self._reference.account_config(account_id)
 
     def find_contract(self, name: str) -> SimContract | None:
         """Return the contract named ``name`` (expired ones included), or None if no such."""
-        today = self._today()
-        if self._names_day != today:  # one-digit years resolve relative to today
-            self._names.clear()
-            self._names_day = today
-        if name in self._names:
-            return self._names[name]
-        try:
-            contract = self._register(parse_contract(name, today))
-        except InvalidSymbol:
-            contract = None
-        if len(self._names) < _NAME_CACHE_SIZE:
-            self._names[name] = contract
-        return contract
+        return self._reference.find_contract(name)
 
     def contract(self, contract_id: int) -> SimContract | None:
         """Return a contract by id."""
-        known = self._contracts.get(contract_id)
-        if known is not None:
-            return known
-        root_index, months = divmod(contract_id - _CONTRACT_ID_BASE, _ROOT_SPAN)
-        if not 0 <= root_index < len(_ROOTS):
-            return None
-        year, month = divmod(months, 12)
-        return self._register(ContractSymbol(_ROOTS[root_index], _FIRST_YEAR + year, month + 1))
+        return self._reference.contract(contract_id)
 
     def suggest_contracts(self, text: str, limit: int) -> list[SimContract]:
         """Return unexpired contracts whose name starts with ``text``, front month first."""
-        prefix = text.strip().upper()
-        if limit <= 0:
-            return []
-        found = {c.id: c for c in self.listed_contracts() if c.name.startswith(prefix)}
-        exact = self.find_contract(prefix) if prefix else None
-        if exact is not None and not self.is_expired(exact):
-            found.setdefault(exact.id, exact)
-
-        def rank(c: SimContract) -> tuple[bool, str, date]:
-            return (c.symbol.root != prefix, c.symbol.root, c.symbol.expiry())
-
-        return sorted(found.values(), key=rank)[:limit]
+        return self._reference.suggest_contracts(text, limit)
 
     def listed_contracts(self) -> list[SimContract]:
         """Return every unexpired contract the simulator lists now."""
-        today = self._today()
-        if self._listed is None or self._listed[0] != today:
-            contracts = []
-            for root in _ROOTS:
-                for symbol in listed_symbols(root, today):
-                    contract = self._register(symbol)
-                    if contract is not None:
-                        contracts.append(contract)
-            self._listed = (today, contracts)
-        return list(self._listed[1])
+        return self._reference.listed_contracts()
 
     def is_expired(self, contract: SimContract) -> bool:
         """Return whether a contract no longer trades at the engine's clock."""
-        return contract.symbol.is_expired(self._today())
+        return self._reference.is_expired(contract)
 
     def _contract_by_id(self, contract_id: int) -> SimContract:
         contract = self.contract(contract_id)
         if contract is None:
             raise _Refusal("InvalidContract", f"Unknown contract id {contract_id}")
-        return contract
-
-    def _today(self) -> date:
-        return self.clock.now().date()
-
-    def _register(self, symbol: ContractSymbol) -> SimContract | None:
-        offset = _contract_offset(symbol)
-        if offset is None:
-            return None
-        contract_id = _CONTRACT_ID_BASE + offset
-        known = self._contracts.get(contract_id)
-        if known is not None:
-            return known
-        prod = PRODUCTS[symbol.root]
-        if month_code(symbol.month) not in prod.listed_months:
-            return None
-        contract = SimContract(contract_id, symbol, prod, _MATURITY_ID_BASE + offset)
-        self._contracts[contract_id] = contract
         return contract
 
     # --- market ---------------------------------------------------------------------------
@@ -759,7 +669,7 @@ class SimEngine:
         if strategy.basis is None:
             strategy.basis = price
         book = self._books[entry.contract_id]
-        account = self._accounts[entry.account_id]
+        account = self._reference.account_of(entry.account_id)
         ahead = 0
         fresh: list[SimOrder] = []
         for index, bracket in enumerate(strategy.brackets):
@@ -1090,7 +1000,7 @@ class SimEngine:
             quote = self.quote(position.contract_id)
             mark = quote.bid if position.net_pos > 0 else quote.ask
             sign = 1 if position.net_pos > 0 else -1
-            contract = self._contracts[position.contract_id]
+            contract = self._reference.contract_of(position.contract_id)
             per_point = mark * position.net_pos - sign * holding.open_value
             total += per_point * contract.product.value_per_point
         return total
@@ -1142,7 +1052,7 @@ class SimEngine:
             raise _Refusal(faults.inject_failure_reason, text)
 
     def _check_account(self, account_id: int) -> SimAccount:
-        account = self._accounts.get(account_id)
+        account = self._reference.account(account_id)
         if account is None:
             raise _Refusal("UnknownReason", ACCESS_DENIED)
         if account.readonly:
