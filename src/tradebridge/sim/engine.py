@@ -91,16 +91,14 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TypeVar
-
-import structlog
 
 from tradebridge.domain.enums import OrderType, Side, TimeInForce
 from tradebridge.domain.products import Product
+from tradebridge.sim._records import Records
 from tradebridge.sim._reference import Reference
 from tradebridge.sim.clock import Clock
 from tradebridge.sim.config import SimAccountConfig, SimConfig
@@ -163,22 +161,7 @@ __all__ = [
     "Subscriber",
 ]
 
-log = structlog.get_logger(__name__)
 
-
-# Where each entity type's ids start, so that ids look like a broker's and differ by type.
-_ID_STARTS = {
-    "order": 1_000_001,
-    "orderVersion": 2_000_001,
-    "command": 3_000_001,
-    "executionReport": 4_000_001,
-    "fill": 5_000_001,
-    "position": 6_000_001,
-    "cashBalance": 7_000_001,
-    "oco": 8_000_001,
-    "orderStrategy": 9_000_001,
-    "orderStrategyLink": 9_500_001,
-}
 _COMPACT_MIN = 64  # heaps smaller than this are never rebuilt
 
 _IMMEDIATE = frozenset({TimeInForce.IOC, TimeInForce.FOK})
@@ -248,17 +231,6 @@ class _Book:
         return len(self.bids) + len(self.asks) + len(self.buy_stops) + len(self.sell_stops)
 
 
-_MUTABLE = (SimOrder, SimPosition, SimCashBalance, SimOrderStrategy)
-_T = TypeVar("_T")
-
-
-def _snapshot(entity: _T) -> _T:
-    """Return a shallow copy of a dataclass instance (faster than ``copy.copy``)."""
-    clone: _T = object.__new__(type(entity))
-    clone.__dict__.update(entity.__dict__)
-    return clone
-
-
 def _check_price(product: Product, value: Decimal | None, name: str, kind: OrderType) -> Decimal:
     if value is None:
         raise _Refusal("InvalidPrice", f"{name} is required for a {kind.value} order")
@@ -299,29 +271,8 @@ class SimEngine:
 
     _reference: Reference = field(init=False, repr=False)
     _cash: dict[int, SimCashBalance] = field(default_factory=dict, init=False, repr=False)
-    _counters: dict[str, Iterator[int]] = field(default_factory=dict, init=False, repr=False)
+    _records: Records = field(init=False, repr=False)
     _books: dict[int, _Book] = field(default_factory=dict, init=False, repr=False)
-    _orders: dict[int, SimOrder] = field(default_factory=dict, init=False, repr=False)
-    _orders_by_account: dict[int, list[SimOrder]] = field(
-        default_factory=dict, init=False, repr=False
-    )
-    _versions: dict[int, list[SimOrderVersion]] = field(
-        default_factory=dict, init=False, repr=False
-    )
-    _reports: list[SimExecutionReport] = field(default_factory=list, init=False, repr=False)
-    _reports_by_order: dict[int, list[SimExecutionReport]] = field(
-        default_factory=dict, init=False, repr=False
-    )
-    _commands: list[SimCommand] = field(default_factory=list, init=False, repr=False)
-    _commands_by_order: dict[int, list[SimCommand]] = field(
-        default_factory=dict, init=False, repr=False
-    )
-    _cl_ord_ids: set[tuple[int, str]] = field(default_factory=set, init=False, repr=False)
-    _fills: list[SimFill] = field(default_factory=list, init=False, repr=False)
-    _fills_by_order: dict[int, list[SimFill]] = field(default_factory=dict, init=False, repr=False)
-    _fills_by_account: dict[int, list[SimFill]] = field(
-        default_factory=dict, init=False, repr=False
-    )
     _fill_values: dict[int, Decimal] = field(default_factory=dict, init=False, repr=False)
     _positions: dict[tuple[int, int], SimPosition] = field(
         default_factory=dict, init=False, repr=False
@@ -343,43 +294,19 @@ class SimEngine:
     _expiries: list[tuple[datetime, int]] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        offset = self.config.id_offset
-        self._counters = {
-            kind: itertools.count(start + offset) for kind, start in _ID_STARTS.items()
-        }
-        now = self.clock.now()
         self._reference = Reference(self.config, self.clock)
+        self._records = Records(self.config, self.clock, self._reference, self._subscribers)
+        now = self.clock.now()
         for account in self._reference.accounts():
             cash = Decimal(str(self._reference.account_config(account.id).initial_cash))
             self._cash[account.id] = SimCashBalance(
-                self._next_id("cashBalance"), account.id, now, cash
+                self._records.next_id("cashBalance"), account.id, now, cash
             )
 
     # --- events -----------------------------------------------------------------------
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         """Call ``subscriber`` on every change; return a function that unsubscribes."""
-        self._subscribers.append(subscriber)
-
-        def unsubscribe() -> None:
-            if subscriber in self._subscribers:
-                self._subscribers.remove(subscriber)
-
-        return unsubscribe
-
-    def _publish(self, account_id: int, entity_type: str, event_type: str, entity: Entity) -> None:
-        if not self._subscribers:
-            return
-        # Orders, positions and cash change in place later; a subscriber may keep the event.
-        # The other entities never change after they are published.
-        snapshot = _snapshot(entity) if isinstance(entity, _MUTABLE) else entity
-        change = EntityChange(
-            self._reference.account_of(account_id).user_id, entity_type, event_type, snapshot
-        )
-        for subscriber in tuple(self._subscribers):
-            try:
-                subscriber(change)
-            except Exception:  # one broken subscriber must not stop the market
-                log.exception("sim_subscriber_failed", entity_type=entity_type)
+        return self._records.subscribe(subscriber)
 
     # --- reference data -----------------------------------------------------------------
     def accounts(self, user_id: int | None = None) -> list[SimAccount]:
@@ -498,7 +425,7 @@ class SimEngine:
         risk = self._risk_failure(account, book, leg.action, leg.order_qty)
         if risk is not None:
             return self._reject(account, book, leg, risk)
-        order = self._create(self._next_id("order"), account, book, leg, OrdStatus.WORKING)
+        order = self._create(self._records.next_id("order"), account, book, leg, OrdStatus.WORKING)
         self._execute(book, order, fresh=True)
         return PlaceResult(order_id=order.id)
 
@@ -521,9 +448,9 @@ class SimEngine:
         risk = self._risk_failure(account, book, entry_leg.action, entry_leg.order_qty)
         if risk is not None:
             return self._reject(account, book, entry_leg, risk)
-        entry_id = self._next_id("order")
-        leg_ids = [self._next_id("order") for _ in legs]
-        oco_id = self._next_id("oco") if len(legs) == 2 else None
+        entry_id = self._records.next_id("order")
+        leg_ids = [self._records.next_id("order") for _ in legs]
+        oco_id = self._records.next_id("oco") if len(legs) == 2 else None
         order = self._create(entry_id, account, book, entry_leg, OrdStatus.WORKING)
         for index, leg in enumerate(legs):
             linked = leg_ids[1 - index] if oco_id is not None else None
@@ -553,8 +480,8 @@ class SimEngine:
         ) or self._risk_failure(account, book, other_leg.action, other_leg.order_qty)
         if risk is not None:
             return self._reject(account, book, first_leg, risk)
-        first_id, other_id = self._next_id("order"), self._next_id("order")
-        oco_id = self._next_id("oco")
+        first_id, other_id = self._records.next_id("order"), self._records.next_id("order")
+        oco_id = self._records.next_id("oco")
         one = self._create(
             first_id, account, book, first_leg, OrdStatus.WORKING, oco_id=oco_id, linked_id=other_id
         )
@@ -585,13 +512,13 @@ class SimEngine:
         except _Refusal as refusal:
             return StrategyResult(error_text=f"{refusal.reason}: {refusal.text}")
         strategy = SimOrderStrategy(
-            self._next_id("orderStrategy"), account.id, book.contract.id, self.clock.now(),
+            self._records.next_id("orderStrategy"), account.id, book.contract.id, self.clock.now(),
             entry.action, type_id, params, uuid, brackets=brackets,
             covered=[0] * len(brackets), legs=[[] for _ in brackets],
         )  # fmt: skip
         self._strategies[strategy.id] = strategy
-        self._publish(account.id, "orderStrategy", "created", strategy)
-        entry_id = strategy.entry_id = self._next_id("order")
+        self._records.publish(account.id, "orderStrategy", "created", strategy)
+        entry_id = strategy.entry_id = self._records.next_id("order")
         self._link(strategy, entry_id, cfg.strategy_entry_label)
         risk = self._risk_failure(account, book, entry_leg.action, entry_leg.order_qty)
         if risk is not None:
@@ -613,11 +540,11 @@ class SimEngine:
         self._refresh(self._books[strategy.contract_id])
         strategy.status = "ExecutionInterrupted"  # first: the cancels below must not end it
         for order_id in self._strategy_orders(strategy):
-            order = self._orders[order_id]
+            order = self._records.order_of(order_id)
             if order.ord_status in OPEN_ORD_STATUSES:
-                self._command(order, "Cancel", "RiskPassed", None, True)
+                self._records.command(order, "Cancel", "RiskPassed", None, True)
                 self._finalize(order, OrdStatus.CANCELED, "Canceled", "Strategy interrupted")
-        self._publish(strategy.account_id, "orderStrategy", "updated", strategy)
+        self._records.publish(strategy.account_id, "orderStrategy", "updated", strategy)
         return StrategyResult(strategy)
 
     def _check_brackets(
@@ -648,11 +575,11 @@ class SimEngine:
 
     def _link(self, strategy: SimOrderStrategy, order_id: int, label: str) -> None:
         link = SimOrderStrategyLink(
-            self._next_id("orderStrategyLink"), strategy.id, order_id, label
+            self._records.next_id("orderStrategyLink"), strategy.id, order_id, label
         )
         self._strategy_links.setdefault(strategy.id, []).append(link)
         self._strategy_of[order_id] = strategy.id
-        self._publish(strategy.account_id, "orderStrategyLink", "created", link)
+        self._records.publish(strategy.account_id, "orderStrategyLink", "created", link)
 
     def _strategy_orders(self, strategy: SimOrderStrategy) -> list[int]:
         return [link.order_id for link in self._strategy_links.get(strategy.id, ())]
@@ -660,7 +587,7 @@ class SimEngine:
     def _end_strategy(self, strategy: SimOrderStrategy, status: str, message: str = "") -> None:
         strategy.status = status
         strategy.failure_message = message or None
-        self._publish(strategy.account_id, "orderStrategy", "updated", strategy)
+        self._records.publish(strategy.account_id, "orderStrategy", "updated", strategy)
 
     def _cover_fill(self, strategy: SimOrderStrategy, entry: SimOrder, price: Decimal) -> None:
         """Give the strategy's legs what the entry has filled (created on its first fill)."""
@@ -679,7 +606,7 @@ class SimEngine:
             if extra <= 0:
                 continue
             strategy.covered[index] = want
-            legs = [self._orders[i] for i in strategy.legs[index]]
+            legs = [self._records.order_of(i) for i in strategy.legs[index]]
             if legs and all(leg.ord_status in OPEN_ORD_STATUSES for leg in legs):
                 for leg in legs:
                     self._resize(leg, leg.version.order_qty + extra, "Entry filled further")
@@ -711,10 +638,10 @@ class SimEngine:
                           self.config.strategy_target_label))  # fmt: skip
         # The legs take the entry's time in force (an IOC or FOK entry's legs rest as Day): the
         # strategy's params carry none of their own (reference §5.8; unverified).
-        entry_tif = self._orders[strategy.entry_id].version.time_in_force
+        entry_tif = self._records.order_of(strategy.entry_id).version.time_in_force
         leg_tif = TimeInForce.DAY if entry_tif in (TimeInForce.IOC, TimeInForce.FOK) else entry_tif
-        ids = [self._next_id("order") for _ in specs]
-        oco_id = self._next_id("oco") if len(ids) == 2 else None
+        ids = [self._records.next_id("order") for _ in specs]
+        oco_id = self._records.next_id("oco") if len(ids) == 2 else None
         legs: list[SimOrder] = []
         for position, (kind, raw, label) in enumerate(specs):
             price = max(raw, book.contract.product.tick_size)  # a target beyond zero: the floor
@@ -747,7 +674,7 @@ class SimEngine:
             stopped = order.ord_status is OrdStatus.CANCELED
             self._end_strategy(strategy, "StoppedByUser" if stopped else "ExecutionFinished")
             return
-        if all(self._orders[i].ord_status in FINAL_ORD_STATUSES
+        if all(self._records.order_of(i).ord_status in FINAL_ORD_STATUSES
                for i in self._strategy_orders(strategy)):  # fmt: skip
             self._end_strategy(strategy, "ExecutionFinished")
 
@@ -760,7 +687,7 @@ class SimEngine:
         for index, bracket in enumerate(strategy.brackets):
             if not bracket.breakeven or target.id in strategy.legs[index]:
                 continue
-            for leg in (self._orders[i] for i in strategy.legs[index]):
+            for leg in (self._records.order_of(i) for i in strategy.legs[index]):
                 stop = leg.version.stop_price
                 if leg.ord_status not in OPEN_ORD_STATUSES or stop is None or leg.triggered:
                     continue
@@ -769,9 +696,9 @@ class SimEngine:
                 legal = basis < bid if sell else basis > ask
                 if not (better and legal):
                     continue
-                self._new_version(leg, replace(leg.version, stop_price=basis))
-                self._publish(leg.account_id, "order", "updated", leg)
-                self._report(leg, "Replaced", text=f"Break-even after order {target.id}")
+                self._records.new_version(leg, replace(leg.version, stop_price=basis))
+                self._records.publish(leg.account_id, "order", "updated", leg)
+                self._records.report(leg, "Replaced", text=f"Break-even after order {target.id}")
                 if leg.ord_status is OrdStatus.WORKING:
                     self._unrest(book, leg)
                     self._rest(book, leg)
@@ -782,7 +709,7 @@ class SimEngine:
             return
         bid, ask = self._touch(book)
         for order_id, distance in list(self._trailing.items()):
-            order = self._orders[order_id]
+            order = self._records.order_of(order_id)
             if order.ord_status not in OPEN_ORD_STATUSES or order.triggered:
                 if order.ord_status not in OPEN_ORD_STATUSES:
                     del self._trailing[order_id]
@@ -796,9 +723,9 @@ class SimEngine:
             better = wanted > stop if order.action is Side.SELL else wanted < stop
             if not better:
                 continue
-            self._new_version(order, replace(order.version, stop_price=wanted))
-            self._publish(order.account_id, "order", "updated", order)
-            self._report(order, "Replaced", text=f"Trailing stop moved to {wanted}")
+            self._records.new_version(order, replace(order.version, stop_price=wanted))
+            self._records.publish(order.account_id, "order", "updated", order)
+            self._records.report(order, "Replaced", text=f"Trailing stop moved to {wanted}")
             if order.ord_status is OrdStatus.WORKING:
                 self._unrest(book, order)
                 self._rest(book, order)
@@ -816,7 +743,7 @@ class SimEngine:
     ) -> CommandResult:
         """Change a working order (a new version); ``TooLate`` if it is final."""
         self._expire_due()
-        order = self._orders.get(order_id)
+        order = self._records.order(order_id)
         if order is None:
             return CommandResult(failure_reason="UnknownReason", failure_text=ACCESS_DENIED)
         try:
@@ -827,7 +754,7 @@ class SimEngine:
         self._refresh(book)  # the market may fill the order before the change arrives
 
         def refuse(status: str, refusal: _Refusal) -> CommandResult:
-            command = self._command(order, "Modify", status, cl_ord_id, is_automated)
+            command = self._records.command(order, "Modify", status, cl_ord_id, is_automated)
             return CommandResult(command.id, refusal.reason, refusal.text)
 
         if order.ord_status not in OPEN_ORD_STATUSES:
@@ -852,15 +779,15 @@ class SimEngine:
         risk = self._risk_failure(account, book, order.action, order_qty, added=added)
         if risk is not None:
             return refuse("RiskRejected", risk)
-        command = self._command(order, "Modify", "RiskPassed", cl_ord_id, is_automated)
+        command = self._records.command(order, "Modify", "RiskPassed", cl_ord_id, is_automated)
         changed = replace(
             old, order_qty=order_qty, order_type=order_type, price=new_price,
             stop_price=new_stop, time_in_force=tif, expire_time=expire,
         )  # fmt: skip
-        self._new_version(order, changed)
+        self._records.new_version(order, changed)
         order.triggered = keep_trigger
-        self._publish(order.account_id, "order", "updated", order)
-        self._report(order, "Replaced", text="Modified by request")
+        self._records.publish(order.account_id, "order", "updated", order)
+        self._records.report(order, "Replaced", text="Modified by request")
         if expire is not None:
             heapq.heappush(self._expiries, (expire, order.id))
         for leg in self._suspended_legs(order):
@@ -876,7 +803,7 @@ class SimEngine:
     ) -> CommandResult:
         """Cancel a working order; ``TooLate`` if it is final."""
         self._expire_due()
-        order = self._orders.get(order_id)
+        order = self._records.order(order_id)
         if order is None:
             return CommandResult(failure_reason="UnknownReason", failure_text=ACCESS_DENIED)
         try:
@@ -885,14 +812,18 @@ class SimEngine:
             return CommandResult(failure_reason=refusal.reason, failure_text=refusal.text)
         self._refresh(self._books[order.contract_id])  # a fill may win the race
         if order.ord_status not in OPEN_ORD_STATUSES:
-            command = self._command(order, "Cancel", "ExecutionRejected", cl_ord_id, is_automated)
+            command = self._records.command(
+                order, "Cancel", "ExecutionRejected", cl_ord_id, is_automated
+            )
             return CommandResult(command.id, "TooLate", TOO_LATE)
         try:
             self._check_automated(is_automated)
         except _Refusal as refusal:
-            command = self._command(order, "Cancel", "RiskRejected", cl_ord_id, is_automated)
+            command = self._records.command(
+                order, "Cancel", "RiskRejected", cl_ord_id, is_automated
+            )
             return CommandResult(command.id, refusal.reason, refusal.text)
-        command = self._command(order, "Cancel", "RiskPassed", cl_ord_id, is_automated)
+        command = self._records.command(order, "Cancel", "RiskPassed", cl_ord_id, is_automated)
         self._finalize(order, OrdStatus.CANCELED, "Canceled", "Canceled by request")
         return CommandResult(command.id)
 
@@ -912,7 +843,7 @@ class SimEngine:
         for order in list(book.live.values()):
             # Cancelling an entry may activate or cancel its legs: look at each one afresh.
             if order.account_id == account_id and order.ord_status in OPEN_ORD_STATUSES:
-                self._command(order, "Cancel", "RiskPassed", None, is_automated)
+                self._records.command(order, "Cancel", "RiskPassed", None, is_automated)
                 self._finalize(order, OrdStatus.CANCELED, "Canceled", "Canceled by liquidation")
         position = self._positions.get((account_id, contract_id))
         if position is None or position.net_pos == 0:
@@ -932,38 +863,27 @@ class SimEngine:
     # --- reads --------------------------------------------------------------------------------
     def orders(self, account_id: int | None = None) -> list[SimOrder]:
         """Return orders, oldest first."""
-        if account_id is None:
-            return list(self._orders.values())
-        return list(self._orders_by_account.get(account_id, ()))
+        return self._records.orders(account_id)
 
     def order(self, order_id: int) -> SimOrder | None:
         """Return one order."""
-        return self._orders.get(order_id)
+        return self._records.order(order_id)
 
     def order_versions(self, order_id: int) -> list[SimOrderVersion]:
         """Return an order's versions, oldest first."""
-        return list(self._versions.get(order_id, ()))
+        return self._records.order_versions(order_id)
 
     def execution_reports(self, order_id: int | None = None) -> list[SimExecutionReport]:
         """Return execution reports, of one order or all."""
-        if order_id is None:
-            return list(self._reports)
-        return list(self._reports_by_order.get(order_id, ()))
+        return self._records.execution_reports(order_id)
 
     def commands(self, order_id: int | None = None) -> list[SimCommand]:
         """Return commands, of one order or all."""
-        if order_id is None:
-            return list(self._commands)
-        return list(self._commands_by_order.get(order_id, ()))
+        return self._records.commands(order_id)
 
     def fills(self, order_id: int | None = None, account_id: int | None = None) -> list[SimFill]:
         """Return fills, of one order, one account, or all."""
-        if order_id is not None:
-            found: Iterable[SimFill] = self._fills_by_order.get(order_id, ())
-            return [f for f in found if account_id is None or f.account_id == account_id]
-        if account_id is not None:
-            return list(self._fills_by_account.get(account_id, ()))
-        return list(self._fills)
+        return self._records.fills(order_id, account_id)
 
     def positions(self, account_id: int | None = None) -> list[SimPosition]:
         """Return positions, of one account or all."""
@@ -1074,7 +994,7 @@ class SimEngine:
             for cl_ord_id in cl_ord_ids:
                 if cl_ord_id is None:
                     continue
-                if cl_ord_id in seen or (account.id, cl_ord_id) in self._cl_ord_ids:
+                if cl_ord_id in seen or self._records.has_cl_ord_id(account.id, cl_ord_id):
                     raise _Refusal("UnknownReason", f"Duplicate clOrdId {cl_ord_id!r}")
                 seen.add(cl_ord_id)
 
@@ -1146,9 +1066,6 @@ class SimEngine:
         return None
 
     # --- order life -------------------------------------------------------------------------------
-    def _next_id(self, kind: str) -> int:
-        return next(self._counters[kind])
-
     def _create(
         self,
         order_id: int,
@@ -1164,17 +1081,15 @@ class SimEngine:
         """Create an order, its first version, its ``New`` command and report."""
         now = self.clock.now()
         version = SimOrderVersion(
-            self._next_id("orderVersion"), order_id, leg.order_qty, leg.order_type, leg.price,
-            leg.stop_price, leg.time_in_force, leg.expire_time, leg.text,
+            self._records.next_id("orderVersion"), order_id, leg.order_qty, leg.order_type,
+            leg.price, leg.stop_price, leg.time_in_force, leg.expire_time, leg.text,
         )  # fmt: skip
         order = SimOrder(
             order_id, account.id, book.contract.id, leg.action, status, now, version,
             cl_ord_id=leg.cl_ord_id, is_automated=leg.is_automated, oco_id=oco_id,
             parent_id=parent_id, linked_id=linked_id,
         )  # fmt: skip
-        self._orders[order_id] = order
-        self._orders_by_account.setdefault(account.id, []).append(order)
-        self._versions[order_id] = [version]
+        self._records.add_order(order)
         if reject is not None:
             order.ord_status = OrdStatus.REJECTED
             order.reject_reason = reject.reason
@@ -1183,74 +1098,27 @@ class SimEngine:
             book.live[order_id] = order
             if leg.expire_time is not None:
                 heapq.heappush(self._expiries, (leg.expire_time, order_id))
-        self._publish(account.id, "order", "created", order)
-        self._publish(account.id, "orderVersion", "created", version)
+        self._records.publish(account.id, "order", "created", order)
+        self._records.publish(account.id, "orderVersion", "created", version)
         status_text = "RiskPassed" if reject is None else "RiskRejected"
-        self._command(order, "New", status_text, leg.cl_ord_id, leg.is_automated)
+        self._records.command(order, "New", status_text, leg.cl_ord_id, leg.is_automated)
         if reject is None:
-            self._report(order, "New")
+            self._records.report(order, "New")
         else:
-            self._report(order, "Rejected", reject_reason=reject.reason, text=reject.text)
+            self._records.report(order, "Rejected", reject_reason=reject.reason, text=reject.text)
         return order
 
     def _reject(self, account: SimAccount, book: _Book, leg: _Leg, risk: _Refusal) -> PlaceResult:
         """Create an order that the risk checks rejected."""
-        order_id = self._next_id("order")
+        order_id = self._records.next_id("order")
         self._create(order_id, account, book, leg, OrdStatus.REJECTED, reject=risk)
         return PlaceResult(order_id=order_id, failure_reason=risk.reason, failure_text=risk.text)
 
-    def _command(
-        self,
-        order: SimOrder,
-        command_type: str,
-        status: str,
-        cl_ord_id: str | None,
-        is_automated: bool,
-    ) -> SimCommand:
-        command = SimCommand(
-            self._next_id("command"), order.id, self.clock.now(), command_type, status,
-            cl_ord_id, is_automated,
-        )  # fmt: skip
-        self._commands.append(command)
-        self._commands_by_order.setdefault(order.id, []).append(command)
-        if cl_ord_id is not None:
-            self._cl_ord_ids.add((order.account_id, cl_ord_id))
-        self._publish(order.account_id, "command", "created", command)
-        return command
-
-    def _report(
-        self,
-        order: SimOrder,
-        exec_type: str,
-        last_qty: int | None = None,
-        last_px: Decimal | None = None,
-        reject_reason: str | None = None,
-        text: str = "",
-    ) -> SimExecutionReport:
-        commands = self._commands_by_order.get(order.id)
-        report = SimExecutionReport(
-            self._next_id("executionReport"), commands[-1].id if commands else None,
-            order.account_id, order.contract_id, order.id, self.clock.now(), exec_type,
-            order.ord_status, order.action, order.filled_qty, order.avg_fill_price,
-            last_qty, last_px, reject_reason, text,
-        )  # fmt: skip
-        self._reports.append(report)
-        self._reports_by_order.setdefault(order.id, []).append(report)
-        self._publish(order.account_id, "executionReport", "created", report)
-        return report
-
-    def _new_version(self, order: SimOrder, version: SimOrderVersion) -> None:
-        """Make ``version`` (a changed copy of the current one) the order's current version."""
-        version.id = self._next_id("orderVersion")
-        self._versions[order.id].append(version)
-        order.version = version
-        self._publish(order.account_id, "orderVersion", "created", version)
-
     def _resize(self, order: SimOrder, order_qty: int, text: str) -> None:
         """Give an order a new quantity (bracket legs follow the entry, OCO legs each other)."""
-        self._new_version(order, replace(order.version, order_qty=order_qty))
-        self._publish(order.account_id, "order", "updated", order)
-        self._report(order, "Replaced", text=text)
+        self._records.new_version(order, replace(order.version, order_qty=order_qty))
+        self._records.publish(order.account_id, "order", "updated", order)
+        self._records.report(order, "Replaced", text=text)
 
     # --- matching -----------------------------------------------------------------------------
     def _match_book(self, book: _Book) -> None:
@@ -1278,7 +1146,7 @@ class SimEngine:
 
     def _resting(self, order_id: int, seq: int) -> SimOrder | None:
         """Return the order of a heap entry, or None if the entry is stale."""
-        order = self._orders[order_id]
+        order = self._records.order_of(order_id)
         if order.ord_status is OrdStatus.WORKING and self._rest_seq.get(order_id) == seq:
             return order
         return None
@@ -1367,13 +1235,10 @@ class SimEngine:
         assert price is not None
         now = self.clock.now()
         fill = SimFill(
-            self._next_id("fill"), order.id, order.account_id, order.contract_id, now,
+            self._records.next_id("fill"), order.id, order.account_id, order.contract_id, now,
             order.action, qty, price,
         )  # fmt: skip
-        self._fills.append(fill)
-        self._fills_by_order.setdefault(order.id, []).append(fill)
-        self._fills_by_account.setdefault(order.account_id, []).append(fill)
-        self._publish(order.account_id, "fill", "created", fill)
+        self._records.add_fill(fill)
         value = self._fill_values.get(order.id, Decimal(0)) + qty * price
         self._fill_values[order.id] = value
         order.filled_qty += qty
@@ -1381,8 +1246,8 @@ class SimEngine:
         if order.leaves_qty == 0:
             order.ord_status = OrdStatus.FILLED
             order.ts_final = now
-        self._report(order, "Trade", last_qty=qty, last_px=price)
-        self._publish(order.account_id, "order", "updated", order)
+        self._records.report(order, "Trade", last_qty=qty, last_px=price)
+        self._records.publish(order.account_id, "order", "updated", order)
         self._book_position(book, order, qty, price)
         strategy_id = self._strategy_of.get(order.id)
         if strategy_id is not None and self._strategies[strategy_id].entry_id == order.id:
@@ -1404,7 +1269,10 @@ class SimEngine:
         created = position is None
         if position is None:
             position = SimPosition(
-                self._next_id("position"), order.account_id, order.contract_id, self.clock.now()
+                self._records.next_id("position"),
+                order.account_id,
+                order.contract_id,
+                self.clock.now(),
             )
             self._positions[key] = position
             self._positions_by_account.setdefault(order.account_id, []).append(position)
@@ -1440,20 +1308,22 @@ class SimEngine:
         realized = points * book.contract.product.value_per_point
         position.realized_pnl += realized
         position.timestamp = self.clock.now()
-        self._publish(order.account_id, "position", "created" if created else "updated", position)
+        self._records.publish(
+            order.account_id, "position", "created" if created else "updated", position
+        )
         if realized:
             cash = self._cash[order.account_id]
             cash.realized_pnl += realized
             cash.amount += realized
             cash.timestamp = position.timestamp
-            self._publish(order.account_id, "cashBalance", "updated", cash)
+            self._records.publish(order.account_id, "cashBalance", "updated", cash)
 
     def _finalize(self, order: SimOrder, status: OrdStatus, exec_type: str, text: str) -> None:
         """End an open order (cancel, expiry) and report it."""
         order.ord_status = status
         order.ts_final = self.clock.now()
-        self._publish(order.account_id, "order", "updated", order)
-        self._report(order, exec_type, text=text)
+        self._records.publish(order.account_id, "order", "updated", order)
+        self._records.report(order, exec_type, text=text)
         self._on_final(order)
 
     def _on_final(self, order: SimOrder) -> None:
@@ -1491,19 +1361,19 @@ class SimEngine:
         if leg.ord_status is not OrdStatus.SUSPENDED:
             return
         if leg.version.order_qty != qty:
-            self._new_version(leg, replace(leg.version, order_qty=qty))
+            self._records.new_version(leg, replace(leg.version, order_qty=qty))
         leg.ord_status = OrdStatus.WORKING
-        self._publish(leg.account_id, "order", "updated", leg)
-        self._report(leg, "OrderStatus", text=f"Parent order {leg.parent_id} filled")
+        self._records.publish(leg.account_id, "order", "updated", leg)
+        self._records.report(leg, "OrderStatus", text=f"Parent order {leg.parent_id} filled")
 
     def _suspended_legs(self, order: SimOrder) -> list[SimOrder]:
-        legs = (self._orders[i] for i in self._children.get(order.id, ()))
+        legs = (self._records.order_of(i) for i in self._children.get(order.id, ()))
         return [leg for leg in legs if leg.ord_status is OrdStatus.SUSPENDED]
 
     def _partner(self, order: SimOrder) -> SimOrder | None:
         if order.oco_id is None or order.linked_id is None:
             return None
-        return self._orders.get(order.linked_id)
+        return self._records.order(order.linked_id)
 
     def _compact(self, book: _Book) -> None:
         """Drop stale heap entries (cancelled, filled, modified orders)."""
@@ -1519,7 +1389,7 @@ class SimEngine:
         now = self.clock.now()
         while heap and heap[0][0] <= now:
             _, order_id = heapq.heappop(heap)
-            order = self._orders[order_id]
+            order = self._records.order_of(order_id)
             version = order.version
             if (
                 order.ord_status in OPEN_ORD_STATUSES
