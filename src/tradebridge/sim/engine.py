@@ -90,7 +90,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -98,6 +97,7 @@ from decimal import Decimal
 
 from tradebridge.domain.enums import OrderType, Side, TimeInForce
 from tradebridge.domain.products import Product
+from tradebridge.sim._positions import Positions
 from tradebridge.sim._records import Records
 from tradebridge.sim._reference import Reference
 from tradebridge.sim.clock import Clock
@@ -192,22 +192,6 @@ class _Leg:
     is_automated: bool
 
 
-@dataclass(slots=True)
-class _Lot:
-    """An open part of a position: signed quantity at one price (first in, first out)."""
-
-    qty: int
-    price: Decimal
-
-
-@dataclass(slots=True)
-class _Holding:
-    """The open lots behind one position, and their total value (for the average price)."""
-
-    lots: deque[_Lot] = field(default_factory=deque)
-    open_value: Decimal = Decimal(0)  # sum of |qty| * price over the open lots
-
-
 # A heap entry: (sort key, time priority, order id).
 _Entry = tuple[Decimal, int, int]
 
@@ -270,17 +254,10 @@ class SimEngine:
     _subscribers: list[Subscriber] = field(default_factory=list)
 
     _reference: Reference = field(init=False, repr=False)
-    _cash: dict[int, SimCashBalance] = field(default_factory=dict, init=False, repr=False)
     _records: Records = field(init=False, repr=False)
     _books: dict[int, _Book] = field(default_factory=dict, init=False, repr=False)
     _fill_values: dict[int, Decimal] = field(default_factory=dict, init=False, repr=False)
-    _positions: dict[tuple[int, int], SimPosition] = field(
-        default_factory=dict, init=False, repr=False
-    )
-    _positions_by_account: dict[int, list[SimPosition]] = field(
-        default_factory=dict, init=False, repr=False
-    )
-    _holdings: dict[tuple[int, int], _Holding] = field(default_factory=dict, init=False, repr=False)
+    _positions: Positions = field(init=False, repr=False)
     _children: dict[int, list[int]] = field(default_factory=dict, init=False, repr=False)
     _strategies: dict[int, SimOrderStrategy] = field(default_factory=dict, init=False, repr=False)
     _strategy_links: dict[int, list[SimOrderStrategyLink]] = field(
@@ -296,12 +273,7 @@ class SimEngine:
     def __post_init__(self) -> None:
         self._reference = Reference(self.config, self.clock)
         self._records = Records(self.config, self.clock, self._reference, self._subscribers)
-        now = self.clock.now()
-        for account in self._reference.accounts():
-            cash = Decimal(str(self._reference.account_config(account.id).initial_cash))
-            self._cash[account.id] = SimCashBalance(
-                self._records.next_id("cashBalance"), account.id, now, cash
-            )
+        self._positions = Positions(self.clock, self._reference, self._records)
 
     # --- events -----------------------------------------------------------------------
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
@@ -845,7 +817,7 @@ class SimEngine:
             if order.account_id == account_id and order.ord_status in OPEN_ORD_STATUSES:
                 self._records.command(order, "Cancel", "RiskPassed", None, is_automated)
                 self._finalize(order, OrdStatus.CANCELED, "Canceled", "Canceled by liquidation")
-        position = self._positions.get((account_id, contract_id))
+        position = self._positions.position(account_id, contract_id)
         if position is None or position.net_pos == 0:
             return PlaceResult()
         return self.place_order(
@@ -887,9 +859,7 @@ class SimEngine:
 
     def positions(self, account_id: int | None = None) -> list[SimPosition]:
         """Return positions, of one account or all."""
-        if account_id is None:
-            return list(self._positions.values())
-        return list(self._positions_by_account.get(account_id, ()))
+        return self._positions.positions(account_id)
 
     def order_strategies(self, account_id: int | None = None) -> list[SimOrderStrategy]:
         """Return order strategies, of one account or all, oldest first."""
@@ -908,22 +878,11 @@ class SimEngine:
 
     def cash_balance(self, account_id: int) -> SimCashBalance:
         """Return an account's cash balance (KeyError if the account is unknown)."""
-        return self._cash[account_id]
+        return self._positions.cash_balance(account_id)
 
     def open_pnl(self, account_id: int) -> Decimal:
         """Return the open P&L of an account's positions at current prices."""
-        total = Decimal(0)
-        for position in self._positions_by_account.get(account_id, ()):
-            if position.net_pos == 0:
-                continue
-            holding = self._holdings[(account_id, position.contract_id)]
-            quote = self.quote(position.contract_id)
-            mark = quote.bid if position.net_pos > 0 else quote.ask
-            sign = 1 if position.net_pos > 0 else -1
-            contract = self._reference.contract_of(position.contract_id)
-            per_point = mark * position.net_pos - sign * holding.open_value
-            total += per_point * contract.product.value_per_point
-        return total
+        return self._positions.open_pnl(account_id, self.quote)
 
     # --- checks ---------------------------------------------------------------------------------
     def _prepare(self, request: OrderRequest) -> tuple[SimAccount, _Book, _Leg]:
@@ -1045,7 +1004,7 @@ class SimEngine:
                 f"Order quantity {qty} is over the limit of {cfg.max_order_qty}",
             )
         if cfg.max_position is not None and (added is None or added > 0):
-            position = self._positions.get((account.id, book.contract.id))
+            position = self._positions.position(account.id, book.contract.id)
             working = sum(
                 o.leaves_qty
                 for o in book.live.values()
@@ -1248,7 +1207,7 @@ class SimEngine:
             order.ts_final = now
         self._records.report(order, "Trade", last_qty=qty, last_px=price)
         self._records.publish(order.account_id, "order", "updated", order)
-        self._book_position(book, order, qty, price)
+        self._positions.apply_fill(fill, book.contract)
         strategy_id = self._strategy_of.get(order.id)
         if strategy_id is not None and self._strategies[strategy_id].entry_id == order.id:
             self._cover_fill(self._strategies[strategy_id], order, price)
@@ -1261,62 +1220,6 @@ class SimEngine:
             target = partner.filled_qty + order.leaves_qty
             if target < partner.version.order_qty:
                 self._resize(partner, target, f"OCO: order {order.id} filled in part")
-
-    def _book_position(self, book: _Book, order: SimOrder, qty: int, price: Decimal) -> None:
-        """Apply a fill to the position (first in, first out) and realized P&L to cash."""
-        key = (order.account_id, order.contract_id)
-        position = self._positions.get(key)
-        created = position is None
-        if position is None:
-            position = SimPosition(
-                self._records.next_id("position"),
-                order.account_id,
-                order.contract_id,
-                self.clock.now(),
-            )
-            self._positions[key] = position
-            self._positions_by_account.setdefault(order.account_id, []).append(position)
-            self._holdings[key] = _Holding()
-        holding = self._holdings[key]
-        sign = order.action.sign
-        if sign > 0:
-            position.bought += qty
-            position.bought_value += qty * price
-        else:
-            position.sold += qty
-            position.sold_value += qty * price
-        remaining = qty
-        points = Decimal(0)
-        lots = holding.lots
-        while remaining and lots and (lots[0].qty > 0) != (sign > 0):
-            lot = lots[0]
-            closed = min(remaining, abs(lot.qty))
-            lot_sign = 1 if lot.qty > 0 else -1
-            points += closed * (price - lot.price) * lot_sign
-            holding.open_value -= closed * lot.price
-            lot.qty -= closed * lot_sign
-            remaining -= closed
-            if lot.qty == 0:
-                lots.popleft()
-        if remaining:
-            lots.append(_Lot(sign * remaining, price))
-            holding.open_value += remaining * price
-        position.net_pos += sign * qty
-        position.net_price = (
-            holding.open_value / abs(position.net_pos) if position.net_pos else None
-        )
-        realized = points * book.contract.product.value_per_point
-        position.realized_pnl += realized
-        position.timestamp = self.clock.now()
-        self._records.publish(
-            order.account_id, "position", "created" if created else "updated", position
-        )
-        if realized:
-            cash = self._cash[order.account_id]
-            cash.realized_pnl += realized
-            cash.amount += realized
-            cash.timestamp = position.timestamp
-            self._records.publish(order.account_id, "cashBalance", "updated", cash)
 
     def _finalize(self, order: SimOrder, status: OrdStatus, exec_type: str, text: str) -> None:
         """End an open order (cancel, expiry) and report it."""
