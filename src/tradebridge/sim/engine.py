@@ -88,15 +88,14 @@ How the engine behaves where Tradovate's documents are silent (reference §4, §
 
 from __future__ import annotations
 
-import heapq
-import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
 from tradebridge.domain.enums import OrderType, Side, TimeInForce
 from tradebridge.domain.products import Product
+from tradebridge.sim._book import Book, Market
 from tradebridge.sim._positions import Positions
 from tradebridge.sim._records import Records
 from tradebridge.sim._reference import Reference
@@ -130,7 +129,6 @@ from tradebridge.sim.model import (
     StrategyResult,
     Subscriber,
 )
-from tradebridge.sim.prices import PricePath
 
 __all__ = [
     "ACCESS_DENIED",
@@ -162,11 +160,6 @@ __all__ = [
 ]
 
 
-_COMPACT_MIN = 64  # heaps smaller than this are never rebuilt
-
-_IMMEDIATE = frozenset({TimeInForce.IOC, TimeInForce.FOK})
-
-
 class _Refusal(Exception):
     """A request the engine refuses: Tradovate's ``failureReason`` and a text."""
 
@@ -190,29 +183,6 @@ class _Leg:
     cl_ord_id: str | None
     text: str
     is_automated: bool
-
-
-# A heap entry: (sort key, time priority, order id).
-_Entry = tuple[Decimal, int, int]
-
-
-@dataclass(slots=True)
-class _Book:
-    """One contract's market: its price path and the orders that may trade on it."""
-
-    contract: SimContract
-    path: PricePath
-    live: dict[int, SimOrder] = field(default_factory=dict)  # Working and Suspended
-    bids: list[_Entry] = field(default_factory=list)  # resting buy limits, highest first
-    asks: list[_Entry] = field(default_factory=list)  # resting sell limits, lowest first
-    buy_stops: list[_Entry] = field(default_factory=list)  # lowest stop first
-    sell_stops: list[_Entry] = field(default_factory=list)  # highest stop first
-    # Marketable orders that liquidity_per_fill left unfilled; they trade on the next pass.
-    pending: dict[int, SimOrder] = field(default_factory=dict)
-
-    def heap_size(self) -> int:
-        """Return how many entries the heaps hold, stale ones included."""
-        return len(self.bids) + len(self.asks) + len(self.buy_stops) + len(self.sell_stops)
 
 
 def _check_price(product: Product, value: Decimal | None, name: str, kind: OrderType) -> Decimal:
@@ -255,7 +225,7 @@ class SimEngine:
 
     _reference: Reference = field(init=False, repr=False)
     _records: Records = field(init=False, repr=False)
-    _books: dict[int, _Book] = field(default_factory=dict, init=False, repr=False)
+    _market: Market = field(init=False, repr=False)
     _fill_values: dict[int, Decimal] = field(default_factory=dict, init=False, repr=False)
     _positions: Positions = field(init=False, repr=False)
     _children: dict[int, list[int]] = field(default_factory=dict, init=False, repr=False)
@@ -264,16 +234,13 @@ class SimEngine:
         default_factory=dict, init=False, repr=False
     )
     _strategy_of: dict[int, int] = field(default_factory=dict, init=False, repr=False)
-    _trailing: dict[int, Decimal] = field(default_factory=dict, init=False, repr=False)
-    _rest_seq: dict[int, int] = field(default_factory=dict, init=False, repr=False)
-    _seq: Iterator[int] = field(default_factory=itertools.count, init=False, repr=False)
-    _aggressive: set[int] = field(default_factory=set, init=False, repr=False)
-    _expiries: list[tuple[datetime, int]] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._reference = Reference(self.config, self.clock)
         self._records = Records(self.config, self.clock, self._reference, self._subscribers)
         self._positions = Positions(self.clock, self._reference, self._records)
+        self._market = Market(self.config, self.clock, self._reference, self._records)
+        self._market.trader = self
 
     # --- events -----------------------------------------------------------------------
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
@@ -330,65 +297,23 @@ class SimEngine:
     # --- market ---------------------------------------------------------------------------
     def quote(self, contract_id: int) -> Quote:
         """Return the current top of book (the price path advanced to now)."""
-        book = self._book_of(contract_id)
-        self._expire_due()
-        self._refresh(book)
-        bid, ask = self._touch(book)
-        return Quote(contract_id, bid, ask, book.path.last, self.clock.now())
+        return self._market.quote(contract_id)
 
     def set_price(self, contract_id: int, last: Decimal) -> None:
         """Move a contract's price (test hook, admin endpoint) and match resting orders.
 
         Raises KeyError for an unknown contract and ValueError for a price off tick.
         """
-        book = self._book_of(contract_id)
-        self._expire_due()
-        self._refresh(book)
-        book.path.set_last(last)
-        self._match_book(book)
+        self._market.set_price(contract_id, last)
 
     def advance(self) -> None:
         """Step every traded contract's price path up to the clock and match orders."""
-        self._expire_due()
-        now = self.clock.now()
-        for book in tuple(self._books.values()):
-            if book.live:
-                book.path.advance_to(now)
-                self._match_book(book)
-
-    def _book_of(self, contract_id: int) -> _Book:
-        contract = self.contract(contract_id)
-        if contract is None:
-            raise KeyError(f"no contract with id {contract_id}")
-        return self._book(contract)
-
-    def _book(self, contract: SimContract) -> _Book:
-        book = self._books.get(contract.id)
-        if book is None:
-            path = PricePath(
-                self.config.seed,
-                contract.name,
-                contract.product,
-                self.clock.now(),
-                self.config.price_step_s,
-            )
-            book = self._books[contract.id] = _Book(contract, path)
-        return book
-
-    def _refresh(self, book: _Book) -> None:
-        """Advance the book's price to now; a move is a matching pass."""
-        if book.path.advance_to(self.clock.now()) and book.live:
-            self._match_book(book)
-
-    @staticmethod
-    def _touch(book: _Book) -> tuple[Decimal, Decimal]:
-        last = book.path.last
-        return last, last + book.path.tick_size
+        self._market.advance()
 
     # --- orders -----------------------------------------------------------------------------
     def place_order(self, request: OrderRequest) -> PlaceResult:
         """Validate, accept and match a new order."""
-        self._expire_due()
+        self._market.expire_due()
         try:
             account, book, leg = self._prepare(request)
             self._check_request(account, request.is_automated, [request.cl_ord_id])
@@ -398,14 +323,14 @@ class SimEngine:
         if risk is not None:
             return self._reject(account, book, leg, risk)
         order = self._create(self._records.next_id("order"), account, book, leg, OrdStatus.WORKING)
-        self._execute(book, order, fresh=True)
+        self._market.execute(book, order, fresh=True)
         return PlaceResult(order_id=order.id)
 
     def place_oso(
         self, entry: OrderRequest, bracket1: BracketRequest, bracket2: BracketRequest | None
     ) -> PlaceResult:
         """Place an entry whose brackets activate when it fills (two brackets are OCO)."""
-        self._expire_due()
+        self._market.expire_due()
         brackets = [bracket1] if bracket2 is None else [bracket1, bracket2]
         try:
             account, book, entry_leg = self._prepare(entry)
@@ -431,7 +356,7 @@ class SimEngine:
                 parent_id=entry_id, oco_id=oco_id, linked_id=linked,
             )  # fmt: skip
         self._children[entry_id] = leg_ids
-        self._execute(book, order, fresh=True)
+        self._market.execute(book, order, fresh=True)
         return PlaceResult(
             order_id=entry_id,
             oso1_id=leg_ids[0],
@@ -440,7 +365,7 @@ class SimEngine:
 
     def place_oco(self, first: OrderRequest, other: BracketRequest) -> PlaceResult:
         """Place two orders of which the first to fill cancels the other."""
-        self._expire_due()
+        self._market.expire_due()
         try:
             account, book, first_leg = self._prepare(first)
             other_leg = self._bracket_leg(book, other, first_leg, live=True)
@@ -460,8 +385,8 @@ class SimEngine:
         two = self._create(
             other_id, account, book, other_leg, OrdStatus.WORKING, oco_id=oco_id, linked_id=first_id
         )
-        self._execute(book, one, fresh=True)
-        self._execute(book, two, fresh=True)
+        self._market.execute(book, one, fresh=True)
+        self._market.execute(book, two, fresh=True)
         return PlaceResult(order_id=first_id, oco_id=other_id)
 
     def start_order_strategy(
@@ -474,7 +399,7 @@ class SimEngine:
         uuid: str | None = None,
     ) -> StrategyResult:
         """Start a Bracket strategy: the entry now, its legs on the entry's fill."""
-        self._expire_due()
+        self._market.expire_due()
         cfg = self.config
         if type_id != cfg.strategy_type_id:
             return StrategyResult(error_text=f"Unsupported: unknown orderStrategyTypeId {type_id}")
@@ -498,29 +423,29 @@ class SimEngine:
             self._end_strategy(strategy, "ExecutionFailed", f"{risk.reason}: {risk.text}")
             return StrategyResult(strategy)
         order = self._create(entry_id, account, book, entry_leg, OrdStatus.WORKING)
-        self._execute(book, order, fresh=True)
+        self._market.execute(book, order, fresh=True)
         return StrategyResult(strategy)
 
     def interrupt_order_strategy(self, strategy_id: int) -> StrategyResult:
         """Stop a strategy: cancel its working entry and every open leg."""
-        self._expire_due()
+        self._market.expire_due()
         strategy = self._strategies.get(strategy_id)
         if strategy is None:
             return StrategyResult(error_text=ACCESS_DENIED)
         if not strategy.active:
             return StrategyResult(strategy, f"Strategy {strategy_id} is {strategy.status}")
-        self._refresh(self._books[strategy.contract_id])
+        self._market.refresh(self._market.books[strategy.contract_id])
         strategy.status = "ExecutionInterrupted"  # first: the cancels below must not end it
         for order_id in self._strategy_orders(strategy):
             order = self._records.order_of(order_id)
             if order.ord_status in OPEN_ORD_STATUSES:
                 self._records.command(order, "Cancel", "RiskPassed", None, True)
-                self._finalize(order, OrdStatus.CANCELED, "Canceled", "Strategy interrupted")
+                self.finalize(order, OrdStatus.CANCELED, "Canceled", "Strategy interrupted")
         self._records.publish(strategy.account_id, "orderStrategy", "updated", strategy)
         return StrategyResult(strategy)
 
     def _check_brackets(
-        self, book: _Book, entry: _Leg, brackets: tuple[StrategyBracket, ...]
+        self, book: Book, entry: _Leg, brackets: tuple[StrategyBracket, ...]
     ) -> None:
         if not brackets:
             raise _Refusal("Unsupported", "A bracket strategy needs at least one bracket")
@@ -567,7 +492,7 @@ class SimEngine:
             return
         if strategy.basis is None:
             strategy.basis = price
-        book = self._books[entry.contract_id]
+        book = self._market.books[entry.contract_id]
         account = self._reference.account_of(entry.account_id)
         ahead = 0
         fresh: list[SimOrder] = []
@@ -585,7 +510,7 @@ class SimEngine:
                 continue
             fresh += self._bracket_pair(strategy, bracket, index, account, book, extra)
         for leg in fresh:
-            self._execute(book, leg, fresh=True)
+            self._market.execute(book, leg, fresh=True)
 
     def _bracket_pair(
         self,
@@ -593,7 +518,7 @@ class SimEngine:
         bracket: StrategyBracket,
         index: int,
         account: SimAccount,
-        book: _Book,
+        book: Book,
         qty: int,
     ) -> list[SimOrder]:
         basis = strategy.basis
@@ -629,7 +554,7 @@ class SimEngine:
                 parent_id=strategy.entry_id, oco_id=oco_id, linked_id=linked,
             )  # fmt: skip
             if kind is OrderType.STOP and bracket.trailing and bracket.stop_loss is not None:
-                self._trailing[order.id] = bracket.stop_loss
+                self._market.follow(order.id, bracket.stop_loss)
             strategy.legs[index].append(order.id)
             legs.append(order)
         return legs
@@ -654,8 +579,8 @@ class SimEngine:
         """A target filled: move the stops of the other break-even brackets to the fill."""
         basis = strategy.basis
         assert basis is not None
-        book = self._books[strategy.contract_id]
-        bid, ask = self._touch(book)
+        book = self._market.books[strategy.contract_id]
+        bid, ask = self._market.touch(book)
         for index, bracket in enumerate(strategy.brackets):
             if not bracket.breakeven or target.id in strategy.legs[index]:
                 continue
@@ -672,35 +597,8 @@ class SimEngine:
                 self._records.publish(leg.account_id, "order", "updated", leg)
                 self._records.report(leg, "Replaced", text=f"Break-even after order {target.id}")
                 if leg.ord_status is OrdStatus.WORKING:
-                    self._unrest(book, leg)
-                    self._rest(book, leg)
-
-    def _trail(self, book: _Book) -> None:
-        """Move trailing stops towards the market: never back, one version per move."""
-        if not self._trailing:
-            return
-        bid, ask = self._touch(book)
-        for order_id, distance in list(self._trailing.items()):
-            order = self._records.order_of(order_id)
-            if order.ord_status not in OPEN_ORD_STATUSES or order.triggered:
-                if order.ord_status not in OPEN_ORD_STATUSES:
-                    del self._trailing[order_id]
-                continue
-            if order.contract_id != book.contract.id:
-                continue
-            stop = order.version.stop_price
-            assert stop is not None
-            # A sell stop protects a long: it rises with the bid; a buy stop falls with the ask.
-            wanted = bid - distance if order.action is Side.SELL else ask + distance
-            better = wanted > stop if order.action is Side.SELL else wanted < stop
-            if not better:
-                continue
-            self._records.new_version(order, replace(order.version, stop_price=wanted))
-            self._records.publish(order.account_id, "order", "updated", order)
-            self._records.report(order, "Replaced", text=f"Trailing stop moved to {wanted}")
-            if order.ord_status is OrdStatus.WORKING:
-                self._unrest(book, order)
-                self._rest(book, order)
+                    self._market.unrest(book, leg)
+                    self._market.rest(book, leg)
 
     def modify_order(
         self,
@@ -714,7 +612,7 @@ class SimEngine:
         is_automated: bool = False,
     ) -> CommandResult:
         """Change a working order (a new version); ``TooLate`` if it is final."""
-        self._expire_due()
+        self._market.expire_due()
         order = self._records.order(order_id)
         if order is None:
             return CommandResult(failure_reason="UnknownReason", failure_text=ACCESS_DENIED)
@@ -722,8 +620,8 @@ class SimEngine:
             account = self._check_account(order.account_id)
         except _Refusal as refusal:
             return CommandResult(failure_reason=refusal.reason, failure_text=refusal.text)
-        book = self._books[order.contract_id]
-        self._refresh(book)  # the market may fill the order before the change arrives
+        book = self._market.books[order.contract_id]
+        self._market.refresh(book)  # the market may fill the order before the change arrives
 
         def refuse(status: str, refusal: _Refusal) -> CommandResult:
             command = self._records.command(order, "Modify", status, cl_ord_id, is_automated)
@@ -761,20 +659,20 @@ class SimEngine:
         self._records.publish(order.account_id, "order", "updated", order)
         self._records.report(order, "Replaced", text="Modified by request")
         if expire is not None:
-            heapq.heappush(self._expiries, (expire, order.id))
+            self._market.expire_at(expire, order.id)
         for leg in self._suspended_legs(order):
             if leg.version.order_qty != order_qty:
                 self._resize(leg, order_qty, "Follows the entry's quantity")
         if order.ord_status is OrdStatus.WORKING:
-            self._unrest(book, order)
-            self._execute(book, order, fresh=True)
+            self._market.unrest(book, order)
+            self._market.execute(book, order, fresh=True)
         return CommandResult(command.id)
 
     def cancel_order(
         self, order_id: int, cl_ord_id: str | None = None, is_automated: bool = False
     ) -> CommandResult:
         """Cancel a working order; ``TooLate`` if it is final."""
-        self._expire_due()
+        self._market.expire_due()
         order = self._records.order(order_id)
         if order is None:
             return CommandResult(failure_reason="UnknownReason", failure_text=ACCESS_DENIED)
@@ -782,7 +680,7 @@ class SimEngine:
             self._check_account(order.account_id)
         except _Refusal as refusal:
             return CommandResult(failure_reason=refusal.reason, failure_text=refusal.text)
-        self._refresh(self._books[order.contract_id])  # a fill may win the race
+        self._market.refresh(self._market.books[order.contract_id])  # a fill may win the race
         if order.ord_status not in OPEN_ORD_STATUSES:
             command = self._records.command(
                 order, "Cancel", "ExecutionRejected", cl_ord_id, is_automated
@@ -796,27 +694,27 @@ class SimEngine:
             )
             return CommandResult(command.id, refusal.reason, refusal.text)
         command = self._records.command(order, "Cancel", "RiskPassed", cl_ord_id, is_automated)
-        self._finalize(order, OrdStatus.CANCELED, "Canceled", "Canceled by request")
+        self.finalize(order, OrdStatus.CANCELED, "Canceled", "Canceled by request")
         return CommandResult(command.id)
 
     def liquidate_position(
         self, account_id: int, contract_id: int, is_automated: bool = False
     ) -> PlaceResult:
         """Cancel working orders on the contract and close the position at market."""
-        self._expire_due()
+        self._market.expire_due()
         try:
             self._check_account(account_id)
             contract = self._contract_by_id(contract_id)
             self._check_automated(is_automated)
         except _Refusal as refusal:
             return PlaceResult(failure_reason=refusal.reason, failure_text=refusal.text)
-        book = self._book(contract)
-        self._refresh(book)
+        book = self._market.book(contract)
+        self._market.refresh(book)
         for order in list(book.live.values()):
             # Cancelling an entry may activate or cancel its legs: look at each one afresh.
             if order.account_id == account_id and order.ord_status in OPEN_ORD_STATUSES:
                 self._records.command(order, "Cancel", "RiskPassed", None, is_automated)
-                self._finalize(order, OrdStatus.CANCELED, "Canceled", "Canceled by liquidation")
+                self.finalize(order, OrdStatus.CANCELED, "Canceled", "Canceled by liquidation")
         position = self._positions.position(account_id, contract_id)
         if position is None or position.net_pos == 0:
             return PlaceResult()
@@ -885,7 +783,7 @@ class SimEngine:
         return self._positions.open_pnl(account_id, self.quote)
 
     # --- checks ---------------------------------------------------------------------------------
-    def _prepare(self, request: OrderRequest) -> tuple[SimAccount, _Book, _Leg]:
+    def _prepare(self, request: OrderRequest) -> tuple[SimAccount, Book, _Leg]:
         """Run the checks that refuse an order without creating one."""
         self._take_injected_failure()
         account = self._check_account(request.account_id)
@@ -899,8 +797,8 @@ class SimEngine:
                 "InvalidContract",
                 f"Contract {contract.name} expired on {contract.symbol.expiry().isoformat()}",
             )
-        book = self._book(contract)
-        self._refresh(book)
+        book = self._market.book(contract)
+        self._market.refresh(book)
         if request.order_qty <= 0:
             raise _Refusal("Unsupported", f"orderQty {request.order_qty} must be at least 1")
         price, stop = self._check_prices(
@@ -913,7 +811,7 @@ class SimEngine:
         )  # fmt: skip
         return account, book, leg
 
-    def _bracket_leg(self, book: _Book, bracket: BracketRequest, parent: _Leg, live: bool) -> _Leg:
+    def _bracket_leg(self, book: Book, bracket: BracketRequest, parent: _Leg, live: bool) -> _Leg:
         price, stop = self._check_prices(
             book, bracket.action, bracket.order_type, bracket.price, bracket.stop_price, live=live
         )
@@ -959,7 +857,7 @@ class SimEngine:
 
     def _check_prices(
         self,
-        book: _Book,
+        book: Book,
         action: Side,
         order_type: OrderType,
         price: Decimal | None,
@@ -974,7 +872,7 @@ class SimEngine:
         if order_type.needs_stop_price:
             stop = _check_price(prod, stop_price, "stopPrice", order_type)
             if live:
-                bid, ask = self._touch(book)
+                bid, ask = self._market.touch(book)
                 # Exchanges refuse a stop the market has already passed: it would trigger at once.
                 if action is Side.BUY and stop <= ask:
                     raise _Refusal("InvalidPrice", f"Buy stop {stop} must be above the ask {ask}")
@@ -994,7 +892,7 @@ class SimEngine:
         return expire_time
 
     def _risk_failure(
-        self, account: SimAccount, book: _Book, action: Side, qty: int, added: int | None = None
+        self, account: SimAccount, book: Book, action: Side, qty: int, added: int | None = None
     ) -> _Refusal | None:
         """Return the risk check an order (or ``added`` more of a working one) fails."""
         cfg = self.config
@@ -1029,7 +927,7 @@ class SimEngine:
         self,
         order_id: int,
         account: SimAccount,
-        book: _Book,
+        book: Book,
         leg: _Leg,
         status: OrdStatus,
         parent_id: int | None = None,
@@ -1056,7 +954,7 @@ class SimEngine:
         else:
             book.live[order_id] = order
             if leg.expire_time is not None:
-                heapq.heappush(self._expiries, (leg.expire_time, order_id))
+                self._market.expire_at(leg.expire_time, order_id)
         self._records.publish(account.id, "order", "created", order)
         self._records.publish(account.id, "orderVersion", "created", version)
         status_text = "RiskPassed" if reject is None else "RiskRejected"
@@ -1067,7 +965,7 @@ class SimEngine:
             self._records.report(order, "Rejected", reject_reason=reject.reason, text=reject.text)
         return order
 
-    def _reject(self, account: SimAccount, book: _Book, leg: _Leg, risk: _Refusal) -> PlaceResult:
+    def _reject(self, account: SimAccount, book: Book, leg: _Leg, risk: _Refusal) -> PlaceResult:
         """Create an order that the risk checks rejected."""
         order_id = self._records.next_id("order")
         self._create(order_id, account, book, leg, OrdStatus.REJECTED, reject=risk)
@@ -1079,117 +977,7 @@ class SimEngine:
         self._records.publish(order.account_id, "order", "updated", order)
         self._records.report(order, "Replaced", text=text)
 
-    # --- matching -----------------------------------------------------------------------------
-    def _match_book(self, book: _Book) -> None:
-        """Run one matching pass over a contract at its current quote."""
-        self._trail(book)
-        bid, ask = self._touch(book)
-        pending = list(book.pending.values())
-        book.pending.clear()
-        triggered = self._pop_while(book.buy_stops, lambda key: key <= ask)
-        triggered += self._pop_while(book.sell_stops, lambda key: -key >= bid)
-        crossing = self._pop_while(book.bids, lambda key: -key >= ask)
-        crossing += self._pop_while(book.asks, lambda key: key <= bid)
-        for order in itertools.chain(triggered, crossing, pending):
-            self._execute(book, order, fresh=False)
-
-    def _pop_while(self, heap: list[_Entry], hit: Callable[[Decimal], bool]) -> list[SimOrder]:
-        """Pop the live orders at the top of a heap whose key the market has reached."""
-        found: list[SimOrder] = []
-        while heap and hit(heap[0][0]):
-            _, seq, order_id = heapq.heappop(heap)
-            order = self._resting(order_id, seq)
-            if order is not None:
-                found.append(order)
-        return found
-
-    def _resting(self, order_id: int, seq: int) -> SimOrder | None:
-        """Return the order of a heap entry, or None if the entry is stale."""
-        order = self._records.order_of(order_id)
-        if order.ord_status is OrdStatus.WORKING and self._rest_seq.get(order_id) == seq:
-            return order
-        return None
-
-    def _rest(self, book: _Book, order: SimOrder) -> None:
-        """Put a working order that cannot trade now into its heap (keeping time priority)."""
-        seq = self._rest_seq.get(order.id)
-        if seq is None:
-            seq = self._rest_seq[order.id] = next(self._seq)
-        version = order.version
-        buy = order.action is Side.BUY
-        if version.order_type.needs_stop_price and not order.triggered:
-            stop = version.stop_price
-            assert stop is not None
-            heapq.heappush(
-                book.buy_stops if buy else book.sell_stops, (stop if buy else -stop, seq, order.id)
-            )
-        else:
-            limit = version.price
-            assert limit is not None
-            heapq.heappush(
-                book.bids if buy else book.asks, (-limit if buy else limit, seq, order.id)
-            )
-
-    def _unrest(self, book: _Book, order: SimOrder) -> None:
-        """Forget where an order rests (its heap entries go stale); it arrives afresh."""
-        self._rest_seq.pop(order.id, None)
-        book.pending.pop(order.id, None)
-        self._aggressive.discard(order.id)
-
-    def _execute(self, book: _Book, order: SimOrder, fresh: bool) -> None:
-        """Trade one order at the current quote as far as it can, then rest the rest.
-
-        ``fresh`` is the order's first pass (placed, modified or activated).
-        """
-        if order.ord_status is not OrdStatus.WORKING:
-            return
-        version = order.version
-        buy = order.action is Side.BUY
-        bid, ask = self._touch(book)
-        if version.order_type.needs_stop_price and not order.triggered:
-            stop = version.stop_price
-            assert stop is not None
-            if not (ask >= stop if buy else bid <= stop):
-                self._rest(book, order)
-                return
-            order.triggered = True
-            fresh = True  # a triggered stop arrives in the market now
-        touch = ask if buy else bid
-        limit = version.price if version.order_type.needs_limit_price else None
-        crossing = limit is None or (touch <= limit if buy else touch >= limit)
-        tif = version.time_in_force
-        immediate = fresh and tif in _IMMEDIATE
-        if not crossing:
-            self._aggressive.discard(order.id)
-            if immediate:
-                self._finalize(
-                    order, OrdStatus.CANCELED, "Canceled", f"{tif.upper()}: not marketable"
-                )
-            else:
-                self._rest(book, order)
-            return
-        if fresh:
-            self._aggressive.add(order.id)
-        leaves = order.leaves_qty
-        cap = self.config.liquidity_per_fill
-        qty = leaves if cap is None else min(leaves, cap)
-        if immediate and tif is TimeInForce.FOK and qty < leaves:
-            self._finalize(
-                order, OrdStatus.CANCELED, "Canceled", "FOK: not enough liquidity to fill all"
-            )
-            return
-        aggressive = limit is None or order.id in self._aggressive
-        self._fill(book, order, qty, touch if aggressive else limit)
-        if order.ord_status in FINAL_ORD_STATUSES:  # filled, or cancelled through a link
-            return
-        if immediate:
-            self._finalize(order, OrdStatus.CANCELED, "Canceled", "IOC: remainder canceled")
-        elif aggressive:
-            book.pending[order.id] = order
-        else:
-            self._rest(book, order)
-
-    def _fill(self, book: _Book, order: SimOrder, qty: int, price: Decimal | None) -> None:
+    def fill(self, book: Book, order: SimOrder, qty: int, price: Decimal | None) -> None:
         """Book one execution: fill, report, order, position and cash."""
         assert price is not None
         now = self.clock.now()
@@ -1221,7 +1009,7 @@ class SimEngine:
             if target < partner.version.order_qty:
                 self._resize(partner, target, f"OCO: order {order.id} filled in part")
 
-    def _finalize(self, order: SimOrder, status: OrdStatus, exec_type: str, text: str) -> None:
+    def finalize(self, order: SimOrder, status: OrdStatus, exec_type: str, text: str) -> None:
         """End an open order (cancel, expiry) and report it."""
         order.ord_status = status
         order.ts_final = self.clock.now()
@@ -1231,14 +1019,14 @@ class SimEngine:
 
     def _on_final(self, order: SimOrder) -> None:
         """Take a final order out of its book; settle its bracket legs and OCO partner."""
-        book = self._books[order.contract_id]
+        book = self._market.books[order.contract_id]
         book.live.pop(order.id, None)
-        self._unrest(book, order)
+        self._market.unrest(book, order)
         legs = self._suspended_legs(order)
         if legs and order.filled_qty == 0:
             for leg in legs:
                 if leg.ord_status is OrdStatus.SUSPENDED:
-                    self._finalize(
+                    self.finalize(
                         leg,
                         OrdStatus.CANCELED,
                         "Canceled",
@@ -1248,16 +1036,15 @@ class SimEngine:
             for leg in legs:
                 self._activate(leg, order.filled_qty)
             for leg in legs:
-                self._execute(book, leg, fresh=True)
+                self._market.execute(book, leg, fresh=True)
         partner = self._partner(order)
         if partner is not None and partner.ord_status in OPEN_ORD_STATUSES:
-            self._finalize(
+            self.finalize(
                 partner, OrdStatus.CANCELED, "Canceled", f"OCO: order {order.id} {order.ord_status}"
             )
         if order.id in self._strategy_of:
             self._settle_strategy(order)
-        if book.heap_size() > max(_COMPACT_MIN, 2 * len(book.live)):
-            self._compact(book)
+        self._market.tidy(book)
 
     def _activate(self, leg: SimOrder, qty: int) -> None:
         """Turn a suspended bracket leg into a working order for ``qty``."""
@@ -1277,27 +1064,3 @@ class SimEngine:
         if order.oco_id is None or order.linked_id is None:
             return None
         return self._records.order(order.linked_id)
-
-    def _compact(self, book: _Book) -> None:
-        """Drop stale heap entries (cancelled, filled, modified orders)."""
-        for heap in (book.bids, book.asks, book.buy_stops, book.sell_stops):
-            heap[:] = [e for e in heap if self._resting(e[2], e[1]) is not None]
-            heapq.heapify(heap)
-
-    def _expire_due(self) -> None:
-        """Expire GTD orders whose time has come."""
-        heap = self._expiries
-        if not heap:
-            return
-        now = self.clock.now()
-        while heap and heap[0][0] <= now:
-            _, order_id = heapq.heappop(heap)
-            order = self._records.order_of(order_id)
-            version = order.version
-            if (
-                order.ord_status in OPEN_ORD_STATUSES
-                and version.time_in_force is TimeInForce.GTD
-                and version.expire_time is not None
-                and version.expire_time <= now
-            ):
-                self._finalize(order, OrdStatus.EXPIRED, "Expired", "GTD order expired")
