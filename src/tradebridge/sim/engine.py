@@ -90,12 +90,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from decimal import Decimal
 
 from tradebridge.domain.enums import OrderType, Side, TimeInForce
-from tradebridge.domain.products import Product
 from tradebridge.sim._book import Book, Market
+from tradebridge.sim._checks import (
+    Checks,
+    Leg,
+    Refusal,
+    check_bracket_side,
+    check_brackets,
+    check_new_qty,
+)
 from tradebridge.sim._positions import Positions
 from tradebridge.sim._records import Records
 from tradebridge.sim._reference import Reference
@@ -160,61 +166,6 @@ __all__ = [
 ]
 
 
-class _Refusal(Exception):
-    """A request the engine refuses: Tradovate's ``failureReason`` and a text."""
-
-    def __init__(self, reason: str, text: str) -> None:
-        super().__init__(text)
-        self.reason = reason
-        self.text = text
-
-
-@dataclass(frozen=True, slots=True)
-class _Leg:
-    """A checked order, ready to become a ``SimOrder``."""
-
-    action: Side
-    order_type: OrderType
-    order_qty: int
-    price: Decimal | None
-    stop_price: Decimal | None
-    time_in_force: TimeInForce
-    expire_time: datetime | None
-    cl_ord_id: str | None
-    text: str
-    is_automated: bool
-
-
-def _check_price(product: Product, value: Decimal | None, name: str, kind: OrderType) -> Decimal:
-    if value is None:
-        raise _Refusal("InvalidPrice", f"{name} is required for a {kind.value} order")
-    if not value.is_finite() or value <= 0:
-        raise _Refusal("InvalidPrice", f"{name} {value} must be a positive price")
-    if not product.is_on_tick(value):
-        raise _Refusal(
-            "InvalidPrice",
-            f"{name} {value} is not a multiple of the tick size {product.tick_size}",
-        )
-    return value
-
-
-def _check_bracket_side(number: int, bracket: BracketRequest, entry: _Leg) -> None:
-    if bracket.action is entry.action:
-        raise _Refusal(
-            "Unsupported",
-            f"bracket{number} must {entry.action.opposite.value} to close a "
-            f"{entry.action.value} entry",
-        )
-
-
-def _check_new_qty(order: SimOrder, order_qty: int) -> None:
-    if order_qty <= order.filled_qty:
-        raise _Refusal(
-            "Unsupported",
-            f"orderQty {order_qty} must exceed the filled quantity {order.filled_qty}",
-        )
-
-
 @dataclass
 class SimEngine:
     """The state and the matching engine (see the module docstring for the contract)."""
@@ -226,6 +177,7 @@ class SimEngine:
     _reference: Reference = field(init=False, repr=False)
     _records: Records = field(init=False, repr=False)
     _market: Market = field(init=False, repr=False)
+    _checks: Checks = field(init=False, repr=False)
     _fill_values: dict[int, Decimal] = field(default_factory=dict, init=False, repr=False)
     _positions: Positions = field(init=False, repr=False)
     _children: dict[int, list[int]] = field(default_factory=dict, init=False, repr=False)
@@ -241,6 +193,9 @@ class SimEngine:
         self._positions = Positions(self.clock, self._reference, self._records)
         self._market = Market(self.config, self.clock, self._reference, self._records)
         self._market.trader = self
+        self._checks = Checks(
+            self.config, self.clock, self._reference, self._records, self._market, self._positions
+        )
 
     # --- events -----------------------------------------------------------------------
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
@@ -288,12 +243,6 @@ class SimEngine:
         """Return whether a contract no longer trades at the engine's clock."""
         return self._reference.is_expired(contract)
 
-    def _contract_by_id(self, contract_id: int) -> SimContract:
-        contract = self.contract(contract_id)
-        if contract is None:
-            raise _Refusal("InvalidContract", f"Unknown contract id {contract_id}")
-        return contract
-
     # --- market ---------------------------------------------------------------------------
     def quote(self, contract_id: int) -> Quote:
         """Return the current top of book (the price path advanced to now)."""
@@ -315,11 +264,11 @@ class SimEngine:
         """Validate, accept and match a new order."""
         self._market.expire_due()
         try:
-            account, book, leg = self._prepare(request)
-            self._check_request(account, request.is_automated, [request.cl_ord_id])
-        except _Refusal as refusal:
+            account, book, leg = self._checks.prepare(request)
+            self._checks.check_request(account, request.is_automated, [request.cl_ord_id])
+        except Refusal as refusal:
             return PlaceResult(failure_reason=refusal.reason, failure_text=refusal.text)
-        risk = self._risk_failure(account, book, leg.action, leg.order_qty)
+        risk = self._checks.risk_failure(account, book, leg.action, leg.order_qty)
         if risk is not None:
             return self._reject(account, book, leg, risk)
         order = self._create(self._records.next_id("order"), account, book, leg, OrdStatus.WORKING)
@@ -333,16 +282,16 @@ class SimEngine:
         self._market.expire_due()
         brackets = [bracket1] if bracket2 is None else [bracket1, bracket2]
         try:
-            account, book, entry_leg = self._prepare(entry)
-            legs: list[_Leg] = []
+            account, book, entry_leg = self._checks.prepare(entry)
+            legs: list[Leg] = []
             for number, bracket in enumerate(brackets, start=1):
-                _check_bracket_side(number, bracket, entry_leg)
-                legs.append(self._bracket_leg(book, bracket, entry_leg, live=False))
+                check_bracket_side(number, bracket, entry_leg)
+                legs.append(self._checks.bracket_leg(book, bracket, entry_leg, live=False))
             cl_ord_ids = [entry.cl_ord_id, *(b.cl_ord_id for b in brackets)]
-            self._check_request(account, entry.is_automated, cl_ord_ids)
-        except _Refusal as refusal:
+            self._checks.check_request(account, entry.is_automated, cl_ord_ids)
+        except Refusal as refusal:
             return PlaceResult(failure_reason=refusal.reason, failure_text=refusal.text)
-        risk = self._risk_failure(account, book, entry_leg.action, entry_leg.order_qty)
+        risk = self._checks.risk_failure(account, book, entry_leg.action, entry_leg.order_qty)
         if risk is not None:
             return self._reject(account, book, entry_leg, risk)
         entry_id = self._records.next_id("order")
@@ -367,14 +316,16 @@ class SimEngine:
         """Place two orders of which the first to fill cancels the other."""
         self._market.expire_due()
         try:
-            account, book, first_leg = self._prepare(first)
-            other_leg = self._bracket_leg(book, other, first_leg, live=True)
-            self._check_request(account, first.is_automated, [first.cl_ord_id, other.cl_ord_id])
-        except _Refusal as refusal:
+            account, book, first_leg = self._checks.prepare(first)
+            other_leg = self._checks.bracket_leg(book, other, first_leg, live=True)
+            self._checks.check_request(
+                account, first.is_automated, [first.cl_ord_id, other.cl_ord_id]
+            )
+        except Refusal as refusal:
             return PlaceResult(failure_reason=refusal.reason, failure_text=refusal.text)
-        risk = self._risk_failure(
+        risk = self._checks.risk_failure(
             account, book, first_leg.action, first_leg.order_qty
-        ) or self._risk_failure(account, book, other_leg.action, other_leg.order_qty)
+        ) or self._checks.risk_failure(account, book, other_leg.action, other_leg.order_qty)
         if risk is not None:
             return self._reject(account, book, first_leg, risk)
         first_id, other_id = self._records.next_id("order"), self._records.next_id("order")
@@ -404,9 +355,9 @@ class SimEngine:
         if type_id != cfg.strategy_type_id:
             return StrategyResult(error_text=f"Unsupported: unknown orderStrategyTypeId {type_id}")
         try:
-            account, book, entry_leg = self._prepare(replace(entry, cl_ord_id=None))
-            self._check_brackets(book, entry_leg, brackets)
-        except _Refusal as refusal:
+            account, book, entry_leg = self._checks.prepare(replace(entry, cl_ord_id=None))
+            check_brackets(book, entry_leg, brackets)
+        except Refusal as refusal:
             return StrategyResult(error_text=f"{refusal.reason}: {refusal.text}")
         strategy = SimOrderStrategy(
             self._records.next_id("orderStrategy"), account.id, book.contract.id, self.clock.now(),
@@ -417,7 +368,7 @@ class SimEngine:
         self._records.publish(account.id, "orderStrategy", "created", strategy)
         entry_id = strategy.entry_id = self._records.next_id("order")
         self._link(strategy, entry_id, cfg.strategy_entry_label)
-        risk = self._risk_failure(account, book, entry_leg.action, entry_leg.order_qty)
+        risk = self._checks.risk_failure(account, book, entry_leg.action, entry_leg.order_qty)
         if risk is not None:
             self._create(entry_id, account, book, entry_leg, OrdStatus.REJECTED, reject=risk)
             self._end_strategy(strategy, "ExecutionFailed", f"{risk.reason}: {risk.text}")
@@ -443,32 +394,6 @@ class SimEngine:
                 self.finalize(order, OrdStatus.CANCELED, "Canceled", "Strategy interrupted")
         self._records.publish(strategy.account_id, "orderStrategy", "updated", strategy)
         return StrategyResult(strategy)
-
-    def _check_brackets(
-        self, book: Book, entry: _Leg, brackets: tuple[StrategyBracket, ...]
-    ) -> None:
-        if not brackets:
-            raise _Refusal("Unsupported", "A bracket strategy needs at least one bracket")
-        if sum(b.qty for b in brackets) != entry.order_qty:
-            raise _Refusal(
-                "Unsupported",
-                f"Bracket quantities add up to {sum(b.qty for b in brackets)}, the entry's "
-                f"orderQty is {entry.order_qty}",
-            )
-        tick = book.contract.product.tick_size
-        for number, bracket in enumerate(brackets, start=1):
-            if bracket.qty < 1:
-                raise _Refusal("Unsupported", f"Bracket {number}: qty must be at least 1")
-            if bracket.profit_target is None and bracket.stop_loss is None:
-                raise _Refusal("Unsupported", f"Bracket {number} has no target and no stop")
-            for name, distance in (("profitTarget", bracket.profit_target),
-                                   ("stopLoss", bracket.stop_loss)):  # fmt: skip
-                if distance is not None and (distance <= 0 or distance % tick != 0):
-                    raise _Refusal(
-                        "InvalidPrice",
-                        f"Bracket {number}: {name} {distance} is not a positive multiple of "
-                        f"the tick size {tick}",
-                    )
 
     def _link(self, strategy: SimOrderStrategy, order_id: int, label: str) -> None:
         link = SimOrderStrategyLink(
@@ -542,7 +467,7 @@ class SimEngine:
         legs: list[SimOrder] = []
         for position, (kind, raw, label) in enumerate(specs):
             price = max(raw, book.contract.product.tick_size)  # a target beyond zero: the floor
-            leg = _Leg(
+            leg = Leg(
                 exit_side, kind, qty, price if kind is OrderType.LIMIT else None,
                 price if kind is OrderType.STOP else None, leg_tif, None, None,
                 f"Strategy {strategy.id} bracket {index + 1}", True,
@@ -617,18 +542,18 @@ class SimEngine:
         if order is None:
             return CommandResult(failure_reason="UnknownReason", failure_text=ACCESS_DENIED)
         try:
-            account = self._check_account(order.account_id)
-        except _Refusal as refusal:
+            account = self._checks.check_account(order.account_id)
+        except Refusal as refusal:
             return CommandResult(failure_reason=refusal.reason, failure_text=refusal.text)
         book = self._market.books[order.contract_id]
         self._market.refresh(book)  # the market may fill the order before the change arrives
 
-        def refuse(status: str, refusal: _Refusal) -> CommandResult:
+        def refuse(status: str, refusal: Refusal) -> CommandResult:
             command = self._records.command(order, "Modify", status, cl_ord_id, is_automated)
             return CommandResult(command.id, refusal.reason, refusal.text)
 
         if order.ord_status not in OPEN_ORD_STATUSES:
-            return refuse("ExecutionRejected", _Refusal("TooLate", TOO_LATE))
+            return refuse("ExecutionRejected", Refusal("TooLate", TOO_LATE))
         old = order.version
         # A triggered stop stays triggered unless its trigger changes.
         keep_trigger = (
@@ -636,17 +561,17 @@ class SimEngine:
         )
         tif = time_in_force or old.time_in_force
         try:
-            self._check_automated(is_automated)
-            _check_new_qty(order, order_qty)
+            self._checks.check_automated(is_automated)
+            check_new_qty(order, order_qty)
             live = order.ord_status is OrdStatus.WORKING and not keep_trigger
-            new_price, new_stop = self._check_prices(
+            new_price, new_stop = self._checks.check_prices(
                 book, order.action, order_type, price, stop_price, live=live
             )
-            expire = self._check_tif(tif, old.expire_time)
-        except _Refusal as refusal:
+            expire = self._checks.check_tif(tif, old.expire_time)
+        except Refusal as refusal:
             return refuse("RiskRejected", refusal)
         added = order_qty - old.order_qty if order.ord_status is OrdStatus.WORKING else 0
-        risk = self._risk_failure(account, book, order.action, order_qty, added=added)
+        risk = self._checks.risk_failure(account, book, order.action, order_qty, added=added)
         if risk is not None:
             return refuse("RiskRejected", risk)
         command = self._records.command(order, "Modify", "RiskPassed", cl_ord_id, is_automated)
@@ -677,8 +602,8 @@ class SimEngine:
         if order is None:
             return CommandResult(failure_reason="UnknownReason", failure_text=ACCESS_DENIED)
         try:
-            self._check_account(order.account_id)
-        except _Refusal as refusal:
+            self._checks.check_account(order.account_id)
+        except Refusal as refusal:
             return CommandResult(failure_reason=refusal.reason, failure_text=refusal.text)
         self._market.refresh(self._market.books[order.contract_id])  # a fill may win the race
         if order.ord_status not in OPEN_ORD_STATUSES:
@@ -687,8 +612,8 @@ class SimEngine:
             )
             return CommandResult(command.id, "TooLate", TOO_LATE)
         try:
-            self._check_automated(is_automated)
-        except _Refusal as refusal:
+            self._checks.check_automated(is_automated)
+        except Refusal as refusal:
             command = self._records.command(
                 order, "Cancel", "RiskRejected", cl_ord_id, is_automated
             )
@@ -703,10 +628,10 @@ class SimEngine:
         """Cancel working orders on the contract and close the position at market."""
         self._market.expire_due()
         try:
-            self._check_account(account_id)
-            contract = self._contract_by_id(contract_id)
-            self._check_automated(is_automated)
-        except _Refusal as refusal:
+            self._checks.check_account(account_id)
+            contract = self._checks.contract_by_id(contract_id)
+            self._checks.check_automated(is_automated)
+        except Refusal as refusal:
             return PlaceResult(failure_reason=refusal.reason, failure_text=refusal.text)
         book = self._market.book(contract)
         self._market.refresh(book)
@@ -782,158 +707,18 @@ class SimEngine:
         """Return the open P&L of an account's positions at current prices."""
         return self._positions.open_pnl(account_id, self.quote)
 
-    # --- checks ---------------------------------------------------------------------------------
-    def _prepare(self, request: OrderRequest) -> tuple[SimAccount, Book, _Leg]:
-        """Run the checks that refuse an order without creating one."""
-        self._take_injected_failure()
-        account = self._check_account(request.account_id)
-        contract = self.find_contract(request.symbol)
-        if contract is None:
-            if self.config.unknown_contract_failure == "AccessDenied":
-                raise _Refusal("UnknownReason", ACCESS_DENIED)
-            raise _Refusal("InvalidContract", f"Unknown contract {request.symbol!r}")
-        if self.is_expired(contract):
-            raise _Refusal(
-                "InvalidContract",
-                f"Contract {contract.name} expired on {contract.symbol.expiry().isoformat()}",
-            )
-        book = self._market.book(contract)
-        self._market.refresh(book)
-        if request.order_qty <= 0:
-            raise _Refusal("Unsupported", f"orderQty {request.order_qty} must be at least 1")
-        price, stop = self._check_prices(
-            book, request.action, request.order_type, request.price, request.stop_price, live=True
-        )
-        expire = self._check_tif(request.time_in_force, request.expire_time)
-        leg = _Leg(
-            request.action, request.order_type, request.order_qty, price, stop,
-            request.time_in_force, expire, request.cl_ord_id, request.text, request.is_automated,
-        )  # fmt: skip
-        return account, book, leg
-
-    def _bracket_leg(self, book: Book, bracket: BracketRequest, parent: _Leg, live: bool) -> _Leg:
-        price, stop = self._check_prices(
-            book, bracket.action, bracket.order_type, bracket.price, bracket.stop_price, live=live
-        )
-        expire = self._check_tif(bracket.time_in_force, bracket.expire_time)
-        return _Leg(
-            bracket.action, bracket.order_type, parent.order_qty, price, stop,
-            bracket.time_in_force, expire, bracket.cl_ord_id, bracket.text, parent.is_automated,
-        )  # fmt: skip
-
-    def _take_injected_failure(self) -> None:
-        faults = self.config.faults
-        if faults.inject_failure_reason and faults.inject_failure_count > 0:
-            faults.inject_failure_count -= 1
-            text = faults.inject_failure_text or f"Injected failure {faults.inject_failure_reason}"
-            raise _Refusal(faults.inject_failure_reason, text)
-
-    def _check_account(self, account_id: int) -> SimAccount:
-        account = self._reference.account(account_id)
-        if account is None:
-            raise _Refusal("UnknownReason", ACCESS_DENIED)
-        if account.readonly:
-            raise _Refusal("Unauthorized", f"Account {account.name} is read-only")
-        if not account.active:
-            raise _Refusal("AccountClosed", f"Account {account.name} is closed")
-        return account
-
-    def _check_automated(self, is_automated: bool) -> None:
-        if self.config.require_automated and not is_automated:
-            raise _Refusal("UnknownReason", "isAutomated is required")
-
-    def _check_request(
-        self, account: SimAccount, is_automated: bool, cl_ord_ids: list[str | None]
-    ) -> None:
-        self._check_automated(is_automated)
-        if self.config.duplicate_cl_ord_id == "reject":
-            seen: set[str] = set()
-            for cl_ord_id in cl_ord_ids:
-                if cl_ord_id is None:
-                    continue
-                if cl_ord_id in seen or self._records.has_cl_ord_id(account.id, cl_ord_id):
-                    raise _Refusal("UnknownReason", f"Duplicate clOrdId {cl_ord_id!r}")
-                seen.add(cl_ord_id)
-
-    def _check_prices(
-        self,
-        book: Book,
-        action: Side,
-        order_type: OrderType,
-        price: Decimal | None,
-        stop_price: Decimal | None,
-        live: bool,
-    ) -> tuple[Decimal | None, Decimal | None]:
-        """Return the prices the type uses; ``live`` also checks stops against the market."""
-        prod = book.contract.product
-        limit = stop = None
-        if order_type.needs_limit_price:
-            limit = _check_price(prod, price, "price", order_type)
-        if order_type.needs_stop_price:
-            stop = _check_price(prod, stop_price, "stopPrice", order_type)
-            if live:
-                bid, ask = self._market.touch(book)
-                # Exchanges refuse a stop the market has already passed: it would trigger at once.
-                if action is Side.BUY and stop <= ask:
-                    raise _Refusal("InvalidPrice", f"Buy stop {stop} must be above the ask {ask}")
-                if action is Side.SELL and stop >= bid:
-                    raise _Refusal("InvalidPrice", f"Sell stop {stop} must be below the bid {bid}")
-        return limit, stop
-
-    def _check_tif(self, tif: TimeInForce, expire_time: datetime | None) -> datetime | None:
-        if tif is not TimeInForce.GTD:
-            return None
-        if expire_time is None:
-            raise _Refusal("Unsupported", "timeInForce GTD needs an expireTime")
-        if expire_time.tzinfo is None:
-            expire_time = expire_time.replace(tzinfo=UTC)
-        if expire_time <= self.clock.now():
-            raise _Refusal("Unsupported", f"expireTime {expire_time.isoformat()} has passed")
-        return expire_time
-
-    def _risk_failure(
-        self, account: SimAccount, book: Book, action: Side, qty: int, added: int | None = None
-    ) -> _Refusal | None:
-        """Return the risk check an order (or ``added`` more of a working one) fails."""
-        cfg = self.config
-        if cfg.max_order_qty is not None and qty > cfg.max_order_qty:
-            return _Refusal(
-                "MaxOrderQtyLimitReached",
-                f"Order quantity {qty} is over the limit of {cfg.max_order_qty}",
-            )
-        if cfg.max_position is not None and (added is None or added > 0):
-            position = self._positions.position(account.id, book.contract.id)
-            working = sum(
-                o.leaves_qty
-                for o in book.live.values()
-                if o.account_id == account.id
-                and o.action is action
-                and o.ord_status is OrdStatus.WORKING
-            )
-            net = position.net_pos if position is not None else 0
-            extra = qty if added is None else added
-            resulting = abs(net + action.sign * (working + extra))
-            if resulting > cfg.max_position:
-                return _Refusal(
-                    "MaxPosLimitReached",
-                    f"Position would reach {resulting}, over the limit of {cfg.max_position}",
-                )
-        if cfg.session_closed:
-            return _Refusal("SessionClosed", "The trading session is closed")
-        return None
-
     # --- order life -------------------------------------------------------------------------------
     def _create(
         self,
         order_id: int,
         account: SimAccount,
         book: Book,
-        leg: _Leg,
+        leg: Leg,
         status: OrdStatus,
         parent_id: int | None = None,
         oco_id: int | None = None,
         linked_id: int | None = None,
-        reject: _Refusal | None = None,
+        reject: Refusal | None = None,
     ) -> SimOrder:
         """Create an order, its first version, its ``New`` command and report."""
         now = self.clock.now()
@@ -965,7 +750,7 @@ class SimEngine:
             self._records.report(order, "Rejected", reject_reason=reject.reason, text=reject.text)
         return order
 
-    def _reject(self, account: SimAccount, book: Book, leg: _Leg, risk: _Refusal) -> PlaceResult:
+    def _reject(self, account: SimAccount, book: Book, leg: Leg, risk: Refusal) -> PlaceResult:
         """Create an order that the risk checks rejected."""
         order_id = self._records.next_id("order")
         self._create(order_id, account, book, leg, OrdStatus.REJECTED, reject=risk)
