@@ -88,7 +88,7 @@ class Records:
         """Return the next id of an entity type (a key of ``_ID_STARTS``)."""
         return next(self._counters[kind])
 
-    # --- events -----------------------------------------------------------------------
+    # --- events ---------------------------------------------------------------------------
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         """Call ``subscriber`` on every change; return a function that unsubscribes."""
         self._subscribers.append(subscriber)
@@ -114,7 +114,7 @@ class Records:
             except Exception:  # one broken subscriber must not stop the market
                 log.exception("sim_subscriber_failed", entity_type=entity_type)
 
-    # --- records ------------------------------------------------------------------------
+    # --- records --------------------------------------------------------------------------
     def add_order(self, order: SimOrder) -> None:
         """Record a new order and its first version (published by the caller)."""
         self._orders[order.id] = order
@@ -181,7 +181,7 @@ class Records:
         """Return whether an account has sent a command with this ``clOrdId``."""
         return (account_id, cl_ord_id) in self._cl_ord_ids
 
-    # --- reads --------------------------------------------------------------------------
+    # --- reads ----------------------------------------------------------------------------
     def orders(self, account_id: int | None = None) -> list[SimOrder]:
         """Return orders, oldest first."""
         if account_id is None:

@@ -134,7 +134,7 @@ class OrderStrategies:
             return list(self._strategy_links.get(strategy_id, ()))
         return [link for links in self._strategy_links.values() for link in links]
 
-    # --- the desk's watcher -----------------------------------------------------------------
+    # --- the desk's watcher ---------------------------------------------------------------
     def on_fill(self, order: SimOrder, price: Decimal) -> None:
         """Give a strategy's legs what its entry has filled (the desk's watcher)."""
         strategy_id = self._strategy_of.get(order.id)
@@ -146,7 +146,7 @@ class OrderStrategies:
         if order.id in self._strategy_of:
             self._settle_strategy(order)
 
-    # --- the strategy's life -----------------------------------------------------------------
+    # --- the strategy's life --------------------------------------------------------------
     def _link(self, strategy: SimOrderStrategy, order_id: int, label: str) -> None:
         link = SimOrderStrategyLink(
             self._records.next_id("orderStrategyLink"), strategy.id, order_id, label

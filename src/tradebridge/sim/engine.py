@@ -1,12 +1,28 @@
 """The simulator's one state: accounts, contracts, prices, orders, fills, positions, cash.
 
 Every dialect (native REST, WebSocket, TradingView bridge) reads and changes this state and
-nothing else. Entities carry Tradovate's meaning in snake_case; each dialect module
-translates them to its wire shape. Every change is published as an ``EntityChange`` to the
-subscribers (the WebSocket's ``props`` events).
+nothing else, through ``SimEngine``. Entities carry Tradovate's meaning in snake_case; each
+dialect module translates them to its wire shape. Every change is published as an
+``EntityChange`` to the subscribers (the WebSocket's ``props`` events).
 
 The engine is synchronous and single-threaded: it runs on the server's event loop and no
 method awaits, so each call is atomic.
+
+``SimEngine`` is a facade over one part per concern, each calling only the parts listed
+before it:
+
+* ``model.py``: the entities, requests and results (their names are re-exported here);
+* ``_reference.py``: accounts and contracts;
+* ``_records.py``: ids; orders, versions, commands, reports and fills; publishing;
+* ``_positions.py``: positions, realized and open P&L, cash;
+* ``_book.py``: a book per contract, its prices, matching, trailing stops, GTD expiry;
+* ``_checks.py``: the refusals and the risk limits;
+* ``_orders.py``: order requests, and an order's fills, end, OSO legs and OCO partner;
+* ``_strategies.py``: order strategies (Bracket).
+
+Two calls go the other way, through protocols wired in ``SimEngine``: the market asks its
+``Trader`` (the order desk) to book a fill or end an order, and the desk tells its
+``Watcher`` (the strategies) of each fill and each final order.
 
 API CONTRACT (shared by native.py, websocket.py, tvbridge.py, admin.py): the names and
 signatures below are what the dialect modules code against.
@@ -94,9 +110,7 @@ from decimal import Decimal
 
 from tradebridge.domain.enums import OrderType, TimeInForce
 from tradebridge.sim._book import Market
-from tradebridge.sim._checks import (
-    Checks,
-)
+from tradebridge.sim._checks import Checks
 from tradebridge.sim._orders import OrderDesk
 from tradebridge.sim._positions import Positions
 from tradebridge.sim._records import Records
@@ -172,9 +186,9 @@ class SimEngine:
 
     _reference: Reference = field(init=False, repr=False)
     _records: Records = field(init=False, repr=False)
+    _positions: Positions = field(init=False, repr=False)
     _market: Market = field(init=False, repr=False)
     _checks: Checks = field(init=False, repr=False)
-    _positions: Positions = field(init=False, repr=False)
     _desk: OrderDesk = field(init=False, repr=False)
     _strategies: OrderStrategies = field(init=False, repr=False)
 
@@ -189,7 +203,6 @@ class SimEngine:
         self._desk = OrderDesk(
             self.clock, self._records, self._market, self._positions, self._checks
         )
-        self._market.trader = self._desk
         self._strategies = OrderStrategies(
             self.config,
             self.clock,
@@ -199,14 +212,16 @@ class SimEngine:
             self._checks,
             self._desk,
         )
+        # The two calls up the list: each side needs the other, so they are wired last.
+        self._market.trader = self._desk
         self._desk.watcher = self._strategies
 
-    # --- events -----------------------------------------------------------------------
+    # --- events ---------------------------------------------------------------------------
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         """Call ``subscriber`` on every change; return a function that unsubscribes."""
         return self._records.subscribe(subscriber)
 
-    # --- reference data -----------------------------------------------------------------
+    # --- reference data -------------------------------------------------------------------
     def accounts(self, user_id: int | None = None) -> list[SimAccount]:
         """Return all accounts, or those of one user."""
         return self._reference.accounts(user_id)
@@ -263,7 +278,7 @@ class SimEngine:
         """Step every traded contract's price path up to the clock and match orders."""
         self._market.advance()
 
-    # --- orders -----------------------------------------------------------------------------
+    # --- orders ---------------------------------------------------------------------------
     def place_order(self, request: OrderRequest) -> PlaceResult:
         """Validate, accept and match a new order."""
         return self._desk.place_order(request)
@@ -277,24 +292,6 @@ class SimEngine:
     def place_oco(self, first: OrderRequest, other: BracketRequest) -> PlaceResult:
         """Place two orders of which the first to fill cancels the other."""
         return self._desk.place_oco(first, other)
-
-    def start_order_strategy(
-        self,
-        entry: OrderRequest,
-        brackets: tuple[StrategyBracket, ...],
-        *,
-        type_id: int,
-        params: str,
-        uuid: str | None = None,
-    ) -> StrategyResult:
-        """Start a Bracket strategy: the entry now, its legs on the entry's fill."""
-        return self._strategies.start_order_strategy(
-            entry, brackets, type_id=type_id, params=params, uuid=uuid
-        )
-
-    def interrupt_order_strategy(self, strategy_id: int) -> StrategyResult:
-        """Stop a strategy: cancel its working entry and every open leg."""
-        return self._strategies.interrupt_order_strategy(strategy_id)
 
     def modify_order(
         self,
@@ -331,7 +328,26 @@ class SimEngine:
         """Cancel working orders on the contract and close the position at market."""
         return self._desk.liquidate_position(account_id, contract_id, is_automated)
 
-    # --- reads --------------------------------------------------------------------------------
+    # --- order strategies -----------------------------------------------------------------
+    def start_order_strategy(
+        self,
+        entry: OrderRequest,
+        brackets: tuple[StrategyBracket, ...],
+        *,
+        type_id: int,
+        params: str,
+        uuid: str | None = None,
+    ) -> StrategyResult:
+        """Start a Bracket strategy: the entry now, its legs on the entry's fill."""
+        return self._strategies.start_order_strategy(
+            entry, brackets, type_id=type_id, params=params, uuid=uuid
+        )
+
+    def interrupt_order_strategy(self, strategy_id: int) -> StrategyResult:
+        """Stop a strategy: cancel its working entry and every open leg."""
+        return self._strategies.interrupt_order_strategy(strategy_id)
+
+    # --- reads ----------------------------------------------------------------------------
     def orders(self, account_id: int | None = None) -> list[SimOrder]:
         """Return orders, oldest first."""
         return self._records.orders(account_id)
@@ -378,4 +394,4 @@ class SimEngine:
 
     def open_pnl(self, account_id: int) -> Decimal:
         """Return the open P&L of an account's positions at current prices."""
-        return self._positions.open_pnl(account_id, self.quote)
+        return self._positions.open_pnl(account_id, self._market.quote)
