@@ -1,12 +1,28 @@
 """The simulator's one state: accounts, contracts, prices, orders, fills, positions, cash.
 
 Every dialect (native REST, WebSocket, TradingView bridge) reads and changes this state and
-nothing else. Entities carry Tradovate's meaning in snake_case; each dialect module
-translates them to its wire shape. Every change is published as an ``EntityChange`` to the
-subscribers (the WebSocket's ``props`` events).
+nothing else, through ``SimEngine``. Entities carry Tradovate's meaning in snake_case; each
+dialect module translates them to its wire shape. Every change is published as an
+``EntityChange`` to the subscribers (the WebSocket's ``props`` events).
 
 The engine is synchronous and single-threaded: it runs on the server's event loop and no
 method awaits, so each call is atomic.
+
+``SimEngine`` is a facade over one part per concern, each calling only the parts listed
+before it:
+
+* ``model.py``: the entities, requests and results (their names are re-exported here);
+* ``_reference.py``: accounts and contracts;
+* ``_records.py``: ids; orders, versions, commands, reports and fills; publishing;
+* ``_positions.py``: positions, realized and open P&L, cash;
+* ``_book.py``: a book per contract, its prices, matching, trailing stops, GTD expiry;
+* ``_checks.py``: the refusals and the risk limits;
+* ``_orders.py``: order requests, and an order's fills, end, OSO legs and OCO partner;
+* ``_strategies.py``: order strategies (Bracket).
+
+Two calls go the other way, through protocols wired in ``SimEngine``: the market asks its
+``Trader`` (the order desk) to book a fill or end an order, and the desk tells its
+``Watcher`` (the strategies) of each fill and each final order.
 
 API CONTRACT (shared by native.py, websocket.py, tvbridge.py, admin.py): the names and
 signatures below are what the dialect modules code against.
@@ -88,497 +104,76 @@ How the engine behaves where Tradovate's documents are silent (reference §4, §
 
 from __future__ import annotations
 
-import heapq
-import itertools
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from decimal import Decimal
-from enum import StrEnum
-from typing import TypeVar
 
-import structlog
-
-from tradebridge.domain.contracts import ContractSymbol, month_code, parse_contract
-from tradebridge.domain.contracts import listed_contracts as listed_symbols
-from tradebridge.domain.enums import OrderType, Side, TimeInForce
-from tradebridge.domain.products import PRODUCTS, Product
-from tradebridge.errors import InvalidSymbol
+from tradebridge.domain.enums import OrderType, TimeInForce
+from tradebridge.sim._book import Market
+from tradebridge.sim._checks import Checks
+from tradebridge.sim._orders import OrderDesk
+from tradebridge.sim._positions import Positions
+from tradebridge.sim._records import Records
+from tradebridge.sim._reference import Reference
+from tradebridge.sim._strategies import OrderStrategies
 from tradebridge.sim.clock import Clock
 from tradebridge.sim.config import SimAccountConfig, SimConfig
-from tradebridge.sim.prices import PricePath
-
-log = structlog.get_logger(__name__)
-
-
-class OrdStatus(StrEnum):
-    """Tradovate's ``ordStatus`` values."""
-
-    PENDING_NEW = "PendingNew"
-    WORKING = "Working"
-    SUSPENDED = "Suspended"  # bracket legs waiting for their parent to fill
-    PENDING_CANCEL = "PendingCancel"
-    PENDING_REPLACE = "PendingReplace"
-    FILLED = "Filled"
-    CANCELED = "Canceled"
-    REJECTED = "Rejected"
-    EXPIRED = "Expired"
-
-
-FINAL_ORD_STATUSES = frozenset(
-    {OrdStatus.FILLED, OrdStatus.CANCELED, OrdStatus.REJECTED, OrdStatus.EXPIRED}
+from tradebridge.sim.model import (
+    ACCESS_DENIED,
+    FINAL_ORD_STATUSES,
+    TOO_LATE,
+    BracketRequest,
+    CommandResult,
+    Entity,
+    EntityChange,
+    OrderRequest,
+    OrdStatus,
+    PlaceResult,
+    Quote,
+    SimAccount,
+    SimCashBalance,
+    SimCommand,
+    SimContract,
+    SimExecutionReport,
+    SimFill,
+    SimOrder,
+    SimOrderStrategy,
+    SimOrderStrategyLink,
+    SimOrderVersion,
+    SimPosition,
+    StrategyBracket,
+    StrategyResult,
+    Subscriber,
 )
 
-
-@dataclass
-class SimAccount:
-    """An account (``account`` entity)."""
-
-    id: int
-    name: str
-    bridge_id: str
-    user_id: int
-    readonly: bool = False
-    active: bool = True
-
-
-@dataclass
-class SimContract:
-    """A contract (``contract`` entity), with its product and maturity."""
-
-    id: int
-    symbol: ContractSymbol
-    product: Product
-    maturity_id: int
-
-    @property
-    def name(self) -> str:
-        """Return the Tradovate name, e.g. ``MNQZ6``."""
-        return self.symbol.name
-
-
-@dataclass
-class SimOrderVersion:
-    """Prices and quantities of an order (``orderVersion`` entity)."""
-
-    id: int
-    order_id: int
-    order_qty: int
-    order_type: OrderType
-    price: Decimal | None
-    stop_price: Decimal | None
-    time_in_force: TimeInForce
-    expire_time: datetime | None
-    text: str = ""
-
-
-@dataclass
-class SimOrder:
-    """An order (``order`` entity) plus the matching state the engine keeps for it."""
-
-    id: int
-    account_id: int
-    contract_id: int
-    action: Side
-    ord_status: OrdStatus
-    timestamp: datetime
-    version: SimOrderVersion  # the current version
-    cl_ord_id: str | None = None
-    is_automated: bool = False
-    oco_id: int | None = None  # shared by the legs of an OCO pair
-    parent_id: int | None = None  # the entry order of a bracket leg
-    linked_id: int | None = None  # the other leg of an OCO pair
-    filled_qty: int = 0
-    avg_fill_price: Decimal | None = None
-    triggered: bool = False  # stop and stop-limit orders: the stop price was reached
-    reject_reason: str | None = None
-    ts_final: datetime | None = None  # when it reached a final status
-
-    @property
-    def leaves_qty(self) -> int:
-        """Return the quantity still to fill."""
-        return self.version.order_qty - self.filled_qty
-
-
-@dataclass
-class SimCommand:
-    """A place, modify or cancel request (``command`` entity); carries ``clOrdId``."""
-
-    id: int
-    order_id: int
-    timestamp: datetime
-    command_type: str  # New | Modify | Cancel
-    command_status: str  # RiskPassed | RiskRejected | ExecutionRejected | AtExecution ...
-    cl_ord_id: str | None = None
-    is_automated: bool = False
-
-
-@dataclass
-class SimExecutionReport:
-    """One step in an order's life (``executionReport`` entity)."""
-
-    id: int
-    command_id: int | None
-    account_id: int
-    contract_id: int
-    order_id: int
-    timestamp: datetime
-    exec_type: str  # New | Trade | Canceled | Rejected | Expired | Replaced | ...
-    ord_status: OrdStatus
-    action: Side
-    cum_qty: int = 0
-    avg_px: Decimal | None = None
-    last_qty: int | None = None
-    last_px: Decimal | None = None
-    reject_reason: str | None = None
-    text: str = ""
-
-
-@dataclass
-class SimFill:
-    """One execution (``fill`` entity)."""
-
-    id: int
-    order_id: int
-    account_id: int
-    contract_id: int
-    timestamp: datetime
-    action: Side
-    qty: int
-    price: Decimal
-    active: bool = True
-
-
-@dataclass
-class SimPosition:
-    """Net position of an account in a contract (``position`` entity), with its P&L."""
-
-    id: int
-    account_id: int
-    contract_id: int
-    timestamp: datetime
-    net_pos: int = 0
-    net_price: Decimal | None = None  # average price of the open position
-    bought: int = 0
-    bought_value: Decimal = Decimal(0)
-    sold: int = 0
-    sold_value: Decimal = Decimal(0)
-    realized_pnl: Decimal = Decimal(0)
-
-
-@dataclass
-class SimCashBalance:
-    """Cash of an account (``cashBalance`` entity)."""
-
-    id: int
-    account_id: int
-    timestamp: datetime
-    amount: Decimal  # initial cash plus realized P&L
-    realized_pnl: Decimal = Decimal(0)
-
-
-@dataclass(frozen=True, slots=True)
-class StrategyBracket:
-    """One bracket of a Bracket strategy: a quantity and price distances from the fill."""
-
-    qty: int
-    profit_target: Decimal | None = None  # above a long's fill (below a short's)
-    stop_loss: Decimal | None = None  # positive distance, on the losing side
-    trailing: bool = False  # the stop follows the best price by its distance
-    breakeven: bool = False  # once another bracket's target filled, the stop moves to the fill
-
-
-@dataclass
-class SimOrderStrategy:
-    """An order strategy (``orderStrategy`` entity) plus the engine's state for it."""
-
-    id: int
-    account_id: int
-    contract_id: int
-    timestamp: datetime
-    action: Side
-    order_strategy_type_id: int
-    params: str
-    uuid: str | None
-    status: str = "ActiveStrategy"
-    failure_message: str | None = None
-    entry_id: int | None = None
-    brackets: tuple[StrategyBracket, ...] = ()
-    basis: Decimal | None = None  # the first fill's price: what the legs are priced from
-    covered: list[int] = field(default_factory=list)  # per bracket: quantity given to legs
-    legs: list[list[int]] = field(default_factory=list)  # per bracket: its leg order ids
-
-    @property
-    def active(self) -> bool:
-        """Return whether the strategy still runs."""
-        return self.status == "ActiveStrategy"
-
-
-@dataclass
-class SimOrderStrategyLink:
-    """One order of a strategy (``orderStrategyLink`` entity)."""
-
-    id: int
-    order_strategy_id: int
-    order_id: int
-    label: str
-
-
-@dataclass(frozen=True, slots=True)
-class StrategyResult:
-    """Outcome of a strategy request: the strategy, or an ``errorText``."""
-
-    strategy: SimOrderStrategy | None = None
-    error_text: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Quote:
-    """Top of book of one contract."""
-
-    contract_id: int
-    bid: Decimal
-    ask: Decimal
-    last: Decimal
-    timestamp: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class PlaceResult:
-    """Outcome of a place, OSO, OCO or liquidate: ids on success, a failure otherwise."""
-
-    order_id: int | None = None
-    oso1_id: int | None = None
-    oso2_id: int | None = None
-    oco_id: int | None = None
-    failure_reason: str | None = None
-    failure_text: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """Return whether the request was accepted."""
-        return self.failure_reason is None
-
-
-@dataclass(frozen=True, slots=True)
-class CommandResult:
-    """Outcome of a modify or cancel."""
-
-    command_id: int | None = None
-    failure_reason: str | None = None
-    failure_text: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """Return whether the request was accepted."""
-        return self.failure_reason is None
-
-
-@dataclass(frozen=True, slots=True)
-class OrderRequest:
-    """A new order as any dialect asks for it (already parsed into our enums)."""
-
-    account_id: int
-    symbol: str  # contract name as sent (e.g. ``MNQZ6``); resolved and checked by the engine
-    action: Side
-    order_type: OrderType
-    order_qty: int
-    price: Decimal | None = None
-    stop_price: Decimal | None = None
-    time_in_force: TimeInForce = TimeInForce.DAY
-    expire_time: datetime | None = None
-    cl_ord_id: str | None = None
-    text: str = ""
-    is_automated: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class BracketRequest:
-    """A bracket or OCO leg (a ``RestrainedOrderVersion``); quantity follows the parent."""
-
-    action: Side
-    order_type: OrderType
-    price: Decimal | None = None
-    stop_price: Decimal | None = None
-    time_in_force: TimeInForce = TimeInForce.GTC
-    cl_ord_id: str | None = None
-    text: str = ""
-    expire_time: datetime | None = None  # for GTD legs
-
-
-Entity = (
-    SimOrder
-    | SimOrderVersion
-    | SimExecutionReport
-    | SimFill
-    | SimPosition
-    | SimCashBalance
-    | SimCommand
-    | SimOrderStrategy
-    | SimOrderStrategyLink
-)
-
-
-@dataclass(frozen=True, slots=True)
-class EntityChange:
-    """One change to user data: ``entity_type`` is Tradovate's lower-camel entity name."""
-
-    user_id: int
-    entity_type: (
-        str  # order | orderVersion | executionReport | fill | position | cashBalance | command
-    )
-    event_type: str  # created | updated | deleted (mapped to wire strings by the WebSocket)
-    entity: Entity
-
-
-Subscriber = Callable[[EntityChange], None]
-
-
-ACCESS_DENIED = "Access is denied"
-"""Tradovate's ``failureText`` for things the caller may not touch (reference §5.1)."""
-
-TOO_LATE = "Too late"
-
-# Where each entity type's ids start, so that ids look like a broker's and differ by type.
-_ID_STARTS = {
-    "order": 1_000_001,
-    "orderVersion": 2_000_001,
-    "command": 3_000_001,
-    "executionReport": 4_000_001,
-    "fill": 5_000_001,
-    "position": 6_000_001,
-    "cashBalance": 7_000_001,
-    "oco": 8_000_001,
-    "orderStrategy": 9_000_001,
-    "orderStrategyLink": 9_500_001,
-}
-# Contract ids: base + root index * _ROOT_SPAN + months since January 2000.
-_CONTRACT_ID_BASE = 2_000_000
-_MATURITY_ID_BASE = 5_000_000
-_ROOT_SPAN = 10_000
-_FIRST_YEAR = 2000
-_LAST_YEAR = _FIRST_YEAR + _ROOT_SPAN // 12 - 1
-_ROOTS = tuple(PRODUCTS)
-_COMPACT_MIN = 64
-_NAME_CACHE_SIZE = (
-    10_000  # bounded: names come from clients  # heaps smaller than this are never rebuilt
-)
-
-_IMMEDIATE = frozenset({TimeInForce.IOC, TimeInForce.FOK})
-_OPEN = frozenset({OrdStatus.WORKING, OrdStatus.SUSPENDED})
-
-
-class _Refusal(Exception):
-    """A request the engine refuses: Tradovate's ``failureReason`` and a text."""
-
-    def __init__(self, reason: str, text: str) -> None:
-        super().__init__(text)
-        self.reason = reason
-        self.text = text
-
-
-@dataclass(frozen=True, slots=True)
-class _Leg:
-    """A checked order, ready to become a ``SimOrder``."""
-
-    action: Side
-    order_type: OrderType
-    order_qty: int
-    price: Decimal | None
-    stop_price: Decimal | None
-    time_in_force: TimeInForce
-    expire_time: datetime | None
-    cl_ord_id: str | None
-    text: str
-    is_automated: bool
-
-
-@dataclass(slots=True)
-class _Lot:
-    """An open part of a position: signed quantity at one price (first in, first out)."""
-
-    qty: int
-    price: Decimal
-
-
-@dataclass(slots=True)
-class _Holding:
-    """The open lots behind one position, and their total value (for the average price)."""
-
-    lots: deque[_Lot] = field(default_factory=deque)
-    open_value: Decimal = Decimal(0)  # sum of |qty| * price over the open lots
-
-
-# A heap entry: (sort key, time priority, order id).
-_Entry = tuple[Decimal, int, int]
-
-
-@dataclass(slots=True)
-class _Book:
-    """One contract's market: its price path and the orders that may trade on it."""
-
-    contract: SimContract
-    path: PricePath
-    live: dict[int, SimOrder] = field(default_factory=dict)  # Working and Suspended
-    bids: list[_Entry] = field(default_factory=list)  # resting buy limits, highest first
-    asks: list[_Entry] = field(default_factory=list)  # resting sell limits, lowest first
-    buy_stops: list[_Entry] = field(default_factory=list)  # lowest stop first
-    sell_stops: list[_Entry] = field(default_factory=list)  # highest stop first
-    # Marketable orders that liquidity_per_fill left unfilled; they trade on the next pass.
-    pending: dict[int, SimOrder] = field(default_factory=dict)
-
-    def heap_size(self) -> int:
-        """Return how many entries the heaps hold, stale ones included."""
-        return len(self.bids) + len(self.asks) + len(self.buy_stops) + len(self.sell_stops)
-
-
-_MUTABLE = (SimOrder, SimPosition, SimCashBalance, SimOrderStrategy)
-_T = TypeVar("_T")
-
-
-def _snapshot(entity: _T) -> _T:
-    """Return a shallow copy of a dataclass instance (faster than ``copy.copy``)."""
-    clone: _T = object.__new__(type(entity))
-    clone.__dict__.update(entity.__dict__)
-    return clone
-
-
-def _contract_offset(symbol: ContractSymbol) -> int | None:
-    if not _FIRST_YEAR <= symbol.year <= _LAST_YEAR or symbol.root not in PRODUCTS:
-        return None
-    months = (symbol.year - _FIRST_YEAR) * 12 + symbol.month - 1
-    return _ROOTS.index(symbol.root) * _ROOT_SPAN + months
-
-
-def _check_price(product: Product, value: Decimal | None, name: str, kind: OrderType) -> Decimal:
-    if value is None:
-        raise _Refusal("InvalidPrice", f"{name} is required for a {kind.value} order")
-    if not value.is_finite() or value <= 0:
-        raise _Refusal("InvalidPrice", f"{name} {value} must be a positive price")
-    if not product.is_on_tick(value):
-        raise _Refusal(
-            "InvalidPrice",
-            f"{name} {value} is not a multiple of the tick size {product.tick_size}",
-        )
-    return value
-
-
-def _check_bracket_side(number: int, bracket: BracketRequest, entry: _Leg) -> None:
-    if bracket.action is entry.action:
-        raise _Refusal(
-            "Unsupported",
-            f"bracket{number} must {entry.action.opposite.value} to close a "
-            f"{entry.action.value} entry",
-        )
-
-
-def _check_new_qty(order: SimOrder, order_qty: int) -> None:
-    if order_qty <= order.filled_qty:
-        raise _Refusal(
-            "Unsupported",
-            f"orderQty {order_qty} must exceed the filled quantity {order.filled_qty}",
-        )
+__all__ = [
+    "ACCESS_DENIED",
+    "FINAL_ORD_STATUSES",
+    "TOO_LATE",
+    "BracketRequest",
+    "CommandResult",
+    "Entity",
+    "EntityChange",
+    "OrdStatus",
+    "OrderRequest",
+    "PlaceResult",
+    "Quote",
+    "SimAccount",
+    "SimCashBalance",
+    "SimCommand",
+    "SimContract",
+    "SimEngine",
+    "SimExecutionReport",
+    "SimFill",
+    "SimOrder",
+    "SimOrderStrategy",
+    "SimOrderStrategyLink",
+    "SimOrderVersion",
+    "SimPosition",
+    "StrategyBracket",
+    "StrategyResult",
+    "Subscriber",
+]
 
 
 @dataclass
@@ -589,582 +184,114 @@ class SimEngine:
     clock: Clock
     _subscribers: list[Subscriber] = field(default_factory=list)
 
-    _accounts: dict[int, SimAccount] = field(default_factory=dict, init=False, repr=False)
-    _accounts_by_name: dict[str, SimAccount] = field(default_factory=dict, init=False, repr=False)
-    _accounts_by_bridge_id: dict[str, SimAccount] = field(
-        default_factory=dict, init=False, repr=False
-    )
-    _account_configs: dict[int, SimAccountConfig] = field(
-        default_factory=dict, init=False, repr=False
-    )
-    _cash: dict[int, SimCashBalance] = field(default_factory=dict, init=False, repr=False)
-    _counters: dict[str, Iterator[int]] = field(default_factory=dict, init=False, repr=False)
-    _contracts: dict[int, SimContract] = field(default_factory=dict, init=False, repr=False)
-    _names: dict[str, SimContract | None] = field(default_factory=dict, init=False, repr=False)
-    _names_day: date | None = field(default=None, init=False, repr=False)
-    _listed: tuple[date, list[SimContract]] | None = field(default=None, init=False, repr=False)
-    _books: dict[int, _Book] = field(default_factory=dict, init=False, repr=False)
-    _orders: dict[int, SimOrder] = field(default_factory=dict, init=False, repr=False)
-    _orders_by_account: dict[int, list[SimOrder]] = field(
-        default_factory=dict, init=False, repr=False
-    )
-    _versions: dict[int, list[SimOrderVersion]] = field(
-        default_factory=dict, init=False, repr=False
-    )
-    _reports: list[SimExecutionReport] = field(default_factory=list, init=False, repr=False)
-    _reports_by_order: dict[int, list[SimExecutionReport]] = field(
-        default_factory=dict, init=False, repr=False
-    )
-    _commands: list[SimCommand] = field(default_factory=list, init=False, repr=False)
-    _commands_by_order: dict[int, list[SimCommand]] = field(
-        default_factory=dict, init=False, repr=False
-    )
-    _cl_ord_ids: set[tuple[int, str]] = field(default_factory=set, init=False, repr=False)
-    _fills: list[SimFill] = field(default_factory=list, init=False, repr=False)
-    _fills_by_order: dict[int, list[SimFill]] = field(default_factory=dict, init=False, repr=False)
-    _fills_by_account: dict[int, list[SimFill]] = field(
-        default_factory=dict, init=False, repr=False
-    )
-    _fill_values: dict[int, Decimal] = field(default_factory=dict, init=False, repr=False)
-    _positions: dict[tuple[int, int], SimPosition] = field(
-        default_factory=dict, init=False, repr=False
-    )
-    _positions_by_account: dict[int, list[SimPosition]] = field(
-        default_factory=dict, init=False, repr=False
-    )
-    _holdings: dict[tuple[int, int], _Holding] = field(default_factory=dict, init=False, repr=False)
-    _children: dict[int, list[int]] = field(default_factory=dict, init=False, repr=False)
-    _strategies: dict[int, SimOrderStrategy] = field(default_factory=dict, init=False, repr=False)
-    _strategy_links: dict[int, list[SimOrderStrategyLink]] = field(
-        default_factory=dict, init=False, repr=False
-    )
-    _strategy_of: dict[int, int] = field(default_factory=dict, init=False, repr=False)
-    _trailing: dict[int, Decimal] = field(default_factory=dict, init=False, repr=False)
-    _rest_seq: dict[int, int] = field(default_factory=dict, init=False, repr=False)
-    _seq: Iterator[int] = field(default_factory=itertools.count, init=False, repr=False)
-    _aggressive: set[int] = field(default_factory=set, init=False, repr=False)
-    _expiries: list[tuple[datetime, int]] = field(default_factory=list, init=False, repr=False)
+    _reference: Reference = field(init=False, repr=False)
+    _records: Records = field(init=False, repr=False)
+    _positions: Positions = field(init=False, repr=False)
+    _market: Market = field(init=False, repr=False)
+    _checks: Checks = field(init=False, repr=False)
+    _desk: OrderDesk = field(init=False, repr=False)
+    _strategies: OrderStrategies = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        offset = self.config.id_offset
-        self._counters = {
-            kind: itertools.count(start + offset) for kind, start in _ID_STARTS.items()
-        }
-        now = self.clock.now()
-        for user in self.config.users:
-            for cfg in user.accounts:
-                if cfg.id in self._accounts:
-                    raise ValueError(f"account id {cfg.id} is configured twice")
-                account = SimAccount(cfg.id, cfg.name, cfg.bridge_id, user.id, cfg.readonly)
-                self._accounts[cfg.id] = account
-                self._accounts_by_name[cfg.name] = account
-                self._accounts_by_bridge_id[cfg.bridge_id] = account
-                self._account_configs[cfg.id] = cfg
-                cash = Decimal(str(cfg.initial_cash))
-                self._cash[cfg.id] = SimCashBalance(self._next_id("cashBalance"), cfg.id, now, cash)
+        self._reference = Reference(self.config, self.clock)
+        self._records = Records(self.config, self.clock, self._reference, self._subscribers)
+        self._positions = Positions(self.clock, self._reference, self._records)
+        self._market = Market(self.config, self.clock, self._reference, self._records)
+        self._checks = Checks(
+            self.config, self.clock, self._reference, self._records, self._market, self._positions
+        )
+        self._desk = OrderDesk(
+            self.clock, self._records, self._market, self._positions, self._checks
+        )
+        self._strategies = OrderStrategies(
+            self.config,
+            self.clock,
+            self._reference,
+            self._records,
+            self._market,
+            self._checks,
+            self._desk,
+        )
+        # The two calls up the list: each side needs the other, so they are wired last.
+        self._market.trader = self._desk
+        self._desk.watcher = self._strategies
 
-    # --- events -----------------------------------------------------------------------
+    # --- events ---------------------------------------------------------------------------
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         """Call ``subscriber`` on every change; return a function that unsubscribes."""
-        self._subscribers.append(subscriber)
+        return self._records.subscribe(subscriber)
 
-        def unsubscribe() -> None:
-            if subscriber in self._subscribers:
-                self._subscribers.remove(subscriber)
-
-        return unsubscribe
-
-    def _publish(self, account_id: int, entity_type: str, event_type: str, entity: Entity) -> None:
-        if not self._subscribers:
-            return
-        # Orders, positions and cash change in place later; a subscriber may keep the event.
-        # The other entities never change after they are published.
-        snapshot = _snapshot(entity) if isinstance(entity, _MUTABLE) else entity
-        change = EntityChange(self._accounts[account_id].user_id, entity_type, event_type, snapshot)
-        for subscriber in tuple(self._subscribers):
-            try:
-                subscriber(change)
-            except Exception:  # one broken subscriber must not stop the market
-                log.exception("sim_subscriber_failed", entity_type=entity_type)
-
-    # --- reference data -----------------------------------------------------------------
+    # --- reference data -------------------------------------------------------------------
     def accounts(self, user_id: int | None = None) -> list[SimAccount]:
         """Return all accounts, or those of one user."""
-        return [a for a in self._accounts.values() if user_id is None or a.user_id == user_id]
+        return self._reference.accounts(user_id)
 
     def account(self, account_id: int) -> SimAccount | None:
         """Return an account by native id."""
-        return self._accounts.get(account_id)
+        return self._reference.account(account_id)
 
     def account_by_name(self, name: str) -> SimAccount | None:
         """Return an account by name (``accountSpec``)."""
-        return self._accounts_by_name.get(name)
+        return self._reference.account_by_name(name)
 
     def account_by_bridge_id(self, bridge_id: str) -> SimAccount | None:
         """Return an account by its bridge id (``D...``)."""
-        return self._accounts_by_bridge_id.get(bridge_id)
+        return self._reference.account_by_bridge_id(bridge_id)
 
     def account_config(self, account_id: int) -> SimAccountConfig:
         """Return the configuration an account was made from (KeyError if unknown)."""
-        return self._account_configs[account_id]
+        return self._reference.account_config(account_id)
 
     def find_contract(self, name: str) -> SimContract | None:
         """Return the contract named ``name`` (expired ones included), or None if no such."""
-        today = self._today()
-        if self._names_day != today:  # one-digit years resolve relative to today
-            self._names.clear()
-            self._names_day = today
-        if name in self._names:
-            return self._names[name]
-        try:
-            contract = self._register(parse_contract(name, today))
-        except InvalidSymbol:
-            contract = None
-        if len(self._names) < _NAME_CACHE_SIZE:
-            self._names[name] = contract
-        return contract
+        return self._reference.find_contract(name)
 
     def contract(self, contract_id: int) -> SimContract | None:
         """Return a contract by id."""
-        known = self._contracts.get(contract_id)
-        if known is not None:
-            return known
-        root_index, months = divmod(contract_id - _CONTRACT_ID_BASE, _ROOT_SPAN)
-        if not 0 <= root_index < len(_ROOTS):
-            return None
-        year, month = divmod(months, 12)
-        return self._register(ContractSymbol(_ROOTS[root_index], _FIRST_YEAR + year, month + 1))
+        return self._reference.contract(contract_id)
 
     def suggest_contracts(self, text: str, limit: int) -> list[SimContract]:
         """Return unexpired contracts whose name starts with ``text``, front month first."""
-        prefix = text.strip().upper()
-        if limit <= 0:
-            return []
-        found = {c.id: c for c in self.listed_contracts() if c.name.startswith(prefix)}
-        exact = self.find_contract(prefix) if prefix else None
-        if exact is not None and not self.is_expired(exact):
-            found.setdefault(exact.id, exact)
-
-        def rank(c: SimContract) -> tuple[bool, str, date]:
-            return (c.symbol.root != prefix, c.symbol.root, c.symbol.expiry())
-
-        return sorted(found.values(), key=rank)[:limit]
+        return self._reference.suggest_contracts(text, limit)
 
     def listed_contracts(self) -> list[SimContract]:
         """Return every unexpired contract the simulator lists now."""
-        today = self._today()
-        if self._listed is None or self._listed[0] != today:
-            contracts = []
-            for root in _ROOTS:
-                for symbol in listed_symbols(root, today):
-                    contract = self._register(symbol)
-                    if contract is not None:
-                        contracts.append(contract)
-            self._listed = (today, contracts)
-        return list(self._listed[1])
+        return self._reference.listed_contracts()
 
     def is_expired(self, contract: SimContract) -> bool:
         """Return whether a contract no longer trades at the engine's clock."""
-        return contract.symbol.is_expired(self._today())
-
-    def _contract_by_id(self, contract_id: int) -> SimContract:
-        contract = self.contract(contract_id)
-        if contract is None:
-            raise _Refusal("InvalidContract", f"Unknown contract id {contract_id}")
-        return contract
-
-    def _today(self) -> date:
-        return self.clock.now().date()
-
-    def _register(self, symbol: ContractSymbol) -> SimContract | None:
-        offset = _contract_offset(symbol)
-        if offset is None:
-            return None
-        contract_id = _CONTRACT_ID_BASE + offset
-        known = self._contracts.get(contract_id)
-        if known is not None:
-            return known
-        prod = PRODUCTS[symbol.root]
-        if month_code(symbol.month) not in prod.listed_months:
-            return None
-        contract = SimContract(contract_id, symbol, prod, _MATURITY_ID_BASE + offset)
-        self._contracts[contract_id] = contract
-        return contract
+        return self._reference.is_expired(contract)
 
     # --- market ---------------------------------------------------------------------------
     def quote(self, contract_id: int) -> Quote:
         """Return the current top of book (the price path advanced to now)."""
-        book = self._book_of(contract_id)
-        self._expire_due()
-        self._refresh(book)
-        bid, ask = self._touch(book)
-        return Quote(contract_id, bid, ask, book.path.last, self.clock.now())
+        return self._market.quote(contract_id)
 
     def set_price(self, contract_id: int, last: Decimal) -> None:
         """Move a contract's price (test hook, admin endpoint) and match resting orders.
 
         Raises KeyError for an unknown contract and ValueError for a price off tick.
         """
-        book = self._book_of(contract_id)
-        self._expire_due()
-        self._refresh(book)
-        book.path.set_last(last)
-        self._match_book(book)
+        self._market.set_price(contract_id, last)
 
     def advance(self) -> None:
         """Step every traded contract's price path up to the clock and match orders."""
-        self._expire_due()
-        now = self.clock.now()
-        for book in tuple(self._books.values()):
-            if book.live:
-                book.path.advance_to(now)
-                self._match_book(book)
+        self._market.advance()
 
-    def _book_of(self, contract_id: int) -> _Book:
-        contract = self.contract(contract_id)
-        if contract is None:
-            raise KeyError(f"no contract with id {contract_id}")
-        return self._book(contract)
-
-    def _book(self, contract: SimContract) -> _Book:
-        book = self._books.get(contract.id)
-        if book is None:
-            path = PricePath(
-                self.config.seed,
-                contract.name,
-                contract.product,
-                self.clock.now(),
-                self.config.price_step_s,
-            )
-            book = self._books[contract.id] = _Book(contract, path)
-        return book
-
-    def _refresh(self, book: _Book) -> None:
-        """Advance the book's price to now; a move is a matching pass."""
-        if book.path.advance_to(self.clock.now()) and book.live:
-            self._match_book(book)
-
-    @staticmethod
-    def _touch(book: _Book) -> tuple[Decimal, Decimal]:
-        last = book.path.last
-        return last, last + book.path.tick_size
-
-    # --- orders -----------------------------------------------------------------------------
+    # --- orders ---------------------------------------------------------------------------
     def place_order(self, request: OrderRequest) -> PlaceResult:
         """Validate, accept and match a new order."""
-        self._expire_due()
-        try:
-            account, book, leg = self._prepare(request)
-            self._check_request(account, request.is_automated, [request.cl_ord_id])
-        except _Refusal as refusal:
-            return PlaceResult(failure_reason=refusal.reason, failure_text=refusal.text)
-        risk = self._risk_failure(account, book, leg.action, leg.order_qty)
-        if risk is not None:
-            return self._reject(account, book, leg, risk)
-        order = self._create(self._next_id("order"), account, book, leg, OrdStatus.WORKING)
-        self._execute(book, order, fresh=True)
-        return PlaceResult(order_id=order.id)
+        return self._desk.place_order(request)
 
     def place_oso(
         self, entry: OrderRequest, bracket1: BracketRequest, bracket2: BracketRequest | None
     ) -> PlaceResult:
         """Place an entry whose brackets activate when it fills (two brackets are OCO)."""
-        self._expire_due()
-        brackets = [bracket1] if bracket2 is None else [bracket1, bracket2]
-        try:
-            account, book, entry_leg = self._prepare(entry)
-            legs: list[_Leg] = []
-            for number, bracket in enumerate(brackets, start=1):
-                _check_bracket_side(number, bracket, entry_leg)
-                legs.append(self._bracket_leg(book, bracket, entry_leg, live=False))
-            cl_ord_ids = [entry.cl_ord_id, *(b.cl_ord_id for b in brackets)]
-            self._check_request(account, entry.is_automated, cl_ord_ids)
-        except _Refusal as refusal:
-            return PlaceResult(failure_reason=refusal.reason, failure_text=refusal.text)
-        risk = self._risk_failure(account, book, entry_leg.action, entry_leg.order_qty)
-        if risk is not None:
-            return self._reject(account, book, entry_leg, risk)
-        entry_id = self._next_id("order")
-        leg_ids = [self._next_id("order") for _ in legs]
-        oco_id = self._next_id("oco") if len(legs) == 2 else None
-        order = self._create(entry_id, account, book, entry_leg, OrdStatus.WORKING)
-        for index, leg in enumerate(legs):
-            linked = leg_ids[1 - index] if oco_id is not None else None
-            self._create(
-                leg_ids[index], account, book, leg, OrdStatus.SUSPENDED,
-                parent_id=entry_id, oco_id=oco_id, linked_id=linked,
-            )  # fmt: skip
-        self._children[entry_id] = leg_ids
-        self._execute(book, order, fresh=True)
-        return PlaceResult(
-            order_id=entry_id,
-            oso1_id=leg_ids[0],
-            oso2_id=leg_ids[1] if len(leg_ids) > 1 else None,
-        )
+        return self._desk.place_oso(entry, bracket1, bracket2)
 
     def place_oco(self, first: OrderRequest, other: BracketRequest) -> PlaceResult:
         """Place two orders of which the first to fill cancels the other."""
-        self._expire_due()
-        try:
-            account, book, first_leg = self._prepare(first)
-            other_leg = self._bracket_leg(book, other, first_leg, live=True)
-            self._check_request(account, first.is_automated, [first.cl_ord_id, other.cl_ord_id])
-        except _Refusal as refusal:
-            return PlaceResult(failure_reason=refusal.reason, failure_text=refusal.text)
-        risk = self._risk_failure(
-            account, book, first_leg.action, first_leg.order_qty
-        ) or self._risk_failure(account, book, other_leg.action, other_leg.order_qty)
-        if risk is not None:
-            return self._reject(account, book, first_leg, risk)
-        first_id, other_id = self._next_id("order"), self._next_id("order")
-        oco_id = self._next_id("oco")
-        one = self._create(
-            first_id, account, book, first_leg, OrdStatus.WORKING, oco_id=oco_id, linked_id=other_id
-        )
-        two = self._create(
-            other_id, account, book, other_leg, OrdStatus.WORKING, oco_id=oco_id, linked_id=first_id
-        )
-        self._execute(book, one, fresh=True)
-        self._execute(book, two, fresh=True)
-        return PlaceResult(order_id=first_id, oco_id=other_id)
-
-    def start_order_strategy(
-        self,
-        entry: OrderRequest,
-        brackets: tuple[StrategyBracket, ...],
-        *,
-        type_id: int,
-        params: str,
-        uuid: str | None = None,
-    ) -> StrategyResult:
-        """Start a Bracket strategy: the entry now, its legs on the entry's fill."""
-        self._expire_due()
-        cfg = self.config
-        if type_id != cfg.strategy_type_id:
-            return StrategyResult(error_text=f"Unsupported: unknown orderStrategyTypeId {type_id}")
-        try:
-            account, book, entry_leg = self._prepare(replace(entry, cl_ord_id=None))
-            self._check_brackets(book, entry_leg, brackets)
-        except _Refusal as refusal:
-            return StrategyResult(error_text=f"{refusal.reason}: {refusal.text}")
-        strategy = SimOrderStrategy(
-            self._next_id("orderStrategy"), account.id, book.contract.id, self.clock.now(),
-            entry.action, type_id, params, uuid, brackets=brackets,
-            covered=[0] * len(brackets), legs=[[] for _ in brackets],
-        )  # fmt: skip
-        self._strategies[strategy.id] = strategy
-        self._publish(account.id, "orderStrategy", "created", strategy)
-        entry_id = strategy.entry_id = self._next_id("order")
-        self._link(strategy, entry_id, cfg.strategy_entry_label)
-        risk = self._risk_failure(account, book, entry_leg.action, entry_leg.order_qty)
-        if risk is not None:
-            self._create(entry_id, account, book, entry_leg, OrdStatus.REJECTED, reject=risk)
-            self._end_strategy(strategy, "ExecutionFailed", f"{risk.reason}: {risk.text}")
-            return StrategyResult(strategy)
-        order = self._create(entry_id, account, book, entry_leg, OrdStatus.WORKING)
-        self._execute(book, order, fresh=True)
-        return StrategyResult(strategy)
-
-    def interrupt_order_strategy(self, strategy_id: int) -> StrategyResult:
-        """Stop a strategy: cancel its working entry and every open leg."""
-        self._expire_due()
-        strategy = self._strategies.get(strategy_id)
-        if strategy is None:
-            return StrategyResult(error_text=ACCESS_DENIED)
-        if not strategy.active:
-            return StrategyResult(strategy, f"Strategy {strategy_id} is {strategy.status}")
-        self._refresh(self._books[strategy.contract_id])
-        strategy.status = "ExecutionInterrupted"  # first: the cancels below must not end it
-        for order_id in self._strategy_orders(strategy):
-            order = self._orders[order_id]
-            if order.ord_status in _OPEN:
-                self._command(order, "Cancel", "RiskPassed", None, True)
-                self._finalize(order, OrdStatus.CANCELED, "Canceled", "Strategy interrupted")
-        self._publish(strategy.account_id, "orderStrategy", "updated", strategy)
-        return StrategyResult(strategy)
-
-    def _check_brackets(
-        self, book: _Book, entry: _Leg, brackets: tuple[StrategyBracket, ...]
-    ) -> None:
-        if not brackets:
-            raise _Refusal("Unsupported", "A bracket strategy needs at least one bracket")
-        if sum(b.qty for b in brackets) != entry.order_qty:
-            raise _Refusal(
-                "Unsupported",
-                f"Bracket quantities add up to {sum(b.qty for b in brackets)}, the entry's "
-                f"orderQty is {entry.order_qty}",
-            )
-        tick = book.contract.product.tick_size
-        for number, bracket in enumerate(brackets, start=1):
-            if bracket.qty < 1:
-                raise _Refusal("Unsupported", f"Bracket {number}: qty must be at least 1")
-            if bracket.profit_target is None and bracket.stop_loss is None:
-                raise _Refusal("Unsupported", f"Bracket {number} has no target and no stop")
-            for name, distance in (("profitTarget", bracket.profit_target),
-                                   ("stopLoss", bracket.stop_loss)):  # fmt: skip
-                if distance is not None and (distance <= 0 or distance % tick != 0):
-                    raise _Refusal(
-                        "InvalidPrice",
-                        f"Bracket {number}: {name} {distance} is not a positive multiple of "
-                        f"the tick size {tick}",
-                    )
-
-    def _link(self, strategy: SimOrderStrategy, order_id: int, label: str) -> None:
-        link = SimOrderStrategyLink(
-            self._next_id("orderStrategyLink"), strategy.id, order_id, label
-        )
-        self._strategy_links.setdefault(strategy.id, []).append(link)
-        self._strategy_of[order_id] = strategy.id
-        self._publish(strategy.account_id, "orderStrategyLink", "created", link)
-
-    def _strategy_orders(self, strategy: SimOrderStrategy) -> list[int]:
-        return [link.order_id for link in self._strategy_links.get(strategy.id, ())]
-
-    def _end_strategy(self, strategy: SimOrderStrategy, status: str, message: str = "") -> None:
-        strategy.status = status
-        strategy.failure_message = message or None
-        self._publish(strategy.account_id, "orderStrategy", "updated", strategy)
-
-    def _cover_fill(self, strategy: SimOrderStrategy, entry: SimOrder, price: Decimal) -> None:
-        """Give the strategy's legs what the entry has filled (created on its first fill)."""
-        if not strategy.active:
-            return
-        if strategy.basis is None:
-            strategy.basis = price
-        book = self._books[entry.contract_id]
-        account = self._accounts[entry.account_id]
-        ahead = 0
-        fresh: list[SimOrder] = []
-        for index, bracket in enumerate(strategy.brackets):
-            want = min(bracket.qty, max(0, entry.filled_qty - ahead))
-            ahead += bracket.qty
-            extra = want - strategy.covered[index]
-            if extra <= 0:
-                continue
-            strategy.covered[index] = want
-            legs = [self._orders[i] for i in strategy.legs[index]]
-            if legs and all(leg.ord_status in _OPEN for leg in legs):
-                for leg in legs:
-                    self._resize(leg, leg.version.order_qty + extra, "Entry filled further")
-                continue
-            fresh += self._bracket_pair(strategy, bracket, index, account, book, extra)
-        for leg in fresh:
-            self._execute(book, leg, fresh=True)
-
-    def _bracket_pair(
-        self,
-        strategy: SimOrderStrategy,
-        bracket: StrategyBracket,
-        index: int,
-        account: SimAccount,
-        book: _Book,
-        qty: int,
-    ) -> list[SimOrder]:
-        basis = strategy.basis
-        assert basis is not None
-        assert strategy.entry_id is not None
-        sign = strategy.action.sign
-        exit_side = strategy.action.opposite
-        specs: list[tuple[OrderType, Decimal, str]] = []
-        if bracket.stop_loss is not None:
-            specs.append((OrderType.STOP, basis - sign * bracket.stop_loss,
-                          self.config.strategy_stop_label))  # fmt: skip
-        if bracket.profit_target is not None:
-            specs.append((OrderType.LIMIT, basis + sign * bracket.profit_target,
-                          self.config.strategy_target_label))  # fmt: skip
-        # The legs take the entry's time in force (an IOC or FOK entry's legs rest as Day): the
-        # strategy's params carry none of their own (reference §5.8; unverified).
-        entry_tif = self._orders[strategy.entry_id].version.time_in_force
-        leg_tif = TimeInForce.DAY if entry_tif in (TimeInForce.IOC, TimeInForce.FOK) else entry_tif
-        ids = [self._next_id("order") for _ in specs]
-        oco_id = self._next_id("oco") if len(ids) == 2 else None
-        legs: list[SimOrder] = []
-        for position, (kind, raw, label) in enumerate(specs):
-            price = max(raw, book.contract.product.tick_size)  # a target beyond zero: the floor
-            leg = _Leg(
-                exit_side, kind, qty, price if kind is OrderType.LIMIT else None,
-                price if kind is OrderType.STOP else None, leg_tif, None, None,
-                f"Strategy {strategy.id} bracket {index + 1}", True,
-            )  # fmt: skip
-            self._link(strategy, ids[position], label)
-            linked = ids[1 - position] if oco_id is not None else None
-            order = self._create(
-                ids[position], account, book, leg, OrdStatus.WORKING,
-                parent_id=strategy.entry_id, oco_id=oco_id, linked_id=linked,
-            )  # fmt: skip
-            if kind is OrderType.STOP and bracket.trailing and bracket.stop_loss is not None:
-                self._trailing[order.id] = bracket.stop_loss
-            strategy.legs[index].append(order.id)
-            legs.append(order)
-        return legs
-
-    def _settle_strategy(self, order: SimOrder) -> None:
-        """React to a final order of a strategy: end the strategy when nothing is left."""
-        strategy_id = self._strategy_of.get(order.id)
-        strategy = self._strategies.get(strategy_id) if strategy_id is not None else None
-        if strategy is None or not strategy.active:
-            return
-        if order.ord_status is OrdStatus.FILLED and order.version.order_type is OrderType.LIMIT:
-            self._breakeven(strategy, order)
-        if order.id == strategy.entry_id and order.filled_qty == 0:
-            stopped = order.ord_status is OrdStatus.CANCELED
-            self._end_strategy(strategy, "StoppedByUser" if stopped else "ExecutionFinished")
-            return
-        if all(self._orders[i].ord_status in FINAL_ORD_STATUSES
-               for i in self._strategy_orders(strategy)):  # fmt: skip
-            self._end_strategy(strategy, "ExecutionFinished")
-
-    def _breakeven(self, strategy: SimOrderStrategy, target: SimOrder) -> None:
-        """A target filled: move the stops of the other break-even brackets to the fill."""
-        basis = strategy.basis
-        assert basis is not None
-        book = self._books[strategy.contract_id]
-        bid, ask = self._touch(book)
-        for index, bracket in enumerate(strategy.brackets):
-            if not bracket.breakeven or target.id in strategy.legs[index]:
-                continue
-            for leg in (self._orders[i] for i in strategy.legs[index]):
-                stop = leg.version.stop_price
-                if leg.ord_status not in _OPEN or stop is None or leg.triggered:
-                    continue
-                sell = leg.action is Side.SELL
-                better = basis > stop if sell else basis < stop
-                legal = basis < bid if sell else basis > ask
-                if not (better and legal):
-                    continue
-                self._new_version(leg, replace(leg.version, stop_price=basis))
-                self._publish(leg.account_id, "order", "updated", leg)
-                self._report(leg, "Replaced", text=f"Break-even after order {target.id}")
-                if leg.ord_status is OrdStatus.WORKING:
-                    self._unrest(book, leg)
-                    self._rest(book, leg)
-
-    def _trail(self, book: _Book) -> None:
-        """Move trailing stops towards the market: never back, one version per move."""
-        if not self._trailing:
-            return
-        bid, ask = self._touch(book)
-        for order_id, distance in list(self._trailing.items()):
-            order = self._orders[order_id]
-            if order.ord_status not in _OPEN or order.triggered:
-                if order.ord_status not in _OPEN:
-                    del self._trailing[order_id]
-                continue
-            if order.contract_id != book.contract.id:
-                continue
-            stop = order.version.stop_price
-            assert stop is not None
-            # A sell stop protects a long: it rises with the bid; a buy stop falls with the ask.
-            wanted = bid - distance if order.action is Side.SELL else ask + distance
-            better = wanted > stop if order.action is Side.SELL else wanted < stop
-            if not better:
-                continue
-            self._new_version(order, replace(order.version, stop_price=wanted))
-            self._publish(order.account_id, "order", "updated", order)
-            self._report(order, "Replaced", text=f"Trailing stop moved to {wanted}")
-            if order.ord_status is OrdStatus.WORKING:
-                self._unrest(book, order)
-                self._rest(book, order)
+        return self._desk.place_oco(first, other)
 
     def modify_order(
         self,
@@ -1178,716 +305,93 @@ class SimEngine:
         is_automated: bool = False,
     ) -> CommandResult:
         """Change a working order (a new version); ``TooLate`` if it is final."""
-        self._expire_due()
-        order = self._orders.get(order_id)
-        if order is None:
-            return CommandResult(failure_reason="UnknownReason", failure_text=ACCESS_DENIED)
-        try:
-            account = self._check_account(order.account_id)
-        except _Refusal as refusal:
-            return CommandResult(failure_reason=refusal.reason, failure_text=refusal.text)
-        book = self._books[order.contract_id]
-        self._refresh(book)  # the market may fill the order before the change arrives
-
-        def refuse(status: str, refusal: _Refusal) -> CommandResult:
-            command = self._command(order, "Modify", status, cl_ord_id, is_automated)
-            return CommandResult(command.id, refusal.reason, refusal.text)
-
-        if order.ord_status not in _OPEN:
-            return refuse("ExecutionRejected", _Refusal("TooLate", TOO_LATE))
-        old = order.version
-        # A triggered stop stays triggered unless its trigger changes.
-        keep_trigger = (
-            order.triggered and order_type is old.order_type and stop_price == old.stop_price
+        return self._desk.modify_order(
+            order_id,
+            order_qty,
+            order_type,
+            price,
+            stop_price,
+            time_in_force,
+            cl_ord_id,
+            is_automated,
         )
-        tif = time_in_force or old.time_in_force
-        try:
-            self._check_automated(is_automated)
-            _check_new_qty(order, order_qty)
-            live = order.ord_status is OrdStatus.WORKING and not keep_trigger
-            new_price, new_stop = self._check_prices(
-                book, order.action, order_type, price, stop_price, live=live
-            )
-            expire = self._check_tif(tif, old.expire_time)
-        except _Refusal as refusal:
-            return refuse("RiskRejected", refusal)
-        added = order_qty - old.order_qty if order.ord_status is OrdStatus.WORKING else 0
-        risk = self._risk_failure(account, book, order.action, order_qty, added=added)
-        if risk is not None:
-            return refuse("RiskRejected", risk)
-        command = self._command(order, "Modify", "RiskPassed", cl_ord_id, is_automated)
-        changed = replace(
-            old, order_qty=order_qty, order_type=order_type, price=new_price,
-            stop_price=new_stop, time_in_force=tif, expire_time=expire,
-        )  # fmt: skip
-        self._new_version(order, changed)
-        order.triggered = keep_trigger
-        self._publish(order.account_id, "order", "updated", order)
-        self._report(order, "Replaced", text="Modified by request")
-        if expire is not None:
-            heapq.heappush(self._expiries, (expire, order.id))
-        for leg in self._suspended_legs(order):
-            if leg.version.order_qty != order_qty:
-                self._resize(leg, order_qty, "Follows the entry's quantity")
-        if order.ord_status is OrdStatus.WORKING:
-            self._unrest(book, order)
-            self._execute(book, order, fresh=True)
-        return CommandResult(command.id)
 
     def cancel_order(
         self, order_id: int, cl_ord_id: str | None = None, is_automated: bool = False
     ) -> CommandResult:
         """Cancel a working order; ``TooLate`` if it is final."""
-        self._expire_due()
-        order = self._orders.get(order_id)
-        if order is None:
-            return CommandResult(failure_reason="UnknownReason", failure_text=ACCESS_DENIED)
-        try:
-            self._check_account(order.account_id)
-        except _Refusal as refusal:
-            return CommandResult(failure_reason=refusal.reason, failure_text=refusal.text)
-        self._refresh(self._books[order.contract_id])  # a fill may win the race
-        if order.ord_status not in _OPEN:
-            command = self._command(order, "Cancel", "ExecutionRejected", cl_ord_id, is_automated)
-            return CommandResult(command.id, "TooLate", TOO_LATE)
-        try:
-            self._check_automated(is_automated)
-        except _Refusal as refusal:
-            command = self._command(order, "Cancel", "RiskRejected", cl_ord_id, is_automated)
-            return CommandResult(command.id, refusal.reason, refusal.text)
-        command = self._command(order, "Cancel", "RiskPassed", cl_ord_id, is_automated)
-        self._finalize(order, OrdStatus.CANCELED, "Canceled", "Canceled by request")
-        return CommandResult(command.id)
+        return self._desk.cancel_order(order_id, cl_ord_id, is_automated)
 
     def liquidate_position(
         self, account_id: int, contract_id: int, is_automated: bool = False
     ) -> PlaceResult:
         """Cancel working orders on the contract and close the position at market."""
-        self._expire_due()
-        try:
-            self._check_account(account_id)
-            contract = self._contract_by_id(contract_id)
-            self._check_automated(is_automated)
-        except _Refusal as refusal:
-            return PlaceResult(failure_reason=refusal.reason, failure_text=refusal.text)
-        book = self._book(contract)
-        self._refresh(book)
-        for order in list(book.live.values()):
-            # Cancelling an entry may activate or cancel its legs: look at each one afresh.
-            if order.account_id == account_id and order.ord_status in _OPEN:
-                self._command(order, "Cancel", "RiskPassed", None, is_automated)
-                self._finalize(order, OrdStatus.CANCELED, "Canceled", "Canceled by liquidation")
-        position = self._positions.get((account_id, contract_id))
-        if position is None or position.net_pos == 0:
-            return PlaceResult()
-        return self.place_order(
-            OrderRequest(
-                account_id=account_id,
-                symbol=contract.name,
-                action=Side.SELL if position.net_pos > 0 else Side.BUY,
-                order_type=OrderType.MARKET,
-                order_qty=abs(position.net_pos),
-                text="Liquidate position",
-                is_automated=is_automated,
-            )
+        return self._desk.liquidate_position(account_id, contract_id, is_automated)
+
+    # --- order strategies -----------------------------------------------------------------
+    def start_order_strategy(
+        self,
+        entry: OrderRequest,
+        brackets: tuple[StrategyBracket, ...],
+        *,
+        type_id: int,
+        params: str,
+        uuid: str | None = None,
+    ) -> StrategyResult:
+        """Start a Bracket strategy: the entry now, its legs on the entry's fill."""
+        return self._strategies.start_order_strategy(
+            entry, brackets, type_id=type_id, params=params, uuid=uuid
         )
 
-    # --- reads --------------------------------------------------------------------------------
+    def interrupt_order_strategy(self, strategy_id: int) -> StrategyResult:
+        """Stop a strategy: cancel its working entry and every open leg."""
+        return self._strategies.interrupt_order_strategy(strategy_id)
+
+    # --- reads ----------------------------------------------------------------------------
     def orders(self, account_id: int | None = None) -> list[SimOrder]:
         """Return orders, oldest first."""
-        if account_id is None:
-            return list(self._orders.values())
-        return list(self._orders_by_account.get(account_id, ()))
+        return self._records.orders(account_id)
 
     def order(self, order_id: int) -> SimOrder | None:
         """Return one order."""
-        return self._orders.get(order_id)
+        return self._records.order(order_id)
 
     def order_versions(self, order_id: int) -> list[SimOrderVersion]:
         """Return an order's versions, oldest first."""
-        return list(self._versions.get(order_id, ()))
+        return self._records.order_versions(order_id)
 
     def execution_reports(self, order_id: int | None = None) -> list[SimExecutionReport]:
         """Return execution reports, of one order or all."""
-        if order_id is None:
-            return list(self._reports)
-        return list(self._reports_by_order.get(order_id, ()))
+        return self._records.execution_reports(order_id)
 
     def commands(self, order_id: int | None = None) -> list[SimCommand]:
         """Return commands, of one order or all."""
-        if order_id is None:
-            return list(self._commands)
-        return list(self._commands_by_order.get(order_id, ()))
+        return self._records.commands(order_id)
 
     def fills(self, order_id: int | None = None, account_id: int | None = None) -> list[SimFill]:
         """Return fills, of one order, one account, or all."""
-        if order_id is not None:
-            found: Iterable[SimFill] = self._fills_by_order.get(order_id, ())
-            return [f for f in found if account_id is None or f.account_id == account_id]
-        if account_id is not None:
-            return list(self._fills_by_account.get(account_id, ()))
-        return list(self._fills)
+        return self._records.fills(order_id, account_id)
 
     def positions(self, account_id: int | None = None) -> list[SimPosition]:
         """Return positions, of one account or all."""
-        if account_id is None:
-            return list(self._positions.values())
-        return list(self._positions_by_account.get(account_id, ()))
+        return self._positions.positions(account_id)
 
     def order_strategies(self, account_id: int | None = None) -> list[SimOrderStrategy]:
         """Return order strategies, of one account or all, oldest first."""
-        return [s for s in self._strategies.values()
-                if account_id is None or s.account_id == account_id]  # fmt: skip
+        return self._strategies.order_strategies(account_id)
 
     def order_strategy(self, strategy_id: int) -> SimOrderStrategy | None:
         """Return one order strategy."""
-        return self._strategies.get(strategy_id)
+        return self._strategies.order_strategy(strategy_id)
 
     def order_strategy_links(self, strategy_id: int | None = None) -> list[SimOrderStrategyLink]:
         """Return the links of one strategy, or all."""
-        if strategy_id is not None:
-            return list(self._strategy_links.get(strategy_id, ()))
-        return [link for links in self._strategy_links.values() for link in links]
+        return self._strategies.order_strategy_links(strategy_id)
 
     def cash_balance(self, account_id: int) -> SimCashBalance:
         """Return an account's cash balance (KeyError if the account is unknown)."""
-        return self._cash[account_id]
+        return self._positions.cash_balance(account_id)
 
     def open_pnl(self, account_id: int) -> Decimal:
         """Return the open P&L of an account's positions at current prices."""
-        total = Decimal(0)
-        for position in self._positions_by_account.get(account_id, ()):
-            if position.net_pos == 0:
-                continue
-            holding = self._holdings[(account_id, position.contract_id)]
-            quote = self.quote(position.contract_id)
-            mark = quote.bid if position.net_pos > 0 else quote.ask
-            sign = 1 if position.net_pos > 0 else -1
-            contract = self._contracts[position.contract_id]
-            per_point = mark * position.net_pos - sign * holding.open_value
-            total += per_point * contract.product.value_per_point
-        return total
-
-    # --- checks ---------------------------------------------------------------------------------
-    def _prepare(self, request: OrderRequest) -> tuple[SimAccount, _Book, _Leg]:
-        """Run the checks that refuse an order without creating one."""
-        self._take_injected_failure()
-        account = self._check_account(request.account_id)
-        contract = self.find_contract(request.symbol)
-        if contract is None:
-            if self.config.unknown_contract_failure == "AccessDenied":
-                raise _Refusal("UnknownReason", ACCESS_DENIED)
-            raise _Refusal("InvalidContract", f"Unknown contract {request.symbol!r}")
-        if self.is_expired(contract):
-            raise _Refusal(
-                "InvalidContract",
-                f"Contract {contract.name} expired on {contract.symbol.expiry().isoformat()}",
-            )
-        book = self._book(contract)
-        self._refresh(book)
-        if request.order_qty <= 0:
-            raise _Refusal("Unsupported", f"orderQty {request.order_qty} must be at least 1")
-        price, stop = self._check_prices(
-            book, request.action, request.order_type, request.price, request.stop_price, live=True
-        )
-        expire = self._check_tif(request.time_in_force, request.expire_time)
-        leg = _Leg(
-            request.action, request.order_type, request.order_qty, price, stop,
-            request.time_in_force, expire, request.cl_ord_id, request.text, request.is_automated,
-        )  # fmt: skip
-        return account, book, leg
-
-    def _bracket_leg(self, book: _Book, bracket: BracketRequest, parent: _Leg, live: bool) -> _Leg:
-        price, stop = self._check_prices(
-            book, bracket.action, bracket.order_type, bracket.price, bracket.stop_price, live=live
-        )
-        expire = self._check_tif(bracket.time_in_force, bracket.expire_time)
-        return _Leg(
-            bracket.action, bracket.order_type, parent.order_qty, price, stop,
-            bracket.time_in_force, expire, bracket.cl_ord_id, bracket.text, parent.is_automated,
-        )  # fmt: skip
-
-    def _take_injected_failure(self) -> None:
-        faults = self.config.faults
-        if faults.inject_failure_reason and faults.inject_failure_count > 0:
-            faults.inject_failure_count -= 1
-            text = faults.inject_failure_text or f"Injected failure {faults.inject_failure_reason}"
-            raise _Refusal(faults.inject_failure_reason, text)
-
-    def _check_account(self, account_id: int) -> SimAccount:
-        account = self._accounts.get(account_id)
-        if account is None:
-            raise _Refusal("UnknownReason", ACCESS_DENIED)
-        if account.readonly:
-            raise _Refusal("Unauthorized", f"Account {account.name} is read-only")
-        if not account.active:
-            raise _Refusal("AccountClosed", f"Account {account.name} is closed")
-        return account
-
-    def _check_automated(self, is_automated: bool) -> None:
-        if self.config.require_automated and not is_automated:
-            raise _Refusal("UnknownReason", "isAutomated is required")
-
-    def _check_request(
-        self, account: SimAccount, is_automated: bool, cl_ord_ids: list[str | None]
-    ) -> None:
-        self._check_automated(is_automated)
-        if self.config.duplicate_cl_ord_id == "reject":
-            seen: set[str] = set()
-            for cl_ord_id in cl_ord_ids:
-                if cl_ord_id is None:
-                    continue
-                if cl_ord_id in seen or (account.id, cl_ord_id) in self._cl_ord_ids:
-                    raise _Refusal("UnknownReason", f"Duplicate clOrdId {cl_ord_id!r}")
-                seen.add(cl_ord_id)
-
-    def _check_prices(
-        self,
-        book: _Book,
-        action: Side,
-        order_type: OrderType,
-        price: Decimal | None,
-        stop_price: Decimal | None,
-        live: bool,
-    ) -> tuple[Decimal | None, Decimal | None]:
-        """Return the prices the type uses; ``live`` also checks stops against the market."""
-        prod = book.contract.product
-        limit = stop = None
-        if order_type.needs_limit_price:
-            limit = _check_price(prod, price, "price", order_type)
-        if order_type.needs_stop_price:
-            stop = _check_price(prod, stop_price, "stopPrice", order_type)
-            if live:
-                bid, ask = self._touch(book)
-                # Exchanges refuse a stop the market has already passed: it would trigger at once.
-                if action is Side.BUY and stop <= ask:
-                    raise _Refusal("InvalidPrice", f"Buy stop {stop} must be above the ask {ask}")
-                if action is Side.SELL and stop >= bid:
-                    raise _Refusal("InvalidPrice", f"Sell stop {stop} must be below the bid {bid}")
-        return limit, stop
-
-    def _check_tif(self, tif: TimeInForce, expire_time: datetime | None) -> datetime | None:
-        if tif is not TimeInForce.GTD:
-            return None
-        if expire_time is None:
-            raise _Refusal("Unsupported", "timeInForce GTD needs an expireTime")
-        if expire_time.tzinfo is None:
-            expire_time = expire_time.replace(tzinfo=UTC)
-        if expire_time <= self.clock.now():
-            raise _Refusal("Unsupported", f"expireTime {expire_time.isoformat()} has passed")
-        return expire_time
-
-    def _risk_failure(
-        self, account: SimAccount, book: _Book, action: Side, qty: int, added: int | None = None
-    ) -> _Refusal | None:
-        """Return the risk check an order (or ``added`` more of a working one) fails."""
-        cfg = self.config
-        if cfg.max_order_qty is not None and qty > cfg.max_order_qty:
-            return _Refusal(
-                "MaxOrderQtyLimitReached",
-                f"Order quantity {qty} is over the limit of {cfg.max_order_qty}",
-            )
-        if cfg.max_position is not None and (added is None or added > 0):
-            position = self._positions.get((account.id, book.contract.id))
-            working = sum(
-                o.leaves_qty
-                for o in book.live.values()
-                if o.account_id == account.id
-                and o.action is action
-                and o.ord_status is OrdStatus.WORKING
-            )
-            net = position.net_pos if position is not None else 0
-            extra = qty if added is None else added
-            resulting = abs(net + action.sign * (working + extra))
-            if resulting > cfg.max_position:
-                return _Refusal(
-                    "MaxPosLimitReached",
-                    f"Position would reach {resulting}, over the limit of {cfg.max_position}",
-                )
-        if cfg.session_closed:
-            return _Refusal("SessionClosed", "The trading session is closed")
-        return None
-
-    # --- order life -------------------------------------------------------------------------------
-    def _next_id(self, kind: str) -> int:
-        return next(self._counters[kind])
-
-    def _create(
-        self,
-        order_id: int,
-        account: SimAccount,
-        book: _Book,
-        leg: _Leg,
-        status: OrdStatus,
-        parent_id: int | None = None,
-        oco_id: int | None = None,
-        linked_id: int | None = None,
-        reject: _Refusal | None = None,
-    ) -> SimOrder:
-        """Create an order, its first version, its ``New`` command and report."""
-        now = self.clock.now()
-        version = SimOrderVersion(
-            self._next_id("orderVersion"), order_id, leg.order_qty, leg.order_type, leg.price,
-            leg.stop_price, leg.time_in_force, leg.expire_time, leg.text,
-        )  # fmt: skip
-        order = SimOrder(
-            order_id, account.id, book.contract.id, leg.action, status, now, version,
-            cl_ord_id=leg.cl_ord_id, is_automated=leg.is_automated, oco_id=oco_id,
-            parent_id=parent_id, linked_id=linked_id,
-        )  # fmt: skip
-        self._orders[order_id] = order
-        self._orders_by_account.setdefault(account.id, []).append(order)
-        self._versions[order_id] = [version]
-        if reject is not None:
-            order.ord_status = OrdStatus.REJECTED
-            order.reject_reason = reject.reason
-            order.ts_final = now
-        else:
-            book.live[order_id] = order
-            if leg.expire_time is not None:
-                heapq.heappush(self._expiries, (leg.expire_time, order_id))
-        self._publish(account.id, "order", "created", order)
-        self._publish(account.id, "orderVersion", "created", version)
-        status_text = "RiskPassed" if reject is None else "RiskRejected"
-        self._command(order, "New", status_text, leg.cl_ord_id, leg.is_automated)
-        if reject is None:
-            self._report(order, "New")
-        else:
-            self._report(order, "Rejected", reject_reason=reject.reason, text=reject.text)
-        return order
-
-    def _reject(self, account: SimAccount, book: _Book, leg: _Leg, risk: _Refusal) -> PlaceResult:
-        """Create an order that the risk checks rejected."""
-        order_id = self._next_id("order")
-        self._create(order_id, account, book, leg, OrdStatus.REJECTED, reject=risk)
-        return PlaceResult(order_id=order_id, failure_reason=risk.reason, failure_text=risk.text)
-
-    def _command(
-        self,
-        order: SimOrder,
-        command_type: str,
-        status: str,
-        cl_ord_id: str | None,
-        is_automated: bool,
-    ) -> SimCommand:
-        command = SimCommand(
-            self._next_id("command"), order.id, self.clock.now(), command_type, status,
-            cl_ord_id, is_automated,
-        )  # fmt: skip
-        self._commands.append(command)
-        self._commands_by_order.setdefault(order.id, []).append(command)
-        if cl_ord_id is not None:
-            self._cl_ord_ids.add((order.account_id, cl_ord_id))
-        self._publish(order.account_id, "command", "created", command)
-        return command
-
-    def _report(
-        self,
-        order: SimOrder,
-        exec_type: str,
-        last_qty: int | None = None,
-        last_px: Decimal | None = None,
-        reject_reason: str | None = None,
-        text: str = "",
-    ) -> SimExecutionReport:
-        commands = self._commands_by_order.get(order.id)
-        report = SimExecutionReport(
-            self._next_id("executionReport"), commands[-1].id if commands else None,
-            order.account_id, order.contract_id, order.id, self.clock.now(), exec_type,
-            order.ord_status, order.action, order.filled_qty, order.avg_fill_price,
-            last_qty, last_px, reject_reason, text,
-        )  # fmt: skip
-        self._reports.append(report)
-        self._reports_by_order.setdefault(order.id, []).append(report)
-        self._publish(order.account_id, "executionReport", "created", report)
-        return report
-
-    def _new_version(self, order: SimOrder, version: SimOrderVersion) -> None:
-        """Make ``version`` (a changed copy of the current one) the order's current version."""
-        version.id = self._next_id("orderVersion")
-        self._versions[order.id].append(version)
-        order.version = version
-        self._publish(order.account_id, "orderVersion", "created", version)
-
-    def _resize(self, order: SimOrder, order_qty: int, text: str) -> None:
-        """Give an order a new quantity (bracket legs follow the entry, OCO legs each other)."""
-        self._new_version(order, replace(order.version, order_qty=order_qty))
-        self._publish(order.account_id, "order", "updated", order)
-        self._report(order, "Replaced", text=text)
-
-    # --- matching -----------------------------------------------------------------------------
-    def _match_book(self, book: _Book) -> None:
-        """Run one matching pass over a contract at its current quote."""
-        self._trail(book)
-        bid, ask = self._touch(book)
-        pending = list(book.pending.values())
-        book.pending.clear()
-        triggered = self._pop_while(book.buy_stops, lambda key: key <= ask)
-        triggered += self._pop_while(book.sell_stops, lambda key: -key >= bid)
-        crossing = self._pop_while(book.bids, lambda key: -key >= ask)
-        crossing += self._pop_while(book.asks, lambda key: key <= bid)
-        for order in itertools.chain(triggered, crossing, pending):
-            self._execute(book, order, fresh=False)
-
-    def _pop_while(self, heap: list[_Entry], hit: Callable[[Decimal], bool]) -> list[SimOrder]:
-        """Pop the live orders at the top of a heap whose key the market has reached."""
-        found: list[SimOrder] = []
-        while heap and hit(heap[0][0]):
-            _, seq, order_id = heapq.heappop(heap)
-            order = self._resting(order_id, seq)
-            if order is not None:
-                found.append(order)
-        return found
-
-    def _resting(self, order_id: int, seq: int) -> SimOrder | None:
-        """Return the order of a heap entry, or None if the entry is stale."""
-        order = self._orders[order_id]
-        if order.ord_status is OrdStatus.WORKING and self._rest_seq.get(order_id) == seq:
-            return order
-        return None
-
-    def _rest(self, book: _Book, order: SimOrder) -> None:
-        """Put a working order that cannot trade now into its heap (keeping time priority)."""
-        seq = self._rest_seq.get(order.id)
-        if seq is None:
-            seq = self._rest_seq[order.id] = next(self._seq)
-        version = order.version
-        buy = order.action is Side.BUY
-        if version.order_type.needs_stop_price and not order.triggered:
-            stop = version.stop_price
-            assert stop is not None
-            heapq.heappush(
-                book.buy_stops if buy else book.sell_stops, (stop if buy else -stop, seq, order.id)
-            )
-        else:
-            limit = version.price
-            assert limit is not None
-            heapq.heappush(
-                book.bids if buy else book.asks, (-limit if buy else limit, seq, order.id)
-            )
-
-    def _unrest(self, book: _Book, order: SimOrder) -> None:
-        """Forget where an order rests (its heap entries go stale); it arrives afresh."""
-        self._rest_seq.pop(order.id, None)
-        book.pending.pop(order.id, None)
-        self._aggressive.discard(order.id)
-
-    def _execute(self, book: _Book, order: SimOrder, fresh: bool) -> None:
-        """Trade one order at the current quote as far as it can, then rest the rest.
-
-        ``fresh`` is the order's first pass (placed, modified or activated).
-        """
-        if order.ord_status is not OrdStatus.WORKING:
-            return
-        version = order.version
-        buy = order.action is Side.BUY
-        bid, ask = self._touch(book)
-        if version.order_type.needs_stop_price and not order.triggered:
-            stop = version.stop_price
-            assert stop is not None
-            if not (ask >= stop if buy else bid <= stop):
-                self._rest(book, order)
-                return
-            order.triggered = True
-            fresh = True  # a triggered stop arrives in the market now
-        touch = ask if buy else bid
-        limit = version.price if version.order_type.needs_limit_price else None
-        crossing = limit is None or (touch <= limit if buy else touch >= limit)
-        tif = version.time_in_force
-        immediate = fresh and tif in _IMMEDIATE
-        if not crossing:
-            self._aggressive.discard(order.id)
-            if immediate:
-                self._finalize(
-                    order, OrdStatus.CANCELED, "Canceled", f"{tif.upper()}: not marketable"
-                )
-            else:
-                self._rest(book, order)
-            return
-        if fresh:
-            self._aggressive.add(order.id)
-        leaves = order.leaves_qty
-        cap = self.config.liquidity_per_fill
-        qty = leaves if cap is None else min(leaves, cap)
-        if immediate and tif is TimeInForce.FOK and qty < leaves:
-            self._finalize(
-                order, OrdStatus.CANCELED, "Canceled", "FOK: not enough liquidity to fill all"
-            )
-            return
-        aggressive = limit is None or order.id in self._aggressive
-        self._fill(book, order, qty, touch if aggressive else limit)
-        if order.ord_status in FINAL_ORD_STATUSES:  # filled, or cancelled through a link
-            return
-        if immediate:
-            self._finalize(order, OrdStatus.CANCELED, "Canceled", "IOC: remainder canceled")
-        elif aggressive:
-            book.pending[order.id] = order
-        else:
-            self._rest(book, order)
-
-    def _fill(self, book: _Book, order: SimOrder, qty: int, price: Decimal | None) -> None:
-        """Book one execution: fill, report, order, position and cash."""
-        assert price is not None
-        now = self.clock.now()
-        fill = SimFill(
-            self._next_id("fill"), order.id, order.account_id, order.contract_id, now,
-            order.action, qty, price,
-        )  # fmt: skip
-        self._fills.append(fill)
-        self._fills_by_order.setdefault(order.id, []).append(fill)
-        self._fills_by_account.setdefault(order.account_id, []).append(fill)
-        self._publish(order.account_id, "fill", "created", fill)
-        value = self._fill_values.get(order.id, Decimal(0)) + qty * price
-        self._fill_values[order.id] = value
-        order.filled_qty += qty
-        order.avg_fill_price = value / order.filled_qty
-        if order.leaves_qty == 0:
-            order.ord_status = OrdStatus.FILLED
-            order.ts_final = now
-        self._report(order, "Trade", last_qty=qty, last_px=price)
-        self._publish(order.account_id, "order", "updated", order)
-        self._book_position(book, order, qty, price)
-        strategy_id = self._strategy_of.get(order.id)
-        if strategy_id is not None and self._strategies[strategy_id].entry_id == order.id:
-            self._cover_fill(self._strategies[strategy_id], order, price)
-        if order.ord_status is OrdStatus.FILLED:
-            self._on_final(order)
-            return
-        partner = self._partner(order)
-        if partner is not None and partner.ord_status in _OPEN:
-            # One OCO leg traded part: the other now covers only what is left.
-            target = partner.filled_qty + order.leaves_qty
-            if target < partner.version.order_qty:
-                self._resize(partner, target, f"OCO: order {order.id} filled in part")
-
-    def _book_position(self, book: _Book, order: SimOrder, qty: int, price: Decimal) -> None:
-        """Apply a fill to the position (first in, first out) and realized P&L to cash."""
-        key = (order.account_id, order.contract_id)
-        position = self._positions.get(key)
-        created = position is None
-        if position is None:
-            position = SimPosition(
-                self._next_id("position"), order.account_id, order.contract_id, self.clock.now()
-            )
-            self._positions[key] = position
-            self._positions_by_account.setdefault(order.account_id, []).append(position)
-            self._holdings[key] = _Holding()
-        holding = self._holdings[key]
-        sign = order.action.sign
-        if sign > 0:
-            position.bought += qty
-            position.bought_value += qty * price
-        else:
-            position.sold += qty
-            position.sold_value += qty * price
-        remaining = qty
-        points = Decimal(0)
-        lots = holding.lots
-        while remaining and lots and (lots[0].qty > 0) != (sign > 0):
-            lot = lots[0]
-            closed = min(remaining, abs(lot.qty))
-            lot_sign = 1 if lot.qty > 0 else -1
-            points += closed * (price - lot.price) * lot_sign
-            holding.open_value -= closed * lot.price
-            lot.qty -= closed * lot_sign
-            remaining -= closed
-            if lot.qty == 0:
-                lots.popleft()
-        if remaining:
-            lots.append(_Lot(sign * remaining, price))
-            holding.open_value += remaining * price
-        position.net_pos += sign * qty
-        position.net_price = (
-            holding.open_value / abs(position.net_pos) if position.net_pos else None
-        )
-        realized = points * book.contract.product.value_per_point
-        position.realized_pnl += realized
-        position.timestamp = self.clock.now()
-        self._publish(order.account_id, "position", "created" if created else "updated", position)
-        if realized:
-            cash = self._cash[order.account_id]
-            cash.realized_pnl += realized
-            cash.amount += realized
-            cash.timestamp = position.timestamp
-            self._publish(order.account_id, "cashBalance", "updated", cash)
-
-    def _finalize(self, order: SimOrder, status: OrdStatus, exec_type: str, text: str) -> None:
-        """End an open order (cancel, expiry) and report it."""
-        order.ord_status = status
-        order.ts_final = self.clock.now()
-        self._publish(order.account_id, "order", "updated", order)
-        self._report(order, exec_type, text=text)
-        self._on_final(order)
-
-    def _on_final(self, order: SimOrder) -> None:
-        """Take a final order out of its book; settle its bracket legs and OCO partner."""
-        book = self._books[order.contract_id]
-        book.live.pop(order.id, None)
-        self._unrest(book, order)
-        legs = self._suspended_legs(order)
-        if legs and order.filled_qty == 0:
-            for leg in legs:
-                if leg.ord_status is OrdStatus.SUSPENDED:
-                    self._finalize(
-                        leg,
-                        OrdStatus.CANCELED,
-                        "Canceled",
-                        f"Parent order {order.id} ended unfilled",
-                    )
-        elif legs:
-            for leg in legs:
-                self._activate(leg, order.filled_qty)
-            for leg in legs:
-                self._execute(book, leg, fresh=True)
-        partner = self._partner(order)
-        if partner is not None and partner.ord_status in _OPEN:
-            self._finalize(
-                partner, OrdStatus.CANCELED, "Canceled", f"OCO: order {order.id} {order.ord_status}"
-            )
-        if order.id in self._strategy_of:
-            self._settle_strategy(order)
-        if book.heap_size() > max(_COMPACT_MIN, 2 * len(book.live)):
-            self._compact(book)
-
-    def _activate(self, leg: SimOrder, qty: int) -> None:
-        """Turn a suspended bracket leg into a working order for ``qty``."""
-        if leg.ord_status is not OrdStatus.SUSPENDED:
-            return
-        if leg.version.order_qty != qty:
-            self._new_version(leg, replace(leg.version, order_qty=qty))
-        leg.ord_status = OrdStatus.WORKING
-        self._publish(leg.account_id, "order", "updated", leg)
-        self._report(leg, "OrderStatus", text=f"Parent order {leg.parent_id} filled")
-
-    def _suspended_legs(self, order: SimOrder) -> list[SimOrder]:
-        legs = (self._orders[i] for i in self._children.get(order.id, ()))
-        return [leg for leg in legs if leg.ord_status is OrdStatus.SUSPENDED]
-
-    def _partner(self, order: SimOrder) -> SimOrder | None:
-        if order.oco_id is None or order.linked_id is None:
-            return None
-        return self._orders.get(order.linked_id)
-
-    def _compact(self, book: _Book) -> None:
-        """Drop stale heap entries (cancelled, filled, modified orders)."""
-        for heap in (book.bids, book.asks, book.buy_stops, book.sell_stops):
-            heap[:] = [e for e in heap if self._resting(e[2], e[1]) is not None]
-            heapq.heapify(heap)
-
-    def _expire_due(self) -> None:
-        """Expire GTD orders whose time has come."""
-        heap = self._expiries
-        if not heap:
-            return
-        now = self.clock.now()
-        while heap and heap[0][0] <= now:
-            _, order_id = heapq.heappop(heap)
-            order = self._orders[order_id]
-            version = order.version
-            if (
-                order.ord_status in _OPEN
-                and version.time_in_force is TimeInForce.GTD
-                and version.expire_time is not None
-                and version.expire_time <= now
-            ):
-                self._finalize(order, OrdStatus.EXPIRED, "Expired", "GTD order expired")
+        return self._positions.open_pnl(account_id, self._market.quote)
