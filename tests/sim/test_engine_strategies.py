@@ -181,6 +181,22 @@ def test_trailing_stop_follows_the_best_price_and_never_moves_back() -> None:
     assert stop.avg_fill_price == Decimal("6004.75")
 
 
+def test_a_trailing_stop_changed_into_a_limit_no_longer_trails() -> None:
+    sim = make_sim()
+    strategy = start(sim, BUY, 1, StrategyBracket(1, stop_loss=d(5), trailing=True))
+    (stop,) = legs(sim, strategy)
+
+    result = sim.engine.modify_order(stop.id, 1, OrderType.LIMIT, d(6020), None)
+
+    assert result.failure_reason is None
+    for price in ("6002", "6010"):
+        sim.price(ES, price)  # the market moves: nothing trails a limit
+    assert stop.version.order_type is OrderType.LIMIT
+    assert stop.version.price == d(6020)
+    assert stop.version.stop_price is None
+    assert stop.ord_status is WORKING
+
+
 def test_scale_out_brackets_each_close_their_own_quantity() -> None:
     sim = make_sim()
     brackets = (

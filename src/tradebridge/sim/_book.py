@@ -273,6 +273,10 @@ class Market:
         """Make a stop order trail the best price by ``distance`` on every pass."""
         self._trailing[order_id] = distance
 
+    def unfollow(self, order_id: int) -> None:
+        """Stop trailing an order (it was changed into a type without a stop to move)."""
+        self._trailing.pop(order_id, None)
+
     def _move_trailing_stops(self, book: Book) -> None:
         """Move trailing stops towards the market: never back, one version per move."""
         if not self._trailing:

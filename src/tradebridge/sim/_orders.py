@@ -202,6 +202,8 @@ class OrderDesk:
         )  # fmt: skip
         self._records.new_version(order, changed)
         order.triggered = keep_trigger
+        if order_type is not OrderType.STOP:
+            self._market.unfollow(order.id)  # only a stop order trails
         self._records.publish(order.account_id, "order", "updated", order)
         self._records.report(order, "Replaced", text="Modified by request")
         if expire is not None:
