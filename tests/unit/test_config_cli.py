@@ -459,3 +459,14 @@ def test_configuration_md_every_setting_has_a_type_default_and_description() -> 
     ):
         assert any(row[0] == name and row[3] == variable for row in cells)
 
+
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["db", "migrate"]])
+def test_commands_broken_settings_file_one_line_exit_2(tmp_path: Path, command: list[str]) -> None:
+    _config(tmp_path, "[tradovate\n")
+
+    result = CliRunner().invoke(app, command)
+
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: the settings file is not valid TOML: Expected ']'")
+    assert "config check" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
