@@ -55,28 +55,30 @@ class _Section(BaseModel):
 class RetryConfig(_Section):
     """Retries of reads, cancels, logins and connects (never of a submit)."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="off: every read, cancel and login is tried once")
     attempts: int = Field(5, ge=1, description="cap on attempts, the first included")
     timeout_s: float = Field(30.0, gt=0, description="cap on the total time spent retrying")
-    wait_initial_s: float = Field(0.2, ge=0)
-    wait_max_s: float = Field(5.0, ge=0)
-    wait_jitter_s: float = Field(0.5, ge=0)
+    wait_initial_s: float = Field(0.2, ge=0, description="first wait; each next one doubles")
+    wait_max_s: float = Field(5.0, ge=0, description="cap on one wait")
+    wait_jitter_s: float = Field(0.5, ge=0, description="random extra wait, up to this")
 
 
 class EventNamesConfig(_Section):
     """The strings of WebSocket ``props`` events; the reference marks them unverified (§8.7)."""
 
-    order: str = "order"
-    order_version: str = "orderVersion"
-    execution_report: str = "executionReport"
-    fill: str = "fill"
-    position: str = "position"
-    command: str = "command"
-    order_strategy: str = "orderStrategy"
-    order_strategy_link: str = "orderStrategyLink"
-    created: str = "Created"
-    updated: str = "Updated"
-    deleted: str = "Deleted"
+    order: str = Field("order", description="entityType of order events")
+    order_version: str = Field("orderVersion", description="entityType of order version events")
+    execution_report: str = Field("executionReport", description="entityType of execution reports")
+    fill: str = Field("fill", description="entityType of fills")
+    position: str = Field("position", description="entityType of position changes")
+    command: str = Field("command", description="entityType of commands")
+    order_strategy: str = Field("orderStrategy", description="entityType of order strategies")
+    order_strategy_link: str = Field(
+        "orderStrategyLink", description="entityType of order strategy links"
+    )
+    created: str = Field("Created", description="eventType of a new entity")
+    updated: str = Field("Updated", description="eventType of a changed entity")
+    deleted: str = Field("Deleted", description="eventType of a removed entity")
 
 
 class StrategyConfig(_Section):
@@ -110,21 +112,30 @@ class StrategyConfig(_Section):
 class TradovateConfig(_Section):
     """Where and how to reach Tradovate; every host follows from ``environment``."""
 
-    environment: Environment = Environment.DEMO
+    environment: Environment = Field(
+        Environment.DEMO,
+        description="demo or live: picks every host; live also needs confirm_live",
+    )
+    confirm_live: bool = Field(
+        False,
+        description="required with environment = live: trading real money is a deliberate choice",
+    )
     native_url: str = Field("", description="native REST base incl. /v1; derived if empty")
     bridge_url: str = Field("", description="TradingView bridge base; derived if empty")
     ws_url: str = Field("", description="user WebSocket; derived from native_url if empty")
-    request_timeout_s: float = Field(10.0, gt=0)
-    connect_timeout_s: float = Field(5.0, gt=0)
+    request_timeout_s: float = Field(10.0, gt=0, description="cap on one broker request")
+    connect_timeout_s: float = Field(5.0, gt=0, description="cap on opening a connection")
     # Client-side budget per Tradovate user (reference §7): ~1 request/s with small bursts.
-    requests_per_s: float = Field(1.0, gt=0)
-    request_burst: int = Field(5, ge=1)
+    requests_per_s: float = Field(
+        1.0, gt=0, description="request budget per Tradovate user (reference §7)"
+    )
+    request_burst: int = Field(5, ge=1, description="requests a user may send at once")
     device_id: str | None = Field(None, description="override; normally generated once")
-    app_version: str = "1.0"
+    app_version: str = Field("1.0", description="not used: logins send their own")
     retry: RetryConfig = Field(default_factory=RetryConfig)
-    ws_heartbeat_s: float = Field(2.5, gt=0)
+    ws_heartbeat_s: float = Field(2.5, gt=0, description="user WebSocket heartbeat interval")
     ws_dead_after_s: float = Field(10.0, gt=0, description="no frame this long: reconnect")
-    ws_reconnect_max_s: float = Field(30.0, gt=0)
+    ws_reconnect_max_s: float = Field(30.0, gt=0, description="longest wait between reconnects")
     event_names: EventNamesConfig = Field(default_factory=EventNamesConfig)
     strategies: StrategyConfig = Field(default_factory=StrategyConfig)
     lookup_absent_after_s: float = Field(10.0, ge=0, description="reference §11.3 step 5")
@@ -151,17 +162,22 @@ class TradovateConfig(_Section):
 class TvBridgeConfig(_Section):
     """How the TradingView-bridge adapter behaves where the reference is unverified (§9)."""
 
-    # currentBid/currentAsk (§9.7, observed required on tv-demo market orders): on every
-    # order, never, or on market orders only ("when_required"); sending them reads /quotes.
-    bid_ask: Literal["always", "never", "when_required"] = "always"
-    # Flatten by DELETE /positions/{id} where /accounts says supportClosePosition ("auto"),
-    # always that way, or always by an opposite-side market order (§9.8).
-    flatten: Literal["auto", "close_position", "market_order"] = "auto"
+    bid_ask: Literal["always", "never", "when_required"] = Field(
+        "always",
+        description="send currentBid/currentAsk (read from /quotes) on every order, never, or "
+        "on market orders only (when_required); observed required on tv-demo market orders (§9.7)",
+    )
+    flatten: Literal["auto", "close_position", "market_order"] = Field(
+        "auto",
+        description="flatten by DELETE /positions/{id} where /accounts says "
+        "supportClosePosition (auto), always that way, or always by an opposite-side market "
+        "order (§9.8)",
+    )
     poll_interval_s: float = Field(1.0, gt=0, description="how often /orders is polled")
     lookup_absent_after_s: float | None = Field(
         None, ge=0, description="lookup window; None: tradovate.lookup_absent_after_s"
     )
-    lookup_poll_s: float = Field(0.5, gt=0)
+    lookup_poll_s: float = Field(0.5, gt=0, description="how often a lookup reads /orders")
     lookup_slack_s: float = Field(2.0, ge=0, description="clock skew allowed by a lookup")
     lookup_baseline: bool = Field(
         True,
@@ -187,9 +203,13 @@ class AccountConfig(_Section):
     """One account tradebridge trades, in one dialect."""
 
     name: str = Field(min_length=1, description="accountSpec, e.g. PAAPEX1361890000010")
-    dialect: Dialect = Dialect.NATIVE
-    native_id: int | None = None
-    bridge_id: str | None = None
+    dialect: Dialect = Field(
+        Dialect.NATIVE, description="native (API key) or tvbridge (the TradingView bridge)"
+    )
+    native_id: int | None = Field(None, description="numeric account id; looked up if unset")
+    bridge_id: str | None = Field(
+        None, description="the bridge's D... id of the account; looked up if unset"
+    )
     user: str | None = Field(None, description="Tradovate user owning it (token sharing)")
     token_key: str | None = Field(None, description="overrides the token key template")
 
@@ -197,43 +217,62 @@ class AccountConfig(_Section):
 class NativeCredentials(_Section):
     """Self-managed native login (``auth/accesstokenrequest``)."""
 
-    name: str
-    password: SecretStr
-    app_id: str = "tradebridge"
-    app_version: str = "1.0"
-    cid: int = 0
-    sec: SecretStr = SecretStr("")
+    name: str = Field(description="the Tradovate username")
+    password: SecretStr = Field(
+        description="a secret: set it in the environment, never in the file"
+    )
+    app_id: str = Field("tradebridge", description="the API key's name (appId)")
+    app_version: str = Field("1.0", description="appVersion sent with the login")
+    cid: int = Field(0, description="the API key's ID (cid)")
+    sec: SecretStr = Field(
+        SecretStr(""),
+        description="the API key's secret (a secret: the environment, never the file)",
+    )
 
 
 class BridgeCredentials(_Section):
     """Self-managed TradingView-bridge login (``POST /authorize``)."""
 
-    login: str
-    password: SecretStr
+    login: str = Field(description="the Tradovate username")
+    password: SecretStr = Field(
+        description="a secret: set it in the environment, never in the file"
+    )
     # §9.3: ``expiration`` is optional; without it (and without a JWT exp) assume this.
-    assumed_lifetime_s: float = Field(15 * 60.0, gt=0)
+    assumed_lifetime_s: float = Field(
+        15 * 60.0, gt=0, description="token lifetime when the answer gives no expiry (§9.3)"
+    )
 
 
 class TokenConfig(_Section):
     """Where tokens live in Redis and, optionally, how tradebridge obtains them itself."""
 
-    key_template: str = "token:{account_name}"
+    key_template: str = Field("token:{account_name}", description="Redis key of an account's token")
     expiry_margin_s: float = Field(60.0, ge=0, description="stop using a token this early")
     renew_before_s: float = Field(15 * 60.0, ge=0, description="renew when less remains")
     renew_fraction: float = Field(0.8, gt=0, le=1, description="or this share has passed")
-    lock_ttl_ms: int = Field(30_000, ge=1000)
+    lock_ttl_ms: int = Field(
+        30_000, ge=1000, description="lifetime of the per-user renewal lock in Redis"
+    )
     lock_wait_s: float = Field(35.0, gt=0, description="how long others wait for a renewal")
-    max_logins_per_hour: int = Field(5, ge=1)
-    max_penalty_resends: int = Field(3, ge=0)
-    lockout_s: float = Field(3600.0, ge=0)
+    max_logins_per_hour: int = Field(5, ge=1, description="logins per user (renewals aside)")
+    max_penalty_resends: int = Field(
+        3, ge=0, description="resends after a penalty ticket without captcha (§2.3)"
+    )
+    lockout_s: float = Field(
+        3600.0, ge=0, description="a user refused by 423, 429 or a captcha waits this long"
+    )
     reseed_check_s: float = Field(
         2.0,
         gt=0,
         description="how often a self-managed login checks that its token keys are still in "
         "Redis, and writes them again if Redis lost them (restarted empty, flushed)",
     )
-    native: NativeCredentials | None = None
-    bridge: BridgeCredentials | None = None
+    native: NativeCredentials | None = Field(
+        None, description="log in to the native API itself (else tokens are read from Redis)"
+    )
+    bridge: BridgeCredentials | None = Field(
+        None, description="log in to the bridge itself (else tokens are read from Redis)"
+    )
 
     def key_for(self, account_name: str) -> str:
         """Return the Redis key of an account's token."""
@@ -243,33 +282,39 @@ class TokenConfig(_Section):
 class RedisConfig(_Section):
     """The Redis holding tokens and locks; ``REDIS_URL`` also sets it."""
 
-    url: SecretStr | None = None
-    socket_timeout_s: float = Field(5.0, gt=0)
+    url: SecretStr | None = Field(
+        None, description="redis:// URL; unset: a private Redis under data_dir"
+    )
+    socket_timeout_s: float = Field(5.0, gt=0, description="cap on one Redis command")
 
 
 class DatabaseConfig(_Section):
     """The Postgres ledger; ``DATABASE_URL`` also sets it (empty: the embedded server)."""
 
-    url: SecretStr | None = None
-    min_pool: int = Field(1, ge=0)
-    max_pool: int = Field(10, ge=1)
+    url: SecretStr | None = Field(
+        None, description="postgresql:// URL; unset: a private PostgreSQL under data_dir"
+    )
+    min_pool: int = Field(1, ge=0, description="connections kept open")
+    max_pool: int = Field(10, ge=1, description="connections at most (raised to workers + 2)")
 
 
 class LoggingConfig(_Section):
     """Log output."""
 
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    json_output: bool = True
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="least level")
+    json_output: bool = Field(True, description="JSON lines; false: plain text")
 
 
 class ServeConfig(_Section):
     """The worker process (``tradebridge serve``): HTTP listener, dispatchers, start-up."""
 
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", description="HTTP interface (webhook, /healthz, /metrics)")
     port: int = Field(8080, ge=0, le=65535, description="0 picks a free port")
-    # Apply pending migrations at start: None means on for the embedded database, off for
-    # an external one (where `tradebridge db migrate` is a deliberate step).
-    migrate_on_start: bool | None = None
+    migrate_on_start: bool | None = Field(
+        None,
+        description="apply pending migrations at start; unset: on for the embedded database, "
+        "off for an external one (where `tradebridge db migrate` is a deliberate step)",
+    )
     shutdown_grace_s: float = Field(10.0, gt=0, description="time to hand back claimed rows")
     broker_health_ttl_s: float = Field(30.0, ge=0, description="cache of /healthz broker probes")
     # Slow clients cannot hold the server (runtime/http_guard.py, docs/running.md).
@@ -305,7 +350,7 @@ class DispatcherConfig(_Section):
         16, ge=1, description="rows of one account claimed at once (placed one after the other)"
     )
     drain_interval_s: float = Field(2.0, gt=0, description="SELECT drain even without NOTIFY")
-    reconcile_interval_s: float = Field(10.0, gt=0)
+    reconcile_interval_s: float = Field(10.0, gt=0, description="time between reconcile rounds")
     stale_after_s: float = Field(
         120.0, gt=0, description="a row claimed this long ago by a silent worker is recovered"
     )
@@ -323,8 +368,8 @@ class DispatcherConfig(_Section):
         60.0, gt=0, description="longest wait between retries of a row hitting internal errors"
     )
     lookup_attempts: int = Field(5, ge=1, description="lookups of an unknown row per round")
-    lookup_backoff_s: float = Field(0.5, ge=0)
-    lookup_backoff_max_s: float = Field(10.0, ge=0)
+    lookup_backoff_s: float = Field(0.5, ge=0, description="first wait between lookups; doubles")
+    lookup_backoff_max_s: float = Field(10.0, ge=0, description="longest wait between lookups")
     max_resends: int = Field(3, ge=0, description="resends after lookups proved absence")
     unknown_bound_s: float = Field(
         60.0,
@@ -386,7 +431,7 @@ TRADINGVIEW_WEBHOOK_IPS: tuple[str, ...] = (
 class WebhookAccountEntry(_Section):
     """One member of an account group: an account and its quantity multiplier."""
 
-    account: str = Field(min_length=1)
+    account: str = Field(min_length=1, description="the name of one of the [[accounts]]")
     multiplier: Decimal = Field(Decimal(1), gt=0, description="quantity x this; must stay whole")
 
 
@@ -397,7 +442,9 @@ class WebhookConfig(_Section):
         True, description="serve POST /webhook; false for setups fed only by database rows"
     )
     secret: SecretStr | None = Field(None, description="required unless a local test says so")
-    allow_no_secret_for_local_tests: bool = False
+    allow_no_secret_for_local_tests: bool = Field(
+        False, description="serve the webhook without a secret; loopback serve.host only"
+    )
     ip_allowlist: bool = Field(False, description="answer 403 to addresses not in allowed_ips")
     allowed_ips: list[str] = Field(
         default_factory=lambda: list(TRADINGVIEW_WEBHOOK_IPS),
@@ -407,7 +454,9 @@ class WebhookConfig(_Section):
         default_factory=list, description="peers whose X-Forwarded-For is believed (CIDR)"
     )
     client_cert: bool = Field(False, description="require the proxy-verified client cert")
-    client_cert_header: str = "X-Client-Cert-Subject"
+    client_cert_header: str = Field(
+        "X-Client-Cert-Subject", description="the proxy's header with the verified subject"
+    )
     client_cert_verify_header: str = Field(
         "X-Client-Cert-Verify", description="the proxy's verdict; must say SUCCESS"
     )
@@ -415,12 +464,14 @@ class WebhookConfig(_Section):
         default_factory=lambda: {"CN": "TradingView Webhooks", "O": "TradingView, Inc."},
         description="subject attributes the certificate must carry",
     )
-    max_body_bytes: int = Field(65536, ge=256)
+    max_body_bytes: int = Field(65536, ge=256, description="larger bodies get 413")
     stale_after_s: float = Field(60.0, gt=0, description="older alerts are stored denied")
-    clock_skew_s: float = Field(5.0, ge=0)
+    clock_skew_s: float = Field(
+        5.0, ge=0, description="tolerated clock difference, added to stale_after_s"
+    )
     dedupe_window_s: float = Field(60.0, gt=0, description="for alerts without a fire time")
     rate_limit_per_minute: int = Field(600, ge=0, description="per address and process; 0 off")
-    rate_limit_burst: int = Field(60, ge=1)
+    rate_limit_burst: int = Field(60, ge=1, description="alerts an address may send at once")
     default_account: str | None = Field(None, description="when an alert names none")
     groups: dict[str, list[str | WebhookAccountEntry]] = Field(
         default_factory=dict, description='"group:NAME" in an alert means these accounts'
@@ -460,7 +511,10 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
-    data_dir: Path = Path(".tradebridge")
+    data_dir: Path = Field(
+        Path(".tradebridge"),
+        description="home of the embedded servers, the device id, local secrets, endpoints.json",
+    )
     tradovate: TradovateConfig = Field(default_factory=TradovateConfig)
     tvbridge: TvBridgeConfig = Field(default_factory=TvBridgeConfig)
     accounts: list[AccountConfig] = Field(default_factory=list)

@@ -133,7 +133,9 @@ def test_up_endpoints_json_lists_every_surface_and_is_private(
     assert found["dashboard_url"] is None
     assert "DEMO0000001" in found["accounts"]
     assert metrics.status_code == 200
+    assert "tradebridge_live 0.0" in metrics.text
     assert sim_health.status_code == 200
+    assert "  environment  demo" in stack.proc.output()  # the banner says which world
     # The banner masks the database password.
     password = found["database_url"].split(":")[2].split("@")[0]
     assert password not in stack.proc.output()

@@ -104,12 +104,24 @@ def fail(message: str, code: int) -> typer.Exit:
 
 def load(config: Path | None) -> Settings:
     """Return the settings of ``config`` (and the environment); exit 2 if they are bad."""
+    import tomllib
+
+    from pydantic_settings import SettingsError
+
     from tradebridge.config import load_settings
 
     try:
         return load_settings(config)
     except ConfigError as e:
         raise fail(str(e), 2) from None
+    except (tomllib.TOMLDecodeError, SettingsError) as e:
+        # load_settings lets these through: a broken TOML file, a variable that is not JSON.
+        what = (
+            "the settings file is not valid TOML: "
+            if isinstance(e, tomllib.TOMLDecodeError)
+            else ""
+        )
+        raise fail(f"{what}{e} (`tradebridge config check` explains)", 2) from None
 
 
 def ledger_url(database_url: str | None, data_dir: Path | None, config: Path | None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from tradebridge.cli.broker import register as register_broker_commands
+from tradebridge.cli.config import config_app
 from tradebridge.cli.db import db_app
 from tradebridge.cli.review import review_app
 from tradebridge.cli.run import register as register_run_commands
@@ -20,6 +21,7 @@ app = typer.Typer(
 app.add_typer(sim_app, name="sim")
 app.add_typer(db_app, name="db")
 app.add_typer(review_app, name="review")
+app.add_typer(config_app, name="config")
 register_broker_commands(app)
 register_run_commands(app)
 

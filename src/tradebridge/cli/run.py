@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
 import uuid
 from collections.abc import Coroutine
@@ -146,17 +147,20 @@ def up(
     workers: WorkersOpt = None,
 ) -> None:
     """Bring up the whole local stack: PostgreSQL, Redis, the simulator, workers, webhook."""
+    from tradebridge.runtime.live import is_live
     from tradebridge.runtime.up import run_up
 
     settings = _settings(StackOptions.of(ctx), port=port, workers=workers)
     # The banner is the command's output; logs go to stderr.
     _configure_logs(settings, to_stderr=True)
-    _run_until_stopped(run_up(settings, sim_port=sim_port, ready=_print_banner))
+    banner = functools.partial(_print_banner, live=is_live(settings))
+    _run_until_stopped(run_up(settings, sim_port=sim_port, ready=banner))
 
 
-def _print_banner(found: Endpoints) -> None:
+def _print_banner(found: Endpoints, *, live: bool = False) -> None:
     data = found.as_json()
     rows = [
+        ("environment", "LIVE (real money)" if live else "demo"),
         ("HTTP", data["http_url"]),
         ("webhook", f"{data['webhook_url']}  (secret in {data['webhook_secret_file']})"),
         ("/healthz", data["healthz_url"]),
@@ -169,8 +173,10 @@ def _print_banner(found: Endpoints) -> None:
         ("endpoints", f"{data['data_dir']}/endpoints.json"),
     ]
     out.print("[bold]tradebridge is up[/bold]")
+    if live:
+        out.print("[bold red]LIVE: tradovate.environment is live, orders trade real money[/]")
     for name, value in rows:
-        out.print(f"  {name:<10} {escape(str(value))}")
+        out.print(f"  {name:<12} {escape(str(value))}")
     account = data["accounts"][0] if data["accounts"] else "ACCOUNT"
     where = data["data_dir"]
     out.print("Send a simulated order:")

@@ -132,6 +132,12 @@ WORKERS_RUNNING: Final = Gauge(
     "Dispatchers running in this process.",
     registry=REGISTRY,
 )
+# 1 makes LIVE plain to dashboards and alerts: this process sends orders that trade real money.
+LIVE: Final = Gauge(
+    "tradebridge_live",
+    "1 when this process trades on Tradovate's live environment (real money), else 0 (demo).",
+    registry=REGISTRY,
+)
 
 
 def render() -> tuple[bytes, str]:

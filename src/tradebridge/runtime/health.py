@@ -9,6 +9,8 @@ or reconcile failing), else ``ok``. Conditions are registered by the parts that 
 (``HealthChecker.conditions``). Broker hosts are probed with a plain
 unauthenticated GET, cached for ``ttl_s``: a health check must not spend Tradovate's request
 budget. Any HTTP answer counts as reachable; only a failed connection or a timeout does not.
+The document also says which Tradovate environment the process trades (``environment``,
+and ``live``: true when orders trade real money).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from fastapi.responses import JSONResponse, Response
 
 from tradebridge.brokers.auth import AccountTokens
 from tradebridge.config import Settings
-from tradebridge.domain.enums import Dialect
+from tradebridge.domain.enums import Dialect, Environment
 from tradebridge.obs import metrics
 from tradebridge.store.ledger import Ledger
 
@@ -108,6 +110,7 @@ class HealthChecker:
     brokers: Mapping[str, str]
     ttl_s: float = 30.0
     timeout_s: float = _TIMEOUT_S
+    environment: Environment = Environment.DEMO
     # Named conditions, each a coroutine returning a Condition; one that raises is failing.
     conditions: dict[str, Callable[[], Awaitable[Condition]]] = field(default_factory=dict)
     _cache: dict[str, tuple[float, CheckResult]] = field(default_factory=dict)
@@ -127,7 +130,12 @@ class HealthChecker:
         for name, condition in zip(self.conditions, found, strict=True):
             checks[name] = condition.as_json()
             levels.append(condition.level)
-        return {"status": worst(levels), "checks": checks}
+        return {
+            "status": worst(levels),
+            "environment": self.environment.value,
+            "live": self.environment is Environment.LIVE,
+            "checks": checks,
+        }
 
     async def _condition(self, probe: Callable[[], Awaitable[Condition]]) -> Condition:
         try:

@@ -44,6 +44,7 @@ from tradebridge.runtime.health import (
     unresolved_rows,
 )
 from tradebridge.runtime.http_guard import ConnectionGuard, guarded_protocol
+from tradebridge.runtime.live import is_live, require_live_confirmed
 from tradebridge.store.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
@@ -199,6 +200,7 @@ async def serve_stack(
     from tradebridge.dispatch.dispatcher import Dispatcher
 
     settings = stores.settings
+    require_live_confirmed(settings)  # the workers start here, whoever calls
     _check_webhook(settings)
     cfg = settings.serve
     migrate_now = cfg.migrate_on_start
@@ -240,6 +242,7 @@ async def serve_stack(
             redis=redis,
             brokers=broker_hosts(settings),
             ttl_s=cfg.broker_health_ttl_s,
+            environment=settings.tradovate.environment,
         )
         checker.conditions["tokens"] = tokens_condition(settings, tokens)
         server = _Server(http_config(_build_app(settings, ledger, checker), settings))
@@ -260,10 +263,13 @@ async def serve_stack(
                 for i, d in enumerate(dispatchers)
             ]
             metrics.WORKERS_RUNNING.set(len(workers))
+            metrics.LIVE.set(1 if is_live(settings) else 0)
             if dispatchers:  # renew ahead of use; an intake-only process calls no broker
                 group.create_task(tokens.keep(stop), name="tokens")
             group.create_task(
-                _supervise(server, workers, stop, ready, found, cfg.shutdown_grace_s),
+                _supervise(
+                    server, workers, stop, ready, found, cfg.shutdown_grace_s, is_live(settings)
+                ),
                 name="supervisor",
             )
         metrics.WORKERS_RUNNING.set(0)
@@ -306,13 +312,17 @@ async def _supervise(
     ready: Callable[[Endpoints], None] | None,
     endpoints: Endpoints,
     grace_s: float,
+    live: bool,
 ) -> None:
     # uvicorn exposes its start only as a flag.
     while not server.started and not stop.is_set():  # noqa: ASYNC110
         await asyncio.sleep(0.01)
     if server.started:
+        if live:
+            _log.warning("LIVE: orders go to Tradovate's live environment and trade real money")
         _log.info(
             "tradebridge serving",
+            environment="LIVE" if live else "demo",
             http=endpoints.http_url,
             database=mask_url(endpoints.database_url),
             redis=mask_url(endpoints.redis_url),
@@ -342,7 +352,8 @@ async def run_serve(
     ready: Callable[[Endpoints], None] | None = None,
 ) -> None:
     """Run ``tradebridge serve`` until ``stop`` is set (or SIGTERM/SIGINT if none is given)."""
-    _check_webhook(settings)  # refuse before anything starts
+    require_live_confirmed(settings)  # refuse before anything starts
+    _check_webhook(settings)
     own_stop = stop is None
     stop = stop or asyncio.Event()
     with stop_on_signals(stop) if own_stop else contextlib.nullcontext():

@@ -30,6 +30,7 @@ from tradebridge.runtime.endpoints import (
     load_or_create_secret,
     write_private_json,
 )
+from tradebridge.runtime.live import require_live_confirmed
 from tradebridge.runtime.serve import open_stores, serve_stack, stop_on_signals
 from tradebridge.store.embedded import (
     prepare_data_dir,
@@ -93,6 +94,7 @@ async def run_up(
     from tradebridge.sim.config import SimConfig
     from tradebridge.sim.server import SimServer
 
+    require_live_confirmed(settings)  # before anything starts
     own_stop = stop is None
     stop = stop or asyncio.Event()
     data_dir = prepare_data_dir(settings.data_dir)
