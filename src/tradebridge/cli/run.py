@@ -29,9 +29,17 @@ from tradebridge.cli._shared import (
     load,
     out,
     takes,
+    unreachable,
 )
 from tradebridge.domain.lifecycle import SignalStatus
-from tradebridge.errors import BridgeError, ConfigError, InvalidInput, StoreError
+from tradebridge.errors import (
+    BridgeError,
+    ConfigError,
+    DatabaseUnavailable,
+    InvalidInput,
+    RedisUnavailable,
+    StoreError,
+)
 
 if TYPE_CHECKING:
     from tradebridge.config import Settings
@@ -91,6 +99,15 @@ def _configure_logs(settings: Settings, *, to_stderr: bool) -> None:
     )
 
 
+# serve and up take no URL options: the fix names the environment and the settings.
+_STACK_FIX: dict[type[BridgeError], str] = {
+    DatabaseUnavailable: "start it, or check DATABASE_URL / [database] url (without one, "
+    "serve and up run a database of their own in the data directory)",
+    RedisUnavailable: "start it, or check REDIS_URL / [redis] url (without one, serve and up "
+    "run a Redis of their own in the data directory)",
+}
+
+
 def _run_until_stopped(work: Coroutine[Any, Any, None]) -> None:
     try:
         asyncio.run(work)
@@ -100,6 +117,8 @@ def _run_until_stopped(work: Coroutine[Any, Any, None]) -> None:
         error = _innermost(e)
         if not isinstance(error, BridgeError | OSError):
             raise
+        if isinstance(error, DatabaseUnavailable | RedisUnavailable):
+            raise unreachable(error, _STACK_FIX[type(error)]) from None
         from tradebridge.obs.logging import redact_text
 
         message = redact_text(str(error) or type(error).__name__)
@@ -259,6 +278,8 @@ def send(
         if (row["stop_loss"] is not None or row["take_profit"] is not None) and not force:
             asyncio.run(_check_market(row, database_url, stack))
         code = asyncio.run(_send(url, row, wait=wait, wait_s=timeout))
+    except (DatabaseUnavailable, RedisUnavailable) as e:
+        raise unreachable(e) from None
     except (InvalidInput, ConfigError) as e:
         raise fail(str(e), 2) from None
     except (StoreError, BridgeError, OSError) as e:
@@ -279,17 +300,12 @@ async def _check_market(row: dict[str, Any], database_url: str | None, stack: St
 
     settings = load_settings(stack.config)
     # A local `up` stack (its ledger is the one used): its simulator and Redis serve quotes.
-    found = None
-    if database_url is None and settings.database.url is None:
-        found = read_endpoints(stack.data_dir or settings.data_dir)
-    sim = found.get("simulator_url") if found else None
-    common = BrokerOptions(
-        config=stack.config,
-        bridge_url=sim,
-        native_url=f"{sim}/v1" if sim else None,
-        redis_url=found.get("redis_url") if found else None,
-        as_json=False,
-    )
+    where = None
+    if database_url is None and (stack.data_dir is not None or settings.database.url is None):
+        where = stack.data_dir or settings.data_dir
+        if read_endpoints(where) is None:
+            where = None
+    common = BrokerOptions(config=stack.config, data_dir=where)
     contract = resolve_symbol(row["instrument"], datetime.now(UTC).date(), root_map(settings))
     await check_bracket(
         common, row["account_name"], contract.name, side=Side(row["side"]),

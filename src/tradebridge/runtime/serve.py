@@ -33,8 +33,8 @@ from tradebridge.config import Settings
 from tradebridge.domain.clock import utcnow
 from tradebridge.intake.webhook import IntakeDeps, build_router, validate_webhook_settings
 from tradebridge.obs import metrics
-from tradebridge.obs.logging import get_logger
-from tradebridge.runtime.endpoints import Endpoints, mask_url
+from tradebridge.obs.logging import get_logger, mask_url
+from tradebridge.runtime.endpoints import Endpoints
 from tradebridge.runtime.health import (
     Condition,
     HealthChecker,
@@ -52,7 +52,7 @@ from tradebridge.store.embedded import (
 )
 from tradebridge.store.ledger import Ledger
 from tradebridge.store.migrate import describe_url, migrate
-from tradebridge.store.tokens import connect_redis
+from tradebridge.store.tokens import check_redis, connect_redis
 
 _log = get_logger("tradebridge.runtime.serve")
 
@@ -229,6 +229,8 @@ async def serve_stack(
         stack.push_async_callback(ledger.close)
         redis = connect_redis(settings.redis)
         stack.push_async_callback(redis.aclose)
+        # Like the database, Redis must answer at start (later outages are ridden out).
+        await check_redis(redis, stores.redis_url)
         # Self-managed logins where credentials are configured, else Redis; both refuse to
         # hand out a token while its user is locked out (store/tokens.py).
         tokens = build_account_tokens(settings, redis)

@@ -34,6 +34,7 @@ from tradebridge.runtime.serve import open_stores, serve_stack, stop_on_signals
 from tradebridge.store.embedded import (
     prepare_data_dir,
 )
+from tradebridge.store.tokens import check_redis
 
 # The simulator has no request budget of its own; Tradovate's (about 1/s) would only slow
 # the local stack down.
@@ -111,6 +112,7 @@ async def run_up(
         async with open_stores(settings) as stores, contextlib.AsyncExitStack() as stack:
             # Ids that keep growing across restarts (the ledger outlives the simulator's
             # orders, and one row per broker order is enforced), as Tradovate's do.
+            await _check_redis(stores.redis_url, settings.redis.socket_timeout_s)
             sim = SimServer(SimConfig(port=sim_port, id_offset=int(time.time()) * 1_000_000))
             await asyncio.to_thread(sim.start)
             stack.push_async_callback(asyncio.to_thread, sim.stop)
@@ -136,6 +138,17 @@ async def run_up(
 
             stack.callback(_unlink_quietly, endpoints_file)
             await serve_stack(local_stores, stop=stop, ready=announce, endpoints=template)
+
+
+async def _check_redis(url: str, timeout_s: float) -> None:
+    # Before the simulator's token writer uses it: one clear error if it does not answer.
+    client = aioredis.Redis.from_url(
+        url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+    )
+    try:
+        await check_redis(client, url)
+    finally:
+        await client.aclose()
 
 
 def _unlink_quietly(path: Path) -> None:
