@@ -242,5 +242,13 @@ def test_broker_help_says_where_urls_and_dialect_come_from() -> None:
     result = CliRunner().invoke(app, ["orders", "--help"], terminal_width=200)
 
     assert result.exit_code == 0
-    for words in ("--data-dir", "--dialect", "endpoints.json", "REDIS_URL", "native|tvbridge"):
+    for words in (
+        "--data-dir",
+        "--dialect",
+        "endpoints.json",
+        "REDIS_URL",
+        "native|tvbridge",
+        "[[accounts]]",
+        "[redis] url",
+    ):
         assert words in result.stdout

@@ -288,10 +288,13 @@ class TokenConfig(_Section):
 
 
 class RedisConfig(_Section):
-    """The Redis holding tokens and locks; ``REDIS_URL`` also sets it."""
+    """The Redis holding tokens and locks; ``REDIS_URL`` also sets it (empty: embedded)."""
 
     url: SecretStr | None = None
     socket_timeout_s: float = Field(5.0, gt=0)
+    embedded_port: int = Field(
+        0, ge=0, le=65535, description="port of the embedded Redis (no url); 0 picks a free one"
+    )
 
 
 class DatabaseConfig(_Section):
@@ -300,6 +303,18 @@ class DatabaseConfig(_Section):
     url: SecretStr | None = None
     min_pool: int = Field(1, ge=0)
     max_pool: int = Field(10, ge=1)
+    embedded_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="port of the embedded PostgreSQL (no url); 0 picks a free one",
+    )
+
+
+class UpConfig(_Section):
+    """``tradebridge up``: the local stack's own parts (its HTTP port is ``serve.port``)."""
+
+    sim_port: int = Field(8765, ge=0, le=65535, description="the simulator; 0 picks a free one")
 
 
 class LoggingConfig(_Section):
@@ -520,6 +535,7 @@ class Settings(BaseSettings):
     risk: RiskConfig = Field(default_factory=RiskConfig)
     orders: OrdersConfig = Field(default_factory=OrdersConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    up: UpConfig = Field(default_factory=UpConfig)
 
     @classmethod
     def settings_customise_sources(

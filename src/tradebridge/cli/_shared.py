@@ -45,7 +45,7 @@ DatabaseUrlOpt = Annotated[
         "--database-url",
         help="postgresql:// URL of the ledger (direct or session-pooler port 5432); "
         "else the running `up` stack of an explicit --data-dir, else DATABASE_URL or "
-        "[database] url, else the running `up` stack of the default data directory",
+        "\\[database] url, else the running `up` stack of the default data directory",
     ),
 ]
 

@@ -93,7 +93,7 @@ RedisUrlOpt = Annotated[
     str | None,
     typer.Option(
         help="Redis holding the tokens; else a running `up` stack (see --data-dir), REDIS_URL "
-        "or [redis] url, else redis://127.0.0.1:6379/0"
+        "or \\[redis] url, else redis://127.0.0.1:6379/0"
     ),
 ]
 DialectOpt = Annotated[
@@ -111,7 +111,7 @@ StackDirOpt = Annotated[
         help="use the running `up` stack of this data directory (its simulator and Redis, from "
         "its endpoints.json) over the environment and the settings. Without it, the stack of "
         "the settings' data_dir is used only when nothing names a broker, database or Redis "
-        "(no URL option, [[accounts]], [tradovate] environment/URL, DATABASE_URL, REDIS_URL)",
+        "(no URL option, \\[\\[accounts]], \\[tradovate] environment/URL, DATABASE_URL, REDIS_URL)",
         show_default=".tradebridge",
     ),
 ]

@@ -158,19 +158,46 @@ def serve(
     _run_until_stopped(run_serve(settings))
 
 
+def _port_option(what: str, setting: str, default: str) -> Any:
+    text = f"{what}; 0 picks a free one ({escape(setting)})"
+    return typer.Option(min=0, max=65535, help=text, show_default=default)
+
+
 def up(
     ctx: typer.Context,
-    port: Annotated[int | None, typer.Option(help="HTTP port (webhook, /healthz)")] = None,
-    sim_port: Annotated[int, typer.Option(help="simulator port")] = 8765,
+    port: Annotated[
+        int | None, _port_option("HTTP port: webhook, /healthz", "[serve] port", "8080")
+    ] = None,
+    sim_port: Annotated[int | None, _port_option("simulator port", "[up] sim_port", "8765")] = None,
+    pg_port: Annotated[
+        int | None,
+        _port_option("embedded PostgreSQL port", "[database] embedded_port", "0"),
+    ] = None,
+    redis_port: Annotated[
+        int | None, _port_option("embedded Redis port", "[redis] embedded_port", "0")
+    ] = None,
     workers: WorkersOpt = None,
 ) -> None:
-    """Bring up the whole local stack: PostgreSQL, Redis, the simulator, workers, webhook."""
+    """Bring up the whole local stack: PostgreSQL, Redis, the simulator, workers, webhook.
+
+    One stack per data directory: while it runs it holds <data-dir>/up.lock, and another
+    `up` (or a `serve` with embedded servers) on that directory is refused, naming it (exit
+    2). A pinned port that is taken is refused too (exit 2).
+    """
     from tradebridge.runtime.up import run_up
 
     settings = _settings(StackOptions.of(ctx), port=port, workers=workers)
+    update: dict[str, Any] = {}
+    if pg_port is not None:
+        update["database"] = settings.database.model_copy(update={"embedded_port": pg_port})
+    if redis_port is not None:
+        update["redis"] = settings.redis.model_copy(update={"embedded_port": redis_port})
+    if sim_port is not None:
+        update["up"] = settings.up.model_copy(update={"sim_port": sim_port})
+    settings = settings.model_copy(update=update) if update else settings
     # The banner is the command's output; logs go to stderr.
     _configure_logs(settings, to_stderr=True)
-    _run_until_stopped(run_up(settings, sim_port=sim_port, ready=_print_banner))
+    _run_until_stopped(run_up(settings, ready=_print_banner))
 
 
 def _print_banner(found: Endpoints) -> None:
