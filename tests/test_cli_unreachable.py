@@ -15,7 +15,7 @@ import pytest
 import structlog
 from typer.testing import CliRunner, Result
 
-from _support.runtime import NO_SETTINGS, TRADEBRIDGE, child_env
+from _support.runtime import NO_SETTINGS, TRADEBRIDGE, Proc, child_env, wait_for
 from tradebridge.cli.main import app
 from tradebridge.store.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 
@@ -174,3 +174,21 @@ def test_sim_redis_closed_one_line_exit_1(closed_redis: str, tmp_path: Path) -> 
         "start it, or check --redis-url"
     )
     assert lines == [expected]
+
+
+def test_serve_intake_only_starts_without_redis(
+    closed_redis: str, postgres_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    # An intake-only process calls no broker: alerts are stored while Redis is away.
+    env = {"DATABASE_URL": postgres_server.url, "REDIS_URL": closed_redis}
+    proc = Proc([TRADEBRIDGE, "serve", "--workers", "0", "--port", "0"], tmp_path / "serve.log",
+                env={**NO_SETTINGS, "TRADEBRIDGE_WEBHOOK__SECRET": "s" * 32, **env})  # fmt: skip
+    try:
+        wait_for(lambda: _serving(proc), 60, "serve --workers 0 to serve")
+    finally:
+        proc.stop()
+
+
+def _serving(proc: Proc) -> bool:
+    assert proc.alive(), proc.output()
+    return "tradebridge serving" in proc.output()

@@ -238,8 +238,10 @@ async def serve_stack(
         stack.push_async_callback(ledger.close)
         redis = connect_redis(settings.redis)
         stack.push_async_callback(redis.aclose)
-        # Like the database, Redis must answer at start (later outages are ridden out).
-        await check_redis(redis, stores.redis_url)
+        if settings.dispatcher.workers:
+            # Like the database, Redis must answer at start (later outages are ridden out).
+            # An intake-only process takes alerts without it: it calls no broker.
+            await check_redis(redis, stores.redis_url)
         # Self-managed logins where credentials are configured, else Redis; both refuse to
         # hand out a token while its user is locked out (store/tokens.py).
         tokens = build_account_tokens(settings, redis)
