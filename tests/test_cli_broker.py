@@ -285,14 +285,16 @@ def test_cli_help_documents_exit_codes(command: tuple[str, ...]) -> None:
 def test_cli_accounts_without_settings_discovers_token_keys(
     env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # No tradebridge.toml at all: the accounts come from Redis's token:<name> keys.
+    # No tradebridge.toml at all: the accounts come from Redis's token:<name> keys, in the
+    # dialect asked for (a bridge URL alone no longer implies it).
     (tmp_path / "empty").mkdir()
     monkeypatch.chdir(tmp_path / "empty")  # env's tradebridge.toml sits in tmp_path itself
     monkeypatch.delenv("TRADEBRIDGE_CONFIG", raising=False)
     result = CliRunner().invoke(
         app,
-        ["accounts", "--bridge-url", env["bridge"], "--redis-url", env["redis"], "--json"],
-    )
+        ["accounts", "--bridge-url", env["bridge"], "--redis-url", env["redis"], "--json",
+         "--dialect", "tvbridge"],
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert {row["name"] for row in rows} == {"DEMO0000001", "DEMO0000002"}

@@ -16,11 +16,13 @@ from contextvars import ContextVar
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -146,9 +148,33 @@ class TradovateConfig(_Section):
         "leave the row for review (needs_review), or adopt it flagged (reference §11.3 step 4)",
     )
 
+    # Whether the settings say where Tradovate is (environment or a URL given), or only
+    # the built-in demo default does; and what validation changed, for a warning.
+    _located: bool = PrivateAttr(default=False)
+    _notes: tuple[str, ...] = PrivateAttr(default=())
+    _derived: bool = PrivateAttr(default=False)
+
+    @property
+    def located(self) -> bool:
+        """Return whether the settings name Tradovate's environment or a URL themselves."""
+        return self._located
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """Return what validation changed in the given values (worth a warning)."""
+        return self._notes
+
     @model_validator(mode="after")
     def _derive_urls(self) -> TradovateConfig:
-        if not self.native_url:
+        if self._derived:  # a default instance is validated again (validate_default)
+            return self
+        self._derived = True
+        self._located = bool(
+            "environment" in self.model_fields_set or self.native_url or self.bridge_url
+        )
+        if self.native_url:
+            self.native_url, self._notes = _with_rest_path(self.native_url)
+        else:
             self.native_url = _NATIVE_URLS[self.environment]
         if not self.bridge_url:
             self.bridge_url = _BRIDGE_URLS[self.environment]
@@ -189,6 +215,27 @@ class TvBridgeConfig(_Section):
     headers: dict[str, str] = Field(
         default_factory=dict, description="extra headers, e.g. Origin (§9.11)"
     )
+
+
+def _with_rest_path(native_url: str) -> tuple[str, tuple[str, ...]]:
+    """Return the native REST base with ``/v1`` added to a bare host, and a note if added.
+
+    Tradovate's native REST API lives under ``/v1`` (reference §1); a bare host answers every
+    route with 404, which reads like an unknown account. A URL with any other path (a proxy's
+    prefix) is left as given.
+    """
+    try:
+        path = urlsplit(native_url).path
+    except ValueError:
+        return native_url, ()
+    if path.strip("/"):
+        return native_url, ()
+    fixed = native_url.rstrip("/") + "/v1"
+    note = (
+        f"tradovate.native_url {native_url} has no path: using {fixed} "
+        "(Tradovate's native REST API lives under /v1; add it to silence this warning)"
+    )
+    return fixed, (note,)
 
 
 def websocket_url(native_url: str) -> str:
@@ -280,12 +327,15 @@ class TokenConfig(_Section):
 
 
 class RedisConfig(_Section):
-    """The Redis holding tokens and locks; ``REDIS_URL`` also sets it."""
+    """The Redis holding tokens and locks; ``REDIS_URL`` also sets it (empty: embedded)."""
 
     url: SecretStr | None = Field(
         None, description="redis:// URL; unset: a private Redis under data_dir"
     )
     socket_timeout_s: float = Field(5.0, gt=0, description="cap on one Redis command")
+    embedded_port: int = Field(
+        0, ge=0, le=65535, description="port of the embedded Redis (no url); 0 picks a free one"
+    )
 
 
 class DatabaseConfig(_Section):
@@ -296,6 +346,18 @@ class DatabaseConfig(_Section):
     )
     min_pool: int = Field(1, ge=0, description="connections kept open")
     max_pool: int = Field(10, ge=1, description="connections at most (raised to workers + 2)")
+    embedded_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="port of the embedded PostgreSQL (no url); 0 picks a free one",
+    )
+
+
+class UpConfig(_Section):
+    """``tradebridge up``: the local stack's own parts (its HTTP port is ``serve.port``)."""
+
+    sim_port: int = Field(8765, ge=0, le=65535, description="the simulator; 0 picks a free one")
 
 
 class LoggingConfig(_Section):
@@ -527,6 +589,7 @@ class Settings(BaseSettings):
     risk: RiskConfig = Field(default_factory=RiskConfig)
     orders: OrdersConfig = Field(default_factory=OrdersConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    up: UpConfig = Field(default_factory=UpConfig)
 
     @classmethod
     def settings_customise_sources(
@@ -568,6 +631,11 @@ class Settings(BaseSettings):
             if account.name == account_name and account.token_key:
                 return account.token_key
         return self.tokens.key_for(account_name)
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """Return the warnings of validation: values it completed (``native_url`` + ``/v1``)."""
+        return self.tradovate.notes
 
     def device_id(self) -> str:
         """Return this installation's device id, generated once into ``data_dir``."""

@@ -14,6 +14,7 @@ Every library exception is translated into this tree at an adapter boundary
     │   ├── DatabaseUnavailable  cannot connect (refused, timeout, bad password, no database)
     │   ├── ContentRefused ..... the database refused the contents (NUL in text, over a limit)
     │   └── MigrationFailed .... a schema migration could not be applied; nothing half-done
+    ├── RedisUnavailable ....... Redis (tokens, locks) does not answer at start or in the CLI
     └── BrokerError ............ anything Tradovate (or the simulator) said or failed to say
         ├── TransientError ..... resolves itself; retried where safe (reads, cancels, logins)
         │   ├── BrokerUnavailable   5xx or refused connection *before* anything was executed
@@ -79,7 +80,31 @@ class StoreError(BridgeError):
 
 
 class DatabaseUnavailable(StoreError):
-    """The database cannot be reached or refused the login; the message names no secret."""
+    """The database cannot be reached or refused the login; the message names no secret.
+
+    Where the connection was refused, ``where`` is the URL with its password masked and
+    ``reason`` says why in a few words (``connection refused``, ``timed out``, ...).
+    """
+
+    def __init__(
+        self, message: str, *, where: str | None = None, reason: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.where = where
+        self.reason = reason
+
+
+class RedisUnavailable(BridgeError):
+    """Redis does not answer; ``where`` is its URL with the password masked, ``reason`` why.
+
+    Raised where Redis is checked up front (``serve`` at start, the CLI's commands); while
+    running, a token read that fails is a ``ConnectionLost`` and retried.
+    """
+
+    def __init__(self, message: str, *, where: str, reason: str) -> None:
+        super().__init__(message)
+        self.where = where
+        self.reason = reason
 
 
 class ContentRefused(StoreError):

@@ -38,19 +38,18 @@ def _port_open(url: str) -> bool:
 class Stack:
     """One running ``tradebridge up``."""
 
-    def __init__(self, data_dir: Path, log: Path) -> None:
+    def __init__(self, data_dir: Path, log: Path, *pinned: str) -> None:
         self.data_dir = data_dir
+        ports = pinned or ("--port", "0", "--sim-port", str(free_port()))
         self.proc = Proc(
-            [TRADEBRIDGE, "up", "--data-dir", str(data_dir), "--port", "0",
-             "--sim-port", str(free_port())],
-            log,
-            env=NO_SETTINGS,
-        )  # fmt: skip
+            [TRADEBRIDGE, "up", "--data-dir", str(data_dir), *ports], log, env=NO_SETTINGS
+        )
 
     def endpoints(self) -> dict[str, Any]:
         def ready() -> dict[str, Any] | None:
             assert self.proc.alive(), self.proc.output()
-            return _read_endpoints(self.data_dir)
+            found = _read_endpoints(self.data_dir)
+            return found if found and found["pid"] == self.proc.pid else None
 
         found: dict[str, Any] = wait_for(ready, 90, "endpoints.json")
         return found
@@ -167,3 +166,67 @@ def test_send_bad_input_exits_2_naming_it(args: list[str], message: str) -> None
     )  # fmt: skip
     assert done.returncode == 2
     assert message in done.stderr
+
+
+def _up(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [TRADEBRIDGE, "up", *args],
+        capture_output=True, text=True, timeout=90, check=False, env=child_env(NO_SETTINGS),
+    )  # fmt: skip
+
+
+def _port(url: str) -> int | None:
+    return httpx.URL(url).port
+
+
+def test_up_second_on_same_data_dir_refused_first_keeps_running_and_pinned_ports_kept(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    http, sim, pg, redis_port = (free_port() for _ in range(4))
+    pinned = ("--port", str(http), "--sim-port", str(sim), "--pg-port", str(pg),
+              "--redis-port", str(redis_port))  # fmt: skip
+    first = Stack(data_dir, tmp_path / "up1.log", *pinned)
+    try:
+        found = first.endpoints()
+        assert [_port(found[k]) for k in ("http_url", "simulator_url", "database_url")] == [
+            http,
+            sim,
+            pg,
+        ]
+        assert _port(found["redis_url"].replace("redis://", "http://")) == redis_port
+
+        second = _up("--data-dir", str(data_dir), "--port", "0", "--sim-port", "0")
+
+        # Refused before it touched anything: the first stack's servers still answer.
+        assert second.returncode == 2, second.stdout + second.stderr
+        [line] = [x for x in second.stderr.splitlines() if x.startswith("error:")]
+        assert f"`tradebridge up` (pid {first.proc.pid})" in line
+        assert found["http_url"] in line
+        assert f"127.0.0.1:{pg}" in line
+        assert found["database_url"] not in line  # the password stays masked
+        assert httpx.get(found["healthz_url"], timeout=10).status_code == 200
+        sent = first.send("buy", "MNQ1!", "1", "--account", "DEMO0000001", "--wait")
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        # Another data directory asking for a port the first one holds is refused too.
+        taken = _up("--data-dir", str(data_dir.parent / "other"), "--port", str(http))
+        assert taken.returncode == 2, taken.stderr
+        assert f"the HTTP server cannot listen on 127.0.0.1:{http}" in taken.stderr
+
+        first.proc.signal(signal.SIGKILL)  # leaves its PostgreSQL and Redis running
+        first.proc.wait(timeout=30)
+    finally:
+        first.proc.stop()
+    assert _port_open(f"http://127.0.0.1:{pg}")
+    assert _read_endpoints(data_dir) is not None  # stale: its pid is gone
+
+    # The lock died with it: the next `up` cleans the leftovers up and gets the same ports.
+    again = Stack(data_dir, tmp_path / "up2.log", *pinned)
+    try:
+        found_again = again.endpoints()
+        assert _port(found_again["database_url"]) == pg
+        again.proc.signal(signal.SIGTERM)
+        assert again.proc.wait(timeout=60) == 0
+    finally:
+        again.proc.stop()
+    assert not _port_open(f"http://127.0.0.1:{pg}")
+    assert not (data_dir / "endpoints.json").exists()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import secrets
 import subprocess
 import sys
@@ -94,8 +96,11 @@ def test_db_migrate_bad_database_one_line_exit_1_no_password(
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("error: cannot connect to 127.0.0.1:")
+    assert lines[0].startswith(
+        "error: cannot connect to the database at postgresql://postgres:***@"
+    )
     assert reason in lines[0]
+    assert "DATABASE_URL" in lines[0]  # and the fix
     assert urlsplit(url).password not in result.output
     assert "Traceback" not in result.output
 
@@ -103,7 +108,8 @@ def test_db_migrate_bad_database_one_line_exit_1_no_password(
 def test_db_migrate_no_url_exit_2(tmp_path: Path) -> None:
     result = _invoke(["db", "migrate"])
     assert result.exit_code == 2
-    assert "no database: pass --database-url or set DATABASE_URL" in result.stderr
+    assert "no database: no `up` stack runs in .tradebridge" in result.stderr
+    assert "pass --database-url / set DATABASE_URL" in result.stderr
 
 
 def test_db_migrate_subprocess_unreachable_no_traceback(tmp_path: Path) -> None:
@@ -121,3 +127,44 @@ def test_db_migrate_subprocess_unreachable_no_traceback(tmp_path: Path) -> None:
     assert done.stderr.count("\n") == 1
     assert "hunter2secret" not in done.stderr + done.stdout
     assert "Traceback" not in done.stderr
+
+
+def _running_stack(data_dir: Path, database_url: str) -> Path:
+    """Write the endpoints.json a running ``up`` writes (its pid: this live process)."""
+    data_dir.mkdir(parents=True)
+    found = {"pid": os.getpid(), "database_url": database_url, "redis_url": "redis://x:1/0"}
+    (data_dir / "endpoints.json").write_text(json.dumps(found))
+    return data_dir
+
+
+def test_db_migrate_and_status_data_dir_find_the_up_stack_database_over_database_url(
+    fresh_url: str, tmp_path: Path
+) -> None:
+    stack = str(_running_stack(tmp_path / "stack", fresh_url))
+    elsewhere = {"DATABASE_URL": _unreachable_url()}  # an explicit --data-dir beats it
+
+    before = _invoke(["db", "status", "--data-dir", stack], env=elsewhere)
+    migrated = _invoke(["db", "migrate", "--data-dir", stack], env=elsewhere)
+    after = _invoke(["db", "status", "--data-dir", stack], env=elsewhere)
+
+    assert before.exit_code == 1, before.output
+    assert "0001_ledger  pending" in before.stdout
+    assert migrated.exit_code == 0, migrated.output
+    assert "applied 0001_ledger" in migrated.stdout
+    assert after.exit_code == 0, after.output
+    assert "0001_ledger  applied" in after.stdout
+
+
+def test_db_status_default_data_dir_stack_found_without_url(fresh_url: str, tmp_path: Path) -> None:
+    _running_stack(tmp_path / ".tradebridge", fresh_url)  # the cwd's default data directory
+    result = _invoke(["db", "status"])
+    assert result.exit_code == 1, result.output
+    assert "0001_ledger  pending" in result.stdout
+
+
+def test_db_status_data_dir_of_stopped_stack_exit_2_says_start_it(tmp_path: Path) -> None:
+    (tmp_path / "stack" / "postgres").mkdir(parents=True)  # an `up` ran here once
+    result = _invoke(["db", "status", "--data-dir", str(tmp_path / "stack")])
+    assert result.exit_code == 2
+    assert f"the `up` stack of {tmp_path / 'stack'} is not running" in result.stderr
+    assert f"tradebridge up --data-dir {tmp_path / 'stack'}" in result.stderr

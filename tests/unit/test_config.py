@@ -52,6 +52,43 @@ def test_settings_simulator_url_overrides_and_derives_ws() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("given", "used", "warned"),
+    [
+        ("https://demo.tradovateapi.com", "https://demo.tradovateapi.com/v1", True),
+        ("https://live.tradovateapi.com/", "https://live.tradovateapi.com/v1", True),
+        ("http://127.0.0.1:8765/v1/", "http://127.0.0.1:8765/v1", False),
+        ("https://proxy.example/tradovate", "https://proxy.example/tradovate", False),
+    ],
+)
+def test_settings_native_url_without_path_gets_v1_and_a_note(
+    given: str, used: str, warned: bool
+) -> None:
+    settings = load_settings(tradovate={"native_url": given})
+
+    assert settings.tradovate.native_url == used
+    assert settings.tradovate.ws_url == websocket_url(used)
+    assert bool(settings.notes) is warned
+    if warned:
+        assert "add it to silence this warning" in settings.notes[0]
+        assert used in settings.notes[0]
+
+
+@pytest.mark.parametrize(
+    ("tradovate", "located"),
+    [
+        ({}, False),
+        ({"environment": "live"}, True),
+        ({"native_url": "http://127.0.0.1:1/v1"}, True),
+        ({"bridge_url": "http://127.0.0.1:1"}, True),
+    ],
+)
+def test_settings_located_only_when_environment_or_a_url_is_given(
+    tradovate: dict[str, str], located: bool
+) -> None:
+    assert load_settings(tradovate=tradovate).tradovate.located is located
+
+
 def test_settings_toml_then_env_then_conventional(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -29,7 +29,7 @@ from pydantic_settings import (
 )
 
 from tradebridge.config import Settings, _config_file
-from tradebridge.runtime.endpoints import mask_url
+from tradebridge.obs.logging import mask_url
 
 Key = str | int
 SettingPath = tuple[Key, ...]

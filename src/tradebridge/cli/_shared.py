@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperCommand
 
-from tradebridge.errors import ConfigError
+from tradebridge.errors import ConfigError, DatabaseUnavailable, RedisUnavailable
 
 if TYPE_CHECKING:
     from tradebridge.config import Settings
@@ -43,9 +43,9 @@ DatabaseUrlOpt = Annotated[
     str | None,
     typer.Option(
         "--database-url",
-        envvar="DATABASE_URL",
-        show_envvar=True,
-        help="postgresql:// URL of the ledger (direct or session-pooler port 5432)",
+        help="postgresql:// URL of the ledger (direct or session-pooler port 5432); "
+        "else the running `up` stack of an explicit --data-dir, else DATABASE_URL or "
+        "\\[database] url, else the running `up` stack of the default data directory",
     ),
 ]
 
@@ -102,8 +102,40 @@ def fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
+def warn(message: str) -> None:
+    """Print ``message`` as a warning line on stderr."""
+    err.print(f"[yellow]warning:[/yellow] {escape(message)}")
+
+
+DATABASE_FIX = (
+    "start it, or check --database-url / DATABASE_URL / [database] url; "
+    "`tradebridge up` runs a local stack"
+)
+REDIS_FIX = (
+    "start it, or check --redis-url / REDIS_URL / [redis] url; `tradebridge up` runs a local stack"
+)
+
+
+def unreachable(
+    error: DatabaseUnavailable | RedisUnavailable, fix: str | None = None
+) -> typer.Exit:
+    """Print the one line of a database or Redis that does not answer, with the fix; exit 1."""
+    if isinstance(error, RedisUnavailable):
+        what, default_fix = "Redis", REDIS_FIX
+    else:
+        what, default_fix = "the database", DATABASE_FIX
+    if error.where and error.reason:
+        message = f"cannot connect to {what} at {error.where}: {error.reason}"
+    else:
+        message = str(error)
+    return fail(f"{message}; {fix or default_fix}", 1)
+
+
 def load(config: Path | None) -> Settings:
-    """Return the settings of ``config`` (and the environment); exit 2 if they are bad."""
+    """Return the settings of ``config`` (and the environment); exit 2 if they are bad.
+
+    What validation completed (a ``native_url`` without ``/v1``) is printed as a warning.
+    """
     import tomllib
 
     from pydantic_settings import SettingsError
@@ -111,7 +143,7 @@ def load(config: Path | None) -> Settings:
     from tradebridge.config import load_settings
 
     try:
-        return load_settings(config)
+        settings = load_settings(config)
     except ConfigError as e:
         raise fail(str(e), 2) from None
     except (tomllib.TOMLDecodeError, SettingsError) as e:
@@ -122,10 +154,18 @@ def load(config: Path | None) -> Settings:
             else ""
         )
         raise fail(f"{what}{e} (`tradebridge config check` explains)", 2) from None
+    for note in settings.notes:
+        warn(note)
+    return settings
 
 
 def ledger_url(database_url: str | None, data_dir: Path | None, config: Path | None) -> str:
-    """Return the ledger's URL: the one given, the configured one, or a running ``up``'s."""
+    """Return the ledger's URL: the one given, a running ``up``'s, or the configured one.
+
+    In this order: ``--database-url``; the ``endpoints.json`` of an explicit ``--data-dir``;
+    ``DATABASE_URL`` or ``[database] url``; the ``endpoints.json`` of the settings' data
+    directory. Exit 2, saying what to do, when none gives one.
+    """
     from tradebridge.runtime.endpoints import read_endpoints
 
     if database_url:
@@ -137,9 +177,14 @@ def ledger_url(database_url: str | None, data_dir: Path | None, config: Path | N
         data_dir = settings.data_dir
     found = read_endpoints(data_dir)
     if found is None or not found.get("database_url"):
-        raise fail(
-            f"no running stack in {data_dir} (no endpoints.json): start one with "
-            "`tradebridge up`, or pass --database-url / set DATABASE_URL",
-            2,
-        )
+        raise fail(f"no database: {no_stack(data_dir)}, or pass --database-url / set "
+                   "DATABASE_URL (or [database] url in tradebridge.toml)", 2)  # fmt: skip
     return str(found["database_url"])
+
+
+def no_stack(data_dir: Path) -> str:
+    """Say that no ``up`` runs in ``data_dir`` and how to start one (a clause, no stop)."""
+    start = f"`tradebridge up --data-dir {data_dir}`"
+    if (data_dir / "postgres").is_dir() or (data_dir / "postgres.location").is_file():
+        return f"the `up` stack of {data_dir} is not running (start it with {start})"
+    return f"no `up` stack runs in {data_dir} (no endpoints.json; start one with {start})"

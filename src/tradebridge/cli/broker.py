@@ -1,11 +1,19 @@
 """Broker commands: ``accounts``, ``order``, ``orders``, ``positions``, ``fills``, ``cancel``,
 ``flatten``, ``tokens`` and ``doctor``.
 
-Each command takes the settings file and quick overrides for pointing at a simulator
-(``--bridge-url``, ``--native-url``, ``--redis-url``, also as environment variables), prints a
-table or, with ``--json``, one JSON document on stdout, and exits 0 (done), 1 (the broker or
-the infrastructure failed) or 2 (bad usage or input; nothing was sent). Errors are one line
-on stderr naming what failed and the fix; logs go to stderr too.
+Each command takes the settings file, quick overrides (``--native-url``, ``--bridge-url``,
+``--redis-url``, ``--dialect``) and ``--data-dir``, prints a table or, with ``--json``, one
+JSON document on stdout, and exits 0 (done), 1 (the broker or the infrastructure failed) or
+2 (bad usage or input; nothing was sent). Errors are one line on stderr naming what failed
+and the fix; logs go to stderr too.
+
+Where the broker and Redis are (``_settings``), strongest first: the URL options; the running
+``up`` stack of an explicit ``--data-dir`` (its simulator and Redis, from ``endpoints.json``);
+the environment and the settings file; the running ``up`` stack of the settings' data
+directory, but only when nothing names a broker, a database or Redis (no URL option, no
+``[[accounts]]``, no ``[tradovate]`` environment or URL, no ``DATABASE_URL``/``REDIS_URL``);
+then the built-in defaults (Tradovate demo, Redis on localhost). The dialect is
+``--dialect``, else the configured account's, else native: a URL option sets a URL only.
 """
 
 from __future__ import annotations
@@ -20,13 +28,32 @@ from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from enum import Enum
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.table import Table
 
-from tradebridge.cli._shared import ConfigOpt, SharedOptions, err, fail, out, takes
-from tradebridge.errors import BridgeError, ConfigError, InvalidInput
+from tradebridge.cli._shared import (
+    REDIS_FIX,
+    ConfigOpt,
+    SharedOptions,
+    err,
+    fail,
+    no_stack,
+    out,
+    takes,
+    unreachable,
+    warn,
+)
+from tradebridge.domain.enums import Dialect
+from tradebridge.errors import (
+    BridgeError,
+    ConfigError,
+    DatabaseUnavailable,
+    InvalidInput,
+    RedisUnavailable,
+)
 
 if TYPE_CHECKING:
     from tradebridge.brokers.base import Broker
@@ -51,15 +78,43 @@ EPILOG = (
 
 # --- the options -------------------------------------------------------------------------
 
+_ELSE = "else a running `up` stack (see --data-dir), TRADEBRIDGE_TRADOVATE__{} or the settings"
 BridgeUrlOpt = Annotated[
     str | None,
-    typer.Option(envvar="TRADEBRIDGE_TRADOVATE__BRIDGE_URL", help="TradingView bridge base URL"),
+    typer.Option(
+        help="TradingView bridge base URL; " + _ELSE.format("BRIDGE_URL") + ", else tv-demo"
+    ),
 ]
 NativeUrlOpt = Annotated[
     str | None,
-    typer.Option(envvar="TRADEBRIDGE_TRADOVATE__NATIVE_URL", help="native REST base URL (/v1)"),
+    typer.Option(help="native REST base URL (…/v1); " + _ELSE.format("NATIVE_URL") + ", else demo"),
 ]
-RedisUrlOpt = Annotated[str | None, typer.Option(envvar="REDIS_URL", help="Redis holding tokens")]
+RedisUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Redis holding the tokens; else a running `up` stack (see --data-dir), REDIS_URL "
+        "or \\[redis] url, else redis://127.0.0.1:6379/0"
+    ),
+]
+DialectOpt = Annotated[
+    Dialect | None,
+    typer.Option(
+        case_sensitive=False,
+        help="talk to the account(s) natively or through the TradingView bridge",
+        show_default="the configured account's dialect, else native",
+    ),
+]
+StackDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="use the running `up` stack of this data directory (its simulator and Redis, from "
+        "its endpoints.json) over the environment and the settings. Without it, the stack of "
+        "the settings' data_dir is used only when nothing names a broker, database or Redis "
+        "(no URL option, \\[\\[accounts]], \\[tradovate] environment/URL, DATABASE_URL, REDIS_URL)",
+        show_default=".tradebridge",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document")]
 AccountOpt = Annotated[str, typer.Option("--account", "-a", help="account name, e.g. PAAPEX...")]
 OnlyAccountOpt = Annotated[str | None, typer.Option("--account", "-a", help="only this one")]
@@ -79,9 +134,11 @@ class BrokerOptions(SharedOptions):
     """The options every broker command takes, after its own, in the order ``--help`` lists."""
 
     config: ConfigOpt = None
-    bridge_url: BridgeUrlOpt = None
+    data_dir: StackDirOpt = None
     native_url: NativeUrlOpt = None
+    bridge_url: BridgeUrlOpt = None
     redis_url: RedisUrlOpt = None
+    dialect: DialectOpt = None
     as_json: JsonOpt = False
     verbose: VerboseOpt = False
 
@@ -89,44 +146,113 @@ class BrokerOptions(SharedOptions):
 BrokerCommand = takes(BrokerOptions)
 
 
-def _settings(common: BrokerOptions, account: str | None = None) -> Settings:
-    from tradebridge.config import AccountConfig, load_settings
-    from tradebridge.domain.enums import Dialect
+def _names_anything(settings: Settings) -> bool:
+    """Return whether the settings name a broker, a database or Redis of their own."""
+    return bool(
+        settings.accounts
+        or settings.tradovate.located
+        or settings.database.url is not None
+        or settings.redis.url is not None
+    )
 
+
+def _stack(common: BrokerOptions, settings: Settings) -> dict[str, Any] | None:
+    """Return the ``endpoints.json`` of the ``up`` stack to use, or None (see the docstring)."""
+    from tradebridge.runtime.endpoints import read_endpoints
+
+    if common.data_dir is not None:
+        found = read_endpoints(common.data_dir)
+        if found is None or not found.get("simulator_url"):
+            raise ConfigError(f"{no_stack(common.data_dir)}, or leave --data-dir out")
+        return found
+    urls = (common.native_url, common.bridge_url, common.redis_url)
+    if any(urls) or _names_anything(settings):
+        return None
+    return read_endpoints(settings.data_dir)
+
+
+def _settings(common: BrokerOptions, account: str | None = None) -> Settings:
+    """Return the settings of a broker command: URLs resolved, dialects as ``--dialect`` says.
+
+    With ``account`` and no accounts configured, that account is added (a quick look at a
+    simulator or a stack): native unless ``--dialect`` says otherwise.
+    """
+    from tradebridge.config import AccountConfig, load_settings
+
+    base = load_settings(common.config)
     tradovate: dict[str, Any] = {}
-    if common.bridge_url:
-        tradovate["bridge_url"] = common.bridge_url
+    overrides: dict[str, Any] = {}
+    stack = _stack(common, base)
+    if stack is not None:
+        sim = str(stack["simulator_url"])
+        tradovate = {"native_url": f"{sim}/v1", "bridge_url": sim, "ws_url": ""}
+        overrides["redis"] = {"url": str(stack["redis_url"])}
     if common.native_url:
         tradovate["native_url"] = common.native_url
-    overrides: dict[str, Any] = {}
-    if tradovate:
-        overrides["tradovate"] = tradovate
+    if common.bridge_url:
+        tradovate["bridge_url"] = common.bridge_url
     if common.redis_url:
         overrides["redis"] = {"url": common.redis_url}
-    settings = load_settings(common.config, **overrides)
+    if tradovate:
+        overrides["tradovate"] = tradovate
+    if common.data_dir is not None:
+        overrides["data_dir"] = common.data_dir
+    settings = load_settings(common.config, **overrides) if overrides else base
     if account and not settings.accounts:
-        # Nothing configured: a quick look at a simulator. The dialect follows the URL given.
-        dialect = (
-            Dialect.TVBRIDGE if common.bridge_url and not common.native_url else Dialect.NATIVE
-        )
-        extra = AccountConfig(name=account, dialect=dialect)
-        settings = settings.model_copy(update={"accounts": [*settings.accounts, extra]})
+        extra = AccountConfig(name=account, dialect=common.dialect or Dialect.NATIVE)
+        return settings.model_copy(update={"accounts": [extra]})
+    if common.dialect is not None:
+        accounts = [
+            a.model_copy(update={"dialect": common.dialect}) if account in (None, a.name) else a
+            for a in settings.accounts
+        ]
+        settings = settings.model_copy(update={"accounts": accounts})
     return settings
 
 
 def _run(common: BrokerOptions, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run ``work`` with logging on stderr; turn every error into one line and an exit code."""
+    """Run ``work`` with logging on stderr; turn every error into one line and an exit code.
+
+    Redis is checked first: every command reads its tokens there, and one that does not
+    answer is one line naming it (password masked) and the fix.
+    """
+    from redis.exceptions import RedisError
+
     from tradebridge.obs.logging import configure_logging
+    from tradebridge.store.tokens import redis_failure
 
     configure_logging("INFO" if common.verbose else "ERROR", json_output=True, stream=sys.stderr)
+
+    async def checked() -> T:
+        settings = _settings(common)
+        for note in settings.notes:
+            warn(note)
+        await _check_redis(settings)
+        return await work()
+
     try:
-        return asyncio.run(work())
+        return asyncio.run(checked())
+    except (DatabaseUnavailable, RedisUnavailable) as e:
+        raise unreachable(e) from None
     except (InvalidInput, ConfigError) as e:
         raise fail(str(e), EXIT_USAGE) from None
     except BridgeError as e:
         raise fail(f"{type(e).__name__}: {e}", EXIT_BROKER) from None
+    except RedisError as e:  # Redis went away after it answered the check
+        raise fail(f"Redis failed: {redis_failure(e)}; {REDIS_FIX}", EXIT_BROKER) from None
     except OSError as e:
         raise fail(f"{type(e).__name__}: {e}", EXIT_BROKER) from None
+
+
+async def _check_redis(settings: Settings) -> None:
+    """Return once the settings' Redis answers; ``RedisUnavailable`` otherwise."""
+    from tradebridge.store.tokens import check_redis, connect_redis, redis_url
+
+    redis = connect_redis(settings.redis)
+    try:
+        await check_redis(redis, redis_url(settings.redis))
+    finally:
+        await redis.aclose()
 
 
 def _jsonable(value: Any) -> Any:
@@ -161,7 +287,6 @@ def _table(title: str, columns: list[str], rows: list[list[object]]) -> None:
 async def _discovered_settings(common: BrokerOptions, account: str | None) -> Settings:
     """Return settings; with no accounts configured, take them from Redis's token keys."""
     from tradebridge.config import AccountConfig
-    from tradebridge.domain.enums import Dialect
     from tradebridge.store.tokens import connect_redis
 
     settings = _settings(common, account)
@@ -180,7 +305,7 @@ async def _discovered_settings(common: BrokerOptions, account: str | None) -> Se
             for k in keys
         }
     )
-    dialect = Dialect.TVBRIDGE if common.bridge_url and not common.native_url else Dialect.NATIVE
+    dialect = common.dialect or Dialect.NATIVE
     found = [AccountConfig(name=name, dialect=dialect) for name in names if name]
     return settings.model_copy(update={"accounts": found})
 
@@ -202,10 +327,11 @@ async def _listed_accounts(
 @asynccontextmanager
 async def _token_store(settings: Settings) -> AsyncIterator[TokenStore]:
     """Yield a ``TokenStore`` on the configured Redis; close the client afterwards."""
-    from tradebridge.store.tokens import TokenStore, connect_redis
+    from tradebridge.store.tokens import TokenStore, check_redis, connect_redis, redis_url
 
     redis = connect_redis(settings.redis)
     try:
+        await check_redis(redis, redis_url(settings.redis))  # one clear line if it is down
         yield TokenStore(redis, settings.tokens, key_for=settings.token_key)
     finally:
         await redis.aclose()
@@ -278,9 +404,9 @@ async def check_bracket(
         return
     try:
         market = await market_of(common, account, instrument)
-    except (InvalidInput, ConfigError):
+    except (InvalidInput, ConfigError, RedisUnavailable):
         raise
-    except (BridgeError, OSError) as e:  # the broker, Redis or the token: say what to do
+    except (BridgeError, OSError) as e:  # the broker or the token: say what to do
         raise BrokerError(
             f"could not read a quote of {instrument} to check the bracket against the market "
             f"({type(e).__name__}: {e}); --force sends it unchecked"

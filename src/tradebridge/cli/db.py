@@ -1,8 +1,9 @@
 """``tradebridge db``: apply the ledger's migrations and show where they stand.
 
-Exit codes: 0 done; 1 the database is unreachable or a migration failed (rolled back);
-2 bad usage (no database URL, bad settings). Errors are one line on stderr, without the
-password.
+The database is found as ``send`` and ``review`` find it (``_shared.ledger_url``): the URL
+given, a running ``up`` stack's (``--data-dir``), the configured one. Exit codes: 0 done;
+1 the database is unreachable or a migration failed (rolled back); 2 bad usage (no database
+to be found, bad settings). Errors are one line on stderr, without the password.
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ import typer
 from tradebridge.cli._shared import (
     ConfigOpt,
     DatabaseUrlOpt,
+    DataDirOpt,
     SharedOptions,
     fail,
     group,
-    load,
+    ledger_url,
     out,
     takes,
+    unreachable,
 )
-from tradebridge.errors import StoreError
+from tradebridge.errors import DatabaseUnavailable, StoreError
 
 T = TypeVar("T")
 
@@ -35,23 +38,15 @@ db_app = group(
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class DatabaseOptions(SharedOptions):
-    """The options of every ``db`` command: the ledger's URL, or the settings naming it."""
+    """The options of every ``db`` command: the ledger's URL, a running ``up``, the settings."""
 
     database_url: DatabaseUrlOpt = None
+    data_dir: DataDirOpt = None
     config: ConfigOpt = None
 
     def url(self) -> str:
-        """Return the ledger's URL: the one given, else the configured one; exit 2 if none."""
-        if self.database_url:
-            return self.database_url
-        settings = load(self.config)
-        if settings.database.url is None:
-            raise fail(
-                "no database: pass --database-url or set DATABASE_URL "
-                "(or [database] url in tradebridge.toml)",
-                2,
-            )
-        return settings.database.url.get_secret_value()
+        """Return the ledger's URL (``ledger_url``); exit 2 if there is none to be found."""
+        return ledger_url(self.database_url, self.data_dir, self.config)
 
 
 DatabaseCommand = takes(DatabaseOptions)
@@ -60,6 +55,8 @@ DatabaseCommand = takes(DatabaseOptions)
 def _run(work: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(work)
+    except DatabaseUnavailable as e:
+        raise unreachable(e) from None
     except StoreError as e:
         raise fail(str(e), 1) from None
 

@@ -36,9 +36,10 @@ from tradebridge.cli._shared import (
     ledger_url,
     out,
     takes,
+    unreachable,
 )
 from tradebridge.domain.lifecycle import SignalStatus
-from tradebridge.errors import ConfigError, IllegalTransition, StoreError
+from tradebridge.errors import ConfigError, DatabaseUnavailable, IllegalTransition, StoreError
 
 if TYPE_CHECKING:
     from tradebridge.store.ledger import HistoryEvent, Ledger, LedgerRow
@@ -82,6 +83,8 @@ def _with_ledger(ctx: typer.Context, work: Callable[[Ledger], Awaitable[T]]) -> 
 
     try:
         return asyncio.run(run())
+    except DatabaseUnavailable as e:
+        raise unreachable(e) from None
     except (IllegalTransition, StoreError) as e:
         raise fail(str(e), 1) from None
     except ConfigError as e:

@@ -30,9 +30,17 @@ from tradebridge.cli._shared import (
     load,
     out,
     takes,
+    unreachable,
 )
 from tradebridge.domain.lifecycle import SignalStatus
-from tradebridge.errors import BridgeError, ConfigError, InvalidInput, StoreError
+from tradebridge.errors import (
+    BridgeError,
+    ConfigError,
+    DatabaseUnavailable,
+    InvalidInput,
+    RedisUnavailable,
+    StoreError,
+)
 
 if TYPE_CHECKING:
     from tradebridge.config import Settings
@@ -92,6 +100,15 @@ def _configure_logs(settings: Settings, *, to_stderr: bool) -> None:
     )
 
 
+# serve and up take no URL options: the fix names the environment and the settings.
+_STACK_FIX: dict[type[BridgeError], str] = {
+    DatabaseUnavailable: "start it, or check DATABASE_URL / [database] url (without one, "
+    "serve and up run a database of their own in the data directory)",
+    RedisUnavailable: "start it, or check REDIS_URL / [redis] url (without one, serve and up "
+    "run a Redis of their own in the data directory)",
+}
+
+
 def _run_until_stopped(work: Coroutine[Any, Any, None]) -> None:
     try:
         asyncio.run(work)
@@ -101,6 +118,8 @@ def _run_until_stopped(work: Coroutine[Any, Any, None]) -> None:
         error = _innermost(e)
         if not isinstance(error, BridgeError | OSError):
             raise
+        if isinstance(error, DatabaseUnavailable | RedisUnavailable):
+            raise unreachable(error, _STACK_FIX[type(error)]) from None
         from tradebridge.obs.logging import redact_text
 
         message = redact_text(str(error) or type(error).__name__)
@@ -140,21 +159,48 @@ def serve(
     _run_until_stopped(run_serve(settings))
 
 
+def _port_option(what: str, setting: str, default: str) -> Any:
+    text = f"{what}; 0 picks a free one ({escape(setting)})"
+    return typer.Option(min=0, max=65535, help=text, show_default=default)
+
+
 def up(
     ctx: typer.Context,
-    port: Annotated[int | None, typer.Option(help="HTTP port (webhook, /healthz)")] = None,
-    sim_port: Annotated[int, typer.Option(help="simulator port")] = 8765,
+    port: Annotated[
+        int | None, _port_option("HTTP port: webhook, /healthz", "[serve] port", "8080")
+    ] = None,
+    sim_port: Annotated[int | None, _port_option("simulator port", "[up] sim_port", "8765")] = None,
+    pg_port: Annotated[
+        int | None,
+        _port_option("embedded PostgreSQL port", "[database] embedded_port", "0"),
+    ] = None,
+    redis_port: Annotated[
+        int | None, _port_option("embedded Redis port", "[redis] embedded_port", "0")
+    ] = None,
     workers: WorkersOpt = None,
 ) -> None:
-    """Bring up the whole local stack: PostgreSQL, Redis, the simulator, workers, webhook."""
+    """Bring up the whole local stack: PostgreSQL, Redis, the simulator, workers, webhook.
+
+    One stack per data directory: while it runs it holds <data-dir>/up.lock, and another
+    `up` (or a `serve` with embedded servers) on that directory is refused, naming it (exit
+    2). A pinned port that is taken is refused too (exit 2).
+    """
     from tradebridge.runtime.live import is_live
     from tradebridge.runtime.up import run_up
 
     settings = _settings(StackOptions.of(ctx), port=port, workers=workers)
+    update: dict[str, Any] = {}
+    if pg_port is not None:
+        update["database"] = settings.database.model_copy(update={"embedded_port": pg_port})
+    if redis_port is not None:
+        update["redis"] = settings.redis.model_copy(update={"embedded_port": redis_port})
+    if sim_port is not None:
+        update["up"] = settings.up.model_copy(update={"sim_port": sim_port})
+    settings = settings.model_copy(update=update) if update else settings
     # The banner is the command's output; logs go to stderr.
     _configure_logs(settings, to_stderr=True)
     banner = functools.partial(_print_banner, live=is_live(settings))
-    _run_until_stopped(run_up(settings, sim_port=sim_port, ready=banner))
+    _run_until_stopped(run_up(settings, ready=banner))
 
 
 def _print_banner(found: Endpoints, *, live: bool = False) -> None:
@@ -265,6 +311,8 @@ def send(
         if (row["stop_loss"] is not None or row["take_profit"] is not None) and not force:
             asyncio.run(_check_market(row, database_url, stack))
         code = asyncio.run(_send(url, row, wait=wait, wait_s=timeout))
+    except (DatabaseUnavailable, RedisUnavailable) as e:
+        raise unreachable(e) from None
     except (InvalidInput, ConfigError) as e:
         raise fail(str(e), 2) from None
     except (StoreError, BridgeError, OSError) as e:
@@ -285,17 +333,12 @@ async def _check_market(row: dict[str, Any], database_url: str | None, stack: St
 
     settings = load_settings(stack.config)
     # A local `up` stack (its ledger is the one used): its simulator and Redis serve quotes.
-    found = None
-    if database_url is None and settings.database.url is None:
-        found = read_endpoints(stack.data_dir or settings.data_dir)
-    sim = found.get("simulator_url") if found else None
-    common = BrokerOptions(
-        config=stack.config,
-        bridge_url=sim,
-        native_url=f"{sim}/v1" if sim else None,
-        redis_url=found.get("redis_url") if found else None,
-        as_json=False,
-    )
+    where = None
+    if database_url is None and (stack.data_dir is not None or settings.database.url is None):
+        where = stack.data_dir or settings.data_dir
+        if read_endpoints(where) is None:
+            where = None
+    common = BrokerOptions(config=stack.config, data_dir=where)
     contract = resolve_symbol(row["instrument"], datetime.now(UTC).date(), root_map(settings))
     await check_bracket(
         common, row["account_name"], contract.name, side=Side(row["side"]),

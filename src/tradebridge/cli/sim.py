@@ -146,10 +146,12 @@ async def _run(settings: Any, redis_url: str | None, token_key: str) -> None:
     from redis.exceptions import RedisError
 
     from tradebridge._net import bind_socket
+    from tradebridge.obs.logging import mask_url
     from tradebridge.sim.clock import SystemClock
     from tradebridge.sim.context import SimContext
     from tradebridge.sim.seed import TokenSeeder
     from tradebridge.sim.server import serve
+    from tradebridge.store.tokens import redis_failure
 
     try:
         sock = bind_socket(settings.host, settings.port)
@@ -166,7 +168,8 @@ async def _run(settings: Any, redis_url: str | None, token_key: str) -> None:
                 keys = await seeder.seed()
             except RedisError as exc:
                 raise _fail(
-                    f"cannot write tokens to Redis at {_safe_url(redis_url)}: {exc}"
+                    f"cannot write tokens to Redis at {mask_url(redis_url)}: "
+                    f"{redis_failure(exc)}; start it, or check --redis-url"
                 ) from None
             _out.print(f"Tokens written to Redis ({len(keys)} keys): {', '.join(keys)}")
             refresher = asyncio.create_task(seeder.run(), name="sim-token-refresh")

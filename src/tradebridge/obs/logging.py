@@ -75,6 +75,16 @@ def redact_text(text: str) -> str:
     return _SECRET_PAIR.sub(rf"\g<key>\g<sep>{MASK}", text)
 
 
+def mask_url(url: str) -> str:
+    """Return ``url`` with its password replaced by ``***`` (``scheme://user:***@host``)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user, has_password, _ = credentials.partition(":")
+    return f"{scheme}://{user}{':' + MASK if has_password else ''}@{host}"
+
+
 def redact(value: Any) -> Any:
     """Return a copy of ``value`` with secrets masked by key name and by value shape."""
     if isinstance(value, Mapping):

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tradebridge.obs.logging import mask_url
+
 ENDPOINTS_FILE = "endpoints.json"
 
 
@@ -64,16 +66,6 @@ class Endpoints:
             "simulator_native_url": f"{self.simulator_url}/v1" if self.simulator_url else None,
             "accounts": list(self.accounts),
         }
-
-
-def mask_url(url: str) -> str:
-    """Return ``url`` with its password replaced by ``***``."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    credentials, _, host = rest.rpartition("@")
-    user, has_password, _ = credentials.partition(":")
-    return f"{scheme}://{user}{':***' if has_password else ''}@{host}"
 
 
 def load_or_create_secret(path: Path) -> str:

@@ -28,13 +28,14 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from tradebridge._net import bind_socket
+from tradebridge._net import bind_socket, port_is_free
 from tradebridge.config import Settings
 from tradebridge.domain.clock import utcnow
+from tradebridge.errors import ConfigError
 from tradebridge.intake.webhook import IntakeDeps, build_router, validate_webhook_settings
 from tradebridge.obs import metrics
-from tradebridge.obs.logging import get_logger
-from tradebridge.runtime.endpoints import Endpoints, mask_url
+from tradebridge.obs.logging import get_logger, mask_url
+from tradebridge.runtime.endpoints import Endpoints
 from tradebridge.runtime.health import (
     Condition,
     HealthChecker,
@@ -53,7 +54,7 @@ from tradebridge.store.embedded import (
 )
 from tradebridge.store.ledger import Ledger
 from tradebridge.store.migrate import describe_url, migrate
-from tradebridge.store.tokens import connect_redis
+from tradebridge.store.tokens import check_redis, connect_redis
 
 _log = get_logger("tradebridge.runtime.serve")
 
@@ -84,7 +85,9 @@ async def open_stores(settings: Settings, *, durable: bool = True) -> AsyncItera
         database = settings.database.url
         if database is None:
             postgres = EmbeddedPostgres(
-                directory=server_dir(settings.data_dir, "postgres"), durable=durable
+                directory=server_dir(settings.data_dir, "postgres"),
+                port=settings.database.embedded_port,
+                durable=durable,
             )
             await asyncio.to_thread(postgres.start)
             started.append(postgres)
@@ -92,7 +95,10 @@ async def open_stores(settings: Settings, *, durable: bool = True) -> AsyncItera
             _log.info("embedded postgres started", where=str(postgres.directory))
         redis_url = settings.redis.url
         if redis_url is None:
-            redis_server = EmbeddedRedis(directory=prepare_data_dir(settings.data_dir) / "redis")
+            redis_server = EmbeddedRedis(
+                directory=prepare_data_dir(settings.data_dir) / "redis",
+                port=settings.redis.embedded_port,
+            )
             await asyncio.to_thread(redis_server.start)
             started.append(redis_server)
             redis_url = SecretStr(redis_server.url)
@@ -210,7 +216,10 @@ async def serve_stack(
         states = await migrate(stores.database_url)
         applied = [f"{s.version:04d}_{s.name}" for s in states if s.applied_now]
         _log.info("migrations checked", database=describe_url(stores.database_url), applied=applied)
-    sock = bind_socket(cfg.host, cfg.port)
+    try:
+        sock = bind_socket(cfg.host, cfg.port)
+    except OSError as e:
+        raise port_taken(cfg.host, cfg.port, "the HTTP server", e) from None
     host, port = sock.getsockname()[:2]
     found = Endpoints(
         http_url=f"http://{host}:{port}",
@@ -231,6 +240,10 @@ async def serve_stack(
         stack.push_async_callback(ledger.close)
         redis = connect_redis(settings.redis)
         stack.push_async_callback(redis.aclose)
+        if settings.dispatcher.workers:
+            # Like the database, Redis must answer at start (later outages are ridden out).
+            # An intake-only process takes alerts without it: it calls no broker.
+            await check_redis(redis, stores.redis_url)
         # Self-managed logins where credentials are configured, else Redis; both refuse to
         # hand out a token while its user is locked out (store/tokens.py).
         tokens = build_account_tokens(settings, redis)
@@ -351,14 +364,41 @@ async def run_serve(
     stop: asyncio.Event | None = None,
     ready: Callable[[Endpoints], None] | None = None,
 ) -> None:
-    """Run ``tradebridge serve`` until ``stop`` is set (or SIGTERM/SIGINT if none is given)."""
+    """Run ``tradebridge serve`` until ``stop`` is set (or SIGTERM/SIGINT if none is given).
+
+    With an embedded server it holds the data directory's lock, as ``up`` does: two
+    processes must not start and stop the same servers.
+    """
+    from tradebridge.runtime.lock import hold_data_dir
+
     require_live_confirmed(settings)  # refuse before anything starts
     _check_webhook(settings)
     own_stop = stop is None
     stop = stop or asyncio.Event()
-    with stop_on_signals(stop) if own_stop else contextlib.nullcontext():
+    embedded = settings.database.url is None or settings.redis.url is None
+    with (
+        hold_data_dir(prepare_data_dir(settings.data_dir), "serve")
+        if embedded
+        else contextlib.nullcontext(),
+        stop_on_signals(stop) if own_stop else contextlib.nullcontext(),
+    ):
         async with open_stores(settings) as stores:
             await serve_stack(stores, stop=stop, ready=ready)
+
+
+def check_port(host: str, port: int, what: str, setting: str) -> None:
+    """Refuse (``ConfigError``) a pinned ``port`` (not 0) that something listens on."""
+    if port and not port_is_free(host, port):
+        raise ConfigError(
+            f"{what} cannot listen on {host}:{port}: another program does; pin another port "
+            f"({setting}) or 0 for a free one"
+        )
+
+
+def port_taken(host: str, port: int, what: str, error: OSError) -> ConfigError:
+    """Return the error of a listener that could not bind ``host:port``."""
+    why = error.strerror or type(error).__name__
+    return ConfigError(f"{what} cannot listen on {host}:{port}: {why}; pin another port or 0")
 
 
 # --- up: the whole local stack --------------------------------------------------------------

@@ -31,10 +31,18 @@ from tradebridge.runtime.endpoints import (
     write_private_json,
 )
 from tradebridge.runtime.live import require_live_confirmed
-from tradebridge.runtime.serve import open_stores, serve_stack, stop_on_signals
+from tradebridge.runtime.lock import hold_data_dir
+from tradebridge.runtime.serve import (
+    check_port,
+    open_stores,
+    port_taken,
+    serve_stack,
+    stop_on_signals,
+)
 from tradebridge.store.embedded import (
     prepare_data_dir,
 )
+from tradebridge.store.tokens import check_redis
 
 # The simulator has no request budget of its own; Tradovate's (about 1/s) would only slow
 # the local stack down.
@@ -86,18 +94,42 @@ def _local_webhook(settings: Settings, secret: str) -> Settings:
 async def run_up(
     settings: Settings,
     *,
-    sim_port: int = 8765,
+    sim_port: int | None = None,
     stop: asyncio.Event | None = None,
     ready: Callable[[Endpoints], None] | None = None,
 ) -> None:
-    """Run ``tradebridge up``: embedded stores, the simulator, migrations, workers, HTTP."""
+    """Run ``tradebridge up``: embedded stores, the simulator, migrations, workers, HTTP.
+
+    The data directory's lock is held throughout (``runtime/lock.py``): a second ``up`` on
+    it is refused before it touches anything. ``sim_port`` overrides ``[up] sim_port``.
+    """
+    require_live_confirmed(settings)  # before anything starts
+    port = settings.up.sim_port if sim_port is None else sim_port
+    data_dir = prepare_data_dir(settings.data_dir)
+    with hold_data_dir(data_dir, "up"):
+        # Whatever endpoints.json is here is a killed stack's (the lock was free): gone, so
+        # that nothing mistakes it for this one's while it starts.
+        _unlink_quietly(data_dir / ENDPOINTS_FILE)
+        # Pinned ports of this process, checked before anything starts (the embedded servers
+        # check theirs once the leftovers of a killed stack are stopped).
+        check_port(settings.serve.host, settings.serve.port, "the HTTP server",
+                   "[serve] port, `up --port`")  # fmt: skip
+        check_port("127.0.0.1", port, "the simulator", "[up] sim_port, `up --sim-port`")
+        await _run_up(settings, data_dir, port, stop, ready)
+
+
+async def _run_up(
+    settings: Settings,
+    data_dir: Path,
+    sim_port: int,
+    stop: asyncio.Event | None,
+    ready: Callable[[Endpoints], None] | None,
+) -> None:
     from tradebridge.sim.config import SimConfig
     from tradebridge.sim.server import SimServer
 
-    require_live_confirmed(settings)  # before anything starts
     own_stop = stop is None
     stop = stop or asyncio.Event()
-    data_dir = prepare_data_dir(settings.data_dir)
     settings = settings.model_copy(
         update={
             "data_dir": data_dir,
@@ -111,10 +143,14 @@ async def run_up(
     endpoints_file = data_dir / ENDPOINTS_FILE
     with stop_on_signals(stop) if own_stop else contextlib.nullcontext():
         async with open_stores(settings) as stores, contextlib.AsyncExitStack() as stack:
+            await _check_redis(stores.redis_url, settings.redis.socket_timeout_s)
             # Ids that keep growing across restarts (the ledger outlives the simulator's
             # orders, and one row per broker order is enforced), as Tradovate's do.
             sim = SimServer(SimConfig(port=sim_port, id_offset=int(time.time()) * 1_000_000))
-            await asyncio.to_thread(sim.start)
+            try:
+                await asyncio.to_thread(sim.start)
+            except OSError as e:  # taken since the check
+                raise port_taken("127.0.0.1", sim_port, "the simulator", e) from None
             stack.push_async_callback(asyncio.to_thread, sim.stop)
             await seed_sim_tokens(sim, stores.redis_url, settings.tokens.key_template, stack)
             local = _local_webhook(
@@ -138,6 +174,17 @@ async def run_up(
 
             stack.callback(_unlink_quietly, endpoints_file)
             await serve_stack(local_stores, stop=stop, ready=announce, endpoints=template)
+
+
+async def _check_redis(url: str, timeout_s: float) -> None:
+    # Before the simulator's token writer uses it: one clear error if it does not answer.
+    client = aioredis.Redis.from_url(
+        url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+    )
+    try:
+        await check_redis(client, url)
+    finally:
+        await client.aclose()
 
 
 def _unlink_quietly(path: Path) -> None:

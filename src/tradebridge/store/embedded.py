@@ -3,8 +3,10 @@
 Both use the system's server binaries (Debian's ``postgresql`` and ``redis-server``).
 ``initdb`` and ``postgres`` refuse to run as root, so as root they run through
 ``runuser -u postgres`` in a directory that user owns; as an ordinary user they run as that
-user. Every server binds 127.0.0.1 on a free port and is stopped (and, if temporary, its
-directory removed) by ``stop()``.
+user. Every server binds 127.0.0.1 on a free port (or the one given) and is stopped (and, if
+temporary, its directory removed) by ``stop()``. A pinned port (``port`` given) that another
+program holds is refused with a ``ConfigError`` once the leftovers of a killed stack are
+stopped.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tradebridge._net import port_is_free
 from tradebridge.errors import ConfigError
 
 _PG_USER = "postgres"
@@ -61,6 +64,15 @@ def _pg_bin_dir() -> Path:
 
 def _as_server_user(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", _PG_USER, "--", *cmd] if _is_root() else cmd
+
+
+def _check_pinned(what: str, port: int, setting: str) -> None:
+    """Refuse (``ConfigError``) a pinned ``port`` that something already listens on."""
+    if port and not port_is_free("127.0.0.1", port):
+        raise ConfigError(
+            f"{what} cannot listen on 127.0.0.1:{port}: another program does; pin another "
+            f"port ({setting}) or 0 for a free one"
+        )
 
 
 def _wait_port(port: int, timeout: float, what: str, log: Path | None = None) -> None:
@@ -179,6 +191,8 @@ class EmbeddedPostgres:
         else:
             self.password = pwfile.read_text().strip()
         self._stop_stale(bindir, data)
+        # After the leftovers are gone: a pinned port still taken is another program's.
+        _check_pinned("PostgreSQL", self.port, "[database] embedded_port, `up --pg-port`")
         self.port = self.port or free_port()
         options = f"-p {self.port} -k {root} -c listen_addresses=127.0.0.1"
         if not self.durable:
@@ -259,6 +273,7 @@ class EmbeddedRedis:
         self.directory.mkdir(parents=True, exist_ok=True)
         pidfile = self.directory / "redis.pid"
         _stop_stale_redis(pidfile)
+        _check_pinned("Redis", self.port, "[redis] embedded_port, `up --redis-port`")
         self.port = self.port or free_port()
         log = self.directory / "redis.log"
         self._process = subprocess.Popen(

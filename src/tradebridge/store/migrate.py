@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from tradebridge.errors import DatabaseUnavailable, MigrationFailed
+from tradebridge.obs.logging import mask_url
 
 # One fixed bigint key ('tbmigrat' in ASCII) for every tradebridge migrator on a database.
 MIGRATION_LOCK_KEY = 0x74626D6967726174
@@ -125,7 +126,9 @@ def unavailable(url: str, error: BaseException) -> DatabaseUnavailable:
     password = urlsplit(url).password if "://" in url else None
     if password:
         reason = reason.replace(password, "***")
-    return DatabaseUnavailable(f"cannot connect to {describe_url(url)}: {reason}")
+    return DatabaseUnavailable(
+        f"cannot connect to {describe_url(url)}: {reason}", where=mask_url(url), reason=reason
+    )
 
 
 async def migrate(url: str, *, lock_timeout_s: float = 60.0) -> list[MigrationState]:

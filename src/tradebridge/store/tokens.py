@@ -34,7 +34,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthenticationWrongNumberOfArgsError,
+    RedisError,
+)
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tradebridge.config import (
     RedisConfig,
@@ -45,18 +50,55 @@ from tradebridge.errors import (
     AuthError,
     ConnectionLost,
     Lockout,
+    RedisUnavailable,
 )
-from tradebridge.obs.logging import get_logger, redact_text
+from tradebridge.obs.logging import get_logger, mask_url, redact_text
 
 _log = get_logger("tradebridge.store.tokens")
 
 
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def redis_url(config: RedisConfig) -> str:
+    """Return the configured Redis URL, or the local default."""
+    return config.url.get_secret_value() if config.url else DEFAULT_REDIS_URL
+
+
 def connect_redis(config: RedisConfig) -> aioredis.Redis:
     """Return an async Redis client for the configured URL (default: local Redis)."""
-    url = config.url.get_secret_value() if config.url else "redis://127.0.0.1:6379/0"
     return aioredis.Redis.from_url(
-        url, socket_timeout=config.socket_timeout_s, socket_connect_timeout=config.socket_timeout_s
+        redis_url(config),
+        socket_timeout=config.socket_timeout_s,
+        socket_connect_timeout=config.socket_timeout_s,
     )
+
+
+async def check_redis(redis: aioredis.Redis, url: str) -> None:
+    """Return once Redis answers PING; else ``RedisUnavailable`` (password masked) says why."""
+    try:
+        await redis.ping()
+    except (RedisError, OSError) as e:
+        reason = redis_failure(e)
+        where = mask_url(url)
+        raise RedisUnavailable(
+            f"cannot connect to Redis at {where}: {reason}", where=where, reason=reason
+        ) from None
+
+
+def redis_failure(error: BaseException) -> str:
+    """Say in a few words why Redis failed (redis-py's messages name the host, no secret)."""
+    if isinstance(error, AuthenticationError | AuthenticationWrongNumberOfArgsError):
+        return "authentication failed (check the password in the URL)"
+    if isinstance(error, RedisTimeoutError | TimeoutError):
+        return "timed out"
+    text = str(error)
+    if "refused" in text.lower() or "Error 111" in text:
+        return "connection refused"
+    if "NOAUTH" in text or "WRONGPASS" in text or "invalid password" in text.lower():
+        return "authentication failed (check the password in the URL)"
+    first = text.splitlines()[0] if text else type(error).__name__
+    return redact_text(first)
 
 
 @dataclass(frozen=True, slots=True)
