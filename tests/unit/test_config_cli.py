@@ -247,7 +247,10 @@ def test_config_check_account_with_no_way_to_a_token_warns_and_passes(
     ("toml", "warning"),
     [
         ('native_url = "https://demo.tradovateapi.com"',
-         "tradovate.native_url: https://demo.tradovateapi.com does not end in /v1"),
+         ("tradovate.native_url https://demo.tradovateapi.com has no path: using "
+          "https://demo.tradovateapi.com/v1")),
+        ('native_url = "https://proxy.example/tradovate"',
+         "tradovate.native_url: https://proxy.example/tradovate does not end in /v1"),
         ('bridge_url = "https://tv-demo.tradovateapi.com/v1"',
          "tradovate.bridge_url: https://tv-demo.tradovateapi.com/v1 ends in /v1"),
         ('native_url = "https://live.tradovateapi.com/v1"',

@@ -357,7 +357,8 @@ def _account_references(settings: Settings) -> list[Problem]:
 
 def _host_problems(settings: Settings, provenance: Provenance) -> list[Problem]:
     cfg = settings.tradovate
-    problems = []
+    # What the settings corrected themselves (a bare native host gets /v1).
+    problems = [Problem("tradovate.native_url", note, warning=True) for note in cfg.notes]
     urls = {"native_url": cfg.native_url, "bridge_url": cfg.bridge_url}
     for name, url in urls.items():
         if provenance.origin(("tradovate", name)) is None:
