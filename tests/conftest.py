@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from _support.fixtures import logs_to
 from tradebridge.store.embedded import EmbeddedPostgres, EmbeddedRedis
 
 
@@ -23,3 +24,11 @@ def postgres_server() -> Iterator[EmbeddedPostgres]:
     server = EmbeddedPostgres().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Restore logging after a command run in-process configured it onto its runner's
+    streams (later tests must not inherit that); ``usefixtures`` it in CLI test modules."""
+    with logs_to(None):
+        yield

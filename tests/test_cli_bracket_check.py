@@ -23,14 +23,14 @@ import redis
 from typer.testing import CliRunner
 
 import store.conftest as store_fixtures
-from test_cli_broker import ACCOUNT, _front, _restore_logging
+from test_cli_broker import ACCOUNT, _front
 from tradebridge.cli.main import app
 from tradebridge.sim.config import SimConfig
 from tradebridge.sim.engine import SimOrder
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedRedis
 
-__all__ = ["_restore_logging"]  # the autouse fixture, shared
+pytestmark = pytest.mark.usefixtures("restore_logging")
 # The fresh-database fixtures of the store tests, shared rather than copied.
 empty_db = store_fixtures.empty_db
 ledger_db = store_fixtures.ledger_db

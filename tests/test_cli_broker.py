@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -13,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 import redis
-import structlog
 from typer.testing import CliRunner
 
 from tradebridge.cli.main import app
@@ -25,14 +23,7 @@ from tradebridge.store.embedded import EmbeddedRedis
 ACCOUNT = "DEMO0000001"
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    # The CLI configures logging onto the runner's stderr; later tests must not inherit it.
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    structlog.reset_defaults()
-    root.handlers, root.level = handlers, level
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,6 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-import structlog
 from typer.testing import CliRunner, Result
 
 from tradebridge.cli.main import app
@@ -38,14 +36,7 @@ CLEAN: dict[str, str | None] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    # The CLI configures logging onto the runner's stderr; later tests must not inherit it.
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    structlog.reset_defaults()
-    root.handlers, root.level = handlers, level
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 @pytest.fixture

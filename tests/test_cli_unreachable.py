@@ -6,13 +6,10 @@ code is 1; there is never a traceback. Every case uses a closed port on loopback
 
 from __future__ import annotations
 
-import logging
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 from typer.testing import CliRunner, Result
 
 from _support.runtime import NO_SETTINGS, TRADEBRIDGE, Proc, child_env, wait_for
@@ -22,13 +19,7 @@ from tradebridge.store.embedded import EmbeddedPostgres, EmbeddedRedis, free_por
 PASSWORD = "hunter2secret"
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    structlog.reset_defaults()
-    root.handlers, root.level = handlers, level
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 @pytest.fixture(autouse=True)

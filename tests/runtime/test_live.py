@@ -4,10 +4,8 @@ banner, the serving log line, ``/healthz`` and ``/metrics`` say LIVE plainly."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +29,7 @@ LIVE = {"environment": "live"}
 REFUSAL = r"tradovate\.confirm_live is not true but tradovate\.environment is \"live\""
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    # The CLI configures logging onto the runner's streams; later tests must not inherit it.
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    structlog.reset_defaults()
-    root.handlers, root.level = handlers, level
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def _live(tmp_path: Path, **tradovate: Any) -> Any:
