@@ -1,14 +1,14 @@
 """Several Tradovate users in one install: each its own login, token, adapter, budget, lockout.
 
-The simulator gets users of the test's own (minted passwords); the settings name them in
-``[[users]]`` and read the passwords from the environment, as a deployment would.
+The simulator's users are the test's own (``_support/users.py``, minted passwords); the
+settings name them in ``[[users]]`` and read the passwords from the environment, as a
+deployment would.
 """
 
 from __future__ import annotations
 
 import json
-import secrets
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,52 +17,33 @@ import redis.asyncio as aioredis
 
 from _support.fixtures import redis_client
 from _support.native import FAST_RETRY, order
+from _support.users import ALICE, BOB, SIM_IDS, bridge_id, passwords, users_sim
 from tradebridge.brokers.auth import AccountTokens, BridgeTokenManager, TokenManager
 from tradebridge.brokers.factory import build_account_tokens
 from tradebridge.brokers.http import RequestBudget, TokenBucket
 from tradebridge.brokers.pool import BrokerPool
 from tradebridge.config import Settings, load_settings
 from tradebridge.errors import BridgeError, Lockout
-from tradebridge.sim.config import SimAccountConfig, SimConfig, SimUserConfig
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedRedis
 
-__all__ = ["redis_client"]  # a fixture
-
-ALICE = ("ALICE000001", "ALICE000002")
-BOB = "BOB00000001"
-SIM_IDS = {ALICE[0]: 300001, ALICE[1]: 300002, BOB: 400001}
+__all__ = ["passwords", "redis_client", "users_sim"]  # fixtures
 
 
 @pytest.fixture
-def passwords(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """Mint each user's password and put it where ``[[users]]`` reads it by default."""
-    minted = {name: secrets.token_urlsafe(12) for name in ("alice", "bob")}
-    for name, password in minted.items():
+def sim(
+    users_sim: SimServer, passwords: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> SimServer:
+    """The simulator of alice and bob, their passwords where ``[[users]]`` reads them."""
+    for name, password in passwords.items():
         monkeypatch.setenv(f"TRADEBRIDGE_USER_{name.upper()}_PASSWORD", password)
-    return minted
-
-
-@pytest.fixture
-def sim(passwords: dict[str, str]) -> Iterator[SimServer]:
-    """A simulator whose users are alice (two accounts) and bob (one)."""
-
-    def account(name: str) -> SimAccountConfig:
-        return SimAccountConfig(id=SIM_IDS[name], name=name, bridge_id=f"D{SIM_IDS[name]}")
-
-    users = [
-        SimUserConfig(id=31, name="alice", password=passwords["alice"],
-                      accounts=[account(ALICE[0]), account(ALICE[1])]),
-        SimUserConfig(id=42, name="bob", password=passwords["bob"], accounts=[account(BOB)]),
-    ]  # fmt: skip
-    with SimServer(SimConfig(port=0, users=users)) as server:
-        yield server
+    return users_sim
 
 
 def _settings(sim: SimServer, tmp_path: Path, bob_dialect: str = "native") -> Settings:
     bob: dict[str, Any] = {"name": BOB, "dialect": bob_dialect, "user": "bob"}
     if bob_dialect == "tvbridge":
-        bob["bridge_id"] = f"D{SIM_IDS[BOB]}"
+        bob["bridge_id"] = bridge_id(BOB)
     return load_settings(
         data_dir=tmp_path,
         tradovate={

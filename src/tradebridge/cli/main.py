@@ -9,6 +9,7 @@ from tradebridge.cli.db import db_app
 from tradebridge.cli.review import review_app
 from tradebridge.cli.run import register as register_run_commands
 from tradebridge.cli.sim import sim_app
+from tradebridge.cli.tokens import tokens_app
 
 app = typer.Typer(
     name="tradebridge",
@@ -20,6 +21,7 @@ app = typer.Typer(
 app.add_typer(sim_app, name="sim")
 app.add_typer(db_app, name="db")
 app.add_typer(review_app, name="review")
+app.add_typer(tokens_app, name="tokens")
 register_broker_commands(app)
 register_run_commands(app)
 
