@@ -29,7 +29,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from tradebridge._net import bind_socket
-from tradebridge.config import Settings
+from tradebridge.config import Settings, check_live_confirmed
 from tradebridge.domain.clock import utcnow
 from tradebridge.intake.webhook import IntakeDeps, build_router, validate_webhook_settings
 from tradebridge.obs import metrics
@@ -181,7 +181,8 @@ def http_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
     )
 
 
-def _check_webhook(settings: Settings) -> None:
+def _check_settings(settings: Settings) -> None:
+    check_live_confirmed(settings)  # live trades real money only when the settings say so
     if settings.webhook.enabled:
         validate_webhook_settings(settings)
 
@@ -199,7 +200,7 @@ async def serve_stack(
     from tradebridge.dispatch.dispatcher import Dispatcher
 
     settings = stores.settings
-    _check_webhook(settings)
+    _check_settings(settings)
     cfg = settings.serve
     migrate_now = cfg.migrate_on_start
     if migrate_now is None:
@@ -342,7 +343,7 @@ async def run_serve(
     ready: Callable[[Endpoints], None] | None = None,
 ) -> None:
     """Run ``tradebridge serve`` until ``stop`` is set (or SIGTERM/SIGINT if none is given)."""
-    _check_webhook(settings)  # refuse before anything starts
+    _check_settings(settings)  # refuse before anything starts
     own_stop = stop is None
     stop = stop or asyncio.Event()
     with stop_on_signals(stop) if own_stop else contextlib.nullcontext():

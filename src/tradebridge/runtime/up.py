@@ -20,7 +20,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from pydantic import SecretStr
 
-from tradebridge.config import AccountConfig, Settings, TradovateConfig
+from tradebridge.config import AccountConfig, Settings, TradovateConfig, check_live_confirmed
 from tradebridge.domain.enums import Dialect
 from tradebridge.obs.logging import get_logger
 from tradebridge.runtime.endpoints import (
@@ -93,6 +93,7 @@ async def run_up(
     from tradebridge.sim.config import SimConfig
     from tradebridge.sim.server import SimServer
 
+    check_live_confirmed(settings)  # before anything starts
     own_stop = stop is None
     stop = stop or asyncio.Event()
     data_dir = prepare_data_dir(settings.data_dir)
