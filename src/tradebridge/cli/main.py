@@ -6,6 +6,7 @@ import typer
 
 from tradebridge.cli.broker import register as register_broker_commands
 from tradebridge.cli.db import db_app
+from tradebridge.cli.init import register as register_init_command
 from tradebridge.cli.review import review_app
 from tradebridge.cli.run import register as register_run_commands
 from tradebridge.cli.sim import sim_app
@@ -24,6 +25,7 @@ app.add_typer(review_app, name="review")
 app.add_typer(tokens_app, name="tokens")
 register_broker_commands(app)
 register_run_commands(app)
+register_init_command(app)
 
 
 @app.command()
