@@ -8,7 +8,8 @@ file (``tradebridge.env`` beside the TOML file, or ``TRADEBRIDGE_ENV_FILE``): KE
 read at load as if they were in the environment (variables already there win), refused if
 group or others may read it. The same file serves as systemd's ``EnvironmentFile=`` and
 compose's ``env_file:``. ``[[users]]`` name their passwords by variable, never in the TOML.
-``redacted()`` prints the effective settings with every secret masked.
+``redacted()`` prints the effective settings with every secret masked (``tradebridge config
+check``).
 """
 
 from __future__ import annotations
@@ -710,7 +711,7 @@ def _env_value(text: str) -> str:
 def format_env_value(value: str) -> str:
     """Return ``value`` quoted for a secrets file that systemd and compose read alike."""
     if "\n" in value or "\r" in value or "\0" in value:
-        raise ValueError("a secret cannot span lines")
+        raise ConfigError("a secret for the secrets file cannot span lines")
     if "'" not in value:
         return f"'{value}'"  # verbatim in systemd and compose alike
     return '"' + re.sub(r'([\\"`$])', r"\\\1", value) + '"'

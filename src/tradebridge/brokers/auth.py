@@ -248,7 +248,7 @@ class _SelfManagedTokens(abc.ABC, Generic[_Credentials]):
         (bridge) logs in once here; later logins happen on use, when due, unless ``ahead``
         (the token service, whose readers never log in): then it logs in again when due.
         Every ``verify_every_s`` (0: never) it asks Tradovate whether the token still works
-        and replaces a refused one (``verify``).
+        and replaces a refused one (``verified``).
         """
         account = self.account_names[0]
         backoff = _KEEP_MIN_S

@@ -3,9 +3,9 @@
 Accounts of the same user share one adapter (one token, one user-sync socket, reference §7),
 so ``get`` for two such accounts returns the same instance. Every adapter of the pool draws
 on one request budget, a bucket per user, which the user's logins share too when the token
-provider is ``AccountTokens``. Every
-HTTP call an adapter makes is also handed to ``capture()`` blocks running in the same task,
-which is how the dispatcher files the calls of one placement with its ledger transition.
+provider is ``AccountTokens``. Every HTTP call an adapter makes is also handed to
+``capture()`` blocks running in the same task, which is how the dispatcher files the calls of
+one placement with its ledger transition.
 
 With ``AccountTokens`` as token provider, an answer that locks the user out (HTTP 423 or
 429, a captcha penalty: reference §6.3, §7) is recorded in Redis as that user's lockout,
