@@ -3,15 +3,23 @@
 Sources, strongest first: keyword arguments, ``TRADEBRIDGE_...`` variables (nested with
 ``__``, e.g. ``TRADEBRIDGE_TRADOVATE__ENVIRONMENT=live``), the conventional
 ``DATABASE_URL`` and ``REDIS_URL``, the TOML file (``tradebridge.toml``, or the path in
-``TRADEBRIDGE_CONFIG``), then defaults. Secrets belong in the environment; ``redacted()``
-prints the effective settings with every secret masked (``tradebridge config check``).
+``TRADEBRIDGE_CONFIG``), then defaults. Secrets belong in the environment, or in the secrets
+file (``tradebridge.env`` beside the TOML file, or ``TRADEBRIDGE_ENV_FILE``): KEY=VALUE lines
+read at load as if they were in the environment (variables already there win), refused if
+group or others may read it. The same file serves as systemd's ``EnvironmentFile=`` and
+compose's ``env_file:``. ``[[users]]`` name their passwords by variable, never in the TOML.
+``redacted()`` prints the effective settings with every secret masked (``tradebridge config
+check``).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
+import tomllib
 import uuid
+from collections.abc import Mapping
 from contextvars import ContextVar
 from decimal import Decimal
 from pathlib import Path
@@ -30,15 +38,19 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from pydantic_settings.sources.utils import parse_env_vars
 
 from tradebridge.domain.enums import Dialect, Environment
 from tradebridge.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = Path("tradebridge.toml")
+ENV_FILE_NAME = "tradebridge.env"
+"""The secrets file's name; it lives beside the configuration file unless set elsewhere."""
 _NATIVE_URLS = {
     Environment.DEMO: "https://demo.tradovateapi.com/v1",
     Environment.LIVE: "https://live.tradovateapi.com/v1",
@@ -48,6 +60,9 @@ _BRIDGE_URLS = {
     Environment.LIVE: "https://tv-live.tradovateapi.com",
 }
 _config_file: ContextVar[Path | None] = ContextVar("tradebridge_config_file", default=None)
+# The environment a Settings is built from (the secrets file under the process environment),
+# set for the duration of one construction.
+_environ: ContextVar[Mapping[str, str] | None] = ContextVar("tradebridge_environ", default=None)
 
 
 class _Section(BaseModel):
@@ -257,7 +272,12 @@ class AccountConfig(_Section):
     bridge_id: str | None = Field(
         None, description="the bridge's D... id of the account; looked up if unset"
     )
-    user: str | None = Field(None, description="Tradovate user owning it (token sharing)")
+    user: str | None = Field(
+        None,
+        description="the Tradovate user whose token serves it: a [[users]] entry of the same "
+        "dialect (tradebridge logs in), or any other name (its token is read from Redis); "
+        "default: the only configured user of its dialect",
+    )
     token_key: str | None = Field(None, description="overrides the token key template")
 
 
@@ -290,6 +310,125 @@ class BridgeCredentials(_Section):
     )
 
 
+def user_variable(user: str, secret: str) -> str:
+    """Return the default variable of a user's secret: ``TRADEBRIDGE_USER_<NAME>_<SECRET>``.
+
+    The name is upper-cased and every character but A-Z and 0-9 becomes ``_``
+    (``apex.trader-2`` → ``TRADEBRIDGE_USER_APEX_TRADER_2_PASSWORD``).
+    """
+    return f"TRADEBRIDGE_USER_{re.sub(r'[^A-Z0-9]', '_', user.upper())}_{secret}"
+
+
+_NATIVE_ONLY = frozenset({"cid", "sec", "sec_env", "app_id", "app_version"})
+_BRIDGE_ONLY = frozenset({"assumed_lifetime_s"})
+
+
+class UserConfig(_Section):
+    """One Tradovate login tradebridge logs in with itself (``[[users]]``).
+
+    Its secrets are read from variables (the environment or the secrets file), named by
+    ``password_env`` / ``sec_env`` or derived from the name. A user whose password is not
+    set has no credentials here: its accounts read their token from Redis.
+    """
+
+    name: str = Field(min_length=1, description="the Tradovate user name (the login)")
+    dialect: Dialect = Field(
+        Dialect.NATIVE,
+        description="native: auth/accesstokenrequest with an API key; tvbridge: the "
+        "TradingView bridge's POST /authorize",
+    )
+    password_env: str | None = Field(
+        None, description="variable holding the password; default TRADEBRIDGE_USER_<NAME>_PASSWORD"
+    )
+    password: SecretStr | None = Field(
+        None,
+        description="the password; filled from password_env at load (a literal one here is "
+        "accepted for old files, never written)",
+    )
+    cid: int = Field(0, ge=0, description="native: the API key's id (cid)")
+    sec_env: str | None = Field(
+        None,
+        description="native: variable holding the API secret; default TRADEBRIDGE_USER_<NAME>_SEC",
+    )
+    sec: SecretStr | None = Field(None, description="native: the API secret; filled from sec_env")
+    app_id: str = Field("tradebridge", description="native: the API key's name (appId)")
+    app_version: str = Field("1.0", description="native: appVersion")
+    assumed_lifetime_s: float = Field(
+        15 * 60.0, gt=0, description="tvbridge: token lifetime when /authorize gives none (§9.3)"
+    )
+
+    @model_validator(mode="after")
+    def _fields_of_dialect(self) -> UserConfig:
+        foreign = _BRIDGE_ONLY if self.dialect is Dialect.NATIVE else _NATIVE_ONLY
+        wrong = sorted(self.model_fields_set & foreign)
+        if wrong:
+            other = "tvbridge" if self.dialect is Dialect.NATIVE else "native"
+            verb = "applies" if len(wrong) == 1 else "apply"
+            raise ValueError(
+                f"user {self.name} ({self.dialect.value}): {', '.join(wrong)} {verb} only to "
+                f"{other} users"
+            )
+        return self
+
+    @property
+    def password_variable(self) -> str:
+        """Return the variable the password is read from."""
+        return self.password_env or user_variable(self.name, "PASSWORD")
+
+    @property
+    def sec_variable(self) -> str:
+        """Return the variable the API secret is read from (native users)."""
+        return self.sec_env or user_variable(self.name, "SEC")
+
+    def with_secrets(self, environ: Mapping[str, str]) -> UserConfig:
+        """Return this user with its secrets read from ``environ`` (they win over literals)."""
+        update: dict[str, SecretStr] = {}
+        if password := environ.get(self.password_variable):
+            update["password"] = SecretStr(password)
+        if self.dialect is Dialect.NATIVE and (sec := environ.get(self.sec_variable)):
+            update["sec"] = SecretStr(sec)
+        return self.model_copy(update=update) if update else self
+
+    def credentials(self) -> NativeCredentials | BridgeCredentials | None:
+        """Return the login of this user, or None when its password is not set."""
+        if self.password is None or not self.password.get_secret_value():
+            return None
+        if self.dialect is Dialect.TVBRIDGE:
+            return BridgeCredentials(
+                login=self.name,
+                password=self.password,
+                assumed_lifetime_s=self.assumed_lifetime_s,
+            )
+        return NativeCredentials(
+            name=self.name,
+            password=self.password,
+            app_id=self.app_id,
+            app_version=self.app_version,
+            cid=self.cid,
+            sec=self.sec or SecretStr(""),
+        )
+
+    @classmethod
+    def from_credentials(cls, credentials: NativeCredentials | BridgeCredentials) -> UserConfig:
+        """Return the user of a ``[tokens.native]`` / ``[tokens.bridge]`` section."""
+        if isinstance(credentials, BridgeCredentials):
+            return cls(
+                name=credentials.login,
+                dialect=Dialect.TVBRIDGE,
+                password=credentials.password,
+                assumed_lifetime_s=credentials.assumed_lifetime_s,
+            )
+        return cls(
+            name=credentials.name,
+            dialect=Dialect.NATIVE,
+            password=credentials.password,
+            cid=credentials.cid,
+            sec=credentials.sec,
+            app_id=credentials.app_id,
+            app_version=credentials.app_version,
+        )
+
+
 class TokenConfig(_Section):
     """Where tokens live in Redis and, optionally, how tradebridge obtains them itself."""
 
@@ -307,6 +446,13 @@ class TokenConfig(_Section):
     )
     lockout_s: float = Field(
         3600.0, ge=0, description="a user refused by 423, 429 or a captcha waits this long"
+    )
+    verify_interval_s: float = Field(
+        60.0,
+        ge=0,
+        description="how often `tradebridge tokens serve` asks Tradovate whether the token it "
+        "keeps still works (one cheap read per user), and logs in again if it was refused; "
+        "0 = never",
     )
     reseed_check_s: float = Field(
         2.0,
@@ -547,6 +693,25 @@ class WebhookConfig(_Section):
     )
 
 
+def _environment() -> Mapping[str, str]:
+    """Return the environment of the Settings being built (secrets file under os.environ)."""
+    found = _environ.get()
+    return os.environ if found is None else found
+
+
+class _Environment(EnvSettingsSource):
+    """``TRADEBRIDGE_...`` variables, from the process environment and the secrets file."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(
+            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
+
+
 class _ConventionalEnv(PydanticBaseSettingsSource):
     """``DATABASE_URL`` and ``REDIS_URL``, as every hosting platform sets them."""
 
@@ -555,12 +720,114 @@ class _ConventionalEnv(PydanticBaseSettingsSource):
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
+        environ = _environment()
         out: dict[str, Any] = {}
-        if url := os.environ.get("DATABASE_URL"):
+        if url := environ.get("DATABASE_URL"):
             out["database"] = {"url": url}
-        if url := os.environ.get("REDIS_URL"):
+        if url := environ.get("REDIS_URL"):
             out["redis"] = {"url": url}
         return out
+
+
+# --- the secrets file ----------------------------------------------------------------------
+
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def config_path() -> Path:
+    """Return the configuration file the settings are read from (it need not exist)."""
+    path = _config_file.get()
+    if path is None:
+        env_path = os.environ.get("TRADEBRIDGE_CONFIG")
+        path = Path(env_path) if env_path else DEFAULT_CONFIG_FILE
+    return path
+
+
+def env_file_path(config: Path, explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Return where the secrets file of ``config`` is.
+
+    ``explicit`` (an argument), else ``TRADEBRIDGE_ENV_FILE``, else ``env_file`` in the TOML
+    file (relative to that file), else ``tradebridge.env`` beside the TOML file.
+    """
+    if explicit:
+        return Path(explicit)
+    if from_env := os.environ.get("TRADEBRIDGE_ENV_FILE"):
+        return Path(from_env)
+    try:
+        with config.open("rb") as handle:
+            configured = tomllib.load(handle).get("env_file")
+    except (OSError, tomllib.TOMLDecodeError):
+        configured = None  # a missing or broken TOML file is reported by its own source
+    if isinstance(configured, str) and configured:
+        return config.parent / configured
+    return config.parent / ENV_FILE_NAME
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Return the variables of a secrets file (``{}`` if there is none).
+
+    ``ConfigError`` if group or others have any access to it (the fix is ``chmod 600``), or
+    if a line is not ``KEY=VALUE``. Values follow systemd's ``EnvironmentFile=`` quoting:
+    ``'...'`` verbatim, ``"..."`` with backslash escapes, unquoted with backslash escapes.
+    Errors name the line, never its content (it may be a secret).
+    """
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return {}
+    except OSError as e:
+        raise ConfigError(f"cannot read the secrets file {path} ({type(e).__name__})") from e
+    if os.name != "nt" and stat.S_IMODE(mode) & 0o077:
+        raise ConfigError(
+            f"the secrets file {path} is open to group or others (mode "
+            f"{stat.S_IMODE(mode):04o}); its passwords must be private: chmod 600 {path}"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read the secrets file {path} ({type(e).__name__})") from e
+    found: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        key, equals, value = line.partition("=")
+        key = key.strip().removeprefix("export ").strip()
+        if not equals or not _ENV_KEY.fullmatch(key):
+            raise ConfigError(f"{path}, line {number}: expected KEY=VALUE")
+        try:
+            found[key] = _env_value(value.strip())
+        except ValueError as e:
+            raise ConfigError(f"{path}, line {number} ({key}): {e}") from None
+    return found
+
+
+def _env_value(text: str) -> str:
+    if text[:1] == "'":
+        if len(text) < 2 or not text.endswith("'"):
+            raise ValueError("unterminated single quote")
+        return text[1:-1]
+    if text[:1] == '"':
+        body = text[1:-1]
+        escaped_end = (len(body) - len(body.rstrip("\\"))) % 2 == 1
+        if len(text) < 2 or not text.endswith('"') or escaped_end:
+            raise ValueError("unterminated double quote")
+        return re.sub(r'\\([\\"`$])', r"\1", body)
+    return re.sub(r"\\(.)", r"\1", text)
+
+
+def format_env_value(value: str) -> str:
+    """Return ``value`` quoted for a secrets file that systemd and compose read alike."""
+    if "\n" in value or "\r" in value or "\0" in value:
+        raise ConfigError("a secret for the secrets file cannot span lines")
+    if "'" not in value:
+        return f"'{value}'"  # verbatim in systemd and compose alike
+    return '"' + re.sub(r'([\\"`$])', r"\\\1", value) + '"'
+
+
+def load_environ(config: Path, explicit: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """Return the environment settings are built from: the secrets file under os.environ."""
+    return {**read_env_file(env_file_path(config, explicit)), **os.environ}
 
 
 class Settings(BaseSettings):
@@ -577,8 +844,19 @@ class Settings(BaseSettings):
         Path(".tradebridge"),
         description="home of the embedded servers, the device id, local secrets, endpoints.json",
     )
+    env_file: Path | None = Field(
+        None,
+        description="the secrets file (KEY=VALUE lines, mode 0600), relative to the TOML "
+        "file; default: tradebridge.env beside it. Its variables count as environment "
+        "variables; those already in the environment win",
+    )
     tradovate: TradovateConfig = Field(default_factory=TradovateConfig)
     tvbridge: TvBridgeConfig = Field(default_factory=TvBridgeConfig)
+    users: list[UserConfig] = Field(
+        default_factory=list,
+        description="Tradovate logins tradebridge logs in with itself, each with its own "
+        "token, lock, lockout and request budget (docs/tradovate.md)",
+    )
     accounts: list[AccountConfig] = Field(default_factory=list)
     tokens: TokenConfig = Field(default_factory=TokenConfig)
     redis: RedisConfig = Field(default_factory=RedisConfig)
@@ -591,6 +869,15 @@ class Settings(BaseSettings):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     up: UpConfig = Field(default_factory=UpConfig)
 
+    def __init__(self, *args: Any, **values: Any) -> None:
+        """Build the settings from ``values``, the environment, the secrets file and the TOML."""
+        environ = load_environ(config_path(), values.get("env_file"))
+        token = _environ.set(environ)
+        try:
+            super().__init__(*args, **values)
+        finally:
+            _environ.reset(token)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -600,14 +887,15 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Order the sources: arguments, TRADEBRIDGE_ env, conventional env, TOML file."""
-        del dotenv_settings, file_secret_settings  # no .env files, no secret directories
-        path = _config_file.get()
-        if path is None:
-            env_path = os.environ.get("TRADEBRIDGE_CONFIG")
-            path = Path(env_path) if env_path else DEFAULT_CONFIG_FILE
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=path)
-        return (init_settings, env_settings, _ConventionalEnv(settings_cls), toml)
+        """Order the sources: arguments, TRADEBRIDGE_ env, conventional env, TOML file.
+
+        The environment is the process's over the secrets file's (``load_environ``).
+        """
+        del dotenv_settings, file_secret_settings  # the secrets file is read by __init__
+        environment = _Environment(settings_cls, _environment())
+        del env_settings  # replaced by the one that also sees the secrets file
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_path())
+        return (init_settings, environment, _ConventionalEnv(settings_cls), toml)
 
     @model_validator(mode="after")
     def _check_accounts(self) -> Settings:
@@ -616,6 +904,80 @@ class Settings(BaseSettings):
         if duplicates:
             raise ValueError(f"accounts listed twice: {', '.join(duplicates)}")
         return self
+
+    @model_validator(mode="after")
+    def _check_users(self) -> Settings:
+        environ = _environment()
+        self.users = [user.with_secrets(environ) for user in self.users]
+        seen: set[tuple[str, Dialect]] = set()
+        for user in self.users:
+            if (user.name, user.dialect) in seen:
+                raise ValueError(f"user {user.name} ({user.dialect.value}) is listed twice")
+            seen.add((user.name, user.dialect))
+        for section, legacy in (("native", self.tokens.native), ("bridge", self.tokens.bridge)):
+            if legacy is None:
+                continue
+            name = UserConfig.from_credentials(legacy).name
+            if any(user.name == name for user in self.users):
+                raise ValueError(
+                    f"user {name} is configured twice, in [[users]] and in [tokens.{section}]; "
+                    "keep the [[users]] entry and remove the other"
+                )
+        variables: dict[str, str] = {}
+        for user in self.users:
+            for variable in (user.password_variable, user.sec_variable):
+                owner = variables.setdefault(variable, user.name)
+                if owner != user.name:
+                    raise ValueError(
+                        f"users {owner} and {user.name} both read {variable}; set "
+                        "password_env / sec_env for one of them"
+                    )
+        for account in self.accounts:
+            self.user_of(account)  # raises on an account that cannot be given a user
+        return self
+
+    def configured_users(self) -> list[UserConfig]:
+        """Return every Tradovate user with a login section: [[users]], [tokens.*]."""
+        legacy = [c for c in (self.tokens.native, self.tokens.bridge) if c is not None]
+        return [*self.users, *(UserConfig.from_credentials(c) for c in legacy)]
+
+    def user_of(self, account: AccountConfig) -> str | None:
+        """Return the Tradovate user whose token serves ``account`` (None: unknown).
+
+        Its ``user`` if set, else the only configured user of its dialect. ``ConfigError``
+        if several users of its dialect could own it, or if its ``user`` is a ``[[users]]``
+        entry of the other dialect only.
+        """
+        users = self.configured_users()
+        if account.user is not None:
+            # [tokens.native] / [tokens.bridge] keep their old rule: an account of the other
+            # dialect reads its token from Redis.
+            dialects = {u.dialect for u in self.users if u.name == account.user}
+            if dialects and account.dialect not in dialects:
+                other = ", ".join(sorted(d.value for d in dialects))
+                raise ConfigError(
+                    f"account {account.name} ({account.dialect.value}) names user "
+                    f"{account.user}, who is configured as a {other} user; set the "
+                    "account's dialect to match, or configure the user for "
+                    f"{account.dialect.value} too"
+                )
+            return account.user
+        candidates = [u.name for u in users if u.dialect is account.dialect]
+        if len(candidates) > 1:
+            raise ConfigError(
+                f"account {account.name} names no user, and {len(candidates)} "
+                f"{account.dialect.value} users are configured ({', '.join(candidates)}): "
+                f'set user = "<one of them>" in its [[accounts]] entry'
+            )
+        return candidates[0] if candidates else None
+
+    def login_of(self, account: AccountConfig) -> UserConfig | None:
+        """Return the configured user who logs in for ``account``, or None (Redis only)."""
+        name = self.user_of(account)
+        for user in self.configured_users():
+            if user.name == name and user.dialect is account.dialect:
+                return user
+        return None
 
     def account(self, name: str) -> AccountConfig:
         """Return one configured account; ``ConfigError`` names the known ones."""
@@ -703,5 +1065,6 @@ def _describe(error: ValidationError) -> str:
     parts = []
     for item in error.errors(include_input=False, include_url=False):
         where = ".".join(str(p) for p in item["loc"])
-        parts.append(f"{where}: {item['msg']}")
+        message = item["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
     return "; ".join(parts)

@@ -66,6 +66,22 @@ async def test_token_missing_key_names_the_key(redis_client: aioredis.Redis) -> 
         await TokenStore(redis_client, TokenConfig()).token("DEMO0000001")
 
 
+async def test_token_missing_or_expired_says_what_to_do(redis_client: aioredis.Redis) -> None:
+    store = TokenStore(redis_client, TokenConfig())
+    with pytest.raises(AuthError) as missing:
+        await store.token("DEMO0000001")
+    expired = _iso(datetime.now(UTC) - timedelta(minutes=1))
+    await redis_client.set(KEY, json.dumps({"accessToken": "t", "expirationTime": expired}))
+    with pytest.raises(AuthError) as stale:
+        await store.token("DEMO0000001")
+
+    for error in (missing.value, stale.value):
+        assert "run `tradebridge tokens serve`" in str(error)
+        assert "[[users]]" in str(error)
+        assert "docs/tradovate.md" in str(error)
+        assert f"have your own token writer fill {KEY}" in str(error)
+
+
 @pytest.mark.parametrize(
     ("value", "match"),
     [

@@ -147,6 +147,8 @@ async def test_doctor_missing_token_fails_with_fix_and_stops(
         ("token", Status.FAIL),
     ]
     assert "token:DEMO0000001" in report.checks[1].detail
+    assert "run `tradebridge tokens serve`" in report.checks[1].fix
+    assert "[[users]]" in report.checks[1].fix
 
 
 async def test_doctor_expired_token_fails_saying_when(
@@ -163,6 +165,7 @@ async def test_doctor_expired_token_fails_saying_when(
     token = report.checks[1]
     assert (token.name, token.status) == ("token", Status.FAIL)
     assert "expired" in token.detail
+    assert "run `tradebridge tokens serve`" in token.fix
     assert "x.y.z" not in json.dumps(report.to_json())
 
 

@@ -25,6 +25,12 @@ SECRETS = {
     "TRADEBRIDGE_TOKENS__BRIDGE__PASSWORD": "bridge-pw-FAKE-3",
     "TRADEBRIDGE_WEBHOOK__SECRET": "webhook-secret-FAKE-4",
 }
+EXAMPLE_SECRETS = {
+    "TRADEBRIDGE_USER_ALICE_PASSWORD": "alice-pw-FAKE-5",
+    "TRADEBRIDGE_USER_ALICE_SEC": "alice-sec-FAKE-6",
+    "TRADEBRIDGE_USER_BOB_PASSWORD": "bob-pw-FAKE-7",
+    "TRADEBRIDGE_WEBHOOK__SECRET": SECRETS["TRADEBRIDGE_WEBHOOK__SECRET"],
+}
 
 
 @pytest.fixture(autouse=True)
@@ -82,21 +88,29 @@ login = "bob"
 # --- the example ----------------------------------------------------------------------------
 
 
+def _example_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in EXAMPLE_SECRETS.items():
+        monkeypatch.setenv(name, value)
+
+
 def test_example_config_loads_demo_with_one_native_and_one_bridge_account(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _secrets(monkeypatch)
+    _example_secrets(monkeypatch)
 
     settings = load_settings(EXAMPLE)
 
     assert settings.tradovate.environment is Environment.DEMO
     assert [a.dialect for a in settings.accounts] == [Dialect.NATIVE, Dialect.TVBRIDGE]
-    assert settings.tokens.native is not None
-    assert (
-        settings.tokens.native.password.get_secret_value()
-        == SECRETS["TRADEBRIDGE_TOKENS__NATIVE__PASSWORD"]
-    )
-    assert settings.tokens.bridge is not None
+    logins = {a.name: settings.login_of(a) for a in settings.accounts}
+    alice, bob = logins["DEMO1234567"], logins["APEX1234560000001"]
+    assert alice is not None
+    assert alice.name == "alice"
+    assert alice.password is not None
+    assert alice.password.get_secret_value() == EXAMPLE_SECRETS["TRADEBRIDGE_USER_ALICE_PASSWORD"]
+    assert bob is not None
+    assert bob.name == "bob"
+    assert bob.dialect is Dialect.TVBRIDGE
 
 
 def test_example_config_holds_no_secret_only_the_variables_naming_them() -> None:
@@ -105,19 +119,21 @@ def test_example_config_holds_no_secret_only_the_variables_naming_them() -> None
     assert "password =" not in text
     assert "sec =" not in text
     assert "secret =" not in text
-    for variable in SECRETS:
+    for variable in EXAMPLE_SECRETS:
         assert variable in text
 
 
 def test_example_config_passes_check_without_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
-    _secrets(monkeypatch)
+    _example_secrets(monkeypatch)
 
     code, output = _run("check", "--config", str(EXAMPLE))
 
     assert code == 0, output
     assert output.startswith("Settings OK")
     assert "warning" not in output
-    _no_secret_in(output)
+    assert "tradebridge logs in as alice ([[users]])" in output
+    for value in EXAMPLE_SECRETS.values():
+        assert value not in output
 
 
 # --- check ----------------------------------------------------------------------------------
@@ -234,10 +250,10 @@ def test_config_check_account_with_no_way_to_a_token_warns_and_passes(
 
     assert code == 0, output
     assert (
-        "warning: accounts[0]: BRIDGE1 (tvbridge) has no way to get a token: no [tokens.bridge] "
-        "credentials, and no redis.url" in output
+        "warning: accounts[0]: BRIDGE1 (tvbridge) has no way to get a token: no configured "
+        "Tradovate user ([[users]]) logs in for it, and no redis.url" in output
     )
-    assert "fix: add [tokens.bridge] credentials" in output
+    assert "fix: add a [[users]] entry for its user" in output
     assert code_with_redis == 0
     assert "warning" not in output_with_redis
     assert "BRIDGE1: read from Redis under token:BRIDGE1" in output_with_redis

@@ -23,6 +23,7 @@ import abc
 import asyncio
 import contextlib
 import functools
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -32,7 +33,7 @@ from typing import Any, Generic, Literal, Required, TypedDict, TypeVar, Unpack
 
 from redis.exceptions import RedisError
 
-from tradebridge.brokers.http import BrokerHttp, HttpAnswer, raise_for_status
+from tradebridge.brokers.http import BrokerHttp, HttpAnswer, RequestBudget, raise_for_status
 from tradebridge.brokers.retry import RetryPolicy
 from tradebridge.config import (
     BridgeCredentials,
@@ -103,6 +104,9 @@ class _SelfManagedTokens(abc.ABC, Generic[_Credentials]):
     # Whether a token can be extended without a new login; if not, ``keep`` does not log in
     # ahead of time (each login counts against the hourly cap): use does, when due.
     renews = False
+    # The cheap authenticated read that tells whether a token still works (``accepts``).
+    _probe_path = "/account/list"
+    _probe_params: dict[str, str] | None = None
 
     def __init__(
         self,
@@ -226,7 +230,13 @@ class _SelfManagedTokens(abc.ABC, Generic[_Credentials]):
         self.logins += 1
         return token
 
-    async def keep(self, stop: asyncio.Event | None = None) -> None:
+    async def keep(
+        self,
+        stop: asyncio.Event | None = None,
+        *,
+        ahead: bool = False,
+        verify_every_s: float = 0.0,
+    ) -> None:
         """Keep the user's token fresh until cancelled or ``stop`` is set: log in once, renew
         before it is due.
 
@@ -235,11 +245,18 @@ class _SelfManagedTokens(abc.ABC, Generic[_Credentials]):
         Redis only); credentials refused, it stops (a refused login is never looped). At
         least every ``tokens.reseed_check_s`` it checks that Redis still holds the token's
         keys and writes back the ones it lost (``reseed``). A dialect that cannot renew
-        (bridge) logs in once here; later logins happen on use, when due.
+        (bridge) logs in once here; later logins happen on use, when due, unless ``ahead``
+        (the token service, whose readers never log in): then it logs in again when due.
+        Every ``verify_every_s`` (0: never) it asks Tradovate whether the token still works
+        and replaces a refused one (``verified``).
         """
         account = self.account_names[0]
         backoff = _KEEP_MIN_S
         check_s = self.config.reseed_check_s
+        if verify_every_s > 0:
+            check_s = min(check_s, verify_every_s)
+        renews = self.renews or ahead
+        verified_at = -math.inf
         stopping = stop or asyncio.Event()
         # ``stop`` ends the loop even if a cancellation was lost on the way (a client library
         # that swallows CancelledError must not keep a stopped process renewing).
@@ -247,8 +264,11 @@ class _SelfManagedTokens(abc.ABC, Generic[_Credentials]):
             now = self.store.clock()
             try:
                 due = self.last
-                if self.renews or due is None:
+                if renews or due is None:
                     due = await self.token(account)
+                if verify_every_s > 0 and time.monotonic() - verified_at >= verify_every_s:
+                    due = await self.verified(account, due)
+                    verified_at = time.monotonic()
                 await self.reseed()
             except LoginFailed:
                 _log.error("token_keeper_stopped", user=self.user, reason="login refused")
@@ -264,13 +284,51 @@ class _SelfManagedTokens(abc.ABC, Generic[_Credentials]):
             else:
                 backoff = _KEEP_MIN_S
                 delay = check_s
-                if self.renews:
+                if renews:
                     renew_in = (self.renew_at(due) - self.store.clock()).total_seconds()
                     delay = max(min(renew_in, check_s), min(_KEEP_MIN_S, check_s))
             # Failures back off up to _KEEP_MAX_S (each login counts against the hourly
             # cap); a lockout is waited out, but Redis is looked at again at least that often.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), min(max(delay, 0.0), _KEEP_MAX_S))
+
+    async def verified(self, account_name: str, token: StoredToken) -> StoredToken:
+        """Return ``token`` if Tradovate still accepts it, else a fresh one (logging in)."""
+        if await self.accepts(token):
+            return token
+        _log.warning("token_refused", user=self.user, kind=self.kind,
+                     expires_at=token.expires_at.isoformat())  # fmt: skip
+        return await self.after_refused(account_name, token)
+
+    async def accepts(self, token: StoredToken) -> bool:
+        """Return whether Tradovate accepts ``token`` (one cheap authenticated read).
+
+        False on 401; ``BrokerError`` when the answer says nothing about the token.
+        """
+        answer = await self.retry.run(
+            lambda: self.http.request(
+                "GET", self._probe_path, params=self._probe_params, token=token.access_token,
+                budget_key=self.user,
+            )
+        )  # fmt: skip
+        if answer.status == 401:
+            return False
+        if answer.status in (423, 429):
+            await self._lock_out(f"HTTP {answer.status} on the token check")
+        raise_for_status(answer, f"token check for {self.user}", lockout_s=self.config.lockout_s)
+        return True
+
+    async def check_login(self) -> StoredToken:
+        """Log in once and return the token, without Redis: no lock, no login count, no write.
+
+        For ``tradebridge init`` proving credentials where no Redis runs yet; everything
+        else logs in with ``login`` (counted, single-flight, stored).
+        """
+        try:
+            return await self._obtain()
+        except (LoginFailed, Lockout) as e:
+            self.failure = str(e)
+            raise
 
     @abc.abstractmethod
     async def _obtain(self) -> StoredToken:
@@ -512,6 +570,9 @@ class BridgeTokenManager(_SelfManagedTokens[BridgeCredentials]):
     """
 
     kind = "tv"
+    # §9.3: without an expiration, "probe with GET /accounts and log in again on 401".
+    _probe_path = "/accounts"
+    _probe_params = {"locale": "en"}  # noqa: RUF012 - a constant, never mutated
 
     async def _obtain(self) -> StoredToken:
         """Log in with ``POST /authorize`` (form, ``locale=en``); return the token."""
@@ -592,9 +653,17 @@ class AccountTokens:
     so one login serves them all. Adapters take this as their ``TokenProvider``.
     """
 
-    def __init__(self, store: TokenStore, managers: dict[str, SelfManaged]) -> None:
+    def __init__(
+        self,
+        store: TokenStore,
+        managers: dict[str, SelfManaged],
+        *,
+        budget: RequestBudget | None = None,
+    ) -> None:
         self.store = store
         self.managers = dict(managers)
+        # The process's request budget (per user), shared by the managers and the adapters.
+        self.budget = budget
         self._health: tuple[float, TokenHealth] | None = None
 
     def __repr__(self) -> str:
@@ -621,10 +690,14 @@ class AccountTokens:
         """Return a different token after a 401 (a re-read, or a login if self-managed)."""
         return await self._source(account_name).after_refused(account_name, refused)
 
-    async def keep(self, stop: asyncio.Event) -> None:
-        """Keep every self-managed user's token fresh until ``stop`` is set."""
+    async def keep(
+        self, stop: asyncio.Event, *, ahead: bool = False, verify_every_s: float = 0.0
+    ) -> None:
+        """Keep every self-managed user's token fresh until ``stop`` is set (see ``keep``)."""
         keepers = [
-            asyncio.create_task(m.keep(stop), name=f"tokens:{m.user}")
+            asyncio.create_task(
+                m.keep(stop, ahead=ahead, verify_every_s=verify_every_s), name=f"tokens:{m.user}"
+            )
             for m in self.distinct_managers()
         ]
         try:

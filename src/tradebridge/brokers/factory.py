@@ -4,10 +4,15 @@ One adapter serves one Tradovate user: its accounts share the token (reference �
 and the request budget. ``build_broker`` builds it for one account; the adapter also knows
 the user's other configured accounts of the same dialect, so one instance can serve them.
 
-An account's user is its ``user`` setting, else the user of its dialect's self-managed
-credentials (``[tokens.native]`` / ``[tokens.bridge]``): those credentials can only obtain
-that user's token. ``build_account_tokens`` gives every configured account its token source
-for a running process: one manager per self-managed user, Redis for the others.
+An account's user is ``Settings.user_of``: its ``user`` setting, else the only configured
+user of its dialect (``[[users]]``, ``[tokens.native]``, ``[tokens.bridge]``). A configured
+user with a password logs in itself (one manager per user: its own lock, login cap and
+lockout); any other user's token is read from Redis. ``build_account_tokens`` gives every
+configured account its token source for a running process.
+
+Request budgets (reference §7) are per Tradovate user: one ``RequestBudget`` per process,
+shared by the managers' logins and every adapter, each request keyed by its user's name, so
+two users never share a bucket and one user's accounts, logins and dialects always do.
 """
 
 from __future__ import annotations
@@ -20,7 +25,13 @@ from tradebridge.brokers.auth import AccountTokens, BridgeTokenManager, SelfMana
 from tradebridge.brokers.base import Broker, BrokerCapabilities
 from tradebridge.brokers.http import BrokerHttp, RequestBudget, http_for
 from tradebridge.brokers.tvbridge.broker import TvBridgeBroker, TvBridgeOptions
-from tradebridge.config import AccountConfig, Settings
+from tradebridge.config import (
+    AccountConfig,
+    BridgeCredentials,
+    NativeCredentials,
+    Settings,
+    UserConfig,
+)
 from tradebridge.domain.enums import Dialect
 from tradebridge.domain.ids import AccountName
 from tradebridge.obs.logging import get_logger
@@ -29,29 +40,25 @@ from tradebridge.store.tokens import TokenProvider, TokenStore
 _log = get_logger("tradebridge.brokers.factory")
 
 
-def credentials_user(settings: Settings, dialect: Dialect) -> str | None:
-    """Return the user of the dialect's self-managed credentials, or None if none are set."""
-    if dialect is Dialect.TVBRIDGE:
-        bridge = settings.tokens.bridge
-        return bridge.login if bridge is not None else None
-    native = settings.tokens.native
-    return native.name if native is not None else None
-
-
 def token_user(settings: Settings, account: AccountConfig) -> str | None:
     """Return the Tradovate user whose token serves ``account`` (None: unknown)."""
-    return account.user or credentials_user(settings, account.dialect)
+    return settings.user_of(account)
 
 
 def lockout_user(settings: Settings, account: AccountConfig) -> str:
-    """Return the name ``account``'s lockouts (and its adapter) are kept under."""
+    """Return the name ``account``'s lockouts, budget and adapter are kept under."""
     return token_user(settings, account) or f"account:{account.name}"
+
+
+def login_of(settings: Settings, account: AccountConfig) -> UserConfig | None:
+    """Return the configured user with credentials who logs in for ``account``, or None."""
+    user = settings.login_of(account)
+    return user if user is not None and user.credentials() is not None else None
 
 
 def is_self_managed(settings: Settings, account: AccountConfig) -> bool:
     """Return whether tradebridge logs in itself for ``account`` (its user's credentials)."""
-    user = credentials_user(settings, account.dialect)
-    return user is not None and token_user(settings, account) == user
+    return login_of(settings, account) is not None
 
 
 def same_user(settings: Settings, account: AccountConfig) -> list[AccountConfig]:
@@ -66,7 +73,13 @@ def same_user(settings: Settings, account: AccountConfig) -> list[AccountConfig]
     ]
 
 
-def bridge_http(settings: Settings) -> BrokerHttp:
+def request_budget(settings: Settings) -> RequestBudget:
+    """Return a process's request budget: one bucket per Tradovate user (reference §7)."""
+    cfg = settings.tradovate
+    return RequestBudget(cfg.requests_per_s, cfg.request_burst)
+
+
+def bridge_http(settings: Settings, budget: RequestBudget | None = None) -> BrokerHttp:
     """Return the HTTP client of the TradingView bridge, with timeouts and request budget."""
     cfg = settings.tradovate
     return BrokerHttp(
@@ -74,7 +87,7 @@ def bridge_http(settings: Settings) -> BrokerHttp:
         dialect=Dialect.TVBRIDGE.value,
         timeout_s=cfg.request_timeout_s,
         connect_timeout_s=cfg.connect_timeout_s,
-        budget=RequestBudget(cfg.requests_per_s, cfg.request_burst),
+        budget=budget or request_budget(settings),
     )
 
 
@@ -104,26 +117,39 @@ def build_tvbridge(
     tokens: TokenProvider,
     *,
     options: TvBridgeOptions | None = None,
+    budget: RequestBudget | None = None,
 ) -> TvBridgeBroker:
     """Build the bridge adapter for ``account`` (and its user's other bridge accounts)."""
     cfg = settings.tradovate
     opts = options or bridge_options(settings)
     return TvBridgeBroker(
-        bridge_http(settings),
+        bridge_http(settings, budget),
         tokens,
         token_account=AccountName(account.name),
         accounts={AccountName(a.name): a.bridge_id for a in same_user(settings, account)},
-        user=account.user or account.name,
+        user=lockout_user(settings, account),
         options=opts,
         retry=cfg.retry,
     )
 
 
-def build_native(settings: Settings, account: AccountConfig, tokens: TokenProvider) -> Broker:
+def build_native(
+    settings: Settings,
+    account: AccountConfig,
+    tokens: TokenProvider,
+    *,
+    budget: RequestBudget | None = None,
+) -> Broker:
     """Build the native adapter for ``account`` (and its user's other native accounts)."""
     from tradebridge.brokers.tradovate import TradovateBroker
 
-    return TradovateBroker(settings.tradovate, same_user(settings, account), tokens)
+    return TradovateBroker(
+        settings.tradovate,
+        same_user(settings, account),
+        tokens,
+        budget=budget,
+        user=token_user(settings, account),
+    )
 
 
 def dialect_capabilities(dialect: Dialect) -> BrokerCapabilities:
@@ -135,12 +161,32 @@ def dialect_capabilities(dialect: Dialect) -> BrokerCapabilities:
     return TradovateBroker.capabilities
 
 
-def build_broker(settings: Settings, account_name: str, tokens: TokenProvider) -> Broker:
-    """Build the adapter of a configured account by its dialect; ``ConfigError`` if unknown."""
+def build_broker(
+    settings: Settings,
+    account_name: str,
+    tokens: TokenProvider,
+    *,
+    budget: RequestBudget | None = None,
+) -> Broker:
+    """Build the adapter of a configured account by its dialect; ``ConfigError`` if unknown.
+
+    ``budget`` is the process's request budget (default: the one ``tokens`` logs in with,
+    so that the user's logins and requests share it).
+    """
     account = settings.account(account_name)
+    budget = budget or budget_of(tokens)
     if account.dialect is Dialect.TVBRIDGE:
-        return build_tvbridge(settings, account, tokens)
-    return build_native(settings, account, tokens)
+        return build_tvbridge(settings, account, tokens, budget=budget)
+    return build_native(settings, account, tokens, budget=budget)
+
+
+def budget_of(tokens: TokenProvider) -> RequestBudget | None:
+    """Return the request budget a token source logs in with (None: it does not log in)."""
+    if isinstance(tokens, AccountTokens):
+        return tokens.budget
+    if isinstance(tokens, TokenManager | BridgeTokenManager):
+        return tokens.http.budget
+    return None
 
 
 def lockout_users(settings: Settings) -> Callable[[str], str | None]:
@@ -150,65 +196,83 @@ def lockout_users(settings: Settings) -> Callable[[str], str | None]:
 
 
 def build_tokens(
-    settings: Settings, account_name: str, store: TokenStore
+    settings: Settings,
+    account_name: str,
+    store: TokenStore,
+    *,
+    budget: RequestBudget | None = None,
 ) -> TokenStore | TokenManager | BridgeTokenManager:
-    """Return the account's token source: a self-managed login if configured, else Redis.
+    """Return the account's token source: its user's login if configured, else Redis.
 
-    ``[tokens.bridge]`` credentials serve bridge accounts, ``[tokens.native]`` native ones,
-    of their user (an account whose ``user`` names someone else reads Redis); the token is
-    written under the keys of every configured account of the same user. Either source
+    An account whose user has credentials (``[[users]]`` with a password, ``[tokens.native]``,
+    ``[tokens.bridge]``) gets that user's manager; the token is written under the keys of
+    every configured account of the same user. Other accounts read Redis. Either source
     refuses while the user is locked out. Close it with ``aclose()`` (a manager owns an
     HTTP client).
     """
     account = settings.account(account_name)
     store = store.with_users(lockout_users(settings))
-    if is_self_managed(settings, account):
-        return _manager(settings, account, store)
-    return store
-
-
-def _manager(settings: Settings, account: AccountConfig, store: TokenStore) -> SelfManaged:
+    user = login_of(settings, account)
+    if user is None:
+        return store
     names = [a.name for a in same_user(settings, account)]
+    return user_manager(settings, user, names, store, budget or request_budget(settings))
+
+
+def user_manager(
+    settings: Settings,
+    user: UserConfig,
+    account_names: list[str],
+    store: TokenStore,
+    budget: RequestBudget,
+) -> SelfManaged:
+    """Return the token manager of a user with credentials, writing under these accounts."""
     cfg = settings.tradovate
-    if account.dialect is Dialect.TVBRIDGE and settings.tokens.bridge is not None:
+    credentials = user.credentials()
+    if isinstance(credentials, BridgeCredentials):
         return BridgeTokenManager(
-            store, bridge_http(settings), settings.tokens.bridge, account_names=names,
+            store, bridge_http(settings, budget), credentials, account_names=account_names,
             environment=cfg.environment.value, retry=cfg.retry,
         )  # fmt: skip
-    if account.dialect is Dialect.NATIVE and settings.tokens.native is not None:
+    if isinstance(credentials, NativeCredentials):
         return TokenManager(
-            store, http_for(cfg, "native"), settings.tokens.native,
-            device_id=settings.device_id(), account_names=names,
+            store, http_for(cfg, "native", budget=budget), credentials,
+            device_id=settings.device_id(), account_names=account_names,
             environment=cfg.environment.value, retry=cfg.retry,
         )  # fmt: skip
-    raise AssertionError(f"no credentials for {account.name}")  # is_self_managed said so
+    raise AssertionError(f"{user.name} has no password")  # callers check credentials()
 
 
-def build_account_tokens(settings: Settings, redis: aioredis.Redis) -> AccountTokens:
-    """Return every configured account's token source: one manager per self-managed user.
+def build_account_tokens(
+    settings: Settings, redis: aioredis.Redis, *, budget: RequestBudget | None = None
+) -> AccountTokens:
+    """Return every configured account's token source: one manager per user with credentials.
 
     Accounts of a user with credentials share one manager (one login, one renewal, written
     under all their keys); the others read Redis. Every source checks the user's lockout.
+    Managers and the adapters built from the result share one request budget.
     """
+    budget = budget or request_budget(settings)
     store = TokenStore(
         redis, settings.tokens, key_for=settings.token_key, user_for=lockout_users(settings)
     )
     managers: dict[str, SelfManaged] = {}
     by_user: dict[tuple[Dialect, str], SelfManaged] = {}
     for account in settings.accounts:
-        if not is_self_managed(settings, account):
-            user = credentials_user(settings, account.dialect)
-            if user is not None:
+        configured = settings.login_of(account)
+        if configured is None or configured.credentials() is None:
+            if configured is not None:
                 _log.warning(
                     "token_from_redis",
                     account=account.name,
-                    user=account.user,
-                    reason=f"the {account.dialect.value} credentials are for {user}",
+                    user=configured.name,
+                    reason=f"no password: {configured.password_variable} is not set",
                 )
             continue
-        key = (account.dialect, lockout_user(settings, account))
+        key = (account.dialect, configured.name)
         manager = by_user.get(key)
         if manager is None:
-            manager = by_user[key] = _manager(settings, account, store)
+            names = [a.name for a in same_user(settings, account)]
+            manager = by_user[key] = user_manager(settings, configured, names, store, budget)
         managers[account.name] = manager
-    return AccountTokens(store, managers)
+    return AccountTokens(store, managers, budget=budget)

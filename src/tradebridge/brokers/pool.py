@@ -1,9 +1,11 @@
 """``BrokerPool``: one connected adapter per Tradovate user and dialect, built on first use.
 
-Accounts of the same user share one adapter (one token, one request budget, one user-sync
-socket, reference §7), so ``get`` for two such accounts returns the same instance. Every
-HTTP call an adapter makes is also handed to ``capture()`` blocks running in the same task,
-which is how the dispatcher files the calls of one placement with its ledger transition.
+Accounts of the same user share one adapter (one token, one user-sync socket, reference §7),
+so ``get`` for two such accounts returns the same instance. Every adapter of the pool draws
+on one request budget, a bucket per user, which the user's logins share too when the token
+provider is ``AccountTokens``. Every HTTP call an adapter makes is also handed to
+``capture()`` blocks running in the same task, which is how the dispatcher files the calls of
+one placement with its ledger transition.
 
 With ``AccountTokens`` as token provider, an answer that locks the user out (HTTP 423 or
 429, a captcha penalty: reference §6.3, §7) is recorded in Redis as that user's lockout,
@@ -19,7 +21,7 @@ from contextvars import ContextVar
 
 from tradebridge.brokers.auth import AccountTokens
 from tradebridge.brokers.base import AccountInfo, Broker
-from tradebridge.brokers.factory import build_broker, lockout_user
+from tradebridge.brokers.factory import budget_of, build_broker, lockout_user, request_budget
 from tradebridge.brokers.http import BrokerCall, BrokerHttp, CallListener
 from tradebridge.config import Settings
 from tradebridge.obs.logging import get_logger
@@ -90,6 +92,7 @@ class BrokerPool:
         self.lockouts = (
             token_provider.lockouts if isinstance(token_provider, AccountTokens) else None
         )
+        self.budget = budget_of(token_provider) or request_budget(settings)
         self._brokers: dict[tuple[str, str], Broker] = {}
         self._accounts: dict[tuple[str, str], dict[str, AccountInfo]] = {}
         self._lock = asyncio.Lock()
@@ -118,7 +121,7 @@ class BrokerPool:
         async with self._lock:
             broker = self._brokers.get(key)
             if broker is None:
-                broker = build_broker(self.settings, account_name, self.tokens)
+                broker = build_broker(self.settings, account_name, self.tokens, budget=self.budget)
                 http = _http_of(broker)
                 if http is not None:
                     http.add_listener(_deliver)

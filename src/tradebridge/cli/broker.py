@@ -440,7 +440,8 @@ order_app = typer.Typer(
 
 def register(app: typer.Typer) -> None:
     """Add the broker commands to the ``tradebridge`` app."""
-    for command in (accounts, orders, positions, fills, cancel, flatten, tokens, doctor):
+    # ``tokens`` is a group of its own (cli/tokens.py) that lists with ``tokens`` below.
+    for command in (accounts, orders, positions, fills, cancel, flatten, doctor):
         app.command(cls=BrokerCommand, epilog=EPILOG)(command)
     app.add_typer(order_app, name="order")
 

@@ -275,28 +275,30 @@ def _tradovate_problems(settings: Settings, provenance: Provenance) -> list[Prob
 
 
 def _token_problems(settings: Settings) -> list[Problem]:
-    from tradebridge.brokers.factory import credentials_user, is_self_managed, token_user
+    from tradebridge.brokers.factory import is_self_managed
 
     problems = []
     for index, account in enumerate(settings.accounts):
-        if is_self_managed(settings, account) or settings.redis.url is not None:
+        try:
+            if is_self_managed(settings, account) or settings.redis.url is not None:
+                continue
+            user = settings.login_of(account)
+        except ConfigError as e:
+            problems.append(Problem(f"accounts[{index}]", str(e)))
             continue
-        section = f"tokens.{_CREDENTIALS[account.dialect]}"
-        holder = credentials_user(settings, account.dialect)
-        why = (
-            f"no [{section}] credentials"
-            if holder is None
-            else f"its user {token_user(settings, account)} is not the [{section}] user {holder}"
-        )
+        if user is None:
+            why = "no configured Tradovate user ([[users]]) logs in for it"
+            fix = "add a [[users]] entry for its user (tradebridge init writes one)"
+        else:
+            why = f"its user {user.name} has no password here ({user.password_variable})"
+            fix = f"set {user.password_variable} in the environment or tradebridge.env"
         key = settings.token_key(account.name)
         problems.append(
             Problem(
                 f"accounts[{index}]",
                 f"{account.name} ({account.dialect.value}) has no way to get a token: {why}, "
                 f"and no redis.url (the embedded Redis starts empty; nothing writes {key})",
-                f"add [{section}] credentials for its user (the password in "
-                f"{env_name((*section.split('.'), 'password'))}), or set REDIS_URL to the "
-                "Redis your token service writes",
+                f"{fix}, or set REDIS_URL to the Redis your token service writes",
                 warning=True,
             )
         )
@@ -452,8 +454,9 @@ def _token_text(settings: Settings, account: AccountConfig) -> str:
     from tradebridge.brokers.factory import is_self_managed, token_user
 
     if is_self_managed(settings, account):
-        section = f"tokens.{_CREDENTIALS[account.dialect]}"
         user = token_user(settings, account)
+        listed = any(u.name == user and u.dialect is account.dialect for u in settings.users)
+        section = "[users]" if listed else f"tokens.{_CREDENTIALS[account.dialect]}"
         return f"{account.name}: tradebridge logs in as {user} ([{section}])"
     key = settings.token_key(account.name)
     return f"{account.name}: read from Redis under {key}, kept fresh by a token service"

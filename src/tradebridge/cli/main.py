@@ -7,9 +7,11 @@ import typer
 from tradebridge.cli.broker import register as register_broker_commands
 from tradebridge.cli.config import config_app
 from tradebridge.cli.db import db_app
+from tradebridge.cli.init import register as register_init_command
 from tradebridge.cli.review import review_app
 from tradebridge.cli.run import register as register_run_commands
 from tradebridge.cli.sim import sim_app
+from tradebridge.cli.tokens import tokens_app
 
 app = typer.Typer(
     name="tradebridge",
@@ -22,8 +24,10 @@ app.add_typer(sim_app, name="sim")
 app.add_typer(db_app, name="db")
 app.add_typer(review_app, name="review")
 app.add_typer(config_app, name="config")
+app.add_typer(tokens_app, name="tokens")
 register_broker_commands(app)
 register_run_commands(app)
+register_init_command(app)
 
 
 @app.command()

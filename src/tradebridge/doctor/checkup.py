@@ -12,7 +12,7 @@ from tradebridge.doctor.report import Check, Status, Verdict
 from tradebridge.domain.contracts import ContractSymbol, resolve_symbol
 from tradebridge.domain.enums import Dialect
 from tradebridge.errors import BridgeError, InvalidSymbol
-from tradebridge.store.tokens import StoredToken, TokenStore
+from tradebridge.store.tokens import StoredToken, TokenStore, how_to_fill
 
 
 def _human(delta: timedelta) -> str:
@@ -94,7 +94,7 @@ async def check_token(doctor: Doctor, account: AccountConfig) -> StoredToken | N
                 "token",
                 Status.FAIL,
                 f"no token under {key}",
-                "start the token service, or configure [tokens.bridge]/[tokens.native]",
+                how_to_fill(key),
             )
         )
         return None
@@ -105,7 +105,7 @@ async def check_token(doctor: Doctor, account: AccountConfig) -> StoredToken | N
                 "token",
                 Status.FAIL,
                 f"{key}: expired {_human(left)}",
-                "renew the token (the token service did not)",
+                how_to_fill(key),
             )
         )
         return None

@@ -65,6 +65,15 @@ def redis_url(config: RedisConfig) -> str:
     return config.url.get_secret_value() if config.url else DEFAULT_REDIS_URL
 
 
+def how_to_fill(key: str) -> str:
+    """Return the ways to get a fresh token under ``key``, for an error that lacks one."""
+    return (
+        "run `tradebridge tokens serve` (it logs in and renews for every configured user), "
+        "or configure the account's Tradovate user with its password ([[users]] in "
+        f"tradebridge.toml, see docs/tradovate.md), or have your own token writer fill {key}"
+    )
+
+
 def connect_redis(config: RedisConfig) -> aioredis.Redis:
     """Return an async Redis client for the configured URL (default: local Redis)."""
     return aioredis.Redis.from_url(
@@ -411,7 +420,7 @@ class TokenStore:
             self._refused[key] = _digest(refused)
             raise AuthError(
                 f"Tradovate refused the token under {key} and Redis holds no newer one; "
-                "refresh the token service or run `tradebridge tokens`"
+                + how_to_fill(key)
             )
         return fresh
 
@@ -473,22 +482,21 @@ class TokenStore:
         if stored is None:
             self._cache.pop(key, None)
             raise AuthError(
-                f"no token in Redis under {key} (account {account_name}); "
-                "start the token service or configure self-managed credentials"
+                f"no token in Redis under {key} (account {account_name}); " + how_to_fill(key)
             )
         if self.is_refused(key, stored):
             # Sending it again would only earn another 401 (and count towards a lockout).
             raise AuthError(
                 f"Tradovate refused the token under {key} and Redis holds no newer one; "
-                "refresh the token service or run `tradebridge tokens`"
+                + how_to_fill(key)
             )
         self._refused.pop(key, None)
         now = self.clock()
         if stored.remaining(now) <= timedelta(0):
             self._cache.pop(key, None)
             raise AuthError(
-                f"the token under {key} expired at {stored.expires_at.isoformat()}; "
-                "the token service did not renew it"
+                f"the token under {key} expired at {stored.expires_at.isoformat()} and nothing "
+                "renewed it; " + how_to_fill(key)
             )
         if stored.remaining(now) > timedelta(seconds=self.config.expiry_margin_s):
             self._cache[key] = stored

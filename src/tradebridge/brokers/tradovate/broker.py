@@ -36,7 +36,13 @@ from decimal import Decimal
 from typing import Any
 
 from tradebridge.brokers.base import AccountInfo, BrokerCapabilities, BrokerOrderEvent
-from tradebridge.brokers.http import BrokerHttp, HttpAnswer, http_for, raise_for_status
+from tradebridge.brokers.http import (
+    BrokerHttp,
+    HttpAnswer,
+    RequestBudget,
+    http_for,
+    raise_for_status,
+)
 from tradebridge.brokers.lookup import (
     UNSURE,
     bracket_mismatch,
@@ -128,10 +134,15 @@ class TradovateBroker:
         clock: Callable[[], datetime] = utcnow,
         root_map: dict[str, str] | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
+        budget: RequestBudget | None = None,
+        user: str | None = None,
     ) -> None:
         self.config = config
         self.tokens = tokens
-        self.http = http or http_for(config, "native")
+        # The Tradovate user these accounts belong to: its name keys the request budget that
+        # its logins and every adapter of the process share (None: the token's userId does).
+        self.user = user
+        self.http = http or http_for(config, "native", budget=budget)
         self._own_http = http is None
         self._configured = {a.name: a for a in accounts if a.dialect is Dialect.NATIVE}
         if not self._configured:
@@ -788,8 +799,9 @@ class TradovateBroker:
             raise Lockout(f"{path}: captcha penalty", until=self.clock() + timedelta(hours=1))
         return answer.body
 
-    @staticmethod
-    def _budget_key(token: StoredToken, account: str) -> str:
+    def _budget_key(self, token: StoredToken, account: str) -> str:
+        if self.user is not None:
+            return self.user
         return f"user:{token.user_id}" if token.user_id is not None else f"account:{account}"
 
     async def _orders(self, account: str, account_id: int) -> list[wire.WireOrder]:
