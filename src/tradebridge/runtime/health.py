@@ -119,7 +119,7 @@ class HealthChecker:
         """Run every check and condition and return the ``/healthz`` document."""
         names = ["database", "redis", *(f"broker:{name}" for name in self.brokers)]
         probes = [
-            _timed(lambda: self.ledger.pool.fetchval("select 1"), self.timeout_s),
+            _timed(self.ledger.ping, self.timeout_s),
             _timed(self.redis.ping, self.timeout_s),
             *(self._broker(url) for url in self.brokers.values()),
         ]

@@ -113,6 +113,10 @@ class Sessions(LedgerPool):
             return type(e).__name__
         return "connection lost"
 
+    async def ping(self) -> None:
+        """Ask the database one trivial question (the health check's probe)."""
+        await self._pool.fetchval("select 1")
+
     async def server_uptime(self) -> tuple[datetime, timedelta]:
         """Return when the database server started, and how long ago (its own clock)."""
         row = await self._pool.fetchrow(
