@@ -50,3 +50,11 @@ begin
     end if;
 end
 $$;
+
+-- The lifecycle trigger runs for whoever updates a row, and calls
+-- tradebridge_status_move_allowed(), which the API roles may not execute
+-- (supabase/tradebridge.sql revokes it): an app user's cancel of a pending row would fail
+-- with "permission denied for function". The trigger runs as its owner instead; it reads
+-- nothing of the writer's.
+alter function tradebridge_signals_before_update() security definer;
+alter function tradebridge_signals_before_update() set search_path from current;
