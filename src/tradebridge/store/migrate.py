@@ -193,8 +193,8 @@ async def _migrate(conn: asyncpg.Connection, *, lock_timeout_s: float) -> Migrat
             f"another migration held the lock for more than {lock_timeout_s:.0f}s"
         ) from e
     try:
-        await conn.execute(_BOOKKEEPING)
-        applied = await _applied(conn)
+        exists = await conn.fetchval("select to_regclass('tradebridge_schema_migrations')")
+        applied = await _applied(conn) if exists else {}
         for migration in migrations:
             done = applied.get(migration.version)
             if done is not None:
@@ -203,6 +203,7 @@ async def _migrate(conn: asyncpg.Connection, *, lock_timeout_s: float) -> Migrat
         if found.conflicts:
             raise adopt.AdoptionConflict(found)
         async with conn.transaction():
+            await conn.execute(_BOOKKEEPING)
             await adopt.apply_before(conn, found)
             states: list[MigrationState] = []
             for migration in migrations:
