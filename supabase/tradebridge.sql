@@ -16,15 +16,23 @@
 --   * RLS and explicit grants on EVERY tradebridge table (Supabase's default privileges
 --     grant everything on new tables to anon, authenticated and service_role: all of that
 --     is revoked here, then only the grants below are given):
---       - authenticated: INSERT pending signals, strategy columns only, for an account it
---         owns, with a signal_id that starts with '<account_name>:' (its namespace: nobody
---         else can take an id it will need); SELECT the signals it inserted or that are on
---         its accounts, their order_history events, and its account_owners rows; nothing
---         else, never UPDATE or DELETE, nothing of broker_calls or webhook_alerts;
+--       - authenticated: INSERT pending signals, strategy columns only (and status, which
+--         must be 'pending': strategies written for the deployment tradebridge replaces send
+--         it), for an account it owns, with a signal_id that starts with '<account_name>:'
+--         (its namespace: nobody else can take an id it will need); cancel such a signal
+--         while it is still pending (UPDATE of status, pending -> cancelled only: what the
+--         old cancel_signal() did); SELECT the signals it inserted or that are on its
+--         accounts, their order_history events, and its account_owners rows; nothing else,
+--         no other UPDATE, never DELETE, nothing of broker_calls or webhook_alerts;
 --       - service_role (bypasses RLS; server-side code only): INSERT and SELECT signals,
 --         SELECT their history and the account map; no UPDATE or DELETE: results come from
 --         tradebridge;
---       - anon and PUBLIC: nothing (tables, sequences, tradebridge's functions).
+--       - anon and PUBLIC: nothing (tables, sequences, tradebridge's functions);
+--   * a trigger that holds the API roles to exactly that whatever other policies allow (a
+--     permissive policy of another program, e.g. the replaced deployment's "allow all to
+--     authenticated", would otherwise widen the grants below): they insert rows as
+--     'pending' only and change a status only from pending to cancelled. A WARNING names
+--     every policy on these tables that is not tradebridge's (docs/migrating.md).
 
 do $$
 begin
@@ -87,6 +95,37 @@ begin
     end loop;
 end
 $$;
+
+-- What an app user may do to a signal, whatever policies allow: queue it as pending, and
+-- cancel it while it is still pending. Everyone else (tradebridge, postgres, service_role)
+-- passes. The lifecycle trigger (0001) still refuses illegal moves for every writer.
+create or replace function tradebridge_signals_api_guard() returns trigger
+language plpgsql
+as $$
+begin
+    if current_user::text not in ('anon', 'authenticated') then
+        return new;
+    end if;
+    if tg_op = 'INSERT' and new.status is distinct from 'pending' then
+        raise exception 'an app user inserts signals as pending only (status %)',
+            coalesce(new.status, 'null')
+            using errcode = 'insufficient_privilege',
+                  hint = 'leave status out, or send pending';
+    end if;
+    if tg_op = 'UPDATE' and not (old.status = 'pending' and new.status = 'cancelled') then
+        raise exception 'an app user may only cancel a pending signal (% -> %)',
+            old.status, coalesce(new.status, 'null')
+            using errcode = 'insufficient_privilege',
+                  hint = 'a claimed signal is cancelled at the broker, not in the table';
+    end if;
+    return new;
+end
+$$;
+
+drop trigger if exists tradebridge_signals_api_guard on trading_signals;
+create trigger tradebridge_signals_api_guard
+    before insert or update on trading_signals
+    for each row execute function tradebridge_signals_api_guard();
 
 -- Functions: owned by tradebridge (later migrations replace them), executable by no one else
 -- (their triggers fire for whoever writes the table: that needs no EXECUTE).
@@ -159,9 +198,15 @@ begin
     end if;
     -- Column privileges: a user can only write what a strategy writes. Status, broker ids,
     -- fills, errors and timestamps come from their defaults, i.e. from tradebridge.
+    -- status too, held to 'pending' by the policy and the guard: the replaced deployment's
+    -- strategies send it, and without the privilege their insert fails with a permission
+    -- error that does not name the column.
     grant insert (signal_id, strategy_name, instrument, side, order_type, quantity, price,
-                  stop_loss, take_profit, stop_price, time_in_force, account_name, metadata)
+                  stop_loss, take_profit, stop_price, time_in_force, account_name, metadata,
+                  status)
         on trading_signals to authenticated;
+    -- Cancelling a pending signal (the policy below and the guard allow nothing else).
+    grant update (status) on trading_signals to authenticated;
     grant select on trading_signals, order_history, account_owners to authenticated;
 
     if to_regprocedure('auth.uid()') is null then
@@ -190,6 +235,21 @@ begin
             and avg_fill_price is null and ts_submitted is null and ts_final is null
         );
 
+    -- An own signal that no worker has claimed may be cancelled (the replaced deployment's
+    -- cancel_signal()); 0006's trigger records the event. A claimed one cannot: its order
+    -- may be on its way, and the lifecycle trigger refuses processing -> cancelled.
+    drop policy if exists tradebridge_signals_cancel_own on trading_signals;
+    create policy tradebridge_signals_cancel_own on trading_signals
+        for update to authenticated
+        using (
+            status = 'pending'
+            and (user_id = auth.uid()
+                 or exists (select 1 from account_owners o
+                             where o.account_name = trading_signals.account_name
+                               and o.user_id = auth.uid()))
+        )
+        with check (status = 'cancelled');
+
     -- Own rows: inserted by the user, or on an account mapped to the user (the webhook's
     -- and the CLI's rows of that account too).
     drop policy if exists tradebridge_signals_read_own on trading_signals;
@@ -213,6 +273,26 @@ begin
     create policy tradebridge_account_owners_read_own on account_owners
         for select to authenticated
         using (user_id = auth.uid());
+end
+$$;
+
+-- Policies of other programs on tradebridge's tables: kept, but named. A permissive one adds
+-- to what tradebridge's policies allow (policies are OR'ed): the replaced deployment's "allow
+-- all to authenticated" lets every signed-in user read every row and queue on any account.
+do $$
+declare
+    p record;
+begin
+    for p in
+        select tablename, policyname, cmd, roles from pg_policies
+         where schemaname = 'public' and tablename = any(pg_temp.tradebridge_tables())
+           and policyname not like 'tradebridge\_%'
+         order by tablename, policyname
+    loop
+        raise warning 'policy "%" on % (% to %) is not tradebridge''s: it adds to what '
+                      'tradebridge''s policies allow; drop it unless you mean it '
+                      '(docs/migrating.md)', p.policyname, p.tablename, p.cmd, p.roles;
+    end loop;
 end
 $$;
 

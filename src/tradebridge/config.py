@@ -621,7 +621,16 @@ class OrdersConfig(_Section):
         "always GTC, or always Day",
     )
 
-    @field_validator("leg_time_in_force", mode="before")
+    marketable_limit: Literal["fill", "stop", "deny"] = Field(
+        "fill",
+        description="an entry's limit on the wrong side of the market (a buy above the ask, a "
+        "sell below the bid): send it as it is, to fill at once (fill); send a stop at that "
+        "price, a breakout entry (stop: what the deployment tradebridge replaces did); or deny "
+        "it (deny). Judged against the broker's quote, else the row's reference_price; "
+        "without either it goes as it is (docs/migrating.md)",
+    )
+
+    @field_validator("leg_time_in_force", "marketable_limit", mode="before")
     @classmethod
     def _lowercase(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value

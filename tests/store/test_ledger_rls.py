@@ -138,7 +138,7 @@ async def test_app_user_without_identity_cannot_insert(supabase_db: asyncpg.Conn
 @pytest.mark.parametrize(
     "sql",
     [
-        "update trading_signals set status = 'cancelled'",
+        "update trading_signals set status = 'filled'",
         "update trading_signals set quantity = 5",
         "delete from trading_signals",
         "select * from broker_calls",
@@ -300,7 +300,7 @@ async def test_supabase_sql_runs_twice(supabase_db: asyncpg.Connection) -> None:
     policies = await supabase_db.fetchval(
         "select count(*) from pg_policies where policyname like 'tradebridge_%'"
     )
-    assert policies == 4
+    assert policies == 5
 
 
 async def test_supabase_sql_on_plain_postgres_skips_auth_parts(empty_db: str) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from tradebridge.errors import MigrationFailed
 from tradebridge.store import migrate as migrations
+from tradebridge.store.adopt import AdoptionConflict
 from tradebridge.store.migrate import load_migrations, migrate, status
 
 # A strategy's own table, with exactly the documented columns and types it might pick.
@@ -105,29 +106,33 @@ async def test_migrate_on_strategy_table_keeps_rows_and_adds_columns(empty_db: s
     assert unvalidated == []  # the existing rows satisfy every check
 
 
-async def test_migrate_on_table_with_bad_rows_leaves_check_not_valid(empty_db: str) -> None:
+async def test_migrate_on_table_with_unknown_status_stops_naming_rows_and_fix(
+    empty_db: str,
+) -> None:
     conn = await asyncpg.connect(empty_db)
     try:
         await conn.execute(STRATEGY_TABLE)
         await conn.execute(
             "insert into trading_signals (signal_id, side, order_type, status) "
-            "values ('legacy', 'LONG', 'market', 'placed')"
+            "values ('legacy', 'LONG', 'market', 'weird')"
         )
-        await migrate(empty_db)
-        unvalidated = await conn.fetch(
-            "select conname from pg_constraint "
-            "where conrelid = 'trading_signals'::regclass and not convalidated order by 1"
-        )
+        with pytest.raises(AdoptionConflict) as raised:
+            await migrate(empty_db)
+        columns = await _columns(conn, "trading_signals")
         survivor = await conn.fetchval("select status from trading_signals")
-        with pytest.raises(asyncpg.CheckViolationError):
-            await conn.execute(
-                "insert into trading_signals (signal_id, side, order_type, status) "
-                "values ('new', 'buy', 'market', 'placed')"
-            )
     finally:
         await conn.close()
-    assert [r["conname"] for r in unvalidated] == ["trading_signals_status_check"]
-    assert survivor == "placed"
+    [conflict] = raised.value.plan.conflicts
+    assert (
+        conflict.what
+        == "1 row of trading_signals with status 'weird', which tradebridge does not know"
+    )
+    assert conflict.fix is not None
+    assert conflict.fix.startswith(
+        "update trading_signals set status = 'failed' where status = 'weird'"
+    )
+    assert "filled_qty" not in columns  # nothing was changed
+    assert survivor == "weird"
 
 
 async def test_migrate_duplicate_signal_ids_fails_clearly_and_rolls_back(empty_db: str) -> None:
@@ -140,11 +145,11 @@ async def test_migrate_duplicate_signal_ids_fails_clearly_and_rolls_back(empty_d
         with pytest.raises(MigrationFailed, match=r"duplicated signal_id values \(e\.g\. dup\)"):
             await migrate(empty_db)
         columns = await _columns(conn, "trading_signals")
-        applied = await conn.fetchval("select count(*) from tradebridge_schema_migrations")
+        bookkeeping = await conn.fetchval("select to_regclass('tradebridge_schema_migrations')")
     finally:
         await conn.close()
     assert columns == {"signal_id", "side"}
-    assert applied == 0
+    assert bookkeeping is None  # nothing was changed
 
 
 async def test_migrate_from_two_connections_at_once_applies_each_migration_once(
@@ -219,4 +224,4 @@ async def test_migration_sql_itself_runs_twice_outside_the_runner(empty_db: str)
         )
     finally:
         await conn.close()
-    assert triggers == 5
+    assert triggers == 6

@@ -12,10 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 from typer.testing import CliRunner, Result
 
 from _support.database import admin_execute, database_url
+from _support.legacy import create_legacy
 from tradebridge.cli.main import app
 from tradebridge.store.embedded import EmbeddedPostgres, free_port
 
@@ -168,3 +170,114 @@ def test_db_status_data_dir_of_stopped_stack_exit_2_says_start_it(tmp_path: Path
     assert result.exit_code == 2
     assert f"the `up` stack of {tmp_path / 'stack'} is not running" in result.stderr
     assert f"tradebridge up --data-dir {tmp_path / 'stack'}" in result.stderr
+
+
+def _fingerprint(url: str) -> list[tuple[object, ...]]:
+    """Return every table, column and type of the public schema, and the signals' statuses."""
+
+    async def read() -> list[tuple[object, ...]]:
+        conn = await asyncpg.connect(url)
+        try:
+            columns = await conn.fetch(
+                "select c.relname, a.attname, format_type(a.atttypid, a.atttypmod), "
+                "a.attnotnull from pg_attribute a join pg_class c on c.oid = a.attrelid "
+                "where c.relnamespace = 'public'::regnamespace and a.attnum > 0 "
+                "and not a.attisdropped order by 1, 2"
+            )
+            rows = await conn.fetch("select signal_id, status from trading_signals order by 1")
+            checks = await conn.fetch(
+                "select conname from pg_constraint where conrelid = 'trading_signals'::regclass "
+                "order by 1"
+            )
+        finally:
+            await conn.close()
+        return [tuple(r) for r in [*columns, *rows, *checks]]
+
+    return asyncio.run(read())
+
+
+def test_db_migrate_dry_run_prints_the_plan_and_changes_nothing(fresh_url: str) -> None:
+    asyncio.run(create_legacy(fresh_url))
+    before = _fingerprint(fresh_url)
+    result = _invoke(["db", "migrate", "--dry-run", "--database-url", fresh_url])
+    assert result.exit_code == 0, result.output
+    assert _fingerprint(fresh_url) == before
+    lines = result.stdout.splitlines()
+    assert lines[0].endswith(": the plan (dry run, nothing is changed)")
+    order = [
+        "  adapt     move order_history (id uuid, signal_id uuid, event_type character varying(50)",
+        "  adapt     widen trading_signals.price from numeric(12,2) to numeric",
+        "  adapt     drop check trading_signals_order_type_check",
+        "  adapt     drop check trading_signals_status_check",
+        "  migrate   0001_ledger",
+        "  migrate   0006_outside_writes",
+        "  adapt     status 'placed' becomes 'needs_review' on 1 row (event legacy_adopted)",
+        "  adapt     status 'processing' becomes 'needs_review' on 1 row (event legacy_adopted)",
+        "  adapt     turn row-level security on for the new order_history",
+        "  keep      trading_signals.id uuid (the primary key",
+        "  keep      check trading_signals_side_check",
+        "  note      1 row pending",
+        "  keep      trigger update_trading_signals_updated_at (update_updated_at_column())",
+        "  note      RLS policy 'Allow all for authenticated users' on trading_signals",
+    ]
+    found = [next(i for i, line in enumerate(lines) if line.startswith(s)) for s in order]
+    assert found == sorted(found)
+    assert "conflict" not in result.stdout
+
+
+def test_db_migrate_dry_run_with_a_conflict_exits_1_naming_it_and_its_fix(
+    fresh_url: str,
+) -> None:
+    asyncio.run(create_legacy(fresh_url))
+    asyncio.run(
+        admin_execute(
+            fresh_url,
+            "alter table trading_signals drop constraint trading_signals_quantity_check; "
+            "alter table trading_signals alter column quantity type text",
+        )
+    )
+    result = _invoke(["db", "migrate", "--dry-run", "--database-url", fresh_url])
+    assert result.exit_code == 1
+    assert (
+        "  conflict  trading_signals.quantity is text: tradebridge needs one of float4, float8, "
+        "int2, int4, int8, numeric\n"
+        '            fix: convert it (alter table trading_signals alter column "quantity" type '
+        'numeric using "quantity"::numeric) or rename it'
+    ) in result.stdout
+    assert "1 conflict(s): `tradebridge db migrate` would stop" in result.stderr
+
+
+def test_db_migrate_with_a_conflict_exits_1_and_changes_nothing(fresh_url: str) -> None:
+    asyncio.run(create_legacy(fresh_url))
+    asyncio.run(admin_execute(fresh_url, "alter table trading_signals add column desk text"))
+    asyncio.run(
+        admin_execute(
+            fresh_url,
+            "update trading_signals set desk = 'NY'; "
+            "alter table trading_signals alter column desk set not null",
+        )
+    )
+    before = _fingerprint(fresh_url)
+    result = _invoke(["db", "migrate", "--database-url", fresh_url])
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert lines[0] == (
+        "conflict: trading_signals.desk is NOT NULL without a default: tradebridge's own inserts "
+        "(webhook, CLI) do not know it"
+    )
+    assert lines[1].startswith('  fix: alter table trading_signals alter column "desk" set default')
+    assert lines[-1] == "error: 1 conflict(s); nothing was changed"
+    assert _fingerprint(fresh_url) == before
+
+
+def test_db_migrate_on_the_previous_deployment_says_what_it_adapted(fresh_url: str) -> None:
+    asyncio.run(create_legacy(fresh_url))
+    result = _invoke(["db", "migrate", "--database-url", fresh_url])
+    again = _invoke(["db", "migrate", "--database-url", fresh_url])
+    assert result.exit_code == 0, result.output
+    assert "adapted: move order_history (" in result.stdout
+    assert "applied 0006_outside_writes" in result.stdout
+    assert "adapted: status 'placed' becomes 'needs_review' on 1 row" in result.stdout
+    assert again.exit_code == 0, again.output
+    assert "adapted" not in again.stdout
+    assert "up to date" in again.stdout

@@ -48,13 +48,14 @@ from tradebridge.dispatch.placement import (
 )
 from tradebridge.dispatch.reconcile import Reconciler, local_worker
 from tradebridge.domain.calls import BrokerCall
-from tradebridge.domain.enums import OrderStatus
+from tradebridge.domain.enums import OrderStatus, OrderType
 from tradebridge.domain.ids import AccountName, client_order_id_for
 from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.domain.reports import LookupBaseline
 from tradebridge.errors import BrokerError, IllegalTransition, InvalidInput
 from tradebridge.obs import metrics
 from tradebridge.obs.logging import get_logger
+from tradebridge.pipeline.market import Market
 from tradebridge.pipeline.risk import RiskLimits, check_risk
 from tradebridge.pipeline.route import BrokerView, Needs, PlaceOrder, needs, route
 from tradebridge.pipeline.validate import Denied, RawSignal, ValidSignal, validate
@@ -474,9 +475,11 @@ class Dispatcher:
         """
         delay = self.config.lookup_backoff_s
         from_fill = broker.capabilities.brackets_from_fill
+        marketable = self.settings.orders.marketable_limit
         need = needs(
-            signal, position_for_risk=self.limits.needs_position, brackets_from_fill=from_fill
-        )
+            signal, position_for_risk=self.limits.needs_position, brackets_from_fill=from_fill,
+            marketable_limit=marketable,
+        )  # fmt: skip
         while True:
             calls: list[BrokerCall] = []
             try:
@@ -490,7 +493,8 @@ class Dispatcher:
                     view = await self._view(broker, signal, need)
                     plan = route(signal, view, client_order_id_for(signal_id), today=today,
                                  legs=self.settings.orders.leg_time_in_force,
-                                 brackets_from_fill=from_fill)  # fmt: skip
+                                 brackets_from_fill=from_fill,
+                                 marketable_limit=marketable)  # fmt: skip
                     baseline = None
                     if isinstance(plan, PlaceOrder):
                         baseline = await broker.lookup_baseline(plan.command)
@@ -510,6 +514,7 @@ class Dispatcher:
             await self._deny(signal_id, plan)
             return None
         if isinstance(plan, PlaceOrder):
+            await self._note_limit(signal_id, signal, plan, view, marketable)
             risk = check_risk(
                 plan.command,
                 position=plan.position_before if need.position else None,
@@ -541,6 +546,34 @@ class Dispatcher:
                 for call in calls:
                     await self.ledger.record_broker_call(call, signal_id)
 
+    async def _note_limit(
+        self,
+        signal_id: str,
+        signal: ValidSignal,
+        plan: PlaceOrder,
+        view: BrokerView,
+        marketable: str,
+    ) -> None:
+        """Log what ``orders.marketable_limit`` did to a limit entry, or that it could not
+        judge it (no quote from this broker, no reference_price): it then goes as given."""
+        if plan.note is not None:
+            _log.info("limit_entry_changed", signal_id=signal_id, note=plan.note)
+            return
+        unjudged = (
+            marketable != "fill"
+            and plan.command.order_type is OrderType.LIMIT
+            and signal.order_type is OrderType.LIMIT
+            and view.market is None
+            and signal.reference_price is None
+        )
+        if unjudged:
+            why = (
+                f"orders.marketable_limit = {marketable}: no quote from this account's broker "
+                "and no reference_price on the row, so the limit goes as given"
+            )
+            _log.warning("limit_entry_unjudged", signal_id=signal_id, reason=why)
+            await self.ledger.add_event(signal_id, "limit_unjudged", {"reason": why})
+
     async def _view(self, broker: Broker, signal: ValidSignal, need: Needs) -> BrokerView:
         account = AccountName(signal.account)
         positions = await broker.position_reports(account) if need.position else []
@@ -548,27 +581,28 @@ class Dispatcher:
         if need.orders:
             working = [o for o in await broker.order_reports(account) if o.status.is_open
                        or o.status is OrderStatus.SUBMITTED]  # fmt: skip
-        quote = None
+        quote, market = None, None
         can = broker.capabilities
         if need.quote and can.quotes and signal.contract is not None:
-            quote = await _quote(broker, signal.contract.name)
-        return BrokerView(positions=positions, working=working, quote=quote,
+            quote, market = await _quote(broker, signal.contract.name)
+        return BrokerView(positions=positions, working=working, quote=quote, market=market,
                           leg_time_in_force=can.leg_time_in_force)  # fmt: skip
 
 
-async def _quote(broker: Broker, instrument: str) -> Decimal | None:
-    """Return the last (else mid) price where the adapter offers quotes (the bridge does)."""
+async def _quote(broker: Broker, instrument: str) -> tuple[Decimal | None, Market | None]:
+    """Return the last (else mid) price and the bid/ask (each side else the last) where the
+    adapter offers quotes (the bridge does)."""
     reader = getattr(broker, "quote", None)
     if reader is None:
-        return None
+        return None, None
     quote = await reader(instrument)
-    last = getattr(quote, "lp", None)
-    if last is not None:
-        return Decimal(str(last))
-    bid, ask = getattr(quote, "bid", None), getattr(quote, "ask", None)
-    if bid is not None and ask is not None:
-        return (Decimal(str(bid)) + Decimal(str(ask))) / 2
-    return None
+    raw = {name: getattr(quote, name, None) for name in ("lp", "bid", "ask")}
+    last, bid, ask = (None if v is None else Decimal(str(v)) for v in raw.values())
+    bid, ask = bid if bid is not None else last, ask if ask is not None else last
+    market = Market(bid, ask) if bid is not None and ask is not None else None
+    if last is None and market is not None:
+        last = (market.bid + market.ask) / 2
+    return last, market
 
 
 # What a row's status right after placement means for /metrics.

@@ -137,6 +137,7 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
             "client_order_id": c.client_order_id,
             "position_before": plan.position_before,
             "fit_legs": plan.fit_legs,
+            **({"note": plan.note} if plan.note else {}),
         }
     if isinstance(plan, CancelOrders):
         return {

@@ -8,7 +8,11 @@ dispatcher reads them from the broker at placement time, and only what ``needs``
   a tick distance, the distances go as they are: no entry reference is needed. Otherwise tick
   distances are converted to prices from the entry reference: the limit (or stop) price,
   else the row's ``reference_price``, else the broker's quote. The legs' time in force follows
-  ``[orders] leg_time_in_force`` (by default the entry's).
+  ``[orders] leg_time_in_force`` (by default the entry's). An entry's limit on the wrong side
+  of the market (a buy above the ask, a sell below the bid) follows ``[orders]
+  marketable_limit``: sent as it is (``fill``), as a stop at that price (``stop``, a breakout
+  entry), or denied (``deny``); judged against the broker's quote, else the row's
+  ``reference_price``, else not at all (the dispatcher records that it could not judge).
 * ``exit``: an opposite-side order for the whole position on the contract, or for the
   row's quantity (at most the position).
 * ``reverse``: the opposite side for twice the position, or a plain entry when flat.
@@ -28,9 +32,10 @@ is sent, the protective legs on the contract are cut to what will remain
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Literal
 
 from tradebridge.config import Settings
 from tradebridge.domain.commands import (
@@ -46,7 +51,11 @@ from tradebridge.domain.enums import Dialect, OrderType, Side, TimeInForce
 from tradebridge.domain.ids import ClientOrderId
 from tradebridge.domain.reports import OrderStatusReport, PositionReport
 from tradebridge.errors import InvalidInput
+from tradebridge.pipeline.market import Market
 from tradebridge.pipeline.validate import Denied, Intent, ValidSignal
+
+MarketableLimit = Literal["fill", "stop", "deny"]
+"""``[orders] marketable_limit``: what an entry's limit on the wrong side of the market does."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +80,7 @@ class BrokerView:
     positions: Sequence[PositionReport] = ()
     working: Sequence[OrderStatusReport] = ()
     quote: Decimal | None = None
+    market: Market | None = None  # bid and ask, where the quote had them (else its last)
     quote_at_placement: bool = False
     # Bracket legs can have a time in force of their own (native); else they take the entry's.
     leg_time_in_force: bool = True
@@ -88,6 +98,8 @@ class PlaceOrder:
     position_before: int | None = None
     # It closes, reduces or turns the position: cut the protective legs first (legs.py).
     fit_legs: bool = False
+    # What routing changed about the row's order, and why (kept with the submit's event).
+    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,13 +121,19 @@ Plan = PlaceOrder | CancelOrders | FlattenAccount
 
 
 def needs(
-    signal: ValidSignal, *, position_for_risk: bool = False, brackets_from_fill: bool = False
+    signal: ValidSignal,
+    *,
+    position_for_risk: bool = False,
+    brackets_from_fill: bool = False,
+    marketable_limit: MarketableLimit = "fill",
 ) -> Needs:
     """Return which broker facts ``route`` needs for ``signal``."""
     entry_known = signal.limit_price is not None or signal.stop_price is not None
     ticks = signal.stop_loss_ticks is not None or signal.take_profit_ticks is not None
     priced = not (brackets_from_fill and _relative_only(signal))
     quote = ticks and priced and not entry_known and signal.reference_price is None
+    # A limit entry is judged against the market unless it may fill as it is.
+    quote = quote or (marketable_limit != "fill" and signal.order_type is OrderType.LIMIT)
     match signal.intent:
         case Intent.ORDER:
             return Needs(position=position_for_risk, quote=quote)
@@ -135,16 +153,18 @@ def route(
     today: date,
     legs: LegTimeInForce = "entry",
     brackets_from_fill: bool = False,
+    marketable_limit: MarketableLimit = "fill",
 ) -> Plan | Denied:
     """Turn ``signal`` into broker commands, or say why none can be sent.
 
     ``legs`` is ``[orders] leg_time_in_force``: the time in force of bracket legs.
     ``brackets_from_fill``: the broker prices bracket legs from the entry's fill
     (``BrokerCapabilities.brackets_from_fill``), so a bracket given only in ticks needs no
-    entry reference.
+    entry reference. ``marketable_limit`` is ``[orders] marketable_limit``.
     """
     try:
-        return _route(signal, view, client_order_id, today, legs, brackets_from_fill)
+        return _route(signal, view, client_order_id, today, legs, brackets_from_fill,
+                      marketable_limit)  # fmt: skip
     except InvalidInput as e:
         return Denied(str(e), e.field)
 
@@ -156,6 +176,7 @@ def _route(
     today: date,
     legs: LegTimeInForce,
     from_fill: bool,
+    marketable: MarketableLimit = "fill",
 ) -> Plan | Denied:
     if signal.intent is Intent.FLATTEN:
         return _flatten(signal, view, today)
@@ -174,7 +195,7 @@ def _route(
     match signal.intent:
         case Intent.ORDER:
             return _entry(signal, contract, signal.side, signal.quantity, view, cid, position,
-                          legs, from_fill)  # fmt: skip
+                          legs, from_fill, marketable)  # fmt: skip
         case Intent.EXIT:
             if position == 0:
                 return Denied(f"nothing to do: no position in {contract.name} to exit")
@@ -184,7 +205,7 @@ def _route(
         case Intent.REVERSE:
             if position == 0:
                 return _entry(signal, contract, signal.side, signal.quantity, view, cid, 0,
-                              legs, from_fill)  # fmt: skip
+                              legs, from_fill, marketable)  # fmt: skip
             held = Side.BUY if position > 0 else Side.SELL
             if signal.side is held:
                 return Denied(
@@ -227,6 +248,7 @@ def _place(
     position: int,
     *,
     bracket: Bracket | None = None,
+    note: str | None = None,
 ) -> PlaceOrder:
     # Exits, reversals and target moves carry no bracket: its legs would be sized to the
     # order, not to the position that remains. Only entries pass one.
@@ -248,6 +270,7 @@ def _place(
         ),
         position_before=position,
         fit_legs=reduces and signal.intent is not Intent.ORDER,
+        note=note,
     )
 
 
@@ -261,11 +284,18 @@ def _entry(
     position: int,
     legs: LegTimeInForce,
     from_fill: bool,
+    marketable: MarketableLimit = "fill",
 ) -> PlaceOrder | Denied:
     if side is None:
         return Denied("side is missing (buy or sell)", "side")
     if quantity is None:
         return Denied("quantity is missing", "quantity")
+    note = None
+    if marketable != "fill":
+        judged = judge_limit(signal, side, view, marketable)
+        if isinstance(judged, Denied):
+            return judged
+        signal, note = judged
     refused = scale_out_refusal(signal, brackets_from_fill=from_fill)
     if refused is not None:
         return refused
@@ -282,7 +312,48 @@ def _entry(
         bracket = _bracket(signal, contract, side, view, legs)
     if isinstance(bracket, Denied):
         return bracket
-    return _place(signal, contract, side, quantity, cid, position, bracket=bracket)
+    return _place(signal, contract, side, quantity, cid, position, bracket=bracket, note=note)
+
+
+def judge_limit(
+    signal: ValidSignal, side: Side, view: BrokerView, mode: MarketableLimit
+) -> tuple[ValidSignal, str | None] | Denied:
+    """Return the entry as it goes (and what changed), or why a marketable limit is denied.
+
+    A buy limit above the ask (a sell limit below the bid) would fill at once at the market.
+    ``stop`` sends it as a stop at the same price instead (a breakout entry: what the
+    deployment tradebridge replaces did); ``deny`` refuses it. Judged against the broker's
+    quote, else the row's ``reference_price``; without either the limit goes as it is. A
+    limit at the price itself fills at it either way, and stays a limit.
+    """
+    limit = signal.limit_price
+    market, against = view.market, "the market"
+    if market is None and signal.reference_price is not None:
+        market = Market(signal.reference_price, signal.reference_price)
+        against = "reference_price"
+    if mode == "fill" or signal.order_type is not OrderType.LIMIT or limit is None:
+        return signal, None
+    if market is None:
+        return signal, None
+    buy = side is Side.BUY
+    if (limit <= market.ask) if buy else (limit >= market.bid):
+        return signal, None
+    if against == "reference_price":
+        where = f"{'above' if buy else 'below'} the reference_price {market.ask}"
+    else:
+        where = f"above the ask {market.ask}" if buy else f"below the bid {market.bid}"
+    if mode == "deny":
+        return Denied(
+            f"the {side.value} limit {limit} is {where}: it would fill at once at the market "
+            "(orders.marketable_limit = deny); send a stop for a breakout entry, or a limit "
+            f"{'below' if buy else 'above'} the market",
+            "price",
+        )
+    stop = replace(signal, order_type=OrderType.STOP, stop_price=limit, limit_price=None)
+    return stop, (
+        f"the {side.value} limit {limit} is {where}: sent as a stop at {limit} "
+        "(orders.marketable_limit = stop)"
+    )
 
 
 def _relative_only(signal: ValidSignal) -> bool:

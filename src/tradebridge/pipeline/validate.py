@@ -198,6 +198,11 @@ def _validate(
                            side, order_type, quantity, tif=tif,
                            strategy_name=raw.strategy_name or "")  # fmt: skip
     assert contract is not None  # _NEEDS_CONTRACT
+    if order_type is OrderType.STOP and stop_price is None and limit_price is not None:
+        # A stop row with its trigger in price: how the deployment tradebridge replaces wrote
+        # stop orders (it had no stop column; docs/migrating.md). A stop has no limit price,
+        # so the price can mean nothing else.
+        stop_price, limit_price = limit_price, None
     if order_type.needs_limit_price and limit_price is None:
         raise _Deny(f"a {order_type.value} order needs a price (the limit price)", "price")
     if order_type.needs_stop_price and stop_price is None:

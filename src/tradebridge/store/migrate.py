@@ -5,12 +5,22 @@ Each runs in its own transaction together with its row in ``tradebridge_schema_m
 (version, name, checksum, applied_at), so a failure leaves nothing half-applied. The whole
 run holds a session advisory lock: two workers migrating at once take turns and the second
 finds nothing left to do. An applied migration whose file changed since is refused.
+
+Before the migrations, the database is inspected (``adopt.inspect``): ledger tables another
+program created are adapted where that is safe, or the run stops with each conflict and its
+fix, changing nothing. The adaptation, the pending migrations and the check that the workers
+can use the result (``adopt.verify``) then run in ONE transaction: a run either leaves a
+ledger the workers can use or changes nothing. When the plan adapts anything, the migrations
+already applied run again too (each file is idempotent): a table moved aside is then made
+anew, as on a database that never had it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -21,6 +31,7 @@ import asyncpg
 
 from tradebridge.errors import DatabaseUnavailable, MigrationFailed
 from tradebridge.obs.logging import mask_url
+from tradebridge.store import adopt
 
 # One fixed bigint key ('tbmigrat' in ASCII) for every tradebridge migrator on a database.
 MIGRATION_LOCK_KEY = 0x74626D6967726174
@@ -60,6 +71,16 @@ class MigrationState:
     def is_applied(self) -> bool:
         """Return whether the database has this migration."""
         return self.applied_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationReport:
+    """What one run did: where each migration stands, the adoption plan it carried out, and
+    the rows whose legacy status it mapped."""
+
+    states: list[MigrationState]
+    plan: adopt.Plan
+    mapped: tuple[str, ...] = ()
 
 
 def load_migrations() -> list[Migration]:
@@ -133,9 +154,14 @@ def unavailable(url: str, error: BaseException) -> DatabaseUnavailable:
 
 async def migrate(url: str, *, lock_timeout_s: float = 60.0) -> list[MigrationState]:
     """Apply every pending migration to the database at ``url``; return where each stands."""
+    return (await migrate_report(url, lock_timeout_s=lock_timeout_s)).states
+
+
+async def migrate_report(url: str, *, lock_timeout_s: float = 60.0) -> MigrationReport:
+    """Adapt what exists, apply every pending migration and verify the ledger at ``url``."""
     conn = await connect(url)
     try:
-        return await migrate_connection(conn, lock_timeout_s=lock_timeout_s)
+        return await _migrate(conn, lock_timeout_s=lock_timeout_s)
     finally:
         await conn.close()
 
@@ -144,6 +170,22 @@ async def migrate_connection(
     conn: asyncpg.Connection, *, lock_timeout_s: float = 60.0
 ) -> list[MigrationState]:
     """Apply every pending migration over ``conn`` under the migration advisory lock."""
+    return (await _migrate(conn, lock_timeout_s=lock_timeout_s)).states
+
+
+async def plan(url: str) -> tuple[adopt.Plan, list[MigrationState]]:
+    """Return what ``migrate`` would do at ``url`` (the adoption plan, each migration's
+    state), changing nothing."""
+    conn = await connect(url)
+    try:
+        async with conn.transaction(readonly=True):
+            found = await adopt.inspect(conn)
+    finally:
+        await conn.close()
+    return found, await status(url)
+
+
+async def _migrate(conn: asyncpg.Connection, *, lock_timeout_s: float) -> MigrationReport:
     migrations = load_migrations()
     # lock_timeout bounds the wait for the advisory lock and for DDL behind long transactions.
     await conn.execute(f"set lock_timeout = '{int(lock_timeout_s * 1000)}ms'")
@@ -154,17 +196,35 @@ async def migrate_connection(
             f"another migration held the lock for more than {lock_timeout_s:.0f}s"
         ) from e
     try:
-        await conn.execute(_BOOKKEEPING)
-        applied = await _applied(conn)
-        states: list[MigrationState] = []
+        exists = await conn.fetchval("select to_regclass('tradebridge_schema_migrations')")
+        applied = await _applied(conn) if exists else {}
         for migration in migrations:
             done = applied.get(migration.version)
             if done is not None:
                 _check_unchanged(migration, done)
+        found = await adopt.inspect(conn)
+        if found.conflicts:
+            raise adopt.AdoptionConflict(found)
+        async with conn.transaction():
+            await conn.execute(_BOOKKEEPING)
+            await adopt.apply_before(conn, found)
+            states: list[MigrationState] = []
+            for migration in migrations:
+                done = applied.get(migration.version)
+                if done is None:
+                    states.append(await _apply(conn, migration))
+                    continue
+                if found.adapts:
+                    await _rerun(conn, migration)
                 states.append(_state(migration, done["applied_at"]))
-                continue
-            states.append(await _apply(conn, migration))
-        return states
+            mapped = await adopt.apply_after(conn, found)
+            problems = await adopt.verify(conn)
+            if problems:
+                raise MigrationFailed(
+                    "the workers could not use this ledger, so nothing was changed: "
+                    + "; ".join(problems)
+                )
+        return MigrationReport(states, found, tuple(mapped))
     finally:
         await conn.execute("select pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
 
@@ -219,18 +279,30 @@ def _state(migration: Migration, applied_at: datetime, *, now: bool = False) -> 
 
 
 async def _apply(conn: asyncpg.Connection, migration: Migration) -> MigrationState:
-    label = f"{migration.version:04d}_{migration.name}"
+    """Run one migration and record it, in a savepoint of the run's transaction."""
+    async with _failing_as(migration), conn.transaction():
+        await conn.execute(migration.sql)
+        applied_at = await conn.fetchval(
+            "insert into tradebridge_schema_migrations (version, name, checksum) "
+            "values ($1, $2, $3) returning applied_at",
+            migration.version,
+            migration.name,
+            migration.checksum,
+        )
+    return _state(migration, applied_at, now=True)
+
+
+async def _rerun(conn: asyncpg.Connection, migration: Migration) -> None:
+    """Run an applied migration again (its file is idempotent), recording nothing."""
+    async with _failing_as(migration), conn.transaction():
+        await conn.execute(migration.sql)
+
+
+@contextlib.asynccontextmanager
+async def _failing_as(migration: Migration) -> AsyncIterator[None]:
     try:
-        async with conn.transaction():
-            await conn.execute(migration.sql)
-            applied_at = await conn.fetchval(
-                "insert into tradebridge_schema_migrations (version, name, checksum) "
-                "values ($1, $2, $3) returning applied_at",
-                migration.version,
-                migration.name,
-                migration.checksum,
-            )
+        yield
     except asyncpg.PostgresError as e:
+        label = f"{migration.version:04d}_{migration.name}"
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise MigrationFailed(f"migration {label} failed and was rolled back: {first}") from e
-    return _state(migration, applied_at, now=True)
