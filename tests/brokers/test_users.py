@@ -16,11 +16,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from _support.fixtures import redis_client
-from _support.native import FAST_RETRY, order
+from _support.native import FAST_RETRY, UNLIMITED_BUDGET, order
 from _support.users import ALICE, BOB, SIM_IDS, bridge_id, passwords, users_sim
 from tradebridge.brokers.auth import AccountTokens, BridgeTokenManager, TokenManager
+from tradebridge.brokers.budget import BudgetLimits, RequestBudget, UserBudget
 from tradebridge.brokers.factory import build_account_tokens
-from tradebridge.brokers.http import RequestBudget, TokenBucket
 from tradebridge.brokers.pool import BrokerPool
 from tradebridge.config import Settings, load_settings
 from tradebridge.errors import BridgeError, Lockout
@@ -48,7 +48,7 @@ def _settings(sim: SimServer, tmp_path: Path, bob_dialect: str = "native") -> Se
         data_dir=tmp_path,
         tradovate={
             "native_url": f"{sim.url}/v1", "bridge_url": sim.url, "ws_url": "",
-            "requests_per_s": 1000, "request_burst": 1000, "retry": FAST_RETRY.model_dump(),
+            **UNLIMITED_BUDGET, "retry": FAST_RETRY.model_dump(),
         },
         users=[{"name": "alice", "app_id": "tests"}, {"name": "bob", "dialect": bob_dialect}],
         accounts=[{"name": ALICE[0], "user": "alice"}, {"name": ALICE[1], "user": "alice"}, bob],
@@ -59,10 +59,10 @@ class RecordingBudget(RequestBudget):
     """A request budget that remembers which user each request was counted against."""
 
     def __init__(self) -> None:
-        super().__init__(1000, 1000)
+        super().__init__(BudgetLimits.unlimited())
         self.keys: list[str] = []
 
-    def bucket(self, key: str) -> TokenBucket:
+    def bucket(self, key: str) -> UserBudget:
         self.keys.append(key)
         return super().bucket(key)
 
