@@ -148,7 +148,10 @@ class Dispatcher:
         async with self.liveness():
             listener = asyncio.create_task(self._listen(), name=f"listen-{self.worker_id}")
             timer = asyncio.create_task(self._timer(), name=f"drain-timer-{self.worker_id}")
-            side = [listener, timer]
+            # The caches the first order needs (account lists) fill while the loop starts;
+            # a row claimed meanwhile joins the same listing (single flight), never repeats it.
+            warm = asyncio.create_task(self.brokers.warm(), name=f"warm-{self.worker_id}")
+            side = [listener, timer, warm]
             if self._tracking or (self._tracking is None and self.brokers.claim_tracking(self)):
                 tracker = Tracker(self.settings, self.ledger, self.brokers)
                 reconciler = Reconciler(self.settings, self.ledger, self.brokers, today=self._today)
