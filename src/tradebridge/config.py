@@ -595,7 +595,12 @@ class DispatcherConfig(_Section):
         description="dispatchers per process; 0 = an intake-only process (webhook, health) "
         "whose rows other processes' workers place",
     )
-    max_accounts: int = Field(16, ge=1, description="accounts placed concurrently per worker")
+    max_accounts: int | None = Field(
+        None,
+        ge=1,
+        description="accounts placed concurrently per worker; none: every configured account "
+        "(at least 16), so that an alert fanned out to all of them is placed at once",
+    )
     claim_batch: int = Field(
         16, ge=1, description="rows of one account claimed at once (placed one after the other)"
     )
