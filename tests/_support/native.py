@@ -37,14 +37,21 @@ ACCOUNT_ID = 100001
 ACCOUNTS = [AccountConfig(name="DEMO0000001"), AccountConfig(name="DEMO0000002")]
 FAST_RETRY = RetryConfig(attempts=3, timeout_s=5, wait_initial_s=0, wait_max_s=0, wait_jitter_s=0)
 
+# Request budget windows no test reaches (the simulator has no limits of its own).
+UNLIMITED_BUDGET: dict[str, int] = {
+    "requests_per_second": 1_000_000,
+    "requests_per_hour": 1_000_000_000,
+    "orders_per_minute": 1_000_000_000,
+    "reads_per_minute": 1_000_000_000,
+}
+
 
 def native_config(sim: SimServer, **fields: Any) -> TradovateConfig:
     """Return client settings pointing at ``sim``, with instant retries and no budget wait."""
     base: dict[str, Any] = {
         "native_url": sim.url + "/v1",
         "retry": FAST_RETRY,
-        "requests_per_s": 1000,
-        "request_burst": 1000,
+        **UNLIMITED_BUDGET,
         "request_timeout_s": 5,
         "lookup_absent_after_s": 0,
         "ws_heartbeat_s": 0.5,
@@ -173,7 +180,7 @@ async def rig(sim: SimServer, redis_client: aioredis.Redis) -> AsyncIterator[Nat
     config = native_config(sim)
     http = BrokerHttp(
         config.native_url, dialect="native", timeout_s=config.request_timeout_s,
-        budget=RequestBudget(config.requests_per_s, config.request_burst),
+        budget=RequestBudget(config),
     )  # fmt: skip
     calls: list[BrokerCall] = []
     http.add_listener(calls.append)

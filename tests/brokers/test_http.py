@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
-import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
@@ -18,8 +16,6 @@ from tradebridge.brokers.http import (
     BrokerCall,
     BrokerHttp,
     HttpAnswer,
-    RequestBudget,
-    TokenBucket,
     raise_for_status,
 )
 from tradebridge.brokers.retry import RetryPolicy, no_retry
@@ -179,27 +175,6 @@ def test_raise_for_status_lockout_until_one_hour() -> None:
     with pytest.raises(Lockout) as caught:
         raise_for_status(_answer(429), "GET /thing")
     assert 3590 < (caught.value.until - datetime.now(UTC)).total_seconds() <= 3600
-
-
-async def test_bucket_burst_then_sustained_rate() -> None:
-    bucket = TokenBucket(rate=20, burst=2)
-    started = time.monotonic()
-
-    for _ in range(4):
-        await bucket.acquire()
-
-    elapsed = time.monotonic() - started
-    assert 0.08 <= elapsed < 0.5  # two free, two at 20/s
-
-
-async def test_budget_keys_have_separate_buckets() -> None:
-    budget = RequestBudget(rate=1, burst=1)
-    await budget.bucket("user:1").acquire()
-
-    waited = await asyncio.wait_for(budget.bucket("user:2").acquire(), 0.5)
-
-    assert waited == 0
-    assert budget.bucket("user:1") is budget.bucket("user:1")
 
 
 def _flaky(failures: list[Exception]) -> tuple[list[int], object]:

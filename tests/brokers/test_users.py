@@ -7,6 +7,7 @@ deployment would.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -16,12 +17,14 @@ import pytest
 import redis.asyncio as aioredis
 
 from _support.fixtures import redis_client
-from _support.native import FAST_RETRY, order
+from _support.native import FAST_RETRY, UNLIMITED_BUDGET, order
 from _support.users import ALICE, BOB, SIM_IDS, bridge_id, passwords, users_sim
 from tradebridge.brokers.auth import AccountTokens, BridgeTokenManager, TokenManager
+from tradebridge.brokers.budget import BudgetLimits, RequestBudget, UserBudget
 from tradebridge.brokers.factory import build_account_tokens
-from tradebridge.brokers.http import RequestBudget, TokenBucket
+from tradebridge.brokers.http import BrokerCall
 from tradebridge.brokers.pool import BrokerPool
+from tradebridge.brokers.tradovate import TradovateBroker
 from tradebridge.config import Settings, load_settings
 from tradebridge.errors import BridgeError, Lockout
 from tradebridge.sim.server import SimServer
@@ -48,7 +51,7 @@ def _settings(sim: SimServer, tmp_path: Path, bob_dialect: str = "native") -> Se
         data_dir=tmp_path,
         tradovate={
             "native_url": f"{sim.url}/v1", "bridge_url": sim.url, "ws_url": "",
-            "requests_per_s": 1000, "request_burst": 1000, "retry": FAST_RETRY.model_dump(),
+            **UNLIMITED_BUDGET, "retry": FAST_RETRY.model_dump(),
         },
         users=[{"name": "alice", "app_id": "tests"}, {"name": "bob", "dialect": bob_dialect}],
         accounts=[{"name": ALICE[0], "user": "alice"}, {"name": ALICE[1], "user": "alice"}, bob],
@@ -59,10 +62,10 @@ class RecordingBudget(RequestBudget):
     """A request budget that remembers which user each request was counted against."""
 
     def __init__(self) -> None:
-        super().__init__(1000, 1000)
+        super().__init__(BudgetLimits.unlimited())
         self.keys: list[str] = []
 
-    def bucket(self, key: str) -> TokenBucket:
+    def bucket(self, key: str) -> UserBudget:
         self.keys.append(key)
         return super().bucket(key)
 
@@ -194,3 +197,40 @@ async def test_one_users_lockout_leaves_the_other_user_trading(
     assert await tokens.lockouts.current("alice") is None
     with pytest.raises(Lockout, match="bob is locked out"):
         await tokens.token(BOB)
+
+
+async def test_pool_fanout_of_one_user_lists_its_accounts_once(
+    sim: SimServer,
+    tmp_path: Path,
+    open_pool: Callable[..., tuple[AccountTokens, BrokerPool]],
+) -> None:
+    _tokens, pool = open_pool(_settings(sim, tmp_path))
+    calls: list[BrokerCall] = []
+    broker = await pool.get(ALICE[0])
+    assert isinstance(broker, TradovateBroker)
+    broker.http.add_listener(calls.append)
+
+    infos = await asyncio.gather(*(pool.account_info(ALICE[i % 2]) for i in range(20)))
+
+    assert [i.name for i in infos if i is not None] == [ALICE[i % 2] for i in range(20)]
+    assert [c.path for c in calls if c.path.startswith("/account/")] == ["/account/list"]
+
+
+async def test_pool_warm_lists_each_user_before_the_first_order(
+    sim: SimServer,
+    tmp_path: Path,
+    open_pool: Callable[..., tuple[AccountTokens, BrokerPool]],
+) -> None:
+    _tokens, pool = open_pool(_settings(sim, tmp_path))
+    calls: list[BrokerCall] = []
+    broker = await pool.get(ALICE[0])
+    assert isinstance(broker, TradovateBroker)
+    broker.http.add_listener(calls.append)
+
+    await pool.warm()
+    warmed = len(calls)
+    await pool.account_info(ALICE[1])
+    await broker.account_id(ALICE[1])
+
+    assert [c.path for c in calls].count("/account/list") == 1
+    assert len(calls) == warmed  # the order path found everything cached

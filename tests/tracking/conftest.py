@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 
 from _support.database import fresh_database
 from _support.fixtures import redis_client
+from _support.native import UNLIMITED_BUDGET
 from _support.rig import front, login
 from tradebridge.brokers.pool import BrokerPool
 from tradebridge.config import (
@@ -159,8 +160,7 @@ def make_settings(sim_url: str, dialect: Dialect = Dialect.NATIVE, **sections: A
         "bridge_url": sim_url,
         "retry": FAST_RETRY,
         "request_timeout_s": 2,
-        "requests_per_s": 10_000,
-        "request_burst": 10_000,
+        **UNLIMITED_BUDGET,
         "lookup_absent_after_s": 0.3,
         **sections.pop("tradovate", {}),
     }

@@ -345,7 +345,7 @@ def test_config_show_every_value_with_where_it_came_from(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     _secrets(monkeypatch)
-    monkeypatch.setenv("TRADEBRIDGE_TRADOVATE__REQUEST_BURST", "7")
+    monkeypatch.setenv("TRADEBRIDGE_TRADOVATE__ORDERS_PER_MINUTE", "7")
     monkeypatch.setenv("DATABASE_URL", "postgresql://tb:db-pw-FAKE@db.example:5432/ledger")
     monkeypatch.setenv("REDIS_URL", "redis://conventional:6379/0")
     monkeypatch.setenv("TRADEBRIDGE_REDIS__URL", "redis://:db-pw-FAKE@prefixed:6379/0")
@@ -361,9 +361,9 @@ def test_config_show_every_value_with_where_it_came_from(
     expected = {
         "tradovate.environment": ("live", toml),
         "tradovate.request_timeout_s": (3.0, toml),
-        "tradovate.request_burst": (
-            7, {"source": "env", "from": "TRADEBRIDGE_TRADOVATE__REQUEST_BURST"}),
-        "tradovate.requests_per_s": (1.0, {"source": "default"}),
+        "tradovate.orders_per_minute": (
+            7, {"source": "env", "from": "TRADEBRIDGE_TRADOVATE__ORDERS_PER_MINUTE"}),
+        "tradovate.requests_per_second": (50, {"source": "default"}),
         "tradovate.native_url": ("https://live.tradovateapi.com/v1", {"source": "derived"}),
         "accounts[0].name": ("DEMO1", toml),
         "accounts[0].dialect": ("native", {"source": "default"}),
@@ -439,7 +439,7 @@ def test_provenance_keyword_arguments_are_the_strongest_source(
     provenance = Provenance(None, tradovate={"request_timeout_s": 2})
 
     assert provenance.origin(("tradovate", "request_timeout_s")) == Origin("argument")
-    assert provenance.origin(("tradovate", "request_burst")) is None
+    assert provenance.origin(("tradovate", "orders_per_minute")) is None
 
 
 # --- schema and docs/configuration.md --------------------------------------------------------

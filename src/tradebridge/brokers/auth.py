@@ -33,7 +33,13 @@ from typing import Any, Generic, Literal, Required, TypedDict, TypeVar, Unpack
 
 from redis.exceptions import RedisError
 
-from tradebridge.brokers.http import BrokerHttp, HttpAnswer, RequestBudget, raise_for_status
+from tradebridge.brokers.http import (
+    BrokerHttp,
+    HttpAnswer,
+    RequestBudget,
+    RequestKind,
+    raise_for_status,
+)
 from tradebridge.brokers.retry import RetryPolicy
 from tradebridge.config import (
     BridgeCredentials,
@@ -308,7 +314,7 @@ class _SelfManagedTokens(abc.ABC, Generic[_Credentials]):
         answer = await self.retry.run(
             lambda: self.http.request(
                 "GET", self._probe_path, params=self._probe_params, token=token.access_token,
-                budget_key=self.user,
+                budget_key=self.user, kind=RequestKind.AUTH,
             )
         )  # fmt: skip
         if answer.status == 401:
@@ -477,7 +483,7 @@ class TokenManager(_SelfManagedTokens[NativeCredentials]):
         data = await self._penalty_aware(
             lambda extra: self.http.request(
                 "POST", "/auth/accesstokenrequest", json_body={**body, **extra},
-                budget_key=self.user,
+                budget_key=self.user, kind=RequestKind.AUTH,
             ),
             "login",
         )  # fmt: skip
@@ -488,7 +494,7 @@ class TokenManager(_SelfManagedTokens[NativeCredentials]):
         data = await self._penalty_aware(
             lambda extra: self.http.request(
                 "GET", "/auth/renewaccesstoken", token=current.access_token, budget_key=self.user,
-                params={"p-ticket": extra["p-ticket"]} if extra else None,
+                kind=RequestKind.AUTH, params={"p-ticket": extra["p-ticket"]} if extra else None,
             ),
             "renew",
         )  # fmt: skip
@@ -583,7 +589,12 @@ class BridgeTokenManager(_SelfManagedTokens[BridgeCredentials]):
         }
         answer = await self.retry.run(
             lambda: self.http.request(
-                "POST", "/authorize", params={"locale": "en"}, form=form, budget_key=self.user
+                "POST",
+                "/authorize",
+                params={"locale": "en"},
+                form=form,
+                budget_key=self.user,
+                kind=RequestKind.AUTH,
             )
         )
         if answer.status in (423, 429):

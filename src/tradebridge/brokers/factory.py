@@ -10,9 +10,10 @@ user with a password logs in itself (one manager per user: its own lock, login c
 lockout); any other user's token is read from Redis. ``build_account_tokens`` gives every
 configured account its token source for a running process.
 
-Request budgets (reference §7) are per Tradovate user: one ``RequestBudget`` per process,
-shared by the managers' logins and every adapter, each request keyed by its user's name, so
-two users never share a bucket and one user's accounts, logins and dialects always do.
+Request budgets (reference §7, ``budget.py``) are per Tradovate user: one ``RequestBudget``
+per process, shared by the managers' logins and every adapter, each request keyed by its
+user's name, so two users never share windows and one user's accounts, logins and dialects
+always do.
 """
 
 from __future__ import annotations
@@ -74,9 +75,8 @@ def same_user(settings: Settings, account: AccountConfig) -> list[AccountConfig]
 
 
 def request_budget(settings: Settings) -> RequestBudget:
-    """Return a process's request budget: one bucket per Tradovate user (reference §7)."""
-    cfg = settings.tradovate
-    return RequestBudget(cfg.requests_per_s, cfg.request_burst)
+    """Return a process's request budget: one set of windows per Tradovate user (§7)."""
+    return RequestBudget(settings.tradovate)
 
 
 def bridge_http(settings: Settings, budget: RequestBudget | None = None) -> BrokerHttp:

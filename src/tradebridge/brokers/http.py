@@ -1,12 +1,12 @@
 """The HTTP plumbing both Tradovate dialects share.
 
-``BrokerHttp`` wraps one ``httpx.AsyncClient``: a timeout on every request, a client-side
-token bucket per Tradovate user (reference §7), exactly one ``broker_call`` log event per
-request, and httpx's exceptions translated into the error tree. The event is a summary
-(method, path, status, latency, body sizes); the redacted bodies join it only when DEBUG is
-on, since idle polling would otherwise log ~15 KB of answers every 30 s. The full redacted
-record, bodies included, goes to in-process listeners (e.g. the ``broker_calls`` table).
-Transport errors:
+``BrokerHttp`` wraps one ``httpx.AsyncClient``: a timeout on every request, the client-side
+budget of each Tradovate user (reference §7, ``budget``: orders ahead of reads), exactly one
+``broker_call`` log event per request, and httpx's exceptions translated into the error
+tree. The event is a summary (method, path, status, latency, body sizes); the redacted
+bodies join it only when DEBUG is on, since idle polling would otherwise log ~15 KB of
+answers every 30 s. The full redacted record, bodies included, goes to in-process
+listeners (e.g. the ``broker_calls`` table). Transport errors:
 
 * nothing was sent (refused connection, connect timeout, no pool slot) → ``BrokerUnavailable``;
 * the request may have been sent (read/write timeout, reset, ``RemoteProtocolError``) →
@@ -18,7 +18,6 @@ for the answers they do not classify themselves.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -30,6 +29,7 @@ from urllib.parse import urlencode
 
 import httpx
 
+from tradebridge.brokers.budget import RequestBudget, RequestKind
 from tradebridge.config import TradovateConfig
 from tradebridge.domain.calls import BrokerCall
 from tradebridge.errors import (
@@ -51,7 +51,7 @@ __all__ = [
     "CallListener",
     "HttpAnswer",
     "RequestBudget",
-    "TokenBucket",
+    "RequestKind",
     "http_for",
     "raise_for_status",
 ]
@@ -77,54 +77,6 @@ class HttpAnswer:
     def is_json(self) -> bool:
         """Return whether the body parsed as JSON."""
         return self.body is not None and not isinstance(self.body, str)
-
-
-class TokenBucket:
-    """A token bucket: ``rate`` requests per second sustained, ``burst`` at once."""
-
-    def __init__(
-        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._clock = clock
-        self._tokens = float(burst)
-        self._updated = clock()
-        self._lock = asyncio.Lock()
-
-    def _refill(self) -> None:
-        now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
-        self._updated = now
-
-    async def acquire(self) -> float:
-        """Take one token, waiting for it if needed; return the seconds waited."""
-        waited = 0.0
-        async with self._lock:  # first come, first served
-            self._refill()
-            while self._tokens < 1:
-                delay = (1 - self._tokens) / self.rate
-                await asyncio.sleep(delay)
-                waited += delay
-                self._refill()
-            self._tokens -= 1
-        return waited
-
-
-class RequestBudget:
-    """One token bucket per key (a Tradovate user), created on first use."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._buckets: dict[str, TokenBucket] = {}
-
-    def bucket(self, key: str) -> TokenBucket:
-        """Return the bucket of ``key``."""
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = TokenBucket(self.rate, self.burst)
-        return bucket
 
 
 class BrokerHttp:
@@ -171,14 +123,21 @@ class BrokerHttp:
         form: Mapping[str, Any] | None = None,
         token: str | None = None,
         budget_key: str | None = None,
+        kind: RequestKind | None = None,
         client_order_id: str | None = None,
         account: str | None = None,
         timeout_s: float | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> HttpAnswer:
-        """Send one request (no retry) and return its answer; translate transport errors."""
+        """Send one request (no retry) and return its answer; translate transport errors.
+
+        ``kind`` says which windows of the user's budget count it; by default a GET is a
+        read and anything else an order (logins say ``AUTH``).
+        """
         if self.budget is not None and budget_key is not None:
-            await self.budget.bucket(budget_key).acquire()
+            if kind is None:
+                kind = RequestKind.READ if method == "GET" else RequestKind.ORDER
+            await self.budget.bucket(budget_key).acquire(kind)
         sent_headers = dict(headers or {})
         if token is not None:
             sent_headers["Authorization"] = f"Bearer {token}"
@@ -329,7 +288,7 @@ def http_for(
         dialect=dialect,
         timeout_s=config.request_timeout_s,
         connect_timeout_s=config.connect_timeout_s,
-        budget=budget or RequestBudget(config.requests_per_s, config.request_burst),
+        budget=budget or RequestBudget(config),
         transport=transport,
         listeners=listeners,
     )

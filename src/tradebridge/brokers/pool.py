@@ -95,6 +95,7 @@ class BrokerPool:
         self.budget = budget_of(token_provider) or request_budget(settings)
         self._brokers: dict[tuple[str, str], Broker] = {}
         self._accounts: dict[tuple[str, str], dict[str, AccountInfo]] = {}
+        self._listing: dict[tuple[str, str], asyncio.Lock] = {}
         self._lock = asyncio.Lock()
         self._tracking_owner: object | None = None
 
@@ -132,14 +133,38 @@ class BrokerPool:
         return broker
 
     async def account_info(self, account_name: str) -> AccountInfo | None:
-        """Return the broker's listing of ``account_name`` (cached; re-read when missing)."""
+        """Return the broker's listing of ``account_name`` (cached; re-read when missing).
+
+        One listing per user at a time: the accounts of a fan-out that all miss the cache
+        together wait for the first one's listing instead of each asking the broker.
+        """
         key = self._key(account_name)
-        broker = await self.get(account_name)
         known = self._accounts.get(key)
-        if known is None or account_name not in known:
-            known = {a.name: a for a in await broker.accounts()}
-            self._accounts[key] = known
+        if known is not None and account_name in known:
+            return known[account_name]
+        broker = await self.get(account_name)
+        lock = self._listing.setdefault(key, asyncio.Lock())
+        async with lock:
+            known = self._accounts.get(key)
+            if known is None or account_name not in known:
+                known = {a.name: a for a in await broker.accounts()}
+                self._accounts[key] = known
         return known.get(account_name)
+
+    async def warm(self) -> None:
+        """Fill the caches the first order needs (each user's account list) before it comes.
+
+        Best effort: a failure is logged and left to the order path, which reads again.
+        """
+        users: dict[tuple[str, str], str] = {}
+        for name in self.account_names():
+            users.setdefault(self._key(name), name)
+        results = await asyncio.gather(
+            *(self.account_info(name) for name in users.values()), return_exceptions=True
+        )
+        for name, result in zip(users.values(), results, strict=True):
+            if isinstance(result, BaseException):
+                _log.warning("broker_warm_failed", account=name, error=str(result))
 
     async def brokers(self) -> list[tuple[str, Broker]]:
         """Return one (account name, adapter) pair per distinct adapter of the settings."""

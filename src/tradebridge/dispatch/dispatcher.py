@@ -4,8 +4,9 @@ One loop per worker: NOTIFY wakes it, a timer wakes it (``dispatcher.drain_inter
 the listener's (re)connect wakes it, and an account whose claimed rows are done wakes it (its
 next rows may now be claimable). Each wake claims, in one statement, the oldest pending rows
 (up to ``dispatcher.claim_batch`` each) of as many idle accounts as there are free slots
-(``dispatcher.max_accounts``); one task per account places its rows one after the other, in
-insertion order, so accounts run in parallel and one account's rows in sequence.
+(``dispatcher.max_accounts``, by default every configured account); one task per account
+places its rows one after the other, in insertion order, so accounts run in parallel and one
+account's rows in sequence.
 
 Per row: validate → broker facts (position, working orders, quote: only what routing needs)
 → route → risk → protective legs cut (exits, reversals, target moves: ``tracking._legs``) →
@@ -67,6 +68,8 @@ _T = TypeVar("_T")
 # A row left in one of these by _handle keeps the rest of its batch from being placed
 # (pending: it was handed back after an error, and goes first again).
 _STILL_SENDING = frozenset({SignalStatus.PROCESSING, SignalStatus.SUBMITTED, SignalStatus.PENDING})
+# Accounts placed at once when ``max_accounts`` is not set and fewer are configured.
+_DEFAULT_MAX_ACCOUNTS = 16
 # Waits between tries while the database is away.
 _DATABASE_RETRY_MAX_S = 1.0
 
@@ -104,6 +107,11 @@ class Dispatcher:
         self._today = today or (lambda: datetime.now(UTC).date())
         self._root_map = root_map(settings)
         self._accounts = frozenset(a.name for a in settings.accounts)
+        # A fan-out to every configured account must not wait for slots (issue 12): by
+        # default there is one per account; the request budget bounds what reaches Tradovate.
+        self._max_accounts = self.config.max_accounts or max(
+            _DEFAULT_MAX_ACCOUNTS, len(self._accounts)
+        )
         self._wake = asyncio.Event()
         self._active: dict[str, asyncio.Task[None]] = {}
         self._claim_lock = asyncio.Lock()
@@ -149,7 +157,10 @@ class Dispatcher:
         async with self.liveness():
             listener = asyncio.create_task(self._listen(), name=f"listen-{self.worker_id}")
             timer = asyncio.create_task(self._timer(), name=f"drain-timer-{self.worker_id}")
-            side = [listener, timer]
+            # The caches the first order needs (account lists) fill while the loop starts;
+            # a row claimed meanwhile joins the same listing (single flight), never repeats it.
+            warm = asyncio.create_task(self.brokers.warm(), name=f"warm-{self.worker_id}")
+            side = [listener, timer, warm]
             if self._tracking or (self._tracking is None and self.brokers.claim_tracking(self)):
                 tracker = Tracker(self.settings, self.ledger, self.brokers)
                 reconciler = Reconciler(self.settings, self.ledger, self.brokers, today=self._today)
@@ -203,7 +214,7 @@ class Dispatcher:
         started: list[asyncio.Task[None]] = []
         claimed = 0
         async with self._claim_lock:
-            while (free := self.config.max_accounts - len(self._active)) > 0:
+            while (free := self._max_accounts - len(self._active)) > 0:
                 rows = await self.ledger.claim_next(
                     self.worker_id, free, per_account=self.config.claim_batch,
                     unknown_bound=self._bound, unknown_blocks_all=self._blocks_all,

@@ -109,7 +109,7 @@ class Setup:
         self.redis: aioredis.Redis | None = None
         self.reachable = False
         self.tradovate = target.tradovate()
-        self.budget = RequestBudget(self.tradovate.requests_per_s, self.tradovate.request_burst)
+        self.budget = RequestBudget(self.tradovate)
         self._stack = contextlib.AsyncExitStack()
 
     @property

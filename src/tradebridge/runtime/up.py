@@ -44,14 +44,16 @@ from tradebridge.store.embedded import (
 )
 from tradebridge.store.tokens import check_redis
 
-# The simulator has no request budget of its own; Tradovate's (about 1/s) would only slow
-# the local stack down.
 _log = get_logger("tradebridge.runtime.up")
 
-_SIM_REQUESTS_PER_S = 200.0
-
-
-_SIM_REQUEST_BURST = 200
+# The simulator has no request budget of its own; Tradovate's windows (72 orders a minute,
+# 4,500 requests an hour by default) would only slow the local stack down.
+_SIM_BUDGET = {
+    "requests_per_second": 1_000,
+    "requests_per_hour": 10_000_000,
+    "orders_per_minute": 1_000_000,
+    "reads_per_minute": 1_000_000,
+}
 
 
 def simulator_settings(settings: Settings, sim_url: str, users: list[Any]) -> Settings:
@@ -73,8 +75,7 @@ def simulator_settings(settings: Settings, sim_url: str, users: list[Any]) -> Se
             "native_url": f"{sim_url}/v1",
             "bridge_url": sim_url,
             "ws_url": "",
-            "requests_per_s": max(settings.tradovate.requests_per_s, _SIM_REQUESTS_PER_S),
-            "request_burst": max(settings.tradovate.request_burst, _SIM_REQUEST_BURST),
+            **{k: max(getattr(settings.tradovate, k), v) for k, v in _SIM_BUDGET.items()},
         }
     )
     return settings.model_copy(update={"accounts": accounts, "tradovate": tradovate})

@@ -29,11 +29,11 @@ order it placed, derive the legs' parent from the links where Tradovate does not
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from tradebridge.brokers.base import AccountInfo, BrokerCapabilities, BrokerOrderEvent
 from tradebridge.brokers.http import (
@@ -165,6 +165,10 @@ class TradovateBroker:
         # Per entity, the read route (ldeps, deps, list) that answered last (_children).
         self._read_routes: dict[str, str] = {}
         self._events: asyncio.Queue[BrokerOrderEvent] = asyncio.Queue()
+        # Reads in flight that concurrent callers join rather than repeat (single flight):
+        # the account list by user (or by account without one), a contract by name.
+        self._listing: dict[str, asyncio.Future[list[wire.WireAccount]]] = {}
+        self._finding: dict[str, asyncio.Future[wire.WireContract]] = {}
 
     def __repr__(self) -> str:
         return f"TradovateBroker(url={self.http.base_url!r}, accounts={sorted(self._configured)})"
@@ -185,9 +189,15 @@ class TradovateBroker:
 
     # --- accounts -----------------------------------------------------------------------------
     async def accounts(self) -> list[AccountInfo]:
-        """Return the accounts the configured tokens' users can trade."""
+        """Return the accounts the configured tokens' users can trade.
+
+        One list per user: an account already in a list read by this call is not asked
+        about again (the adapter's accounts normally share one user, so one request).
+        """
         seen: dict[int, wire.WireAccount] = {}
         for name in self._configured:
+            if any(a.name == name for a in seen.values()):
+                continue
             for account in await self._load_accounts(name):
                 seen[account.id] = account
         return [
@@ -241,6 +251,11 @@ class TradovateBroker:
         return found
 
     async def _load_accounts(self, name: str) -> list[wire.WireAccount]:
+        """Read the account list of ``name``'s user; concurrent callers share one request."""
+        key = f"user:{self.user}" if self.user is not None else f"account:{name}"
+        return await _single_flight(self._listing, key, lambda: self._fetch_accounts(name))
+
+    async def _fetch_accounts(self, name: str) -> list[wire.WireAccount]:
         body = await self._read(name, "/account/list")
         accounts = wire.parse_list(wire.WireAccount, body, "account/list")
         for account in accounts:
@@ -257,6 +272,8 @@ class TradovateBroker:
         if account_id not in self._by_id:
             for name in self._configured:
                 await self._load_accounts(name)
+                if account_id in self._by_id:
+                    break
         found = self._by_id.get(account_id)
         if found is None:
             raise NotFound(f"no account with id {account_id} among the token users' accounts")
@@ -277,6 +294,11 @@ class TradovateBroker:
         cached = self._contracts.get(contract.name)
         if cached is not None:
             return cached
+        return await _single_flight(
+            self._finding, contract.name, lambda: self._find_contract(contract, account)
+        )
+
+    async def _find_contract(self, contract: ContractSymbol, account: str) -> wire.WireContract:
         try:
             body = await self._read(account, "/contract/find", {"name": contract.name})
         except NotFound as e:
@@ -1063,3 +1085,32 @@ class TradovateBroker:
     def user_syncs(self) -> list[UserSync]:
         """Return the running user-sync clients (for health checks)."""
         return list(self._sync.values())
+
+
+_R = TypeVar("_R")
+
+
+async def _single_flight(
+    flights: dict[str, asyncio.Future[_R]], key: str, read: Callable[[], Awaitable[_R]]
+) -> _R:
+    """Return ``read()``, or join the same read already in flight under ``key``.
+
+    The read runs in a task of its own, so that one caller's cancellation does not cancel
+    it for the others; it is forgotten once done (its result lives in the adapter's caches).
+    """
+    flight = flights.get(key)
+    if flight is None:
+
+        async def run() -> _R:
+            return await read()
+
+        flight = flights[key] = asyncio.ensure_future(run())
+
+        def done(task: asyncio.Future[_R]) -> None:
+            if flights.get(key) is task:
+                del flights[key]
+            if not task.cancelled():
+                task.exception()  # retrieved: every caller that still waits gets it raised
+
+        flight.add_done_callback(done)
+    return await asyncio.shield(flight)

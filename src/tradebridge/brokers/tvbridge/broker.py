@@ -156,6 +156,7 @@ class TvBridgeBroker:
         self._now = clock
         self._accounts_cache: tuple[datetime, list[wire.WireAccount], list[dict[str, Any]]]
         self._accounts_cache = (datetime.min.replace(tzinfo=UTC), [], [])
+        self._listing: asyncio.Future[list[wire.WireAccount]] | None = None  # in flight
         self._config_cache: wire.WireConfig | None = None
         self._instruments: dict[str, tuple[datetime, set[str]]] = {}
         self._request_ids: dict[str, ClientOrderId] = {}
@@ -266,12 +267,21 @@ class TvBridgeBroker:
     # --- accounts, config, instruments --------------------------------------------------
 
     async def _listed_accounts(self, *, force: bool = False) -> list[wire.WireAccount]:
+        """Return ``/accounts`` (cached); concurrent callers share one request."""
         fetched, listed, _raw = self._accounts_cache
         fresh = self._now() - fetched < timedelta(seconds=self.options.cache_ttl_s)
         if force or not listed or not fresh:
-            raw = await self._read("/accounts")
-            listed = wire.parse_accounts(raw)
-            self._accounts_cache = (self._now(), listed, list(raw))
+            flight = self._listing
+            if flight is None or flight.done():
+                flight = self._listing = asyncio.ensure_future(self._fetch_accounts())
+                flight.add_done_callback(_retrieve)
+            listed = await asyncio.shield(flight)
+        return listed
+
+    async def _fetch_accounts(self) -> list[wire.WireAccount]:
+        raw = await self._read("/accounts")
+        listed = wire.parse_accounts(raw)
+        self._accounts_cache = (self._now(), listed, list(raw))
         return listed
 
     async def accounts(self) -> list[AccountInfo]:
@@ -598,6 +608,12 @@ class TvBridgeBroker:
             baseline = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closed.wait(), self.options.poll_interval_s)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a shared read's error as seen: the callers still waiting get it raised."""
+    if not task.cancelled():
+        task.exception()
 
 
 # --- pure helpers (unit-tested) ------------------------------------------------------
