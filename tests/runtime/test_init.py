@@ -7,20 +7,17 @@ test; every test checks that no secret reaches the TOML file or the output.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import secrets
 import stat
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-import structlog
 from typer.testing import CliRunner
 
 import tradebridge
@@ -40,22 +37,7 @@ CLEAN = dict.fromkeys(
 )  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    structlog.reset_defaults()
-    root.handlers, root.level = handlers, level
-
-
-@pytest.fixture(autouse=True)
-def rclient(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
-    """A client of the session Redis, emptied for this test (tokens, login counts)."""
-    client = redis.Redis.from_url(redis_server.url)
-    client.flushdb()
-    yield client
-    client.close()
+pytestmark = pytest.mark.usefixtures("restore_logging", "rclient")
 
 
 def _invoke(args: list[str], *, text: str | None = None, env: dict[str, str] | None = None) -> Any:

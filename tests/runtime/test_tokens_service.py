@@ -7,17 +7,14 @@ passwords reach the service only through the 0600 secrets file beside the TOML f
 from __future__ import annotations
 
 import json
-import logging
 import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import redis
-import structlog
 from typer.testing import CliRunner
 
 import tradebridge
@@ -35,23 +32,7 @@ KEYS = [f"token:{name}" for name in (*ALICE, BOB)]
 CHILD_ENV = NO_SETTINGS | {"PYTHONPATH": str(Path(tradebridge.__file__).parents[1])}
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    # The CLI configures logging; later tests must not inherit it.
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    structlog.reset_defaults()
-    root.handlers, root.level = handlers, level
-
-
-@pytest.fixture
-def rclient(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
-    """A client of the session Redis, emptied for this test."""
-    client = redis.Redis.from_url(redis_server.url)
-    client.flushdb()
-    yield client
-    client.close()
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def _config(tmp_path: Path, sim: SimServer, secrets_text: str, *, users: str | None = None) -> Path:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Self
 import typer
 from rich.console import Console
 from rich.markup import escape
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 from tradebridge.errors import ConfigError, DatabaseUnavailable, RedisUnavailable
 
@@ -60,29 +60,50 @@ class SharedOptions:
         return cls(**{f.name: ctx.params[f.name] for f in dataclasses.fields(cls)})
 
 
-@functools.cache
-def takes(options: type[SharedOptions]) -> type[TyperCommand]:
-    """Return the command class that gives a command the fields of ``options`` as options."""
+def _parameters(options: type[SharedOptions]) -> tuple[list[Any], frozenset[str]]:
     # typer reads the dataclass's fields as it reads a command's parameters.
     template = typer.Typer(add_completion=False)
     template.command()(options)
     shared = typer.main.get_command(template).params
-    names = frozenset(p.name for p in shared)
+    return shared, frozenset(str(p.name) for p in shared)
+
+
+def _graft(command: TyperCommand | TyperGroup, options: type[SharedOptions]) -> None:
+    """Add ``options`` to ``command``'s own; its callback reads them from its context."""
+    shared, names = _parameters(options)
+    command.params = [*command.params, *shared]
+    own = command.callback
+    assert own is not None
+
+    def callback(**values: Any) -> Any:
+        # The command reads the shared ones from its context (``options.of(ctx)``).
+        return own(**{k: v for k, v in values.items() if k not in names})
+
+    command.callback = callback
+
+
+@functools.cache
+def takes(options: type[SharedOptions]) -> type[TyperCommand]:
+    """Return the command class that gives a command the fields of ``options`` as options."""
 
     class TakesSharedOptions(TyperCommand):
-        def __init__(self, name: str | None, **attrs: Any) -> None:
-            super().__init__(name, **attrs)
-            self.params = [*self.params, *shared]
-            own = self.callback
-            assert own is not None
-
-            def callback(**values: Any) -> Any:
-                # The command reads the shared ones from its context (``options.of(ctx)``).
-                return own(**{k: v for k, v in values.items() if k not in names})
-
-            self.callback = callback
+        def __init__(self, *args: Any, **attrs: Any) -> None:
+            super().__init__(*args, **attrs)
+            _graft(self, options)
 
     return TakesSharedOptions
+
+
+@functools.cache
+def group_takes(options: type[SharedOptions]) -> type[TyperGroup]:
+    """Return the group class that gives a group's own callback the fields of ``options``."""
+
+    class GroupTakesSharedOptions(TyperGroup):
+        def __init__(self, *args: Any, **attrs: Any) -> None:
+            super().__init__(*args, **attrs)
+            _graft(self, options)
+
+    return GroupTakesSharedOptions
 
 
 def group(name: str, help_text: str) -> typer.Typer:

@@ -9,17 +9,15 @@ exits, for cron.
 from __future__ import annotations
 
 import asyncio
-import functools
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
-from typer.core import TyperGroup
 
 from tradebridge.cli import broker
-from tradebridge.cli._shared import ConfigOpt, fail, out
+from tradebridge.cli._shared import ConfigOpt, fail, group_takes, out
 from tradebridge.errors import BridgeError, ConfigError
 
 if TYPE_CHECKING:
@@ -32,35 +30,9 @@ SERVE_EPILOG = (
 )
 
 
-@functools.cache
-def _broker_options() -> list[Any]:
-    """Return the broker commands' options (``broker.BrokerOptions``) as click parameters."""
-    template = typer.Typer(add_completion=False)
-    template.command()(broker.BrokerOptions)
-    return typer.main.get_command(template).params
-
-
-class _TokensGroup(TyperGroup):
-    """The ``tokens`` group: it takes the broker commands' options, as ``tokens`` always has."""
-
-    def __init__(self, *args: Any, **attrs: Any) -> None:
-        super().__init__(*args, **attrs)
-        shared = _broker_options()
-        names = frozenset(p.name for p in shared)
-        self.params = [*self.params, *shared]
-        own = self.callback
-        assert own is not None
-
-        def callback(**values: Any) -> Any:
-            # ``tokens`` reads them from its context (``BrokerOptions.of(ctx)``).
-            return own(**{k: v for k, v in values.items() if k not in names})
-
-        self.callback = callback
-
-
 tokens_app = typer.Typer(
     name="tokens",
-    cls=_TokensGroup,
+    cls=group_takes(broker.BrokerOptions),  # the broker commands' options, as always
     invoke_without_command=True,
     no_args_is_help=False,
     add_completion=False,
