@@ -584,6 +584,28 @@ class ServeConfig(_Section):
         description="open connections per client address (more get 429); 0 = no cap. "
         "webhook.allowed_ips (TradingView) and webhook.trusted_proxies are exempt",
     )
+    operator_token: SecretStr | None = Field(
+        None,
+        description="bearer token of the operator endpoints (POST /kill, POST /resume, GET "
+        "/kill); unset: they answer 403. At least 24 characters (docs/kill-switch.md)",
+    )
+    kill_switch_poll_s: float = Field(
+        0.5,
+        gt=0,
+        le=1.0,
+        description="every process reads the kill switches again at least this often (a "
+        "change also reaches it at once by NOTIFY); at most 1 s",
+    )
+
+    @field_validator("operator_token")
+    @classmethod
+    def _long_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if len(value.get_secret_value()) < 24:
+            # The length only: the value is a secret.
+            raise ValueError("too short: use at least 24 random characters")
+        return value
 
 
 class DispatcherConfig(_Section):
@@ -652,7 +674,11 @@ class DispatcherConfig(_Section):
 class RiskConfig(_Section):
     """Basic pre-trade limits; a breach denies the row (nothing is sent)."""
 
-    kill_switch: bool = Field(False, description="deny every new order")
+    kill_switch: bool = Field(
+        False,
+        description="hold the global kill switch on: deny every new order whatever "
+        "`tradebridge resume` says (docs/kill-switch.md)",
+    )
     max_order_qty: int | None = Field(None, ge=1, description="contracts per order")
     max_position: int | None = Field(
         None, ge=1, description="absolute position per account and contract after the order"

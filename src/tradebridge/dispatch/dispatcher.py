@@ -9,7 +9,8 @@ places its rows one after the other, in insertion order, so accounts run in para
 account's rows in sequence.
 
 Per row: validate → broker facts (position, working orders, quote: only what routing needs)
-→ route → risk → protective legs cut (exits, reversals, target moves: ``tracking._legs``) →
+→ route → risk (with the kill switches as read after the row's claim: ``store/kill.py``)
+→ protective legs cut (exits, reversals, target moves: ``tracking._legs``) →
 ``submitted`` committed → send → outcome (``tracking._placement``).
 
 No error of ours ends a row: an unexpected exception before the write-ahead sends the row
@@ -51,15 +52,18 @@ from tradebridge.dispatch.reconcile import Reconciler, local_worker
 from tradebridge.domain.calls import BrokerCall
 from tradebridge.domain.enums import OrderStatus, OrderType
 from tradebridge.domain.ids import AccountName, client_order_id_for
+from tradebridge.domain.kill import RULE as KILL_RULE
 from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.domain.reports import LookupBaseline
 from tradebridge.errors import BrokerError, IllegalTransition, InvalidInput
 from tradebridge.obs import metrics
 from tradebridge.obs.logging import get_logger
+from tradebridge.pipeline.kill import with_kill_switch
 from tradebridge.pipeline.market import Market
 from tradebridge.pipeline.risk import RiskLimits, check_risk
 from tradebridge.pipeline.route import BrokerView, Needs, PlaceOrder, needs, route
 from tradebridge.pipeline.validate import Denied, RawSignal, ValidSignal, validate
+from tradebridge.store.kill import KillSwitchWatch
 from tradebridge.store.ledger import Ledger, LedgerRow, database_unavailable
 from tradebridge.tracking.tracker import Tracker
 
@@ -93,6 +97,7 @@ class Dispatcher:
         worker_id: str,
         today: Callable[[], date] | None = None,
         tracking: bool | None = None,
+        kill: KillSwitchWatch | None = None,
     ) -> None:
         self.settings = settings
         # Whether run() also runs the tracker and reconcile; None: the first dispatcher of
@@ -103,6 +108,10 @@ class Dispatcher:
         self.brokers = brokers
         self.worker_id = worker_id
         self.limits = RiskLimits.from_config(settings.risk)
+        # The process's watch (runtime/serve.py), else one of our own that reads on demand.
+        self.kill = kill or KillSwitchWatch(
+            ledger, forced=settings.risk.kill_switch, poll_s=settings.serve.kill_switch_poll_s
+        )
         self.placer = Placer(ledger, self.config, lookup_window_s=lookup_window_s(settings))
         self._today = today or (lambda: datetime.now(UTC).date())
         self._root_map = root_map(settings)
@@ -221,6 +230,8 @@ class Dispatcher:
                 )  # fmt: skip
                 if not rows:
                     break
+                # Risk reads the kill switches as they stand after this claim (read_since).
+                claimed_at = time.monotonic()
                 claimed += len(rows)
                 metrics.SIGNALS_CLAIMED.inc(len(rows))
                 queues: dict[str, list[LedgerRow]] = {}
@@ -229,7 +240,9 @@ class Dispatcher:
                     key = row.account_name if row.account_name is not None else f"\0{row.signal_id}"
                     queues.setdefault(key, []).append(row)
                 for key, queue in queues.items():
-                    task = asyncio.create_task(self._run_account(key, queue), name=f"account-{key}")
+                    task = asyncio.create_task(
+                        self._run_account(key, queue, claimed_at), name=f"account-{key}"
+                    )
                     self._active[key] = task
                     started.append(task)
                 if len(queues) < free:
@@ -281,7 +294,7 @@ class Dispatcher:
 
     # --- one row -------------------------------------------------------------------------
 
-    async def _run_account(self, key: str, rows: list[LedgerRow]) -> None:
+    async def _run_account(self, key: str, rows: list[LedgerRow], claimed_at: float) -> None:
         """Place one account's claimed rows in insertion order; hand back what is not sent."""
         waiting = [row.signal_id for row in rows]
         try:
@@ -290,7 +303,7 @@ class Dispatcher:
                     await self._hand_back(waiting, "held back by an unknown row of its account")
                     return
                 started = time.perf_counter()
-                status = await self._handle(row)
+                status = await self._handle(row, claimed_at)
                 _count_outcome(status, time.perf_counter() - started)
                 waiting.remove(row.signal_id)
                 if status in _STILL_SENDING and waiting:
@@ -348,12 +361,12 @@ class Dispatcher:
                 _log.info("database_back", worker=self.worker_id, tries=tries)
             return result
 
-    async def _handle(self, row: LedgerRow) -> SignalStatus | None:
+    async def _handle(self, row: LedgerRow, claimed_at: float) -> SignalStatus | None:
         signal_id = row.signal_id
         self._in_hand[signal_id] = self._in_hand.get(signal_id, 0) + 1
         try:
             try:
-                status = await self._process(row)
+                status = await self._process(row, claimed_at)
             except Exception as e:  # noqa: BLE001 - no error of ours may end an accepted row
                 reraise_if_cancelling()
                 return await self._recover(signal_id, e)
@@ -429,15 +442,18 @@ class Dispatcher:
         with contextlib.suppress(Exception):
             await asyncio.shield(self.ledger.hand_back(self.worker_id, signal_ids, reason))
 
-    async def _deny(self, signal_id: str, denied: Denied) -> SignalStatus:
+    async def _deny(self, signal_id: str, denied: Denied, rule: str | None = None) -> SignalStatus:
+        detail = {"field": denied.field}
+        if rule is not None:  # the rule and its verdict, in the history as on the row
+            detail |= {"rule": rule, "reason": denied.reason}
         await self.ledger.transition(
             signal_id, SignalStatus.DENIED, expected=SignalStatus.PROCESSING, owner=self.worker_id,
-            error_message=denied.reason, detail={"field": denied.field},
+            error_message=denied.reason, detail=detail,
         )  # fmt: skip
         _log.info("row_denied", signal_id=signal_id, reason=denied.reason)
         return SignalStatus.DENIED
 
-    async def _process(self, row: LedgerRow) -> SignalStatus:
+    async def _process(self, row: LedgerRow, claimed_at: float) -> SignalStatus:
         """Place one claimed row; return its status afterwards (in flight: the account waits)."""
         today = self._today()
         checked = validate(
@@ -447,7 +463,7 @@ class Dispatcher:
             return await self._deny(row.signal_id, checked)
         broker = await self.brokers.get(checked.account)
         begun = datetime.now(UTC)  # the baseline is read after this (_placement._rivals)
-        prepared = await self._prepare(row.signal_id, checked, broker, today)
+        prepared = await self._prepare(row.signal_id, checked, broker, today, claimed_at)
         if prepared is None:
             return SignalStatus.DENIED
         plan, account_id, baseline = prepared
@@ -477,7 +493,7 @@ class Dispatcher:
         return status
 
     async def _prepare(
-        self, signal_id: str, signal: ValidSignal, broker: Broker, today: date
+        self, signal_id: str, signal: ValidSignal, broker: Broker, today: date, claimed_at: float
     ) -> tuple[PlaceOrder | Any, str | None, LookupBaseline | None] | None:
         """Read broker facts and route; deny (returning None) or return the plan to send.
 
@@ -526,13 +542,16 @@ class Dispatcher:
             return None
         if isinstance(plan, PlaceOrder):
             await self._note_limit(signal_id, signal, plan, view, marketable)
+            switches = await self._until_reachable(lambda: self.kill.read_since(claimed_at))
+            limits = with_kill_switch(self.limits, switches, signal.account)
             risk = check_risk(
                 plan.command,
                 position=plan.position_before if need.position else None,
-                limits=self.limits,
+                limits=limits,
             )
             if risk is not None:
-                await self._deny(signal_id, risk)
+                rule = KILL_RULE if limits.kill_switch and risk.field == "risk" else None
+                await self._deny(signal_id, risk, rule)
                 return None
             if plan.fit_legs:
                 await self._fit_legs(signal_id, plan, broker)

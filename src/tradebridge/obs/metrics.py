@@ -138,6 +138,14 @@ LIVE: Final = Gauge(
     "1 when this process trades on Tradovate's live environment (real money), else 0 (demo).",
     registry=REGISTRY,
 )
+# scope: global (every account; 1 also while [risk] kill_switch forces it) or account:NAME
+# (that account's own switch), for each configured account and each switch ever thrown.
+KILL_SWITCH: Final = Gauge(
+    "tradebridge_kill_switch",
+    "1 while the kill switch of this scope is on (as this process last read the database).",
+    ["scope"],
+    registry=REGISTRY,
+)
 
 
 def render() -> tuple[bytes, str]:

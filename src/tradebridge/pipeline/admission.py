@@ -21,7 +21,7 @@ row's own. A position limit is checked at placement only.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 
 from tradebridge.domain.commands import LegTimeInForce
@@ -65,9 +65,10 @@ def admit(
         return None if plan.nothing_to_do else plan
     if not isinstance(plan, PlaceOrder):
         return None
-    limits = RiskLimits(
-        kill_switch=known.limits.kill_switch,
+    limits = replace(
+        known.limits,
         max_order_qty=known.limits.max_order_qty if checked.intent is Intent.ORDER else None,
+        max_position=None,
     )
     # position None: not known here, so nothing counts as only reducing it.
     return check_risk(plan.command, position=None, limits=limits)

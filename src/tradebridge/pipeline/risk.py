@@ -21,6 +21,8 @@ class RiskLimits:
     kill_switch: bool = False
     max_order_qty: int | None = None
     max_position: int | None = None
+    # Which switch is on, who threw it, when and why (pipeline/kill.py), for the denial.
+    kill_switch_source: str = "risk.kill_switch"
 
     @classmethod
     def from_config(cls, config: RiskConfig) -> RiskLimits:
@@ -46,7 +48,9 @@ def check_risk(command: SubmitOrder, *, position: int | None, limits: RiskLimits
     if reduces_only(command, position):
         return None
     if limits.kill_switch:
-        return Denied("kill switch is on: new orders are refused (risk.kill_switch)", "risk")
+        return Denied(
+            f"kill switch is on: new orders are refused ({limits.kill_switch_source})", "risk"
+        )
     if limits.max_order_qty is not None and command.quantity > limits.max_order_qty:
         return Denied(
             f"quantity {command.quantity} exceeds the limit of {limits.max_order_qty} "

@@ -22,7 +22,8 @@ assembled from them:
 * ``tracking``: what the tracker asks (the row of a broker event, its fills);
 * ``lookups``: what resolving an unknown outcome asks (submits, plans, baselines);
 * ``review``: what reconcile and an operator ask (unknown, needs_review and idle rows);
-* ``sessions``: connections of their own (session locks, notifications).
+* ``sessions``: connections of their own (session locks, notifications);
+* ``kill``: the kill switches, and the flatten rows a kill queues.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tradebridge.store.ledger.calls import BrokerCalls
 from tradebridge.store.ledger.claims import Claims
 from tradebridge.store.ledger.errors import database_unavailable, store_errors
 from tradebridge.store.ledger.intake import ALERT_LOCK_NAMESPACE, Intake
+from tradebridge.store.ledger.kill import KILL_CHANNEL, KillSwitchQueries
 from tradebridge.store.ledger.lookups import Lookups
 from tradebridge.store.ledger.moves import Moves
 from tradebridge.store.ledger.pool import (
@@ -57,6 +59,7 @@ from tradebridge.store.ledger.tracking import TrackerQueries
 __all__ = [
     "ACCOUNT_LOCK_NAMESPACE",
     "ALERT_LOCK_NAMESPACE",
+    "KILL_CHANNEL",
     "NOTIFY_CHANNEL",
     "BrokerCall",
     "Conn",
@@ -75,7 +78,10 @@ __all__ = [
 ]
 
 
-class Ledger(Intake, Claims, Moves, BrokerCalls, TrackerQueries, Lookups, Review, Sessions):
+class Ledger(
+    Intake, Claims, Moves, BrokerCalls, TrackerQueries, Lookups, Review, Sessions,
+    KillSwitchQueries,
+):  # fmt: skip
     """The ledger over an asyncpg pool; one per process."""
 
     @classmethod

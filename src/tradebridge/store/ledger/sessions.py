@@ -134,11 +134,13 @@ class Sessions(LedgerPool):
         on_connect: Callable[[], Awaitable[None]] | None = None,
         check_every_s: float = 5.0,
         reconnect_max_s: float = 10.0,
+        channel: str = NOTIFY_CHANNEL,
     ) -> None:
-        """Call ``callback(signal_id)`` per notification until cancelled; reconnect forever.
+        """Call ``callback(payload)`` per notification until cancelled; reconnect forever.
 
-        Uses its own connection (never a pooled one) and LISTENs again after every
-        reconnect, then awaits ``on_connect`` so the caller drains what it missed.
+        ``channel``: new rows (the payload is the signal id) unless told otherwise. Uses its
+        own connection (never a pooled one) and LISTENs again after every reconnect, then
+        awaits ``on_connect`` so the caller drains what it missed.
         """
         delay = 0.1
         while True:
@@ -151,7 +153,7 @@ class Sessions(LedgerPool):
                 continue
             delay = 0.1
             try:
-                await self._listen_on(conn, callback, on_connect, check_every_s)
+                await self._listen_on(conn, callback, on_connect, check_every_s, channel)
             finally:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(conn.close(timeout=2))
@@ -163,6 +165,7 @@ class Sessions(LedgerPool):
         callback: Callable[[str], object],
         on_connect: Callable[[], Awaitable[None]] | None,
         check_every_s: float,
+        channel: str,
     ) -> None:
         lost = asyncio.Event()
 
@@ -174,7 +177,7 @@ class Sessions(LedgerPool):
 
         conn.add_termination_listener(on_terminate)
         try:
-            await conn.add_listener(NOTIFY_CHANNEL, on_notify)
+            await conn.add_listener(channel, on_notify)
             if on_connect is not None:
                 await on_connect()
             while not lost.is_set():
