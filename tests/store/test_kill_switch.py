@@ -98,7 +98,11 @@ async def test_kill_switch_with_flatten_queues_one_flatten_row_per_account(
     ledger: Ledger,
 ) -> None:
     change = await ledger.engage_kill_switch(
-        None, changed_by="ops", via="cli", flatten=["ACC1", "ACC2"], group_id="kill-g1"
+        None,
+        changed_by="ops",
+        via="cli",
+        group_id="kill-g1",
+        flatten=[("kill-g1-1", "ACC1"), ("kill-g1-2", "ACC2")],
     )
 
     assert change.signal_ids == ("kill-g1-1", "kill-g1-2")

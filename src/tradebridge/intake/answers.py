@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 class AcceptedAnswer(BaseModel):
     """200: the alert is stored; workers place it."""
 
-    status: Literal["accepted", "duplicate", "rejected"]
+    status: Literal["accepted", "duplicate", "rejected", "killed"]
     signal_ids: list[str]
     group_id: str | None = None
     instrument: str | None = None

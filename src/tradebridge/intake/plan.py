@@ -9,7 +9,7 @@ be a surprise of its own).
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -18,6 +18,7 @@ from tradebridge.brokers.factory import dialect_capabilities
 from tradebridge.config import Settings, WebhookAccountEntry
 from tradebridge.domain.contracts import ContractSymbol, resolve_symbol
 from tradebridge.domain.enums import Dialect
+from tradebridge.domain.kill import KillSwitches
 from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.errors import InvalidSymbol
 from tradebridge.intake.formats.alert import (
@@ -29,6 +30,7 @@ from tradebridge.intake.formats.alert import (
 )
 from tradebridge.intake.sizing import BracketLeg, convert_bracket
 from tradebridge.pipeline.admission import Admission, admit
+from tradebridge.pipeline.kill import with_kill_switch
 from tradebridge.pipeline.risk import RiskLimits
 from tradebridge.pipeline.route import brackets_from_fill
 from tradebridge.pipeline.validate import RawSignal
@@ -60,8 +62,13 @@ def plan_alert(
     *,
     group_id: str,
     stale_reason: str | None = None,
+    kill: KillSwitches | None = None,
 ) -> AlertPlan:
-    """Build the ledger rows of ``alert``; ``AlertRejected`` if it cannot be traded."""
+    """Build the ledger rows of ``alert``; ``AlertRejected`` if it cannot be traded.
+
+    ``kill``: the kill switches as the database has them (``store/kill.py``); None: only
+    the settings' ``risk.kill_switch``.
+    """
     contract = _contract(alert.symbol, settings, today)
     accounts = expand_accounts(alert.accounts, settings)
     notes: list[str] = []
@@ -132,7 +139,7 @@ def plan_alert(
                 **common,
             )
         )
-    _admit(alert, rows, settings, today)
+    _admit(alert, rows, settings, today, kill or KillSwitches(forced=settings.risk.kill_switch))
     return AlertPlan(
         group_id=group_id,
         rows=tuple(rows),
@@ -327,12 +334,14 @@ _ALERT_FIELDS: dict[Format, dict[str, str]] = {
 }  # fmt: skip
 
 
-def _admit(alert: ParsedAlert, rows: list[NewSignal], settings: Settings, today: date) -> None:
+def _admit(
+    alert: ParsedAlert, rows: list[NewSignal], settings: Settings, today: date, kill: KillSwitches
+) -> None:
     """Refuse the alert if a worker is sure to deny one of its rows (pipeline/admission.py)."""
     # An intake-only process without [[accounts]] cannot tell (expand_accounts lets any
     # name through then); the workers' own settings decide.
     configured = frozenset(a.name for a in settings.accounts)
-    known = Admission(
+    base = Admission(
         today=today,
         accounts=configured or frozenset(row.account_name for row in rows),
         root_map={k.upper(): v.upper() for k, v in settings.webhook.symbol_map.items()},
@@ -347,7 +356,11 @@ def _admit(alert: ParsedAlert, rows: list[NewSignal], settings: Settings, today:
     for row in rows:
         dialect = dialects.get(row.account_name, Dialect.NATIVE)
         from_fill = brackets_from_fill(settings, row.account_name)
-        key = (dialect, from_fill, row.intent, row.quantity, row.target_position)
+        # A kill switch of the row's account (or the global one) is known here: refused now.
+        limits = with_kill_switch(base.limits, kill, row.account_name)
+        known = base if limits is base.limits else replace(base, limits=limits)
+        stopped = limits.kill_switch_source if limits.kill_switch else None
+        key = (dialect, from_fill, row.intent, row.quantity, row.target_position, stopped)
         if key in passed and row.account_name in configured:
             continue
         can = abilities[dialect]

@@ -30,15 +30,16 @@ from starlette.requests import ClientDisconnect
 
 from tradebridge.config import Settings
 from tradebridge.domain.clock import utcnow
-from tradebridge.errors import ContentRefused, StoreError
+from tradebridge.errors import ContentRefused, InvalidInput, StoreError
 from tradebridge.intake.answers import AcceptedAnswer, ErrorAnswer
 from tradebridge.intake.formats.alert import AlertRejected, Format, ParsedAlert
 from tradebridge.intake.formats.body import decode_body
 from tradebridge.intake.formats.detect import PARSERS, detect_format
 from tradebridge.intake.formats.pickmytrade import PickMyTradeAlert
-from tradebridge.intake.formats.tradebridge import TradebridgeAlert
+from tradebridge.intake.formats.tradebridge import TradebridgeAlert, is_kill, parse_kill
 from tradebridge.intake.formats.traderspost import TradersPostAlert
-from tradebridge.intake.plan import new_group_id, plan_alert
+from tradebridge.intake.kill import configured_accounts, new_kill_group_id, throw_kill_switch
+from tradebridge.intake.plan import expand_accounts, new_group_id, plan_alert
 from tradebridge.intake.security import (
     Gate,
     RateLimiter,
@@ -50,6 +51,7 @@ from tradebridge.intake.security import (
 )
 from tradebridge.obs import metrics
 from tradebridge.obs.logging import get_logger
+from tradebridge.store.kill import KillSwitchWatch
 from tradebridge.store.ledger import InsertResult, Ledger, NewAlert
 
 __all__ = ["IntakeDeps", "build_router", "validate_webhook_settings"]
@@ -74,11 +76,13 @@ _TIME_FIELD: dict[Format, str] = {"tradebridge": "time", "traderspost": "time",
 
 @dataclass(frozen=True, slots=True)
 class IntakeDeps:
-    """What the webhook needs: settings, the ledger and a clock (UTC, timezone-aware)."""
+    """What the webhook needs: settings, the ledger, a clock (UTC, timezone-aware) and the
+    process's kill switch watch (None: one of its own, reading the database per alert)."""
 
     settings: Settings
     ledger: Ledger
     clock: Callable[[], datetime] = field(default=utcnow)
+    kill: KillSwitchWatch | None = None
 
 
 class _Refused(Exception):
@@ -133,6 +137,10 @@ class _Intake:
         self._limiter = RateLimiter(self._hook.rate_limit_per_minute, self._hook.rate_limit_burst)
         secret = self._hook.secret
         self._secret = secret.get_secret_value() if secret is not None else ""
+        settings = deps.settings
+        self._kill = deps.kill or KillSwitchWatch(
+            deps.ledger, forced=settings.risk.kill_switch, poll_s=settings.serve.kill_switch_poll_s
+        )
 
     async def handle(self, request: Request, path_secret: str | None) -> JSONResponse:
         try:
@@ -185,21 +193,27 @@ class _Intake:
         fmt = detect_format(body)
         key, body_sha = _dedupe_keys(fmt, body, raw)
         window = timedelta(seconds=self._hook.dedupe_window_s)
+        kill = fmt == "tradebridge" and is_kill(body)
         try:
             async with asyncio.timeout(self._hook_timeout()):
                 found = await self._deps.ledger.find_alert(
                     idempotency_key=key, body_sha256=body_sha, since=received_at - window
                 )
+                # Denials by a kill switch are known here (kept current by NOTIFY).
+                switches = await self._kill.state() if found is None and not kill else None
         except _STORE_ERRORS as e:
             return self._unavailable(e.__cause__ or e)
         if found is not None:
             return _duplicate(found)
+        if kill:
+            return await self._kill_switch(body, raw, key, body_sha, address, received_at)
 
         try:
             parsed = PARSERS[fmt](body)
             stale = self._stale_reason(parsed, received_at)
             plan = plan_alert(parsed, self._deps.settings, received_at.date(),
-                              group_id=new_group_id(), stale_reason=stale)  # fmt: skip
+                              group_id=new_group_id(), stale_reason=stale,
+                              kill=switches)  # fmt: skip
         except AlertRejected as e:
             await self._record_invalid(fmt, body, raw, address, received_at, e)
             raise _Refused(400, _invalid(e)) from None
@@ -234,6 +248,68 @@ class _Intake:
 
     def _hook_timeout(self) -> float:
         return float(self._hook.store_timeout_s)
+
+    async def _kill_switch(
+        self,
+        body: Mapping[str, Any],
+        raw: bytes,
+        key: str | None,
+        body_sha: str | None,
+        address: str,
+        received_at: datetime,
+    ) -> JSONResponse:
+        """Throw the kill switch (``action: kill``), then record the alert; a kill is never
+        stale. Thrown first: a resend after a lost answer throws it again (no harm), where a
+        recorded alert without its kill would be deduplicated into nothing."""
+        settings = self._deps.settings
+        try:
+            request = parse_kill(body)
+            names = None
+            if request.accounts:
+                names = [n for n, _ in expand_accounts(request.accounts, settings)]
+        except AlertRejected as e:
+            await self._record_invalid("tradebridge", body, raw, address, received_at, e)
+            raise _Refused(400, _invalid(e)) from None
+        by = f"webhook {address}" + (f" strategy {request.strategy}" if request.strategy else "")
+        group = new_kill_group_id()
+        try:
+            async with asyncio.timeout(self._hook_timeout()):
+                changes = await throw_kill_switch(
+                    self._deps.ledger, names, flatten=request.flatten,
+                    configured=configured_accounts(settings), changed_by=by, via="webhook",
+                    reason=request.reason or "webhook action kill", group_id=group,
+                )  # fmt: skip
+                signal_ids = [s for change in changes for s in change.signal_ids]
+                alert = NewAlert(
+                    received_at=received_at, format="tradebridge", outcome="kill",
+                    payload=redact(body), idempotency_key=key, body_sha256=body_sha,
+                    dedupe_window=timedelta(seconds=self._hook.dedupe_window_s),
+                    source_ip=address, group_id=group,
+                )  # fmt: skip
+                stored = await self._deps.ledger.insert_alert(alert, ())
+        except InvalidInput as e:
+            error = AlertRejected(str(e), field="flatten" if e.field == "flatten" else "account")
+            await self._record_invalid("tradebridge", body, raw, address, received_at, error)
+            raise _Refused(400, _invalid(error)) from None
+        except ContentRefused as e:
+            raise _refused_contents(e.__cause__ or e) from None
+        except _STORE_ERRORS as e:
+            return self._unavailable(e.__cause__ or e)
+        if stored.duplicate:
+            return _duplicate(stored)
+        what = "every account" if names is None else ", ".join(names)
+        _count("kill")
+        _log.warning("kill_switch_thrown", via="webhook", accounts=what, by=by,
+                     flatten=signal_ids, reason=request.reason)  # fmt: skip
+        answer = AcceptedAnswer(
+            status="killed",
+            signal_ids=signal_ids,
+            group_id=group,
+            format="tradebridge",
+            detail=f"kill switch on for {what}"
+            + (f"; flatten queued for {len(signal_ids)} account(s)" if signal_ids else ""),
+        )
+        return _answer(200, answer.model_dump(exclude_none=True))
 
     async def _read_body(self, request: Request) -> bytes:
         cap = self._hook.max_body_bytes
@@ -465,5 +541,6 @@ then answers; workers place the orders. Formats: tradebridge's own, TradersPost-
 PickMyTrade-style, recognised automatically (docs/tradingview.md).
 
 200 answers: `accepted` (signal ids), `duplicate` (a repeat of a stored alert: the first
-delivery's ids), `rejected` with reason `stale` (stored as denied, not traded).
+delivery's ids), `rejected` with reason `stale` (stored as denied, not traded), `killed`
+(action `kill`: the kill switch is on; with `flatten`, the flatten rows' ids).
 """

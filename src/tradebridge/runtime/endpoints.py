@@ -31,6 +31,9 @@ class Endpoints:
     data_dir: Path | None = None
     webhook_secret_file: Path | None = None
     accounts: tuple[str, ...] = ()
+    # The kill switches when the stack started (the banner's line; never in endpoints.json:
+    # it changes while the stack runs, /healthz has it live).
+    kill_switch: str = field(default="off", compare=False)
 
     @property
     def healthz_url(self) -> str:

@@ -31,6 +31,7 @@ from tradebridge.brokers.auth import AccountTokens
 from tradebridge.config import Settings
 from tradebridge.domain.enums import Dialect, Environment
 from tradebridge.obs import metrics
+from tradebridge.store.kill import KillSwitchWatch
 from tradebridge.store.ledger import Ledger
 
 _TIMEOUT_S = 2.0
@@ -216,3 +217,20 @@ def tokens_condition(
         return Condition(found.level, found.detail)
 
     return condition
+
+
+def kill_switch_condition(watch: KillSwitchWatch) -> Callable[[], Awaitable[Condition]]:
+    """Return the ``kill_switch`` condition: degraded while a switch is on (trading is
+    stopped on purpose; a human turns it off) or the switches cannot be read, with who threw
+    each, when and why. Each account's risk state (P&L, distance to each limit) is the risk
+    engine's: it registers a condition of its own beside this one."""
+
+    async def check() -> Condition:
+        found = await watch.state()
+        detail: dict[str, Any] = found.as_json()
+        if watch.error is not None:
+            detail["error"] = f"cannot read the kill switches ({watch.error}); last known kept"
+        stopped = found.global_on or bool(found.engaged()) or watch.error is not None
+        return Condition("degraded" if stopped else "ok", detail)
+
+    return check

@@ -20,6 +20,7 @@ import secrets
 import signal
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -28,10 +29,12 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
 
+from tradebridge._aio import cancel_and_wait
 from tradebridge._net import bind_socket, port_is_free
 from tradebridge.config import Settings
 from tradebridge.domain.clock import utcnow
 from tradebridge.errors import ConfigError
+from tradebridge.intake.operator import build_operator_router
 from tradebridge.intake.webhook import IntakeDeps, build_router, validate_webhook_settings
 from tradebridge.obs import metrics
 from tradebridge.obs.logging import get_logger, mask_url
@@ -41,6 +44,7 @@ from tradebridge.runtime.health import (
     HealthChecker,
     broker_hosts,
     build_ops_router,
+    kill_switch_condition,
     tokens_condition,
     unresolved_rows,
 )
@@ -52,6 +56,7 @@ from tradebridge.store.embedded import (
     prepare_data_dir,
     server_dir,
 )
+from tradebridge.store.kill import KillSwitchWatch
 from tradebridge.store.ledger import Ledger
 from tradebridge.store.migrate import describe_url, migrate
 from tradebridge.store.tokens import check_redis, connect_redis
@@ -157,15 +162,31 @@ def _worker_id(index: int, run: str) -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{run}:{index}"
 
 
-def _build_app(settings: Settings, ledger: Ledger, checker: HealthChecker) -> FastAPI:
+def _build_app(
+    settings: Settings, ledger: Ledger, checker: HealthChecker, kill: KillSwitchWatch
+) -> FastAPI:
     # The OpenAPI page documents the webhook's payloads for traders writing alerts.
     app = FastAPI(title="tradebridge", redoc_url=None)
     app.include_router(build_ops_router(checker))
+    app.include_router(build_operator_router(settings, ledger, kill))
     if not settings.webhook.enabled:
         _log.info("webhook disabled by settings (webhook.enabled = false)")
         return app
-    app.include_router(build_router(IntakeDeps(settings=settings, ledger=ledger, clock=utcnow)))
+    deps = IntakeDeps(settings=settings, ledger=ledger, clock=utcnow, kill=kill)
+    app.include_router(build_router(deps))
     return app
+
+
+async def _until_stopped(stop: asyncio.Event, work: Awaitable[None]) -> None:
+    """Run ``work`` until ``stop`` is set, then cancel it."""
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()  # raises what ended it
+    finally:
+        await cancel_and_wait(task, waiter)
 
 
 def http_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
@@ -258,10 +279,21 @@ async def serve_stack(
             environment=settings.tradovate.environment,
         )
         checker.conditions["tokens"] = tokens_condition(settings, tokens)
-        server = _Server(http_config(_build_app(settings, ledger, checker), settings))
+        # One watch of the kill switches for the webhook, the workers and /healthz; read
+        # once before anything starts, so the banner and the first row know it.
+        kill = KillSwitchWatch(
+            ledger,
+            forced=settings.risk.kill_switch,
+            poll_s=cfg.kill_switch_poll_s,
+            accounts=[a.name for a in settings.accounts],
+        )
+        switches = await kill.read_since(time.monotonic())
+        found = replace(found, kill_switch=switches.summary())
+        checker.conditions["kill_switch"] = kill_switch_condition(kill)
+        server = _Server(http_config(_build_app(settings, ledger, checker, kill), settings))
         run = secrets.token_hex(2)
         dispatchers = [
-            Dispatcher(settings, ledger, pool, worker_id=_worker_id(i, run))
+            Dispatcher(settings, ledger, pool, worker_id=_worker_id(i, run), kill=kill)
             for i in range(settings.dispatcher.workers)
         ]
         checker.conditions["unresolved_rows"] = unresolved_rows(
@@ -271,6 +303,7 @@ async def serve_stack(
         async with asyncio.TaskGroup() as group:
             http = group.create_task(server.serve(sockets=[sock]), name="http")
             http.add_done_callback(lambda _t: stop.set())
+            group.create_task(_until_stopped(stop, kill.run()), name="kill-switch")
             workers = [
                 group.create_task(d.run(), name=f"dispatcher-{i}")
                 for i, d in enumerate(dispatchers)
@@ -340,7 +373,10 @@ async def _supervise(
             database=mask_url(endpoints.database_url),
             redis=mask_url(endpoints.redis_url),
             workers=len(workers),
+            kill_switch=endpoints.kill_switch,
         )
+        if endpoints.kill_switch != "off":
+            _log.warning("kill switch on: new orders are denied", kill_switch=endpoints.kill_switch)
         if ready is not None:
             ready(endpoints)
     await stop.wait()

@@ -7,6 +7,7 @@ drop a stop loss.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -53,8 +54,13 @@ TRADEBRIDGE_FIELDS: frozenset[str] = frozenset(
         "market_position",
         "reference_price",
         "comment",
+        "flatten",
     }
 )
+KILL_FIELDS: frozenset[str] = frozenset(
+    {"secret", "action", "account", "accounts", "flatten", "comment", "strategy", "id", "time"}
+)
+"""The fields of a ``kill`` alert (docs/kill-switch.md)."""
 
 ACTIONS: dict[str, str] = {
     "buy": "buy",
@@ -83,11 +89,52 @@ _ORDER_FIELDS = ("order_type", "price", "stop_price", "tif")
 _BRACKET_INTENTS = frozenset({"order", "reverse", "target"})
 
 
+@dataclass(frozen=True, slots=True)
+class KillAlert:
+    """An alert that throws the kill switch: of every account, or of the accounts named."""
+
+    accounts: tuple[AccountRef, ...]  # empty: the global switch
+    flatten: bool
+    reason: str | None
+    strategy: str | None
+    alert_id: str | None
+
+
+def is_kill(body: Mapping[str, Any]) -> bool:
+    """Return whether a tradebridge-format body asks for the kill switch (``action: kill``)."""
+    action = body.get("action")
+    return isinstance(action, str) and action.strip().lower() == "kill"
+
+
+def parse_kill(body: Mapping[str, Any]) -> KillAlert:
+    """Parse a ``kill`` alert; ``AlertRejected`` names the first problem."""
+    fields = FieldReader(body)
+    fields.raw("secret")
+    fields.raw("action")
+    reject_unknown([name for name in body if name not in KILL_FIELDS], KILL_FIELDS)
+    fields.time("time")  # checked, though a kill is never too old to act on
+    return KillAlert(
+        accounts=_accounts(fields),
+        flatten=bool(fields.boolean("flatten")),
+        reason=fields.text("comment"),
+        strategy=fields.text("strategy"),
+        alert_id=fields.text("id"),
+    )
+
+
 def parse_tradebridge(body: Mapping[str, Any]) -> ParsedAlert:
     """Parse a tradebridge-format alert; ``AlertRejected`` names the first problem."""
     fields = FieldReader(body)
     fields.raw("secret")  # checked by the endpoint before parsing
     reject_unknown(fields_unknown(body), TRADEBRIDGE_FIELDS)
+    if fields.has("flatten"):
+        raise AlertRejected(
+            "flatten only goes with action kill",
+            field="flatten",
+            expected='no flatten; {"action": "kill", "flatten": true} closes everything '
+            'and stops trading, {"action": "flatten"} closes the positions',
+        )
+    fields.raw("flatten")
     ignored: list[str] = []
 
     target = fields.whole("target_position", signed=True)
@@ -437,8 +484,10 @@ class TradebridgeAlert(OpenApiModel):
     symbol: str | None = Field(
         None, description="MNQ1!, CME_MINI:MNQ1!, MNQZ6, MNQZ2026 or MNQ; not needed to flatten"
     )
-    action: Literal["buy", "sell", "exit", "reverse", "cancel", "flatten"] | None = Field(
-        None, description="required unless target_position is given"
+    action: Literal["buy", "sell", "exit", "reverse", "cancel", "flatten", "kill"] | None = Field(
+        None,
+        description="required unless target_position is given; kill throws the kill switch "
+        "(docs/kill-switch.md)",
     )
     side: Literal["buy", "sell", "long", "short"] | None = Field(
         None,
@@ -475,4 +524,7 @@ class TradebridgeAlert(OpenApiModel):
         None, description="{{strategy.market_position}}; checked against target_position"
     )
     reference_price: Number | None = Field(None, description="{{close}}; informational")
-    comment: str | None = None
+    comment: str | None = Field(None, description="kept with the rows; with kill: the reason")
+    flatten: bool | None = Field(
+        None, description="kill only: also close the positions and cancel the working orders"
+    )

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from tradebridge.domain.kill import KillSwitch, KillSwitchChange, KillSwitches, account_of, scope_of
+from tradebridge.errors import StoreError
 from tradebridge.store.ledger.errors import store_errors
 from tradebridge.store.ledger.pool import Conn, LedgerPool, dump_json
 
@@ -81,7 +82,13 @@ class KillSwitchQueries(LedgerPool):
     async def kill_switches(self, *, forced: bool = False) -> KillSwitches:
         """Return every switch the database holds (``forced``: the settings' global one)."""
         with store_errors():
-            records = await self._pool.fetch(_READ_SQL)
+            try:
+                records = await self._pool.fetch(_READ_SQL)
+            except asyncpg.UndefinedTableError:
+                raise StoreError(
+                    "the ledger has no kill_switches table (migration 0007_kill_switch): run "
+                    "`tradebridge db migrate`"
+                ) from None
         return KillSwitches.of((_switch(r) for r in records), forced=forced)
 
     async def engage_kill_switch(
@@ -91,14 +98,18 @@ class KillSwitchQueries(LedgerPool):
         changed_by: str,
         via: str,
         reason: str | None = None,
-        flatten: Sequence[str] = (),
+        flatten: Sequence[tuple[str, str]] = (),
         group_id: str | None = None,
     ) -> KillSwitchChange:
-        """Throw the switch of ``account`` (None: every account); queue a flatten per account
-        of ``flatten`` (rows ``<group_id>-<n>``, intent ``flatten`` without an instrument:
-        each account's positions closed and working orders cancelled, by the workers)."""
+        """Throw the switch of ``account`` (None: every account).
+
+        ``flatten``: (signal id, account) of the ``flatten`` rows to queue with it, in
+        ``group_id``: intent ``flatten`` without an instrument, so a worker closes each
+        account's positions and cancels its working orders (kill switch or not).
+        """
         scope = scope_of(account)
-        ids = [f"{group_id}-{n}" for n in range(1, len(flatten) + 1)]
+        ids = [signal_id for signal_id, _ in flatten]
+        accounts = [name for _, name in flatten]
         metadata: Mapping[str, Any] = {
             "kill_switch": {"scope": scope, "by": changed_by, "via": via, "reason": reason}
         }
@@ -106,7 +117,7 @@ class KillSwitchQueries(LedgerPool):
             async with self._pool.acquire() as conn, conn.transaction():
                 before = await _locked_before(conn, scope)
                 record = await conn.fetchrow(
-                    _KILL_SQL, scope, reason, changed_by, via, list(flatten), ids, group_id,
+                    _KILL_SQL, scope, reason, changed_by, via, accounts, ids, group_id,
                     dump_json(metadata), bool(flatten),
                 )  # fmt: skip
         assert record is not None
