@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import secrets
 import sys
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from tradebridge.cli._shared import (
@@ -701,27 +703,101 @@ def cancel(
 
 def flatten(
     ctx: typer.Context,
-    symbol: Annotated[str, typer.Argument(help="contract or continuous symbol")],
-    account: AccountOpt,
+    symbol: Annotated[
+        str | None,
+        typer.Argument(help="contract or continuous symbol; none: every contract of the account"),
+    ] = None,
+    account: OnlyAccountOpt = None,
+    every: Annotated[
+        bool, typer.Option("--all", help="every configured account (else discovered in Redis)")
+    ] = False,
 ) -> None:
-    """Cancel the working orders on a contract and close its position."""
+    """Cancel the working orders and close the positions: of one contract, of every contract
+    of an account, or of every account (--all). An account already flat says so."""
+    common = BrokerOptions.of(ctx)
+    if every == (account is not None):
+        raise fail(
+            "name the account (--account NAME) or --all, not both"
+            if every
+            else "name the account to flatten (--account NAME), or --all for every account",
+            EXIT_USAGE,
+        )
+
+    async def work() -> list[dict[str, Any]]:
+        if account is not None:
+            names = [account]
+        else:
+            names = [a.name for a in (await _listed_accounts(common, None))[1]]
+        today = datetime.now(UTC).date()
+        contract = None
+        if symbol is not None:
+            from tradebridge.domain.contracts import resolve_symbol
+
+            contract = resolve_symbol(symbol, today).name
+        reports = []
+        for name in names:  # one after the other: each account's report as it is done
+            try:
+                report = await _with_broker(
+                    common, name, functools.partial(_flatten_account, name, contract)
+                )
+            except BridgeError as e:
+                if account is not None:
+                    raise
+                report = {"account": name, "error": f"{type(e).__name__}: {e}"}
+            reports.append(report)
+        return reports
+
+    reports = _run(common, work)
+    if common.as_json:
+        _print_json(reports)
+    else:
+        for report in reports:
+            out.print(escape(_flatten_line(report, symbol)))
+    if any("error" in r for r in reports):
+        raise typer.Exit(EXIT_BROKER)
+
+
+async def _flatten_account(account: str, contract: str | None, broker: Broker) -> dict[str, Any]:
+    """Flatten every contract of ``account`` (or only ``contract``) that has a position or a
+    working order; return what was there, by contract (none: the account was flat)."""
     from tradebridge.domain.commands import FlattenPosition
-    from tradebridge.domain.contracts import resolve_symbol
+    from tradebridge.domain.contracts import parse_contract
     from tradebridge.domain.ids import AccountName
 
-    common = BrokerOptions.of(ctx)
+    name = AccountName(account)
+    found: dict[str, dict[str, int]] = {}
+    for position in await broker.position_reports(name):
+        if position.net_qty != 0 and contract in (None, position.contract):
+            found.setdefault(position.contract, {"position": 0, "working_orders": 0})
+            found[position.contract]["position"] = int(position.net_qty)
+    for order in await broker.order_reports(name):
+        if order.status.is_open and contract in (None, order.contract):
+            found.setdefault(order.contract, {"position": 0, "working_orders": 0})
+            found[order.contract]["working_orders"] += 1
+    today = datetime.now(UTC).date()
+    for held in sorted(found):
+        await broker.flatten(FlattenPosition(name, parse_contract(held, today)))
+    contracts = [{"contract": held, **found[held]} for held in sorted(found)]
+    return {"account": account, "contracts": contracts, "already_flat": not contracts}
 
-    async def work() -> str:
-        contract = resolve_symbol(symbol, datetime.now(UTC).date())
-        command = FlattenPosition(AccountName(account), contract)
-        await _with_broker(common, account, lambda b: b.flatten(command))
-        return contract.name
 
-    name = _run(common, work)
-    if common.as_json:
-        _print_json({"flattened": name, "account": account})
-    else:
-        out.print(f"{name} on {account}: working orders cancelled, position closed")
+def _flatten_line(report: dict[str, Any], symbol: str | None) -> str:
+    account = report["account"]
+    if "error" in report:
+        return f"{account}: failed: {report['error']}"
+    if report["already_flat"]:
+        where = f" in {symbol}" if symbol else ""
+        return f"{account}: already flat{where} (no position, no working order); nothing sent"
+    parts = []
+    for held in report["contracts"]:
+        done = []
+        if held["position"]:
+            done.append(f"position {held['position']:+d} closed")
+        if held["working_orders"]:
+            count = held["working_orders"]
+            done.append(f"{count} working order{'s' if count > 1 else ''} cancelled")
+        parts.append(f"{held['contract']} " + ", ".join(done))
+    return f"{account}: " + "; ".join(parts)
 
 
 def tokens(ctx: typer.Context, account: OnlyAccountOpt = None) -> None:
