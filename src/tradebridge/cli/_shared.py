@@ -60,6 +60,16 @@ class SharedOptions:
         return cls(**{f.name: ctx.params[f.name] for f in dataclasses.fields(cls)})
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class LedgerOptions(SharedOptions):
+    """Where a command finds the ledger: a URL, a running ``up``, the settings (``review``,
+    ``kill``, ``resume``)."""
+
+    database_url: DatabaseUrlOpt = None
+    data_dir: DataDirOpt = None
+    config: ConfigOpt = None
+
+
 def _parameters(options: type[SharedOptions]) -> tuple[list[Any], frozenset[str]]:
     # typer reads the dataclass's fields as it reads a command's parameters.
     template = typer.Typer(add_completion=False)

@@ -8,6 +8,7 @@ from tradebridge.cli.broker import register as register_broker_commands
 from tradebridge.cli.config import config_app
 from tradebridge.cli.db import db_app
 from tradebridge.cli.init import register as register_init_command
+from tradebridge.cli.kill import register as register_kill_commands
 from tradebridge.cli.review import review_app
 from tradebridge.cli.run import register as register_run_commands
 from tradebridge.cli.sim import sim_app
@@ -28,6 +29,7 @@ app.add_typer(tokens_app, name="tokens")
 register_broker_commands(app)
 register_run_commands(app)
 register_init_command(app)
+register_kill_commands(app)
 
 
 @app.command()

@@ -17,7 +17,6 @@ database is unreachable; 2 bad usage.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -27,10 +26,7 @@ import typer
 from rich.markup import escape
 
 from tradebridge.cli._shared import (
-    ConfigOpt,
-    DatabaseUrlOpt,
-    DataDirOpt,
-    SharedOptions,
+    LedgerOptions,
     fail,
     group,
     ledger_url,
@@ -54,15 +50,6 @@ _EVIDENCE_EVENTS = ("lookup", "lookup_ambiguous", "lookup_failed", "escalated", 
 
 SignalIdArg = Annotated[str, typer.Argument(help="the row's signal_id")]
 NoteOpt = Annotated[str, typer.Option(help="who decided and why, kept in the history")]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class LedgerOptions(SharedOptions):
-    """Where every ``review`` command finds the ledger: a URL, a running ``up``, the settings."""
-
-    database_url: DatabaseUrlOpt = None
-    data_dir: DataDirOpt = None
-    config: ConfigOpt = None
 
 
 LedgerCommand = takes(LedgerOptions)

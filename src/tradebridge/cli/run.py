@@ -216,11 +216,14 @@ def _print_banner(found: Endpoints, *, live: bool = False) -> None:
         ("redis", data["redis_url"]),
         ("simulator", f"{data['simulator_url']}  (native {data['simulator_native_url']})"),
         ("accounts", ", ".join(data["accounts"])),
+        ("kill switch", found.kill_switch + "  (tradebridge kill / resume; /healthz is live)"),
         ("endpoints", f"{data['data_dir']}/endpoints.json"),
     ]
     out.print("[bold]tradebridge is up[/bold]")
     if live:
         out.print("[bold red]LIVE: tradovate.environment is live, orders trade real money[/]")
+    if found.kill_switch != "off":
+        out.print("[bold red]KILL SWITCH ON: new orders are denied until `tradebridge resume`[/]")
     for name, value in rows:
         out.print(f"  {name:<12} {escape(str(value))}")
     account = data["accounts"][0] if data["accounts"] else "ACCOUNT"
