@@ -143,10 +143,11 @@ async def test_kill_switch_scope_written_by_hand_must_be_global_or_an_account(
 # --- the watch -------------------------------------------------------------------------------
 
 
-async def test_watch_sees_a_kill_by_another_connection_within_a_second(
+async def test_watch_sees_a_kill_by_another_connection_by_its_notification(
     ledger: Ledger, ledger_db: str
 ) -> None:
-    # A long poll: only the notification can make it in time.
+    # A poll of a minute: only the notification can make it within the deadline (which is
+    # generous for a busy machine; it is milliseconds on a quiet one).
     watch = KillSwitchWatch(ledger, poll_s=60.0)
     task = asyncio.create_task(watch.run())
     other = await Ledger.connect(ledger_db, min_size=1, max_size=1)
@@ -155,13 +156,13 @@ async def test_watch_sees_a_kill_by_another_connection_within_a_second(
         await _wait_until(lambda: watch.fresh, 10, "the first read")
         started = time.monotonic()
         await other.engage_kill_switch(None, changed_by="ops", via="cli")
-        await _wait_until(lambda: watch.current.global_on, 1.0, "the kill to be seen")
+        await _wait_until(lambda: watch.current.global_on, 10, "the kill to be seen")
         seen_after = time.monotonic() - started
     finally:
         await other.close()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-    assert seen_after < 1.0
+    assert seen_after < 10
 
 
 async def test_watch_sees_an_update_by_hand_by_polling_without_a_listener(
