@@ -32,7 +32,7 @@ values ($1, 'app', 'MNQZ6', 'buy', 'market', 1, $2, '{}')
 """
 TABLES = [
     "trading_signals", "order_history", "broker_calls", "webhook_alerts", "account_owners",
-    "tradebridge_schema_migrations",
+    "tradebridge_schema_migrations", "kill_switches", "kill_switch_events",
 ]  # fmt: skip
 
 
@@ -230,6 +230,8 @@ async def test_every_table_has_rls_an_owner_and_only_the_documented_grants(
     assert found == {
         "account_owners": (True, "tradebridge", ["authenticated:SELECT", *service]),
         "broker_calls": (True, "tradebridge", []),
+        "kill_switch_events": (True, "tradebridge", []),
+        "kill_switches": (True, "tradebridge", []),
         "order_history": (True, "tradebridge", ["authenticated:SELECT", *service]),
         "trading_signals": (
             True, "tradebridge",
