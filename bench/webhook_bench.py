@@ -74,6 +74,7 @@ def serve_intake_only(database_url: str, port: int, accounts: int) -> None:
     from tradebridge.config import load_settings
     from tradebridge.intake.webhook import IntakeDeps, build_router
     from tradebridge.obs.logging import configure_logging
+    from tradebridge.store.kill import KillSwitchWatch
     from tradebridge.store.ledger import Ledger
 
     configure_logging(level="WARNING")
@@ -85,13 +86,17 @@ def serve_intake_only(database_url: str, port: int, accounts: int) -> None:
 
     async def main() -> None:
         ledger = await Ledger.connect(database_url, min_size=4, max_size=10)
+        # As serve does: one watch keeps the kill switches current (no read per alert).
+        kill = KillSwitchWatch(ledger)
+        watching = asyncio.create_task(kill.run())
         app = FastAPI()
-        app.include_router(build_router(IntakeDeps(settings=settings, ledger=ledger)))
+        app.include_router(build_router(IntakeDeps(settings=settings, ledger=ledger, kill=kill)))
         config = uvicorn.Config(
             app, host="127.0.0.1", port=port, lifespan="off", access_log=False,
             log_level="warning", proxy_headers=False, timeout_keep_alive=120,
         )  # fmt: skip
         await uvicorn.Server(config).serve()
+        watching.cancel()
 
     asyncio.run(main())
 

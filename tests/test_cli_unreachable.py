@@ -6,15 +6,20 @@ code is 1; there is never a traceback. Every case uses a closed port on loopback
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner, Result
 
+from _support.database import admin_execute, database_url
 from _support.runtime import NO_SETTINGS, TRADEBRIDGE, Proc, child_env, wait_for
 from tradebridge.cli.main import app
 from tradebridge.store.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from tradebridge.store.migrate import migrate
 
 PASSWORD = "hunter2secret"
 
@@ -35,6 +40,29 @@ def closed_redis() -> str:
 @pytest.fixture
 def closed_database() -> str:
     return f"postgresql://postgres:{PASSWORD}@127.0.0.1:{free_port()}/ledger"
+
+
+def _database(postgres_server: EmbeddedPostgres, *, migrated: bool) -> Iterator[str]:
+    name = f"cu_{secrets.token_hex(6)}"
+    asyncio.run(admin_execute(postgres_server.url, f'create database "{name}"'))
+    url = database_url(postgres_server.url, name)
+    if migrated:
+        asyncio.run(migrate(url))
+    yield url
+    drop = f'drop database if exists "{name}" with (force)'
+    asyncio.run(admin_execute(postgres_server.url, drop))
+
+
+@pytest.fixture
+def ledger_database(postgres_server: EmbeddedPostgres) -> Iterator[str]:
+    """A fresh migrated database (serve needs the ledger's tables, the kill switches' first)."""
+    yield from _database(postgres_server, migrated=True)
+
+
+@pytest.fixture
+def unmigrated_database(postgres_server: EmbeddedPostgres) -> Iterator[str]:
+    """A fresh database no migration ran on."""
+    yield from _database(postgres_server, migrated=False)
 
 
 def _masked(url: str) -> str:
@@ -168,10 +196,10 @@ def test_sim_redis_closed_one_line_exit_1(closed_redis: str, tmp_path: Path) -> 
 
 
 def test_serve_intake_only_starts_without_redis(
-    closed_redis: str, postgres_server: EmbeddedPostgres, tmp_path: Path
+    closed_redis: str, ledger_database: str, tmp_path: Path
 ) -> None:
     # An intake-only process calls no broker: alerts are stored while Redis is away.
-    env = {"DATABASE_URL": postgres_server.url, "REDIS_URL": closed_redis}
+    env = {"DATABASE_URL": ledger_database, "REDIS_URL": closed_redis}
     proc = Proc([TRADEBRIDGE, "serve", "--workers", "0", "--port", "0"], tmp_path / "serve.log",
                 env={**NO_SETTINGS, "TRADEBRIDGE_WEBHOOK__SECRET": "s" * 32, **env})  # fmt: skip
     try:
@@ -183,3 +211,17 @@ def test_serve_intake_only_starts_without_redis(
 def _serving(proc: Proc) -> bool:
     assert proc.alive(), proc.output()
     return "tradebridge serving" in proc.output()
+
+
+def test_serve_on_a_database_without_the_migrations_says_to_migrate_exit_1(
+    closed_redis: str, unmigrated_database: str, tmp_path: Path
+) -> None:
+    env: dict[str, str | None] = {"DATABASE_URL": unmigrated_database, "REDIS_URL": closed_redis}
+    done = _run(["serve", "--workers", "0", "--port", "0"], env, tmp_path)
+
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 1, done.stderr
+    expected = ("error: the ledger has no kill_switches table (migration 0007_kill_switch): "
+                "run `tradebridge db migrate`")  # fmt: skip
+    assert errors == [expected]
+    assert "Traceback" not in done.stderr

@@ -226,7 +226,9 @@ def kill_switch_condition(watch: KillSwitchWatch) -> Callable[[], Awaitable[Cond
     engine's: it registers a condition of its own beside this one."""
 
     async def check() -> Condition:
-        found = await watch.state()
+        # While the watch cannot read them (the database check says why), the last state read
+        # stays in force: show it rather than nothing.
+        found = watch.current if watch.error is not None else await watch.state()
         detail: dict[str, Any] = found.as_json()
         if watch.error is not None:
             detail["error"] = f"cannot read the kill switches ({watch.error}); last known kept"
