@@ -252,3 +252,22 @@ async def test_watch_database_down_raises_a_store_error_and_keeps_the_last_state
         await watch.state()
 
     assert watch.current.global_on
+
+
+@pytest.mark.parametrize("spins", [0, 1, 2])
+async def test_watch_cancelled_right_after_a_poke_stops(ledger: Ledger, spins: int) -> None:
+    # A notification landing as serve stops: asyncio.wait_for (3.11) would swallow the
+    # cancellation and the watch, and serve with it, would never stop.
+    watch = KillSwitchWatch(ledger, poll_s=60.0)
+    task = asyncio.create_task(watch.run())
+    await _wait_until(lambda: watch.fresh, 10, "the first read")
+    await asyncio.sleep(0.05)  # past the first read, waiting for a poke
+
+    watch.poke()
+    for _ in range(spins):
+        await asyncio.sleep(0)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=5)
+
+    assert task in done
+    assert task.cancelled()

@@ -134,8 +134,12 @@ class KillSwitchWatch:
             while True:
                 self._poke.clear()
                 await self._refresh()
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+                # that meets a poke, and the watch would never stop.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._poke.wait(), self.poll_s)
+                    async with asyncio.timeout(self.poll_s):
+                        await self._poke.wait()
+                reraise_if_cancelling()
         finally:
             self._running = False
             await cancel_and_wait(listener, self._inflight)
