@@ -56,6 +56,7 @@ import socket
 import time
 from collections import Counter, deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import redis.asyncio as aioredis
@@ -164,13 +165,13 @@ return reply(admitted, wait, 0)
 """
 
 
+@dataclass(frozen=True, slots=True)
 class Spans:
-    """The spans of the windows, in seconds; Tradovate's are 1 s, 1 min and 1 h."""
+    """The spans of the windows, in seconds: Tradovate's (tests shorten them)."""
 
-    __slots__ = ("hour", "minute", "second")
-
-    def __init__(self, second: float = 1.0, minute: float = 60.0, hour: float = 3600.0) -> None:
-        self.second, self.minute, self.hour = second, minute, hour
+    second: float = 1.0
+    minute: float = 60.0
+    hour: float = 3600.0
 
     def of_keys(self) -> tuple[float, float, float, float]:
         """Return the spans of the four windows in the order of ``budget_keys``."""
@@ -188,7 +189,11 @@ def _process_id() -> str:
 
 
 class RedisBudget(RequestBudget):
-    """The request budgets of every process sharing a Redis: one set of windows per user."""
+    """The request budgets of every process sharing a Redis: one set of windows per user.
+
+    Given ``[tradovate]`` (a ``TradovateConfig``), its ``budget_*`` settings replace
+    ``timeout_s``, ``retry_s``, ``on_error`` and ``fallback_processes``.
+    """
 
     def __init__(
         self,
