@@ -394,6 +394,7 @@ class Run:
     sustained_failed: int = 0
     cpu_ms: dict[str, float] = field(default_factory=dict)  # per alert
     statements: float | None = None  # SQL statements per alert
+    top_statements: list[tuple[float, str]] = field(default_factory=list)  # per alert, text
     redis_commands: float = 0.0  # per alert
     statuses: dict[int, int] = field(default_factory=dict)  # answers of the failed alerts
 
@@ -459,7 +460,14 @@ async def measure(
         run.placed_per_s = run.placed / (last.timestamp() - began)
         run.cpu_ms = {k: (cpu_after[k] - cpu_before[k]) * 1000 / run.placed for k in cpu_after}
         if statements_before is not None and statements_after is not None:
-            run.statements = (statements_after - statements_before) / run.placed
+            per_query = {
+                query: (calls - statements_before.get(query, 0)) / run.placed
+                for query, calls in statements_after.items()
+            }
+            run.statements = sum(per_query.values())
+            run.top_statements = sorted(
+                ((n, q) for q, n in per_query.items() if n > 0), reverse=True
+            )[: args.top_statements]
         run.redis_commands = (commands_after - commands_before - 2) / run.placed
     finally:
         await db.close()
@@ -477,16 +485,17 @@ def cpu_snapshot(stack: Stack, pids: list[int]) -> dict[str, float]:
     }
 
 
-async def statement_calls(db: asyncpg.Connection, stack: Stack) -> int | None:
-    """Return the statements the bridge's role ran so far (None: no pg_stat_statements)."""
+async def statement_calls(db: asyncpg.Connection, stack: Stack) -> dict[str, int] | None:
+    """Return the calls of each statement the bridge's role ran so far, by query text
+    (None: no pg_stat_statements)."""
     if not stack.statements:
         return None
-    calls = await db.fetchval(
-        "select coalesce(sum(calls), 0) from pg_stat_statements s "
-        "join pg_roles r on r.oid = s.userid where r.rolname <> $1",
+    rows = await db.fetch(
+        "select s.query, sum(s.calls)::bigint as calls from pg_stat_statements s "
+        "join pg_roles r on r.oid = s.userid where r.rolname <> $1 group by s.query",
         OBSERVER,
     )
-    return int(calls)
+    return {row["query"]: int(row["calls"]) for row in rows}
 
 
 async def redis_commands(redis: aioredis.Redis) -> int:
@@ -559,6 +568,11 @@ def report(args: argparse.Namespace, runs: list[Run], loads: tuple[str, str]) ->
         rows,
     )  # fmt: skip
     for run in runs:
+        if run.top_statements:
+            print(f"\n{run.processes} process(es), statements per alert (the most frequent):")
+            for per_alert, query in run.top_statements:
+                print(f"  {per_alert:6.2f}  {' '.join(query.split())[:110]}")
+    for run in runs:
         if run.statuses:
             print(f"{run.processes} process(es): failed answers by status {run.statuses}")
     if runs and runs[0].statements is None:
@@ -579,6 +593,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="paced duration")
     parser.add_argument("--alerts", type=int, default=3000, help="sustained alerts")
     parser.add_argument("--concurrency", type=int, default=32, help="sustained in flight")
+    parser.add_argument(
+        "--top-statements", type=int, default=0,
+        help="also list the N most frequent SQL statements per alert of each run",
+    )  # fmt: skip
     parser.add_argument(
         "--split", action="store_true",
         help="one intake-only serve takes every alert; the N processes run workers only",
