@@ -56,6 +56,7 @@ from _common import (
     bench_account,
     latency_cells,
     machine,
+    percentile,
     print_table,
     sim_config,
     start_simulator,
@@ -504,12 +505,53 @@ async def redis_commands(redis: aioredis.Redis) -> int:
     return int(info["total_commands_processed"])
 
 
-def run_all(args: argparse.Namespace) -> list[Run]:
-    """Run every count of processes on one stack."""
+@dataclass
+class BudgetCost:
+    """One budget's admission, measured alone: latency (µs) and CPU (µs) per admission."""
+
+    name: str
+    latency_us: list[float]
+    client_cpu_us: float
+    redis_cpu_us: float
+
+
+async def budget_cost(stack: Stack, admissions: int) -> list[BudgetCost]:
+    """Time ``admissions`` order admissions, one after the other, by each kind of budget."""
+    from tradebridge.brokers.budget import BudgetLimits, RequestBudget, RequestKind
+    from tradebridge.brokers.redis_budget import RedisBudget
+
+    limits = BudgetLimits(**BUDGET)
+    client = aioredis.Redis.from_url(stack.redis.url)
+    out = []
+    try:
+        for name, budget in (
+            ("local (in process)", RequestBudget(limits)),
+            ("redis (shared)", RedisBudget(limits, client, timeout_s=5.0)),
+        ):
+            user = budget.bucket("cost")
+            for _ in range(100):  # warm: the script loaded, the connection open
+                await user.acquire(RequestKind.ORDER)
+            latencies = []
+            cpu, redis_cpu = time.process_time(), cpu_s(stack.redis_pid())
+            for _ in range(admissions):
+                began = time.perf_counter()
+                await user.acquire(RequestKind.ORDER)
+                latencies.append((time.perf_counter() - began) * 1e6)
+            cpu, redis_cpu = time.process_time() - cpu, cpu_s(stack.redis_pid()) - redis_cpu
+            out.append(BudgetCost(name, latencies, cpu * 1e6 / admissions,
+                                  redis_cpu * 1e6 / admissions))  # fmt: skip
+    finally:
+        await client.aclose()
+    return out
+
+
+def run_all(args: argparse.Namespace) -> tuple[list[BudgetCost], list[Run]]:
+    """Time the budgets alone, then run every count of processes on one stack."""
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         stack = start_stack(args.accounts, Path(tmp))
         try:
+            costs = uvloop.run(budget_cost(stack, args.admissions))
             for count in args.processes:
                 started = start_serves(stack, count, Path(tmp), args)
                 try:
@@ -528,10 +570,12 @@ def run_all(args: argparse.Namespace) -> list[Run]:
                 print(f"  {count} process(es) done", file=sys.stderr)
         finally:
             stop_stack(stack)
-    return runs
+    return costs, runs
 
 
-def report(args: argparse.Namespace, runs: list[Run], loads: tuple[str, str]) -> None:
+def report(
+    args: argparse.Namespace, costs: list[BudgetCost], runs: list[Run], loads: tuple[str, str]
+) -> None:
     """Print the figures."""
     layout = ("N worker processes (webhook off) + 1 intake-only process" if args.split
               else "N serve processes (webhook and 1 dispatcher each)")  # fmt: skip
@@ -541,6 +585,17 @@ def report(args: argparse.Namespace, runs: list[Run], loads: tuple[str, str]) ->
     print(f"budget: tradovate.budget = {args.budget} ({shared}), "
           f"{', '.join(f'{k} = {v:,}' for k, v in BUDGET.items())}")  # fmt: skip
     print(f"load average before: {loads[0]}; after: {loads[1]}\n")
+    print(f"one order admission, alone ({args.admissions} in a row, this process, uvloop)")
+    rows = []
+    for cost in costs:
+        lat = sorted(cost.latency_us)
+        cells = [percentile(lat, 0.5), percentile(lat, 0.9), percentile(lat, 0.99), lat[-1]]
+        rows.append([cost.name, *(f"{v:,.0f}" for v in cells),
+                     f"{cost.client_cpu_us:,.0f}", f"{cost.redis_cpu_us:,.0f}"])  # fmt: skip
+    print_table(
+        ["budget", "p50 µs", "p90 µs", "p99 µs", "max µs", "client CPU µs", "Redis CPU µs"], rows
+    )
+    print()
     rows = []
     for run in runs:
         for label, values in (
@@ -594,6 +649,9 @@ def main() -> None:
     parser.add_argument("--alerts", type=int, default=3000, help="sustained alerts")
     parser.add_argument("--concurrency", type=int, default=32, help="sustained in flight")
     parser.add_argument(
+        "--admissions", type=int, default=2000, help="admissions timed per budget, alone"
+    )
+    parser.add_argument(
         "--top-statements", type=int, default=0,
         help="also list the N most frequent SQL statements per alert of each run",
     )  # fmt: skip
@@ -608,8 +666,8 @@ def main() -> None:
     args = parser.parse_args()
     args.processes = [int(p) for p in args.processes.split(",")]
     before = loadavg()
-    runs = run_all(args)
-    report(args, runs, (before, loadavg()))
+    costs, runs = run_all(args)
+    report(args, costs, runs, (before, loadavg()))
 
 
 if __name__ == "__main__":
