@@ -1,7 +1,8 @@
 """Scale-out benchmark: placed orders/s and alert → order latency for 1, 2 and 4 processes.
 
     .venv/bin/python bench/scaleout_bench.py [--processes 1,2,4] [--accounts 20] \
-        [--rate 100] [--seconds 10] [--alerts 3000] [--concurrency 32]
+        [--rate 50] [--seconds 10] [--alerts 2000] [--concurrency 16] [--split] \
+        [--budget redis|local] [--admissions 2000] [--top-statements N]
 
 One PostgreSQL (non-durable, with ``pg_stat_statements`` preloaded), one Redis and
 ``tradebridge sim`` in a subprocess with ONE user owning ``--accounts`` accounts (it writes
@@ -26,6 +27,12 @@ Per N, after a warm-up of one alert per account and process:
   (postmaster and backends), Redis and the simulator (``/proc``: user + system, children
   reaped included); SQL statements per alert (``pg_stat_statements`` calls of the bridge's
   role, the bench's own queries run as another role), and Redis commands per alert.
+
+Before the runs, one order admission is timed alone, 2,000 in a row in this process: the
+in-process budget against the one shared through Redis (the round trip every broker request
+pays for sharing). ``--split`` runs N worker processes with the webhook off and one
+intake-only process that takes every alert; ``--budget local`` gives each process its own
+budget (for comparison only: N processes would then send N times the limits).
 
 The machine's load average is printed before and after: other work on the machine shows in
 every figure.
@@ -644,10 +651,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", default="1,2,4", help="counts of serve processes")
     parser.add_argument("--accounts", type=int, default=20)
-    parser.add_argument("--rate", type=float, default=100.0, help="paced alerts/s")
+    parser.add_argument("--rate", type=float, default=50.0, help="paced alerts/s")
     parser.add_argument("--seconds", type=float, default=10.0, help="paced duration")
-    parser.add_argument("--alerts", type=int, default=3000, help="sustained alerts")
-    parser.add_argument("--concurrency", type=int, default=32, help="sustained in flight")
+    parser.add_argument("--alerts", type=int, default=2000, help="sustained alerts")
+    parser.add_argument("--concurrency", type=int, default=16, help="sustained in flight")
     parser.add_argument(
         "--admissions", type=int, default=2000, help="admissions timed per budget, alone"
     )
