@@ -170,6 +170,38 @@ class TradovateConfig(_Section):
         description="reads a user may send in any rolling minute: 3,000/h at most, so reads "
         "alone never use up requests_per_hour and orders keep at least 1,500/h",
     )
+    # Tradovate counts per user, whichever process sends (§7): the windows are shared through
+    # Redis unless a single process runs (brokers/redis_budget.py).
+    budget: Literal["redis", "local"] = Field(
+        "redis",
+        description="redis: the windows above are shared by every process using the same "
+        "Redis (serve workers on any host, tokens serve, the broker commands of the CLI), "
+        "counted per Tradovate user; local: each process has the whole budget to itself (one "
+        "process only: N processes would send N times the limits)",
+    )
+    budget_redis_timeout_s: float = Field(
+        0.5,
+        gt=0,
+        description="cap on one admission round trip to Redis; a slower or failed one counts "
+        "Redis as unreachable for the budget (budget_on_redis_error) during "
+        "budget_redis_retry_s",
+    )
+    budget_redis_retry_s: float = Field(
+        2.0, gt=0, description="while Redis is unreachable, how often the budget tries it again"
+    )
+    budget_on_redis_error: Literal["local", "refuse"] = Field(
+        "local",
+        description="Redis unreachable: local admits from this process's share of each window "
+        "(the limit divided by the processes last seen using the user, at least "
+        "budget_fallback_processes, less their share of what was used; charged to Redis when it "
+        "is back); refuse sends nothing (BrokerUnavailable) until Redis answers",
+    )
+    budget_fallback_processes: int = Field(
+        2,
+        ge=1,
+        description="while Redis is unreachable, assume at least this many processes share "
+        "each Tradovate user (more if Redis last showed more)",
+    )
     device_id: str | None = Field(None, description="override; normally generated once")
     app_version: str = Field("1.0", description="not used: logins send their own")
     retry: RetryConfig = Field(default_factory=RetryConfig)

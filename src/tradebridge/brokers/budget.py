@@ -17,8 +17,12 @@ never waits behind a read (a login is what an order waits for, so it shares the 
 queue). Within a queue it is first come, first served. Logins keep their own caps besides
 (``tokens.max_logins_per_hour``, in ``auth``).
 
-The budget is per process: two processes using the same user each have the whole budget
-(a limiter shared through Redis is issue 12, target 5).
+``RequestBudget`` keeps these windows in process memory: two processes using the same user
+would each have the whole budget and together double what Tradovate sees. It is the budget
+of a single process (``tradovate.budget = "local"``, ``up`` against the simulator, one-off
+tools without Redis). Every process that shares a Redis shares the windows through it
+instead (``redis_budget.RedisBudget``, the default): the same windows, limits and queues,
+the counting done atomically in Redis.
 """
 
 from __future__ import annotations
@@ -103,10 +107,12 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 class _Waiter:
-    __slots__ = ("kind",)
+    __slots__ = ("granted", "kind")
 
     def __init__(self, kind: RequestKind) -> None:
         self.kind = kind
+        # Admitted by the head of its queue together with its own admission (a batch).
+        self.granted = False
 
 
 class UserBudget:

@@ -13,7 +13,8 @@ configured account its token source for a running process.
 Request budgets (reference §7, ``budget.py``) are per Tradovate user: one ``RequestBudget``
 per process, shared by the managers' logins and every adapter, each request keyed by its
 user's name, so two users never share windows and one user's accounts, logins and dialects
-always do.
+always do. Where the process has a Redis and ``tradovate.budget = "redis"`` (the default),
+it is a ``RedisBudget``: the windows are shared with every other process on that Redis.
 """
 
 from __future__ import annotations
@@ -74,8 +75,15 @@ def same_user(settings: Settings, account: AccountConfig) -> list[AccountConfig]
     ]
 
 
-def request_budget(settings: Settings) -> RequestBudget:
-    """Return a process's request budget: one set of windows per Tradovate user (§7)."""
+def request_budget(settings: Settings, redis: aioredis.Redis | None = None) -> RequestBudget:
+    """Return a process's request budget: one set of windows per Tradovate user (§7).
+
+    Shared through ``redis`` unless ``tradovate.budget = "local"`` or there is none.
+    """
+    if redis is not None and settings.tradovate.budget == "redis":
+        from tradebridge.brokers.redis_budget import RedisBudget
+
+        return RedisBudget(settings.tradovate, redis)
     return RequestBudget(settings.tradovate)
 
 
@@ -216,7 +224,8 @@ def build_tokens(
     if user is None:
         return store
     names = [a.name for a in same_user(settings, account)]
-    return user_manager(settings, user, names, store, budget or request_budget(settings))
+    budget = budget or request_budget(settings, store.redis)
+    return user_manager(settings, user, names, store, budget)
 
 
 def user_manager(
@@ -250,9 +259,10 @@ def build_account_tokens(
 
     Accounts of a user with credentials share one manager (one login, one renewal, written
     under all their keys); the others read Redis. Every source checks the user's lockout.
-    Managers and the adapters built from the result share one request budget.
+    Managers and the adapters built from the result share one request budget, shared in
+    turn with the other processes on ``redis`` (``request_budget``).
     """
-    budget = budget or request_budget(settings)
+    budget = budget or request_budget(settings, redis)
     store = TokenStore(
         redis, settings.tokens, key_for=settings.token_key, user_for=lockout_users(settings)
     )

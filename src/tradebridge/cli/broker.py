@@ -342,13 +342,16 @@ async def _token_store(settings: Settings) -> AsyncIterator[TokenStore]:
 async def _with_broker(
     common: BrokerOptions, account: str, use: Callable[[Broker], Awaitable[T]]
 ) -> T:
-    from tradebridge.brokers.factory import build_broker, build_tokens
+    from tradebridge.brokers.factory import build_broker, build_tokens, request_budget
 
     settings = _settings(common, account)
     async with _token_store(settings) as store:
-        tokens = build_tokens(settings, account, store)  # self-managed logins when configured
+        # The windows running workers use too (tradovate.budget): a command counts in them.
+        budget = request_budget(settings, store.redis)
+        # Self-managed logins when configured.
+        tokens = build_tokens(settings, account, store, budget=budget)
         try:
-            broker = build_broker(settings, account, tokens)
+            broker = build_broker(settings, account, tokens, budget=budget)
             try:
                 return await use(broker)
             finally:
@@ -364,15 +367,16 @@ async def market_of(common: BrokerOptions, account: str, instrument: str) -> Mar
     account's dialect: Tradovate's native REST API has no quote (its market data is a
     WebSocket tradebridge does not use). ``BrokerError`` names what failed.
     """
-    from tradebridge.brokers.factory import build_tokens, build_tvbridge
+    from tradebridge.brokers.factory import build_tokens, build_tvbridge, request_budget
     from tradebridge.errors import BrokerError
     from tradebridge.pipeline.market import Market
 
     settings = _settings(common, account)
     async with _token_store(settings) as store:
-        tokens = build_tokens(settings, account, store)
+        budget = request_budget(settings, store.redis)
+        tokens = build_tokens(settings, account, store, budget=budget)
         try:
-            bridge = build_tvbridge(settings, settings.account(account), tokens)
+            bridge = build_tvbridge(settings, settings.account(account), tokens, budget=budget)
             try:
                 quote = await bridge.quote(instrument)
             finally:

@@ -127,6 +127,13 @@ TOKENS_RESEEDED: Final = Counter(
     ["user"],
     registry=REGISTRY,
 )
+# Admissions the request budget made from its local share while Redis was unreachable
+# (tradovate.budget_on_redis_error = local); they are charged to Redis once it answers.
+BUDGET_FALLBACK_ADMISSIONS: Final = Counter(
+    "tradebridge_budget_fallback_admissions",
+    "Broker requests admitted by this process's share of the budget while Redis was down.",
+    registry=REGISTRY,
+)
 WORKERS_RUNNING: Final = Gauge(
     "tradebridge_workers_running",
     "Dispatchers running in this process.",

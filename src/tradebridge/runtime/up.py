@@ -76,6 +76,9 @@ def simulator_settings(settings: Settings, sim_url: str, users: list[Any]) -> Se
             "bridge_url": sim_url,
             "ws_url": "",
             **{k: max(getattr(settings.tradovate, k), v) for k, v in _SIM_BUDGET.items()},
+            # One process, and a budget that never binds: sharing it through Redis would
+            # only add a round trip to every request (and keep an hour of them in Redis).
+            "budget": "local",
         }
     )
     return settings.model_copy(update={"accounts": accounts, "tradovate": tradovate})
