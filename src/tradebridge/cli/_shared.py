@@ -10,20 +10,30 @@ of its arguments, and ``TheSet.of(ctx)`` reads them back, parsed and typed.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Self
+from typing import TYPE_CHECKING, Annotated, Any, Self, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
-from tradebridge.errors import ConfigError, DatabaseUnavailable, RedisUnavailable
+from tradebridge.errors import (
+    ConfigError,
+    DatabaseUnavailable,
+    IllegalTransition,
+    InvalidInput,
+    RedisUnavailable,
+    StoreError,
+)
 
 if TYPE_CHECKING:
     from tradebridge.config import Settings
+    from tradebridge.store.ledger import Ledger
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -211,6 +221,34 @@ def ledger_url(database_url: str | None, data_dir: Path | None, config: Path | N
         raise fail(f"no database: {no_stack(data_dir)}, or pass --database-url / set "
                    "DATABASE_URL (or [database] url in tradebridge.toml)", 2)  # fmt: skip
     return str(found["database_url"])
+
+
+T = TypeVar("T")
+
+
+def run_on_ledger(url: str, work: Callable[[Ledger], Awaitable[T]]) -> T:
+    """Run ``work`` on a small ledger connection and return its result; errors exit.
+
+    The database unreachable: the one-line ``unreachable`` message. Bad input or settings:
+    exit 2. A refused move or a database failure: exit 1.
+    """
+    from tradebridge.store.ledger import Ledger
+
+    async def run() -> T:
+        ledger = await Ledger.connect(url, min_size=1, max_size=2)
+        try:
+            return await work(ledger)
+        finally:
+            await ledger.close()
+
+    try:
+        return asyncio.run(run())
+    except DatabaseUnavailable as e:
+        raise unreachable(e) from None
+    except (InvalidInput, ConfigError) as e:
+        raise fail(str(e), 2) from None
+    except (IllegalTransition, StoreError) as e:
+        raise fail(str(e), 1) from None
 
 
 def no_stack(data_dir: Path) -> str:

@@ -17,7 +17,6 @@ import asyncio
 import getpass
 import socket
 import time
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
@@ -25,15 +24,13 @@ from rich.markup import escape
 
 from tradebridge.cli._shared import (
     LedgerOptions,
-    fail,
     ledger_url,
     load,
     out,
+    run_on_ledger,
     takes,
-    unreachable,
     warn,
 )
-from tradebridge.errors import ConfigError, DatabaseUnavailable, InvalidInput, StoreError
 
 if TYPE_CHECKING:
     from tradebridge.config import Settings
@@ -76,26 +73,6 @@ def _known_accounts(settings: Settings, where: LedgerOptions, url: str) -> list[
     if found is not None and found.get("database_url") == url:
         return [str(name) for name in found.get("accounts") or []]
     return []
-
-
-def _with_ledger(url: str, work: Callable[[Ledger], Awaitable[T]]) -> T:
-    from tradebridge.store.ledger import Ledger
-
-    async def run() -> T:
-        ledger = await Ledger.connect(url, min_size=1, max_size=2)
-        try:
-            return await work(ledger)
-        finally:
-            await ledger.close()
-
-    try:
-        return asyncio.run(run())
-    except DatabaseUnavailable as e:
-        raise unreachable(e) from None
-    except (InvalidInput, ConfigError) as e:
-        raise fail(str(e), 2) from None
-    except StoreError as e:
-        raise fail(str(e), 1) from None
 
 
 def kill(
@@ -151,7 +128,7 @@ def kill(
         out.print(escape(f"kill switches now: {found.summary()}"))
         return code
 
-    raise typer.Exit(_with_ledger(url, work))
+    raise typer.Exit(run_on_ledger(url, work))
 
 
 def resume(
@@ -191,7 +168,7 @@ def resume(
         out.print(escape(f"kill switches now: {found.summary()}"))
         return 0
 
-    raise typer.Exit(_with_ledger(url, work))
+    raise typer.Exit(run_on_ledger(url, work))
 
 
 async def _follow(ledger: Ledger, signal_ids: list[str], wait_s: float) -> int:

@@ -16,7 +16,6 @@ database is unreachable; 2 bad usage.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -31,11 +30,10 @@ from tradebridge.cli._shared import (
     group,
     ledger_url,
     out,
+    run_on_ledger,
     takes,
-    unreachable,
 )
 from tradebridge.domain.lifecycle import SignalStatus
-from tradebridge.errors import ConfigError, DatabaseUnavailable, IllegalTransition, StoreError
 
 if TYPE_CHECKING:
     from tradebridge.store.ledger import HistoryEvent, Ledger, LedgerRow
@@ -56,26 +54,8 @@ LedgerCommand = takes(LedgerOptions)
 
 
 def _with_ledger(ctx: typer.Context, work: Callable[[Ledger], Awaitable[T]]) -> T:
-    from tradebridge.store.ledger import Ledger
-
     where = LedgerOptions.of(ctx)
-    url = ledger_url(where.database_url, where.data_dir, where.config)
-
-    async def run() -> T:
-        ledger = await Ledger.connect(url, min_size=1, max_size=2)
-        try:
-            return await work(ledger)
-        finally:
-            await ledger.close()
-
-    try:
-        return asyncio.run(run())
-    except DatabaseUnavailable as e:
-        raise unreachable(e) from None
-    except (IllegalTransition, StoreError) as e:
-        raise fail(str(e), 1) from None
-    except ConfigError as e:
-        raise fail(str(e), 2) from None
+    return run_on_ledger(ledger_url(where.database_url, where.data_dir, where.config), work)
 
 
 @review_app.command("list", cls=LedgerCommand)
