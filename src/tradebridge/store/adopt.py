@@ -422,6 +422,17 @@ async def _columns(conn: asyncpg.Connection, table: str) -> dict[str, _Column]:
     }
 
 
+# The indexes and the owned sequences of a table ($1): renamed along with it.
+_INDEXES_OF = (
+    "select c.relname from pg_index i join pg_class c on c.oid = i.indexrelid "
+    "where i.indrelid = to_regclass($1)"
+)
+_SEQUENCES_OF = (
+    "select c.relname from pg_depend d join pg_class c on c.oid = d.objid "
+    "where d.refobjid = to_regclass($1) and c.relkind = 'S' and d.deptype in ('a', 'i')"
+)
+
+
 async def _move_aside(
     conn: asyncpg.Connection,
     plan: Plan,
@@ -439,26 +450,13 @@ async def _move_aside(
     shape = ", ".join(f"{c.name} {c.shown}" for c in found.values())
     sql = [f"alter table {ident(table)} rename to {ident(new_name)}"]
     # Its indexes and sequences would take the names tradebridge's own table needs.
-    for index in await conn.fetch(
-        "select c.relname from pg_index i join pg_class c on c.oid = i.indexrelid "
-        "where i.indrelid = to_regclass($1)",
-        table,
-    ):
-        name = str(index["relname"])
-        if name.startswith(table):
-            sql.append(
-                f"alter index {ident(name)} rename to {ident(new_name + name[len(table) :])}"
-            )
-    for sequence in await conn.fetch(
-        "select c.relname from pg_depend d join pg_class c on c.oid = d.objid "
-        "where d.refobjid = to_regclass($1) and c.relkind = 'S' and d.deptype in ('a', 'i')",
-        table,
-    ):
-        name = str(sequence["relname"])
-        if name.startswith(table):
-            sql.append(
-                f"alter sequence {ident(name)} rename to {ident(new_name + name[len(table) :])}"
-            )
+    owned = (("index", _INDEXES_OF), ("sequence", _SEQUENCES_OF))
+    for kind, query in owned:
+        for record in await conn.fetch(query, table):
+            name = str(record["relname"])
+            if name.startswith(table):
+                renamed = new_name + name[len(table) :]
+                sql.append(f"alter {kind} {ident(name)} rename to {ident(renamed)}")
     # tradebridge's triggers, attached by an earlier migrate run that took the table for its
     # own (append-only would break the old table's ON DELETE CASCADE).
     for trigger in await conn.fetch(
