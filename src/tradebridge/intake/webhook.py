@@ -185,22 +185,25 @@ class _Intake:
         fmt = detect_format(body)
         key, body_sha = _dedupe_keys(fmt, body, raw)
         window = timedelta(seconds=self._hook.dedupe_window_s)
-        try:
-            async with asyncio.timeout(self._hook_timeout()):
-                found = await self._deps.ledger.find_alert(
-                    idempotency_key=key, body_sha256=body_sha, since=received_at - window
-                )
-        except _STORE_ERRORS as e:
-            return self._unavailable(e.__cause__ or e)
-        if found is not None:
-            return _duplicate(found)
-
+        # A repeat is found by the insert itself (one statement; ON CONFLICT for a key, under
+        # the body's lock for a hash): only an alert we would refuse looks for one first.
         try:
             parsed = PARSERS[fmt](body)
             stale = self._stale_reason(parsed, received_at)
             plan = plan_alert(parsed, self._deps.settings, received_at.date(),
                               group_id=new_group_id(), stale_reason=stale)  # fmt: skip
         except AlertRejected as e:
+            # A repeat of an alert stored before (the settings may have changed since) is
+            # answered as the duplicate it is, not refused.
+            try:
+                async with asyncio.timeout(self._hook_timeout()):
+                    found = await self._deps.ledger.find_alert(
+                        idempotency_key=key, body_sha256=body_sha, since=received_at - window
+                    )
+            except _STORE_ERRORS as error:
+                return self._unavailable(error.__cause__ or error)
+            if found is not None:
+                return _duplicate(found)
             await self._record_invalid(fmt, body, raw, address, received_at, e)
             raise _Refused(400, _invalid(e)) from None
 

@@ -52,7 +52,7 @@ from tradebridge.store.ledger.rows import (
     RequeueResult,
 )
 from tradebridge.store.ledger.sessions import NOTIFY_CHANNEL, Sessions
-from tradebridge.store.ledger.tracking import TrackerQueries
+from tradebridge.store.ledger.tracking import EventRow, TrackerQueries
 
 __all__ = [
     "ACCOUNT_LOCK_NAMESPACE",
@@ -60,6 +60,7 @@ __all__ = [
     "NOTIFY_CHANNEL",
     "BrokerCall",
     "Conn",
+    "EventRow",
     "HistoryEvent",
     "InsertResult",
     "Ledger",
