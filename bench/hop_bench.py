@@ -2,7 +2,8 @@
 what each alert costs in CPU and SQL statements.
 
     .venv/bin/python bench/hop_bench.py [--rate 200] [--accounts 20] [--seconds 20]
-        [--warm-up 5] [--log-level INFO] [--profile stacks.txt] [--keep-log FILE]
+        [--warm-up 5] [--log-level INFO] [--loop auto|asyncio|uvloop]
+        [--profile stacks.txt] [--keep-log FILE]
 
 The stack as ``tradebridge up`` runs it, except that the simulator runs in a process of its
 own (in ``up`` it is a thread of the bridge process, and would be measured with it):
@@ -89,7 +90,7 @@ PLACED = ("working", "filled", "partially_filled")
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def serve_config(sim_url: str, accounts: int, log_level: str) -> str:
+def serve_config(sim_url: str, accounts: int, log_level: str, loop: str | None = None) -> str:
     """Return the settings ``up`` would run with against this simulator (TOML)."""
     listed = "\n".join(
         f'[[accounts]]\nname = "{bench_account(i)}"\ndialect = "native"\n'
@@ -103,6 +104,7 @@ level = "{log_level}"
 
 [serve]
 max_connections_per_address = 0
+{"" if loop is None else f'event_loop = "{loop}"'}
 
 [tradovate]
 native_url = "{sim_url}/v1"
@@ -454,7 +456,8 @@ def run(args: argparse.Namespace) -> Results:
         sim, sim_url = start_simulator(config=sim_file, redis_url=redis.url)
         asyncio.run(_wait_tokens(redis.url, [bench_account(i) for i in range(args.accounts)]))
         config = tmp / "tradebridge.toml"
-        config.write_text(serve_config(sim_url, args.accounts, args.log_level), encoding="utf-8")
+        settings = serve_config(sim_url, args.accounts, args.log_level, args.loop)
+        config.write_text(settings, encoding="utf-8")
         port = free_port()
         log = tmp / "bridge.log"
         with log.open("wb") as out:
@@ -501,8 +504,9 @@ def report(args: argparse.Namespace, results: Results) -> None:
     """Print the figures."""
     sent, before, after = results.sent, results.before, results.after
     alerts = len(sent.sent_at)
+    loop = "" if args.loop is None else f", event loop {args.loop}"
     print(f"hop benchmark, {args.rate:g} alerts/s over {args.accounts} accounts for "
-          f"{args.seconds:g} s; one `serve` as `up` runs it (logs {args.log_level}), the "
+          f"{args.seconds:g} s; one `serve` as `up` runs it (logs {args.log_level}{loop}), the "
           f"simulator in its own process, durable PostgreSQL; on {machine()}")  # fmt: skip
     print(f"load average (1 min) before / after the window: {results.load[0]:.1f} / "
           f"{results.load[1]:.1f}\n")  # fmt: skip
@@ -563,6 +567,8 @@ def main() -> None:
     parser.add_argument("--warm-up", type=int, default=5, help="alerts per account before")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     parser.add_argument("--keep-log", type=Path, default=None, help="copy the bridge's log here")
+    parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default=None,
+                        help="[serve] event_loop of the bridge (default: its default)")  # fmt: skip
     parser.add_argument("--profile", type=Path, default=None,
                         help="py-spy (if installed) samples the bridge during the window, "
                         "collapsed stacks to this file")  # fmt: skip
