@@ -86,6 +86,7 @@ SECRET = "bench-secret-0123456789"
 BENCH_ROLE = "hop_bench"
 BENCH_PASSWORD = "hop-bench-password"  # a throwaway local role
 CONNECTIONS = 32
+IDLE_REUSE_S = 2.0
 PLACED = ("working", "filled", "partially_filled")
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -299,19 +300,34 @@ class Results:
 async def paced(port: int, rate: float, seconds: float, first: int, accounts: int) -> Sent:
     """Send ``rate`` alerts/s (open loop) for ``seconds``, numbered from ``first``."""
     run = Sent()
-    idle = [await Connection.open(port) for _ in range(CONNECTIONS)]
+    # (connection, monotonic time it was last used), the most recent last: a connection idle
+    # near the server's keep-alive timeout (5 s) is not reused, it may be closing.
+    idle = [(await Connection.open(port), time.monotonic()) for _ in range(CONNECTIONS)]
 
     async def one(n: int) -> None:
-        while idle and idle[-1].closed:  # closed by the server's keep-alive timeout
-            idle.pop().close()
-        conn = idle.pop() if idle else await Connection.open(port)
+        conn = None
+        while idle and conn is None:
+            candidate, used = idle.pop()
+            if candidate.closed or time.monotonic() - used > IDLE_REUSE_S:
+                candidate.close()
+            else:
+                conn = candidate
+        conn = conn or await Connection.open(port)
         payload = alert(n, accounts)
         wall = time.time()
         start = time.perf_counter()
-        conn.send(payload)
-        status, answer = await conn.answer()
+        try:
+            conn.send(payload)
+            status, answer = await conn.answer()
+        except (ConnectionError, asyncio.IncompleteReadError) as e:
+            # Closed by the server as it was reused (its keep-alive timeout): not resent.
+            conn.close()
+            run.failed += 1
+            kind = f"connection lost: {type(e).__name__}"
+            run.failures[kind] = run.failures.get(kind, 0) + 1
+            return
         run.answer_ms.append((time.perf_counter() - start) * 1000)
-        idle.append(conn)
+        idle.append((conn, time.monotonic()))
         if status != 200 or b'"status":"accepted"' not in answer:
             run.failed += 1
             kind = f"{status}: {answer[:200].decode(errors='replace')}"
@@ -329,7 +345,7 @@ async def paced(port: int, rate: float, seconds: float, first: int, accounts: in
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(one(first + i)))
     await asyncio.gather(*tasks)
-    for conn in idle:
+    for conn, _ in idle:
         conn.close()
     return run
 

@@ -246,3 +246,20 @@ async def test_ledger_call_cut_short_still_resets_its_connection(ledger_db: str)
         assert len(_resets(sent)) == 1
     finally:
         await ledger.close()
+
+
+async def test_fast_move_refused_costs_one_more_read_not_a_transaction(ledger_db: str) -> None:
+    ledger, sent = await _one_connection_ledger(ledger_db)
+    try:
+        await _insert(ledger, "q1")
+        [row] = await ledger.claim_next("w")
+        sent.clear()
+
+        with pytest.raises(IllegalTransition, match="claimed by 'w', not by 'other'"):
+            await ledger.transition(row.signal_id, S.SUBMITTED, expected=S.PROCESSING,
+                                    owner="other")  # fmt: skip
+
+        assert len(sent) == 2
+        assert not any(q.strip().upper().startswith("BEGIN") for q in sent)
+    finally:
+        await ledger.close()

@@ -47,6 +47,8 @@ update trading_signals
 returning *
 """  # noqa: S608
 
+_WHY_SQL = "select status, claimed_by from trading_signals where signal_id = $1"
+
 # A move from a known status in ONE statement (one round trip, atomic by itself): the row
 # moves only if it still has the expected status (and claim, when an owner is given; and
 # filled quantity, when $21 asks); its event and broker call are written from the row it
@@ -223,6 +225,9 @@ class Moves(LedgerPool):
                 fast = await _fast_move(self._db, move, expected)
                 if fast is not None:
                     return self._remember(fast)
+                # Why not: one read says (the row moved on, another claim); only a row that
+                # reads as expected again goes on to the locked path, which checks it anew.
+                _checked(await self._db.fetchrow(_WHY_SQL, signal_id), move)
             async with self._db.acquire() as own, own.transaction():
                 moved = await _apply_move(own, move)
             return self._remember(moved)
@@ -370,29 +375,36 @@ async def _fast_move(
     return LedgerRow.from_record(records[0]) if records else None
 
 
-async def _apply_move(conn: Conn, move: _Move) -> LedgerRow:
+def _checked(found: asyncpg.Record | None, move: _Move) -> SignalStatus:
+    """Return the row's status if ``move`` may start from it; else raise why not."""
     signal_id = move.signal_id
-    locked = await conn.fetchrow(
-        "select status, claimed_by from trading_signals where signal_id = $1 for update",
-        signal_id,
-    )
-    if locked is None:
+    if found is None:
         raise InvalidInput(f"signal {signal_id} does not exist", field="signal_id")
-    if move.owner is not None and locked["claimed_by"] != move.owner:
+    if move.owner is not None and found["claimed_by"] != move.owner:
         raise IllegalTransition(
-            f"signal {signal_id}: claimed by {locked['claimed_by']!r}, not by {move.owner!r}"
+            f"signal {signal_id}: claimed by {found['claimed_by']!r}, not by {move.owner!r}"
         )
     try:
-        old = SignalStatus(locked["status"])
+        old = SignalStatus(found["status"])
     except ValueError:
         raise IllegalTransition(
-            f"signal {signal_id}: status {locked['status']!r} is not one of tradebridge's"
+            f"signal {signal_id}: status {found['status']!r} is not one of tradebridge's"
         ) from None
     if move.expected is not None and old is not move.expected:
         raise IllegalTransition(
             f"signal {signal_id}: status is {old.value}, expected {move.expected.value}"
         )
     check_move(signal_id, old, move.new_status)
+    return old
+
+
+async def _apply_move(conn: Conn, move: _Move) -> LedgerRow:
+    signal_id = move.signal_id
+    locked = await conn.fetchrow(
+        "select status, claimed_by from trading_signals where signal_id = $1 for update",
+        signal_id,
+    )
+    old = _checked(locked, move)
     try:
         record = await conn.fetchrow(
             _TRANSITION_SQL, signal_id, move.new_status.value, *move.fields
