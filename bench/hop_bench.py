@@ -409,8 +409,8 @@ async def latencies(
 ) -> dict[str, list[float]]:
     """Return, per alert, ms from its send to the write-ahead, the wire, and the answer."""
     rows = await db.fetch(
-        "select signal_id, ts_submitted, ts_accepted, tradovate_order_id from trading_signals "
-        "where signal_id = any($1::text[])",
+        "select signal_id, created_at, ts_claimed, ts_submitted, ts_accepted, tradovate_order_id "
+        "from trading_signals where signal_id = any($1::text[])",
         list(sent.sent_at),
     )
     async with httpx.AsyncClient(timeout=60) as client:
@@ -419,9 +419,10 @@ async def latencies(
         )
     created = {str(o["id"]): datetime.fromisoformat(o["timestamp"]).timestamp()
                for o in listed.json()}  # fmt: skip
-    out: dict[str, list[float]] = {"submitted": [], "wire": [], "accepted": []}
+    out: dict[str, list[float]] = {"submitted": [], "wire": [], "accepted": [], "claimed": []}
     for row in rows:
         at = sent.sent_at[row["signal_id"]]
+        out["claimed"].append((row["ts_claimed"] - row["created_at"]).total_seconds() * 1000)
         out["submitted"].append((row["ts_submitted"].timestamp() - at) * 1000)
         out["accepted"].append((row["ts_accepted"].timestamp() - at) * 1000)
         out["wire"].append((created[row["tradovate_order_id"]] - at) * 1000)
@@ -528,7 +529,8 @@ def report(args: argparse.Namespace, results: Results) -> None:
           f"{results.load[1]:.1f}\n")  # fmt: skip
     rows = [["alert → webhook answer", str(len(sent.answer_ms)), str(sent.failed),
              *latency_cells(sent.answer_ms)]]  # fmt: skip
-    for key, label in (("submitted", "alert → write-ahead committed"),
+    for key, label in (("claimed", "  (row stored → claimed, db clock)"),
+                       ("submitted", "alert → write-ahead committed"),
                        ("wire", "alert → order on the wire (sim, 1 ms res.)"),
                        ("accepted", "alert → broker answer written")):  # fmt: skip
         rows.append([label, str(len(results.latencies[key])), "",
