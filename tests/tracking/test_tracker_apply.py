@@ -215,3 +215,20 @@ async def test_tracker_event_during_this_process_send_waits_for_its_outcome(
     assert len(sent) == outcome_statements == 1
     history = [e.event for e in await stack.ledger.history("t1")]
     assert history.count("accepted") == 1
+
+
+async def test_tracker_waits_once_for_a_send_that_hangs(stack: Stack) -> None:
+    # A send whose answer hangs (until the request times out) holds up its order's events
+    # once, for event_retry_s; later events of it are applied at once.
+    await stack.insert("t1", quantity=2, client_order_id="tb-t1", status="submitted")
+    await stack.ledger.add_event("t1", "submitted", {"plan": "order", "quantity": 2})
+    tracker = Tracker(stack.settings, stack.ledger, stack.pool)
+    with stack.ledger.sending("tb-t1", ACCOUNT):
+        assert await tracker.apply(_accepted())  # waited event_retry_s, then applied
+        tracker.retry_s = 60.0
+        async with asyncio.timeout(10):
+            assert await tracker.apply(_event(_fill("f1").event, "tb-t1"))
+
+    row = await stack.ledger.get("t1")
+    assert row is not None
+    assert (row.status, row.filled_qty) == (S.PARTIALLY_FILLED, 1)

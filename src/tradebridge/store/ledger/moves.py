@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -101,9 +101,8 @@ class Moves(LedgerPool):
         super().__init__(pool, url)
         # broker order id -> client order id of rows this process moved into _PLACED.
         self._placed: OrderedDict[str, str] = OrderedDict()
-        # client order id -> (account, set once the send of its row in this process has its
-        # outcome written).
-        self._sending: dict[str, tuple[str, asyncio.Event]] = {}
+        # client order id -> the send of its row in this process, until its outcome is written.
+        self._sending: dict[str, _Send] = {}
 
     def placed_here(self, broker_order_id: str, client_order_id: str | None) -> bool:
         """Return whether this process wrote the row of ``broker_order_id`` placed (working
@@ -115,28 +114,36 @@ class Moves(LedgerPool):
     def sending(self, client_order_id: str, account: str) -> Iterator[None]:
         """Mark the send of a row of ``account`` in this process, until its outcome is
         written."""
-        entry = (account, asyncio.Event())
-        self._sending[client_order_id] = entry
+        send = _Send(account)
+        self._sending[client_order_id] = send
         try:
             yield
         finally:
-            entry[1].set()
-            if self._sending.get(client_order_id) is entry:
+            send.done.set()
+            if self._sending.get(client_order_id) is send:
                 del self._sending[client_order_id]
 
     async def wait_sent(self, client_order_id: str | None, account: str, timeout_s: float) -> None:
         """Wait (at most ``timeout_s``) until this process's send of the row of
-        ``client_order_id`` (not known: of every row of ``account``) has its outcome written."""
+        ``client_order_id`` (not known: of every row of ``account``) has its outcome written.
+
+        A send already waited for in vain (a hanging answer) is not waited for again.
+        """
         if client_order_id is not None:
-            entry = self._sending.get(client_order_id)
-            waits = [] if entry is None else [entry[1]]
+            send = self._sending.get(client_order_id)
+            waits = [] if send is None else [send]
         else:
-            waits = [done for of, done in self._sending.values() if of == account]
-        if waits:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout_s):
-                    for done in waits:
-                        await done.wait()
+            waits = [send for send in self._sending.values() if send.account == account]
+        waits = [send for send in waits if not send.overdue]
+        if not waits:
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                for send in waits:
+                    await send.done.wait()
+        except TimeoutError:
+            for send in waits:
+                send.overdue = not send.done.is_set()
 
     def _remember(self, row: LedgerRow) -> LedgerRow:
         if row.status in _PLACED and row.client_order_id and row.tradovate_order_id:
@@ -329,6 +336,15 @@ class Moves(LedgerPool):
             event,
             dict(detail or {}),
         )
+
+
+@dataclass(slots=True)
+class _Send:
+    """A send in this process: its account, set once its outcome is written, waited out."""
+
+    account: str
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    overdue: bool = False
 
 
 @dataclass(frozen=True, slots=True)
