@@ -226,3 +226,48 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 def machine() -> str:
     """Return a one-line description of the interpreter and the machine."""
     return f"Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs"
+
+
+class Connection:
+    """A minimal keep-alive HTTP/1.1 client: httpx's per-request cost would be the bottleneck."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    @classmethod
+    async def open(cls, port: int) -> Connection:
+        """Connect to the webhook on loopback."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    @property
+    def closed(self) -> bool:
+        """Return whether the server has closed the connection (its keep-alive timeout)."""
+        return self._reader.at_eof()
+
+    def send(self, payload: bytes) -> None:
+        """Write a POST of ``payload`` to /webhook."""
+        self._writer.write(
+            b"POST /webhook HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload
+        )
+
+    async def answer(self) -> tuple[int, bytes]:
+        """Read one answer; return the status and the body."""
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        return status, await self._reader.readexactly(length)
+
+    async def post(self, payload: bytes) -> tuple[int, bytes]:
+        """POST ``payload`` to /webhook; return the status and the body."""
+        self.send(payload)
+        return await self.answer()
+
+    def close(self) -> None:
+        """Close the socket."""
+        self._writer.close()

@@ -5,11 +5,14 @@ not share an event loop or a GIL), logs in, then measures:
 
 * native ``POST /v1/order/placeorder``: round-trip latency of sequential orders, and
   throughput with N concurrent clients;
-* the TradingView bridge's ``POST /accounts/{id}/orders``: the same two figures.
+* the TradingView bridge's ``POST /accounts/{id}/orders``: the same two figures;
+* then (``--lookups``) reads of one order's entities by id (``order/item``, ``order/items``,
+  ``fill/deps``, ``command/deps``) with every order of the runs above in the simulator:
+  what a lookup of an unknown outcome or reconcile asks.
 
 Orders are 1-lot market orders alternating buy and sell, so the position stays flat.
 
-    .venv/bin/python bench/sim_bench.py [--orders 2000] [--concurrency 8]
+    .venv/bin/python bench/sim_bench.py [--orders 2000] [--concurrency 8] [--lookups 200]
 """
 
 from __future__ import annotations
@@ -125,10 +128,45 @@ async def run_concurrent(
     return Result(name, orders, concurrency, seconds, latencies, failures)
 
 
+# Reads of one entity, as a lookup of an unknown outcome or reconcile makes them.
+LOOKUPS = {
+    "native GET order/item": lambda order_id: ("/v1/order/item", {"id": order_id}),
+    "native GET order/items (5 ids)": lambda order_id: (
+        "/v1/order/items", {"ids": ",".join(str(order_id - i) for i in range(5))}),
+    "native GET fill/deps": lambda order_id: ("/v1/fill/deps", {"masterid": order_id}),
+    "native GET command/deps": lambda order_id: ("/v1/command/deps", {"masterid": order_id}),
+}  # fmt: skip
+
+
+def run_lookups(url: str, token: str, lookups: int) -> list[Result]:
+    """Time ``lookups`` sequential reads of one order's entities, per kind of read."""
+    headers = {"Authorization": f"Bearer {token}"}
+    results = []
+    with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+        ids = [int(o["id"]) for o in client.get("/v1/order/list").json()]
+        for name, build in LOOKUPS.items():
+            latencies: list[float] = []
+            failures = 0
+            started = time.perf_counter()
+            for n in range(lookups):
+                path, params = build(ids[(n * 7919) % len(ids)])
+                t0 = time.perf_counter()
+                answer = client.get(path, params=params)
+                latencies.append((time.perf_counter() - t0) * 1000)
+                failures += answer.status_code != 200
+            seconds = time.perf_counter() - started
+            results.append(Result(f"{name} ({len(ids)} orders)", lookups, 1, seconds,
+                                  latencies, failures))  # fmt: skip
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=2000, help="orders per run")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients")
+    parser.add_argument(
+        "--lookups", type=int, default=200, help="reads by id after the orders (0: none)"
+    )
     args = parser.parse_args()
 
     with running_simulator() as url:
@@ -151,6 +189,8 @@ def main() -> None:
                 )
             ),
         ]
+        if args.lookups:
+            results += run_lookups(url, native_token, args.lookups)
     print(f"tradebridge simulator on {url} ({symbol}); {machine()}; latency = client round trip")
     header = ["path", "clients", "orders", "orders/s", "p50 ms", "p90 ms", "p99 ms", "max ms",
               "failed"]  # fmt: skip

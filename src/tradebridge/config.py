@@ -598,6 +598,11 @@ class ServeConfig(_Section):
         "off for an external one (where `tradebridge db migrate` is a deliberate step)",
     )
     shutdown_grace_s: float = Field(10.0, gt=0, description="time to hand back claimed rows")
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto",
+        description="event loop of `serve` and `up`: uvloop where installed (auto: it comes "
+        "with the package on Linux and macOS, and costs less CPU per alert), else asyncio's",
+    )
     broker_health_ttl_s: float = Field(30.0, ge=0, description="cache of /healthz broker probes")
     # Slow clients cannot hold the server (runtime/http_guard.py, docs/running.md).
     header_timeout_s: float = Field(

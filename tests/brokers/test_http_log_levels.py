@@ -102,3 +102,59 @@ async def test_broker_call_refused_connection_summary_has_no_answer_size(
                if line.startswith("{") and '"broker_call"' in line]  # fmt: skip
     assert (event["status"], event["response_bytes"], event["request_bytes"]) == (None, None, 0)
     assert event["error"]
+
+
+async def _login_calls(http: BrokerHttp, keep: bool) -> list[BrokerCall]:
+    calls: list[BrokerCall] = []
+    http.add_listener(calls.append, bodies=lambda: keep)
+    await http.request("POST", "/auth/accesstokenrequest", json_body=LOGIN, account="DEMO0000001")
+    return calls
+
+
+@pytest.mark.parametrize("level", ["INFO", "WARNING"])
+async def test_broker_call_bodies_left_out_when_no_listener_keeps_them(
+    http: BrokerHttp, log_output: io.StringIO, level: str
+) -> None:
+    configure_logging(level, stream=log_output)
+
+    [call] = await _login_calls(http, keep=False)
+
+    assert (call.path, call.status) == ("/auth/accesstokenrequest", 200)
+    assert (call.request_body, call.response_body) == (None, None)
+
+
+async def test_broker_call_bodies_redacted_for_a_listener_that_keeps_them(
+    http: BrokerHttp, log_output: io.StringIO
+) -> None:
+    configure_logging("WARNING", stream=log_output)
+    http.add_listener(lambda _call: None, bodies=lambda: False)
+
+    [call] = await _login_calls(http, keep=True)
+
+    assert call.response_body["accessToken"] == "***"
+    assert "userId" in call.response_body
+    assert call.request_body["password"] == "***"
+
+
+async def test_broker_call_bodies_kept_at_debug_whoever_listens(
+    http: BrokerHttp, log_output: io.StringIO
+) -> None:
+    configure_logging("DEBUG", stream=log_output)
+
+    [call] = await _login_calls(http, keep=False)
+
+    assert call.response_body["accessToken"] == "***"
+    assert call.request_body["password"] == "***"
+
+
+async def test_broker_call_penalty_answer_keeps_its_body_for_every_listener(
+    sim: SimServer, http: BrokerHttp, log_output: io.StringIO
+) -> None:
+    # The pool's lockout listener keeps no bodies, yet must see p-captcha (reference §2.3).
+    configure_logging("INFO", stream=log_output)
+    sim.ctx.faults.login_penalty = "captcha"
+
+    [call] = await _login_calls(http, keep=False)
+
+    assert call.response_body["p-captcha"] is True
+    assert call.response_body["p-ticket"] == "***"

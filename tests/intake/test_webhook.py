@@ -357,6 +357,24 @@ async def test_webhook_concurrent_deliveries_store_once(hook: Hook) -> None:
     assert len(await hook.rows()) == 1
 
 
+@pytest.mark.parametrize("with_time", [True, False])
+async def test_webhook_repeat_that_todays_settings_refuse_answered_duplicate(
+    make_hook: HookFactory, with_time: bool
+) -> None:
+    # Stored under yesterday's settings; the group is gone by the time TradingView resends.
+    body = alert(id="Long", time=now_iso() if with_time else None, accounts="group:team")
+    first = await (await make_hook()).post(body)
+    today = await make_hook(groups={})
+    again = await today.post(body)
+    fresh = await today.post({**body, "id": "Other"})
+
+    assert first.json()["status"] == "accepted", first.text
+    assert (again.status_code, again.json()["status"]) == (200, "duplicate"), again.text
+    assert again.json()["signal_ids"] == first.json()["signal_ids"]
+    assert fresh.status_code == 400, fresh.text
+    assert len(await today.rows()) == 2
+
+
 async def test_webhook_alert_without_time_dedupes_on_body(hook: Hook) -> None:
     first = await hook.post(alert(id="x"))
     second = await hook.post(alert(id="x"))
@@ -658,12 +676,15 @@ async def test_webhook_pooled_connection_broken_by_an_outage_is_503_not_400(
     async def broken(*_args: object, **_kwargs: object) -> None:
         raise asyncpg.InternalClientError("cannot switch to state 12; another operation (2)")
 
+    body = alert(time=now_iso())
     if stage == "find_alert":
-        monkeypatch.setattr(hook.ledger, "_pool", SimpleNamespace(fetchrow=broken))
+        # Looked for only before refusing an alert: is it a repeat of one stored before?
+        monkeypatch.setattr(hook.ledger, "_db", SimpleNamespace(fetchrow=broken))
+        body = alert(time=now_iso(), quantity="1.5")
     else:
         monkeypatch.setattr(hook.ledger, "_insert_alert", broken)
 
-    response = await hook.post(alert(time=now_iso()))
+    response = await hook.post(body)
 
     assert response.status_code == 503, response.text
     assert response.json()["status"] == "unavailable"

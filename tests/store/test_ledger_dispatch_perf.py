@@ -185,3 +185,81 @@ async def test_pool_still_resets_connections_after_stateful_use(ledger: Ledger) 
         held = [await c.fetchval("select count(*) from pg_locks where locktype = 'advisory' "
                                  "and pid = pg_backend_pid()") for c in (a, b)]  # fmt: skip
     assert held == [0, 0]
+
+
+async def _one_connection_ledger(ledger_db: str) -> tuple[Ledger, list[str]]:
+    """Open a ledger on a pool of one connection whose every statement is recorded."""
+    ledger = await Ledger.connect(ledger_db, min_size=1, max_size=1)
+    sent: list[str] = []
+    async with ledger.pool.acquire() as conn:
+        conn.add_query_logger(lambda record: sent.append(record.query))
+    sent.clear()  # the raw borrow above was reset on release
+    return ledger, sent
+
+
+def _resets(sent: list[str]) -> list[str]:
+    return [q for q in sent if "UNLISTEN" in q or "RESET ALL" in q]
+
+
+async def test_ledger_calls_release_connections_without_the_reset_query(ledger_db: str) -> None:
+    ledger, sent = await _one_connection_ledger(ledger_db)
+    try:
+        await _insert(ledger, "q1")
+        [row] = await ledger.claim_next("w")
+        await ledger.transition(row.signal_id, S.SUBMITTED, expected=S.PROCESSING, owner="w")
+        await ledger.get("q1")
+        await ledger.history("q1")
+        async with ledger.transaction() as conn:
+            await ledger.lock_row_for_event(conn, None, "no-such-order")
+        await ledger.add_event("q1", "note")
+
+        assert len(sent) >= 8
+        assert _resets(sent) == []
+    finally:
+        await ledger.close()
+
+
+async def test_ledger_call_refused_releases_its_connection_without_the_reset(
+    ledger_db: str,
+) -> None:
+    ledger, sent = await _one_connection_ledger(ledger_db)
+    try:
+        with pytest.raises(InvalidInput):
+            await ledger.transition("missing", S.SUBMITTED)  # read under a lock, then refused
+        with pytest.raises(asyncpg.PostgresError):
+            await ledger._db.fetch("select 1 / 0")
+
+        assert len(sent) >= 4
+        assert _resets(sent) == []
+    finally:
+        await ledger.close()
+
+
+async def test_ledger_call_cut_short_still_resets_its_connection(ledger_db: str) -> None:
+    ledger, sent = await _one_connection_ledger(ledger_db)
+    try:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await ledger._db.fetch("select pg_sleep(30)")
+        await ledger.get("any")  # waits for the connection's release
+
+        assert len(_resets(sent)) == 1
+    finally:
+        await ledger.close()
+
+
+async def test_fast_move_refused_costs_one_more_read_not_a_transaction(ledger_db: str) -> None:
+    ledger, sent = await _one_connection_ledger(ledger_db)
+    try:
+        await _insert(ledger, "q1")
+        [row] = await ledger.claim_next("w")
+        sent.clear()
+
+        with pytest.raises(IllegalTransition, match="claimed by 'w', not by 'other'"):
+            await ledger.transition(row.signal_id, S.SUBMITTED, expected=S.PROCESSING,
+                                    owner="other")  # fmt: skip
+
+        assert len(sent) == 2
+        assert not any(q.strip().upper().startswith("BEGIN") for q in sent)
+    finally:
+        await ledger.close()

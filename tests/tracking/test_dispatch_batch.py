@@ -5,7 +5,9 @@ are sent strictly one after the other."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from itertools import pairwise
+from typing import Any
 
 import pytest
 
@@ -114,3 +116,56 @@ async def test_dispatcher_batches_of_two_accounts_each_keep_their_order(stack: S
         assert placed == [r.tradovate_order_id for i, r in enumerate(rows) if i % 2 == parity]
         stamps = [r.ts_submitted for i, r in enumerate(rows) if i % 2 == parity]
         assert all(a is not None and b is not None and a < b for a, b in pairwise(stamps))
+
+
+def _count_claims(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Spy on the ledger's claims; return the list of rows each one claimed, as they happen."""
+    claims: list[int] = []
+    claim = stack.ledger.claim_next
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        claims.append(-1)
+        rows = await claim(*args, **kwargs)
+        claims[claims.index(-1)] = len(rows)  # in the order the claims began
+        return rows
+
+    monkeypatch.setattr(stack.ledger, "claim_next", counted)
+    return claims
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def test_dispatcher_account_done_with_nothing_behind_claims_no_more(
+    make_stack: StackFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The drain timer is out of the way: only notifications and finished accounts wake it.
+    async with make_stack(dispatcher={"drain_interval_s": 60}) as stack:
+        claims = _count_claims(stack, monkeypatch)
+        dispatcher = stack.dispatcher(tracking=False)
+        stack.start(dispatcher)
+        await _until(lambda: claims == [0])  # the first claim, at start: nothing
+
+        await stack.insert("n1")
+        await stack.wait("n1", "working", "filled")
+        await _until(lambda: not dispatcher._active)  # the account's task has ended
+
+        assert claims == [0, 1]
+        assert not dispatcher._wake.is_set()
+
+
+async def test_dispatcher_row_inserted_while_its_account_is_busy_claimed_when_it_is_done(
+    make_stack: StackFactory,
+) -> None:
+    async with make_stack(dispatcher={"drain_interval_s": 60}) as stack:
+        stack.sim.ctx.faults.latency_ms = 300
+        stack.start(stack.dispatcher(tracking=False))
+        await stack.insert("b1")
+        await stack.wait("b1", "submitted")  # its request is on its way, slowly
+
+        await stack.insert("b2")  # skipped by the claim its notification triggers: busy
+
+        await stack.wait("b2", "working", "filled", timeout=10)  # not the 60 s timer

@@ -9,8 +9,11 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from _support.fixtures import logs_to
+from tradebridge.obs import logging as logging_module
 from tradebridge.obs.logging import configure_logging, get_logger, redact, redact_text
 
 JWT = ".".join(
@@ -48,11 +51,49 @@ def test_redact_secret_key_masked_at_any_depth(key: str) -> None:
         ("Authorization: Bearer abc123-opaque", "abc123-opaque"),
         ("GET /x?access_token=qwerty987&y=1", "qwerty987"),
         ("renew?p-ticket=tkt-555", "tkt-555"),
+        ("sec=s3cr3t", "s3cr3t"),
+        ("{'Access_Token': 'tok-777'}", "tok-777"),
+        ("ACCESS-TOKEN=xyz999", "xyz999"),
+        ("BEARER qq11ww22", "qq11ww22"),
+        ("\u017fecret=long-s-777", "long-s-777"),  # a long s: IGNORECASE matches it as "s"
     ],
 )
 def test_redact_text_secret_shapes_masked(text: str, leak: str) -> None:
     assert leak not in redact_text(text)
     assert "***" in redact_text(text)
+
+
+def _masked_without_shortcut(text: str) -> str:
+    # The three patterns, always searched (redact_text skips them for text that cannot match).
+    text = logging_module._BEARER.sub(r"\1 ***", text)
+    text = logging_module._JWT.sub("***", text)
+    return logging_module._SECRET_PAIR.sub(r"\g<key>\g<sep>***", text)
+
+
+_SECRET_WORDS = st.sampled_from(
+    [*sorted(logging_module.SECRET_KEYS), "bearer ", "Bearer\t", "eyJ", "eyJa.b.c"]
+)
+_SEPARATORS = st.sampled_from(["", "", "-", "_"])
+
+
+@st.composite
+def _suspicious_text(draw: st.DrawFn) -> str:
+    word = draw(_SECRET_WORDS)
+    spelt = "".join(
+        (c.upper() if draw(st.booleans()) else c) + draw(_SEPARATORS) for c in word
+    ).rstrip("-_")
+    return (
+        draw(st.text(max_size=8))
+        + spelt
+        + draw(st.sampled_from(["=", ": ", "':'", " "]))
+        + (draw(st.text(max_size=12)))
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(st.text(max_size=40), _suspicious_text()))
+def test_redact_text_shortcut_changes_nothing(text: str) -> None:
+    assert redact_text(text) == _masked_without_shortcut(text)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,9 @@ budget of each Tradovate user (reference §7, ``budget``: orders ahead of reads)
 tree. The event is a summary (method, path, status, latency, body sizes); the redacted
 bodies join it only when DEBUG is on, since idle polling would otherwise log ~15 KB of
 answers every 30 s. The full redacted record, bodies included, goes to in-process
-listeners (e.g. the ``broker_calls`` table). Transport errors:
+listeners (e.g. the ``broker_calls`` table). Bodies are redacted once, and only when
+something keeps them (DEBUG, or a listener that says it does: redacting a 200-order answer
+costs milliseconds); a penalty answer (``p-ticket``) always keeps its body. Transport errors:
 
 * nothing was sent (refused connection, connect timeout, no pool slot) → ``BrokerUnavailable``;
 * the request may have been sent (read/write timeout, reset, ``RemoteProtocolError``) →
@@ -96,7 +98,10 @@ class BrokerHttp:
         self.base_url = base_url.rstrip("/")
         self.dialect = dialect
         self.budget = budget
-        self._listeners: list[CallListener] = list(listeners)
+        # Each listener, and whether it keeps the bodies now (None: always).
+        self._listeners: list[tuple[CallListener, Callable[[], bool] | None]] = [
+            (listener, None) for listener in listeners
+        ]
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
@@ -104,10 +109,17 @@ class BrokerHttp:
             headers={"Accept": "application/json", "User-Agent": "tradebridge"},
         )
 
-    def add_listener(self, listener: CallListener) -> Callable[[], None]:
-        """Deliver every ``BrokerCall`` to ``listener``; return a function that removes it."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
+    def add_listener(
+        self, listener: CallListener, *, bodies: Callable[[], bool] | None = None
+    ) -> Callable[[], None]:
+        """Deliver every ``BrokerCall`` to ``listener``; return a function that removes it.
+
+        ``bodies`` says, per call, whether the listener keeps the bodies (default: always);
+        when no listener does (and DEBUG is off) the call comes without them.
+        """
+        entry = (listener, bodies)
+        self._listeners.append(entry)
+        return lambda: self._listeners.remove(entry)
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -190,6 +202,12 @@ class BrokerHttp:
         error: str | None,
         sizes: _Sizes,
     ) -> None:
+        debug = _log.is_enabled_for(logging.DEBUG)
+        keep = (
+            debug
+            or _is_penalty(response_body)
+            or any(wants is None or wants() for _, wants in self._listeners)
+        )
         call = BrokerCall(
             ts_sent=ts_sent,
             dialect=self.dialect,
@@ -197,14 +215,14 @@ class BrokerHttp:
             path=redact_text(path),
             status=status,
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
-            request_body=redact(request_body),
-            response_body=redact(response_body),
+            request_body=redact(request_body) if keep else None,
+            response_body=redact(response_body) if keep else None,
             client_order_id=client_order_id,
             account=account,
             error=error,
         )
         bodies: dict[str, Any] = {}
-        if _log.is_enabled_for(logging.DEBUG):
+        if debug:
             bodies = {"request": call.request_body, "answer": call.response_body}
         _log.info(
             "broker_call",
@@ -220,11 +238,16 @@ class BrokerHttp:
             error=call.error,
             **bodies,
         )
-        for listener in list(self._listeners):
+        for listener, _ in list(self._listeners):
             try:
                 listener(call)
             except Exception:  # noqa: BLE001 - an audit sink must never break an order path
                 _log.exception("broker_call_listener_failed")
+
+
+def _is_penalty(body: Any) -> bool:
+    # A penalty ticket (reference §2.3) is small, and listeners act on it (lockouts).
+    return isinstance(body, dict) and "p-ticket" in body
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,24 @@ def _deliver(call: BrokerCall) -> None:
         calls.append(call)
 
 
+def _capturing() -> bool:
+    return _captured.get() is not None
+
+
+def _never() -> bool:
+    return False
+
+
+def attach_listeners(
+    http: BrokerHttp, lockouts: Lockouts | None, user: str, lockout_s: float
+) -> None:
+    """Give a client of the pool its listeners: ``capture()`` blocks (which keep the bodies),
+    and the user's lockouts (status and penalty answers only), if they are kept."""
+    http.add_listener(_deliver, bodies=_capturing)
+    if lockouts is not None:
+        http.add_listener(_lockout_listener(lockouts, user, lockout_s), bodies=_never)
+
+
 def lockout_reason(call: BrokerCall) -> str | None:
     """Return why ``call``'s answer locks its user out (423, 429, captcha), else None."""
     where = f"{call.method} {call.path}"
@@ -125,10 +143,7 @@ class BrokerPool:
                 broker = build_broker(self.settings, account_name, self.tokens, budget=self.budget)
                 http = _http_of(broker)
                 if http is not None:
-                    http.add_listener(_deliver)
-                    if self.lockouts is not None:
-                        seconds = self.settings.tokens.lockout_s
-                        http.add_listener(_lockout_listener(self.lockouts, key[1], seconds))
+                    attach_listeners(http, self.lockouts, key[1], self.settings.tokens.lockout_s)
                 self._brokers[key] = broker
         return broker
 

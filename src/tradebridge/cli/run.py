@@ -14,7 +14,7 @@ import dataclasses
 import functools
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -109,9 +109,33 @@ _STACK_FIX: dict[type[BridgeError], str] = {
 }
 
 
-def _run_until_stopped(work: Coroutine[Any, Any, None]) -> None:
+def event_loop_runner(choice: str) -> Callable[[Coroutine[Any, Any, None]], None]:
+    """Return how ``serve`` and ``up`` run their loop (``[serve] event_loop``).
+
+    uvloop where installed (``auto``); ``uvloop`` refuses to start without it.
+    """
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise ConfigError(
+                    "serve.event_loop = uvloop, but uvloop is not installed: install it "
+                    "(pip install uvloop) or set auto"
+                ) from None
+        else:
+            return uvloop.run
+    return asyncio.run
+
+
+def _run_until_stopped(work: Coroutine[Any, Any, None], event_loop: str = "auto") -> None:
     try:
-        asyncio.run(work)
+        runner = event_loop_runner(event_loop)
+    except ConfigError as e:
+        work.close()
+        raise fail(str(e), 2) from None
+    try:
+        runner(work)
     except KeyboardInterrupt:
         return
     except (BridgeError, OSError, BaseExceptionGroup) as e:
@@ -156,7 +180,7 @@ def serve(
         StackOptions.of(ctx), host=host, port=port, workers=workers, migrate_on_start=migrate
     )
     _configure_logs(settings, to_stderr=False)
-    _run_until_stopped(run_serve(settings))
+    _run_until_stopped(run_serve(settings), settings.serve.event_loop)
 
 
 def _port_option(what: str, setting: str, default: str) -> Any:
@@ -200,7 +224,7 @@ def up(
     # The banner is the command's output; logs go to stderr.
     _configure_logs(settings, to_stderr=True)
     banner = functools.partial(_print_banner, live=is_live(settings))
-    _run_until_stopped(run_up(settings, ready=banner))
+    _run_until_stopped(run_up(settings, ready=banner), settings.serve.event_loop)
 
 
 def _print_banner(found: Endpoints, *, live: bool = False) -> None:

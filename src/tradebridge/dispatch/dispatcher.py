@@ -2,11 +2,11 @@
 
 One loop per worker: NOTIFY wakes it, a timer wakes it (``dispatcher.drain_interval_s``),
 the listener's (re)connect wakes it, and an account whose claimed rows are done wakes it (its
-next rows may now be claimable). Each wake claims, in one statement, the oldest pending rows
-(up to ``dispatcher.claim_batch`` each) of as many idle accounts as there are free slots
-(``dispatcher.max_accounts``, by default every configured account); one task per account
-places its rows one after the other, in insertion order, so accounts run in parallel and one
-account's rows in sequence.
+next rows may now be claimable; not when it provably left none, ``_run_account``). Each wake
+claims, in one statement, the oldest pending rows (up to ``dispatcher.claim_batch`` each) of
+as many idle accounts as there are free slots (``dispatcher.max_accounts``, by default every
+configured account); one task per account places its rows one after the other, in
+insertion order, so accounts run in parallel and one account's rows in sequence.
 
 Per row: validate → broker facts (position, working orders, quote: only what routing needs)
 → route → risk (with the kill switches as read after the row's claim: ``store/kill.py``)
@@ -122,6 +122,9 @@ class Dispatcher:
             _DEFAULT_MAX_ACCOUNTS, len(self._accounts)
         )
         self._wake = asyncio.Event()
+        # Notifications received (rows inserted): an account's task that ends with none since
+        # its claim, and a batch not full, left no row of its account behind to claim.
+        self._notices = 0
         self._active: dict[str, asyncio.Task[None]] = {}
         self._claim_lock = asyncio.Lock()
         self._bound = timedelta(seconds=self.config.unknown_bound_s)
@@ -212,7 +215,11 @@ class Dispatcher:
         async def on_connect() -> None:
             self.wake()  # drain what was missed while the listener was away
 
-        await self.ledger.listen(lambda _signal_id: self.wake(), on_connect=on_connect)
+        await self.ledger.listen(lambda _signal_id: self._notified(), on_connect=on_connect)
+
+    def _notified(self) -> None:
+        self._notices += 1
+        self.wake()
 
     async def _timer(self) -> None:
         while True:
@@ -224,6 +231,7 @@ class Dispatcher:
         claimed = 0
         async with self._claim_lock:
             while (free := self._max_accounts - len(self._active)) > 0:
+                notices = self._notices  # before the claim: a row inserted after it notifies
                 rows = await self.ledger.claim_next(
                     self.worker_id, free, per_account=self.config.claim_batch,
                     unknown_bound=self._bound, unknown_blocks_all=self._blocks_all,
@@ -239,9 +247,12 @@ class Dispatcher:
                     # Rows without an account are heads of their own (each is denied).
                     key = row.account_name if row.account_name is not None else f"\0{row.signal_id}"
                     queues.setdefault(key, []).append(row)
+                # Fewer accounts than free slots: nothing else was claimable then.
+                drained = len(queues) < free
                 for key, queue in queues.items():
                     task = asyncio.create_task(
-                        self._run_account(key, queue, claimed_at), name=f"account-{key}"
+                        self._run_account(key, queue, claimed_at, notices if drained else None),
+                        name=f"account-{key}",
                     )
                     self._active[key] = task
                     started.append(task)
@@ -294,9 +305,23 @@ class Dispatcher:
 
     # --- one row -------------------------------------------------------------------------
 
-    async def _run_account(self, key: str, rows: list[LedgerRow], claimed_at: float) -> None:
-        """Place one account's claimed rows in insertion order; hand back what is not sent."""
+    async def _run_account(
+        self,
+        key: str,
+        rows: list[LedgerRow],
+        claimed_at: float,
+        notices: int | None = None,
+    ) -> None:
+        """Place one account's claimed rows in insertion order; hand back what is not sent.
+
+        ``claimed_at``: the claim's monotonic time (the kill switches are read as of it).
+        ``notices``: the notifications counted before a claim that left nothing claimable
+        (None: it may have). Ending with every row placed, a batch not full and no
+        notification since, the account left nothing to claim: the loop is not woken for it
+        (one empty claim per alert saved at low rates; the drain timer still runs).
+        """
         waiting = [row.signal_id for row in rows]
+        nothing_left = requeued = False
         try:
             for row in rows:
                 if await self._until_reachable(functools.partial(self._held_back, row)):
@@ -305,6 +330,7 @@ class Dispatcher:
                 started = time.perf_counter()
                 status = await self._handle(row, claimed_at)
                 _count_outcome(status, time.perf_counter() - started)
+                requeued = requeued or status is SignalStatus.PENDING
                 waiting.remove(row.signal_id)
                 if status in _STILL_SENDING and waiting:
                     # The row's send did not finish (reconcile takes it from here), or it went
@@ -313,6 +339,10 @@ class Dispatcher:
                     return
                 # An unknown row (reconcile resolves it) holds back only the rows that depend
                 # on it: each next row asks _held_back before it is placed.
+            # (A row back to pending after an error is to be claimed again.)
+            nothing_left = (
+                notices == self._notices and len(rows) < self.config.claim_batch and not requeued
+            )
         except asyncio.CancelledError:
             # Only rows still 'processing' under our claim go back: nothing of theirs left.
             await self._hand_back_now(waiting, "worker stopping")
@@ -320,7 +350,8 @@ class Dispatcher:
         finally:
             if self._active.get(key) is asyncio.current_task():
                 del self._active[key]
-            self.wake()
+            if not nothing_left:
+                self.wake()
 
     async def _held_back(self, row: LedgerRow) -> bool:
         """Return whether an unknown row of the account holds this row back (the bound rule).

@@ -273,6 +273,13 @@ class Placer:
     async def _send_order(
         self, signal_id: str, command: SubmitOrder, broker: Broker, owner: str | None
     ) -> SignalStatus:
+        # The tracker holds this order's events until its outcome is written (Tracker.apply).
+        with self.ledger.sending(str(command.client_order_id), str(command.account)):
+            return await self._submit(signal_id, command, broker, owner)
+
+    async def _submit(
+        self, signal_id: str, command: SubmitOrder, broker: Broker, owner: str | None
+    ) -> SignalStatus:
         with capture() as calls:
             try:
                 order_id = await broker.submit(command)

@@ -36,7 +36,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from tradebridge._aio import reraise_if_cancelling
-from tradebridge.brokers.pool import BrokerPool, capture
+from tradebridge.brokers.pool import BrokerPool
 from tradebridge.config import Settings
 from tradebridge.dispatch.placement import (
     WORKER_LOCK_NAMESPACE,
@@ -266,13 +266,13 @@ class Reconciler:
             by_account[account].append((signal_id, status, order_id, filled))
         for account, open_rows in by_account.items():
             try:
+                # Not captured: these reads belong to no single signal (nor are their large
+                # answers redacted for nothing, BrokerHttp).
                 broker = await self.brokers.get(account)
-                with capture() as calls:
-                    reports = await broker.order_reports(AccountName(account))
+                reports = await broker.order_reports(AccountName(account))
             except Exception as e:  # noqa: BLE001 - the next round tries again
                 _log.warning("reconcile_read_failed", account=account, error=str(e))
                 continue
-            del calls  # reads are not filed per row: they belong to no single signal
             by_id = {str(r.broker_order_id): r for r in reports}
             for signal_id, status, order_id, filled in open_rows:
                 found = by_id.get(order_id)

@@ -15,7 +15,8 @@ from typing import Any
 class BrokerCall:
     """One request to the broker and its answer, redacted; the audit record.
 
-    The HTTP client fills every field. ``broker_calls`` keeps neither ``ts_sent`` (its
+    The HTTP client fills every field; the bodies only when a listener keeps them
+    (``BrokerHttp.add_listener``), else ``None``. ``broker_calls`` keeps neither ``ts_sent`` (its
     ``created_at`` is when the row was written), ``client_order_id`` nor ``account``: a call
     read back from the ledger has them ``None``.
     """

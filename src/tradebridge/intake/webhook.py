@@ -193,21 +193,18 @@ class _Intake:
         fmt = detect_format(body)
         key, body_sha = _dedupe_keys(fmt, body, raw)
         window = timedelta(seconds=self._hook.dedupe_window_s)
-        kill = fmt == "tradebridge" and is_kill(body)
+        if fmt == "tradebridge" and is_kill(body):
+            if (repeat := await self._repeat(key, body_sha, received_at - window)) is not None:
+                return repeat
+            return await self._kill_switch(body, raw, key, body_sha, address, received_at)
         try:
+            # Denials by a kill switch are known here (kept current by NOTIFY: no query).
             async with asyncio.timeout(self._hook_timeout()):
-                found = await self._deps.ledger.find_alert(
-                    idempotency_key=key, body_sha256=body_sha, since=received_at - window
-                )
-                # Denials by a kill switch are known here (kept current by NOTIFY).
-                switches = await self._kill.state() if found is None and not kill else None
+                switches = await self._kill.state()
         except _STORE_ERRORS as e:
             return self._unavailable(e.__cause__ or e)
-        if found is not None:
-            return _duplicate(found)
-        if kill:
-            return await self._kill_switch(body, raw, key, body_sha, address, received_at)
-
+        # A repeat is found by the insert itself (one statement; ON CONFLICT for a key, under
+        # the body's lock for a hash): only an alert we would refuse looks for one first.
         try:
             parsed = PARSERS[fmt](body)
             stale = self._stale_reason(parsed, received_at)
@@ -215,6 +212,10 @@ class _Intake:
                               group_id=new_group_id(), stale_reason=stale,
                               kill=switches)  # fmt: skip
         except AlertRejected as e:
+            # A repeat of an alert stored before (the settings may have changed since) is
+            # answered as the duplicate it is, not refused.
+            if (repeat := await self._repeat(key, body_sha, received_at - window)) is not None:
+                return repeat
             await self._record_invalid(fmt, body, raw, address, received_at, e)
             raise _Refused(400, _invalid(e)) from None
 
@@ -415,6 +416,19 @@ class _Intake:
             instrument=instrument,
         )
         return _answer(200, answer.model_dump(exclude_none=True))
+
+    async def _repeat(
+        self, key: str | None, body_sha: str | None, since: datetime
+    ) -> JSONResponse | None:
+        """Answer an alert stored before as the duplicate it is; None when it is new."""
+        try:
+            async with asyncio.timeout(self._hook_timeout()):
+                found = await self._deps.ledger.find_alert(
+                    idempotency_key=key, body_sha256=body_sha, since=since
+                )
+        except _STORE_ERRORS as e:
+            return self._unavailable(e.__cause__ or e)
+        return None if found is None else _duplicate(found)
 
     def _unavailable(self, error: BaseException) -> JSONResponse:
         _log.warning("webhook alert not stored: database unavailable", error=type(error).__name__)

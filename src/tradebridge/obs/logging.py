@@ -63,13 +63,38 @@ _SECRET_PAIR = re.compile(
 )
 
 
+# Text that none of the patterns above can match passes untouched after a few substring
+# tests: case-folded and without "-" and "_", it holds no JWT start, no "bearer" and no
+# secret key's name (most values: ids, enums, timestamps). Cheaper than any regex search.
+_NEEDLES = ("eyj", "bearer", *sorted(SECRET_KEYS))
+# The shortest text a pattern masks: "sec=x".
+_SHORTEST_SECRET = 5
+# Keys seen before and whether each names a secret (JSON answers repeat a few keys).
+_KEYS: dict[str, bool] = {}
+_KEYS_KEPT = 4096
+# Leaves returned as they are (exact types: a str subclass is still searched).
+_PLAIN_TYPES = frozenset({int, float, bool, type(None)})
+
+
 def is_secret_key(key: object) -> bool:
     """Return whether a mapping key names a secret."""
-    return isinstance(key, str) and key.lower().replace("-", "").replace("_", "") in SECRET_KEYS
+    if not isinstance(key, str):
+        return False
+    known = _KEYS.get(key)
+    if known is None:
+        known = key.lower().replace("-", "").replace("_", "") in SECRET_KEYS
+        if len(_KEYS) < _KEYS_KEPT:
+            _KEYS[key] = known
+    return known
 
 
 def redact_text(text: str) -> str:
     """Mask JWTs, bearer tokens and values of secret keys (``token=...``) inside a string."""
+    if len(text) < _SHORTEST_SECRET:
+        return text
+    flat = text.casefold().replace("-", "").replace("_", "")
+    if not any(map(flat.__contains__, _NEEDLES)):
+        return text
     text = _BEARER.sub(rf"\1 {MASK}", text)
     text = _JWT.sub(MASK, text)
     return _SECRET_PAIR.sub(rf"\g<key>\g<sep>{MASK}", text)
@@ -87,13 +112,26 @@ def mask_url(url: str) -> str:
 
 def redact(value: Any) -> Any:
     """Return a copy of ``value`` with secrets masked by key name and by value shape."""
-    if isinstance(value, Mapping):
-        return {k: (MASK if is_secret_key(k) and v not in (None, "") else redact(v))
-                for k, v in value.items()}  # fmt: skip
-    if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
+    if type(value) in _PLAIN_TYPES:
+        return value
     if isinstance(value, str):
         return redact_text(value)
+    if isinstance(value, Mapping):
+        # Inlined for the common leaves: a 200-order answer holds thousands of them.
+        out = {}
+        for k, v in value.items():
+            secret = _KEYS.get(k) if type(k) is str else False
+            if secret is None:
+                secret = is_secret_key(k)
+            if secret and v not in (None, ""):
+                out[k] = MASK
+            elif type(v) in _PLAIN_TYPES:
+                out[k] = v
+            else:
+                out[k] = redact(v)
+        return out
+    if isinstance(value, list | tuple):
+        return [v if type(v) in _PLAIN_TYPES else redact(v) for v in value]
     if isinstance(value, bytes):
         return redact_text(value.decode("utf-8", "replace"))
     return value

@@ -9,9 +9,9 @@ change; one that raises is logged and skipped.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 
@@ -83,6 +83,11 @@ class Records:
         self._fills: list[SimFill] = []
         self._fills_by_order: dict[int, list[SimFill]] = {}
         self._fills_by_account: dict[int, list[SimFill]] = {}
+        # By id, for the REST reads of one entity (``item``, ``items``): no scan of them all.
+        self._versions_by_id: dict[int, SimOrderVersion] = {}
+        self._reports_by_id: dict[int, SimExecutionReport] = {}
+        self._commands_by_id: dict[int, SimCommand] = {}
+        self._fills_by_id: dict[int, SimFill] = {}
 
     def next_id(self, kind: str) -> int:
         """Return the next id of an entity type (a key of ``_ID_STARTS``)."""
@@ -120,6 +125,7 @@ class Records:
         self._orders[order.id] = order
         self._orders_by_account.setdefault(order.account_id, []).append(order)
         self._versions[order.id] = [order.version]
+        self._versions_by_id[order.version.id] = order.version
 
     def command(
         self,
@@ -136,6 +142,7 @@ class Records:
         )  # fmt: skip
         self._commands.append(command)
         self._commands_by_order.setdefault(order.id, []).append(command)
+        self._commands_by_id[command.id] = command
         if cl_ord_id is not None:
             self._cl_ord_ids.add((order.account_id, cl_ord_id))
         self.publish(order.account_id, "command", "created", command)
@@ -160,6 +167,7 @@ class Records:
         )  # fmt: skip
         self._reports.append(report)
         self._reports_by_order.setdefault(order.id, []).append(report)
+        self._reports_by_id[report.id] = report
         self.publish(order.account_id, "executionReport", "created", report)
         return report
 
@@ -167,6 +175,7 @@ class Records:
         """Make ``version`` (a changed copy of the current one) the order's current version."""
         version.id = self.next_id("orderVersion")
         self._versions[order.id].append(version)
+        self._versions_by_id[version.id] = version
         order.version = version
         self.publish(order.account_id, "orderVersion", "created", version)
 
@@ -175,6 +184,7 @@ class Records:
         self._fills.append(fill)
         self._fills_by_order.setdefault(fill.order_id, []).append(fill)
         self._fills_by_account.setdefault(fill.account_id, []).append(fill)
+        self._fills_by_id[fill.id] = fill
         self.publish(fill.account_id, "fill", "created", fill)
 
     def has_cl_ord_id(self, account_id: int, cl_ord_id: str) -> bool:
@@ -211,6 +221,17 @@ class Records:
         if order_id is None:
             return list(self._commands)
         return list(self._commands_by_order.get(order_id, ()))
+
+    def entity(self, kind: str, entity_id: int) -> Any | None:
+        """Return one order, ``orderVersion``, ``executionReport``, ``command`` or ``fill``."""
+        tables: dict[str, Mapping[int, Any]] = {
+            "order": self._orders,
+            "orderVersion": self._versions_by_id,
+            "executionReport": self._reports_by_id,
+            "command": self._commands_by_id,
+            "fill": self._fills_by_id,
+        }
+        return tables[kind].get(entity_id)
 
     def fills(self, order_id: int | None = None, account_id: int | None = None) -> list[SimFill]:
         """Return fills, of one order, one account, or all."""

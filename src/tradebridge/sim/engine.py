@@ -107,6 +107,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from tradebridge.domain.enums import OrderType, TimeInForce
 from tradebridge.sim._book import Market
@@ -359,6 +360,10 @@ class SimEngine:
     def order_versions(self, order_id: int) -> list[SimOrderVersion]:
         """Return an order's versions, oldest first."""
         return self._records.order_versions(order_id)
+
+    def entity(self, kind: str, entity_id: int) -> Any | None:
+        """Return one order, ``orderVersion``, ``executionReport``, ``command`` or ``fill``."""
+        return self._records.entity(kind, entity_id)
 
     def execution_reports(self, order_id: int | None = None) -> list[SimExecutionReport]:
         """Return execution reports, of one order or all."""

@@ -382,6 +382,22 @@ class NativeApi:
             order = engine.order(order_id)
             return order is not None and own_account(call, order.account_id)
 
+        def of_accounts(items: Iterable[Any], call: _Call) -> list[Any]:
+            # The user's account ids once per read, not once per item.
+            ids = owned_ids(call)
+            return [item for item in items if item.account_id in ids]
+
+        def one(kind: str, owner: Callable[[Any], int], by_order: bool = False) -> Any:
+            # ``item``/``items`` by id: a dictionary lookup, then the ownership check.
+            def by_id(call: _Call, item_id: int) -> Any | None:
+                item = engine.entity(kind, item_id)
+                if item is None:
+                    return None
+                mine = own_order(call, owner(item)) if by_order else own_account(call, owner(item))
+                return item if mine else None
+
+            return by_id
+
         def own_strategy(call: _Call, strategy_id: int) -> bool:
             strategy = engine.order_strategy(strategy_id)
             return strategy is not None and own_account(call, strategy.account_id)
@@ -398,12 +414,11 @@ class NativeApi:
                 find=lambda _call, name: engine.find_contract(name),
             ),
             "order": _Entity(
-                visible=lambda call: [
-                    o for o in engine.orders() if own_account(call, o.account_id)
-                ],
+                visible=lambda call: of_accounts(engine.orders(), call),
                 deps=lambda call, account_id: (
                     engine.orders(account_id) if own_account(call, account_id) else []
                 ),
+                by_id=one("order", lambda o: o.account_id),
             ),
             "orderversion": _Entity(
                 visible=lambda call: [
@@ -414,39 +429,37 @@ class NativeApi:
                 deps=lambda call, order_id: (
                     engine.order_versions(order_id) if own_order(call, order_id) else []
                 ),
+                by_id=one("orderVersion", lambda v: v.order_id, by_order=True),
             ),
             "executionreport": _Entity(
-                visible=lambda call: [
-                    r for r in engine.execution_reports() if own_account(call, r.account_id)
-                ],
+                visible=lambda call: of_accounts(engine.execution_reports(), call),
                 deps=lambda call, order_id: (
                     engine.execution_reports(order_id) if own_order(call, order_id) else []
                 ),
+                by_id=one("executionReport", lambda r: r.account_id),
             ),
             "command": _Entity(
                 visible=lambda call: _own_items(engine.commands(), order_ids(call)),
                 deps=lambda call, order_id: (
                     engine.commands(order_id) if own_order(call, order_id) else []
                 ),
+                by_id=one("command", lambda c: c.order_id, by_order=True),
             ),
             "fill": _Entity(
-                visible=lambda call: [f for f in engine.fills() if own_account(call, f.account_id)],
+                visible=lambda call: of_accounts(engine.fills(), call),
                 deps=lambda call, order_id: (
                     engine.fills(order_id=order_id) if own_order(call, order_id) else []
                 ),
+                by_id=one("fill", lambda f: f.account_id),
             ),
             "position": _Entity(
-                visible=lambda call: [
-                    p for p in engine.positions() if own_account(call, p.account_id)
-                ],
+                visible=lambda call: of_accounts(engine.positions(), call),
                 deps=lambda call, account_id: (
                     engine.positions(account_id) if own_account(call, account_id) else []
                 ),
             ),
             "orderstrategy": _Entity(
-                visible=lambda call: [
-                    st for st in engine.order_strategies() if own_account(call, st.account_id)
-                ],
+                visible=lambda call: of_accounts(engine.order_strategies(), call),
                 deps=lambda call, account_id: (
                     engine.order_strategies(account_id) if own_account(call, account_id) else []
                 ),

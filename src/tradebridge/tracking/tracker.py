@@ -5,8 +5,10 @@ WebSocket; bridge: polling) and finds the row by our client order id (exact: bra
 carry ``-sl``/``-tp`` suffixes and never match), else by the broker's order id among open
 rows. Fills are incremental and may arrive twice (several workers, a resync), so each fill id
 is applied once per row (an ``order_history`` ``fill`` event records it, in the same
-transaction). Statuses never move backwards: the ledger refuses, and the tracker only asks
-for moves the lifecycle allows. Events that find no row yet (the answer to the submit is
+statement as the move). An event costs one read and at most one write, guarded by what was
+read (the row's status and filled quantity): a row that moved in between is read again under
+its lock. Statuses never move backwards: the ledger refuses, and the tracker only asks for
+moves the lifecycle allows. Events that find no row yet (the answer to the submit is
 still on its way) are retried once after ``dispatcher.event_retry_s``; what still finds
 nothing is dropped, left to reconcile, counted in ``tradebridge_tracker_events_dropped_total``
 and logged as ``tracker_event_dropped``: a warning, or info where nothing is lost (a late event
@@ -17,10 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
-
-import asyncpg
 
 from tradebridge._aio import reraise_if_cancelling
 from tradebridge.brokers.base import Broker, BrokerOrderEvent
@@ -37,7 +38,7 @@ from tradebridge.domain.orders import (
 from tradebridge.errors import IllegalTransition
 from tradebridge.obs.logging import get_logger
 from tradebridge.obs.metrics import TRACKER_EVENTS_DROPPED
-from tradebridge.store.ledger import Conn, Ledger, database_unavailable
+from tradebridge.store.ledger import EventRow, Ledger, database_unavailable
 
 _log = get_logger("tradebridge.tracking.tracker")
 # Bracket legs carry their entry's client id with a suffix (tradovate/wire.py, and ``-leg``
@@ -160,121 +161,126 @@ class Tracker:
         return "no_row", None
 
     async def apply(self, event: BrokerOrderEvent) -> bool:
-        """Apply one event; return False when no row matches it (yet)."""
+        """Apply one event; return False when no row matches it (yet).
+
+        One unlocked read and at most one write, guarded by what was read (status, filled
+        quantity); a row that moved between the two is read again under its lock.
+        """
+        cid = str(event.client_order_id) if event.client_order_id else None
+        # The broker reports an order as the answer to its submit arrives: let this process's
+        # dispatcher write that outcome first, rather than race it for the row (or, without
+        # our id on the event, find no row yet and try again later).
+        await self.ledger.wait_sent(cid, str(event.account), self.retry_s)
+        if isinstance(event.event, OrderAccepted) and self.ledger.placed_here(
+            str(event.broker_order_id), cid
+        ):
+            # This process wrote the row placed with this order (the dispatcher's outcome):
+            # it is working or beyond, and an acceptance moves only rows before that.
+            return True
+        fill = event.event if isinstance(event.event, OrderFilled) else None
+        row = await self.ledger.event_row(
+            cid,
+            str(event.broker_order_id),
+            fill_id=fill.fill_id if fill is not None else None,
+            ordered_qty=fill is not None,
+        )
+        if row is None:
+            return False
+        change = _change(row, event)
+        if change is None:
+            return True
+        moved = await self.ledger.move_if(
+            row.signal_id, change.new, expected=SignalStatus(row.status),
+            filled_was=row.filled_qty, event=change.event, detail=change.detail,
+            **change.fields,
+        )  # fmt: skip
+        return True if moved is not None else await self._apply_locked(event, cid)
+
+    async def _apply_locked(self, event: BrokerOrderEvent, cid: str | None) -> bool:
+        """Apply one event under its row's lock (after the row moved under a guarded write)."""
+        fill = event.event if isinstance(event.event, OrderFilled) else None
         async with self.ledger.transaction() as conn:
-            cid = str(event.client_order_id) if event.client_order_id else None
-            row = await self.ledger.lock_row_for_event(conn, cid, str(event.broker_order_id))
-            if row is None:
+            record = await self.ledger.lock_row_for_event(conn, cid, str(event.broker_order_id))
+            if record is None:
                 return False
-            await self._apply(conn, row, event)
+            signal_id = str(record["signal_id"])
+            seen = bool(
+                fill is not None
+                and fill.fill_id
+                and await self.ledger.fill_seen(conn, signal_id, fill.fill_id)
+            )
+            ordered = None
+            if fill is not None and not seen:
+                ordered = await self.ledger.ordered_qty(conn, signal_id)
+            row = EventRow.from_record(record, fill_seen=seen, ordered_qty=ordered)
+            change = _change(row, event)
+            if change is not None:
+                await self.ledger.transition(
+                    signal_id, change.new, expected=SignalStatus(row.status), event=change.event,
+                    detail=change.detail, conn=conn, **change.fields,
+                )  # fmt: skip
         return True
 
-    async def _apply(self, conn: Conn, row: asyncpg.Record, event: BrokerOrderEvent) -> None:
-        signal_id = row["signal_id"]
-        status = SignalStatus(row["status"])
-        if status in FINAL_STATUSES:
-            return
-        order_id = str(event.broker_order_id)
-        match event.event:
-            case OrderAccepted():
-                # needs_review too: an event under our client id is the exact evidence it
-                # waits for (a row is found by client id first, _find_row).
-                if status in (
-                    SignalStatus.SUBMITTED,
-                    SignalStatus.UNKNOWN,
-                    SignalStatus.NEEDS_REVIEW,
-                ):
-                    await self._move(
-                        conn,
-                        signal_id,
-                        status,
-                        SignalStatus.WORKING,
-                        "accepted",
-                        {"broker_order_id": order_id},
-                        tradovate_order_id=order_id,
-                    )
-            case OrderFilled(qty=qty, price=price, fill_id=fill_id):
-                await self._fill(conn, row, status, order_id, qty, price, fill_id)
-            case OrderCancelled(reason=reason):
-                await self._move(
-                    conn,
-                    signal_id,
-                    status,
-                    SignalStatus.CANCELLED,
-                    "cancelled",
-                    {"reason": reason},
-                    tradovate_order_id=order_id,
-                )
-            case OrderExpired():
-                await self._move(
-                    conn,
-                    signal_id,
-                    status,
-                    SignalStatus.EXPIRED,
-                    "expired",
-                    {},
-                    tradovate_order_id=order_id,
-                )
-            case OrderRejected(reason=reason, text=text):
-                message = (
-                    f"rejected by the broker: {reason}: {text}"
-                    if text
-                    else (f"rejected by the broker: {reason}")
-                )
-                await self._move(
-                    conn,
-                    signal_id,
-                    status,
-                    SignalStatus.REJECTED,
-                    "rejected",
-                    {"reason": reason, "text": text},
-                    tradovate_order_id=order_id,
-                    error_message=message,
-                )
-            case _:
-                pass  # fmt: skip
 
-    async def _fill(
-        self,
-        conn: Conn,
-        row: asyncpg.Record,
-        status: SignalStatus,
-        order_id: str,
-        qty: int,
-        price: Decimal,
-        fill_id: str,
-    ) -> None:
-        signal_id = row["signal_id"]
-        if fill_id and await self.ledger.fill_seen(conn, signal_id, fill_id):
-            return
-        average = row["avg_fill_price"]
-        after = apply_fill(
-            Decimal(row["filled_qty"] or 0),
-            Decimal(average) if average is not None else None,
-            qty,
-            price,
-            await self.ledger.ordered_qty(conn, signal_id),
-        )
-        await self._move(conn, signal_id, status, after.status, "fill",
-                         {"fill_id": fill_id, "qty": qty, "price": str(price),
-                          "filled_qty": str(after.filled_qty)},
-                         tradovate_order_id=order_id, filled_qty=after.filled_qty,
-                         avg_fill_price=after.avg_fill_price)  # fmt: skip
+@dataclass(frozen=True, slots=True)
+class _Change:
+    """The move an event asks of its row: new status, event, its detail, columns to set."""
 
-    async def _move(
-        self,
-        conn: Conn,
-        signal_id: str,
-        status: SignalStatus,
-        new: SignalStatus,
-        event: str,
-        detail: dict[str, Any],
-        **fields: Any,
-    ) -> None:
-        try:
-            check_move(signal_id, status, new)
-        except IllegalTransition:
-            return  # an older event after a newer one: never backwards
-        await self.ledger.transition(
-            signal_id, new, expected=status, event=event, detail=detail, conn=conn, **fields
-        )
+    new: SignalStatus
+    event: str
+    detail: dict[str, Any]
+    fields: dict[str, Any]
+
+
+def _change(row: EventRow, event: BrokerOrderEvent) -> _Change | None:
+    """Return the move ``event`` asks of ``row``, or None (nothing to do, or backwards)."""
+    status = SignalStatus(row.status)
+    if status in FINAL_STATUSES:
+        return None
+    order_id = str(event.broker_order_id)
+    on_order = {"tradovate_order_id": order_id}
+    match event.event:
+        case OrderAccepted():
+            # needs_review too: an event under our client id is the exact evidence it
+            # waits for (a row is found by client id first).
+            if status not in (
+                SignalStatus.SUBMITTED,
+                SignalStatus.UNKNOWN,
+                SignalStatus.NEEDS_REVIEW,
+            ):
+                return None
+            change = _Change(SignalStatus.WORKING, "accepted", {"broker_order_id": order_id},
+                             on_order)  # fmt: skip
+        case OrderFilled(qty=qty, price=price, fill_id=fill_id):
+            if fill_id and row.fill_seen:
+                return None  # applied once per fill id
+            after = apply_fill(
+                row.filled_qty or Decimal(0), row.avg_fill_price, qty, price, row.ordered_qty
+            )
+            change = _Change(
+                after.status,
+                "fill",
+                {"fill_id": fill_id, "qty": qty, "price": str(price),
+                 "filled_qty": str(after.filled_qty)},
+                {**on_order, "filled_qty": after.filled_qty,
+                 "avg_fill_price": after.avg_fill_price},
+            )  # fmt: skip
+        case OrderCancelled(reason=reason):
+            change = _Change(SignalStatus.CANCELLED, "cancelled", {"reason": reason}, on_order)
+        case OrderExpired():
+            change = _Change(SignalStatus.EXPIRED, "expired", {}, on_order)
+        case OrderRejected(reason=reason, text=text):
+            message = (
+                f"rejected by the broker: {reason}: {text}"
+                if text
+                else (f"rejected by the broker: {reason}")
+            )
+            change = _Change(SignalStatus.REJECTED, "rejected", {"reason": reason, "text": text},
+                             {**on_order, "error_message": message})  # fmt: skip
+        case _:
+            return None
+    try:
+        check_move(row.signal_id, status, change.new)
+    except IllegalTransition:
+        return None  # an older event after a newer one: never backwards
+    return change

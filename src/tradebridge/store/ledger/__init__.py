@@ -54,7 +54,7 @@ from tradebridge.store.ledger.rows import (
     RequeueResult,
 )
 from tradebridge.store.ledger.sessions import NOTIFY_CHANNEL, Sessions
-from tradebridge.store.ledger.tracking import TrackerQueries
+from tradebridge.store.ledger.tracking import EventRow, TrackerQueries
 
 __all__ = [
     "ACCOUNT_LOCK_NAMESPACE",
@@ -63,6 +63,7 @@ __all__ = [
     "NOTIFY_CHANNEL",
     "BrokerCall",
     "Conn",
+    "EventRow",
     "HistoryEvent",
     "InsertResult",
     "Ledger",

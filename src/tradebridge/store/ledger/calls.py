@@ -14,7 +14,7 @@ class BrokerCalls(LedgerPool):
 
     async def broker_calls(self, signal_id: str) -> list[RecordedBrokerCall]:
         """Return the broker calls recorded for ``signal_id``, oldest first."""
-        rows = await self._pool.fetch(
+        rows = await self._db.fetch(
             "select * from broker_calls where signal_id = $1 order by id", signal_id
         )
         return [
@@ -38,7 +38,7 @@ class BrokerCalls(LedgerPool):
 
     async def record_broker_call(self, call: BrokerCall, signal_id: str | None = None) -> None:
         """Record a broker call outside a transition (reads, logins, lookups)."""
-        async with self._pool.acquire() as conn:
+        async with self._db.acquire() as conn:
             await insert_broker_call(conn, signal_id, call)
 
 

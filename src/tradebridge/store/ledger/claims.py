@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.store.ledger._sql import status_list
-from tradebridge.store.ledger.pool import LedgerPool, fetch_stateless
+from tradebridge.store.ledger.pool import LedgerPool
 from tradebridge.store.ledger.rows import LedgerRow, RequeueResult
 
 # The oldest pending row of each account (heads of the per-account queues) whose account has
@@ -136,17 +136,16 @@ class Claims(LedgerPool):
         """
         if limit < 1 or per_account < 1:
             raise ValueError("limit and per_account must be at least 1")
-        records = await fetch_stateless(
-            self._pool, _CLAIM_SQL, worker_id, limit, per_account, unknown_bound,
-            unknown_blocks_all,
-        )  # fmt: skip
+        records = await self._db.fetch(
+            _CLAIM_SQL, worker_id, limit, per_account, unknown_bound, unknown_blocks_all
+        )
         return [LedgerRow.from_record(r) for r in records]
 
     async def held_back(
         self, account_name: str, *, unknown_bound: timedelta, besides: str | None = None
     ) -> list[str]:
         """Return the account's unknown rows within the bound (what holds its intents back)."""
-        rows = await self._pool.fetch(
+        rows = await self._db.fetch(
             "select signal_id from trading_signals where account_name = $1 "  # noqa: S608 - statuses from SignalStatus, no input
             f"and status = '{SignalStatus.UNKNOWN}' and signal_id is distinct from $3 "
             "and coalesce(last_attempt_at, updated_at) > now() - $2::interval "
@@ -161,9 +160,7 @@ class Claims(LedgerPool):
         """Return claimed rows that were not sent (``processing``) to ``pending``; one statement."""
         if not signal_ids:
             return []
-        records = await fetch_stateless(
-            self._pool, _HAND_BACK_SQL, list(signal_ids), worker_id, reason
-        )
+        records = await self._db.fetch(_HAND_BACK_SQL, list(signal_ids), worker_id, reason)
         return [str(r["signal_id"]) for r in records]
 
     async def requeue_stale(
@@ -177,7 +174,7 @@ class Claims(LedgerPool):
         reached the broker: it becomes ``unknown``. ``unknown`` rows stay as they are. Both
         are returned for the broker lookup; none is ever put back to ``pending``.
         """
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._db.acquire() as conn, conn.transaction():
             requeued = await conn.fetch(_REQUEUE_SQL, older_than, claimed_by)
             unknown = await conn.fetch(_MARK_UNKNOWN_SQL, older_than, claimed_by)
             waiting = await conn.fetch(_AWAITING_LOOKUP_SQL, older_than, claimed_by)

@@ -118,7 +118,7 @@ class Intake(LedgerPool):
     ) -> LedgerRow:
         """Insert a pending signal as a strategy would; ``InvalidInput`` if the id exists."""
         try:
-            record = await self._pool.fetchrow(
+            record = await self._db.fetchrow(
                 _INSERT_SQL,
                 signal_id,
                 strategy_name,
@@ -175,7 +175,7 @@ class Intake(LedgerPool):
             alert.body_sha256,
             *columns,
         )
-        async with self._pool.acquire() as conn:
+        async with self._db.acquire() as conn:
             if alert.idempotency_key is None and alert.body_sha256 is not None:
                 window = alert.dedupe_window or timedelta(0)
                 async with conn.transaction():
@@ -216,9 +216,9 @@ class Intake(LedgerPool):
         """Return the stored alert with this key (or this body since ``since``), or ``None``."""
         with store_errors():
             if idempotency_key is not None:
-                found = await self._pool.fetchrow(_FIND_ALERT_BY_KEY_SQL, idempotency_key)
+                found = await self._db.fetchrow(_FIND_ALERT_BY_KEY_SQL, idempotency_key)
             elif body_sha256 is not None and since is not None:
-                found = await self._pool.fetchrow(_FIND_ALERT_BY_BODY_SQL, body_sha256, since)
+                found = await self._db.fetchrow(_FIND_ALERT_BY_BODY_SQL, body_sha256, since)
             else:
                 return None
         return InsertResult.from_record(found, duplicate=True) if found is not None else None

@@ -83,7 +83,7 @@ class KillSwitchQueries(LedgerPool):
         """Return every switch the database holds (``forced``: the settings' global one)."""
         with store_errors():
             try:
-                records = await self._pool.fetch(_READ_SQL)
+                records = await self._db.fetch(_READ_SQL)
             except asyncpg.UndefinedTableError:
                 raise StoreError(
                     "the ledger has no kill_switches table (migration 0007_kill_switch): run "
@@ -114,7 +114,7 @@ class KillSwitchQueries(LedgerPool):
             "kill_switch": {"scope": scope, "by": changed_by, "via": via, "reason": reason}
         }
         with store_errors():
-            async with self._pool.acquire() as conn, conn.transaction():
+            async with self._db.acquire() as conn, conn.transaction():
                 before = await _locked_before(conn, scope)
                 record = await conn.fetchrow(
                     _KILL_SQL, scope, reason, changed_by, via, accounts, ids, group_id,
@@ -129,7 +129,7 @@ class KillSwitchQueries(LedgerPool):
         """Release the switch of ``account`` (None: the global one); None if it was not on."""
         scope = scope_of(account)
         with store_errors():
-            async with self._pool.acquire() as conn, conn.transaction():
+            async with self._db.acquire() as conn, conn.transaction():
                 before = await _locked_before(conn, scope)
                 record = await conn.fetchrow(_RESUME_SQL, scope, reason, changed_by, via)
         if record is None:

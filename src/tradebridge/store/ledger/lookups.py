@@ -38,7 +38,7 @@ class Lookups(LedgerPool):
 
     async def submit_details(self, signal_id: str) -> list[tuple[str, Any]]:
         """Return (event, detail) of the row's submits and resubmits, newest first."""
-        rows = await self._pool.fetch(
+        rows = await self._db.fetch(
             "select event, detail from order_history where signal_id = $1 "
             "and event in ('submitted', 'resubmitted') order by id desc",
             signal_id,
@@ -51,11 +51,11 @@ class Lookups(LedgerPool):
         Each record: ``signal_id``, ``last_attempt_at``, ``plan`` (the detail of the latest
         submit) and ``baseline`` (the latest recorded lookup baseline).
         """
-        return list(await self._pool.fetch(_SENT_ROWS_SQL, account_name, signal_id))
+        return list(await self._db.fetch(_SENT_ROWS_SQL, account_name, signal_id))
 
     async def latest_baseline_after(self, signal_id: str) -> str | None:
         """Return ``baseline_after`` of the row's latest submit that recorded a baseline."""
-        value = await self._pool.fetchval(
+        value = await self._db.fetchval(
             "select detail->>'baseline_after' from order_history where signal_id = $1 "
             "and event in ('submitted', 'resubmitted') and detail ? 'baseline' "
             "order by id desc limit 1",
@@ -69,7 +69,7 @@ class Lookups(LedgerPool):
         Rows of the last week only: an older order rests at the broker from before any
         submit a lookup is about, so the lookup's baseline or creation time rules it out.
         """
-        rows = await self._pool.fetch(
+        rows = await self._db.fetch(
             "select tradovate_order_id from trading_signals where account_name = $1 "
             "and tradovate_order_id is not null and signal_id <> $2 "
             "and created_at > now() - interval '7 days'",

@@ -6,18 +6,21 @@ by the table's trigger whoever writes. The row and its events are read back here
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import asyncio
+import contextlib
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
 from tradebridge.domain.calls import BrokerCall
-from tradebridge.domain.lifecycle import SignalStatus, check_move
+from tradebridge.domain.lifecycle import ALLOWED_MOVES, SignalStatus, check_move
 from tradebridge.errors import IllegalTransition, InvalidInput, OrderOwned
 from tradebridge.store.ledger.calls import broker_call_columns, insert_broker_call
-from tradebridge.store.ledger.pool import Conn, LedgerPool, fetch_stateless
+from tradebridge.store.ledger.pool import Conn, LedgerPool, StatelessPool
 from tradebridge.store.ledger.rows import HistoryEvent, LedgerRow
 
 _ILLEGAL_MOVE_SQLSTATE = "TB409"
@@ -44,15 +47,19 @@ update trading_signals
 returning *
 """  # noqa: S608
 
+_WHY_SQL = "select status, claimed_by from trading_signals where signal_id = $1"
+
 # A move from a known status in ONE statement (one round trip, atomic by itself): the row
-# moves only if it still has the expected status (and claim, when an owner is given); its
-# event and broker call are written from the row it returns. No row back: the slow path
-# (_apply_move) finds out why, under a row lock, and raises the precise error.
+# moves only if it still has the expected status (and claim, when an owner is given; and
+# filled quantity, when $21 asks); its event and broker call are written from the row it
+# returns. No row back: the slow path (_apply_move) finds out why, under a row lock, and
+# raises the precise error (``move_if``: the caller reads the row again).
 _FAST_MOVE_SQL = f"""
 with moved as (
     update trading_signals
        set {_MOVE_SET}
      where signal_id = $1 and status = $9 and ($10::text is null or claimed_by = $10)
+       and ($21::boolean is not true or filled_qty is not distinct from $22::numeric)
     returning *
 ), event as (
     insert into order_history (signal_id, event, detail)
@@ -69,19 +76,93 @@ select * from moved
 """  # noqa: S608
 
 
+def _from(status: SignalStatus) -> frozenset[SignalStatus]:
+    """Return ``status`` and every status reachable from it."""
+    reached, todo = {status}, [status]
+    while todo:
+        for after in ALLOWED_MOVES[todo.pop()] - reached:
+            reached.add(after)
+            todo.append(after)
+    return frozenset(reached)
+
+
+# A row in one of these has been accepted by the broker (or ended); it never goes back to
+# submitted, unknown or needs_review.
+_PLACED = _from(SignalStatus.WORKING)
+# Rows remembered as placed by this process (``Moves.placed_order``): about a minute of a
+# busy worker's rows; forgetting one only costs its next event a read.
+_PLACED_MEMORY = 16_384
+
+
 class Moves(LedgerPool):
     """Status moves, events, and the rows they are about."""
 
+    def __init__(self, pool: asyncpg.Pool, url: str) -> None:
+        super().__init__(pool, url)
+        # broker order id -> client order id of rows this process moved into _PLACED.
+        self._placed: OrderedDict[str, str] = OrderedDict()
+        # client order id -> the send of its row in this process, until its outcome is written.
+        self._sending: dict[str, _Send] = {}
+
+    def placed_here(self, broker_order_id: str, client_order_id: str | None) -> bool:
+        """Return whether this process wrote the row of ``broker_order_id`` placed (working
+        or after: it never goes back), under ``client_order_id`` if one is given."""
+        placed = self._placed.get(broker_order_id)
+        return placed is not None and client_order_id in (None, placed)
+
+    @contextlib.contextmanager
+    def sending(self, client_order_id: str, account: str) -> Iterator[None]:
+        """Mark the send of a row of ``account`` in this process, until its outcome is
+        written."""
+        send = _Send(account)
+        self._sending[client_order_id] = send
+        try:
+            yield
+        finally:
+            send.done.set()
+            if self._sending.get(client_order_id) is send:
+                del self._sending[client_order_id]
+
+    async def wait_sent(self, client_order_id: str | None, account: str, timeout_s: float) -> None:
+        """Wait (at most ``timeout_s``) until this process's send of the row of
+        ``client_order_id`` (not known: of every row of ``account``) has its outcome written.
+
+        A send already waited for in vain (a hanging answer) is not waited for again.
+        """
+        if client_order_id is not None:
+            send = self._sending.get(client_order_id)
+            waits = [] if send is None else [send]
+        else:
+            waits = [send for send in self._sending.values() if send.account == account]
+        waits = [send for send in waits if not send.overdue]
+        if not waits:
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                for send in waits:
+                    await send.done.wait()
+        except TimeoutError:
+            for send in waits:
+                send.overdue = not send.done.is_set()
+
+    def _remember(self, row: LedgerRow) -> LedgerRow:
+        if row.status in _PLACED and row.client_order_id and row.tradovate_order_id:
+            self._placed[row.tradovate_order_id] = row.client_order_id
+            self._placed.move_to_end(row.tradovate_order_id)
+            if len(self._placed) > _PLACED_MEMORY:
+                self._placed.popitem(last=False)
+        return row
+
     async def get(self, signal_id: str) -> LedgerRow | None:
         """Return the row of ``signal_id``, or ``None``."""
-        record = await self._pool.fetchrow(
+        record = await self._db.fetchrow(
             "select * from trading_signals where signal_id = $1", signal_id
         )
         return LedgerRow.from_record(record) if record else None
 
     async def history(self, signal_id: str) -> list[HistoryEvent]:
         """Return the events of ``signal_id``, oldest first."""
-        rows = await self._pool.fetch(
+        rows = await self._db.fetch(
             "select id, signal_id, event, detail, created_at from order_history "
             "where signal_id = $1 order by id",
             signal_id,
@@ -145,28 +226,76 @@ class Moves(LedgerPool):
         try:
             if conn is not None:
                 async with conn.transaction():
+                    # Remembered only once the caller's transaction commits: not here.
                     return await _apply_move(conn, move)
             if expected is not None:
-                fast = await _fast_move(self._pool, move, expected)
+                fast = await _fast_move(self._db, move, expected)
                 if fast is not None:
-                    return fast
-            async with self._pool.acquire() as own, own.transaction():
-                return await _apply_move(own, move)
+                    return self._remember(fast)
+                # Why not: one read says (the row moved on, another claim); only a row that
+                # reads as expected again goes on to the locked path, which checks it anew.
+                _checked(await self._db.fetchrow(_WHY_SQL, signal_id), move)
+            async with self._db.acquire() as own, own.transaction():
+                moved = await _apply_move(own, move)
+            return self._remember(moved)
         except asyncpg.UniqueViolationError as e:
             if e.constraint_name != _ORDER_OWNER_INDEX:
                 raise
-            owner_row = await self.owner_of(tradovate_order_id)
-            raise OrderOwned(
-                f"signal {signal_id}: broker order {tradovate_order_id} already belongs to "
-                f"signal {owner_row}",
-                owner=owner_row,
-            ) from e
+            raise await self._order_owned(signal_id, tradovate_order_id) from e
+
+    async def move_if(
+        self,
+        signal_id: str,
+        new_status: SignalStatus,
+        *,
+        expected: SignalStatus,
+        filled_was: Decimal | None,
+        event: str,
+        detail: Mapping[str, Any],
+        tradovate_order_id: str | None = None,
+        error_message: str | None = None,
+        filled_qty: Decimal | None = None,
+        avg_fill_price: Decimal | None = None,
+    ) -> LedgerRow | None:
+        """Move a row with its event in ONE statement if it is still as it was read.
+
+        As read: status ``expected`` and filled quantity ``filled_was`` (``None``: NULL).
+        Return ``None`` when it is not (it moved meanwhile: read it again, under its lock).
+        Illegal moves raise ``IllegalTransition``, an order another row owns ``OrderOwned``.
+        """
+        check_move(signal_id, expected, new_status)
+        move = _Move(
+            signal_id=signal_id,
+            new_status=new_status,
+            expected=expected,
+            owner=None,
+            event=event,
+            detail=dict(detail),
+            broker_call=None,
+            fields=(None, None, tradovate_order_id, error_message, filled_qty, avg_fill_price),
+        )
+        try:
+            moved = await _fast_move(self._db, move, expected, filled_was=(filled_was,))
+        except asyncpg.UniqueViolationError as e:
+            if e.constraint_name != _ORDER_OWNER_INDEX:
+                raise
+            raise await self._order_owned(signal_id, tradovate_order_id) from e
+        return None if moved is None else self._remember(moved)
+
+    async def _order_owned(self, signal_id: str, tradovate_order_id: str | None) -> OrderOwned:
+        """Return the error of a move that gave the row a broker order another row owns."""
+        owner_row = await self.owner_of(tradovate_order_id)
+        return OrderOwned(
+            f"signal {signal_id}: broker order {tradovate_order_id} already belongs to "
+            f"signal {owner_row}",
+            owner=owner_row,
+        )
 
     async def owner_of(self, tradovate_order_id: str | None) -> str | None:
         """Return the signal id of the row that owns a broker order (placed by tradebridge)."""
         if tradovate_order_id is None:
             return None
-        value = await self._pool.fetchval(
+        value = await self._db.fetchval(
             "select signal_id from trading_signals where tradovate_order_id = $1 "
             "and client_order_id is not null order by seq limit 1",
             tradovate_order_id,
@@ -179,7 +308,7 @@ class Moves(LedgerPool):
         Return whether it was done: another worker may have resent (or resolved) the row
         since ``version`` was read, and then this one must not send.
         """
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._db.acquire() as conn, conn.transaction():
             current = await conn.fetchrow(
                 "select status, placement_attempts from trading_signals "
                 "where signal_id = $1 for update",
@@ -201,12 +330,21 @@ class Moves(LedgerPool):
         self, signal_id: str, event: str, detail: Mapping[str, Any] | None = None
     ) -> None:
         """Append an event without a status change (a lookup, a note from reconcile)."""
-        await self._pool.execute(
+        await self._db.execute(
             "insert into order_history (signal_id, event, detail) values ($1, $2, $3)",
             signal_id,
             event,
             dict(detail or {}),
         )
+
+
+@dataclass(slots=True)
+class _Send:
+    """A send in this process: its account, set once its outcome is written, waited out."""
+
+    account: str
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    overdue: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,13 +359,19 @@ class _Move:
     fields: tuple[Any, ...]  # in the order of _TRANSITION_SQL's $3..$8
 
 
-async def _fast_move(pool: asyncpg.Pool, move: _Move, expected: SignalStatus) -> LedgerRow | None:
+async def _fast_move(
+    db: StatelessPool,
+    move: _Move,
+    expected: SignalStatus,
+    *,
+    filled_was: tuple[Decimal | None] | None = None,
+) -> LedgerRow | None:
+    # ``filled_was``: (the filled quantity the row must still have,) or None for no guard.
     call = move.broker_call
     call_args = (None,) * 8 if call is None else broker_call_columns(call)
     detail = {"from": expected.value, "to": move.new_status.value, **move.detail}
     try:
-        records = await fetch_stateless(
-            pool,
+        records = await db.fetch(
             _FAST_MOVE_SQL,
             move.signal_id,
             move.new_status.value,
@@ -237,6 +381,8 @@ async def _fast_move(pool: asyncpg.Pool, move: _Move, expected: SignalStatus) ->
             move.event,
             detail,
             *call_args,
+            filled_was is not None,
+            None if filled_was is None else filled_was[0],
         )
     except asyncpg.PostgresError as e:
         if e.sqlstate == _ILLEGAL_MOVE_SQLSTATE:
@@ -245,29 +391,36 @@ async def _fast_move(pool: asyncpg.Pool, move: _Move, expected: SignalStatus) ->
     return LedgerRow.from_record(records[0]) if records else None
 
 
-async def _apply_move(conn: Conn, move: _Move) -> LedgerRow:
+def _checked(found: asyncpg.Record | None, move: _Move) -> SignalStatus:
+    """Return the row's status if ``move`` may start from it; else raise why not."""
     signal_id = move.signal_id
-    locked = await conn.fetchrow(
-        "select status, claimed_by from trading_signals where signal_id = $1 for update",
-        signal_id,
-    )
-    if locked is None:
+    if found is None:
         raise InvalidInput(f"signal {signal_id} does not exist", field="signal_id")
-    if move.owner is not None and locked["claimed_by"] != move.owner:
+    if move.owner is not None and found["claimed_by"] != move.owner:
         raise IllegalTransition(
-            f"signal {signal_id}: claimed by {locked['claimed_by']!r}, not by {move.owner!r}"
+            f"signal {signal_id}: claimed by {found['claimed_by']!r}, not by {move.owner!r}"
         )
     try:
-        old = SignalStatus(locked["status"])
+        old = SignalStatus(found["status"])
     except ValueError:
         raise IllegalTransition(
-            f"signal {signal_id}: status {locked['status']!r} is not one of tradebridge's"
+            f"signal {signal_id}: status {found['status']!r} is not one of tradebridge's"
         ) from None
     if move.expected is not None and old is not move.expected:
         raise IllegalTransition(
             f"signal {signal_id}: status is {old.value}, expected {move.expected.value}"
         )
     check_move(signal_id, old, move.new_status)
+    return old
+
+
+async def _apply_move(conn: Conn, move: _Move) -> LedgerRow:
+    signal_id = move.signal_id
+    locked = await conn.fetchrow(
+        "select status, claimed_by from trading_signals where signal_id = $1 for update",
+        signal_id,
+    )
+    old = _checked(locked, move)
     try:
         record = await conn.fetchrow(
             _TRANSITION_SQL, signal_id, move.new_status.value, *move.fields

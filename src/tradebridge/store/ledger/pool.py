@@ -1,7 +1,12 @@
 """The ledger's pool: its connections, transactions, JSON codec and per-account locks.
 
-The hot paths (claim, moves, hand back) run one self-contained statement outside any
-transaction (``fetch_stateless``); their connections skip asyncpg's reset on release.
+The ledger's own statements (``LedgerPool._db``, ``transaction``, ``account_transaction``)
+leave no session state behind: no SET, LISTEN, cursor or session advisory lock (session
+locks and LISTEN live on connections of their own, ``sessions.py``); transaction locks end
+with their transaction. Their connections skip asyncpg's reset query on release (four
+statements: unlock all, close cursors, unlisten, reset settings). A connection borrowed
+from ``Ledger.pool`` directly, or whose use was cut short (cancelled, a lost connection,
+an unexpected error), is still reset.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any, Self, TypeAlias
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from tradebridge.errors import BridgeError
 from tradebridge.store.migrate import unavailable
 
 # Namespace of the per-account advisory locks (two-int form, so it never meets the
@@ -28,11 +34,59 @@ ACCOUNT_LOCK_NAMESPACE = 0x7462  # 'tb'
 Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 
 
+class StatelessPool:
+    """The pool's query methods for statements that leave no session state behind.
+
+    The connection of each call skips asyncpg's reset query on release (``_reset_connection``).
+    """
+
+    __slots__ = ("_pool",)
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Conn]:
+        """Borrow a connection; released without the reset query unless the use was cut
+        short (cancelled, a lost connection, an unexpected error)."""
+        async with self._pool.acquire() as conn:
+            try:
+                yield conn
+            except (BridgeError, asyncpg.PostgresError):
+                # Refused by the server or by us: the session is as it was (a transaction
+                # left open is rolled back on release).
+                _mark_stateless(conn)
+                raise
+            _mark_stateless(conn)
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        """Run one statement; return its records."""
+        async with self.acquire() as conn:
+            return await conn.fetch(query, *args)
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        """Run one statement; return its first record, if any."""
+        async with self.acquire() as conn:
+            return await conn.fetchrow(query, *args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        """Run one statement; return the first column of its first record, if any."""
+        async with self.acquire() as conn:
+            return await conn.fetchval(query, *args)
+
+    async def execute(self, query: str, *args: Any) -> str:
+        """Run one statement; return its status tag."""
+        async with self.acquire() as conn:
+            return await conn.execute(query, *args)
+
+
 class LedgerPool:
     """The pool every part of the ledger runs its statements on."""
 
     def __init__(self, pool: asyncpg.Pool, url: str) -> None:
         self._pool = pool
+        # The ledger's own statements: no session state, so no reset query on release.
+        self._db = StatelessPool(pool)
         self._url = url
 
     async def close(self) -> None:
@@ -52,14 +106,18 @@ class LedgerPool:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
-        """Open a transaction on a pooled connection (pass it as ``conn=`` to the methods)."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        """Open a transaction on a pooled connection (pass it as ``conn=`` to the methods).
+
+        Only transaction-scoped state may be left on it (``pg_advisory_xact_lock``, ``SET
+        LOCAL``): the connection goes back to the pool without asyncpg's reset query.
+        """
+        async with self._db.acquire() as conn, conn.transaction():
             yield conn
 
     @contextlib.asynccontextmanager
     async def account_transaction(self, account_name: str) -> AsyncIterator[Conn]:
         """Open a transaction holding the account's advisory lock until it ends."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._db.acquire() as conn, conn.transaction():
             await lock_account(conn, account_name)
             yield conn
 
@@ -103,9 +161,8 @@ class _LedgerConnection(asyncpg.Connection):
 
 async def _reset_connection(conn: asyncpg.Connection) -> None:
     # asyncpg's default reset (advisory unlock all, close cursors, unlisten, reset GUCs) is a
-    # round trip on every release; the hot paths (claim, moves, hand back) run one
-    # self-contained statement outside any transaction, which leaves nothing to reset.
-    # asyncpg still rolls back an open transaction before calling this.
+    # round trip of four statements on every release; the ledger's own uses leave nothing to
+    # reset. asyncpg still rolls back an open transaction before calling this.
     if isinstance(conn, _LedgerConnection) and conn.take_stateless():
         return
     query = conn.get_reset_query()
@@ -113,14 +170,11 @@ async def _reset_connection(conn: asyncpg.Connection) -> None:
         await conn.execute(query)
 
 
-async def fetch_stateless(pool: asyncpg.Pool, query: str, *args: Any) -> list[asyncpg.Record]:
-    """Run one self-contained statement (no SET, LISTEN, cursor or session lock) on the pool."""
-    async with pool.acquire() as conn:
-        records = await conn.fetch(query, *args)
-        mark = getattr(conn, "mark_stateless", None)
-        if mark is not None and not conn.is_in_transaction():
-            mark()
-    return records
+def _mark_stateless(conn: Conn) -> None:
+    # A transaction still open (not ours to end) is rolled back on release: reset it too.
+    mark = getattr(conn, "mark_stateless", None)
+    if mark is not None and not conn.is_in_transaction():
+        mark()
 
 
 async def lock_account(conn: Conn, account_name: str) -> None:

@@ -25,7 +25,7 @@ class Review(LedgerPool):
 
     async def unresolved(self, *, unknown_bound: timedelta, limit: int = 20) -> list[LedgerRow]:
         """Return rows in ``needs_review`` and ``unknown`` rows past the bound, oldest first."""
-        rows = await self._pool.fetch(
+        rows = await self._db.fetch(
             f"select * from trading_signals where status = '{SignalStatus.NEEDS_REVIEW}' "  # noqa: S608 - statuses from SignalStatus, no input
             f"or (status = '{SignalStatus.UNKNOWN}' "
             "    and coalesce(last_attempt_at, updated_at) < now() - $1::interval) "
@@ -37,7 +37,7 @@ class Review(LedgerPool):
 
     async def count_unresolved(self, *, unknown_bound: timedelta) -> int:
         """Return how many rows ``unresolved`` would list without a limit."""
-        value = await self._pool.fetchval(
+        value = await self._db.fetchval(
             f"select count(*) from trading_signals where status = '{SignalStatus.NEEDS_REVIEW}' "  # noqa: S608 - statuses from SignalStatus, no input
             f"or (status = '{SignalStatus.UNKNOWN}' "
             "    and coalesce(last_attempt_at, updated_at) < now() - $1::interval)",
@@ -52,6 +52,7 @@ class Review(LedgerPool):
         lives; a lock this session can take (and gives back at once) belongs to nobody.
         Workers in ``besides`` (this process's own) are never returned.
         """
+        # Session locks taken and given back: the connection is reset on release anyway.
         async with self._pool.acquire() as conn:
             workers = [
                 str(r["claimed_by"])
@@ -82,7 +83,7 @@ class Review(LedgerPool):
         Rows nobody holds, rows of dead workers, and rows idle for ``idle`` (their worker did
         not settle them); oldest first.
         """
-        rows = await self._pool.fetch(
+        rows = await self._db.fetch(
             "select signal_id, account_name from trading_signals "  # noqa: S608 - statuses from SignalStatus, no input
             f"where status = '{SignalStatus.UNKNOWN}' "
             "and (claimed_by is null or claimed_by = any($1::text[]) "
@@ -94,7 +95,7 @@ class Review(LedgerPool):
 
     async def needing_review(self, limit: int = 50) -> list[tuple[str, str]]:
         """Return (signal_id, account_name) of recent ``needs_review`` rows, least recent first."""
-        rows = await self._pool.fetch(
+        rows = await self._db.fetch(
             "select signal_id, account_name from trading_signals "  # noqa: S608 - statuses from SignalStatus, no input
             f"where status = '{SignalStatus.NEEDS_REVIEW}' "
             "and account_name is not null and created_at > now() - interval '1 day' "
@@ -110,7 +111,7 @@ class Review(LedgerPool):
 
         Each: (signal_id, account_name, status, tradovate_order_id, filled_qty).
         """
-        rows = await self._pool.fetch(
+        rows = await self._db.fetch(
             "select signal_id, account_name, status, tradovate_order_id, filled_qty "  # noqa: S608 - statuses from SignalStatus, no input
             f"from trading_signals where status in {_RESTING} "
             "and tradovate_order_id is not null and updated_at < now() - $1::interval",

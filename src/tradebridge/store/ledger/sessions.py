@@ -115,11 +115,11 @@ class Sessions(LedgerPool):
 
     async def ping(self) -> None:
         """Ask the database one trivial question (the health check's probe)."""
-        await self._pool.fetchval("select 1")
+        await self._db.fetchval("select 1")
 
     async def server_uptime(self) -> tuple[datetime, timedelta]:
         """Return when the database server started, and how long ago (its own clock)."""
-        row = await self._pool.fetchrow(
+        row = await self._db.fetchrow(
             "select pg_postmaster_start_time() as started, now() - pg_postmaster_start_time() as up"
         )
         assert row is not None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any, Self
 
 import asyncpg
 
@@ -18,9 +20,97 @@ _ORDER_MAY_REST = status_list(
     SignalStatus.PARTIALLY_FILLED,
 )
 
+_EVENT_COLUMNS = "signal_id, status, filled_qty, avg_fill_price, tradovate_order_id"
+
+# The row of a broker event as ``lock_row_for_event`` finds it (by our client id, unless it
+# points at another order; else by the broker's id among rows whose order may rest), with
+# what a fill needs (whether this fill is recorded, the quantity last submitted), in ONE
+# statement and without a lock: the move that follows is guarded (``Moves.move_if``).
+_EVENT_ROW_SQL = f"""
+with by_client as (
+    select {_EVENT_COLUMNS} from trading_signals where client_order_id = $1
+), by_order as (
+    select {_EVENT_COLUMNS} from trading_signals
+     where tradovate_order_id = $2 and status in {_ORDER_MAY_REST}
+       and not exists (select 1 from by_client)
+     limit 1
+), found as (
+    select * from by_client where tradovate_order_id is null or tradovate_order_id = $2
+    union all
+    select * from by_order
+)
+select found.*,
+       ($3::text is not null and exists (
+           select 1 from order_history h where h.signal_id = found.signal_id
+              and h.event = 'fill' and h.detail->>'fill_id' = $3)) as fill_seen,
+       case when $4::boolean then (
+           select h.detail->>'quantity' from order_history h
+            where h.signal_id = found.signal_id and h.event = 'submitted' and h.detail ? 'plan'
+            order by h.id desc limit 1) end as ordered_qty
+  from found
+ limit 1
+"""  # noqa: S608 - fixed columns and statuses
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """The row a broker event is about, as the tracker needs it."""
+
+    signal_id: str
+    status: str
+    filled_qty: Decimal | None  # as stored (a legacy row may hold NULL)
+    avg_fill_price: Decimal | None
+    tradovate_order_id: str | None
+    fill_seen: bool = False  # the event's fill id is recorded already
+    ordered_qty: Decimal | None = None  # the quantity the latest submitted plan ordered
+
+    @classmethod
+    def from_record(cls, record: asyncpg.Record, **extra: Any) -> Self:
+        """Build it from a record of ``_EVENT_COLUMNS`` (and the extras, if read)."""
+        average = record["avg_fill_price"]
+        return cls(
+            signal_id=str(record["signal_id"]),
+            status=str(record["status"]),
+            filled_qty=_decimal(record["filled_qty"]),
+            avg_fill_price=_decimal(average),
+            tradovate_order_id=(
+                None if record["tradovate_order_id"] is None else str(record["tradovate_order_id"])
+            ),
+            **extra,
+        )
+
+
+def _decimal(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
 
 class TrackerQueries(LedgerPool):
     """Broker events -> rows: finding and locking the row, fills seen, the quantity ordered."""
+
+    async def event_row(
+        self,
+        client_order_id: str | None,
+        broker_order_id: str,
+        *,
+        fill_id: str | None = None,
+        ordered_qty: bool = False,
+    ) -> EventRow | None:
+        """Return the row a broker event is about, unlocked, in one statement, or None.
+
+        Found as ``lock_row_for_event`` finds it; with whether ``fill_id`` is recorded, and
+        (``ordered_qty``) the quantity the row's latest submitted plan ordered.
+        """
+        record = await self._db.fetchrow(
+            _EVENT_ROW_SQL, client_order_id or None, broker_order_id, fill_id or None, ordered_qty
+        )
+        if record is None:
+            return None
+        ordered = record["ordered_qty"]
+        return EventRow.from_record(
+            record,
+            fill_seen=bool(record["fill_seen"]),
+            ordered_qty=None if ordered is None else Decimal(ordered),
+        )
 
     async def lock_row_for_event(
         self, conn: Conn, client_order_id: str | None, broker_order_id: str
@@ -30,7 +120,7 @@ class TrackerQueries(LedgerPool):
         By our client id first (unless the row already points at another order: a leg, or a
         stale duplicate); else by the broker's id among rows whose order is open.
         """
-        columns = "signal_id, status, filled_qty, avg_fill_price, tradovate_order_id"
+        columns = _EVENT_COLUMNS
         if client_order_id:
             row = await conn.fetchrow(
                 f"select {columns} from trading_signals where client_order_id = $1 for update",  # noqa: S608 - fixed column list
@@ -50,7 +140,7 @@ class TrackerQueries(LedgerPool):
     ) -> asyncpg.Record | None:
         """Return (signal_id, status, tradovate_order_id) of the row an event names, if any:
         the one with the broker's id first, else the one with our client id."""
-        return await self._pool.fetchrow(
+        return await self._db.fetchrow(
             "select signal_id, status, tradovate_order_id from trading_signals "
             "where tradovate_order_id = $1 or client_order_id = $2 "
             "order by tradovate_order_id = $1 desc nulls last limit 1",
