@@ -260,7 +260,8 @@ async def test_migrate_after_an_earlier_migrate_took_the_old_tables_repairs_them
     legacy_triggers = await conn.fetchval(
         "select count(*) from pg_trigger where tgrelid = to_regclass($1)", LEGACY_TABLE
     )
-    assert [s.version for s in report.states if s.applied_now] == [6]
+    later = [m.version for m in load_migrations()[5:]]
+    assert [s.version for s in report.states if s.applied_now] == later
     assert [r.signal_id for r in claimed] == ["old-pending"]
     assert legacy_triggers == 2  # the foreign key's own, none of tradebridge's
     assert await adopt.verify(conn) == []

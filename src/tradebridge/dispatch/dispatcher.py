@@ -9,8 +9,10 @@ places its rows one after the other, in insertion order, so accounts run in para
 account's rows in sequence.
 
 Per row: validate → broker facts (position, working orders, quote: only what routing needs)
-→ route → risk → protective legs cut (exits, reversals, target moves: ``tracking._legs``) →
-``submitted`` committed → send → outcome (``tracking._placement``).
+→ route → risk (the rules of ``pipeline/risk.py``, with the account's activity from the ledger
+and its balance from the broker where a rule needs them) → protective legs cut (exits,
+reversals, target moves: ``tracking._legs``) → ``submitted`` committed → send → outcome
+(``tracking._placement``).
 
 No error of ours ends a row: an unexpected exception before the write-ahead sends the row
 back to ``pending`` after a growing wait (``dispatcher.error_retry_s`` up to
@@ -49,16 +51,34 @@ from tradebridge.dispatch.placement import (
 )
 from tradebridge.dispatch.reconcile import Reconciler, local_worker
 from tradebridge.domain.calls import BrokerCall
+from tradebridge.domain.clock import Clock, utcnow
 from tradebridge.domain.enums import OrderStatus, OrderType
 from tradebridge.domain.ids import AccountName, client_order_id_for
 from tradebridge.domain.lifecycle import SignalStatus
-from tradebridge.domain.reports import LookupBaseline
+from tradebridge.domain.reports import BalanceReport, LookupBaseline
+from tradebridge.domain.sessions import trading_day, trading_day_start
 from tradebridge.errors import BrokerError, IllegalTransition, InvalidInput
 from tradebridge.obs import metrics
 from tradebridge.obs.logging import get_logger
 from tradebridge.pipeline.market import Market
-from tradebridge.pipeline.risk import RiskLimits, check_risk
-from tradebridge.pipeline.route import BrokerView, Needs, PlaceOrder, needs, route
+from tradebridge.pipeline.risk import (
+    AccountState,
+    OrderFacts,
+    RiskDenied,
+    RiskLimits,
+    Rules,
+    RulesBook,
+    Verdict,
+    check_order,
+)
+from tradebridge.pipeline.route import (
+    BrokerView,
+    Needs,
+    PlaceOrder,
+    entry_reference,
+    needs,
+    route,
+)
 from tradebridge.pipeline.validate import Denied, RawSignal, ValidSignal, validate
 from tradebridge.store.ledger import Ledger, LedgerRow, database_unavailable
 from tradebridge.tracking.tracker import Tracker
@@ -93,6 +113,7 @@ class Dispatcher:
         worker_id: str,
         today: Callable[[], date] | None = None,
         tracking: bool | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.settings = settings
         # Whether run() also runs the tracker and reconcile; None: the first dispatcher of
@@ -103,6 +124,9 @@ class Dispatcher:
         self.brokers = brokers
         self.worker_id = worker_id
         self.limits = RiskLimits.from_config(settings.risk)
+        self.rules = RulesBook(settings)
+        # The time the rules judge by (sessions, the trading day, rates); tests set it.
+        self._clock = clock or utcnow
         self.placer = Placer(ledger, self.config, lookup_window_s=lookup_window_s(settings))
         self._today = today or (lambda: datetime.now(UTC).date())
         self._root_map = root_map(settings)
@@ -430,9 +454,12 @@ class Dispatcher:
             await asyncio.shield(self.ledger.hand_back(self.worker_id, signal_ids, reason))
 
     async def _deny(self, signal_id: str, denied: Denied) -> SignalStatus:
+        detail: dict[str, Any] = {"field": denied.field}
+        if isinstance(denied, RiskDenied):
+            detail.update(denied.detail())
         await self.ledger.transition(
             signal_id, SignalStatus.DENIED, expected=SignalStatus.PROCESSING, owner=self.worker_id,
-            error_message=denied.reason, detail={"field": denied.field},
+            error_message=denied.reason, detail=detail,
         )  # fmt: skip
         _log.info("row_denied", signal_id=signal_id, reason=denied.reason)
         return SignalStatus.DENIED
@@ -450,8 +477,11 @@ class Dispatcher:
         prepared = await self._prepare(row.signal_id, checked, broker, today)
         if prepared is None:
             return SignalStatus.DENIED
-        plan, account_id, baseline = prepared
+        plan, account_id, baseline, verdicts = prepared
         detail = plan_to_json(plan)
+        if verdicts:
+            detail["risk"] = [v.to_json() for v in verdicts]
+            detail["entry"] = verdicts[0].rule != "reduces_only"
         if baseline is not None:
             detail["baseline"] = baseline.to_json()
             detail["baseline_after"] = begun.isoformat()
@@ -478,7 +508,7 @@ class Dispatcher:
 
     async def _prepare(
         self, signal_id: str, signal: ValidSignal, broker: Broker, today: date
-    ) -> tuple[PlaceOrder | Any, str | None, LookupBaseline | None] | None:
+    ) -> tuple[PlaceOrder | Any, str | None, LookupBaseline | None, list[Verdict]] | None:
         """Read broker facts and route; deny (returning None) or return the plan to send.
 
         For an order, also the lookup baseline (the account's orders before the submit), so
@@ -487,8 +517,9 @@ class Dispatcher:
         delay = self.config.lookup_backoff_s
         from_fill = broker.capabilities.brackets_from_fill
         marketable = self.settings.orders.marketable_limit
+        rules = self.rules.of(signal.account, signal.strategy_name)
         need = needs(
-            signal, position_for_risk=self.limits.needs_position, brackets_from_fill=from_fill,
+            signal, position_for_risk=rules.position, brackets_from_fill=from_fill,
             marketable_limit=marketable,
         )  # fmt: skip
         while True:
@@ -524,20 +555,77 @@ class Dispatcher:
         if isinstance(plan, Denied):
             await self._deny(signal_id, plan)
             return None
+        verdicts: list[Verdict] = []
         if isinstance(plan, PlaceOrder):
             await self._note_limit(signal_id, signal, plan, view, marketable)
-            risk = check_risk(
-                plan.command,
+            facts = OrderFacts(
+                plan.command, self._clock(),
                 position=plan.position_before if need.position else None,
-                limits=self.limits,
-            )
-            if risk is not None:
-                await self._deny(signal_id, risk)
+                positions=_nets(view) if need.position else None,
+                entry_price=entry_reference(signal, view.quote),
+            )  # fmt: skip
+            state = AccountState()
+            if not facts.reduces:
+                state = await self._risk_state(signal_id, facts, rules, broker)
+            verdicts, denied = check_order(facts, state, rules, self.limits)
+            if denied is not None:
+                await self._deny(signal_id, denied)
                 return None
             if plan.fit_legs:
                 await self._fit_legs(signal_id, plan, broker)
         account_id = info.native_id if info.native_id is not None else info.bridge_id
-        return plan, None if account_id is None else str(account_id), baseline
+        return plan, None if account_id is None else str(account_id), baseline, verdicts
+
+    async def _risk_state(
+        self, signal_id: str, facts: OrderFacts, rules: Rules, broker: Broker
+    ) -> AccountState:
+        """Read what the rules in force need: the ledger's counts, the broker's balance."""
+        account, now = facts.command.account, facts.now
+        zone = rules.zone
+        values: dict[str, Any] = {}
+        if rules.counts:
+            activity = await self.ledger.risk_activity(
+                account, besides=signal_id, minute_since=now - timedelta(seconds=60),
+                day_since=trading_day_start(now, zone, rules.day_reset),
+                root=facts.command.contract.root if rules.cooldown_s is not None else None,
+                entry_since=now - timedelta(seconds=rules.cooldown_s or 0),
+            )  # fmt: skip
+            values.update(open_orders=activity.open_orders,
+                          orders_last_minute=activity.orders_last_minute,
+                          orders_today=activity.orders_today,
+                          last_entry=activity.last_entry)  # fmt: skip
+        if rules.balance:
+            report = await self._read_balance(signal_id, broker, account)
+            if report is not None:
+                day = trading_day(now, zone, rules.day_reset)
+                marks = await self.ledger.mark_balance(account, day, report.net_liq)
+                high = marks.high_water_eod if rules.trailing_mode == "eod" else (
+                    marks.high_water_intraday)  # fmt: skip
+                values.update(balance=report.net_liq, day_start_balance=marks.day_start_balance,
+                              high_water=high)  # fmt: skip
+        return AccountState(**values)
+
+    async def _read_balance(
+        self, signal_id: str, broker: Broker, account: str
+    ) -> BalanceReport | None:
+        """Return the account's balance; retry while the broker fails; None if it has none."""
+        delay = self.config.lookup_backoff_s
+        while True:
+            calls: list[BrokerCall] = []
+            try:
+                with capture() as calls:
+                    return await broker.balance(AccountName(account))
+            except InvalidInput as e:
+                _log.warning("balance_unavailable", signal_id=signal_id, error=str(e))
+                return None
+            except BrokerError as e:
+                # Nothing was sent: try again shortly (the row keeps its account).
+                _log.warning("broker_read_failed", signal_id=signal_id, error=str(e))
+                await asyncio.sleep(delay)
+                delay = min(max(delay * 2, 0.05), self.config.lookup_backoff_max_s)
+            finally:
+                for call in calls:
+                    await self.ledger.record_broker_call(call, signal_id)
 
     async def _fit_legs(self, signal_id: str, plan: PlaceOrder, broker: Broker) -> None:
         """Cut the protective legs before the order is sent; retry until the broker answers."""
@@ -598,6 +686,14 @@ class Dispatcher:
             quote, market = await _quote(broker, signal.contract.name)
         return BrokerView(positions=positions, working=working, quote=quote, market=market,
                           leg_time_in_force=can.leg_time_in_force)  # fmt: skip
+
+
+def _nets(view: BrokerView) -> dict[str, int]:
+    """Return the account's net position per contract."""
+    nets: dict[str, int] = {}
+    for position in view.positions:
+        nets[position.contract] = nets.get(position.contract, 0) + position.net_qty
+    return nets
 
 
 async def _quote(broker: Broker, instrument: str) -> tuple[Decimal | None, Market | None]:

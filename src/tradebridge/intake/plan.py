@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from tradebridge.brokers.factory import dialect_capabilities
 from tradebridge.config import Settings, WebhookAccountEntry
+from tradebridge.domain.clock import utcnow
 from tradebridge.domain.contracts import ContractSymbol, resolve_symbol
 from tradebridge.domain.enums import Dialect
 from tradebridge.domain.lifecycle import SignalStatus
@@ -29,7 +30,7 @@ from tradebridge.intake.formats.alert import (
 )
 from tradebridge.intake.sizing import BracketLeg, convert_bracket
 from tradebridge.pipeline.admission import Admission, admit
-from tradebridge.pipeline.risk import RiskLimits
+from tradebridge.pipeline.risk import RiskLimits, RulesBook
 from tradebridge.pipeline.route import brackets_from_fill
 from tradebridge.pipeline.validate import RawSignal
 from tradebridge.store.ledger import NewSignal
@@ -60,8 +61,12 @@ def plan_alert(
     *,
     group_id: str,
     stale_reason: str | None = None,
+    now: datetime | None = None,
 ) -> AlertPlan:
-    """Build the ledger rows of ``alert``; ``AlertRejected`` if it cannot be traded."""
+    """Build the ledger rows of ``alert``; ``AlertRejected`` if it cannot be traded.
+
+    ``now`` is when it arrived (the trading window judges it by that; default: now).
+    """
     contract = _contract(alert.symbol, settings, today)
     accounts = expand_accounts(alert.accounts, settings)
     notes: list[str] = []
@@ -132,7 +137,7 @@ def plan_alert(
                 **common,
             )
         )
-    _admit(alert, rows, settings, today)
+    _admit(alert, rows, settings, today, now or utcnow())
     return AlertPlan(
         group_id=group_id,
         rows=tuple(rows),
@@ -327,7 +332,9 @@ _ALERT_FIELDS: dict[Format, dict[str, str]] = {
 }  # fmt: skip
 
 
-def _admit(alert: ParsedAlert, rows: list[NewSignal], settings: Settings, today: date) -> None:
+def _admit(
+    alert: ParsedAlert, rows: list[NewSignal], settings: Settings, today: date, now: datetime
+) -> None:
     """Refuse the alert if a worker is sure to deny one of its rows (pipeline/admission.py)."""
     # An intake-only process without [[accounts]] cannot tell (expand_accounts lets any
     # name through then); the workers' own settings decide.
@@ -338,6 +345,8 @@ def _admit(alert: ParsedAlert, rows: list[NewSignal], settings: Settings, today:
         root_map={k.upper(): v.upper() for k, v in settings.webhook.symbol_map.items()},
         limits=RiskLimits.from_config(settings.risk),
         legs=settings.orders.leg_time_in_force,
+        rules=RulesBook(settings).of,
+        now=now,
     )
     dialects = {a.name: a.dialect for a in settings.accounts}
     abilities = {d: dialect_capabilities(d) for d in {*dialects.values(), Dialect.NATIVE}}
@@ -347,7 +356,9 @@ def _admit(alert: ParsedAlert, rows: list[NewSignal], settings: Settings, today:
     for row in rows:
         dialect = dialects.get(row.account_name, Dialect.NATIVE)
         from_fill = brackets_from_fill(settings, row.account_name)
-        key = (dialect, from_fill, row.intent, row.quantity, row.target_position)
+        # Accounts under rules of their own are judged on their own.
+        rules = known.rules(row.account_name, row.strategy_name) if known.rules else None
+        key = (dialect, from_fill, row.intent, row.quantity, row.target_position, rules)
         if key in passed and row.account_name in configured:
             continue
         can = abilities[dialect]

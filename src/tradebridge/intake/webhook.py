@@ -199,7 +199,8 @@ class _Intake:
             parsed = PARSERS[fmt](body)
             stale = self._stale_reason(parsed, received_at)
             plan = plan_alert(parsed, self._deps.settings, received_at.date(),
-                              group_id=new_group_id(), stale_reason=stale)  # fmt: skip
+                              group_id=new_group_id(), stale_reason=stale,
+                              now=received_at)  # fmt: skip
         except AlertRejected as e:
             await self._record_invalid(fmt, body, raw, address, received_at, e)
             raise _Refused(400, _invalid(e)) from None

@@ -22,7 +22,8 @@ assembled from them:
 * ``tracking``: what the tracker asks (the row of a broker event, its fills);
 * ``lookups``: what resolving an unknown outcome asks (submits, plans, baselines);
 * ``review``: what reconcile and an operator ask (unknown, needs_review and idle rows);
-* ``sessions``: connections of their own (session locks, notifications).
+* ``sessions``: connections of their own (session locks, notifications);
+* ``risk``: what the pre-trade rules ask (an account's activity, its balance marks).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from tradebridge.store.ledger.pool import (
     try_lock_account,
 )
 from tradebridge.store.ledger.review import Review
+from tradebridge.store.ledger.risk import BalanceMarks, RiskActivity, RiskQueries
 from tradebridge.store.ledger.rows import (
     HistoryEvent,
     InsertResult,
@@ -58,6 +60,7 @@ __all__ = [
     "ACCOUNT_LOCK_NAMESPACE",
     "ALERT_LOCK_NAMESPACE",
     "NOTIFY_CHANNEL",
+    "BalanceMarks",
     "BrokerCall",
     "Conn",
     "HistoryEvent",
@@ -68,6 +71,7 @@ __all__ = [
     "NewSignal",
     "RecordedBrokerCall",
     "RequeueResult",
+    "RiskActivity",
     "database_unavailable",
     "lock_account",
     "store_errors",
@@ -75,7 +79,9 @@ __all__ = [
 ]
 
 
-class Ledger(Intake, Claims, Moves, BrokerCalls, TrackerQueries, Lookups, Review, Sessions):
+class Ledger(
+    Intake, Claims, Moves, BrokerCalls, TrackerQueries, Lookups, Review, Sessions, RiskQueries
+):
     """The ledger over an asyncpg pool; one per process."""
 
     @classmethod
