@@ -8,6 +8,7 @@ across the 17:00 Chicago reset by hand.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -228,3 +229,47 @@ async def test_risk_trailing_drawdown_end_of_day_trails_a_winning_day_then_stops
         assert numbers["mode"] == "eod"
         assert row.status is SignalStatus.DENIED
         assert len(stack.entries(ACCOUNT)) == 4
+
+
+async def _high_water(stack: Stack, at_least: Decimal, timeout: float = 15.0) -> Decimal:
+    """Wait until the account's intraday high water reaches ``at_least``; return it."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    found = None
+    while asyncio.get_running_loop().time() < deadline:
+        found = await stack.ledger.pool.fetchval(
+            "select high_water_intraday from account_risk where account_name = $1", ACCOUNT
+        )
+        if found is not None and found >= at_least:
+            return Decimal(found)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"high water {found}, not {at_least}")
+
+
+async def test_risk_intraday_trailing_follows_fills_between_entries(
+    make_stack: StackFactory,
+) -> None:
+    risk = {"trailing_drawdown": 1500, "trailing_mode": "intraday"}
+    async with make_stack(risk=risk) as stack:
+        stack.start(stack.dispatcher())
+        tick = Decimal("0.25")
+        start = (stack.last() / tick).to_integral_value() * tick
+        await stack.insert("two", quantity=2)
+        await stack.wait("two", "filled")
+        stack.set_price(start + 500)  # +$1,000 a contract
+        await stack.insert("half", intent="exit", side=None, quantity=1)
+        await stack.wait("half", "filled")
+        # The exit's fill: the balance with the open half, about 52,000, is the high water.
+        high = await _high_water(stack, Decimal(51900))
+        stack.set_price(start - 700)  # the rest loses 700 points: cash about 49,600
+        await stack.insert("rest", intent="exit", side=None, quantity=None)
+        await stack.wait("rest", "filled")
+
+        await stack.insert("again")
+        row = await stack.wait("again", "denied")
+
+        # Checks of entries alone saw 50,000 and 49,600: the threshold would be 48,500.
+        numbers = _verdict(await _denial(stack, "again"), "trailing_drawdown")["numbers"]
+        assert Decimal(numbers["high_water"]) == high
+        assert Decimal(numbers["threshold"]) == high - 1500
+        assert row.error_message is not None
+        assert row.error_message.startswith("risk rule trailing_drawdown:")

@@ -58,6 +58,12 @@ on conflict (account_name) do update set
     updated_at = clock_timestamp()
 returning trading_day, day_start_balance, high_water_intraday, high_water_eod
 """
+_RAISE_SQL = """
+update account_risk
+   set high_water_intraday = greatest(high_water_intraday, $2), balance = $2,
+       updated_at = clock_timestamp()
+ where account_name = $1
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,3 +130,8 @@ class RiskQueries(LedgerPool):
             record["trading_day"], Decimal(record["day_start_balance"]),
             Decimal(record["high_water_intraday"]), Decimal(record["high_water_eod"]),
         )  # fmt: skip
+
+    async def raise_high_water(self, account_name: str, balance: Decimal) -> None:
+        """Record a balance read between checks (after a fill): it may raise the intraday high
+        water, never start a trading day (only a check before an entry does)."""
+        await self._pool.execute(_RAISE_SQL, account_name, balance)
