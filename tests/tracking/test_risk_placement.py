@@ -273,3 +273,22 @@ async def test_risk_intraday_trailing_follows_fills_between_entries(
         assert Decimal(numbers["threshold"]) == high - 1500
         assert row.error_message is not None
         assert row.error_message.startswith("risk rule trailing_drawdown:")
+
+
+async def test_risk_position_read_refused_for_want_of_a_token_fails_the_row_never_sent_late(
+    make_stack: StackFactory,
+) -> None:
+    # The rules need the position before a plain order; with every token dead (Redis keeps
+    # them) that read is refused. The row waits up to the bound, then fails, like a submit
+    # refused for the same reason: never sent late, once a token works again.
+    async with make_stack(dispatcher={"unknown_bound_s": 1.0}) as stack:
+        stack.sim.call(stack.sim.ctx.auth.expire_all)
+        stack.start(stack.dispatcher())
+        await stack.insert("stale")
+
+        row = await stack.wait("stale", "failed")
+
+        assert row.error_message is not None
+        assert row.error_message.startswith("not placed: it was never sent (no usable token")
+        assert row.error_message.endswith("so it is not sent late")
+        assert _sim_orders(stack) == 0

@@ -57,7 +57,13 @@ from tradebridge.domain.ids import AccountName, client_order_id_for
 from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.domain.reports import BalanceReport, LookupBaseline
 from tradebridge.domain.sessions import trading_day, trading_day_start
-from tradebridge.errors import BrokerError, IllegalTransition, InvalidInput
+from tradebridge.errors import (
+    AuthError,
+    BrokerError,
+    IllegalTransition,
+    InvalidInput,
+    Lockout,
+)
 from tradebridge.obs import metrics
 from tradebridge.obs.logging import get_logger
 from tradebridge.pipeline.market import Market
@@ -474,9 +480,9 @@ class Dispatcher:
             return await self._deny(row.signal_id, checked)
         broker = await self.brokers.get(checked.account)
         begun = datetime.now(UTC)  # the baseline is read after this (_placement._rivals)
-        prepared = await self._prepare(row.signal_id, checked, broker, today)
-        if prepared is None:
-            return SignalStatus.DENIED
+        prepared = await self._prepare(row.signal_id, checked, broker, today, row.created_at)
+        if isinstance(prepared, SignalStatus):
+            return prepared
         plan, account_id, baseline, verdicts = prepared
         detail = plan_to_json(plan)
         if verdicts:
@@ -507,13 +513,53 @@ class Dispatcher:
         return status
 
     async def _prepare(
-        self, signal_id: str, signal: ValidSignal, broker: Broker, today: date
-    ) -> tuple[PlaceOrder | Any, str | None, LookupBaseline | None, list[Verdict]] | None:
-        """Read broker facts and route; deny (returning None) or return the plan to send.
+        self,
+        signal_id: str,
+        signal: ValidSignal,
+        broker: Broker,
+        today: date,
+        since: datetime | None = None,
+    ) -> tuple[PlaceOrder | Any, str | None, LookupBaseline | None, list[Verdict]] | SignalStatus:
+        """Read broker facts and route; deny (returning the row's status) or return the plan
+        to send, with the risk verdicts.
 
         For an order, also the lookup baseline (the account's orders before the submit), so
         that a lost answer can later be told from other orders (``Broker.lookup_baseline``).
+        Reads that fail are tried again, but not past ``dispatcher.unknown_bound_s`` after the
+        row was created (``since``) for want of a usable token: the row then fails, never sent
+        late, as a submit refused for the same reason would (``tracking._placement``).
         """
+        try:
+            return await self._prepare_once(signal_id, signal, broker, today, since)
+        except _NotSentLate as e:
+            await self.ledger.transition(
+                signal_id, SignalStatus.FAILED, expected=SignalStatus.PROCESSING,
+                owner=self.worker_id,
+                error_message=(
+                    f"not placed: it was never sent (no usable token to read the account: "
+                    f"{e.error}); it is older than dispatcher.unknown_bound_s "
+                    f"({self.config.unknown_bound_s:g}s), so it is not sent late"
+                )[:500],
+                detail={"error": type(e.error).__name__, "not_sent": True},
+            )  # fmt: skip
+            return SignalStatus.FAILED
+
+    def _retry_read(self, error: BrokerError, since: datetime | None) -> None:
+        """Raise ``_NotSentLate`` if a read refused for want of a token has kept the row past
+        the bound; otherwise return (the read is tried again)."""
+        if not isinstance(error, AuthError | Lockout) or since is None:
+            return
+        if (datetime.now(UTC) - since).total_seconds() > self.config.unknown_bound_s:
+            raise _NotSentLate(error)
+
+    async def _prepare_once(
+        self,
+        signal_id: str,
+        signal: ValidSignal,
+        broker: Broker,
+        today: date,
+        since: datetime | None,
+    ) -> tuple[PlaceOrder | Any, str | None, LookupBaseline | None, list[Verdict]] | SignalStatus:
         delay = self.config.lookup_backoff_s
         from_fill = broker.capabilities.brackets_from_fill
         marketable = self.settings.orders.marketable_limit
@@ -531,7 +577,7 @@ class Dispatcher:
                         await self._deny(signal_id, Denied(
                             f"account {signal.account!r} is not among the accounts the broker "
                             "lists for its token", "account_name"))  # fmt: skip
-                        return None
+                        return SignalStatus.DENIED
                     view = await self._view(broker, signal, need)
                     plan = route(signal, view, client_order_id_for(signal_id), today=today,
                                  legs=self.settings.orders.leg_time_in_force,
@@ -543,9 +589,10 @@ class Dispatcher:
                 break
             except InvalidInput as e:
                 await self._deny(signal_id, Denied(str(e), e.field))
-                return None
+                return SignalStatus.DENIED
             except BrokerError as e:
                 # Nothing was sent: keep the row (and its account) and try again shortly.
+                self._retry_read(e, since)
                 _log.warning("broker_read_failed", signal_id=signal_id, error=str(e))
                 await asyncio.sleep(delay)
                 delay = min(max(delay * 2, 0.05), self.config.lookup_backoff_max_s)
@@ -554,7 +601,7 @@ class Dispatcher:
                     await self.ledger.record_broker_call(call, signal_id)
         if isinstance(plan, Denied):
             await self._deny(signal_id, plan)
-            return None
+            return SignalStatus.DENIED
         verdicts: list[Verdict] = []
         if isinstance(plan, PlaceOrder):
             await self._note_limit(signal_id, signal, plan, view, marketable)
@@ -566,18 +613,23 @@ class Dispatcher:
             )  # fmt: skip
             state = AccountState()
             if not facts.reduces:
-                state = await self._risk_state(signal_id, facts, rules, broker)
+                state = await self._risk_state(signal_id, facts, rules, broker, since)
             verdicts, denied = check_order(facts, state, rules, self.limits)
             if denied is not None:
                 await self._deny(signal_id, denied)
-                return None
+                return SignalStatus.DENIED
             if plan.fit_legs:
                 await self._fit_legs(signal_id, plan, broker)
         account_id = info.native_id if info.native_id is not None else info.bridge_id
         return plan, None if account_id is None else str(account_id), baseline, verdicts
 
     async def _risk_state(
-        self, signal_id: str, facts: OrderFacts, rules: Rules, broker: Broker
+        self,
+        signal_id: str,
+        facts: OrderFacts,
+        rules: Rules,
+        broker: Broker,
+        since: datetime | None = None,
     ) -> AccountState:
         """Read what the rules in force need: the ledger's counts, the broker's balance."""
         account, now = facts.command.account, facts.now
@@ -595,7 +647,7 @@ class Dispatcher:
                           orders_today=activity.orders_today,
                           last_entry=activity.last_entry)  # fmt: skip
         if rules.balance:
-            report = await self._read_balance(signal_id, broker, account)
+            report = await self._read_balance(signal_id, broker, account, since)
             if report is not None:
                 day = trading_day(now, zone, rules.day_reset)
                 marks = await self.ledger.mark_balance(account, day, report.net_liq)
@@ -606,7 +658,7 @@ class Dispatcher:
         return AccountState(**values)
 
     async def _read_balance(
-        self, signal_id: str, broker: Broker, account: str
+        self, signal_id: str, broker: Broker, account: str, since: datetime | None = None
     ) -> BalanceReport | None:
         """Return the account's balance; retry while the broker fails; None if it has none."""
         delay = self.config.lookup_backoff_s
@@ -620,6 +672,7 @@ class Dispatcher:
                 return None
             except BrokerError as e:
                 # Nothing was sent: try again shortly (the row keeps its account).
+                self._retry_read(e, since)
                 _log.warning("broker_read_failed", signal_id=signal_id, error=str(e))
                 await asyncio.sleep(delay)
                 delay = min(max(delay * 2, 0.05), self.config.lookup_backoff_max_s)
@@ -686,6 +739,14 @@ class Dispatcher:
             quote, market = await _quote(broker, signal.contract.name)
         return BrokerView(positions=positions, working=working, quote=quote, market=market,
                           leg_time_in_force=can.leg_time_in_force)  # fmt: skip
+
+
+class _NotSentLate(Exception):
+    """A read kept failing for want of a token past the bound: the row fails, never sent."""
+
+    def __init__(self, error: BrokerError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _nets(view: BrokerView) -> dict[str, int]:

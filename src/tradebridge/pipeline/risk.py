@@ -17,6 +17,7 @@ The rules in force for a row are ``[risk]``, then its account's ``risk`` table, 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -100,7 +101,7 @@ class Rules:
 
     def setting(self, name: str) -> str:
         """Return the setting ``name`` comes from, e.g. ``risk.max_order_qty``."""
-        return dict(self.origin).get(name, f"risk.{name}")
+        return _origins(self.origin).get(name, f"risk.{name}")
 
     @property
     def zone(self) -> ZoneInfo:
@@ -136,11 +137,17 @@ class Rules:
         )
 
 
-# The fields of Rules whose None / False means "off" (the others are parameters).
+@functools.lru_cache(maxsize=256)
+def _origins(origin: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    return dict(origin)
+
+
+# The fields of Rules whose None / False means "off" (the others are parameters; the minutes
+# before the close count with trading_hours only).
 _SWITCHES = frozenset({
     "allowed_roots", "max_order_qty", "max_position", "max_account_position", "max_open_orders",
     "max_orders_per_minute", "max_orders_per_day", "daily_loss_limit", "daily_profit_target",
-    "trailing_drawdown", "trading_hours", "no_entry_before_close_min", "cooldown_s",
+    "trailing_drawdown", "trading_hours", "cooldown_s",
     "min_stop_ticks", "max_stop_ticks", "require_stop_loss",
 })  # fmt: skip
 
