@@ -52,6 +52,7 @@ RISK_OFF: dict[str, object] = {
     **dict.fromkeys(("max_order_qty", "max_position", "max_account_position", "max_open_orders",
                      "max_orders_per_minute", "max_orders_per_day"), "off"),
 }  # fmt: skip
+RISK_OFF_TOML = "[risk]\n" + "".join(f'{k} = "{v}"\n' for k, v in RISK_OFF.items())
 # How long an unknown row may hold its account back before it is escalated or failed.
 UNKNOWN_BOUND_S = 20.0
 
