@@ -28,6 +28,15 @@ ACCOUNT_ID = 100001
 BRIDGE_ID = "D100001"
 USER = "demo"
 
+# The risk rules a benchmark switches off (docs/risk.md): it sends more orders a minute and
+# builds larger positions than the defaults allow, at any hour. What it measures is placement.
+RISK_OFF: dict[str, object] = {
+    "trading_hours": "always",
+    **dict.fromkeys(("max_order_qty", "max_position", "max_account_position", "max_open_orders",
+                     "max_orders_per_minute", "max_orders_per_day"), "off"),
+}  # fmt: skip
+RISK_OFF_TOML = "[risk]\n" + "".join(f'{k} = "{v}"\n' for k, v in RISK_OFF.items())
+
 
 def sim_config(accounts: int, user: str = "bench") -> dict[str, object]:
     """Return simulator settings: one user owning ``BENCH0000``.. ``accounts`` accounts."""

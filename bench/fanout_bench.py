@@ -80,6 +80,10 @@ rate_limit_per_minute = 0
 [webhook.groups]
 fan = {json.dumps(names)}
 
+# Any hour (the rules' other defaults stay: one lot, alternating sides, a few a minute).
+[risk]
+trading_hours = "always"
+
 {dispatcher}
 {listed}
 """

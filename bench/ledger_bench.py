@@ -43,6 +43,7 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
+    RISK_OFF,
     bench_account,
     latency_cells,
     machine,
@@ -72,6 +73,7 @@ def _settings(args: argparse.Namespace, names: list[str], sim_url: str) -> Setti
                    "request_burst": 100_000},
         dispatcher={"max_accounts": args.accounts, "workers": args.workers},
         database={"max_pool": 20},
+        risk=RISK_OFF,
     )  # fmt: skip
 
 

@@ -50,6 +50,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
+    RISK_OFF_TOML,
     Connection,
     bench_account,
     latency_cells,
@@ -123,6 +124,7 @@ request_burst = 100000
 secret = "{SECRET}"
 rate_limit_per_minute = 0
 
+{RISK_OFF_TOML}
 {listed}
 """
 

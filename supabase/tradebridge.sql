@@ -23,8 +23,9 @@
 --         while it is still pending (UPDATE of status, pending -> cancelled only: what the
 --         old cancel_signal() did); SELECT the signals it inserted or that are on its
 --         accounts, their order_history events, and its account_owners rows; nothing else,
---         no other UPDATE, never DELETE, nothing of broker_calls or webhook_alerts, nor of
---         the kill switches (kill_switches, kill_switch_events: `tradebridge kill`);
+--         no other UPDATE, never DELETE, nothing of broker_calls, webhook_alerts or
+--         account_risk, nor of the kill switches (kill_switches, kill_switch_events:
+--         `tradebridge kill`);
 --       - service_role (bypasses RLS; server-side code only): INSERT and SELECT signals,
 --         SELECT their history and the account map; no UPDATE or DELETE: results come from
 --         tradebridge;
@@ -80,8 +81,8 @@ create or replace function pg_temp.tradebridge_tables() returns text[]
 language sql immutable
 as $$
     select array['trading_signals', 'order_history', 'broker_calls', 'webhook_alerts',
-                 'account_owners', 'tradebridge_schema_migrations', 'kill_switches',
-                 'kill_switch_events']
+                 'account_risk', 'account_owners', 'tradebridge_schema_migrations',
+                 'kill_switches', 'kill_switch_events']
 $$;
 
 -- Ownership (with their sequences) and RLS on every table.

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from _support.fixtures import logs_to
 from tradebridge.store.embedded import EmbeddedPostgres, EmbeddedRedis
+
+# The suite runs at any hour, weekends and holidays included: entries are not held to the
+# exchange's session (``[risk] trading_hours``, on by default) unless a test says so. The
+# trading window has tests of its own with the time set (tests/pipeline/test_risk_rules.py).
+# Settings built from a RiskConfig instance do not see this: they set it themselves.
+os.environ.setdefault("TRADEBRIDGE_RISK__TRADING_HOURS", "always")
 
 
 @pytest.fixture(scope="session")

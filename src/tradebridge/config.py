@@ -22,10 +22,12 @@ import tomllib
 import uuid
 from collections.abc import Mapping
 from contextvars import ContextVar
+from datetime import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -47,6 +49,7 @@ from pydantic_settings import (
 from pydantic_settings.sources.utils import parse_env_vars
 
 from tradebridge.domain.enums import Dialect, Environment
+from tradebridge.domain.products import PRODUCTS
 from tradebridge.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = Path("tradebridge.toml")
@@ -335,6 +338,161 @@ def websocket_url(native_url: str) -> str:
     return base + "/websocket"
 
 
+Off = Literal["off"]
+"""A rule switched off on purpose (``"off"``): not a limit, and not undefined either."""
+_Count = Annotated[int, Field(ge=1)]
+_Money = Annotated[Decimal, Field(gt=0)]
+_Ticks = Annotated[int, Field(ge=1)]
+
+RISK_RAILS: tuple[str, ...] = ("allowed_roots", "daily_loss_limit", "trailing_drawdown")
+"""The rules with no safe value for every account: undefined by default, and a live account
+must have each defined (a value, or ``"off"`` on purpose) before anything starts."""
+
+
+class RiskRules(_Section):
+    """Pre-trade rules, one value each (docs/risk.md); ``"off"`` switches a rule off.
+
+    In ``[risk]`` every field applies (with these defaults); in an account's ``risk`` table
+    and in ``[risk.strategies.NAME]`` only the fields given there count, and they win over
+    ``[risk]`` (a strategy's over its account's). Exits and other orders that only reduce
+    the position pass every rule.
+    """
+
+    allowed_roots: list[str] | Off | None = Field(
+        None,
+        description='product roots that may be traded, e.g. ["MNQ", "MES"] (after '
+        "webhook.symbol_map); unset: any known root, but a live account must set it (or "
+        '"off")',
+    )
+    max_order_qty: _Count | Off = Field(
+        10, description="contracts in one order (a safe ceiling for micro and mini futures)"
+    )
+    max_position: _Count | Off = Field(
+        10, description="absolute net position per contract after the order"
+    )
+    max_account_position: _Count | Off = Field(
+        20,
+        description="sum over the account's contracts of the absolute net positions after "
+        "the order",
+    )
+    max_open_orders: _Count | Off = Field(
+        20,
+        description="the account's rows at the broker and not done (submitted, working, "
+        "partially filled, unknown, needs review), counted in the ledger",
+    )
+    max_orders_per_minute: _Count | Off = Field(
+        30,
+        description="orders sent for the account in the last 60 s (ledger): a runaway alert "
+        "loop stops here",
+    )
+    max_orders_per_day: _Count | Off = Field(
+        300, description="orders sent for the account in the trading day (ledger)"
+    )
+    daily_loss_limit: _Money | Off | None = Field(
+        None,
+        description="dollars the account may lose in the trading day, realized and open "
+        "(from the broker's balance); once reached only orders that reduce a position pass. "
+        'Unset: not checked, but a live account must set it (or "off")',
+    )
+    daily_profit_target: _Money | Off = Field(
+        "off", description="dollars of the day's P&L after which new entries stop (optional)"
+    )
+    trailing_drawdown: _Money | Off | None = Field(
+        None,
+        description="dollars the balance may fall below its highest mark (the firm's "
+        'trailing drawdown). Unset: not checked, but a live account must set it (or "off")',
+    )
+    trailing_mode: Literal["intraday", "eod"] = Field(
+        "intraday",
+        description="what the highest mark follows: the balance with open P&L as tradebridge "
+        "sees it (intraday), or the balance at the start of each trading day (eod)",
+    )
+    trailing_start_balance: _Money | None = Field(
+        None,
+        description="the account's starting (or highest so far) balance: the mark never "
+        "starts lower; unset: the first balance seen",
+    )
+    trailing_stop_balance: _Money | None = Field(
+        None,
+        description="the threshold stops trailing here (e.g. the starting balance + 100 for "
+        "a 50K evaluation); unset: it trails without end",
+    )
+    trailing_margin: Annotated[Decimal, Field(ge=0)] = Field(
+        Decimal(0),
+        description="dollars kept between the balance and the firm's threshold: entries "
+        "stop this much before it",
+    )
+    timezone: str = Field(
+        "America/Chicago",
+        description="the exchange's time zone: sessions, the close and the trading day's reset",
+    )
+    day_reset: time = Field(
+        time(17, 0), description="when the trading day begins (daily loss, orders per day)"
+    )
+    trading_hours: Literal["cme", "always"] = Field(
+        "cme",
+        description="cme: entries only inside the CME Globex session (session_open to "
+        "session_close, weekdays, no session on the roll calendar's holidays); always: no "
+        "window",
+    )
+    session_open: time = Field(time(17, 0), description="the session opens (the evening before)")
+    session_close: time = Field(time(16, 0), description="the session closes")
+    no_entry_before_close_min: _Count | Off = Field(
+        10, description="no new entries in the last minutes before session_close"
+    )
+    cooldown_s: Annotated[float, Field(gt=0)] | Off = Field(
+        "off", description="seconds after an entry before the next entry on the same root"
+    )
+    min_stop_ticks: _Ticks | Off = Field(
+        "off", description="an entry's stop loss at least this many ticks from the entry"
+    )
+    max_stop_ticks: _Ticks | Off = Field(
+        "off", description="an entry's stop loss at most this many ticks from the entry"
+    )
+    require_stop_loss: bool = Field(False, description="refuse an entry without a stop loss")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _off_lowercase(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() == "off":
+            return "off"
+        return value
+
+    @field_validator("allowed_roots")
+    @classmethod
+    def _known_roots(cls, value: list[str] | str | None) -> list[str] | str | None:
+        if not isinstance(value, list):
+            return value
+        roots = [root.strip().upper() for root in value]
+        unknown = [root for root in roots if root not in PRODUCTS]
+        if unknown:
+            raise ValueError(f"unknown root(s) {', '.join(unknown)} (known: {', '.join(PRODUCTS)})")
+        if not roots:
+            raise ValueError('an empty list allows nothing; list roots, or "off"')
+        return roots
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (e.g. America/Chicago)") from None
+        return value
+
+    def given(self) -> dict[str, Any]:
+        """Return the fields this section sets itself (an override's effective part)."""
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
+class RiskOverride(RiskRules):
+    """Rules of one account or strategy (docs/risk.md): only the fields given here count, and
+    they win over ``[risk]`` (a strategy's over its account's); the others are ``[risk]``'s.
+    """
+
+    defaults_from: ClassVar[str] = "[risk]"
+
+
 class AccountConfig(_Section):
     """One account tradebridge trades, in one dialect."""
 
@@ -353,6 +511,10 @@ class AccountConfig(_Section):
         "default: the only configured user of its dialect",
     )
     token_key: str | None = Field(None, description="overrides the token key template")
+    risk: RiskOverride | None = Field(
+        None,
+        description="rules of this account: only the fields given override [risk] (docs/risk.md)",
+    )
 
 
 class NativeCredentials(_Section):
@@ -708,17 +870,18 @@ class DispatcherConfig(_Section):
     )
 
 
-class RiskConfig(_Section):
-    """Basic pre-trade limits; a breach denies the row (nothing is sent)."""
+class RiskConfig(RiskRules):
+    """Pre-trade rules (docs/risk.md); a breach denies the row (nothing is sent)."""
 
     kill_switch: bool = Field(
         False,
         description="hold the global kill switch on: deny every new order whatever "
         "`tradebridge resume` says (docs/kill-switch.md)",
     )
-    max_order_qty: int | None = Field(None, ge=1, description="contracts per order")
-    max_position: int | None = Field(
-        None, ge=1, description="absolute position per account and contract after the order"
+    strategies: dict[str, RiskOverride] = Field(
+        default_factory=dict,
+        description="rules per strategy_name: only the fields given override [risk] and the "
+        "account's",
     )
 
 

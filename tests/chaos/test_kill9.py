@@ -47,7 +47,15 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from _support.chaos import FAR, SIM_USERS, judge, pause, print_histories, settled
+from _support.chaos import (
+    FAR,
+    RISK_OFF_TOML,
+    SIM_USERS,
+    judge,
+    pause,
+    print_histories,
+    settled,
+)
 from _support.runtime import TRADEBRIDGE, Proc
 from tradebridge.domain.contracts import front_month
 from tradebridge.domain.enums import Dialect
@@ -171,6 +179,8 @@ unknown_bound_s = {UNKNOWN_BOUND_S}
 [logging]
 level = "INFO"
 
+# Random sides at a steady rate: the risk rules would refuse most of it (docs/risk.md).
+{RISK_OFF_TOML}
 {accounts}
 """
     )

@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import pytest
 
-from _support.rig import ACCOUNT, Rig, RigFactory, front, login, order, ticks
+from _support.rig import ACCOUNT, ACCOUNT_ID, Rig, RigFactory, front, login, order, ticks
 from tradebridge.config import AccountConfig, TokenConfig
 from tradebridge.domain.commands import (
     Bracket,
@@ -523,3 +523,20 @@ async def test_c30_submit_refused_before_execution_same_shape_present_absent(
 
     assert result.absent
     assert [o.cl_ord_id for o in rig.sim_orders()] == ["tb-c30-a"]
+
+
+async def test_c31_balance_is_cash_and_open_pnl_as_the_broker_marks_them(rig: Rig) -> None:
+    contract = front()
+    before = await rig.broker.balance(ACCOUNT)
+    await rig.broker.submit(order("tb-c31", quantity=2))
+    rig.set_price(contract, ticks(rig.last(contract), -40))  # 10 points down, long 2
+
+    after = await rig.broker.balance(ACCOUNT)
+
+    engine = rig.sim.ctx.engine
+    cash = rig.sim.call(lambda: engine.cash_balance(ACCOUNT_ID).amount)
+    open_pnl = rig.sim.call(lambda: engine.open_pnl(ACCOUNT_ID))
+    assert (before.cash, before.open_pnl) == (cash, Decimal(0))
+    assert (after.cash, after.open_pnl) == (cash, open_pnl)
+    assert after.open_pnl < 0
+    assert after.net_liq == cash + open_pnl

@@ -129,6 +129,46 @@ async def test_webhook_what_a_worker_would_deny_is_400_naming_the_field(
     await _refused(hook, alert(**fields), field, *words)
 
 
+# Always inside the last 24 hours before a close, or outside a session: never a new entry.
+NEVER_OPEN = {"trading_hours": "cme", "no_entry_before_close_min": 1440}
+
+
+@pytest.mark.parametrize(
+    ("risk", "field", "words"),
+    [
+        ({"allowed_roots": ["MES"]}, "symbol",
+         (("risk rule allowed_roots: MNQ is not among the allowed roots (MES) "
+          "(risk.allowed_roots)"),)),
+        (NEVER_OPEN, None, ("risk rule trading_window: ", "(risk.")),
+        ({"require_stop_loss": True}, "stop_loss",
+         ("risk rule require_stop_loss: the entry has no stop loss",)),
+        ({"max_stop_ticks": 20}, "stop_loss",
+         (("risk rule stop_distance: the stop loss is 40 ticks from the entry, over the maximum "
+          "of 20"),)),
+    ],
+)  # fmt: skip
+async def test_webhook_risk_rule_known_at_intake_is_400_naming_the_rule(
+    make_hook: HookFactory, risk: dict[str, Any], field: str | None, words: tuple[str, ...]
+) -> None:
+    hook = await make_hook(sections={"risk": risk})
+    stop = {"stop_loss": {"points": 10}} if "max_stop_ticks" in risk else {}
+
+    await _refused(hook, alert(**stop), field, "account 'ACC1'", *words)
+
+
+@pytest.mark.parametrize("risk", [{"allowed_roots": ["MES"]}, NEVER_OPEN])
+async def test_webhook_exit_passes_the_rules_known_at_intake(
+    make_hook: HookFactory, risk: dict[str, Any]
+) -> None:
+    hook = await make_hook(sections={"risk": risk})
+
+    response = await hook.post(alert(action="exit", quantity=None))
+
+    assert response.status_code == 200, response.text
+    (row,) = await hook.rows()
+    assert row["intent"] == "exit"
+
+
 async def test_webhook_reverse_with_side_stores_the_side(hook: Hook) -> None:
     response = await hook.post(alert(action="reverse", side="long", quantity=2))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -12,7 +12,7 @@ import pytest
 from tradebridge.domain.enums import OrderStatus, OrderType, Side
 from tradebridge.domain.ids import AccountName, BrokerOrderId, ClientOrderId
 from tradebridge.domain.reports import OrderStatusReport, PositionReport
-from tradebridge.pipeline.risk import RiskLimits, check_risk
+from tradebridge.pipeline.risk import AccountState, OrderFacts, RiskLimits, Rules, check_order
 from tradebridge.pipeline.route import (
     BrokerView,
     CancelOrders,
@@ -222,21 +222,25 @@ def test_route_cancel_and_flatten_cover_working_orders_and_positions() -> None:
     assert [c.contract.name for c in flatten.commands] == ["MESZ6", "MNQZ6"]
 
 
+NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
+
+
 @pytest.mark.parametrize(
-    ("limits", "qty", "position", "reason"),
+    ("limits", "rules", "qty", "position", "reason"),
     [
-        (RiskLimits(kill_switch=True), 1, 0, "kill switch is on"),
-        (RiskLimits(max_order_qty=2), 3, 0, "exceeds the limit of 2 contracts"),
-        (RiskLimits(max_position=3), 2, 2, "would be +4"),
+        (RiskLimits(kill_switch=True), Rules(), 1, 0, "kill switch is on"),
+        (RiskLimits(), Rules(max_order_qty=2), 3, 0, "quantity 3 exceeds the limit of 2"),
+        (RiskLimits(), Rules(max_position=3), 2, 2, "would be +4"),
     ],
 )
 def test_risk_limit_breach_is_denied(
-    limits: RiskLimits, qty: int, position: int, reason: str
+    limits: RiskLimits, rules: Rules, qty: int, position: int, reason: str
 ) -> None:
     plan = route(_valid(quantity=Decimal(qty)), _position(position), CID, today=TODAY)
     assert isinstance(plan, PlaceOrder)
 
-    result = check_risk(plan.command, position=position, limits=limits)
+    _, result = check_order(OrderFacts(plan.command, NOW, position=position), AccountState(),
+                            rules, limits)  # fmt: skip
 
     assert result is not None
     assert reason in result.reason
@@ -246,7 +250,8 @@ def test_risk_reducing_order_passes_even_with_kill_switch() -> None:
     plan = route(_valid(intent="exit", side=None), _position(5), CID, today=TODAY)
     assert isinstance(plan, PlaceOrder)
 
-    result = check_risk(plan.command, position=5, limits=RiskLimits(kill_switch=True,
-                        max_order_qty=1, max_position=1))  # fmt: skip
+    rules = Rules(max_order_qty=1, max_position=1)
+    facts = OrderFacts(plan.command, NOW, position=5)
+    _, result = check_order(facts, AccountState(), rules, RiskLimits(kill_switch=True))
 
     assert result is None

@@ -27,17 +27,21 @@ from tradebridge.store.embedded import EmbeddedRedis
 
 LIVE = {"environment": "live"}
 REFUSAL = r"tradovate\.confirm_live is not true but tradovate\.environment is \"live\""
+# The risk rails a live account must have defined (docs/risk.md).
+RAILS = {"allowed_roots": ["MNQ"], "daily_loss_limit": 1000, "trailing_drawdown": "off"}
 
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
-def _live(tmp_path: Path, **tradovate: Any) -> Any:
+def _live(tmp_path: Path, risk: dict[str, Any] | None = None, **tradovate: Any) -> Any:
     return load_settings(
         data_dir=tmp_path / "data",
         serve={"port": 0},
         webhook={"secret": "live-test-webhook-secret"},
         tradovate={**LIVE, **tradovate},
+        accounts=[{"name": "LIVE1"}, {"name": "LIVE2", "risk": RAILS}],
+        risk=risk or {},
     )
 
 
@@ -51,6 +55,26 @@ async def test_up_live_without_confirmation_refuses_before_starting(tmp_path: Pa
     with pytest.raises(ConfigError, match=REFUSAL):
         await run_up(_live(tmp_path), sim_port=0, stop=asyncio.Event())
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(
+    ("risk", "missing"),
+    [
+        ({}, "LIVE1: allowed_roots, daily_loss_limit, trailing_drawdown"),
+        ({"daily_loss_limit": "off", "trailing_drawdown": 2500}, "LIVE1: allowed_roots"),
+    ],
+)
+async def test_serve_live_with_a_rail_undefined_refuses_naming_account_and_rail(
+    tmp_path: Path, risk: dict[str, Any], missing: str
+) -> None:
+    settings = _live(tmp_path, risk, confirm_live=True)
+
+    with pytest.raises(ConfigError, match="live accounts need every risk rail defined") as e:
+        await run_serve(settings, stop=asyncio.Event())
+
+    assert f"these are not: {missing}. Set each" in str(e.value)
+    assert "LIVE2" not in str(e.value)  # its own risk table defines them
+    assert not (tmp_path / "data").exists()  # no store was started
 
 
 async def test_workers_live_without_confirmation_refuse_whoever_starts_them(
@@ -139,7 +163,7 @@ async def test_serve_healthz_metrics_and_log_say_the_environment(
     # The simulator stands in for live's hosts: only the settings say live.
     settings = serve_settings(
         sim_tokens, fresh_db, redis_server.url, tmp_path, secret="live-test-webhook-secret",
-        tradovate=tradovate,
+        tradovate=tradovate, risk=RAILS,
     )  # fmt: skip
     with structlog.testing.capture_logs() as logs:
         async with serving(settings) as found, httpx.AsyncClient() as client:

@@ -31,8 +31,8 @@ insert into trading_signals (signal_id, strategy_name, instrument, side, order_t
 values ($1, 'app', 'MNQZ6', 'buy', 'market', 1, $2, '{}')
 """
 TABLES = [
-    "trading_signals", "order_history", "broker_calls", "webhook_alerts", "account_owners",
-    "tradebridge_schema_migrations", "kill_switches", "kill_switch_events",
+    "trading_signals", "order_history", "broker_calls", "webhook_alerts", "account_risk",
+    "account_owners", "tradebridge_schema_migrations", "kill_switches", "kill_switch_events",
 ]  # fmt: skip
 
 
@@ -229,6 +229,7 @@ async def test_every_table_has_rls_an_owner_and_only_the_documented_grants(
     service = ["service_role:SELECT"]
     assert found == {
         "account_owners": (True, "tradebridge", ["authenticated:SELECT", *service]),
+        "account_risk": (True, "tradebridge", []),
         "broker_calls": (True, "tradebridge", []),
         "kill_switch_events": (True, "tradebridge", []),
         "kill_switches": (True, "tradebridge", []),

@@ -29,6 +29,7 @@ from tradebridge.dispatch.dispatcher import Dispatcher
 from tradebridge.domain.contracts import ContractSymbol
 from tradebridge.domain.enums import Dialect
 from tradebridge.domain.lifecycle import SignalStatus
+from tradebridge.sim.clock import Clock
 from tradebridge.sim.config import SimConfig
 from tradebridge.sim.engine import SimOrder
 from tradebridge.sim.server import SimServer
@@ -176,22 +177,26 @@ def make_settings(sim_url: str, dialect: Dialect = Dialect.NATIVE, **sections: A
         tradovate=TradovateConfig(**tradovate),
         tvbridge=TvBridgeConfig(**tvbridge),
         dispatcher=DispatcherConfig(**dispatcher),
-        risk=RiskConfig(**sections.pop("risk", {})),
+        # Any hour: the trading window is tested with the clock set (test_risk_rules.py).
+        risk=RiskConfig(**{"trading_hours": "always", **sections.pop("risk", {})}),
         **sections,
     )  # fmt: skip
 
 
 @pytest.fixture
 def make_stack(ledger_url: str, redis_client: aioredis.Redis) -> StackFactory:
-    """Return ``make_stack(sim_config=None, dialect=NATIVE, **settings_sections)`` (an async
-    context manager)."""
+    """Return ``make_stack(sim_config=None, dialect=NATIVE, clock=None, **settings_sections)``
+    (an async context manager; ``clock`` is the simulator's)."""
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
     async def make(
-        sim_config: SimConfig | None = None, dialect: Dialect = Dialect.NATIVE, **sections: Any
+        sim_config: SimConfig | None = None,
+        dialect: Dialect = Dialect.NATIVE,
+        clock: Clock | None = None,
+        **sections: Any,
     ) -> AsyncIterator[Stack]:
-        with SimServer(sim_config or SimConfig(port=0)) as sim:
+        with SimServer(sim_config or SimConfig(port=0), clock=clock) as sim:
             value = await login(sim, dialect)
             for name in (ACCOUNT, ACCOUNT_2):
                 await redis_client.set(f"token:{name}", value)

@@ -66,6 +66,8 @@ def _no_secret_in(output: str) -> None:
     assert "db-pw-FAKE" not in output
 
 
+# The risk rails a live account must have defined (docs/risk.md).
+_RAILS = '[risk]\nallowed_roots = ["MNQ"]\ndaily_loss_limit = 1000\ntrailing_drawdown = "off"\n'
 _TWO_ACCOUNTS = """
 [[accounts]]
 name = "DEMO1"
@@ -206,8 +208,11 @@ def test_config_check_every_problem_named_with_its_fix_never_its_value(
         ("", 2, ("error: tradovate.confirm_live is not true but tradovate.environment is "
                  '"live": orders would trade real money')),
         ("confirm_live = false\n", 2, "TRADEBRIDGE_TRADOVATE__CONFIRM_LIVE=true"),
-        ("confirm_live = true\n", 0, ("Environment: LIVE, orders trade real money (confirmed "
-                                      "by tradovate.confirm_live).")),
+        ("confirm_live = true\n" + _RAILS, 0, ("Environment: LIVE, orders trade real money "
+                                                "(confirmed by tradovate.confirm_live).")),
+        ('confirm_live = true\n[risk]\nallowed_roots = ["MNQ"]\n', 2,
+         ("live accounts need every risk rail defined, and these are not: DEMO1: "
+          "daily_loss_limit, trailing_drawdown; BRIDGE1: daily_loss_limit, trailing_drawdown")),
     ],
 )  # fmt: skip
 def test_config_check_live_needs_confirmation(
@@ -330,7 +335,7 @@ def _show(tmp_path: Path) -> tuple[Path, dict[str, dict[str, Any]]]:
     path = _config(
         tmp_path,
         '[tradovate]\nenvironment = "live"\nconfirm_live = true\nrequest_timeout_s = 3\n'
-        f"{_TWO_ACCOUNTS}"
+        f"{_RAILS}{_TWO_ACCOUNTS}"
         '[webhook.symbol_map]\nNQ = "MNQ"\n',
     )
     code, output = _run("show", "--config", str(path), "--json")

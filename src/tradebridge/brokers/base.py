@@ -27,6 +27,7 @@ from tradebridge.domain.enums import Dialect
 from tradebridge.domain.ids import AccountName, BrokerOrderId, ClientOrderId
 from tradebridge.domain.orders import OrderEvent
 from tradebridge.domain.reports import (
+    BalanceReport,
     FillReport,
     LookupBaseline,
     LookupResult,
@@ -154,6 +155,10 @@ class Broker(Protocol):
 
     async def position_reports(self, account: AccountName) -> list[PositionReport]:
         """Return the account's positions."""
+        ...
+
+    async def balance(self, account: AccountName) -> BalanceReport:
+        """Return the account's cash and open P&L (the pre-trade P&L rules read it)."""
         ...
 
     def events(self) -> AsyncIterator[BrokerOrderEvent]:

@@ -13,10 +13,10 @@ import json
 import re
 import types
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import annotated_types
 from pydantic import BaseModel, SecretStr
@@ -136,7 +136,11 @@ def _tables(
             nested.append(_tables(item, (*where, 0), f"`[[{dotted(where)}]]`", about,
                                   in_list=True))  # fmt: skip
             continue
-        table.rows.append(_row(name, info, where, annotation, optional, in_list=in_list))
+        row = _row(name, info, where, annotation, optional, in_list=in_list)
+        inherited = getattr(model, "defaults_from", None)
+        if isinstance(inherited, str):  # an override: what it leaves unset is another's
+            row = replace(row, default=f"as `{inherited}`")
+        table.rows.append(row)
         for member in _models_in(annotation):
             about = (
                 f"{_doc(member)} An entry of `{dotted(where)}` may be such a table instead of "
@@ -206,6 +210,11 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
 
 def _type_name(annotation: Any) -> str:
     origin = get_origin(annotation)
+    if origin is Annotated:
+        base, *extra = get_args(annotation)
+        metadata = [m for item in extra for m in getattr(item, "metadata", [item])]
+        limits = _constraints(metadata)
+        return _type_name(base) + (f" ({limits})" if limits else "")
     if origin is Literal:
         return " or ".join(json.dumps(v) for v in get_args(annotation))
     if origin in (Union, types.UnionType):
@@ -224,8 +233,12 @@ def _type_name(annotation: Any) -> str:
 
 
 def _limits(info: FieldInfo) -> str:
+    return _constraints(info.metadata)
+
+
+def _constraints(metadata: list[Any]) -> str:
     found = []
-    for item in info.metadata:
+    for item in metadata:
         for kind, attribute, sign in _CONSTRAINTS:
             if isinstance(item, kind):
                 found.append(f"{sign} {getattr(item, attribute)}")

@@ -264,13 +264,15 @@ def start_up_problems(settings: Settings, provenance: Provenance) -> list[Proble
 
 
 def _tradovate_problems(settings: Settings, provenance: Provenance) -> list[Problem]:
-    from tradebridge.runtime.live import require_live_confirmed
+    from tradebridge.runtime.live import LIVE_NOT_CONFIRMED, require_live_confirmed
 
     problems = []
     try:
         require_live_confirmed(settings)
     except ConfigError as e:
-        problems.append(Problem("tradovate.confirm_live", str(e)))
+        # Unconfirmed, or confirmed with a risk rail undefined for an account.
+        setting = "tradovate.confirm_live" if str(e) == LIVE_NOT_CONFIRMED else "risk"
+        problems.append(Problem(setting, str(e)))
     return problems + _host_problems(settings, provenance)
 
 

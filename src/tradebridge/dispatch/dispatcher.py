@@ -9,9 +9,11 @@ configured account); one task per account places its rows one after the other, i
 insertion order, so accounts run in parallel and one account's rows in sequence.
 
 Per row: validate → broker facts (position, working orders, quote: only what routing needs)
-→ route → risk (with the kill switches as read after the row's claim: ``store/kill.py``)
-→ protective legs cut (exits, reversals, target moves: ``tracking._legs``) →
-``submitted`` committed → send → outcome (``tracking._placement``).
+→ route → risk (the kill switches as read after the row's claim, ``store/kill.py``; then the
+rules of ``pipeline/risk.py``, with the account's activity from the ledger and its balance
+from the broker where a rule needs them) → protective legs cut (exits, reversals, target
+moves: ``tracking._legs``) → ``submitted`` committed → send → outcome
+(``tracking._placement``).
 
 No error of ours ends a row: an unexpected exception before the write-ahead sends the row
 back to ``pending`` after a growing wait (``dispatcher.error_retry_s`` up to
@@ -50,18 +52,43 @@ from tradebridge.dispatch.placement import (
 )
 from tradebridge.dispatch.reconcile import Reconciler, local_worker
 from tradebridge.domain.calls import BrokerCall
+from tradebridge.domain.clock import Clock, utcnow
 from tradebridge.domain.enums import OrderStatus, OrderType
 from tradebridge.domain.ids import AccountName, client_order_id_for
-from tradebridge.domain.kill import RULE as KILL_RULE
 from tradebridge.domain.lifecycle import SignalStatus
-from tradebridge.domain.reports import LookupBaseline
-from tradebridge.errors import BrokerError, IllegalTransition, InvalidInput
+from tradebridge.domain.reports import BalanceReport, LookupBaseline
+from tradebridge.domain.sessions import trading_day, trading_day_start
+from tradebridge.errors import (
+    AuthError,
+    BrokerError,
+    IllegalTransition,
+    InvalidInput,
+    Lockout,
+)
 from tradebridge.obs import metrics
 from tradebridge.obs.logging import get_logger
 from tradebridge.pipeline.kill import with_kill_switch
 from tradebridge.pipeline.market import Market
-from tradebridge.pipeline.risk import RiskLimits, check_risk
-from tradebridge.pipeline.route import BrokerView, Needs, PlaceOrder, needs, route
+from tradebridge.pipeline.risk import (
+    AccountState,
+    OrderFacts,
+    RiskDenied,
+    RiskLimits,
+    Rules,
+    RulesBook,
+    Verdict,
+    assess,
+    check_order,
+    denial,
+)
+from tradebridge.pipeline.route import (
+    BrokerView,
+    Needs,
+    PlaceOrder,
+    entry_reference,
+    needs,
+    route,
+)
 from tradebridge.pipeline.validate import Denied, RawSignal, ValidSignal, validate
 from tradebridge.store.kill import KillSwitchWatch
 from tradebridge.store.ledger import Ledger, LedgerRow, database_unavailable
@@ -98,6 +125,7 @@ class Dispatcher:
         today: Callable[[], date] | None = None,
         tracking: bool | None = None,
         kill: KillSwitchWatch | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.settings = settings
         # Whether run() also runs the tracker and reconcile; None: the first dispatcher of
@@ -112,6 +140,9 @@ class Dispatcher:
         self.kill = kill or KillSwitchWatch(
             ledger, forced=settings.risk.kill_switch, poll_s=settings.serve.kill_switch_poll_s
         )
+        self.rules = RulesBook(settings)
+        # The time the rules judge by (sessions, the trading day, rates); tests set it.
+        self._clock = clock or utcnow
         self.placer = Placer(ledger, self.config, lookup_window_s=lookup_window_s(settings))
         self._today = today or (lambda: datetime.now(UTC).date())
         self._root_map = root_map(settings)
@@ -473,10 +504,10 @@ class Dispatcher:
         with contextlib.suppress(Exception):
             await asyncio.shield(self.ledger.hand_back(self.worker_id, signal_ids, reason))
 
-    async def _deny(self, signal_id: str, denied: Denied, rule: str | None = None) -> SignalStatus:
-        detail = {"field": denied.field}
-        if rule is not None:  # the rule and its verdict, in the history as on the row
-            detail |= {"rule": rule, "reason": denied.reason}
+    async def _deny(self, signal_id: str, denied: Denied) -> SignalStatus:
+        detail: dict[str, Any] = {"field": denied.field}
+        if isinstance(denied, RiskDenied):  # the rule and every verdict, as on the row
+            detail.update(denied.detail(), reason=denied.reason)
         await self.ledger.transition(
             signal_id, SignalStatus.DENIED, expected=SignalStatus.PROCESSING, owner=self.worker_id,
             error_message=denied.reason, detail=detail,
@@ -494,11 +525,16 @@ class Dispatcher:
             return await self._deny(row.signal_id, checked)
         broker = await self.brokers.get(checked.account)
         begun = datetime.now(UTC)  # the baseline is read after this (_placement._rivals)
-        prepared = await self._prepare(row.signal_id, checked, broker, today, claimed_at)
-        if prepared is None:
-            return SignalStatus.DENIED
-        plan, account_id, baseline = prepared
+        prepared = await self._prepare(
+            row.signal_id, checked, broker, today, claimed_at, since=row.created_at
+        )
+        if isinstance(prepared, SignalStatus):
+            return prepared
+        plan, account_id, baseline, verdicts = prepared
         detail = plan_to_json(plan)
+        if verdicts:
+            detail["risk"] = [v.to_json() for v in verdicts]
+            detail["entry"] = verdicts[0].rule != "reduces_only"
         if baseline is not None:
             detail["baseline"] = baseline.to_json()
             detail["baseline_after"] = begun.isoformat()
@@ -524,18 +560,61 @@ class Dispatcher:
         return status
 
     async def _prepare(
-        self, signal_id: str, signal: ValidSignal, broker: Broker, today: date, claimed_at: float
-    ) -> tuple[PlaceOrder | Any, str | None, LookupBaseline | None] | None:
-        """Read broker facts and route; deny (returning None) or return the plan to send.
+        self,
+        signal_id: str,
+        signal: ValidSignal,
+        broker: Broker,
+        today: date,
+        claimed_at: float,
+        since: datetime | None = None,
+    ) -> tuple[PlaceOrder | Any, str | None, LookupBaseline | None, list[Verdict]] | SignalStatus:
+        """Read broker facts and route; deny (returning the row's status) or return the plan
+        to send, with the risk verdicts.
 
         For an order, also the lookup baseline (the account's orders before the submit), so
         that a lost answer can later be told from other orders (``Broker.lookup_baseline``).
+        Reads that fail are tried again, but not past ``dispatcher.unknown_bound_s`` after the
+        row was created (``since``) for want of a usable token: the row then fails, never sent
+        late, as a submit refused for the same reason would (``tracking._placement``).
         """
+        try:
+            return await self._prepare_once(signal_id, signal, broker, today, claimed_at, since)
+        except _NotSentLate as e:
+            await self.ledger.transition(
+                signal_id, SignalStatus.FAILED, expected=SignalStatus.PROCESSING,
+                owner=self.worker_id,
+                error_message=(
+                    f"not placed: it was never sent (no usable token to read the account: "
+                    f"{e.error}); it is older than dispatcher.unknown_bound_s "
+                    f"({self.config.unknown_bound_s:g}s), so it is not sent late"
+                )[:500],
+                detail={"error": type(e.error).__name__, "not_sent": True},
+            )  # fmt: skip
+            return SignalStatus.FAILED
+
+    def _retry_read(self, error: BrokerError, since: datetime | None) -> None:
+        """Raise ``_NotSentLate`` if a read refused for want of a token has kept the row past
+        the bound; otherwise return (the read is tried again)."""
+        if not isinstance(error, AuthError | Lockout) or since is None:
+            return
+        if (datetime.now(UTC) - since).total_seconds() > self.config.unknown_bound_s:
+            raise _NotSentLate(error)
+
+    async def _prepare_once(
+        self,
+        signal_id: str,
+        signal: ValidSignal,
+        broker: Broker,
+        today: date,
+        claimed_at: float,
+        since: datetime | None,
+    ) -> tuple[PlaceOrder | Any, str | None, LookupBaseline | None, list[Verdict]] | SignalStatus:
         delay = self.config.lookup_backoff_s
         from_fill = broker.capabilities.brackets_from_fill
         marketable = self.settings.orders.marketable_limit
+        rules = self.rules.of(signal.account, signal.strategy_name)
         need = needs(
-            signal, position_for_risk=self.limits.needs_position, brackets_from_fill=from_fill,
+            signal, position_for_risk=rules.position, brackets_from_fill=from_fill,
             marketable_limit=marketable,
         )  # fmt: skip
         while True:
@@ -547,7 +626,7 @@ class Dispatcher:
                         await self._deny(signal_id, Denied(
                             f"account {signal.account!r} is not among the accounts the broker "
                             "lists for its token", "account_name"))  # fmt: skip
-                        return None
+                        return SignalStatus.DENIED
                     view = await self._view(broker, signal, need)
                     plan = route(signal, view, client_order_id_for(signal_id), today=today,
                                  legs=self.settings.orders.leg_time_in_force,
@@ -559,9 +638,10 @@ class Dispatcher:
                 break
             except InvalidInput as e:
                 await self._deny(signal_id, Denied(str(e), e.field))
-                return None
+                return SignalStatus.DENIED
             except BrokerError as e:
                 # Nothing was sent: keep the row (and its account) and try again shortly.
+                self._retry_read(e, since)
                 _log.warning("broker_read_failed", signal_id=signal_id, error=str(e))
                 await asyncio.sleep(delay)
                 delay = min(max(delay * 2, 0.05), self.config.lookup_backoff_max_s)
@@ -570,24 +650,91 @@ class Dispatcher:
                     await self.ledger.record_broker_call(call, signal_id)
         if isinstance(plan, Denied):
             await self._deny(signal_id, plan)
-            return None
+            return SignalStatus.DENIED
+        verdicts: list[Verdict] = []
         if isinstance(plan, PlaceOrder):
             await self._note_limit(signal_id, signal, plan, view, marketable)
             switches = await self._until_reachable(lambda: self.kill.read_since(claimed_at))
             limits = with_kill_switch(self.limits, switches, signal.account)
-            risk = check_risk(
-                plan.command,
+            facts = OrderFacts(
+                plan.command, self._clock(),
                 position=plan.position_before if need.position else None,
-                limits=limits,
-            )
-            if risk is not None:
-                rule = KILL_RULE if limits.kill_switch and risk.field == "risk" else None
-                await self._deny(signal_id, risk, rule)
-                return None
+                positions=_nets(view) if need.position else None,
+                entry_price=entry_reference(signal, view.quote),
+            )  # fmt: skip
+            if limits.kill_switch and not facts.reduces:
+                # Stopped by a switch: nothing else is read or judged.
+                verdicts = assess(facts, AccountState(), rules, limits, only=())
+                denied = denial(verdicts)
+            else:
+                state = AccountState()
+                if not facts.reduces:
+                    state = await self._risk_state(signal_id, facts, rules, broker, since)
+                verdicts, denied = check_order(facts, state, rules, limits)
+            if denied is not None:
+                await self._deny(signal_id, denied)
+                return SignalStatus.DENIED
             if plan.fit_legs:
                 await self._fit_legs(signal_id, plan, broker)
         account_id = info.native_id if info.native_id is not None else info.bridge_id
-        return plan, None if account_id is None else str(account_id), baseline
+        return plan, None if account_id is None else str(account_id), baseline, verdicts
+
+    async def _risk_state(
+        self,
+        signal_id: str,
+        facts: OrderFacts,
+        rules: Rules,
+        broker: Broker,
+        since: datetime | None = None,
+    ) -> AccountState:
+        """Read what the rules in force need: the ledger's counts, the broker's balance."""
+        account, now = facts.command.account, facts.now
+        zone = rules.zone
+        values: dict[str, Any] = {}
+        if rules.counts:
+            activity = await self.ledger.risk_activity(
+                account, besides=signal_id, minute_since=now - timedelta(seconds=60),
+                day_since=trading_day_start(now, zone, rules.day_reset),
+                root=facts.command.contract.root if rules.cooldown_s is not None else None,
+                entry_since=now - timedelta(seconds=rules.cooldown_s or 0),
+            )  # fmt: skip
+            values.update(open_orders=activity.open_orders,
+                          orders_last_minute=activity.orders_last_minute,
+                          orders_today=activity.orders_today,
+                          last_entry=activity.last_entry)  # fmt: skip
+        if rules.balance:
+            report = await self._read_balance(signal_id, broker, account, since)
+            if report is not None:
+                day = trading_day(now, zone, rules.day_reset)
+                marks = await self.ledger.mark_balance(account, day, report.net_liq)
+                high = marks.high_water_eod if rules.trailing_mode == "eod" else (
+                    marks.high_water_intraday)  # fmt: skip
+                values.update(balance=report.net_liq, day_start_balance=marks.day_start_balance,
+                              high_water=high)  # fmt: skip
+        return AccountState(**values)
+
+    async def _read_balance(
+        self, signal_id: str, broker: Broker, account: str, since: datetime | None = None
+    ) -> BalanceReport | None:
+        """Return the account's balance; retry while the broker fails; None if it has none."""
+        delay = self.config.lookup_backoff_s
+        while True:
+            calls: list[BrokerCall] = []
+            try:
+                with capture() as calls:
+                    return await broker.balance(AccountName(account))
+            except InvalidInput as e:
+                _log.warning("balance_unavailable", signal_id=signal_id, error=str(e))
+                return None
+            except BrokerError as e:
+                # Nothing was sent: try again shortly (the row keeps its account).
+                self._retry_read(e, since)
+                _log.warning("broker_read_failed", signal_id=signal_id, error=str(e))
+                await asyncio.sleep(delay)
+                delay = min(max(delay * 2, 0.05), self.config.lookup_backoff_max_s)
+            finally:
+                for call in calls:
+                    await self.ledger.record_broker_call(call, signal_id)
 
     async def _fit_legs(self, signal_id: str, plan: PlaceOrder, broker: Broker) -> None:
         """Cut the protective legs before the order is sent; retry until the broker answers."""
@@ -648,6 +795,22 @@ class Dispatcher:
             quote, market = await _quote(broker, signal.contract.name)
         return BrokerView(positions=positions, working=working, quote=quote, market=market,
                           leg_time_in_force=can.leg_time_in_force)  # fmt: skip
+
+
+class _NotSentLate(Exception):
+    """A read kept failing for want of a token past the bound: the row fails, never sent."""
+
+    def __init__(self, error: BrokerError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _nets(view: BrokerView) -> dict[str, int]:
+    """Return the account's net position per contract."""
+    nets: dict[str, int] = {}
+    for position in view.positions:
+        nets[position.contract] = nets.get(position.contract, 0) + position.net_qty
+    return nets
 
 
 async def _quote(broker: Broker, instrument: str) -> tuple[Decimal | None, Market | None]:

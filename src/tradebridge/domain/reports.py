@@ -65,6 +65,20 @@ class PositionReport:
 
 
 @dataclass(frozen=True, slots=True)
+class BalanceReport:
+    """An account's money as the broker reports it: cash, open P&L and their sum."""
+
+    account: AccountName
+    cash: Decimal  # realized: the cash balance
+    open_pnl: Decimal
+
+    @property
+    def net_liq(self) -> Decimal:
+        """Return the net liquidation value: cash plus open P&L."""
+        return self.cash + self.open_pnl
+
+
+@dataclass(frozen=True, slots=True)
 class LookupBaseline:
     """The account's orders just before a submit: what a lookup may NOT adopt.
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from tradebridge.brokers.factory import dialect_capabilities
 from tradebridge.config import Settings, WebhookAccountEntry
+from tradebridge.domain.clock import utcnow
 from tradebridge.domain.contracts import ContractSymbol, resolve_symbol
 from tradebridge.domain.enums import Dialect
 from tradebridge.domain.kill import KillSwitches
@@ -31,7 +32,7 @@ from tradebridge.intake.formats.alert import (
 from tradebridge.intake.sizing import BracketLeg, convert_bracket
 from tradebridge.pipeline.admission import Admission, admit
 from tradebridge.pipeline.kill import with_kill_switch
-from tradebridge.pipeline.risk import RiskLimits
+from tradebridge.pipeline.risk import RiskLimits, RulesBook
 from tradebridge.pipeline.route import brackets_from_fill
 from tradebridge.pipeline.validate import RawSignal
 from tradebridge.store.ledger import NewSignal
@@ -63,11 +64,13 @@ def plan_alert(
     group_id: str,
     stale_reason: str | None = None,
     kill: KillSwitches | None = None,
+    now: datetime | None = None,
 ) -> AlertPlan:
     """Build the ledger rows of ``alert``; ``AlertRejected`` if it cannot be traded.
 
     ``kill``: the kill switches as the database has them (``store/kill.py``); None: only
-    the settings' ``risk.kill_switch``.
+    the settings' ``risk.kill_switch``. ``now`` is when it arrived (the trading window
+    judges it by that; default: now).
     """
     contract = _contract(alert.symbol, settings, today)
     accounts = expand_accounts(alert.accounts, settings)
@@ -139,7 +142,8 @@ def plan_alert(
                 **common,
             )
         )
-    _admit(alert, rows, settings, today, kill or KillSwitches(forced=settings.risk.kill_switch))
+    _admit(alert, rows, settings, today, now or utcnow(),
+           kill or KillSwitches(forced=settings.risk.kill_switch))  # fmt: skip
     return AlertPlan(
         group_id=group_id,
         rows=tuple(rows),
@@ -335,7 +339,12 @@ _ALERT_FIELDS: dict[Format, dict[str, str]] = {
 
 
 def _admit(
-    alert: ParsedAlert, rows: list[NewSignal], settings: Settings, today: date, kill: KillSwitches
+    alert: ParsedAlert,
+    rows: list[NewSignal],
+    settings: Settings,
+    today: date,
+    now: datetime,
+    kill: KillSwitches,
 ) -> None:
     """Refuse the alert if a worker is sure to deny one of its rows (pipeline/admission.py)."""
     # An intake-only process without [[accounts]] cannot tell (expand_accounts lets any
@@ -347,6 +356,8 @@ def _admit(
         root_map={k.upper(): v.upper() for k, v in settings.webhook.symbol_map.items()},
         limits=RiskLimits.from_config(settings.risk),
         legs=settings.orders.leg_time_in_force,
+        rules=RulesBook(settings).of,
+        now=now,
     )
     dialects = {a.name: a.dialect for a in settings.accounts}
     abilities = {d: dialect_capabilities(d) for d in {*dialects.values(), Dialect.NATIVE}}
@@ -360,7 +371,9 @@ def _admit(
         limits = with_kill_switch(base.limits, kill, row.account_name)
         known = base if limits is base.limits else replace(base, limits=limits)
         stopped = limits.kill_switch_source if limits.kill_switch else None
-        key = (dialect, from_fill, row.intent, row.quantity, row.target_position, stopped)
+        # Accounts under rules of their own are judged on their own.
+        rules = known.rules(row.account_name, row.strategy_name) if known.rules else None
+        key = (dialect, from_fill, row.intent, row.quantity, row.target_position, stopped, rules)
         if key in passed and row.account_name in configured:
             continue
         can = abilities[dialect]

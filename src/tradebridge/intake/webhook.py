@@ -210,7 +210,7 @@ class _Intake:
             stale = self._stale_reason(parsed, received_at)
             plan = plan_alert(parsed, self._deps.settings, received_at.date(),
                               group_id=new_group_id(), stale_reason=stale,
-                              kill=switches)  # fmt: skip
+                              kill=switches, now=received_at)  # fmt: skip
         except AlertRejected as e:
             # A repeat of an alert stored before (the settings may have changed since) is
             # answered as the duplicate it is, not refused.

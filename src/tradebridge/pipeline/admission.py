@@ -11,22 +11,34 @@ never answered "accepted" and denied afterwards. So intake runs the worker's own
 * nothing the broker reports: the position is taken as flat and no order as working, and a
   denial whose reason depends on them ("nothing to do") is not a refusal.
 
-Risk at intake keeps the limits that do not depend on the position: the kill switch for
-every order the route would send from flat (so buy, sell, reverse, and a target position
-other than 0 are refused while it is on; exit, cancel, flatten and a target of 0 pass, so a
-trader can still get out), and ``max_order_qty`` for plain orders, whose quantity is the
-row's own. A position limit is checked at placement only.
+Risk at intake runs the rules the row alone decides, with the time of arrival
+(``risk.INTAKE_RULES``), on every order the route would send from flat: the kill switch, the
+allowed roots, the trading window, a required stop loss and its distance (so buy, sell,
+reverse, and a target position other than 0 are refused by them; exit, cancel, flatten and a
+target of 0 pass, so a trader can still get out), and ``max_order_qty`` for plain orders,
+whose quantity is the row's own. What depends on the position, the ledger's counts or the
+balance is checked at placement only (docs/risk.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, datetime
 
-from tradebridge.domain.commands import LegTimeInForce
+from tradebridge.domain.commands import Bracket, LegTimeInForce
 from tradebridge.domain.ids import ClientOrderId
-from tradebridge.pipeline.risk import RiskLimits, check_risk
+from tradebridge.pipeline.risk import (
+    INTAKE_RULES,
+    AccountState,
+    OrderFacts,
+    RiskLimits,
+    Rules,
+    assess,
+    check_risk,
+    denial,
+    max_order_qty,
+)
 from tradebridge.pipeline.route import BrokerView, PlaceOrder, route
 from tradebridge.pipeline.validate import Denied, Intent, RawSignal, validate
 
@@ -40,6 +52,10 @@ class Admission:
     root_map: Mapping[str, str]
     limits: RiskLimits
     legs: LegTimeInForce = "entry"
+    # The rules in force per (account, strategy) (``risk.RulesBook.of``), and the time of
+    # arrival; without them only the kill switch is checked.
+    rules: Callable[[str, str | None], Rules] | None = None
+    now: datetime | None = None
 
 
 def admit(
@@ -65,10 +81,23 @@ def admit(
         return None if plan.nothing_to_do else plan
     if not isinstance(plan, PlaceOrder):
         return None
-    limits = replace(
-        known.limits,
-        max_order_qty=known.limits.max_order_qty if checked.intent is Intent.ORDER else None,
-        max_position=None,
+    if known.rules is None or known.now is None:
+        # position None: not known here, so nothing counts as only reducing it.
+        return check_risk(plan.command, position=None, limits=known.limits)
+    rules = known.rules(checked.account, checked.strategy_name)
+    command = plan.command
+    if checked.stop_loss_ticks is not None and not (
+        command.bracket
+        and (command.bracket.stop_loss is not None or command.bracket.stop_loss_ticks)
+    ):
+        # Legs in ticks priced from the quote at placement: the stop's distance is its ticks.
+        command = replace(
+            command,
+            bracket=replace(command.bracket or Bracket(), stop_loss_ticks=checked.stop_loss_ticks),
+        )
+    # A reverse or target's quantity at placement follows the position, not the row.
+    only = tuple(
+        r for r in INTAKE_RULES if r is not max_order_qty or checked.intent is Intent.ORDER
     )
-    # position None: not known here, so nothing counts as only reducing it.
-    return check_risk(plan.command, position=None, limits=limits)
+    facts = OrderFacts(command, known.now, entry_price=checked.reference_price)
+    return denial(assess(facts, AccountState(), rules, known.limits, only=only))

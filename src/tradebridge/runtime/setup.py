@@ -231,6 +231,17 @@ def render_config(
             if account.bridge_id is not None:
                 lines.append(f"bridge_id = {_toml(account.bridge_id)}")
             lines.append(f"user = {_toml(user.name)}")
+    if target.environment is Environment.LIVE:
+        # The workers refuse to start on live until these are defined (runtime/live.py).
+        lines += [
+            "",
+            '# Live accounts need these risk rails defined, a value or "off" on purpose,',
+            "# before the workers start (docs/risk.md):",
+            "[risk]",
+            '# allowed_roots = ["MNQ", "MES"]',
+            "# daily_loss_limit = 500",
+            '# trailing_drawdown = "off"',
+        ]
     return "\n".join(lines) + "\n"
 
 

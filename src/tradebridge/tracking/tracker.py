@@ -13,6 +13,11 @@ still on its way) are retried once after ``dispatcher.event_retry_s``; what stil
 nothing is dropped, left to reconcile, counted in ``tradebridge_tracker_events_dropped_total``
 and logged as ``tracker_event_dropped``: a warning, or info where nothing is lost (a late event
 of a finished row, a bracket leg's event).
+
+Every fill (a bracket leg's too) of an account under a P&L rule also has its balance read
+(``Ledger.raise_high_water``, docs/risk.md): the intraday high water follows fills as they
+arrive, not only the checks of entries. One read per account at a time; fills arriving
+meanwhile ask for one more.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from tradebridge._aio import reraise_if_cancelling
 from tradebridge.brokers.base import Broker, BrokerOrderEvent
 from tradebridge.brokers.pool import BrokerPool
 from tradebridge.config import Settings
+from tradebridge.domain.ids import AccountName
 from tradebridge.domain.lifecycle import FINAL_STATUSES, SignalStatus, apply_fill, check_move
 from tradebridge.domain.orders import (
     OrderAccepted,
@@ -38,6 +44,7 @@ from tradebridge.domain.orders import (
 from tradebridge.errors import IllegalTransition
 from tradebridge.obs.logging import get_logger
 from tradebridge.obs.metrics import TRACKER_EVENTS_DROPPED
+from tradebridge.pipeline.risk import RulesBook
 from tradebridge.store.ledger import EventRow, Ledger, database_unavailable
 
 _log = get_logger("tradebridge.tracking.tracker")
@@ -56,6 +63,11 @@ class Tracker:
         self.brokers = brokers
         self.retry_s = settings.dispatcher.event_retry_s
         self._retries: set[asyncio.Task[None]] = set()
+        self._rules = RulesBook(settings)
+        # Balance marks after fills: the read in flight per account, and accounts whose fills
+        # came in during it.
+        self._marking: dict[str, asyncio.Task[None]] = {}
+        self._mark_again: set[str] = set()
 
     async def run(self) -> None:
         """Follow every adapter's events until cancelled; restart a stream that fails."""
@@ -65,7 +77,7 @@ class Tracker:
                     group.create_task(self._follow(name, broker), name=f"track-{name}")
         finally:
             # Retries waiting for their turn would outlive the tracker (and the ledger pool).
-            retries = list(self._retries)
+            retries = [*self._retries, *self._marking.values()]
             for task in retries:
                 task.cancel()
             await asyncio.gather(*retries, return_exceptions=True)
@@ -76,6 +88,8 @@ class Tracker:
             try:
                 async for event in broker.events():
                     delay = 0.5
+                    if isinstance(event.event, OrderFilled):
+                        self._mark_balance_soon(event.account, broker)
                     try:
                         if not await self.apply(event):
                             self._retry_later(event)
@@ -98,6 +112,31 @@ class Tracker:
             reraise_if_cancelling()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
+
+    def _mark_balance_soon(self, account: str, broker: Broker) -> None:
+        """Read and mark the balance of ``account`` after a fill, if a P&L rule needs it."""
+        strategies = (None, *self.settings.risk.strategies)
+        if not any(self._rules.of(account, s).balance for s in strategies):
+            return
+        if account in self._marking:
+            self._mark_again.add(account)
+            return
+        task = asyncio.ensure_future(self._mark_balance(account, broker))
+        self._marking[account] = task
+        task.add_done_callback(lambda _: self._marking.pop(account, None))
+
+    async def _mark_balance(self, account: str, broker: Broker) -> None:
+        while True:
+            self._mark_again.discard(account)
+            try:
+                report = await broker.balance(AccountName(account))
+                await self.ledger.raise_high_water(account, report.net_liq)
+            except Exception as e:  # noqa: BLE001 - the next entry's check reads it anyway
+                reraise_if_cancelling()
+                _log.warning("balance_mark_failed", account=account, error=str(e)[:200])
+                return
+            if account not in self._mark_again:
+                return
 
     def _retry_later(self, event: BrokerOrderEvent) -> None:
         task = asyncio.ensure_future(self._retry(event))

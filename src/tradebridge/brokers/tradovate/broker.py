@@ -40,6 +40,7 @@ from tradebridge.brokers.http import (
     BrokerHttp,
     HttpAnswer,
     RequestBudget,
+    RequestKind,
     http_for,
     raise_for_status,
 )
@@ -66,6 +67,7 @@ from tradebridge.domain.contracts import ContractSymbol, resolve_symbol
 from tradebridge.domain.enums import Dialect
 from tradebridge.domain.ids import AccountName, BrokerOrderId, ClientOrderId
 from tradebridge.domain.reports import (
+    BalanceReport,
     FillReport,
     LookupBaseline,
     LookupResult,
@@ -796,6 +798,7 @@ class TradovateBroker:
         *,
         params: dict[str, Any] | None = None,
         json_body: Any = None,
+        kind: RequestKind | None = None,
     ) -> Any:
         async def send(token: StoredToken) -> HttpAnswer:
             return await self.http.request(
@@ -806,6 +809,7 @@ class TradovateBroker:
                 token=token.access_token,
                 account=account,
                 budget_key=self._budget_key(token, account),
+                kind=kind,
             )
 
         token = await self.tokens.token(account)
@@ -1047,6 +1051,23 @@ class TradovateBroker:
             for p in wire.parse_list(wire.WirePosition, body, "position/deps")
             if p.net_pos != 0
         ]
+
+    async def balance(self, account: AccountName) -> BalanceReport:
+        """Return the account's cash and open P&L (``cashBalance/getcashbalancesnapshot``)."""
+        found = await self._account(account)
+        path = "/cashBalance/getcashbalancesnapshot"
+        # A read sent as POST (reference §4.8): it counts as a read in the user's budget.
+        body = await self.retry.run(
+            lambda: self._authorized("POST", account, path, json_body={"accountId": found.id},
+                                     kind=RequestKind.READ)
+        )  # fmt: skip
+        snapshot = wire.parse(wire.WireCashSnapshot, body, path)
+        if snapshot.error_text or snapshot.total_cash_value is None:
+            raise BrokerError(f"{path} for {account}: {snapshot.error_text or 'no totalCashValue'}")
+        open_pnl = snapshot.open_pnl
+        if open_pnl is None:
+            open_pnl = (snapshot.net_liq or snapshot.total_cash_value) - snapshot.total_cash_value
+        return BalanceReport(account, snapshot.total_cash_value, open_pnl)
 
     # --- events -----------------------------------------------------------------------------------
     async def start_events(self) -> None:

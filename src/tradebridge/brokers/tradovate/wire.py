@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from tradebridge.domain.commands import ModifyOrder, SubmitOrder
@@ -136,6 +136,15 @@ class WirePosition(_Wire):
     contract_id: int
     net_pos: int
     net_price: WireDecimal | None = None
+
+
+class WireCashSnapshot(_Wire):
+    """Answer of ``cashBalance/getcashbalancesnapshot`` (reference §4.8)."""
+
+    total_cash_value: WireDecimal | None = None
+    open_pnl: WireDecimal | None = Field(None, alias="openPnL")
+    net_liq: WireDecimal | None = None
+    error_text: str | None = None
 
 
 class WireCommand(_Wire):

@@ -61,6 +61,7 @@ from tradebridge.domain.orders import (
     OrderRejected,
 )
 from tradebridge.domain.reports import (
+    BalanceReport,
     FillReport,
     LookupBaseline,
     LookupResult,
@@ -576,6 +577,12 @@ class TvBridgeBroker:
         bridge_id = await self.bridge_id(account)
         data = await self._read(f"/accounts/{bridge_id}/positions")
         return [wire.to_position_report(p, account) for p in wire.parse_positions(data)]
+
+    async def balance(self, account: AccountName) -> BalanceReport:
+        """Return the account's balance and open P&L (``/accounts/{id}/state``)."""
+        bridge_id = await self.bridge_id(account)
+        state = wire.parse_state(await self._read(f"/accounts/{bridge_id}/state"))
+        return BalanceReport(account, state.balance, state.unrealized_pl)
 
     # --- events -----------------------------------------------------------------------
 

@@ -212,6 +212,13 @@ class WirePosition(_Wire):
         return str(value)
 
 
+class WireState(_Wire):
+    """``d`` of ``/accounts/{id}/state`` (TradingView's AccountState: balance, open P&L)."""
+
+    balance: Decimal
+    unrealized_pl: Decimal = Field(Decimal(0), alias="unrealizedPl")
+
+
 class WireExecution(_Wire):
     """One entry of ``/executions``."""
 
@@ -284,6 +291,13 @@ def parse_order(data: Any) -> WireOrder:
 def parse_positions(data: Any) -> list[WirePosition]:
     """Parse ``d`` of ``/positions``."""
     return _validated(WirePosition.model_validate, _items(data, "positions"), "positions")
+
+
+def parse_state(data: Any) -> WireState:
+    """Parse ``d`` of ``/accounts/{id}/state``."""
+    if not isinstance(data, dict):
+        raise UnparseableAnswer("the bridge's account state is not an object")
+    return _validated(WireState.model_validate, [data], "account state")[0]
 
 
 def parse_executions(data: Any) -> list[WireExecution]:

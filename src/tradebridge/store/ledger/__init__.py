@@ -23,7 +23,8 @@ assembled from them:
 * ``lookups``: what resolving an unknown outcome asks (submits, plans, baselines);
 * ``review``: what reconcile and an operator ask (unknown, needs_review and idle rows);
 * ``sessions``: connections of their own (session locks, notifications);
-* ``kill``: the kill switches, and the flatten rows a kill queues.
+* ``kill``: the kill switches, and the flatten rows a kill queues;
+* ``risk``: what the pre-trade rules ask (an account's activity, its balance marks).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from tradebridge.store.ledger.pool import (
     try_lock_account,
 )
 from tradebridge.store.ledger.review import Review
+from tradebridge.store.ledger.risk import BalanceMarks, RiskActivity, RiskQueries
 from tradebridge.store.ledger.rows import (
     HistoryEvent,
     InsertResult,
@@ -61,6 +63,7 @@ __all__ = [
     "ALERT_LOCK_NAMESPACE",
     "KILL_CHANNEL",
     "NOTIFY_CHANNEL",
+    "BalanceMarks",
     "BrokerCall",
     "Conn",
     "EventRow",
@@ -72,6 +75,7 @@ __all__ = [
     "NewSignal",
     "RecordedBrokerCall",
     "RequeueResult",
+    "RiskActivity",
     "database_unavailable",
     "lock_account",
     "store_errors",
@@ -81,7 +85,7 @@ __all__ = [
 
 class Ledger(
     Intake, Claims, Moves, BrokerCalls, TrackerQueries, Lookups, Review, Sessions,
-    KillSwitchQueries,
+    KillSwitchQueries, RiskQueries,
 ):  # fmt: skip
     """The ledger over an asyncpg pool; one per process."""
 

@@ -1,0 +1,137 @@
+"""What the pre-trade rules ask of the ledger: an account's activity and its balance marks.
+
+Counts come from ``trading_signals``, so every worker of a shared database agrees (and one
+account's rows are placed one after the other, so a count cannot change under a check).
+``account_risk`` keeps, per account, the balance at the start of the trading day and the
+highest balances seen, for the daily loss limit and the trailing drawdown (docs/risk.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+
+from tradebridge.domain.lifecycle import SignalStatus
+from tradebridge.store.ledger._sql import status_list
+from tradebridge.store.ledger.pool import LedgerPool
+
+# Rows whose order may be at the broker and not done.
+_OPEN = status_list(
+    SignalStatus.SUBMITTED, SignalStatus.WORKING, SignalStatus.PARTIALLY_FILLED,
+    SignalStatus.UNKNOWN, SignalStatus.NEEDS_REVIEW,
+)  # fmt: skip
+# Cancels and flattens send no order of their own.
+_ORDERS = "coalesce(intent, 'order') not in ('cancel', 'flatten')"
+_ACTIVITY_SQL = f"""
+select count(*) filter (where status in {_OPEN}) as open_orders,
+       count(*) filter (where ts_submitted >= $3) as last_minute,
+       count(*) filter (where ts_submitted >= $4) as today
+  from trading_signals
+ where account_name = $1 and signal_id <> $2 and {_ORDERS}
+   and (status in {_OPEN} or ts_submitted >= least($3, $4))
+"""  # noqa: S608 - statuses from SignalStatus, no input
+# The latest entry on a root: a sent order whose plan did not only reduce the position
+# (``entry`` in its submit's detail; a submit recorded without it counts as an entry).
+_LAST_ENTRY_SQL = f"""
+select max(s.ts_submitted)
+  from trading_signals s
+  join order_history h on h.signal_id = s.signal_id and h.event = 'submitted'
+ where s.account_name = $1 and s.signal_id <> $2 and s.ts_submitted >= $3 and {_ORDERS}
+   and h.detail ->> 'plan' = 'order'
+   and left(h.detail ->> 'contract', length(h.detail ->> 'contract') - 2) = $4
+   and coalesce((h.detail ->> 'entry')::boolean, true)
+"""  # noqa: S608 - no input in the text
+_MARK_SQL = """
+insert into account_risk as a (account_name, trading_day, day_start_balance,
+                               high_water_intraday, high_water_eod, balance)
+values ($1, $2, $3, $3, $3, $3)
+on conflict (account_name) do update set
+    trading_day = greatest(a.trading_day, excluded.trading_day),
+    day_start_balance = case when excluded.trading_day > a.trading_day
+                             then excluded.balance else a.day_start_balance end,
+    high_water_eod = case when excluded.trading_day > a.trading_day
+                          then greatest(a.high_water_eod, excluded.balance)
+                          else a.high_water_eod end,
+    high_water_intraday = greatest(a.high_water_intraday, excluded.balance),
+    balance = excluded.balance,
+    updated_at = clock_timestamp()
+returning trading_day, day_start_balance, high_water_intraday, high_water_eod
+"""
+_RAISE_SQL = """
+update account_risk
+   set high_water_intraday = greatest(high_water_intraday, $2), balance = $2,
+       updated_at = clock_timestamp()
+ where account_name = $1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RiskActivity:
+    """An account's orders as the ledger counts them (the row being checked left out)."""
+
+    open_orders: int
+    orders_last_minute: int
+    orders_today: int
+    last_entry: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceMarks:
+    """An account's balance marks after a reading: the day's start and the highest ones."""
+
+    trading_day: date
+    day_start_balance: Decimal
+    high_water_intraday: Decimal
+    high_water_eod: Decimal
+
+
+class RiskQueries(LedgerPool):
+    """An account's activity and balance marks, for the pre-trade rules."""
+
+    async def risk_activity(
+        self,
+        account_name: str,
+        *,
+        besides: str,
+        minute_since: datetime,
+        day_since: datetime,
+        root: str | None = None,
+        entry_since: datetime | None = None,
+    ) -> RiskActivity:
+        """Return the account's open orders, orders sent since ``minute_since`` and since
+        ``day_since``, and (with ``root``) its latest entry on ``root`` since ``entry_since``."""
+        record = await self._pool.fetchrow(
+            _ACTIVITY_SQL, account_name, besides, minute_since, day_since
+        )
+        last_entry = None
+        if root is not None and entry_since is not None:
+            last_entry = await self._pool.fetchval(
+                _LAST_ENTRY_SQL, account_name, besides, entry_since, root
+            )
+        assert record is not None  # an aggregate always has its row
+        return RiskActivity(
+            int(record["open_orders"]), int(record["last_minute"]), int(record["today"]),
+            last_entry,
+        )  # fmt: skip
+
+    async def mark_balance(
+        self, account_name: str, trading_day: date, balance: Decimal
+    ) -> BalanceMarks:
+        """Record a balance read in ``trading_day``; return the account's marks after it.
+
+        The first reading of a trading day becomes its start (and an end-of-day mark); every
+        reading raises the intraday high water. A reading dated before the day recorded (a
+        worker whose clock is behind) changes no day.
+        """
+        record = await self._pool.fetchrow(_MARK_SQL, account_name, trading_day, balance)
+        assert record is not None  # an upsert with RETURNING always has its row
+        return BalanceMarks(
+            record["trading_day"], Decimal(record["day_start_balance"]),
+            Decimal(record["high_water_intraday"]), Decimal(record["high_water_eod"]),
+        )  # fmt: skip
+
+    async def raise_high_water(self, account_name: str, balance: Decimal) -> None:
+        """Record a balance read between checks (after a fill): it may raise the intraday high
+        water, never start a trading day (only a check before an entry does)."""
+        await self._pool.execute(_RAISE_SQL, account_name, balance)
