@@ -450,6 +450,19 @@ class RiskRules(_Section):
         "off", description="an entry's stop loss at most this many ticks from the entry"
     )
     require_stop_loss: bool = Field(False, description="refuse an entry without a stop loss")
+    flatten_at: time | Off = Field(
+        "off",
+        description="flatten the account (cancel its working orders, close its positions) at "
+        "this time of day in `timezone`, each business day, and refuse new entries from then "
+        "until day_reset (e.g. 15:55 for firms that want you flat by 16:59 New York). Per "
+        "account: not in [risk.strategies]",
+    )
+    flatten_on_loss: bool = Field(
+        False,
+        description="flatten the account once when its daily loss limit or trailing drawdown "
+        "is reached (as tradebridge sees the balance: at entries and after fills). Per "
+        "account: not in [risk.strategies]",
+    )
 
     @field_validator("*", mode="before")
     @classmethod
@@ -483,6 +496,10 @@ class RiskRules(_Section):
     def given(self) -> dict[str, Any]:
         """Return the fields this section sets itself (an override's effective part)."""
         return {name: getattr(self, name) for name in self.model_fields_set}
+
+
+ACCOUNT_WIDE_RULES = frozenset({"flatten_at", "flatten_on_loss"})
+"""Rules that act on a whole account (a flatten), so a strategy cannot set its own."""
 
 
 class RiskOverride(RiskRules):
@@ -795,6 +812,12 @@ class ServeConfig(_Section):
         description="every process reads the kill switches again at least this often (a "
         "change also reaches it at once by NOTIFY); at most 1 s",
     )
+    risk_state_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description="every process reads each account's risk standing (P&L, room under each "
+        "limit: /healthz, /metrics) at least this often",
+    )
 
     @field_validator("operator_token")
     @classmethod
@@ -883,6 +906,18 @@ class RiskConfig(RiskRules):
         description="rules per strategy_name: only the fields given override [risk] and the "
         "account's",
     )
+
+    @field_validator("strategies")
+    @classmethod
+    def _account_wide(cls, value: dict[str, RiskOverride]) -> dict[str, RiskOverride]:
+        for name, override in value.items():
+            wide = sorted(ACCOUNT_WIDE_RULES & override.model_fields_set)
+            if wide:
+                raise ValueError(
+                    f"risk.strategies.{name}: {', '.join(wide)} act on the whole account; set "
+                    "them in [risk] or the account's [accounts.risk]"
+                )
+        return value
 
 
 class OrdersConfig(_Section):

@@ -31,6 +31,7 @@ from tradebridge.pipeline.risk import (
     cooldown,
     daily_loss_limit,
     daily_profit_target,
+    flatten_at,
     max_account_position,
     max_open_orders,
     max_order_qty,
@@ -225,6 +226,19 @@ CASES: list[tuple[str, Rule, Rules, OrderFacts, AccountState, bool]] = [
      no_entry_before_close_min=10), _facts(now=_ct(2026, 7, 15, 15, 49)), AccountState(), True),
     ("window summer (CDT) in last minutes", trading_window, Rules(trading_hours=True,
      no_entry_before_close_min=10), _facts(now=_ct(2026, 7, 15, 15, 55)), AccountState(), False),
+    # flat from 15:55 until the 17:00 reset (Chicago)
+    ("flat before", flatten_at, Rules(flatten_at=time(15, 55)),
+     _facts(now=_ct(2026, 11, 25, 15, 54)), AccountState(), True),
+    ("flat at", flatten_at, Rules(flatten_at=time(15, 55)),
+     _facts(now=_ct(2026, 11, 25, 15, 55)), AccountState(), False),
+    ("flat after", flatten_at, Rules(flatten_at=time(15, 55)),
+     _facts(now=_ct(2026, 11, 25, 16, 59)), AccountState(), False),
+    ("flat over at the reset", flatten_at, Rules(flatten_at=time(15, 55)),
+     _facts(now=_ct(2026, 11, 25, 17, 0)), AccountState(), True),
+    ("flat past midnight, before", flatten_at, Rules(flatten_at=time(18, 0),
+     day_reset=time(2, 0)), _facts(now=_ct(2026, 11, 25, 17, 59)), AccountState(), True),
+    ("flat past midnight, after", flatten_at, Rules(flatten_at=time(18, 0),
+     day_reset=time(2, 0)), _facts(now=_ct(2026, 11, 26, 1, 59)), AccountState(), False),
 ]  # fmt: skip
 
 
@@ -254,7 +268,7 @@ STRICT = Rules(
     max_open_orders=1, max_orders_per_minute=1, max_orders_per_day=1,
     daily_loss_limit=Decimal(1), daily_profit_target=Decimal(1), trailing_drawdown=Decimal(1),
     trading_hours=True, no_entry_before_close_min=600, cooldown_s=3600.0, min_stop_ticks=100,
-    max_stop_ticks=100, require_stop_loss=True,
+    max_stop_ticks=100, require_stop_loss=True, flatten_at=time(0, 0),
 )  # fmt: skip
 BROKE = AccountState(
     open_orders=9, orders_last_minute=9, orders_today=9, last_entry=NOW,
@@ -385,6 +399,13 @@ def test_rules_all_off_need_no_position() -> None:
     assert not rules.counts
     assert not rules.balance
     assert rules.undefined == frozenset()
+
+
+def test_account_wide_rules_are_refused_per_strategy() -> None:
+    with pytest.raises(ValueError, match=re.escape(
+        "risk.strategies.scalper: flatten_at, flatten_on_loss act on the whole account"
+    )):  # fmt: skip
+        RiskConfig(strategies={"scalper": {"flatten_at": "15:00", "flatten_on_loss": True}})
 
 
 @pytest.mark.parametrize(

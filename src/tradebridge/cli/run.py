@@ -227,6 +227,14 @@ def up(
     _run_until_stopped(run_up(settings, ready=banner), settings.serve.event_loop)
 
 
+def _risk_rows(risk: tuple[tuple[str, str], ...], shown: int = 10) -> list[tuple[str, str]]:
+    """Return the banner's risk lines: one per account (the first ``shown``)."""
+    rows = [("risk", f"{name}: {line}") for name, line in risk[:shown]]
+    if len(risk) > shown:
+        rows.append(("risk", f"... and {len(risk) - shown} more accounts (/healthz)"))
+    return rows
+
+
 def _print_banner(found: Endpoints, *, live: bool = False) -> None:
     data = found.as_json()
     rows = [
@@ -241,6 +249,7 @@ def _print_banner(found: Endpoints, *, live: bool = False) -> None:
         ("simulator", f"{data['simulator_url']}  (native {data['simulator_native_url']})"),
         ("accounts", ", ".join(data["accounts"])),
         ("kill switch", found.kill_switch + "  (tradebridge kill / resume; /healthz is live)"),
+        *_risk_rows(found.risk),
         ("endpoints", f"{data['data_dir']}/endpoints.json"),
     ]
     out.print("[bold]tradebridge is up[/bold]")

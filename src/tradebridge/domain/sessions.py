@@ -62,3 +62,12 @@ def session_at(now: datetime, zone: ZoneInfo, opens: time, closes: time) -> Sess
     if not is_business_day(day) or not start <= now < end:
         return None
     return Session(day, start, end)
+
+
+def in_flat_window(now: datetime, zone: ZoneInfo, flat_at: time, reset: time) -> bool:
+    """Return whether ``now`` lies between ``flat_at`` and the trading day's ``reset`` (the
+    time an account must be flat by, until the next trading day begins)."""
+    local = now.astimezone(zone).time()
+    if flat_at <= reset:
+        return flat_at <= local < reset
+    return local >= flat_at or local < reset

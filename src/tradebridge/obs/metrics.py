@@ -154,6 +154,28 @@ KILL_SWITCH: Final = Gauge(
     registry=REGISTRY,
 )
 
+# Each configured account's standing against its risk rules (runtime/risk_watch.py), from the
+# last balance a worker read and the ledger's counts; the P&L is absent until the trading
+# day's first balance reading.
+RISK_DAY_PNL: Final = Gauge(
+    "tradebridge_risk_day_pnl",
+    "The account's P&L in its trading day (dollars, realized and open) as last read.",
+    ["account"],
+    registry=REGISTRY,
+)
+RISK_ROOM: Final = Gauge(
+    "tradebridge_risk_room",
+    "Room left under a risk limit before it stops new entries (dollars, or orders).",
+    ["account", "rule"],
+    registry=REGISTRY,
+)
+RISK_REACHED: Final = Gauge(
+    "tradebridge_risk_limit_reached",
+    "1 while this risk limit stops the account's new entries, else 0.",
+    ["account", "rule"],
+    registry=REGISTRY,
+)
+
 
 def render() -> tuple[bytes, str]:
     """Return the current metrics in the Prometheus text format, with its content type."""

@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 
 from tradebridge.config import RISK_RAILS, RiskConfig, RiskRules, Settings
 from tradebridge.domain.commands import SubmitOrder
-from tradebridge.domain.sessions import session_at
+from tradebridge.domain.sessions import in_flat_window, session_at
 from tradebridge.pipeline.validate import Denied
 
 
@@ -100,6 +100,8 @@ class Rules:
     min_stop_ticks: int | None = None
     max_stop_ticks: int | None = None
     require_stop_loss: bool = False
+    flatten_at: time | None = None
+    flatten_on_loss: bool = False
     origin: tuple[tuple[str, str], ...] = ()
     undefined: frozenset[str] = frozenset()
 
@@ -152,7 +154,7 @@ _SWITCHES = frozenset({
     "allowed_roots", "max_order_qty", "max_position", "max_account_position", "max_open_orders",
     "max_orders_per_minute", "max_orders_per_day", "daily_loss_limit", "daily_profit_target",
     "trailing_drawdown", "trading_hours", "cooldown_s",
-    "min_stop_ticks", "max_stop_ticks", "require_stop_loss",
+    "min_stop_ticks", "max_stop_ticks", "require_stop_loss", "flatten_at",
 })  # fmt: skip
 
 
@@ -335,6 +337,24 @@ def trading_window(order: OrderFacts, state: AccountState, rules: Rules) -> Verd
     return _verdict("trading_window", rules, "trading_hours", True,
                     f"inside the session, {_minutes(left)} before the close at {closes}",
                     now=local, close=closes, minutes_left=_minutes(left))  # fmt: skip
+
+
+def flatten_at(order: OrderFacts, state: AccountState, rules: Rules) -> Verdict | None:
+    """No new entries from ``flatten_at`` (when the account is flattened) until the reset."""
+    del state
+    if rules.flatten_at is None:
+        return None
+    zone = rules.zone
+    local = order.now.astimezone(zone).strftime("%H:%M %Z")
+    flat, reset = f"{rules.flatten_at:%H:%M}", f"{rules.day_reset:%H:%M}"
+    if in_flat_window(order.now, zone, rules.flatten_at, rules.day_reset):
+        return _verdict("flatten_at", rules, "flatten_at", False,
+                        f"the account is flat from {flat} until the trading day's reset at "
+                        f"{reset} ({rules.timezone}): no new entries at {local}",
+                        now=local, flatten_at=flat, reset=reset)  # fmt: skip
+    return _verdict("flatten_at", rules, "flatten_at", True,
+                    f"before the flat time {flat} ({local})", now=local,
+                    flatten_at=flat)  # fmt: skip
 
 
 def _minutes(delta: timedelta) -> str:
@@ -586,6 +606,7 @@ RULES: tuple[Rule, ...] = (
     allowed_roots,
     max_order_qty,
     trading_window,
+    flatten_at,
     require_stop_loss,
     stop_distance,
     cooldown,
@@ -605,6 +626,7 @@ INTAKE_RULES: tuple[Rule, ...] = (
     allowed_roots,
     max_order_qty,
     trading_window,
+    flatten_at,
     require_stop_loss,
     stop_distance,
 )

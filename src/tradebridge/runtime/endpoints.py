@@ -34,6 +34,8 @@ class Endpoints:
     # The kill switches when the stack started (the banner's line; never in endpoints.json:
     # it changes while the stack runs, /healthz has it live).
     kill_switch: str = field(default="off", compare=False)
+    # Each account's risk standing then (account, one line: P&L, room under each limit).
+    risk: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     @property
     def healthz_url(self) -> str:

@@ -33,7 +33,7 @@ from tradebridge._aio import cancel_and_wait
 from tradebridge._net import bind_socket, port_is_free
 from tradebridge.config import Settings
 from tradebridge.domain.clock import utcnow
-from tradebridge.errors import ConfigError
+from tradebridge.errors import ConfigError, StoreError
 from tradebridge.intake.operator import build_operator_router
 from tradebridge.intake.webhook import IntakeDeps, build_router, validate_webhook_settings
 from tradebridge.obs import metrics
@@ -50,6 +50,7 @@ from tradebridge.runtime.health import (
 )
 from tradebridge.runtime.http_guard import ConnectionGuard, guarded_protocol
 from tradebridge.runtime.live import is_live, require_live_confirmed
+from tradebridge.runtime.risk_watch import RiskWatch
 from tradebridge.store.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
@@ -290,6 +291,12 @@ async def serve_stack(
         switches = await kill.read_since(time.monotonic())
         found = replace(found, kill_switch=switches.summary())
         checker.conditions["kill_switch"] = kill_switch_condition(kill)
+        # Each account's standing (P&L, room under each limit), for the banner and /healthz.
+        risk = RiskWatch(settings, ledger, interval_s=cfg.risk_state_interval_s)
+        with contextlib.suppress(StoreError):  # shown as unknown; /healthz says why
+            await risk.read()
+        found = replace(found, risk=tuple(risk.summaries().items()))
+        checker.conditions["risk"] = risk.condition()
         server = _Server(http_config(_build_app(settings, ledger, checker, kill), settings))
         run = secrets.token_hex(2)
         dispatchers = [
@@ -304,6 +311,7 @@ async def serve_stack(
             http = group.create_task(server.serve(sockets=[sock]), name="http")
             http.add_done_callback(lambda _t: stop.set())
             group.create_task(_until_stopped(stop, kill.run()), name="kill-switch")
+            group.create_task(_until_stopped(stop, risk.run()), name="risk-state")
             workers = [
                 group.create_task(d.run(), name=f"dispatcher-{i}")
                 for i, d in enumerate(dispatchers)
@@ -374,6 +382,7 @@ async def _supervise(
             redis=mask_url(endpoints.redis_url),
             workers=len(workers),
             kill_switch=endpoints.kill_switch,
+            risk=dict(endpoints.risk),
         )
         if endpoints.kill_switch != "off":
             _log.warning("kill switch on: new orders are denied", kill_switch=endpoints.kill_switch)

@@ -45,7 +45,7 @@ from tradebridge.store.ledger.pool import (
     try_lock_account,
 )
 from tradebridge.store.ledger.review import Review
-from tradebridge.store.ledger.risk import BalanceMarks, RiskActivity, RiskQueries
+from tradebridge.store.ledger.risk import RiskActivity, RiskOverview, RiskQueries
 from tradebridge.store.ledger.rows import (
     HistoryEvent,
     InsertResult,
@@ -63,7 +63,6 @@ __all__ = [
     "ALERT_LOCK_NAMESPACE",
     "KILL_CHANNEL",
     "NOTIFY_CHANNEL",
-    "BalanceMarks",
     "BrokerCall",
     "Conn",
     "EventRow",
@@ -76,6 +75,7 @@ __all__ = [
     "RecordedBrokerCall",
     "RequeueResult",
     "RiskActivity",
+    "RiskOverview",
     "database_unavailable",
     "lock_account",
     "store_errors",

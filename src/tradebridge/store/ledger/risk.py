@@ -8,13 +8,18 @@ highest balances seen, for the daily loss limit and the trailing drawdown (docs/
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
+import asyncpg
+
+from tradebridge.domain.balance import BalanceMarks
 from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.store.ledger._sql import status_list
-from tradebridge.store.ledger.pool import LedgerPool
+from tradebridge.store.ledger.pool import LedgerPool, dump_json
 
 # Rows whose order may be at the broker and not done.
 _OPEN = status_list(
@@ -56,7 +61,41 @@ on conflict (account_name) do update set
     high_water_intraday = greatest(a.high_water_intraday, excluded.balance),
     balance = excluded.balance,
     updated_at = clock_timestamp()
-returning trading_day, day_start_balance, high_water_intraday, high_water_eod
+returning trading_day, day_start_balance, high_water_intraday, high_water_eod, balance,
+          updated_at
+"""
+# Per account (with when its trading day began): open orders, orders sent in the day, and
+# its balance marks (NULLs where none were recorded).
+_OVERVIEW_SQL = f"""
+select x.account_name,
+       (select count(*) from trading_signals s
+         where s.account_name = x.account_name and s.status in {_OPEN} and {_ORDERS})
+           as open_orders,
+       (select count(*) from trading_signals s
+         where s.account_name = x.account_name and s.ts_submitted >= x.day_since and {_ORDERS})
+           as today,
+       r.trading_day, r.day_start_balance, r.balance, r.high_water_intraday, r.high_water_eod,
+       r.updated_at
+  from unnest($1::text[], $2::timestamptz[]) as x(account_name, day_since)
+  left join account_risk r on r.account_name = x.account_name
+"""  # noqa: S608 - statuses from SignalStatus, no input
+# The flattens the risk rules queue (flatten_at, flatten_on_loss): one per account and
+# trading day and cause, so the id says it is done; a second worker's insert finds it there.
+# $1 signal ids, $2 accounts, $3 causes, $4 metadata.
+_FLATTEN_SQL = """
+with flattens as (
+    insert into trading_signals (signal_id, account_name, intent, strategy_name, source,
+                                 group_id, metadata)
+    select f.signal_id, f.account_name, 'flatten', 'risk', 'risk', f.signal_id,
+           $4::jsonb || jsonb_build_object('risk', f.cause)
+      from unnest($1::text[], $2::text[], $3::text[]) as f(signal_id, account_name, cause)
+    on conflict (signal_id) do nothing
+    returning signal_id, account_name, metadata ->> 'risk' as cause
+), received as (
+    insert into order_history (signal_id, event, detail)
+    select signal_id, 'received', jsonb_build_object('risk', cause) from flattens
+)
+select signal_id, account_name, cause from flattens
 """
 _RAISE_SQL = """
 update account_risk
@@ -77,13 +116,13 @@ class RiskActivity:
 
 
 @dataclass(frozen=True, slots=True)
-class BalanceMarks:
-    """An account's balance marks after a reading: the day's start and the highest ones."""
+class RiskOverview:
+    """An account's orders and balance marks, for its standing (``pipeline/standing.py``)."""
 
-    trading_day: date
-    day_start_balance: Decimal
-    high_water_intraday: Decimal
-    high_water_eod: Decimal
+    account_name: str
+    open_orders: int
+    orders_today: int
+    marks: BalanceMarks | None  # None: no balance recorded yet
 
 
 class RiskQueries(LedgerPool):
@@ -101,12 +140,12 @@ class RiskQueries(LedgerPool):
     ) -> RiskActivity:
         """Return the account's open orders, orders sent since ``minute_since`` and since
         ``day_since``, and (with ``root``) its latest entry on ``root`` since ``entry_since``."""
-        record = await self._pool.fetchrow(
+        record = await self._db.fetchrow(
             _ACTIVITY_SQL, account_name, besides, minute_since, day_since
         )
         last_entry = None
         if root is not None and entry_since is not None:
-            last_entry = await self._pool.fetchval(
+            last_entry = await self._db.fetchval(
                 _LAST_ENTRY_SQL, account_name, besides, entry_since, root
             )
         assert record is not None  # an aggregate always has its row
@@ -124,14 +163,44 @@ class RiskQueries(LedgerPool):
         reading raises the intraday high water. A reading dated before the day recorded (a
         worker whose clock is behind) changes no day.
         """
-        record = await self._pool.fetchrow(_MARK_SQL, account_name, trading_day, balance)
+        record = await self._db.fetchrow(_MARK_SQL, account_name, trading_day, balance)
         assert record is not None  # an upsert with RETURNING always has its row
-        return BalanceMarks(
-            record["trading_day"], Decimal(record["day_start_balance"]),
-            Decimal(record["high_water_intraday"]), Decimal(record["high_water_eod"]),
-        )  # fmt: skip
+        return _marks(record)
 
     async def raise_high_water(self, account_name: str, balance: Decimal) -> None:
         """Record a balance read between checks (after a fill): it may raise the intraday high
         water, never start a trading day (only a check before an entry does)."""
-        await self._pool.execute(_RAISE_SQL, account_name, balance)
+        await self._db.execute(_RAISE_SQL, account_name, balance)
+
+    async def risk_overview(self, accounts: Sequence[tuple[str, datetime]]) -> list[RiskOverview]:
+        """Return, for each (account, start of its trading day), its open orders, the orders
+        it sent in the day and its balance marks: one statement for every account."""
+        records = await self._db.fetch(
+            _OVERVIEW_SQL, [name for name, _ in accounts], [since for _, since in accounts]
+        )
+        return [
+            RiskOverview(
+                r["account_name"], int(r["open_orders"]), int(r["today"]),
+                _marks(r) if r["trading_day"] is not None else None,
+            )
+            for r in records
+        ]  # fmt: skip
+
+    async def queue_risk_flattens(
+        self, flattens: Sequence[tuple[str, str, str]], metadata: Mapping[str, Any]
+    ) -> list[tuple[str, str, str]]:
+        """Queue a ``flatten`` row for each (signal id, account, cause) whose id is new;
+        return those queued now (an id already there was queued before, by any worker)."""
+        if not flattens:
+            return []
+        ids, accounts, causes = (list(column) for column in zip(*flattens, strict=True))
+        records = await self._db.fetch(_FLATTEN_SQL, ids, accounts, causes, dump_json(metadata))
+        return [(r["signal_id"], r["account_name"], r["cause"]) for r in records]
+
+
+def _marks(record: asyncpg.Record) -> BalanceMarks:
+    return BalanceMarks(
+        record["trading_day"], Decimal(record["day_start_balance"]),
+        Decimal(record["high_water_intraday"]), Decimal(record["high_water_eod"]),
+        Decimal(record["balance"]), record["updated_at"],
+    )  # fmt: skip
