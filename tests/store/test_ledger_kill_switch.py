@@ -111,6 +111,10 @@ async def test_kill_switch_with_flatten_queues_one_flatten_row_per_account(
         ("ACC1", "flatten", None, "pending"),
         ("ACC2", "flatten", None, "pending"),
     ]
+    assert rows[0] is not None
+    assert rows[0].metadata == {
+        "kill_switch": {"scope": "global", "by": "ops", "via": "cli", "reason": None}
+    }
     events = await ledger.history("kill-g1-1")
     assert [e.event for e in events] == ["received"]
 

@@ -54,6 +54,7 @@ async def test_flatten_at_closes_the_position_once_and_refuses_entries_until_the
         clock.advance(70 * 60)  # 17:06: the next trading day
         await stack.insert("next")
         following = await stack.wait("next", "filled")
+        position = stack.net_position()
 
     assert queued == [
         (f"risk-flat-{ACCOUNT}-{day}-at", ACCOUNT, "flatten_at"),
@@ -61,13 +62,14 @@ async def test_flatten_at_closes_the_position_once_and_refuses_entries_until_the
     ]
     assert again == elsewhere == []  # once per account and day, whoever asks
     assert flat.intent == "flatten"
+    assert (flat.strategy_name, flat.metadata) == ("risk", {"by": "risk", "risk": "flatten_at"})
     assert late.error_message is not None
     assert late.error_message.startswith(
         "risk rule flatten_at: the account is flat from 15:55 until the trading day's reset at "
         "17:00 (America/Chicago): no new entries at 15:56"
     ), late.error_message
     assert following.filled_qty == 1
-    assert stack.net_position() == 1
+    assert position == 1  # flat at 15:56, then the next day's entry
 
 
 async def test_flatten_on_loss_closes_the_position_when_the_daily_loss_limit_is_reached(
@@ -95,6 +97,7 @@ async def test_flatten_on_loss_closes_the_position_when_the_daily_loss_limit_is_
         queued = await watch.act(after)
         await stack.wait(f"risk-flat-{ACCOUNT}-{day}-loss", "filled")
         twice = await watch.act(await watch.read())
+        position = stack.net_position()
 
     assert before[ACCOUNT].day_pnl is not None
     assert before[ACCOUNT].reached == []
@@ -110,7 +113,7 @@ async def test_flatten_on_loss_closes_the_position_when_the_daily_loss_limit_is_
     assert Decimal(limits["daily_loss_limit"]["room"]) == 500 + pnl
     assert queued == [(f"risk-flat-{ACCOUNT}-{day}-loss", ACCOUNT, "daily_loss_limit")]
     assert twice == []
-    assert stack.net_position() == 0
+    assert position == 0
     assert _gauge("tradebridge_risk_limit_reached", account=ACCOUNT,
                   rule="daily_loss_limit") == 1  # fmt: skip
     assert _gauge("tradebridge_risk_day_pnl", account=ACCOUNT) == float(pnl)

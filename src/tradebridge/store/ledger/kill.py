@@ -16,7 +16,7 @@ import asyncpg
 from tradebridge.domain.kill import KillSwitch, KillSwitchChange, KillSwitches, account_of, scope_of
 from tradebridge.errors import StoreError
 from tradebridge.store.ledger.errors import store_errors
-from tradebridge.store.ledger.pool import Conn, LedgerPool, dump_json
+from tradebridge.store.ledger.pool import Conn, LedgerPool
 
 KILL_CHANNEL = "tradebridge_kill_switch"
 """The channel the ``kill_switches`` trigger notifies on every change."""
@@ -118,7 +118,7 @@ class KillSwitchQueries(LedgerPool):
                 before = await _locked_before(conn, scope)
                 record = await conn.fetchrow(
                     _KILL_SQL, scope, reason, changed_by, via, accounts, ids, group_id,
-                    dump_json(metadata), bool(flatten),
+                    dict(metadata), bool(flatten),
                 )  # fmt: skip
         assert record is not None
         return KillSwitchChange(before, _switch(record), tuple(ids))

@@ -19,7 +19,7 @@ import asyncpg
 from tradebridge.domain.balance import BalanceMarks
 from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.store.ledger._sql import status_list
-from tradebridge.store.ledger.pool import LedgerPool, dump_json
+from tradebridge.store.ledger.pool import LedgerPool
 
 # Rows whose order may be at the broker and not done.
 _OPEN = status_list(
@@ -194,7 +194,7 @@ class RiskQueries(LedgerPool):
         if not flattens:
             return []
         ids, accounts, causes = (list(column) for column in zip(*flattens, strict=True))
-        records = await self._db.fetch(_FLATTEN_SQL, ids, accounts, causes, dump_json(metadata))
+        records = await self._db.fetch(_FLATTEN_SQL, ids, accounts, causes, dict(metadata))
         return [(r["signal_id"], r["account_name"], r["cause"]) for r in records]
 
 
