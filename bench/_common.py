@@ -14,7 +14,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,29 @@ def sim_config(accounts: int, user: str = "bench") -> dict[str, object]:
 def bench_account(index: int) -> str:
     """Return the name of account ``index`` of ``sim_config``."""
     return f"BENCH{index:04d}"
+
+
+def accounts_toml(accounts: int) -> str:
+    """Return the ``[[accounts]]`` tables of ``sim_config``'s accounts, with their ids (as
+    ``up`` configures them: no account list read at start)."""
+    return "\n".join(
+        f'[[accounts]]\nname = "{bench_account(i)}"\ndialect = "native"\n'
+        f'native_id = {900000 + i}\nbridge_id = "D{900000 + i}"\nuser = "bench"\n'
+        for i in range(accounts)
+    )
+
+
+async def open_loop(rate: float, seconds: float, one: Callable[[int], Awaitable[None]]) -> None:
+    """Call ``one(0)``, ``one(1)``, … at ``rate`` per second for ``seconds`` (open loop: each
+    starts on time whatever the earlier ones are doing); return when all are done."""
+    began = time.perf_counter()
+    tasks = []
+    for n in range(int(rate * seconds)):
+        delay = began + n / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(n)))
+    await asyncio.gather(*tasks)
 
 
 def start_simulator(

@@ -70,9 +70,11 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     Connection,
+    accounts_toml,
     bench_account,
     latency_cells,
     machine,
+    open_loop,
     print_table,
     sim_config,
     start_simulator,
@@ -93,11 +95,7 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 def serve_config(sim_url: str, accounts: int, log_level: str, loop: str | None = None) -> str:
     """Return the settings ``up`` would run with against this simulator (TOML)."""
-    listed = "\n".join(
-        f'[[accounts]]\nname = "{bench_account(i)}"\ndialect = "native"\n'
-        f'native_id = {900000 + i}\nbridge_id = "D{900000 + i}"\nuser = "bench"\n'
-        for i in range(accounts)
-    )
+    listed = accounts_toml(accounts)
     budget = "\n".join(f"{key} = {value}" for key, value in _SIM_BUDGET.items())
     return f"""
 [logging]
@@ -336,15 +334,7 @@ async def paced(port: int, rate: float, seconds: float, first: int, accounts: in
         for signal_id in json.loads(answer)["signal_ids"]:
             run.sent_at[signal_id] = wall
 
-    total = int(rate * seconds)
-    began = time.perf_counter()
-    tasks = []
-    for i in range(total):
-        delay = began + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(first + i)))
-    await asyncio.gather(*tasks)
+    await open_loop(rate, seconds, lambda n: one(first + n))
     for conn, _ in idle:
         conn.close()
     return run

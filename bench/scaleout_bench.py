@@ -60,9 +60,11 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
+    accounts_toml,
     bench_account,
     latency_cells,
     machine,
+    open_loop,
     percentile,
     print_table,
     sim_config,
@@ -88,11 +90,7 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 def serve_config(sim_url: str, accounts: int, budget_kind: str) -> str:
     """Return the settings of every ``serve``: the accounts, the raised budget, the webhook."""
-    listed = "\n".join(
-        f'[[accounts]]\nname = "{bench_account(i)}"\nnative_id = {900000 + i}\n'
-        f'bridge_id = "D{900000 + i}"\nuser = "bench"\n'
-        for i in range(accounts)
-    )
+    listed = accounts_toml(accounts)
     budget = "\n".join(f"{k} = {v}" for k, v in BUDGET.items())
     return f"""
 [logging]
@@ -337,15 +335,7 @@ async def paced(ports: list[int], rate: float, seconds: float, tag: str, account
         await send_one(conn, body(tag, n, accounts), sent)
         pool.append(conn)
 
-    total = int(rate * seconds)
-    began = time.perf_counter()
-    tasks = []
-    for n in range(total):
-        delay = began + n / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(n)))
-    await asyncio.gather(*tasks)
+    await open_loop(rate, seconds, one)
     for pool in idle.values():
         for conn in pool:
             conn.close()

@@ -52,9 +52,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     RISK_OFF_TOML,
     Connection,
+    accounts_toml,
     bench_account,
     latency_cells,
     machine,
+    open_loop,
     print_table,
     sim_config,
     start_simulator,
@@ -105,11 +107,7 @@ def serve_intake_only(database_url: str, port: int, accounts: int) -> None:
 
 def serve_config(sim_url: str, accounts: int) -> str:
     """Return the ``tradebridge serve`` settings (TOML) of the full-stack run."""
-    listed = "\n".join(
-        f'[[accounts]]\nname = "{bench_account(i)}"\nnative_id = {900000 + i}\n'
-        f'bridge_id = "D{900000 + i}"\nuser = "bench"\n'
-        for i in range(accounts)
-    )
+    listed = accounts_toml(accounts)
     return f"""
 [logging]
 level = "WARNING"
@@ -177,15 +175,7 @@ async def paced(port: int, rate: float, seconds: float, first: int, accounts: in
         for signal_id in json.loads(answer)["signal_ids"]:
             run.sent_at[signal_id] = wall
 
-    total = int(rate * seconds)
-    began = time.perf_counter()
-    tasks = []
-    for i in range(total):
-        delay = began + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(first + i)))
-    await asyncio.gather(*tasks)
+    await open_loop(rate, seconds, lambda n: one(first + n))
     for conn in idle:
         conn.close()
     return run
