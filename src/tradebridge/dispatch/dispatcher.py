@@ -55,6 +55,7 @@ from tradebridge.domain.calls import BrokerCall
 from tradebridge.domain.clock import Clock, utcnow
 from tradebridge.domain.enums import OrderStatus, OrderType
 from tradebridge.domain.ids import AccountName, client_order_id_for
+from tradebridge.domain.kill import KillSwitches
 from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.domain.reports import BalanceReport, LookupBaseline
 from tradebridge.domain.sessions import trading_day, trading_day_start
@@ -263,14 +264,15 @@ class Dispatcher:
         async with self._claim_lock:
             while (free := self._max_accounts - len(self._active)) > 0:
                 notices = self._notices  # before the claim: a row inserted after it notifies
-                rows = await self.ledger.claim_next(
+                claim = await self.ledger.claim(
                     self.worker_id, free, per_account=self.config.claim_batch,
                     unknown_bound=self._bound, unknown_blocks_all=self._blocks_all,
                 )  # fmt: skip
+                rows = claim.rows
                 if not rows:
                     break
-                # Risk reads the kill switches as they stand after this claim (read_since).
-                claimed_at = time.monotonic()
+                # Risk judges these rows by the kill switches as the claim itself saw them.
+                self.kill.observe(claim.kill)
                 claimed += len(rows)
                 metrics.SIGNALS_CLAIMED.inc(len(rows))
                 queues: dict[str, list[LedgerRow]] = {}
@@ -282,7 +284,7 @@ class Dispatcher:
                 drained = len(queues) < free
                 for key, queue in queues.items():
                     task = asyncio.create_task(
-                        self._run_account(key, queue, claimed_at, notices if drained else None),
+                        self._run_account(key, queue, claim.kill, notices if drained else None),
                         name=f"account-{key}",
                     )
                     self._active[key] = task
@@ -340,12 +342,12 @@ class Dispatcher:
         self,
         key: str,
         rows: list[LedgerRow],
-        claimed_at: float,
+        switches: KillSwitches,
         notices: int | None = None,
     ) -> None:
         """Place one account's claimed rows in insertion order; hand back what is not sent.
 
-        ``claimed_at``: the claim's monotonic time (the kill switches are read as of it).
+        ``switches``: the kill switches as the claim saw them (each row is judged by them).
         ``notices``: the notifications counted before a claim that left nothing claimable
         (None: it may have). Ending with every row placed, a batch not full and no
         notification since, the account left nothing to claim: the loop is not woken for it
@@ -359,7 +361,7 @@ class Dispatcher:
                     await self._hand_back(waiting, "held back by an unknown row of its account")
                     return
                 started = time.perf_counter()
-                status = await self._handle(row, claimed_at)
+                status = await self._handle(row, switches)
                 _count_outcome(status, time.perf_counter() - started)
                 requeued = requeued or status is SignalStatus.PENDING
                 waiting.remove(row.signal_id)
@@ -423,12 +425,12 @@ class Dispatcher:
                 _log.info("database_back", worker=self.worker_id, tries=tries)
             return result
 
-    async def _handle(self, row: LedgerRow, claimed_at: float) -> SignalStatus | None:
+    async def _handle(self, row: LedgerRow, switches: KillSwitches) -> SignalStatus | None:
         signal_id = row.signal_id
         self._in_hand[signal_id] = self._in_hand.get(signal_id, 0) + 1
         try:
             try:
-                status = await self._process(row, claimed_at)
+                status = await self._process(row, switches)
             except Exception as e:  # noqa: BLE001 - no error of ours may end an accepted row
                 reraise_if_cancelling()
                 return await self._recover(signal_id, e)
@@ -515,7 +517,7 @@ class Dispatcher:
         _log.info("row_denied", signal_id=signal_id, reason=denied.reason)
         return SignalStatus.DENIED
 
-    async def _process(self, row: LedgerRow, claimed_at: float) -> SignalStatus:
+    async def _process(self, row: LedgerRow, switches: KillSwitches) -> SignalStatus:
         """Place one claimed row; return its status afterwards (in flight: the account waits)."""
         today = self._today()
         checked = validate(
@@ -526,7 +528,7 @@ class Dispatcher:
         broker = await self.brokers.get(checked.account)
         begun = datetime.now(UTC)  # the baseline is read after this (_placement._rivals)
         prepared = await self._prepare(
-            row.signal_id, checked, broker, today, claimed_at, since=row.created_at
+            row.signal_id, checked, broker, today, switches, since=row.created_at
         )
         if isinstance(prepared, SignalStatus):
             return prepared
@@ -565,7 +567,7 @@ class Dispatcher:
         signal: ValidSignal,
         broker: Broker,
         today: date,
-        claimed_at: float,
+        switches: KillSwitches,
         since: datetime | None = None,
     ) -> tuple[PlaceOrder | Any, str | None, LookupBaseline | None, list[Verdict]] | SignalStatus:
         """Read broker facts and route; deny (returning the row's status) or return the plan
@@ -578,7 +580,7 @@ class Dispatcher:
         late, as a submit refused for the same reason would (``tracking._placement``).
         """
         try:
-            return await self._prepare_once(signal_id, signal, broker, today, claimed_at, since)
+            return await self._prepare_once(signal_id, signal, broker, today, switches, since)
         except _NotSentLate as e:
             await self.ledger.transition(
                 signal_id, SignalStatus.FAILED, expected=SignalStatus.PROCESSING,
@@ -606,7 +608,7 @@ class Dispatcher:
         signal: ValidSignal,
         broker: Broker,
         today: date,
-        claimed_at: float,
+        switches: KillSwitches,
         since: datetime | None,
     ) -> tuple[PlaceOrder | Any, str | None, LookupBaseline | None, list[Verdict]] | SignalStatus:
         delay = self.config.lookup_backoff_s
@@ -654,7 +656,6 @@ class Dispatcher:
         verdicts: list[Verdict] = []
         if isinstance(plan, PlaceOrder):
             await self._note_limit(signal_id, signal, plan, view, marketable)
-            switches = await self._until_reachable(lambda: self.kill.read_since(claimed_at))
             limits = with_kill_switch(self.limits, switches, signal.account)
             facts = OrderFacts(
                 plan.command, self._clock(),

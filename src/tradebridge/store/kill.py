@@ -3,9 +3,10 @@
 ``KillSwitchWatch.run`` reads them again on every notification of the ``kill_switches``
 trigger (``KILL_CHANNEL``: milliseconds after a change commits) and every ``poll_s`` whatever
 arrives (a lost notification costs at most that). ``read_since`` gives a caller that must not
-act on an older state (the dispatcher, for a row claimed at a given moment) a read begun after
-that moment, shared by every caller that asks at once: a row claimed after a kill committed
-is always checked against the kill, at one small query per claim, not per row.
+act on an older state a read begun after a given moment, shared by every caller that asks
+at once. The dispatcher needs no read of its own: the claim statement returns the switches as
+its snapshot has them (``Ledger.claim``), so a row claimed after a kill committed is always
+checked against it; a claim that saw a change the watch has not yet read pokes it.
 """
 
 from __future__ import annotations
@@ -112,6 +113,12 @@ class KillSwitchWatch:
             with contextlib.suppress(KeyError):
                 metrics.KILL_SWITCH.remove(gone)
         self._shown = scopes
+
+    def observe(self, seen: KillSwitches) -> None:
+        """Note the switches as another query saw them (a claim); read now if they differ
+        from ``current`` (its notification may still be on its way)."""
+        if seen.switches != self.current.switches:
+            self.poke()
 
     def poke(self) -> None:
         """Ask ``run`` to read the switches now (a notification arrived)."""

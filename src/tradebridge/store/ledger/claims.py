@@ -9,10 +9,13 @@ only while nothing of it was sent (``processing``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 
+from tradebridge.domain.kill import KillSwitches
 from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.store.ledger._sql import status_list
+from tradebridge.store.ledger.kill import switch_from_json
 from tradebridge.store.ledger.pool import LedgerPool
 from tradebridge.store.ledger.rows import LedgerRow, RequeueResult
 
@@ -25,7 +28,9 @@ from tradebridge.store.ledger.rows import LedgerRow, RequeueResult
 # whoever claims an account's rows holds its head's lock, so a follower can only be claimed by
 # the holder of its head (a claimer that committed first made the account busy, one that has
 # not committed holds the head, and a head claimed meanwhile fails the recheck of its status).
-# Claim, 'processing' and the 'claimed' events are one statement: one round trip.
+# Claim, 'processing' and the 'claimed' events are one statement: one round trip. It also
+# returns the kill switches as its own snapshot has them (repeated on each row): a kill
+# committed before the claim began is seen by every row it claims, at no extra query.
 _CLAIM_SQL = f"""
 with heads as (
     select s.seq, s.account_name, s.created_at
@@ -75,7 +80,11 @@ with heads as (
     insert into order_history (signal_id, event, detail)
     select signal_id, 'claimed', jsonb_build_object('worker', $1::text) from claimed
 )
-select * from claimed order by created_at, seq
+select c.*, k.switches as kill_switches_at_claim
+  from claimed c
+ cross join (select coalesce(jsonb_agg(to_jsonb(s)), '[]'::jsonb) as switches
+               from kill_switches s) k
+ order by c.created_at, c.seq
 """  # noqa: S608 - statuses from SignalStatus, no input
 
 # Only rows still 'processing' under this worker's claim: nothing of theirs was sent.
@@ -116,8 +125,39 @@ select signal_id from trading_signals
 """  # noqa: S608 - statuses from SignalStatus, no input
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Rows claimed by one statement, and the kill switches as that statement saw them."""
+
+    rows: list[LedgerRow]
+    kill: KillSwitches
+
+
 class Claims(LedgerPool):
     """Claims of pending rows, and their way back."""
+
+    async def claim(
+        self,
+        worker_id: str,
+        limit: int = 1,
+        *,
+        per_account: int = 1,
+        unknown_bound: timedelta = timedelta(seconds=60),
+        unknown_blocks_all: bool = False,
+    ) -> Claim:
+        """Claim as ``claim_next`` does; also return the kill switches as of the claim (none
+        when nothing was claimed)."""
+        if limit < 1 or per_account < 1:
+            raise ValueError("limit and per_account must be at least 1")
+        records = await self._db.fetch(
+            _CLAIM_SQL, worker_id, limit, per_account, unknown_bound, unknown_blocks_all
+        )
+        kill = KillSwitches()
+        if records:
+            kill = KillSwitches.of(
+                switch_from_json(j) for j in records[0]["kill_switches_at_claim"]
+            )
+        return Claim([LedgerRow.from_record(r) for r in records], kill)
 
     async def claim_next(
         self,
@@ -134,12 +174,11 @@ class Claims(LedgerPool):
         them in that order, one after the other, and checks ``held_back`` before a row that
         depends on the position); one statement, one round trip.
         """
-        if limit < 1 or per_account < 1:
-            raise ValueError("limit and per_account must be at least 1")
-        records = await self._db.fetch(
-            _CLAIM_SQL, worker_id, limit, per_account, unknown_bound, unknown_blocks_all
-        )
-        return [LedgerRow.from_record(r) for r in records]
+        claim = await self.claim(
+            worker_id, limit, per_account=per_account, unknown_bound=unknown_bound,
+            unknown_blocks_all=unknown_blocks_all,
+        )  # fmt: skip
+        return claim.rows
 
     async def held_back(
         self, account_name: str, *, unknown_bound: timedelta, besides: str | None = None

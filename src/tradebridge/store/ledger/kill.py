@@ -9,6 +9,7 @@ account (with their ``received`` events), all or nothing.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -146,6 +147,13 @@ def _switch(record: asyncpg.Record | Mapping[str, Any]) -> KillSwitch:
         reason=record["reason"],
         via=str(record["via"]),
     )
+
+
+def switch_from_json(data: Mapping[str, Any]) -> KillSwitch:
+    """Return a switch from its row as JSON (``to_jsonb``: the time as ISO text)."""
+    changed_at = data.get("changed_at")
+    return _switch({**data, "changed_at": None if changed_at is None else (
+        datetime.fromisoformat(str(changed_at)))})  # fmt: skip
 
 
 async def _locked_before(conn: Conn, scope: str) -> KillSwitch | None:
