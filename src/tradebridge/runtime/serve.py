@@ -33,7 +33,7 @@ from tradebridge._aio import cancel_and_wait
 from tradebridge._net import bind_socket, port_is_free
 from tradebridge.config import Settings
 from tradebridge.domain.clock import utcnow
-from tradebridge.errors import ConfigError, StoreError
+from tradebridge.errors import ConfigError
 from tradebridge.intake.operator import build_operator_router
 from tradebridge.intake.webhook import IntakeDeps, build_router, validate_webhook_settings
 from tradebridge.obs import metrics
@@ -293,8 +293,7 @@ async def serve_stack(
         checker.conditions["kill_switch"] = kill_switch_condition(kill)
         # Each account's standing (P&L, room under each limit), for the banner and /healthz.
         risk = RiskWatch(settings, ledger, interval_s=cfg.risk_state_interval_s)
-        with contextlib.suppress(StoreError):  # shown as unknown; /healthz says why
-            await risk.read()
+        await risk.read()  # a ledger without 0008 refuses to start here, as without 0007
         found = replace(found, risk=tuple(risk.summaries().items()))
         checker.conditions["risk"] = risk.condition()
         server = _Server(http_config(_build_app(settings, ledger, checker, kill), settings))

@@ -18,7 +18,9 @@ import asyncpg
 
 from tradebridge.domain.balance import BalanceMarks
 from tradebridge.domain.lifecycle import SignalStatus
+from tradebridge.errors import StoreError
 from tradebridge.store.ledger._sql import status_list
+from tradebridge.store.ledger.errors import store_errors
 from tradebridge.store.ledger.pool import LedgerPool
 
 # Rows whose order may be at the broker and not done.
@@ -175,9 +177,16 @@ class RiskQueries(LedgerPool):
     async def risk_overview(self, accounts: Sequence[tuple[str, datetime]]) -> list[RiskOverview]:
         """Return, for each (account, start of its trading day), its open orders, the orders
         it sent in the day and its balance marks: one statement for every account."""
-        records = await self._db.fetch(
-            _OVERVIEW_SQL, [name for name, _ in accounts], [since for _, since in accounts]
-        )
+        with store_errors():
+            try:
+                records = await self._db.fetch(
+                    _OVERVIEW_SQL, [name for name, _ in accounts], [since for _, since in accounts]
+                )
+            except asyncpg.UndefinedTableError:
+                raise StoreError(
+                    "the ledger has no account_risk table (migration 0008_risk_rules): run "
+                    "`tradebridge db migrate`"
+                ) from None
         return [
             RiskOverview(
                 r["account_name"], int(r["open_orders"]), int(r["today"]),
