@@ -36,6 +36,13 @@ RISK_OFF: dict[str, object] = {
                      "max_orders_per_minute", "max_orders_per_day"), "off"),
 }  # fmt: skip
 RISK_OFF_TOML = "[risk]\n" + "".join(f'{k} = "{v}"\n' for k, v in RISK_OFF.items())
+# The default rules on, with limits no bench reaches: what the rules' reads cost (the position
+# before each order, the ledger's counts before each entry), without a denial.
+RISK_COUNTED_TOML = '[risk]\ntrading_hours = "always"\n' + "".join(
+    f"{k} = 1000000\n"
+    for k in ("max_order_qty", "max_position", "max_account_position", "max_open_orders",
+              "max_orders_per_minute", "max_orders_per_day")
+)  # fmt: skip
 
 
 def sim_config(accounts: int, user: str = "bench") -> dict[str, object]:

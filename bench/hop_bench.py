@@ -69,6 +69,8 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
+    RISK_COUNTED_TOML,
+    RISK_OFF_TOML,
     Connection,
     accounts_toml,
     bench_account,
@@ -93,8 +95,11 @@ PLACED = ("working", "filled", "partially_filled")
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def serve_config(sim_url: str, accounts: int, log_level: str, loop: str | None = None) -> str:
-    """Return the settings ``up`` would run with against this simulator (TOML)."""
+def serve_config(
+    sim_url: str, accounts: int, log_level: str, loop: str | None = None, risk: str = "off"
+) -> str:
+    """Return the settings ``up`` would run with against this simulator (TOML); the risk
+    rules off (the hop alone), or on with limits never reached (``counted``: their reads)."""
     listed = accounts_toml(accounts)
     budget = "\n".join(f"{key} = {value}" for key, value in _SIM_BUDGET.items())
     return f"""
@@ -114,6 +119,7 @@ bridge_url = "{sim_url}"
 secret = "{SECRET}"
 rate_limit_per_minute = 0
 
+{RISK_OFF_TOML if risk == "off" else RISK_COUNTED_TOML}
 {listed}
 """
 
@@ -463,7 +469,7 @@ def run(args: argparse.Namespace) -> Results:
         sim, sim_url = start_simulator(config=sim_file, redis_url=redis.url)
         asyncio.run(_wait_tokens(redis.url, [bench_account(i) for i in range(args.accounts)]))
         config = tmp / "tradebridge.toml"
-        settings = serve_config(sim_url, args.accounts, args.log_level, args.loop)
+        settings = serve_config(sim_url, args.accounts, args.log_level, args.loop, args.risk)
         config.write_text(settings, encoding="utf-8")
         port = free_port()
         log = tmp / "bridge.log"
@@ -571,6 +577,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=200.0, help="alerts per second")
     parser.add_argument("--accounts", type=int, default=20)
+    parser.add_argument(
+        "--risk",
+        choices=["off", "counted"],
+        default="off",
+        help="risk rules off (the hop alone) or on, never reached",
+    )
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warm-up", type=int, default=5, help="alerts per account before")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])

@@ -60,6 +60,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
+    RISK_OFF_TOML,
     accounts_toml,
     bench_account,
     latency_cells,
@@ -110,6 +111,7 @@ keep_alive_timeout_s = 120
 secret = "{SECRET}"
 rate_limit_per_minute = 0
 
+{RISK_OFF_TOML}
 {listed}
 """
 
