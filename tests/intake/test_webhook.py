@@ -12,6 +12,7 @@ from typing import Any, get_args
 import asyncpg
 import pytest
 
+from _support.fixtures import log_records, logs_to
 from intake.conftest import SECRET, Hook, HookFactory
 from tradebridge.domain.contracts import front_month
 from tradebridge.intake.formats.alert import AlertIntent
@@ -527,6 +528,21 @@ async def test_webhook_bad_secret_is_401_and_stores_nothing(
     assert SECRET not in response.text
     assert await hook.rows() == []
     assert await hook.alerts() == []
+
+
+async def test_webhook_refusals_are_logged_without_the_secret(hook: Hook) -> None:
+    with logs_to("INFO") as out:
+        await hook.post(alert(secret="wrong-secret-000000000"))
+        await hook.post(alert(action="levitate"))
+    refused = [r for r in log_records(out) if r["event"] == "webhook alert refused"]
+
+    assert [(r["level"], r["http_status"], r["outcome"]) for r in refused] == [
+        ("warning", 401, "unauthorized"), ("info", 400, "invalid"),
+    ]  # fmt: skip
+    assert refused[0]["address"] == "127.0.0.1"
+    assert "levitate" in refused[1]["error"]
+    assert "wrong-secret-000000000" not in out.getvalue()
+    assert SECRET not in out.getvalue()
 
 
 async def test_webhook_duplicate_check_comes_after_the_secret(hook: Hook) -> None:

@@ -6,12 +6,13 @@ import base64
 import io
 import json
 import logging
+import warnings
 from collections.abc import Iterator
 
 import pytest
 
 from _support.fixtures import log_records, logs_to
-from tradebridge.obs.logging import get_logger, redact, redact_text
+from tradebridge.obs.logging import configure_logging, get_logger, redact, redact_text
 
 JWT = ".".join(
     base64.urlsafe_b64encode(part).rstrip(b"=").decode()
@@ -56,7 +57,40 @@ def test_log_dotted_logger_name_and_hostname_kept(output: io.StringIO) -> None:
     assert record["logger_name"] == "tradebridge.dispatch.dispatcher"
     assert record["host"] == "tv-demo.tradovateapi.com"
     assert record["module"] == "tradebridge.brokers.tradovate.usersync"
-    assert "WARNING tradebridge.dispatch.dispatcher via the stdlib" in output.getvalue()
+    stdlib = log_records(output)[1]
+    assert (stdlib["event"], stdlib["level"], stdlib["logger_name"]) == (
+        "via the stdlib", "warning", "tradebridge.dispatch.dispatcher",
+    )  # fmt: skip
+
+
+def _lose_connection() -> None:
+    raise ConnectionResetError(f"lost; token Bearer {JWT}")
+
+
+def test_library_records_and_warnings_are_json_lines_with_their_traceback(
+    output: io.StringIO,
+) -> None:
+    configure_logging("INFO", stream=output)  # in the test's own warnings context
+    try:
+        _lose_connection()
+    except ConnectionResetError:
+        logging.getLogger("asyncpg.pool").exception("connection lost")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # the suite turns warnings into errors
+        warnings.warn("unclosed connection", ResourceWarning, stacklevel=1)
+
+    lines = output.getvalue().splitlines()
+    records = log_records(output)
+    assert len(records) == len(lines) == 2  # nothing but JSON objects, one a line
+    lost, warned = records
+    assert (lost["event"], lost["level"], lost["logger_name"]) == (
+        "connection lost", "error", "asyncpg.pool",
+    )  # fmt: skip
+    assert "Traceback (most recent call last)" in lost["exception"]
+    assert "ConnectionResetError: lost; token Bearer ***" in lost["exception"]
+    assert JWT not in output.getvalue()
+    assert warned["logger_name"] == "py.warnings"
+    assert "ResourceWarning: unclosed connection" in warned["event"]
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,7 @@ from tradebridge.errors import (
     Lockout,
     NotFound,
 )
+from tradebridge.obs import metrics
 from tradebridge.obs.logging import get_logger, redact, redact_text
 
 # BrokerCall is the domain's audit record (domain/calls.py), re-exported with the client.
@@ -238,11 +239,35 @@ class BrokerHttp:
             error=call.error,
             **bodies,
         )
+        operation = operation_of(method, call.path)
+        metrics.BROKER_CALLS.labels(self.dialect, operation, _outcome(status, response_body)).inc()
+        metrics.BROKER_CALL_SECONDS.labels(self.dialect, operation).observe(
+            time.perf_counter() - started
+        )
         for listener, _ in list(self._listeners):
             try:
                 listener(call)
             except Exception:  # noqa: BLE001 - an audit sink must never break an order path
                 _log.exception("broker_call_listener_failed")
+
+
+def operation_of(method: str, path: str) -> str:
+    """Return the metric label of a request: its method and path, ids as ``{id}`` (a segment
+    with a digit: account, order and contract ids) and no query, e.g. ``GET /order/item``,
+    ``POST /accounts/{id}/orders``; a bounded set, the API's own."""
+    route = path.split("?", 1)[0]
+    parts = ["{id}" if any(c.isdigit() for c in part) else part for part in route.split("/")]
+    return f"{method} {'/'.join(parts)}"
+
+
+def _outcome(status: int | None, body: Any) -> str:
+    """Return the outcome label: ok (2xx), penalty (a p-ticket), rejected (4xx: the broker
+    said no), error (5xx, or no answer at all)."""
+    if status is None or status >= 500:
+        return "error"
+    if status >= 400:
+        return "rejected"
+    return "penalty" if _is_penalty(body) else "ok"
 
 
 def _is_penalty(body: Any) -> bool:

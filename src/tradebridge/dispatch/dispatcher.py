@@ -850,3 +850,5 @@ def _count_outcome(status: SignalStatus | None, seconds: float) -> None:
         metrics.SIGNALS_OUTCOME.labels(outcome=outcome).inc()
     if outcome == "placed":
         metrics.PLACEMENT_SECONDS.observe(seconds)
+    if status is SignalStatus.FILLED:  # filled by the submit's own answer: no event will say so
+        metrics.SIGNALS_FILLED.inc()

@@ -147,6 +147,7 @@ class _Intake:
             return await self._handle(request, path_secret)
         except _Refused as refused:
             _count(refused.body.status)
+            _log_refusal(request, refused)
             return _answer(refused.status, refused.body.model_dump(exclude_none=True),
                            refused.headers)  # fmt: skip
         except ClientDisconnect:
@@ -455,6 +456,20 @@ def _norm(value: Any) -> Any:
     if isinstance(value, dict | list):
         return json.dumps(redact(value), sort_keys=True, default=str)
     return str(value).strip().lower()
+
+
+def _log_refusal(request: Request, refused: _Refused) -> None:
+    """Log a refused alert: a warning for a wrong secret or a barred address (someone may be
+    probing), info for a malformed or refused alert; a rate-limited flood only at debug."""
+    level = {401: "warning", 403: "warning", 429: "debug"}.get(refused.status, "info")
+    getattr(_log, level)(
+        "webhook alert refused",
+        http_status=refused.status,
+        outcome=refused.body.status,
+        error=refused.body.error[:300],
+        field=refused.body.field,
+        address=request.client.host if request.client else None,
+    )
 
 
 def _duplicate(found: InsertResult) -> JSONResponse:

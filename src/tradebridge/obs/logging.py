@@ -11,10 +11,12 @@ audit uses the same rules before anything is stored.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import structlog
@@ -177,12 +179,21 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stdout),
         cache_logger_on_first_use=False,
     )
-    # Libraries log through the stdlib; their records get the same redaction.
+    # Libraries log through the stdlib (asyncpg, uvicorn, warnings.warn once captured): their
+    # records get the same redaction, and the same shape (one JSON object a line) when the
+    # stream is JSON, so a log collector never meets plain text or a bare traceback.
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(_RedactingFormatter("%(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(
+        _JsonFormatter() if json_output
+        else _RedactingFormatter("%(levelname)s %(name)s %(message)s")
+    )  # fmt: skip
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(max(numeric, logging.INFO))
+    # warnings.warn (asyncpg's, ResourceWarning) through the handler; taken over again on each
+    # call, as something may have replaced warnings.showwarning since the last.
+    logging.captureWarnings(False)
+    logging.captureWarnings(True)
     # httpx/httpcore log each request at INFO; our own broker_call event already records it
     # (redacted, with latency), so theirs would only double every line.
     for noisy in ("httpx", "httpcore"):
@@ -192,6 +203,26 @@ def configure_logging(
 class _RedactingFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         return redact_text(super().format(record))
+
+
+class _JsonFormatter(logging.Formatter):
+    """A stdlib record as our own events look: event, level, logger_name, timestamp, and the
+    traceback as one ``exception`` field; redacted."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        event: dict[str, Any] = {
+            "event": record.getMessage(),
+            "level": record.levelname.lower(),
+            "logger_name": record.name,
+            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(),
+        }
+        if record.exc_info:
+            event["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            event["exception"] = record.exc_text
+        if record.stack_info:
+            event["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(redact_processor(None, "", event), default=str)
 
 
 def get_logger(name: str | None = None, **bound: Any) -> FilteringBoundLogger:

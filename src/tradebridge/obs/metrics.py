@@ -35,7 +35,9 @@ SIGNALS_CLAIMED: Final = Counter(
     registry=REGISTRY,
 )
 # outcome: placed (the broker accepted it) | filled | denied (our checks) | rejected (the
-# broker said no) | unknown (answer lost, sent to lookup) | failed | cancelled | requeued.
+# broker said no, to the submit or later) | unknown (answer lost, sent to lookup) | failed |
+# cancelled | expired | requeued. placed, denied, unknown and failed are the dispatcher's (the
+# submit's outcome); filled, cancelled, expired and a later rejection the tracker's.
 SIGNALS_OUTCOME: Final = Counter(
     "tradebridge_signals_outcome",
     "Ledger rows by the status this process moved them to.",
@@ -69,8 +71,9 @@ PLACEMENT_SECONDS: Final = Histogram(
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
-# Labelled by operation (submit, lookup, cancel, modify, flatten, accounts, login ...)
-# and outcome (ok, rejected, unknown or error).
+# Labelled by dialect, operation (the method and path, ids as {id}: brokers/http.py
+# operation_of) and outcome: ok (2xx), penalty (a p-ticket), rejected (4xx), error (5xx or
+# no answer).
 BROKER_CALLS: Final = Counter(
     "tradebridge_broker_calls",
     "Requests to the broker by dialect, operation and outcome.",

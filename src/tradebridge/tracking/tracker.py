@@ -42,6 +42,7 @@ from tradebridge.domain.orders import (
     OrderRejected,
 )
 from tradebridge.errors import IllegalTransition
+from tradebridge.obs import metrics
 from tradebridge.obs.logging import get_logger
 from tradebridge.obs.metrics import TRACKER_EVENTS_DROPPED
 from tradebridge.pipeline.risk import RulesBook
@@ -233,7 +234,10 @@ class Tracker:
             filled_was=row.filled_qty, event=change.event, detail=change.detail,
             **change.fields,
         )  # fmt: skip
-        return True if moved is not None else await self._apply_locked(event, cid)
+        if moved is None:
+            return await self._apply_locked(event, cid)
+        _count(change.new)
+        return True
 
     async def _apply_locked(self, event: BrokerOrderEvent, cid: str | None) -> bool:
         """Apply one event under its row's lock (after the row moved under a guarded write)."""
@@ -258,7 +262,25 @@ class Tracker:
                     signal_id, change.new, expected=SignalStatus(row.status), event=change.event,
                     detail=change.detail, conn=conn, **change.fields,
                 )  # fmt: skip
+        if change is not None:
+            _count(change.new)
         return True
+
+
+# The broker's verdicts the tracker writes, as ``tradebridge_signals_outcome_total`` counts
+# them (the submit's outcome is the dispatcher's: placed, rejected, unknown).
+_OUTCOMES = {
+    SignalStatus.FILLED: "filled",
+    SignalStatus.CANCELLED: "cancelled",
+    SignalStatus.EXPIRED: "expired",
+    SignalStatus.REJECTED: "rejected",
+}
+
+
+def _count(status: SignalStatus) -> None:
+    outcome = _OUTCOMES.get(status)
+    if outcome is not None:
+        metrics.SIGNALS_OUTCOME.labels(outcome=outcome).inc()
 
 
 @dataclass(frozen=True, slots=True)
