@@ -695,7 +695,9 @@ async def test_webhook_pooled_connection_broken_by_an_outage_is_503_not_400(
     body = alert(time=now_iso())
     if stage == "find_alert":
         # Looked for only before refusing an alert: is it a repeat of one stored before?
-        monkeypatch.setattr(hook.ledger, "_db", SimpleNamespace(fetchrow=broken))
+        # (the kill switches' read, a fetch, still works)
+        stateless = SimpleNamespace(fetchrow=broken, fetch=hook.ledger._db.fetch)
+        monkeypatch.setattr(hook.ledger, "_db", stateless)
         body = alert(time=now_iso(), quantity="1.5")
     else:
         monkeypatch.setattr(hook.ledger, "_insert_alert", broken)
