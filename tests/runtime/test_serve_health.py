@@ -42,7 +42,7 @@ async def test_serve_healthz_row_needing_review_degraded_naming_it(
         answer = await client.get(found.healthz_url)
         metrics = await client.get(found.metrics_url)
 
-    assert answer.status_code == 200
+    assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["status"] == "degraded"
     check = body["checks"]["unresolved_rows"]

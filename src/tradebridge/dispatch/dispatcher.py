@@ -154,6 +154,8 @@ class Dispatcher:
             _DEFAULT_MAX_ACCOUNTS, len(self._accounts)
         )
         self._wake = asyncio.Event()
+        # Set once the listener has LISTENed (a notification from then on wakes the loop).
+        self.listening = asyncio.Event()
         # Notifications received (rows inserted): an account's task that ends with none since
         # its claim, and a batch not full, left no row of its account behind to claim.
         self._notices = 0
@@ -245,6 +247,7 @@ class Dispatcher:
 
     async def _listen(self) -> None:
         async def on_connect() -> None:
+            self.listening.set()
             self.wake()  # drain what was missed while the listener was away
 
         await self.ledger.listen(lambda _signal_id: self._notified(), on_connect=on_connect)
