@@ -65,12 +65,14 @@ def plan_alert(
     stale_reason: str | None = None,
     kill: KillSwitches | None = None,
     now: datetime | None = None,
+    rules: RulesBook | None = None,
 ) -> AlertPlan:
     """Build the ledger rows of ``alert``; ``AlertRejected`` if it cannot be traded.
 
     ``kill``: the kill switches as the database has them (``store/kill.py``); None: only
     the settings' ``risk.kill_switch``. ``now`` is when it arrived (the trading window
-    judges it by that; default: now).
+    judges it by that; default: now). ``rules``: the caller's book of rules for these
+    settings (it resolves each account and strategy once); None: a new one.
     """
     contract = _contract(alert.symbol, settings, today)
     accounts = expand_accounts(alert.accounts, settings)
@@ -143,7 +145,8 @@ def plan_alert(
             )
         )
     _admit(alert, rows, settings, today, now or utcnow(),
-           kill or KillSwitches(forced=settings.risk.kill_switch))  # fmt: skip
+           kill or KillSwitches(forced=settings.risk.kill_switch),
+           rules or RulesBook(settings))  # fmt: skip
     return AlertPlan(
         group_id=group_id,
         rows=tuple(rows),
@@ -345,6 +348,7 @@ def _admit(
     today: date,
     now: datetime,
     kill: KillSwitches,
+    rules: RulesBook,
 ) -> None:
     """Refuse the alert if a worker is sure to deny one of its rows (pipeline/admission.py)."""
     # An intake-only process without [[accounts]] cannot tell (expand_accounts lets any
@@ -356,7 +360,7 @@ def _admit(
         root_map={k.upper(): v.upper() for k, v in settings.webhook.symbol_map.items()},
         limits=RiskLimits.from_config(settings.risk),
         legs=settings.orders.leg_time_in_force,
-        rules=RulesBook(settings).of,
+        rules=rules.of,
         now=now,
     )
     dialects = {a.name: a.dialect for a in settings.accounts}
@@ -372,8 +376,8 @@ def _admit(
         known = base if limits is base.limits else replace(base, limits=limits)
         stopped = limits.kill_switch_source if limits.kill_switch else None
         # Accounts under rules of their own are judged on their own.
-        rules = known.rules(row.account_name, row.strategy_name) if known.rules else None
-        key = (dialect, from_fill, row.intent, row.quantity, row.target_position, stopped, rules)
+        own = known.rules(row.account_name, row.strategy_name) if known.rules else None
+        key = (dialect, from_fill, row.intent, row.quantity, row.target_position, stopped, own)
         if key in passed and row.account_name in configured:
             continue
         can = abilities[dialect]

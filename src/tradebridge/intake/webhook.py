@@ -51,6 +51,7 @@ from tradebridge.intake.security import (
 )
 from tradebridge.obs import metrics
 from tradebridge.obs.logging import get_logger
+from tradebridge.pipeline.risk import RulesBook
 from tradebridge.store.kill import KillSwitchWatch
 from tradebridge.store.ledger import InsertResult, Ledger, NewAlert
 
@@ -138,6 +139,8 @@ class _Intake:
         secret = self._hook.secret
         self._secret = secret.get_secret_value() if secret is not None else ""
         settings = deps.settings
+        # The rules in force per account and strategy, resolved once for this process.
+        self._rules = RulesBook(settings)
         self._kill = deps.kill or KillSwitchWatch(
             deps.ledger, forced=settings.risk.kill_switch, poll_s=settings.serve.kill_switch_poll_s
         )
@@ -211,7 +214,7 @@ class _Intake:
             stale = self._stale_reason(parsed, received_at)
             plan = plan_alert(parsed, self._deps.settings, received_at.date(),
                               group_id=new_group_id(), stale_reason=stale,
-                              kill=switches, now=received_at)  # fmt: skip
+                              kill=switches, now=received_at, rules=self._rules)  # fmt: skip
         except AlertRejected as e:
             # A repeat of an alert stored before (the settings may have changed since) is
             # answered as the duplicate it is, not refused.
