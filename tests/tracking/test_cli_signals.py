@@ -8,15 +8,18 @@ import csv
 import io
 import json
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 import typer
 from click.testing import Result
 from typer.testing import CliRunner
 
-from tracking.conftest import ACCOUNT_2, Stack
+from _support.rig import front
+from tracking.conftest import ACCOUNT, ACCOUNT_2, Stack
 from tradebridge.cli.main import app
 from tradebridge.cli.signals import parse_since
+from tradebridge.store.ledger import NewAlert, NewSignal
 
 
 async def _cli(*argv: str) -> Result:
@@ -79,6 +82,23 @@ async def test_trace_tells_the_whole_story(stack: Stack, ledger_url: str) -> Non
     )
     assert missing.exit_code == 1
     assert "no signal with signal_id 'nope'" in missing.stderr
+
+
+async def test_trace_shows_the_alert_a_signal_came_from(stack: Stack, ledger_url: str) -> None:
+    received = datetime.now(UTC)
+    alert = NewAlert(received_at=received, format="tradebridge", outcome="accepted",
+                     payload={"action": "buy", "symbol": "MNQ1!", "secret": "***"},
+                     source_ip="52.89.214.238", group_id="g-hook")  # fmt: skip
+    row = NewSignal(signal_id="s-hook", account_name=ACCOUNT, instrument=front().name,
+                    side="buy", quantity=Decimal(1), group_id="g-hook",
+                    source="webhook")  # fmt: skip
+    await stack.ledger.insert_alert(alert, [row])
+
+    result = await _cli("trace", "s-hook", "--database-url", ledger_url)
+
+    assert result.exit_code == 0, result.output
+    assert "alert: tradebridge from 52.89.214.238 at" in result.stdout
+    assert '"symbol": "MNQ1!"' in result.stdout
 
 
 @pytest.mark.parametrize(
