@@ -11,6 +11,7 @@ from tradebridge.cli.init import register as register_init_command
 from tradebridge.cli.kill import register as register_kill_commands
 from tradebridge.cli.review import review_app
 from tradebridge.cli.run import register as register_run_commands
+from tradebridge.cli.signals import register as register_signal_commands
 from tradebridge.cli.sim import sim_app
 from tradebridge.cli.tokens import tokens_app
 
@@ -30,6 +31,7 @@ register_broker_commands(app)
 register_run_commands(app)
 register_init_command(app)
 register_kill_commands(app)
+register_signal_commands(app)
 
 
 @app.command()

@@ -40,7 +40,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from tradebridge._aio import cancel_and_wait, reraise_if_cancelling
-from tradebridge.brokers.base import Broker
+from tradebridge.brokers.base import AccountInfo, Broker
 from tradebridge.brokers.pool import BrokerPool, capture
 from tradebridge.config import Settings
 from tradebridge.dispatch._legs import fit_legs
@@ -614,7 +614,6 @@ class Dispatcher:
         switches: KillSwitches,
         since: datetime | None,
     ) -> tuple[PlaceOrder | Any, str | None, LookupBaseline | None, list[Verdict]] | SignalStatus:
-        delay = self.config.lookup_backoff_s
         from_fill = broker.capabilities.brackets_from_fill
         marketable = self.settings.orders.marketable_limit
         rules = self.rules.of(signal.account, signal.strategy_name)
@@ -622,37 +621,31 @@ class Dispatcher:
             signal, position_for_risk=rules.position, brackets_from_fill=from_fill,
             marketable_limit=marketable,
         )  # fmt: skip
-        while True:
-            calls: list[BrokerCall] = []
-            try:
-                with capture() as calls:
-                    info = await self.brokers.account_info(signal.account)
-                    if info is None:
-                        await self._deny(signal_id, Denied(
-                            f"account {signal.account!r} is not among the accounts the broker "
-                            "lists for its token", "account_name"))  # fmt: skip
-                        return SignalStatus.DENIED
-                    view = await self._view(broker, signal, need)
-                    plan = route(signal, view, client_order_id_for(signal_id), today=today,
-                                 legs=self.settings.orders.leg_time_in_force,
-                                 brackets_from_fill=from_fill,
-                                 marketable_limit=marketable)  # fmt: skip
-                    baseline = None
-                    if isinstance(plan, PlaceOrder):
-                        baseline = await broker.lookup_baseline(plan.command)
-                break
-            except InvalidInput as e:
-                await self._deny(signal_id, Denied(str(e), e.field))
-                return SignalStatus.DENIED
-            except BrokerError as e:
-                # Nothing was sent: keep the row (and its account) and try again shortly.
-                self._retry_read(e, since)
-                _log.warning("broker_read_failed", signal_id=signal_id, error=str(e))
-                await asyncio.sleep(delay)
-                delay = min(max(delay * 2, 0.05), self.config.lookup_backoff_max_s)
-            finally:
-                for call in calls:
-                    await self.ledger.record_broker_call(call, signal_id)
+
+        async def read() -> tuple[AccountInfo, BrokerView, Any, LookupBaseline | None] | None:
+            info = await self.brokers.account_info(signal.account)
+            if info is None:
+                return None
+            view = await self._view(broker, signal, need)
+            plan = route(signal, view, client_order_id_for(signal_id), today=today,
+                         legs=self.settings.orders.leg_time_in_force,
+                         brackets_from_fill=from_fill, marketable_limit=marketable)  # fmt: skip
+            baseline = None
+            if isinstance(plan, PlaceOrder):
+                baseline = await broker.lookup_baseline(plan.command)
+            return info, view, plan, baseline
+
+        try:
+            found = await self._broker_read(signal_id, read, since=since)
+        except InvalidInput as e:
+            await self._deny(signal_id, Denied(str(e), e.field))
+            return SignalStatus.DENIED
+        if found is None:
+            await self._deny(signal_id, Denied(
+                f"account {signal.account!r} is not among the accounts the broker lists for "
+                "its token", "account_name"))  # fmt: skip
+            return SignalStatus.DENIED
+        info, view, plan, baseline = found
         if isinstance(plan, Denied):
             await self._deny(signal_id, plan)
             return SignalStatus.DENIED
@@ -721,37 +714,43 @@ class Dispatcher:
         self, signal_id: str, broker: Broker, account: str, since: datetime | None = None
     ) -> BalanceReport | None:
         """Return the account's balance; retry while the broker fails; None if it has none."""
-        delay = self.config.lookup_backoff_s
-        while True:
-            calls: list[BrokerCall] = []
-            try:
-                with capture() as calls:
-                    return await broker.balance(AccountName(account))
-            except InvalidInput as e:
-                _log.warning("balance_unavailable", signal_id=signal_id, error=str(e))
-                return None
-            except BrokerError as e:
-                # Nothing was sent: try again shortly (the row keeps its account).
-                self._retry_read(e, since)
-                _log.warning("broker_read_failed", signal_id=signal_id, error=str(e))
-                await asyncio.sleep(delay)
-                delay = min(max(delay * 2, 0.05), self.config.lookup_backoff_max_s)
-            finally:
-                for call in calls:
-                    await self.ledger.record_broker_call(call, signal_id)
+        try:
+            return await self._broker_read(
+                signal_id, lambda: broker.balance(AccountName(account)), since=since
+            )
+        except InvalidInput as e:
+            _log.warning("balance_unavailable", signal_id=signal_id, error=str(e))
+            return None
 
     async def _fit_legs(self, signal_id: str, plan: PlaceOrder, broker: Broker) -> None:
-        """Cut the protective legs before the order is sent; retry until the broker answers."""
+        """Cut the protective legs before the order is sent; retry until the broker answers
+        (nothing of the order was sent; cancels and modifies are safe to repeat)."""
+        await self._broker_read(
+            signal_id, lambda: fit_legs(self.ledger, self.config, signal_id, plan, broker),
+            event="fit_legs_failed",
+        )  # fmt: skip
+
+    async def _broker_read(
+        self,
+        signal_id: str,
+        read: Callable[[], Awaitable[_T]],
+        *,
+        since: datetime | None = None,
+        event: str = "broker_read_failed",
+    ) -> _T:
+        """Return what ``read`` returns, asking again after a growing wait while the broker
+        fails (nothing was sent: the row keeps its account); every call it made is recorded
+        on the row. Refused for want of a token past the bound after ``since``: the row is
+        not sent late (``_retry_read``). Other errors are the caller's."""
         delay = self.config.lookup_backoff_s
         while True:
             calls: list[BrokerCall] = []
             try:
                 with capture() as calls:
-                    await fit_legs(self.ledger, self.config, signal_id, plan, broker)
-                return
+                    return await read()
             except BrokerError as e:
-                # Nothing of the order was sent; cancels and modifies are safe to repeat.
-                _log.warning("fit_legs_failed", signal_id=signal_id, error=str(e))
+                self._retry_read(e, since)
+                _log.warning(event, signal_id=signal_id, error=str(e))
                 await asyncio.sleep(delay)
                 delay = min(max(delay * 2, 0.05), self.config.lookup_backoff_max_s)
             finally:

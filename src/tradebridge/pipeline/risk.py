@@ -239,6 +239,13 @@ class AccountState:
     day_start_balance: Decimal | None = None
     high_water: Decimal | None = None
 
+    @property
+    def day_pnl(self) -> Decimal | None:
+        """Return the day's P&L (the balance less the day's start), None if either is unknown."""
+        if self.balance is None or self.day_start_balance is None:
+            return None
+        return self.balance - self.day_start_balance
+
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
@@ -534,9 +541,9 @@ def daily_loss_limit(order: OrderFacts, state: AccountState, rules: Rules) -> Ve
     limit = rules.daily_loss_limit
     if limit is None:
         return None
-    if state.balance is None or state.day_start_balance is None:
+    pnl = state.day_pnl
+    if pnl is None:
         return _no_balance("daily_loss_limit", rules, "daily_loss_limit")
-    pnl = state.balance - state.day_start_balance
     passed = -pnl < limit
     if passed:
         reason = f"the day's P&L is {pnl:+.2f}, the loss limit {limit:.2f}"
@@ -592,9 +599,9 @@ def daily_profit_target(order: OrderFacts, state: AccountState, rules: Rules) ->
     target = rules.daily_profit_target
     if target is None:
         return None
-    if state.balance is None or state.day_start_balance is None:
+    pnl = state.day_pnl
+    if pnl is None:
         return _no_balance("daily_profit_target", rules, "daily_profit_target")
-    pnl = state.balance - state.day_start_balance
     passed = pnl < target
     words = "under" if passed else "reached"
     return _verdict("daily_profit_target", rules, "daily_profit_target", passed,

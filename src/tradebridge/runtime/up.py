@@ -220,11 +220,18 @@ async def seed_sim_tokens(
     keys = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(first(), loop))
     _log.info("simulator tokens written to redis", keys=keys)
 
-    def cancel() -> None:
-        for task in refreshers:
-            loop.call_soon_threadsafe(task.cancel)
+    async def stop() -> None:
+        # On the sim's loop, and waited for: the refresher's client is closed before the
+        # simulator (registered earlier on the stack) stops that loop.
+        async def cancel() -> None:
+            for task in refreshers:
+                task.cancel()
+            await asyncio.gather(*refreshers, return_exceptions=True)
 
-    stack.callback(cancel)
+        with contextlib.suppress(RuntimeError):  # the simulator's loop has stopped already
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(cancel(), loop))
+
+    stack.push_async_callback(stop)
 
 
 async def _refresh(seeder: Any, client: aioredis.Redis) -> None:

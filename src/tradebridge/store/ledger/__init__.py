@@ -24,7 +24,8 @@ assembled from them:
 * ``review``: what reconcile and an operator ask (unknown, needs_review and idle rows);
 * ``sessions``: connections of their own (session locks, notifications);
 * ``kill``: the kill switches, and the flatten rows a kill queues;
-* ``risk``: what the pre-trade rules ask (an account's activity, its balance marks).
+* ``risk``: what the pre-trade rules ask (an account's activity, its balance marks);
+* ``views``: what an operator reads (signals by filter, the alert a signal came from).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from tradebridge.store.ledger.rows import (
 )
 from tradebridge.store.ledger.sessions import NOTIFY_CHANNEL, Sessions
 from tradebridge.store.ledger.tracking import EventRow, TrackerQueries
+from tradebridge.store.ledger.views import StoredAlert, Views
 
 __all__ = [
     "ACCOUNT_LOCK_NAMESPACE",
@@ -76,6 +78,7 @@ __all__ = [
     "RequeueResult",
     "RiskActivity",
     "RiskOverview",
+    "StoredAlert",
     "database_unavailable",
     "lock_account",
     "store_errors",
@@ -85,7 +88,7 @@ __all__ = [
 
 class Ledger(
     Intake, Claims, Moves, BrokerCalls, TrackerQueries, Lookups, Review, Sessions,
-    KillSwitchQueries, RiskQueries,
+    KillSwitchQueries, RiskQueries, Views,
 ):  # fmt: skip
     """The ledger over an asyncpg pool; one per process."""
 
