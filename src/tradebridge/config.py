@@ -211,6 +211,18 @@ class TradovateConfig(_Section):
     ws_heartbeat_s: float = Field(2.5, gt=0, description="user WebSocket heartbeat interval")
     ws_dead_after_s: float = Field(10.0, gt=0, description="no frame this long: reconnect")
     ws_reconnect_max_s: float = Field(30.0, gt=0, description="longest wait between reconnects")
+    positions_from_sync: bool = Field(
+        True,
+        description="read an account's positions from the user-sync socket when it is current "
+        "for the account (no fill newer than its position update, every order sent there "
+        "final), instead of a budgeted REST read; false: always REST",
+    )
+    sync_blind_s: float = Field(
+        30.0,
+        ge=0,
+        description="after a send to an account whose answer was lost or failed, read its "
+        "positions from REST (not the socket) for this long",
+    )
     event_names: EventNamesConfig = Field(default_factory=EventNamesConfig)
     strategies: StrategyConfig = Field(default_factory=StrategyConfig)
     lookup_absent_after_s: float = Field(10.0, ge=0, description="reference §11.3 step 5")
