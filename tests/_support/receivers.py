@@ -4,6 +4,7 @@ of their own, as a remote service would, and can be told to fail or to hang."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -57,6 +58,14 @@ class HttpReceiver:
                     raise AssertionError(f"{len(self.posts)} post(s) arrived, wanted {count}")
                 self._changed.wait(left)
             return list(self.posts)
+
+    async def until(self, count: int, timeout: float = 20.0) -> list[Received]:
+        """``wait_for`` without blocking the event loop (the notifier runs in it)."""
+        return await asyncio.to_thread(self.wait_for, count, timeout)
+
+    async def until_tries(self, count: int, timeout: float = 20.0) -> None:
+        """``wait_tries`` without blocking the event loop."""
+        await asyncio.to_thread(self.wait_tries, count, timeout)
 
     def wait_tries(self, count: int, timeout: float = 20.0) -> None:
         """Wait until ``count`` requests (answered or not) arrived."""

@@ -184,6 +184,7 @@ class Sender:
             c.name: asyncio.Queue(config.queue_size) for c in self.channels
         }
         self._unrecorded: list[SendRecord] = []
+        self._busy = 0  # deliveries under way
         # Apprise's plugins block (requests, smtplib): each attempt runs in a thread of this
         # pool, never the loop's default one, so a channel that hangs starves only itself.
         self._threads = ThreadPoolExecutor(
@@ -221,9 +222,12 @@ class Sender:
         queue = self._queues[channel.name]
         while True:
             queued = await queue.get()
-            record = await self.deliver(channel, queued)
-            self._note(record)
-            await self.flush()
+            self._busy += 1
+            try:
+                self._note(await self.deliver(channel, queued))
+                await self.flush()
+            finally:
+                self._busy -= 1
 
     async def send_now(self, notice: Notice) -> list[SendRecord]:
         """Deliver ``notice`` to every channel that takes it now, at once; return how each
@@ -290,8 +294,8 @@ class Sender:
             self._unrecorded = (records + self._unrecorded)[-1000:]
 
     def pending(self) -> int:
-        """Return the notices waiting in the channels' queues."""
-        return sum(q.qsize() for q in self._queues.values())
+        """Return the notices waiting in the channels' queues or being delivered."""
+        return sum(q.qsize() for q in self._queues.values()) + self._busy
 
 
 def _apprise_of(channel: Channel) -> Any:
