@@ -325,3 +325,27 @@ async def test_serve_announces_auth_failure_and_lockout(
     assert "tradebridge: Tradovate authentication failing" in titles
     lockout = next(p.body for p in http.posts if p.body["title"].endswith("lockout"))
     assert "captcha penalty on login" in lockout["message"]
+
+
+async def test_cli_notify_test_prints_each_channels_outcome(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from tradebridge.cli.main import app
+
+    with http_receiver() as http:
+        config = tmp_path / "tradebridge.toml"
+        config.write_text('[[notify.channels]]\nname = "hook"\n\n[[notify.channels]]\n'
+                          'name = "down"\n\n[notify]\nattempts = 1\n')  # fmt: skip
+        env = {"TRADEBRIDGE_CONFIG": str(config), "DATABASE_URL": "",
+               "TRADEBRIDGE_NOTIFY_HOOK_URL": f"json://{http.host}/hook",
+               "TRADEBRIDGE_NOTIFY_DOWN_URL": "json://127.0.0.1:1/nothing-listens"}  # fmt: skip
+        result = await asyncio.to_thread(
+            CliRunner().invoke, app, ["notify", "test"], env=env, terminal_width=200
+        )
+        await http.until(1)
+    assert result.exit_code == 1, result.output
+    assert "hook (json): sent after 1 attempt(s)" in result.stdout
+    assert "down (json): failed after 1 attempt(s)" in result.stdout
+    assert "nothing-listens" not in result.output
