@@ -758,6 +758,13 @@ class DatabaseConfig(_Section):
     )
     min_pool: int = Field(1, ge=0, description="connections kept open")
     max_pool: int = Field(10, ge=1, description="connections at most (raised to workers + 2)")
+    lazy_commits: bool = Field(
+        True,
+        description="commit a claim and the moves after a row's durable write-ahead (the "
+        "broker's answer, fills, cancels) without waiting for the WAL flush: a crash of the "
+        "database server may lose the last of them, which reconcile reads back from the "
+        "broker; the alert's insert and the write-ahead always wait (docs/ledger.md)",
+    )
     embedded_port: int = Field(
         0,
         ge=0,

@@ -261,6 +261,7 @@ async def serve_stack(
             min_size=settings.database.min_pool,
             max_size=max(settings.database.max_pool, settings.dispatcher.workers + 2),
         )
+        ledger.lazy_commits = settings.database.lazy_commits
         stack.push_async_callback(ledger.close)
         redis = connect_redis(settings.redis)
         stack.push_async_callback(redis.aclose)
