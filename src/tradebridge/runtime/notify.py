@@ -605,7 +605,8 @@ class Notifier:
         if corrections:
             lines = [
                 f"{c.signal_id}: {c.account_name} {c.instrument or ''}: the ledger had it "
-                f"otherwise, the broker says {c.broker_status or c.status}; now {c.status}"
+                f"{c.ledger_status or 'otherwise'}, the broker says "
+                f"{c.broker_status or c.status}; now {c.status}"
                 + (f" ({c.error_message})" if c.error_message else "")
                 for c in corrections
             ]
