@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 import redis.asyncio as aioredis
 
@@ -24,7 +25,7 @@ from _support.runtime import serve_settings, serving, until_final
 from tradebridge.config import Settings, load_settings
 from tradebridge.domain.contracts import resolve_symbol
 from tradebridge.domain.lifecycle import SignalStatus
-from tradebridge.runtime.notify import Notifier, Sender, build_channels
+from tradebridge.runtime.notify import Notifier, Sender, build_channels, test_notice
 from tradebridge.sim.seed import TokenSeeder
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedRedis
@@ -80,13 +81,14 @@ async def _post(http: HttpReceiver, title: str) -> Received:
 
 
 async def _stored(database: str, key: str, phase: str) -> asyncpg.Record:
-    """Wait for the ledger's record of a delivery of ``key`` in ``phase``; return it."""
+    """Wait for the ledger's record of a delivery of ``key`` (a LIKE pattern) in ``phase``;
+    return it."""
 
     async def found() -> asyncpg.Record | None:
         conn = await asyncpg.connect(database)
         try:
             return await conn.fetchrow(
-                "select * from notifications where key = $1 and phase = $2 order by id limit 1",
+                "select * from notifications where key like $1 and phase = $2 order by id limit 1",
                 key, phase,
             )  # fmt: skip
         finally:
@@ -359,3 +361,97 @@ async def test_notifier_reminds_of_a_condition_still_on_every_repeat_s_then_reso
     # span at least about n * 0.5 s (the queueing times carry some scheduling jitter).
     span = (queued[-1] - queued[0]).total_seconds()
     assert span >= 0.5 * (len(queued) - 1) - 0.25, (span, len(queued))
+
+
+# --- the notifier's own health on /healthz --------------------------------------------------
+
+
+async def _notify_check(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
+    answer = await client.get(url)
+    assert answer.status_code == 200, answer.text
+    check: dict[str, Any] = answer.json()["checks"]["notify"]
+    return check
+
+
+async def test_healthz_notify_degraded_while_a_channels_deliveries_fail_naming_it_not_its_url(
+    monkeypatch: pytest.MonkeyPatch, sim_tokens: SimServer, fresh_db: str,
+    redis_server: EmbeddedRedis, tmp_path: Path,
+) -> None:  # fmt: skip
+    with http_receiver() as http:
+        http.fail_next = 1000
+        settings = _serve(sim_tokens, fresh_db, redis_server.url, tmp_path,
+                          _hook(monkeypatch, http), notify={"attempts": 1})  # fmt: skip
+        async with (
+            serving(settings) as found, httpx.AsyncClient(timeout=10) as client,
+            await Ledger.connect(fresh_db) as ledger,
+        ):  # fmt: skip
+            before = await _notify_check(client, found.healthz_url)
+            await ledger.engage_kill_switch(FIRST, changed_by="ana", via="cli", reason="test")
+            raised = await _stored(fresh_db, "kill_switch:%", "raised")
+
+            async def degraded() -> dict[str, Any] | None:
+                check = await _notify_check(client, found.healthz_url)
+                return check if check["level"] == "degraded" else None
+
+            failing = await _until(degraded, "/healthz notify degraded")
+            body = (await client.get(found.healthz_url)).text
+            with http._changed:
+                http.fail_next = 0
+            await ledger.release_kill_switch(FIRST, changed_by="ana", via="cli")
+            await _post(http, "tradebridge: resolved: kill switch on")
+
+            async def ok() -> dict[str, Any] | None:
+                check = await _notify_check(client, found.healthz_url)
+                return check if check["level"] == "ok" else None
+
+            healed = await _until(ok, "/healthz notify ok again")
+    assert (raised["outcome"], raised["channel"]) == ("failed", "hook (json)")
+    assert before["level"] == "ok"
+    assert before["channels"] == {"hook": {"sent": 0, "failed": 0, "dropped": 0, "queued": 0}}
+    assert list(failing["failing"]) == ["hook"]
+    assert failing["failing"]["hook"].startswith("its last delivery failed")
+    assert failing["channels"]["hook"]["failed"] == 1
+    assert http.host not in body  # the URL (and any part of it) never shows
+    assert str(http.port) not in body.replace(found.healthz_url, "")
+    assert healed["channels"]["hook"]["sent"] == 1
+    assert "failing" not in healed
+
+
+async def test_notify_condition_degraded_when_a_hanging_channels_queue_drops_messages(
+    monkeypatch: pytest.MonkeyPatch, fresh_db: str
+) -> None:
+    with http_receiver() as http:
+        http.hang = True
+        monkeypatch.setenv("TRADEBRIDGE_NOTIFY_SLOW_URL", f"json://{http.host}/slow")
+        settings = load_settings(notify={"channels": [{"name": "slow"}], **FAST,
+                                         "queue_size": 1, "attempts": 1,
+                                         "send_timeout_s": 60})  # fmt: skip
+        async with await Ledger.connect(fresh_db) as ledger:
+            sender = Sender(build_channels(settings.notify), settings.notify, ledger=ledger)
+            notifier = Notifier(settings, ledger, sender)
+            check = notifier.condition()
+            sending = asyncio.create_task(sender.run())
+            try:
+                notice = test_notice(settings)
+                sender.submit(notice)
+                await http.until_tries(1)  # the first is in flight, held by the channel
+                sender.submit(notice)  # waits in the queue (size 1)
+                sender.submit(notice)  # no room: dropped
+                found = await check()
+                http.release.set()
+                await _until(lambda: _drained(sender), "the queue to drain")
+                after = await check()
+            finally:
+                sending.cancel()
+                await asyncio.gather(sending, return_exceptions=True)
+    assert found.level == "degraded"
+    assert found.detail["failing"] == {"slow": "its queue was full: messages dropped"}
+    assert found.detail["channels"]["slow"] == {"sent": 0, "failed": 0, "dropped": 1,
+                                                "queued": 1}  # fmt: skip
+    # Delivered since, but the drop stays visible for window_s.
+    assert after.level == "degraded"
+    assert after.detail["channels"]["slow"]["sent"] == 2
+
+
+async def _drained(sender: Sender) -> bool:
+    return sender.pending() == 0 and sender.health["slow"].sent == 2
