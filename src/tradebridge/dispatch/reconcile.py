@@ -285,7 +285,7 @@ class Reconciler:
                     check_move(signal_id, status, new)
                     await self.ledger.transition(
                         signal_id, new, expected=status, event="reconciled",
-                        detail={"broker_status": found.status.value},
+                        detail={"broker_status": found.status.value, "ledger_status": status.value},
                         filled_qty=found.filled_qty or None,
                         avg_fill_price=found.avg_fill_price,
                         error_message=(f"broker: {found.reason}" if found.reason

@@ -58,6 +58,7 @@ from tradebridge.domain.notices import Notice, NoticeKind, Observation, Phase
 from tradebridge.errors import ConfigError
 from tradebridge.obs import metrics
 from tradebridge.obs.logging import get_logger, redact_text
+from tradebridge.runtime.health import Condition
 from tradebridge.store.kill import KillSwitchWatch
 from tradebridge.store.ledger import Ledger
 from tradebridge.store.ledger.notifications import SendRecord
@@ -165,6 +166,18 @@ class _Undelivered(Exception):
 
 
 @dataclass
+class _ChannelHealth:
+    """How a channel's deliveries went since the process started (``/healthz``)."""
+
+    sent: int = 0
+    failed: int = 0
+    dropped: int = 0
+    failing: bool = False  # its last delivery failed (cleared by the next one sent)
+    last_error: str | None = None  # scrubbed of the URL's parts
+    dropped_at: float | None = None  # monotonic time of the last message dropped
+
+
+@dataclass
 class _Queued:
     notice: Notice
     message_id: str
@@ -191,6 +204,8 @@ class Sender:
             max_workers=max(2, 2 * len(self.channels)), thread_name_prefix="notify"
         )
         self._apprise = {c.name: _apprise_of(c) for c in self.channels}
+        self._names = {c.label: c.name for c in self.channels}
+        self.health = {c.name: _ChannelHealth() for c in self.channels}
 
     def submit(self, notice: Notice) -> None:
         """Queue ``notice`` for every channel that takes it; never waits (a full queue drops
@@ -277,6 +292,40 @@ class Sender:
     def _note(self, record: SendRecord) -> None:
         metrics.NOTIFICATIONS.labels(kind=record.kind, outcome=record.outcome).inc()
         self._unrecorded.append(record)
+        health = self.health.get(self._names.get(record.channel, ""))
+        if health is None:
+            return
+        if record.outcome == "sent":
+            health.sent += 1
+            health.failing = False
+        elif record.outcome == "failed":
+            health.failed += 1
+            health.failing, health.last_error = True, record.error
+        else:
+            health.dropped += 1
+            health.dropped_at = time.monotonic()
+
+    def channel_problems(self) -> tuple[dict[str, Any], dict[str, str]]:
+        """Return each channel's counts by name, and the channels in trouble with why: its
+        last delivery failed, or its queue dropped a message within ``window_s``."""
+        now = time.monotonic()
+        channels: dict[str, Any] = {}
+        problems: dict[str, str] = {}
+        for name, health in self.health.items():
+            channels[name] = {
+                "sent": health.sent,
+                "failed": health.failed,
+                "dropped": health.dropped,
+                "queued": self._queues[name].qsize(),
+            }
+            why = []
+            if health.failing:
+                why.append(f"its last delivery failed: {(health.last_error or '')[:200]}")
+            if health.dropped_at is not None and now - health.dropped_at < self.config.window_s:
+                why.append("its queue was full: messages dropped")
+            if why:
+                problems[name] = "; ".join(why)
+        return channels, problems
 
     async def flush(self) -> None:
         """Write the deliveries not yet recorded to the ledger (kept for later if it fails)."""
@@ -437,6 +486,22 @@ class Notifier:
         self._failing.pop(name, None)
         self._keys[name] = [o.key for o in found]
         return found
+
+    def condition(self) -> Callable[[], Awaitable[Condition]]:
+        """Return the ``notify`` condition of ``/healthz``: degraded while a channel's last
+        delivery failed, its queue dropped messages lately, or a source cannot be read;
+        channels are named by name, never by URL."""
+
+        async def check() -> Condition:
+            channels, problems = self.sender.channel_problems()
+            detail: dict[str, Any] = {"channels": channels}
+            if problems:
+                detail["failing"] = problems
+            if self._failing:
+                detail["unreadable"] = dict(self._failing)  # source -> error type
+            return Condition("degraded" if problems or self._failing else "ok", detail)
+
+        return check
 
     # --- conditions -------------------------------------------------------------------------
 
@@ -605,7 +670,8 @@ class Notifier:
         if corrections:
             lines = [
                 f"{c.signal_id}: {c.account_name} {c.instrument or ''}: the ledger had it "
-                f"otherwise, the broker says {c.broker_status or c.status}; now {c.status}"
+                f"{c.ledger_status or 'otherwise'}, the broker says "
+                f"{c.broker_status or c.status}; now {c.status}"
                 + (f" ({c.error_message})" if c.error_message else "")
                 for c in corrections
             ]

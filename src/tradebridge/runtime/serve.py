@@ -314,6 +314,7 @@ async def serve_stack(
             sender = Sender(build_channels(settings.notify), settings.notify, ledger=ledger)
             notifier = Notifier(settings, ledger, sender, tokens=tokens, kill=kill, risk=risk,
                                 pool=pool)  # fmt: skip
+            checker.conditions["notify"] = notifier.condition()
         async with asyncio.TaskGroup() as group:
             http = group.create_task(server.serve(sockets=[sock]), name="http")
             http.add_done_callback(lambda _t: stop.set())

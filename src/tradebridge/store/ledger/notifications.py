@@ -26,11 +26,17 @@ _NO_TABLE = (
 )
 
 # When the condition's row must send, which message: $6 window (s), $7 repeat (s; 0: never).
-_DUE = "(s.last_sent_at is null or s.last_sent_at < clock_timestamp() - $6 * interval '1 second')"
+# Both cast: PostgreSQL would infer $7 an integer from "$7 > 0", and a repeat of 0.5 s would
+# arrive as 0 (never).
+_DUE = (
+    "(s.last_sent_at is null"
+    " or s.last_sent_at < clock_timestamp() - $6::float8 * interval '1 second')"
+)
 _PHASE = f"""(case
     when not s.active or not s.announced then case when {_DUE} then 'raised' end
     when s.fingerprint <> excluded.fingerprint and {_DUE} then 'changed'
-    when $7 > 0 and s.last_sent_at < clock_timestamp() - $7 * interval '1 second' then 'reminder'
+    when $7::float8 > 0
+         and s.last_sent_at < clock_timestamp() - $7::float8 * interval '1 second' then 'reminder'
 end)"""
 # $1 key, $2 kind, $3 fingerprint, $4 summary, $5 this call's token, $6 window, $7 repeat.
 # A conflicting caller waits for the row and judges the version the first one left: of two
@@ -156,6 +162,7 @@ class Correction:
     broker_status: str | None
     error_message: str | None
     at: datetime
+    ledger_status: str | None = None  # what the ledger had before (None: not recorded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +274,8 @@ class NotificationQueries(LedgerPool):
             detail = r["detail"] if isinstance(r["detail"], dict) else {}
             out.append(
                 Correction(r["signal_id"], r["status"], r["account_name"], r["instrument"],
-                           detail.get("broker_status"), r["error_message"], r["created_at"])
+                           detail.get("broker_status"), r["error_message"], r["created_at"],
+                           detail.get("ledger_status"))
             )  # fmt: skip
         return out
 
