@@ -17,14 +17,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from tradebridge.cli._shared import LedgerOptions, fail, ledger_url, out, run_on_ledger, takes
+from tradebridge.domain import clock
 from tradebridge.domain.lifecycle import SignalStatus
 
 if TYPE_CHECKING:
@@ -33,23 +33,13 @@ if TYPE_CHECKING:
 
 LedgerCommand = takes(LedgerOptions)
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
 
 def parse_since(text: str, now: datetime) -> datetime:
-    """Return the moment ``text`` names: an age (``90s``, ``30m``, ``1h``, ``2d``) before
-    ``now``, or an ISO time (UTC unless it says otherwise); ``BadParameter`` otherwise."""
-    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text.lower())
-    if found:
-        return now - timedelta(seconds=float(found.group(1)) * _UNITS[found.group(2)])
+    """Return the moment ``text`` names (``domain.clock.parse_since``); ``BadParameter``."""
     try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise typer.BadParameter(
-            f"{text!r} is neither an age (90s, 30m, 1h, 2d) nor an ISO time (2026-12-05T14:00:00Z)",
-            param_hint="--since",
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return clock.parse_since(text, now)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--since") from None
 
 
 def _status(text: str) -> str:
