@@ -364,3 +364,23 @@ def test_dashboard_password_shorter_than_12_characters_is_refused(password: str)
     with pytest.raises(ConfigError, match=r"dashboard\.password: too short") as caught:
         load_settings(dashboard={"password": password})
     assert password not in str(caught.value)
+
+
+@pytest.mark.parametrize("environment", ["live", "demo"])
+async def test_dashboard_pages_say_live_when_orders_trade_real_money(environment: str) -> None:
+    from fastapi import FastAPI
+
+    from tradebridge.config import load_settings
+    from tradebridge.runtime.dashboard import DashboardDeps, build_dashboard_router
+
+    settings = load_settings(tradovate={"environment": environment},
+                             dashboard={"password": PASSWORD})  # fmt: skip
+    # The login page reads nothing: the stores are not needed to render it.
+    deps = DashboardDeps(settings, None, None, None)  # type: ignore[arg-type]
+    app = FastAPI()
+    app.include_router(build_dashboard_router(deps))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://dash") as client:
+        page = await client.get("/ui/login")
+    assert page.status_code == 200
+    assert ('id="live-banner"' in page.text) is (environment == "live")

@@ -28,8 +28,11 @@ def url(path: str, **query: object) -> str:
     return esc(f"/ui/{path}" + (f"?{params}" if params else ""))
 
 
-def page(title: str, body: str, *, active: str = "", csrf: str | None = None) -> str:
-    """Return a whole page: head, navigation (with logout when logged in), ``body``."""
+def page(
+    title: str, body: str, *, active: str = "", csrf: str | None = None, live: bool = False
+) -> str:
+    """Return a whole page: head, navigation (with logout when logged in), ``body``; with
+    ``live``, a banner saying that orders trade real money."""
     nav = ""
     if csrf is not None:
         links = "".join(
@@ -47,8 +50,15 @@ def page(title: str, body: str, *, active: str = "", csrf: str | None = None) ->
         f"<title>{esc(title)} · tradebridge</title>"
         '<link rel="icon" href="data:,"><link rel="stylesheet" href="/ui/assets/app.css">'
         '<script src="/ui/assets/app.js" defer></script>'
-        f"</head><body>{nav}<main><h1>{esc(title)}</h1>{body}</main></body></html>"
+        f"</head><body>{nav}{_LIVE if live else ''}"
+        f"<main><h1>{esc(title)}</h1>{body}</main></body></html>"
     )
+
+
+_LIVE = (
+    '<p class="live-banner" id="live-banner">LIVE: tradovate.environment is live, orders '
+    "trade real money</p>"
+)
 
 
 def csrf_field(token: str) -> str:
@@ -158,6 +168,8 @@ dt { font-weight: 600; } dd { margin: 0; }
 form.inline { display: inline; } .filters { display: flex; gap: .5rem; flex-wrap: wrap; }
 .chart text { font-size: 11px; fill: currentColor; } #live { font-size: .8rem; opacity: .7; }
 section { margin-bottom: 1.5rem; }
+.live-banner { margin: 0; padding: .5rem 1rem; background: #d0021b; color: #fff;
+               font-weight: 700; }
 """
 
 # Live rows: the signals page names its stream; each "rows" event replaces the table body.

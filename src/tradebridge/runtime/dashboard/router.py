@@ -35,6 +35,7 @@ from tradebridge.runtime.dashboard._session import (
     Sessions,
 )
 from tradebridge.runtime.health import HealthChecker
+from tradebridge.runtime.live import is_live
 from tradebridge.runtime.risk_watch import RiskWatch
 from tradebridge.store.kill import KillSwitchWatch
 from tradebridge.store.ledger import Ledger, LedgerRow
@@ -139,6 +140,7 @@ class _Dashboard:
         self.limiter = LoginLimiter(self.cfg.login_attempts_per_minute)
         self.actions = OperatorActions(deps.settings, deps.ledger, deps.kill, via="dashboard")
         self.accounts = [a.name for a in deps.settings.accounts]
+        self.live = is_live(deps.settings)
         self.router = APIRouter(include_in_schema=False)
         r = self.router
         r.add_api_route("/ui/assets/app.css", self.css, methods=["GET"])
@@ -157,6 +159,10 @@ class _Dashboard:
             r.add_api_route(f"/ui/{action}", self.guarded(self.switch), methods=["POST"])
         r.add_api_route("/ui/latency", self.guarded(self.latency), methods=["GET"])
 
+    def page(self, title: str, body: str, *, active: str = "", csrf: str | None = None) -> str:
+        """Return a whole page (every page says LIVE when orders trade real money)."""
+        return h.page(title, body, active=active, csrf=csrf, live=self.live)
+
     # --- sessions -------------------------------------------------------------------------
 
     def session(self, request: Request) -> Session | None:
@@ -173,7 +179,7 @@ class _Dashboard:
             session = self.session(request)
             if session is None:
                 if request.method == "POST":
-                    return _html(h.page("Logged out", h.note("log in again", "error")), 401)
+                    return _html(self.page("Logged out", h.note("log in again", "error")), 401)
                 return _redirect("/ui/login")
             try:
                 if request.method == "POST":
@@ -197,7 +203,7 @@ class _Dashboard:
         return self.sessions.csrf(session.id)
 
     def error(self, session: Session, title: str, text: str, status: int) -> HTMLResponse:
-        return _html(h.page(title, h.note(text, "error"), csrf=self.csrf(session)), status)
+        return _html(self.page(title, h.note(text, "error"), csrf=self.csrf(session)), status)
 
     async def css(self) -> Response:
         return Response(h.CSS, media_type="text/css", headers=_HEADERS)
@@ -217,7 +223,7 @@ class _Dashboard:
             '"current-password" required autofocus></label> <button type="submit">Log in'
             "</button></form>"
         )
-        response: Response = _html(h.page("Log in", body), status)
+        response: Response = _html(self.page("Log in", body), status)
         response.set_cookie(LOGIN_COOKIE, nonce, max_age=3600, path="/ui/login", httponly=True,
                             samesite="strict", secure=self.cfg.secure_cookie)  # fmt: skip
         return response
@@ -338,7 +344,7 @@ class _Dashboard:
             f'<tbody id="signal-rows" data-stream="{stream}">{self._rows_html(rows)}</tbody>'
             "</table>"
         )
-        return _html(h.page("Signals", body, active="signals", csrf=self.csrf(session)))
+        return _html(self.page("Signals", body, active="signals", csrf=self.csrf(session)))
 
     async def stream(self, request: Request) -> Response:
         session = self.session(request)
@@ -389,7 +395,9 @@ class _Dashboard:
         if found is None:
             return self.error(session, "Trace", f"no signal with signal_id {signal_id!r}", 404)
         body = _trace_body(found)
-        return _html(h.page(f"Signal {signal_id}", body, active="signals", csrf=self.csrf(session)))
+        return _html(
+            self.page(f"Signal {signal_id}", body, active="signals", csrf=self.csrf(session))
+        )
 
     # --- accounts ---------------------------------------------------------------------------
 
@@ -428,7 +436,7 @@ class _Dashboard:
             parts.append(await self._broker_html(name, csrf))
             parts.append("</section>")
         parts.append(await self._tokens_html())
-        return h.page("Accounts", "".join(parts), active="accounts", csrf=csrf)
+        return self.page("Accounts", "".join(parts), active="accounts", csrf=csrf)
 
     async def _broker_html(self, name: str, csrf: str) -> str:
         pool = self.deps.pool
@@ -560,7 +568,7 @@ class _Dashboard:
             f"{switch}<section><h2>Components</h2>"
             f"{h.table(['check', 'state', 'latency ms', 'detail'], checks)}</section>"
         )
-        return _html(h.page("Health", body, active="health", csrf=csrf))
+        return _html(self.page("Health", body, active="health", csrf=csrf))
 
     async def switch(self, request: Request, session: Session) -> Response:
         """Kill, resume or flatten: a first POST asks to confirm, the second (confirm=yes) acts."""
@@ -599,7 +607,7 @@ class _Dashboard:
             f'<button type="submit" class="danger" id="confirm">Yes, {h.esc(action)}</button> '
             '<a href="/ui/health">No, go back</a></form>'
         )
-        return h.page("Confirm", body, active="health", csrf=self.csrf(session))
+        return self.page("Confirm", body, active="health", csrf=self.csrf(session))
 
     # --- latency ----------------------------------------------------------------------------
 
@@ -628,7 +636,7 @@ class _Dashboard:
             f"<section><h2>Per step (ms)</h2>{chart}"
             f"{h.table(['step', 'rows', 'p50', 'p90', 'p99'], rows)}</section>"
         )
-        return _html(h.page("Latency", body, active="latency", csrf=self.csrf(session)))
+        return _html(self.page("Latency", body, active="latency", csrf=self.csrf(session)))
 
 
 _DONE = {
