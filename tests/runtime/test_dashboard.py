@@ -83,6 +83,7 @@ async def test_dashboard_without_password_answers_404_saying_how_to_enable_it(
     async with serving(settings) as found, httpx.AsyncClient(timeout=10) as client:
         answers = [await client.get(f"{found.http_url}{path}")
                    for path in ("/ui", "/ui/signals", "/ui/login")]  # fmt: skip
+        answers.append(await client.post(f"{found.http_url}/ui/login", data={"password": "x"}))
     for answer in answers:
         assert answer.status_code == 404
         assert "TRADEBRIDGE_DASHBOARD__PASSWORD" in answer.text

@@ -118,8 +118,8 @@ def build_dashboard_router(deps: DashboardDeps) -> APIRouter:
     password = deps.settings.dashboard.password
     if password is None:
 
-        @router.get("/ui")
-        @router.get("/ui/{rest:path}")
+        @router.api_route("/ui", methods=["GET", "POST"])
+        @router.api_route("/ui/{rest:path}", methods=["GET", "POST"])
         async def off(rest: str = "") -> HTMLResponse:
             del rest
             return _html(h.page("Dashboard off", h.note(_OFF, "error")), 404)
