@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -120,11 +121,13 @@ async def test_dashboard_in_chromium_login_live_signal_trace_cancel_and_kill_swi
 
         # A webhook signal appears and turns filled, with no reload of the page.
         await page.evaluate("window.__noReload = true")
+        started = time.monotonic()
         sent = await client.post(found.webhook_url, json=webhook_body(strategy="browser"))
         assert sent.status_code == 200, sent.text
         [signal_id] = sent.json()["signal_ids"]
         row = page.locator("#signal-rows tr", has=page.locator(f'a:text-is("{signal_id}")'))
         await expect(row.locator('[data-status="filled"]')).to_be_visible()
+        print(f"webhook to 'filled' on the page: {time.monotonic() - started:.2f} s")  # noqa: T201
         assert await page.evaluate("window.__noReload === true"), "the page was reloaded"
         await page.screenshot(path=shots / "2-signals.png", full_page=True)
 
