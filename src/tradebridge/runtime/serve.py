@@ -51,6 +51,7 @@ from tradebridge.runtime.health import (
 )
 from tradebridge.runtime.http_guard import ConnectionGuard, guarded_protocol
 from tradebridge.runtime.live import is_live, require_live_confirmed
+from tradebridge.runtime.notify import Notifier, Sender, build_channels, check_notify
 from tradebridge.runtime.risk_watch import RiskWatch
 from tradebridge.store.embedded import (
     EmbeddedPostgres,
@@ -215,6 +216,7 @@ def http_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
 def _check_webhook(settings: Settings) -> None:
     if settings.webhook.enabled:
         validate_webhook_settings(settings)
+    check_notify(settings)  # a channel without its URL stops the start, like a bad webhook
 
 
 async def serve_stack(
@@ -311,11 +313,18 @@ async def serve_stack(
             ledger, settings.dispatcher.unknown_bound_s
         )
         checker.conditions["workers"] = _workers_condition(dispatchers)
+        notifier = None
+        if settings.notify.active:  # off the order path: its own tasks, queues and threads
+            sender = Sender(build_channels(settings.notify), settings.notify, ledger=ledger)
+            notifier = Notifier(settings, ledger, sender, tokens=tokens, kill=kill, risk=risk,
+                                pool=pool)  # fmt: skip
         async with asyncio.TaskGroup() as group:
             http = group.create_task(server.serve(sockets=[sock]), name="http")
             http.add_done_callback(lambda _t: stop.set())
             group.create_task(_until_stopped(stop, kill.run()), name="kill-switch")
             group.create_task(_until_stopped(stop, risk.run()), name="risk-state")
+            if notifier is not None:
+                group.create_task(_until_stopped(stop, notifier.run()), name="notify")
             workers = [
                 group.create_task(d.run(), name=f"dispatcher-{i}")
                 for i, d in enumerate(dispatchers)
