@@ -385,3 +385,32 @@ async def test_dashboard_pages_say_live_when_orders_trade_real_money(environment
         page = await client.get("/ui/login")
     assert page.status_code == 200
     assert ('id="live-banner"' in page.text) is (environment == "live")
+
+
+async def test_dashboard_health_shows_the_notifications_the_ledger_recorded(
+    sim_tokens: SimServer, fresh_db: str, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    from tradebridge.store.ledger.notifications import SendRecord
+
+    settings = dashboard_settings(sim_tokens, fresh_db, redis_server.url, tmp_path)
+    async with (
+        serving(settings) as found, httpx.AsyncClient(timeout=10) as client,
+        await Ledger.connect(fresh_db) as ledger,
+    ):  # fmt: skip
+        await login(client, found.http_url)
+        empty = await client.get(f"{found.http_url}/ui/health")
+        await ledger.record_sends([SendRecord(
+            message_id="m-1", key="kill_switch", kind="kill_switch", phase="firing",
+            title="Kill switch thrown", body="global", channel="desk (json)", outcome="failed",
+            attempts=3, error="HTTP 500 from the receiver, token=abcdefghijklmnop1234",
+            ts_queued=datetime.now(UTC),
+        )])  # fmt: skip
+        shown = await client.get(f"{found.http_url}/ui/health")
+    assert "none sent yet" in empty.text
+    assert "Kill switch thrown" in shown.text
+    assert "desk (json)" in shown.text
+    assert 'data-status="failed"' in shown.text
+    assert "HTTP 500 from the receiver" in shown.text
+    assert "abcdefghijklmnop1234" not in shown.text

@@ -158,7 +158,7 @@ pre { background: #8881; padding: .5rem; overflow: auto; max-height: 30rem; }
 dl { display: grid; grid-template-columns: max-content auto; gap: .2rem 1rem; }
 dt { font-weight: 600; } dd { margin: 0; }
 .badge { padding: .1rem .4rem; border-radius: .3rem; background: #8883; }
-.s-filled, .s-ok { background: #2e7d3255; }
+.s-filled, .s-ok, .s-sent { background: #2e7d3255; }
 .s-working, .s-partially_filled { background: #f5a62355; }
 .s-denied, .s-rejected, .s-failed, .s-failing { background: #d0021b55; }
 .s-unknown, .s-needs_review, .s-degraded { background: #ff980055; }

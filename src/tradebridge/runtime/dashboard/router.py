@@ -25,7 +25,7 @@ from tradebridge.domain.ids import AccountName, BrokerOrderId
 from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.errors import BridgeError, InvalidInput, StoreError
 from tradebridge.intake.operator import OperatorActions
-from tradebridge.obs.logging import get_logger
+from tradebridge.obs.logging import get_logger, redact_text
 from tradebridge.runtime.dashboard import _html as h
 from tradebridge.runtime.dashboard._session import (
     LOGIN_COOKIE,
@@ -46,6 +46,7 @@ _MAX_FORM_BYTES = 16384
 _BROKER_TIMEOUT_S = 10.0
 _LIST_LIMIT = 200
 _HEARTBEAT_S = 15.0
+_NOTIFICATIONS_SHOWN = 20
 _HEADERS = {
     "Cache-Control": "no-store",
     "Content-Security-Policy": (
@@ -567,8 +568,32 @@ class _Dashboard:
             f"{h.esc(report['environment'])}{' (LIVE: real money)' if report['live'] else ''}</p>"
             f"{switch}<section><h2>Components</h2>"
             f"{h.table(['check', 'state', 'latency ms', 'detail'], checks)}</section>"
+            f"{await self._notifications_html()}"
         )
         return _html(self.page("Health", body, active="health", csrf=csrf))
+
+    async def _notifications_html(self) -> str:
+        """Return the latest notifications the ledger recorded (docs/notifications.md)."""
+        out = ['<section><h2>Notifications</h2><div id="notifications">']
+        try:
+            sends = await self.deps.ledger.recent_sends(_NOTIFICATIONS_SHOWN)
+        except (StoreError, TimeoutError) as e:
+            out.append(h.note(f"cannot read the notifications: {type(e).__name__}", "error"))
+            sends = None
+        if sends is not None and not sends:
+            out.append(h.note("none sent yet (docs/notifications.md: [notify] channels)"))
+        elif sends:
+            # The error is the channel's answer: masked like a log line, in case it quotes one.
+            rows = (
+                [h.esc(f"{s.ts_done:%Y-%m-%d %H:%M:%S}"), h.esc(s.kind), h.esc(s.phase),
+                 h.esc(s.title), h.esc(s.channel), h.badge(s.outcome), h.esc(s.attempts),
+                 h.esc(redact_text(s.error) if s.error else None)]
+                for s in sends
+            )  # fmt: skip
+            out.append(h.table(["when (UTC)", "kind", "phase", "title", "channel", "outcome",
+                                "attempts", "error"], rows))  # fmt: skip
+        out.append("</div></section>")
+        return "".join(out)
 
     async def switch(self, request: Request, session: Session) -> Response:
         """Kill, resume or flatten: a first POST asks to confirm, the second (confirm=yes) acts."""
