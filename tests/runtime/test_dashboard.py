@@ -414,3 +414,31 @@ async def test_dashboard_health_shows_the_notifications_the_ledger_recorded(
     assert 'data-status="failed"' in shown.text
     assert "HTTP 500 from the receiver" in shown.text
     assert "abcdefghijklmnop1234" not in shown.text
+
+
+async def test_dashboard_escapes_what_a_row_holds_and_links_any_signal_id(
+    sim_tokens: SimServer, fresh_db: str, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    import re
+    from html import unescape
+
+    settings = dashboard_settings(sim_tokens, fresh_db, redis_server.url, tmp_path,
+                                  dispatcher={"workers": 0})  # fmt: skip
+    odd = 'odd/<script>alert("x")</script>?a=1#frag'
+    async with (
+        serving(settings) as found, httpx.AsyncClient(timeout=10) as client,
+        await Ledger.connect(fresh_db) as ledger,
+    ):  # fmt: skip
+        base = found.http_url
+        await login(client, base)
+        await ledger.insert_signal(signal_id=odd, account_name=FIRST, instrument="MNQ1!",
+                                   side="buy", quantity=1, strategy_name="<b>bold</b>")  # fmt: skip
+        listed = await client.get(f"{base}/ui/signals")
+        [href] = re.findall(r'href="(/ui/trace/[^"]+)"', listed.text)
+        trace = await client.get(base + unescape(href))
+    assert "<script>" not in listed.text
+    assert "<b>bold</b>" not in listed.text
+    assert "&lt;b&gt;bold&lt;/b&gt;" in listed.text
+    assert trace.status_code == 200, trace.text
+    assert "<script>" not in trace.text
+    assert "pending" in trace.text

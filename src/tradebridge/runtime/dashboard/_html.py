@@ -28,6 +28,11 @@ def url(path: str, **query: object) -> str:
     return esc(f"/ui/{path}" + (f"?{params}" if params else ""))
 
 
+def trace_url(signal_id: str) -> str:
+    """Return the trace page of ``signal_id`` (any characters), escaped for an attribute."""
+    return url("trace/" + quote(signal_id, safe=""))
+
+
 def page(
     title: str, body: str, *, active: str = "", csrf: str | None = None, live: bool = False
 ) -> str:

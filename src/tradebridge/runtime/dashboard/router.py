@@ -294,7 +294,7 @@ class _Dashboard:
                         if x)  # fmt: skip
         fill = f"{r['filled_qty']} @ {r['avg_fill_price']}" if r["avg_fill_price"] else ""
         latency = "" if r["latency_ms"] is None else f"{r['latency_ms']} ms"
-        link = f'<a href="{h.url("trace/" + row.signal_id)}">{h.esc(row.signal_id)}</a>'
+        link = f'<a href="{h.trace_url(row.signal_id)}">{h.esc(row.signal_id)}</a>'
         created = (r["created_at"] or "")[:23].replace("T", " ")
         return [h.esc(created), link, h.esc(r["source"]), h.esc(r["account"]),
                 h.esc(r["strategy"]), h.esc(what), h.badge(r["status"]),
@@ -735,5 +735,5 @@ def _trace_body(found: Trace) -> str:
         + f'</section><section><h2>Events</h2><div id="history">{history}</div></section>'
         f'<section><h2>Broker calls</h2><div id="calls">{calls}</div></section>'
         f'<p><a href="/ui/signals">Back to the signals</a> · '
-        f'<a href="{h.url("trace/" + found.row.signal_id)}">Reload</a></p>'
+        f'<a href="{h.trace_url(found.row.signal_id)}">Reload</a></p>'
     )  # fmt: skip
