@@ -779,6 +779,39 @@ class UpConfig(_Section):
     sim_port: int = Field(8765, ge=0, le=65535, description="the simulator; 0 picks a free one")
 
 
+class DashboardConfig(_Section):
+    """The dashboard at ``/ui`` of ``serve`` and ``up`` (docs/dashboard.md)."""
+
+    password: SecretStr | None = Field(
+        None,
+        description="the login password (TRADEBRIDGE_DASHBOARD__PASSWORD); unset: /ui answers "
+        "404 saying how to turn it on (`up` makes one in its data directory). At least 12 "
+        "characters",
+    )
+    session_ttl_s: float = Field(
+        8 * 3600.0, gt=0, le=30 * 86400, description="a login lasts this long"
+    )
+    login_attempts_per_minute: int = Field(
+        5, ge=1, description="login attempts per client address a minute (more get 429)"
+    )
+    secure_cookie: bool = Field(
+        False, description="mark the session cookie Secure (the dashboard is reached by HTTPS)"
+    )
+    refresh_s: float = Field(
+        1.0, gt=0, le=60, description="how often the live pages read the ledger again"
+    )
+
+    @field_validator("password")
+    @classmethod
+    def _long_password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if len(value.get_secret_value()) < 12:
+            # The length only: the value is a secret.
+            raise ValueError("too short: use at least 12 characters")
+        return value
+
+
 class LoggingConfig(_Section):
     """Log output."""
 
@@ -1318,6 +1351,7 @@ class Settings(BaseSettings):
     orders: OrdersConfig = Field(default_factory=OrdersConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     up: UpConfig = Field(default_factory=UpConfig)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
 
     def __init__(self, *args: Any, **values: Any) -> None:

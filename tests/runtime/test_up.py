@@ -129,7 +129,8 @@ def test_up_endpoints_json_lists_every_surface_and_is_private(
     assert found["webhook_url"] == f"{found['http_url']}/webhook"
     assert found["webhook_secret_file"] == str(data_dir / "webhook_secret")
     assert found["simulator_native_url"] == f"{found['simulator_url']}/v1"
-    assert found["dashboard_url"] is None
+    assert found["dashboard_url"] == f"{found['http_url']}/ui"
+    assert found["dashboard_password_file"] == str(data_dir / "dashboard_password")
     assert "DEMO0000001" in found["accounts"]
     assert metrics.status_code == 200
     assert "tradebridge_live 0.0" in metrics.text

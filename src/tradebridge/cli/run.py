@@ -227,6 +227,14 @@ def up(
     _run_until_stopped(run_up(settings, ready=banner), settings.serve.event_loop)
 
 
+def _dashboard_line(data: dict[str, Any]) -> str:
+    if data["dashboard_url"] is None:
+        return "off (set TRADEBRIDGE_DASHBOARD__PASSWORD: docs/dashboard.md)"
+    if data["dashboard_password_file"]:
+        return f"{data['dashboard_url']}  (password in {data['dashboard_password_file']})"
+    return f"{data['dashboard_url']}  (password: dashboard.password)"
+
+
 def _risk_rows(risk: tuple[tuple[str, str], ...], shown: int = 10) -> list[tuple[str, str]]:
     """Return the banner's risk lines: one per account (the first ``shown``)."""
     rows = [("risk", f"{name}: {line}") for name, line in risk[:shown]]
@@ -243,7 +251,7 @@ def _print_banner(found: Endpoints, *, live: bool = False) -> None:
         ("webhook", f"{data['webhook_url']}  (secret in {data['webhook_secret_file']})"),
         ("/healthz", data["healthz_url"]),
         ("/metrics", data["metrics_url"]),
-        ("dashboard", "not yet"),
+        ("dashboard", _dashboard_line(data)),
         ("database", data["database_url"]),
         ("redis", data["redis_url"]),
         ("simulator", f"{data['simulator_url']}  (native {data['simulator_native_url']})"),

@@ -17,43 +17,29 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from tradebridge.cli._shared import LedgerOptions, fail, ledger_url, out, run_on_ledger, takes
+from tradebridge.domain import clock
 from tradebridge.domain.lifecycle import SignalStatus
 
 if TYPE_CHECKING:
-    from tradebridge.store.ledger import HistoryEvent, Ledger, LedgerRow, StoredAlert
-    from tradebridge.store.ledger.rows import RecordedBrokerCall
+    from tradebridge.store.ledger import Ledger, LedgerRow
+    from tradebridge.store.ledger.trace import Trace
 
 LedgerCommand = takes(LedgerOptions)
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_COLUMNS = ("created_at", "signal_id", "source", "account", "strategy", "intent", "side",
-            "quantity", "instrument", "status", "broker_order_id", "filled_qty",
-            "avg_fill_price", "latency_ms", "error")  # fmt: skip
-
 
 def parse_since(text: str, now: datetime) -> datetime:
-    """Return the moment ``text`` names: an age (``90s``, ``30m``, ``1h``, ``2d``) before
-    ``now``, or an ISO time (UTC unless it says otherwise); ``BadParameter`` otherwise."""
-    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text.lower())
-    if found:
-        return now - timedelta(seconds=float(found.group(1)) * _UNITS[found.group(2)])
+    """Return the moment ``text`` names (``domain.clock.parse_since``); ``BadParameter``."""
     try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise typer.BadParameter(
-            f"{text!r} is neither an age (90s, 30m, 1h, 2d) nor an ISO time (2026-12-05T14:00:00Z)",
-            param_hint="--since",
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return clock.parse_since(text, now)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--since") from None
 
 
 def _status(text: str) -> str:
@@ -63,36 +49,6 @@ def _status(text: str) -> str:
         known = ", ".join(s.value for s in SignalStatus)
         raise typer.BadParameter(f"{text!r} is not a status ({known})",
                                  param_hint="--status") from None  # fmt: skip
-
-
-def _latency_ms(row: LedgerRow) -> float | None:
-    if row.created_at is None or row.ts_accepted is None:
-        return None
-    return round((row.ts_accepted - row.created_at).total_seconds() * 1000, 1)
-
-
-def _number(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-def _record(row: LedgerRow) -> dict[str, Any]:
-    return {
-        "created_at": row.created_at.isoformat() if row.created_at else None,
-        "signal_id": row.signal_id,
-        "source": row.source,
-        "account": row.account_name,
-        "strategy": row.strategy_name,
-        "intent": row.intent or "order",
-        "side": row.side,
-        "quantity": _number(row.quantity) or None,
-        "instrument": row.instrument,
-        "status": row.status.value,
-        "broker_order_id": row.tradovate_order_id,
-        "filled_qty": _number(row.filled_qty),
-        "avg_fill_price": _number(row.avg_fill_price) or None,
-        "latency_ms": _latency_ms(row),
-        "error": row.error_message,
-    }
 
 
 def signals(
@@ -110,6 +66,8 @@ def signals(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
 ) -> None:
     """List the ledger's signals, newest first (source, intent, status, fill, latency, error)."""
+    from tradebridge.store.ledger.trace import RECORD_COLUMNS, signal_record
+
     if as_csv and as_json:
         raise fail("choose one of --csv and --json", 2)
     moment = parse_since(since, datetime.now(UTC)) if since else None
@@ -121,10 +79,10 @@ def signals(
                                          strategy=strategy, limit=limit)  # fmt: skip
 
     rows = run_on_ledger(ledger_url(where.database_url, where.data_dir, where.config), work)
-    records = [_record(row) for row in rows]
+    records = [signal_record(row) for row in rows]
     if as_csv:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=_COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(buffer, fieldnames=RECORD_COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(records)
         typer.echo(buffer.getvalue(), nl=False)
@@ -148,53 +106,6 @@ def signals(
         out.print(escape(line))
 
 
-@dataclass(frozen=True, slots=True)
-class Trace:
-    """Everything the ledger knows of one signal."""
-
-    row: LedgerRow
-    alert: StoredAlert | None
-    history: list[HistoryEvent]
-    calls: list[RecordedBrokerCall]
-
-    def timeline(self) -> dict[str, float | None]:
-        """Return the milliseconds from the insert to each step (None: not reached)."""
-        start = self.row.created_at
-        steps = {"claimed": self.row.ts_claimed, "submitted": self.row.ts_submitted,
-                 "answered": self.row.ts_accepted, "final": self.row.ts_final}  # fmt: skip
-        return {
-            name: None if at is None or start is None else round(
-                (at - start).total_seconds() * 1000, 1)
-            for name, at in steps.items()
-        }  # fmt: skip
-
-    def as_json(self) -> dict[str, Any]:
-        """Return the trace as JSON data."""
-        alert = self.alert
-        return {
-            "signal": _record(self.row),
-            "client_order_id": self.row.client_order_id,
-            "timeline_ms": self.timeline(),
-            "alert": None if alert is None else {
-                "received_at": alert.received_at.isoformat(), "format": alert.format,
-                "source_ip": alert.source_ip, "outcome": alert.outcome,
-                "fired_at": alert.fired_at.isoformat() if alert.fired_at else None,
-                "payload": alert.payload, "error": alert.error,
-            },
-            "history": [
-                {"at": e.created_at.isoformat(), "event": e.event, "detail": e.detail}
-                for e in self.history
-            ],
-            "broker_calls": [
-                {"at": c.created_at.isoformat(),
-                 "method": c.call.method, "path": c.call.path, "status": c.call.status,
-                 "latency_ms": c.call.latency_ms, "error": c.call.error,
-                 "request": c.call.request_body, "answer": c.call.response_body}
-                for c in self.calls
-            ],
-        }  # fmt: skip
-
-
 def trace(
     ctx: typer.Context,
     signal_id: Annotated[str, typer.Argument(help="the signal's signal_id")],
@@ -203,15 +114,12 @@ def trace(
     ] = False,
 ) -> None:
     """Show one signal's whole story: alert, history, risk verdicts, broker calls, timings."""
+    from tradebridge.store.ledger.trace import load_trace
+
     where = LedgerOptions.of(ctx)
 
     async def work(ledger: Ledger) -> Trace | None:
-        row = await ledger.get(signal_id)
-        if row is None:
-            return None
-        alert = await ledger.alert_of(signal_id, row.group_id)
-        history = await ledger.history(signal_id)
-        return Trace(row, alert, history, await ledger.broker_calls(signal_id))
+        return await load_trace(ledger, signal_id)
 
     found = run_on_ledger(ledger_url(where.database_url, where.data_dir, where.config), work)
     if found is None:

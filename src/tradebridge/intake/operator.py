@@ -62,11 +62,70 @@ class _Refused(Exception):
         self.headers = headers
 
 
+class OperatorActions:
+    """Throw, release and read the kill switches: what ``POST /kill``, ``POST /resume`` and
+    ``GET /kill`` do, and the dashboard's buttons (``via`` names which, in the ledger)."""
+
+    def __init__(
+        self, settings: Settings, ledger: Ledger, kill: KillSwitchWatch, *, via: str
+    ) -> None:
+        self._ledger = ledger
+        self._kill = kill
+        self._configured = configured_accounts(settings)
+        self.via = via
+
+    async def state(self) -> dict[str, object]:
+        """Return the kill switches as they stand now (a read begun after this call)."""
+        return (await self._kill.read_since(_now())).as_json()
+
+    async def kill(
+        self, names: list[str] | None, *, flatten: bool, by: str, reason: str | None
+    ) -> dict[str, Any]:
+        """Throw the switch of ``names`` (None: the global one), flattening if asked; return
+        the answer of ``POST /kill``. ``InvalidInput`` names a bad account."""
+        changes = await throw_kill_switch(
+            self._ledger, names, flatten=flatten, configured=self._configured, changed_by=by,
+            via=self.via, reason=reason,
+        )  # fmt: skip
+        self._kill.poke()
+        signal_ids = [s for change in changes for s in change.signal_ids]
+        _log.warning("kill_switch_thrown", via=self.via, by=by, flatten=signal_ids,
+                     accounts=names or "every account", reason=reason)  # fmt: skip
+        found = await self._kill.read_since(_now())
+        return {
+            "status": "killed",
+            "already_on": [c.after.scope for c in changes if not c.changed],
+            "signal_ids": signal_ids,
+            "kill_switch": found.as_json(),
+        }
+
+    async def resume(
+        self, names: list[str] | None, *, by: str, reason: str | None
+    ) -> dict[str, Any]:
+        """Release the switch of ``names`` (None: the global one); return the answer of
+        ``POST /resume``."""
+        released = await release_kill_switch(
+            self._ledger, names, changed_by=by, via=self.via, reason=reason
+        )
+        self._kill.poke()
+        _log.warning("kill_switch_released", via=self.via, by=by,
+                     accounts=names or "every account", reason=reason)  # fmt: skip
+        found = await self._kill.read_since(_now())
+        still = {name or "global": found.stopping(name) for name, _ in released}
+        return {
+            "status": "resumed" if any(c for _, c in released) else "unchanged",
+            "released": [c.after.scope for _, c in released if c is not None],
+            "not_on": [("global" if n is None else n) for n, c in released if c is None],
+            "still_stopped": {k: v for k, v in still.items() if v is not None},
+            "kill_switch": found.as_json(),
+        }
+
+
 def build_operator_router(settings: Settings, ledger: Ledger, kill: KillSwitchWatch) -> APIRouter:
     """Return the router of the operator endpoints."""
     token = settings.serve.operator_token
     expected = token.get_secret_value() if token is not None else ""
-    configured = configured_accounts(settings)
+    actions = OperatorActions(settings, ledger, kill, via="http")
     router = APIRouter(tags=["operator"])
 
     def authorize(request: Request) -> None:
@@ -105,8 +164,7 @@ def build_operator_router(settings: Settings, ledger: Ledger, kill: KillSwitchWa
     @router.get("/kill", summary="The kill switches (operator token)")
     async def show(request: Request) -> JSONResponse:
         async def work() -> JSONResponse:
-            found = await kill.read_since(_now())
-            return JSONResponse({"status": "ok", "kill_switch": found.as_json()})
+            return JSONResponse({"status": "ok", "kill_switch": await actions.state()})
 
         return await handle(request, work)
 
@@ -114,23 +172,10 @@ def build_operator_router(settings: Settings, ledger: Ledger, kill: KillSwitchWa
     async def throw(request: Request) -> JSONResponse:
         async def work() -> JSONResponse:
             body = _Kill.model_validate(await _body(request))
-            names = body.names()
             by = who(request, body.by)
-            changes = await throw_kill_switch(
-                ledger, names, flatten=body.flatten, configured=configured, changed_by=by,
-                via="http", reason=body.reason,
-            )  # fmt: skip
-            kill.poke()
-            signal_ids = [s for change in changes for s in change.signal_ids]
-            _log.warning("kill_switch_thrown", via="http", by=by, flatten=signal_ids,
-                         accounts=names or "every account", reason=body.reason)  # fmt: skip
-            found = await kill.read_since(_now())
-            return JSONResponse({
-                "status": "killed",
-                "already_on": [c.after.scope for c in changes if not c.changed],
-                "signal_ids": signal_ids,
-                "kill_switch": found.as_json(),
-            })  # fmt: skip
+            return JSONResponse(
+                await actions.kill(body.names(), flatten=body.flatten, by=by, reason=body.reason)
+            )
 
         return await handle(request, work)
 
@@ -138,23 +183,8 @@ def build_operator_router(settings: Settings, ledger: Ledger, kill: KillSwitchWa
     async def resume(request: Request) -> JSONResponse:
         async def work() -> JSONResponse:
             body = _Resume.model_validate(await _body(request))
-            names = body.names()
             by = who(request, body.by)
-            released = await release_kill_switch(
-                ledger, names, changed_by=by, via="http", reason=body.reason
-            )
-            kill.poke()
-            _log.warning("kill_switch_released", via="http", by=by,
-                         accounts=names or "every account", reason=body.reason)  # fmt: skip
-            found = await kill.read_since(_now())
-            still = {name or "global": found.stopping(name) for name, _ in released}
-            return JSONResponse({
-                "status": "resumed" if any(c for _, c in released) else "unchanged",
-                "released": [c.after.scope for _, c in released if c is not None],
-                "not_on": [("global" if n is None else n) for n, c in released if c is None],
-                "still_stopped": {k: v for k, v in still.items() if v is not None},
-                "kill_switch": found.as_json(),
-            })  # fmt: skip
+            return JSONResponse(await actions.resume(body.names(), by=by, reason=body.reason))
 
         return await handle(request, work)
 

@@ -18,6 +18,7 @@ ENDPOINTS_FILE = "endpoints.json"
 
 
 WEBHOOK_SECRET_FILE = "webhook_secret"  # noqa: S105 - a file name, not a secret
+DASHBOARD_PASSWORD_FILE = "dashboard_password"  # noqa: S105 - a file name, not a secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,8 @@ class Endpoints:
     data_dir: Path | None = None
     webhook_secret_file: Path | None = None
     accounts: tuple[str, ...] = ()
+    dashboard: bool = False  # /ui is on (a password is configured)
+    dashboard_password_file: Path | None = None  # where `up` keeps the one it made
     # The kill switches when the stack started (the banner's line; never in endpoints.json:
     # it changes while the stack runs, /healthz has it live).
     kill_switch: str = field(default="off", compare=False)
@@ -64,7 +67,10 @@ class Endpoints:
             ),
             "healthz_url": self.healthz_url,
             "metrics_url": self.metrics_url,
-            "dashboard_url": None,
+            "dashboard_url": f"{self.http_url}/ui" if self.dashboard else None,
+            "dashboard_password_file": (
+                str(self.dashboard_password_file) if self.dashboard_password_file else None
+            ),
             "database_url": self.database_url if with_secrets else mask_url(self.database_url),
             "redis_url": self.redis_url if with_secrets else mask_url(self.redis_url),
             "simulator_url": self.simulator_url,

@@ -38,6 +38,7 @@ from tradebridge.intake.operator import build_operator_router
 from tradebridge.intake.webhook import IntakeDeps, build_router, validate_webhook_settings
 from tradebridge.obs import metrics
 from tradebridge.obs.logging import get_logger, mask_url
+from tradebridge.runtime.dashboard import DashboardDeps, build_dashboard_router
 from tradebridge.runtime.endpoints import Endpoints
 from tradebridge.runtime.health import (
     Condition,
@@ -164,13 +165,14 @@ def _worker_id(index: int, run: str) -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{run}:{index}"
 
 
-def _build_app(
-    settings: Settings, ledger: Ledger, checker: HealthChecker, kill: KillSwitchWatch
-) -> FastAPI:
+def _build_app(dashboard: DashboardDeps) -> FastAPI:
+    settings, ledger, kill = dashboard.settings, dashboard.ledger, dashboard.kill
     # The OpenAPI page documents the webhook's payloads for traders writing alerts.
     app = FastAPI(title="tradebridge", redoc_url=None)
-    app.include_router(build_ops_router(checker))
+    app.include_router(build_ops_router(dashboard.checker))
     app.include_router(build_operator_router(settings, ledger, kill))
+    # /ui: the dashboard, or a 404 saying how to turn it on (docs/dashboard.md).
+    app.include_router(build_dashboard_router(dashboard))
     if not settings.webhook.enabled:
         _log.info("webhook disabled by settings (webhook.enabled = false)")
         return app
@@ -251,9 +253,10 @@ async def serve_stack(
         redis_url=stores.redis_url,
         data_dir=settings.data_dir,
         accounts=tuple(a.name for a in settings.accounts),
+        dashboard=settings.dashboard.password is not None,
     )
     if endpoints is not None:
-        found = replace(endpoints, http_url=found.http_url)
+        found = replace(endpoints, http_url=found.http_url, dashboard=found.dashboard)
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(sock.close)
         ledger = await Ledger.connect(
@@ -299,7 +302,9 @@ async def serve_stack(
         await risk.read()  # a ledger without 0008 refuses to start here, as without 0007
         found = replace(found, risk=tuple(risk.summaries().items()))
         checker.conditions["risk"] = risk.condition()
-        server = _Server(http_config(_build_app(settings, ledger, checker, kill), settings))
+        dashboard = DashboardDeps(settings, ledger, checker, kill, risk=risk, pool=pool,
+                                  tokens=tokens, stop=stop)  # fmt: skip
+        server = _Server(http_config(_build_app(dashboard), settings))
         run = secrets.token_hex(2)
         dispatchers = [
             Dispatcher(settings, ledger, pool, worker_id=_worker_id(i, run), kill=kill)

@@ -24,6 +24,7 @@ from tradebridge.config import AccountConfig, Settings, TradovateConfig
 from tradebridge.domain.enums import Dialect
 from tradebridge.obs.logging import get_logger
 from tradebridge.runtime.endpoints import (
+    DASHBOARD_PASSWORD_FILE,
     ENDPOINTS_FILE,
     WEBHOOK_SECRET_FILE,
     Endpoints,
@@ -144,6 +145,15 @@ async def _run_up(
     )
     secret_file = data_dir / WEBHOOK_SECRET_FILE
     secret = load_or_create_secret(secret_file)
+    # The dashboard's password, unless the settings give one: made once, kept like the
+    # webhook secret (0600 in the data directory), so that /ui works out of the box.
+    password_file = None
+    if settings.dashboard.password is None:
+        password_file = data_dir / DASHBOARD_PASSWORD_FILE
+        dashboard = settings.dashboard.model_copy(
+            update={"password": SecretStr(load_or_create_secret(password_file))}
+        )
+        settings = settings.model_copy(update={"dashboard": dashboard})
     endpoints_file = data_dir / ENDPOINTS_FILE
     with stop_on_signals(stop) if own_stop else contextlib.nullcontext():
         async with open_stores(settings) as stores, contextlib.AsyncExitStack() as stack:
@@ -168,6 +178,7 @@ async def _run_up(
                 simulator_url=sim.url,
                 data_dir=data_dir,
                 webhook_secret_file=secret_file,
+                dashboard_password_file=password_file,
                 accounts=tuple(a.name for a in local.accounts),
             )
 

@@ -1,5 +1,6 @@
-"""What an operator reads: signals by time, status, account and strategy, and the alert a
-signal came from (``tradebridge signals``, ``tradebridge trace``; docs/running.md).
+"""What an operator reads: signals by time, status, account and strategy, the alert a signal
+came from (``tradebridge signals``, ``tradebridge trace``; docs/running.md), and the latency of
+each step of the last hour's rows (the dashboard's latency page, docs/dashboard.md).
 
 Read-only; rows newest first. A listing reads ``trading_signals`` by ``created_at`` (no index
 of its own: an operator's query, not the order path, and every index slows each insert).
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from tradebridge.domain.lifecycle import SignalStatus
+from tradebridge.store.ledger._sql import status_list
 from tradebridge.store.ledger.pool import LedgerPool
 from tradebridge.store.ledger.rows import LedgerRow
 
@@ -32,6 +35,87 @@ select id, received_at, fired_at, source_ip, format, payload, outcome, error, gr
  order by id
  limit 1
 """
+
+_PERCENTILES = (0.5, 0.9, 0.99)
+_FILLED = status_list(SignalStatus.FILLED)
+_REFUSED = status_list(SignalStatus.REJECTED, SignalStatus.FAILED)
+_DENIED = status_list(SignalStatus.DENIED)
+# Milliseconds of each step of a row, from the timestamps the status trigger writes.
+_STEPS = {
+    "received → claimed": "ts_claimed - created_at",
+    "claimed → submitted": "ts_submitted - ts_claimed",
+    "submitted → accepted": "ts_accepted - ts_submitted",
+    "accepted → filled": f"case when status in {_FILLED} then ts_final - ts_accepted end",
+    "received → accepted": "ts_accepted - created_at",
+}
+
+
+def _latency_sql() -> str:
+    steps = ", ".join(
+        f"count({expr}) as n{i}, percentile_cont($2::float8[]) within group "
+        f"(order by extract(epoch from {expr}) * 1000) as p{i}"
+        for i, expr in enumerate(_STEPS.values())
+    )
+    return f"""
+select count(*) as total,
+       count(*) filter (where ts_submitted is not null) as submitted,
+       count(*) filter (where ts_accepted is not null) as accepted,
+       count(*) filter (where status in {_FILLED}) as filled,
+       count(*) filter (where status in {_REFUSED}) as refused,
+       count(*) filter (where status in {_DENIED}) as denied,
+       {steps}
+  from trading_signals
+ where created_at >= $1
+"""  # noqa: S608 - statuses from SignalStatus, fixed step expressions, no input
+
+
+_LATENCY_SQL = _latency_sql()
+_CALLS_SQL = """
+select count(*) as n, count(*) filter (where status between 200 and 299) as ok,
+       percentile_cont($2::float8[]) within group (order by latency_ms) as p
+  from broker_calls
+ where created_at >= $1 and latency_ms is not null
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StepLatency:
+    """The percentiles (p50, p90, p99, in ms) of one step over ``count`` rows."""
+
+    step: str
+    count: int
+    percentiles: tuple[float, ...]  # empty when count is 0
+
+
+@dataclass(frozen=True, slots=True)
+class LatencySummary:
+    """Each step's latency and the outcomes of the rows created since ``since``."""
+
+    since: datetime
+    total: int
+    submitted: int
+    accepted: int
+    filled: int
+    refused: int  # rejected by the broker, or failed
+    denied: int
+    steps: tuple[StepLatency, ...]
+    calls: StepLatency  # broker calls (their own latency_ms)
+    calls_ok: int
+
+    @property
+    def placement_success(self) -> float | None:
+        """Return the share of broker verdicts that accepted the order (None: no verdict)."""
+        verdicts = self.accepted + self.refused
+        return self.accepted / verdicts if verdicts else None
+
+    @property
+    def call_success(self) -> float | None:
+        """Return the share of broker calls answered 2xx (None: no call)."""
+        return self.calls_ok / self.calls.count if self.calls.count else None
+
+
+def _step(step: str, count: int, found: Any) -> StepLatency:
+    return StepLatency(step, count, tuple(round(float(v), 1) for v in found) if count else ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,4 +158,17 @@ class Views(LedgerPool):
         return StoredAlert(
             r["id"], r["received_at"], r["fired_at"], r["source_ip"], r["format"], r["payload"],
             r["outcome"], r["error"],
+        )  # fmt: skip
+
+    async def latency_since(self, since: datetime) -> LatencySummary:
+        """Return the latency of each step and the outcomes of the rows created since ``since``."""
+        wanted = list(_PERCENTILES)
+        r = await self._db.fetchrow(_LATENCY_SQL, since, wanted)
+        c = await self._db.fetchrow(_CALLS_SQL, since, wanted)
+        assert r is not None
+        assert c is not None
+        steps = tuple(_step(name, r[f"n{i}"], r[f"p{i}"]) for i, name in enumerate(_STEPS))
+        return LatencySummary(
+            since, r["total"], r["submitted"], r["accepted"], r["filled"], r["refused"],
+            r["denied"], steps, _step("broker call", c["n"], c["p"]), c["ok"],
         )  # fmt: skip
