@@ -76,6 +76,15 @@ async def test_broker_fault_during_alerts_every_row_ends_with_its_own_one_order(
             )
         )
         statuses = Counter(r.status.value for r in rows)
+        # Rows that went unknown and were never settled by a lookup or their order's events.
+        unsettled = [
+            r["signal_id"]
+            for r in await bridge.ledger.pool.fetch(
+                "select u.signal_id from order_history u where u.event = 'unknown' and not"
+                " exists (select 1 from order_history h where h.signal_id = u.signal_id and"
+                " (h.event in ('adopted', 'adopted_probable') or h.detail->>'from' = 'unknown'))"
+            )
+        ]
         print(  # noqa: T201 - the run's figures, shown with -s
             f"chaos [{fault}]: {len(rows)} rows, statuses {dict(statuses)}, "
             f"{verdict.summary()}, broker writes by status {dict(calls)}, events {dict(events)}"
@@ -103,16 +112,17 @@ async def test_broker_fault_during_alerts_every_row_ends_with_its_own_one_order(
         assert sum(n for status, n in calls.items() if status and status >= 500) > 0, calls
         # A 5xx before execution is resolved by a lookup that finds nothing, then a resend.
         assert events["resubmitted"] > 0, events
-    elif fault == "drop-hang":
-        # The answers hung: each such row was settled by a lookup (unknown, then adopted) or
-        # by its order's own events, which the user-sync stream delivers while the answer
-        # still hangs (the tracker waits for this process's send only event_retry_s).
-        assert calls[None] > 0, calls
-        if events["unknown"]:
-            assert events["adopted"] + events["adopted_probable"] > 0, events
     else:
-        assert events["unknown"] > 0, events
-        assert events["adopted"] + events["adopted_probable"] > 0, events
+        # The answers were lost. A row whose answer hung may be settled by its order's own
+        # events before it ever reads unknown (the user-sync stream delivers them while the
+        # answer still hangs; the tracker waits for this process's send only event_retry_s).
+        # A row that went unknown was settled by a lookup (adopted) or by its order's events
+        # (a move out of unknown): which one wins depends on the machine's load.
+        if fault == "drop-hang":
+            assert calls[None] > 0, calls
+        else:
+            assert events["unknown"] > 0, events
+        assert unsettled == [], events
 
 
 async def _until_sent(ledger: Any, ids: list[str]) -> None:
