@@ -16,11 +16,23 @@ from tradebridge.store.embedded import EmbeddedPostgres, EmbeddedRedis
 # Settings built from a RiskConfig instance do not see this: they set it themselves.
 os.environ.setdefault("TRADEBRIDGE_RISK__TRADING_HOURS", "always")
 
+# The session servers' ports, named in the summary: a socket left open that surfaces as an
+# unraisable ResourceWarning in a later test names only its peer's port.
+_SESSION_PORTS: dict[str, int] = {}
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Name the session servers' ports (to tell whose an unclosed socket was)."""
+    if _SESSION_PORTS:
+        ports = ", ".join(f"{name} {port}" for name, port in sorted(_SESSION_PORTS.items()))
+        terminalreporter.write_line(f"session servers on 127.0.0.1: {ports}")
+
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[EmbeddedRedis]:
     """Start a private Redis for the whole session."""
     server = EmbeddedRedis().start()
+    _SESSION_PORTS["Redis"] = server.port
     yield server
     server.stop()
 
@@ -29,6 +41,7 @@ def redis_server() -> Iterator[EmbeddedRedis]:
 def postgres_server() -> Iterator[EmbeddedPostgres]:
     """Start a private PostgreSQL for the whole session."""
     server = EmbeddedPostgres().start()
+    _SESSION_PORTS["PostgreSQL"] = server.port
     yield server
     server.stop()
 
