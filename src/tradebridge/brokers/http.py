@@ -241,6 +241,10 @@ class BrokerHttp:
         )
         operation = operation_of(method, call.path)
         metrics.BROKER_CALLS.labels(self.dialect, operation, _outcome(status, response_body)).inc()
+        if status == 401:
+            metrics.AUTH_FAILURES.labels(self.dialect, "token_refused").inc()
+        elif status in (423, 429):
+            metrics.BROKER_LOCKOUT_ANSWERS.labels(self.dialect, str(status)).inc()
         metrics.BROKER_CALL_SECONDS.labels(self.dialect, operation).observe(
             time.perf_counter() - started
         )

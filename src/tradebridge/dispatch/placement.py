@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -92,6 +93,16 @@ _FROM_BROKER: dict[OrderStatus, SignalStatus] = {
 def ledger_status(status: OrderStatus) -> SignalStatus:
     """Return the row status of an order the broker reports (it exists: at least working)."""
     return _FROM_BROKER.get(status, SignalStatus.WORKING)
+
+
+async def _submit_timed(broker: Broker, command: SubmitOrder) -> BrokerOrderId:
+    """Submit, observing the ``answered`` step: from the send of a row's submit to the
+    broker's answer, whatever it was (accepted, rejected, or lost: until we stopped waiting)."""
+    started = time.perf_counter()
+    try:
+        return await broker.submit(command)
+    finally:
+        metrics.observe_step("answered", time.perf_counter() - started)
 
 
 # --- plans as JSON (the ``submitted`` event's detail) ---------------------------------------
@@ -282,7 +293,7 @@ class Placer:
     ) -> SignalStatus:
         with capture() as calls:
             try:
-                order_id = await broker.submit(command)
+                order_id = await _submit_timed(broker, command)
             except BrokerRejected as e:
                 reason = f"{e.reason}: {e.text}" if e.text else e.reason
                 return await self._outcome(

@@ -47,6 +47,7 @@ from tradebridge.dispatch.placement import (
 from tradebridge.domain.ids import AccountName
 from tradebridge.domain.lifecycle import SignalStatus, check_move
 from tradebridge.errors import ConfigError, IllegalTransition
+from tradebridge.obs import metrics
 from tradebridge.obs.logging import get_logger
 from tradebridge.store.ledger import Ledger, database_unavailable
 
@@ -166,6 +167,10 @@ class Reconciler:
     async def reconcile_once(self) -> ReconcileReport:
         """Run one round; return what it did."""
         report = ReconcileReport()
+        # The queue's depth and oldest age for /metrics: one read per round, not per row.
+        depth, oldest = await self.ledger.queue_depth()
+        metrics.QUEUE_DEPTH.set(depth)
+        metrics.QUEUE_OLDEST_AGE.set(oldest)
         report.dead_workers = await self.dead_workers()
         for worker in report.dead_workers:
             result = await self.ledger.requeue_stale(older_than=_NEVER, claimed_by=worker)
