@@ -234,9 +234,10 @@ class BrokerHttp:
             latency_ms=call.latency_ms,
             request_bytes=sizes.request,
             response_bytes=sizes.response,
-            client_order_id=call.client_order_id,
-            account=call.account,
             error=call.error,
+            # Only when known: the order context of the row at hand has them otherwise.
+            **({"client_order_id": call.client_order_id} if call.client_order_id else {}),
+            **({"account": call.account} if call.account else {}),
             **bodies,
         )
         operation = operation_of(method, call.path)

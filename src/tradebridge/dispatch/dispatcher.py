@@ -67,7 +67,7 @@ from tradebridge.errors import (
     Lockout,
 )
 from tradebridge.obs import metrics
-from tradebridge.obs.logging import get_logger
+from tradebridge.obs.logging import get_logger, order_context
 from tradebridge.pipeline.kill import with_kill_switch
 from tradebridge.pipeline.market import Market
 from tradebridge.pipeline.risk import (
@@ -430,6 +430,14 @@ class Dispatcher:
             return result
 
     async def _handle(self, row: LedgerRow, switches: KillSwitches) -> SignalStatus | None:
+        # Every line about this row, ours or a library's, carries its ids (STYLE.md 7).
+        with order_context(
+            signal_id=row.signal_id, client_order_id=client_order_id_for(row.signal_id),
+            account=row.account_name, broker_order_id=row.tradovate_order_id,
+        ):  # fmt: skip
+            return await self._handle_row(row, switches)
+
+    async def _handle_row(self, row: LedgerRow, switches: KillSwitches) -> SignalStatus | None:
         signal_id = row.signal_id
         self._in_hand[signal_id] = self._in_hand.get(signal_id, 0) + 1
         try:

@@ -71,7 +71,7 @@ from tradebridge.errors import (
     OutcomeUnknown,
 )
 from tradebridge.obs import metrics
-from tradebridge.obs.logging import get_logger
+from tradebridge.obs.logging import bind_order, get_logger
 from tradebridge.pipeline.route import CancelOrders, FlattenAccount, PlaceOrder, Plan
 from tradebridge.store.ledger import Ledger, LedgerRow
 
@@ -329,6 +329,7 @@ class Placer:
                     error_message=f"outcome unknown after an unexpected error: {e!r}"[:500],
                     detail={"error": type(e).__name__},
                 )  # fmt: skip
+        bind_order(broker_order_id=str(order_id))
         return await self._outcome(
             signal_id, SignalStatus.WORKING, calls, owner=owner, event="accepted",
             tradovate_order_id=str(order_id), detail={"broker_order_id": str(order_id)},
@@ -664,6 +665,7 @@ class Placer:
         expected: SignalStatus = SignalStatus.UNKNOWN,
     ) -> SignalStatus:
         status = ledger_status(report.status)
+        bind_order(broker_order_id=str(report.broker_order_id))
         detail = {"broker_order_id": report.broker_order_id, "probable": probable}
         if probable:
             # Matched by shape where nothing else can own it, not by our id: a human may look.

@@ -43,7 +43,7 @@ from tradebridge.domain.orders import (
 )
 from tradebridge.errors import IllegalTransition
 from tradebridge.obs import metrics
-from tradebridge.obs.logging import get_logger
+from tradebridge.obs.logging import bind_order, get_logger, order_context
 from tradebridge.obs.metrics import TRACKER_EVENTS_DROPPED
 from tradebridge.pipeline.risk import RulesBook
 from tradebridge.store.ledger import EventRow, Ledger, LedgerRow, database_unavailable
@@ -207,6 +207,11 @@ class Tracker:
         quantity); a row that moved between the two is read again under its lock.
         """
         cid = str(event.client_order_id) if event.client_order_id else None
+        with order_context(client_order_id=cid, broker_order_id=str(event.broker_order_id),
+                           account=str(event.account)):  # fmt: skip
+            return await self._apply(event, cid)
+
+    async def _apply(self, event: BrokerOrderEvent, cid: str | None) -> bool:
         # The broker reports an order as the answer to its submit arrives: let this process's
         # dispatcher write that outcome first, rather than race it for the row (or, without
         # our id on the event, find no row yet and try again later).
@@ -226,6 +231,7 @@ class Tracker:
         )
         if row is None:
             return False
+        bind_order(signal_id=row.signal_id)
         change = _change(row, event)
         if change is None:
             return True
