@@ -17,6 +17,7 @@ from tradebridge.obs import metrics
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 DASHBOARD = DOCS / "grafana" / "tradebridge.json"
 ALERTS = DOCS / "prometheus" / "alerts.yml"
+OPERATIONS = DOCS / "operations.md"
 _NAME = re.compile(r"\btradebridge_[a-z0-9_]+")
 # Series a family serves beside its own name (counters, histograms).
 _SUFFIXES = ("_total", "_bucket", "_count", "_sum", "_created")
@@ -109,3 +110,10 @@ def test_unknown_metric_name_is_caught() -> None:
     assert _unknown_names(["rate(tradebridge_signals_outcomes_total[5m])"]) == [
         "tradebridge_signals_outcomes_total"
     ]
+
+
+def test_operations_doc_explains_every_metric_and_rule() -> None:
+    text = OPERATIONS.read_text()
+
+    assert sorted(name for name in _families() if f"`{name}" not in text) == []
+    assert sorted(r["alert"] for r in _rules() if r["alert"] not in text) == []

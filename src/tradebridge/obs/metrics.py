@@ -69,7 +69,7 @@ ROWS_NEEDING_REVIEW: Final = Gauge(
 
 PLACEMENT_SECONDS: Final = Histogram(
     "tradebridge_placement_seconds",
-    "From the row's insert (created_at) to the broker's answer to the submit.",
+    "From a worker taking up a claimed row to its placement's outcome, written (placed rows).",
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
