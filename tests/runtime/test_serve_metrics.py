@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import Gauge
 
 from _support.runtime import serve_settings, serving, until_final
 from tradebridge.obs import metrics
@@ -40,6 +42,10 @@ def _samples() -> Samples:
     return out
 
 
+def _value(name: str, **labels: str) -> float | None:
+    return metrics.REGISTRY.get_sample_value(name, labels)
+
+
 def _families() -> dict[str, str]:
     """Return each tradebridge metric family of the registry with its type."""
     return {
@@ -47,6 +53,45 @@ def _families() -> dict[str, str]:
         for family in metrics.REGISTRY.collect()
         if family.name.startswith("tradebridge_")
     }
+
+
+# Every gauge sample is set to this before the run: a gauge that still reads it afterwards
+# was never set by the run (a gauge's 0 cannot tell "read: none" from "never read").
+SENTINEL = -12345.0
+
+
+def _gauges() -> dict[str, Gauge]:
+    """Return the tradebridge gauges of the metrics module by name, those a scrape computes
+    (``set_function``) excepted."""
+    return {
+        gauge._name: gauge
+        for gauge in vars(metrics).values()
+        if isinstance(gauge, Gauge)
+        and gauge is not metrics.TOKEN_SECONDS_TO_EXPIRY
+        and gauge._name.startswith("tradebridge_")
+    }
+
+
+@contextmanager
+def _gauges_at_sentinel() -> Iterator[None]:
+    """Set every gauge sample there is to ``SENTINEL``; afterwards put back the values of
+    samples the run did not set (other tests' labels)."""
+    kept: list[tuple[Gauge, dict[str, str], float]] = []
+    samples = _samples()
+    for name, gauge in _gauges().items():
+        for (sample, labels), value in samples.items():
+            if sample == name:
+                child = gauge.labels(**dict(labels)) if labels else gauge
+                kept.append((gauge, dict(labels), value))
+                child.set(SENTINEL)
+    try:
+        yield
+    finally:
+        after = _samples()
+        for gauge, labels, value in kept:
+            key = (gauge._name, tuple(sorted(labels.items())))
+            if after.get(key) == SENTINEL:
+                (gauge.labels(**labels) if labels else gauge).set(value)
 
 
 class Moved:
@@ -65,11 +110,12 @@ class Moved:
         return total
 
     def values(self, name: str, **labels: str) -> list[float]:
-        """Return the current values of ``name``'s samples whose labels include ``labels``."""
+        """Return the values of ``name``'s samples whose labels include ``labels``, set by the
+        run (the sentinel left out)."""
         return [
             value
             for (sample, found), value in self.after.items()
-            if sample == name and labels.items() <= dict(found).items()
+            if sample == name and labels.items() <= dict(found).items() and value != SENTINEL
         ]
 
 
@@ -230,6 +276,32 @@ async def test_serve_scripted_run_moves_every_metric_by_what_happened(
         tradovate={"lookup_absent_after_s": 0},
         serve={"risk_state_interval_s": 0.5, "max_header_bytes": 1024},
     )  # fmt: skip
+    with _gauges_at_sentinel():
+        before, after, scraped = await _run(sim, fresh_db, settings)
+
+    moved = Moved(before, after)
+    families = _families()
+    unchecked = set(families) - set(EXPECTED) - set(MOVED_ELSEWHERE)
+    assert not unchecked, f"metrics without an expectation in this test: {sorted(unchecked)}"
+    failed = [name for name, check in EXPECTED.items() if not check(moved)]
+    assert not failed, {
+        name: {k: v for k, v in after.items() if k[0].startswith(name)} for name in failed
+    }
+    # Every gauge was set by the run (none still reads the sentinel), and what the registry
+    # holds is what /metrics serves.
+    unset = [
+        name for name in _gauges()
+        if all(v == SENTINEL for (n, _), v in after.items() if n == name)
+    ]  # fmt: skip
+    assert unset == []
+    for name, kind in families.items():
+        if name in EXPECTED:
+            suffix = "_total" if kind == "counter" else ("_count" if kind == "histogram" else "")
+            assert f"\n{name}{suffix}" in scraped, name
+
+
+async def _run(sim: SimServer, fresh_db: str, settings: Any) -> tuple[Samples, Samples, str]:
+    """Run the script; return the samples before and after, and the last scrape."""
     before = _samples()
     async with (
         serving(settings) as found,
@@ -259,10 +331,10 @@ async def test_serve_scripted_run_moves_every_metric_by_what_happened(
         rejected = await _accepted_id(await _post(client, hook, alert(account=DEMO)))
         assert (await until_final(ledger, rejected)).status.value == "rejected"
         # a WebSocket dropped by the broker: reconnected
-        connects = metrics.WEBSOCKET_CONNECTS.labels(user="1")._value.get()
+        connects = _value("tradebridge_websocket_connects_total", user="1")
         (await client.post(f"{sim.url}/_sim/ws/drop")).raise_for_status()
         await _until(
-            lambda: metrics.WEBSOCKET_CONNECTS.labels(user="1")._value.get() > connects,
+            lambda: _value("tradebridge_websocket_connects_total", user="1") > connects,
             "the user-sync socket to reconnect",
         )
         # unknown: the submit answered 404 and every lookup fails (the routes are gone), so
@@ -293,29 +365,16 @@ async def test_serve_scripted_run_moves_every_metric_by_what_happened(
         # after the queue emptied and for the kill switch to be read.
         await client.get(found.healthz_url)
         await _until(
-            lambda: metrics.KILL_SWITCH.labels(scope="global")._value.get() == 1.0,
+            lambda: _value("tradebridge_kill_switch", scope="global") == 1.0,
             "the kill switch gauge",
         )
         await _until(
             lambda: (
-                metrics.QUEUE_DEPTH._value.get() == 0.0
-                and metrics.QUEUE_OLDEST_AGE._value.get() == 0.0
+                _value("tradebridge_queue_depth") == 0.0
+                and _value("tradebridge_queue_oldest_age_seconds") == 0.0
             ),
             "a reconcile round to read the queue",
         )
         scraped = (await client.get(found.metrics_url)).text
         after = _samples()
-
-    moved = Moved(before, after)
-    families = _families()
-    unchecked = set(families) - set(EXPECTED) - set(MOVED_ELSEWHERE)
-    assert not unchecked, f"metrics without an expectation in this test: {sorted(unchecked)}"
-    failed = [name for name, check in EXPECTED.items() if not check(moved)]
-    assert not failed, {
-        name: {k: v for k, v in after.items() if k[0].startswith(name)} for name in failed
-    }
-    # What the registry holds is what /metrics serves.
-    for name, kind in families.items():
-        if name in EXPECTED:
-            suffix = "_total" if kind == "counter" else ("_count" if kind == "histogram" else "")
-            assert f"\n{name}{suffix}" in scraped, name
+    return before, after, scraped
