@@ -82,7 +82,8 @@ language sql immutable
 as $$
     select array['trading_signals', 'order_history', 'broker_calls', 'webhook_alerts',
                  'account_risk', 'account_owners', 'tradebridge_schema_migrations',
-                 'kill_switches', 'kill_switch_events']
+                 'kill_switches', 'kill_switch_events', 'notification_state',
+                 'notified_signals', 'notifications']
 $$;
 
 -- Ownership (with their sequences) and RLS on every table.

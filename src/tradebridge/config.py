@@ -49,6 +49,7 @@ from pydantic_settings import (
 from pydantic_settings.sources.utils import parse_env_vars
 
 from tradebridge.domain.enums import Dialect, Environment
+from tradebridge.domain.notices import NoticeKind
 from tradebridge.domain.products import PRODUCTS
 from tradebridge.errors import ConfigError
 
@@ -211,6 +212,18 @@ class TradovateConfig(_Section):
     ws_heartbeat_s: float = Field(2.5, gt=0, description="user WebSocket heartbeat interval")
     ws_dead_after_s: float = Field(10.0, gt=0, description="no frame this long: reconnect")
     ws_reconnect_max_s: float = Field(30.0, gt=0, description="longest wait between reconnects")
+    positions_from_sync: bool = Field(
+        True,
+        description="read an account's positions from the user-sync socket when it is current "
+        "for the account (no fill newer than its position update, every order sent there "
+        "final), instead of a budgeted REST read; false: always REST",
+    )
+    sync_blind_s: float = Field(
+        30.0,
+        ge=0,
+        description="after a send to an account whose answer was lost or failed, read its "
+        "positions from REST (not the socket) for this long",
+    )
     event_names: EventNamesConfig = Field(default_factory=EventNamesConfig)
     strategies: StrategyConfig = Field(default_factory=StrategyConfig)
     lookup_absent_after_s: float = Field(10.0, ge=0, description="reference §11.3 step 5")
@@ -745,6 +758,13 @@ class DatabaseConfig(_Section):
     )
     min_pool: int = Field(1, ge=0, description="connections kept open")
     max_pool: int = Field(10, ge=1, description="connections at most (raised to workers + 2)")
+    lazy_commits: bool = Field(
+        True,
+        description="commit a claim and the moves after a row's durable write-ahead (the "
+        "broker's answer, fills, cancels) without waiting for the WAL flush: a crash of the "
+        "database server may lose the last of them, which reconcile reads back from the "
+        "broker; the alert's insert and the write-ahead always wait (docs/ledger.md)",
+    )
     embedded_port: int = Field(
         0,
         ge=0,
@@ -1014,6 +1034,119 @@ class WebhookConfig(_Section):
     )
 
 
+# --- [notify]: notifications (runtime/notify.py, docs/notifications.md) --------------------
+
+
+def notify_variable(channel: str) -> str:
+    """Return the default variable of a channel's URL: ``TRADEBRIDGE_NOTIFY_<NAME>_URL``."""
+    return f"TRADEBRIDGE_NOTIFY_{re.sub(r'[^A-Z0-9]', '_', channel.upper())}_URL"
+
+
+class NotifyChannel(_Section):
+    """One place notifications go (``[[notify.channels]]``): an apprise URL from a variable.
+
+    The URL carries the channel's secret (a webhook token, a bot token, a mail password),
+    so it is read from a variable (the environment or the secrets file), never written in
+    the TOML file, and never logged or stored: the ledger records the channel's name.
+    """
+
+    name: str = Field(
+        min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="how logs and the ledger name it"
+    )
+    url_env: str | None = Field(
+        None, description="variable holding the apprise URL; default TRADEBRIDGE_NOTIFY_<NAME>_URL"
+    )
+    url: SecretStr | None = Field(
+        None, description="the apprise URL (discord://, tgram://, slack://, mailto://, json://…); "
+        "filled from url_env at load",
+    )  # fmt: skip
+    events: list[NoticeKind] = Field(
+        default_factory=list, description="only these kinds (docs/notifications.md); empty: all"
+    )
+
+    @property
+    def url_variable(self) -> str:
+        """Return the variable the URL is read from."""
+        return self.url_env or notify_variable(self.name)
+
+    def with_secrets(self, environ: Mapping[str, str]) -> NotifyChannel:
+        """Return this channel with its URL read from ``environ`` (it wins over a literal)."""
+        if url := environ.get(self.url_variable):
+            return self.model_copy(update={"url": SecretStr(url.strip())})
+        return self
+
+    def wants(self, kind: NoticeKind) -> bool:
+        """Return whether notices of ``kind`` go to this channel (tests go everywhere)."""
+        return not self.events or kind in self.events or kind is NoticeKind.TEST
+
+
+class NotifyConfig(_Section):
+    """Notifications (docs/notifications.md): which channels, when, and how often at most."""
+
+    enabled: bool = Field(True, description="false: serve sends none even with channels set")
+    channels: list[NotifyChannel] = Field(default_factory=list)
+    interval_s: float = Field(5.0, gt=0, description="how often conditions and rows are read")
+    window_s: float = Field(
+        900.0, gt=0, description="at most one message per condition per window (raised again, "
+        "changed); its resolution is always told"
+    )  # fmt: skip
+    repeat_s: float = Field(
+        3600.0, ge=0, description="remind of a condition still on this often; 0: never"
+    )
+    rows_window_s: float = Field(
+        60.0, ge=0, description="denied and rejected signals: at most one message per kind per "
+        "window, listing every row since the last"
+    )  # fmt: skip
+    catch_up_s: float = Field(
+        600.0, ge=0, description="at start, announce denied and rejected rows this old at most"
+    )
+    unknown_after_s: float = Field(
+        120.0, gt=0, description="an outcome still unknown this long is announced"
+    )
+    websocket_down_s: float = Field(
+        60.0, gt=0, description="a user-sync WebSocket down this long is announced"
+    )
+    queue_age_s: float = Field(
+        60.0, gt=0, description="a pending row waiting this long means the queue backs up"
+    )
+    queue_depth: int = Field(200, ge=1, description="or this many pending rows")
+    token_expiring_s: float = Field(
+        600.0, gt=0, description="a token this close to expiry was not renewed (keep it under "
+        "tokens.renew_before_s)"
+    )  # fmt: skip
+    send_timeout_s: float = Field(10.0, gt=0, description="one attempt at one channel, at most")
+    attempts: int = Field(4, ge=1, description="attempts per message and channel")
+    retry_wait_s: float = Field(1.0, ge=0, description="first wait between attempts (doubling)")
+    retry_max_s: float = Field(60.0, ge=0, description="longest wait between attempts")
+    queue_size: int = Field(
+        100, ge=1, description="messages waiting for the channels; more are dropped (recorded)"
+    )
+
+    @model_validator(mode="after")
+    def _distinct_channels(self) -> NotifyConfig:
+        names = [c.name for c in self.channels]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"notify channels named twice: {', '.join(twice)}")
+        return self
+
+    def with_secrets(self, environ: Mapping[str, str]) -> NotifyConfig:
+        """Return the section with every channel's URL read from ``environ``."""
+        channels = [c.with_secrets(environ) for c in self.channels]
+        return self.model_copy(update={"channels": channels})
+
+    @property
+    def active(self) -> bool:
+        """Return whether notifications run: enabled, with at least one channel."""
+        return self.enabled and bool(self.channels)
+
+    def missing_urls(self) -> list[str]:
+        """Return the variables of channels whose URL is not set."""
+        return [
+            c.url_variable for c in self.channels if c.url is None or not c.url.get_secret_value()
+        ]
+
+
 def _environment() -> Mapping[str, str]:
     """Return the environment of the Settings being built (secrets file under os.environ)."""
     found = _environ.get()
@@ -1189,6 +1322,7 @@ class Settings(BaseSettings):
     orders: OrdersConfig = Field(default_factory=OrdersConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     up: UpConfig = Field(default_factory=UpConfig)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
 
     def __init__(self, *args: Any, **values: Any) -> None:
         """Build the settings from ``values``, the environment, the secrets file and the TOML."""
@@ -1255,6 +1389,11 @@ class Settings(BaseSettings):
                     )
         for account in self.accounts:
             self.user_of(account)  # raises on an account that cannot be given a user
+        return self
+
+    @model_validator(mode="after")
+    def _notify_secrets(self) -> Settings:
+        self.notify = self.notify.with_secrets(_environment())
         return self
 
     def configured_users(self) -> list[UserConfig]:

@@ -26,6 +26,7 @@ from tradebridge.config import EventNamesConfig
 from tradebridge.domain.commands import CancelOrder
 from tradebridge.domain.enums import OrderType
 from tradebridge.domain.orders import OrderAccepted, OrderCancelled, OrderFilled
+from tradebridge.errors import OutcomeUnknown
 
 __all__ = ["redis_client", "rig", "sim", "sim_clock"]  # fixtures
 
@@ -203,3 +204,135 @@ def test_mirror_names_strategy_orders_by_uuid_with_configured_names() -> None:
     assert [e.client_order_id for e in leg] == ["tb-s-leg"]
     assert unknown_kind == []
     assert 91 not in mirror.strategy_uuids
+
+
+# --- positions from the socket (tradovate.positions_from_sync) -----------------------------------
+def _position(net: int, *, account: int = 7, contract: int = 3) -> dict[str, object]:
+    return {"id": 60 + contract, "accountId": account, "contractId": contract, "netPos": net}
+
+
+def _props(kind: str, entity: dict[str, object]) -> dict[str, object]:
+    return {"entityType": kind, "eventType": "Updated", "entity": entity}
+
+
+def _fill(fill_id: int, order_id: int = 11) -> dict[str, object]:
+    return {"id": fill_id, "orderId": order_id, "contractId": 3, "action": "Buy", "qty": 1,
+            "price": 21000.25, "timestamp": "2026-11-25T15:00:01Z"}  # fmt: skip
+
+
+def test_mirror_positions_current_only_when_position_follows_every_fill() -> None:
+    mirror = SyncMirror(EventNamesConfig(), {})
+    mirror.apply_snapshot({**_snapshot(), "positions": [_position(0)]})
+    assert [p.net_pos for p in mirror.positions_of(7) or []] == [0]
+
+    mirror.apply_props(_props("fill", _fill(101)))
+    after_fill = mirror.positions_of(7)
+    mirror.apply_props(_props("position", _position(1)))
+    after_position = mirror.positions_of(7)
+
+    assert after_fill is None  # the fill is newer than the position the mirror has
+    assert [p.net_pos for p in after_position or []] == [1]
+    assert mirror.positions_of(8) == []  # another account: nothing of it is stale
+
+
+def test_mirror_positions_unknown_without_snapshot_positions_or_with_orders_not_final() -> None:
+    bare = SyncMirror(EventNamesConfig(), {})
+    bare.apply_snapshot(_snapshot())  # the snapshot lists no positions: never trusted
+    mirror = SyncMirror(EventNamesConfig(), {})
+    mirror.apply_snapshot({**_snapshot(status="Working"), "positions": []})
+
+    assert bare.positions_of(7) is None
+    assert mirror.positions_of(7, placed=[11]) is None  # placed, still working
+    assert mirror.positions_of(7, placed=[12]) is None  # placed, not yet seen at all
+    mirror.apply_props(_props("order", {**_snapshot()["orders"][0], "ordStatus": "Canceled"}))  # type: ignore[index]
+    assert mirror.positions_of(7, placed=[11]) == []
+
+
+def test_mirror_positions_fill_before_its_order_or_unreadable_position_not_current() -> None:
+    early = SyncMirror(EventNamesConfig(), {})
+    early.apply_snapshot({**_snapshot(), "positions": []})
+    early.apply_props(_props("fill", _fill(101, order_id=99)))  # its order not seen yet
+    broken = SyncMirror(EventNamesConfig(), {})
+    broken.apply_snapshot({**_snapshot(), "positions": []})
+    broken.apply_props(_props("position", {"accountId": 7}))
+
+    assert early.positions_of(7) is None
+    assert broken.positions_of(7) is None
+    broken.apply_snapshot({**_snapshot(), "positions": [_position(2)]})
+    assert [p.net_pos for p in broken.positions_of(7) or []] == [2]
+
+
+def _position_reads(rig: NativeRig) -> int:
+    return sum(1 for c in rig.calls if c.path.startswith("/position/"))
+
+
+async def _socket_has_position(rig: NativeRig, net: int, within_s: float = 10) -> None:
+    mirror = rig.broker.user_syncs()[0].mirror
+    async with asyncio.timeout(within_s):
+        while [p.net_pos for p in mirror.positions.values()] != [net]:
+            await asyncio.sleep(0.01)
+
+
+async def test_position_after_fill_read_from_socket_without_rest(
+    rig: NativeRig, collector: Collector
+) -> None:
+    broker_id = await rig.broker.submit(order("tb-pos-sync", quantity=2))
+    await collector.wait_for(broker_id, OrderFilled)
+    await _socket_has_position(rig, 2)
+    reads = _position_reads(rig)
+
+    positions = await rig.broker.position_reports(ACCOUNT)
+
+    assert [(p.contract, p.net_qty) for p in positions] == [(front().name, 2)]
+    assert _position_reads(rig) == reads
+
+
+async def test_position_with_placed_order_working_read_from_rest_until_final(
+    rig: NativeRig, collector: Collector
+) -> None:
+    limit = last_price(rig.sim, front()) - 500
+    resting = await rig.broker.submit(order("tb-pos-rest", OrderType.LIMIT, limit=limit))
+    await collector.wait_for(resting, OrderAccepted)
+    reads = _position_reads(rig)
+
+    working = await rig.broker.position_reports(ACCOUNT)
+    rest_reads = _position_reads(rig) - reads
+    await rig.broker.cancel(CancelOrder(ACCOUNT, resting))
+    await collector.wait_for(resting, OrderCancelled)
+    reads = _position_reads(rig)
+    cancelled = await rig.broker.position_reports(ACCOUNT)
+
+    assert working == cancelled == []
+    assert rest_reads == 1  # its order could still fill: REST
+    assert _position_reads(rig) == reads  # final: the socket
+
+
+async def test_position_after_lost_answer_read_from_rest(
+    rig: NativeRig, collector: Collector
+) -> None:
+    rig.sim.ctx.faults.drop_after_accept_rate = 1.0
+    with pytest.raises(OutcomeUnknown):
+        await rig.broker.submit(order("tb-pos-lost"))
+    rig.sim.ctx.faults.drop_after_accept_rate = 0.0
+    await _socket_has_position(rig, 1)
+    reads = _position_reads(rig)
+
+    positions = await rig.broker.position_reports(ACCOUNT)
+
+    assert [p.net_qty for p in positions] == [1]
+    assert _position_reads(rig) == reads + 1  # sync_blind_s: REST, whatever the socket says
+
+
+async def test_position_with_positions_from_sync_off_read_from_rest(
+    rig: NativeRig, collector: Collector
+) -> None:
+    rig.broker.config.positions_from_sync = False
+    broker_id = await rig.broker.submit(order("tb-pos-off"))
+    await collector.wait_for(broker_id, OrderFilled)
+    await _socket_has_position(rig, 1)
+    reads = _position_reads(rig)
+
+    positions = await rig.broker.position_reports(ACCOUNT)
+
+    assert [p.net_qty for p in positions] == [1]
+    assert _position_reads(rig) == reads + 1

@@ -4,6 +4,7 @@ and the connection reset skipped only after stateless use."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from decimal import Decimal
 
 import asyncpg
@@ -11,7 +12,8 @@ import pytest
 
 from tradebridge.domain.lifecycle import SignalStatus as S
 from tradebridge.errors import IllegalTransition, InvalidInput
-from tradebridge.store.ledger import BrokerCall, Ledger
+from tradebridge.store.ledger import BrokerCall, Ledger, claims
+from tradebridge.store.ledger.moves import lazy_move
 
 
 async def _insert(ledger: Ledger, signal_id: str, account: str = "A") -> None:
@@ -263,3 +265,71 @@ async def test_fast_move_refused_costs_one_more_read_not_a_transaction(ledger_db
         assert not any(q.strip().upper().startswith("BEGIN") for q in sent)
     finally:
         await ledger.close()
+
+
+# --- lazy commits (database.lazy_commits) ------------------------------------------------------
+class _Spy:
+    """The ledger's stateless pool, noting whether each statement asked for a lazy commit."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.inner = ledger._db
+        self.lazy: list[bool] = []
+
+    async def fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
+        self.lazy.append("'synchronous_commit', 'off', true" in query)
+        return await self.inner.fetch(query, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("lazy_commits", [True, False])
+async def test_claim_and_moves_after_the_write_ahead_commit_lazily_the_write_ahead_never(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch, lazy_commits: bool
+) -> None:
+    ledger.lazy_commits = lazy_commits
+    spy = _Spy(ledger)
+    monkeypatch.setattr(ledger, "_db", spy)
+    await _insert(ledger, "z1")
+
+    await ledger.claim("w")
+    await ledger.transition("z1", S.SUBMITTED, expected=S.PROCESSING, owner="w")
+    working = await ledger.transition("z1", S.WORKING, expected=S.SUBMITTED, owner="w")
+    await ledger.move_if("z1", S.FILLED, expected=S.WORKING, filled_was=working.filled_qty,
+                         event="filled", detail={}, filled_qty=Decimal(1))  # fmt: skip
+
+    # claim, write-ahead, the broker's answer, the fill
+    assert spy.lazy == [lazy_commits, False, lazy_commits, lazy_commits]
+    row = await ledger.get("z1")
+    assert row is not None
+    assert row.status is S.FILLED
+
+
+async def test_lazy_claim_sets_synchronous_commit_for_its_transaction_only(
+    ledger: Ledger,
+) -> None:
+    await _insert(ledger, "z2")
+    query = claims._CLAIM_LAZY_SQL
+
+    async with ledger.pool.acquire() as conn:  # reset on release: the SET goes with it
+        await conn.execute("set synchronous_commit = on")  # the test server's default is off
+        async with conn.transaction():
+            rows = await conn.fetch(query, "w", 1, 1, timedelta(seconds=60), False)
+            inside = await conn.fetchval("show synchronous_commit")
+        after = await conn.fetchval("show synchronous_commit")
+
+    assert [r["signal_id"] for r in rows] == ["z2"]
+    assert (inside, after) == ("off", "on")
+
+
+def test_lazy_moves_are_the_broker_outcomes_after_the_write_ahead() -> None:
+    assert not lazy_move(S.PENDING, S.PROCESSING)
+    assert not lazy_move(S.PROCESSING, S.SUBMITTED)  # the write-ahead
+    assert not lazy_move(S.SUBMITTED, S.REJECTED)
+    assert not lazy_move(S.SUBMITTED, S.UNKNOWN)
+    assert not lazy_move(S.PROCESSING, S.DENIED)
+    assert lazy_move(S.SUBMITTED, S.WORKING)
+    assert lazy_move(S.SUBMITTED, S.FILLED)
+    assert lazy_move(S.WORKING, S.PARTIALLY_FILLED)
+    assert lazy_move(S.PARTIALLY_FILLED, S.FILLED)
+    assert lazy_move(S.WORKING, S.CANCELLED)

@@ -33,6 +33,7 @@ values ($1, 'app', 'MNQZ6', 'buy', 'market', 1, $2, '{}')
 TABLES = [
     "trading_signals", "order_history", "broker_calls", "webhook_alerts", "account_risk",
     "account_owners", "tradebridge_schema_migrations", "kill_switches", "kill_switch_events",
+    "notification_state", "notified_signals", "notifications",
 ]  # fmt: skip
 
 
@@ -233,6 +234,9 @@ async def test_every_table_has_rls_an_owner_and_only_the_documented_grants(
         "broker_calls": (True, "tradebridge", []),
         "kill_switch_events": (True, "tradebridge", []),
         "kill_switches": (True, "tradebridge", []),
+        "notification_state": (True, "tradebridge", []),
+        "notifications": (True, "tradebridge", []),
+        "notified_signals": (True, "tradebridge", []),
         "order_history": (True, "tradebridge", ["authenticated:SELECT", *service]),
         "trading_signals": (
             True, "tradebridge",

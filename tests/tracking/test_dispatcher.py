@@ -149,7 +149,9 @@ async def test_dispatcher_row_taken_over_midway_never_ends_failed(
     assert row.status is SignalStatus.FILLED, row.error_message
     assert events.count("claimed") >= 2
     assert [o.cl_ord_id for o in stack.entries()] == ["tb-taken"]
-    assert _sample("tradebridge_row_errors_total", kind="claim_lost") == before + 1
+    # At least the refused write-ahead; under load the dispatcher's own wake may also have
+    # claimed the requeued row, and the loser of that race counts a second loss.
+    assert _sample("tradebridge_row_errors_total", kind="claim_lost") >= before + 1
 
 
 async def test_two_dispatchers_place_every_row_exactly_once(stack: Stack) -> None:

@@ -189,6 +189,10 @@ class BrokerPool:
             out.setdefault(id(broker), (name, broker))
         return list(out.values())
 
+    def built(self) -> list[Broker]:
+        """Return the adapters made so far (none is made here: for watchers, not orders)."""
+        return list(self._brokers.values())
+
     async def close(self) -> None:
         """Close every adapter."""
         brokers, self._brokers = list(self._brokers.values()), {}

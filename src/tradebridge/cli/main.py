@@ -9,6 +9,7 @@ from tradebridge.cli.config import config_app
 from tradebridge.cli.db import db_app
 from tradebridge.cli.init import register as register_init_command
 from tradebridge.cli.kill import register as register_kill_commands
+from tradebridge.cli.notify import notify_app
 from tradebridge.cli.review import review_app
 from tradebridge.cli.run import register as register_run_commands
 from tradebridge.cli.signals import register as register_signal_commands
@@ -27,6 +28,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(review_app, name="review")
 app.add_typer(config_app, name="config")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(notify_app, name="notify")
 register_broker_commands(app)
 register_run_commands(app)
 register_init_command(app)

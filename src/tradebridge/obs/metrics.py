@@ -302,3 +302,14 @@ def observe_token(user: str | None, expires_at: datetime) -> None:
 def render() -> tuple[bytes, str]:
     """Return the current metrics in the Prometheus text format, with its content type."""
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+# Notifications (runtime/notify.py): each message's delivery to each channel, by kind
+# (domain/notices.py NoticeKind) and outcome: sent, failed (every attempt failed), dropped (the
+# channel's queue was full).
+NOTIFICATIONS: Final = Counter(
+    "tradebridge_notifications",
+    "Notification deliveries to channels, by kind and outcome.",
+    ["kind", "outcome"],
+    registry=REGISTRY,
+)

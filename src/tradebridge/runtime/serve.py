@@ -50,6 +50,7 @@ from tradebridge.runtime.health import (
 )
 from tradebridge.runtime.http_guard import ConnectionGuard, guarded_protocol
 from tradebridge.runtime.live import is_live, require_live_confirmed
+from tradebridge.runtime.notify import Notifier, Sender, build_channels, check_notify
 from tradebridge.runtime.risk_watch import RiskWatch
 from tradebridge.store.embedded import (
     EmbeddedPostgres,
@@ -213,6 +214,7 @@ def http_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
 def _check_webhook(settings: Settings) -> None:
     if settings.webhook.enabled:
         validate_webhook_settings(settings)
+    check_notify(settings)  # a channel without its URL stops the start, like a bad webhook
 
 
 async def serve_stack(
@@ -259,6 +261,7 @@ async def serve_stack(
             min_size=settings.database.min_pool,
             max_size=max(settings.database.max_pool, settings.dispatcher.workers + 2),
         )
+        ledger.lazy_commits = settings.database.lazy_commits
         stack.push_async_callback(ledger.close)
         redis = connect_redis(settings.redis)
         stack.push_async_callback(redis.aclose)
@@ -306,11 +309,18 @@ async def serve_stack(
             ledger, settings.dispatcher.unknown_bound_s
         )
         checker.conditions["workers"] = _workers_condition(dispatchers)
+        notifier = None
+        if settings.notify.active:  # off the order path: its own tasks, queues and threads
+            sender = Sender(build_channels(settings.notify), settings.notify, ledger=ledger)
+            notifier = Notifier(settings, ledger, sender, tokens=tokens, kill=kill, risk=risk,
+                                pool=pool)  # fmt: skip
         async with asyncio.TaskGroup() as group:
             http = group.create_task(server.serve(sockets=[sock]), name="http")
             http.add_done_callback(lambda _t: stop.set())
             group.create_task(_until_stopped(stop, kill.run()), name="kill-switch")
             group.create_task(_until_stopped(stop, risk.run()), name="risk-state")
+            if notifier is not None:
+                group.create_task(_until_stopped(stop, notifier.run()), name="notify")
             workers = [
                 group.create_task(d.run(), name=f"dispatcher-{i}")
                 for i, d in enumerate(dispatchers)

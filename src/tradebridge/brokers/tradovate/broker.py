@@ -29,7 +29,9 @@ order it placed, derive the legs' parent from the links where Tradovate does not
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -167,6 +169,11 @@ class TradovateBroker:
         # Per entity, the read route (ldeps, deps, list) that answered last (_children).
         self._read_routes: dict[str, str] = {}
         self._events: asyncio.Queue[BrokerOrderEvent] = asyncio.Queue()
+        # What positions_from_sync needs to know per account id: orders sent there that the
+        # socket must show final, sends in flight, and until when a lost send keeps it on REST.
+        self._sent_orders: dict[int, set[int]] = {}
+        self._sending: dict[int, int] = {}
+        self._blind_until: dict[int, float] = {}
         # Reads in flight that concurrent callers join rather than repeat (single flight):
         # the account list by user (or by account without one), a contract by name.
         self._listing: dict[str, asyncio.Future[list[wire.WireAccount]]] = {}
@@ -334,8 +341,10 @@ class TradovateBroker:
         else:
             path = "/order/placeorder"
             body = wire.place_order_body(command, account.id, contract.name)
-        data = await self._send_order(command.account, path, body, command.client_order_id)
-        result = self._place_result(data, path, command.client_order_id)
+        with self._position_move(account.id) as moved:
+            data = await self._send_order(command.account, path, body, command.client_order_id)
+            result = self._place_result(data, path, command.client_order_id)
+            moved.append(int(result))
         self._placed[str(result)] = command.client_order_id
         _log.info(
             "order_placed",
@@ -355,8 +364,22 @@ class TradovateBroker:
             breakeven_key=cfg.breakeven_key,
         )  # fmt: skip
         cid = command.client_order_id
-        data = await self._send_order(command.account, _STRATEGY_PATH, body, cid)
-        strategy = self._strategy_result(data, cid)
+        with self._position_move(account.id) as moved:
+            data = await self._send_order(command.account, _STRATEGY_PATH, body, cid)
+            strategy = self._strategy_result(data, cid)
+            entry = await self._strategy_entry(command, account, strategy)
+            moved.append(entry)
+        result = BrokerOrderId(str(entry))
+        self._placed[str(result)] = cid
+        _log.info("order_placed", account=command.account, client_order_id=cid,
+                  broker_order_id=result, strategy_id=strategy.id)  # fmt: skip
+        return result
+
+    async def _strategy_entry(
+        self, command: SubmitOrder, account: wire.WireAccount, strategy: wire.WireOrderStrategy
+    ) -> int:
+        """Return the entry order of a started strategy; ``OutcomeUnknown`` if not readable."""
+        cid = command.client_order_id
         entry: int | None = None
         try:
             for attempt in range(3):  # the entry may be linked a moment after the answer
@@ -378,11 +401,7 @@ class TradovateBroker:
                 "look it up",
                 client_order_id=cid,
             )
-        result = BrokerOrderId(str(entry))
-        self._placed[str(result)] = cid
-        _log.info("order_placed", account=command.account, client_order_id=cid,
-                  broker_order_id=result, strategy_id=strategy.id)  # fmt: skip
-        return result
+        return entry
 
     def _strategy_result(self, data: Any, client_order_id: str) -> wire.WireOrderStrategy:
         path = _STRATEGY_PATH
@@ -747,12 +766,15 @@ class TradovateBroker:
         """Cancel working orders on the contract and close the position (``admin: false``)."""
         account = await self._account(command.account)
         contract = await self._contract(command.contract, command.account)
-        data = await self._write(
-            command.account,
-            "/order/liquidateposition",
-            wire.liquidate_body(account.id, contract.id),
-        )
-        result = wire.parse(wire.WirePlaceResult, data, "order/liquidateposition")
+        with self._position_move(account.id) as moved:
+            data = await self._write(
+                command.account,
+                "/order/liquidateposition",
+                wire.liquidate_body(account.id, contract.id),
+            )
+            result = wire.parse(wire.WirePlaceResult, data, "order/liquidateposition")
+            if result.order_id is not None:
+                moved.append(result.order_id)
         if result.failed:
             raise BrokerRejected(
                 f"Tradovate refused to flatten {command.contract.name} on {command.account}: "
@@ -1038,9 +1060,13 @@ class TradovateBroker:
         ]
 
     async def position_reports(self, account: AccountName) -> list[PositionReport]:
-        """Return the account's non-flat positions."""
+        """Return the account's non-flat positions: from the user-sync socket when it is
+        current for the account (``positions_from_sync``), else from REST."""
         found = await self._account(account)
-        body = await self._children(account, "position", [found.id], ("deps", "list"))
+        positions = self._synced_positions(found.id)
+        if positions is None:
+            body = await self._children(account, "position", [found.id], ("deps", "list"))
+            positions = wire.parse_list(wire.WirePosition, body, "position/deps")
         return [
             PositionReport(
                 account=account,
@@ -1048,9 +1074,43 @@ class TradovateBroker:
                 net_qty=p.net_pos,
                 avg_price=p.net_price,
             )
-            for p in wire.parse_list(wire.WirePosition, body, "position/deps")
+            for p in positions
             if p.net_pos != 0
         ]
+
+    def _synced_positions(self, account_id: int) -> list[wire.WirePosition] | None:
+        """Return the account's positions as the socket has them, or None: not current, a
+        send in flight or lately lost, or ``positions_from_sync`` off."""
+        if not self.config.positions_from_sync or self._sending.get(account_id):
+            return None
+        if time.monotonic() < self._blind_until.get(account_id, 0.0):
+            return None
+        sync = next((s for s in self._sync.values() if account_id in s.mirror.account_names), None)
+        if sync is None or not sync.current():
+            return None
+        sent = self._sent_orders.get(account_id, set())
+        positions = sync.mirror.positions_of(account_id, sent)
+        if positions is not None:
+            sent.clear()  # all final: nothing left to wait for
+        return positions
+
+    @contextlib.contextmanager
+    def _position_move(self, account_id: int) -> Iterator[list[int]]:
+        """Mark a send that may move the account's position: while in flight, and for
+        ``sync_blind_s`` if it fails, positions come from REST; the order ids the caller
+        appends must show final on the socket before its positions are trusted again."""
+        self._sending[account_id] = self._sending.get(account_id, 0) + 1
+        moved: list[int] = []
+        try:
+            yield moved
+        except (BrokerRejected, InvalidInput):
+            raise  # refused: nothing was placed
+        except BaseException:
+            self._blind_until[account_id] = time.monotonic() + self.config.sync_blind_s
+            raise
+        finally:
+            self._sending[account_id] -= 1
+            self._sent_orders.setdefault(account_id, set()).update(moved)
 
     async def balance(self, account: AccountName) -> BalanceReport:
         """Return the account's cash and open P&L (``cashBalance/getcashbalancesnapshot``)."""

@@ -12,6 +12,12 @@ carries the strategy's ``uuid`` (our client id) as its client id, its legs that 
 ``-leg``, so the entry's events find their row before the submit's answer has landed.
 The first snapshot only seeds it (startup reconciliation reads REST reports); every later
 snapshot is authoritative and emits what changed while the socket was down.
+
+It also keeps every account's positions (``position`` entities), so that a worker can read a
+position from the socket instead of a budgeted REST read (reference §7: "read state from the
+sync stream instead of polling"). ``positions_of`` answers only when the mirror is known to be
+current for the account: no fill seen after the account's last position update, no fill
+waiting for its order, and every order the caller placed there already final.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import itertools
 import json
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +58,9 @@ _log = get_logger("tradebridge.brokers.tradovate.usersync")
 
 EventSink = Callable[[BrokerOrderEvent], None]
 
+# Order statuses after which an order no longer moves a position.
+_FINAL_STATUSES = frozenset({"Filled", "Canceled", "Rejected", "Expired"})
+
 
 class SyncMirror:
     """The user's orders and fills as the socket reported them; diffs become events."""
@@ -75,6 +84,13 @@ class SyncMirror:
         self.reject_reasons: dict[int, str] = {}
         self.seeded = False
         self._pending_fills: dict[int, list[wire.WireFill]] = {}
+        # Positions by (account id, contract id), and when (in arrival order) each key last
+        # had a fill and a position update: a fill newer than its position means stale.
+        self.positions: dict[tuple[int, int], wire.WirePosition] = {}
+        self._arrivals = itertools.count(1)
+        self._filled_at: dict[tuple[int, int], int] = {}
+        self._positioned_at: dict[tuple[int, int], int] = {}
+        self._positions_known = False
 
     def apply_snapshot(self, snapshot: Any) -> list[BrokerOrderEvent]:
         """Apply a ``user/syncrequest`` snapshot; return events (none for the first one)."""
@@ -96,15 +112,49 @@ class SyncMirror:
             events.extend(self._order(order))
         for fill in _entities(wire.WireFill, snapshot.get("fills")):
             events.extend(self._fill(fill))
+        # The snapshot is one consistent picture: its positions include its fills.
+        self.positions = {
+            (p.account_id, p.contract_id): p
+            for p in _entities(wire.WirePosition, snapshot.get("positions"))
+        }
+        self._filled_at.clear()
+        self._positioned_at.clear()
+        self._positions_known = "positions" in snapshot
         self.seeded = True
         return events if emit else []
+
+    def positions_of(
+        self, account_id: int, placed: Iterable[int] = ()
+    ) -> list[wire.WirePosition] | None:
+        """Return the account's positions (flat ones included) if the mirror is current for
+        it, else None (read them from REST).
+
+        Current means: a snapshot listed positions (and no position since was unreadable), no
+        fill waits for its order, every order in ``placed`` (what the caller sent there) is
+        known and final, and no fill on the account arrived after its contract's position.
+        """
+        if not self._positions_known or self._pending_fills:
+            return None
+        for order_id in placed:
+            order = self.orders.get(order_id)
+            if order is None or order.ord_status not in _FINAL_STATUSES:
+                return None
+        for key, at in self._filled_at.items():
+            if key[0] == account_id and self._positioned_at.get(key, 0) < at:
+                return None
+        return [p for (account, _), p in self.positions.items() if account == account_id]
 
     def apply_props(self, data: Any) -> list[BrokerOrderEvent]:
         """Apply one ``props`` event; return the order events it implies."""
         if not isinstance(data, dict):
             return []
         entity_type, entity = data.get("entityType"), data.get("entity")
-        if data.get("eventType") == self.names.deleted or not isinstance(entity, dict):
+        if not isinstance(entity, dict):
+            return []
+        if entity_type == self.names.position:
+            self._position(entity, deleted=data.get("eventType") == self.names.deleted)
+            return []
+        if data.get("eventType") == self.names.deleted:
             return []
         try:
             if entity_type == self.names.order:
@@ -122,6 +172,21 @@ class SyncMirror:
         except ValidationError:
             _log.warning("usersync_entity_unreadable", entity_type=str(entity_type))
         return []
+
+    def _position(self, entity: dict[str, Any], *, deleted: bool) -> None:
+        try:
+            position = wire.WirePosition.model_validate(entity)
+        except ValidationError:
+            _log.warning("usersync_entity_unreadable", entity_type=self.names.position)
+            # Unreadable: no position is trusted from here until the next snapshot.
+            self._positions_known = False
+            return
+        key = (position.account_id, position.contract_id)
+        if deleted:
+            self.positions.pop(key, None)
+        else:
+            self.positions[key] = position
+        self._positioned_at[key] = next(self._arrivals)
 
     def _command(self, command: wire.WireCommand) -> None:
         if command.cl_ord_id and command.order_id not in self.cl_ord_ids:
@@ -198,6 +263,7 @@ class SyncMirror:
             self._pending_fills.setdefault(fill.order_id, []).append(fill)
             return []
         self.fill_ids.add(fill.id)
+        self._filled_at[(order.account_id, fill.contract_id)] = next(self._arrivals)
         event = OrderFilled(fill.qty, fill.price, fill.timestamp, str(fill.id))
         return [self._event(order, event)]
 
@@ -260,6 +326,11 @@ class UserSync:
         """Close the socket and end the loop."""
         task, self._task = self._task, None
         await cancel_and_wait(task)
+
+    def current(self) -> bool:
+        """Whether the socket is synced and a frame came within ``ws_dead_after_s``."""
+        quiet = time.monotonic() - self._last_frame
+        return self.synced.is_set() and quiet < self.config.ws_dead_after_s
 
     async def wait_synced(self, within_s: float) -> None:
         """Wait until the socket is synced; ``ConnectionLost`` after ``within_s`` seconds."""

@@ -25,7 +25,8 @@ assembled from them:
 * ``sessions``: connections of their own (session locks, notifications);
 * ``kill``: the kill switches, and the flatten rows a kill queues;
 * ``risk``: what the pre-trade rules ask (an account's activity, its balance marks);
-* ``views``: what an operator reads (signals by filter, the alert a signal came from).
+* ``views``: what an operator reads (signals by filter, the alert a signal came from);
+* ``notifications``: what the notifier told, once between the workers (conditions, rows).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from tradebridge.store.ledger.intake import ALERT_LOCK_NAMESPACE, Intake
 from tradebridge.store.ledger.kill import KILL_CHANNEL, KillSwitchQueries
 from tradebridge.store.ledger.lookups import Lookups
 from tradebridge.store.ledger.moves import Moves
+from tradebridge.store.ledger.notifications import NotificationQueries
 from tradebridge.store.ledger.pool import (
     ACCOUNT_LOCK_NAMESPACE,
     Conn,
@@ -88,7 +90,7 @@ __all__ = [
 
 class Ledger(
     Intake, Claims, Moves, BrokerCalls, TrackerQueries, Lookups, Review, Sessions,
-    KillSwitchQueries, RiskQueries, Views,
+    KillSwitchQueries, RiskQueries, Views, NotificationQueries,
 ):  # fmt: skip
     """The ledger over an asyncpg pool; one per process."""
 

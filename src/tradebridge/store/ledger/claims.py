@@ -16,7 +16,7 @@ from tradebridge.domain.kill import KillSwitches
 from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.store.ledger._sql import status_list
 from tradebridge.store.ledger.kill import switch_from_json
-from tradebridge.store.ledger.pool import LedgerPool
+from tradebridge.store.ledger.pool import LAZY_COMMIT, LedgerPool
 from tradebridge.store.ledger.rows import LedgerRow, RequeueResult
 
 # The oldest pending row of each account (heads of the per-account queues) whose account has
@@ -86,6 +86,12 @@ select c.*, k.switches as kill_switches_at_claim
                from kill_switches s) k
  order by c.created_at, c.seq
 """  # noqa: S608 - statuses from SignalStatus, no input
+# The same, committed lazily (LAZY_COMMIT: a claim lost in a database crash leaves its rows
+# pending). Evaluated with the switches, so for every claim that returns a row; a claim of
+# nothing writes nothing and waits for no flush anyway.
+_CLAIM_LAZY_SQL = _CLAIM_SQL.replace(
+    "as switches\n", f"as switches,\n                    {LAZY_COMMIT} as lazy\n", 1
+)
 
 # Only rows still 'processing' under this worker's claim: nothing of theirs was sent.
 _HAND_BACK_SQL = f"""
@@ -150,8 +156,9 @@ class Claims(LedgerPool):
         if limit < 1 or per_account < 1:
             raise ValueError("limit and per_account must be at least 1")
         records = await self._db.fetch(
-            _CLAIM_SQL, worker_id, limit, per_account, unknown_bound, unknown_blocks_all
-        )
+            _CLAIM_LAZY_SQL if self.lazy_commits else _CLAIM_SQL,
+            worker_id, limit, per_account, unknown_bound, unknown_blocks_all,
+        )  # fmt: skip
         kill = KillSwitches()
         if records:
             kill = KillSwitches.of(

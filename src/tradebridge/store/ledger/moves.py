@@ -20,7 +20,7 @@ from tradebridge.domain.calls import BrokerCall
 from tradebridge.domain.lifecycle import ALLOWED_MOVES, SignalStatus, check_move
 from tradebridge.errors import IllegalTransition, InvalidInput, OrderOwned
 from tradebridge.store.ledger.calls import broker_call_columns, insert_broker_call
-from tradebridge.store.ledger.pool import Conn, LedgerPool, StatelessPool
+from tradebridge.store.ledger.pool import LAZY_COMMIT, Conn, LedgerPool, StatelessPool
 from tradebridge.store.ledger.rows import HistoryEvent, LedgerRow
 
 _ILLEGAL_MOVE_SQLSTATE = "TB409"
@@ -74,6 +74,24 @@ with moved as (
 )
 select * from moved
 """  # noqa: S608
+# The same, committed lazily (LAZY_COMMIT): for the moves of _LAZY_MOVES.
+_FAST_MOVE_LAZY_SQL = _FAST_MOVE_SQL.replace(
+    "and ($21::boolean", f"and {LAZY_COMMIT}\n       and ($21::boolean", 1
+)
+_S = SignalStatus
+# Moves after the durable write-ahead whose loss in a database crash costs a lookup: the
+# broker's answer and the order's later states (never the write-ahead, a rejection or a
+# failure: what they decide is not read back from the broker as surely).
+_LAZY_MOVES = frozenset(
+    (before, after)
+    for before in (_S.SUBMITTED, _S.WORKING, _S.PARTIALLY_FILLED)
+    for after in (_S.WORKING, _S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELLED, _S.EXPIRED)
+)
+
+
+def lazy_move(expected: SignalStatus, new_status: SignalStatus) -> bool:
+    """Return whether a move from ``expected`` to ``new_status`` may commit lazily."""
+    return (expected, new_status) in _LAZY_MOVES
 
 
 def _from(status: SignalStatus) -> frozenset[SignalStatus]:
@@ -229,7 +247,8 @@ class Moves(LedgerPool):
                     # Remembered only once the caller's transaction commits: not here.
                     return await _apply_move(conn, move)
             if expected is not None:
-                fast = await _fast_move(self._db, move, expected)
+                lazy = self.lazy_commits and lazy_move(expected, new_status)
+                fast = await _fast_move(self._db, move, expected, lazy=lazy)
                 if fast is not None:
                     return self._remember(fast)
                 # Why not: one read says (the row moved on, another claim); only a row that
@@ -275,7 +294,8 @@ class Moves(LedgerPool):
             fields=(None, None, tradovate_order_id, error_message, filled_qty, avg_fill_price),
         )
         try:
-            moved = await _fast_move(self._db, move, expected, filled_was=(filled_was,))
+            lazy = self.lazy_commits and lazy_move(expected, new_status)
+            moved = await _fast_move(self._db, move, expected, filled_was=(filled_was,), lazy=lazy)
         except asyncpg.UniqueViolationError as e:
             if e.constraint_name != _ORDER_OWNER_INDEX:
                 raise
@@ -365,14 +385,16 @@ async def _fast_move(
     expected: SignalStatus,
     *,
     filled_was: tuple[Decimal | None] | None = None,
+    lazy: bool = False,
 ) -> LedgerRow | None:
     # ``filled_was``: (the filled quantity the row must still have,) or None for no guard.
+    # ``lazy``: commit without waiting for the WAL flush (_LAZY_MOVES).
     call = move.broker_call
     call_args = (None,) * 8 if call is None else broker_call_columns(call)
     detail = {"from": expected.value, "to": move.new_status.value, **move.detail}
     try:
         records = await db.fetch(
-            _FAST_MOVE_SQL,
+            _FAST_MOVE_LAZY_SQL if lazy else _FAST_MOVE_SQL,
             move.signal_id,
             move.new_status.value,
             *move.fields,

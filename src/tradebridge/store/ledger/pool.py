@@ -29,6 +29,16 @@ from tradebridge.store.migrate import unavailable
 # single-bigint migration lock).
 ACCOUNT_LOCK_NAMESPACE = 0x7462  # 'tb'
 
+# Appended to a statement's condition, it commits that statement's transaction without
+# waiting for the WAL flush (``synchronous_commit`` off for this transaction only: no session
+# state is left, so poolers and the stateless pool are unaffected). For writes whose loss in
+# a crash of the database server costs a lookup, never an order: the claim (the row goes back
+# to pending) and the moves after the row's write-ahead, which was committed durably before
+# the send (a lost answer or fill reads as a row still submitted or working, and reconcile
+# reads it back from the broker). A later durable commit flushes them too: the WAL is one
+# sequence. A crash of our own process loses nothing: the server has the commit.
+LAZY_COMMIT = "set_config('synchronous_commit', 'off', true) is not null"
+
 # A connection of its own or one borrowed from the pool (a string: the runtime classes are
 # not subscriptable, only their stubs are).
 Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
@@ -88,6 +98,9 @@ class LedgerPool:
         # The ledger's own statements: no session state, so no reset query on release.
         self._db = StatelessPool(pool)
         self._url = url
+        # Commit the claim and the moves after a durable write-ahead without waiting for the
+        # WAL flush (``database.lazy_commits``; LAZY_COMMIT).
+        self.lazy_commits = True
 
     async def close(self) -> None:
         """Close the pool."""
