@@ -16,9 +16,11 @@ from urllib.parse import unquote, urlsplit
 
 import asyncpg
 import httpx
+import pytest
 import redis.asyncio as aioredis
 
 from _support.fixtures import logs_to
+from _support.receivers import HttpReceiver, http_receiver
 from _support.runtime import serve_settings, serving, until_final
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedRedis
@@ -65,8 +67,22 @@ async def _ledger_text(url: str) -> dict[str, str]:
 
 
 async def test_full_run_leaves_no_secret_in_logs_tables_or_pages(
-    sim_tokens: SimServer, fresh_db: str, redis_server: EmbeddedRedis, tmp_path: Path
-) -> None:
+    monkeypatch: pytest.MonkeyPatch, sim_tokens: SimServer, fresh_db: str,
+    redis_server: EmbeddedRedis, tmp_path: Path,
+) -> None:  # fmt: skip
+    channel_secret = f"ch-{secrets.token_urlsafe(24)}"
+    with http_receiver() as receiver:
+        # A notification channel whose URL holds a secret (as a webhook token would).
+        monkeypatch.setenv(
+            "TRADEBRIDGE_NOTIFY_HOOK_URL", f"json://{receiver.host}/{channel_secret}"
+        )
+        await _full_run(sim_tokens, fresh_db, redis_server, tmp_path, channel_secret, receiver)
+
+
+async def _full_run(
+    sim_tokens: SimServer, fresh_db: str, redis_server: EmbeddedRedis, tmp_path: Path,
+    channel_secret: str, receiver: HttpReceiver,
+) -> None:  # fmt: skip
     webhook_secret = f"wh-{secrets.token_urlsafe(24)}"
     operator_token = f"op-{secrets.token_urlsafe(24)}"
     wrong_secret = f"guess-{secrets.token_urlsafe(16)}"
@@ -74,10 +90,11 @@ async def test_full_run_leaves_no_secret_in_logs_tables_or_pages(
         sim_tokens, fresh_db, redis_server.url, tmp_path, secret=webhook_secret,
         serve={"operator_token": operator_token}, logging={"level": "DEBUG"},
         risk={"max_order_qty": 3},
+        notify={"channels": [{"name": "hook"}], "interval_s": 0.1, "rows_window_s": 0},
     )  # fmt: skip
     client_redis = aioredis.Redis.from_url(redis_server.url)
     needles = {"webhook secret": webhook_secret, "operator token": operator_token,
-               "a wrong secret": wrong_secret}  # fmt: skip
+               "a wrong secret": wrong_secret, "channel URL secret": channel_secret}  # fmt: skip
     for key in await client_redis.keys("token:*"):
         for name, part in _token_parts(await client_redis.get(key)):
             needles[f"{key.decode()} {name}"] = part
@@ -125,6 +142,8 @@ async def test_full_run_leaves_no_secret_in_logs_tables_or_pages(
             assert refused.status_code == 401
             assert (await client.post(f"{base}/kill", json={}, headers=bearer)).status_code == 200
             assert (await client.post(f"{base}/resume", json={}, headers=bearer)).status_code == 200
+            # The rejection's notice went out through the channel.
+            await receiver.until(1)
             for path in SCANNED_PATHS:
                 page = await client.get(f"{base}{path}", headers=bearer)
                 assert page.status_code == 200, (path, page.text[:200])

@@ -21,6 +21,7 @@ import httpx
 import pytest
 from prometheus_client import Gauge
 
+from _support.receivers import HttpReceiver, http_receiver
 from _support.runtime import serve_settings, serving, until_final
 from tradebridge.obs import metrics
 from tradebridge.sim.server import SimServer
@@ -212,6 +213,10 @@ EXPECTED: dict[str, Check] = {
     "tradebridge_websocket_disconnects": lambda m: (
         m.delta("tradebridge_websocket_disconnects_total") >= 1
     ),
+    "tradebridge_notifications": lambda m: (
+        m.delta("tradebridge_notifications_total", kind="kill_switch", outcome="sent") >= 1
+        and m.delta("tradebridge_notifications_total", kind="rejected", outcome="sent") >= 1
+    ),
 }
 
 # Metrics that only an outage or a bug moves; the test that moves each, by name.
@@ -264,9 +269,18 @@ async def _accepted_id(answer: httpx.Response) -> str:
 
 @pytest.mark.timeout(240)
 async def test_serve_scripted_run_moves_every_metric_by_what_happened(
-    sim_tokens: SimServer, fresh_db: str, redis_server: EmbeddedRedis, tmp_path: Path
-) -> None:
-    sim = sim_tokens
+    monkeypatch: pytest.MonkeyPatch, sim_tokens: SimServer, fresh_db: str,
+    redis_server: EmbeddedRedis, tmp_path: Path,
+) -> None:  # fmt: skip
+    with http_receiver() as receiver:
+        monkeypatch.setenv("TRADEBRIDGE_NOTIFY_HOOK_URL", f"json://{receiver.host}/hook")
+        await _scripted_run(sim_tokens, fresh_db, redis_server, tmp_path, receiver)
+
+
+async def _scripted_run(
+    sim: SimServer, fresh_db: str, redis_server: EmbeddedRedis, tmp_path: Path,
+    receiver: HttpReceiver,
+) -> None:  # fmt: skip
     risk = {"trading_hours": "always", "daily_loss_limit": 900, "max_orders_per_day": 50,
             "max_order_qty": 3}  # fmt: skip
     settings = serve_settings(
@@ -275,9 +289,11 @@ async def test_serve_scripted_run_moves_every_metric_by_what_happened(
                     "lookup_backoff_s": 0.05},
         tradovate={"lookup_absent_after_s": 0},
         serve={"risk_state_interval_s": 0.5, "max_header_bytes": 1024},
+        notify={"channels": [{"name": "hook"}], "interval_s": 0.1, "rows_window_s": 0,
+                "retry_wait_s": 0.05, "retry_max_s": 0.2},
     )  # fmt: skip
     with _gauges_at_sentinel():
-        before, after, scraped = await _run(sim, fresh_db, settings)
+        before, after, scraped = await _run(sim, fresh_db, settings, receiver)
 
     moved = Moved(before, after)
     families = _families()
@@ -300,7 +316,9 @@ async def test_serve_scripted_run_moves_every_metric_by_what_happened(
             assert f"\n{name}{suffix}" in scraped, name
 
 
-async def _run(sim: SimServer, fresh_db: str, settings: Any) -> tuple[Samples, Samples, str]:
+async def _run(
+    sim: SimServer, fresh_db: str, settings: Any, receiver: HttpReceiver
+) -> tuple[Samples, Samples, str]:
     """Run the script; return the samples before and after, and the last scrape."""
     before = _samples()
     async with (
@@ -368,6 +386,14 @@ async def _run(sim: SimServer, fresh_db: str, settings: Any) -> tuple[Samples, S
             lambda: _value("tradebridge_kill_switch", scope="global") == 1.0,
             "the kill switch gauge",
         )
+        # The notifications of the rejection and of the kill switch reached the channel.
+        titles = ("rejected by the broker", "kill switch on")
+        await _until(
+            lambda: all(any(t in str(p.body.get("title")) for p in receiver.posts)
+                        for t in titles),
+            f"the notifications, have {[p.body.get('title') for p in receiver.posts]}",
+            timeout=60,
+        )  # fmt: skip
         await _until(
             lambda: (
                 _value("tradebridge_queue_depth") == 0.0

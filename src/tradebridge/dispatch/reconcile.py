@@ -168,9 +168,9 @@ class Reconciler:
         """Run one round; return what it did."""
         report = ReconcileReport()
         # The queue's depth and oldest age for /metrics: one read per round, not per row.
-        depth, oldest = await self.ledger.queue_depth()
+        depth, oldest = await self.ledger.queue_backlog()
         metrics.QUEUE_DEPTH.set(depth)
-        metrics.QUEUE_OLDEST_AGE.set(oldest)
+        metrics.QUEUE_OLDEST_AGE.set(max(oldest, 0.0))
         report.dead_workers = await self.dead_workers()
         for worker in report.dead_workers:
             result = await self.ledger.requeue_stale(older_than=_NEVER, claimed_by=worker)

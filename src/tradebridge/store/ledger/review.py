@@ -35,18 +35,6 @@ class Review(LedgerPool):
         )
         return [LedgerRow.from_record(r) for r in rows]
 
-    async def queue_depth(self) -> tuple[int, float]:
-        """Return the rows waiting to be claimed (pending) and the oldest one's age in seconds
-        (0 when none); one statement over the pending partial index."""
-        record = await self._db.fetchrow(
-            f"select count(*) as n, "  # noqa: S608 - statuses from SignalStatus, no input
-            "coalesce(extract(epoch from clock_timestamp() - min(created_at)), 0) as age "
-            f"from trading_signals where status = '{SignalStatus.PENDING}'"
-        )
-        if record is None:
-            return 0, 0.0
-        return int(record["n"]), max(float(record["age"]), 0.0)
-
     async def count_unresolved(self, *, unknown_bound: timedelta) -> int:
         """Return how many rows ``unresolved`` would list without a limit."""
         value = await self._db.fetchval(
