@@ -231,8 +231,8 @@ TOKEN_SECONDS_TO_EXPIRY: Final = Gauge(
     ["user"],
     registry=REGISTRY,
 )
-# kind: token_refused (a broker call answered 401) | login_refused (a login the broker
-# refused: wrong credentials, a captcha p-ticket).
+# kind: token_refused (a broker call, or the user-sync socket's authorize, answered 401) |
+# login_refused (a login the broker refused: wrong credentials, a captcha p-ticket).
 AUTH_FAILURES: Final = Counter(
     "tradebridge_auth_failures",
     "Authentication failures against the broker, by dialect and kind.",

@@ -397,6 +397,7 @@ class UserSync:
             try:
                 reply = await self._request(ws, "authorize", raw_body=token.access_token)
                 if reply.status == 401:
+                    metrics.AUTH_FAILURES.labels("native", "token_refused").inc()
                     await self.tokens.after_refused(self.account_name, token)
                     raise AuthError("user sync: the token was refused; reconnecting with a new one")
                 if reply.status != 200:
