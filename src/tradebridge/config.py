@@ -816,7 +816,11 @@ class LoggingConfig(_Section):
     """Log output."""
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="least level")
-    json_output: bool = Field(True, description="JSON lines; false: plain text")
+    json_output: bool | None = Field(
+        None,
+        description="true: JSON lines; false: the human console format; unset: JSON, or the "
+        "console format (in colour) when the log goes to a terminal",
+    )
 
 
 class ServeConfig(_Section):

@@ -5,10 +5,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tracking.conftest import StackFactory
 from tradebridge.brokers.http import _outcome, operation_of
+from tradebridge.dispatch.reconcile import Reconciler
 from tradebridge.domain.enums import Dialect
 from tradebridge.obs import metrics
 
@@ -68,3 +71,48 @@ def test_operation_label_keeps_the_route_not_the_ids(
 )
 def test_outcome_label(status: int | None, body: object, outcome: str) -> None:
     assert _outcome(status, body) == outcome
+
+
+async def test_reconcile_round_reads_queue_depth_and_oldest_age(
+    make_stack: StackFactory,
+) -> None:
+    async with make_stack() as stack:
+        for n in range(3):
+            await stack.insert(f"q{n}")
+        await stack.ledger.pool.execute(
+            "update trading_signals set created_at = now() - interval '90 seconds' "
+            "where signal_id = 'q0'"
+        )
+        await Reconciler(stack.settings, stack.ledger, stack.pool).reconcile_once()
+        depth = _value("tradebridge_queue_depth")
+        oldest = _value("tradebridge_queue_oldest_age_seconds")
+
+    assert depth == 3
+    assert 90 <= oldest < 600
+
+
+@pytest.mark.parametrize("dialect", [Dialect.NATIVE, Dialect.TVBRIDGE])
+async def test_each_step_of_a_filled_row_is_observed_once(
+    make_stack: StackFactory, dialect: Dialect
+) -> None:
+    steps = ("claimed", "submitted", "answered", "filled", "end_to_end")
+    counts = {s: _value("tradebridge_step_seconds_count", step=s) for s in steps}
+    sums = {s: _value("tradebridge_step_seconds_sum", step=s) for s in steps}
+    async with make_stack(dialect=dialect) as stack:
+        stack.start(stack.dispatcher())
+        for n in range(3):
+            await stack.insert(f"st{n}")
+        rows = [await stack.wait(f"st{n}", "filled") for n in range(3)]
+        # The tracker observes the fill once it applied it: wait for all three.
+        deadline = asyncio.get_running_loop().time() + 10
+        while _value("tradebridge_step_seconds_count", step="filled") < counts["filled"] + 3:
+            assert asyncio.get_running_loop().time() < deadline, "fills not observed"
+            await asyncio.sleep(0.02)
+
+    grew = {s: _value("tradebridge_step_seconds_count", step=s) - counts[s] for s in steps}
+    assert grew == dict.fromkeys(steps, 3)
+    # end_to_end spans the steps the database timed (insert → fill), never less than them.
+    spent = {s: _value("tradebridge_step_seconds_sum", step=s) - sums[s] for s in steps}
+    assert spent["end_to_end"] >= spent["claimed"] + spent["submitted"]
+    longest = max((r.ts_final - r.created_at).total_seconds() for r in rows if r.ts_final)
+    assert spent["end_to_end"] <= 3 * longest + 1e-6

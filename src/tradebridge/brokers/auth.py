@@ -400,6 +400,7 @@ class _SelfManagedTokens(abc.ABC, Generic[_Credentials]):
 
     async def _store(self, token: StoredToken, event: str) -> StoredToken:
         await self.store.write(self.keys, token)
+        metrics.observe_token(self.user, token.expires_at)
         _log.info(event, user=self.user, kind=self.kind, expires_at=token.expires_at.isoformat())
         return token
 
@@ -437,6 +438,8 @@ class _SelfManagedTokens(abc.ABC, Generic[_Credentials]):
         raise Lockout(message, until=state.until)
 
     def _refuse_login(self, text: str) -> None:
+        metrics.AUTH_FAILURES.labels(_DIALECT_OF_KIND.get(self.kind, self.kind),
+                                     "login_refused").inc()  # fmt: skip
         message = f"Tradovate refused the login of {self.user}: {redact_text(text)}"
         self.alert(message)
         raise LoginFailed(message)
@@ -644,6 +647,8 @@ def _unix_time(value: Any) -> datetime | None:
 
 
 SelfManaged = TokenManager | BridgeTokenManager
+# A manager's token kind -> the dialect label of /metrics.
+_DIALECT_OF_KIND = {"native": "native", "tv": "tvbridge"}
 
 # /healthz may be polled often: read Redis for the tokens at most this often.
 _HEALTH_TTL_S = 1.5
@@ -764,6 +769,7 @@ class AccountTokens:
                 state = "ok"
             if stored is not None:
                 entry["expires_at"] = iso_time(stored.expires_at)
+                metrics.observe_token(owner, stored.expires_at)
             entry["state"] = state
             # A self-managed user's missing or expired token is obtained on first use,
             # unless its last login failed, or this process holds it and Redis lost it

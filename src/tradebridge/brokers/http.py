@@ -234,13 +234,18 @@ class BrokerHttp:
             latency_ms=call.latency_ms,
             request_bytes=sizes.request,
             response_bytes=sizes.response,
-            client_order_id=call.client_order_id,
-            account=call.account,
             error=call.error,
+            # Only when known: the order context of the row at hand has them otherwise.
+            **({"client_order_id": call.client_order_id} if call.client_order_id else {}),
+            **({"account": call.account} if call.account else {}),
             **bodies,
         )
         operation = operation_of(method, call.path)
         metrics.BROKER_CALLS.labels(self.dialect, operation, _outcome(status, response_body)).inc()
+        if status == 401:
+            metrics.AUTH_FAILURES.labels(self.dialect, "token_refused").inc()
+        elif status in (423, 429):
+            metrics.BROKER_LOCKOUT_ANSWERS.labels(self.dialect, str(status)).inc()
         metrics.BROKER_CALL_SECONDS.labels(self.dialect, operation).observe(
             time.perf_counter() - started
         )

@@ -67,7 +67,7 @@ from tradebridge.errors import (
     Lockout,
 )
 from tradebridge.obs import metrics
-from tradebridge.obs.logging import get_logger
+from tradebridge.obs.logging import get_logger, order_context
 from tradebridge.pipeline.kill import with_kill_switch
 from tradebridge.pipeline.market import Market
 from tradebridge.pipeline.risk import (
@@ -278,6 +278,7 @@ class Dispatcher:
                 self.kill.observe(claim.kill)
                 claimed += len(rows)
                 metrics.SIGNALS_CLAIMED.inc(len(rows))
+                _observe_claims(rows)
                 queues: dict[str, list[LedgerRow]] = {}
                 for row in rows:  # in insertion order, so each queue is too
                     # Rows without an account are heads of their own (each is denied).
@@ -429,6 +430,14 @@ class Dispatcher:
             return result
 
     async def _handle(self, row: LedgerRow, switches: KillSwitches) -> SignalStatus | None:
+        # Every line about this row, ours or a library's, carries its ids (STYLE.md 7).
+        with order_context(
+            signal_id=row.signal_id, client_order_id=client_order_id_for(row.signal_id),
+            account=row.account_name, broker_order_id=row.tradovate_order_id,
+        ):  # fmt: skip
+            return await self._handle_row(row, switches)
+
+    async def _handle_row(self, row: LedgerRow, switches: KillSwitches) -> SignalStatus | None:
         signal_id = row.signal_id
         self._in_hand[signal_id] = self._in_hand.get(signal_id, 0) + 1
         try:
@@ -513,6 +522,7 @@ class Dispatcher:
         detail: dict[str, Any] = {"field": denied.field}
         if isinstance(denied, RiskDenied):  # the rule and every verdict, as on the row
             detail.update(denied.detail(), reason=denied.reason)
+            metrics.RISK_DENIALS.labels(rule=denied.rule, stage="dispatch").inc()
         await self.ledger.transition(
             signal_id, SignalStatus.DENIED, expected=SignalStatus.PROCESSING, owner=self.worker_id,
             error_message=denied.reason, detail=detail,
@@ -543,12 +553,13 @@ class Dispatcher:
         if baseline is not None:
             detail["baseline"] = baseline.to_json()
             detail["baseline_after"] = begun.isoformat()
-        await self.ledger.transition(
+        submitted = await self.ledger.transition(
             row.signal_id, SignalStatus.SUBMITTED, expected=SignalStatus.PROCESSING,
             owner=self.worker_id,
             client_order_id=client_order_id_for(row.signal_id), account_id=account_id,
             detail=detail,
         )  # fmt: skip
+        _observe_between("submitted", submitted.ts_claimed, submitted.ts_submitted)
         # From here the request may leave: finish the send even if we are being stopped,
         # within handback_timeout_s, so the row records the broker's answer.
         send = asyncio.ensure_future(
@@ -854,3 +865,14 @@ def _count_outcome(status: SignalStatus | None, seconds: float) -> None:
         metrics.PLACEMENT_SECONDS.observe(seconds)
     if status is SignalStatus.FILLED:  # filled by the submit's own answer: no event will say so
         metrics.SIGNALS_FILLED.inc()
+
+
+def _observe_between(step: str, start: datetime | None, end: datetime | None) -> None:
+    """Observe ``step`` from two timestamps of a row (the database's clock on both ends)."""
+    if start is not None and end is not None:
+        metrics.observe_step(step, (end - start).total_seconds())
+
+
+def _observe_claims(rows: list[LedgerRow]) -> None:
+    for row in rows:
+        _observe_between("claimed", row.created_at, row.ts_claimed)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -70,7 +71,7 @@ from tradebridge.errors import (
     OutcomeUnknown,
 )
 from tradebridge.obs import metrics
-from tradebridge.obs.logging import get_logger
+from tradebridge.obs.logging import bind_order, get_logger
 from tradebridge.pipeline.route import CancelOrders, FlattenAccount, PlaceOrder, Plan
 from tradebridge.store.ledger import Ledger, LedgerRow
 
@@ -92,6 +93,16 @@ _FROM_BROKER: dict[OrderStatus, SignalStatus] = {
 def ledger_status(status: OrderStatus) -> SignalStatus:
     """Return the row status of an order the broker reports (it exists: at least working)."""
     return _FROM_BROKER.get(status, SignalStatus.WORKING)
+
+
+async def _submit_timed(broker: Broker, command: SubmitOrder) -> BrokerOrderId:
+    """Submit, observing the ``answered`` step: from the send of a row's submit to the
+    broker's answer, whatever it was (accepted, rejected, or lost: until we stopped waiting)."""
+    started = time.perf_counter()
+    try:
+        return await broker.submit(command)
+    finally:
+        metrics.observe_step("answered", time.perf_counter() - started)
 
 
 # --- plans as JSON (the ``submitted`` event's detail) ---------------------------------------
@@ -282,7 +293,7 @@ class Placer:
     ) -> SignalStatus:
         with capture() as calls:
             try:
-                order_id = await broker.submit(command)
+                order_id = await _submit_timed(broker, command)
             except BrokerRejected as e:
                 reason = f"{e.reason}: {e.text}" if e.text else e.reason
                 return await self._outcome(
@@ -318,6 +329,7 @@ class Placer:
                     error_message=f"outcome unknown after an unexpected error: {e!r}"[:500],
                     detail={"error": type(e).__name__},
                 )  # fmt: skip
+        bind_order(broker_order_id=str(order_id))
         return await self._outcome(
             signal_id, SignalStatus.WORKING, calls, owner=owner, event="accepted",
             tradovate_order_id=str(order_id), detail={"broker_order_id": str(order_id)},
@@ -653,6 +665,7 @@ class Placer:
         expected: SignalStatus = SignalStatus.UNKNOWN,
     ) -> SignalStatus:
         status = ledger_status(report.status)
+        bind_order(broker_order_id=str(report.broker_order_id))
         detail = {"broker_order_id": report.broker_order_id, "probable": probable}
         if probable:
             # Matched by shape where nothing else can own it, not by our id: a human may look.

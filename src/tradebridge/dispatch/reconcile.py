@@ -44,10 +44,11 @@ from tradebridge.dispatch.placement import (
     ledger_status,
     lookup_window_s,
 )
-from tradebridge.domain.ids import AccountName
+from tradebridge.domain.ids import AccountName, client_order_id_for
 from tradebridge.domain.lifecycle import SignalStatus, check_move
 from tradebridge.errors import ConfigError, IllegalTransition
-from tradebridge.obs.logging import get_logger
+from tradebridge.obs import metrics
+from tradebridge.obs.logging import get_logger, order_context
 from tradebridge.store.ledger import Ledger, database_unavailable
 
 _log = get_logger("tradebridge.dispatch.reconcile")
@@ -166,6 +167,10 @@ class Reconciler:
     async def reconcile_once(self) -> ReconcileReport:
         """Run one round; return what it did."""
         report = ReconcileReport()
+        # The queue's depth and oldest age for /metrics: one read per round, not per row.
+        depth, oldest = await self.ledger.queue_backlog()
+        metrics.QUEUE_DEPTH.set(depth)
+        metrics.QUEUE_OLDEST_AGE.set(max(oldest, 0.0))
         report.dead_workers = await self.dead_workers()
         for worker in report.dead_workers:
             result = await self.ledger.requeue_stale(older_than=_NEVER, claimed_by=worker)
@@ -219,7 +224,9 @@ class Reconciler:
                 return
             for signal_id in signal_ids:  # oldest first; each is settled on its own
                 try:
-                    status = await self.placer.resolve(signal_id, broker, today=self._today())
+                    with order_context(signal_id=signal_id, account=account,
+                                       client_order_id=client_order_id_for(signal_id)):  # fmt: skip
+                        status = await self.placer.resolve(signal_id, broker, today=self._today())
                 except Exception as e:  # noqa: BLE001 - one row must not stop the others
                     reraise_if_cancelling()
                     _log.warning("resolve_failed", signal_id=signal_id, error=str(e)[:300])

@@ -30,9 +30,10 @@ from tradebridge.intake.formats.alert import (
     ParsedAlert,
 )
 from tradebridge.intake.sizing import BracketLeg, convert_bracket
+from tradebridge.obs import metrics
 from tradebridge.pipeline.admission import Admission, admit
 from tradebridge.pipeline.kill import with_kill_switch
-from tradebridge.pipeline.risk import RiskLimits, RulesBook
+from tradebridge.pipeline.risk import RiskDenied, RiskLimits, RulesBook
 from tradebridge.pipeline.route import brackets_from_fill
 from tradebridge.pipeline.validate import RawSignal
 from tradebridge.store.ledger import NewSignal
@@ -387,6 +388,8 @@ def _admit(
         if denied is None:
             passed.add(key)
             continue
+        if isinstance(denied, RiskDenied):
+            metrics.RISK_DENIALS.labels(rule=denied.rule, stage="intake").inc()
         # "risk" names a setting (the kill switch), not a field of the alert.
         field = None if denied.field in (None, "risk") else denied.field
         field = _ALERT_FIELDS[alert.format].get(field or "", field)

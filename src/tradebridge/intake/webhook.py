@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -170,6 +171,7 @@ class _Intake:
 
     async def _handle(self, request: Request, path_secret: str | None) -> JSONResponse:
         received_at = self._deps.clock()
+        started = time.perf_counter()
         peer = request.client.host if request.client else None
         address = self._gate.client_address(peer, request.headers.get("x-forwarded-for"))
         if self._hook.ip_allowlist and not self._gate.allows(address):
@@ -243,6 +245,8 @@ class _Intake:
         except _STORE_ERRORS as e:
             return self._unavailable(e.__cause__ or e)
         # Stored: from here on every outcome is a 200 (a 5xx would bring three resends).
+        if not stored.duplicate and stored.signal_ids:
+            metrics.observe_step("stored", time.perf_counter() - started)
         try:
             return self._stored_answer(stored, parsed, plan.instrument, plan.notes, stale)
         except Exception:  # noqa: BLE001 - the alert is stored; the answer must stay 2xx

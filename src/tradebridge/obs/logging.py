@@ -11,12 +11,11 @@ audit uses the same rules before anything is stored.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import re
 import sys
-from collections.abc import Mapping, MutableMapping
-from datetime import UTC, datetime
+from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -157,36 +156,95 @@ def _render_exception_then_redact(
     )
 
 
+# The context of the row a line is about, bound on the order path (``order_context``): every
+# line logged meanwhile, ours or a library's, carries them.
+ORDER_KEYS = ("signal_id", "client_order_id", "broker_order_id", "account")
+
+
+@contextlib.contextmanager
+def order_context(**ids: str | None) -> Iterator[None]:
+    """Bind the ids of the row at hand (``ORDER_KEYS``; ``None`` values are skipped) to every
+    line logged inside, in this task and the tasks it starts; restore them on exit."""
+    before = structlog.contextvars.get_contextvars()
+    structlog.contextvars.bind_contextvars(**{k: v for k, v in ids.items() if v is not None})
+    try:
+        yield
+    finally:
+        structlog.contextvars.unbind_contextvars(*ORDER_KEYS)
+        kept = {k: before[k] for k in ORDER_KEYS if k in before}
+        if kept:
+            structlog.contextvars.bind_contextvars(**kept)
+
+
+def bind_order(**ids: str | None) -> None:
+    """Add ids learnt on the way (the broker's order id) to the current ``order_context``."""
+    structlog.contextvars.bind_contextvars(**{k: v for k, v in ids.items() if v is not None})
+
+
+def _stdlib_fields(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Give a stdlib record our fields: ``logger_name``, and its stack if it has one."""
+    record = event_dict.get("_record")
+    if isinstance(record, logging.LogRecord):
+        event_dict.setdefault("logger_name", record.name)
+        if record.stack_info:
+            event_dict["stack"] = record.stack_info
+    return event_dict
+
+
+def wants_console(stream: TextIO) -> bool:
+    """Return whether ``stream`` is a terminal (``logging.json_output`` unset: console)."""
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # closed, or not a real file
+        return False
+
+
 def configure_logging(
-    level: str = "INFO", *, json_output: bool = True, stream: TextIO | None = None
+    level: str = "INFO", *, json_output: bool | None = True, stream: TextIO | None = None
 ) -> None:
-    """Configure structlog (and the stdlib root logger) to write redacted logs."""
+    """Configure structlog and the stdlib root logger to write redacted logs, each line
+    through the same processors (context, level, time, redaction, rendering).
+
+    ``json_output``: True JSON lines, False the human console format, None JSON unless the
+    stream is a terminal (then the console format, in colour).
+    """
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    out = stream or sys.stdout
+    errors = stream or sys.stderr
+    if json_output is None:
+        json_output = not wants_console(out)
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer(default=str)
         if json_output
-        else structlog.dev.ConsoleRenderer(colors=False)
+        else structlog.dev.ConsoleRenderer(colors=wants_console(out))
     )
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _render_exception_then_redact,
-            renderer,
-        ],
+        processors=[*shared, _render_exception_then_redact, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
     # Libraries log through the stdlib (asyncpg, uvicorn, warnings.warn once captured): their
-    # records get the same redaction, and the same shape (one JSON object a line) when the
-    # stream is JSON, so a log collector never meets plain text or a bare traceback.
-    handler = logging.StreamHandler(stream or sys.stderr)
+    # records go through the same processors (the order context of the task that logged them
+    # included), so a log collector never meets plain text or a bare traceback.
+    handler = logging.StreamHandler(errors)
     handler.setFormatter(
-        _JsonFormatter() if json_output
-        else _RedactingFormatter("%(levelname)s %(name)s %(message)s")
-    )  # fmt: skip
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[_stdlib_fields, *shared],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                _render_exception_then_redact,
+                renderer,
+            ],
+        )
+    )
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(max(numeric, logging.INFO))
@@ -198,31 +256,6 @@ def configure_logging(
     # (redacted, with latency), so theirs would only double every line.
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
-
-
-class _RedactingFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return redact_text(super().format(record))
-
-
-class _JsonFormatter(logging.Formatter):
-    """A stdlib record as our own events look: event, level, logger_name, timestamp, and the
-    traceback as one ``exception`` field; redacted."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        event: dict[str, Any] = {
-            "event": record.getMessage(),
-            "level": record.levelname.lower(),
-            "logger_name": record.name,
-            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(),
-        }
-        if record.exc_info:
-            event["exception"] = self.formatException(record.exc_info)
-        elif record.exc_text:
-            event["exception"] = record.exc_text
-        if record.stack_info:
-            event["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(redact_processor(None, "", event), default=str)
 
 
 def get_logger(name: str | None = None, **bound: Any) -> FilteringBoundLogger:

@@ -9,6 +9,8 @@ Labels stay low-cardinality: never a signal id, an order id or a price.
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
 from typing import Final
 
 from prometheus_client import (
@@ -67,7 +69,7 @@ ROWS_NEEDING_REVIEW: Final = Gauge(
 
 PLACEMENT_SECONDS: Final = Histogram(
     "tradebridge_placement_seconds",
-    "From the row's insert (created_at) to the broker's answer to the submit.",
+    "From a worker taking up a claimed row to its placement's outcome, written (placed rows).",
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
@@ -178,6 +180,123 @@ RISK_REACHED: Final = Gauge(
     ["account", "rule"],
     registry=REGISTRY,
 )
+
+
+# --- the order path step by step (issue 14) ------------------------------------------------
+# step: stored (the webhook received the alert → its rows committed; webhook alerts only) |
+# claimed (the row's insert → a worker's claim) | submitted (claim → the row committed
+# submitted, i.e. validate, risk and the broker reads before the send) | answered (submitted →
+# the broker's answer to the submit, whatever it was) | filled (the answer → the fill that
+# completed the row, as the tracker applied it) | end_to_end (the row's insert → its fill).
+# Each is observed where the step happens, from timestamps the row already carries (the
+# database's clock on both ends) or from the process's own clock: no query of its own.
+STEP_SECONDS: Final = Histogram(
+    "tradebridge_step_seconds",
+    "Time a signal spent in each step of the order path.",
+    ["step"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+# Rows waiting to be claimed (status pending) and the age of the oldest, read once per
+# reconcile round (dispatcher.reconcile_interval_s) by the process that tracks orders.
+QUEUE_DEPTH: Final = Gauge(
+    "tradebridge_queue_depth",
+    "Ledger rows waiting to be claimed (pending), as last read.",
+    registry=REGISTRY,
+)
+QUEUE_OLDEST_AGE: Final = Gauge(
+    "tradebridge_queue_oldest_age_seconds",
+    "Age of the oldest pending ledger row (0 when none), as last read.",
+    registry=REGISTRY,
+)
+# rule: the risk rule that said no (docs/risk.md: kill_switch, daily_loss, max_position, ...);
+# stage: intake (the webhook refused the alert, nothing stored) | dispatch (the row denied).
+RISK_DENIALS: Final = Counter(
+    "tradebridge_risk_denials",
+    "Orders a risk rule refused, by rule and stage.",
+    ["rule", "stage"],
+    registry=REGISTRY,
+)
+# user: the Tradovate user (the token's owner). The expiry of the token this process last
+# read or obtained; seconds_to_expiry is computed from it at each scrape.
+TOKEN_EXPIRES_AT: Final = Gauge(
+    "tradebridge_token_expires_at_seconds",
+    "Expiry (Unix time) of the Tradovate user's token this process last read or obtained.",
+    ["user"],
+    registry=REGISTRY,
+)
+TOKEN_SECONDS_TO_EXPIRY: Final = Gauge(
+    "tradebridge_token_seconds_to_expiry",
+    "Seconds until the Tradovate user's token expires (negative: expired), at scrape time.",
+    ["user"],
+    registry=REGISTRY,
+)
+# kind: token_refused (a broker call, or the user-sync socket's authorize, answered 401) |
+# login_refused (a login the broker refused: wrong credentials, a captcha p-ticket).
+AUTH_FAILURES: Final = Counter(
+    "tradebridge_auth_failures",
+    "Authentication failures against the broker, by dialect and kind.",
+    ["dialect", "kind"],
+    registry=REGISTRY,
+)
+# Answers 423 (locked) and 429 (too many requests): Tradovate's lockouts (reference §6.2).
+BROKER_LOCKOUT_ANSWERS: Final = Counter(
+    "tradebridge_broker_lockout_answers",
+    "Broker answers that lock the user out (HTTP 423 or 429), by dialect and status.",
+    ["dialect", "status"],
+    registry=REGISTRY,
+)
+# Lockouts this process recorded for a user (an answer 423/429, a p-ticket, the login cap):
+# no call to Tradovate for that user until it ends.
+LOCKOUTS: Final = Counter(
+    "tradebridge_lockouts",
+    "Lockouts recorded for a Tradovate user by this process.",
+    ["user"],
+    registry=REGISTRY,
+)
+# user: the Tradovate user id of the native user-sync socket (reference §8).
+WEBSOCKET_UP: Final = Gauge(
+    "tradebridge_websocket_up",
+    "1 while the user-sync WebSocket of this user is connected and synced, else 0.",
+    ["user"],
+    registry=REGISTRY,
+)
+WEBSOCKET_CONNECTS: Final = Counter(
+    "tradebridge_websocket_connects",
+    "User-sync WebSocket connections opened (the first, then each reconnect).",
+    ["user"],
+    registry=REGISTRY,
+)
+WEBSOCKET_DISCONNECTS: Final = Counter(
+    "tradebridge_websocket_disconnects",
+    "User-sync WebSocket sessions that ended (lost, refused, or closed by the server).",
+    ["user"],
+    registry=REGISTRY,
+)
+
+# Expiry per user for TOKEN_SECONDS_TO_EXPIRY, which is computed when scraped.
+_TOKEN_EXPIRY: dict[str, float] = {}
+
+
+def observe_step(step: str, seconds: float) -> None:
+    """Record the time a signal spent in ``step`` (``STEP_SECONDS``); negative is 0."""
+    STEP_SECONDS.labels(step=step).observe(max(seconds, 0.0))
+
+
+def observe_token(user: str | None, expires_at: datetime) -> None:
+    """Record the expiry of ``user``'s token (``TOKEN_EXPIRES_AT``, ``..._TO_EXPIRY``)."""
+    if not user:
+        return
+    at = expires_at.timestamp()
+    if _TOKEN_EXPIRY.get(user) == at:
+        return
+    known = user in _TOKEN_EXPIRY
+    _TOKEN_EXPIRY[user] = at
+    TOKEN_EXPIRES_AT.labels(user=user).set(at)
+    if not known:
+        TOKEN_SECONDS_TO_EXPIRY.labels(user=user).set_function(
+            lambda: _TOKEN_EXPIRY[user] - time.time()
+        )
 
 
 def render() -> tuple[bytes, str]:

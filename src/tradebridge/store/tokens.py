@@ -52,6 +52,7 @@ from tradebridge.errors import (
     Lockout,
     RedisUnavailable,
 )
+from tradebridge.obs import metrics
 from tradebridge.obs.logging import get_logger, mask_url, redact_text
 
 _log = get_logger("tradebridge.store.tokens")
@@ -321,6 +322,7 @@ class Lockouts:
             await asyncio.gather(*self._writes, return_exceptions=True)
 
     def _remember(self, user: str, reason: str, seconds: float) -> LockoutState:
+        metrics.LOCKOUTS.labels(user=user).inc()
         state = LockoutState(user, self.clock() + timedelta(seconds=seconds), reason)
         known = self._unshared.get(user)
         if known is None or known.until < state.until:
@@ -491,6 +493,8 @@ class TokenStore:
                 + how_to_fill(key)
             )
         self._refused.pop(key, None)
+        if self.user_for is not None:
+            metrics.observe_token(self.user_for(account_name), stored.expires_at)
         now = self.clock()
         if stored.remaining(now) <= timedelta(0):
             self._cache.pop(key, None)

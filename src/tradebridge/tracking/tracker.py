@@ -43,10 +43,10 @@ from tradebridge.domain.orders import (
 )
 from tradebridge.errors import IllegalTransition
 from tradebridge.obs import metrics
-from tradebridge.obs.logging import get_logger
+from tradebridge.obs.logging import bind_order, get_logger, order_context
 from tradebridge.obs.metrics import TRACKER_EVENTS_DROPPED
 from tradebridge.pipeline.risk import RulesBook
-from tradebridge.store.ledger import EventRow, Ledger, database_unavailable
+from tradebridge.store.ledger import EventRow, Ledger, LedgerRow, database_unavailable
 
 _log = get_logger("tradebridge.tracking.tracker")
 # Bracket legs carry their entry's client id with a suffix (tradovate/wire.py, and ``-leg``
@@ -207,6 +207,11 @@ class Tracker:
         quantity); a row that moved between the two is read again under its lock.
         """
         cid = str(event.client_order_id) if event.client_order_id else None
+        with order_context(client_order_id=cid, broker_order_id=str(event.broker_order_id),
+                           account=str(event.account)):  # fmt: skip
+            return await self._apply(event, cid)
+
+    async def _apply(self, event: BrokerOrderEvent, cid: str | None) -> bool:
         # The broker reports an order as the answer to its submit arrives: let this process's
         # dispatcher write that outcome first, rather than race it for the row (or, without
         # our id on the event, find no row yet and try again later).
@@ -226,6 +231,7 @@ class Tracker:
         )
         if row is None:
             return False
+        bind_order(signal_id=row.signal_id)
         change = _change(row, event)
         if change is None:
             return True
@@ -236,7 +242,7 @@ class Tracker:
         )  # fmt: skip
         if moved is None:
             return await self._apply_locked(event, cid)
-        _count(change.new)
+        _count(change.new, moved)
         return True
 
     async def _apply_locked(self, event: BrokerOrderEvent, cid: str | None) -> bool:
@@ -257,13 +263,14 @@ class Tracker:
                 ordered = await self.ledger.ordered_qty(conn, signal_id)
             row = EventRow.from_record(record, fill_seen=seen, ordered_qty=ordered)
             change = _change(row, event)
+            moved = None
             if change is not None:
-                await self.ledger.transition(
+                moved = await self.ledger.transition(
                     signal_id, change.new, expected=SignalStatus(row.status), event=change.event,
                     detail=change.detail, conn=conn, **change.fields,
                 )  # fmt: skip
         if change is not None:
-            _count(change.new)
+            _count(change.new, moved)
         return True
 
 
@@ -277,10 +284,17 @@ _OUTCOMES = {
 }
 
 
-def _count(status: SignalStatus) -> None:
+def _count(status: SignalStatus, row: LedgerRow | None) -> None:
     outcome = _OUTCOMES.get(status)
     if outcome is not None:
         metrics.SIGNALS_OUTCOME.labels(outcome=outcome).inc()
+    if status is SignalStatus.FILLED and row is not None and row.ts_final is not None:
+        # The row's own timestamps (the database's clock): the answer (ts_accepted, when the
+        # row went working) to this fill, and the insert to it.
+        if row.ts_accepted is not None:
+            metrics.observe_step("filled", (row.ts_final - row.ts_accepted).total_seconds())
+        if row.created_at is not None:
+            metrics.observe_step("end_to_end", (row.ts_final - row.created_at).total_seconds())
 
 
 @dataclass(frozen=True, slots=True)

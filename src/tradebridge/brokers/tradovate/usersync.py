@@ -50,6 +50,7 @@ from tradebridge.domain.orders import (
     OrderRejected,
 )
 from tradebridge.errors import AuthError, BrokerError, ConnectionLost, Lockout
+from tradebridge.obs import metrics
 from tradebridge.obs.logging import get_logger, redact_text
 from tradebridge.store.tokens import TokenProvider
 
@@ -345,7 +346,11 @@ class UserSync:
 
     async def _run(self) -> None:
         failures = 0
+        user = str(self.user_id)
+        up = metrics.WEBSOCKET_UP.labels(user=user)
+        up.set(0)
         while True:
+            connects = self.connects
             try:
                 await self._session()
                 failures = 0 if self.synced.is_set() else failures + 1
@@ -361,6 +366,9 @@ class UserSync:
                     error=redact_text(f"{type(e).__name__}: {e}"),
                 )
             finally:
+                up.set(0)
+                if self.connects != connects:
+                    metrics.WEBSOCKET_DISCONNECTS.labels(user=user).inc()
                 self.synced.clear()
                 self._ws = None
                 for future in self._replies.values():
@@ -377,6 +385,7 @@ class UserSync:
         async with connect(self.url, open_timeout=dead, ping_interval=None, max_size=None) as ws:
             self._ws = ws
             self.connects += 1
+            metrics.WEBSOCKET_CONNECTS.labels(user=str(self.user_id)).inc()
             self._last_frame = time.monotonic()
             opening = await asyncio.wait_for(ws.recv(), dead)
             if opening != "o":
@@ -388,6 +397,7 @@ class UserSync:
             try:
                 reply = await self._request(ws, "authorize", raw_body=token.access_token)
                 if reply.status == 401:
+                    metrics.AUTH_FAILURES.labels("native", "token_refused").inc()
                     await self.tokens.after_refused(self.account_name, token)
                     raise AuthError("user sync: the token was refused; reconnecting with a new one")
                 if reply.status != 200:
@@ -398,6 +408,7 @@ class UserSync:
                 for event in self.mirror.apply_snapshot(reply.data):
                     self.on_event(event)
                 self.synced.set()
+                metrics.WEBSOCKET_UP.labels(user=str(self.user_id)).set(1)
                 _log.info("usersync_synced", user_id=self.user_id, connects=self.connects)
                 await reader
             finally:
