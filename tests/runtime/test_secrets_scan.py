@@ -19,6 +19,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from _support.dashboard import login
 from _support.fixtures import logs_to
 from _support.receivers import HttpReceiver, http_receiver
 from _support.runtime import serve_settings, serving, until_final
@@ -30,6 +31,15 @@ from tradebridge.store.ledger import Ledger
 # adds its pages here once merged, e.g. "/ui/signals", "/ui/signals/{signal_id}",
 # "/ui/accounts", "/ui/health", "/ui/latency" ({signal_id}: each signal of the run).
 SCANNED_PATHS: list[str] = ["/healthz", "/metrics", "/kill", "/openapi.json"]
+# The dashboard's pages, read logged in (``{signal}``: each signal's trace).
+DASHBOARD_PATHS: list[str] = [
+    "/ui/signals",
+    "/ui/trace/{signal}",
+    "/ui/accounts",
+    "/ui/health",
+    "/ui/latency",
+    "/ui/assets/app.js",
+]
 ACCOUNT = "DEMO0000001"
 
 
@@ -86,15 +96,18 @@ async def _full_run(
     webhook_secret = f"wh-{secrets.token_urlsafe(24)}"
     operator_token = f"op-{secrets.token_urlsafe(24)}"
     wrong_secret = f"guess-{secrets.token_urlsafe(16)}"
+    dashboard_password = f"dash-{secrets.token_urlsafe(24)}"
     settings = serve_settings(
         sim_tokens, fresh_db, redis_server.url, tmp_path, secret=webhook_secret,
         serve={"operator_token": operator_token}, logging={"level": "DEBUG"},
+        dashboard={"password": dashboard_password},
         risk={"max_order_qty": 3},
         notify={"channels": [{"name": "hook"}], "interval_s": 0.1, "rows_window_s": 0},
     )  # fmt: skip
     client_redis = aioredis.Redis.from_url(redis_server.url)
     needles = {"webhook secret": webhook_secret, "operator token": operator_token,
-               "a wrong secret": wrong_secret, "channel URL secret": channel_secret}  # fmt: skip
+               "a wrong secret": wrong_secret, "channel URL secret": channel_secret,
+               "dashboard password": dashboard_password}  # fmt: skip
     for key in await client_redis.keys("token:*"):
         for name, part in _token_parts(await client_redis.get(key)):
             needles[f"{key.decode()} {name}"] = part
@@ -148,6 +161,17 @@ async def _full_run(
                 page = await client.get(f"{base}{path}", headers=bearer)
                 assert page.status_code == 200, (path, page.text[:200])
                 pages[path] = page.text
+            pages["/ui/login"] = (await client.get(f"{base}/ui/login")).text
+            wrong_login = await login(client, base, password=wrong_secret)
+            assert wrong_login.status_code != 303, wrong_login.status_code
+            assert (await login(client, base, password=dashboard_password)).status_code == 303
+            for path in DASHBOARD_PATHS:
+                for signal_id in ids if "{signal}" in path else [""]:
+                    url = path.replace("{signal}", signal_id)
+                    page = await client.get(f"{base}{url}")
+                    assert page.status_code == 200, (url, page.text[:200])
+                    assert "Log out" in page.text or url.endswith(".js"), url
+                    pages[url] = page.text
         statuses = sorted([(await ledger_status(fresh_db, s)) for s in ids])
     tables = await _ledger_text(fresh_db)
 

@@ -591,7 +591,7 @@ class Notifier:
             out.append(Observation(
                 NoticeKind.KILL_SWITCH, "kill_switch:global",
                 f"kill switch ON for every account ({how})",
-                "New entries are denied; exits still pass. `tradebridge kill --off` ends it.",
+                "New entries are denied; exits still pass. `tradebridge resume` ends it.",
                 fingerprint=how,
             ))  # fmt: skip
         for switch in found.engaged():
