@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -25,7 +25,7 @@ from _support.rig import (
 from tradebridge.brokers.http import BrokerHttp
 from tradebridge.brokers.tvbridge.broker import TvBridgeBroker, TvBridgeOptions
 from tradebridge.config import AccountConfig
-from tradebridge.domain.commands import FlattenPosition
+from tradebridge.domain.commands import CancelOrder, FlattenPosition
 from tradebridge.domain.contracts import ContractSymbol
 from tradebridge.domain.enums import Dialect, OrderType, Side, TimeInForce
 from tradebridge.domain.orders import OrderAccepted, OrderCancelled, OrderFilled
@@ -189,24 +189,33 @@ async def test_events_polled_accept_fill_cancel(rig: Rig) -> None:
     seen: list[Any] = []
 
     async def collect() -> None:
-        seen.extend([event async for event in broker.events()])
+        async for event in broker.events():
+            seen.append(event)  # noqa: PERF401 - each as it comes: the test waits on them
+
+    def polls() -> int:
+        return sum(1 for c in rig.calls if c.method == "GET" and "/orders?" in c.path + "?")
+
+    async def until(done: Callable[[], bool], what: str) -> None:
+        async with asyncio.timeout(15):
+            while not done():
+                await asyncio.sleep(0.02)
+        assert done(), what
+
+    def kinds() -> set[tuple[str, type]]:
+        return {(e.broker_order_id, type(e.event)) for e in seen}
 
     task = asyncio.create_task(collect())
-    await asyncio.sleep(0.3)  # the baseline poll
+    await until(lambda: polls() >= 1, "the baseline poll")
     resting = await broker.submit(order("tb-ev-1", OrderType.LIMIT, limit=ticks(last, -100)))
     filled = await broker.submit(order("tb-ev-2"))
-    await asyncio.sleep(0.3)
-    from tradebridge.domain.commands import CancelOrder
-
+    await until(
+        lambda: {(resting, OrderAccepted), (filled, OrderFilled)} <= kinds(), "accept and fill"
+    )
     await broker.cancel(CancelOrder(ACCOUNT, resting))
-    await asyncio.sleep(0.3)
+    await until(lambda: (resting, OrderCancelled) in kinds(), "the cancel")
     await broker.close()
     await asyncio.wait_for(task, 5)
 
-    kinds = {(e.broker_order_id, type(e.event)) for e in seen}
-    assert (resting, OrderAccepted) in kinds
-    assert (resting, OrderCancelled) in kinds
-    assert (filled, OrderFilled) in kinds
     assert {e.client_order_id for e in seen} == {"tb-ev-1", "tb-ev-2"}
 
 
