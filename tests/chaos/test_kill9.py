@@ -25,7 +25,8 @@ rows must not happen on native accounts; on bridge accounts they are counted and
 One summary line per run is printed (``pytest -s`` shows it).
 
 The short versions run in the suite (20 kills in at least 45 s for ``native``, 15 in 34 s
-for the others); ``TRADEBRIDGE_SLOW=1`` runs the long ones (200 kills in at least 10 minutes
+for the others; every fifth kill waits for a row in flight, so that one is sure to be
+caught); ``TRADEBRIDGE_SLOW=1`` runs the long ones (200 kills in at least 10 minutes
 each); ``TRADEBRIDGE_CRASH_SEED`` picks another schedule.
 """
 
@@ -82,6 +83,11 @@ SETTLE_S = UNKNOWN_BOUND_S + 60.0
 WORKERS = 2
 REDIS_DB = 7  # apart from the keys other tests flush
 RESTING_PER_SIDE = 8  # bridge variant: identical orders by hand, per account and side
+# Every IN_FLIGHT_EVERYth kill waits (up to IN_FLIGHT_WAIT_S) for a row in flight, with the
+# simulator's answers slowed by IN_FLIGHT_MS meanwhile: a kill is sure to catch one.
+IN_FLIGHT_EVERY = 5
+IN_FLIGHT_MS = 300
+IN_FLIGHT_WAIT_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -350,20 +356,58 @@ async def _wait_serving(cluster: Cluster, timeout: float = 60.0) -> list[Proc]:
     return serving
 
 
-async def _chaos(cluster: Cluster, rng: random.Random) -> int:
+async def _kill_in_flight(cluster: Cluster, ledger: Ledger) -> bool:
+    """Kill a worker while a row it claimed is ``processing`` or ``submitted``.
+
+    Random kills catch a row in flight only by chance: on a quiet machine a row leaves
+    ``submitted`` within a millisecond or two. The simulator's answers are slowed for the
+    attempt (``latency_ms``) so that a sent row waits for its answer that long; the ledger is
+    polled for a row in flight under a live worker's claim (its id carries the pid) and that
+    worker is killed at once. Return whether one was found before the deadline.
+    """
+    await asyncio.to_thread(cluster.admin, "PATCH", "/faults", {"latency_ms": IN_FLIGHT_MS})
+    try:
+        deadline = time.monotonic() + IN_FLIGHT_WAIT_S
+        while time.monotonic() < deadline:
+            alive = {w.pid: w for w in cluster.alive()}
+            claims = await ledger.pool.fetch(
+                "select claimed_by from trading_signals "
+                "where status in ('processing', 'submitted') and claimed_by is not null"
+            )
+            pids = {int(r["claimed_by"].split(":")[1]) for r in claims}
+            if victims := sorted(pids & alive.keys()):
+                victim = alive[victims[0]]
+                os.kill(victim.pid, signal.SIGKILL)
+                await asyncio.to_thread(victim.wait, 10)
+                return True
+            await asyncio.sleep(0.01)
+        return False
+    finally:
+        await asyncio.to_thread(cluster.admin, "PATCH", "/faults", {"latency_ms": 0})
+
+
+async def _chaos(cluster: Cluster, ledger: Ledger, rng: random.Random) -> tuple[int, int]:
     """Kill workers at random moments until the variant's kills (or 4x its chaos time).
 
     Mostly a serving worker, a random time after it began serving: from its start-up reads
     and reconcile to the middle of placing the rows that piled up meanwhile (on a loaded
     machine a worker needs seconds to start; killing it as soon as it serves would keep any
-    worker from ever placing a row). Sometimes any live worker, starting or not.
+    worker from ever placing a row). Sometimes any live worker, starting or not. Every
+    ``IN_FLIGHT_EVERY``th kill is aimed at a row in flight (``_kill_in_flight``). Return the
+    kills and how many of the aimed ones found their row.
     """
     started = time.monotonic()
     wanted = cluster.variant.kills
     gap = cluster.variant.chaos_s / wanted
-    kills = 0
+    kills = aimed = 0
     while kills < wanted and time.monotonic() - started < 4 * cluster.variant.chaos_s:
         serving = await _wait_serving(cluster)
+        if kills % IN_FLIGHT_EVERY == IN_FLIGHT_EVERY - 1:
+            if await _kill_in_flight(cluster, ledger):
+                aimed += 1
+                kills += 1
+            await _replace_workers(cluster, rng)
+            continue
         if rng.random() < 0.8:
             victim = rng.choice(serving)
             moment = cluster.serving_since(victim) + rng.uniform(0.0, 2.0 * gap)
@@ -376,11 +420,15 @@ async def _chaos(cluster: Cluster, rng: random.Random) -> int:
         os.kill(victim.pid, signal.SIGKILL)
         await asyncio.to_thread(victim.wait, 10)
         kills += 1
-        # Sometimes the replacement comes at once, sometimes after a gap with one worker.
-        await asyncio.sleep(rng.choice([0.0, 0.0, 0.5, 1.5]))
-        while len(cluster.alive()) < WORKERS:
-            cluster.start_worker()
-    return kills
+        await _replace_workers(cluster, rng)
+    return kills, aimed
+
+
+async def _replace_workers(cluster: Cluster, rng: random.Random) -> None:
+    # Sometimes the replacement comes at once, sometimes after a gap with one worker.
+    await asyncio.sleep(rng.choice([0.0, 0.0, 0.5, 1.5]))
+    while len(cluster.alive()) < WORKERS:
+        cluster.start_worker()
 
 
 async def _faults(cluster: Cluster, done: asyncio.Event) -> None:
@@ -446,7 +494,7 @@ async def test_crash_kill9_workers_at_random_moments_every_row_ends_with_its_own
     expiries = asyncio.create_task(_expire_tokens(cluster, variant.expire_every_s, done))
     started = time.monotonic()
     try:
-        kills = await _chaos(cluster, random.Random(seed))
+        kills, aimed = await _chaos(cluster, crash_ledger, random.Random(seed))
         await asyncio.sleep(max(0.0, variant.chaos_s - (time.monotonic() - started)))
     finally:
         done.set()
@@ -475,7 +523,8 @@ async def test_crash_kill9_workers_at_random_moments_every_row_ends_with_its_own
     )
     refused = cluster.refused()  # every call, not only those a row's audit keeps
     print(  # noqa: T201 - the run's figures, shown with -s
-        f"crash run [{variant.name}]: {len(rows)} rows, {kills} kills in {chaos_s:.0f}s, "
+        f"crash run [{variant.name}]: {len(rows)} rows, {kills} kills ({aimed} aimed) "
+        f"in {chaos_s:.0f}s, rows a kill caught {recovered}, "
         f"statuses {dict(statuses)}, duplicates {len(verdict.duplicates)}, "
         f"lost {len(verdict.lost)}, wrong adoptions {len(verdict.wrong)}, "
         f"needs_review {len(verdict.review)}, token expiries {expired} "
@@ -494,6 +543,7 @@ async def test_crash_kill9_workers_at_random_moments_every_row_ends_with_its_own
     # The run must have hit every kind of trouble it is about, or it proved nothing.
     assert events["unknown"] > 0, f"no answer was ever lost: {events}"
     assert events["adopted"] + events["adopted_probable"] > 0, events
+    assert aimed >= variant.kills // IN_FLIGHT_EVERY, f"only {aimed} aimed kills found a row"
     assert recovered > 0, f"no kill caught a row in flight: {events}"
     if variant.expire_every_s:
         assert expired >= 3, f"tokens expired only {expired} times"
