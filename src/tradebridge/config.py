@@ -944,6 +944,17 @@ class DispatcherConfig(_Section):
         "besides sending its order: the protective bracket legs only (resting entries stay), "
         "or every working order on the contract (docs/tradingview.md)",
     )
+    position_check_s: float = Field(
+        60.0,
+        ge=0,
+        description="how often reconcile compares each quiet account's positions at the broker "
+        "with what tradebridge's own fills explain; 0: never (docs/dispatcher.md, Positions)",
+    )
+    position_settle_s: float = Field(
+        5.0,
+        ge=0,
+        description="an account is checked only when none of its rows moved for this long",
+    )
     handback_timeout_s: float = Field(10.0, gt=0, description="wait for a submit on shutdown")
     event_retry_s: float = Field(
         0.5, gt=0, description="wait before re-reading a row an event found not yet placed"

@@ -72,6 +72,8 @@ class BrokerOrderEvent:
     broker_order_id: BrokerOrderId
     client_order_id: ClientOrderId | None
     event: OrderEvent
+    # A bracket leg's entry order, where the broker links them (``parentId``).
+    parent_order_id: BrokerOrderId | None = None
 
 
 class Broker(Protocol):

@@ -10,6 +10,7 @@ from tradebridge.cli.db import db_app
 from tradebridge.cli.init import register as register_init_command
 from tradebridge.cli.kill import register as register_kill_commands
 from tradebridge.cli.notify import notify_app
+from tradebridge.cli.reconcile import reconcile_app
 from tradebridge.cli.review import review_app
 from tradebridge.cli.run import register as register_run_commands
 from tradebridge.cli.signals import register as register_signal_commands
@@ -26,6 +27,7 @@ app = typer.Typer(
 app.add_typer(sim_app, name="sim")
 app.add_typer(db_app, name="db")
 app.add_typer(review_app, name="review")
+app.add_typer(reconcile_app, name="reconcile")
 app.add_typer(config_app, name="config")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(notify_app, name="notify")

@@ -21,6 +21,10 @@ Each round (``reconcile_once``):
 3. **Open rows** (``working``, ``partially_filled``) not updated for a reconcile interval are
    compared with the broker's order reports (one read per account): missed fills, cancels and
    expiries are written. Events do this live; this is the net under them.
+4. **Positions**, every ``dispatcher.position_check_s`` per account between all workers: the
+   broker's net positions against the signed fills of tradebridge's orders
+   (``dispatch/positions.py``); what nothing explains is a divergence, announced by the
+   notifier, never acted on.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from decimal import Decimal
 from tradebridge._aio import reraise_if_cancelling
 from tradebridge.brokers.pool import BrokerPool
 from tradebridge.config import Settings
+from tradebridge.dispatch import positions as positions_check
 from tradebridge.dispatch.placement import (
     WORKER_LOCK_NAMESPACE,
     Placer,
@@ -87,6 +92,7 @@ class ReconcileReport:
     still_unknown: list[str] = field(default_factory=list)
     reviewed: dict[str, str] = field(default_factory=dict)  # needs_review rows that resolved
     synced: dict[str, str] = field(default_factory=dict)  # open rows moved by reports
+    diverged: list[str] = field(default_factory=list)  # "account contract" found diverged
 
 
 class Reconciler:
@@ -184,6 +190,7 @@ class Reconciler:
         await self._resolve_unknown(report)
         await self._review(report)
         await self._sync_open(report)
+        await self._check_positions(report)
         if (
             report.requeued
             or report.marked_unknown
@@ -263,6 +270,55 @@ class Reconciler:
                 continue
             if status is not SignalStatus.NEEDS_REVIEW:
                 report.reviewed[signal_id] = status.value
+
+    async def _check_positions(self, report: ReconcileReport) -> None:
+        every = self.config.position_check_s
+        if every <= 0:
+            return
+        for account in self.settings.accounts:
+            try:
+                await self._check_account_positions(account.name, every, report)
+            except Exception as e:  # noqa: BLE001 - one account must not stop the others
+                reraise_if_cancelling()
+                _log.warning("position_check_failed", account=account.name,
+                             error=f"{type(e).__name__}: {e}"[:300])  # fmt: skip
+
+    async def _check_account_positions(
+        self, account: str, every_s: float, report: ReconcileReport
+    ) -> None:
+        settle_s = self.config.position_settle_s
+        turn = await self.ledger.take_position_turn(account, every_s)
+        if turn is None or not await self.ledger.account_quiet(account, settle_s):
+            return
+        stored = {c.contract: c for c in await self.ledger.position_checks(account)}
+        ours = await self.ledger.our_positions(account)
+        broker = await self.brokers.get(account)
+        positions: dict[str, Decimal] = defaultdict(Decimal)
+        for p in await broker.position_reports(AccountName(account)):
+            positions[p.contract] += p.net_qty
+        # A fill that landed between the reads: judged at the next turn, not now.
+        if await self.ledger.our_positions(account) != ours or not await self.ledger.account_quiet(
+            account, settle_s
+        ):
+            return
+        since = max((c.checked_at for c in stored.values() if c.checked_at), default=None)
+        flattened = since is not None and await self.ledger.flattened_since(account, since)
+        checks = positions_check.judge(account, stored, positions, ours,
+                                       baselined=turn.baselined, flattened=flattened)  # fmt: skip
+        await self.ledger.save_position_checks(checks)
+        if not turn.baselined:
+            await self.ledger.mark_baselined(account)
+        for check in checks:
+            if check.diverged_since is None:
+                continue
+            report.diverged.append(f"{account} {check.contract}")
+            before = stored.get(check.contract)
+            if before is None or before.diverged_since is None:
+                _log.warning(
+                    "position_diverged", account=account, contract=check.contract,
+                    broker_net=str(check.broker_net), ours=str(check.ours),
+                    accepted=str(check.accepted), unexplained=str(check.unexplained),
+                )  # fmt: skip
 
     async def _sync_open(self, report: ReconcileReport) -> None:
         idle = timedelta(seconds=self.config.reconcile_interval_s)

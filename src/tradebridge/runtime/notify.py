@@ -413,6 +413,7 @@ class Notifier:
         self.sources: dict[str, Source] = {
             "unresolved": self._unresolved,
             "queue": self._queue,
+            "positions": self._positions,
         }
         if tokens is not None:
             self.sources["tokens"] = lambda: self._tokens(tokens)
@@ -538,6 +539,22 @@ class Notifier:
                 "Workers are not keeping up, or none is running (dispatcher.workers), or an "
                 "account is held by a row in flight.",
             )
+        ]  # fmt: skip
+
+    async def _positions(self) -> list[Observation]:
+        return [
+            Observation(
+                NoticeKind.RECONCILE_DIVERGENCE, f"position:{c.account_name}:{c.contract}",
+                f"{c.account_name} holds {c.broker_net:+} {c.contract} at Tradovate; "
+                f"tradebridge's orders explain {c.ours + c.accepted:+} "
+                f"({c.unexplained:+} unexplained)",
+                "A trade by hand or by another tool, a fill that never reached the ledger, or "
+                "a liquidation by the broker. Check the account (`tradebridge positions`); "
+                f"`tradebridge reconcile accept {c.account_name}` takes the position as it is.",
+                fingerprint=str(c.unexplained),
+            )
+            for c in await self.ledger.position_checks()
+            if c.diverged_since is not None
         ]  # fmt: skip
 
     async def _tokens(self, tokens: AccountTokens) -> list[Observation]:

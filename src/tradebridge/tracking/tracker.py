@@ -196,7 +196,7 @@ class Tracker:
             return ("row_final" if final else "row_not_open"), str(row["signal_id"])
         if row is not None:
             return "other_order", str(row["signal_id"])
-        if cid is not None and cid.endswith(_LEG_SUFFIXES):
+        if _is_leg(event, cid):
             return "bracket_leg", None
         return "no_row", None
 
@@ -212,6 +212,8 @@ class Tracker:
             return await self._apply(event, cid)
 
     async def _apply(self, event: BrokerOrderEvent, cid: str | None) -> bool:
+        if _is_leg(event, cid):
+            return await self._apply_leg(event, cid)
         # The broker reports an order as the answer to its submit arrives: let this process's
         # dispatcher write that outcome first, rather than race it for the row (or, without
         # our id on the event, find no row yet and try again later).
@@ -245,6 +247,30 @@ class Tracker:
         _count(change.new, moved)
         return True
 
+    async def _apply_leg(self, event: BrokerOrderEvent, cid: str | None) -> bool:
+        """Write a bracket leg's fill onto its entry's row (reconcile's position check counts
+        it); a leg's other events change no row. Return False when no row is the entry yet."""
+        fill = event.event
+        if not isinstance(fill, OrderFilled):
+            return False  # dropped as a bracket leg's after the retry: nothing to write
+        entry_cid = cid.rsplit("-", 1)[0] if cid is not None else None
+        written = await self.ledger.record_leg_fill(
+            entry_client_id=entry_cid,
+            entry_order_id=None if event.parent_order_id is None else str(event.parent_order_id),
+            leg_order_id=str(event.broker_order_id),
+            fill_id=fill.fill_id or f"{event.broker_order_id}@{fill.ts_event.isoformat()}",
+            qty=fill.qty,
+            price=fill.price,
+        )
+        if written is None:
+            return False
+        signal_id, new = written
+        bind_order(signal_id=signal_id)
+        if new:
+            _log.info("leg_filled", signal_id=signal_id, broker_order_id=str(event.broker_order_id),
+                      qty=fill.qty, price=str(fill.price))  # fmt: skip
+        return True
+
     async def _apply_locked(self, event: BrokerOrderEvent, cid: str | None) -> bool:
         """Apply one event under its row's lock (after the row moved under a guarded write)."""
         fill = event.event if isinstance(event.event, OrderFilled) else None
@@ -272,6 +298,12 @@ class Tracker:
         if change is not None:
             _count(change.new, moved)
         return True
+
+
+def _is_leg(event: BrokerOrderEvent, cid: str | None) -> bool:
+    """Return whether ``event`` is a bracket leg's: by our client id's suffix, or the broker's
+    link to its entry."""
+    return event.parent_order_id is not None or (cid is not None and cid.endswith(_LEG_SUFFIXES))
 
 
 # The broker's verdicts the tracker writes, as ``tradebridge_signals_outcome_total`` counts

@@ -231,6 +231,9 @@ class SyncMirror:
             broker_order_id=BrokerOrderId(str(order.id)),
             client_order_id=ClientOrderId(cid) if cid else None,
             event=event,
+            parent_order_id=(
+                None if order.parent_id is None else BrokerOrderId(str(order.parent_id))
+            ),
         )
 
     def _order(self, order: wire.WireOrder) -> list[BrokerOrderEvent]:

@@ -610,8 +610,10 @@ class TvBridgeBroker:
                     if baseline:
                         continue
                     for event in order_events(before, order, self._now()):
-                        yield BrokerOrderEvent(account, BrokerOrderId(order.id),
-                                               self._client_id(order), event)  # fmt: skip
+                        yield BrokerOrderEvent(
+                            account, BrokerOrderId(order.id), self._client_id(order), event,
+                            None if order.parent_id is None else BrokerOrderId(order.parent_id),
+                        )  # fmt: skip
             baseline = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closed.wait(), self.options.poll_interval_s)
@@ -785,7 +787,10 @@ def order_events(
     old_filled = before.filled_qty if before is not None else Decimal(0)
     if after.filled_qty > old_filled:
         delta = after.filled_qty - old_filled
-        events.append(OrderFilled(int(delta), _fill_price(before, after, delta), now))
+        # The bridge names no fill: the order and the quantity filled so far name this one
+        # (the same for every worker polling it).
+        fill_id = f"{after.id}@{after.filled_qty}"
+        events.append(OrderFilled(int(delta), _fill_price(before, after, delta), now, fill_id))
     if (
         before is not None
         and new.is_open

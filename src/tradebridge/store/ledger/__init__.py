@@ -26,7 +26,8 @@ assembled from them:
 * ``kill``: the kill switches, and the flatten rows a kill queues;
 * ``risk``: what the pre-trade rules ask (an account's activity, its balance marks);
 * ``views``: what an operator reads (signals by filter, the alert a signal came from);
-* ``notifications``: what the notifier told, once between the workers (conditions, rows).
+* ``notifications``: what the notifier told, once between the workers (conditions, rows);
+* ``positions``: reconcile's position check (what tradebridge's fills explain, what not).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from tradebridge.store.ledger.pool import (
     open_pool,
     try_lock_account,
 )
+from tradebridge.store.ledger.positions import PositionCheck, PositionQueries, PositionTurn
 from tradebridge.store.ledger.review import Review
 from tradebridge.store.ledger.risk import RiskActivity, RiskOverview, RiskQueries
 from tradebridge.store.ledger.rows import (
@@ -76,6 +78,8 @@ __all__ = [
     "LedgerRow",
     "NewAlert",
     "NewSignal",
+    "PositionCheck",
+    "PositionTurn",
     "RecordedBrokerCall",
     "RequeueResult",
     "RiskActivity",
@@ -90,7 +94,7 @@ __all__ = [
 
 class Ledger(
     Intake, Claims, Moves, BrokerCalls, TrackerQueries, Lookups, Review, Sessions,
-    KillSwitchQueries, RiskQueries, Views, NotificationQueries,
+    KillSwitchQueries, RiskQueries, Views, NotificationQueries, PositionQueries,
 ):  # fmt: skip
     """The ledger over an asyncpg pool; one per process."""
 
