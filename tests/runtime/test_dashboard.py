@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -30,7 +32,7 @@ from _support.runtime import serving, until_final
 from tradebridge.runtime.dashboard._session import SESSION_COOKIE, LoginLimiter, Sessions
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedRedis
-from tradebridge.store.ledger import Ledger
+from tradebridge.store.ledger import Ledger, PositionCheck
 
 # --- sessions, CSRF and the rate limit, alone ------------------------------------------------
 
@@ -243,6 +245,27 @@ async def test_dashboard_cancel_cancels_a_working_order_at_the_broker(
     assert cancel.status_code == 303, cancel.text
     assert working_orders(sim, FIRST) == []
     assert f"cancel of order {order_id} sent" in after.text
+
+
+async def test_dashboard_accounts_show_a_position_divergence(
+    sim_tokens: SimServer, fresh_db: str, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    settings = dashboard_settings(sim_tokens, fresh_db, redis_server.url, tmp_path)
+    async with (
+        serving(settings) as found, httpx.AsyncClient(timeout=10) as client,
+        await Ledger.connect(fresh_db) as ledger,
+    ):  # fmt: skip
+        since = datetime(2026, 12, 6, 14, 30, tzinfo=UTC)
+        await ledger.save_position_checks([PositionCheck(
+            FIRST, "MNQZ6", Decimal(0), Decimal(3), Decimal(1), accepted_by="baseline",
+            diverged_since=since, divergence={"unexplained": "2", "seen": 2},
+        )])  # fmt: skip
+        base = found.http_url
+        await login(client, base)
+        page = await client.get(f"{base}/ui/accounts")
+    assert page.status_code == 200
+    assert 'data-position="diverged"' in page.text
+    assert "DIVERGED since 2026-12-06 14:30:00: +2 unexplained" in page.text
 
 
 async def test_dashboard_kill_switch_asks_to_confirm_then_throws_and_releases(

@@ -435,6 +435,7 @@ class _Dashboard:
                          for rule, x in risk["limits"].items()),
                     ))  # fmt: skip
             parts.append(await self._broker_html(name, csrf))
+            parts.append(await self._position_check_html(name))
             parts.append("</section>")
         parts.append(await self._tokens_html())
         return self.page("Accounts", "".join(parts), active="accounts", csrf=csrf)
@@ -477,6 +478,32 @@ class _Dashboard:
                              h.esc(o.client_order_id), cancel])  # fmt: skip
             out.append(h.table(["id", "contract", "side", "type", "qty", "filled", "limit",
                                 "stop", "status", "client id", ""], rows))  # fmt: skip
+        return "".join(out)
+
+    async def _position_check_html(self, name: str) -> str:
+        """The last position check (docs/dispatcher.md "Positions"): what tradebridge's fills
+        explain, what the account holds besides, and any divergence."""
+        checks = [c for c in await self.deps.ledger.position_checks(name)
+                  if c.broker_net or c.ours or c.accepted or c.diverged_since]  # fmt: skip
+        out = ["<h3>Position check</h3>"]
+        if not checks:
+            out.append(h.note("nothing held or traded by tradebridge at the last check"))
+            return "".join(out)
+        rows = []
+        for c in checks:
+            state = (
+                f"DIVERGED since {c.diverged_since:%Y-%m-%d %H:%M:%S}: {c.unexplained:+} "
+                f"unexplained (tradebridge reconcile accept {name})"
+                if c.diverged_since is not None
+                else "ok"
+            )
+            mark = "diverged" if c.diverged_since else "ok"
+            rows.append([h.esc(c.contract), h.esc(f"{c.broker_net:+}"), h.esc(f"{c.ours:+}"),
+                         h.esc(f"{c.accepted:+} ({c.accepted_by})"),
+                         h.esc(f"{c.checked_at:%H:%M:%S}" if c.checked_at else ""),
+                         f'<span data-position="{mark}">{h.esc(state)}</span>'])  # fmt: skip
+        out.append(h.table(["contract", "broker", "tradebridge's fills", "held besides",
+                            "checked", "state"], rows))  # fmt: skip
         return "".join(out)
 
     async def _tokens_html(self) -> str:
