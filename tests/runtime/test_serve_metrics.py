@@ -226,6 +226,7 @@ MOVED_ELSEWHERE: dict[str, str] = {
     "tradebridge_budget_fallback_admissions": "tests/brokers/test_redis_budget.py (Redis down)",
     "tradebridge_tracker_events_dropped": "tests/tracking/test_tracker_drops.py (events that "
     "find no row)",
+    "tradebridge_position_unexplained": "tests/tracking/test_position_check.py (a trade by hand)",
 }
 
 

@@ -21,6 +21,7 @@ from tracking.conftest import ACCOUNT, ACCOUNT_IDS, Stack, StackFactory
 from tradebridge.cli.main import app
 from tradebridge.domain.enums import Dialect, OrderType, Side
 from tradebridge.domain.notices import NoticeKind
+from tradebridge.obs import metrics
 from tradebridge.runtime.notify import Notifier, Sender
 from tradebridge.sim.config import SimConfig
 from tradebridge.sim.engine import OrderRequest
@@ -80,6 +81,19 @@ def _on_grid(price: Decimal) -> Decimal:
     return (price / TICK).to_integral_value() * TICK
 
 
+async def _until_gauge(value: float) -> None:
+    """Wait (with a deadline) until the divergence gauge of the front month says ``value``."""
+    labels = {"account": ACCOUNT, "contract": CONTRACT}
+    deadline = asyncio.get_running_loop().time() + DEADLINE_S
+    seen = None
+    while asyncio.get_running_loop().time() < deadline:
+        seen = metrics.REGISTRY.get_sample_value("tradebridge_position_unexplained", labels)
+        if seen == value:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"tradebridge_position_unexplained is {seen}, not {value}")
+
+
 async def _cli(*argv: str) -> Result:
     env = {"TRADEBRIDGE_CONFIG": "", "DATABASE_URL": ""}
     return await asyncio.to_thread(CliRunner().invoke, app, list(argv), env=env,
@@ -126,6 +140,7 @@ async def test_position_check_trade_by_hand_diverges_until_accepted(
 
     assert (check.broker_net, check.ours, check.unexplained) == (3, 1, 2)
     assert await _observed(stack) == [f"position:{ACCOUNT}:{CONTRACT}"]
+    await _until_gauge(2.0)
     listed = await _cli("reconcile", "positions", "--database-url", ledger_url)
     assert listed.exit_code == 0, listed.output
     assert f"{ACCOUNT}  {CONTRACT}  broker +3  tradebridge +1" in listed.stdout
@@ -141,6 +156,7 @@ async def test_position_check_trade_by_hand_diverges_until_accepted(
     assert (check.accepted, check.unexplained, check.diverged_since) == (2, 0, None)
     assert check.accepted_by == "operator: my own trade"
     assert await _observed(stack) == []
+    await _until_gauge(0.0)
 
 
 async def test_position_check_flatten_row_accepts_what_it_leaves(stack: Stack) -> None:

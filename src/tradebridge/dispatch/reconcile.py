@@ -282,6 +282,11 @@ class Reconciler:
                 reraise_if_cancelling()
                 _log.warning("position_check_failed", account=account.name,
                              error=f"{type(e).__name__}: {e}"[:300])  # fmt: skip
+        # Whoever checked: the gauge of every process that reconciles says the ledger's word.
+        for check in await self.ledger.position_checks():
+            metrics.POSITION_UNEXPLAINED.labels(
+                account=check.account_name, contract=check.contract
+            ).set(float(check.unexplained) if check.diverged_since is not None else 0.0)
 
     async def _check_account_positions(
         self, account: str, every_s: float, report: ReconcileReport

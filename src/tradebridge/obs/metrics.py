@@ -209,6 +209,15 @@ QUEUE_OLDEST_AGE: Final = Gauge(
     "Age of the oldest pending ledger row (0 when none), as last read.",
     registry=REGISTRY,
 )
+# Per account and contract, the position at the broker that tradebridge's fills do not explain
+# while a divergence holds (0 otherwise; docs/dispatcher.md "Positions"), read from the ledger
+# once per reconcile round by every process that reconciles, whoever checked.
+POSITION_UNEXPLAINED: Final = Gauge(
+    "tradebridge_position_unexplained",
+    "Contracts held at the broker that tradebridge's orders do not explain, while diverged.",
+    ["account", "contract"],
+    registry=REGISTRY,
+)
 # rule: the risk rule that said no (docs/risk.md: kill_switch, daily_loss, max_position, ...);
 # stage: intake (the webhook refused the alert, nothing stored) | dispatch (the row denied).
 RISK_DENIALS: Final = Counter(
