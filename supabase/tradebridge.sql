@@ -83,7 +83,8 @@ as $$
     select array['trading_signals', 'order_history', 'broker_calls', 'webhook_alerts',
                  'account_risk', 'account_owners', 'tradebridge_schema_migrations',
                  'kill_switches', 'kill_switch_events', 'notification_state',
-                 'notified_signals', 'notifications']
+                 'notified_signals', 'notifications', 'position_check_turns',
+                 'position_checks']
 $$;
 
 -- Ownership (with their sequences) and RLS on every table.

@@ -350,7 +350,8 @@ def test_order_events_partial_fill_price_from_averages() -> None:
     before = _order(filledQty=1, avgPrice=21000)
     after = _order(filledQty=2, avgPrice=21000.5)
     events = order_events(before, after, T0)
-    assert events == [OrderFilled(1, Decimal(21001), T0)]
+    # The bridge names no fill: the order and the quantity filled so far name this one.
+    assert events == [OrderFilled(1, Decimal(21001), T0, f"{after.id}@2")]
 
 
 def test_order_events_cancel_and_reject_and_modify() -> None:

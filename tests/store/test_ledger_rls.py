@@ -33,7 +33,8 @@ values ($1, 'app', 'MNQZ6', 'buy', 'market', 1, $2, '{}')
 TABLES = [
     "trading_signals", "order_history", "broker_calls", "webhook_alerts", "account_risk",
     "account_owners", "tradebridge_schema_migrations", "kill_switches", "kill_switch_events",
-    "notification_state", "notified_signals", "notifications",
+    "notification_state", "notified_signals", "notifications", "position_check_turns",
+    "position_checks",
 ]  # fmt: skip
 
 
@@ -238,6 +239,8 @@ async def test_every_table_has_rls_an_owner_and_only_the_documented_grants(
         "notifications": (True, "tradebridge", []),
         "notified_signals": (True, "tradebridge", []),
         "order_history": (True, "tradebridge", ["authenticated:SELECT", *service]),
+        "position_check_turns": (True, "tradebridge", []),
+        "position_checks": (True, "tradebridge", []),
         "trading_signals": (
             True, "tradebridge",
             ["authenticated:SELECT", "service_role:INSERT", "service_role:SELECT"],
