@@ -26,6 +26,7 @@ from tradebridge.runtime.notify import Notifier, Sender
 from tradebridge.sim.config import SimConfig
 from tradebridge.sim.engine import OrderRequest
 from tradebridge.store.ledger import PositionCheck
+from tradebridge.tracking.tracker import Tracker
 
 pytestmark = pytest.mark.parametrize("dialect", [Dialect.NATIVE, Dialect.TVBRIDGE])
 
@@ -126,6 +127,30 @@ async def test_position_check_take_profit_leg_fill_is_explained_by_its_entry(
     assert sum(int(r["detail"]["qty"]) for r in legs) == 2, legs
     assert (check.ours, check.unexplained, check.diverged_since) == (0, 0, None)
     assert await _observed(stack) == []
+
+
+async def test_position_check_leg_fill_event_lost_is_read_from_the_order_reports(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await stack.insert("entry", quantity=2, reference_price=_on_grid(stack.last()),
+                       stop_loss_ticks=40, take_profit_ticks=60)  # fmt: skip
+    await stack.wait("entry", "filled")
+    await _until(stack, "with the entry filled", lambda c: c.broker_net == 2 and c.ours == 2)
+
+    async def lost(*_: object) -> bool:  # a leg's events never arrive (the socket was down)
+        return True
+
+    monkeypatch.setattr(Tracker, "_apply_leg", lost)
+    stack.set_price(stack.last() - 50 * TICK)  # through the stop loss
+    assert stack.net_position() == 0
+    check = await _until(stack, "after the stop loss", lambda c: c.broker_net == 0)
+    check = await _checked_after(stack, check)
+
+    legs = await stack.ledger.pool.fetch(
+        "select detail from order_history where signal_id = 'entry' and event = 'leg_fill'"
+    )
+    assert [r["detail"]["fill_id"] for r in legs] == ["cum@2"]
+    assert (check.broker_net, check.unexplained, check.diverged_since) == (0, 0, None)
 
 
 async def test_position_check_trade_by_hand_diverges_until_accepted(

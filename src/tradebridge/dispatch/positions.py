@@ -61,6 +61,20 @@ def judge(
     return out
 
 
+def unexplained(
+    stored: Mapping[str, PositionCheck], broker: Mapping[str, Decimal], ours: Mapping[str, Decimal]
+) -> bool:
+    """Return whether any contract's position is not what ``stored`` accepted plus ours (a
+    contract never stored counts from nothing held besides, once any was stored)."""
+    if not stored:
+        return False  # the account's first check: whatever it holds is accepted
+    zero = Decimal(0)
+    return any(
+        broker.get(c, zero) - ours.get(c, zero) != (stored[c].accepted if c in stored else zero)
+        for c in set(stored) | set(broker) | set(ours)
+    )
+
+
 def _suspect(check: PositionCheck, before: PositionCheck | None, now: datetime) -> PositionCheck:
     """Return ``check`` with its divergence: none, suspected (seen once) or confirmed."""
     moved = check.unexplained

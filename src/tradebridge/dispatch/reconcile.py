@@ -40,6 +40,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from tradebridge._aio import reraise_if_cancelling
+from tradebridge.brokers.base import Broker
 from tradebridge.brokers.pool import BrokerPool
 from tradebridge.config import Settings
 from tradebridge.dispatch import positions as positions_check
@@ -49,7 +50,7 @@ from tradebridge.dispatch.placement import (
     ledger_status,
     lookup_window_s,
 )
-from tradebridge.domain.ids import AccountName, client_order_id_for
+from tradebridge.domain.ids import AccountName, client_order_id_for, entry_client_id
 from tradebridge.domain.lifecycle import SignalStatus, check_move
 from tradebridge.errors import ConfigError, IllegalTransition
 from tradebridge.obs import metrics
@@ -301,6 +302,10 @@ class Reconciler:
         positions: dict[str, Decimal] = defaultdict(Decimal)
         for p in await broker.position_reports(AccountName(account)):
             positions[p.contract] += p.net_qty
+        if positions_check.unexplained(stored, positions, ours) and await self._legs_from_reports(
+            account, broker
+        ):
+            ours = await self.ledger.our_positions(account)
         # A fill that landed between the reads: judged at the next turn, not now.
         if await self.ledger.our_positions(account) != ours or not await self.ledger.account_quiet(
             account, settle_s
@@ -310,7 +315,7 @@ class Reconciler:
         flattened = since is not None and await self.ledger.flattened_since(account, since)
         checks = positions_check.judge(account, stored, positions, ours,
                                        baselined=turn.baselined, flattened=flattened)  # fmt: skip
-        await self.ledger.save_position_checks(checks)
+        await self.ledger.save_position_checks(checks, read=stored)
         if not turn.baselined:
             await self.ledger.mark_baselined(account)
         for check in checks:
@@ -324,6 +329,24 @@ class Reconciler:
                     broker_net=str(check.broker_net), ours=str(check.ours),
                     accepted=str(check.accepted), unexplained=str(check.unexplained),
                 )  # fmt: skip
+
+    async def _legs_from_reports(self, account: str, broker: Broker) -> bool:
+        """Write the bracket legs' fills the broker's order reports show beyond what their
+        events wrote (an event lost while the socket was down); return whether any was."""
+        wrote = False
+        for order in await broker.order_reports(AccountName(account)):
+            entry_cid = entry_client_id(order.client_order_id)
+            if (order.parent_id is None and entry_cid is None) or order.filled_qty <= 0:
+                continue
+            written = await self.ledger.record_leg_fill(
+                entry_client_id=entry_cid,
+                entry_order_id=None if order.parent_id is None else str(order.parent_id),
+                leg_order_id=str(order.broker_order_id),
+                fill_id=f"cum@{order.filled_qty}", qty=order.filled_qty,
+                price=order.avg_fill_price or Decimal(0),
+            )  # fmt: skip
+            wrote = wrote or bool(written and written[1])
+        return wrote
 
     async def _sync_open(self, report: ReconcileReport) -> None:
         idle = timedelta(seconds=self.config.reconcile_interval_s)

@@ -24,3 +24,15 @@ def client_order_id_for(signal_id: str, attempt: int = 1) -> ClientOrderId:
     """Derive the client order id of a signal; a new id only for a new business decision."""
     base = f"tb-{signal_id}"
     return ClientOrderId(base if attempt <= 1 else f"{base}-r{attempt}")
+
+
+# Bracket legs carry their entry's client id with a suffix (brokers/tradovate/wire.py, and
+# ``-leg`` for the legs of a native order strategy); no row is theirs.
+LEG_SUFFIXES = ("-sl", "-tp", "-leg")
+
+
+def entry_client_id(cid: str | None) -> str | None:
+    """Return the entry's client id of a bracket leg's ``cid``, or None if it is no leg's."""
+    if cid is None or not cid.endswith(LEG_SUFFIXES):
+        return None
+    return cid.rsplit("-", 1)[0]

@@ -32,7 +32,7 @@ from tradebridge._aio import reraise_if_cancelling
 from tradebridge.brokers.base import Broker, BrokerOrderEvent
 from tradebridge.brokers.pool import BrokerPool
 from tradebridge.config import Settings
-from tradebridge.domain.ids import AccountName
+from tradebridge.domain.ids import AccountName, entry_client_id
 from tradebridge.domain.lifecycle import FINAL_STATUSES, SignalStatus, apply_fill, check_move
 from tradebridge.domain.orders import (
     OrderAccepted,
@@ -49,9 +49,6 @@ from tradebridge.pipeline.risk import RulesBook
 from tradebridge.store.ledger import EventRow, Ledger, LedgerRow, database_unavailable
 
 _log = get_logger("tradebridge.tracking.tracker")
-# Bracket legs carry their entry's client id with a suffix (tradovate/wire.py, and ``-leg``
-# for the legs of a native order strategy); no row is theirs.
-_LEG_SUFFIXES = ("-sl", "-tp", "-leg")
 _HARMLESS_DROPS = frozenset({"row_final", "bracket_leg"})
 
 
@@ -253,9 +250,8 @@ class Tracker:
         fill = event.event
         if not isinstance(fill, OrderFilled):
             return False  # dropped as a bracket leg's after the retry: nothing to write
-        entry_cid = cid.rsplit("-", 1)[0] if cid is not None else None
         written = await self.ledger.record_leg_fill(
-            entry_client_id=entry_cid,
+            entry_client_id=entry_client_id(cid),
             entry_order_id=None if event.parent_order_id is None else str(event.parent_order_id),
             leg_order_id=str(event.broker_order_id),
             fill_id=fill.fill_id or f"{event.broker_order_id}@{fill.ts_event.isoformat()}",
@@ -303,7 +299,7 @@ class Tracker:
 def _is_leg(event: BrokerOrderEvent, cid: str | None) -> bool:
     """Return whether ``event`` is a bracket leg's: by our client id's suffix, or the broker's
     link to its entry."""
-    return event.parent_order_id is not None or (cid is not None and cid.endswith(_LEG_SUFFIXES))
+    return event.parent_order_id is not None or entry_client_id(cid) is not None
 
 
 # The broker's verdicts the tracker writes, as ``tradebridge_signals_outcome_total`` counts

@@ -3,15 +3,16 @@
 ``our_positions`` sums, per contract, the signed fills of tradebridge's own orders on an
 account: each row's filled quantity in the direction of the order its last plan sent
 (``submitted``/``resubmitted`` with a ``plan`` of ``order``), minus its bracket legs' fills
-(``leg_fill`` events the tracker writes onto the entry's row). ``position_checks`` keeps, per
-account and contract, what the broker held besides that (``accepted``) and whether the last
-checks found it moved (``diverged_since``). ``take_position_turn`` lets one worker of many
-check an account per interval.
+(``leg_fill`` events the tracker writes onto the entry's row; where a leg's fill event was
+lost, the total its order report showed, written by reconcile with the fill id ``cum@N``).
+``position_checks`` keeps, per account and contract, what the broker held besides that
+(``accepted``) and whether the last checks found it moved (``diverged_since``).
+``take_position_turn`` lets one worker of many check an account per interval.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -67,11 +68,21 @@ with plans as (
                           and h.detail ->> 'plan' = 'order'
      where s.account_name = $1
      order by s.signal_id, h.id desc
-), legs as (
-    select l.signal_id, sum((l.detail ->> 'qty')::numeric) as filled
+), per_leg as (
+    -- A leg's fills as events (increments), or as reconcile read its total from the
+    -- broker's report (fill id "cum@N", qty N): whichever says more.
+    select l.signal_id,
+           greatest(
+               coalesce(sum((l.detail ->> 'qty')::numeric)
+                        filter (where l.detail ->> 'fill_id' not like 'cum@%'), 0),
+               coalesce(max((l.detail ->> 'qty')::numeric)
+                        filter (where l.detail ->> 'fill_id' like 'cum@%'), 0)
+           ) as filled
       from order_history l
      where l.event = 'leg_fill' and l.signal_id in (select signal_id from plans)
-     group by l.signal_id
+     group by l.signal_id, l.detail ->> 'order'
+), legs as (
+    select signal_id, sum(filled) as filled from per_leg group by signal_id
 )
 select p.contract, sum(p.sign * (p.filled - coalesce(g.filled, 0))) as net
   from plans p left join legs g on g.signal_id = p.signal_id
@@ -92,6 +103,8 @@ select account_name, contract, accepted, broker_net, ours, checked_at, accepted_
  where ($1::text is null or account_name = $1)
  order by account_name, contract
 """
+# $10: the row's accepted_at as the check read it (null: it read none). A row accepted
+# meanwhile (an operator, another worker's check) is left as it is: this check is stale.
 _SAVE_SQL = """
 insert into position_checks as c
     (account_name, contract, accepted, broker_net, ours, checked_at, accepted_at, accepted_by,
@@ -102,6 +115,7 @@ on conflict (account_name, contract) do update set
     checked_at = excluded.checked_at, accepted_at = excluded.accepted_at,
     accepted_by = excluded.accepted_by, diverged_since = excluded.diverged_since,
     divergence = excluded.divergence
+ where c.accepted_at is not distinct from $10
 """
 # An operator takes the broker's position as it is: what the last check read is accepted.
 _ACCEPT_SQL = """
@@ -211,16 +225,21 @@ class PositionQueries(LedgerPool):
                 raise StoreError(_NO_TABLE) from None
         return [PositionCheck.from_record(r) for r in records]
 
-    async def save_position_checks(self, checks: Sequence[PositionCheck]) -> None:
-        """Write what one check found (one row per account and contract)."""
+    async def save_position_checks(
+        self, checks: Sequence[PositionCheck], read: Mapping[str, PositionCheck] | None = None
+    ) -> None:
+        """Write what one check found (one row per account and contract), over what it
+        ``read`` (by contract): a row accepted since then is left as it is."""
         if not checks:
             return
+        read = read or {}
         with store_errors():
             await self._pool.executemany(
                 _SAVE_SQL,
                 [
                     (c.account_name, c.contract, c.accepted, c.broker_net, c.ours,
-                     c.accepted_at, c.accepted_by, c.diverged_since, c.divergence)
+                     c.accepted_at, c.accepted_by, c.diverged_since, c.divergence,
+                     read[c.contract].accepted_at if c.contract in read else None)
                     for c in checks
                 ],
             )  # fmt: skip
