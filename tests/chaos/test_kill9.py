@@ -25,9 +25,9 @@ rows must not happen on native accounts; on bridge accounts they are counted and
 One summary line per run is printed (``pytest -s`` shows it).
 
 The short versions run in the suite (20 kills in at least 45 s for ``native``, 15 in 34 s
-for the others; every fifth kill waits for a row in flight, so that one is sure to be
-caught); ``TRADEBRIDGE_SLOW=1`` runs the long ones (200 kills in at least 10 minutes
-each); ``TRADEBRIDGE_CRASH_SEED`` picks another schedule.
+for the others; while no kill has caught a row in flight, every fifth kill waits for one,
+so that one is sure to be caught); ``TRADEBRIDGE_SLOW=1`` runs the long ones (200 kills in
+at least 10 minutes each); ``TRADEBRIDGE_CRASH_SEED`` picks another schedule.
 """
 
 from __future__ import annotations
@@ -70,8 +70,9 @@ SEED = int(os.environ.get("TRADEBRIDGE_CRASH_SEED", "20240604"))
 # trouble, are shorter in the suite (Variant.share). Kills wait for a serving worker (one
 # still starting has placed nothing worth crashing), and a worker needs seconds to start on a
 # loaded machine: the chaos then runs longer than planned to reach its kills, but never
-# longer than four times the plan.
+# longer than SLOWEST times the plan (a load average of 8-10 on 2 cores needed 4.2 times).
 KILLS = 200 if SLOW else 20
+SLOWEST = 6
 CHAOS_S = 600.0 if SLOW else 45.0
 INSERTS_PER_S = 8.0
 FAULT_WINDOW_S = 4.0  # the drop fault is on in every other window of this length
@@ -83,8 +84,8 @@ SETTLE_S = UNKNOWN_BOUND_S + 60.0
 WORKERS = 2
 REDIS_DB = 7  # apart from the keys other tests flush
 RESTING_PER_SIDE = 8  # bridge variant: identical orders by hand, per account and side
-# Every IN_FLIGHT_EVERYth kill waits (up to IN_FLIGHT_WAIT_S) for a row in flight, with the
-# simulator's answers slowed by IN_FLIGHT_MS meanwhile: a kill is sure to catch one.
+# While no kill has caught a row in flight, every IN_FLIGHT_EVERYth kill waits (up to
+# IN_FLIGHT_WAIT_S) for one, the simulator's answers slowed by IN_FLIGHT_MS meanwhile.
 IN_FLIGHT_EVERY = 5
 IN_FLIGHT_MS = 300
 IN_FLIGHT_WAIT_S = 20.0
@@ -386,23 +387,33 @@ async def _kill_in_flight(cluster: Cluster, ledger: Ledger) -> bool:
         await asyncio.to_thread(cluster.admin, "PATCH", "/faults", {"latency_ms": 0})
 
 
+async def _caught_any(ledger: Ledger) -> bool:
+    """Return whether a kill has caught a row in flight yet (its recovery is recorded)."""
+    return bool(
+        await ledger.pool.fetchval(
+            "select exists (select 1 from order_history where detail->>'reason' = 'worker lost')"
+        )
+    )
+
+
 async def _chaos(cluster: Cluster, ledger: Ledger, rng: random.Random) -> tuple[int, int]:
-    """Kill workers at random moments until the variant's kills (or 4x its chaos time).
+    """Kill workers at random moments until the variant's kills (or SLOWEST x its chaos time).
 
     Mostly a serving worker, a random time after it began serving: from its start-up reads
     and reconcile to the middle of placing the rows that piled up meanwhile (on a loaded
     machine a worker needs seconds to start; killing it as soon as it serves would keep any
     worker from ever placing a row). Sometimes any live worker, starting or not. Every
-    ``IN_FLIGHT_EVERY``th kill is aimed at a row in flight (``_kill_in_flight``). Return the
-    kills and how many of the aimed ones found their row.
+    ``IN_FLIGHT_EVERY``th kill, while no kill has caught a row in flight yet, is aimed at one
+    (``_kill_in_flight``; on a busy machine random kills catch plenty, and aimed ones cost
+    time). Return the kills and how many aimed ones found their row.
     """
     started = time.monotonic()
     wanted = cluster.variant.kills
     gap = cluster.variant.chaos_s / wanted
     kills = aimed = 0
-    while kills < wanted and time.monotonic() - started < 4 * cluster.variant.chaos_s:
+    while kills < wanted and time.monotonic() - started < SLOWEST * cluster.variant.chaos_s:
         serving = await _wait_serving(cluster)
-        if kills % IN_FLIGHT_EVERY == IN_FLIGHT_EVERY - 1:
+        if kills % IN_FLIGHT_EVERY == IN_FLIGHT_EVERY - 1 and not await _caught_any(ledger):
             if await _kill_in_flight(cluster, ledger):
                 aimed += 1
                 kills += 1
@@ -471,7 +482,7 @@ def _variants() -> Iterator[object]:
         yield pytest.param(variant, id=name)
 
 
-@pytest.mark.timeout(3600 if SLOW else 420)
+@pytest.mark.timeout(3600 if SLOW else 600)
 @pytest.mark.parametrize("cluster", list(_variants()), indirect=True)
 async def test_crash_kill9_workers_at_random_moments_every_row_ends_with_its_own_one_order(
     cluster: Cluster, crash_ledger: Ledger, redis_server: EmbeddedRedis
@@ -543,7 +554,6 @@ async def test_crash_kill9_workers_at_random_moments_every_row_ends_with_its_own
     # The run must have hit every kind of trouble it is about, or it proved nothing.
     assert events["unknown"] > 0, f"no answer was ever lost: {events}"
     assert events["adopted"] + events["adopted_probable"] > 0, events
-    assert aimed >= variant.kills // IN_FLIGHT_EVERY, f"only {aimed} aimed kills found a row"
     assert recovered > 0, f"no kill caught a row in flight: {events}"
     if variant.expire_every_s:
         assert expired >= 3, f"tokens expired only {expired} times"
