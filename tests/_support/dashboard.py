@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -14,9 +16,10 @@ from typing import Any
 
 import httpx
 
-from _support.runtime import serve_settings
+from _support.runtime import serve_settings, serving
 from tradebridge.domain.contracts import resolve_symbol
 from tradebridge.sim.server import SimServer
+from tradebridge.store.ledger import Ledger
 
 PASSWORD = "dashboard-test-password-F4K3"
 SECRET = "dashboard-test-webhook-secret-F4K3"
@@ -89,3 +92,28 @@ def webhook_body(**fields: Any) -> dict[str, Any]:
     """Return a webhook alert: buy 1 MNQ1! on the first account unless ``fields`` say else."""
     return {"secret": SECRET, "symbol": "MNQ1!", "action": "buy", "quantity": 1,
             "account": FIRST, **fields}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    """A running ``serve`` with the dashboard, a logged-in client and a ledger beside it."""
+
+    found: Any  # the serve's Endpoints
+    client: httpx.AsyncClient
+    ledger: Ledger
+
+    @property
+    def base(self) -> str:
+        """Return the serve's HTTP base URL."""
+        return str(self.found.http_url)
+
+
+@asynccontextmanager
+async def logged_in(settings: Any, database: str) -> AsyncIterator[Dashboard]:
+    """Run ``serve`` with ``settings`` and log a client in; close everything afterwards."""
+    async with (
+        serving(settings) as found, httpx.AsyncClient(timeout=10) as client,
+        await Ledger.connect(database) as ledger,
+    ):  # fmt: skip
+        await login(client, found.http_url)
+        yield Dashboard(found, client, ledger)

@@ -23,6 +23,7 @@ from _support.dashboard import (
     csrf_of,
     dashboard_settings,
     far_below,
+    logged_in,
     login,
     until,
     webhook_body,
@@ -148,12 +149,8 @@ async def test_dashboard_shows_a_webhook_signal_its_trace_and_latency(
     sim_tokens: SimServer, fresh_db: str, redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
     settings = dashboard_settings(sim_tokens, fresh_db, redis_server.url, tmp_path)
-    async with (
-        serving(settings) as found, httpx.AsyncClient(timeout=10) as client,
-        await Ledger.connect(fresh_db) as ledger,
-    ):  # fmt: skip
-        base = found.http_url
-        await login(client, base)
+    async with logged_in(settings, fresh_db) as dash:
+        found, client, ledger, base = dash.found, dash.client, dash.ledger, dash.base
         sent = await client.post(found.webhook_url, json=webhook_body(strategy="trend"))
         assert sent.status_code == 200, sent.text
         [signal_id] = sent.json()["signal_ids"]
@@ -251,18 +248,13 @@ async def test_dashboard_accounts_show_a_position_divergence(
     sim_tokens: SimServer, fresh_db: str, redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
     settings = dashboard_settings(sim_tokens, fresh_db, redis_server.url, tmp_path)
-    async with (
-        serving(settings) as found, httpx.AsyncClient(timeout=10) as client,
-        await Ledger.connect(fresh_db) as ledger,
-    ):  # fmt: skip
+    async with logged_in(settings, fresh_db) as dash:
         since = datetime(2026, 12, 6, 14, 30, tzinfo=UTC)
-        await ledger.save_position_checks([PositionCheck(
+        await dash.ledger.save_position_checks([PositionCheck(
             FIRST, "MNQZ6", Decimal(0), Decimal(3), Decimal(1), accepted_by="baseline",
             diverged_since=since, divergence={"unexplained": "2", "seen": 2},
         )])  # fmt: skip
-        base = found.http_url
-        await login(client, base)
-        page = await client.get(f"{base}/ui/accounts")
+        page = await dash.client.get(f"{dash.base}/ui/accounts")
     assert page.status_code == 200
     assert 'data-position="diverged"' in page.text
     assert "DIVERGED since 2026-12-06 14:30:00: +2 unexplained" in page.text
@@ -272,12 +264,8 @@ async def test_dashboard_kill_switch_asks_to_confirm_then_throws_and_releases(
     sim_tokens: SimServer, fresh_db: str, redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
     settings = dashboard_settings(sim_tokens, fresh_db, redis_server.url, tmp_path)
-    async with (
-        serving(settings) as found, httpx.AsyncClient(timeout=10) as client,
-        await Ledger.connect(fresh_db) as ledger,
-    ):  # fmt: skip
-        base = found.http_url
-        await login(client, base)
+    async with logged_in(settings, fresh_db) as dash:
+        client, ledger, base = dash.client, dash.ledger, dash.base
         health = await client.get(f"{base}/ui/health")
         csrf = csrf_of(health.text)
         asked = await client.post(f"{base}/ui/kill", data={"csrf": csrf, "reason": "test"})
@@ -306,12 +294,8 @@ async def test_dashboard_flatten_all_throws_the_switch_and_queues_a_flatten_per_
     sim_tokens: SimServer, fresh_db: str, redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
     settings = dashboard_settings(sim_tokens, fresh_db, redis_server.url, tmp_path)
-    async with (
-        serving(settings) as found, httpx.AsyncClient(timeout=10) as client,
-        await Ledger.connect(fresh_db) as ledger,
-    ):  # fmt: skip
-        base = found.http_url
-        await login(client, base)
+    async with logged_in(settings, fresh_db) as dash:
+        client, ledger, base = dash.client, dash.ledger, dash.base
         csrf = csrf_of((await client.get(f"{base}/ui/health")).text)
         asked = await client.post(f"{base}/ui/flatten", data={"csrf": csrf})
         done = await client.post(f"{base}/ui/flatten", data={"csrf": csrf, "confirm": "yes"})
@@ -418,11 +402,8 @@ async def test_dashboard_health_shows_the_notifications_the_ledger_recorded(
     from tradebridge.store.ledger.notifications import SendRecord
 
     settings = dashboard_settings(sim_tokens, fresh_db, redis_server.url, tmp_path)
-    async with (
-        serving(settings) as found, httpx.AsyncClient(timeout=10) as client,
-        await Ledger.connect(fresh_db) as ledger,
-    ):  # fmt: skip
-        await login(client, found.http_url)
+    async with logged_in(settings, fresh_db) as dash:
+        found, client, ledger = dash.found, dash.client, dash.ledger
         empty = await client.get(f"{found.http_url}/ui/health")
         await ledger.record_sends([SendRecord(
             message_id="m-1", key="kill_switch", kind="kill_switch", phase="firing",
@@ -448,12 +429,8 @@ async def test_dashboard_escapes_what_a_row_holds_and_links_any_signal_id(
     settings = dashboard_settings(sim_tokens, fresh_db, redis_server.url, tmp_path,
                                   dispatcher={"workers": 0})  # fmt: skip
     odd = 'odd/<script>alert("x")</script>?a=1#frag'
-    async with (
-        serving(settings) as found, httpx.AsyncClient(timeout=10) as client,
-        await Ledger.connect(fresh_db) as ledger,
-    ):  # fmt: skip
-        base = found.http_url
-        await login(client, base)
+    async with logged_in(settings, fresh_db) as dash:
+        client, ledger, base = dash.client, dash.ledger, dash.base
         await ledger.insert_signal(signal_id=odd, account_name=FIRST, instrument="MNQ1!",
                                    side="buy", quantity=1, strategy_name="<b>bold</b>")  # fmt: skip
         listed = await client.get(f"{base}/ui/signals")
