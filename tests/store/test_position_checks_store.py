@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from decimal import Decimal
 
-from tradebridge.store.ledger import Ledger, PositionCheck
+from tradebridge.store.ledger import Ledger, PositionCheck, PositionTurn
 
 
 async def test_position_checks_stale_check_does_not_undo_an_accept(ledger: Ledger) -> None:
@@ -26,14 +26,12 @@ async def test_position_checks_stale_check_does_not_undo_an_accept(ledger: Ledge
     assert (after.accepted, after.accepted_by, after.divergence) == (Decimal(2), "operator", None)
 
 
-async def test_position_turn_one_caller_per_interval(ledger: Ledger) -> None:
-    first = await ledger.take_position_turn("A", 60.0)
-    second = await ledger.take_position_turn("A", 60.0)
+async def test_position_turns_one_caller_per_account_and_interval(ledger: Ledger) -> None:
+    first = await ledger.take_position_turns(["A", "B"], 60.0)
+    second = await ledger.take_position_turns(["A", "B", "C"], 60.0)
     await ledger.mark_baselined("A")
-    again = await ledger.take_position_turn("A", 0.0)
+    again = await ledger.take_position_turns(["A"], 0.0)
 
-    assert first is not None
-    assert not first.baselined
-    assert second is None
-    assert again is not None
-    assert again.baselined
+    assert first == {"A": PositionTurn(baselined=False), "B": PositionTurn(baselined=False)}
+    assert second == {"C": PositionTurn(baselined=False)}
+    assert again == {"A": PositionTurn(baselined=True)}

@@ -1,6 +1,6 @@
 """The position check: does the broker hold what tradebridge's own orders explain?
 
-Every ``dispatcher.position_check_s`` one worker (``Ledger.take_position_turn``) checks each
+Every ``dispatcher.position_check_s`` one worker (``Ledger.take_position_turns``) checks each
 account that is quiet (no row in flight, none moved for ``dispatcher.position_settle_s``):
 
 * ``ours``: the signed fills of tradebridge's orders per contract (``Ledger.our_positions``);

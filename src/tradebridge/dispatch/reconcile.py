@@ -55,7 +55,7 @@ from tradebridge.domain.lifecycle import SignalStatus, check_move
 from tradebridge.errors import ConfigError, IllegalTransition
 from tradebridge.obs import metrics
 from tradebridge.obs.logging import get_logger, order_context
-from tradebridge.store.ledger import Ledger, database_unavailable
+from tradebridge.store.ledger import Ledger, PositionTurn, database_unavailable
 
 _log = get_logger("tradebridge.dispatch.reconcile")
 _NEVER = timedelta(days=36500)  # requeue_stale by worker only
@@ -276,12 +276,15 @@ class Reconciler:
         every = self.config.position_check_s
         if every <= 0:
             return
-        for account in self.settings.accounts:
+        turns = await self.ledger.take_position_turns(
+            [a.name for a in self.settings.accounts], every
+        )
+        for account, turn in turns.items():
             try:
-                await self._check_account_positions(account.name, every, report)
+                await self._check_account_positions(account, turn, report)
             except Exception as e:  # noqa: BLE001 - one account must not stop the others
                 reraise_if_cancelling()
-                _log.warning("position_check_failed", account=account.name,
+                _log.warning("position_check_failed", account=account,
                              error=f"{type(e).__name__}: {e}"[:300])  # fmt: skip
         # Whoever checked: the gauge of every process that reconciles says the ledger's word.
         for check in await self.ledger.position_checks():
@@ -290,11 +293,10 @@ class Reconciler:
             ).set(float(check.unexplained) if check.diverged_since is not None else 0.0)
 
     async def _check_account_positions(
-        self, account: str, every_s: float, report: ReconcileReport
+        self, account: str, turn: PositionTurn, report: ReconcileReport
     ) -> None:
         settle_s = self.config.position_settle_s
-        turn = await self.ledger.take_position_turn(account, every_s)
-        if turn is None or not await self.ledger.account_quiet(account, settle_s):
+        if not await self.ledger.account_quiet(account, settle_s):
             return
         stored = {c.contract: c for c in await self.ledger.position_checks(account)}
         ours = await self.ledger.our_positions(account)

@@ -7,7 +7,7 @@ account: each row's filled quantity in the direction of the order its last plan 
 lost, the total its order report showed, written by reconcile with the fill id ``cum@N``).
 ``position_checks`` keeps, per account and contract, what the broker held besides that
 (``accepted``) and whether the last checks found it moved (``diverged_since``).
-``take_position_turn`` lets one worker of many check an account per interval.
+``take_position_turns`` lets one worker of many check an account per interval.
 """
 
 from __future__ import annotations
@@ -36,12 +36,13 @@ _IN_FLIGHT = status_list(
     SignalStatus.NEEDS_REVIEW,
 )  # fmt: skip
 
-# $1 account, $2 interval (s): the turn is this caller's when nobody took it within it.
+# $1 accounts, $2 interval (s): an account's turn is this caller's when nobody took it
+# within the interval; one statement for every account of a round.
 _TURN_SQL = """
-insert into position_check_turns as t (account_name) values ($1)
+insert into position_check_turns as t (account_name) select unnest($1::text[])
 on conflict (account_name) do update set checked_at = clock_timestamp()
  where t.checked_at < clock_timestamp() - $2::float8 * interval '1 second'
-returning baselined_at
+returning account_name, baselined_at
 """
 _BASELINED_SQL = """
 update position_check_turns set baselined_at = coalesce(baselined_at, clock_timestamp())
@@ -185,15 +186,20 @@ class PositionCheck:
 class PositionQueries(LedgerPool):
     """The position check's statements."""
 
-    async def take_position_turn(self, account: str, every_s: float) -> PositionTurn | None:
-        """Return this caller's turn to check ``account``, or None (somebody checked it
-        within ``every_s``)."""
+    async def take_position_turns(
+        self, accounts: Sequence[str], every_s: float
+    ) -> dict[str, PositionTurn]:
+        """Return this caller's turns among ``accounts``: those nobody checked within
+        ``every_s`` (each now this caller's to check)."""
         with store_errors():
             try:
-                r = await self._db.fetchrow(_TURN_SQL, account, every_s)
+                records = await self._db.fetch(_TURN_SQL, list(accounts), every_s)
             except asyncpg.UndefinedTableError:
                 raise StoreError(_NO_TABLE) from None
-        return None if r is None else PositionTurn(baselined=r["baselined_at"] is not None)
+        return {
+            str(r["account_name"]): PositionTurn(baselined=r["baselined_at"] is not None)
+            for r in records
+        }
 
     async def mark_baselined(self, account: str) -> None:
         """Note that a first check of ``account`` completed."""
