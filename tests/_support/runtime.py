@@ -4,6 +4,7 @@ in-process ``serve``, and the fixtures of a fresh database and a simulator."""
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import shutil
 import signal
@@ -156,7 +157,27 @@ async def serving(settings: Any) -> AsyncIterator[Any]:
         yield found.result()
     finally:
         stop.set()
-        await asyncio.wait_for(task, 30)
+        done, _ = await asyncio.wait({task}, timeout=30)
+        if not done:
+            # A serve that does not stop: name what it waits for, rather than hang until the
+            # test's timeout with only the threads' stacks to show.
+            stuck = _task_stacks()
+            task.cancel()
+            await asyncio.wait({task}, timeout=5)
+            raise AssertionError(f"run_serve did not stop within 30 s; its tasks:\n{stuck}")
+        task.result()
+
+
+def _task_stacks() -> str:
+    """Return every live task of this loop with where it waits (for a stuck shutdown)."""
+    out = []
+    for one in asyncio.all_tasks():
+        if one is asyncio.current_task():
+            continue
+        buffer = io.StringIO()
+        one.print_stack(limit=8, file=buffer)
+        out.append(f"--- {one.get_name()}: {one.get_coro()!r}\n{buffer.getvalue()}")
+    return "\n".join(out)
 
 
 async def until_final(ledger: Any, signal_id: str, timeout: float = 20) -> Any:
