@@ -207,6 +207,9 @@ def _unlink_quietly(path: Path) -> None:
         path.unlink()
 
 
+_SEEDER_STOP_S = 10.0
+
+
 async def seed_sim_tokens(
     sim: Any, redis_url: str, key_template: str, stack: contextlib.AsyncExitStack
 ) -> None:
@@ -240,7 +243,13 @@ async def seed_sim_tokens(
             await asyncio.gather(*refreshers, return_exceptions=True)
 
         with contextlib.suppress(RuntimeError):  # the simulator's loop has stopped already
-            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(cancel(), loop))
+            done = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(cancel(), loop))
+            try:
+                # Bounded: a stop must not hang on the simulator's loop (a chaos run's teardown
+                # once waited here until its test's timeout).
+                await asyncio.wait_for(done, _SEEDER_STOP_S)
+            except TimeoutError:
+                _log.warning("simulator token refresher did not stop", wait_s=_SEEDER_STOP_S)
 
     stack.push_async_callback(stop)
 
