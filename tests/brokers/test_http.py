@@ -343,6 +343,20 @@ async def test_request_keeps_the_connection_alive() -> None:
     assert (len(server.requests), server.connections) == (3, 1)
 
 
+async def test_request_after_close_broker_unavailable_nothing_sent() -> None:
+    # A task still running at shutdown, after its client was closed: no new pool is opened
+    # behind the caller's back (it would never be closed), and nothing reaches the broker.
+    async with raw_http(lambda _n: Answer(200, b"{}")) as server:
+        client = BrokerHttp(server.url + "/v1", dialect="native")
+        await client.request("GET", "/account/list")
+        await client.aclose()
+
+        with pytest.raises(BrokerUnavailable, match="the client is closed"):
+            await client.request("POST", "/order/placeorder", json_body={})
+
+    assert [r.method for r in server.requests] == ["GET"]
+
+
 # --- on the wire: bytes as the simulator's strict parsers (and Tradovate) expect -----------
 
 WIRE = [

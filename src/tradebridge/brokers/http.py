@@ -119,6 +119,7 @@ class BrokerHttp:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=connect_timeout_s)
         # Made in the event loop of the first request (aiohttp binds a session to one).
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
     def add_listener(
         self, listener: CallListener, *, bodies: Callable[[], bool] | None = None
@@ -133,13 +134,14 @@ class BrokerHttp:
         return lambda: self._listeners.remove(entry)
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool; later requests fail with ``BrokerUnavailable``."""
+        self._closed = True
         session, self._session = self._session, None
         if session is not None:
             await session.close()
 
     def _session_now(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
+        if self._session is None:
             self._session = _new_session(self.base_url)
         return self._session
 
@@ -194,6 +196,13 @@ class BrokerHttp:
         attempt = SimpleNamespace(connected=False)  # set by the trace hook (_new_session)
         ts_sent = datetime.now(UTC)
         started = time.perf_counter()
+        if self._closed:  # a task still running at shutdown: nothing is sent
+            error: BrokerError = BrokerUnavailable(
+                f"{self.dialect} {method} {path}: cannot connect (the client is closed)"
+            )
+            self._record(ts_sent, method, logged_path, None, started, request_body, None,
+                         client_order_id, account, str(error), sizes)  # fmt: skip
+            raise error
         try:
             async with self._session_now().request(
                 method, url, data=content, headers=sent_headers, timeout=timeout,
@@ -208,7 +217,7 @@ class BrokerHttp:
             if not attempt.connected and isinstance(
                 e, (aiohttp.ClientConnectorError, TimeoutError)
             ):
-                error: BrokerError = BrokerUnavailable(
+                error = BrokerUnavailable(
                     f"{self.dialect} {method} {path}: cannot connect ({type(e).__name__})"
                 )
             else:
