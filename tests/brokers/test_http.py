@@ -284,9 +284,10 @@ async def test_request_no_free_connection_in_time_broker_unavailable() -> None:
     # 100 connections (the pool's cap) wait for answers that never come; the 101st request
     # cannot get one within the connect timeout and never reaches the server.
     async with raw_http(lambda _n: Hang()) as server:
-        client = BrokerHttp(server.url + "/v1", dialect="native", timeout_s=60,
-                            connect_timeout_s=0.5)  # fmt: skip
-        held = [asyncio.create_task(client.request("GET", f"/order/item?n={n}"))
+        client = BrokerHttp(server.url + "/v1", dialect="native", connect_timeout_s=0.5)
+        # Their own 60 s (connect included): on a loaded machine 100 connects take a while.
+        held = [asyncio.create_task(client.request("GET", "/order/item", params={"n": n},
+                                                   timeout_s=60))
                 for n in range(100)]  # fmt: skip
         try:
             deadline = time.monotonic() + 30
