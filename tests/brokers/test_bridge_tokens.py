@@ -7,11 +7,11 @@ import json
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 import redis.asyncio as aioredis
 
 from _support.native import FAST_RETRY, login_json, native_config, redis_client, sim, sim_clock
+from _support.rawhttp import Answer, raw_http
 from tradebridge.brokers.auth import BridgeTokenManager, TokenManager
 from tradebridge.brokers.http import BrokerCall, BrokerHttp
 from tradebridge.brokers.tvbridge.broker import TvBridgeBroker, TvBridgeOptions
@@ -47,16 +47,17 @@ MakeManager = Callable[..., Made]
 
 @pytest.fixture
 async def make_manager(sim: SimServer, redis_client: aioredis.Redis) -> AsyncIterator[MakeManager]:
-    """Return ``make_manager(password=..., transport=..., **TokenConfig fields)``."""
+    """Return ``make_manager(password=..., url=..., **TokenConfig fields)``; ``url`` is the
+    simulator's unless a test points the client at a server of its own."""
     clients: list[BrokerHttp] = []
 
     def make(
         *,
         password: str = "demo",
-        transport: httpx.AsyncBaseTransport | None = None,
+        url: str | None = None,
         **token_fields: object,
     ) -> Made:
-        http = BrokerHttp(sim.url, dialect="tvbridge", transport=transport)
+        http = BrokerHttp(url or sim.url, dialect="tvbridge")
         clients.append(http)
         store = TokenStore(redis_client, TokenConfig.model_validate(token_fields))
         manager = BridgeTokenManager(
@@ -139,14 +140,15 @@ async def test_bridge_manager_http_429_locks_out_shared_and_alerts(
 
 
 async def test_bridge_manager_http_423_locks_out(make_manager: MakeManager) -> None:
-    # The simulator's bridge never answers 423; a transport forces that branch.
-    transport = httpx.MockTransport(lambda _request: httpx.Response(423))
-    made = make_manager(transport=transport)
+    # The simulator's bridge never answers 423; a server of the test's own does.
+    async with raw_http(lambda _n: Answer(423)) as server:
+        made = make_manager(url=server.url)
 
-    with pytest.raises(Lockout, match="HTTP 423"):
-        await made.manager.token("DEMO0000001")
+        with pytest.raises(Lockout, match="HTTP 423"):
+            await made.manager.token("DEMO0000001")
 
     assert len(made.alerts) == 1
+    assert [r.target for r in server.requests] == ["/authorize?locale=en"]
 
 
 async def test_bridge_manager_near_expiry_logs_in_again_once_for_two_processes(
@@ -221,21 +223,21 @@ async def test_bridge_manager_expiry_from_expiration_or_assumed(
         d["expiration"] = int(exp.timestamp())
     elif expiration == "EXP_MS":
         d["expiration"] = int(exp.timestamp()) * 1000
-    transport = httpx.MockTransport(lambda _r: httpx.Response(200, json={"s": "ok", "d": d}))
-    made = make_manager(transport=transport)
-
-    token = await made.manager.login()
+    answer = Answer(200, json.dumps({"s": "ok", "d": d}).encode())
+    async with raw_http(lambda _n: answer) as server:
+        token = await make_manager(url=server.url).manager.login()
 
     left = token.remaining(datetime.now(UTC)).total_seconds()
     assert expected_s - 5 < left <= expected_s
 
 
 async def test_bridge_manager_answer_without_token_is_auth_error(make_manager: MakeManager) -> None:
-    transport = httpx.MockTransport(lambda _r: httpx.Response(200, json={"s": "ok", "d": {}}))
-    made = make_manager(transport=transport)
+    answer = Answer(200, b'{"s":"ok","d":{}}')
+    async with raw_http(lambda _n: answer) as server:
+        made = make_manager(url=server.url)
 
-    with pytest.raises(AuthError, match="no access_token"):
-        await made.manager.login()
+        with pytest.raises(AuthError, match="no access_token"):
+            await made.manager.login()
 
 
 async def test_bridge_adapter_with_manager_logs_in_then_places(

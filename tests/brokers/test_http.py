@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from typing import Any
 
-import httpx
+import aiohttp
 import pytest
 
 from _support.fixtures import logs_to
 from _support.native import login_json, sim, sim_clock
+from _support.rawhttp import (
+    Answer,
+    Behaviour,
+    Close,
+    Garbage,
+    Hang,
+    Reset,
+    raw_http,
+    unanswered_port,
+)
 from tradebridge.brokers.http import (
     BrokerCall,
     BrokerHttp,
@@ -228,15 +241,187 @@ async def test_retry_no_retry_policy_calls_once() -> None:
     assert len(attempts) == 1
 
 
-async def test_http_module_translates_every_transport_error() -> None:
-    class Exploding(httpx.AsyncBaseTransport):
-        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-            raise httpx.RemoteProtocolError("server vanished", request=request)
+async def test_request_garbled_answer_connection_lost() -> None:
+    async with raw_http(lambda _n: Garbage()) as server:
+        client = BrokerHttp(server.url + "/v1", dialect="native", timeout_s=5)
+        try:
+            with pytest.raises(ConnectionLost, match="no answer after sending") as caught:
+                await client.request("POST", "/order/placeorder", json_body={})
+        finally:
+            await client.aclose()
+    assert isinstance(caught.value.__cause__, aiohttp.ClientError)
+    assert len(server.requests) == 1
 
-    client = BrokerHttp("http://broker.invalid/v1", dialect="native", transport=Exploding())
-    try:
-        with pytest.raises(ConnectionLost) as caught:
-            await client.request("POST", "/order/placeorder", json_body={})
-    finally:
+
+# --- not sent (BrokerUnavailable) and maybe sent (ConnectionLost), on real sockets ---------
+
+
+@pytest.mark.parametrize(
+    ("timeout_s", "connect_timeout_s"),
+    [
+        (5.0, 0.3),  # the connect timeout
+        (0.3, 5.0),  # the overall timeout, still connecting: nothing was sent either
+    ],
+)
+async def test_request_connect_never_completes_broker_unavailable(
+    timeout_s: float, connect_timeout_s: float
+) -> None:
+    with unanswered_port() as port:
+        client = BrokerHttp(f"http://127.0.0.1:{port}/v1", dialect="native",
+                            timeout_s=timeout_s, connect_timeout_s=connect_timeout_s)  # fmt: skip
+        calls: list[BrokerCall] = []
+        client.add_listener(calls.append)
+        try:
+            with pytest.raises(BrokerUnavailable, match="cannot connect"):
+                await client.request("POST", "/order/placeorder", json_body={})
+        finally:
+            await client.aclose()
+    assert calls[0].status is None
+    assert "cannot connect" in str(calls[0].error)
+
+
+async def test_request_no_free_connection_in_time_broker_unavailable() -> None:
+    # 100 connections (the pool's cap) wait for answers that never come; the 101st request
+    # cannot get one within the connect timeout and never reaches the server.
+    async with raw_http(lambda _n: Hang()) as server:
+        client = BrokerHttp(server.url + "/v1", dialect="native", connect_timeout_s=0.5)
+        # Their own 60 s (connect included): on a loaded machine 100 connects take a while.
+        held = [asyncio.create_task(client.request("GET", "/order/item", params={"n": n},
+                                                   timeout_s=60))
+                for n in range(100)]  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while len(server.requests) < 100 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert len(server.requests) == 100
+
+            with pytest.raises(BrokerUnavailable, match="cannot connect"):
+                await client.request("POST", "/order/placeorder", json_body={})
+
+            assert len(server.requests) == 100
+        finally:
+            for task in held:
+                task.cancel()
+            await asyncio.gather(*held, return_exceptions=True)
+            await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "cause"),
+    [
+        (Reset(), aiohttp.ClientError),
+        (Close(), aiohttp.ServerDisconnectedError),
+        (Hang(), TimeoutError),
+    ],
+)
+@pytest.mark.parametrize("method", ["POST", "GET", "PUT", "DELETE"])
+async def test_request_failed_after_the_server_read_it_connection_lost_never_resent(
+    method: str, behaviour: Behaviour, cause: type[BaseException]
+) -> None:
+    # The first request is answered, so the second goes out on a reused keep-alive
+    # connection: aiohttp would resend a GET, PUT or DELETE that fails there, once.
+    async with raw_http(lambda n: Answer(200, b"{}") if n == 0 else behaviour) as server:
+        client = BrokerHttp(server.url + "/v1", dialect="native", timeout_s=0.5)
+        try:
+            await client.request("GET", "/account/list")
+            with pytest.raises(ConnectionLost, match="no answer after sending") as caught:
+                await client.request(method, "/order/thing")
+        finally:
+            await client.aclose()
+    assert isinstance(caught.value.__cause__, cause)
+    assert [r.method for r in server.requests] == ["GET", method]  # sent once, never again
+    assert server.connections == 1
+
+
+async def test_request_keeps_the_connection_alive() -> None:
+    async with raw_http(lambda _n: Answer(200, b"{}")) as server:
+        client = BrokerHttp(server.url + "/v1", dialect="native")
+        try:
+            for _ in range(3):
+                await client.request("POST", "/order/placeorder", json_body={"n": 1})
+        finally:
+            await client.aclose()
+    assert (len(server.requests), server.connections) == (3, 1)
+
+
+async def test_request_after_close_broker_unavailable_nothing_sent() -> None:
+    # A task still running at shutdown, after its client was closed: no new pool is opened
+    # behind the caller's back (it would never be closed), and nothing reaches the broker.
+    async with raw_http(lambda _n: Answer(200, b"{}")) as server:
+        client = BrokerHttp(server.url + "/v1", dialect="native")
+        await client.request("GET", "/account/list")
         await client.aclose()
-    assert isinstance(caught.value.__cause__, httpx.RemoteProtocolError)
+
+        with pytest.raises(BrokerUnavailable, match="the client is closed"):
+            await client.request("POST", "/order/placeorder", json_body={})
+
+    assert [r.method for r in server.requests] == ["GET"]
+
+
+# --- on the wire: bytes as the simulator's strict parsers (and Tradovate) expect -----------
+
+WIRE = [
+    pytest.param(
+        {"method": "POST", "path": "/order/placeorder", "token": "tok",
+         "json_body": {"symbol": "MNQZ5", "text": "é ü", "qty": 1, "price": 1.5, "n": None}},
+        ("POST", "/v1/order/placeorder", "application/json",
+         '{"symbol":"MNQZ5","text":"é ü","qty":1,"price":1.5,"n":null}'.encode()),
+        id="json-compact-utf8",
+    ),
+    pytest.param(
+        {"method": "POST", "path": "/accounts/D100001/orders",
+         "params": {"locale": "en", "requestId": "r1"},
+         "form": {"instrument": "MNQZ5", "qty": 1, "note": "a b&c=é"},
+         "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
+        ("POST", "/v1/accounts/D100001/orders?locale=en&requestId=r1",
+         "application/x-www-form-urlencoded", b"instrument=MNQZ5&qty=1&note=a+b%26c%3D%C3%A9"),
+        id="form",
+    ),
+    pytest.param(
+        {"method": "GET", "path": "/order/item", "params": {"id": 12, "q": "a b+c/é", "f": True}},
+        ("GET", "/v1/order/item?id=12&q=a+b%2Bc%2F%C3%A9&f=true", None, b""),
+        id="query",
+    ),
+    pytest.param(
+        {"method": "POST", "path": "/order/cancelorder"},
+        ("POST", "/v1/order/cancelorder", None, b""),
+        id="post-without-body",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("call", "expected"), WIRE)
+async def test_request_on_the_wire_as_before(
+    call: dict[str, Any], expected: tuple[str, str, str | None, bytes]
+) -> None:
+    async with raw_http(lambda _n: Answer(200, b"{}")) as server:
+        client = BrokerHttp(server.url + "/v1", dialect="native")
+        calls: list[BrokerCall] = []
+        client.add_listener(calls.append)
+        try:
+            await client.request(call.pop("method"), call.pop("path"), **call)
+        finally:
+            await client.aclose()
+    (request,) = server.requests
+    method, target, content_type, body = expected
+    assert (request.method, request.target, request.body) == (method, target, body)
+    assert request.headers.get("content-type") == content_type
+    assert request.headers.get("content-length") == (None if method == "GET" else str(len(body)))
+    assert (request.headers["accept"], request.headers["user-agent"]) == (
+        "application/json", "tradebridge",
+    )  # fmt: skip
+    if "token" in call:
+        assert request.headers["authorization"] == f"Bearer {call['token']}"
+    assert calls[0].path == target.removeprefix("/v1")
+
+
+async def test_request_answer_text_json_and_headers() -> None:
+    body = '{"s":"ok","é":1}'.encode()
+    async with raw_http(lambda _n: Answer(201, body, "application/json; charset=utf-8")) as server:
+        client = BrokerHttp(server.url, dialect="tvbridge")
+        try:
+            answer = await client.request("GET", "/accounts")
+        finally:
+            await client.aclose()
+    assert (answer.status, answer.body, answer.text) == (201, {"s": "ok", "é": 1}, body.decode())
+    assert answer.headers["content-type"] == "application/json; charset=utf-8"

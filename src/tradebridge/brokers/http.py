@@ -1,8 +1,9 @@
 """The HTTP plumbing both Tradovate dialects share.
 
-``BrokerHttp`` wraps one ``httpx.AsyncClient``: a timeout on every request, the client-side
+``BrokerHttp`` wraps one ``aiohttp.ClientSession`` (about a third of httpx's CPU per request,
+bench/README.md ``client_bench.py``): a timeout on every request, the client-side
 budget of each Tradovate user (reference §7, ``budget``: orders ahead of reads), exactly one
-``broker_call`` log event per request, and httpx's exceptions translated into the error
+``broker_call`` log event per request, and aiohttp's exceptions translated into the error
 tree. The event is a summary (method, path, status, latency, body sizes); the redacted
 bodies join it only when DEBUG is on, since idle polling would otherwise log ~15 KB of
 answers every 30 s. The full redacted record, bodies included, goes to in-process
@@ -11,8 +12,14 @@ something keeps them (DEBUG, or a listener that says it does: redacting a 200-or
 costs milliseconds); a penalty answer (``p-ticket``) always keeps its body. Transport errors:
 
 * nothing was sent (refused connection, connect timeout, no pool slot) → ``BrokerUnavailable``;
-* the request may have been sent (read/write timeout, reset, ``RemoteProtocolError``) →
-  ``ConnectionLost``. A submit turns that into ``OutcomeUnknown``; reads may retry it.
+* the request may have been sent (timeout, reset, closed or garbled answer) → ``ConnectionLost``.
+  A submit turns that into ``OutcomeUnknown``; reads may retry it.
+
+Which one is decided by whether a connection was handed to the request (a trace hook), not
+by the exception's class alone: aiohttp's overall timeout raises the same ``TimeoutError``
+while connecting and while waiting for the answer. The client never resends on its own
+(aiohttp would resend a GET, PUT or DELETE once on a dead keep-alive connection; a
+``DELETE`` of a position closes it): retries live in ``retry.py``.
 
 Status codes are not interpreted here except by ``raise_for_status``, which dialects call
 for the answers they do not classify themselves.
@@ -22,14 +29,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import ssl
 import time
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
-import httpx
+import aiohttp
+from yarl import URL
 
 from tradebridge.brokers.budget import RequestBudget, RequestKind
 from tradebridge.config import TradovateConfig
@@ -93,7 +105,6 @@ class BrokerHttp:
         timeout_s: float = 10.0,
         connect_timeout_s: float = 5.0,
         budget: RequestBudget | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
         listeners: tuple[CallListener, ...] = (),
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -103,12 +114,12 @@ class BrokerHttp:
         self._listeners: list[tuple[CallListener, Callable[[], bool] | None]] = [
             (listener, None) for listener in listeners
         ]
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url,
-            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-            transport=transport,
-            headers={"Accept": "application/json", "User-Agent": "tradebridge"},
-        )
+        # ``timeout_s`` caps the whole request (connection, sending, the answer's last byte);
+        # ``connect_timeout_s`` the wait for a connection (a pool slot, then connecting).
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=connect_timeout_s)
+        # Made in the event loop of the first request (aiohttp binds a session to one).
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
     def add_listener(
         self, listener: CallListener, *, bodies: Callable[[], bool] | None = None
@@ -123,8 +134,16 @@ class BrokerHttp:
         return lambda: self._listeners.remove(entry)
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._client.aclose()
+        """Close the connection pool; later requests fail with ``BrokerUnavailable``."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    def _session_now(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = _new_session(self.base_url)
+        return self._session
 
     async def request(
         self,
@@ -154,37 +173,62 @@ class BrokerHttp:
         sent_headers = dict(headers or {})
         if token is not None:
             sent_headers["Authorization"] = f"Bearer {token}"
-        logged_path = path + ("?" + urlencode(params) if params else "")
+        query = _query(params) if params else ""
+        logged_path = path + ("?" + query if query else "")
         request_body = json_body if json_body is not None else (dict(form) if form else None)
-        kwargs: dict[str, Any] = {"params": params, "headers": sent_headers}
+        # Bodies are encoded here, byte for byte as httpx did (compact UTF-8 JSON; the form
+        # with urlencode), so that the wire and the logged sizes stay as they were.
+        content: bytes | None = None
         if json_body is not None:
-            kwargs["json"] = json_body
-        if form is not None:
-            kwargs["data"] = {k: str(v) for k, v in form.items()}
+            content = json.dumps(
+                json_body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            ).encode()
+            sent_headers.setdefault("Content-Type", "application/json")
+        elif form is not None:
+            content = urlencode([(k, str(v)) for k, v in form.items()]).encode()
+            sent_headers.setdefault("Content-Type", _FORM)
+        sizes = _Sizes(request=len(content) if content else 0)
+        url = URL(self.base_url + quote(path, safe=_PATH_SAFE) + ("?" + query if query else ""),
+                  encoded=True)  # fmt: skip
+        timeout = self._timeout
         if timeout_s is not None:
-            kwargs["timeout"] = timeout_s
-        request = self._client.build_request(method, path, **kwargs)
-        sizes = _Sizes(request=len(request.content))
+            timeout = aiohttp.ClientTimeout(total=timeout_s, connect=timeout_s)
+        attempt = SimpleNamespace(connected=False)  # set by the trace hook (_new_session)
         ts_sent = datetime.now(UTC)
         started = time.perf_counter()
-        try:
-            response = await self._client.send(request)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as e:
+        if self._closed:  # a task still running at shutdown: nothing is sent
             error: BrokerError = BrokerUnavailable(
-                f"{self.dialect} {method} {path}: cannot connect ({type(e).__name__})"
+                f"{self.dialect} {method} {path}: cannot connect (the client is closed)"
             )
             self._record(ts_sent, method, logged_path, None, started, request_body, None,
                          client_order_id, account, str(error), sizes)  # fmt: skip
-            raise error from e
-        except httpx.HTTPError as e:
-            error = ConnectionLost(
-                f"{self.dialect} {method} {path}: no answer after sending ({type(e).__name__})"
-            )
+            raise error
+        try:
+            async with self._session_now().request(
+                method, url, data=content, headers=sent_headers, timeout=timeout,
+                allow_redirects=False, trace_request_ctx=attempt,
+                # no body, no Content-Type (aiohttp would add application/octet-stream)
+                skip_auto_headers=_NO_CONTENT_TYPE if content is None else None,
+            ) as response:  # fmt: skip
+                raw = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as e:
+            # Nothing was sent only when no connection was handed out and the error is one of
+            # connecting (refused, DNS, TLS) or of waiting for it; anything else may have been.
+            if not attempt.connected and isinstance(
+                e, (aiohttp.ClientConnectorError, TimeoutError)
+            ):
+                error = BrokerUnavailable(
+                    f"{self.dialect} {method} {path}: cannot connect ({type(e).__name__})"
+                )
+            else:
+                error = ConnectionLost(
+                    f"{self.dialect} {method} {path}: no answer after sending ({type(e).__name__})"
+                )
             self._record(ts_sent, method, logged_path, None, started, request_body, None,
                          client_order_id, account, str(error), sizes)  # fmt: skip
             raise error from e
-        answer = _parse(response)
-        sizes = _Sizes(request=sizes.request, response=len(response.content))
+        answer = _parse(response, raw)
+        sizes = _Sizes(request=sizes.request, response=len(raw))
         self._record(ts_sent, method, logged_path, answer.status, started, request_body,
                      answer.body, client_order_id, account, None, sizes)  # fmt: skip
         return answer
@@ -288,15 +332,97 @@ class _Sizes:
     response: int | None = None
 
 
-def _parse(response: httpx.Response) -> HttpAnswer:
-    text = response.text
+_FORM = "application/x-www-form-urlencoded"
+_NO_CONTENT_TYPE = ("Content-Type",)
+# Characters a path keeps as they are (RFC 3986 pchar, "/" and escapes already made).
+_PATH_SAFE = "/:@!$&'()*+,;=%~"
+
+
+def _query(params: Mapping[str, Any]) -> str:
+    """Return the query string of ``params``, booleans as ``true``/``false`` (as httpx)."""
+    items = [
+        (key, _primitive(one))
+        for key, value in params.items()
+        for one in (value if isinstance(value, list | tuple) else (value,))
+    ]
+    return urlencode(items)
+
+
+def _primitive(value: Any) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return "" if value is None else str(value)
+
+
+async def _on_connection(_session: Any, context: SimpleNamespace, _params: Any) -> None:
+    """Mark the request's attempt as connected: from here on, it may have been sent."""
+    attempt = context.trace_request_ctx
+    if attempt is not None:
+        attempt.connected = True
+
+
+def _new_session(base_url: str) -> aiohttp.ClientSession:
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_create_end.append(_on_connection)
+    trace.on_connection_reuseconn.append(_on_connection)
+    session = aiohttp.ClientSession(
+        # 100 connections, idle ones kept 5 s: httpx's pool, which the broker saw until now.
+        connector=aiohttp.TCPConnector(
+            limit=100, keepalive_timeout=5.0, ssl=_ssl_context(base_url)
+        ),
+        headers={"Accept": "application/json", "User-Agent": "tradebridge"},
+        trace_configs=[trace],
+        proxy=_env_proxy(base_url),
+        # The proxy is read once, above: aiohttp's trust_env reads it (and ~/.netrc) in a
+        # thread on every request.
+        trust_env=False,
+    )
+    # aiohttp resends a GET, PUT or DELETE once when a reused connection turns out dead; it
+    # may have arrived (a DELETE of a position closes it twice). One call, one send: retries
+    # are retry.py's, with the error tree (tests/brokers/test_http.py pins this).
+    session._retry_connection = False  # noqa: SLF001 - no public switch (aiohttp 3.14)
+    return session
+
+
+def _ssl_context(base_url: str) -> ssl.SSLContext | bool:
+    """Return the certificates httpx trusted: ``SSL_CERT_FILE``/``SSL_CERT_DIR``, else certifi's."""
+    if not base_url.startswith("https:"):
+        return True  # unused: no TLS
+    if os.environ.get("SSL_CERT_FILE"):
+        return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+    if os.environ.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
+    import certifi  # httpx's dependency, so always installed with it
+
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+def _env_proxy(base_url: str) -> str | None:
+    """Return the proxy the environment sets for ``base_url`` (``HTTPS_PROXY``, ``NO_PROXY``)."""
+    parts = urlsplit(base_url)
+    if parts.hostname is None or urllib.request.proxy_bypass(parts.hostname):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
+
+
+def _parse(response: aiohttp.ClientResponse, raw: bytes) -> HttpAnswer:
+    try:
+        text = raw.decode(response.charset or "utf-8", errors="replace")
+    except LookupError:  # an unknown charset: as httpx, fall back to UTF-8
+        text = raw.decode("utf-8", errors="replace")
     body: Any = None
     if text.strip():
         try:
             body = json.loads(text)
         except ValueError:
             body = text
-    return HttpAnswer(response.status_code, body, text, dict(response.headers))
+    headers: dict[str, str] = {}
+    for name, value in response.headers.items():
+        key = name.lower()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    return HttpAnswer(response.status, body, text, headers)
 
 
 def raise_for_status(
@@ -331,7 +457,6 @@ def http_for(
     dialect: str,
     *,
     budget: RequestBudget | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
     listeners: tuple[CallListener, ...] = (),
 ) -> BrokerHttp:
     """Build the client of a dialect (``native`` or ``tvbridge``) from the settings."""
@@ -342,6 +467,5 @@ def http_for(
         timeout_s=config.request_timeout_s,
         connect_timeout_s=config.connect_timeout_s,
         budget=budget or RequestBudget(config),
-        transport=transport,
         listeners=listeners,
     )

@@ -19,8 +19,8 @@ Per request, in this order:
    middleware then loses the answer according to ``drop_mode``:
 
    * ``"reset"``: the response head is sent with a ``Content-Length`` that no body follows,
-     then the connection is closed. The client sees a protocol error (httpx raises
-     ``RemoteProtocolError``), never a status it could trust.
+     then the connection is closed. The client sees a truncated answer (aiohttp raises
+     ``ClientPayloadError``, httpx ``RemoteProtocolError``), never a status it could trust.
    * ``"hang"``: nothing is sent for ``hang_seconds`` (the client's read times out), then
      the connection is closed as in ``"reset"``. Stopping the server ends the wait early.
    * ``"http_500"``: an ordinary 500 answer, although the order exists.
