@@ -4,19 +4,44 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+
+# The ground floor imports nothing of tradebridge: the standard logger, which the JSON
+# chain renders like every other (obs/logging.py routes it).
+_log = logging.getLogger("tradebridge.aio")
+
+#: How long a cancelled task may run before it is cancelled again (see ``cancel_and_wait``).
+CANCEL_AGAIN_AFTER_S = 10.0
 
 
-async def cancel_and_wait(*tasks: asyncio.Task[object] | asyncio.Future[object] | None) -> None:
+async def cancel_and_wait(
+    *tasks: asyncio.Task[object] | asyncio.Future[object] | None,
+    again_after_s: float = CANCEL_AGAIN_AFTER_S,
+) -> None:
     """Cancel ``tasks`` and wait for them to end, without swallowing our own cancellation.
 
     ``with suppress(CancelledError): await task`` after ``task.cancel()`` also eats a
     cancellation aimed at the caller, which then never stops (a shutdown that hangs). Here a
     child's ``CancelledError`` is absorbed only while nobody is cancelling the caller; a
     child's own failure is absorbed too, because the caller is tearing it down anyway.
+
+    A child still running ``again_after_s`` after its cancel is cancelled again (logged,
+    naming it): Python 3.11's ``asyncio.wait_for`` (asyncpg's) loses a cancellation that
+    arrives as its awaitable finishes, and a loop that lost its cancel would run, and hold
+    the shutdown, forever. A cleanup cut short by the second cancel is no worse than a
+    crash, which everything here is built to survive.
     """
     live = [t for t in tasks if t is not None]
     for task in live:
         task.cancel()
+    running = {t for t in live if not t.done()}
+    while running:
+        _, running = await asyncio.wait(running, timeout=again_after_s)
+        for task in running:
+            name = task.get_name() if isinstance(task, asyncio.Task) else repr(task)
+            _log.warning("task %s still runs %.0f s after its cancel: cancelling it again",
+                         name, again_after_s)  # fmt: skip
+            task.cancel()
     current = asyncio.current_task()
     for task in live:
         try:
@@ -33,7 +58,9 @@ def reraise_if_cancelling() -> None:
     """Raise ``CancelledError`` if the current task is being cancelled.
 
     For ``except Exception`` blocks in loops: a library that turned our cancellation into
-    another exception must not make the loop go round again.
+    another exception must not make the loop go round again. Also before a loop's pause: a
+    cancellation lost inside the round (Python 3.11's ``wait_for`` drops one that races a
+    result) leaves the task "cancelling" though nothing was raised.
     """
     current = asyncio.current_task()
     if current is not None and current.cancelling():

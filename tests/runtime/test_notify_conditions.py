@@ -391,6 +391,35 @@ async def test_notifier_reminds_of_a_condition_still_on_every_repeat_s_then_reso
     assert span >= 0.5 * (len(queued) - 1) - 0.25, (span, len(queued))
 
 
+async def test_notifier_stops_on_its_first_cancel_even_when_a_source_loses_it(
+    fresh_db: str,
+) -> None:
+    # Python 3.11's asyncio.wait_for (asyncpg's) returns a result that races a cancellation
+    # and drops the cancellation: the source below does the same on purpose. The notifier
+    # must still stop (a serve whose shutdown waited on it hung in CI).
+    settings = load_settings(notify={"channels": [], **FAST})
+    reading = asyncio.Event()
+
+    async def loses_the_cancel() -> list[Any]:
+        reading.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return []  # the answer "arrived" with the cancel: returned, cancel lost
+        return []
+
+    async with await Ledger.connect(fresh_db) as ledger:
+        sender = Sender([], settings.notify, ledger=ledger)
+        notifier = Notifier(settings, ledger, sender)
+        notifier.sources = {"losing": loses_the_cancel}
+        task = asyncio.create_task(notifier.run())
+        await asyncio.wait_for(reading.wait(), WAIT_S)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=WAIT_S)
+        assert task in done, "the notifier went round again after losing its cancel"
+        assert task.cancelled()
+
+
 # --- the notifier's own health on /healthz --------------------------------------------------
 
 

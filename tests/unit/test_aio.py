@@ -69,3 +69,50 @@ async def test_reraise_if_cancelling_stops_a_loop_whose_library_converted_the_ca
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 2)
     assert rounds == 1
+
+
+async def _loses_its_first_cancel(lost: asyncio.Event) -> None:
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        lost.set()  # as Python 3.11's wait_for does when the answer races the cancel
+    await asyncio.Event().wait()  # the next round: waits, still "cancelling"
+
+
+async def test_cancel_and_wait_cancels_again_a_child_that_lost_its_cancel(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    lost = asyncio.Event()
+    child = asyncio.create_task(_loses_its_first_cancel(lost), name="losing-child")
+    await asyncio.sleep(0)
+    await asyncio.wait_for(cancel_and_wait(child, again_after_s=0.05), 10)
+    assert lost.is_set()
+    assert child.cancelled()
+    assert "losing-child" in caplog.text
+
+
+async def test_reraise_if_cancelling_before_a_pause_stops_a_loop_whose_round_lost_the_cancel() -> (
+    None
+):
+    rounds = 0
+
+    async def loses_the_cancel() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            return  # the answer "arrived" with the cancel: returned, cancel lost
+
+    async def loop() -> None:
+        nonlocal rounds
+        while True:
+            rounds += 1
+            await loses_the_cancel()
+            reraise_if_cancelling()
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(loop())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 2)
+    assert rounds == 1

@@ -223,6 +223,7 @@ class Dispatcher:
                     try:
                         await self._fill_slots()
                         self.claim_error = None
+                        reraise_if_cancelling()  # a cancel lost inside the claim (see _aio)
                     except Exception as e:  # noqa: BLE001 - the claim loop must never stop
                         reraise_if_cancelling()
                         self.claim_error = f"{type(e).__name__}: {e}"[:200]

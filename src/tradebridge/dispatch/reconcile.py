@@ -136,6 +136,7 @@ class Reconciler:
                     _log.warning("reconcile_failed", error=type(e).__name__, database="unreachable")
                 else:
                     _log.exception("reconcile_failed")
+            reraise_if_cancelling()  # a cancel lost inside the round (see _aio)
             await asyncio.sleep(self.config.reconcile_interval_s)
 
     async def _liveness_settled(self) -> bool:

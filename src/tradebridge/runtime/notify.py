@@ -243,6 +243,7 @@ class Sender:
                 await self.flush()
             finally:
                 self._busy -= 1
+            reraise_if_cancelling()  # a cancel lost inside the delivery (see _aio)
 
     async def send_now(self, notice: Notice) -> list[SendRecord]:
         """Deliver ``notice`` to every channel that takes it now, at once; return how each
@@ -444,6 +445,7 @@ class Notifier:
                     self._failing["tick"] = type(e).__name__
                 else:
                     self._failing.pop("tick", None)
+                reraise_if_cancelling()  # a cancel lost inside the tick (see _aio)
                 await asyncio.sleep(self.config.interval_s)
         finally:
             await cancel_and_wait(sending)

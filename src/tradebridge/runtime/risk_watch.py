@@ -112,6 +112,7 @@ class RiskWatch:
                 if self.error is None:
                     _log.warning("risk_state_unreadable", error=type(e).__name__)
                 self.error = type(e).__name__
+            reraise_if_cancelling()  # a cancel lost inside the round (see _aio)
             await asyncio.sleep(self.interval_s)
 
     async def act(self, standings: dict[str, Standing]) -> list[tuple[str, str, str]]:

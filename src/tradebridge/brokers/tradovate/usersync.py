@@ -35,7 +35,7 @@ from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
-from tradebridge._aio import cancel_and_wait
+from tradebridge._aio import cancel_and_wait, reraise_if_cancelling
 from tradebridge.brokers.base import BrokerOrderEvent
 from tradebridge.brokers.tradovate import wire
 from tradebridge.config import EventNamesConfig, TradovateConfig
@@ -377,6 +377,7 @@ class UserSync:
                 for future in self._replies.values():
                     future.cancel()
                 self._replies.clear()
+            reraise_if_cancelling()  # a cancel lost inside the session (see _aio)
             delay = min(self.config.ws_reconnect_max_s, 0.25 * 2 ** min(failures, 10))
             await asyncio.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311 - jitter
 
