@@ -756,7 +756,13 @@ class DatabaseConfig(_Section):
     url: SecretStr | None = Field(
         None, description="postgresql:// URL; unset: a private PostgreSQL under data_dir"
     )
-    min_pool: int = Field(1, ge=0, description="connections kept open")
+    min_pool: int | None = Field(
+        None,
+        ge=0,
+        description="connections kept open, each with the order path's statements prepared "
+        "at its start; unset: the pool's size (max_pool), so an alert after a quiet spell "
+        "never waits for a connection to open",
+    )
     max_pool: int = Field(10, ge=1, description="connections at most (raised to workers + 2)")
     lazy_commits: bool = Field(
         True,

@@ -259,10 +259,15 @@ async def serve_stack(
         found = replace(endpoints, http_url=found.http_url, dashboard=found.dashboard)
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(sock.close)
+        pool_size = max(settings.database.max_pool, settings.dispatcher.workers + 2)
+        floor = settings.database.min_pool
         ledger = await Ledger.connect(
             stores.database_url,
-            min_size=settings.database.min_pool,
-            max_size=max(settings.database.max_pool, settings.dispatcher.workers + 2),
+            # Kept open and warm: a fan-out never waits for connections to open (asyncpg
+            # closes the ones above the floor after 5 idle minutes).
+            min_size=pool_size if floor is None else min(floor, pool_size),
+            max_size=pool_size,
+            warm=True,
         )
         ledger.lazy_commits = settings.database.lazy_commits
         stack.push_async_callback(ledger.close)

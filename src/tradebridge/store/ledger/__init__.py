@@ -33,6 +33,7 @@ assembled from them:
 from __future__ import annotations
 
 from tradebridge.domain.calls import BrokerCall
+from tradebridge.store.ledger import claims, intake, moves, risk, tracking
 from tradebridge.store.ledger.calls import BrokerCalls
 from tradebridge.store.ledger.claims import Claims
 from tradebridge.store.ledger.errors import database_unavailable, store_errors
@@ -92,6 +93,14 @@ __all__ = [
 ]
 
 
+# The order path's statements: an alert's insert, the claim, an entry's risk counts, the
+# moves, a broker event's row. Prepared by each new connection of a warm pool.
+HOT_STATEMENTS: tuple[str, ...] = (
+    *intake.HOT_STATEMENTS, *claims.HOT_STATEMENTS, *risk.HOT_STATEMENTS,
+    *moves.HOT_STATEMENTS, *tracking.HOT_STATEMENTS,
+)  # fmt: skip
+
+
 class Ledger(
     Intake, Claims, Moves, BrokerCalls, TrackerQueries, Lookups, Review, Sessions,
     KillSwitchQueries, RiskQueries, Views, NotificationQueries, PositionQueries,
@@ -100,10 +109,21 @@ class Ledger(
 
     @classmethod
     async def connect(
-        cls, url: str, *, min_size: int = 1, max_size: int = 10, connect_timeout_s: float = 10.0
+        cls,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout_s: float = 10.0,
+        warm: bool = False,
     ) -> Ledger:
-        """Open a pool on ``url``; ``DatabaseUnavailable`` if it cannot be reached."""
+        """Open a pool on ``url``; ``DatabaseUnavailable`` if it cannot be reached.
+
+        ``warm``: each new connection prepares the statements of the order path first
+        (``open_pool``), for a process that places orders or takes alerts.
+        """
         pool = await open_pool(
-            url, min_size=min_size, max_size=max_size, connect_timeout_s=connect_timeout_s
-        )
+            url, min_size=min_size, max_size=max_size, connect_timeout_s=connect_timeout_s,
+            warm=HOT_STATEMENTS if warm else (),
+        )  # fmt: skip
         return cls(pool, url)

@@ -92,6 +92,8 @@ select c.*, k.switches as kill_switches_at_claim
 _CLAIM_LAZY_SQL = _CLAIM_SQL.replace(
     "as switches\n", f"as switches,\n                    {LAZY_COMMIT} as lazy\n", 1
 )
+# The claim, prepared on each new connection (pool.open_pool): both commit modes.
+HOT_STATEMENTS = (_CLAIM_SQL, _CLAIM_LAZY_SQL)
 
 # Only rows still 'processing' under this worker's claim: nothing of theirs was sent.
 _HAND_BACK_SQL = f"""

@@ -77,6 +77,8 @@ with alert as (
 )
 select id from alert
 """  # noqa: S608 - statuses from SignalStatus, no input
+# The statements of an alert's insert, prepared on each new connection (pool.open_pool).
+HOT_STATEMENTS = (_INSERT_ALERT_SQL,)
 
 _INSERT_SQL = """
 insert into trading_signals (

@@ -78,6 +78,8 @@ select * from moved
 _FAST_MOVE_LAZY_SQL = _FAST_MOVE_SQL.replace(
     "and ($21::boolean", f"and {LAZY_COMMIT}\n       and ($21::boolean", 1
 )
+# A row's moves (write-ahead, answer, fills), prepared on each new connection.
+HOT_STATEMENTS = (_FAST_MOVE_SQL, _FAST_MOVE_LAZY_SQL)
 _S = SignalStatus
 # Moves after the durable write-ahead whose loss in a database crash costs a lookup: the
 # broker's answer and the order's later states (never the write-ahead, a rejection or a

@@ -49,6 +49,8 @@ select max(s.ts_submitted)
    and left(h.detail ->> 'contract', length(h.detail ->> 'contract') - 2) = $4
    and coalesce((h.detail ->> 'entry')::boolean, true)
 """  # noqa: S608 - no input in the text
+# An entry's counts, prepared on each new connection (pool.open_pool).
+HOT_STATEMENTS = (_ACTIVITY_SQL, _LAST_ENTRY_SQL)
 _MARK_SQL = """
 insert into account_risk as a (account_name, trading_day, day_start_balance,
                                high_water_intraday, high_water_eod, balance)

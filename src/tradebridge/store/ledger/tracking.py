@@ -50,6 +50,8 @@ select found.*,
   from found
  limit 1
 """  # noqa: S608 - fixed columns and statuses
+# A broker event's row, prepared on each new connection (pool.open_pool).
+HOT_STATEMENTS = (_EVENT_ROW_SQL,)
 
 
 @dataclass(frozen=True, slots=True)
