@@ -11,9 +11,11 @@ import pytest
 
 from _support.native import (
     ACCOUNT,
+    ACCOUNTS,
     NativeRig,
     front,
     last_price,
+    native_config,
     order,
     redis_client,
     rig,
@@ -21,8 +23,12 @@ from _support.native import (
     sim_clock,
 )
 from tradebridge.brokers.base import BrokerOrderEvent
+from tradebridge.brokers.budget import RequestBudget
+from tradebridge.brokers.http import BrokerHttp
 from tradebridge.brokers.tradovate import SyncMirror
+from tradebridge.brokers.tradovate.broker import TradovateBroker
 from tradebridge.config import EventNamesConfig
+from tradebridge.domain.calls import BrokerCall
 from tradebridge.domain.commands import CancelOrder
 from tradebridge.domain.enums import OrderType
 from tradebridge.domain.orders import OrderAccepted, OrderCancelled, OrderFilled
@@ -285,6 +291,43 @@ async def test_position_after_fill_read_from_socket_without_rest(
 
     assert [(p.contract, p.net_qty) for p in positions] == [(front().name, 2)]
     assert _position_reads(rig) == reads
+
+
+async def test_after_a_restart_positions_and_orders_need_no_contract_look_up(
+    rig: NativeRig, collector: Collector
+) -> None:
+    # A process that starts with positions open: the snapshot lists their contracts, so the
+    # first position read and order (a restart's fan-out) send no contract/item or
+    # contract/find, reads that could queue behind reconcile's in the user's budget.
+    first = await rig.broker.submit(order("tb-before-restart", quantity=2))
+    await collector.wait_for(first, OrderFilled)
+    await _socket_has_position(rig, 2)
+    config = native_config(rig.sim)
+    http = BrokerHttp(config.native_url, dialect="native", timeout_s=config.request_timeout_s,
+                      budget=RequestBudget(config))  # fmt: skip
+    calls: list[BrokerCall] = []
+    http.add_listener(calls.append)
+    restarted = TradovateBroker(config, ACCOUNTS, rig.store, http=http)
+    try:
+        again = Collector()
+        task = asyncio.create_task(again.consume(restarted.events()))
+        try:
+            async with asyncio.timeout(10):
+                while not restarted.user_syncs():
+                    await asyncio.sleep(0.01)
+            await restarted.user_syncs()[0].wait_synced(10)
+            positions = await restarted.position_reports(ACCOUNT)
+            second = await restarted.submit(order("tb-after-restart", quantity=1))
+            await again.wait_for(second, OrderFilled)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    finally:
+        await restarted.close()
+        await http.aclose()
+    assert [(p.contract, p.net_qty) for p in positions] == [(front().name, 2)]
+    assert [c.path for c in calls if c.path.startswith("/contract/")] == []
 
 
 async def test_position_with_placed_order_working_read_from_rest_until_final(

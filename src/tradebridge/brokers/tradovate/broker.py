@@ -300,7 +300,7 @@ class TradovateBroker:
             raise InvalidSymbol(
                 f"{contract.name} expired on {contract.expiry().isoformat()}; nothing was sent"
             )
-        cached = self._contracts.get(contract.name)
+        cached = self._contracts.get(contract.name) or self._synced_contract(name=contract.name)
         if cached is not None:
             return cached
         return await _single_flight(
@@ -319,8 +319,27 @@ class TradovateBroker:
         self._contract_names[found.id] = found.name
         return found
 
+    def _synced_contract(
+        self, *, contract_id: int | None = None, name: str | None = None
+    ) -> wire.WireContract | None:
+        """Return a contract the user-sync snapshots listed (by id or by name), and cache it."""
+        for sync in self._sync.values():
+            known = sync.mirror.contracts
+            found = (
+                known.get(contract_id)
+                if contract_id is not None
+                else next((c for c in known.values() if c.name == name), None)
+            )
+            if found is not None:
+                self._contracts[found.name] = found
+                self._contract_names[found.id] = found.name
+                return found
+        return None
+
     async def _contract_name(self, contract_id: int, account: str) -> str:
         name = self._contract_names.get(contract_id)
+        if name is None and (synced := self._synced_contract(contract_id=contract_id)):
+            name = synced.name
         if name is None:
             body = await self._read(account, "/contract/item", {"id": contract_id})
             found = wire.parse(wire.WireContract, body, "contract/item")

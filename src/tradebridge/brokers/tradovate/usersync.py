@@ -82,6 +82,9 @@ class SyncMirror:
         self.strategy_of: dict[int, int] = {}  # order id -> strategy id
         self.strategy_entry: dict[int, tuple[bool, int]] = {}  # id -> (labelled, entry order)
         self.reject_reasons: dict[int, str] = {}
+        # The snapshot's contracts (those of its orders and positions): id -> contract. An
+        # id names one contract for good, so a restart's first orders need no look-ups.
+        self.contracts: dict[int, wire.WireContract] = {}
         self.seeded = False
         self._pending_fills: dict[int, list[wire.WireFill]] = {}
         # Positions by (account id, contract id), and when (in arrival order) each key last
@@ -99,6 +102,8 @@ class SyncMirror:
         emit = self.seeded
         for account in _entities(wire.WireAccount, snapshot.get("accounts")):
             self.account_names[account.id] = account.name
+        for contract in _entities(wire.WireContract, snapshot.get("contracts")):
+            self.contracts[contract.id] = contract
         for command in _entities(wire.WireCommand, snapshot.get("commands")):
             self._command(command)
         for strategy in _entities(wire.WireOrderStrategy, snapshot.get("orderStrategies")):
