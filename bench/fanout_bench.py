@@ -22,7 +22,8 @@ the order on the wire. Per round: the first and the last order of the fan-out.
   rounds that fit in the default ``orders_per_minute = 72``, plus 0.5 s: 20.5 s for 20
   accounts, so successive rounds stay inside Tradovate's field-reported 80 orders a minute;
   faster rounds would measure the budget's wait, as they should).
-* ``--cold``: a fresh ``serve`` per round; the alert goes as soon as the webhook answers.
+* ``--cold``: a fresh ``serve`` per round, one every ``--interval`` seconds too; the alert
+  goes as soon as the webhook answers.
 """
 
 from __future__ import annotations
@@ -274,7 +275,13 @@ def run(args: argparse.Namespace) -> Results:
         stack = Stack(args.accounts, Path(tmp))
         try:
             if args.cold:
+                began = time.monotonic()
                 for i in range(args.rounds):
+                    # Paced as the warm rounds: back-to-back fan-outs would measure the
+                    # orders_per_minute window (kept in Redis, across serves), as they should.
+                    if i:
+                        time.sleep(max(0.0, args.interval - (time.monotonic() - began)))
+                    began = time.monotonic()
                     child, port, log = stack.serve(config_of(stack))
                     try:
                         results.rounds += asyncio.run(_rounds(args, stack, port, i, 1, False))
