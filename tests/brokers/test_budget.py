@@ -16,6 +16,7 @@ from tradebridge.brokers.budget import (
     RequestKind,
     UserBudget,
     Window,
+    background_reads,
 )
 from tradebridge.config import TradovateConfig
 
@@ -199,6 +200,48 @@ async def test_order_goes_ahead_of_reads_queued_before_it() -> None:
     assert admitted == ["r0", "o"]
     await fake.advance(1)
     assert admitted == ["r0", "o", "r1"]
+
+
+async def test_a_read_an_order_waits_for_goes_ahead_of_background_reads() -> None:
+    # Reconcile's reads after a restart fill the reads window; the position an alert needs
+    # is read at the next free slot, not after all of them.
+    fake = FakeTime()
+    user = budget(fake, reads_per_minute=1)
+    admitted: list[str] = []
+
+    with background_reads():
+        for i in range(3):
+            start(user, READ, admitted, f"reconcile{i}")
+            await settle()
+    start(user, READ, admitted, "position")
+    await settle()
+    start(user, READ, admitted, "contract")
+    await settle()
+    assert admitted == ["reconcile0"]
+
+    await fake.advance(60)
+    assert admitted == ["reconcile0", "position"]
+    await fake.advance(60)
+    assert admitted == ["reconcile0", "position", "contract"]
+    await fake.advance(60)
+    assert admitted == ["reconcile0", "position", "contract", "reconcile1"]
+
+
+async def test_background_reads_still_wait_behind_orders_and_leave_in_their_order() -> None:
+    fake = FakeTime()
+    user = budget(fake, requests_per_second=1)
+    admitted: list[str] = []
+
+    with background_reads():
+        for i in range(3):
+            start(user, READ, admitted, f"bg{i}")
+            await settle()
+    start(user, ORDER, admitted, "order")
+    await settle()
+    for _ in range(3):
+        await fake.advance(1)
+
+    assert admitted == ["bg0", "order", "bg1", "bg2"]
 
 
 async def test_login_shares_the_orders_queue_but_not_their_window() -> None:

@@ -20,7 +20,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from _support.fixtures import private_redis, redis_client
-from tradebridge.brokers.budget import BudgetLimits, RequestBudget, RequestKind
+from tradebridge.brokers.budget import (
+    BudgetLimits,
+    RequestBudget,
+    RequestKind,
+    background_reads,
+)
 from tradebridge.brokers.factory import build_account_tokens, request_budget
 from tradebridge.brokers.redis_budget import RedisBudget, Spans, budget_keys
 from tradebridge.config import load_settings
@@ -186,6 +191,30 @@ async def test_redis_budget_fanout_beyond_the_window_waits_for_the_rest(
 
     assert [count for _, _, count, _ in seen] == [3, 2]
     assert seen[1][3] - seen[0][3] >= 0.5
+
+
+async def test_redis_budget_a_read_an_order_waits_for_goes_ahead_of_background_reads(
+    redis_client: aioredis.Redis,
+) -> None:
+    seen: list[str] = []
+    user = make(redis_client, reads_per_minute=2, spans=Spans(minute=0.5)).bucket("alice")
+
+    async def read(name: str) -> None:
+        await user.acquire(READ)
+        seen.append(name)
+
+    with background_reads():
+        reconcile = [asyncio.ensure_future(read(f"reconcile{i}")) for i in range(4)]
+    await until(lambda: _async(len(seen) == 2))  # the window is full; two wait behind it
+    position = asyncio.ensure_future(read("position"))
+    await asyncio.wait_for(asyncio.gather(*reconcile, position), 20)
+
+    assert seen[:2] == ["reconcile0", "reconcile1"]
+    assert seen[2] == "position"
+
+
+async def _async(value: bool) -> bool:
+    return value
 
 
 async def test_redis_budget_read_waits_for_orders_queued_in_another_process(

@@ -14,8 +14,12 @@ sliding windows (a log of admission times per window, no refill arithmetic):
 
 Orders and logins go first: a read waits while any order or login is queued, and an order
 never waits behind a read (a login is what an order waits for, so it shares the orders'
-queue). Within a queue it is first come, first served. Logins keep their own caps besides
-(``tokens.max_logins_per_hour``, in ``auth``).
+queue). Within a queue it is first come, first served, except that the reads of work nobody
+waits on (reconcile, the tracker's follow-ups, watchers: ``background_reads()``) queue
+behind every read an order waits for: after a restart, reconcile's reads of twenty accounts
+fill the reads window for two minutes, and the position or contract an alert needs must not
+wait behind them. Logins keep their own caps besides (``tokens.max_logins_per_hour``, in
+``auth``).
 
 ``RequestBudget`` keeps these windows in process memory: two processes using the same user
 would each have the whole budget and together double what Tradovate sees. It is the budget
@@ -28,16 +32,45 @@ the counting done atomically in Redis.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 from tradebridge.config import TradovateConfig
 
-__all__ = ["BudgetLimits", "RequestBudget", "RequestKind", "UserBudget", "Window"]
+__all__ = [
+    "BudgetLimits",
+    "RequestBudget",
+    "RequestKind",
+    "UserBudget",
+    "Window",
+    "background_reads",
+    "mark_background",
+]
+
+# Set in the tasks of work no order waits on: their reads queue behind the others'.
+_BACKGROUND: ContextVar[bool] = ContextVar("tradebridge_background_reads", default=False)
+
+
+@contextlib.contextmanager
+def background_reads() -> Iterator[None]:
+    """Mark the reads made inside (and in tasks started inside) as background reads."""
+    token = _BACKGROUND.set(True)
+    try:
+        yield
+    finally:
+        _BACKGROUND.reset(token)
+
+
+def mark_background() -> None:
+    """Mark the rest of the current task (and the tasks it starts) as background work: for a
+    loop's task, which runs until cancelled."""
+    _BACKGROUND.set(True)
 
 
 class RequestKind(Enum):
@@ -107,10 +140,11 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 class _Waiter:
-    __slots__ = ("granted", "kind")
+    __slots__ = ("background", "granted", "kind")
 
     def __init__(self, kind: RequestKind) -> None:
         self.kind = kind
+        self.background = kind is RequestKind.READ and _BACKGROUND.get()
         # Admitted by the head of its queue together with its own admission (a batch).
         self.granted = False
 
@@ -142,6 +176,19 @@ class UserBudget:
     def _queue(self, kind: RequestKind) -> deque[_Waiter]:
         return self._reads if kind is RequestKind.READ else self._first
 
+    def _enqueue(self, waiter: _Waiter) -> deque[_Waiter]:
+        """Queue ``waiter`` (a read an order waits for: ahead of the background reads);
+        return its queue."""
+        queue = self._queue(waiter.kind)
+        if waiter.kind is RequestKind.READ and not waiter.background:
+            # A background head asking Redis meanwhile is admitted all the same (its answer
+            # ends its wait wherever it stands); the next admission is this one's.
+            ahead = next((i for i, w in enumerate(queue) if w.background), len(queue))
+            queue.insert(ahead, waiter)
+        else:
+            queue.append(waiter)
+        return queue
+
     def _is_next(self, waiter: _Waiter) -> bool:
         if waiter.kind is RequestKind.READ:
             return not self._first and self._reads[0] is waiter
@@ -160,8 +207,7 @@ class UserBudget:
         """Wait until a request of ``kind`` may leave and count it; return the seconds waited."""
         started = self._clock()
         waiter = _Waiter(kind)
-        queue = self._queue(kind)
-        queue.append(waiter)
+        queue = self._enqueue(waiter)
         try:
             while True:
                 delay: float | None = None

@@ -318,8 +318,7 @@ class RedisUserBudget(UserBudget):
         """Wait until a request of ``kind`` may leave and count it; return the seconds waited."""
         started = self._clock()
         waiter = _Waiter(kind)
-        queue = self._queue(kind)
-        queue.append(waiter)
+        queue = self._enqueue(waiter)
         try:
             # Let requests started in the same breath (a fan-out) queue up, so that the head
             # asks for all of them in one round trip.

@@ -41,6 +41,7 @@ from decimal import Decimal
 
 from tradebridge._aio import reraise_if_cancelling
 from tradebridge.brokers.base import Broker
+from tradebridge.brokers.budget import mark_background
 from tradebridge.brokers.pool import BrokerPool
 from tradebridge.config import Settings
 from tradebridge.dispatch import positions as positions_check
@@ -122,6 +123,7 @@ class Reconciler:
 
     async def run(self) -> None:
         """Reconcile now and then every ``dispatcher.reconcile_interval_s`` until cancelled."""
+        mark_background()  # its reads queue behind those an order waits for
         while True:
             try:
                 await self.reconcile_once()

@@ -30,6 +30,7 @@ from typing import Any
 
 from tradebridge._aio import reraise_if_cancelling
 from tradebridge.brokers.base import Broker, BrokerOrderEvent
+from tradebridge.brokers.budget import mark_background
 from tradebridge.brokers.pool import BrokerPool
 from tradebridge.config import Settings
 from tradebridge.domain.ids import AccountName, entry_client_id
@@ -69,6 +70,7 @@ class Tracker:
 
     async def run(self) -> None:
         """Follow every adapter's events until cancelled; restart a stream that fails."""
+        mark_background()  # its reads queue behind those an order waits for
         try:
             async with asyncio.TaskGroup() as group:
                 for name, broker in await self.brokers.brokers():
