@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from _support.fixtures import redis_client
-from _support.native import FAST_RETRY, UNLIMITED_BUDGET, order
+from _support.native import FAST_RETRY, UNLIMITED_BUDGET, front, order
 from _support.users import ALICE, BOB, SIM_IDS, bridge_id, passwords, users_sim
 from tradebridge.brokers.auth import AccountTokens, BridgeTokenManager, TokenManager
 from tradebridge.brokers.budget import BudgetLimits, RequestBudget, UserBudget
@@ -234,3 +235,29 @@ async def test_pool_warm_lists_each_user_before_the_first_order(
 
     assert [c.path for c in calls].count("/account/list") == 1
     assert len(calls) == warmed  # the order path found everything cached
+
+
+async def test_pool_warm_looks_up_recent_contracts_once_per_user_and_skips_expired_ones(
+    sim: SimServer,
+    tmp_path: Path,
+    open_pool: Callable[..., tuple[AccountTokens, BrokerPool]],
+) -> None:
+    _tokens, pool = open_pool(_settings(sim, tmp_path))
+    calls: list[BrokerCall] = []
+    broker = await pool.get(ALICE[0])
+    assert isinstance(broker, TradovateBroker)
+    broker.http.add_listener(calls.append)
+    current = front().name
+    month = front().month - 3
+    expired = replace(front(), year=front().year - (month < 1), month=(month - 1) % 12 + 1)
+
+    # What the ledger says ALICE's accounts traded lately (an expired month among it, and
+    # an account not configured here).
+    await pool.warm(
+        {ALICE[0]: [current, expired.tradingview_name], ALICE[1]: [current], "NOT-OURS": ["ESZ9"]}
+    )
+    finds = [c.path for c in calls if c.path.startswith("/contract/")]
+    await broker.submit(order("tb-after-warm", account=ALICE[1]))
+
+    assert finds == [f"/contract/find?name={current}"]
+    assert [c.path for c in calls if c.path.startswith("/contract/")] == finds

@@ -4,6 +4,8 @@ PostgreSQL to load its catalog."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import asyncpg
 
 from tradebridge.store.ledger import HOT_STATEMENTS, Ledger
@@ -49,3 +51,19 @@ async def test_a_warm_pool_opens_on_a_ledger_not_migrated_yet(empty_db: str) -> 
     ledger = await Ledger.connect(empty_db, min_size=2, max_size=2, warm=True)
     async with ledger, ledger.pool.acquire() as conn:
         assert await conn.fetchval("select 1") == 1
+
+
+async def test_recent_instruments_lists_what_each_account_traded_since(ledger: Ledger) -> None:
+    # What the dispatcher's warm-up looks up at start (Dispatcher._warm).
+    for i, (account, instrument) in enumerate(
+        [("A1", "MNQZ6"), ("A1", "MNQZ6"), ("A1", "ESZ6"), ("A2", "MNQZ6"), ("OTHER", "CLF7")]
+    ):
+        await ledger.insert_signal(signal_id=f"s{i}", account_name=account,
+                                   instrument=instrument, side="buy", quantity=1)  # fmt: skip
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+
+    recent = await ledger.recent_instruments(["A1", "A2", "A3"], an_hour_ago)
+    later = await ledger.recent_instruments(["A1"], datetime.now(UTC) + timedelta(hours=1))
+
+    assert {k: sorted(v) for k, v in recent.items()} == {"A1": ["ESZ6", "MNQZ6"], "A2": ["MNQZ6"]}
+    assert later == {}

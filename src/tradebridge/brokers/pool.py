@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 
+from tradebridge._aio import reraise_if_cancelling
 from tradebridge.brokers.auth import AccountTokens
 from tradebridge.brokers.base import AccountInfo, Broker
 from tradebridge.brokers.factory import budget_of, build_broker, lockout_user, request_budget
@@ -166,8 +167,10 @@ class BrokerPool:
                 self._accounts[key] = known
         return known.get(account_name)
 
-    async def warm(self) -> None:
-        """Fill the caches the first order needs (each user's account list) before it comes.
+    async def warm(self, instruments: Mapping[str, Sequence[str]] | None = None) -> None:
+        """Fill the caches the first order needs before it comes: each user's account list,
+        and the contracts of ``instruments`` (per account: what it traded lately), once per
+        user, where the adapter looks contracts up (native).
 
         Best effort: a failure is logged and left to the order path, which reads again.
         """
@@ -180,6 +183,28 @@ class BrokerPool:
         for name, result in zip(users.values(), results, strict=True):
             if isinstance(result, BaseException):
                 _log.warning("broker_warm_failed", account=name, error=str(result))
+        wanted: dict[tuple[tuple[str, str], str], str] = {}  # (user, instrument) -> account
+        configured = set(self.account_names())
+        for account, names in (instruments or {}).items():
+            if account in configured:
+                for instrument in names:
+                    wanted.setdefault((self._key(account), instrument), account)
+        if wanted:
+            await asyncio.gather(
+                *(self._warm_contract(instrument, account)
+                  for (_, instrument), account in wanted.items())
+            )  # fmt: skip
+
+    async def _warm_contract(self, instrument: str, account: str) -> None:
+        try:
+            broker = await self.get(account)
+            resolve = getattr(broker, "resolve_contract", None)  # native only: it looks up
+            if resolve is not None:
+                await resolve(instrument, account)
+        except Exception as e:  # noqa: BLE001 - an expired or unknown contract: not needed
+            reraise_if_cancelling()
+            _log.info("contract_warm_skipped", account=account, instrument=instrument,
+                      error=str(e)[:200])  # fmt: skip
 
     async def brokers(self) -> list[tuple[str, Broker]]:
         """Return one (account name, adapter) pair per distinct adapter of the settings."""

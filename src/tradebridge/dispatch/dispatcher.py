@@ -205,7 +205,7 @@ class Dispatcher:
             timer = asyncio.create_task(self._timer(), name=f"drain-timer-{self.worker_id}")
             # The caches the first order needs (account lists) fill while the loop starts;
             # a row claimed meanwhile joins the same listing (single flight), never repeats it.
-            warm = asyncio.create_task(self.brokers.warm(), name=f"warm-{self.worker_id}")
+            warm = asyncio.create_task(self._warm(), name=f"warm-{self.worker_id}")
             side = [listener, timer, warm]
             if self._tracking or (self._tracking is None and self.brokers.claim_tracking(self)):
                 tracker = Tracker(self.settings, self.ledger, self.brokers)
@@ -238,6 +238,19 @@ class Dispatcher:
                     task.cancel()
                 await self._stop_rows()
                 await cancel_and_wait(*side)
+
+    async def _warm(self) -> None:
+        """Fill the broker caches the first orders need: the account lists, and the contracts
+        of what the accounts traded in the last week (a restart's first alert looks up
+        nothing it traded before)."""
+        since = datetime.now(UTC) - timedelta(days=7)
+        try:
+            recent = await self.ledger.recent_instruments(self.brokers.account_names(), since)
+        except Exception as e:  # noqa: BLE001 - best effort: the order path looks them up
+            reraise_if_cancelling()
+            _log.warning("warm_read_failed", worker=self.worker_id, error=type(e).__name__)
+            recent = {}
+        await self.brokers.warm(recent)
 
     async def drain_once(self) -> int:
         """Claim what is claimable now, place it to its outcome; return the rows claimed."""

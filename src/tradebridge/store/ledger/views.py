@@ -35,6 +35,13 @@ select id, received_at, fired_at, source_ip, format, payload, outcome, error, gr
  order by id
  limit 1
 """
+# The instruments each account traded lately, for the start-up warm-up (a scan by time,
+# once per start).
+_RECENT_INSTRUMENTS_SQL = """
+select distinct account_name, instrument from trading_signals
+ where account_name = any($1) and instrument is not null and created_at >= $2
+ limit 200
+"""
 
 _PERCENTILES = (0.5, 0.9, 0.99)
 _FILLED = status_list(SignalStatus.FILLED)
@@ -149,6 +156,16 @@ class Views(LedgerPool):
             _LIST_SQL, since, list(statuses) if statuses else None, account, strategy, limit
         )
         return [LedgerRow.from_record(r) for r in records]
+
+    async def recent_instruments(
+        self, accounts: Sequence[str], since: datetime
+    ) -> dict[str, list[str]]:
+        """Return the instruments each of ``accounts`` had rows for since ``since``."""
+        records = await self._db.fetch(_RECENT_INSTRUMENTS_SQL, list(accounts), since)
+        found: dict[str, list[str]] = {}
+        for r in records:
+            found.setdefault(r["account_name"], []).append(r["instrument"])
+        return found
 
     async def alert_of(self, signal_id: str, group_id: str | None) -> StoredAlert | None:
         """Return the webhook alert ``signal_id`` came from (None: inserted directly)."""
