@@ -200,16 +200,23 @@ async def test_one_users_lockout_leaves_the_other_user_trading(
         await tokens.token(BOB)
 
 
+async def _alices_calls(
+    pool: BrokerPool,
+) -> tuple[BrokerPool, TradovateBroker, list[BrokerCall]]:
+    """Return the pool, ALICE's adapter, and the list its broker calls go to from now on."""
+    calls: list[BrokerCall] = []
+    broker = await pool.get(ALICE[0])
+    assert isinstance(broker, TradovateBroker)
+    broker.http.add_listener(calls.append)
+    return pool, broker, calls
+
+
 async def test_pool_fanout_of_one_user_lists_its_accounts_once(
     sim: SimServer,
     tmp_path: Path,
     open_pool: Callable[..., tuple[AccountTokens, BrokerPool]],
 ) -> None:
-    _tokens, pool = open_pool(_settings(sim, tmp_path))
-    calls: list[BrokerCall] = []
-    broker = await pool.get(ALICE[0])
-    assert isinstance(broker, TradovateBroker)
-    broker.http.add_listener(calls.append)
+    pool, _broker, calls = await _alices_calls(open_pool(_settings(sim, tmp_path))[1])
 
     infos = await asyncio.gather(*(pool.account_info(ALICE[i % 2]) for i in range(20)))
 
@@ -222,11 +229,7 @@ async def test_pool_warm_lists_each_user_before_the_first_order(
     tmp_path: Path,
     open_pool: Callable[..., tuple[AccountTokens, BrokerPool]],
 ) -> None:
-    _tokens, pool = open_pool(_settings(sim, tmp_path))
-    calls: list[BrokerCall] = []
-    broker = await pool.get(ALICE[0])
-    assert isinstance(broker, TradovateBroker)
-    broker.http.add_listener(calls.append)
+    pool, broker, calls = await _alices_calls(open_pool(_settings(sim, tmp_path))[1])
 
     await pool.warm()
     warmed = len(calls)
@@ -242,11 +245,7 @@ async def test_pool_warm_looks_up_recent_contracts_once_per_user_and_skips_expir
     tmp_path: Path,
     open_pool: Callable[..., tuple[AccountTokens, BrokerPool]],
 ) -> None:
-    _tokens, pool = open_pool(_settings(sim, tmp_path))
-    calls: list[BrokerCall] = []
-    broker = await pool.get(ALICE[0])
-    assert isinstance(broker, TradovateBroker)
-    broker.http.add_listener(calls.append)
+    pool, broker, calls = await _alices_calls(open_pool(_settings(sim, tmp_path))[1])
     current = front().name
     month = front().month - 3
     expired = replace(front(), year=front().year - (month < 1), month=(month - 1) % 12 + 1)
