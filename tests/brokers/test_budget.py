@@ -16,7 +16,7 @@ from tradebridge.brokers.budget import (
     RequestKind,
     UserBudget,
     Window,
-    background_reads,
+    mark_background,
 )
 from tradebridge.config import TradovateConfig
 
@@ -61,9 +61,11 @@ def budget(fake: FakeTime, **limits: int) -> UserBudget:
 
 
 def start(
-    user: UserBudget, kind: RequestKind, admitted: list[str], name: str
+    user: UserBudget, kind: RequestKind, admitted: list[str], name: str, *, background: bool = False
 ) -> asyncio.Task[float]:
     async def one() -> float:
+        if background:
+            mark_background()  # as reconcile's task does
         waited = await user.acquire(kind)
         admitted.append(name)
         return waited
@@ -209,10 +211,9 @@ async def test_a_read_an_order_waits_for_goes_ahead_of_background_reads() -> Non
     user = budget(fake, reads_per_minute=1)
     admitted: list[str] = []
 
-    with background_reads():
-        for i in range(3):
-            start(user, READ, admitted, f"reconcile{i}")
-            await settle()
+    for i in range(3):
+        start(user, READ, admitted, f"reconcile{i}", background=True)
+        await settle()
     start(user, READ, admitted, "position")
     await settle()
     start(user, READ, admitted, "contract")
@@ -232,10 +233,9 @@ async def test_background_reads_still_wait_behind_orders_and_leave_in_their_orde
     user = budget(fake, requests_per_second=1)
     admitted: list[str] = []
 
-    with background_reads():
-        for i in range(3):
-            start(user, READ, admitted, f"bg{i}")
-            await settle()
+    for i in range(3):
+        start(user, READ, admitted, f"bg{i}", background=True)
+        await settle()
     start(user, ORDER, admitted, "order")
     await settle()
     for _ in range(3):

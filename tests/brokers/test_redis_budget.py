@@ -24,7 +24,7 @@ from tradebridge.brokers.budget import (
     BudgetLimits,
     RequestBudget,
     RequestKind,
-    background_reads,
+    mark_background,
 )
 from tradebridge.brokers.factory import build_account_tokens, request_budget
 from tradebridge.brokers.redis_budget import RedisBudget, Spans, budget_keys
@@ -199,22 +199,22 @@ async def test_redis_budget_a_read_an_order_waits_for_goes_ahead_of_background_r
     seen: list[str] = []
     user = make(redis_client, reads_per_minute=2, spans=Spans(minute=0.5)).bucket("alice")
 
-    async def read(name: str) -> None:
+    async def read(name: str, *, background: bool = False) -> None:
+        if background:
+            mark_background()  # as reconcile's task does
         await user.acquire(READ)
         seen.append(name)
 
-    with background_reads():
-        reconcile = [asyncio.ensure_future(read(f"reconcile{i}")) for i in range(4)]
-    await until(lambda: _async(len(seen) == 2))  # the window is full; two wait behind it
+    async def two_admitted() -> bool:
+        return len(seen) == 2
+
+    reconcile = [asyncio.ensure_future(read(f"reconcile{i}", background=True)) for i in range(4)]
+    await until(two_admitted)  # the window is full; two wait behind it
     position = asyncio.ensure_future(read("position"))
     await asyncio.wait_for(asyncio.gather(*reconcile, position), 20)
 
     assert seen[:2] == ["reconcile0", "reconcile1"]
     assert seen[2] == "position"
-
-
-async def _async(value: bool) -> bool:
-    return value
 
 
 async def test_redis_budget_read_waits_for_orders_queued_in_another_process(

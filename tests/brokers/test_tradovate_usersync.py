@@ -59,19 +59,28 @@ class Collector:
                 await self.changed.wait()
 
 
-@pytest.fixture
-async def collector(rig: NativeRig) -> AsyncIterator[Collector]:
+@contextlib.asynccontextmanager
+async def following(broker: TradovateBroker) -> AsyncIterator[Collector]:
     """Start the broker's event stream and wait until the socket is synced."""
     found = Collector()
-    task = asyncio.create_task(found.consume(rig.broker.events()))
-    async with asyncio.timeout(10):
-        while not rig.broker.user_syncs():
-            await asyncio.sleep(0.01)
-    await rig.broker.user_syncs()[0].wait_synced(10)
-    yield found
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    task = asyncio.create_task(found.consume(broker.events()))
+    try:
+        async with asyncio.timeout(10):
+            while not broker.user_syncs():
+                await asyncio.sleep(0.01)
+        await broker.user_syncs()[0].wait_synced(10)
+        yield found
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest.fixture
+async def collector(rig: NativeRig) -> AsyncIterator[Collector]:
+    """The rig's broker, followed (``following``)."""
+    async with following(rig.broker) as found:
+        yield found
 
 
 async def test_usersync_market_fill_emits_accepted_and_filled(
@@ -309,20 +318,10 @@ async def test_after_a_restart_positions_and_orders_need_no_contract_look_up(
     http.add_listener(calls.append)
     restarted = TradovateBroker(config, ACCOUNTS, rig.store, http=http)
     try:
-        again = Collector()
-        task = asyncio.create_task(again.consume(restarted.events()))
-        try:
-            async with asyncio.timeout(10):
-                while not restarted.user_syncs():
-                    await asyncio.sleep(0.01)
-            await restarted.user_syncs()[0].wait_synced(10)
+        async with following(restarted) as again:
             positions = await restarted.position_reports(ACCOUNT)
             second = await restarted.submit(order("tb-after-restart", quantity=1))
             await again.wait_for(second, OrderFilled)
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
     finally:
         await restarted.close()
         await http.aclose()

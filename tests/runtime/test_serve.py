@@ -7,6 +7,7 @@ import os
 from decimal import Decimal
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
@@ -45,6 +46,34 @@ async def test_serve_external_stores_places_inserted_row_as_filled(
     assert row.status.value == "filled"
     assert row.filled_qty == Decimal(1)
     assert row.tradovate_order_id
+
+
+async def _connections(database: str) -> int:
+    conn = await asyncpg.connect(database)
+    try:
+        return int(await conn.fetchval(
+            "select count(*) from pg_stat_activity"
+            " where datname = current_database() and pid <> pg_backend_pid()"
+        ))  # fmt: skip
+    finally:
+        await conn.close()
+
+
+async def test_serve_keeps_its_whole_pool_open_unless_min_pool_says_less(
+    sim_tokens: SimServer, fresh_db: str, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    # An alert after a quiet spell must not wait for connections to open (asyncpg closes
+    # those above the floor after five idle minutes): by default the floor is the pool.
+    settings = _settings(sim_tokens, fresh_db, redis_server.url, tmp_path)
+    pool_size = settings.database.max_pool
+    async with serving(settings):
+        by_default = await _connections(fresh_db)
+    one = settings.database.model_copy(update={"min_pool": 1})
+    async with serving(settings.model_copy(update={"database": one})):
+        with_one = await _connections(fresh_db)
+
+    assert by_default >= pool_size
+    assert with_one < pool_size
 
 
 async def test_serve_healthz_all_reachable_answers_ok_with_each_check(

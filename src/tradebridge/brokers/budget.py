@@ -15,7 +15,7 @@ sliding windows (a log of admission times per window, no refill arithmetic):
 Orders and logins go first: a read waits while any order or login is queued, and an order
 never waits behind a read (a login is what an order waits for, so it shares the orders'
 queue). Within a queue it is first come, first served, except that the reads of work nobody
-waits on (reconcile, the tracker's follow-ups, watchers: ``background_reads()``) queue
+waits on (reconcile and the tracker mark their tasks: ``mark_background()``) queue
 behind every read an order waits for: after a restart, reconcile's reads of twenty accounts
 fill the reads window for two minutes, and the position or contract an alert needs must not
 wait behind them. Logins keep their own caps besides (``tokens.max_logins_per_hour``, in
@@ -32,10 +32,9 @@ the counting done atomically in Redis.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import Enum
@@ -49,7 +48,6 @@ __all__ = [
     "RequestKind",
     "UserBudget",
     "Window",
-    "background_reads",
     "mark_background",
 ]
 
@@ -57,19 +55,9 @@ __all__ = [
 _BACKGROUND: ContextVar[bool] = ContextVar("tradebridge_background_reads", default=False)
 
 
-@contextlib.contextmanager
-def background_reads() -> Iterator[None]:
-    """Mark the reads made inside (and in tasks started inside) as background reads."""
-    token = _BACKGROUND.set(True)
-    try:
-        yield
-    finally:
-        _BACKGROUND.reset(token)
-
-
 def mark_background() -> None:
-    """Mark the rest of the current task (and the tasks it starts) as background work: for a
-    loop's task, which runs until cancelled."""
+    """Mark the rest of the current task (and the tasks it starts) as work no order waits
+    on: its reads queue behind the others' (the first line of a loop's task)."""
     _BACKGROUND.set(True)
 
 

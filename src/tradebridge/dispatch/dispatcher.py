@@ -243,7 +243,7 @@ class Dispatcher:
         """Fill the broker caches the first orders need: the account lists, and the contracts
         of what the accounts traded in the last week (a restart's first alert looks up
         nothing it traded before)."""
-        since = datetime.now(UTC) - timedelta(days=7)
+        since = self._clock() - timedelta(days=7)
         try:
             recent = await self.ledger.recent_instruments(self.brokers.account_names(), since)
         except Exception as e:  # noqa: BLE001 - best effort: the order path looks them up

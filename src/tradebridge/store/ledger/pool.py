@@ -168,7 +168,7 @@ async def open_pool(
     try:
         return await asyncpg.create_pool(
             url,
-            min_size=min(min_size, max_size),
+            min_size=min_size,
             max_size=max_size,
             timeout=connect_timeout_s,
             init=init if warm else _init_connection,
