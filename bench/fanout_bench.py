@@ -1,7 +1,7 @@
 """Fan-out benchmark: one TradingView alert to N accounts of one Tradovate user.
 
     .venv/bin/python bench/fanout_bench.py [--accounts 20] [--rounds 30] [--cold]
-        [--interval S] [--max-accounts N] [--timeout 600]
+        [--interval S] [--max-accounts N] [--timeout 600] [--log-level L] [--keep-log F]
 
 It runs the stack as a trader would, with the production defaults (request budget
 included): a private PostgreSQL and Redis (``store.embedded``), ``tradebridge sim`` in a
@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -61,14 +62,16 @@ SECRET = "bench-secret-0123456789"
 ORDERS_PER_MINUTE = 72  # tradovate.orders_per_minute's default
 
 
-def serve_config(sim_url: str, accounts: int, max_accounts: int | None) -> str:
+def serve_config(
+    sim_url: str, accounts: int, max_accounts: int | None, log_level: str = "WARNING"
+) -> str:
     """Return the ``tradebridge serve`` settings: defaults, the accounts, one group."""
     names = [bench_account(i) for i in range(accounts)]
     listed = "\n".join(f'[[accounts]]\nname = "{n}"\nuser = "bench"\n' for n in names)
     dispatcher = "" if max_accounts is None else f"[dispatcher]\nmax_accounts = {max_accounts}\n"
     return f"""
 [logging]
-level = "WARNING"
+level = "{log_level}"
 
 [tradovate]
 native_url = "{sim_url}/v1"
@@ -270,7 +273,9 @@ async def _rounds(
 def run(args: argparse.Namespace) -> Results:
     """Run the rounds; return the times."""
     results = Results()
-    config_of = lambda stack: serve_config(stack.sim_url, args.accounts, args.max_accounts)  # noqa: E731
+    config_of = lambda stack: serve_config(  # noqa: E731
+        stack.sim_url, args.accounts, args.max_accounts, args.log_level
+    )
     with tempfile.TemporaryDirectory() as tmp:
         stack = Stack(args.accounts, Path(tmp))
         try:
@@ -290,6 +295,9 @@ def run(args: argparse.Namespace) -> Results:
                         raise
                     finally:
                         stop(child)
+                        if args.keep_log is not None:
+                            with args.keep_log.open("ab") as kept:
+                                kept.write(log.read_bytes())
                 return results
             child, port, log = stack.serve(config_of(stack))
             try:
@@ -301,6 +309,8 @@ def run(args: argparse.Namespace) -> Results:
                 raise
             finally:
                 stop(child)
+                if args.keep_log is not None:
+                    shutil.copyfile(log, args.keep_log)
         finally:
             stack.close()
     return results
@@ -340,6 +350,10 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=None, help="seconds between rounds")
     parser.add_argument("--max-accounts", type=int, default=None, help="dispatcher.max_accounts")
     parser.add_argument("--timeout", type=float, default=600.0, help="per round, seconds")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING"], default="WARNING",
+                        help="[logging] level of serve")  # fmt: skip
+    parser.add_argument("--keep-log", type=Path, default=None,
+                        help="copy serve's log here (cold: every serve's, appended)")  # fmt: skip
     args = parser.parse_args()
     if args.rounds is None:
         args.rounds = 5 if args.cold else 30
