@@ -174,6 +174,14 @@ class TradovateConfig(_Section):
         description="reads a user may send in any rolling minute: 3,000/h at most, so reads "
         "alone never use up requests_per_hour and orders keep at least 1,500/h",
     )
+    reads_reserved_per_minute: int = Field(
+        20,
+        ge=0,
+        description="of reads_per_minute, the reads that reconcile and the tracker leave "
+        "for the reads an order waits for (an account list, a position before the user-sync "
+        "socket is up): after a restart with many open rows, their look-ups use the rest and "
+        "a new alert's reads still go at once; at most reads_per_minute - 1",
+    )
     # Tradovate counts per user, whichever process sends (§7): the windows are shared through
     # Redis unless a single process runs (brokers/redis_budget.py).
     budget: Literal["redis", "local"] = Field(

@@ -228,6 +228,36 @@ async def test_a_read_an_order_waits_for_goes_ahead_of_background_reads() -> Non
     assert admitted == ["reconcile0", "position", "contract", "reconcile1"]
 
 
+async def test_background_reads_leave_the_reserved_reads_to_the_others() -> None:
+    # Reconcile's look-ups after a restart use up their share of the reads window; the
+    # account list and positions a new alert needs are read at once, not a minute later.
+    fake = FakeTime()
+    user = budget(fake, reads_per_minute=3, reads_reserved=2)
+    admitted: list[str] = []
+
+    for i in range(3):
+        start(user, READ, admitted, f"reconcile{i}", background=True)
+    await settle()
+    start(user, READ, admitted, "account list")
+    start(user, READ, admitted, "position")
+    await settle()
+    assert admitted == ["reconcile0", "account list", "position"]
+
+    await fake.advance(60)
+    assert admitted == ["reconcile0", "account list", "position", "reconcile1"]
+    await fake.advance(60)
+    assert admitted[-1] == "reconcile2"
+
+
+def test_the_reserve_leaves_background_reads_at_least_one_a_minute() -> None:
+    assert BudgetLimits.of(TradovateConfig()).reads_reserved == 20
+    window = Window(10, 60.0, reserved=20)  # a reserve above a lowered reads_per_minute
+    assert window.wait_s(0.0, background=True) == 0
+    window.admit(0.0)
+    assert window.wait_s(1.0, background=True) == pytest.approx(59.0)
+    assert window.wait_s(1.0) == 0
+
+
 async def test_background_reads_still_wait_behind_orders_and_leave_in_their_order() -> None:
     fake = FakeTime()
     user = budget(fake, requests_per_second=1)

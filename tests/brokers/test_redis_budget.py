@@ -27,7 +27,7 @@ from tradebridge.brokers.budget import (
     mark_background,
 )
 from tradebridge.brokers.factory import build_account_tokens, request_budget
-from tradebridge.brokers.redis_budget import RedisBudget, Spans, budget_keys
+from tradebridge.brokers.redis_budget import RedisBudget, RedisUserBudget, Spans, budget_keys
 from tradebridge.config import load_settings
 from tradebridge.errors import BrokerUnavailable
 from tradebridge.obs import metrics
@@ -38,7 +38,7 @@ __all__ = ["private_redis", "redis_client"]  # fixtures
 ORDER, READ, AUTH = RequestKind.ORDER, RequestKind.READ, RequestKind.AUTH
 SECOND, HOUR, ORDERS_MINUTE, READS_MINUTE, ORDERS_WAITING, PROCESSES = budget_keys("alice")
 WIDE = {"requests_per_second": 1000, "requests_per_hour": 100_000,
-        "orders_per_minute": 1000, "reads_per_minute": 1000}  # fmt: skip
+        "orders_per_minute": 1000, "reads_per_minute": 1000, "reads_reserved": 0}  # fmt: skip
 
 
 def limits(**narrow: int) -> BudgetLimits:
@@ -215,6 +215,37 @@ async def test_redis_budget_a_read_an_order_waits_for_goes_ahead_of_background_r
 
     assert seen[:2] == ["reconcile0", "reconcile1"]
     assert seen[2] == "position"
+
+
+async def test_redis_budget_background_reads_leave_the_reserved_reads_to_other_processes(
+    redis_client: aioredis.Redis,
+) -> None:
+    # A restarted worker's reconcile fills its share of the reads window; another worker's
+    # account list and position reads for a new alert still go at once.
+    reconciling = make(redis_client, reads_per_minute=3, reads_reserved=2).bucket("alice")
+    placing = make(redis_client, reads_per_minute=3, reads_reserved=2).bucket("alice")
+    admitted: list[str] = []
+
+    async def read(user: RedisUserBudget, name: str, *, background: bool = False) -> None:
+        if background:
+            mark_background()  # as reconcile's task does
+        await user.acquire(READ)
+        admitted.append(name)
+
+    reconcile = [
+        asyncio.ensure_future(read(reconciling, f"reconcile{i}", background=True)) for i in range(3)
+    ]
+    await until(lambda: redis_client.zcard(READS_MINUTE))
+    await asyncio.wait_for(
+        asyncio.gather(read(placing, "account list"), read(placing, "position")), 10
+    )
+
+    assert admitted == ["reconcile0", "account list", "position"]
+    assert not any(task.done() for task in reconcile[1:])  # the window (one minute) is full
+    assert await redis_client.zcard(READS_MINUTE) == 3
+    for task in reconcile:
+        task.cancel()
+    await asyncio.gather(*reconcile, return_exceptions=True)
 
 
 async def test_redis_budget_read_waits_for_orders_queued_in_another_process(

@@ -48,6 +48,7 @@ __all__ = [
     "RequestKind",
     "UserBudget",
     "Window",
+    "is_background",
     "mark_background",
 ]
 
@@ -59,6 +60,11 @@ def mark_background() -> None:
     """Mark the rest of the current task (and the tasks it starts) as work no order waits
     on: its reads queue behind the others' (the first line of a loop's task)."""
     _BACKGROUND.set(True)
+
+
+def is_background() -> bool:
+    """Return whether the current task is marked as background work."""
+    return _BACKGROUND.get()
 
 
 class RequestKind(Enum):
@@ -77,6 +83,9 @@ class BudgetLimits:
     requests_per_hour: int
     orders_per_minute: int
     reads_per_minute: int
+    # Of reads_per_minute, what background reads (reconcile's, the tracker's) leave to the
+    # others: they are admitted only while the window holds fewer than the difference.
+    reads_reserved: int = 0
 
     @classmethod
     def of(cls, config: TradovateConfig) -> BudgetLimits:
@@ -86,6 +95,7 @@ class BudgetLimits:
             requests_per_hour=config.requests_per_hour,
             orders_per_minute=config.orders_per_minute,
             reads_per_minute=config.reads_per_minute,
+            reads_reserved=config.reads_reserved_per_minute,
         )
 
     @classmethod
@@ -96,23 +106,26 @@ class BudgetLimits:
 
 
 class Window:
-    """A sliding window: at most ``limit`` admissions in any ``span_s`` seconds."""
+    """A sliding window: at most ``limit`` admissions in any ``span_s`` seconds, of which
+    background admissions leave ``reserved`` to the others (at most ``limit - 1``)."""
 
-    __slots__ = ("_times", "limit", "span_s")
+    __slots__ = ("_times", "limit", "reserved", "span_s")
 
-    def __init__(self, limit: int, span_s: float) -> None:
+    def __init__(self, limit: int, span_s: float, reserved: int = 0) -> None:
         self.limit = limit
         self.span_s = span_s
+        self.reserved = min(reserved, limit - 1)
         self._times: deque[float] = deque()
 
-    def wait_s(self, now: float) -> float:
+    def wait_s(self, now: float, *, background: bool = False) -> float:
         """Return how long until one more admission fits (0: now)."""
         times = self._times
         while times and times[0] <= now - self.span_s:
             times.popleft()
-        if len(times) < self.limit:
+        limit = self.limit - self.reserved if background else self.limit
+        if len(times) < limit:
             return 0.0
-        return times[len(times) - self.limit] + self.span_s - now
+        return times[len(times) - limit] + self.span_s - now
 
     def admit(self, now: float) -> None:
         """Record one admission at ``now``."""
@@ -132,7 +145,7 @@ class _Waiter:
 
     def __init__(self, kind: RequestKind) -> None:
         self.kind = kind
-        self.background = kind is RequestKind.READ and _BACKGROUND.get()
+        self.background = kind is RequestKind.READ and is_background()
         # Admitted by the head of its queue together with its own admission (a batch).
         self.granted = False
 
@@ -152,9 +165,10 @@ class UserBudget:
         self._sleep = sleep
         per_second = Window(limits.requests_per_second, 1.0)
         per_hour = Window(limits.requests_per_hour, 3600.0)
+        reads = Window(limits.reads_per_minute, 60.0, reserved=limits.reads_reserved)
         self.windows: dict[RequestKind, tuple[Window, ...]] = {
             RequestKind.ORDER: (per_second, per_hour, Window(limits.orders_per_minute, 60.0)),
-            RequestKind.READ: (per_second, per_hour, Window(limits.reads_per_minute, 60.0)),
+            RequestKind.READ: (per_second, per_hour, reads),
             RequestKind.AUTH: (per_second, per_hour),
         }
         self._first: deque[_Waiter] = deque()  # orders and logins
@@ -182,10 +196,10 @@ class UserBudget:
             return not self._first and self._reads[0] is waiter
         return self._first[0] is waiter
 
-    def wait_s(self, kind: RequestKind) -> float:
+    def wait_s(self, kind: RequestKind, *, background: bool = False) -> float:
         """Return how long a request of ``kind`` would wait for its windows now."""
         now = self._clock()
-        return max(w.wait_s(now) for w in self.windows[kind])
+        return max(w.wait_s(now, background=background) for w in self.windows[kind])
 
     def queued(self) -> tuple[int, int]:
         """Return the requests waiting: (orders and logins, reads)."""
@@ -200,7 +214,7 @@ class UserBudget:
             while True:
                 delay: float | None = None
                 if self._is_next(waiter):
-                    delay = self.wait_s(kind)
+                    delay = self.wait_s(kind, background=waiter.background)
                     if delay <= 0:
                         now = self._clock()
                         for window in self.windows[kind]:

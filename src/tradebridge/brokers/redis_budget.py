@@ -22,6 +22,10 @@ In each process the queues are those of ``UserBudget``: orders and logins first,
 first served. Only the head of a queue asks Redis, and for the run of waiters of its kind
 behind it at once (up to ``_MAX_BATCH``), so a 20-order fan-out is one round trip, not 20.
 
+Background reads (reconcile's, the tracker's: ``budget.mark_background``) ask with the
+reads window's limit lowered by ``reads_reserved``, so across processes they leave that many
+reads a minute to the reads an order waits for.
+
 Orders go ahead of reads **across** processes through a per-user set of processes with
 orders waiting, ``budget:{<user>}:orders_waiting``: a process whose order is denied adds
 itself, scored by when it expects to retry, and leaves once its queued orders are admitted;
@@ -246,19 +250,31 @@ class RedisBudget(RequestBudget):
         return self._down_until is None or self._clock() >= self._down_until
 
     async def admit(
-        self, user: str, kind: RequestKind, count: int, *, force: bool = False, more: bool = False
+        self,
+        user: str,
+        kind: RequestKind,
+        count: int,
+        *,
+        force: bool = False,
+        more: bool = False,
+        background: bool = False,
     ) -> list[int]:
         """Run the admission script once for ``count`` requests of ``user``; return its reply.
+
+        ``background``: reads that leave ``reads_reserved`` of the reads window to others.
 
         ``RedisError``, ``OSError`` or ``TimeoutError`` (over ``timeout_s``) when Redis does
         not answer; the caller decides what that means.
         """
         limits = self.limits
+        reads = limits.reads_per_minute
+        if background:
+            reads -= min(limits.reads_reserved, reads - 1)
         args: list[str | int | float] = [
             kind.value, count, int(force), self.process_id,
             f"{self.process_id}:{next(self._nonces)}",
             limits.requests_per_second, limits.requests_per_hour,
-            limits.orders_per_minute, limits.reads_per_minute,
+            limits.orders_per_minute, reads,
             *(round(span * 1e6) for span in self.spans.of_keys()),
             round(self.hold_s * 1e6), int(more),
         ]  # fmt: skip
@@ -341,22 +357,28 @@ class RedisUserBudget(UserBudget):
         kind = head.kind
         run = [head]
         for waiter in itertools.islice(queue, 1, None):
-            if waiter.kind is not kind or len(run) >= _MAX_BATCH:
+            if (
+                waiter.kind is not kind
+                or waiter.background is not head.background
+                or len(run) >= _MAX_BATCH
+            ):
                 break
             if not waiter.granted:
                 run.append(waiter)
         more = kind is not RequestKind.READ and len(self._first) > len(run)
-        admitted, delay = await self._admit(kind, len(run), more)
+        admitted, delay = await self._admit(kind, len(run), more, head.background)
         for waiter in run[1:admitted]:
             waiter.granted = True  # a waiter cancelled meanwhile wastes its slot: safe side
         return 0.0 if admitted else delay
 
-    async def _admit(self, kind: RequestKind, count: int, more: bool) -> tuple[int, float]:
+    async def _admit(
+        self, kind: RequestKind, count: int, more: bool, background: bool = False
+    ) -> tuple[int, float]:
         owner = self.owner
         if owner.reachable:
             try:
                 await self._settle_debt()
-                reply = await owner.admit(self.user, kind, count, more=more)
+                reply = await owner.admit(self.user, kind, count, more=more, background=background)
             except (RedisError, OSError, TimeoutError) as e:
                 owner.mark_down(e)
             else:
@@ -367,7 +389,7 @@ class RedisUserBudget(UserBudget):
                 f"request budget of {self.user}: Redis is unreachable and "
                 "tradovate.budget_on_redis_error = refuse; nothing was sent"
             )
-        return self._admit_locally(kind, count)
+        return self._admit_locally(kind, count, background)
 
     def _answered(self, kind: RequestKind, reply: list[int]) -> tuple[int, float]:
         admitted, wait_us, held, now_us, processes, *counts = reply
@@ -393,7 +415,9 @@ class RedisUserBudget(UserBudget):
         self._fallback = False
         _log.info("budget_fallback_ended", user=self.user)
 
-    def _admit_locally(self, kind: RequestKind, count: int) -> tuple[int, float]:
+    def _admit_locally(
+        self, kind: RequestKind, count: int, background: bool = False
+    ) -> tuple[int, float]:
         """Admit from this process's share of the windows; return (admitted, wait)."""
         if not self._fallback:
             self._start_fallback()
@@ -401,7 +425,7 @@ class RedisUserBudget(UserBudget):
         windows = self.windows[kind]
         admitted = 0
         while admitted < count:
-            delay = max(w.wait_s(now) for w in windows)
+            delay = max(w.wait_s(now, background=background) for w in windows)
             if delay > 0:
                 break
             for window in windows:
@@ -422,8 +446,8 @@ class RedisUserBudget(UserBudget):
         share = max(owner.fallback_processes, self._processes)
         at = self._counted_at
 
-        def window(limit: int, span: float, used: int) -> Window:
-            made = Window(max(1, limit // share), span)
+        def window(limit: int, span: float, used: int, reserved: int = 0) -> Window:
+            made = Window(max(1, limit // share), span, reserved=reserved // share)
             if at is not None and self._clock() - at < span:
                 for _ in range(math.ceil(used / share)):
                     made.admit(at)  # as if admitted at the last answer: the safe side
@@ -441,7 +465,7 @@ class RedisUserBudget(UserBudget):
             RequestKind.READ: (
                 per_second,
                 per_hour,
-                window(limits.reads_per_minute, spans.minute, reads),
+                window(limits.reads_per_minute, spans.minute, reads, limits.reads_reserved),
             ),
             RequestKind.AUTH: (per_second, per_hour),
         }
