@@ -188,6 +188,31 @@ async def test_lockout_key_without_ttl_is_not_a_lockout(redis_client: aioredis.R
     await Lockouts(redis_client).check("demo")  # no Lockout: an end is what makes one
 
 
+async def _pttl_calls(redis: aioredis.Redis) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_pttl", {}).get("calls", 0))
+
+
+async def test_concurrent_checks_of_one_user_share_one_read_and_its_answer(
+    redis_client: aioredis.Redis,
+) -> None:
+    # A 20-account fan-out checks its user's lockout once per order, all at once.
+    lockouts = Lockouts(redis_client)
+    await redis_client.set("lockout:token:demo", "HTTP 429 on POST /order/placeorder", px=60_000)
+    await redis_client.config_resetstat()
+
+    checks = await asyncio.gather(
+        *(lockouts.check("demo") for _ in range(20)), lockouts.check("apex"),
+        return_exceptions=True,
+    )  # fmt: skip
+
+    assert all(isinstance(c, Lockout) for c in checks[:20])
+    assert checks[20] is None  # another user: its own read, no lockout
+    assert await _pttl_calls(redis_client) == 2
+    await lockouts.check("apex")  # a later check reads again
+    assert await _pttl_calls(redis_client) == 3
+
+
 async def test_health_reports_lockout_end_and_never_the_token(
     sim: SimServer, redis_client: aioredis.Redis, tmp_path: Path
 ) -> None:

@@ -181,6 +181,23 @@ async def test_redis_budget_fanout_of_twenty_orders_is_one_round_trip(
     assert user.queued() == (0, 0)
 
 
+async def test_redis_budget_a_read_behind_a_granted_batch_goes_once_the_batch_leaves(
+    redis_client: aioredis.Redis,
+) -> None:
+    # The batch's waiters leave without waking anyone; the read behind them is woken by
+    # the batch's head and must not take the granted orders still queued for its betters.
+    seen: list[Admission] = []
+    user = make(redis_client, seen).bucket("alice")
+
+    orders = [asyncio.ensure_future(user.acquire(ORDER)) for _ in range(20)]
+    await asyncio.sleep(0)
+    read = asyncio.ensure_future(user.acquire(READ))
+    await asyncio.wait_for(asyncio.gather(*orders, read), 20)
+
+    assert [(kind, count) for _, kind, count, _ in seen] == [(ORDER, 20), (READ, 1)]
+    assert user.queued() == (0, 0)
+
+
 async def test_redis_budget_fanout_beyond_the_window_waits_for_the_rest(
     redis_client: aioredis.Redis,
 ) -> None:

@@ -150,6 +150,11 @@ class _Waiter:
         self.granted = False
 
 
+def _in_line(queue: deque[_Waiter]) -> _Waiter | None:
+    """Return the first waiter of ``queue`` not granted yet (None: nobody)."""
+    return next((w for w in queue if not w.granted), None)
+
+
 class UserBudget:
     """One user's windows and its two queues (orders and logins first, then reads)."""
 
@@ -192,9 +197,10 @@ class UserBudget:
         return queue
 
     def _is_next(self, waiter: _Waiter) -> bool:
+        # Waiters already granted (by their batch's head) are on their way out: not in line.
         if waiter.kind is RequestKind.READ:
-            return not self._first and self._reads[0] is waiter
-        return self._first[0] is waiter
+            return _in_line(self._first) is None and _in_line(self._reads) is waiter
+        return _in_line(self._first) is waiter
 
     def wait_s(self, kind: RequestKind, *, background: bool = False) -> float:
         """Return how long a request of ``kind`` would wait for its windows now."""

@@ -349,7 +349,10 @@ class RedisUserBudget(UserBudget):
             return self._clock() - started
         finally:
             queue.remove(waiter)
-            self._notify()
+            # A waiter its head granted leaves without waking the others: the head did as it
+            # left (waking each queued task once per batch, not once per waiter of it).
+            if not waiter.granted:
+                self._notify()
 
     async def _admit_run(self, head: _Waiter, queue: deque[_Waiter]) -> float:
         """Admit ``head`` and the waiters of its kind behind it that fit; return 0, or the

@@ -258,6 +258,8 @@ class Lockouts:
         self._unshared: dict[str, LockoutState] = {}  # recorded here, not (yet) in Redis
         self._seen: dict[str, LockoutState] = {}  # last read from Redis, for Redis outages
         self._writes: set[asyncio.Task[None]] = set()
+        # The read of a user's key in flight: concurrent checks (a fan-out's orders) share it.
+        self._reading: dict[str, asyncio.Future[LockoutState | None]] = {}
 
     def __repr__(self) -> str:
         return f"Lockouts(unshared={sorted(self._unshared)!r})"
@@ -268,11 +270,26 @@ class Lockouts:
         return f"lockout:token:{user}"
 
     async def current(self, user: str) -> LockoutState | None:
-        """Return ``user``'s lockout if one holds; ``ConnectionLost`` if Redis cannot be read."""
-        now = self.clock()
+        """Return ``user``'s lockout if one holds; ``ConnectionLost`` if Redis cannot be read.
+
+        A check while another one's read of the key is in flight shares that read: both
+        began before its answer, so neither could have seen a later lockout anyway.
+        """
         local = self._unshared.get(user)
-        if local is not None and local.until > now:
+        if local is not None and local.until > self.clock():
             return local
+        reading = self._reading.get(user)
+        if reading is None:
+            reading = self._reading[user] = asyncio.ensure_future(self._read(user))
+            reading.add_done_callback(lambda done: self._forget(user, done))
+        return await asyncio.shield(reading)
+
+    def _forget(self, user: str, done: asyncio.Future[LockoutState | None]) -> None:
+        if self._reading.get(user) is done:
+            del self._reading[user]
+
+    async def _read(self, user: str) -> LockoutState | None:
+        now = self.clock()
         key = self.key(user)
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
