@@ -24,6 +24,7 @@ from tradebridge.brokers.budget import (
     BudgetLimits,
     RequestBudget,
     RequestKind,
+    _Waiter,
     mark_background,
 )
 from tradebridge.brokers.factory import build_account_tokens, request_budget
@@ -196,6 +197,41 @@ async def test_redis_budget_a_read_behind_a_granted_batch_goes_once_the_batch_le
 
     assert [(kind, count) for _, kind, count, _ in seen] == [(ORDER, 20), (READ, 1)]
     assert user.queued() == (0, 0)
+
+
+async def test_redis_budget_a_head_behind_granted_waiters_asks_for_itself_and_wakes_the_next(
+    redis_client: aioredis.Redis,
+) -> None:
+    # Waiters of a batch granted but not yet gone stand ahead of the next head: the head's
+    # run starts behind it (not at the queue's second place, which is itself), so it never
+    # grants itself and leaves without waking the order that queued during its round trip.
+    budget = make(redis_client)
+    user = budget.bucket("alice")
+    asked, answer = asyncio.Event(), asyncio.Event()
+    admit = budget.admit
+
+    async def held_admit(*args: Any, **kwargs: Any) -> list[int]:
+        asked.set()
+        await answer.wait()  # the round trip, held open while the next order queues
+        return await admit(*args, **kwargs)
+
+    budget.admit = held_admit  # type: ignore[method-assign]
+    leaving = _Waiter(ORDER)
+    leaving.granted = True
+    user._first.append(leaving)  # a granted waiter that has not run yet
+    try:
+        head = asyncio.ensure_future(user.acquire(ORDER))
+        await asyncio.wait_for(asyncio.shield(asyncio.ensure_future(asked.wait())), 10)
+        behind = asyncio.ensure_future(user.acquire(ORDER))
+
+        async def all_queued() -> bool:
+            return user.queued()[0] == 3
+
+        await until(all_queued)  # it queued behind the head, waiting for its turn
+        answer.set()
+        await asyncio.wait_for(asyncio.gather(head, behind), 10)
+    finally:
+        user._first.remove(leaving)
 
 
 async def test_redis_budget_fanout_beyond_the_window_waits_for_the_rest(

@@ -359,16 +359,19 @@ class RedisUserBudget(UserBudget):
         seconds to wait before asking again."""
         kind = head.kind
         run = [head]
-        for waiter in itertools.islice(queue, 1, None):
+        # The head is the first waiter not granted yet, not always the queue's first.
+        behind = itertools.dropwhile(lambda w: w is not head, queue)
+        for waiter in itertools.islice(behind, 1, None):
+            if waiter.granted:
+                continue
             if (
                 waiter.kind is not kind
                 or waiter.background is not head.background
                 or len(run) >= _MAX_BATCH
             ):
                 break
-            if not waiter.granted:
-                run.append(waiter)
-        more = kind is not RequestKind.READ and len(self._first) > len(run)
+            run.append(waiter)
+        more = kind is not RequestKind.READ and (sum(not w.granted for w in self._first) > len(run))
         admitted, delay = await self._admit(kind, len(run), more, head.background)
         for waiter in run[1:admitted]:
             waiter.granted = True  # a waiter cancelled meanwhile wastes its slot: safe side
