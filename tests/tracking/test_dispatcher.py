@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -10,7 +11,7 @@ import pytest
 
 from _support.rig import front, order
 from tracking.conftest import ACCOUNT, ACCOUNT_2, Stack, StackFactory
-from tradebridge.dispatch.placement import plan_to_json
+from tradebridge.dispatch.placement import WORKER_LOCK_NAMESPACE, plan_to_json
 from tradebridge.dispatch.reconcile import Reconciler
 from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.obs.metrics import REGISTRY
@@ -263,6 +264,47 @@ async def test_reconcile_live_workers_rows_are_left_alone(stack: Stack) -> None:
     row = await stack.ledger.get("a1")
     assert row is not None
     assert row.status is SignalStatus.PROCESSING
+
+
+@pytest.mark.parametrize("where", ["this process", "another process"])
+@pytest.mark.parametrize("status", [SignalStatus.PROCESSING, SignalStatus.SUBMITTED])
+async def test_reconcile_leaves_a_live_workers_old_claim_to_it(
+    stack: Stack, status: SignalStatus, where: str
+) -> None:
+    # A live worker's request can wait in the user's request budget long after its
+    # write-ahead (an hour window used up, a queue stalled). Marking the row unknown and
+    # looking it up meanwhile finds nothing, fails it, and the order leaves afterwards.
+    worker = "alive" if where == "this process" else "remote"
+    async with contextlib.AsyncExitStack() as alive:
+        if where == "this process":
+            await alive.enter_async_context(stack.dispatcher(worker).liveness())
+        else:  # another process's worker: only its liveness lock says it lives
+            conn = await alive.enter_async_context(stack.ledger._pool.acquire())
+            await conn.execute(
+                "select pg_advisory_lock($1, hashtext($2))", WORKER_LOCK_NAMESPACE, worker
+            )
+            alive.push_async_callback(conn.execute, "select pg_advisory_unlock_all()")
+        await stack.insert("old")
+        await stack.ledger.claim_next(worker)
+        if status is SignalStatus.SUBMITTED:
+            plan = PlaceOrder(order("tb-old", account=ACCOUNT))
+            await stack.ledger.transition(
+                "old", SignalStatus.SUBMITTED, expected=SignalStatus.PROCESSING, owner=worker,
+                client_order_id="tb-old", detail=plan_to_json(plan),
+            )  # fmt: skip
+        async with stack.ledger._pool.acquire() as db:  # claimed long before stale_after_s
+            await db.execute(
+                "update trading_signals set claimed_at = now() - interval '1 hour' "
+                "where signal_id = 'old'"
+            )
+        report = await Reconciler(stack.settings, stack.ledger, stack.pool).reconcile_once()
+
+    assert report.requeued == []
+    assert report.marked_unknown == []
+    row = await stack.ledger.get("old")
+    assert row is not None
+    assert row.status is status
+    assert row.claimed_by == worker
 
 
 async def test_reconcile_unknown_row_without_a_recorded_plan_needs_review_never_failed(

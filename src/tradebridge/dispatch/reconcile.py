@@ -181,16 +181,26 @@ class Reconciler:
         depth, oldest = await self.ledger.queue_backlog()
         metrics.QUEUE_DEPTH.set(depth)
         metrics.QUEUE_OLDEST_AGE.set(max(oldest, 0.0))
-        report.dead_workers = await self.dead_workers()
+        settled = await self._liveness_settled()
+        live: list[str] = []
+        if settled:
+            report.dead_workers, live = await self.ledger.worker_liveness(
+                WORKER_LOCK_NAMESPACE, besides=set(local_workers())
+            )
         for worker in report.dead_workers:
             result = await self.ledger.requeue_stale(older_than=_NEVER, claimed_by=worker)
             report.requeued += result.requeued
             report.marked_unknown += result.marked_unknown
-        result = await self.ledger.requeue_stale(
-            older_than=timedelta(seconds=self.config.stale_after_s)
-        )
-        report.requeued += result.requeued
-        report.marked_unknown += result.marked_unknown
+        if settled:
+            # Old claims of no live worker (ours or another's, by its lock): a live worker's
+            # request may still be on its way (waiting in the request budget), and a lookup
+            # before it leaves finds nothing. During the grace who lives is unknown: later.
+            result = await self.ledger.requeue_stale(
+                older_than=timedelta(seconds=self.config.stale_after_s),
+                spare=[*live, *local_workers()],
+            )
+            report.requeued += result.requeued
+            report.marked_unknown += result.marked_unknown
         await self._resolve_unknown(report)
         await self._review(report)
         await self._sync_open(report)

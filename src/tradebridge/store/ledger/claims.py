@@ -114,7 +114,9 @@ select signal_id from back
 _REQUEUE_SQL = f"""
 update trading_signals set status = '{SignalStatus.PENDING}'
  where status = '{SignalStatus.PROCESSING}'
-   and (claimed_at < now() - $1::interval or claimed_by = $2)
+   and ((claimed_at < now() - $1::interval
+         and not coalesce(claimed_by = any($3::text[]), false))
+        or claimed_by = $2)
 returning signal_id
 """  # noqa: S608 - statuses from SignalStatus, no input
 _MARK_UNKNOWN_SQL = f"""
@@ -122,13 +124,17 @@ update trading_signals
    set status = '{SignalStatus.UNKNOWN}',
        error_message = 'worker lost during submit; awaiting lookup'
  where status = '{SignalStatus.SUBMITTED}'
-   and (claimed_at < now() - $1::interval or claimed_by = $2)
+   and ((claimed_at < now() - $1::interval
+         and not coalesce(claimed_by = any($3::text[]), false))
+        or claimed_by = $2)
 returning signal_id
 """  # noqa: S608 - statuses from SignalStatus, no input
 _AWAITING_LOOKUP_SQL = f"""
 select signal_id from trading_signals
  where status = '{SignalStatus.UNKNOWN}'
-   and (claimed_at < now() - $1::interval or claimed_by = $2)
+   and ((claimed_at < now() - $1::interval
+         and not coalesce(claimed_by = any($3::text[]), false))
+        or claimed_by = $2)
  order by created_at, seq
 """  # noqa: S608 - statuses from SignalStatus, no input
 
@@ -212,7 +218,11 @@ class Claims(LedgerPool):
         return [str(r["signal_id"]) for r in records]
 
     async def requeue_stale(
-        self, *, older_than: timedelta, claimed_by: str | None = None
+        self,
+        *,
+        older_than: timedelta,
+        claimed_by: str | None = None,
+        spare: Sequence[str] = (),
     ) -> RequeueResult:
         """Hand back rows of dead workers: unsent ones to pending, sent ones to a lookup.
 
@@ -221,11 +231,15 @@ class Claims(LedgerPool):
         request leaves; it goes back to ``pending``. A stale ``submitted`` row may have
         reached the broker: it becomes ``unknown``. ``unknown`` rows stay as they are. Both
         are returned for the broker lookup; none is ever put back to ``pending``.
+
+        Rows claimed by a worker in ``spare`` (alive) are left to it, however old: its
+        request may still be waiting to leave, and a lookup before it does finds nothing.
         """
+        args = (older_than, claimed_by, list(spare))
         async with self._db.acquire() as conn, conn.transaction():
-            requeued = await conn.fetch(_REQUEUE_SQL, older_than, claimed_by)
-            unknown = await conn.fetch(_MARK_UNKNOWN_SQL, older_than, claimed_by)
-            waiting = await conn.fetch(_AWAITING_LOOKUP_SQL, older_than, claimed_by)
+            requeued = await conn.fetch(_REQUEUE_SQL, *args)
+            unknown = await conn.fetch(_MARK_UNKNOWN_SQL, *args)
+            waiting = await conn.fetch(_AWAITING_LOOKUP_SQL, *args)
             await conn.executemany(
                 "insert into order_history (signal_id, event, detail) values ($1, $2, $3)",
                 [(r["signal_id"], "requeued", {"reason": "worker lost"}) for r in requeued]

@@ -48,9 +48,19 @@ class Review(LedgerPool):
     async def workers_without_lock(self, namespace: int, *, besides: set[str]) -> list[str]:
         """Return the workers holding rows in flight whose liveness lock nobody holds.
 
-        Each worker holds the advisory lock ``(namespace, hashtext(worker id))`` while it
-        lives; a lock this session can take (and gives back at once) belongs to nobody.
         Workers in ``besides`` (this process's own) are never returned.
+        """
+        dead, _ = await self.worker_liveness(namespace, besides=besides)
+        return dead
+
+    async def worker_liveness(
+        self, namespace: int, *, besides: set[str]
+    ) -> tuple[list[str], list[str]]:
+        """Return the workers holding rows in flight: (dead, live), by their liveness lock.
+
+        Each worker holds the advisory lock ``(namespace, hashtext(worker id))`` while it
+        lives; a lock this session can take (and gives back at once) belongs to nobody: its
+        worker is dead. Workers in ``besides`` (this process's own) are in neither list.
         """
         # Session locks taken and given back: the connection is reset on release anyway.
         async with self._pool.acquire() as conn:
@@ -62,7 +72,7 @@ class Review(LedgerPool):
                     "and claimed_by is not null"
                 )
             ]
-            dead = []
+            dead, live = [], []
             for worker in workers:
                 if worker in besides:
                     continue
@@ -73,7 +83,9 @@ class Review(LedgerPool):
                         "select pg_advisory_unlock($1, hashtext($2))", namespace, worker
                     )
                     dead.append(worker)
-        return dead
+                else:
+                    live.append(worker)
+        return dead, live
 
     async def unknown_to_resolve(
         self, *, dead_workers: Sequence[str], idle: timedelta
