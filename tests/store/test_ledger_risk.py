@@ -3,6 +3,7 @@ account's overview in one statement, and the flattens the rules queue exactly on
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -69,3 +70,67 @@ async def test_overview_without_the_risk_migration_says_to_migrate(ledger: Ledge
 
     with pytest.raises(StoreError, match=r"no account_risk table \(migration 0008_risk_rules\)"):
         await ledger.risk_overview([("A1", datetime.now(UTC))])
+
+
+async def test_activity_of_accounts_checked_side_by_side_is_one_statement_with_the_same_counts(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fan-out's first rows ask for their accounts' counts in the same turn of the loop.
+    now = datetime.now(UTC)
+    await _sent(ledger, "w", "A1", "working", now)
+    await _sent(ledger, "f", "A1", "filled", now - timedelta(seconds=5))
+    await _sent(ledger, "hour", "A1", "filled", now - timedelta(minutes=30))
+    await _sent(ledger, "yesterday", "A1", "filled", now - timedelta(days=1))
+    await _sent(ledger, "checked", "A1", "submitted", now)  # the row being checked: left out
+    await _sent(ledger, "w2", "A2", "working", now - timedelta(minutes=5))
+    asks = [
+        ("A1", "checked", now - timedelta(seconds=60), now - timedelta(hours=2)),
+        ("A2", "x", now - timedelta(seconds=60), now - timedelta(hours=2)),
+        ("A3", "y", now - timedelta(seconds=60), now - timedelta(hours=2)),
+        ("A1", "w", now - timedelta(seconds=1), now - timedelta(minutes=10)),
+    ]
+
+    async def ask(account: str, besides: str, minute: datetime, day: datetime) -> tuple[int, ...]:
+        found = await ledger.risk_activity(
+            account, besides=besides, minute_since=minute, day_since=day
+        )
+        return found.open_orders, found.orders_last_minute, found.orders_today
+
+    alone = [await ask(*a) for a in asks]
+    statements: list[str] = []
+    db = ledger._db
+
+    class Counted:  # the ledger's statements, counted on their way to the pool
+        async def fetch(self, query: str, *args: object) -> object:
+            statements.append(query)
+            return await db.fetch(query, *args)
+
+        async def fetchrow(self, query: str, *args: object) -> object:
+            statements.append(query)
+            return await db.fetchrow(query, *args)
+
+    monkeypatch.setattr(ledger, "_db", Counted())
+    together = await asyncio.gather(*(ask(*a) for a in asks))
+
+    assert alone == [(1, 2, 3), (1, 0, 1), (0, 0, 0), (1, 1, 2)]
+    assert list(together) == alone
+    assert len(statements) == 1
+
+
+async def test_activity_read_failing_fails_every_caller_of_the_batch(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Down:  # the database gone between the check and the read (forced)
+        async def fetch(self, query: str, *args: object) -> object:
+            raise ConnectionResetError("the database closed the connection")
+
+    monkeypatch.setattr(ledger, "_db", Down())
+    now = datetime.now(UTC)
+
+    found = await asyncio.gather(
+        *(ledger.risk_activity(a, besides="x", minute_since=now, day_since=now)
+          for a in ("A1", "A2")),
+        return_exceptions=True,
+    )  # fmt: skip
+
+    assert [type(f) for f in found] == [ConnectionResetError, ConnectionResetError]

@@ -8,6 +8,7 @@ highest balances seen, for the daily loss limit and the trailing drawdown (docs/
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -49,8 +50,24 @@ select max(s.ts_submitted)
    and left(h.detail ->> 'contract', length(h.detail ->> 'contract') - 2) = $4
    and coalesce((h.detail ->> 'entry')::boolean, true)
 """  # noqa: S608 - no input in the text
+# The same counts for several accounts at once (the first rows of a fan-out's accounts):
+# $1 accounts, $2 the rows checked (left out), $3 minute_since, $4 day_since, per account.
+_ACTIVITIES_SQL = f"""
+select x.i,
+       count(s.seq) filter (where s.status in {_OPEN}) as open_orders,
+       count(s.seq) filter (where s.ts_submitted >= x.minute_since) as last_minute,
+       count(s.seq) filter (where s.ts_submitted >= x.day_since) as today
+  from unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])
+       with ordinality as x(account_name, besides, minute_since, day_since, i)
+  left join trading_signals s
+    on s.account_name = x.account_name and s.signal_id <> x.besides and {
+    _ORDERS.replace("intent", "s.intent")
+}
+   and (s.status in {_OPEN} or s.ts_submitted >= least(x.minute_since, x.day_since))
+ group by x.i
+"""  # noqa: S608 - statuses from SignalStatus, no input
 # An entry's counts, prepared on each new connection (pool.open_pool).
-HOT_STATEMENTS = (_ACTIVITY_SQL, _LAST_ENTRY_SQL)
+HOT_STATEMENTS = (_ACTIVITY_SQL, _ACTIVITIES_SQL, _LAST_ENTRY_SQL)
 _MARK_SQL = """
 insert into account_risk as a (account_name, trading_day, day_start_balance,
                                high_water_intraday, high_water_eod, balance)
@@ -129,8 +146,15 @@ class RiskOverview:
     marks: BalanceMarks | None  # None: no balance recorded yet
 
 
+_Batch = list[tuple[asyncio.Future[tuple[int, int, int]], tuple[Any, ...]]]
+
+
 class RiskQueries(LedgerPool):
     """An account's activity and balance marks, for the pre-trade rules."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._activity_batch: _Batch = []  # counts asked in this turn of the loop
 
     async def risk_activity(
         self,
@@ -143,20 +167,67 @@ class RiskQueries(LedgerPool):
         entry_since: datetime | None = None,
     ) -> RiskActivity:
         """Return the account's open orders, orders sent since ``minute_since`` and since
-        ``day_since``, and (with ``root``) its latest entry on ``root`` since ``entry_since``."""
-        record = await self._db.fetchrow(
-            _ACTIVITY_SQL, account_name, besides, minute_since, day_since
-        )
+        ``day_since``, and (with ``root``) its latest entry on ``root`` since ``entry_since``.
+
+        The counts of calls made in the same turn of the event loop (the first rows of a
+        fan-out's accounts, checked side by side) are read by one statement for all of them.
+        """
+        counts = await self._activity_counts(account_name, besides, minute_since, day_since)
         last_entry = None
         if root is not None and entry_since is not None:
             last_entry = await self._db.fetchval(
                 _LAST_ENTRY_SQL, account_name, besides, entry_since, root
             )
-        assert record is not None  # an aggregate always has its row
-        return RiskActivity(
-            int(record["open_orders"]), int(record["last_minute"]), int(record["today"]),
-            last_entry,
-        )  # fmt: skip
+        return RiskActivity(*counts, last_entry)
+
+    def _activity_counts(
+        self, account_name: str, besides: str, minute_since: datetime, day_since: datetime
+    ) -> asyncio.Future[tuple[int, int, int]]:
+        """Queue one account's counts for the batch of this turn of the loop."""
+        loop = asyncio.get_running_loop()
+        batch = self._activity_batch
+        if not batch:
+            loop.call_soon(self._read_activity_batch)
+        answer: asyncio.Future[tuple[int, int, int]] = loop.create_future()
+        batch.append((answer, (account_name, besides, minute_since, day_since)))
+        return answer
+
+    def _read_activity_batch(self) -> None:
+        batch, self._activity_batch = self._activity_batch, []
+        task = asyncio.ensure_future(self._answer_activity_batch(batch))
+        # Every caller hears the outcome through its own future; the task's is not needed.
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+    async def _answer_activity_batch(self, batch: _Batch) -> None:
+        try:
+            if len(batch) == 1:
+                records = [await self._db.fetchrow(_ACTIVITY_SQL, *batch[0][1])]
+            else:
+                columns = list(zip(*(args for _, args in batch), strict=True))
+                by_index = {
+                    int(r["i"]): r
+                    for r in await self._db.fetch(_ACTIVITIES_SQL, *map(list, columns))
+                }
+                records = [by_index.get(i) for i in range(1, len(batch) + 1)]
+        except asyncio.CancelledError:
+            for answer, _ in batch:
+                answer.cancel()
+            raise
+        except Exception as e:  # noqa: BLE001 - each caller gets the error as its own
+            for answer, _ in batch:
+                if not answer.done():
+                    answer.set_exception(e)
+            return
+        for (answer, _), record in zip(batch, records, strict=True):
+            if answer.done():
+                continue  # its caller was cancelled
+            if record is None:  # an aggregate always has its row
+                answer.set_exception(StoreError("the activity read returned no row"))
+            else:
+                answer.set_result(
+                    (int(record["open_orders"]), int(record["last_minute"]),
+                     int(record["today"]))
+                )  # fmt: skip
 
     async def mark_balance(
         self, account_name: str, trading_day: date, balance: Decimal
