@@ -269,6 +269,11 @@ async def test_serve_announces_the_kill_switch_the_denied_row_and_the_resolution
             await http.until(2)
             await ledger.release_kill_switch(FIRST, changed_by="ana", via="cli")
             await http.until(3)
+            # Each delivery is recorded after its channel answered: wait for the third.
+            deadline = time.monotonic() + 30
+            while len(await _sends(fresh_db)) < 3:
+                assert time.monotonic() < deadline, "the third delivery was never recorded"
+                await asyncio.sleep(0.05)
     assert row.status.value == "denied"
     kill, denied, resolved = (p.body for p in http.posts)
     assert kill["title"] == "tradebridge: kill switch on"

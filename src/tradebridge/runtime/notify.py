@@ -337,7 +337,8 @@ class Sender:
             return
         records, self._unrecorded = self._unrecorded, []
         try:
-            await self.ledger.record_sends(records)
+            # Shielded: a stop during the write still records what was delivered.
+            await asyncio.shield(self.ledger.record_sends(records))
         except Exception as e:  # noqa: BLE001 - kept and written with the next ones
             reraise_if_cancelling()
             _log.warning("notification_record_failed", error=type(e).__name__)
