@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
+from tradebridge._heap import freeze_startup_heap
 from tradebridge.cli._shared import (
     ConfigOpt,
     DataDirOpt,
@@ -180,7 +181,9 @@ def serve(
         StackOptions.of(ctx), host=host, port=port, workers=workers, migrate_on_start=migrate
     )
     _configure_logs(settings, to_stderr=False)
-    _run_until_stopped(run_serve(settings), settings.serve.event_loop)
+    _run_until_stopped(
+        run_serve(settings, ready=lambda _: freeze_startup_heap()), settings.serve.event_loop
+    )
 
 
 def _port_option(what: str, setting: str, default: str) -> Any:
@@ -224,7 +227,12 @@ def up(
     # The banner is the command's output; logs go to stderr.
     _configure_logs(settings, to_stderr=True)
     banner = functools.partial(_print_banner, live=is_live(settings))
-    _run_until_stopped(run_up(settings, ready=banner), settings.serve.event_loop)
+
+    def ready(endpoints: Endpoints) -> None:
+        banner(endpoints)
+        freeze_startup_heap()
+
+    _run_until_stopped(run_up(settings, ready=ready), settings.serve.event_loop)
 
 
 def _dashboard_line(data: dict[str, Any]) -> str:

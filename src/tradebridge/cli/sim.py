@@ -145,6 +145,7 @@ async def _run(settings: Any, redis_url: str | None, token_key: str) -> None:
     from redis.asyncio import Redis
     from redis.exceptions import RedisError
 
+    from tradebridge._heap import freeze_startup_heap
     from tradebridge._net import bind_socket
     from tradebridge.obs.logging import mask_url
     from tradebridge.sim.clock import SystemClock
@@ -173,7 +174,7 @@ async def _run(settings: Any, redis_url: str | None, token_key: str) -> None:
                 ) from None
             _out.print(f"Tokens written to Redis ({len(keys)} keys): {', '.join(keys)}")
             refresher = asyncio.create_task(seeder.run(), name="sim-token-refresh")
-        await serve(settings, ctx=ctx, sock=sock)
+        await serve(settings, ctx=ctx, sock=sock, ready=freeze_startup_heap)
     finally:
         if refresher is not None:
             refresher.cancel()

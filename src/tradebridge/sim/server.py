@@ -20,6 +20,7 @@ from typing import Self, TypeVar
 import uvicorn
 from fastapi import FastAPI
 
+from tradebridge._aio import cancel_and_wait
 from tradebridge._net import bind_socket
 from tradebridge.sim.app import build_app
 from tradebridge.sim.clock import Clock, SystemClock
@@ -167,15 +168,27 @@ async def serve(
     clock: Clock | None = None,
     ctx: SimContext | None = None,
     sock: socket.socket | None = None,
+    ready: Callable[[], None] | None = None,
 ) -> None:
     """Serve the simulator in the foreground until interrupted (``tradebridge sim``).
 
     The CLI binds ``sock`` itself before it writes tokens to Redis, so a simulator that
-    cannot start never overwrites the tokens of one that is running.
+    cannot start never overwrites the tokens of one that is running. ``ready`` is called
+    once it serves.
     """
     if ctx is None:  # the CLI passes its own, to seed tokens from the same state
         ctx = SimContext.build(config, clock if clock is not None else SystemClock())
     server = uvicorn.Server(_uvicorn_config(build_app(ctx), config, log_config=True))
     if sock is None:
         sock = bind_socket(config.host, config.port)
-    await server.serve(sockets=[sock])
+
+    async def when_started(call: Callable[[], None]) -> None:
+        while not server.started:  # noqa: ASYNC110 - uvicorn exposes its start only as a flag
+            await asyncio.sleep(0.01)
+        call()
+
+    watcher = None if ready is None else asyncio.create_task(when_started(ready))
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        await cancel_and_wait(watcher)
