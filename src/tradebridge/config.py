@@ -226,6 +226,13 @@ class TradovateConfig(_Section):
         "for the account (no fill newer than its position update, every order sent there "
         "final), instead of a budgeted REST read; false: always REST",
     )
+    sync_start_wait_s: float = Field(
+        2.0,
+        ge=0,
+        description="for this long after a worker starts its user-sync sockets, a position "
+        "read waits for the first snapshot rather than reading REST (a fan-out right after a "
+        "restart: one read per account, budgeted); 0: never wait",
+    )
     sync_blind_s: float = Field(
         30.0,
         ge=0,

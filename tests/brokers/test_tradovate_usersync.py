@@ -329,6 +329,38 @@ async def test_after_a_restart_positions_and_orders_need_no_contract_look_up(
     assert [c.path for c in calls if c.path.startswith("/contract/")] == []
 
 
+@pytest.mark.parametrize(("wait_s", "rest_reads"), [(2.0, 0), (0.0, 1)])
+async def test_a_position_read_as_the_socket_starts_waits_for_its_first_snapshot(
+    rig: NativeRig, collector: Collector, wait_s: float, rest_reads: int
+) -> None:
+    # A fan-out right after a restart: each account's position read would be a budgeted
+    # REST read while the socket is milliseconds from its snapshot (sync_start_wait_s).
+    first = await rig.broker.submit(order("tb-before-start", quantity=2))
+    await collector.wait_for(first, OrderFilled)
+    await _socket_has_position(rig, 2)
+    config = native_config(rig.sim, sync_start_wait_s=wait_s)
+    http = BrokerHttp(config.native_url, dialect="native", timeout_s=config.request_timeout_s,
+                      budget=RequestBudget(config))  # fmt: skip
+    calls: list[BrokerCall] = []
+    http.add_listener(calls.append)
+    started = TradovateBroker(config, ACCOUNTS, rig.store, http=http)
+    following_it = asyncio.create_task(Collector().consume(started.events()))
+    try:
+        async with asyncio.timeout(10):
+            while not started.user_syncs():  # the socket is created, not yet connected
+                await asyncio.sleep(0)
+        synced_before = started.user_syncs()[0].synced.is_set()
+        positions = await started.position_reports(ACCOUNT)
+    finally:
+        following_it.cancel()
+        await asyncio.gather(following_it, return_exceptions=True)
+        await started.close()
+        await http.aclose()
+    assert not synced_before
+    assert [(p.contract, p.net_qty) for p in positions] == [(front().name, 2)]
+    assert sum(1 for c in calls if c.path.startswith("/position/")) == rest_reads
+
+
 async def test_position_with_placed_order_working_read_from_rest_until_final(
     rig: NativeRig, collector: Collector
 ) -> None:

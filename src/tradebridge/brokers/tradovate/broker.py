@@ -174,6 +174,9 @@ class TradovateBroker:
         self._sent_orders: dict[int, set[int]] = {}
         self._sending: dict[int, int] = {}
         self._blind_until: dict[int, float] = {}
+        # When start_events began (monotonic), and once it has created the sockets.
+        self._events_started: float | None = None
+        self._syncs_created = asyncio.Event()
         # Reads in flight that concurrent callers join rather than repeat (single flight):
         # the account list by user (or by account without one), a contract by name.
         self._listing: dict[str, asyncio.Future[list[wire.WireAccount]]] = {}
@@ -1083,6 +1086,8 @@ class TradovateBroker:
         current for the account (``positions_from_sync``), else from REST."""
         found = await self._account(account)
         positions = self._synced_positions(found.id)
+        if positions is None and await self._first_sync(found.id):
+            positions = self._synced_positions(found.id)
         if positions is None:
             body = await self._children(account, "position", [found.id], ("deps", "list"))
             positions = wire.parse_list(wire.WirePosition, body, "position/deps")
@@ -1112,6 +1117,33 @@ class TradovateBroker:
         if positions is not None:
             sent.clear()  # all final: nothing left to wait for
         return positions
+
+    async def _first_sync(self, account_id: int) -> bool:
+        """Wait for the account's socket to send its first snapshot, if it is starting (at
+        most ``sync_start_wait_s`` after the sockets started); return whether it synced.
+
+        A restart's first alerts would otherwise read each account's positions over REST,
+        one budgeted read per account, while the socket is a few hundred ms from answering.
+        """
+        started = self._events_started
+        if started is None or not self.config.positions_from_sync:
+            return False
+        remaining = started + self.config.sync_start_wait_s - time.monotonic()
+        if remaining <= 0:
+            return False
+        try:
+            async with asyncio.timeout(remaining):
+                await self._syncs_created.wait()
+                sync = next(
+                    (s for s in self._sync.values() if account_id in s.mirror.account_names),
+                    None,
+                )
+                if sync is None or sync.ever_synced:
+                    return False  # not followed, or synced before and down now: REST
+                await sync.synced.wait()
+        except TimeoutError:
+            return False
+        return True
 
     @contextlib.contextmanager
     def _position_move(self, account_id: int) -> Iterator[list[int]]:
@@ -1151,6 +1183,14 @@ class TradovateBroker:
     # --- events -----------------------------------------------------------------------------------
     async def start_events(self) -> None:
         """Open one user-sync WebSocket per Tradovate user of the configured accounts."""
+        if self._events_started is None:
+            self._events_started = time.monotonic()
+        try:
+            await self._start_syncs()
+        finally:
+            self._syncs_created.set()  # position reads stop waiting for it either way
+
+    async def _start_syncs(self) -> None:
         for name in self._configured:
             account = await self._account(name)
             user_id = account.user_id

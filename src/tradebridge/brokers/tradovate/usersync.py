@@ -315,6 +315,7 @@ class UserSync:
             config.event_names, account_names or {}, entry_label=config.strategies.entry_label
         )
         self.synced = asyncio.Event()
+        self.ever_synced = False  # synced at least once since it started
         self.connects = 0
         self._ids = itertools.count(1)
         self._replies: dict[int, asyncio.Future[_Reply]] = {}
@@ -417,6 +418,7 @@ class UserSync:
                 for event in self.mirror.apply_snapshot(reply.data):
                     self.on_event(event)
                 self.synced.set()
+                self.ever_synced = True
                 metrics.WEBSOCKET_UP.labels(user=str(self.user_id)).set(1)
                 _log.info("usersync_synced", user_id=self.user_id, connects=self.connects)
                 await reader
