@@ -181,6 +181,7 @@ def serve(
         StackOptions.of(ctx), host=host, port=port, workers=workers, migrate_on_start=migrate
     )
     _configure_logs(settings, to_stderr=False)
+    freeze_startup_heap()  # what the imports built; once serving, what start-up built
     _run_until_stopped(
         run_serve(settings, ready=lambda _: freeze_startup_heap()), settings.serve.event_loop
     )
@@ -232,6 +233,7 @@ def up(
         banner(endpoints)
         freeze_startup_heap()
 
+    freeze_startup_heap()  # what the imports built; once serving, what start-up built
     _run_until_stopped(run_up(settings, ready=ready), settings.serve.event_loop)
 
 
