@@ -6,7 +6,7 @@ still a cycle). Three rules:
 
 1. each package imports only the packages its row of ``ALLOWED`` names (dependencies point
    down: cli → runtime → {intake, dispatch, tracking, doctor} → {pipeline, brokers, store}
-   → domain; the ground floor, ``errors``, ``obs``, ``_aio``, ``_net``, is open to all);
+   → domain; the ground floor, ``errors``, ``obs``, ``_aio``, ``_net``, ``_heap``, is open to all);
 2. there is no cycle between packages (implied by 1 as long as ``ALLOWED`` has none, which
    is checked too);
 3. a private module (``_name``) is imported only from inside the package that holds it
@@ -21,12 +21,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2] / "src" / "tradebridge"
 
-GROUND = frozenset({"errors", "obs", "_aio", "_net"})
+GROUND = frozenset({"errors", "obs", "_aio", "_net", "_heap"})
 _SERVICES = frozenset({"domain", "config", "pipeline", "brokers", "store"})
 ALLOWED: dict[str, frozenset[str]] = {
     "errors": frozenset(),
     "_aio": frozenset(),
     "_net": frozenset(),
+    "_heap": frozenset(),
     "obs": frozenset({"errors"}),
     "domain": frozenset({"errors"}),
     "config": frozenset({"domain", "errors"}),

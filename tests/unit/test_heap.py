@@ -4,10 +4,13 @@ collector's full passes walk only what serving created."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import httpx
+import pytest
 
 from tradebridge._net import bind_socket
 from tradebridge.sim.config import SimConfig
@@ -27,6 +30,20 @@ def test_freeze_moves_the_heap_out_of_the_collectors_sight() -> None:
     assert after > 1_000  # the interpreter and what it imported
 
 
+@pytest.fixture
+def uvicorn_logging() -> Iterator[None]:
+    """Put back the loggers uvicorn's log config changes (the simulator applies it)."""
+    names = ("uvicorn", "uvicorn.error", "uvicorn.access")
+    saved = [(lg, lg.handlers[:], lg.level, lg.propagate, lg.disabled)
+             for lg in map(logging.getLogger, names)]  # fmt: skip
+    yield
+    for lg, handlers, level, propagate, disabled in saved:
+        lg.handlers[:] = handlers
+        lg.setLevel(level)
+        lg.propagate, lg.disabled = propagate, disabled
+
+
+@pytest.mark.usefixtures("uvicorn_logging")
 async def test_the_simulator_calls_ready_once_it_serves() -> None:
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
