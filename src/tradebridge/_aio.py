@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 # The ground floor imports nothing of tradebridge: the standard logger, which the JSON
 # chain renders like every other (obs/logging.py routes it).
@@ -65,3 +67,32 @@ def reraise_if_cancelling() -> None:
     current = asyncio.current_task()
     if current is not None and current.cancelling():
         raise asyncio.CancelledError
+
+
+_R = TypeVar("_R")
+
+
+async def single_flight(
+    flights: dict[str, asyncio.Future[_R]], key: str, read: Callable[[], Awaitable[_R]]
+) -> _R:
+    """Return ``read()``, or join the same read already in flight under ``key``.
+
+    The read runs in a task of its own, so that one caller's cancellation does not cancel
+    it for the others; it is forgotten once done (callers keep what it returned).
+    """
+    flight = flights.get(key)
+    if flight is None:
+
+        async def run() -> _R:
+            return await read()
+
+        flight = flights[key] = asyncio.ensure_future(run())
+
+        def done(task: asyncio.Future[_R]) -> None:
+            if flights.get(key) is task:
+                del flights[key]
+            if not task.cancelled():
+                task.exception()  # retrieved: every caller that still waits gets it raised
+
+        flight.add_done_callback(done)
+    return await asyncio.shield(flight)

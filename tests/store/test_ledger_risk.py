@@ -105,10 +105,6 @@ async def test_activity_of_accounts_checked_side_by_side_is_one_statement_with_t
             statements.append(query)
             return await db.fetch(query, *args)
 
-        async def fetchrow(self, query: str, *args: object) -> object:
-            statements.append(query)
-            return await db.fetchrow(query, *args)
-
     monkeypatch.setattr(ledger, "_db", Counted())
     together = await asyncio.gather(*(ask(*a) for a in asks))
 

@@ -98,6 +98,13 @@ class BudgetLimits:
             reads_reserved=config.reads_reserved_per_minute,
         )
 
+    def reads_limit(self, *, background: bool) -> int:
+        """Return the reads a minute a read may find in the window (background: fewer by
+        the reserve, at least one)."""
+        if not background:
+            return self.reads_per_minute
+        return self.reads_per_minute - min(self.reads_reserved, self.reads_per_minute - 1)
+
     @classmethod
     def unlimited(cls) -> BudgetLimits:
         """Return limits no test or benchmark reaches."""

@@ -267,14 +267,11 @@ class RedisBudget(RequestBudget):
         not answer; the caller decides what that means.
         """
         limits = self.limits
-        reads = limits.reads_per_minute
-        if background:
-            reads -= min(limits.reads_reserved, reads - 1)
         args: list[str | int | float] = [
             kind.value, count, int(force), self.process_id,
             f"{self.process_id}:{next(self._nonces)}",
             limits.requests_per_second, limits.requests_per_hour,
-            limits.orders_per_minute, reads,
+            limits.orders_per_minute, limits.reads_limit(background=background),
             *(round(span * 1e6) for span in self.spans.of_keys()),
             round(self.hold_s * 1e6), int(more),
         ]  # fmt: skip

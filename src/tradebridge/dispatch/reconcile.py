@@ -168,9 +168,15 @@ class Reconciler:
         Empty while the liveness grace runs (see ``_liveness_settled``); never a worker id
         of this process.
         """
+        found = await self._workers()
+        return [] if found is None else found[0]
+
+    async def _workers(self) -> tuple[list[str], list[str]] | None:
+        """Return the other processes' workers holding rows in flight, (dead, live) by their
+        liveness lock; None while the liveness grace runs (who lives is not known yet)."""
         if not await self._liveness_settled():
-            return []
-        return await self.ledger.workers_without_lock(
+            return None
+        return await self.ledger.worker_liveness(
             WORKER_LOCK_NAMESPACE, besides=set(local_workers())
         )
 
@@ -181,20 +187,16 @@ class Reconciler:
         depth, oldest = await self.ledger.queue_backlog()
         metrics.QUEUE_DEPTH.set(depth)
         metrics.QUEUE_OLDEST_AGE.set(max(oldest, 0.0))
-        settled = await self._liveness_settled()
-        live: list[str] = []
-        if settled:
-            report.dead_workers, live = await self.ledger.worker_liveness(
-                WORKER_LOCK_NAMESPACE, besides=set(local_workers())
-            )
-        for worker in report.dead_workers:
-            result = await self.ledger.requeue_stale(older_than=_NEVER, claimed_by=worker)
-            report.requeued += result.requeued
-            report.marked_unknown += result.marked_unknown
-        if settled:
+        workers = await self._workers()
+        if workers is not None:  # during the grace who lives is unknown: next round
+            report.dead_workers, live = workers
+            for worker in report.dead_workers:
+                result = await self.ledger.requeue_stale(older_than=_NEVER, claimed_by=worker)
+                report.requeued += result.requeued
+                report.marked_unknown += result.marked_unknown
             # Old claims of no live worker (ours or another's, by its lock): a live worker's
             # request may still be on its way (waiting in the request budget), and a lookup
-            # before it leaves finds nothing. During the grace who lives is unknown: later.
+            # before it leaves finds nothing.
             result = await self.ledger.requeue_stale(
                 older_than=timedelta(seconds=self.config.stale_after_s),
                 spare=[*live, *local_workers()],

@@ -41,6 +41,7 @@ from redis.exceptions import (
 )
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from tradebridge._aio import single_flight
 from tradebridge.config import (
     RedisConfig,
     TokenConfig,
@@ -272,21 +273,14 @@ class Lockouts:
     async def current(self, user: str) -> LockoutState | None:
         """Return ``user``'s lockout if one holds; ``ConnectionLost`` if Redis cannot be read.
 
-        A check while another one's read of the key is in flight shares that read: both
-        began before its answer, so neither could have seen a later lockout anyway.
+        A check while another one's read of the key is in flight shares that read (a
+        fan-out's orders check at once): a lockout written meanwhile is seen by the next
+        check, as one written just after the read would be.
         """
         local = self._unshared.get(user)
         if local is not None and local.until > self.clock():
             return local
-        reading = self._reading.get(user)
-        if reading is None:
-            reading = self._reading[user] = asyncio.ensure_future(self._read(user))
-            reading.add_done_callback(lambda done: self._forget(user, done))
-        return await asyncio.shield(reading)
-
-    def _forget(self, user: str, done: asyncio.Future[LockoutState | None]) -> None:
-        if self._reading.get(user) is done:
-            del self._reading[user]
+        return await single_flight(self._reading, user, lambda: self._read(user))
 
     async def _read(self, user: str) -> LockoutState | None:
         now = self.clock()

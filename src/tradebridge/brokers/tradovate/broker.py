@@ -31,12 +31,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
+from tradebridge._aio import single_flight
 from tradebridge.brokers.base import AccountInfo, BrokerCapabilities, BrokerOrderEvent
 from tradebridge.brokers.http import (
     BrokerHttp,
@@ -265,7 +266,7 @@ class TradovateBroker:
     async def _load_accounts(self, name: str) -> list[wire.WireAccount]:
         """Read the account list of ``name``'s user; concurrent callers share one request."""
         key = f"user:{self.user}" if self.user is not None else f"account:{name}"
-        return await _single_flight(self._listing, key, lambda: self._fetch_accounts(name))
+        return await single_flight(self._listing, key, lambda: self._fetch_accounts(name))
 
     async def _fetch_accounts(self, name: str) -> list[wire.WireAccount]:
         body = await self._read(name, "/account/list")
@@ -306,7 +307,7 @@ class TradovateBroker:
         cached = self._contracts.get(contract.name) or self._synced_contract(name=contract.name)
         if cached is not None:
             return cached
-        return await _single_flight(
+        return await single_flight(
             self._finding, contract.name, lambda: self._find_contract(contract, account)
         )
 
@@ -1225,32 +1226,3 @@ class TradovateBroker:
     def user_syncs(self) -> list[UserSync]:
         """Return the running user-sync clients (for health checks)."""
         return list(self._sync.values())
-
-
-_R = TypeVar("_R")
-
-
-async def _single_flight(
-    flights: dict[str, asyncio.Future[_R]], key: str, read: Callable[[], Awaitable[_R]]
-) -> _R:
-    """Return ``read()``, or join the same read already in flight under ``key``.
-
-    The read runs in a task of its own, so that one caller's cancellation does not cancel
-    it for the others; it is forgotten once done (its result lives in the adapter's caches).
-    """
-    flight = flights.get(key)
-    if flight is None:
-
-        async def run() -> _R:
-            return await read()
-
-        flight = flights[key] = asyncio.ensure_future(run())
-
-        def done(task: asyncio.Future[_R]) -> None:
-            if flights.get(key) is task:
-                del flights[key]
-            if not task.cancelled():
-                task.exception()  # retrieved: every caller that still waits gets it raised
-
-        flight.add_done_callback(done)
-    return await asyncio.shield(flight)

@@ -45,14 +45,6 @@ class Review(LedgerPool):
         )
         return int(value or 0)
 
-    async def workers_without_lock(self, namespace: int, *, besides: set[str]) -> list[str]:
-        """Return the workers holding rows in flight whose liveness lock nobody holds.
-
-        Workers in ``besides`` (this process's own) are never returned.
-        """
-        dead, _ = await self.worker_liveness(namespace, besides=besides)
-        return dead
-
     async def worker_liveness(
         self, namespace: int, *, besides: set[str]
     ) -> tuple[list[str], list[str]]:

@@ -31,14 +31,6 @@ _OPEN = status_list(
 )  # fmt: skip
 # Cancels and flattens send no order of their own.
 _ORDERS = "coalesce(intent, 'order') not in ('cancel', 'flatten')"
-_ACTIVITY_SQL = f"""
-select count(*) filter (where status in {_OPEN}) as open_orders,
-       count(*) filter (where ts_submitted >= $3) as last_minute,
-       count(*) filter (where ts_submitted >= $4) as today
-  from trading_signals
- where account_name = $1 and signal_id <> $2 and {_ORDERS}
-   and (status in {_OPEN} or ts_submitted >= least($3, $4))
-"""  # noqa: S608 - statuses from SignalStatus, no input
 # The latest entry on a root: a sent order whose plan did not only reduce the position
 # (``entry`` in its submit's detail; a submit recorded without it counts as an entry).
 _LAST_ENTRY_SQL = f"""
@@ -50,24 +42,23 @@ select max(s.ts_submitted)
    and left(h.detail ->> 'contract', length(h.detail ->> 'contract') - 2) = $4
    and coalesce((h.detail ->> 'entry')::boolean, true)
 """  # noqa: S608 - no input in the text
-# The same counts for several accounts at once (the first rows of a fan-out's accounts):
-# $1 accounts, $2 the rows checked (left out), $3 minute_since, $4 day_since, per account.
-_ACTIVITIES_SQL = f"""
+# An account's counts, for several accounts at once (the rows checked in one turn of the
+# loop: a fan-out's first rows): $1 accounts, $2 the rows checked (left out), $3
+# minute_since, $4 day_since, one of each per account.
+_ACTIVITY_SQL = f"""
 select x.i,
-       count(s.seq) filter (where s.status in {_OPEN}) as open_orders,
-       count(s.seq) filter (where s.ts_submitted >= x.minute_since) as last_minute,
-       count(s.seq) filter (where s.ts_submitted >= x.day_since) as today
+       count(s.seq) filter (where status in {_OPEN}) as open_orders,
+       count(s.seq) filter (where ts_submitted >= x.minute_since) as last_minute,
+       count(s.seq) filter (where ts_submitted >= x.day_since) as today
   from unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])
        with ordinality as x(account_name, besides, minute_since, day_since, i)
   left join trading_signals s
-    on s.account_name = x.account_name and s.signal_id <> x.besides and {
-    _ORDERS.replace("intent", "s.intent")
-}
-   and (s.status in {_OPEN} or s.ts_submitted >= least(x.minute_since, x.day_since))
+    on s.account_name = x.account_name and s.signal_id <> x.besides and {_ORDERS}
+   and (status in {_OPEN} or ts_submitted >= least(x.minute_since, x.day_since))
  group by x.i
 """  # noqa: S608 - statuses from SignalStatus, no input
 # An entry's counts, prepared on each new connection (pool.open_pool).
-HOT_STATEMENTS = (_ACTIVITY_SQL, _ACTIVITIES_SQL, _LAST_ENTRY_SQL)
+HOT_STATEMENTS = (_ACTIVITY_SQL, _LAST_ENTRY_SQL)
 _MARK_SQL = """
 insert into account_risk as a (account_name, trading_day, day_start_balance,
                                high_water_intraday, high_water_eod, balance)
@@ -200,15 +191,10 @@ class RiskQueries(LedgerPool):
 
     async def _answer_activity_batch(self, batch: _Batch) -> None:
         try:
-            if len(batch) == 1:
-                records = [await self._db.fetchrow(_ACTIVITY_SQL, *batch[0][1])]
-            else:
-                columns = list(zip(*(args for _, args in batch), strict=True))
-                by_index = {
-                    int(r["i"]): r
-                    for r in await self._db.fetch(_ACTIVITIES_SQL, *map(list, columns))
-                }
-                records = [by_index.get(i) for i in range(1, len(batch) + 1)]
+            columns = list(zip(*(args for _, args in batch), strict=True))
+            found = await self._db.fetch(_ACTIVITY_SQL, *map(list, columns))
+            by_index = {int(r["i"]): r for r in found}
+            records = [by_index.get(i) for i in range(1, len(batch) + 1)]
         except asyncio.CancelledError:
             for answer, _ in batch:
                 answer.cancel()
