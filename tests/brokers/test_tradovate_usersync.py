@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
+from typing import TypeVar
 
 import pytest
 
 from _support.native import (
     ACCOUNT,
+    ACCOUNT_ID,
     ACCOUNTS,
     NativeRig,
     front,
@@ -23,7 +25,7 @@ from _support.native import (
     sim_clock,
 )
 from tradebridge.brokers.base import BrokerOrderEvent
-from tradebridge.brokers.budget import RequestBudget
+from tradebridge.brokers.budget import RequestBudget, RequestKind, mark_background
 from tradebridge.brokers.http import BrokerHttp
 from tradebridge.brokers.tradovate import SyncMirror
 from tradebridge.brokers.tradovate.broker import TradovateBroker
@@ -33,6 +35,8 @@ from tradebridge.domain.commands import CancelOrder
 from tradebridge.domain.enums import OrderType
 from tradebridge.domain.orders import OrderAccepted, OrderCancelled, OrderFilled
 from tradebridge.errors import OutcomeUnknown
+
+_T = TypeVar("_T")
 
 __all__ = ["redis_client", "rig", "sim", "sim_clock"]  # fixtures
 
@@ -410,3 +414,34 @@ async def test_position_with_positions_from_sync_off_read_from_rest(
 
     assert [p.net_qty for p in positions] == [1]
     assert _position_reads(rig) == reads + 1
+
+
+async def test_the_account_list_goes_ahead_of_background_reads_whoever_asks(
+    rig: NativeRig,
+) -> None:
+    # The tracker (background work) lists the accounts as it starts the sockets, and an
+    # order's lookup joins that listing (one per user). Left in the background share, used
+    # up by reconcile's look-ups after a restart, the listing held the sockets back, so the
+    # position reads went to REST and used up the rest of the window: a cold fan-out round
+    # waited 19 s, the next 38 s.
+    config = native_config(rig.sim, reads_per_minute=3, reads_reserved_per_minute=2)
+    budget = RequestBudget(config)
+    http = BrokerHttp(config.native_url, dialect="native", timeout_s=config.request_timeout_s,
+                      budget=budget)  # fmt: skip
+    broker = TradovateBroker(config, ACCOUNTS, rig.store, http=http, user="demo")
+
+    async def in_background(read: Callable[[], Awaitable[_T]]) -> _T:
+        mark_background()  # as reconcile's and the tracker's tasks
+        return await read()
+
+    try:
+        # Reconcile's look-ups have used the background share (3 - 2 reserved) of the window.
+        await asyncio.create_task(
+            in_background(lambda: budget.bucket("demo").acquire(RequestKind.READ))
+        )
+        async with asyncio.timeout(5):  # else: until the window frees, a minute
+            found = await asyncio.create_task(in_background(lambda: broker.account_id(ACCOUNT)))
+    finally:
+        await broker.close()
+        await http.aclose()
+    assert found == ACCOUNT_ID

@@ -39,6 +39,7 @@ from typing import Any
 
 from tradebridge._aio import single_flight
 from tradebridge.brokers.base import AccountInfo, BrokerCapabilities, BrokerOrderEvent
+from tradebridge.brokers.budget import foreground
 from tradebridge.brokers.http import (
     BrokerHttp,
     HttpAnswer,
@@ -269,7 +270,8 @@ class TradovateBroker:
         return await single_flight(self._listing, key, lambda: self._fetch_accounts(name))
 
     async def _fetch_accounts(self, name: str) -> list[wire.WireAccount]:
-        body = await self._read(name, "/account/list")
+        with foreground():  # orders join this read: never in the background share
+            body = await self._read(name, "/account/list")
         accounts = wire.parse_list(wire.WireAccount, body, "account/list")
         for account in accounts:
             self._by_name[account.name] = account
@@ -313,7 +315,8 @@ class TradovateBroker:
 
     async def _find_contract(self, contract: ContractSymbol, account: str) -> wire.WireContract:
         try:
-            body = await self._read(account, "/contract/find", {"name": contract.name})
+            with foreground():  # orders join this read (single flight): as _fetch_accounts
+                body = await self._read(account, "/contract/find", {"name": contract.name})
         except NotFound as e:
             raise InvalidSymbol(f"Tradovate lists no contract {contract.name}") from e
         if not isinstance(body, dict) or not body.get("id"):
