@@ -753,6 +753,11 @@ class TokenConfig(_Section):
         return self.key_template.format(account_name=account_name)
 
 
+# Accounts a worker places at once when ``dispatcher.max_accounts`` is unset and fewer are
+# configured.
+_DEFAULT_MAX_ACCOUNTS = 16
+
+
 class RedisConfig(_Section):
     """The Redis holding tokens and locks; ``REDIS_URL`` also sets it (empty: embedded)."""
 
@@ -760,6 +765,13 @@ class RedisConfig(_Section):
         None, description="redis:// URL; unset: a private Redis under data_dir"
     )
     socket_timeout_s: float = Field(5.0, gt=0, description="cap on one Redis command")
+    open_connections: int | None = Field(
+        None,
+        ge=0,
+        description="connections a worker process opens at start, so that a fan-out's rows "
+        "never wait for theirs to open; unset: one per account its workers place at once, "
+        "at most 64",
+    )
     embedded_port: int = Field(
         0, ge=0, le=65535, description="port of the embedded Redis (no url); 0 picks a free one"
     )
@@ -926,6 +938,11 @@ class DispatcherConfig(_Section):
     claim_batch: int = Field(
         16, ge=1, description="rows of one account claimed at once (placed one after the other)"
     )
+
+    def accounts_at_once(self, configured: int) -> int:
+        """Return how many accounts one worker places at once, ``configured`` being set up."""
+        return self.max_accounts or max(_DEFAULT_MAX_ACCOUNTS, configured)
+
     drain_interval_s: float = Field(2.0, gt=0, description="SELECT drain even without NOTIFY")
     reconcile_interval_s: float = Field(10.0, gt=0, description="time between reconcile rounds")
     stale_after_s: float = Field(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import redis.asyncio as aioredis
 from _support.runtime import reachable_tmp_dir, serve_settings, serving, until_final
 from tradebridge.config import Settings, load_settings
 from tradebridge.errors import ConfigError
-from tradebridge.runtime.serve import run_serve
+from tradebridge.runtime.serve import redis_connections, run_serve
 from tradebridge.runtime.up import simulator_settings
 from tradebridge.sim.seed import TokenSeeder
 from tradebridge.sim.server import SimServer
@@ -74,6 +76,33 @@ async def test_serve_keeps_its_whole_pool_open_unless_min_pool_says_less(
 
     assert by_default >= pool_size
     assert with_one < pool_size
+
+
+async def test_serve_opens_its_redis_connections_before_the_first_alert(
+    sim_tokens: SimServer, fresh_db: str, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    # One per account placed at once (16 here): a fan-out's rows never open their own.
+    settings = _settings(sim_tokens, fresh_db, redis_server.url, tmp_path)
+    observer = aioredis.Redis.from_url(redis_server.url)
+    try:
+        before = int((await observer.info("stats"))["total_connections_received"])
+        async with serving(settings):
+            opened = int((await observer.info("stats"))["total_connections_received"]) - before
+    finally:
+        await observer.aclose()
+    assert redis_connections(settings) == 16
+    assert opened >= 16
+
+
+def test_the_server_loads_the_native_adapter_with_itself() -> None:
+    # The broker factory imports it on first use: that was as a cold fan-out began, ~50-70
+    # ms of pydantic models and websockets on the loop after the webhook answered.
+    probe = "import sys, tradebridge.runtime.serve; print(sorted(sys.modules))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+    assert "'tradebridge.brokers.tradovate.usersync'" in loaded
+    assert "'websockets.asyncio.client'" in loaded
 
 
 async def test_serve_healthz_all_reachable_answers_ok_with_each_check(

@@ -31,6 +31,11 @@ from pydantic import SecretStr
 
 from tradebridge._aio import cancel_and_wait
 from tradebridge._net import bind_socket, port_is_free
+
+# The native adapter's modules load with the server: the broker factory imports them on
+# first use (a command that names no account needs none), which was as a cold fan-out began
+# (~50-70 ms of pydantic models and websockets on the loop, after the webhook answered).
+from tradebridge.brokers import tradovate as _native_adapter  # noqa: F401
 from tradebridge.config import Settings
 from tradebridge.domain.clock import utcnow
 from tradebridge.errors import ConfigError
@@ -62,9 +67,13 @@ from tradebridge.store.embedded import (
 from tradebridge.store.kill import KillSwitchWatch
 from tradebridge.store.ledger import Ledger
 from tradebridge.store.migrate import describe_url, migrate
-from tradebridge.store.tokens import check_redis, connect_redis
+from tradebridge.store.tokens import check_redis, connect_redis, open_connections
 
 _log = get_logger("tradebridge.runtime.serve")
+
+# Redis connections opened at start when ``redis.open_connections`` is unset, at most
+# (managed Redis plans cap a database's clients, some at 30 or 256).
+_REDIS_CONNECTIONS_MAX = 64
 
 
 # --- stores: external or embedded ---------------------------------------------------------
@@ -193,6 +202,14 @@ async def _until_stopped(stop: asyncio.Event, work: Awaitable[None]) -> None:
         await cancel_and_wait(task, waiter)
 
 
+def redis_connections(settings: Settings) -> int:
+    """Return how many Redis connections a worker process opens at start."""
+    if settings.redis.open_connections is not None:
+        return settings.redis.open_connections
+    at_once = settings.dispatcher.accounts_at_once(len(settings.accounts))
+    return min(settings.dispatcher.workers * at_once, _REDIS_CONNECTIONS_MAX)
+
+
 def http_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
     """Return the uvicorn settings of the bridge's HTTP server (also used by the tests)."""
     cfg = settings.serve
@@ -277,6 +294,8 @@ async def serve_stack(
             # Like the database, Redis must answer at start (later outages are ridden out).
             # An intake-only process takes alerts without it: it calls no broker.
             await check_redis(redis, stores.redis_url)
+            # Opened now rather than by a fan-out's first orders, each waiting for its own.
+            await open_connections(redis, redis_connections(settings))
         # Self-managed logins where credentials are configured, else Redis; both refuse to
         # hand out a token while its user is locked out (store/tokens.py).
         tokens = build_account_tokens(settings, redis)
