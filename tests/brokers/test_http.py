@@ -425,3 +425,61 @@ async def test_request_answer_text_json_and_headers() -> None:
             await client.aclose()
     assert (answer.status, answer.body, answer.text) == (201, {"s": "ok", "é": 1}, body.decode())
     assert answer.headers["content-type"] == "application/json; charset=utf-8"
+
+
+async def _accepted(server: Any, count: int) -> int:
+    """Return the server's accepted connections once ``count`` are in (or after 5 s)."""
+    deadline = time.monotonic() + 5.0
+    while server.connections < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    return int(server.connections)
+
+
+async def test_preconnect_opens_the_connections_the_next_requests_use() -> None:
+    # An alert's orders after a quiet spell each opened a connection after the write-ahead:
+    # opened beside it, the orders find them open and idle, and nothing is sent on them.
+    async with raw_http(lambda _n: Answer(200, b"{}")) as server:
+        client = BrokerHttp(server.url + "/v1", dialect="native")
+        try:
+            assert await client.preconnect(4) == 4
+            opened = await _accepted(server, 4)
+            sent_before = len(server.requests)
+            await asyncio.gather(*(
+                client.request("POST", "/order/placeorder", json_body={"n": n}) for n in range(4)
+            ))  # fmt: skip
+        finally:
+            await client.aclose()
+    assert (opened, sent_before) == (4, 0)
+    assert (len(server.requests), server.connections) == (4, 4)
+
+
+async def test_preconnect_reuses_open_connections_and_never_raises() -> None:
+    async with raw_http(lambda _n: Answer(200, b"{}")) as server:
+        client = BrokerHttp(server.url + "/v1", dialect="native")
+        try:
+            await client.request("GET", "/account/list")
+            assert await client.preconnect(2) == 2  # the open one, and one more
+            assert await _accepted(server, 2) == 2
+        finally:
+            await client.aclose()
+        assert await client.preconnect(2) == 0  # closed: nothing is opened
+    assert server.connections == 2
+    refused = BrokerHttp(f"http://127.0.0.1:{free_port()}/v1", dialect="native")
+    try:
+        assert await refused.preconnect(3) == 0
+    finally:
+        await refused.aclose()
+
+
+async def test_preconnect_leaves_proxied_requests_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Through a proxy the pool's connections are keyed by it: the requests connect.
+    async with raw_http(lambda _n: Answer(200, b"{}")) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        client = BrokerHttp("http://broker.invalid/v1", dialect="native")
+        try:
+            assert await client.preconnect(2) == 0
+        finally:
+            await client.aclose()
+    assert proxy.connections == 0

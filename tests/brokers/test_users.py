@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -238,6 +239,27 @@ async def test_pool_warm_lists_each_user_before_the_first_order(
 
     assert [c.path for c in calls].count("/account/list") == 1
     assert len(calls) == warmed  # the order path found everything cached
+
+
+async def test_pool_preconnect_opens_one_connection_per_account_about_to_send(
+    sim: SimServer,
+    tmp_path: Path,
+    open_pool: Callable[..., tuple[AccountTokens, BrokerPool]],
+) -> None:
+    pool = open_pool(_settings(sim, tmp_path))[1]
+    for name in (*ALICE, BOB):
+        await pool.get(name)
+    server = sim._server  # the simulator's uvicorn server holds its open connections
+    assert server is not None
+    before = len(server.server_state.connections)
+
+    # An account not configured has no adapter: skipped, the others still connect.
+    await pool.preconnect([*ALICE, BOB, "NOT-OURS"])
+    deadline = time.monotonic() + 5.0
+    while len(server.server_state.connections) < before + 3 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+
+    assert len(server.server_state.connections) - before == 3
 
 
 async def test_pool_warm_looks_up_recent_contracts_once_per_user_and_skips_expired_ones(

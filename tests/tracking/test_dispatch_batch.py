@@ -5,7 +5,7 @@ are sent strictly one after the other."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 from typing import Any
 
@@ -174,3 +174,28 @@ async def test_dispatcher_row_inserted_while_its_account_is_busy_claimed_when_it
         await stack.insert("b2")  # skipped by the claim its notification triggers: busy
 
         await stack.wait("b2", "working", "filled", timeout=10)  # not the 60 s timer
+
+
+async def test_dispatcher_connects_to_the_broker_for_each_account_it_claims(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each account's first order leaves after its write-ahead: its connection opens beside
+    # it (a spy on the pool, which still connects).
+    asked: list[list[str]] = []
+    preconnect = stack.pool.preconnect
+
+    async def spied(accounts: Sequence[str]) -> None:
+        asked.append(sorted(accounts))
+        await preconnect(accounts)
+
+    monkeypatch.setattr(stack.pool, "preconnect", spied)
+    await stack.insert("p0", account_name=ACCOUNT)
+    await stack.insert("p1", account_name=ACCOUNT_2)
+    await stack.insert("p2", account_name=ACCOUNT)
+
+    assert await stack.dispatcher().drain_once() == 3
+
+    assert asked == [sorted([ACCOUNT, ACCOUNT_2])]  # once per account, not per row
+    rows = [await stack.ledger.get(f"p{i}") for i in range(3)]
+    assert all(r is not None and r.status in {SignalStatus.WORKING, SignalStatus.FILLED}
+               for r in rows)  # fmt: skip

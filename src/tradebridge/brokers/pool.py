@@ -206,6 +206,20 @@ class BrokerPool:
             _log.info("contract_warm_skipped", account=account, instrument=instrument,
                       error=str(e)[:200])  # fmt: skip
 
+    async def preconnect(self, accounts: Sequence[str]) -> None:
+        """Open a connection to the broker for each of ``accounts`` about to send an order
+        (``BrokerHttp.preconnect``), per client; accounts whose adapter is not made yet (or
+        that are not configured) are skipped."""
+        wanted: dict[int, tuple[BrokerHttp, int]] = {}
+        configured = set(self.account_names())
+        for name in accounts:
+            broker = self._brokers.get(self._key(name)) if name in configured else None
+            http = None if broker is None else _http_of(broker)
+            if http is not None:
+                known = wanted.get(id(http))
+                wanted[id(http)] = (http, 1 if known is None else known[1] + 1)
+        await asyncio.gather(*(http.preconnect(count) for http, count in wanted.values()))
+
     async def brokers(self) -> list[tuple[str, Broker]]:
         """Return one (account name, adapter) pair per distinct adapter of the settings."""
         out: dict[int, tuple[str, Broker]] = {}

@@ -100,8 +100,6 @@ _T = TypeVar("_T")
 # A row left in one of these by _handle keeps the rest of its batch from being placed
 # (pending: it was handed back after an error, and goes first again).
 _STILL_SENDING = frozenset({SignalStatus.PROCESSING, SignalStatus.SUBMITTED, SignalStatus.PENDING})
-# Accounts placed at once when ``max_accounts`` is not set and fewer are configured.
-_DEFAULT_MAX_ACCOUNTS = 16
 # Waits between tries while the database is away.
 _DATABASE_RETRY_MAX_S = 1.0
 
@@ -150,9 +148,8 @@ class Dispatcher:
         self._accounts = frozenset(a.name for a in settings.accounts)
         # A fan-out to every configured account must not wait for slots (issue 12): by
         # default there is one per account; the request budget bounds what reaches Tradovate.
-        self._max_accounts = self.config.max_accounts or max(
-            _DEFAULT_MAX_ACCOUNTS, len(self._accounts)
-        )
+        self._max_accounts = self.config.accounts_at_once(len(self._accounts))
+        self._preconnects: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         # Set once the listener has LISTENed (a notification from then on wakes the loop).
         self.listening = asyncio.Event()
@@ -298,6 +295,10 @@ class Dispatcher:
                     # Rows without an account are heads of their own (each is denied).
                     key = row.account_name if row.account_name is not None else f"\0{row.signal_id}"
                     queues.setdefault(key, []).append(row)
+                # Each account's first order leaves after its write-ahead: its connection to
+                # the broker opens meanwhile (by the time of an alert after a quiet spell,
+                # the broker has closed the idle ones).
+                self._preconnect([k for k in queues if not k.startswith("\0")])
                 # Fewer accounts than free slots: nothing else was claimable then.
                 drained = len(queues) < free
                 for key, queue in queues.items():
@@ -311,8 +312,22 @@ class Dispatcher:
                     break
         return started, claimed
 
+    def _preconnect(self, accounts: list[str]) -> None:
+        """Open the accounts' connections to the broker beside their write-aheads."""
+        if accounts:
+            task = asyncio.create_task(self._preconnect_now(accounts), name="preconnect")
+            self._preconnects.add(task)
+            task.add_done_callback(self._preconnects.discard)
+
+    async def _preconnect_now(self, accounts: list[str]) -> None:
+        try:
+            await self.brokers.preconnect(accounts)
+        except Exception as e:  # noqa: BLE001 - best effort: each request connects anyway
+            reraise_if_cancelling()
+            _log.debug("preconnect_failed", error=f"{type(e).__name__}: {e}"[:200])
+
     async def _stop_rows(self) -> None:
-        tasks = list(self._active.values())
+        tasks = [*self._active.values(), *self._preconnects]
         for task in tasks:
             task.cancel()
         if tasks:
