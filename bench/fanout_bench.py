@@ -112,6 +112,7 @@ class Round:
     last_ms: float
     orders: int
     stored_ms: float  # the alert's last row committed (database clock)
+    claimed_ms: float  # the last row claimed by the dispatcher
     submitted_ms: float  # the last row's write-ahead committed, just before its request
 
 
@@ -149,8 +150,8 @@ async def one_round(
         deadline = time.monotonic() + timeout_s
         while True:
             rows = await db.fetch(
-                "select signal_id, status, tradovate_order_id, created_at, ts_submitted "
-                "from trading_signals "
+                "select signal_id, status, tradovate_order_id, created_at, ts_claimed, "
+                "ts_submitted from trading_signals "
                 "where signal_id = any($1::text[])",
                 signal_ids,
             )
@@ -180,6 +181,7 @@ async def one_round(
         last_ms=(max(created) - sent) * 1000,
         orders=len(created),
         stored_ms=(max(r["created_at"] for r in placed).timestamp() - sent) * 1000,
+        claimed_ms=(max(r["ts_claimed"] for r in placed).timestamp() - sent) * 1000,
         submitted_ms=(max(r["ts_submitted"] for r in placed).timestamp() - sent) * 1000,
     )
 
@@ -340,6 +342,8 @@ def report(args: argparse.Namespace, results: Results) -> None:
                      *latency_cells([r.last_ms for r in rounds])])  # fmt: skip
         rows.append([f"{label}  (alert → last row stored)", str(len(rounds)),
                      *latency_cells([r.stored_ms for r in rounds])])  # fmt: skip
+        rows.append([f"{label}  (alert → last claimed)", str(len(rounds)),
+                     *latency_cells([r.claimed_ms for r in rounds])])  # fmt: skip
         rows.append([f"{label}  (alert → last write-ahead)", str(len(rounds)),
                      *latency_cells([r.submitted_ms for r in rounds])])  # fmt: skip
     print_table(["series", "rounds", "p50 ms", "p90 ms", "p99 ms", "max ms"], rows)
