@@ -939,10 +939,6 @@ class DispatcherConfig(_Section):
         16, ge=1, description="rows of one account claimed at once (placed one after the other)"
     )
 
-    def accounts_at_once(self, configured: int) -> int:
-        """Return how many accounts one worker places at once, ``configured`` being set up."""
-        return self.max_accounts or max(_DEFAULT_MAX_ACCOUNTS, configured)
-
     drain_interval_s: float = Field(2.0, gt=0, description="SELECT drain even without NOTIFY")
     reconcile_interval_s: float = Field(10.0, gt=0, description="time between reconcile rounds")
     stale_after_s: float = Field(
@@ -997,6 +993,10 @@ class DispatcherConfig(_Section):
     event_retry_s: float = Field(
         0.5, gt=0, description="wait before re-reading a row an event found not yet placed"
     )
+
+    def accounts_at_once(self, configured: int) -> int:
+        """Return how many accounts one worker places at once, ``configured`` being set up."""
+        return self.max_accounts or max(_DEFAULT_MAX_ACCOUNTS, configured)
 
 
 class RiskConfig(RiskRules):
