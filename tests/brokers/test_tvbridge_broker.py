@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -22,19 +22,22 @@ from _support.rig import (
     redis_client,
     ticks,
 )
+from tradebridge.brokers.budget import RequestBudget, RequestKind, mark_background
 from tradebridge.brokers.http import BrokerHttp
 from tradebridge.brokers.tvbridge.broker import TvBridgeBroker, TvBridgeOptions
-from tradebridge.config import AccountConfig
+from tradebridge.config import AccountConfig, TokenConfig, TradovateConfig
 from tradebridge.domain.commands import CancelOrder, FlattenPosition
 from tradebridge.domain.contracts import ContractSymbol
 from tradebridge.domain.enums import Dialect, OrderType, Side, TimeInForce
 from tradebridge.domain.orders import OrderAccepted, OrderCancelled, OrderFilled
 from tradebridge.errors import AuthError, InvalidOrder, InvalidSymbol, NotFound, OutcomeUnknown
 from tradebridge.sim.config import SimConfig
+from tradebridge.store.tokens import TokenStore
 
 __all__ = ["make_rig", "redis_client"]  # fixtures
 
 BRIDGE = Dialect.TVBRIDGE
+_T = TypeVar("_T")
 
 
 @pytest.fixture
@@ -255,3 +258,28 @@ async def test_http_client_is_shared_plumbing(rig: Rig) -> None:
     assert isinstance(rig.http, BrokerHttp)
     assert rig.calls
     assert all("Bearer" not in str(c.request_body) for c in rig.calls)
+
+
+async def test_the_account_list_goes_ahead_of_background_reads_whoever_asks(rig: Rig) -> None:
+    # As the native adapter's (test_tradovate_usersync.py): bridge polling is background
+    # work, and an order resolving its account's id joins the same listing.
+    config = TradovateConfig(reads_per_minute=3, reads_reserved_per_minute=2)
+    budget = RequestBudget(config)
+    http = BrokerHttp(rig.sim.url, dialect="tvbridge", timeout_s=5, budget=budget)
+    broker = TvBridgeBroker(http, TokenStore(rig.redis, TokenConfig()), token_account=ACCOUNT,
+                            accounts={ACCOUNT: None}, user="demo")  # fmt: skip
+
+    async def in_background(read: Callable[[], Awaitable[_T]]) -> _T:
+        mark_background()  # as reconcile's and the tracker's tasks
+        return await read()
+
+    try:
+        # Reconcile's look-ups have used the background share (3 - 2 reserved) of the window.
+        await asyncio.create_task(
+            in_background(lambda: budget.bucket("demo").acquire(RequestKind.READ))
+        )
+        async with asyncio.timeout(5):  # else: until the window frees, a minute
+            found = await asyncio.create_task(in_background(lambda: broker.bridge_id(ACCOUNT)))
+    finally:
+        await http.aclose()
+    assert found == "D100001"

@@ -31,6 +31,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from tradebridge.brokers.base import AccountInfo, BrokerCapabilities, BrokerOrderEvent
+from tradebridge.brokers.budget import foreground
 from tradebridge.brokers.http import BrokerHttp, HttpAnswer, raise_for_status
 from tradebridge.brokers.lookup import (
     UNSURE,
@@ -280,7 +281,8 @@ class TvBridgeBroker:
         return listed
 
     async def _fetch_accounts(self) -> list[wire.WireAccount]:
-        raw = await self._read("/accounts")
+        with foreground():  # orders join this read: never in the background share
+            raw = await self._read("/accounts")
         listed = wire.parse_accounts(raw)
         self._accounts_cache = (self._now(), listed, list(raw))
         return listed
