@@ -483,3 +483,15 @@ async def test_preconnect_leaves_proxied_requests_alone(monkeypatch: pytest.Monk
         finally:
             await client.aclose()
     assert proxy.connections == 0
+
+
+async def test_preconnect_holds_at_most_half_the_pool() -> None:
+    # The connections are held until the last one is open: requests leaving meanwhile
+    # must still find free slots in the pool (100).
+    async with raw_http(lambda _n: Answer(200, b"{}")) as server:
+        client = BrokerHttp(server.url + "/v1", dialect="native")
+        try:
+            assert await client.preconnect(80) == 50
+            assert await _accepted(server, 50) == 50
+        finally:
+            await client.aclose()
