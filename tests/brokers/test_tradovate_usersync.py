@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from decimal import Decimal
-from typing import TypeVar
 
 import pytest
 
+from _support.background import SMALL_READS, read_after_the_background_share
 from _support.native import (
     ACCOUNT,
     ACCOUNT_ID,
@@ -25,7 +25,7 @@ from _support.native import (
     sim_clock,
 )
 from tradebridge.brokers.base import BrokerOrderEvent
-from tradebridge.brokers.budget import RequestBudget, RequestKind, mark_background
+from tradebridge.brokers.budget import RequestBudget
 from tradebridge.brokers.http import BrokerHttp
 from tradebridge.brokers.tradovate import SyncMirror
 from tradebridge.brokers.tradovate.broker import TradovateBroker
@@ -35,8 +35,6 @@ from tradebridge.domain.commands import CancelOrder
 from tradebridge.domain.enums import OrderType
 from tradebridge.domain.orders import OrderAccepted, OrderCancelled, OrderFilled
 from tradebridge.errors import OutcomeUnknown
-
-_T = TypeVar("_T")
 
 __all__ = ["redis_client", "rig", "sim", "sim_clock"]  # fixtures
 
@@ -424,23 +422,16 @@ async def test_the_account_list_goes_ahead_of_background_reads_whoever_asks(
     # up by reconcile's look-ups after a restart, the listing held the sockets back, so the
     # position reads went to REST and used up the rest of the window: a cold fan-out round
     # waited 19 s, the next 38 s.
-    config = native_config(rig.sim, reads_per_minute=3, reads_reserved_per_minute=2)
+    config = native_config(rig.sim, **SMALL_READS)
     budget = RequestBudget(config)
     http = BrokerHttp(config.native_url, dialect="native", timeout_s=config.request_timeout_s,
                       budget=budget)  # fmt: skip
     broker = TradovateBroker(config, ACCOUNTS, rig.store, http=http, user="demo")
 
-    async def in_background(read: Callable[[], Awaitable[_T]]) -> _T:
-        mark_background()  # as reconcile's and the tracker's tasks
-        return await read()
-
     try:
-        # Reconcile's look-ups have used the background share (3 - 2 reserved) of the window.
-        await asyncio.create_task(
-            in_background(lambda: budget.bucket("demo").acquire(RequestKind.READ))
+        found = await read_after_the_background_share(
+            budget, "demo", lambda: broker.account_id(ACCOUNT)
         )
-        async with asyncio.timeout(5):  # else: until the window frees, a minute
-            found = await asyncio.create_task(in_background(lambda: broker.account_id(ACCOUNT)))
     finally:
         await broker.close()
         await http.aclose()

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import redis.asyncio as aioredis
 
+from _support.background import SMALL_READS, read_after_the_background_share
 from _support.rig import (
     ACCOUNT,
     Rig,
@@ -22,7 +23,7 @@ from _support.rig import (
     redis_client,
     ticks,
 )
-from tradebridge.brokers.budget import RequestBudget, RequestKind, mark_background
+from tradebridge.brokers.budget import RequestBudget
 from tradebridge.brokers.http import BrokerHttp
 from tradebridge.brokers.tvbridge.broker import TvBridgeBroker, TvBridgeOptions
 from tradebridge.config import AccountConfig, TokenConfig, TradovateConfig
@@ -37,7 +38,6 @@ from tradebridge.store.tokens import TokenStore
 __all__ = ["make_rig", "redis_client"]  # fixtures
 
 BRIDGE = Dialect.TVBRIDGE
-_T = TypeVar("_T")
 
 
 @pytest.fixture
@@ -263,23 +263,16 @@ async def test_http_client_is_shared_plumbing(rig: Rig) -> None:
 async def test_the_account_list_goes_ahead_of_background_reads_whoever_asks(rig: Rig) -> None:
     # As the native adapter's (test_tradovate_usersync.py): bridge polling is background
     # work, and an order resolving its account's id joins the same listing.
-    config = TradovateConfig(reads_per_minute=3, reads_reserved_per_minute=2)
+    config = TradovateConfig(**SMALL_READS)
     budget = RequestBudget(config)
     http = BrokerHttp(rig.sim.url, dialect="tvbridge", timeout_s=5, budget=budget)
     broker = TvBridgeBroker(http, TokenStore(rig.redis, TokenConfig()), token_account=ACCOUNT,
                             accounts={ACCOUNT: None}, user="demo")  # fmt: skip
 
-    async def in_background(read: Callable[[], Awaitable[_T]]) -> _T:
-        mark_background()  # as reconcile's and the tracker's tasks
-        return await read()
-
     try:
-        # Reconcile's look-ups have used the background share (3 - 2 reserved) of the window.
-        await asyncio.create_task(
-            in_background(lambda: budget.bucket("demo").acquire(RequestKind.READ))
+        found = await read_after_the_background_share(
+            budget, "demo", lambda: broker.bridge_id(ACCOUNT)
         )
-        async with asyncio.timeout(5):  # else: until the window frees, a minute
-            found = await asyncio.create_task(in_background(lambda: broker.bridge_id(ACCOUNT)))
     finally:
         await http.aclose()
     assert found == "D100001"
