@@ -753,11 +753,6 @@ class TokenConfig(_Section):
         return self.key_template.format(account_name=account_name)
 
 
-# Accounts a worker places at once when ``dispatcher.max_accounts`` is unset and fewer are
-# configured.
-_DEFAULT_MAX_ACCOUNTS = 16
-
-
 class RedisConfig(_Section):
     """The Redis holding tokens and locks; ``REDIS_URL`` also sets it (empty: embedded)."""
 
@@ -918,6 +913,11 @@ class ServeConfig(_Section):
             # The length only: the value is a secret.
             raise ValueError("too short: use at least 24 random characters")
         return value
+
+
+# Accounts a worker places at once when ``dispatcher.max_accounts`` is unset and fewer are
+# configured.
+_DEFAULT_MAX_ACCOUNTS = 16
 
 
 class DispatcherConfig(_Section):

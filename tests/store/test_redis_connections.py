@@ -63,9 +63,7 @@ async def test_open_connections_logs_and_returns_what_it_could_not_open() -> Non
     assert warned[0]["reason"] == "connection refused"
 
 
-def test_serve_opens_one_connection_per_account_placed_at_once_at_most_64(
-    tmp_path: object,
-) -> None:
+def test_serve_opens_one_connection_per_account_placed_at_once_at_most_64() -> None:
     def settings(accounts: int, **sections: object) -> int:
         listed = [{"name": f"ACC{i}"} for i in range(accounts)]
         return redis_connections(load_settings(accounts=listed, **sections))  # type: ignore[arg-type]

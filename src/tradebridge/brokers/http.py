@@ -121,7 +121,7 @@ class BrokerHttp:
         # Made in the event loop of the first request (aiohttp binds a session to one).
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
-        self._proxied: bool | None = None  # whether requests go through a proxy (preconnect)
+        self._proxy: str | None = None  # the environment's, read with the session
 
     def add_listener(
         self, listener: CallListener, *, bodies: Callable[[], bool] | None = None
@@ -150,13 +150,11 @@ class BrokerHttp:
         orders of an alert after a quiet spell would each open one (TCP, TLS) after their
         write-ahead: opened now, beside it, they are open by then. Nothing is sent on them.
         """
-        if self._proxied is None:
-            self._proxied = _env_proxy(self.base_url) is not None
-        if self._closed or self._proxied:
-            return 0  # through a proxy the pool's keys differ: left to the requests
-        connector = self._session_now().connector
-        if connector is None:
+        if self._closed:
             return 0
+        connector = self._session_now().connector
+        if connector is None or self._proxy is not None:
+            return 0  # through a proxy the pool's keys differ: left to the requests
         # Held until the last one is open: at most half the pool's slots, so that requests
         # leaving meanwhile never wait for one (100 accounts claimed at once open 50 here).
         count = min(count, connector.limit // 2) if connector.limit else count
@@ -175,7 +173,8 @@ class BrokerHttp:
 
     def _session_now(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = _new_session(self.base_url)
+            self._proxy = _env_proxy(self.base_url)
+            self._session = _new_session(self.base_url, self._proxy)
         return self._session
 
     async def request(
@@ -396,7 +395,7 @@ async def _on_connection(_session: Any, context: SimpleNamespace, _params: Any) 
         attempt.connected = True
 
 
-def _new_session(base_url: str) -> aiohttp.ClientSession:
+def _new_session(base_url: str, proxy: str | None) -> aiohttp.ClientSession:
     trace = aiohttp.TraceConfig()
     trace.on_connection_create_end.append(_on_connection)
     trace.on_connection_reuseconn.append(_on_connection)
@@ -407,7 +406,7 @@ def _new_session(base_url: str) -> aiohttp.ClientSession:
         ),
         headers={"Accept": "application/json", "User-Agent": "tradebridge"},
         trace_configs=[trace],
-        proxy=_env_proxy(base_url),
+        proxy=proxy,
         # The proxy is read once, above: aiohttp's trust_env reads it (and ~/.netrc) in a
         # thread on every request.
         trust_env=False,

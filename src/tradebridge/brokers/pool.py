@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 
@@ -210,15 +211,10 @@ class BrokerPool:
         """Open a connection to the broker for each of ``accounts`` about to send an order
         (``BrokerHttp.preconnect``), per client; accounts whose adapter is not made yet (or
         that are not configured) are skipped."""
-        wanted: dict[int, tuple[BrokerHttp, int]] = {}
         configured = set(self.account_names())
-        for name in accounts:
-            broker = self._brokers.get(self._key(name)) if name in configured else None
-            http = None if broker is None else _http_of(broker)
-            if http is not None:
-                known = wanted.get(id(http))
-                wanted[id(http)] = (http, 1 if known is None else known[1] + 1)
-        await asyncio.gather(*(http.preconnect(count) for http, count in wanted.values()))
+        built = [self._brokers.get(self._key(name)) for name in accounts if name in configured]
+        clients = Counter(http for b in built if b is not None and (http := _http_of(b)))
+        await asyncio.gather(*(http.preconnect(count) for http, count in clients.items()))
 
     async def brokers(self) -> list[tuple[str, Broker]]:
         """Return one (account name, adapter) pair per distinct adapter of the settings."""

@@ -298,7 +298,7 @@ class Dispatcher:
                 # Each account's first order leaves after its write-ahead: its connection to
                 # the broker opens meanwhile (by the time of an alert after a quiet spell,
                 # the broker has closed the idle ones).
-                self._preconnect([k for k in queues if not k.startswith("\0")])
+                self._preconnect([k for k in queues if k in self._accounts])
                 # Fewer accounts than free slots: nothing else was claimable then.
                 drained = len(queues) < free
                 for key, queue in queues.items():
