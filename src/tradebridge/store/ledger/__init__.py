@@ -33,7 +33,7 @@ assembled from them:
 from __future__ import annotations
 
 from tradebridge.domain.calls import BrokerCall
-from tradebridge.store.ledger import claims, intake, moves, risk, tracking
+from tradebridge.store.ledger import claims, fast_moves, intake, risk, tracking
 from tradebridge.store.ledger.calls import BrokerCalls
 from tradebridge.store.ledger.claims import Claims
 from tradebridge.store.ledger.errors import database_unavailable, store_errors
@@ -97,7 +97,7 @@ __all__ = [
 # moves, a broker event's row. Prepared by each new connection of a warm pool.
 HOT_STATEMENTS: tuple[str, ...] = (
     *intake.HOT_STATEMENTS, *claims.HOT_STATEMENTS, *risk.HOT_STATEMENTS,
-    *moves.HOT_STATEMENTS, *tracking.HOT_STATEMENTS,
+    *fast_moves.HOT_STATEMENTS, *tracking.HOT_STATEMENTS,
 )  # fmt: skip
 
 

@@ -19,67 +19,28 @@ import asyncpg
 from tradebridge.domain.calls import BrokerCall
 from tradebridge.domain.lifecycle import ALLOWED_MOVES, SignalStatus, check_move
 from tradebridge.errors import IllegalTransition, InvalidInput, OrderOwned
-from tradebridge.store.ledger.calls import broker_call_columns, insert_broker_call
-from tradebridge.store.ledger.pool import LAZY_COMMIT, Conn, LedgerPool, StatelessPool
+from tradebridge.store.ledger.calls import insert_broker_call
+from tradebridge.store.ledger.fast_moves import (
+    ILLEGAL_MOVE_SQLSTATE,
+    MOVE_SET,
+    FastMoves,
+    Move,
+)
+from tradebridge.store.ledger.pool import Conn, LedgerPool
 from tradebridge.store.ledger.rows import HistoryEvent, LedgerRow
 
-_ILLEGAL_MOVE_SQLSTATE = "TB409"
 # One ledger row per broker order (0004_exactly_once.sql).
 _ORDER_OWNER_INDEX = "trading_signals_account_order_key"
-# An account's other rows sent and unresolved, with the plan and baseline of their submits.
-
-# The SET list of a move, shared by the slow and the fast path so both write the same
-# columns from the same parameters ($2 the status, $3..$8 _Move.fields); fields passed as
-# NULL keep their value. The statements below are composed of module constants only (no
-# input reaches their text), hence the S608 exemptions.
-_MOVE_SET = """status = $2,
-       account_id = coalesce($3, account_id),
-       client_order_id = coalesce($4, client_order_id),
-       tradovate_order_id = coalesce($5, tradovate_order_id),
-       error_message = coalesce($6, error_message),
-       filled_qty = coalesce($7, filled_qty),
-       avg_fill_price = coalesce($8, avg_fill_price)"""
 
 _TRANSITION_SQL = f"""
 update trading_signals
-   set {_MOVE_SET}
+   set {MOVE_SET}
  where signal_id = $1
 returning *
 """  # noqa: S608
 
 _WHY_SQL = "select status, claimed_by from trading_signals where signal_id = $1"
 
-# A move from a known status in ONE statement (one round trip, atomic by itself): the row
-# moves only if it still has the expected status (and claim, when an owner is given; and
-# filled quantity, when $21 asks); its event and broker call are written from the row it
-# returns. No row back: the slow path (_apply_move) finds out why, under a row lock, and
-# raises the precise error (``move_if``: the caller reads the row again).
-_FAST_MOVE_SQL = f"""
-with moved as (
-    update trading_signals
-       set {_MOVE_SET}
-     where signal_id = $1 and status = $9 and ($10::text is null or claimed_by = $10)
-       and ($21::boolean is not true or filled_qty is not distinct from $22::numeric)
-    returning *
-), event as (
-    insert into order_history (signal_id, event, detail)
-    select signal_id, $11::text, $12::jsonb from moved
-), call as (
-    insert into broker_calls (signal_id, dialect, method, path, status, latency_ms, request,
-                              response, error)
-    select signal_id, $13::text, $14::text, $15::text, $16::int, $17::float8, $18::jsonb,
-           $19::jsonb, $20::text
-      from moved
-     where $13::text is not null
-)
-select * from moved
-"""  # noqa: S608
-# The same, committed lazily (LAZY_COMMIT): for the moves of _LAZY_MOVES.
-_FAST_MOVE_LAZY_SQL = _FAST_MOVE_SQL.replace(
-    "and ($21::boolean", f"and {LAZY_COMMIT}\n       and ($21::boolean", 1
-)
-# A row's moves (write-ahead, answer, fills), prepared on each new connection.
-HOT_STATEMENTS = (_FAST_MOVE_SQL, _FAST_MOVE_LAZY_SQL)
 _S = SignalStatus
 # Moves after the durable write-ahead whose loss in a database crash costs a lookup: the
 # broker's answer and the order's later states (never the write-ahead, a rejection or a
@@ -123,6 +84,8 @@ class Moves(LedgerPool):
         self._placed: OrderedDict[str, str] = OrderedDict()
         # client order id -> the send of its row in this process, until its outcome is written.
         self._sending: dict[str, _Send] = {}
+        # Moves from a known status, sent together while the database is busy.
+        self._fast = FastMoves()
 
     def placed_here(self, broker_order_id: str, client_order_id: str | None) -> bool:
         """Return whether this process wrote the row of ``broker_order_id`` placed (working
@@ -226,7 +189,7 @@ class Moves(LedgerPool):
         """
         if expected is not None:
             check_move(signal_id, expected, new_status)
-        move = _Move(
+        move = Move(
             signal_id=signal_id,
             new_status=new_status,
             expected=expected,
@@ -250,7 +213,7 @@ class Moves(LedgerPool):
                     return await _apply_move(conn, move)
             if expected is not None:
                 lazy = self.lazy_commits and lazy_move(expected, new_status)
-                fast = await _fast_move(self._db, move, expected, lazy=lazy)
+                fast = await self._fast.move(self._db, move, expected, lazy=lazy)
                 if fast is not None:
                     return self._remember(fast)
                 # Why not: one read says (the row moved on, another claim); only a row that
@@ -285,7 +248,7 @@ class Moves(LedgerPool):
         Illegal moves raise ``IllegalTransition``, an order another row owns ``OrderOwned``.
         """
         check_move(signal_id, expected, new_status)
-        move = _Move(
+        move = Move(
             signal_id=signal_id,
             new_status=new_status,
             expected=expected,
@@ -297,7 +260,9 @@ class Moves(LedgerPool):
         )
         try:
             lazy = self.lazy_commits and lazy_move(expected, new_status)
-            moved = await _fast_move(self._db, move, expected, filled_was=(filled_was,), lazy=lazy)
+            moved = await self._fast.move(
+                self._db, move, expected, filled_was=(filled_was,), lazy=lazy
+            )
         except asyncpg.UniqueViolationError as e:
             if e.constraint_name != _ORDER_OWNER_INDEX:
                 raise
@@ -369,53 +334,7 @@ class _Send:
     overdue: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class _Move:
-    signal_id: str
-    new_status: SignalStatus
-    expected: SignalStatus | None
-    owner: str | None
-    event: str
-    detail: dict[str, Any]
-    broker_call: BrokerCall | None
-    fields: tuple[Any, ...]  # in the order of _TRANSITION_SQL's $3..$8
-
-
-async def _fast_move(
-    db: StatelessPool,
-    move: _Move,
-    expected: SignalStatus,
-    *,
-    filled_was: tuple[Decimal | None] | None = None,
-    lazy: bool = False,
-) -> LedgerRow | None:
-    # ``filled_was``: (the filled quantity the row must still have,) or None for no guard.
-    # ``lazy``: commit without waiting for the WAL flush (_LAZY_MOVES).
-    call = move.broker_call
-    call_args = (None,) * 8 if call is None else broker_call_columns(call)
-    detail = {"from": expected.value, "to": move.new_status.value, **move.detail}
-    try:
-        records = await db.fetch(
-            _FAST_MOVE_LAZY_SQL if lazy else _FAST_MOVE_SQL,
-            move.signal_id,
-            move.new_status.value,
-            *move.fields,
-            expected.value,
-            move.owner,
-            move.event,
-            detail,
-            *call_args,
-            filled_was is not None,
-            None if filled_was is None else filled_was[0],
-        )
-    except asyncpg.PostgresError as e:
-        if e.sqlstate == _ILLEGAL_MOVE_SQLSTATE:
-            raise IllegalTransition(str(e)) from e
-        raise
-    return LedgerRow.from_record(records[0]) if records else None
-
-
-def _checked(found: asyncpg.Record | None, move: _Move) -> SignalStatus:
+def _checked(found: asyncpg.Record | None, move: Move) -> SignalStatus:
     """Return the row's status if ``move`` may start from it; else raise why not."""
     signal_id = move.signal_id
     if found is None:
@@ -438,7 +357,7 @@ def _checked(found: asyncpg.Record | None, move: _Move) -> SignalStatus:
     return old
 
 
-async def _apply_move(conn: Conn, move: _Move) -> LedgerRow:
+async def _apply_move(conn: Conn, move: Move) -> LedgerRow:
     signal_id = move.signal_id
     locked = await conn.fetchrow(
         "select status, claimed_by from trading_signals where signal_id = $1 for update",
@@ -451,7 +370,7 @@ async def _apply_move(conn: Conn, move: _Move) -> LedgerRow:
         )
     except asyncpg.PostgresError as e:
         # The trigger's own SQLSTATE (asyncpg maps unknown codes to UnknownPostgresError).
-        if e.sqlstate == _ILLEGAL_MOVE_SQLSTATE:
+        if e.sqlstate == ILLEGAL_MOVE_SQLSTATE:
             raise IllegalTransition(str(e)) from e
         raise
     assert record is not None
