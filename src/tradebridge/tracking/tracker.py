@@ -224,12 +224,14 @@ class Tracker:
             # it is working or beyond, and an acceptance moves only rows before that.
             return True
         fill = event.event if isinstance(event.event, OrderFilled) else None
-        row = await self.ledger.event_row(
-            cid,
-            str(event.broker_order_id),
-            fill_id=fill.fill_id if fill is not None else None,
-            ordered_qty=fill is not None,
-        )
+        fill_id = fill.fill_id if fill is not None else None
+        # A row this process placed and has moved since is known without a read; the guarded
+        # write below finds out if anyone else moved it meanwhile.
+        row = self.ledger.known_event_row(str(event.broker_order_id), cid, fill_id)
+        if row is None:
+            row = await self.ledger.event_row(
+                cid, str(event.broker_order_id), fill_id=fill_id, ordered_qty=fill is not None
+            )
         if row is None:
             return False
         bind_order(signal_id=row.signal_id)

@@ -26,8 +26,10 @@ from tradebridge.store.ledger.fast_moves import (
     FastMoves,
     Move,
 )
+from tradebridge.store.ledger.known import KnownRows
 from tradebridge.store.ledger.pool import Conn, LedgerPool
 from tradebridge.store.ledger.rows import HistoryEvent, LedgerRow
+from tradebridge.store.ledger.tracking import EventRow
 
 # One ledger row per broker order (0004_exactly_once.sql).
 _ORDER_OWNER_INDEX = "trading_signals_account_order_key"
@@ -86,6 +88,8 @@ class Moves(LedgerPool):
         self._sending: dict[str, _Send] = {}
         # Moves from a known status, sent together while the database is busy.
         self._fast = FastMoves()
+        # The rows this process placed, as it wrote them: their next event needs no read.
+        self._known = KnownRows()
 
     def placed_here(self, broker_order_id: str, client_order_id: str | None) -> bool:
         """Return whether this process wrote the row of ``broker_order_id`` placed (working
@@ -215,12 +219,14 @@ class Moves(LedgerPool):
                 lazy = self.lazy_commits and lazy_move(expected, new_status)
                 fast = await self._fast.move(self._db, move, expected, lazy=lazy)
                 if fast is not None:
+                    self._known.moved(fast, expected, move.event, move.detail)
                     return self._remember(fast)
                 # Why not: one read says (the row moved on, another claim); only a row that
                 # reads as expected again goes on to the locked path, which checks it anew.
                 _checked(await self._db.fetchrow(_WHY_SQL, signal_id), move)
             async with self._db.acquire() as own, own.transaction():
                 moved = await _apply_move(own, move)
+            self._known.moved(moved, expected, move.event, move.detail)
             return self._remember(moved)
         except asyncpg.UniqueViolationError as e:
             if e.constraint_name != _ORDER_OWNER_INDEX:
@@ -267,7 +273,18 @@ class Moves(LedgerPool):
             if e.constraint_name != _ORDER_OWNER_INDEX:
                 raise
             raise await self._order_owned(signal_id, tradovate_order_id) from e
-        return None if moved is None else self._remember(moved)
+        if moved is None:
+            return None
+        self._known.moved(moved, expected, event, move.detail, filled_was=(filled_was,))
+        return self._remember(moved)
+
+    def known_event_row(
+        self, broker_order_id: str, client_order_id: str | None, fill_id: str | None
+    ) -> EventRow | None:
+        """Return the row of a broker event as this process last wrote it, if it placed the
+        order and wrote every move since (``known.KnownRows``); else ``None``: read it
+        (``event_row``). A write from it must be guarded by it (``move_if``)."""
+        return self._known.event_row(broker_order_id, client_order_id, fill_id)
 
     async def _order_owned(self, signal_id: str, tradovate_order_id: str | None) -> OrderOwned:
         """Return the error of a move that gave the row a broker order another row owns."""

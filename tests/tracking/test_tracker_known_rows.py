@@ -1,0 +1,149 @@
+"""A row this process placed answers its broker events without a read
+(``store/ledger/known.py``); a row anyone else moved is read again, and no fill is ever
+counted twice."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from tracking.conftest import ACCOUNT, Stack
+from tradebridge.brokers.base import BrokerOrderEvent
+from tradebridge.domain.ids import AccountName, BrokerOrderId, ClientOrderId
+from tradebridge.domain.lifecycle import SignalStatus as S
+from tradebridge.domain.orders import OrderFilled
+from tradebridge.store.ledger import Ledger
+from tradebridge.tracking.tracker import Tracker
+
+ORDER = "880101"
+CID = "tb-k1"
+
+
+def _fill(fill_id: str, price: str = "21000") -> BrokerOrderEvent:
+    return BrokerOrderEvent(
+        account=AccountName(ACCOUNT),
+        broker_order_id=BrokerOrderId(ORDER),
+        client_order_id=ClientOrderId(CID),
+        event=OrderFilled(qty=1, price=Decimal(price), ts_event=datetime.now(UTC), fill_id=fill_id),
+    )
+
+
+async def _placed_here(stack: Stack, quantity: int) -> None:
+    """Place row k1 as the dispatcher does: claim, write-ahead with its plan, the answer."""
+    await stack.insert("k1", quantity=quantity)
+    [claimed] = await stack.ledger.claim_next("w1")
+    assert claimed.signal_id == "k1"
+    await stack.ledger.transition(
+        "k1", S.SUBMITTED, expected=S.PROCESSING, owner="w1", client_order_id=CID,
+        detail={"plan": "order", "quantity": quantity},
+    )  # fmt: skip
+    await stack.ledger.transition(
+        "k1", S.WORKING, expected=S.SUBMITTED, owner="w1", event="accepted",
+        tradovate_order_id=ORDER,
+    )  # fmt: skip
+
+
+class _Reads:
+    """Count the tracker's reads of a row (``event_row``)."""
+
+    def __init__(self, ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        read: Callable[..., Awaitable[Any]] = ledger.event_row
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return await read(*args, **kwargs)
+
+        monkeypatch.setattr(ledger, "event_row", counted)
+
+
+@pytest.fixture
+async def other_worker(stack: Stack) -> AsyncIterator[Ledger]:
+    """A second process's ledger on the same database."""
+    ledger = await Ledger.connect(stack.ledger._url, min_size=1, max_size=2)
+    try:
+        yield ledger
+    finally:
+        await ledger.close()
+
+
+async def _fills(ledger: Ledger) -> list[str]:
+    return [e.detail["fill_id"] for e in await ledger.history("k1") if e.event == "fill"]
+
+
+async def test_fills_of_an_order_placed_here_are_applied_without_a_read(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _placed_here(stack, quantity=2)
+    reads = _Reads(stack.ledger, monkeypatch)
+    tracker = Tracker(stack.settings, stack.ledger, stack.pool)
+
+    assert await tracker.apply(_fill("f1", price="21000"))
+    partial = await stack.ledger.get("k1")
+    assert await tracker.apply(_fill("f2", price="21001"))
+    assert await tracker.apply(_fill("f2", price="21001"))  # the same fill again
+
+    row = await stack.ledger.get("k1")
+    assert reads.count == 0
+    assert partial is not None
+    assert (partial.status, partial.filled_qty) == (S.PARTIALLY_FILLED, 1)
+    assert row is not None
+    assert (row.status, row.filled_qty, row.avg_fill_price) == (S.FILLED, 2, Decimal("21000.5"))
+    assert await _fills(stack.ledger) == ["f1", "f2"]
+
+
+async def test_a_fill_another_process_recorded_is_not_counted_again(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, other_worker: Ledger
+) -> None:
+    await _placed_here(stack, quantity=3)
+    tracker = Tracker(stack.settings, stack.ledger, stack.pool)
+    elsewhere = Tracker(stack.settings, other_worker, stack.pool)
+    assert await elsewhere.apply(_fill("f1"))  # recorded by another worker's tracker
+    reads = _Reads(stack.ledger, monkeypatch)
+
+    assert await tracker.apply(_fill("f1"))  # known here as unfilled: the guard refuses
+    assert await tracker.apply(_fill("f2"))
+    assert await elsewhere.apply(_fill("f2"))
+    assert await tracker.apply(_fill("f3"))
+
+    row = await stack.ledger.get("k1")
+    assert row is not None
+    assert (row.status, row.filled_qty) == (S.FILLED, 3)
+    assert await _fills(stack.ledger) == ["f1", "f2", "f3"]
+    assert reads.count == 0  # the refused guard reads under the row's lock instead
+
+
+async def test_a_row_moved_from_a_state_not_known_here_is_forgotten(stack: Stack) -> None:
+    await _placed_here(stack, quantity=3)
+    assert stack.ledger.known_event_row(ORDER, CID, None) is not None
+
+    # A guarded write from what a read found, not from what is known here (filled 1 after
+    # a fill recorded elsewhere): what is known here may miss that fill, so it is dropped.
+    await stack.ledger.pool.execute(
+        "update trading_signals set filled_qty = 1, status = 'partially_filled' "
+        "where signal_id = 'k1'"
+    )
+    moved = await stack.ledger.move_if(
+        "k1", S.PARTIALLY_FILLED, expected=S.PARTIALLY_FILLED, filled_was=Decimal(1),
+        event="fill", detail={"fill_id": "f2"}, filled_qty=Decimal(2),
+    )  # fmt: skip
+
+    assert moved is not None
+    assert stack.ledger.known_event_row(ORDER, CID, None) is None
+
+
+async def test_only_the_row_of_the_events_client_id_is_known(stack: Stack) -> None:
+    await _placed_here(stack, quantity=1)
+
+    known = stack.ledger.known_event_row(ORDER, CID, "f9")
+    assert known is not None
+    assert (known.signal_id, known.status, known.ordered_qty, known.fill_seen) == (
+        "k1", "working", Decimal(1), False,
+    )  # fmt: skip
+    assert stack.ledger.known_event_row(ORDER, None, None) is not None  # no client id given
+    assert stack.ledger.known_event_row(ORDER, "tb-other", None) is None
+    assert stack.ledger.known_event_row("999", CID, None) is None
