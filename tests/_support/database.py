@@ -38,3 +38,21 @@ async def admin_execute(server_url: str, statement: str) -> None:
         await admin.execute(statement)
     finally:
         await admin.close()
+
+
+async def set_status_behind_the_trigger(url: str, signal_id: str, status: str) -> None:
+    """Set a row's status with the ledger's move trigger off, as no legal move could (to
+    plant a row the trigger must then refuse to move on)."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            "alter table trading_signals disable trigger tradebridge_signals_before_update"
+        )
+        await conn.execute(
+            "update trading_signals set status = $1 where signal_id = $2", status, signal_id
+        )
+        await conn.execute(
+            "alter table trading_signals enable trigger tradebridge_signals_before_update"
+        )
+    finally:
+        await conn.close()

@@ -10,6 +10,7 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
+from _support.database import set_status_behind_the_trigger
 from tradebridge.domain.lifecycle import SignalStatus as S
 from tradebridge.errors import IllegalTransition, InvalidInput
 from tradebridge.store.ledger import BrokerCall, Ledger, claims
@@ -159,17 +160,7 @@ async def test_fast_move_trigger_refusal_is_an_illegal_transition(
     await _insert(ledger, "g1")
     await ledger.claim_next("w")
     await ledger.transition("g1", S.SUBMITTED, expected=S.PROCESSING)
-    conn = await asyncpg.connect(ledger_db)
-    try:
-        await conn.execute(
-            "alter table trading_signals disable trigger tradebridge_signals_before_update"
-        )
-        await conn.execute("update trading_signals set status = 'processing' where signal_id='g1'")
-        await conn.execute(
-            "alter table trading_signals enable trigger tradebridge_signals_before_update"
-        )
-    finally:
-        await conn.close()
+    await set_status_behind_the_trigger(ledger_db, "g1", "processing")
 
     with pytest.raises(IllegalTransition, match="illegal status move"):
         await ledger.transition("g1", S.PENDING, expected=S.PROCESSING)

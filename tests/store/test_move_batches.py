@@ -9,6 +9,7 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
+from _support.database import set_status_behind_the_trigger
 from tradebridge.domain.lifecycle import SignalStatus as S
 from tradebridge.errors import IllegalTransition
 from tradebridge.store.ledger import BrokerCall, Ledger, fast_moves
@@ -57,6 +58,14 @@ async def _claimed(ledger: Ledger, count: int) -> list[str]:
     return ids
 
 
+async def _submitted(ledger: Ledger, statements: _Statements, count: int) -> list[str]:
+    """Rows b0.. claimed and written ahead, the statements counted from here."""
+    ids = await _claimed(ledger, count)
+    await _write_aheads(ledger, ids)
+    statements.sent.clear()
+    return ids
+
+
 async def _write_aheads(ledger: Ledger, ids: list[str], owner: str = "w") -> list[object]:
     return await asyncio.gather(
         *(ledger.transition(i, S.SUBMITTED, expected=S.PROCESSING, owner=owner,
@@ -92,9 +101,7 @@ async def test_moves_waiting_on_a_busy_database_go_as_one_statement(
 async def test_a_batch_writes_each_rows_event_and_broker_call(
     ledger: Ledger, statements: _Statements
 ) -> None:
-    ids = await _claimed(ledger, 6)
-    await _write_aheads(ledger, ids)
-    statements.sent.clear()
+    ids = await _submitted(ledger, statements, 6)
 
     moved = await asyncio.gather(
         *(ledger.transition(i, S.WORKING, expected=S.SUBMITTED, owner="w", event="accepted",
@@ -144,17 +151,7 @@ async def test_a_batch_the_database_refuses_is_sent_again_move_by_move(
     # the whole statement is refused, nothing of it written; each move then goes alone.
     ids = await _claimed(ledger, 6)
     await ledger.transition("b5", S.SUBMITTED, expected=S.PROCESSING, owner="w")
-    conn = await asyncpg.connect(ledger_db)
-    try:
-        await conn.execute(
-            "alter table trading_signals disable trigger tradebridge_signals_before_update"
-        )
-        await conn.execute("update trading_signals set status = 'processing' where signal_id='b5'")
-        await conn.execute(
-            "alter table trading_signals enable trigger tradebridge_signals_before_update"
-        )
-    finally:
-        await conn.close()
+    await set_status_behind_the_trigger(ledger_db, "b5", "processing")
     statements.sent.clear()
 
     moved = await asyncio.gather(
@@ -172,9 +169,7 @@ async def test_a_batch_the_database_refuses_is_sent_again_move_by_move(
 async def test_a_rows_second_move_waits_for_the_next_statement(
     ledger: Ledger, statements: _Statements
 ) -> None:
-    ids = await _claimed(ledger, 4)
-    await _write_aheads(ledger, ids)
-    statements.sent.clear()
+    ids = await _submitted(ledger, statements, 4)
 
     def accept(signal_id: str) -> asyncio.Future[object]:
         return asyncio.ensure_future(
