@@ -153,7 +153,13 @@ async def test_dispatcher_row_taken_over_midway_never_ends_failed(
     assert events.count("claimed") >= 2
     assert [o.cl_ord_id for o in stack.entries()] == ["tb-taken"]
     # At least the refused write-ahead; under load the dispatcher's own wake may also have
-    # claimed the requeued row, and the loser of that race counts a second loss.
+    # claimed the requeued row first (the write-ahead then goes through), and the loser of
+    # that race counts the loss, possibly after the row reads filled: wait for it.
+    deadline = asyncio.get_running_loop().time() + 10
+    while _sample("tradebridge_row_errors_total", kind="claim_lost") < before + 1:
+        if asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.01)
     assert _sample("tradebridge_row_errors_total", kind="claim_lost") >= before + 1
 
 
