@@ -46,30 +46,27 @@ async def test_a_background_read_waits_at_most_its_bound_then_goes() -> None:
         assert hand.busy  # it went with the row still in hand: never starved
 
 
-async def test_reconciles_reads_wait_for_the_rows_in_hand_orders_and_the_trackers_do_not(
+async def test_the_clients_background_reads_wait_for_the_rows_in_hand_orders_do_not(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(budget, "_GIVE_WAY_S", 30.0)  # a slow machine must not end the wait
     async with raw_http(lambda _n: Answer(200, b"{}")) as server:
         client = BrokerHttp(server.url + "/v1", dialect="native")
 
-        async def background_read(gives_way: bool) -> None:
-            mark_background(gives_way=gives_way)
-            await client.request("GET", "/position/list" if gives_way else "/fill/list")
+        async def background_read() -> None:
+            mark_background()
+            await client.request("GET", "/position/list")
 
         try:
             with rows_in_hand.placing():
-                read = asyncio.ensure_future(background_read(gives_way=True))
+                read = asyncio.ensure_future(background_read())
                 await client.request("POST", "/order/placeorder", json_body={"n": 1})
                 await client.request("GET", "/account/list")  # an order's read: at once
-                await background_read(gives_way=False)  # the tracker's: at once too
                 sent_while_placing = [r.target for r in server.requests]
             async with asyncio.timeout(5):
                 await read
         finally:
             await client.aclose()
 
-    assert [p.split("/", 2)[-1] for p in sent_while_placing] == [
-        "order/placeorder", "account/list", "fill/list",
-    ]  # fmt: skip
+    assert [p.split("/")[-1] for p in sent_while_placing] == ["placeorder", "list"]
     assert server.requests[-1].target.endswith("/position/list")

@@ -51,7 +51,6 @@ __all__ = [
     "UserBudget",
     "Window",
     "foreground",
-    "gives_way",
     "is_background",
     "mark_background",
     "rows_in_hand",
@@ -61,17 +60,10 @@ __all__ = [
 _BACKGROUND: ContextVar[bool] = ContextVar("tradebridge_background_reads", default=False)
 
 
-# Set in the tasks whose reads also give way to the rows in hand (``RowsInHand``).
-_GIVES_WAY: ContextVar[bool] = ContextVar("tradebridge_reads_give_way", default=False)
-
-
-def mark_background(*, gives_way: bool = False) -> None:
+def mark_background() -> None:
     """Mark the rest of the current task (and the tasks it starts) as work no order waits
-    on: its reads queue behind the others' (the first line of a loop's task). ``gives_way``:
-    its reads also wait while the process places rows (reconcile's; never the tracker's,
-    which are how a dialect without a socket hears of fills)."""
+    on: its reads queue behind the others' (the first line of a loop's task)."""
     _BACKGROUND.set(True)
-    _GIVES_WAY.set(gives_way)
 
 
 @contextlib.contextmanager
@@ -83,22 +75,16 @@ def foreground() -> Iterator[None]:
     join its read would wait in the background share, used up after a restart by reconcile's
     look-ups (a cold fan-out round waited 19 s, the next 38 s).
     """
-    token, giving = _BACKGROUND.set(False), _GIVES_WAY.set(False)
+    token = _BACKGROUND.set(False)
     try:
         yield
     finally:
-        _GIVES_WAY.reset(giving)
         _BACKGROUND.reset(token)
 
 
 def is_background() -> bool:
     """Return whether the current task is marked as background work."""
     return _BACKGROUND.get()
-
-
-def gives_way() -> bool:
-    """Return whether the current task's reads give way to the rows in hand."""
-    return _GIVES_WAY.get()
 
 
 # The longest a background read gives way to the rows a process is placing (then it goes).
@@ -108,10 +94,9 @@ _GIVE_WAY_S = 0.15
 class RowsInHand:
     """The rows this process is placing (claimed, not done), for background reads to give
     way to: on 2 cores, reconcile's look-ups after a restart (five reads per account with
-    open rows) took CPU from the first fan-out's orders. Such a read
-    (``mark_background(gives_way=True)``) waits until no row is in hand, at most
-    ``_GIVE_WAY_S`` (then it goes: reconcile is never starved); the budget's windows and
-    queues stay as they are."""
+    open rows) took CPU from the first fan-out's orders. A background read waits until no row
+    is in hand, at most ``_GIVE_WAY_S`` (then it goes: reconcile is never starved); the
+    budget's windows and queues stay as they are."""
 
     def __init__(self) -> None:
         self._count = 0

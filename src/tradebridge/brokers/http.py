@@ -44,7 +44,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import aiohttp
 from yarl import URL
 
-from tradebridge.brokers.budget import RequestBudget, RequestKind, gives_way, rows_in_hand
+from tradebridge.brokers.budget import RequestBudget, RequestKind, is_background, rows_in_hand
 from tradebridge.config import TradovateConfig
 from tradebridge.domain.calls import BrokerCall
 from tradebridge.errors import (
@@ -200,7 +200,7 @@ class BrokerHttp:
         """
         if kind is None:
             kind = RequestKind.READ if method == "GET" else RequestKind.ORDER
-        if kind is RequestKind.READ and gives_way():
+        if kind is RequestKind.READ and is_background():
             await rows_in_hand.give_way()  # CPU and the budget to the orders first
         if self.budget is not None and budget_key is not None:
             await self.budget.bucket(budget_key).acquire(kind)

@@ -123,8 +123,7 @@ class Reconciler:
 
     async def run(self) -> None:
         """Reconcile now and then every ``dispatcher.reconcile_interval_s`` until cancelled."""
-        # Its reads queue behind those an order waits for, and give way to rows in hand.
-        mark_background(gives_way=True)
+        mark_background()  # its reads queue behind those an order waits for
         while True:
             try:
                 await self.reconcile_once()
