@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections import Counter
 from datetime import timedelta
@@ -12,8 +11,7 @@ import pytest
 
 from _support.rig import front, order
 from tracking.conftest import ACCOUNT, ACCOUNT_2, Stack, StackFactory
-from tradebridge.brokers.budget import rows_in_hand
-from tradebridge.dispatch.placement import WORKER_LOCK_NAMESPACE, Placer, plan_to_json
+from tradebridge.dispatch.placement import WORKER_LOCK_NAMESPACE, plan_to_json
 from tradebridge.dispatch.reconcile import Reconciler
 from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.obs.metrics import REGISTRY
@@ -333,27 +331,3 @@ async def test_reconcile_unknown_row_without_a_recorded_plan_needs_review_never_
     assert row.status is SignalStatus.NEEDS_REVIEW
     assert row.error_message is not None
     assert "no plan recorded" in row.error_message
-
-
-async def test_dispatcher_holds_its_rows_in_hand_while_it_places_them(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Background reads (reconcile's, the tracker's) give way to them (budget.rows_in_hand).
-    seen: list[bool] = []
-    send = Placer.send
-
-    async def noting(self: Placer, *args: Any, **kwargs: Any) -> SignalStatus:
-        seen.append(rows_in_hand.busy)
-        return await send(self, *args, **kwargs)
-
-    monkeypatch.setattr(Placer, "send", noting)
-    stack.start(stack.dispatcher())
-    await stack.insert("h1")
-
-    await stack.wait("h1", "working", "filled")
-    deadline = asyncio.get_running_loop().time() + 10
-    while rows_in_hand.busy and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.01)
-
-    assert seen == [True]
-    assert not rows_in_hand.busy  # handed back once the account's rows are done

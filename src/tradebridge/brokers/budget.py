@@ -47,13 +47,11 @@ __all__ = [
     "BudgetLimits",
     "RequestBudget",
     "RequestKind",
-    "RowsInHand",
     "UserBudget",
     "Window",
     "foreground",
     "is_background",
     "mark_background",
-    "rows_in_hand",
 ]
 
 # Set in the tasks of work no order waits on: their reads queue behind the others'.
@@ -85,58 +83,6 @@ def foreground() -> Iterator[None]:
 def is_background() -> bool:
     """Return whether the current task is marked as background work."""
     return _BACKGROUND.get()
-
-
-# The longest a background read gives way to the rows a process is placing (then it goes).
-_GIVE_WAY_S = 0.15
-
-
-class RowsInHand:
-    """The rows this process is placing (claimed, not done), for background reads to give
-    way to: on 2 cores, reconcile's look-ups after a restart (five reads per account with
-    open rows) took CPU from the first fan-out's orders. A background read waits until no row
-    is in hand, at most ``_GIVE_WAY_S`` (then it goes: reconcile is never starved); the
-    budget's windows and queues stay as they are."""
-
-    def __init__(self) -> None:
-        self._count = 0
-        self._waiters: list[asyncio.Future[None]] = []
-
-    @property
-    def busy(self) -> bool:
-        """Return whether a row is in hand."""
-        return self._count > 0
-
-    @contextlib.contextmanager
-    def placing(self) -> Iterator[None]:
-        """Hold a row in hand for the block."""
-        self._count += 1
-        try:
-            yield
-        finally:
-            self._count -= 1
-            if not self._count:
-                for waiter in self._waiters:
-                    if not waiter.done():
-                        waiter.set_result(None)
-
-    async def give_way(self, max_s: float | None = None) -> None:
-        """Wait until no row is in hand, or ``max_s`` seconds (default ``_GIVE_WAY_S``)."""
-        if not self._count:
-            return
-        if max_s is None:
-            max_s = _GIVE_WAY_S
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter, max_s)
-        finally:
-            self._waiters.remove(waiter)
-
-
-# This process's rows in hand (the dispatcher's placements; background reads ask it).
-rows_in_hand = RowsInHand()
 
 
 class RequestKind(Enum):

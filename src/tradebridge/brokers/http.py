@@ -44,7 +44,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import aiohttp
 from yarl import URL
 
-from tradebridge.brokers.budget import RequestBudget, RequestKind, is_background, rows_in_hand
+from tradebridge.brokers.budget import RequestBudget, RequestKind
 from tradebridge.config import TradovateConfig
 from tradebridge.domain.calls import BrokerCall
 from tradebridge.errors import (
@@ -198,11 +198,9 @@ class BrokerHttp:
         ``kind`` says which windows of the user's budget count it; by default a GET is a
         read and anything else an order (logins say ``AUTH``).
         """
-        if kind is None:
-            kind = RequestKind.READ if method == "GET" else RequestKind.ORDER
-        if kind is RequestKind.READ and is_background():
-            await rows_in_hand.give_way()  # CPU and the budget to the orders first
         if self.budget is not None and budget_key is not None:
+            if kind is None:
+                kind = RequestKind.READ if method == "GET" else RequestKind.ORDER
             await self.budget.bucket(budget_key).acquire(kind)
         sent_headers = dict(headers or {})
         if token is not None:

@@ -41,7 +41,6 @@ from typing import Any, TypeVar
 
 from tradebridge._aio import cancel_and_wait, reraise_if_cancelling
 from tradebridge.brokers.base import AccountInfo, Broker
-from tradebridge.brokers.budget import rows_in_hand
 from tradebridge.brokers.pool import BrokerPool, capture
 from tradebridge.config import Settings
 from tradebridge.dispatch._legs import fit_legs
@@ -378,18 +377,6 @@ class Dispatcher:
         rows: list[LedgerRow],
         switches: KillSwitches,
         notices: int | None = None,
-    ) -> None:
-        """Place one account's claimed rows (``_place_rows``), holding them in hand: the
-        process's background reads (reconcile's, the tracker's) give way meanwhile."""
-        with rows_in_hand.placing():
-            await self._place_rows(key, rows, switches, notices)
-
-    async def _place_rows(
-        self,
-        key: str,
-        rows: list[LedgerRow],
-        switches: KillSwitches,
-        notices: int | None,
     ) -> None:
         """Place one account's claimed rows in insertion order; hand back what is not sent.
 
