@@ -35,6 +35,13 @@ async def test_broker_calls_and_fills_are_counted(
         for n in range(3):
             await stack.insert(f"m{n}")
             await stack.wait(f"m{n}", "filled")
+        # The tracker counts a fill once its write is back from the database, a moment
+        # after the row reads filled.
+        deadline = asyncio.get_running_loop().time() + 10
+        while _value("tradebridge_signals_outcome_total", outcome="filled") < filled + 3:
+            if asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.01)
 
     assert _value("tradebridge_broker_calls_total", **submit, outcome="ok") == calls + 3
     assert _value("tradebridge_broker_call_seconds_count", **submit) == timed + 3
