@@ -149,29 +149,28 @@ class Move:
     detail: dict[str, Any]
     broker_call: BrokerCall | None
     fields: tuple[Any, ...]  # in the order of MOVE_SET's $3..$8
+    # (the filled quantity the row must still have,), or None for no such guard.
+    filled_was: tuple[Decimal | None] | None = None
+
+    def expected_status(self) -> SignalStatus:
+        """Return the status the row must have; a one-statement move needs one."""
+        if self.expected is None:
+            raise ValueError(f"signal {self.signal_id}: a fast move needs the expected status")
+        return self.expected
 
 
 @dataclass(slots=True)
 class _Waiting:
     move: Move
-    expected: SignalStatus
-    filled_was: tuple[Decimal | None] | None
     answer: asyncio.Future[LedgerRow | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
 
-async def fast_move(
-    db: StatelessPool,
-    move: Move,
-    expected: SignalStatus,
-    *,
-    filled_was: tuple[Decimal | None] | None = None,
-    lazy: bool = False,
-) -> LedgerRow | None:
+async def fast_move(db: StatelessPool, move: Move, *, lazy: bool = False) -> LedgerRow | None:
     """Make one move in one statement; return the row moved, or ``None`` if it was not as
-    expected. ``filled_was``: (the filled quantity the row must still have,) or None for no
-    guard. ``lazy``: commit without waiting for the WAL flush."""
+    expected. ``lazy``: commit without waiting for the WAL flush."""
+    expected, filled_was = move.expected_status(), move.filled_was
     call = move.broker_call
     call_args = (None,) * 8 if call is None else broker_call_columns(call)
     try:
@@ -183,7 +182,7 @@ async def fast_move(
             expected.value,
             move.owner,
             move.event,
-            _event_detail(move, expected),
+            _event_detail(move),
             *call_args,
             filled_was is not None,
             None if filled_was is None else filled_was[0],
@@ -207,24 +206,16 @@ class FastMoves:
         # does not fit): every move then goes alone, as before batching.
         self.batching = True
 
-    async def move(
-        self,
-        db: StatelessPool,
-        move: Move,
-        expected: SignalStatus,
-        *,
-        filled_was: tuple[Decimal | None] | None = None,
-        lazy: bool = False,
-    ) -> LedgerRow | None:
+    async def move(self, db: StatelessPool, move: Move, *, lazy: bool = False) -> LedgerRow | None:
         """Make ``move`` as ``fast_move`` does, with the moves waiting beside it if the
         database is busy with others of its kind."""
         if not self.batching or self._in_flight[lazy] < _IN_FLIGHT:
             self._in_flight[lazy] += 1
             try:
-                return await fast_move(db, move, expected, filled_was=filled_was, lazy=lazy)
+                return await fast_move(db, move, lazy=lazy)
             finally:
                 self._done(db, lazy)
-        waiting = _Waiting(move, expected, filled_was)
+        waiting = _Waiting(move)
         self._waiting[lazy].append(waiting)
         return await waiting.answer
 
@@ -283,9 +274,7 @@ async def _send_alone(db: StatelessPool, waiting: _Waiting, lazy: bool) -> None:
     if waiting.answer.done():
         return  # its caller was cancelled before it was sent: not sent
     try:
-        row = await fast_move(
-            db, waiting.move, waiting.expected, filled_was=waiting.filled_was, lazy=lazy
-        )
+        row = await fast_move(db, waiting.move, lazy=lazy)
     except asyncio.CancelledError:
         waiting.answer.cancel()
         raise
@@ -322,15 +311,15 @@ def _take_batch(queue: deque[_Waiting]) -> list[_Waiting]:
     return batch
 
 
-def _event_detail(move: Move, expected: SignalStatus) -> dict[str, Any]:
-    return {"from": expected.value, "to": move.new_status.value, **move.detail}
+def _event_detail(move: Move) -> dict[str, Any]:
+    return {"from": move.expected_status().value, "to": move.new_status.value, **move.detail}
 
 
 def _batch_args(batch: list[_Waiting]) -> list[list[Any]]:
     """The batch statement's 22 arrays, one element per move."""
     columns: list[list[Any]] = [[] for _ in range(22)]
-    for waiting in batch:
-        move, call = waiting.move, waiting.move.broker_call
+    for move in (waiting.move for waiting in batch):
+        call, guard = move.broker_call, move.filled_was
         call_args: tuple[Any, ...] = (None,) * 8
         if call is not None:
             dialect, method, path, status, latency, request, response, error = broker_call_columns(
@@ -338,11 +327,10 @@ def _batch_args(batch: list[_Waiting]) -> list[list[Any]]:
             )
             call_args = (dialect, method, path, status, latency, _json(request),
                          _json(response), error)  # fmt: skip
-        guarded = waiting.filled_was is not None
         values = (
-            move.signal_id, move.new_status.value, *move.fields, waiting.expected.value,
-            move.owner, guarded, waiting.filled_was[0] if waiting.filled_was else None,
-            move.event, dump_json(_event_detail(move, waiting.expected)), *call_args,
+            move.signal_id, move.new_status.value, *move.fields, move.expected_status().value,
+            move.owner, guard is not None, None if guard is None else guard[0],
+            move.event, dump_json(_event_detail(move)), *call_args,
         )  # fmt: skip
         for column, value in zip(columns, values, strict=True):
             column.append(value)

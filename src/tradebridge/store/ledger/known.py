@@ -23,6 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 from tradebridge.domain.lifecycle import SignalStatus
+from tradebridge.store.ledger.fast_moves import Move
 from tradebridge.store.ledger.rows import LedgerRow
 from tradebridge.store.ledger.tracking import EventRow
 
@@ -66,19 +67,13 @@ class KnownRows:
             ordered_qty=known.ordered_qty,
         )
 
-    def moved(
-        self,
-        row: LedgerRow,
-        expected: SignalStatus | None,
-        event: str,
-        detail: dict[str, Any],
-        *,
-        filled_was: tuple[Decimal | None] | None = None,
-    ) -> None:
-        """Note a move this process wrote (``filled_was``: the guard it was written under)."""
+    def moved(self, row: LedgerRow, move: Move) -> None:
+        """Note a move this process wrote (``row``: as it came back)."""
+        expected = move.expected
         if expected is SignalStatus.PROCESSING and row.status is SignalStatus.SUBMITTED:
-            quantity = detail.get("quantity")
-            if event == "submitted" and detail.get("plan") == "order" and quantity is not None:
+            quantity = move.detail.get("quantity")
+            planned = move.event == "submitted" and move.detail.get("plan") == "order"
+            if planned and quantity is not None:
                 _put(self._ordered, row.signal_id, Decimal(str(quantity)))
             return
         order_id = row.tradovate_order_id
@@ -95,14 +90,15 @@ class KnownRows:
         known = self._rows.get(order_id)
         if known is None or known.signal_id != row.signal_id:
             return
-        if filled_was is None or known.status is not expected or known.filled_qty != filled_was[0]:
+        guard = move.filled_was
+        if guard is None or known.status is not expected or known.filled_qty != guard[0]:
             # Moved from a state not known here: what is known may miss a fill.
             del self._rows[order_id]
             return
         known.status, known.filled_qty = row.status, row.filled_qty
         known.avg_fill_price = row.avg_fill_price
-        fill_id = detail.get("fill_id")
-        if event == "fill" and fill_id:
+        fill_id = move.detail.get("fill_id")
+        if move.event == "fill" and fill_id:
             known.fills.add(str(fill_id))
 
 

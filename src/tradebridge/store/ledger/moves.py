@@ -217,16 +217,16 @@ class Moves(LedgerPool):
                     return await _apply_move(conn, move)
             if expected is not None:
                 lazy = self.lazy_commits and lazy_move(expected, new_status)
-                fast = await self._fast.move(self._db, move, expected, lazy=lazy)
+                fast = await self._fast.move(self._db, move, lazy=lazy)
                 if fast is not None:
-                    self._known.moved(fast, expected, move.event, move.detail)
+                    self._known.moved(fast, move)
                     return self._remember(fast)
                 # Why not: one read says (the row moved on, another claim); only a row that
                 # reads as expected again goes on to the locked path, which checks it anew.
                 _checked(await self._db.fetchrow(_WHY_SQL, signal_id), move)
             async with self._db.acquire() as own, own.transaction():
                 moved = await _apply_move(own, move)
-            self._known.moved(moved, expected, move.event, move.detail)
+            self._known.moved(moved, move)
             return self._remember(moved)
         except asyncpg.UniqueViolationError as e:
             if e.constraint_name != _ORDER_OWNER_INDEX:
@@ -263,19 +263,18 @@ class Moves(LedgerPool):
             detail=dict(detail),
             broker_call=None,
             fields=(None, None, tradovate_order_id, error_message, filled_qty, avg_fill_price),
+            filled_was=(filled_was,),
         )
         try:
             lazy = self.lazy_commits and lazy_move(expected, new_status)
-            moved = await self._fast.move(
-                self._db, move, expected, filled_was=(filled_was,), lazy=lazy
-            )
+            moved = await self._fast.move(self._db, move, lazy=lazy)
         except asyncpg.UniqueViolationError as e:
             if e.constraint_name != _ORDER_OWNER_INDEX:
                 raise
             raise await self._order_owned(signal_id, tradovate_order_id) from e
         if moved is None:
             return None
-        self._known.moved(moved, expected, event, move.detail, filled_was=(filled_was,))
+        self._known.moved(moved, move)
         return self._remember(moved)
 
     def known_event_row(
