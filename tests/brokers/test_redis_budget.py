@@ -305,7 +305,9 @@ async def test_redis_budget_read_waits_for_orders_queued_in_another_process(
     redis_client: aioredis.Redis,
 ) -> None:
     seen: list[Admission] = []
-    spans = Spans(minute=3.0)  # long enough for the second order to be told to wait
+    # Long enough for the second order to be told to wait, and for its waiting mark (stale
+    # once its expected time is past) to outlast a loaded machine's stalls.
+    spans = Spans(minute=8.0)
     orders_process = make(redis_client, seen, orders_per_minute=1, spans=spans).bucket("alice")
     reads_process = make(redis_client, seen, orders_per_minute=1, spans=spans).bucket("alice")
     await orders_process.acquire(ORDER)
