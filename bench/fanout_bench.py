@@ -347,6 +347,11 @@ def report(args: argparse.Namespace, results: Results) -> None:
         rows.append([f"{label}  (alert → last write-ahead)", str(len(rounds)),
                      *latency_cells([r.submitted_ms for r in rounds])])  # fmt: skip
     print_table(["series", "rounds", "p50 ms", "p90 ms", "p99 ms", "max ms"], rows)
+    if args.each:
+        print("\neach round, ms: first order, last order (last stored, claimed, write-ahead)")
+        for i, r in enumerate([*results.first_after_start, *results.rounds]):
+            print(f"  {i:3d}  {r.first_ms:8.2f}  {r.last_ms:8.2f}  ({r.stored_ms:.2f}, "
+                  f"{r.claimed_ms:.2f}, {r.submitted_ms:.2f})")  # fmt: skip
     print("\ntarget: alert → last order p99 <= 100 ms, warm or cold, default settings")
 
 
@@ -363,6 +368,7 @@ def main() -> None:
                         help="[logging] level of serve")  # fmt: skip
     parser.add_argument("--keep-log", type=Path, default=None,
                         help="copy serve's log here (cold: every serve's, appended)")  # fmt: skip
+    parser.add_argument("--each", action="store_true", help="also print every round's times")
     args = parser.parse_args()
     if args.rounds is None:
         args.rounds = 5 if args.cold else 30
