@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -138,6 +139,27 @@ async def test_usersync_reconnect_snapshot_emits_changes_made_while_down(
     assert sync.connects == 2
 
 
+async def test_usersync_order_filled_before_the_first_snapshot_reported(rig: NativeRig) -> None:
+    # A restart's first alert: placed and filled before the socket's first snapshot.
+    broker_id = await rig.broker.submit(order("tb-before-sync"))
+    async with asyncio.timeout(10):
+        while not any(
+            str(o.id) == broker_id and o.filled_qty
+            for o in rig.sim.call(lambda: rig.sim.ctx.engine.orders(ACCOUNT_ID))
+        ):
+            await asyncio.sleep(0.02)
+
+    async with following(rig.broker) as collector:
+        filled = await collector.wait_for(broker_id, OrderFilled)
+
+    assert isinstance(filled, OrderFilled)
+    assert filled.qty == 1
+    assert [type(e.event) for e in collector.events if e.broker_order_id == broker_id] == [
+        OrderAccepted,
+        OrderFilled,
+    ]
+
+
 async def test_usersync_dropped_socket_reconnects_and_streams(
     rig: NativeRig, collector: Collector
 ) -> None:
@@ -177,6 +199,23 @@ def test_mirror_first_snapshot_seeds_silently_later_ones_diff() -> None:
     assert {e.account for e in second} == {"ACC7"}
     assert second[0].event == OrderFilled(1, Decimal("21000.25"), second[0].event.ts_event, "100")
     assert third == []
+
+
+def test_mirror_first_snapshot_reports_orders_created_since_its_start() -> None:
+    # What happened before the socket synced to orders of the worker's time (a restart's
+    # first alert, filled at once) is reported; older orders are reconcile's business.
+    created = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
+    recent = SyncMirror(EventNamesConfig(), {}, first_since=created)
+    old = SyncMirror(EventNamesConfig(), {}, first_since=created + timedelta(seconds=1))
+
+    reported = recent.apply_snapshot(_snapshot(status="Filled", fills=1))
+    silent = old.apply_snapshot(_snapshot(status="Filled", fills=1))
+    again = recent.apply_snapshot(_snapshot(status="Filled", fills=1))
+
+    assert [type(e.event) for e in reported] == [OrderAccepted, OrderFilled]
+    assert {e.client_order_id for e in reported} == {"tb-x"}
+    assert silent == []
+    assert again == []
 
 
 def test_mirror_props_with_custom_names_emit_events() -> None:

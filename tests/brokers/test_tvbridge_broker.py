@@ -16,6 +16,7 @@ from _support.rig import (
     ACCOUNT,
     Rig,
     RigFactory,
+    build_adapter,
     front,
     login,
     make_rig,
@@ -185,41 +186,120 @@ async def test_flatten_modes_close_position(
         assert len(rig.submits()) == 1 + closing_posts
 
 
+class _Events:
+    """``broker.events()`` consumed in the background; the polls counted from ``rig.calls``."""
+
+    def __init__(self, rig: Rig) -> None:
+        self.rig = rig
+        self.seen: list[Any] = []
+        self.task = asyncio.create_task(self._collect())
+
+    async def _collect(self) -> None:
+        async for event in self.rig.broker.events():
+            self.seen.append(event)
+
+    def polls(self) -> int:
+        return sum(1 for c in self.rig.calls if c.method == "GET" and "/orders?" in c.path + "?")
+
+    def kinds(self, order_id: str) -> list[type]:
+        return [type(e.event) for e in self.seen if e.broker_order_id == order_id]
+
+    async def until(self, done: Callable[[], bool], what: str) -> None:
+        try:
+            async with asyncio.timeout(15):
+                while not done():
+                    await asyncio.sleep(0.02)
+        except TimeoutError:
+            pytest.fail(f"not within 15 s: {what}")
+
+    async def stop(self) -> None:
+        await self.rig.broker.close()
+        await asyncio.wait_for(self.task, 5)
+
+
+async def _filled_at_the_sim(rig: Rig, order_id: str | None = None) -> str:
+    """Wait until the simulator has ``order_id`` (or any order) filled; return its id."""
+    async with asyncio.timeout(15):
+        while True:
+            for o in rig.sim_orders():
+                if o.filled_qty and order_id in (None, str(o.id)):
+                    return str(o.id)
+            await asyncio.sleep(0.02)
+
+
 async def test_events_polled_accept_fill_cancel(rig: Rig) -> None:
-    contract = front()
-    last = rig.last(contract)
-    broker = rig.broker
-    seen: list[Any] = []
-
-    async def collect() -> None:
-        async for event in broker.events():
-            seen.append(event)  # noqa: PERF401 - each as it comes: the test waits on them
-
-    def polls() -> int:
-        return sum(1 for c in rig.calls if c.method == "GET" and "/orders?" in c.path + "?")
-
-    async def until(done: Callable[[], bool], what: str) -> None:
-        async with asyncio.timeout(15):
-            while not done():
-                await asyncio.sleep(0.02)
-        assert done(), what
-
-    def kinds() -> set[tuple[str, type]]:
-        return {(e.broker_order_id, type(e.event)) for e in seen}
-
-    task = asyncio.create_task(collect())
-    await until(lambda: polls() >= 1, "the baseline poll")
-    resting = await broker.submit(order("tb-ev-1", OrderType.LIMIT, limit=ticks(last, -100)))
-    filled = await broker.submit(order("tb-ev-2"))
-    await until(
-        lambda: {(resting, OrderAccepted), (filled, OrderFilled)} <= kinds(), "accept and fill"
+    last = rig.last(front())
+    events = _Events(rig)
+    await events.until(lambda: events.polls() >= 1, "the baseline poll")
+    resting = await rig.broker.submit(order("tb-ev-1", OrderType.LIMIT, limit=ticks(last, -100)))
+    filled = await rig.broker.submit(order("tb-ev-2"))
+    await events.until(
+        lambda: OrderAccepted in events.kinds(resting) and OrderFilled in events.kinds(filled),
+        "accept and fill",
     )
-    await broker.cancel(CancelOrder(ACCOUNT, resting))
-    await until(lambda: (resting, OrderCancelled) in kinds(), "the cancel")
-    await broker.close()
-    await asyncio.wait_for(task, 5)
+    await rig.broker.cancel(CancelOrder(ACCOUNT, resting))
+    await events.until(lambda: OrderCancelled in events.kinds(resting), "the cancel")
+    await events.stop()
 
-    assert {e.client_order_id for e in seen} == {"tb-ev-1", "tb-ev-2"}
+    assert {e.client_order_id for e in events.seen} == {"tb-ev-1", "tb-ev-2"}
+
+
+async def test_events_an_order_placed_here_and_filled_before_the_first_poll_reported_in_full(
+    rig: Rig,
+) -> None:
+    # A restart's first alert: placed and filled before the poller's first look. Another
+    # process's order in that first look stays reconcile's business.
+    other, other_http = build_adapter(BRIDGE, rig.sim, TokenStore(rig.redis, TokenConfig()))
+    try:
+        foreign = await other.submit(order("tb-other"))
+    finally:
+        await other.close()
+        await other_http.aclose()
+    mine = await rig.broker.submit(order("tb-mine"))
+    await _filled_at_the_sim(rig, mine)
+    await _filled_at_the_sim(rig, foreign)
+
+    events = _Events(rig)
+    await events.until(lambda: OrderFilled in events.kinds(mine), "our fill")
+    polls = events.polls()
+    await events.until(lambda: events.polls() >= polls + 2, "two more polls")
+    await events.stop()
+
+    assert events.kinds(mine) == [OrderAccepted, OrderFilled]
+    fill = next(e for e in events.seen if isinstance(e.event, OrderFilled))
+    assert (fill.client_order_id, fill.event.qty, fill.event.fill_id) == ("tb-mine", 1, f"{mine}@1")
+    assert events.kinds(foreign) == []
+
+
+async def test_events_an_order_known_as_ours_only_after_the_first_poll_reported_in_full(
+    rig: Rig, monkeypatch: Any
+) -> None:
+    # The submit's answer lands after the first poll listed its order (held here, the rare
+    # ordering): the next poll reports it in full.
+    broker = rig.broker
+    assert isinstance(broker, TvBridgeBroker)
+    answered = asyncio.Event()
+    original = broker._call
+
+    async def late(*args: Any, **kwargs: Any) -> Any:
+        data = await original(*args, **kwargs)
+        if args[0] == "POST":
+            await answered.wait()
+        return data
+
+    monkeypatch.setattr(broker, "_call", late)
+    submit = asyncio.create_task(broker.submit(order("tb-late")))
+    held = await _filled_at_the_sim(rig)
+    events = _Events(rig)
+    await events.until(lambda: events.polls() >= 2, "the first polls")
+    assert events.seen == []
+    answered.set()
+    mine = await submit
+    await events.until(lambda: OrderFilled in events.kinds(mine), "our fill")
+    await events.stop()
+
+    assert mine == held
+    assert events.kinds(mine) == [OrderAccepted, OrderFilled]
 
 
 async def test_order_report_lookup_exact_when_bridge_echoes_request_id(

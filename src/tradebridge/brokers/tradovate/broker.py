@@ -178,6 +178,9 @@ class TradovateBroker:
         self._blind_until: dict[int, float] = {}
         # When start_events began (monotonic), and once it has created the sockets.
         self._events_started: float | None = None
+        # A socket's first snapshot reports what happened to orders created since (those
+        # this adapter may have placed before its socket synced), not to older ones.
+        self._first_since = utcnow() - _CLOCK_SKEW
         self._syncs_created = asyncio.Event()
         # Reads in flight that concurrent callers join rather than repeat (single flight):
         # the account list by user (or by account without one), a contract by name.
@@ -1212,6 +1215,7 @@ class TradovateBroker:
                 tokens=self.tokens,
                 on_event=self._events.put_nowait,
                 account_names=self._account_names_by_id(),
+                first_since=self._first_since,
             )
             self._sync[user_id] = sync
             await sync.start()

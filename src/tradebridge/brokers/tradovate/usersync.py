@@ -10,8 +10,11 @@ treat a silent socket as dead. Reconnects back off exponentially with jitter.
 It also keeps the order strategies and their links: an order a Bracket strategy placed
 carries the strategy's ``uuid`` (our client id) as its client id, its legs that id plus
 ``-leg``, so the entry's events find their row before the submit's answer has landed.
-The first snapshot only seeds it (startup reconciliation reads REST reports); every later
-snapshot is authoritative and emits what changed while the socket was down.
+The first snapshot seeds it: what it shows of orders created before ``first_since`` (the
+worker's start, less a margin for the clocks) is reconcile's business and emits nothing;
+what it shows of later orders (those the worker may have placed before its socket synced: a
+market order filled in that moment) is emitted as if the socket had seen it happen. Every
+later snapshot is authoritative and emits what changed while the socket was down.
 
 It also keeps every account's positions (``position`` entities), so that a worker can read a
 position from the socket instead of a budgeted REST read (reference §7: "read state from the
@@ -29,6 +32,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -71,8 +75,10 @@ class SyncMirror:
         account_names: Mapping[int, str],
         *,
         entry_label: str = "Entry",
+        first_since: datetime | None = None,
     ) -> None:
         self.names = names
+        self.first_since = first_since
         self.account_names = dict(account_names)
         self.entry_label = entry_label
         self.orders: dict[int, wire.WireOrder] = {}
@@ -96,7 +102,8 @@ class SyncMirror:
         self._positions_known = False
 
     def apply_snapshot(self, snapshot: Any) -> list[BrokerOrderEvent]:
-        """Apply a ``user/syncrequest`` snapshot; return events (none for the first one)."""
+        """Apply a ``user/syncrequest`` snapshot; return events (for the first one, only those
+        of orders created since ``first_since``)."""
         if not isinstance(snapshot, dict):
             raise BrokerError("user/syncrequest: the snapshot is not a JSON object")
         emit = self.seeded
@@ -126,7 +133,19 @@ class SyncMirror:
         self._positioned_at.clear()
         self._positions_known = "positions" in snapshot
         self.seeded = True
-        return events if emit else []
+        return events if emit else self._recent(events)
+
+    def _recent(self, events: list[BrokerOrderEvent]) -> list[BrokerOrderEvent]:
+        """Return the events of orders created at or after ``first_since`` (none without)."""
+        since = self.first_since
+        if since is None:
+            return []
+        recent = []
+        for event in events:
+            order = self.orders.get(int(event.broker_order_id))
+            if order is not None and order.timestamp is not None and order.timestamp >= since:
+                recent.append(event)
+        return recent
 
     def positions_of(
         self, account_id: int, placed: Iterable[int] = ()
@@ -304,6 +323,7 @@ class UserSync:
         tokens: TokenProvider,
         on_event: EventSink,
         account_names: Mapping[int, str] | None = None,
+        first_since: datetime | None = None,
     ) -> None:
         self.config = config
         self.url = config.ws_url
@@ -312,7 +332,10 @@ class UserSync:
         self.tokens = tokens
         self.on_event = on_event
         self.mirror = SyncMirror(
-            config.event_names, account_names or {}, entry_label=config.strategies.entry_label
+            config.event_names,
+            account_names or {},
+            entry_label=config.strategies.entry_label,
+            first_since=first_since,
         )
         self.synced = asyncio.Event()
         self.ever_synced = False  # synced at least once since it started

@@ -537,6 +537,15 @@ class TvBridgeBroker:
 
     # --- reports ----------------------------------------------------------------------
 
+    def _placed_here(self, order: wire.WireOrder) -> bool:
+        """Return whether this adapter placed ``order`` (or the entry it is a leg of)."""
+        placed = self._by_order_id
+        return (
+            order.id in placed
+            or (order.parent_id is not None and order.parent_id in placed)
+            or (order.request_id is not None and order.request_id in self._request_ids)
+        )
+
     def _client_id(self, order: wire.WireOrder) -> ClientOrderId | None:
         if order.id in self._by_order_id:
             return self._by_order_id[order.id]
@@ -591,10 +600,15 @@ class TvBridgeBroker:
     async def events(self) -> AsyncIterator[BrokerOrderEvent]:
         """Poll ``/orders`` of every configured account and yield what changed.
 
-        The first poll is the baseline: orders that existed before are reconcile's business,
-        not events.
+        The first poll is the baseline: what it shows of orders this adapter did not place
+        is reconcile's business, not events (the bridge's orders carry no creation time to
+        tell a recent one from an old one). Orders this adapter placed (or their legs) are
+        reported in full, however far they went before the first poll (a market order filled
+        before it): as soon as they are known to be ours, if that is only after the baseline
+        saw them (the submit's answer landed after the poll).
         """
         seen: dict[tuple[AccountName, str], wire.WireOrder] = {}
+        hidden: set[tuple[AccountName, str]] = set()  # in the baseline, not known as ours
         baseline = True
         while not self._closed.is_set():
             for account in list(self._configured):
@@ -609,8 +623,12 @@ class TvBridgeBroker:
                     key = (account, order.id)
                     before = seen.get(key)
                     seen[key] = order
-                    if baseline:
-                        continue
+                    if baseline or key in hidden:
+                        if not self._placed_here(order):
+                            hidden.add(key)
+                            continue
+                        hidden.discard(key)
+                        before = None
                     for event in order_events(before, order, self._now()):
                         yield BrokerOrderEvent(
                             account, BrokerOrderId(order.id), self._client_id(order), event,
