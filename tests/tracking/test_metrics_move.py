@@ -48,6 +48,27 @@ async def test_broker_calls_and_fills_are_counted(
     assert _value("tradebridge_signals_outcome_total", outcome="filled") == filled + 3
 
 
+@pytest.mark.parametrize("dialect", [Dialect.NATIVE, Dialect.TVBRIDGE])
+async def test_a_fill_only_reconcile_saw_is_counted_once(
+    make_stack: StackFactory, dialect: Dialect
+) -> None:
+    # No tracker: the fill reaches the row through reconcile's net under the events alone.
+    filled = _value("tradebridge_signals_outcome_total", outcome="filled")
+    async with make_stack(dialect=dialect) as stack:
+        stack.start(stack.dispatcher(tracking=False))
+        await stack.insert("rf0")
+        await stack.wait("rf0", "working")
+        reconciler = Reconciler(stack.settings, stack.ledger, stack.pool)
+        deadline = asyncio.get_running_loop().time() + 15
+        while (await reconciler.reconcile_once()).synced.get("rf0") != "filled":
+            assert asyncio.get_running_loop().time() < deadline, "reconcile never synced rf0"
+            await asyncio.sleep(0.1)
+        again = await reconciler.reconcile_once()
+
+    assert again.synced == {}
+    assert _value("tradebridge_signals_outcome_total", outcome="filled") == filled + 1
+
+
 @pytest.mark.parametrize(
     ("method", "path", "operation"),
     [

@@ -57,6 +57,7 @@ from tradebridge.errors import ConfigError, IllegalTransition
 from tradebridge.obs import metrics
 from tradebridge.obs.logging import get_logger, order_context
 from tradebridge.store.ledger import Ledger, PositionTurn, database_unavailable
+from tradebridge.tracking.tracker import count_verdict
 
 _log = get_logger("tradebridge.dispatch.reconcile")
 _NEVER = timedelta(days=36500)  # requeue_stale by worker only
@@ -391,7 +392,7 @@ class Reconciler:
                     continue
                 try:
                     check_move(signal_id, status, new)
-                    await self.ledger.transition(
+                    moved = await self.ledger.transition(
                         signal_id, new, expected=status, event="reconciled",
                         detail={"broker_status": found.status.value, "ledger_status": status.value},
                         filled_qty=found.filled_qty or None,
@@ -401,4 +402,5 @@ class Reconciler:
                     )  # fmt: skip
                 except IllegalTransition:
                     continue
+                count_verdict(new, moved)  # a fill or cancel no event brought counts too
                 report.synced[signal_id] = new.value

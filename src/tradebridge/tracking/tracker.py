@@ -245,7 +245,7 @@ class Tracker:
         )  # fmt: skip
         if moved is None:
             return await self._apply_locked(event, cid)
-        _count(change.new, moved)
+        count_verdict(change.new, moved)
         return True
 
     async def _apply_leg(self, event: BrokerOrderEvent, cid: str | None) -> bool:
@@ -296,7 +296,7 @@ class Tracker:
                     detail=change.detail, conn=conn, **change.fields,
                 )  # fmt: skip
         if change is not None:
-            _count(change.new, moved)
+            count_verdict(change.new, moved)
         return True
 
 
@@ -316,7 +316,9 @@ _OUTCOMES = {
 }
 
 
-def _count(status: SignalStatus, row: LedgerRow | None) -> None:
+def count_verdict(status: SignalStatus, row: LedgerRow | None) -> None:
+    """Count a broker's verdict written to a row (by the tracker, or reconcile's net under
+    it: whoever's guarded move wins counts it, once)."""
     outcome = _OUTCOMES.get(status)
     if outcome is not None:
         metrics.SIGNALS_OUTCOME.labels(outcome=outcome).inc()
