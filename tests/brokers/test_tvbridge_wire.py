@@ -350,8 +350,13 @@ def test_order_events_partial_fill_price_from_averages() -> None:
     before = _order(filledQty=1, avgPrice=21000)
     after = _order(filledQty=2, avgPrice=21000.5)
     events = order_events(before, after, T0)
-    # The bridge names no fill: the order and the quantity filled so far name this one.
-    assert events == [OrderFilled(1, Decimal(21001), T0, f"{after.id}@2")]
+    # The bridge names no fill: the order and the quantity filled so far name this one; the
+    # running totals go along (another poller may have seen the span differently).
+    assert events == [
+        OrderFilled(
+            1, Decimal(21001), T0, f"{after.id}@2", total_qty=2, total_avg=Decimal("21000.5")
+        )
+    ]
 
 
 def test_order_events_cancel_and_reject_and_modify() -> None:

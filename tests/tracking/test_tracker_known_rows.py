@@ -1,6 +1,7 @@
 """A row this process placed answers its broker events without a read
 (``store/ledger/known.py``); a row anyone else moved is read again, and no fill is ever
-counted twice."""
+counted twice (nor a running total's overlapping spans, as two pollers of the TradingView
+bridge see them)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,20 @@ def _fill(fill_id: str, price: str = "21000") -> BrokerOrderEvent:
     )
 
 
+def _total(
+    fill_id: str, qty: int, total: int, price: str, avg: str, *, leg: str | None = None
+) -> BrokerOrderEvent:
+    """A fill as a poller of running totals reports it (the bridge: ``order_events``)."""
+    return BrokerOrderEvent(
+        account=AccountName(ACCOUNT),
+        broker_order_id=BrokerOrderId(leg or ORDER),
+        client_order_id=None if leg else ClientOrderId(CID),
+        event=OrderFilled(qty=qty, price=Decimal(price), ts_event=datetime.now(UTC),
+                          fill_id=fill_id, total_qty=total, total_avg=Decimal(avg)),
+        parent_order_id=BrokerOrderId(ORDER) if leg else None,
+    )  # fmt: skip
+
+
 async def _placed_here(stack: Stack, quantity: int) -> None:
     """Place row k1 as the dispatcher does: claim, write-ahead with its plan, the answer."""
     await stack.insert("k1", quantity=quantity)
@@ -39,7 +54,7 @@ async def _placed_here(stack: Stack, quantity: int) -> None:
     assert claimed.signal_id == "k1"
     await stack.ledger.transition(
         "k1", S.SUBMITTED, expected=S.PROCESSING, owner="w1", client_order_id=CID,
-        detail={"plan": "order", "quantity": quantity},
+        detail={"plan": "order", "quantity": quantity, "contract": "MNQZ6", "side": "buy"},
     )  # fmt: skip
     await stack.ledger.transition(
         "k1", S.WORKING, expected=S.SUBMITTED, owner="w1", event="accepted",
@@ -147,3 +162,40 @@ async def test_only_the_row_of_the_events_client_id_is_known(stack: Stack) -> No
     assert stack.ledger.known_event_row(ORDER, None, None) is not None  # no client id given
     assert stack.ledger.known_event_row(ORDER, "tb-other", None) is None
     assert stack.ledger.known_event_row("999", CID, None) is None
+
+
+async def test_running_totals_two_pollers_saw_in_different_spans_are_never_summed(
+    stack: Stack, other_worker: Ledger
+) -> None:
+    # One worker polled the order at 0, 1 and 2 lots filled, another at 0 and 2.
+    await _placed_here(stack, quantity=2)
+    tracker = Tracker(stack.settings, stack.ledger, stack.pool)
+    elsewhere = Tracker(stack.settings, other_worker, stack.pool)
+
+    assert await tracker.apply(_total(f"{ORDER}@1", 1, 1, "21000", "21000"))
+    assert await elsewhere.apply(_total(f"{ORDER}@2", 2, 2, "21000.5", "21000.5"))
+    assert await tracker.apply(_total(f"{ORDER}@2", 1, 2, "21001", "21000.5"))
+
+    row = await stack.ledger.get("k1")
+    assert row is not None
+    assert (row.status, row.filled_qty, row.avg_fill_price) == (S.FILLED, 2, Decimal("21000.5"))
+    fills = [(e.detail["fill_id"], e.detail["qty"], Decimal(e.detail["price"]))
+             for e in await stack.ledger.history("k1") if e.event == "fill"]  # fmt: skip
+    assert fills == [(f"{ORDER}@1", 1, 21000), (f"{ORDER}@2", 1, 21001)]
+
+
+async def test_a_legs_running_totals_from_two_pollers_count_once_in_the_position(
+    stack: Stack, other_worker: Ledger
+) -> None:
+    # The entry bought 2; its stop leg sold them, seen in different spans by two workers.
+    await _placed_here(stack, quantity=2)
+    tracker = Tracker(stack.settings, stack.ledger, stack.pool)
+    elsewhere = Tracker(stack.settings, other_worker, stack.pool)
+    assert await tracker.apply(_total(f"{ORDER}@2", 2, 2, "21000", "21000"))
+    assert await stack.ledger.our_positions(ACCOUNT) == {"MNQZ6": 2}
+
+    assert await tracker.apply(_total("L1@1", 1, 1, "20990", "20990", leg="L1"))
+    assert await elsewhere.apply(_total("L1@2", 2, 2, "20990", "20990", leg="L1"))
+    assert await tracker.apply(_total("L1@2", 1, 2, "20990", "20990", leg="L1"))
+
+    assert await stack.ledger.our_positions(ACCOUNT) == {"MNQZ6": 0}

@@ -33,12 +33,21 @@ class OrderRejected:
 
 @dataclass(frozen=True, slots=True)
 class OrderFilled:
-    """Some or all of the order traded."""
+    """Some or all of the order traded.
+
+    ``total_qty`` and ``total_avg``: where the broker reports an order's running totals
+    instead of its fills (the TradingView bridge), the order's filled quantity and average
+    price after this one. Each poller derives ``qty`` from what it saw before, so two
+    workers may report overlapping spans (one saw 0 → 1 → 2, another 0 → 2): the row takes
+    the total, never the sum of the spans.
+    """
 
     qty: int
     price: Decimal
     ts_event: datetime
     fill_id: str = ""
+    total_qty: int | None = None
+    total_avg: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -254,13 +254,19 @@ class Tracker:
         fill = event.event
         if not isinstance(fill, OrderFilled):
             return False  # dropped as a bracket leg's after the retry: nothing to write
+        fill_id = fill.fill_id or f"{event.broker_order_id}@{fill.ts_event.isoformat()}"
+        qty, price = fill.qty, fill.price
+        if fill.total_qty is not None:
+            # A running total: written as one (the position check takes a leg's largest
+            # "cum@N", never a sum of overlapping spans).
+            fill_id, qty, price = f"cum@{fill.total_qty}", fill.total_qty, fill.total_avg or price
         written = await self.ledger.record_leg_fill(
             entry_client_id=entry_client_id(cid),
             entry_order_id=None if event.parent_order_id is None else str(event.parent_order_id),
             leg_order_id=str(event.broker_order_id),
-            fill_id=fill.fill_id or f"{event.broker_order_id}@{fill.ts_event.isoformat()}",
-            qty=fill.qty,
-            price=fill.price,
+            fill_id=fill_id,
+            qty=qty,
+            price=price,
         )
         if written is None:
             return False
@@ -268,7 +274,7 @@ class Tracker:
         bind_order(signal_id=signal_id)
         if new:
             _log.info("leg_filled", signal_id=signal_id, broker_order_id=str(event.broker_order_id),
-                      qty=fill.qty, price=str(fill.price))  # fmt: skip
+                      qty=qty, price=str(price))  # fmt: skip
         return True
 
     async def _apply_locked(self, event: BrokerOrderEvent, cid: str | None) -> bool:
@@ -331,6 +337,20 @@ def count_verdict(status: SignalStatus, row: LedgerRow | None) -> None:
             metrics.observe_step("end_to_end", (row.ts_final - row.created_at).total_seconds())
 
 
+def _beyond_recorded(
+    row: EventRow, total: int, total_avg: Decimal | None, price: Decimal
+) -> tuple[Decimal, Decimal] | None:
+    """Return the part of a running total the row has not recorded: its quantity and average
+    price (from the two averages where the broker gives one, else ``price``), or None."""
+    have = row.filled_qty or Decimal(0)
+    qty = Decimal(total) - have
+    if qty <= 0:
+        return None
+    if total_avg is None:
+        return qty, price
+    return qty, (total_avg * total - (row.avg_fill_price or Decimal(0)) * have) / qty
+
+
 @dataclass(frozen=True, slots=True)
 class _Change:
     """The move an event asks of its row: new status, event, its detail, columns to set."""
@@ -360,16 +380,24 @@ def _change(row: EventRow, event: BrokerOrderEvent) -> _Change | None:
                 return None
             change = _Change(SignalStatus.WORKING, "accepted", {"broker_order_id": order_id},
                              on_order)  # fmt: skip
-        case OrderFilled(qty=qty, price=price, fill_id=fill_id):
+        case OrderFilled(
+            qty=fill_qty, price=price, fill_id=fill_id, total_qty=total, total_avg=total_avg
+        ):
             if fill_id and row.fill_seen:
                 return None  # applied once per fill id
+            qty = Decimal(fill_qty)
+            if total is not None:
+                beyond = _beyond_recorded(row, total, total_avg, price)
+                if beyond is None:
+                    return None  # another poller's span recorded it already
+                qty, price = beyond
             after = apply_fill(
                 row.filled_qty or Decimal(0), row.avg_fill_price, qty, price, row.ordered_qty
             )
             change = _Change(
                 after.status,
                 "fill",
-                {"fill_id": fill_id, "qty": qty, "price": str(price),
+                {"fill_id": fill_id, "qty": int(qty), "price": str(price),
                  "filled_qty": str(after.filled_qty)},
                 {**on_order, "filled_qty": after.filled_qty,
                  "avg_fill_price": after.avg_fill_price},

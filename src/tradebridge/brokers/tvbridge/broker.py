@@ -810,7 +810,10 @@ def order_events(
         # The bridge names no fill: the order and the quantity filled so far name this one
         # (the same for every worker polling it).
         fill_id = f"{after.id}@{after.filled_qty}"
-        events.append(OrderFilled(int(delta), _fill_price(before, after, delta), now, fill_id))
+        events.append(
+            OrderFilled(int(delta), _fill_price(before, after, delta), now, fill_id,
+                        total_qty=int(after.filled_qty), total_avg=after.avg_price)
+        )  # fmt: skip
     if (
         before is not None
         and new.is_open
