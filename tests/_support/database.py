@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import pytest
 
+from tradebridge.store.ledger import Ledger
 from tradebridge.store.migrate import migrate
 
 
@@ -56,3 +58,33 @@ async def set_status_behind_the_trigger(url: str, signal_id: str, status: str) -
         )
     finally:
         await conn.close()
+
+
+class MoveStatements:
+    """The ledger's stateless pool, noting each move statement: a batch (its size) or one
+    (``store/ledger/fast_moves.py``)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.inner = ledger._db
+        self.sent: list[int] = []  # 1 per lone move, n per batch of n
+        self.lazy: list[bool] = []
+        self.fail_batches: Exception | None = None
+
+    async def fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
+        batch = "with asked as" in query
+        if batch or "with moved as" in query:
+            self.sent.append(len(args[0]) if batch else 1)  # type: ignore[arg-type]
+            self.lazy.append("'synchronous_commit', 'off', true" in query)
+            if batch and self.fail_batches is not None:
+                raise self.fail_batches
+        return await self.inner.fetch(query, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    @classmethod
+    def spy(cls, ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> MoveStatements:
+        """Put a spy on ``ledger``'s stateless pool for the test; return it."""
+        spy = cls(ledger)
+        monkeypatch.setattr(ledger, "_db", spy)
+        return spy

@@ -9,7 +9,7 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from _support.database import set_status_behind_the_trigger
+from _support.database import MoveStatements, set_status_behind_the_trigger
 from tradebridge.domain.lifecycle import SignalStatus as S
 from tradebridge.errors import IllegalTransition
 from tradebridge.store.ledger import BrokerCall, Ledger, fast_moves
@@ -17,33 +17,9 @@ from tradebridge.store.ledger import BrokerCall, Ledger, fast_moves
 _CALL = BrokerCall("native", "POST", "/order/placeorder", 200, 1.5, {"q": Decimal(1)}, {"id": 7})
 
 
-class _Statements:
-    """The ledger's stateless pool, noting each move statement: a batch (its size) or one."""
-
-    def __init__(self, ledger: Ledger) -> None:
-        self.inner = ledger._db
-        self.sent: list[int] = []  # 1 per lone move, n per batch of n
-        self.lazy: list[bool] = []
-        self.fail_batches: Exception | None = None
-
-    async def fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
-        batch = "with asked as" in query
-        if batch or "with moved as" in query:
-            self.sent.append(len(args[0]) if batch else 1)  # type: ignore[arg-type]
-            self.lazy.append("'synchronous_commit', 'off', true" in query)
-            if batch and self.fail_batches is not None:
-                raise self.fail_batches
-        return await self.inner.fetch(query, *args)
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.inner, name)
-
-
 @pytest.fixture
-def statements(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> _Statements:
-    spy = _Statements(ledger)
-    monkeypatch.setattr(ledger, "_db", spy)
-    return spy
+def statements(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> MoveStatements:
+    return MoveStatements.spy(ledger, monkeypatch)
 
 
 async def _claimed(ledger: Ledger, count: int) -> list[str]:
@@ -58,7 +34,7 @@ async def _claimed(ledger: Ledger, count: int) -> list[str]:
     return ids
 
 
-async def _submitted(ledger: Ledger, statements: _Statements, count: int) -> list[str]:
+async def _submitted(ledger: Ledger, statements: MoveStatements, count: int) -> list[str]:
     """Rows b0.. claimed and written ahead, the statements counted from here."""
     ids = await _claimed(ledger, count)
     await _write_aheads(ledger, ids)
@@ -75,7 +51,7 @@ async def _write_aheads(ledger: Ledger, ids: list[str], owner: str = "w") -> lis
 
 
 async def test_moves_waiting_on_a_busy_database_go_as_one_statement(
-    ledger: Ledger, statements: _Statements
+    ledger: Ledger, statements: MoveStatements
 ) -> None:
     ids = await _claimed(ledger, 10)
 
@@ -99,7 +75,7 @@ async def test_moves_waiting_on_a_busy_database_go_as_one_statement(
 
 
 async def test_a_batch_writes_each_rows_event_and_broker_call(
-    ledger: Ledger, statements: _Statements
+    ledger: Ledger, statements: MoveStatements
 ) -> None:
     ids = await _submitted(ledger, statements, 6)
 
@@ -124,7 +100,7 @@ async def test_a_batch_writes_each_rows_event_and_broker_call(
 
 
 async def test_a_move_not_as_expected_in_a_batch_gets_its_precise_error_the_rest_move(
-    ledger: Ledger, statements: _Statements
+    ledger: Ledger, statements: MoveStatements
 ) -> None:
     ids = await _claimed(ledger, 6)
 
@@ -145,7 +121,7 @@ async def test_a_move_not_as_expected_in_a_batch_gets_its_precise_error_the_rest
 
 
 async def test_a_batch_the_database_refuses_is_sent_again_move_by_move(
-    ledger: Ledger, ledger_db: str, statements: _Statements
+    ledger: Ledger, ledger_db: str, statements: MoveStatements
 ) -> None:
     # The table's trigger refuses one move (a row submitted once may not go back to pending):
     # the whole statement is refused, nothing of it written; each move then goes alone.
@@ -167,7 +143,7 @@ async def test_a_batch_the_database_refuses_is_sent_again_move_by_move(
 
 
 async def test_a_rows_second_move_waits_for_the_next_statement(
-    ledger: Ledger, statements: _Statements
+    ledger: Ledger, statements: MoveStatements
 ) -> None:
     ids = await _submitted(ledger, statements, 4)
 
@@ -191,7 +167,7 @@ async def test_a_rows_second_move_waits_for_the_next_statement(
 
 
 async def test_the_batch_statement_refused_as_not_fitting_the_schema_turns_batching_off(
-    ledger: Ledger, statements: _Statements, monkeypatch: pytest.MonkeyPatch
+    ledger: Ledger, statements: MoveStatements, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(
         fast_moves, "_BATCH_MOVE_SQL",
@@ -211,7 +187,7 @@ async def test_the_batch_statement_refused_as_not_fitting_the_schema_turns_batch
 
 
 async def test_a_batch_lost_on_the_way_gives_every_caller_the_error(
-    ledger: Ledger, statements: _Statements
+    ledger: Ledger, statements: MoveStatements
 ) -> None:
     # The connection dropped: the batch may have committed, so no move is sent again; each
     # caller's recovery reads its row back, as after a lone move lost the same way.
@@ -226,7 +202,7 @@ async def test_a_batch_lost_on_the_way_gives_every_caller_the_error(
 
 
 async def test_a_move_whose_caller_left_before_its_batch_went_is_not_sent(
-    ledger: Ledger, statements: _Statements
+    ledger: Ledger, statements: MoveStatements
 ) -> None:
     ids = await _claimed(ledger, 4)
     tasks = [
