@@ -8,7 +8,9 @@ is applied once per row (an ``order_history`` ``fill`` event records it, in the 
 statement as the move). An event costs one read and at most one write, guarded by what was
 read (the row's status and filled quantity): a row that moved in between is read again under
 its lock. Statuses never move backwards: the ledger refuses, and the tracker only asks for
-moves the lifecycle allows. Events that find no row yet (the answer to the submit is
+moves the lifecycle allows. Events of different orders are applied side by side (at most 8
+at once: a fan-out's fills then share statements), those of one order one after the other,
+in the order they came. Events that find no row yet (the answer to the submit is
 still on its way) are retried once after ``dispatcher.event_retry_s``; what still finds
 nothing is dropped, left to reconcile, counted in ``tradebridge_tracker_events_dropped_total``
 and logged as ``tracker_event_dropped``: a warning, or info where nothing is lost (a late event
@@ -51,6 +53,11 @@ from tradebridge.store.ledger import EventRow, Ledger, LedgerRow, database_unava
 
 _log = get_logger("tradebridge.tracking.tracker")
 _HARMLESS_DROPS = frozenset({"row_final", "bracket_leg"})
+# Events of different orders are applied side by side, at most this many at once (fewer than
+# the ledger pool's 10 connections: the dispatcher's statements never queue behind a burst of
+# the tracker's reads; moves beyond two in flight wait in a batch, holding none); those of one
+# order one after the other, in the order they came.
+_SIDE_BY_SIDE = 8
 
 
 class Tracker:
@@ -67,6 +74,11 @@ class Tracker:
         # came in during it.
         self._marking: dict[str, asyncio.Task[None]] = {}
         self._mark_again: set[str] = set()
+        # Events being applied: at most _SIDE_BY_SIDE, and per broker order id the last one
+        # (the next event of that order waits for it).
+        self._slots = asyncio.Semaphore(_SIDE_BY_SIDE)
+        self._applying: set[asyncio.Task[None]] = set()
+        self._last_of: dict[str, asyncio.Task[None]] = {}
 
     async def run(self) -> None:
         """Follow every adapter's events until cancelled; restart a stream that fails."""
@@ -77,7 +89,7 @@ class Tracker:
                     group.create_task(self._follow(name, broker), name=f"track-{name}")
         finally:
             # Retries waiting for their turn would outlive the tracker (and the ledger pool).
-            retries = [*self._retries, *self._marking.values()]
+            retries = [*self._applying, *self._retries, *self._marking.values()]
             for task in retries:
                 task.cancel()
             await asyncio.gather(*retries, return_exceptions=True)
@@ -90,18 +102,8 @@ class Tracker:
                     delay = 0.5
                     if isinstance(event.event, OrderFilled):
                         self._mark_balance_soon(event.account, broker)
-                    try:
-                        if not await self.apply(event):
-                            self._retry_later(event)
-                    except Exception as e:  # noqa: BLE001 - one bad event must not stop tracking
-                        reraise_if_cancelling()
-                        if not database_unavailable(e):
-                            _log.exception("event_failed", account=event.account)
-                            continue
-                        # The database is away: try once more later (reconcile has the rest).
-                        _log.warning("event_failed", account=event.account,
-                                     error=type(e).__name__)  # fmt: skip
-                        self._retry_later(event)
+                    await self._slots.acquire()
+                    self._start_applying(event)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - the stream restarts with backoff
@@ -112,6 +114,43 @@ class Tracker:
             reraise_if_cancelling()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
+
+    def _start_applying(self, event: BrokerOrderEvent) -> None:
+        """Apply ``event`` in the background (a slot taken), after its order's previous one.
+
+        Side by side, a burst's events (a fan-out's fills) share statements (the ledger
+        batches moves that wait on a busy database) and one event waiting for its row (the
+        answer to its submit still being written) holds up no other order's.
+        """
+        key = str(event.broker_order_id)
+        task = asyncio.ensure_future(self._apply_in_turn(event, self._last_of.get(key)))
+        self._last_of[key] = task
+        self._applying.add(task)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._applying.discard(finished)
+            self._slots.release()
+            if self._last_of.get(key) is finished:
+                del self._last_of[key]
+
+        task.add_done_callback(done)
+
+    async def _apply_in_turn(
+        self, event: BrokerOrderEvent, previous: asyncio.Task[None] | None
+    ) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])  # its order's earlier event first, however it ended
+        try:
+            if not await self.apply(event):
+                self._retry_later(event)
+        except Exception as e:  # noqa: BLE001 - one bad event must not stop tracking
+            reraise_if_cancelling()
+            if not database_unavailable(e):
+                _log.exception("event_failed", account=event.account)
+                return
+            # The database is away: try once more later (reconcile has the rest).
+            _log.warning("event_failed", account=event.account, error=type(e).__name__)
+            self._retry_later(event)
 
     def _mark_balance_soon(self, account: str, broker: Broker) -> None:
         """Read and mark the balance of ``account`` after a fill, if a P&L rule needs it."""
