@@ -164,17 +164,27 @@ async def test_only_the_row_of_the_events_client_id_is_known(stack: Stack) -> No
     assert stack.ledger.known_event_row("999", CID, None) is None
 
 
+async def _two_pollers(
+    stack: Stack, elsewhere: Ledger, order: str, prices: tuple[str, str, str], *, leg: bool
+) -> None:
+    """Apply what two workers' pollers saw of ``order``'s 2 lots filling: this one at 0, 1
+    and 2 lots (the first lot, then the second at ``prices[0]``, ``prices[2]``), the other at
+    0 and 2 (both at ``prices[1]``, the average)."""
+    here = Tracker(stack.settings, stack.ledger, stack.pool)
+    there = Tracker(stack.settings, elsewhere, stack.pool)
+    first, average, second = prices
+    on = order if leg else None
+    assert await here.apply(_total(f"{order}@1", 1, 1, first, first, leg=on))
+    assert await there.apply(_total(f"{order}@2", 2, 2, average, average, leg=on))
+    assert await here.apply(_total(f"{order}@2", 1, 2, second, average, leg=on))
+
+
 async def test_running_totals_two_pollers_saw_in_different_spans_are_never_summed(
     stack: Stack, other_worker: Ledger
 ) -> None:
-    # One worker polled the order at 0, 1 and 2 lots filled, another at 0 and 2.
     await _placed_here(stack, quantity=2)
-    tracker = Tracker(stack.settings, stack.ledger, stack.pool)
-    elsewhere = Tracker(stack.settings, other_worker, stack.pool)
 
-    assert await tracker.apply(_total(f"{ORDER}@1", 1, 1, "21000", "21000"))
-    assert await elsewhere.apply(_total(f"{ORDER}@2", 2, 2, "21000.5", "21000.5"))
-    assert await tracker.apply(_total(f"{ORDER}@2", 1, 2, "21001", "21000.5"))
+    await _two_pollers(stack, other_worker, ORDER, ("21000", "21000.5", "21001"), leg=False)
 
     row = await stack.ledger.get("k1")
     assert row is not None
@@ -190,12 +200,9 @@ async def test_a_legs_running_totals_from_two_pollers_count_once_in_the_position
     # The entry bought 2; its stop leg sold them, seen in different spans by two workers.
     await _placed_here(stack, quantity=2)
     tracker = Tracker(stack.settings, stack.ledger, stack.pool)
-    elsewhere = Tracker(stack.settings, other_worker, stack.pool)
     assert await tracker.apply(_total(f"{ORDER}@2", 2, 2, "21000", "21000"))
     assert await stack.ledger.our_positions(ACCOUNT) == {"MNQZ6": 2}
 
-    assert await tracker.apply(_total("L1@1", 1, 1, "20990", "20990", leg="L1"))
-    assert await elsewhere.apply(_total("L1@2", 2, 2, "20990", "20990", leg="L1"))
-    assert await tracker.apply(_total("L1@2", 1, 2, "20990", "20990", leg="L1"))
+    await _two_pollers(stack, other_worker, "L1", ("20990", "20990", "20990"), leg=True)
 
     assert await stack.ledger.our_positions(ACCOUNT) == {"MNQZ6": 0}
