@@ -26,11 +26,13 @@ from _support.rig import (
 )
 from tradebridge.brokers.budget import RequestBudget
 from tradebridge.brokers.http import BrokerHttp
-from tradebridge.brokers.tvbridge.broker import TvBridgeBroker, TvBridgeOptions
+from tradebridge.brokers.tvbridge import wire
+from tradebridge.brokers.tvbridge.broker import TvBridgeBroker, TvBridgeOptions, _Polled
 from tradebridge.config import AccountConfig, TokenConfig, TradovateConfig
 from tradebridge.domain.commands import CancelOrder, FlattenPosition
 from tradebridge.domain.contracts import ContractSymbol
 from tradebridge.domain.enums import Dialect, OrderType, Side, TimeInForce
+from tradebridge.domain.ids import AccountName
 from tradebridge.domain.orders import OrderAccepted, OrderCancelled, OrderFilled
 from tradebridge.errors import AuthError, InvalidOrder, InvalidSymbol, NotFound, OutcomeUnknown
 from tradebridge.sim.config import SimConfig
@@ -300,6 +302,55 @@ async def test_events_an_order_known_as_ours_only_after_the_first_poll_reported_
 
     assert mine == held
     assert events.kinds(mine) == [OrderAccepted, OrderFilled]
+
+
+async def test_events_poller_forgets_orders_the_listing_no_longer_shows(
+    make_rig: RigFactory,
+) -> None:
+    # Finished orders leave /orders after a while; the poller's memory follows the listing
+    # (it held every order of the process's life), and forgetting repeats no event.
+    async with make_rig(BRIDGE, SimConfig(port=0, finished_order_linger_s=0.5)) as rig:
+        broker = rig.broker
+        assert isinstance(broker, TvBridgeBroker)
+        events = _Events(rig)
+        await events.until(lambda: events.polls() >= 1, "the baseline poll")
+        filled = await broker.submit(order("tb-forget-1"))
+        resting = await broker.submit(
+            order("tb-forget-2", OrderType.LIMIT, limit=ticks(rig.last(front()), -100))
+        )
+        await events.until(lambda: OrderFilled in events.kinds(filled), "the fill")
+        await events.until(lambda: len(broker._polled) == 1, "the filled order forgotten")
+        polls = events.polls()
+        await events.until(lambda: events.polls() >= polls + 3, "three more polls")
+        await events.stop()
+
+    assert events.kinds(filled) == [OrderAccepted, OrderFilled]
+    assert events.kinds(resting) == [OrderAccepted]
+
+
+def test_polled_memory_holds_what_the_last_listing_shows() -> None:
+    polled = _Polled()
+    a, b = AccountName("A"), AccountName("B")
+
+    def wired(order_id: str, filled: int = 0) -> wire.WireOrder:
+        return wire.parse_order(
+            {"id": order_id, "instrument": "MESZ6", "qty": 1, "side": "buy", "type": "market",
+             "status": "filled" if filled else "working", "filledQty": filled}
+        )  # fmt: skip
+
+    def mine(o: wire.WireOrder) -> bool:
+        return o.id != "foreign"
+
+    assert polled.changes(a, [wired("1"), wired("foreign")], True, mine) == [(None, wired("1"))]
+    assert polled.changes(b, [wired("9")], True, mine) == [(None, wired("9"))]
+    assert len(polled) == 3
+    assert polled.changes(a, [wired("1", 1), wired("foreign")], False, mine) == [
+        (wired("1"), wired("1", 1))
+    ]
+    assert polled.changes(a, [wired("2")], False, mine) == [(None, wired("2"))]
+    assert len(polled) == 2  # "1" and "foreign" left A's listing; B's untouched
+    assert polled.changes(a, [], False, mine) == []
+    assert len(polled) == 1
 
 
 async def test_order_report_lookup_exact_when_bridge_echoes_request_id(

@@ -165,6 +165,7 @@ class TvBridgeBroker:
         self._by_order_id: dict[str, ClientOrderId] = {}  # orders this process placed
         self._locked_until: datetime | None = None
         self._closed = asyncio.Event()
+        self._polled = _Polled()  # the events poller's memory (a new one per poller)
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -607,8 +608,7 @@ class TvBridgeBroker:
         before it): as soon as they are known to be ours, if that is only after the baseline
         saw them (the submit's answer landed after the poll).
         """
-        seen: dict[tuple[AccountName, str], wire.WireOrder] = {}
-        hidden: set[tuple[AccountName, str]] = set()  # in the baseline, not known as ours
+        polled = self._polled = _Polled()
         baseline = True
         while not self._closed.is_set():
             for account in list(self._configured):
@@ -619,16 +619,7 @@ class TvBridgeBroker:
                 except (TransientError, AuthError) as e:
                     _log.warning("bridge_poll_failed", account=account, error=str(e))
                     continue
-                for order in orders:
-                    key = (account, order.id)
-                    before = seen.get(key)
-                    seen[key] = order
-                    if baseline or key in hidden:
-                        if not self._placed_here(order):
-                            hidden.add(key)
-                            continue
-                        hidden.discard(key)
-                        before = None
+                for before, order in polled.changes(account, orders, baseline, self._placed_here):
                     for event in order_events(before, order, self._now()):
                         yield BrokerOrderEvent(
                             account, BrokerOrderId(order.id), self._client_id(order), event,
@@ -637,6 +628,53 @@ class TvBridgeBroker:
             baseline = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closed.wait(), self.options.poll_interval_s)
+
+
+class _Polled:
+    """What the events poller last saw of each account's orders, and nothing older.
+
+    An order is held while the account's ``/orders`` lists it (a finished one for at least a
+    minute, §11.3), so the memory is the size of the listings, not of the process's history.
+    One that came back after it was forgotten would be reported in full again: the tracker
+    takes a fill's running total, not its sum, so that repeats nothing.
+    """
+
+    def __init__(self) -> None:
+        self._orders: dict[AccountName, dict[str, wire.WireOrder]] = {}
+        self._hidden: dict[AccountName, set[str]] = {}  # in the baseline, not known as ours
+
+    def __len__(self) -> int:
+        return sum(len(orders) for orders in self._orders.values())
+
+    def changes(
+        self,
+        account: AccountName,
+        orders: list[wire.WireOrder],
+        baseline: bool,
+        placed_here: Callable[[wire.WireOrder], bool],
+    ) -> list[tuple[wire.WireOrder | None, wire.WireOrder]]:
+        """Return (what was seen before or None, the order now) of each order to report.
+
+        On the ``baseline`` poll an order not ``placed_here`` is remembered but not
+        reported, until it is known as placed here (then it is reported in full).
+        """
+        known = self._orders.get(account, {})
+        hidden = self._hidden.get(account, set())
+        listed: dict[str, wire.WireOrder] = {}
+        still_hidden: set[str] = set()
+        out: list[tuple[wire.WireOrder | None, wire.WireOrder]] = []
+        for order in orders:
+            listed[order.id] = order
+            before = known.get(order.id)
+            if baseline or order.id in hidden:
+                if not placed_here(order):
+                    still_hidden.add(order.id)
+                    continue
+                before = None
+            out.append((before, order))
+        self._orders[account] = listed
+        self._hidden[account] = still_hidden
+        return out
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
