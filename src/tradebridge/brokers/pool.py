@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
@@ -122,6 +123,15 @@ class BrokerPool:
     def _key(self, account_name: str) -> tuple[str, str]:
         account = self.settings.account(account_name)
         return (account.dialect.value, lockout_user(self.settings, account))
+
+    def stream_key(self, account_name: str) -> str:
+        """Return the name, the same in every process configured alike, of the event stream
+        of ``account_name``'s adapter: its dialect, its user and the accounts it serves here
+        (processes that serve other accounts of the user follow a stream of their own)."""
+        key = self._key(account_name)
+        served = sorted(n for n in self.account_names() if self._key(n) == key)
+        digest = hashlib.sha256("\n".join(served).encode()).hexdigest()[:16]
+        return f"{key[0]}:{key[1]}:{digest}"
 
     def claim_tracking(self, owner: object) -> bool:
         """Return whether ``owner`` runs tracking for this pool (the first to ask does)."""

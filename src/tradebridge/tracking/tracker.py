@@ -14,7 +14,8 @@ in the order they came. Events that find no row yet (the answer to the submit is
 still on its way) are retried once after ``dispatcher.event_retry_s``; what still finds
 nothing is dropped, left to reconcile, counted in ``tradebridge_tracker_events_dropped_total``
 and logged as ``tracker_event_dropped``: a warning, or info where nothing is lost (a late event
-of a finished row, a bracket leg's event).
+of a finished row, a bracket leg's event). Several processes following the same streams apply
+each event once more at most, not once each: see ``Tracker.of_record``.
 
 Every fill (a bracket leg's too) of an account under a P&L rule also has its balance read
 (``Ledger.raise_high_water``, docs/risk.md): the intraday high water follows fills as they
@@ -25,8 +26,11 @@ meanwhile ask for one more.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-from dataclasses import dataclass
+import time
+from collections import deque
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -58,6 +62,24 @@ _HARMLESS_DROPS = frozenset({"row_final", "bracket_leg"})
 # the tracker's reads; moves beyond two in flight wait in a batch, holding none); those of one
 # order one after the other, in the order they came.
 _SIDE_BY_SIDE = 8
+# Namespace of the session locks naming the tracker of record of a set of event streams
+# (two-int form, apart from the worker liveness locks 0x7463).
+TRACKING_LOCK_NAMESPACE = 0x7464
+# A process that is not the tracker of record keeps the events it left to it for this long
+# (at most this many): it applies them if it takes over, the holder having died.
+_LEFT_KEPT_S = 10.0
+_LEFT_KEPT = 10_000
+
+
+@dataclass(slots=True)
+class _Share:
+    """One event stream this process follows, and the events it left to the tracker of
+    record (see ``Tracker.of_record``)."""
+
+    broker: Broker
+    left: deque[tuple[float, BrokerOrderEvent]] = field(
+        default_factory=lambda: deque(maxlen=_LEFT_KEPT)
+    )
 
 
 class Tracker:
@@ -79,14 +101,54 @@ class Tracker:
         self._slots = asyncio.Semaphore(_SIDE_BY_SIDE)
         self._applying: set[asyncio.Task[None]] = set()
         self._last_of: dict[str, asyncio.Task[None]] = {}
+        # Others' events the tracker of record applies later: (when, event, its stream's
+        # adapter), in the order they came.
+        self._later: deque[tuple[float, BrokerOrderEvent, Broker]] = deque()
+        self._later_added = asyncio.Event()
+        self._shares: list[_Share] = []
+        # Whether this process is the tracker of record of its streams (the lock held), or
+        # another is (refused); neither: not known yet.
+        self._held = asyncio.Event()
+        self._elsewhere = asyncio.Event()
+
+    def of_record(self) -> bool | None:
+        """Return whether this process is the tracker of record of the event streams it
+        follows (None: not known yet, or its lock's connection is being taken anew).
+
+        Every process that follows a stream (one Tradovate user's socket, or the same
+        accounts' polls) gets every event; each applied by every process would cost N reads
+        of its row and N racing writes. One process is the tracker of record of a set of
+        streams (it holds their session lock): it applies the events of orders it placed at
+        once and the others' after ``dispatcher.event_retry_s`` (their placers' trackers
+        will have applied them: its read then writes nothing; one whose placer died or
+        forgot it is its to apply). The other processes apply only the events of orders
+        they placed (no read: they wrote the row), and keep the rest for a while, to apply
+        them if they take over. Until it is known who holds the lock (starting, or the
+        lock's connection lost), every event is applied, as with one process.
+        """
+        return True if self._held.is_set() else False if self._elsewhere.is_set() else None
 
     async def run(self) -> None:
         """Follow every adapter's events until cancelled; restart a stream that fails."""
         mark_background()  # its reads queue behind those an order waits for
         try:
             async with asyncio.TaskGroup() as group:
+                group.create_task(self._apply_later(), name="track-later")
+                streams: list[str] = []
                 for name, broker in await self.brokers.brokers():
-                    group.create_task(self._follow(name, broker), name=f"track-{name}")
+                    share = _Share(broker)
+                    self._shares.append(share)
+                    streams.append(self.brokers.stream_key(name))
+                    group.create_task(self._follow(name, broker, share), name=f"track-{name}")
+                # One lock for the streams followed (one connection): processes configured
+                # alike share it; others follow other streams and hold a lock of their own.
+                digest = hashlib.sha256("\n".join(sorted(streams)).encode()).hexdigest()
+                group.create_task(
+                    self.ledger.hold_lock(TRACKING_LOCK_NAMESPACE, f"tracker:{digest[:32]}",
+                                          self._held, elsewhere=self._elsewhere),
+                    name="track-lock",
+                )  # fmt: skip
+                group.create_task(self._take_over(), name="track-over")
         finally:
             # Retries waiting for their turn would outlive the tracker (and the ledger pool).
             retries = [*self._applying, *self._retries, *self._marking.values()]
@@ -94,16 +156,14 @@ class Tracker:
                 task.cancel()
             await asyncio.gather(*retries, return_exceptions=True)
 
-    async def _follow(self, name: str, broker: Broker) -> None:
+    async def _follow(self, name: str, broker: Broker, share: _Share | None = None) -> None:
         delay = 0.5
         while True:
             try:
                 async for event in broker.events():
                     delay = 0.5
-                    if isinstance(event.event, OrderFilled):
-                        self._mark_balance_soon(event.account, broker)
-                    await self._slots.acquire()
-                    self._start_applying(event)
+                    if share is None or self._now(share, event):
+                        await self._take(event, broker)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - the stream restarts with backoff
@@ -114,6 +174,60 @@ class Tracker:
             reraise_if_cancelling()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
+
+    def _now(self, share: _Share, event: BrokerOrderEvent) -> bool:
+        """Return whether this process applies ``event`` now; else it is applied later (by
+        the tracker of record) or left to the tracker of record (see ``of_record``)."""
+        if not (self._held.is_set() or self._elsewhere.is_set()):
+            return True  # who holds the stream is not known: apply, as with one process
+        cid = str(event.client_order_id) if event.client_order_id else None
+        parent = None if event.parent_order_id is None else str(event.parent_order_id)
+        if self.ledger.ours(str(event.broker_order_id), cid, parent):
+            return True
+        if self._held.is_set():
+            self._apply_soon([event], share.broker)
+        else:
+            share.left.append((time.monotonic(), event))
+        return False
+
+    def _apply_soon(self, events: list[BrokerOrderEvent], broker: Broker) -> None:
+        """Apply others' ``events`` after ``event_retry_s`` (their placers' go first)."""
+        due = time.monotonic() + self.retry_s
+        self._later.extend((due, event, broker) for event in events)
+        self._later_added.set()
+
+    async def _apply_later(self) -> None:
+        """Apply the events put off by ``_apply_soon`` when due, in the order they came."""
+        while True:
+            while not self._later:
+                self._later_added.clear()
+                await self._later_added.wait()
+            due, event, broker = self._later[0]
+            wait = due - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            self._later.popleft()
+            await self._take(event, broker)
+
+    async def _take_over(self) -> None:
+        """Each time this process becomes the tracker of record, apply the events it left
+        to the one before in the last ``_LEFT_KEPT_S`` (it may have died first)."""
+        while True:
+            await self._held.wait()
+            kept_since = time.monotonic() - _LEFT_KEPT_S
+            for share in self._shares:
+                self._apply_soon([e for at, e in share.left if at >= kept_since], share.broker)
+                share.left.clear()
+            await self._elsewhere.wait()  # held by another again: leaving starts anew
+
+    async def _take(self, event: BrokerOrderEvent, broker: Broker) -> None:
+        """Apply ``event`` in the background once a slot is free (a fill: and mark the
+        account's balance, for the P&L rules)."""
+        if isinstance(event.event, OrderFilled):
+            self._mark_balance_soon(event.account, broker)
+        await self._slots.acquire()
+        self._start_applying(event)
 
     def _start_applying(self, event: BrokerOrderEvent) -> None:
         """Apply ``event`` in the background (a slot taken), after its order's previous one.

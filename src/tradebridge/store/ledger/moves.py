@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from tradebridge.domain.calls import BrokerCall
+from tradebridge.domain.ids import entry_client_id
 from tradebridge.domain.lifecycle import ALLOWED_MOVES, SignalStatus, check_move
 from tradebridge.errors import IllegalTransition, InvalidInput, OrderOwned
 from tradebridge.store.ledger.calls import insert_broker_call
@@ -96,6 +97,20 @@ class Moves(LedgerPool):
         or after: it never goes back), under ``client_order_id`` if one is given."""
         placed = self._placed.get(broker_order_id)
         return placed is not None and client_order_id in (None, placed)
+
+    def ours(
+        self, broker_order_id: str, client_order_id: str | None, parent_order_id: str | None
+    ) -> bool:
+        """Return whether this process placed the order of a broker event (or the entry it is
+        a leg of), as far as it remembers: being sent here, or placed and moved here."""
+        if client_order_id is not None and (
+            client_order_id in self._sending or entry_client_id(client_order_id) in self._sending
+        ):
+            return True
+        return any(
+            order_id is not None and (order_id in self._placed or self._known.knows(order_id))
+            for order_id in (broker_order_id, parent_order_id)
+        )
 
     @contextlib.contextmanager
     def sending(self, client_order_id: str, account: str) -> Iterator[None]:

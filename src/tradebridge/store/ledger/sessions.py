@@ -38,6 +38,7 @@ class Sessions(LedgerPool):
         key: str,
         held: asyncio.Event,
         *,
+        elsewhere: asyncio.Event | None = None,
         check_every_s: float = 2.0,
         reconnect_max_s: float = 1.0,
     ) -> None:
@@ -47,7 +48,9 @@ class Sessions(LedgerPool):
         is lost (a database restart ends every session, and with it every session lock), it
         reconnects and takes the lock again, retrying at most ``reconnect_max_s`` apart.
         ``held`` is set exactly while the lock is held. A lock held by another session (a
-        second process with the same key) is waited for, with a warning.
+        second process with the same key) is tried again every second, with a warning; or,
+        given ``elsewhere``, quietly, that event set from the first refusal until the lock
+        is held or this session is lost (then who holds it is unknown).
         """
         delay = 0.1
         down_since: float | None = None
@@ -68,9 +71,13 @@ class Sessions(LedgerPool):
                 continue
             delay = 0.1
             try:
-                why = await self._hold_on(conn, namespace, key, held, check_every_s, down_since)
+                why = await self._hold_on(
+                    conn, namespace, key, held, elsewhere, check_every_s, down_since
+                )
             finally:
                 held.clear()
+                if elsewhere is not None:
+                    elsewhere.clear()
                 with contextlib.suppress(Exception):
                     await asyncio.shield(conn.close(timeout=2))
             down_since = time.monotonic()
@@ -82,6 +89,7 @@ class Sessions(LedgerPool):
         namespace: int,
         key: str,
         held: asyncio.Event,
+        elsewhere: asyncio.Event | None,
         check_every_s: float,
         down_since: float | None,
     ) -> str:
@@ -93,11 +101,17 @@ class Sessions(LedgerPool):
                 "select pg_try_advisory_lock($1, hashtext($2))", namespace, key,
                 timeout=check_every_s,
             ):  # fmt: skip
-                _log.warning("session_lock_in_use", key=key)
+                if elsewhere is None:
+                    _log.warning("session_lock_in_use", key=key)
+                elif not elsewhere.is_set():
+                    elsewhere.set()
+                    _log.info("session_lock_held_elsewhere", key=key)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(lost.wait(), 1.0)
                 if lost.is_set():
                     return "connection lost"
+            if elsewhere is not None:
+                elsewhere.clear()
             held.set()
             if down_since is not None:
                 _log.info("session_lock_retaken", key=key,

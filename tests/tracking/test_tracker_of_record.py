@@ -1,0 +1,186 @@
+"""Several processes follow one event stream: each event is applied by its order's placer, and
+read once more by the stream's tracker of record (a session lock), never by every process.
+The tracker of record applies what no live placer did; a process that takes over applies the
+events it left to the one before."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from tracking.conftest import ACCOUNT, Stack
+from tradebridge.brokers.base import BrokerOrderEvent
+from tradebridge.domain.ids import AccountName, BrokerOrderId, ClientOrderId
+from tradebridge.domain.lifecycle import SignalStatus as S
+from tradebridge.domain.orders import OrderFilled
+from tradebridge.store.ledger import Ledger
+from tradebridge.tracking.tracker import Tracker
+
+
+class _Stream:
+    """One process's view of the broker's event stream, fed by the test."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[BrokerOrderEvent] = asyncio.Queue()
+
+    async def events(self) -> AsyncIterator[BrokerOrderEvent]:
+        while True:
+            yield await self.queue.get()
+
+
+class _Pool:
+    """The broker pool as the tracker asks it: one stream, named alike in every process."""
+
+    def __init__(self, stream: _Stream) -> None:
+        self.stream = stream
+
+    async def brokers(self) -> list[tuple[str, _Stream]]:
+        return [(ACCOUNT, self.stream)]
+
+    def stream_key(self, _name: str) -> str:
+        return "native:demo:test-stream"
+
+
+class _Process:
+    """A tracker with its own ledger (its own memory of what it placed) and stream."""
+
+    def __init__(self, stack: Stack, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.stream = _Stream()
+        self.tracker = Tracker(stack.settings, ledger, _Pool(self.stream))  # type: ignore[arg-type]
+        self.reads: list[str] = []  # the broker order id of each event whose row it read
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        read = self.ledger.event_row
+
+        async def counted(cid: str | None, order_id: str, **kw: Any) -> Any:
+            self.reads.append(order_id)
+            return await read(cid, order_id, **kw)
+
+        monkeypatch.setattr(self.ledger, "event_row", counted)
+        self.task = asyncio.create_task(self.tracker.run())
+
+    def record(self) -> bool | None:
+        return self.tracker.of_record()
+
+    async def stop(self) -> None:
+        assert self.task is not None
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+@pytest.fixture
+async def processes(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[_Process, _Process]]:
+    """Two processes, the first the tracker of record (it started first), both running."""
+    other = await Ledger.connect(stack.ledger._url, min_size=1, max_size=4)
+    first, second = _Process(stack, stack.ledger), _Process(stack, other)
+    try:
+        first.start(monkeypatch)
+        await _until(lambda: first.record() is True, "the first process holds the stream")
+        second.start(monkeypatch)
+        await _until(lambda: second.record() is False, "the second sees it held elsewhere")
+        yield first, second
+    finally:
+        for process in (first, second):
+            if process.task is not None:
+                await process.stop()
+        await other.close()
+
+
+async def _until(done: Callable[[], bool], what: str) -> None:
+    try:
+        async with asyncio.timeout(15):
+            while not done():
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        pytest.fail(f"not within 15 s: {what}")
+
+
+async def _placed_by(stack: Stack, ledger: Ledger, signal_id: str, order_id: str) -> None:
+    """Place a row as a dispatcher of ``ledger``'s process does (claim, write-ahead, answer)."""
+    await stack.insert(signal_id, account_name=ACCOUNT)
+    [row] = await ledger.claim_next(f"w-{signal_id}", limit=1)
+    assert row.signal_id == signal_id
+    await ledger.transition(
+        signal_id, S.SUBMITTED, expected=S.PROCESSING, owner=f"w-{signal_id}",
+        client_order_id=f"tb-{signal_id}", detail={"plan": "order", "quantity": 1},
+    )  # fmt: skip
+    await ledger.transition(
+        signal_id, S.WORKING, expected=S.SUBMITTED, owner=f"w-{signal_id}", event="accepted",
+        tradovate_order_id=order_id,
+    )  # fmt: skip
+
+
+def _filled(signal_id: str, order_id: str) -> BrokerOrderEvent:
+    fill = OrderFilled(1, Decimal(21000), datetime.now(UTC), f"{order_id}-f")
+    return BrokerOrderEvent(
+        AccountName(ACCOUNT), BrokerOrderId(order_id), ClientOrderId(f"tb-{signal_id}"), fill
+    )
+
+
+async def test_each_event_is_applied_by_its_placer_and_read_only_by_the_tracker_of_record(
+    stack: Stack, processes: tuple[_Process, _Process]
+) -> None:
+    holder, other = processes
+    await _placed_by(stack, holder.ledger, "mine", "9101")
+    await _placed_by(stack, other.ledger, "theirs", "9102")
+
+    # Every process following the stream gets every event.
+    for event in (_filled("mine", "9101"), _filled("theirs", "9102")):
+        holder.stream.queue.put_nowait(event)
+        other.stream.queue.put_nowait(event)
+    await stack.wait("mine", "filled")
+    await stack.wait("theirs", "filled")
+    # The holder reads the other's row after event_retry_s (finding it filled already).
+    await _until(lambda: holder.reads == ["9102"], "the holder's late read of 9102")
+
+    assert other.reads == []  # its own fill needed no read; the holder's was left to it
+    assert [e.event for e in await stack.ledger.history("mine")].count("fill") == 1
+    assert [e.event for e in await stack.ledger.history("theirs")].count("fill") == 1
+
+
+async def test_the_tracker_of_record_applies_what_no_live_placer_did(
+    stack: Stack, processes: tuple[_Process, _Process]
+) -> None:
+    # Placed by a process since gone (no tracker remembers it): the other process leaves its
+    # event; the tracker of record applies it, event_retry_s later.
+    holder, other = processes
+    gone = await Ledger.connect(stack.ledger._url, min_size=1, max_size=1)
+    try:
+        await _placed_by(stack, gone, "gone", "9103")
+    finally:
+        await gone.close()
+    event = _filled("gone", "9103")
+    holder.stream.queue.put_nowait(event)
+    other.stream.queue.put_nowait(event)
+
+    await stack.wait("gone", "filled")
+    assert other.reads == []
+    assert holder.reads == ["9103"]
+
+
+async def test_a_process_taking_over_applies_the_events_it_left_to_the_one_before(
+    stack: Stack, processes: tuple[_Process, _Process]
+) -> None:
+    holder, other = processes
+    await _placed_by(stack, holder.ledger, "orphan", "9104")
+    # The holder dies before its stream delivers the fill; the other process got it and
+    # left it to the holder.
+    other.stream.queue.put_nowait(_filled("orphan", "9104"))
+    await _until(lambda: len(other.tracker._shares[0].left) == 1, "the event left")
+    assert (await stack.wait("orphan", "working")).filled_qty in (None, 0)
+
+    await holder.stop()
+    await _until(lambda: other.record() is True, "the other process takes over")
+    row = await stack.wait("orphan", "filled")
+
+    assert row.filled_qty == 1
+    assert other.reads == ["9104"]
