@@ -566,6 +566,10 @@ def run_all(args: argparse.Namespace) -> tuple[list[BudgetCost], list[Run]]:
                     raise
                 finally:
                     stop_serves(started)
+                    if args.keep_logs is not None:
+                        args.keep_logs.mkdir(parents=True, exist_ok=True)
+                        for _, _, log in started:
+                            shutil.copy(log, args.keep_logs / log.name)
                 print(f"  {count} process(es) done", file=sys.stderr)
         finally:
             stop_stack(stack)
@@ -661,6 +665,10 @@ def main() -> None:
     parser.add_argument(
         "--budget", choices=["redis", "local"], default="redis",
         help="tradovate.budget (local: each process its own, for comparison)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--keep-logs", type=Path, default=None, metavar="DIR",
+        help="copy each serve process's log (WARNING and above) into DIR",
     )  # fmt: skip
     args = parser.parse_args()
     args.processes = [int(p) for p in args.processes.split(",")]
