@@ -15,6 +15,7 @@ from _support.database import fresh_database
 from _support.fixtures import redis_client
 from _support.native import UNLIMITED_BUDGET
 from _support.rig import front, login
+from tradebridge.brokers.base import BrokerOrderEvent
 from tradebridge.brokers.pool import BrokerPool
 from tradebridge.config import (
     AccountConfig,
@@ -224,3 +225,24 @@ async def stack(make_stack: StackFactory) -> AsyncIterator[Stack]:
 
 
 Waiter = Callable[[], Awaitable[None]]
+
+
+class FedStream:
+    """A broker's event stream fed by the test (only ``events()`` is asked of a broker)."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[BrokerOrderEvent] = asyncio.Queue()
+
+    async def events(self) -> AsyncIterator[BrokerOrderEvent]:
+        while True:
+            yield await self.queue.get()
+
+
+async def until(done: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    """Return once ``done()``; fail the test with ``what`` after ``timeout`` seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not done():
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        pytest.fail(f"not within {timeout:g} s: {what}")

@@ -6,40 +6,29 @@ events it left to the one before."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from tracking.conftest import ACCOUNT, Stack
+from tracking.conftest import ACCOUNT, FedStream, Stack, until
 from tradebridge.brokers.base import BrokerOrderEvent
 from tradebridge.domain.ids import AccountName, BrokerOrderId, ClientOrderId
 from tradebridge.domain.lifecycle import SignalStatus as S
-from tradebridge.domain.orders import OrderFilled
+from tradebridge.domain.orders import OrderAccepted, OrderFilled
 from tradebridge.store.ledger import Ledger
 from tradebridge.tracking.tracker import Tracker
-
-
-class _Stream:
-    """One process's view of the broker's event stream, fed by the test."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[BrokerOrderEvent] = asyncio.Queue()
-
-    async def events(self) -> AsyncIterator[BrokerOrderEvent]:
-        while True:
-            yield await self.queue.get()
 
 
 class _Pool:
     """The broker pool as the tracker asks it: one stream, named alike in every process."""
 
-    def __init__(self, stream: _Stream) -> None:
+    def __init__(self, stream: FedStream) -> None:
         self.stream = stream
 
-    async def brokers(self) -> list[tuple[str, _Stream]]:
+    async def brokers(self) -> list[tuple[str, FedStream]]:
         return [(ACCOUNT, self.stream)]
 
     def stream_key(self, _name: str) -> str:
@@ -51,7 +40,7 @@ class _Process:
 
     def __init__(self, stack: Stack, ledger: Ledger) -> None:
         self.ledger = ledger
-        self.stream = _Stream()
+        self.stream = FedStream()
         self.tracker = Tracker(stack.settings, ledger, _Pool(self.stream))  # type: ignore[arg-type]
         self.reads: list[str] = []  # the broker order id of each event whose row it read
         self.task: asyncio.Task[None] | None = None
@@ -84,24 +73,15 @@ async def processes(
     first, second = _Process(stack, stack.ledger), _Process(stack, other)
     try:
         first.start(monkeypatch)
-        await _until(lambda: first.record() is True, "the first process holds the stream")
+        await until(lambda: first.record() is True, "the first process holds the stream")
         second.start(monkeypatch)
-        await _until(lambda: second.record() is False, "the second sees it held elsewhere")
+        await until(lambda: second.record() is False, "the second sees it held elsewhere")
         yield first, second
     finally:
         for process in (first, second):
             if process.task is not None:
                 await process.stop()
         await other.close()
-
-
-async def _until(done: Callable[[], bool], what: str) -> None:
-    try:
-        async with asyncio.timeout(15):
-            while not done():
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        pytest.fail(f"not within 15 s: {what}")
 
 
 async def _placed_by(stack: Stack, ledger: Ledger, signal_id: str, order_id: str) -> None:
@@ -140,7 +120,7 @@ async def test_each_event_is_applied_by_its_placer_and_read_only_by_the_tracker_
     await stack.wait("mine", "filled")
     await stack.wait("theirs", "filled")
     # The holder reads the other's row after event_retry_s (finding it filled already).
-    await _until(lambda: holder.reads == ["9102"], "the holder's late read of 9102")
+    await until(lambda: holder.reads == ["9102"], "the holder's late read of 9102")
 
     assert other.reads == []  # its own fill needed no read; the holder's was left to it
     assert [e.event for e in await stack.ledger.history("mine")].count("fill") == 1
@@ -175,12 +155,48 @@ async def test_a_process_taking_over_applies_the_events_it_left_to_the_one_befor
     # The holder dies before its stream delivers the fill; the other process got it and
     # left it to the holder.
     other.stream.queue.put_nowait(_filled("orphan", "9104"))
-    await _until(lambda: len(other.tracker._shares[0].left) == 1, "the event left")
+    await until(lambda: len(other.tracker._shares[0].left) == 1, "the event left")
     assert (await stack.wait("orphan", "working")).filled_qty in (None, 0)
 
     await holder.stop()
-    await _until(lambda: other.record() is True, "the other process takes over")
+    await until(lambda: other.record() is True, "the other process takes over")
     row = await stack.wait("orphan", "filled")
 
     assert row.filled_qty == 1
     assert other.reads == ["9104"]
+
+
+async def test_an_acceptance_without_our_id_of_anothers_order_is_not_read_again(
+    stack: Stack, processes: tuple[_Process, _Process]
+) -> None:
+    # It could only match the row by the broker's id, which the placer's answer wrote with
+    # the row placed: it would change nothing (reconcile adopts an order whose placer died).
+    holder, other = processes
+    await _placed_by(stack, other.ledger, "quiet", "9106")
+    accepted = OrderAccepted(BrokerOrderId("9106"), datetime.now(UTC))
+    holder.stream.queue.put_nowait(
+        BrokerOrderEvent(AccountName(ACCOUNT), BrokerOrderId("9106"), None, accepted)
+    )
+    holder.stream.queue.put_nowait(_filled("quiet", "9106"))
+
+    await until(lambda: bool(holder.reads), "the holder's late read of the fill")
+    await stack.wait("quiet", "filled")
+    assert holder.reads == ["9106"]  # the fill's; the acceptance was neither put off nor read
+
+
+async def test_an_event_without_our_id_during_a_send_on_its_account_is_the_senders(
+    stack: Stack, processes: tuple[_Process, _Process]
+) -> None:
+    # The fill overtakes the answer to the submit: the sender cannot tell it is its own yet,
+    # but it sends on that account, so it applies it (after the answer is written).
+    holder, other = processes
+    fill = OrderFilled(1, Decimal(21000), datetime.now(UTC), "9107-f")
+    with other.ledger.sending("tb-overtaken", ACCOUNT):
+        other.stream.queue.put_nowait(
+            BrokerOrderEvent(AccountName(ACCOUNT), BrokerOrderId("9107"), None, fill)
+        )
+        await _placed_by(stack, other.ledger, "overtaken", "9107")
+
+    row = await stack.wait("overtaken", "filled")
+    assert row.filled_qty == 1
+    assert holder.reads == []  # the holder never got it: only the sender could apply it

@@ -5,30 +5,18 @@ its own order's next events."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
 from _support.database import MoveStatements
-from tracking.conftest import ACCOUNT, Stack
+from tracking.conftest import ACCOUNT, FedStream, Stack, until
 from tradebridge.brokers.base import BrokerOrderEvent
 from tradebridge.domain.ids import AccountName, BrokerOrderId
 from tradebridge.domain.lifecycle import SignalStatus as S
 from tradebridge.domain.orders import OrderAccepted, OrderEvent, OrderFilled
 from tradebridge.tracking.tracker import Tracker
-
-
-class _Stream:
-    """A broker's event stream fed by the test (only ``events()`` is asked of a broker)."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[BrokerOrderEvent] = asyncio.Queue()
-
-    async def events(self) -> AsyncIterator[BrokerOrderEvent]:
-        while True:
-            yield await self.queue.get()
 
 
 def _event(order_id: str, event: OrderEvent) -> BrokerOrderEvent:
@@ -41,15 +29,6 @@ def _accepted(order_id: str) -> BrokerOrderEvent:
 
 def _filled(order_id: str) -> BrokerOrderEvent:
     return _event(order_id, OrderFilled(1, Decimal(21000), datetime.now(UTC), f"{order_id}-f"))
-
-
-async def _until(done: Callable[[], bool], what: str) -> None:
-    try:
-        async with asyncio.timeout(10):
-            while not done():
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        pytest.fail(f"not within 10 s: {what}")
 
 
 async def test_a_waiting_event_holds_up_only_its_own_orders_next_one(
@@ -67,16 +46,16 @@ async def test_a_waiting_event_holds_up_only_its_own_orders_next_one(
         return True
 
     monkeypatch.setattr(tracker, "apply", apply)
-    stream = _Stream()
+    stream = FedStream()
     following = asyncio.create_task(tracker._follow("stream", stream))  # type: ignore[arg-type]
     try:
         for event in (first, _filled("A"), _accepted("B"), _filled("B")):
             stream.queue.put_nowait(event)
-        await _until(lambda: len(applied) == 2, "B's events, while A's first one waits")
+        await until(lambda: len(applied) == 2, "B's events, while A's first one waits")
         assert applied == [("B", "OrderAccepted"), ("B", "OrderFilled")]
 
         held.set()
-        await _until(lambda: len(applied) == 4, "A's events")
+        await until(lambda: len(applied) == 4, "A's events")
     finally:
         following.cancel()
         await asyncio.gather(following, return_exceptions=True)
@@ -92,7 +71,7 @@ async def test_a_fan_outs_fills_applied_side_by_side_share_statements(
     orders = await _placed_here(stack, 20)
     tracker = Tracker(stack.settings, stack.ledger, stack.pool)
     statements = MoveStatements.spy(stack.ledger, monkeypatch)
-    stream = _Stream()
+    stream = FedStream()
     following = asyncio.create_task(tracker._follow("stream", stream))  # type: ignore[arg-type]
     try:
         for order_id in orders.values():

@@ -182,8 +182,10 @@ class Tracker:
             return True  # who holds the stream is not known: apply, as with one process
         cid = str(event.client_order_id) if event.client_order_id else None
         parent = None if event.parent_order_id is None else str(event.parent_order_id)
-        if self.ledger.ours(str(event.broker_order_id), cid, parent):
+        if self.ledger.ours(str(event.broker_order_id), cid, parent, str(event.account)):
             return True
+        if not _for_the_record(event):
+            return False
         if self._held.is_set():
             self._apply_soon([event], share.broker)
         else:
@@ -457,6 +459,17 @@ class Tracker:
         if change is not None:
             count_verdict(change.new, moved)
         return True
+
+
+def _for_the_record(event: BrokerOrderEvent) -> bool:
+    """Return whether the tracker of record applies ``event`` of another process's order.
+
+    Not an acceptance without our client id: it finds its row only by the broker's order id,
+    which only the placer's written answer (then the row is placed already) or an adoption
+    gives the row. Without that answer (the placer died sending) the row is reconcile's:
+    its lookup adopts the order.
+    """
+    return event.client_order_id is not None or not isinstance(event.event, OrderAccepted)
 
 
 def _is_leg(event: BrokerOrderEvent, cid: str | None) -> bool:

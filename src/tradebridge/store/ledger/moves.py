@@ -99,13 +99,20 @@ class Moves(LedgerPool):
         return placed is not None and client_order_id in (None, placed)
 
     def ours(
-        self, broker_order_id: str, client_order_id: str | None, parent_order_id: str | None
+        self,
+        broker_order_id: str,
+        client_order_id: str | None,
+        parent_order_id: str | None,
+        account: str,
     ) -> bool:
-        """Return whether this process placed the order of a broker event (or the entry it is
-        a leg of), as far as it remembers: being sent here, or placed and moved here."""
-        if client_order_id is not None and (
-            client_order_id in self._sending or entry_client_id(client_order_id) in self._sending
-        ):
+        """Return whether this process may have placed the order of a broker event (or the
+        entry it is a leg of), as far as it remembers: being sent here, or placed and moved
+        here. An event without our id while this process sends on the account may be about
+        that send (its answer not in yet): it may be ours."""
+        if client_order_id is None:
+            if any(send.account == account for send in self._sending.values()):
+                return True
+        elif client_order_id in self._sending or entry_client_id(client_order_id) in self._sending:
             return True
         return any(
             order_id is not None and (order_id in self._placed or self._known.knows(order_id))
