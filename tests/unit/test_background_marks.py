@@ -51,12 +51,19 @@ async def test_trackers_streams_run_as_background_work(monkeypatch: pytest.Monke
         async def brokers(self) -> list[tuple[str, object]]:
             return [("alice", object())]
 
-    async def follow(self: Tracker, name: str, broker: object) -> None:
+        def stream_key(self, name: str) -> str:
+            return name
+
+    class _Ledger:
+        async def hold_lock(self, *_args: object, **_kw: object) -> None:
+            await asyncio.sleep(3600)  # who is the tracker of record stays unknown
+
+    async def follow(self: Tracker, name: str, broker: object, share: object) -> None:
         seen[0].set_result(is_background())
         await asyncio.sleep(3600)
 
     monkeypatch.setattr(Tracker, "_follow", follow)
-    tracker = Tracker(load_settings(), ledger=None, brokers=_Pool())  # type: ignore[arg-type]
+    tracker = Tracker(load_settings(), ledger=_Ledger(), brokers=_Pool())  # type: ignore[arg-type]
 
     async def run(future: asyncio.Future[bool]) -> None:
         seen.append(future)
