@@ -284,19 +284,20 @@ async def test_pool_warm_looks_up_recent_contracts_once_per_user_and_skips_expir
     assert [c.path for c in calls if c.path.startswith("/contract/")] == finds
 
 
-def test_stream_keys_name_a_users_adapter_alike_in_every_process_configured_alike(
+def test_tracking_key_names_the_streams_alike_in_every_process_configured_alike(
     sim: SimServer, tmp_path: Path, open_pool: Callable[..., tuple[AccountTokens, BrokerPool]]
 ) -> None:
     # The tracker of record's lock is named by the streams a process follows (Tracker.run).
     settings = _settings(sim, tmp_path)
     _, pool = open_pool(settings)
     _, again = open_pool(settings)
+    reordered = settings.model_copy(update={"accounts": settings.accounts[::-1]})
+    _, shuffled = open_pool(reordered)
     fewer = settings.model_copy(update={"accounts": settings.accounts[1:]})
     _, other = open_pool(fewer)
+    as_bridge = _settings(sim, tmp_path, bob_dialect="tvbridge")
+    _, bridged = open_pool(as_bridge)
 
-    alice = {pool.stream_key(ALICE[0]), pool.stream_key(ALICE[1])}
-    assert len(alice) == 1  # one adapter, one socket: one stream
-    assert pool.stream_key(BOB) not in alice
-    assert again.stream_key(ALICE[0]) in alice
-    assert other.stream_key(ALICE[1]) not in alice  # serves fewer of alice's accounts
-    assert other.stream_key(BOB) == pool.stream_key(BOB)
+    assert pool.tracking_key() == again.tracking_key() == shuffled.tracking_key()
+    assert other.tracking_key() != pool.tracking_key()  # serves fewer of alice's accounts
+    assert bridged.tracking_key() != pool.tracking_key()  # bob's stream is another dialect's

@@ -31,8 +31,8 @@ class _Pool:
     async def brokers(self) -> list[tuple[str, FedStream]]:
         return [(ACCOUNT, self.stream)]
 
-    def stream_key(self, _name: str) -> str:
-        return "native:demo:test-stream"
+    def tracking_key(self) -> str:
+        return "tracker:test-stream"
 
 
 class _Process:

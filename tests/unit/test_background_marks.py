@@ -51,8 +51,8 @@ async def test_trackers_streams_run_as_background_work(monkeypatch: pytest.Monke
         async def brokers(self) -> list[tuple[str, object]]:
             return [("alice", object())]
 
-        def stream_key(self, name: str) -> str:
-            return name
+        def tracking_key(self) -> str:
+            return "tracker:test"
 
     class _Ledger:
         async def hold_lock(self, *_args: object, **_kw: object) -> None:

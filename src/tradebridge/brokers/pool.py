@@ -124,14 +124,12 @@ class BrokerPool:
         account = self.settings.account(account_name)
         return (account.dialect.value, lockout_user(self.settings, account))
 
-    def stream_key(self, account_name: str) -> str:
-        """Return the name, the same in every process configured alike, of the event stream
-        of ``account_name``'s adapter: its dialect, its user and the accounts it serves here
-        (processes that serve other accounts of the user follow a stream of their own)."""
-        key = self._key(account_name)
-        served = sorted(n for n in self.account_names() if self._key(n) == key)
-        digest = hashlib.sha256("\n".join(served).encode()).hexdigest()[:16]
-        return f"{key[0]}:{key[1]}:{digest}"
+    def tracking_key(self) -> str:
+        """Return the name of the event streams this pool's adapters follow, the same in
+        every process configured alike: each account's dialect, user and name (processes
+        that serve other accounts follow other streams: a name of their own)."""
+        served = sorted(":".join((*self._key(n), n)) for n in self.account_names())
+        return "tracker:" + hashlib.sha256("\n".join(served).encode()).hexdigest()[:32]
 
     def claim_tracking(self, owner: object) -> bool:
         """Return whether ``owner`` runs tracking for this pool (the first to ask does)."""

@@ -26,7 +26,6 @@ meanwhile ask for one more.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections import deque
@@ -134,17 +133,14 @@ class Tracker:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._apply_later(), name="track-later")
-                streams: list[str] = []
                 for name, broker in await self.brokers.brokers():
                     share = _Share(broker)
                     self._shares.append(share)
-                    streams.append(self.brokers.stream_key(name))
                     group.create_task(self._follow(name, broker, share), name=f"track-{name}")
                 # One lock for the streams followed (one connection): processes configured
                 # alike share it; others follow other streams and hold a lock of their own.
-                digest = hashlib.sha256("\n".join(sorted(streams)).encode()).hexdigest()
                 group.create_task(
-                    self.ledger.hold_lock(TRACKING_LOCK_NAMESPACE, f"tracker:{digest[:32]}",
+                    self.ledger.hold_lock(TRACKING_LOCK_NAMESPACE, self.brokers.tracking_key(),
                                           self._held, elsewhere=self._elsewhere),
                     name="track-lock",
                 )  # fmt: skip

@@ -49,10 +49,6 @@ class KnownRows:
         self._ordered: OrderedDict[str, Decimal] = OrderedDict()  # signal id -> plan quantity
         self._rows: OrderedDict[str, _Known] = OrderedDict()  # broker order id -> the row
 
-    def knows(self, broker_order_id: str) -> bool:
-        """Return whether the row of ``broker_order_id`` is known here."""
-        return broker_order_id in self._rows
-
     def event_row(
         self, broker_order_id: str, client_order_id: str | None, fill_id: str | None
     ) -> EventRow | None:

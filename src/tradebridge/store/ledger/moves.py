@@ -115,7 +115,7 @@ class Moves(LedgerPool):
         elif client_order_id in self._sending or entry_client_id(client_order_id) in self._sending:
             return True
         return any(
-            order_id is not None and (order_id in self._placed or self._known.knows(order_id))
+            order_id is not None and order_id in self._placed
             for order_id in (broker_order_id, parent_order_id)
         )
 
