@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import json
 import time
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -495,3 +497,41 @@ async def test_preconnect_holds_at_most_half_the_pool() -> None:
             assert await _accepted(server, 50) == 50
         finally:
             await client.aclose()
+
+
+async def test_preconnect_cancelled_midway_leaves_no_connection_unreleased(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A shutdown cancels a preconnect whose connections are partly open: those must go back
+    # to the pool (closed with it), not be dropped unreleased ("Unclosed connection" at GC).
+    async with raw_http(lambda _n: Answer(200, b"{}")) as server:
+        client = BrokerHttp(server.url + "/v1", dialect="native")
+        try:
+            await client.request("GET", "/account/list")  # the session and its pool exist
+            connector = client._session_now().connector  # to stall one connect
+            assert connector is not None
+            real_connect = connector.connect
+            calls = 0
+
+            async def connect(*args: Any, **kwargs: Any) -> Any:
+                nonlocal calls
+                calls += 1
+                if calls == 3:
+                    await asyncio.Event().wait()  # this one never opens
+                return await real_connect(*args, **kwargs)
+
+            monkeypatch.setattr(connector, "connect", connect)
+            preconnect = asyncio.create_task(client.preconnect(3))
+            assert await _accepted(server, 2) == 2  # the idle one taken, one more opened
+            await asyncio.sleep(0.05)  # the two connects have returned their connections
+            preconnect.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await preconnect
+        finally:
+            await client.aclose()
+        del preconnect
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            gc.collect()
+    unclosed = [str(w.message) for w in caught if "Unclosed" in str(w.message)]
+    assert unclosed == []

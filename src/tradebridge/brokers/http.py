@@ -162,14 +162,22 @@ class BrokerHttp:
         key = aiohttp.ClientRequest(
             "GET", URL(self.base_url), loop=asyncio.get_running_loop(), ssl=True
         )
-        taken = await asyncio.gather(
-            *(connector.connect(key, [], self._timeout) for _ in range(count)),
-            return_exceptions=True,
-        )
-        opened = [c for c in taken if isinstance(c, aiohttp.connector.Connection)]
-        for connection in opened:
-            connection.release()  # idle in the pool, for the next request
-        return len(opened)
+        tasks = [
+            asyncio.ensure_future(connector.connect(key, [], self._timeout)) for _ in range(count)
+        ]
+        try:
+            await asyncio.wait(tasks)
+        finally:
+            # Each one opened goes back to the pool, idle, for the next request; cancelled
+            # midway (a shutdown), those still connecting release theirs when they land, so
+            # none is dropped unreleased.
+            for task in tasks:
+                if task.done():
+                    _release_opened(task)
+                else:
+                    task.cancel()
+                    task.add_done_callback(_release_opened)
+        return sum(1 for task in tasks if not task.cancelled() and task.exception() is None)
 
     def _session_now(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -429,6 +437,12 @@ def _ssl_context(base_url: str) -> ssl.SSLContext | bool:
     import certifi  # httpx's dependency, so always installed with it
 
     return ssl.create_default_context(cafile=certifi.where())
+
+
+def _release_opened(task: asyncio.Future[aiohttp.connector.Connection]) -> None:
+    """Put back in the pool the connection ``task`` opened, if it opened one."""
+    if not task.cancelled() and task.exception() is None:
+        task.result().release()
 
 
 def _env_proxy(base_url: str) -> str | None:
