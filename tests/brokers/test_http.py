@@ -511,19 +511,22 @@ async def test_preconnect_cancelled_midway_leaves_no_connection_unreleased(
             connector = client._session_now().connector  # to stall one connect
             assert connector is not None
             real_connect = connector.connect
-            calls = 0
+            calls, opened, both = 0, 0, asyncio.Event()
 
             async def connect(*args: Any, **kwargs: Any) -> Any:
-                nonlocal calls
+                nonlocal calls, opened
                 calls += 1
                 if calls == 3:
                     await asyncio.Event().wait()  # this one never opens
-                return await real_connect(*args, **kwargs)
+                connection = await real_connect(*args, **kwargs)
+                opened += 1
+                if opened == 2:
+                    both.set()
+                return connection
 
             monkeypatch.setattr(connector, "connect", connect)
             preconnect = asyncio.create_task(client.preconnect(3))
-            assert await _accepted(server, 2) == 2  # the idle one taken, one more opened
-            await asyncio.sleep(0.05)  # the two connects have returned their connections
+            await asyncio.wait_for(both.wait(), 5)  # two connections are out, one pending
             preconnect.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await preconnect
