@@ -35,7 +35,7 @@ from tradebridge.domain.calls import BrokerCall
 from tradebridge.domain.commands import CancelOrder
 from tradebridge.domain.enums import OrderType
 from tradebridge.domain.orders import OrderAccepted, OrderCancelled, OrderFilled
-from tradebridge.errors import OutcomeUnknown
+from tradebridge.errors import BrokerUnavailable, OutcomeUnknown
 
 __all__ = ["redis_client", "rig", "sim", "sim_clock"]  # fixtures
 
@@ -475,3 +475,35 @@ async def test_the_account_list_goes_ahead_of_background_reads_whoever_asks(
         await broker.close()
         await http.aclose()
     assert found == ACCOUNT_ID
+
+
+async def test_close_from_a_cancelled_task_stops_every_socket_and_the_http_pool(
+    rig: NativeRig,
+) -> None:
+    # A shutdown by cancellation (the serve task cancelled) closes the adapters from a task
+    # that is itself being cancelled: the first socket's stop re-raised that cancellation and
+    # the other sockets ran on, the HTTP pool open ("Unclosed client session" at GC).
+    config = native_config(rig.sim)
+    broker = TradovateBroker(config, ACCOUNTS, rig.store)  # its own HTTP pool
+    async with following(broker):
+        syncs = broker.user_syncs()
+    assert syncs
+    closed = asyncio.Event()
+
+    async def serving_until_cancelled() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await broker.close()
+            closed.set()
+
+    task = asyncio.create_task(serving_until_cancelled())
+    await asyncio.sleep(0)  # it waits
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert closed.is_set()
+    assert broker.user_syncs() == []
+    assert all(sync._task is None for sync in syncs)  # each socket's loop ended
+    with pytest.raises(BrokerUnavailable):  # its pool is closed
+        await broker.http.request("GET", "/account/list")

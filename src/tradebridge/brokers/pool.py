@@ -239,8 +239,9 @@ class BrokerPool:
     async def close(self) -> None:
         """Close every adapter."""
         brokers, self._brokers = list(self._brokers.values()), {}
-        for broker in brokers:
-            try:
-                await broker.close()
-            except Exception:  # noqa: BLE001 - closing the others matters more
-                _log.exception("broker_close_failed")
+        # Side by side, each in a task of its own: a failure, or the cancellation of the
+        # task closing them (a shutdown by cancellation), must not leave the others open.
+        closed = await asyncio.gather(*(b.close() for b in brokers), return_exceptions=True)
+        for failed in closed:
+            if isinstance(failed, Exception):
+                _log.error("broker_close_failed", error=f"{type(failed).__name__}: {failed}"[:300])

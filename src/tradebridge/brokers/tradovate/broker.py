@@ -197,12 +197,19 @@ class TradovateBroker:
             await self._account(name)
 
     async def close(self) -> None:
-        """Stop the user-sync sockets and close the HTTP pool."""
-        for sync in self._sync.values():
-            await sync.stop()
+        """Stop the user-sync sockets and close the HTTP pool.
+
+        Each socket stops in a task of its own: closing from a task being cancelled (a
+        shutdown by cancellation), the first stop would re-raise that cancellation and leave
+        the other sockets running and the pool open.
+        """
+        syncs = list(self._sync.values())
         self._sync.clear()
-        if self._own_http:
-            await self.http.aclose()
+        try:
+            await asyncio.gather(*(sync.stop() for sync in syncs), return_exceptions=True)
+        finally:
+            if self._own_http:
+                await self.http.aclose()
 
     # --- accounts -----------------------------------------------------------------------------
     async def accounts(self) -> list[AccountInfo]:
