@@ -96,3 +96,21 @@ async def single_flight(
 
         flight.add_done_callback(done)
     return await asyncio.shield(flight)
+
+
+async def start_in_thread(start: Callable[[], _R], stop: Callable[[], object]) -> _R:
+    """Return ``start()``, run in a thread; cancelled meanwhile, undo it with ``stop()``.
+
+    A thread cannot be cancelled: ``await asyncio.to_thread(server.start)`` cancelled midway
+    returns at once while the start goes on (a server process spawned, a port bound), and
+    the caller's cleanup never learns of it. Here the cancellation waits for the start to
+    end, stops what it started, then propagates.
+    """
+    job = asyncio.ensure_future(asyncio.to_thread(start))
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        await asyncio.wait({job})
+        if not job.cancelled() and job.exception() is None:
+            await asyncio.to_thread(stop)
+        raise

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
-from tradebridge._aio import cancel_and_wait, reraise_if_cancelling
+from tradebridge._aio import cancel_and_wait, reraise_if_cancelling, start_in_thread
 
 
 async def _forever() -> None:
@@ -116,3 +117,37 @@ async def test_reraise_if_cancelling_before_a_pause_stops_a_loop_whose_round_los
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 2)
     assert rounds == 1
+
+
+async def test_start_in_thread_cancelled_midway_stops_what_the_start_started() -> None:
+    # A thread cannot be cancelled: an embedded server's start goes on after the await is
+    # cancelled, and must be stopped once it ends, not left running with nobody to stop it.
+    entered, release = threading.Event(), threading.Event()
+    running: list[str] = []
+
+    def start() -> str:
+        entered.set()
+        release.wait(10)
+        running.append("server")
+        return "server"
+
+    task = asyncio.create_task(start_in_thread(start, running.clear))
+    assert await asyncio.to_thread(entered.wait, 10)
+    task.cancel()
+    await asyncio.sleep(0)  # the cancellation is delivered while the start still runs
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert running == []  # started, then stopped
+
+
+async def test_start_in_thread_returns_the_start_and_leaves_a_failed_one_alone() -> None:
+    stopped: list[bool] = []
+    assert await start_in_thread(lambda: 7, lambda: stopped.append(True)) == 7
+
+    def failing() -> int:
+        raise OSError("address in use")
+
+    with pytest.raises(OSError, match="address in use"):
+        await start_in_thread(failing, lambda: stopped.append(True))
+    assert stopped == []

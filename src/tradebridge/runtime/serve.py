@@ -29,7 +29,7 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from tradebridge._aio import cancel_and_wait
+from tradebridge._aio import cancel_and_wait, start_in_thread
 from tradebridge._net import bind_socket, port_is_free
 
 # The native adapter's modules load with the server: the broker factory imports them on
@@ -106,7 +106,7 @@ async def open_stores(settings: Settings, *, durable: bool = True) -> AsyncItera
                 port=settings.database.embedded_port,
                 durable=durable,
             )
-            await asyncio.to_thread(postgres.start)
+            await start_in_thread(postgres.start, postgres.stop)
             started.append(postgres)
             database = SecretStr(postgres.url)
             _log.info("embedded postgres started", where=str(postgres.directory))
@@ -116,7 +116,7 @@ async def open_stores(settings: Settings, *, durable: bool = True) -> AsyncItera
                 directory=prepare_data_dir(settings.data_dir) / "redis",
                 port=settings.redis.embedded_port,
             )
-            await asyncio.to_thread(redis_server.start)
+            await start_in_thread(redis_server.start, redis_server.stop)
             started.append(redis_server)
             redis_url = SecretStr(redis_server.url)
             _log.info("embedded redis started", where=str(redis_server.directory))

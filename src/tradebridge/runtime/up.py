@@ -20,6 +20,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from pydantic import SecretStr
 
+from tradebridge._aio import start_in_thread
 from tradebridge.config import AccountConfig, Settings, TradovateConfig
 from tradebridge.domain.enums import Dialect
 from tradebridge.obs.logging import get_logger
@@ -162,7 +163,7 @@ async def _run_up(
             # orders, and one row per broker order is enforced), as Tradovate's do.
             sim = SimServer(SimConfig(port=sim_port, id_offset=int(time.time()) * 1_000_000))
             try:
-                await asyncio.to_thread(sim.start)
+                await start_in_thread(sim.start, sim.stop)
             except OSError as e:  # taken since the check
                 raise port_taken("127.0.0.1", sim_port, "the simulator", e) from None
             stack.push_async_callback(asyncio.to_thread, sim.stop)

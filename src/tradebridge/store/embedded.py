@@ -21,6 +21,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,11 +76,22 @@ def _check_pinned(what: str, port: int, setting: str) -> None:
         )
 
 
-def _wait_port(port: int, timeout: float, what: str, log: Path | None = None) -> None:
+def _wait_port(
+    port: int,
+    timeout: float,
+    what: str,
+    log: Path | None = None,
+    exited: Callable[[], int | None] = lambda: None,
+) -> None:
+    """Wait until something listens on ``port``; ``ConfigError`` (with the log's tail) after
+    ``timeout`` seconds, or as soon as ``exited()`` gives the server's exit status."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
+        if (status := exited()) is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
+            raise ConfigError(f"{what} exited at start (status {status})\n{tail}")
         time.sleep(0.02)
     tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
     raise ConfigError(f"{what} did not start on 127.0.0.1:{port} within {timeout:.0f}s\n{tail}")
@@ -206,7 +218,11 @@ class EmbeddedPostgres:
         if result.returncode != 0:
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
             raise ConfigError(f"PostgreSQL failed to start: {result.stderr.strip()}\n{tail}")
-        _wait_port(self.port, 30, "PostgreSQL", log)
+        try:
+            _wait_port(self.port, 30, "PostgreSQL", log)
+        except BaseException:
+            self.stop()  # pg_ctl said it started: never left running without a caller
+            raise
         return self
 
     @staticmethod
@@ -251,6 +267,7 @@ class EmbeddedRedis:
 
     directory: Path | None = None
     port: int = 0
+    start_timeout_s: float = 10.0
     _process: subprocess.Popen[bytes] | None = None
     _temporary: bool = False
 
@@ -282,7 +299,11 @@ class EmbeddedRedis:
              "--pidfile", str(pidfile)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        _wait_port(self.port, 10, "Redis", log)
+        try:
+            _wait_port(self.port, self.start_timeout_s, "Redis", log, self._process.poll)
+        except BaseException:
+            self.stop()  # never left running without a caller to stop it
+            raise
         return self
 
     @property
