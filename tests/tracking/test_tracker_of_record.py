@@ -17,9 +17,9 @@ from tracking.conftest import ACCOUNT, FedStream, Stack, until
 from tradebridge.brokers.base import BrokerOrderEvent
 from tradebridge.domain.ids import AccountName, BrokerOrderId, ClientOrderId
 from tradebridge.domain.lifecycle import SignalStatus as S
-from tradebridge.domain.orders import OrderAccepted, OrderFilled
-from tradebridge.store.ledger import Ledger
-from tradebridge.tracking.tracker import Tracker
+from tradebridge.domain.orders import OrderAccepted, OrderCancelled, OrderFilled
+from tradebridge.store.ledger import Ledger, sessions
+from tradebridge.tracking.tracker import TRACKING_LOCK_NAMESPACE, Tracker
 
 
 class _Pool:
@@ -84,14 +84,16 @@ async def processes(
         await other.close()
 
 
-async def _placed_by(stack: Stack, ledger: Ledger, signal_id: str, order_id: str) -> None:
+async def _placed_by(
+    stack: Stack, ledger: Ledger, signal_id: str, order_id: str, quantity: int = 1
+) -> None:
     """Place a row as a dispatcher of ``ledger``'s process does (claim, write-ahead, answer)."""
-    await stack.insert(signal_id, account_name=ACCOUNT)
+    await stack.insert(signal_id, account_name=ACCOUNT, quantity=quantity)
     [row] = await ledger.claim_next(f"w-{signal_id}", limit=1)
     assert row.signal_id == signal_id
     await ledger.transition(
         signal_id, S.SUBMITTED, expected=S.PROCESSING, owner=f"w-{signal_id}",
-        client_order_id=f"tb-{signal_id}", detail={"plan": "order", "quantity": 1},
+        client_order_id=f"tb-{signal_id}", detail={"plan": "order", "quantity": quantity},
     )  # fmt: skip
     await ledger.transition(
         signal_id, S.WORKING, expected=S.SUBMITTED, owner=f"w-{signal_id}", event="accepted",
@@ -99,11 +101,26 @@ async def _placed_by(stack: Stack, ledger: Ledger, signal_id: str, order_id: str
     )  # fmt: skip
 
 
-def _filled(signal_id: str, order_id: str) -> BrokerOrderEvent:
-    fill = OrderFilled(1, Decimal(21000), datetime.now(UTC), f"{order_id}-f")
+def _filled(signal_id: str, order_id: str, n: int = 1) -> BrokerOrderEvent:
+    fill = OrderFilled(1, Decimal(21000), datetime.now(UTC), f"{order_id}-f{n}")
     return BrokerOrderEvent(
         AccountName(ACCOUNT), BrokerOrderId(order_id), ClientOrderId(f"tb-{signal_id}"), fill
     )
+
+
+def _cancelled(order_id: str, signal_id: str | None) -> BrokerOrderEvent:
+    cid = None if signal_id is None else ClientOrderId(f"tb-{signal_id}")
+    cancel = OrderCancelled(datetime.now(UTC))
+    return BrokerOrderEvent(AccountName(ACCOUNT), BrokerOrderId(order_id), cid, cancel)
+
+
+async def _placed_by_one_gone(stack: Stack, signal_id: str, order_id: str, quantity: int) -> None:
+    """Place a row as a process since gone would have (no live tracker remembers it)."""
+    gone = await Ledger.connect(stack.ledger._url, min_size=1, max_size=1)
+    try:
+        await _placed_by(stack, gone, signal_id, order_id, quantity)
+    finally:
+        await gone.close()
 
 
 async def test_each_event_is_applied_by_its_placer_and_read_only_by_the_tracker_of_record(
@@ -200,3 +217,122 @@ async def test_an_event_without_our_id_during_a_send_on_its_account_is_the_sende
     row = await stack.wait("overtaken", "filled")
     assert row.filled_qty == 1
     assert holder.reads == []  # the holder never got it: only the sender could apply it
+
+
+async def test_a_cancel_never_overtakes_the_fills_the_tracker_of_record_put_off(
+    stack: Stack, processes: tuple[_Process, _Process]
+) -> None:
+    # An order no live placer remembers: the holder puts its fills off. A cancel without our
+    # id comes while the holder sends on that account: its own, it may be, so it was applied
+    # at once, before the fills, which then found the row finished (both lost). The same
+    # when the holder learns the order between its events (its own move of the first fill).
+    holder, _other = processes
+    await _placed_by_one_gone(stack, "overtaken", "9108", quantity=3)
+    holder.stream.queue.put_nowait(_filled("overtaken", "9108", 1))
+    holder.stream.queue.put_nowait(_filled("overtaken", "9108", 2))
+    await until(lambda: len(holder.tracker._later) == 2, "the fills put off")
+    with holder.ledger.sending("tb-another", ACCOUNT):
+        holder.stream.queue.put_nowait(_cancelled("9108", None))
+        await until(holder.stream.queue.empty, "the cancel taken from the stream")
+
+    row = await stack.wait("overtaken", "cancelled")
+    assert row.filled_qty == 2
+    events = [e.event for e in await stack.ledger.history("overtaken")]
+    assert events[-3:] == ["fill", "fill", "cancelled"]
+
+
+async def test_a_cancel_while_the_lock_is_retaken_waits_for_the_fill_put_off_before(
+    stack: Stack, processes: tuple[_Process, _Process], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The holder's lock connection is lost: until it knows again who holds the stream it
+    # applies every event at once, but not before the events of the same order it put off.
+    holder, _other = processes
+    await _placed_by_one_gone(stack, "retaken", "9109", quantity=2)
+    reconnect = asyncio.Event()
+    real_connect = sessions.connect
+
+    async def held_back_connect(*args: Any, **kwargs: Any) -> Any:
+        await reconnect.wait()
+        return await real_connect(*args, **kwargs)
+
+    try:
+        holder.stream.queue.put_nowait(_filled("retaken", "9109", 1))  # put off
+        await until(lambda: bool(holder.tracker._later), "the fill put off")
+        monkeypatch.setattr(sessions, "connect", held_back_connect)
+        await stack.ledger.pool.execute(
+            "select pg_terminate_backend(pid) from pg_locks "
+            "where locktype = 'advisory' and granted and classid = $1",
+            TRACKING_LOCK_NAMESPACE,
+        )
+        await until(lambda: holder.record() is None, "the lock's state unknown")
+        holder.stream.queue.put_nowait(_cancelled("9109", "retaken"))
+
+        row = await stack.wait("retaken", "cancelled")
+    finally:
+        reconnect.set()
+    assert row.filled_qty == 1
+    assert [e.event for e in await stack.ledger.history("retaken")][-2:] == ["fill", "cancelled"]
+
+
+async def test_an_event_applied_at_once_brings_its_orders_events_left_before_it(
+    stack: Stack, processes: tuple[_Process, _Process]
+) -> None:
+    # The other process left a fill to the tracker of record (not its order, as far as it
+    # knew); then a cancel without our id comes while it sends on that account: its own, it
+    # may be. Applied at once alone, it overtook the fill the holder applies later (lost).
+    holder, other = processes
+    await _placed_by_one_gone(stack, "left", "9110", quantity=2)
+    other.stream.queue.put_nowait(_filled("left", "9110", 1))
+    await until(lambda: len(other.tracker._shares[0].left) == 1, "the fill left")
+    with other.ledger.sending("tb-another", ACCOUNT):
+        other.stream.queue.put_nowait(_cancelled("9110", None))
+        await until(lambda: not other.tracker._shares[0].left, "the fill taken back")
+
+    row = await stack.wait("left", "cancelled")
+    assert row.filled_qty == 1
+    assert [e.event for e in await stack.ledger.history("left")][-2:] == ["fill", "cancelled"]
+    assert holder.reads == []  # the holder never got these events in this test
+
+
+async def test_a_cancel_waits_for_its_orders_fill_that_found_no_row_yet(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fill without our id came before the answer to the submit was written: it found no
+    # row and is tried again event_retry_s later. The answer written, the cancel came and
+    # was applied at once; the fill's second try found the row finished (lost).
+    never = asyncio.Event()
+
+    async def no_lock(*args: Any, **kwargs: Any) -> Any:
+        await never.wait()  # who holds the stream stays unknown: every event at once
+
+    monkeypatch.setattr(sessions, "connect", no_lock)
+    alone = _Process(stack, stack.ledger)
+    alone.start(monkeypatch)
+    gone = await Ledger.connect(stack.ledger._url, min_size=1, max_size=1)
+    try:
+        await stack.insert("unanswered", account_name=ACCOUNT, quantity=2)
+        [_row] = await gone.claim_next("w-unanswered", limit=1)
+        await gone.transition(
+            "unanswered", S.SUBMITTED, expected=S.PROCESSING, owner="w-unanswered",
+            client_order_id="tb-unanswered", detail={"plan": "order", "quantity": 2},
+        )  # fmt: skip
+        fill = OrderFilled(1, Decimal(21000), datetime.now(UTC), "9111-f1")
+        alone.stream.queue.put_nowait(
+            BrokerOrderEvent(AccountName(ACCOUNT), BrokerOrderId("9111"), None, fill)
+        )
+        await until(lambda: bool(alone.tracker._retries), "the fill to be tried again")
+        await gone.transition(
+            "unanswered", S.WORKING, expected=S.SUBMITTED, owner="w-unanswered",
+            event="accepted", tradovate_order_id="9111",
+        )  # fmt: skip
+        alone.stream.queue.put_nowait(_cancelled("9111", None))
+
+        row = await stack.wait("unanswered", "cancelled")
+    finally:
+        await gone.close()
+        await alone.stop()
+    assert row.filled_qty == 1
+    assert [e.event for e in await stack.ledger.history("unanswered")][-2:] == [
+        "fill",
+        "cancelled",
+    ]

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -80,6 +80,17 @@ class _Share:
         default_factory=lambda: deque(maxlen=_LEFT_KEPT)
     )
 
+    def take_left(self, order_id: str) -> list[BrokerOrderEvent]:
+        """Remove and return the events of ``order_id`` left to the tracker of record."""
+        if not self.left:
+            return []
+        taken = [e for _, e in self.left if str(e.broker_order_id) == order_id]
+        if taken:
+            kept = [(at, e) for at, e in self.left if str(e.broker_order_id) != order_id]
+            self.left.clear()
+            self.left.extend(kept)
+        return taken
+
 
 class Tracker:
     """Applies broker order events to the ledger."""
@@ -104,6 +115,10 @@ class Tracker:
         # adapter), in the order they came.
         self._later: deque[tuple[float, BrokerOrderEvent, Broker]] = deque()
         self._later_added = asyncio.Event()
+        # Per broker order id, its events put off (in _later) or waiting to be tried again:
+        # the next events of that order go behind them, never past them (a cancel applied
+        # before an earlier fill would leave the fill on a finished row, lost).
+        self._behind: Counter[str] = Counter()
         self._shares: list[_Share] = []
         # Whether this process is the tracker of record of its streams (the lock held), or
         # another is (refused); neither: not known yet.
@@ -158,8 +173,8 @@ class Tracker:
             try:
                 async for event in broker.events():
                     delay = 0.5
-                    if share is None or self._now(share, event):
-                        await self._take(event, broker)
+                    for now in [event] if share is None else self._route(share, event):
+                        await self._take(now, broker)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - the stream restarts with backoff
@@ -170,6 +185,23 @@ class Tracker:
             reraise_if_cancelling()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
+
+    def _route(self, share: _Share, event: BrokerOrderEvent) -> list[BrokerOrderEvent]:
+        """Return the events to apply now, in order: ``event``, after any of its order's
+        events this process left to the tracker of record; none if it is put off or left.
+
+        One order's events are applied in the order they came, whoever's they are: an event
+        whose order has events put off (or waiting to be tried again) is put off behind them.
+        """
+        if share.left and self._held.is_set():
+            self._hand_over(share)  # just took over: what was left goes first
+        order_id = str(event.broker_order_id)
+        if self._behind[order_id]:
+            self._apply_soon([event], share.broker)
+            return []
+        if not self._now(share, event):
+            return []
+        return [*share.take_left(order_id), event]
 
     def _now(self, share: _Share, event: BrokerOrderEvent) -> bool:
         """Return whether this process applies ``event`` now; else it is applied later (by
@@ -191,8 +223,16 @@ class Tracker:
     def _apply_soon(self, events: list[BrokerOrderEvent], broker: Broker) -> None:
         """Apply others' ``events`` after ``event_retry_s`` (their placers' go first)."""
         due = time.monotonic() + self.retry_s
-        self._later.extend((due, event, broker) for event in events)
+        for event in events:
+            self._behind[str(event.broker_order_id)] += 1
+            self._later.append((due, event, broker))
         self._later_added.set()
+
+    def _caught_up(self, order_id: str) -> None:
+        """One event of ``order_id`` put off is now in its order's turn (or dropped)."""
+        self._behind[order_id] -= 1
+        if self._behind[order_id] <= 0:
+            del self._behind[order_id]
 
     async def _apply_later(self) -> None:
         """Apply the events put off by ``_apply_soon`` when due, in the order they came."""
@@ -206,18 +246,26 @@ class Tracker:
                 await asyncio.sleep(wait)
                 continue
             self._later.popleft()
-            await self._take(event, broker)
+            try:
+                await self._take(event, broker)  # in its order's turn once this returns
+            finally:
+                self._caught_up(str(event.broker_order_id))
 
     async def _take_over(self) -> None:
         """Each time this process becomes the tracker of record, apply the events it left
         to the one before in the last ``_LEFT_KEPT_S`` (it may have died first)."""
         while True:
             await self._held.wait()
-            kept_since = time.monotonic() - _LEFT_KEPT_S
             for share in self._shares:
-                self._apply_soon([e for at, e in share.left if at >= kept_since], share.broker)
-                share.left.clear()
+                self._hand_over(share)
             await self._elsewhere.wait()  # held by another again: leaving starts anew
+
+    def _hand_over(self, share: _Share) -> None:
+        """Put off, to apply them, the events of the last ``_LEFT_KEPT_S`` left to the
+        tracker of record before this process became it."""
+        kept_since = time.monotonic() - _LEFT_KEPT_S
+        self._apply_soon([e for at, e in share.left if at >= kept_since], share.broker)
+        share.left.clear()
 
     async def _take(self, event: BrokerOrderEvent, broker: Broker) -> None:
         """Apply ``event`` in the background once a slot is free (a fill: and mark the
@@ -227,7 +275,7 @@ class Tracker:
         await self._slots.acquire()
         self._start_applying(event)
 
-    def _start_applying(self, event: BrokerOrderEvent) -> None:
+    def _start_applying(self, event: BrokerOrderEvent, *, last_try: bool = False) -> None:
         """Apply ``event`` in the background (a slot taken), after its order's previous one.
 
         Side by side, a burst's events (a fan-out's fills) share statements (the ledger
@@ -235,7 +283,9 @@ class Tracker:
         answer to its submit still being written) holds up no other order's.
         """
         key = str(event.broker_order_id)
-        task = asyncio.ensure_future(self._apply_in_turn(event, self._last_of.get(key)))
+        task = asyncio.ensure_future(
+            self._apply_in_turn(event, self._last_of.get(key), last_try=last_try)
+        )
         self._last_of[key] = task
         self._applying.add(task)
 
@@ -248,15 +298,25 @@ class Tracker:
         task.add_done_callback(done)
 
     async def _apply_in_turn(
-        self, event: BrokerOrderEvent, previous: asyncio.Task[None] | None
+        self, event: BrokerOrderEvent, previous: asyncio.Task[None] | None, *, last_try: bool
     ) -> None:
+        """Apply ``event`` after ``previous``; finding no row, try once more ``event_retry_s``
+        later (``last_try``: drop it, logged and counted)."""
         if previous is not None:
             await asyncio.wait([previous])  # its order's earlier event first, however it ended
         try:
-            if not await self.apply(event):
+            if await self.apply(event):
+                return
+            if not last_try:
                 self._retry_later(event)
+                return
+            reason, signal_id = await self._unmatched(event)
+            self._drop(event, reason, signal_id=signal_id)
         except Exception as e:  # noqa: BLE001 - one bad event must not stop tracking
             reraise_if_cancelling()
+            if last_try:
+                self._drop(event, "error", error=f"{type(e).__name__}: {e}")
+                return
             if not database_unavailable(e):
                 _log.exception("event_failed", account=event.account)
                 return
@@ -290,27 +350,24 @@ class Tracker:
                 return
 
     def _retry_later(self, event: BrokerOrderEvent) -> None:
+        self._behind[str(event.broker_order_id)] += 1  # its order's next events wait for it
         task = asyncio.ensure_future(self._retry(event))
         self._retries.add(task)
         task.add_done_callback(self._retries.discard)
 
     async def _retry(self, event: BrokerOrderEvent) -> None:
-        """Apply an event once more; if it still finds no row, drop it, logged and counted."""
+        """Apply an event once more, in its order's turn, ``event_retry_s`` later; if it still
+        finds no row, it is dropped, logged and counted (``_apply_in_turn``)."""
         try:
-            await asyncio.sleep(self.retry_s)
-        except asyncio.CancelledError:
-            self._drop(event, "shutdown")
-            raise
-        signal_id: str | None = None
-        error: str | None = None
-        try:
-            if await self.apply(event):
-                return
-            reason, signal_id = await self._unmatched(event)
-        except Exception as e:  # noqa: BLE001 - a retry runs detached: report, never raise
-            reraise_if_cancelling()
-            reason, error = "error", f"{type(e).__name__}: {e}"
-        self._drop(event, reason, signal_id=signal_id, error=error)
+            try:
+                await asyncio.sleep(self.retry_s)
+                await self._slots.acquire()
+            except asyncio.CancelledError:
+                self._drop(event, "shutdown")
+                raise
+            self._start_applying(event, last_try=True)
+        finally:
+            self._caught_up(str(event.broker_order_id))
 
     def _drop(
         self,
