@@ -114,6 +114,14 @@ def _cancelled(order_id: str, signal_id: str | None) -> BrokerOrderEvent:
     return BrokerOrderEvent(AccountName(ACCOUNT), BrokerOrderId(order_id), cid, cancel)
 
 
+async def _cancelled_after(stack: Stack, signal_id: str, fills: int) -> None:
+    """Wait for the row's cancel; check that its ``fills`` fills were applied before it."""
+    row = await stack.wait(signal_id, "cancelled")
+    assert row.filled_qty == fills
+    events = [e.event for e in await stack.ledger.history(signal_id)]
+    assert events[-fills - 1 :] == ["fill"] * fills + ["cancelled"]
+
+
 async def _placed_by_one_gone(stack: Stack, signal_id: str, order_id: str, quantity: int) -> None:
     """Place a row as a process since gone would have (no live tracker remembers it)."""
     gone = await Ledger.connect(stack.ledger._url, min_size=1, max_size=1)
@@ -235,10 +243,7 @@ async def test_a_cancel_never_overtakes_the_fills_the_tracker_of_record_put_off(
         holder.stream.queue.put_nowait(_cancelled("9108", None))
         await until(holder.stream.queue.empty, "the cancel taken from the stream")
 
-    row = await stack.wait("overtaken", "cancelled")
-    assert row.filled_qty == 2
-    events = [e.event for e in await stack.ledger.history("overtaken")]
-    assert events[-3:] == ["fill", "fill", "cancelled"]
+    await _cancelled_after(stack, "overtaken", fills=2)
 
 
 async def test_a_cancel_while_the_lock_is_retaken_waits_for_the_fill_put_off_before(
@@ -267,11 +272,9 @@ async def test_a_cancel_while_the_lock_is_retaken_waits_for_the_fill_put_off_bef
         await until(lambda: holder.record() is None, "the lock's state unknown")
         holder.stream.queue.put_nowait(_cancelled("9109", "retaken"))
 
-        row = await stack.wait("retaken", "cancelled")
+        await _cancelled_after(stack, "retaken", fills=1)
     finally:
         reconnect.set()
-    assert row.filled_qty == 1
-    assert [e.event for e in await stack.ledger.history("retaken")][-2:] == ["fill", "cancelled"]
 
 
 async def test_an_event_applied_at_once_brings_its_orders_events_left_before_it(
@@ -288,9 +291,7 @@ async def test_an_event_applied_at_once_brings_its_orders_events_left_before_it(
         other.stream.queue.put_nowait(_cancelled("9110", None))
         await until(lambda: not other.tracker._shares[0].left, "the fill taken back")
 
-    row = await stack.wait("left", "cancelled")
-    assert row.filled_qty == 1
-    assert [e.event for e in await stack.ledger.history("left")][-2:] == ["fill", "cancelled"]
+    await _cancelled_after(stack, "left", fills=1)
     assert holder.reads == []  # the holder never got these events in this test
 
 
@@ -327,12 +328,7 @@ async def test_a_cancel_waits_for_its_orders_fill_that_found_no_row_yet(
         )  # fmt: skip
         alone.stream.queue.put_nowait(_cancelled("9111", None))
 
-        row = await stack.wait("unanswered", "cancelled")
+        await _cancelled_after(stack, "unanswered", fills=1)
     finally:
         await gone.close()
         await alone.stop()
-    assert row.filled_qty == 1
-    assert [e.event for e in await stack.ledger.history("unanswered")][-2:] == [
-        "fill",
-        "cancelled",
-    ]
