@@ -121,6 +121,7 @@ async def test_a_fill_another_process_recorded_is_not_counted_again(
     reads = _Reads(stack.ledger, monkeypatch)
 
     assert await tracker.apply(_fill("f1"))  # known here as unfilled: the guard refuses
+    after_refusal = reads.count  # it reads under the row's lock instead, and forgets the row
     assert await tracker.apply(_fill("f2"))
     assert await elsewhere.apply(_fill("f2"))
     assert await tracker.apply(_fill("f3"))
@@ -129,7 +130,34 @@ async def test_a_fill_another_process_recorded_is_not_counted_again(
     assert row is not None
     assert (row.status, row.filled_qty) == (S.FILLED, 3)
     assert await _fills(stack.ledger) == ["f1", "f2", "f3"]
-    assert reads.count == 0  # the refused guard reads under the row's lock instead
+    assert (after_refusal, reads.count) == (0, 2)  # f2 and f3 read it: it is not known
+
+
+async def test_a_row_whose_guard_was_refused_is_read_not_refused_again(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, other_worker: Ledger
+) -> None:
+    # Kept as known after a refused guard, the row failed the guard at every later event and
+    # took the locked path each time (a transaction of several statements instead of a read).
+    await _placed_here(stack, quantity=5)
+    assert await Tracker(stack.settings, other_worker, stack.pool).apply(_fill("f1"))
+    tracker = Tracker(stack.settings, stack.ledger, stack.pool)
+    locked = 0
+    apply_locked = tracker._apply_locked
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal locked
+        locked += 1
+        return await apply_locked(*args, **kwargs)
+
+    monkeypatch.setattr(tracker, "_apply_locked", counted)
+    for fill_id in ("f2", "f3", "f4"):
+        assert await tracker.apply(_fill(fill_id))
+
+    row = await stack.ledger.get("k1")
+    assert row is not None
+    assert (row.status, row.filled_qty) == (S.PARTIALLY_FILLED, 4)
+    assert locked == 1  # f2's; f3 and f4 read the row and their guarded writes went through
+    assert stack.ledger.known_event_row(ORDER, CID, None) is None
 
 
 async def test_a_row_moved_from_a_state_not_known_here_is_forgotten(stack: Stack) -> None:
