@@ -218,3 +218,22 @@ async def test_a_move_whose_caller_left_before_its_batch_went_is_not_sent(
     row = await ledger.get("b3")
     assert row is not None
     assert row.status is S.PROCESSING
+
+
+async def test_a_move_the_batch_cannot_carry_fails_alone_the_rest_move(
+    ledger: Ledger, statements: MoveStatements
+) -> None:
+    # A detail JSON cannot hold (a set) failed the whole batch's arguments: every caller of
+    # the batch got that one move's error, and none of them moved.
+    ids = await _claimed(ledger, 6)
+
+    moved = await asyncio.gather(
+        *(ledger.transition(i, S.SUBMITTED, expected=S.PROCESSING, owner="w",
+                            detail={"odd": {1, 2}} if i == "b4" else {"plan": "order"})
+          for i in ids),
+        return_exceptions=True,
+    )  # fmt: skip
+
+    assert isinstance(moved[4], Exception)
+    assert [r.status for r in (moved[i] for i in (0, 1, 2, 3, 5))] == [S.SUBMITTED] * 5  # type: ignore[union-attr]
+    assert statements.sent == [1, 1, 1, 1, 1, 1]  # the batch not sent: each move on its own

@@ -244,11 +244,10 @@ class FastMoves:
             self._flushing[lazy] = None
 
     async def _send(self, db: StatelessPool, batch: list[_Waiting], lazy: bool) -> None:
-        if len(batch) > 1 and self.batching:
+        args = _batch_args(batch) if len(batch) > 1 and self.batching else None
+        if args is not None:
             try:
-                records = await db.fetch(
-                    _BATCH_MOVE_LAZY_SQL if lazy else _BATCH_MOVE_SQL, *_batch_args(batch)
-                )
+                records = await db.fetch(_BATCH_MOVE_LAZY_SQL if lazy else _BATCH_MOVE_SQL, *args)
             except asyncpg.PostgresConnectionError as e:
                 _answer_all(batch, e)  # lost on the way: it may have committed
                 return
@@ -315,8 +314,16 @@ def _event_detail(move: Move) -> dict[str, Any]:
     return {"from": move.expected_status().value, "to": move.new_status.value, **move.detail}
 
 
-def _batch_args(batch: list[_Waiting]) -> list[list[Any]]:
-    """The batch statement's 22 arrays, one element per move."""
+def _batch_args(batch: list[_Waiting]) -> list[list[Any]] | None:
+    """The batch statement's 22 arrays, one element per move; None if a move's values
+    cannot go in it (each move then goes on its own, and only that one's caller fails)."""
+    try:
+        return _batch_columns(batch)
+    except Exception:  # noqa: BLE001 - e.g. a detail JSON cannot carry
+        return None
+
+
+def _batch_columns(batch: list[_Waiting]) -> list[list[Any]]:
     columns: list[list[Any]] = [[] for _ in range(22)]
     for move in (waiting.move for waiting in batch):
         call, guard = move.broker_call, move.filled_was
