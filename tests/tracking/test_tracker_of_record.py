@@ -6,6 +6,8 @@ events it left to the one before."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -332,3 +334,68 @@ async def test_a_cancel_waits_for_its_orders_fill_that_found_no_row_yet(
     finally:
         await gone.close()
         await alone.stop()
+
+
+@pytest.mark.parametrize("seed", [1, 8, 9, 14])  # 8, 9, 14 lost fills before 5d96a17
+async def test_interleaved_orders_end_with_every_fill_whoever_applies_them(
+    stack: Stack, processes: tuple[_Process, _Process], seed: int
+) -> None:
+    # Orders no live process placed (so every event is put off or left), their events
+    # interleaved at random, some without our id and some of those during a send of the
+    # other process on the account (its own, it may be: applied at once there). Each order's
+    # fills, then maybe its cancel, must end recorded in full, whoever applied what.
+    holder, other = processes
+    rng = random.Random(seed)
+    plans: dict[str, tuple[str, int, int, bool]] = {}  # signal -> order, qty, fills, cancel
+    for n in range(6):
+        signal_id, order_id = f"mix{seed}-{n}", f"97{seed}{n:02d}"
+        quantity = rng.randint(1, 3)
+        fills = rng.randint(0, quantity)
+        plans[signal_id] = (order_id, quantity, fills, fills < quantity and rng.random() < 0.7)
+        await _placed_by_one_gone(stack, signal_id, order_id, quantity)
+    streams = {
+        signal_id: [
+            *(_filled(signal_id, order_id, i + 1) for i in range(fills)),
+            *([_cancelled(order_id, signal_id)] if cancel else []),
+        ]
+        for signal_id, (order_id, _qty, fills, cancel) in plans.items()
+    }
+    feed: list[BrokerOrderEvent] = []
+    while any(streams.values()):
+        signal_id = rng.choice([s for s, events in streams.items() if events])
+        event = streams[signal_id].pop(0)
+        if rng.random() < 0.4:  # as the native socket shows another process's order
+            event = BrokerOrderEvent(event.account, event.broker_order_id, None, event.event)
+        feed.append(event)
+
+    for event in feed:
+        during_a_send = event.client_order_id is None and rng.random() < 0.5
+        with contextlib.ExitStack() as sending:
+            if during_a_send:
+                sending.enter_context(other.ledger.sending("tb-another", ACCOUNT))
+            holder.stream.queue.put_nowait(event)
+            other.stream.queue.put_nowait(event)
+            await until(
+                lambda: holder.stream.queue.empty() and other.stream.queue.empty(),
+                "both processes took the event",
+            )
+
+    async def settled() -> list[tuple[str, S, Decimal]]:
+        rows = [await stack.ledger.get(signal_id) for signal_id in plans]
+        return [(r.signal_id, r.status, r.filled_qty or Decimal(0)) for r in rows if r]
+
+    def expected(signal_id: str) -> tuple[str, S, Decimal]:
+        _order, quantity, fills, cancel = plans[signal_id]
+        status = (
+            S.FILLED if fills == quantity
+            else S.CANCELLED if cancel
+            else S.PARTIALLY_FILLED if fills
+            else S.WORKING
+        )  # fmt: skip
+        return signal_id, status, Decimal(fills)
+
+    wanted = [expected(signal_id) for signal_id in plans]
+    deadline = asyncio.get_running_loop().time() + 20
+    while (found := await settled()) != wanted and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    assert found == wanted
