@@ -12,7 +12,9 @@ lock. A filled quantity only grows, so an unchanged one means no fill was record
 the ones known here: a fill seen twice is never counted twice.
 
 What is known is kept only while every move of the row goes through this process's guarded
-writes from what is known; any other move forgets it (the next event reads the row).
+writes from what is known; any other move forgets it, and so does a guarded write refused
+(someone else moved the row): the next event reads the row, rather than fail the guard
+again and take the locked path at every event of that order.
 """
 
 from __future__ import annotations
