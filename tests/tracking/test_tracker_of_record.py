@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections import deque
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -21,7 +22,7 @@ from tradebridge.domain.ids import AccountName, BrokerOrderId, ClientOrderId
 from tradebridge.domain.lifecycle import SignalStatus as S
 from tradebridge.domain.orders import OrderAccepted, OrderCancelled, OrderFilled
 from tradebridge.store.ledger import Ledger, sessions
-from tradebridge.tracking.tracker import TRACKING_LOCK_NAMESPACE, Tracker
+from tradebridge.tracking.tracker import _LEFT_KEPT, TRACKING_LOCK_NAMESPACE, Tracker, _Share
 
 
 class _Pool:
@@ -399,3 +400,21 @@ async def test_interleaved_orders_end_with_every_fill_whoever_applies_them(
     while (found := await settled()) != wanted and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.05)
     assert found == wanted
+
+
+def test_events_left_are_found_by_order_and_the_oldest_go_past_the_limit() -> None:
+    # Every event a process applies at once asks what it left of that order: by its count,
+    # not by going through up to 10,000 events left of others' orders.
+    share = _Share(broker=None)  # type: ignore[arg-type]
+    share.leave(_filled("first", "9201"))
+    for n in range(_LEFT_KEPT):
+        share.leave(_filled("others", "9202", n))
+    share.leave(_filled("last", "9203"))
+
+    assert len(share.left) == _LEFT_KEPT
+    assert share.take_left("9201") == []  # the oldest, gone past the limit
+    assert share.take_left("9204") == []
+    assert [str(e.broker_order_id) for e in share.take_left("9203")] == ["9203"]
+    assert len(share.left) == _LEFT_KEPT - 1
+    assert len(share.hand_over(since=0.0)) == _LEFT_KEPT - 1
+    assert (share.left, share.take_left("9202")) == (deque(), [])

@@ -76,20 +76,41 @@ class _Share:
     record (see ``Tracker.of_record``)."""
 
     broker: Broker
-    left: deque[tuple[float, BrokerOrderEvent]] = field(
-        default_factory=lambda: deque(maxlen=_LEFT_KEPT)
-    )
+    # The events left (when, what), oldest first, at most _LEFT_KEPT (the oldest go first);
+    # and how many of each order's are among them (every event applied at once asks).
+    left: deque[tuple[float, BrokerOrderEvent]] = field(default_factory=deque)
+    _orders: Counter[str] = field(default_factory=Counter)
+
+    def leave(self, event: BrokerOrderEvent) -> None:
+        """Leave ``event`` to the tracker of record."""
+        if len(self.left) >= _LEFT_KEPT:
+            _, oldest = self.left.popleft()
+            self._count(str(oldest.broker_order_id), -1)
+        self.left.append((time.monotonic(), event))
+        self._count(str(event.broker_order_id), 1)
 
     def take_left(self, order_id: str) -> list[BrokerOrderEvent]:
         """Remove and return the events of ``order_id`` left to the tracker of record."""
-        if not self.left:
+        if not self._orders[order_id]:
             return []
+        del self._orders[order_id]
         taken = [e for _, e in self.left if str(e.broker_order_id) == order_id]
-        if taken:
-            kept = [(at, e) for at, e in self.left if str(e.broker_order_id) != order_id]
-            self.left.clear()
-            self.left.extend(kept)
+        kept = [(at, e) for at, e in self.left if str(e.broker_order_id) != order_id]
+        self.left.clear()
+        self.left.extend(kept)
         return taken
+
+    def hand_over(self, since: float) -> list[BrokerOrderEvent]:
+        """Remove every event left; return those left since ``since`` (monotonic)."""
+        events = [e for at, e in self.left if at >= since]
+        self.left.clear()
+        self._orders.clear()
+        return events
+
+    def _count(self, order_id: str, by: int) -> None:
+        self._orders[order_id] += by
+        if self._orders[order_id] <= 0:
+            del self._orders[order_id]
 
 
 class Tracker:
@@ -217,7 +238,7 @@ class Tracker:
         if self._held.is_set():
             self._apply_soon([event], share.broker)
         else:
-            share.left.append((time.monotonic(), event))
+            share.leave(event)
         return False
 
     def _apply_soon(self, events: list[BrokerOrderEvent], broker: Broker) -> None:
@@ -263,9 +284,7 @@ class Tracker:
     def _hand_over(self, share: _Share) -> None:
         """Put off, to apply them, the events of the last ``_LEFT_KEPT_S`` left to the
         tracker of record before this process became it."""
-        kept_since = time.monotonic() - _LEFT_KEPT_S
-        self._apply_soon([e for at, e in share.left if at >= kept_since], share.broker)
-        share.left.clear()
+        self._apply_soon(share.hand_over(time.monotonic() - _LEFT_KEPT_S), share.broker)
 
     async def _take(self, event: BrokerOrderEvent, broker: Broker) -> None:
         """Apply ``event`` in the background once a slot is free (a fill: and mark the
