@@ -90,11 +90,16 @@ def _wait_port(
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
         if (status := exited()) is not None:
-            tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
-            raise ConfigError(f"{what} exited at start (status {status})\n{tail}")
+            raise ConfigError(f"{what} exited at start (status {status})\n{_tail(log)}")
         time.sleep(0.02)
-    tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
-    raise ConfigError(f"{what} did not start on 127.0.0.1:{port} within {timeout:.0f}s\n{tail}")
+    raise ConfigError(
+        f"{what} did not start on 127.0.0.1:{port} within {timeout:.0f}s\n{_tail(log)}"
+    )
+
+
+def _tail(log: Path | None) -> str:
+    """Return the end of a server's log (empty if there is none)."""
+    return log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
 
 
 def _check_reachable(directory: Path) -> None:
@@ -216,8 +221,7 @@ class EmbeddedPostgres:
             _as_server_user(cmd), check=False, capture_output=True, text=True, cwd="/"
         )
         if result.returncode != 0:
-            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise ConfigError(f"PostgreSQL failed to start: {result.stderr.strip()}\n{tail}")
+            raise ConfigError(f"PostgreSQL failed to start: {result.stderr.strip()}\n{_tail(log)}")
         try:
             _wait_port(self.port, 30, "PostgreSQL", log)
         except BaseException:

@@ -103,17 +103,12 @@ class KnownRows:
         if move.event == "fill" and fill_id:
             known.fills.add(str(fill_id))
 
-    def forget(self, signal_id: str, broker_order_id: str | None) -> None:
+    def forget(self, signal_id: str, broker_order_id: str) -> None:
         """Forget the row: a guarded write from what is known here was refused (someone else
         moved it); its next events read it, rather than fail the guard again each time."""
-        order_id = broker_order_id or next(
-            (key for key, known in self._rows.items() if known.signal_id == signal_id), None
-        )
-        if order_id is None:
-            return
-        known = self._rows.get(order_id)
+        known = self._rows.get(broker_order_id)
         if known is not None and known.signal_id == signal_id:
-            del self._rows[order_id]
+            del self._rows[broker_order_id]
 
 
 def _put(memory: OrderedDict[str, Any], key: str, value: Any) -> None:

@@ -295,7 +295,8 @@ class Moves(LedgerPool):
                 raise
             raise await self._order_owned(signal_id, tradovate_order_id) from e
         if moved is None:
-            self._known.forget(signal_id, tradovate_order_id)
+            if tradovate_order_id is not None:  # as the tracker's moves of a known row are
+                self._known.forget(signal_id, tradovate_order_id)
             return None
         self._known.moved(moved, move)
         return self._remember(moved)
