@@ -284,7 +284,7 @@ class Snapshot:
     bridge_s: float
     postgres_s: float
     sim_s: float
-    statements: dict[int, tuple[str, int]]  # queryid: (text, calls)
+    statements: dict[int, tuple[str, int, float]]  # queryid: (text, calls, execution ms)
     log_bytes: int
     log_lines: int
     wall: float
@@ -385,7 +385,7 @@ class Meter:
         """Read every counter now."""
         own = {int(await self.db.fetchval("select pg_backend_pid()"))}
         records = await self.db.fetch(
-            "select s.queryid, s.query, s.calls from pg_stat_statements s "
+            "select s.queryid, s.query, s.calls, s.total_exec_time from pg_stat_statements s "
             "join pg_roles r on r.oid = s.userid where r.rolname = 'postgres'"
         )
         text = self.log.read_bytes()
@@ -393,7 +393,10 @@ class Meter:
             bridge_s=process_cpu_s(self.bridge),
             postgres_s=cluster_cpu_s(self.postmaster, own),
             sim_s=process_cpu_s(self.sim),
-            statements={int(r["queryid"]): (str(r["query"]), int(r["calls"])) for r in records},
+            statements={
+                int(r["queryid"]): (str(r["query"]), int(r["calls"]), float(r["total_exec_time"]))
+                for r in records
+            },
             log_bytes=len(text),
             log_lines=text.count(b"\n"),
             wall=time.monotonic(),
@@ -540,11 +543,13 @@ def report(args: argparse.Namespace, results: Results) -> None:
     pg = (after.postgres_s - before.postgres_s) * 1000 / alerts
     sim = (after.sim_s - before.sim_s) * 1000 / alerts
     calls: dict[str, int] = {}
-    for queryid, (text, count) in after.statements.items():
-        done = count - before.statements.get(queryid, ("", 0))[1]
-        if done:
+    executing: dict[str, float] = {}
+    for queryid, (text, count, ms) in after.statements.items():
+        _, count_before, ms_before = before.statements.get(queryid, ("", 0, 0.0))
+        if count - count_before:
             key = _statement_text(text)
-            calls[key] = calls.get(key, 0) + done
+            calls[key] = calls.get(key, 0) + count - count_before
+            executing[key] = executing.get(key, 0.0) + ms - ms_before
     statements = sum(calls.values())
     print(f"\nwindow {window:.1f} s (sending {args.seconds:g} s, then until settled), "
           f"{alerts} alerts placed\n")  # fmt: skip
@@ -556,6 +561,7 @@ def report(args: argparse.Namespace, results: Results) -> None:
             ["CPU ms, bridge + PostgreSQL", f"{bridge + pg:.2f}"],
             ["CPU ms, simulator (not counted)", f"{sim:.2f}"],
             ["SQL statements", f"{statements / alerts:.2f}"],
+            ["  their execution, ms (server side)", f"{sum(executing.values()) / alerts:.2f}"],
             ["log lines", f"{(after.log_lines - before.log_lines) / alerts:.1f}"],
             ["log bytes", f"{(after.log_bytes - before.log_bytes) / alerts:,.0f}"],
         ],
@@ -563,8 +569,11 @@ def report(args: argparse.Namespace, results: Results) -> None:
     print("\nSQL statements per alert, by statement (pg_stat_statements, bridge's user):")
     ranked = sorted(calls.items(), key=lambda item: -item[1])
     print_table(
-        ["statement", "per alert"],
-        [[text[:100], f"{n / alerts:.2f}"] for text, n in ranked[:25]],
+        ["statement", "per alert", "ms per alert"],
+        [
+            [text[:100], f"{n / alerts:.2f}", f"{executing[text] / alerts:.3f}"]
+            for text, n in ranked[:25]
+        ],
     )
     print(
         "\ntargets (issue 12): alert → order on the wire p99 <= 5 ms, webhook answer p99 "
