@@ -951,6 +951,27 @@ class DispatcherConfig(_Section):
         "reconcile waits before it reads a free liveness lock as a dead worker (live workers "
         "take theirs again within about a second)",
     )
+    liveness_fresh_s: float = Field(
+        5.0,
+        gt=0,
+        description="an order leaves only if this worker's liveness lock was confirmed (probed "
+        "every 2 s) within this long, by the session that held it at the row's write-ahead; "
+        "otherwise the send waits for the lock and re-reads the row (docs/dispatcher.md)",
+    )
+    dead_worker_hold_s: float = Field(
+        20.0,
+        ge=0,
+        description="how long reconcile holds a dead worker's free liveness lock before it "
+        "recovers its rows: at least liveness_fresh_s plus the longer of request_timeout_s and "
+        "lookup_absent_after_s, so the worker's last send, if any, shows at the broker",
+    )
+    liveness_keepalive_s: int = Field(
+        30,
+        ge=0,
+        description="TCP keepalive asked of the server for the liveness lock's connection: a "
+        "worker whose host vanished frees its lock after about this long, not the kernel's "
+        "~2 h (0: the server's own settings; through a pooler, the pooler's)",
+    )
     error_retry_s: float = Field(
         1.0, gt=0, description="first wait before a row that hit an internal error is retried"
     )

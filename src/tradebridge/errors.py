@@ -43,6 +43,11 @@ class BridgeError(Exception):
     """Root of every error tradebridge raises on purpose."""
 
 
+class SendFenced(BridgeError):
+    """An order request was not sent: this process's liveness lapsed after the row's
+    write-ahead and the row moved on meanwhile (another process recovers it)."""
+
+
 class ConfigError(BridgeError):
     """Settings are missing or inconsistent; the process cannot go on."""
 

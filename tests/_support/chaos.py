@@ -397,6 +397,8 @@ class Rig:
         dispatcher = {
             "workers": 2, "drain_interval_s": 0.5, "reconcile_interval_s": 1.0,
             "unknown_bound_s": UNKNOWN_BOUND_S, "error_retry_s": 0.2, "error_retry_max_s": 2.0,
+            # The fence's rule kept (dead_worker_hold_floor: 2 + 3), recovery sooner.
+            "liveness_fresh_s": 2.0, "dead_worker_hold_s": 6.0,
             **sections.pop("dispatcher", {}),
         }  # fmt: skip
         tradovate = {

@@ -155,6 +155,8 @@ def make_settings(sim_url: str, dialect: Dialect = Dialect.NATIVE, **sections: A
         "error_retry_max_s": 0.2,
         # The session's server may have started a moment ago: no grace unless a test asks.
         "liveness_grace_s": 0.0,
+        # A dead worker's rows move at once (their worker's sends: test_liveness_fence.py).
+        "dead_worker_hold_s": 0.0,
         **sections.pop("dispatcher", {}),
     }
     tradovate = {

@@ -45,6 +45,7 @@ import aiohttp
 from yarl import URL
 
 from tradebridge.brokers.budget import RequestBudget, RequestKind
+from tradebridge.brokers.fence import check_fence
 from tradebridge.config import TradovateConfig
 from tradebridge.domain.calls import BrokerCall
 from tradebridge.errors import (
@@ -206,10 +207,13 @@ class BrokerHttp:
         ``kind`` says which windows of the user's budget count it; by default a GET is a
         read and anything else an order (logins say ``AUTH``).
         """
+        if kind is None:
+            kind = RequestKind.READ if method == "GET" else RequestKind.ORDER
         if self.budget is not None and budget_key is not None:
-            if kind is None:
-                kind = RequestKind.READ if method == "GET" else RequestKind.ORDER
             await self.budget.bucket(budget_key).acquire(kind)
+        if kind is RequestKind.ORDER:
+            # After the budget's wait, which can be long: may this process still send it?
+            await check_fence()
         sent_headers = dict(headers or {})
         if token is not None:
             sent_headers["Authorization"] = f"Bearer {token}"

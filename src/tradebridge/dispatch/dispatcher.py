@@ -44,6 +44,7 @@ from tradebridge.brokers.base import AccountInfo, Broker
 from tradebridge.brokers.pool import BrokerPool, capture
 from tradebridge.config import Settings
 from tradebridge.dispatch._legs import fit_legs
+from tradebridge.dispatch.liveness import LivenessLock
 from tradebridge.dispatch.placement import (
     WORKER_LOCK_NAMESPACE,
     Placer,
@@ -142,7 +143,11 @@ class Dispatcher:
         self.rules = RulesBook(settings)
         # The time the rules judge by (sessions, the trading day, rates); tests set it.
         self._clock = clock or utcnow
-        self.placer = Placer(ledger, self.config, lookup_window_s=lookup_window_s(settings))
+        # This worker's liveness lock as its sends' fences see it (dispatch/liveness.py).
+        self._liveness = LivenessLock(worker_id, ledger, fresh_s=self.config.liveness_fresh_s)
+        self.placer = Placer(
+            ledger, self.config, lookup_window_s=lookup_window_s(settings), liveness=self._liveness
+        )
         self._today = today or (lambda: datetime.now(UTC).date())
         self._root_map = root_map(settings)
         self._accounts = frozenset(a.name for a in settings.accounts)
@@ -167,12 +172,17 @@ class Dispatcher:
         self.reconciler: Reconciler | None = None
         self.retrying: dict[str, tuple[str, int, float]] = {}
         # Set while this worker holds its liveness lock (and whether it ever did).
-        self.live = asyncio.Event()
+        self.live = self._liveness.live
         self._was_live = False
         self._stopping = False
         # Rows inside _handle, by signal id (a row requeued and claimed again by this worker
         # may briefly be in two tasks: only the newer claim acts on it).
         self._in_hand: dict[str, int] = {}
+
+    @property
+    def liveness_lock(self) -> LivenessLock:
+        """Return this worker's liveness lock as its sends' fences see it."""
+        return self._liveness
 
     @property
     def liveness_lost(self) -> bool:
@@ -206,7 +216,10 @@ class Dispatcher:
             side = [listener, timer, warm]
             if self._tracking or (self._tracking is None and self.brokers.claim_tracking(self)):
                 tracker = Tracker(self.settings, self.ledger, self.brokers)
-                reconciler = Reconciler(self.settings, self.ledger, self.brokers, today=self._today)
+                reconciler = Reconciler(
+                    self.settings, self.ledger, self.brokers, today=self._today,
+                    liveness=self._liveness,
+                )  # fmt: skip
                 self.reconciler = reconciler
                 side.append(asyncio.create_task(tracker.run(), name="tracker"))
                 side.append(asyncio.create_task(reconciler.run(), name="reconcile"))
@@ -341,7 +354,15 @@ class Dispatcher:
         is taken again in the background and ``live`` is clear meanwhile.
         """
         holder = asyncio.create_task(
-            self.ledger.hold_lock(WORKER_LOCK_NAMESPACE, self.worker_id, self.live),
+            self.ledger.hold_lock(
+                WORKER_LOCK_NAMESPACE,
+                self.worker_id,
+                self.live,
+                on_confirm=self._liveness.confirmed,
+                keepalive_s=self.config.liveness_keepalive_s,
+                # Probed often enough that a send rarely finds its confirmation stale.
+                check_every_s=min(2.0, self.config.liveness_fresh_s / 2.5),
+            ),
             name=f"liveness-{self.worker_id}",
         )
         holder.add_done_callback(self._holder_stopped)
@@ -582,17 +603,22 @@ class Dispatcher:
         if baseline is not None:
             detail["baseline"] = baseline.to_json()
             detail["baseline_after"] = begun.isoformat()
+        # Taken before the write-ahead: the send leaves only while the lock that was held
+        # then still is (dispatch/liveness.py).
+        fence = self._liveness.fence(row.signal_id)
         submitted = await self.ledger.transition(
             row.signal_id, SignalStatus.SUBMITTED, expected=SignalStatus.PROCESSING,
             owner=self.worker_id,
             client_order_id=client_order_id_for(row.signal_id), account_id=account_id,
             detail=detail,
         )  # fmt: skip
+        if fence is not None:
+            fence.written(submitted.placement_attempts)
         _observe_between("submitted", submitted.ts_claimed, submitted.ts_submitted)
         # From here the request may leave: finish the send even if we are being stopped,
         # within handback_timeout_s, so the row records the broker's answer.
         send = asyncio.ensure_future(
-            self.placer.send(row.signal_id, plan, broker, owner=self.worker_id)
+            self.placer.send(row.signal_id, plan, broker, owner=self.worker_id, fence=fence)
         )
         try:
             status = await asyncio.shield(send)

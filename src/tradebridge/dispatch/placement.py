@@ -42,10 +42,12 @@ from decimal import Decimal
 from typing import Any
 
 from tradebridge.brokers.base import Broker
+from tradebridge.brokers.fence import fenced
 from tradebridge.brokers.lookup import shape_mismatch
 from tradebridge.brokers.pool import capture
 from tradebridge.config import DispatcherConfig, Settings
 from tradebridge.dispatch._legs import fit_legs
+from tradebridge.dispatch.liveness import LivenessLock, SendFence
 from tradebridge.domain.calls import BrokerCall
 from tradebridge.domain.commands import (
     Bracket,
@@ -69,6 +71,7 @@ from tradebridge.errors import (
     LookupAmbiguous,
     OrderOwned,
     OutcomeUnknown,
+    SendFenced,
 )
 from tradebridge.obs import metrics
 from tradebridge.obs.logging import bind_order, get_logger
@@ -223,12 +226,20 @@ class Placer:
     """Sends plans and resolves unknown outcomes for rows of the ledger."""
 
     def __init__(
-        self, ledger: Ledger, config: DispatcherConfig, *, lookup_window_s: float = 10.0
+        self,
+        ledger: Ledger,
+        config: DispatcherConfig,
+        *,
+        lookup_window_s: float = 10.0,
+        liveness: LivenessLock | None = None,
     ) -> None:
         self.ledger = ledger
         self.config = config
         # How late an order may appear after its submit (``lookup_window_s(settings)``).
         self.lookup_window_s = lookup_window_s
+        # The liveness lock of this process's worker: a resend is written as that worker's
+        # claim and fenced by its lock (dispatch/liveness.py); None: a process without one.
+        self.liveness = liveness
 
     async def _file_calls(
         self, signal_id: str, calls: Sequence[BrokerCall], keep: BrokerCall | None
@@ -274,19 +285,42 @@ class Placer:
         return row.status
 
     async def send(
-        self, signal_id: str, plan: Plan, broker: Broker, *, owner: str | None
+        self,
+        signal_id: str,
+        plan: Plan,
+        broker: Broker,
+        *,
+        owner: str | None,
+        fence: SendFence | None = None,
     ) -> SignalStatus:
-        """Send the plan of a row already ``submitted``; write and return the outcome."""
+        """Send the plan of a row already ``submitted``; write and return the outcome.
+
+        ``fence``: the order leaves only while it lets it (dispatch/liveness.py); cancels and
+        flattens carry absolute targets and are not fenced.
+        """
         if isinstance(plan, PlaceOrder):
-            return await self._send_order(signal_id, plan.command, broker, owner)
+            return await self._send_order(signal_id, plan.command, broker, owner, fence)
         return await self._send_commands(signal_id, plan, broker, owner)
 
     async def _send_order(
-        self, signal_id: str, command: SubmitOrder, broker: Broker, owner: str | None
+        self,
+        signal_id: str,
+        command: SubmitOrder,
+        broker: Broker,
+        owner: str | None,
+        fence: SendFence | None,
     ) -> SignalStatus:
         # The tracker holds this order's events until its outcome is written (Tracker.apply).
         with self.ledger.sending(str(command.client_order_id), str(command.account)):
-            return await self._submit(signal_id, command, broker, owner)
+            try:
+                with fenced(fence):
+                    return await self._submit(signal_id, command, broker, owner)
+            except SendFenced as e:
+                # Not sent, and the row is no longer ours to write: its recovery is under way.
+                _log.warning("send_fenced", signal_id=signal_id, error=str(e))
+                await self.ledger.add_event(signal_id, "send_fenced", {"note": str(e)[:300]})
+                current = await self.ledger.get(signal_id)
+                return current.status if current else SignalStatus.FAILED
 
     async def _submit(
         self, signal_id: str, command: SubmitOrder, broker: Broker, owner: str | None
@@ -322,6 +356,9 @@ class Placer:
                     error_message=f"outcome unknown, awaiting lookup: {e}",
                     detail={"error": type(e).__name__},
                 )  # fmt: skip
+            except SendFenced:
+                await self._file_calls(signal_id, calls, None)
+                raise  # not sent; the caller reads where the row went
             except Exception as e:  # noqa: BLE001 - sent or not, we cannot tell: look it up
                 _log.exception("submit_failed_unexpectedly", signal_id=signal_id)
                 return await self._outcome(
@@ -534,10 +571,13 @@ class Placer:
         except Exception as e:  # noqa: BLE001 - nothing sent: look again next round
             await self.ledger.add_event(signal_id, "lookup_failed", {"error": str(e)[:300]})
             return SignalStatus.UNKNOWN
+        fence = None if self.liveness is None else self.liveness.fence(signal_id)
         if not await self._claim_resend(signal_id, version, new_baseline, begun):
             current = await self.ledger.get(signal_id)
             return current.status if current else SignalStatus.FAILED
-        return await self._send_order(signal_id, command, broker, None)
+        if fence is not None:
+            fence.written(version + 1)
+        return await self._send_order(signal_id, command, broker, None, fence)
 
     async def _fail_unknown(self, signal_id: str, message: str) -> SignalStatus:
         try:
@@ -704,10 +744,15 @@ class Placer:
         baseline: LookupBaseline | None = None,
         baseline_after: datetime | None = None,
     ) -> bool:
-        """Move ``unknown → submitted`` if nobody sent since ``version``; return whether done."""
+        """Move ``unknown → submitted`` if nobody sent since ``version``; return whether done.
+
+        The row becomes this process's worker's claim, if it has one: its liveness lock then
+        says the resend's request may still be on its way.
+        """
         detail: dict[str, Any] = {"after_attempts": version}
         if baseline is not None:
             detail["baseline"] = baseline.to_json()
             if baseline_after is not None:
                 detail["baseline_after"] = baseline_after.isoformat()
-        return await self.ledger.claim_resend(signal_id, version, detail)
+        worker = None if self.liveness is None else self.liveness.worker_id
+        return await self.ledger.claim_resend(signal_id, version, detail, worker=worker)

@@ -45,6 +45,7 @@ from tradebridge.brokers.budget import mark_background
 from tradebridge.brokers.pool import BrokerPool
 from tradebridge.config import Settings
 from tradebridge.dispatch import positions as positions_check
+from tradebridge.dispatch.liveness import LivenessLock
 from tradebridge.dispatch.placement import (
     WORKER_LOCK_NAMESPACE,
     Placer,
@@ -60,7 +61,6 @@ from tradebridge.store.ledger import Ledger, PositionTurn, database_unavailable
 from tradebridge.tracking.tracker import count_verdict
 
 _log = get_logger("tradebridge.dispatch.reconcile")
-_NEVER = timedelta(days=36500)  # requeue_stale by worker only
 
 # Worker ids whose dispatcher runs in this process: never dead to this process's reconcile,
 # whatever their lock says while it is being taken again after a reconnect.
@@ -98,6 +98,14 @@ class ReconcileReport:
     diverged: list[str] = field(default_factory=list)  # "account contract" found diverged
 
 
+def dead_worker_hold_floor(settings: Settings) -> float:
+    """Return the shortest safe ``dispatcher.dead_worker_hold_s`` (dispatch/liveness.py): a
+    fenced send leaves within ``liveness_fresh_s`` and shows at the broker within the longer
+    of the request timeout and the lookup window."""
+    shows = max(settings.tradovate.request_timeout_s, lookup_window_s(settings))
+    return settings.dispatcher.liveness_fresh_s + shows
+
+
 class Reconciler:
     """Recovers and reconciles ledger rows; any number may run (moves are guarded)."""
 
@@ -108,13 +116,26 @@ class Reconciler:
         brokers: BrokerPool,
         *,
         today: Callable[[], date] | None = None,
+        liveness: LivenessLock | None = None,
     ) -> None:
         self.settings = settings
         self.config = settings.dispatcher
         self.ledger = ledger
         self.brokers = brokers
-        self.placer = Placer(ledger, self.config, lookup_window_s=lookup_window_s(settings))
+        # ``liveness``: the lock of the worker this reconciler runs beside; its resends are
+        # that worker's claims, fenced by its lock (dispatch/liveness.py).
+        self.placer = Placer(
+            ledger, self.config, lookup_window_s=lookup_window_s(settings), liveness=liveness
+        )
         self._today = today or (lambda: datetime.now(UTC).date())
+        shortest = dead_worker_hold_floor(settings)
+        if self.config.dead_worker_hold_s < shortest:
+            _log.warning(
+                "dead_worker_hold_short", hold_s=self.config.dead_worker_hold_s,
+                safe_from_s=round(shortest, 3),
+                note="a dead worker's last send may not show at the broker when its rows are "
+                "looked up, and be sent again",
+            )  # fmt: skip
         # Health: the last round's error (None once a round succeeds again).
         self.last_error: str | None = None
         # Liveness grace: the server start seen last, and when the database came back.
@@ -190,9 +211,18 @@ class Reconciler:
         metrics.QUEUE_OLDEST_AGE.set(max(oldest, 0.0))
         workers = await self._workers()
         if workers is not None:  # during the grace who lives is unknown: next round
-            report.dead_workers, live = workers
-            for worker in report.dead_workers:
-                result = await self.ledger.requeue_stale(older_than=_NEVER, claimed_by=worker)
+            dead, live = workers
+            # Their locks held for dead_worker_hold_s before their rows move (one transaction,
+            # dispatch/liveness.py); one whose lock was taken again meanwhile lives.
+            recovered = await self.ledger.recover_workers(
+                WORKER_LOCK_NAMESPACE, dead, hold_s=self.config.dead_worker_hold_s
+            )
+            for worker in dead:
+                result = recovered.get(worker)
+                if result is None:
+                    live.append(worker)
+                    continue
+                report.dead_workers.append(worker)
                 report.requeued += result.requeued
                 report.marked_unknown += result.marked_unknown
             # Old claims of no live worker (ours or another's, by its lock): a live worker's

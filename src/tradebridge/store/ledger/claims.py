@@ -8,6 +8,7 @@ only while nothing of it was sent (``processing``).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -16,7 +17,7 @@ from tradebridge.domain.kill import KillSwitches
 from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.store.ledger._sql import status_list
 from tradebridge.store.ledger.kill import switch_from_json
-from tradebridge.store.ledger.pool import LAZY_COMMIT, LedgerPool
+from tradebridge.store.ledger.pool import LAZY_COMMIT, Conn, LedgerPool
 from tradebridge.store.ledger.rows import LedgerRow, RequeueResult
 
 # The oldest pending row of each account (heads of the per-account queues) whose account has
@@ -235,18 +236,56 @@ class Claims(LedgerPool):
         Rows claimed by a worker in ``spare`` (alive) are left to it, however old: its
         request may still be waiting to leave, and a lookup before it does finds nothing.
         """
-        args = (older_than, claimed_by, list(spare))
         async with self._db.acquire() as conn, conn.transaction():
-            requeued = await conn.fetch(_REQUEUE_SQL, *args)
-            unknown = await conn.fetch(_MARK_UNKNOWN_SQL, *args)
-            waiting = await conn.fetch(_AWAITING_LOOKUP_SQL, *args)
-            await conn.executemany(
-                "insert into order_history (signal_id, event, detail) values ($1, $2, $3)",
-                [(r["signal_id"], "requeued", {"reason": "worker lost"}) for r in requeued]
-                + [(r["signal_id"], "unknown", {"reason": "worker lost"}) for r in unknown],
-            )
-        return RequeueResult(
-            requeued=tuple(r["signal_id"] for r in requeued),
-            marked_unknown=tuple(r["signal_id"] for r in unknown),
-            awaiting_lookup=tuple(r["signal_id"] for r in waiting),
-        )
+            return await _requeue(conn, older_than, claimed_by, spare)
+
+    async def recover_workers(
+        self, namespace: int, workers: Sequence[str], *, hold_s: float
+    ) -> dict[str, RequeueResult]:
+        """Recover dead workers' rows as ``requeue_stale(claimed_by=worker)`` does, each
+        worker whose liveness lock ``(namespace, hashtext(worker))`` is free; return what
+        moved, by worker (one whose lock is held lives: it is not in the result).
+
+        The free locks are taken for this transaction and held ``hold_s`` before the rows
+        move: meanwhile their workers cannot take them again, and a send fenced before its
+        worker lost the lock has left and shows at the broker (dispatch/liveness.py). Were a
+        lock only tried and given back, its worker could take it again between the try and
+        the move, and send a row just marked ``unknown``.
+        """
+        if not workers:
+            return {}
+        async with self._db.acquire() as conn, conn.transaction():
+            dead = [
+                worker
+                for worker in workers
+                if await conn.fetchval(
+                    "select pg_try_advisory_xact_lock($1, hashtext($2))", namespace, worker
+                )
+            ]
+            if dead and hold_s > 0:
+                await asyncio.sleep(hold_s)
+            return {worker: await _requeue(conn, _NEVER, worker, ()) for worker in dead}
+
+
+# A claim no age makes stale: only the named worker's rows move.
+_NEVER = timedelta(days=36500)
+
+
+async def _requeue(
+    conn: Conn, older_than: timedelta, claimed_by: str | None, spare: Sequence[str]
+) -> RequeueResult:
+    """The moves of ``requeue_stale``, in the caller's transaction."""
+    args = (older_than, claimed_by, list(spare))
+    requeued = await conn.fetch(_REQUEUE_SQL, *args)
+    unknown = await conn.fetch(_MARK_UNKNOWN_SQL, *args)
+    waiting = await conn.fetch(_AWAITING_LOOKUP_SQL, *args)
+    await conn.executemany(
+        "insert into order_history (signal_id, event, detail) values ($1, $2, $3)",
+        [(r["signal_id"], "requeued", {"reason": "worker lost"}) for r in requeued]
+        + [(r["signal_id"], "unknown", {"reason": "worker lost"}) for r in unknown],
+    )
+    return RequeueResult(
+        requeued=tuple(r["signal_id"] for r in requeued),
+        marked_unknown=tuple(r["signal_id"] for r in unknown),
+        awaiting_lookup=tuple(r["signal_id"] for r in waiting),
+    )

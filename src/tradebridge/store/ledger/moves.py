@@ -329,11 +329,19 @@ class Moves(LedgerPool):
         )
         return None if value is None else str(value)
 
-    async def claim_resend(self, signal_id: str, version: int, detail: Mapping[str, Any]) -> bool:
+    async def claim_resend(
+        self,
+        signal_id: str,
+        version: int,
+        detail: Mapping[str, Any],
+        *,
+        worker: str | None = None,
+    ) -> bool:
         """Move ``unknown -> submitted`` (event ``resubmitted``) if nobody sent since ``version``.
 
         Return whether it was done: another worker may have resent (or resolved) the row
-        since ``version`` was read, and then this one must not send.
+        since ``version`` was read, and then this one must not send. ``worker``: the row
+        becomes its claim (its liveness lock then covers the resend).
         """
         async with self._db.acquire() as conn, conn.transaction():
             current = await conn.fetchrow(
@@ -347,6 +355,12 @@ class Moves(LedgerPool):
                 or int(current["placement_attempts"] or 0) != version
             ):
                 return False
+            if worker is not None:
+                await conn.execute(
+                    "update trading_signals set claimed_by = $2, claimed_at = now() "
+                    "where signal_id = $1",
+                    signal_id, worker,
+                )  # fmt: skip
             await self.transition(
                 signal_id, SignalStatus.SUBMITTED, expected=SignalStatus.UNKNOWN,
                 event="resubmitted", detail=dict(detail), conn=conn,

@@ -27,6 +27,25 @@ _LISTENER_SETTINGS = {"application_name": "tradebridge-listener"}
 _LOCK_SETTINGS = {"application_name": "tradebridge-liveness"}
 
 
+async def _ask_keepalive(conn: Conn, seconds: int, key: str) -> None:
+    """Ask the server to drop this session ~``seconds`` after the peer stops answering.
+
+    Idle ``seconds``/2, then 3 probes ``seconds``/6 apart; the user timeout covers data left
+    unacknowledged. A server (or pooler) that refuses is logged and left as it is.
+    """
+    settings = {
+        "tcp_keepalives_idle": max(1, seconds // 2),
+        "tcp_keepalives_interval": max(1, seconds // 6),
+        "tcp_keepalives_count": 3,
+        "tcp_user_timeout": seconds * 1000,
+    }
+    try:
+        for name, value in settings.items():
+            await conn.execute("select set_config($1, $2, false)", name, str(value))
+    except asyncpg.PostgresError as e:
+        _log.warning("session_keepalive_refused", key=key, error=str(e)[:200])
+
+
 class Sessions(LedgerPool):
     """Session locks, notifications and the server's start."""
 
@@ -39,6 +58,8 @@ class Sessions(LedgerPool):
         held: asyncio.Event,
         *,
         elsewhere: asyncio.Event | None = None,
+        on_confirm: Callable[[bool, float], None] | None = None,
+        keepalive_s: int = 0,
         check_every_s: float = 2.0,
         reconnect_max_s: float = 1.0,
     ) -> None:
@@ -50,7 +71,11 @@ class Sessions(LedgerPool):
         ``held`` is set exactly while the lock is held. A lock held by another session (a
         second process with the same key) is tried again every second, with a warning; or,
         given ``elsewhere``, quietly, that event set from the first refusal until the lock
-        is held or this session is lost (then who holds it is unknown).
+        is held or this session is lost (then who holds it is unknown). ``on_confirm(taken,
+        at)`` is called when the lock is taken (``taken``) and after each probe answered, with
+        the monotonic time the session was last known to hold it. ``keepalive_s`` > 0 asks the
+        server to give the session up after about that long without an answer from this host
+        (TCP keepalive and user timeout), so a host that vanished frees its lock.
         """
         delay = 0.1
         down_since: float | None = None
@@ -71,8 +96,10 @@ class Sessions(LedgerPool):
                 continue
             delay = 0.1
             try:
+                if keepalive_s > 0:
+                    await _ask_keepalive(conn, keepalive_s, key)
                 why = await self._hold_on(
-                    conn, namespace, key, held, elsewhere, check_every_s, down_since
+                    conn, namespace, key, held, elsewhere, on_confirm, check_every_s, down_since
                 )
             finally:
                 held.clear()
@@ -90,6 +117,7 @@ class Sessions(LedgerPool):
         key: str,
         held: asyncio.Event,
         elsewhere: asyncio.Event | None,
+        on_confirm: Callable[[bool, float], None] | None,
         check_every_s: float,
         down_since: float | None,
     ) -> str:
@@ -97,6 +125,7 @@ class Sessions(LedgerPool):
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _c: lost.set())
         try:
+            asked = time.monotonic()
             while not await conn.fetchval(
                 "select pg_try_advisory_lock($1, hashtext($2))", namespace, key,
                 timeout=check_every_s,
@@ -110,9 +139,12 @@ class Sessions(LedgerPool):
                     await asyncio.wait_for(lost.wait(), 1.0)
                 if lost.is_set():
                     return "connection lost"
+                asked = time.monotonic()
             if elsewhere is not None:
                 elsewhere.clear()
             held.set()
+            if on_confirm is not None:
+                on_confirm(True, asked)
             if down_since is not None:
                 _log.info("session_lock_retaken", key=key,
                           after_s=round(time.monotonic() - down_since, 3))  # fmt: skip
@@ -121,7 +153,10 @@ class Sessions(LedgerPool):
                     await asyncio.wait_for(lost.wait(), check_every_s)
                     break
                 # A half-open socket raises nothing: probe it.
+                asked = time.monotonic()
                 await conn.fetchval("select 1", timeout=check_every_s)
+                if on_confirm is not None:
+                    on_confirm(False, asked)
         except Exception as e:  # noqa: BLE001 - whatever broke the session, take the lock anew
             reraise_if_cancelling()
             return type(e).__name__
