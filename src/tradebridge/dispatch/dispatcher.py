@@ -401,7 +401,8 @@ class Dispatcher:
     ) -> None:
         """Place one account's claimed rows in insertion order; hand back what is not sent.
 
-        ``switches``: the kill switches as the claim saw them (each row is judged by them).
+        ``switches``: the kill switches as the claim saw them (each row is judged by them,
+        or by the process's watch where it knows a later change).
         ``notices``: the notifications counted before a claim that left nothing claimable
         (None: it may have). Ending with every row placed, a batch not full and no
         notification since, the account left nothing to claim: the loop is not woken for it
@@ -718,6 +719,10 @@ class Dispatcher:
         verdicts: list[Verdict] = []
         if isinstance(plan, PlaceOrder):
             await self._note_limit(signal_id, signal, plan, view, marketable)
+            # The claim's snapshot, or the process's watch if it knows a later change: rows
+            # claimed in one batch are judged one after the other, and a row's reads may be
+            # retried long after its claim (free while the watch runs, as in `serve`).
+            switches = switches.newest(await self.kill.state())
             limits = with_kill_switch(self.limits, switches, signal.account)
             facts = OrderFacts(
                 plan.command, self._clock(),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from tradebridge.errors import InvalidInput
 
@@ -93,6 +93,16 @@ class KillSwitches:
         """Return the set of ``switches`` (one per scope)."""
         return cls({s.scope: s for s in switches}, forced)
 
+    def newest(self, other: KillSwitches) -> KillSwitches:
+        """Return, scope by scope, the switch last changed of the two views (a claim's
+        snapshot and the process's watch: whichever read later knows the later change)."""
+        merged = dict(self.switches)
+        for scope, theirs in other.switches.items():
+            ours = merged.get(scope)
+            if ours is None or _changed(theirs) > _changed(ours):
+                merged[scope] = theirs
+        return KillSwitches(merged, self.forced or other.forced)
+
     @property
     def global_switch(self) -> KillSwitch | None:
         """Return the global switch as the database has it (None: never thrown)."""
@@ -161,3 +171,8 @@ class KillSwitchChange:
         """Return whether the switch was flipped (a kill of a switch already on is not)."""
         was = self.before is not None and self.before.engaged
         return was != self.after.engaged
+
+
+def _changed(switch: KillSwitch) -> datetime:
+    """Return when a switch last changed (never: the earliest time there is)."""
+    return switch.changed_at or datetime.min.replace(tzinfo=UTC)
