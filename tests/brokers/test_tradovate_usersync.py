@@ -35,7 +35,7 @@ from tradebridge.domain.calls import BrokerCall
 from tradebridge.domain.commands import CancelOrder
 from tradebridge.domain.enums import OrderType
 from tradebridge.domain.orders import OrderAccepted, OrderCancelled, OrderFilled
-from tradebridge.errors import BrokerUnavailable, OutcomeUnknown
+from tradebridge.errors import BrokerRejected, BrokerUnavailable, OutcomeUnknown
 
 __all__ = ["redis_client", "rig", "sim", "sim_clock"]  # fixtures
 
@@ -507,3 +507,22 @@ async def test_close_from_a_cancelled_task_stops_every_socket_and_the_http_pool(
     assert all(sync._task is None for sync in syncs)  # each socket's loop ended
     with pytest.raises(BrokerUnavailable):  # its pool is closed
         await broker.http.request("GET", "/account/list")
+
+
+async def test_position_after_a_cancel_refused_as_too_late_read_from_rest(
+    rig: NativeRig, collector: Collector
+) -> None:
+    # "Too late": the order filled, and the socket may not have shown it yet; an exit sized
+    # from the socket's position would open one (dispatch/_legs.py). REST for sync_blind_s.
+    filled = await rig.broker.submit(order("tb-pos-late"))
+    await collector.wait_for(filled, OrderFilled)
+    await _socket_has_position(rig, 1)
+    with pytest.raises(BrokerRejected) as refused:
+        await rig.broker.cancel(CancelOrder(ACCOUNT, filled))
+    reads = _position_reads(rig)
+
+    positions = await rig.broker.position_reports(ACCOUNT)
+
+    assert refused.value.reason == "TooLate"
+    assert [p.net_qty for p in positions] == [1]
+    assert _position_reads(rig) == reads + 1  # sync_blind_s: REST, whatever the socket says

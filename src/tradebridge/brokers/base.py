@@ -155,8 +155,11 @@ class Broker(Protocol):
         """Return the account's fills."""
         ...
 
-    async def position_reports(self, account: AccountName) -> list[PositionReport]:
-        """Return the account's positions."""
+    async def position_reports(
+        self, account: AccountName, *, fresh: bool = False
+    ) -> list[PositionReport]:
+        """Return the account's positions; ``fresh``: as the broker's REST API has them now,
+        never from a stream that may lag behind it (an exit sized from them)."""
         ...
 
     async def balance(self, account: AccountName) -> BalanceReport:

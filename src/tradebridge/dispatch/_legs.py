@@ -15,6 +15,7 @@ from typing import Any
 from tradebridge.brokers.base import Broker
 from tradebridge.config import DispatcherConfig
 from tradebridge.domain.commands import CancelOrder
+from tradebridge.domain.ids import AccountName
 from tradebridge.errors import BrokerRejected, InvalidInput, NotFound
 from tradebridge.obs.logging import get_logger
 from tradebridge.pipeline import legs
@@ -26,18 +27,21 @@ _log = get_logger("tradebridge.tracking.legs")
 
 async def fit_legs(
     ledger: Ledger, config: DispatcherConfig, signal_id: str, plan: PlaceOrder, broker: Broker
-) -> None:
-    """Cut the protective legs on the plan's contract to what the plan's order leaves.
+) -> int:
+    """Cut the protective legs on the plan's contract to what the plan's order leaves; return
+    the position on that contract as the broker shows it once they are cut.
 
     A leg the broker will not modify is cancelled instead (less protection, never a position
     nobody asked for); a cancel refused as too late (the leg filled, or went with its OCO
-    partner) or of an order no longer there is noted. Raises ``BrokerError`` when a read or
-    a call fails: the plan's order has not been sent then, and the caller tries again.
+    partner) or of an order no longer there is noted, and the position read again. The
+    caller compares what is returned with ``plan.position_before``: an exit sized for a
+    position a leg has since closed would open one (``PositionMoved``). Raises
+    ``BrokerError`` when a read or a call fails: the plan's order has not been sent then, and
+    the caller tries again.
     """
     command = plan.command
     name = command.contract.name
-    positions = await broker.position_reports(command.account)
-    position = sum(p.net_qty for p in positions if p.contract == name)
+    position = await _position(broker, command.account, name)
     remaining = position + command.side.sign * command.quantity
     closes = position != 0 and remaining * position <= 0  # closed or turned
     orders = await broker.order_reports(command.account)
@@ -45,13 +49,15 @@ async def fit_legs(
         orders, name, remaining, cancel_others=closes and config.exit_cancels == "all"
     )
     if not fit:
-        return
+        return position
     interrupted: list[str] = []
+    refused = False  # something could not be cut: it may have filled meanwhile
     for interrupt in fit.interrupts:
         try:
             await broker.interrupt_strategy(interrupt)
         except (BrokerRejected, NotFound, InvalidInput) as e:
             interrupted.append(f"{interrupt.strategy_id} ({_reason(e)})")
+            refused = True
             continue
         interrupted.append(interrupt.strategy_id)
     cancels = list(fit.cancels)
@@ -71,14 +77,34 @@ async def fit_legs(
             await broker.cancel(cancel)
         except (BrokerRejected, NotFound) as e:
             cancelled.append(f"{cancel.broker_order_id} ({_reason(e)})")
+            refused = True
             continue
         cancelled.append(cancel.broker_order_id)
-    detail = {"position": position, "remaining": remaining,
-              "cancelled": cancelled, "modified": modified}  # fmt: skip
+    detail: dict[str, Any] = {"position": position, "remaining": remaining,
+                              "cancelled": cancelled, "modified": modified}  # fmt: skip
     if interrupted:
         detail["interrupted"] = interrupted
+    if refused:
+        position = await _position(broker, command.account, name)
+        detail["position_after"] = position
     await ledger.add_event(signal_id, "legs_fitted", detail)
     _log.info("legs_fitted", signal_id=signal_id, **detail)
+    return position
+
+
+class PositionMoved(Exception):
+    """The position changed after the plan's order was sized from it."""
+
+    def __init__(self, before: int | None, now: int) -> None:
+        super().__init__(f"the position moved from {before} to {now} since the order was planned")
+        self.before = before
+        self.now = now
+
+
+async def _position(broker: Broker, account: AccountName, contract: str) -> int:
+    # From REST: the order reports read beside it are, and a socket's position may lag them.
+    positions = await broker.position_reports(account, fresh=True)
+    return sum(p.net_qty for p in positions if p.contract == contract)
 
 
 def _reason(error: BrokerRejected | NotFound | InvalidInput) -> str:

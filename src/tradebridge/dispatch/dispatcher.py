@@ -43,7 +43,7 @@ from tradebridge._aio import cancel_and_wait, reraise_if_cancelling
 from tradebridge.brokers.base import AccountInfo, Broker
 from tradebridge.brokers.pool import BrokerPool, capture
 from tradebridge.config import Settings
-from tradebridge.dispatch._legs import fit_legs
+from tradebridge.dispatch._legs import PositionMoved, fit_legs
 from tradebridge.dispatch.liveness import LivenessLock
 from tradebridge.dispatch.placement import (
     WORKER_LOCK_NAMESPACE,
@@ -650,7 +650,23 @@ class Dispatcher:
         late, as a submit refused for the same reason would (``tracking._placement``).
         """
         try:
-            return await self._prepare_once(signal_id, signal, broker, today, switches, since)
+            for plans in range(1, _PLANS + 1):
+                try:
+                    return await self._prepare_once(
+                        signal_id, signal, broker, today, switches, since
+                    )
+                except PositionMoved as e:
+                    _log.warning("position_moved_before_send", signal_id=signal_id,
+                                 before=e.before, now=e.now)  # fmt: skip
+                    await self.ledger.add_event(
+                        signal_id, "position_moved", {"before": e.before, "now": e.now}
+                    )
+                    if plans == _PLANS:
+                        await self._deny(signal_id, Denied(
+                            f"not sent: the position kept moving while the order was planned "
+                            f"({e}, {plans} plans); send it again once it settles", "intent",
+                        ))  # fmt: skip
+            return SignalStatus.DENIED
         except _NotSentLate as e:
             await self.ledger.transition(
                 signal_id, SignalStatus.FAILED, expected=SignalStatus.PROCESSING,
@@ -743,7 +759,11 @@ class Dispatcher:
                 await self._deny(signal_id, denied)
                 return SignalStatus.DENIED
             if plan.fit_legs:
-                await self._fit_legs(signal_id, plan, broker)
+                seen = await self._fit_legs(signal_id, plan, broker)
+                if seen != plan.position_before:
+                    # Sized from a position a leg (or anything) has changed since: an exit
+                    # of the old size would open one. Planned again from fresh reads.
+                    raise PositionMoved(plan.position_before, seen)
         account_id = info.native_id if info.native_id is not None else info.bridge_id
         return plan, None if account_id is None else str(account_id), baseline, verdicts
 
@@ -793,10 +813,11 @@ class Dispatcher:
             _log.warning("balance_unavailable", signal_id=signal_id, error=str(e))
             return None
 
-    async def _fit_legs(self, signal_id: str, plan: PlaceOrder, broker: Broker) -> None:
+    async def _fit_legs(self, signal_id: str, plan: PlaceOrder, broker: Broker) -> int:
         """Cut the protective legs before the order is sent; retry until the broker answers
-        (nothing of the order was sent; cancels and modifies are safe to repeat)."""
-        await self._broker_read(
+        (nothing of the order was sent; cancels and modifies are safe to repeat); return the
+        position they leave."""
+        return await self._broker_read(
             signal_id, lambda: fit_legs(self.ledger, self.config, signal_id, plan, broker),
             event="fit_legs_failed",
         )  # fmt: skip
@@ -869,6 +890,10 @@ class Dispatcher:
             quote, market = await _quote(broker, signal.contract.name)
         return BrokerView(positions=positions, working=working, quote=quote, market=market,
                           leg_time_in_force=can.leg_time_in_force)  # fmt: skip
+
+
+# Plans of one row whose position moved before its send, the last one denied.
+_PLANS = 3
 
 
 class _NotSentLate(Exception):

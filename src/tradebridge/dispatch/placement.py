@@ -46,7 +46,7 @@ from tradebridge.brokers.fence import fenced
 from tradebridge.brokers.lookup import shape_mismatch
 from tradebridge.brokers.pool import capture
 from tradebridge.config import DispatcherConfig, Settings
-from tradebridge.dispatch._legs import fit_legs
+from tradebridge.dispatch._legs import PositionMoved, fit_legs
 from tradebridge.dispatch.liveness import LivenessLock, SendFence
 from tradebridge.domain.calls import BrokerCall
 from tradebridge.domain.commands import (
@@ -563,9 +563,16 @@ class Placer:
                 # The legs were cut before the first send; the picture may have changed.
                 with capture() as fit_calls:
                     try:
-                        await fit_legs(self.ledger, self.config, signal_id, plan, broker)
+                        seen = await fit_legs(self.ledger, self.config, signal_id, plan, broker)
                     finally:
                         await self._file_calls(signal_id, fit_calls, None)
+                if seen != plan.position_before:
+                    # Sized from a position that has changed since (a leg filled): sent
+                    # again, it would open one nobody asked for.
+                    moved = PositionMoved(plan.position_before, seen)
+                    return await self._fail_unknown(
+                        signal_id, f"not placed, and not sent again: {moved}"
+                    )
             begun = datetime.now(UTC)
             new_baseline = await broker.lookup_baseline(command)
         except Exception as e:  # noqa: BLE001 - nothing sent: look again next round

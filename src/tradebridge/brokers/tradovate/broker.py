@@ -774,14 +774,32 @@ class TradovateBroker:
     async def cancel(self, command: CancelOrder) -> None:
         """Cancel a working order; ``TooLate`` surfaces as ``BrokerRejected``."""
         self._check_account_name(command.account)
-        await self._command(
-            command.account, "/order/cancelorder", wire.cancel_order_body(command.broker_order_id)
-        )
+        async with self._too_late_is_a_fill(command.account):
+            await self._command(
+                command.account, "/order/cancelorder",
+                wire.cancel_order_body(command.broker_order_id),
+            )  # fmt: skip
 
     async def modify(self, command: ModifyOrder) -> None:
         """Change a working order's quantity or prices."""
         self._check_account_name(command.account)
-        await self._command(command.account, "/order/modifyorder", wire.modify_order_body(command))
+        async with self._too_late_is_a_fill(command.account):
+            await self._command(
+                command.account, "/order/modifyorder", wire.modify_order_body(command)
+            )
+
+    @contextlib.asynccontextmanager
+    async def _too_late_is_a_fill(self, account: AccountName) -> AsyncIterator[None]:
+        """A cancel or modify refused as too late met a fill the socket may not have shown
+        yet: the account's positions come from REST for ``sync_blind_s`` (an exit sized
+        from them must see it, ``dispatch/_legs.py``)."""
+        try:
+            yield
+        except BrokerRejected as e:
+            if e.reason == "TooLate":
+                found = await self._account(account)
+                self._blind_until[found.id] = time.monotonic() + self.config.sync_blind_s
+            raise
 
     async def interrupt_strategy(self, command: InterruptStrategy) -> None:
         """Stop an order strategy (``orderStrategy/interruptorderstrategy``)."""
@@ -1095,12 +1113,15 @@ class TradovateBroker:
             if f.active
         ]
 
-    async def position_reports(self, account: AccountName) -> list[PositionReport]:
+    async def position_reports(
+        self, account: AccountName, *, fresh: bool = False
+    ) -> list[PositionReport]:
         """Return the account's non-flat positions: from the user-sync socket when it is
-        current for the account (``positions_from_sync``), else from REST."""
+        current for the account (``positions_from_sync``) and ``fresh`` is not asked, else
+        from REST."""
         found = await self._account(account)
-        positions = self._synced_positions(found.id)
-        if positions is None and await self._first_sync(found.id):
+        positions = None if fresh else self._synced_positions(found.id)
+        if positions is None and not fresh and await self._first_sync(found.id):
             positions = self._synced_positions(found.id)
         if positions is None:
             body = await self._children(account, "position", [found.id], ("deps", "list"))

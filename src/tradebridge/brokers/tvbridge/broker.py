@@ -584,7 +584,12 @@ class TvBridgeBroker:
         now = self._now()
         return [wire.to_fill_report(x, account, now) for x in wire.parse_executions(data)]
 
-    async def position_reports(self, account: AccountName) -> list[PositionReport]:
+    async def position_reports(
+        self,
+        account: AccountName,
+        *,
+        fresh: bool = False,  # noqa: ARG002 - always read now: the bridge has no stream
+    ) -> list[PositionReport]:
         """Return the account's open positions."""
         bridge_id = await self.bridge_id(account)
         data = await self._read(f"/accounts/{bridge_id}/positions")
