@@ -14,7 +14,7 @@ from tradebridge.brokers.auth import TokenManager
 from tradebridge.brokers.http import BrokerCall, BrokerHttp
 from tradebridge.brokers.tradovate import TradovateBroker
 from tradebridge.config import NativeCredentials, TokenConfig
-from tradebridge.errors import AuthError
+from tradebridge.errors import AuthError, OutcomeUnknown
 from tradebridge.sim.clock import Clock, ManualClock
 from tradebridge.sim.server import SimServer
 from tradebridge.store.tokens import TokenStore
@@ -49,7 +49,7 @@ async def managed(
     await http.aclose()
 
 
-async def test_token_expired_at_broker_mid_run_relogin_and_order_placed(
+async def test_token_expired_at_broker_mid_run_relogin_lookup_then_order_placed_once(
     sim: SimServer,
     sim_clock: ManualClock,
     managed: tuple[TradovateBroker, TokenManager, list[BrokerCall]],
@@ -57,7 +57,12 @@ async def test_token_expired_at_broker_mid_run_relogin_and_order_placed(
     broker, manager, calls = managed
     first = await broker.submit(order("tb-before"))
     sim_clock.advance(3 * 3600)  # the broker's session ends; our clock still calls it valid
+    ts_sent = datetime.now(UTC)
 
+    # A 401 to an order is looked up before anything is resent (reference §6.3).
+    with pytest.raises(OutcomeUnknown, match="renewed"):
+        await broker.submit(order("tb-after"))
+    assert (await broker.lookup(order("tb-after"), ts_sent)).absent
     second = await broker.submit(order("tb-after"))
 
     orders = sim.call(lambda: sim.ctx.engine.orders(ACCOUNT_ID))
@@ -88,7 +93,7 @@ async def test_token_near_expiry_renewed_before_use_no_new_session(
     assert [c.status for c in calls if c.path == "/order/placeorder"] == [200, 200]
 
 
-async def test_token_refused_twice_on_submit_auth_error_nothing_placed(
+async def test_token_refused_on_submit_no_newer_unknown_then_auth_error_before_sending(
     sim: SimServer,
     redis_client: aioredis.Redis,
     sim_clock: ManualClock,
@@ -98,15 +103,22 @@ async def test_token_refused_twice_on_submit_auth_error_nothing_placed(
     config = native_config(sim)
     await redis_client.set(f"token:{ACCOUNT}", await login_json(sim))
     http = BrokerHttp(config.native_url, dialect="native")
+    calls: list[BrokerCall] = []
+    http.add_listener(calls.append)
     broker = TradovateBroker(config, ACCOUNTS, TokenStore(redis_client, TokenConfig()), http=http)
     await broker.connect()
     await broker.resolve_contract("MNQ1!", ACCOUNT)
     sim_clock.advance(3 * 3600)
 
     try:
+        # Sent and answered 401: it may exist, whatever the renewal says (reference §6.3).
+        with pytest.raises(OutcomeUnknown, match="no newer one"):
+            await broker.submit(order("tb-refused"))
+        # Without a usable token nothing leaves: AuthError, as before any request.
         with pytest.raises(AuthError, match="no newer one"):
             await broker.submit(order("tb-refused"))
     finally:
         await http.aclose()
 
+    assert [c.status for c in calls if c.path == "/order/placeorder"] == [401]
     assert sim.call(lambda: sim.ctx.engine.orders(ACCOUNT_ID)) == []

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import redis.asyncio as aioredis
+import structlog
 
 from _support.background import SMALL_READS, read_after_the_background_share
 from _support.rig import (
@@ -34,7 +35,14 @@ from tradebridge.domain.contracts import ContractSymbol
 from tradebridge.domain.enums import Dialect, OrderType, Side, TimeInForce
 from tradebridge.domain.ids import AccountName
 from tradebridge.domain.orders import OrderAccepted, OrderCancelled, OrderFilled
-from tradebridge.errors import AuthError, InvalidOrder, InvalidSymbol, NotFound, OutcomeUnknown
+from tradebridge.errors import (
+    AuthError,
+    BrokerUnavailable,
+    InvalidOrder,
+    InvalidSymbol,
+    NotFound,
+    OutcomeUnknown,
+)
 from tradebridge.sim.config import SimConfig
 from tradebridge.store.tokens import TokenStore
 
@@ -191,13 +199,14 @@ async def test_flatten_modes_close_position(
 class _Events:
     """``broker.events()`` consumed in the background; the polls counted from ``rig.calls``."""
 
-    def __init__(self, rig: Rig) -> None:
+    def __init__(self, rig: Rig, broker: TvBridgeBroker | None = None) -> None:
         self.rig = rig
+        self.broker = broker or rig.broker
         self.seen: list[Any] = []
         self.task = asyncio.create_task(self._collect())
 
     async def _collect(self) -> None:
-        async for event in self.rig.broker.events():
+        async for event in self.broker.events():
             self.seen.append(event)
 
     def polls(self) -> int:
@@ -215,7 +224,7 @@ class _Events:
             pytest.fail(f"not within 15 s: {what}")
 
     async def stop(self) -> None:
-        await self.rig.broker.close()
+        await self.broker.close()
         await asyncio.wait_for(self.task, 5)
 
 
@@ -326,6 +335,84 @@ async def test_events_poller_forgets_orders_the_listing_no_longer_shows(
 
     assert events.kinds(filled) == [OrderAccepted, OrderFilled]
     assert events.kinds(resting) == [OrderAccepted]
+
+
+def _two_accounts(rig: Rig, first: str) -> TvBridgeBroker:
+    """Return an adapter for ``first`` (polled first) and ``ACCOUNT``, calls in ``rig.calls``."""
+    http = BrokerHttp(rig.sim.url, dialect="tvbridge", timeout_s=5)
+    http.add_listener(rig.calls.append)
+    return TvBridgeBroker(
+        http, TokenStore(rig.redis, TokenConfig()), token_account=ACCOUNT,
+        accounts={AccountName(first): None, ACCOUNT: None},
+        options=TvBridgeOptions(lookup_absent_after_s=0, poll_interval_s=0.05),
+    )  # fmt: skip
+
+
+async def test_events_an_account_the_bridge_does_not_list_logged_once_others_reported(
+    rig: Rig,
+) -> None:
+    # A configured account /accounts no longer lists (a closed prop account) must not stop
+    # the events of the user's other accounts, nor warn on every poll.
+    broker = _two_accounts(rig, "PAAPEXCLOSED01")
+    with structlog.testing.capture_logs() as logs:
+        events = _Events(rig, broker)
+        await events.until(lambda: events.polls() >= 1, "the good account's baseline poll")
+        placed = await broker.submit(order("tb-good-account"))
+        await events.until(lambda: OrderFilled in events.kinds(placed), "the good account's fill")
+        polls = events.polls()
+        await events.until(lambda: events.polls() >= polls + 3, "three more polls")
+        await events.stop()
+
+    assert events.kinds(placed) == [OrderAccepted, OrderFilled]
+    warned = [e for e in logs if e["event"] == "bridge_poll_failed"]
+    assert [(e["account"], e["log_level"]) for e in warned] == [("PAAPEXCLOSED01", "warning")]
+    assert "does not list this account" in warned[0]["reason"]
+
+
+async def test_events_a_lockout_pauses_every_account_until_closed(rig: Rig) -> None:
+    # A 429 is the user's lockout (§6.3): no call for any of its accounts, and the stream
+    # stays up (it resumes when the lockout ends) instead of dying on every restart.
+    broker = _two_accounts(rig, "DEMO0000002")
+    events = _Events(rig, broker)
+    await events.until(lambda: events.polls() >= 2, "both accounts' baseline polls")
+    rig.sim.ctx.faults.lockout_429_users = ["demo"]
+    await events.until(lambda: rig.calls[-1].status == 429, "the lockout")
+    locked_at = len(rig.calls)
+    # An absence needs a window: 10 poll intervals, 20 calls if the poller went on.
+    await asyncio.sleep(10 * broker.options.poll_interval_s)
+    calls_during = len(rig.calls) - locked_at
+    running = not events.task.done()
+    await events.stop()
+
+    assert (running, calls_during) == (True, 0)
+
+
+async def test_events_an_account_failing_its_first_poll_takes_its_baseline_when_it_recovers(
+    rig: Rig, monkeypatch: Any
+) -> None:
+    # Another process's order on the second account is reconcile's business, however late
+    # that account's first good listing comes.
+    other, other_http = build_adapter(BRIDGE, rig.sim, TokenStore(rig.redis, TokenConfig()))
+    try:
+        foreign = await other.submit(order("tb-other", account="DEMO0000002"))
+    finally:
+        await other.close()
+        await other_http.aclose()
+    broker = _two_accounts(rig, "DEMO0000002")
+    resolve = broker.bridge_id
+    failures = [BrokerUnavailable("the bridge did not answer")]
+
+    async def first_poll_fails(account: AccountName) -> str:
+        if account == "DEMO0000002" and failures:
+            raise failures.pop()
+        return await resolve(account)
+
+    monkeypatch.setattr(broker, "bridge_id", first_poll_fails)
+    events = _Events(rig, broker)
+    await events.until(lambda: not failures and events.polls() >= 4, "the account recovered")
+    await events.stop()
+
+    assert events.kinds(foreign) == []
 
 
 def test_polled_memory_holds_what_the_last_listing_shows() -> None:

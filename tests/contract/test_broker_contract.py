@@ -14,6 +14,7 @@ from decimal import Decimal
 import pytest
 
 from _support.rig import ACCOUNT, ACCOUNT_ID, Rig, RigFactory, front, login, order, ticks
+from tradebridge.brokers.tvbridge.broker import TvBridgeOptions
 from tradebridge.config import AccountConfig, TokenConfig
 from tradebridge.domain.commands import (
     Bracket,
@@ -212,25 +213,36 @@ async def test_c11_name_and_id_mixed_up_refused_before_sending(
         assert rig.submits() == []
 
 
-async def test_c12_token_expires_mid_run_renewed_no_failed_order(
+async def test_c12_token_expires_mid_run_submit_unknown_lookup_absent_resent_once(
     make_rig: RigFactory, dialect: Dialect
 ) -> None:
     clock = ManualClock(datetime.now(UTC))
-    async with make_rig(dialect, SimConfig(port=0), clock, TokenConfig(expiry_margin_s=0)) as rig:
+    # No /quotes read before the bridge's POST: the order itself meets the expired token.
+    options = TvBridgeOptions(bid_ask="never", lookup_absent_after_s=0)
+    async with make_rig(
+        dialect, SimConfig(port=0), clock, TokenConfig(expiry_margin_s=0), options=options
+    ) as rig:
         first = await rig.broker.submit(order("tb-c12-a"))
+        command = order("tb-c12-b")
+        baseline = await rig.broker.lookup_baseline(command)  # as the dispatcher does
         # The simulator's clock passes the token's expiry; the token service renews it.
         clock.advance(rig.sim.config.token_lifetime_s + 60)
         fresh = await login(rig.sim, dialect)
         for name in (ACCOUNT, "DEMO0000002"):
             await rig.redis.set(f"token:{name}", fresh)
+        ts_sent = datetime.now(UTC)
 
-        second = await rig.broker.submit(order("tb-c12-b"))
+        # The cached token earns a 401: the order may exist (§6.3), so it is not resent...
+        with pytest.raises(OutcomeUnknown):
+            await rig.broker.submit(command)
+        # ...until the lookup (with the renewed token) proves it absent.
+        result = await rig.broker.lookup(command, ts_sent, baseline=baseline)
+        assert result.absent
+        second = await rig.broker.submit(command)
 
         assert first != second
         assert len(rig.sim_orders()) == 2
-        statuses = [c.status for c in rig.submits()]
-        assert statuses.count(200) == 2
-        assert 401 in [c.status for c in rig.calls]
+        assert [c.status for c in rig.submits()] == [200, 401, 200]
 
 
 async def test_c13_lockout_429_reads_raise_lockout_submit_unknown(rig: Rig) -> None:
@@ -287,6 +299,57 @@ async def test_c16_accept_then_drop_unknown_lookup_finds_it_sent_once(rig: Rig, 
     assert result.found is not None
     assert [str(o.id) for o in rig.sim_orders()] == [result.found.broker_order_id]
     assert len(rig.submits()) == 1
+
+
+async def test_c16b_accept_then_401_unknown_token_renewed_lookup_adopts_sent_once(
+    make_rig: RigFactory, dialect: Dialect
+) -> None:
+    # The token expires (or is rotated) while the order is in flight: executed, answered
+    # 401 (§6.3 "check whether the order exists before resubmitting", §11.2 rule 3).
+    async with make_rig(dialect, password="demo") as rig:  # renews by logging in afresh
+        command = order("tb-c16b", OrderType.LIMIT, limit=ticks(rig.last(front()), -200))
+        baseline = await rig.broker.lookup_baseline(command)
+        faults = rig.sim.ctx.faults
+        faults.drop_mode = "http_401"
+        faults.drop_after_accept_rate = 1.0
+        ts_sent = datetime.now(UTC)
+
+        with pytest.raises(OutcomeUnknown, match="401") as caught:
+            await rig.broker.submit(command)
+        faults.drop_after_accept_rate = 0.0
+        result = await rig.broker.lookup(command, ts_sent, baseline=baseline)
+
+        assert caught.value.client_order_id == "tb-c16b"
+        assert "renewed" in str(caught.value)
+        assert [c.status for c in rig.submits()] == [401]
+        assert len(rig.logins()) == 2  # the start, and the renewal after the 401
+        assert result.found is not None
+        assert [str(o.id) for o in rig.sim_orders()] == [result.found.broker_order_id]
+
+
+async def test_c16c_accept_then_401_no_fresh_token_unknown_lookup_waits_for_one(
+    rig: Rig,
+) -> None:
+    # No token service renewed it yet: still unknown (never "not sent"); the lookup
+    # works once a fresh token is in Redis.
+    command = order("tb-c16c", OrderType.LIMIT, limit=ticks(rig.last(front()), -200))
+    baseline = await rig.broker.lookup_baseline(command)
+    faults = rig.sim.ctx.faults
+    faults.drop_mode = "http_401"
+    faults.drop_after_accept_rate = 1.0
+    ts_sent = datetime.now(UTC)
+
+    with pytest.raises(OutcomeUnknown, match="renewing the token failed"):
+        await rig.broker.submit(command)
+    faults.drop_after_accept_rate = 0.0
+    fresh = await login(rig.sim, rig.dialect)
+    for name in (ACCOUNT, "DEMO0000002"):
+        await rig.redis.set(f"token:{name}", fresh)
+    result = await rig.broker.lookup(command, ts_sent, baseline=baseline)
+
+    assert [c.status for c in rig.submits()] == [401]
+    assert result.found is not None
+    assert [str(o.id) for o in rig.sim_orders()] == [result.found.broker_order_id]
 
 
 async def test_c17_lookup_never_sent_absent(rig: Rig) -> None:

@@ -200,6 +200,20 @@ async def test_drop_after_accept_http_500_answers_500_and_order_exists_once(
     assert await order_count(native_client) == 1
 
 
+async def test_drop_after_accept_http_401_answers_access_denied_and_order_exists_once(
+    sim_server: SimServer, native_client: httpx.AsyncClient, native_place: Any
+) -> None:
+    faults = sim_server.ctx.faults
+    faults.drop_mode = "http_401"
+    faults.drop_after_accept_rate = 1.0
+
+    response = await native_place(native_client)
+    faults.drop_after_accept_rate = 0.0
+
+    assert (response.status_code, response.text) == (401, "Access is denied")
+    assert await order_count(native_client) == 1  # executed; the token still works
+
+
 @pytest.mark.parametrize("endpoint", ["placeoso", "placeoco"])
 async def test_drop_after_accept_bracket_orders_are_dropped_too(
     sim_server: SimServer, native_client: httpx.AsyncClient, native_place: Any, endpoint: str

@@ -218,6 +218,16 @@ def test_place_dropped_answer_still_places_the_order(bridge: Bridge) -> None:
     assert [o["status"] for o in bridge.d(ORDERS)] == ["working"]
 
 
+def test_place_answered_401_after_accept_still_places_the_order(bridge: Bridge) -> None:
+    bridge.http.patch(
+        "/_sim/faults", json={"drop_after_accept_rate": 1, "drop_mode": "http_401"}
+    ).raise_for_status()
+    answer = bridge.place(type="limit", limitPrice=below_market(bridge))
+    assert answer.status_code == 401
+    assert answer.json() == {"s": "error", "errmsg": "Unauthorized"}
+    assert [o["status"] for o in bridge.d(ORDERS)] == ["working"]
+
+
 # --- modify, cancel, close -----------------------------------------------------------------
 
 

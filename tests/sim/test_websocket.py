@@ -390,7 +390,7 @@ async def test_request_of_missing_route_answers_404_like_rest(
 
 @pytest.mark.parametrize(
     ("mode", "expected"),
-    [("http_500", "s500"), ("reset", "closed"), ("hang", "silent")],
+    [("http_500", "s500"), ("http_401", "s401"), ("reset", "closed"), ("hang", "silent")],
 )
 async def test_request_answer_dropped_after_accept_follows_drop_mode(
     sim_server: SimServer, native_token: str, front_month: str, mode: str, expected: str
@@ -409,8 +409,8 @@ async def test_request_answer_dropped_after_accept_follows_drop_mode(
         sim_server.ctx.faults.drop_mode = mode  # type: ignore[assignment]
         sim_server.ctx.faults.drop_after_accept_rate = 1.0
         await socket.send("order/placeorder", 12, body=body)
-        if expected == "s500":
-            assert (await socket.reply(12))["s"] == 500
+        if expected in ("s500", "s401"):
+            assert (await socket.reply(12))["s"] == int(expected[1:])
         elif expected == "closed":
             await socket.read_until_closed()
             assert 12 not in socket.replies

@@ -122,12 +122,14 @@ async def test_a_live_worker_whose_lock_connection_drops_does_not_send_what_was_
         await until(dispatcher.live.is_set, "w1 holds its lock again")
 
 
-async def test_a_send_whose_lock_lapsed_leaves_while_fresh_and_is_found_not_resent(
+async def test_a_send_let_go_as_its_lock_lapses_is_placed_once_whichever_way_it_goes(
     make_stack: StackFactory,
 ) -> None:
-    # The same drop, but w1's request is let go at once: it leaves within liveness_fresh_s
-    # of the lock's last confirmation, and reconcile, holding the free lock for
-    # dead_worker_hold_s first, finds the order and adopts it.
+    # The same drop, but w1's request is let go at once. Either it leaves within
+    # liveness_fresh_s of the lock's last confirmation, and reconcile, holding the free lock
+    # for dead_worker_hold_s first, finds the order and adopts it; or (its confirmation
+    # already too old: a loaded machine) it waits, reconcile proves it absent and sends it,
+    # and w1 finds the row moved on. One order either way.
     async with make_stack(dispatcher=FENCE) as stack:
         gate = Gate()
         await gate.install(stack)
@@ -160,8 +162,14 @@ async def test_a_send_whose_lock_lapsed_leaves_while_fresh_and_is_found_not_rese
         row = await stack.ledger.get("lf")
         assert row is not None
         assert row.status in (SignalStatus.WORKING, SignalStatus.FILLED)
-        assert row.placement_attempts == 1
-        assert report.resolved or report.dead_workers == []
+        assert row.tradovate_order_id == str(stack.entries()[0].id)
+        events = [e.event for e in await stack.ledger.history("lf")]
+        if row.placement_attempts == 1:  # w1's request left: reconcile found it
+            assert "send_fenced" not in events
+        else:  # w1's request waited; reconcile sent it; w1 stood down
+            assert row.placement_attempts == 2
+            assert "send_fenced" in events
+        assert report.dead_workers == ["w1"]
 
 
 async def test_a_resend_is_the_resenders_claim_and_no_other_reconcile_sends_it_again(

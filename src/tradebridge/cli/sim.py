@@ -32,7 +32,7 @@ sim_app = typer.Typer(
 _out = Console(highlight=False)
 _err = Console(stderr=True, highlight=False)
 
-DropMode = Literal["reset", "hang", "http_500"]
+DropMode = Literal["reset", "hang", "http_500", "http_401"]
 LoginPenalty = Literal["off", "ticket", "captcha"]
 CapitalisedEnums = Literal["error_200", "http_404"]
 LowercaseEnums = Literal["reject", "accept"]

@@ -342,9 +342,10 @@ class Placer:
                     error_message=f"not sent: {e}", detail={"error": str(e)},
                 )  # fmt: skip
             except (AuthError, Lockout) as e:
-                # No usable token, or the user is locked out: refused before sending, or
-                # answered 401 (a request Tradovate refuses to authenticate is not executed).
-                # Nothing to look up: it is sent once a token works, unless it got too old.
+                # No usable token, or the user is locked out: refused before anything was
+                # sent (a 401 answered to the order itself is an unknown outcome, looked up:
+                # the adapters raise OutcomeUnknown). Nothing to look up: it is sent once a
+                # token works, unless it got too old.
                 return await self._outcome(
                     signal_id, SignalStatus.UNKNOWN, calls, owner=owner,
                     error_message=f"not sent, waiting for a usable token: {e}"[:500],
@@ -617,7 +618,10 @@ class Placer:
         """Look a ``needs_review`` row up again; adopt what is now provably its own.
 
         Its client id, or the one order the lookup's rules leave (an ambiguity that cleared
-        up once the other rows adopted theirs). Never resent: absence keeps it for review.
+        up once the other rows adopted theirs). Never resent: absence keeps it for review,
+        unless it was escalated only because no lookup could run (``lookup_failing``: no
+        usable token, the broker unreachable): then the question was never in doubt, only
+        unasked, and a proven absence fails it, as a lookup within the bound would have.
         """
         plan, baseline = await self._sent_of(signal_id, today)
         row = await self.ledger.get(signal_id)
@@ -636,6 +640,20 @@ class Placer:
                 return SignalStatus.NEEDS_REVIEW
             finally:
                 await self._file_calls(signal_id, calls, None)
+        if result.found is None and await self._escalated_for(signal_id) == "lookup_failing":
+            try:
+                failed = await self.ledger.transition(
+                    signal_id, SignalStatus.FAILED, expected=SignalStatus.NEEDS_REVIEW,
+                    error_message=(
+                        "not placed: the broker has no such order (looked up once lookups "
+                        "worked again); it is older than dispatcher.unknown_bound_s "
+                        f"({self.config.unknown_bound_s:g}s), so it is not sent late"
+                    ),
+                )  # fmt: skip
+            except IllegalTransition:
+                current = await self.ledger.get(signal_id)
+                return current.status if current else SignalStatus.FAILED
+            return failed.status
         if result.found is None or (
             result.probable and await self._rivals(signal_id, plan.command, result.found, row)
         ):
@@ -644,6 +662,14 @@ class Placer:
         return await self._adopt(
             signal_id, result.found, probable=result.probable, expected=SignalStatus.NEEDS_REVIEW
         )
+
+    async def _escalated_for(self, signal_id: str) -> str | None:
+        """Return the reason of the row's last escalation (``escalate``), if any."""
+        for event in reversed(await self.ledger.history(signal_id)):
+            if event.event == "escalated" and isinstance(event.detail, dict):
+                reason = event.detail.get("reason")
+                return str(reason) if reason is not None else None
+        return None
 
     async def _rivals(
         self, signal_id: str, command: SubmitOrder, found: OrderStatusReport, row: LedgerRow

@@ -96,7 +96,8 @@ class FaultConfig(BaseModel):
     drop_after_accept_rate: float = Field(
         0.0, ge=0, le=1, description="share of accepted orders whose answer is lost"
     )
-    drop_mode: Literal["reset", "hang", "http_500"] = "reset"
+    # http_401: answered 401 although executed (a token refused mid-flight, §11.2 rule 3)
+    drop_mode: Literal["reset", "hang", "http_500", "http_401"] = "reset"
     hang_seconds: float = Field(30.0, ge=0, description="how long 'hang' withholds the answer")
     lockout_429_users: list[str] = Field(
         default_factory=list, description="user names answered 429 with an empty body; '*' = all"

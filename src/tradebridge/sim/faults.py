@@ -24,6 +24,10 @@ Per request, in this order:
    * ``"hang"``: nothing is sent for ``hang_seconds`` (the client's read times out), then
      the connection is closed as in ``"reset"``. Stopping the server ends the wait early.
    * ``"http_500"``: an ordinary 500 answer, although the order exists.
+   * ``"http_401"``: the dialect's ordinary 401 answer (native: ``Access is denied`` as
+     text; bridge: ``{"s":"error","errmsg":"Unauthorized"}``), although the order exists:
+     a token that expired or was rotated while the order was in flight (§6.3, §11.2 rule
+     3: "401/429 mid-flight").
 
    In every mode the order stays accepted: this is the "ambiguous outcome" of reference
    §6.3 that clients must resolve by looking the order up, never by resending.
@@ -45,6 +49,8 @@ from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tradebridge.sim.model import ACCESS_DENIED
+
 if TYPE_CHECKING:
     from tradebridge.sim.context import SimContext
 
@@ -55,6 +61,10 @@ _SERVER_ERRORS = (
 )
 # The head of a "reset" answer promises this many body bytes; none follow.
 _PROMISED_LENGTH = b"64"
+# Native routes live under this prefix; the bridge's at the root (``app.py``).
+NATIVE_PREFIX = "/v1/"
+# The bridge's 401, as its router answers a refused token (``tvbridge.unauthorized``).
+_BRIDGE_UNAUTHORIZED = b'{"s":"error","errmsg":"Unauthorized"}'
 
 # Fault rolls only need to be reproducible per process, not secret; ``seed_faults`` reseeds.
 _dice = random.Random()  # noqa: S311 - simulated faults, not cryptography
@@ -140,7 +150,7 @@ class FaultMiddleware:
         except DropAnswer:
             if started:  # a handler bug: it answered, then asked to drop; keep the answer
                 raise
-            await self._drop(send)
+            await self._drop(send, str(scope["path"]))
 
     def _locked_out(self, scope: Scope) -> bool:
         users = self.ctx.faults.lockout_429_users
@@ -152,11 +162,17 @@ class FaultMiddleware:
         session = self.ctx.auth.verify(token) if token else None
         return session is not None and session.user.name in users
 
-    async def _drop(self, send: Send) -> None:
+    async def _drop(self, send: Send, path: str) -> None:
         faults = self.ctx.faults
         mode = faults.drop_mode
         if mode == "http_500":
             await _answer(send, 500, b"Internal Server Error")
+            return
+        if mode == "http_401":
+            if path.startswith(NATIVE_PREFIX):
+                await _answer(send, 401, ACCESS_DENIED.encode())
+            else:
+                await _answer(send, 401, _BRIDGE_UNAUTHORIZED, content_type=b"application/json")
             return
         if mode == "hang":
             with contextlib.suppress(TimeoutError):
@@ -176,10 +192,12 @@ class FaultMiddleware:
         )
 
 
-async def _answer(send: Send, status: int, body: bytes) -> None:
+async def _answer(
+    send: Send, status: int, body: bytes, *, content_type: bytes = b"text/plain; charset=utf-8"
+) -> None:
     headers = [(b"content-length", str(len(body)).encode())]
     if body:
-        headers.append((b"content-type", b"text/plain; charset=utf-8"))
+        headers.append((b"content-type", content_type))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

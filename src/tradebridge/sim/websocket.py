@@ -20,7 +20,8 @@ Choices where the reference is silent (all visible to a client, so written down 
 - Faults: ``lockout_429_users`` answers every request of that user ``{"s":429,"i":id}``
   (authorize included); ``latency_ms`` delays dispatched requests; an order answer lost by
   ``drop_after_accept_rate`` follows ``drop_mode``: ``reset`` drops the socket, ``hang``
-  never answers, ``http_500`` answers ``s:500``. ``error_5xx_rate`` is REST only.
+  never answers, ``http_500`` answers ``s:500``, ``http_401`` answers ``s:401``.
+  ``error_5xx_rate`` is REST only.
 - ``user/syncrequest`` with ``{"users":[...]}`` must name only the authorized user, and with
   ``{"accounts":[...]}`` only that user's accounts (then the sync covers those accounts);
   anything else is refused with 401. A second sync on one socket replaces the first.
@@ -62,6 +63,7 @@ from tradebridge.sim.engine import (
     SimOrderVersion,
 )
 from tradebridge.sim.faults import DropAnswer
+from tradebridge.sim.model import ACCESS_DENIED
 from tradebridge.sim.native import NativeAnswer, NativeApi, to_wire
 
 _log = logging.getLogger(__name__)
@@ -443,6 +445,8 @@ class _Connection:
         _log.info("websocket answer to request %d dropped (%s)", request_id, mode)
         if mode == "http_500":
             self.send_messages([_reply(request_id, 500, "Internal Server Error")])
+        elif mode == "http_401":
+            self.send_messages([_reply(request_id, 401, ACCESS_DENIED)])
         elif mode == "reset":
             self.request_close(CLOSE_GOING_AWAY, "Dropped by simulator", frame=False)
         # "hang": no answer ever comes; the client's own timeout has to notice.

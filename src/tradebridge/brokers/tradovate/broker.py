@@ -9,10 +9,12 @@ Submit outcomes follow reference §6.3:
   400 → ``BrokerRejected``; 423 or a captcha penalty → ``Lockout``;
 * a p-ticket without captcha: wait ``p-time`` and resend the identical body plus the ticket
   (the documented protocol; the first request was not executed), at most 3 times;
-* 401: Tradovate authenticates the bearer token before an order reaches risk or execution,
-  so a 401 means "not executed". We fetch a different token once (re-read or renew) and
-  resend the identical body once; a second 401 is ``AuthError`` (nothing was placed; the
-  usual cause on live is 2FA approval or an unstable ``deviceId``, reference §2.8).
+* 401 after sending → ``OutcomeUnknown``: a 401 is not proof that nothing was executed (a
+  token can expire or be rotated while the order is in flight; §6.3 "check whether the
+  order exists before resubmitting", §11.2 rule 3). We fetch a different token once (re-read
+  or renew) so the lookup can authenticate, and never resend the order here. If it repeats
+  on live, the usual cause is 2FA approval or an unstable ``deviceId`` (reference §2.8).
+  No token before sending → ``AuthError`` (nothing was sent).
 
 A submit is never retried for any other reason: ``lookup`` decides after ``OutcomeUnknown``.
 Reads, cancels, modifies and flattens retry transient failures within the retry caps.
@@ -80,6 +82,7 @@ from tradebridge.domain.reports import (
 )
 from tradebridge.errors import (
     AuthError,
+    BridgeError,
     BrokerError,
     BrokerRejected,
     ConfigError,
@@ -556,7 +559,6 @@ class TradovateBroker:
         self, account: str, path: str, body: dict[str, Any], client_order_id: str
     ) -> Any:
         token = await self.tokens.token(account)
-        refreshed = False
         extra: dict[str, Any] = {}
         for _ in range(MAX_PENALTY_RESENDS + 1):
             try:
@@ -575,10 +577,8 @@ class TradovateBroker:
                     client_order_id=client_order_id,
                 ) from e
             # BrokerUnavailable (connection refused, nothing sent) propagates as is.
-            if answer.status == 401 and not refreshed:
-                refreshed = True
-                token = await self.tokens.after_refused(account, token)
-                continue  # a 401 is answered before execution: resend once
+            if answer.status == 401:
+                raise await self._refused_after_sending(account, path, token, client_order_id)
             self._check_submit_status(answer, path, client_order_id)
             data = answer.body
             if isinstance(data, dict) and "p-ticket" in data:
@@ -596,15 +596,27 @@ class TradovateBroker:
             client_order_id=client_order_id,
         )
 
+    async def _refused_after_sending(
+        self, account: str, path: str, refused: StoredToken, client_order_id: str
+    ) -> OutcomeUnknown:
+        """Renew a token refused after an order was sent; return the error to raise."""
+        renewal = "the token was renewed for the lookup"
+        try:
+            await self.tokens.after_refused(account, refused)
+        except BridgeError as e:
+            # The order may exist all the same; the lookup waits for a usable token.
+            renewal = f"renewing the token failed too ({e})"
+        return OutcomeUnknown(
+            f"{path} for {client_order_id}: HTTP 401 after sending; the order may exist "
+            f"({renewal}); look it up before sending it again (on live, a repeated 401 "
+            "means: check the 2FA approval email, then the deviceId)",
+            client_order_id=client_order_id,
+        )
+
     def _check_submit_status(self, answer: HttpAnswer, path: str, client_order_id: str) -> None:
         status = answer.status
         if status == 200:
             return
-        if status == 401:
-            raise AuthError(
-                f"{path} for {client_order_id}: HTTP 401 twice; nothing was placed (on live, "
-                "check the 2FA approval email, then the deviceId)"
-            )
         if status == 429 or status >= 500:
             raise OutcomeUnknown(
                 f"{path} for {client_order_id}: HTTP {status} after sending; the order may exist",

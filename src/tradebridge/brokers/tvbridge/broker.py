@@ -11,9 +11,13 @@ the I/O and the rules:
 * contracts are confirmed against ``/accounts/{id}/instruments``, durations against the
   ids ``/config`` advertises, before anything is sent;
 * a submit is sent once. ``s:"error"`` → ``BrokerRejected``; a timeout, a dropped socket, a
-  5xx, a 429 or an unparseable answer after sending → ``OutcomeUnknown`` (then ``lookup``).
-  A 401 is the one exception: the server refused the token, so nothing was executed; the
-  token is refreshed once and the same order (same ``requestId``) is sent again;
+  5xx, a 429, a 401 or an unparseable answer after sending → ``OutcomeUnknown`` (then
+  ``lookup``). A 401 to an order is not proof that nothing was executed (a token can expire
+  or be rotated while the order is in flight; §6.3 "check whether the order exists before
+  resubmitting", §11.2 rule 3): the token is renewed so the lookup can authenticate, and
+  the order is never sent again here. Without a token nothing is sent (``AuthError``);
+* other calls answered 401 renew the token once and are sent again (reads, cancels and
+  modifies are idempotent);
 * reads, cancels and modifies retry transient failures through ``RetryPolicy``;
 * order events come from polling ``/orders`` (the bridge has no push channel).
 """
@@ -71,6 +75,7 @@ from tradebridge.domain.reports import (
 )
 from tradebridge.errors import (
     AuthError,
+    BridgeError,
     BrokerError,
     BrokerRejected,
     BrokerUnavailable,
@@ -84,7 +89,7 @@ from tradebridge.errors import (
     TransientError,
 )
 from tradebridge.obs.logging import get_logger
-from tradebridge.store.tokens import TokenProvider
+from tradebridge.store.tokens import StoredToken, TokenProvider
 
 _log = get_logger("tradebridge.brokers.tvbridge")
 
@@ -116,6 +121,10 @@ class TvBridgeOptions:
 
 class _AnsweredUnavailable(BrokerUnavailable):
     """The bridge answered 5xx: a read may retry it; a submit's outcome is unknown."""
+
+
+class _RefusedAfterSending(BrokerError):
+    """An order was answered 401: sent, so its outcome is unknown (never "not sent")."""
 
 
 class TvBridgeBroker:
@@ -179,13 +188,20 @@ class TvBridgeBroker:
         form: Mapping[str, str] | None = None,
         client_order_id: str | None = None,
         account: str | None = None,
+        places_order: bool = False,
     ) -> Any:
-        """Send one request (refreshing the token once on 401) and return ``d``."""
+        """Send one request (refreshing the token once on 401) and return ``d``.
+
+        With ``places_order`` a 401 is not resent: the token is renewed for the lookup that
+        must come first and ``_RefusedAfterSending`` is raised.
+        """
         self._check_lockout()
         key_account = account or self._token_account
         stored = await self._tokens.token(key_account)
         answer = await self._send(method, path, stored.access_token, request_id, params, form,
                                   client_order_id, account)  # fmt: skip
+        if answer.status == 401 and places_order:
+            raise await self._refused_after_sending(method, path, key_account, stored)
         if answer.status == 401:
             stored = await self._tokens.after_refused(key_account, stored)
             answer = await self._send(method, path, stored.access_token, request_id, params,
@@ -197,6 +213,18 @@ class TvBridgeBroker:
                     "that it is for this environment"
                 )
         return self._interpret(method, path, answer)
+
+    async def _refused_after_sending(
+        self, method: str, path: str, key_account: str, refused: StoredToken
+    ) -> _RefusedAfterSending:
+        """Renew a token refused after an order was sent; return the error to raise."""
+        renewal = "the token was renewed for the lookup"
+        try:
+            await self._tokens.after_refused(key_account, refused)
+        except BridgeError as e:
+            # The order may exist all the same; the lookup waits for a usable token.
+            renewal = f"renewing the token failed too ({e})"
+        return _RefusedAfterSending(f"{method} {path}: HTTP 401 after sending; {renewal}")
 
     async def _send(
         self,
@@ -401,9 +429,15 @@ class TvBridgeBroker:
         try:
             data = await self._call("POST", path, request_id=request_id, form=form,
                                     client_order_id=command.client_order_id,
-                                    account=command.account)  # fmt: skip
+                                    account=command.account, places_order=True)  # fmt: skip
             order_id = wire.parse_placed(data)
-        except (ConnectionLost, _AnsweredUnavailable, wire.UnparseableAnswer, Lockout) as e:
+        except (
+            ConnectionLost,
+            _AnsweredUnavailable,
+            _RefusedAfterSending,
+            wire.UnparseableAnswer,
+            Lockout,
+        ) as e:
             # Sent, and the answer is lost or not a verdict: the order may exist (§6.3).
             raise OutcomeUnknown(
                 f"order {command.client_order_id} was sent to the bridge and its outcome is "
@@ -612,27 +646,87 @@ class TvBridgeBroker:
         reported in full, however far they went before the first poll (a market order filled
         before it): as soon as they are known to be ours, if that is only after the baseline
         saw them (the submit's answer landed after the poll).
+
+        An account that cannot be polled (not listed by the bridge, 404, no token, an
+        unreadable answer) is logged once per distinct failure and skipped; the others go on.
+        A lockout pauses every account of the user until it ends.
         """
         polled = self._polled = _Polled()
-        baseline = True
+        failing = _PollFailures()
         while not self._closed.is_set():
             for account in list(self._configured):
                 try:
                     bridge_id = await self.bridge_id(account)
                     data = await self._read(f"/accounts/{bridge_id}/orders")
                     orders = wire.parse_orders(data)
-                except (TransientError, AuthError) as e:
-                    _log.warning("bridge_poll_failed", account=account, error=str(e))
+                except Lockout as e:
+                    # The whole user is stopped (§6.3: 423/429), not this account: no call
+                    # for any of its accounts until the lockout ends.
+                    _log.error("bridge_poll_locked_out", user=self._user, account=account,
+                               until=e.until.isoformat(timespec="seconds"))  # fmt: skip
+                    await self._pause_until(e.until)
+                    break
+                except BridgeError as e:
+                    # One account's failure (unlisted, 404, unreadable, no token) must not
+                    # stop the others' events: note it once, poll the rest.
+                    failing.failed(account, e)
                     continue
+                failing.recovered(account)
+                # An account's first good listing is its baseline, however late it comes.
+                baseline = not polled.seen(account)
                 for before, order in polled.changes(account, orders, baseline, self._placed_here):
                     for event in order_events(before, order, self._now()):
                         yield BrokerOrderEvent(
                             account, BrokerOrderId(order.id), self._client_id(order), event,
                             None if order.parent_id is None else BrokerOrderId(order.parent_id),
                         )  # fmt: skip
-            baseline = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closed.wait(), self.options.poll_interval_s)
+
+    async def _pause_until(self, until: datetime) -> None:
+        """Wait until ``until`` (at least one poll interval) or until closed."""
+        wait_s = max((until - self._now()).total_seconds(), self.options.poll_interval_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closed.wait(), wait_s)
+
+
+class _PollFailures:
+    """The events poller's failing accounts: each distinct failure is logged once."""
+
+    def __init__(self) -> None:
+        self._last: dict[AccountName, str] = {}
+
+    def failed(self, account: AccountName, error: BridgeError) -> None:
+        """Log ``error`` for ``account`` unless it is the one logged last time."""
+        key = f"{type(error).__name__}: {error}"
+        if self._last.get(account) == key:
+            return
+        self._last[account] = key
+        _log.warning("bridge_poll_failed", account=account, reason=_poll_reason(error),
+                     error=str(error))  # fmt: skip
+
+    def recovered(self, account: AccountName) -> None:
+        """Note that ``account`` was polled again after failing."""
+        if self._last.pop(account, None) is not None:
+            _log.info("bridge_poll_recovered", account=account)
+
+
+def _poll_reason(error: BridgeError) -> str:
+    """Return in plain words why an account's orders could not be polled."""
+    if isinstance(error, InvalidInput):
+        return (
+            "the bridge does not list this account for the token's user (closed, blown, or "
+            "configured with the wrong id); its orders are not followed until it is listed"
+        )
+    if isinstance(error, NotFound):
+        return "the bridge answered 404 for this account's orders (see `tradebridge doctor`)"
+    if isinstance(error, AuthError):
+        return "the bridge refused the token or none is stored; polling resumes with a new one"
+    if isinstance(error, wire.UnparseableAnswer):
+        return "the bridge's answer for this account is not its JSON envelope; polling goes on"
+    if isinstance(error, TransientError):
+        return "the bridge did not answer in time or answered 5xx; polling goes on"
+    return "the bridge's answer for this account could not be used; polling goes on"
 
 
 class _Polled:
@@ -650,6 +744,10 @@ class _Polled:
 
     def __len__(self) -> int:
         return sum(len(orders) for orders in self._orders.values())
+
+    def seen(self, account: AccountName) -> bool:
+        """Return whether ``account`` was listed once (its baseline is taken)."""
+        return account in self._orders
 
     def changes(
         self,
