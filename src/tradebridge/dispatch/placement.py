@@ -212,6 +212,21 @@ def plan_from_json(data: dict[str, Any], today: date) -> Plan:
 # --- sending ------------------------------------------------------------------------------
 
 
+def still_fits(plan: PlaceOrder, position: int) -> bool:
+    """Return whether the plan's order does to ``position`` what it was planned to do to
+    ``plan.position_before``: reduce or close it without turning it (any position that
+    still holds the order's quantity in the same direction), or turn it (only the same
+    position: a reverse or a target through zero is sized from it)."""
+    before = plan.position_before
+    if before is None or position == before:
+        return True
+    command = plan.command
+    planned = before + command.side.sign * command.quantity
+    if planned * before < 0:
+        return False  # it turns the position: sized from that very position
+    return position * before > 0 and command.quantity <= abs(position)
+
+
 def lookup_window_s(settings: Settings) -> float:
     """Return how long after a submit its order may still appear (the adapters' lookup window)."""
     bridge = settings.tvbridge.lookup_absent_after_s
@@ -567,7 +582,7 @@ class Placer:
                         seen = await fit_legs(self.ledger, self.config, signal_id, plan, broker)
                     finally:
                         await self._file_calls(signal_id, fit_calls, None)
-                if seen != plan.position_before:
+                if not still_fits(plan, seen):
                     # Sized from a position that has changed since (a leg filled): sent
                     # again, it would open one nobody asked for.
                     moved = PositionMoved(plan.position_before, seen)
