@@ -20,7 +20,9 @@ Each round (``reconcile_once``):
    **needs_review rows** are looked up again and adopt what is provably theirs (never resent).
 3. **Open rows** (``working``, ``partially_filled``) not updated for a reconcile interval are
    compared with the broker's order reports (one read per account): missed fills, cancels and
-   expiries are written. Events do this live; this is the net under them.
+   expiries are written. Events do this live; this is the net under them. The broker's
+   filled total only ever raises the row's (``_sync_row``; docs/ledger.md, "Filled
+   quantity").
 4. **Positions**, every ``dispatcher.position_check_s`` per account between all workers: the
    broker's net positions against the signed fills of tradebridge's orders
    (``dispatch/positions.py``); what nothing explains is a divergence, announced by the
@@ -53,11 +55,12 @@ from tradebridge.dispatch.placement import (
     lookup_window_s,
 )
 from tradebridge.domain.ids import AccountName, client_order_id_for, entry_client_id
-from tradebridge.domain.lifecycle import SignalStatus, check_move
+from tradebridge.domain.lifecycle import FINAL_STATUSES, SignalStatus
+from tradebridge.domain.reports import OrderStatusReport
 from tradebridge.errors import ConfigError, IllegalTransition
 from tradebridge.obs import metrics
 from tradebridge.obs.logging import get_logger, order_context
-from tradebridge.store.ledger import Ledger, PositionTurn, database_unavailable
+from tradebridge.store.ledger import Ledger, LedgerRow, PositionTurn, database_unavailable
 from tradebridge.tracking.tracker import count_verdict
 
 _log = get_logger("tradebridge.dispatch.reconcile")
@@ -65,6 +68,9 @@ _log = get_logger("tradebridge.dispatch.reconcile")
 # Worker ids whose dispatcher runs in this process: never dead to this process's reconcile,
 # whatever their lock says while it is being taken again after a reconnect.
 _LOCAL_WORKERS: Counter[str] = Counter()
+# Times one open row's sync reads it again after its guarded move was refused (the tracker
+# moving it meanwhile); then the next round looks again.
+_SYNC_TRIES = 3
 
 
 @contextlib.contextmanager
@@ -398,7 +404,9 @@ class Reconciler:
 
     async def _sync_open(self, report: ReconcileReport) -> None:
         idle = timedelta(seconds=self.config.reconcile_interval_s)
-        by_account: dict[str, list[tuple[str, SignalStatus, str, Decimal]]] = defaultdict(list)
+        by_account: dict[str, list[tuple[str, SignalStatus, str, Decimal | None]]] = defaultdict(
+            list
+        )
         for signal_id, account, status, order_id, filled in await self.ledger.open_orders_idle(
             idle
         ):
@@ -417,20 +425,59 @@ class Reconciler:
                 found = by_id.get(order_id)
                 if found is None:
                     continue
-                new = ledger_status(found.status)
-                if new is SignalStatus.WORKING or (new is status and filled == found.filled_qty):
-                    continue
-                try:
-                    check_move(signal_id, status, new)
-                    moved = await self.ledger.transition(
-                        signal_id, new, expected=status, event="reconciled",
-                        detail={"broker_status": found.status.value, "ledger_status": status.value},
-                        filled_qty=found.filled_qty or None,
-                        avg_fill_price=found.avg_fill_price,
-                        error_message=(f"broker: {found.reason}" if found.reason
-                                       and new is SignalStatus.REJECTED else None),
-                    )  # fmt: skip
-                except IllegalTransition:
-                    continue
-                count_verdict(new, moved)  # a fill or cancel no event brought counts too
-                report.synced[signal_id] = new.value
+                synced = await self._sync_row(signal_id, order_id, status, filled, found)
+                if synced is not None:
+                    new, moved = synced
+                    count_verdict(new, moved)  # a fill or cancel no event brought counts too
+                    report.synced[signal_id] = new.value
+
+    async def _sync_row(
+        self,
+        signal_id: str,
+        order_id: str,
+        status: SignalStatus,
+        filled: Decimal | None,
+        found: OrderStatusReport,
+    ) -> tuple[SignalStatus, LedgerRow] | None:
+        """Write what the broker's report of a row's order says beyond the row (read as
+        ``status`` and ``filled``); return the new status and the row, or None.
+
+        The filled quantity is only ever raised to the broker's running total, never
+        lowered: the move is guarded by the status and filled quantity read, and when the
+        row moved meanwhile (the tracker applied fills) it is read again and the report
+        compared with that (docs/ledger.md, "Filled quantity").
+        """
+        for _ in range(_SYNC_TRIES):
+            new = ledger_status(found.status)
+            total = Decimal(found.filled_qty)
+            have = filled or Decimal(0)
+            raised = total > have
+            if new is SignalStatus.WORKING or (new is status and not raised):
+                return None
+            if have > total and new in FINAL_STATUSES:
+                _log.warning(
+                    "filled_beyond_broker", signal_id=signal_id, broker_order_id=order_id,
+                    ledger_filled=str(have), broker_filled=str(total),
+                    broker_status=found.status.value,
+                )  # fmt: skip
+            try:
+                moved = await self.ledger.move_if(
+                    signal_id, new, expected=status, filled_was=filled, event="reconciled",
+                    detail={"broker_status": found.status.value, "ledger_status": status.value,
+                            "broker_filled": found.filled_qty},
+                    filled_qty=total if raised else None,
+                    avg_fill_price=found.avg_fill_price if raised else None,
+                    error_message=(f"broker: {found.reason}" if found.reason
+                                   and new is SignalStatus.REJECTED else None),
+                )  # fmt: skip
+            except IllegalTransition:
+                return None
+            if moved is not None:
+                return new, moved
+            # The row moved since it was read: compare the report with it as it is now.
+            state = await self.ledger.order_state(signal_id)
+            if state is None or state[1] != order_id:
+                return None
+            status, _, filled = state
+        _log.info("reconcile_sync_deferred", signal_id=signal_id, broker_order_id=order_id)
+        return None

@@ -5,7 +5,9 @@ WebSocket; bridge: polling) and finds the row by our client order id (exact: bra
 carry ``-sl``/``-tp`` suffixes and never match), else by the broker's order id among open
 rows. Fills are incremental and may arrive twice (several workers, a resync), so each fill id
 is applied once per row (an ``order_history`` ``fill`` event records it, in the same
-statement as the move). An event costs one read and at most one write, guarded by what was
+statement as the move); one a broker's total written on the row counted already (reconcile's
+net, an adoption: ``EventRow.by_total``) is recorded, not added (docs/ledger.md, "Filled
+quantity"). An event costs one read and at most one write, guarded by what was
 read (the row's status and filled quantity): a row that moved in between is read again under
 its lock. Statuses never move backwards: the ledger refuses, and the tracker only asks for
 moves the lifecycle allows. Events of different orders are applied side by side (at most 8
@@ -39,7 +41,13 @@ from tradebridge.brokers.budget import mark_background
 from tradebridge.brokers.pool import BrokerPool
 from tradebridge.config import Settings
 from tradebridge.domain.ids import AccountName, entry_client_id
-from tradebridge.domain.lifecycle import FINAL_STATUSES, SignalStatus, apply_fill, check_move
+from tradebridge.domain.lifecycle import (
+    FINAL_STATUSES,
+    Filled,
+    SignalStatus,
+    apply_fill,
+    check_move,
+)
 from tradebridge.domain.orders import (
     OrderAccepted,
     OrderCancelled,
@@ -465,6 +473,8 @@ class Tracker:
         change = _change(row, event)
         if change is None:
             return True
+        if change.covered:
+            return await self._apply_locked(event, cid)
         moved = await self.ledger.move_if(
             row.signal_id, change.new, expected=SignalStatus(row.status),
             filled_was=row.filled_qty, event=change.event, detail=change.detail,
@@ -517,10 +527,16 @@ class Tracker:
                 and fill.fill_id
                 and await self.ledger.fill_seen(conn, signal_id, fill.fill_id)
             )
-            ordered = None
+            ordered, by_total = None, Decimal(0)
             if fill is not None and not seen:
                 ordered = await self.ledger.ordered_qty(conn, signal_id)
-            row = EventRow.from_record(record, fill_seen=seen, ordered_qty=ordered)
+                filled = record["filled_qty"]
+                by_total = await self.ledger.by_total(
+                    conn, signal_id, None if filled is None else Decimal(str(filled))
+                )
+            row = EventRow.from_record(
+                record, fill_seen=seen, ordered_qty=ordered, by_total=by_total
+            )
             change = _change(row, event)
             moved = None
             if change is not None:
@@ -597,6 +613,20 @@ class _Change:
     event: str
     detail: dict[str, Any]
     fields: dict[str, Any]
+    # A fill counted (in part) in a broker's total: written under the row's lock only (its
+    # record may leave the status and filled quantity, the guard of a move, unchanged).
+    covered: bool = False
+
+
+def _after_fill(row: EventRow, qty: Decimal, price: Decimal) -> Filled:
+    """Return the row's fill state after ``qty`` more traded at ``price`` (none: a fill a
+    total counted already; the row is partially filled at least, filled if all traded)."""
+    filled = row.filled_qty or Decimal(0)
+    if qty > 0:
+        return apply_fill(filled, row.avg_fill_price, qty, price, row.ordered_qty)
+    done = row.ordered_qty is not None and filled >= row.ordered_qty
+    status = SignalStatus.FILLED if done else SignalStatus.PARTIALLY_FILLED
+    return Filled(filled, price if row.avg_fill_price is None else row.avg_fill_price, status)
 
 
 def _change(row: EventRow, event: BrokerOrderEvent) -> _Change | None:
@@ -623,22 +653,28 @@ def _change(row: EventRow, event: BrokerOrderEvent) -> _Change | None:
         ):
             if fill_id and row.fill_seen:
                 return None  # applied once per fill id
-            qty = Decimal(fill_qty)
+            qty, covered = Decimal(fill_qty), Decimal(0)
             if total is not None:
                 beyond = _beyond_recorded(row, total, total_avg, price)
                 if beyond is None:
                     return None  # another poller's span recorded it already
                 qty, price = beyond
-            after = apply_fill(
-                row.filled_qty or Decimal(0), row.avg_fill_price, qty, price, row.ordered_qty
-            )
+            else:
+                # Counted already by a broker's total written without fill ids (reconcile's
+                # net, an adoption): recorded, not added again.
+                covered = min(qty, row.by_total)
+            after = _after_fill(row, qty - covered, price)
+            detail = {"fill_id": fill_id, "qty": int(qty), "price": str(price),
+                      "filled_qty": str(after.filled_qty)}  # fmt: skip
+            if covered:
+                detail["covered"] = int(covered)
             change = _Change(
                 after.status,
                 "fill",
-                {"fill_id": fill_id, "qty": int(qty), "price": str(price),
-                 "filled_qty": str(after.filled_qty)},
+                detail,
                 {**on_order, "filled_qty": after.filled_qty,
                  "avg_fill_price": after.avg_fill_price},
+                covered=bool(covered),
             )  # fmt: skip
         case OrderCancelled(reason=reason):
             change = _Change(SignalStatus.CANCELLED, "cancelled", {"reason": reason}, on_order)

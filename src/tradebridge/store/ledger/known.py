@@ -9,7 +9,8 @@ answer, and each fill it applied after. The write that follows is guarded by wha
 (``Moves.move_if``: status and filled quantity), so a row moved by anyone else meanwhile
 (another worker, reconcile, the locked path) fails the guard and is read again under its
 lock. A filled quantity only grows, so an unchanged one means no fill was recorded besides
-the ones known here: a fill seen twice is never counted twice.
+the ones known here: a fill seen twice is never counted twice. Every filled quantity known
+here came from fills known here (none from a broker's total: ``EventRow.by_total`` is 0).
 
 What is known is kept only while every move of the row goes through this process's guarded
 writes from what is known; any other move forgets it, and so does a guarded write refused
@@ -95,6 +96,11 @@ class KnownRows:
         guard = move.filled_was
         if guard is None or known.status is not expected or known.filled_qty != guard[0]:
             # Moved from a state not known here: what is known may miss a fill.
+            del self._rows[order_id]
+            return
+        if move.event != "fill" and row.filled_qty != known.filled_qty:
+            # A broker's total written (reconcile's net): its fills' ids are not known here,
+            # and their events must be counted in it (``EventRow.by_total``), so read them.
             del self._rows[order_id]
             return
         known.status, known.filled_qty = row.status, row.filled_qty

@@ -110,10 +110,11 @@ class Review(LedgerPool):
 
     async def open_orders_idle(
         self, idle: timedelta
-    ) -> list[tuple[str, str, SignalStatus, str, Decimal]]:
+    ) -> list[tuple[str, str, SignalStatus, str, Decimal | None]]:
         """Return rows whose order rests and that heard nothing for ``idle``.
 
-        Each: (signal_id, account_name, status, tradovate_order_id, filled_qty).
+        Each: (signal_id, account_name, status, tradovate_order_id, filled_qty as stored:
+        a guard for the move that follows, ``Moves.move_if``).
         """
         rows = await self._db.fetch(
             "select signal_id, account_name, status, tradovate_order_id, filled_qty "  # noqa: S608 - statuses from SignalStatus, no input
@@ -123,6 +124,29 @@ class Review(LedgerPool):
         )
         return [
             (str(r["signal_id"]), str(r["account_name"]), SignalStatus(r["status"]),
-             str(r["tradovate_order_id"]), Decimal(r["filled_qty"] or 0))
+             str(r["tradovate_order_id"]), _decimal(r["filled_qty"]))
             for r in rows
         ]  # fmt: skip
+
+    async def order_state(
+        self, signal_id: str
+    ) -> tuple[SignalStatus, str | None, Decimal | None] | None:
+        """Return (status, tradovate_order_id, filled_qty as stored) of a row, or None: what
+        a guarded move reads again after its guard refused (``Moves.move_if``)."""
+        record = await self._db.fetchrow(
+            "select status, tradovate_order_id, filled_qty from trading_signals "
+            "where signal_id = $1",
+            signal_id,
+        )
+        if record is None:
+            return None
+        order_id = record["tradovate_order_id"]
+        return (
+            SignalStatus(record["status"]),
+            None if order_id is None else str(order_id),
+            _decimal(record["filled_qty"]),
+        )
+
+
+def _decimal(value: object) -> Decimal | None:
+    return None if value is None else Decimal(str(value))

@@ -40,16 +40,28 @@ with by_client as (
     select * from by_order
 )
 select found.*,
-       ($3::text is not null and exists (
-           select 1 from order_history h where h.signal_id = found.signal_id
-              and h.event = 'fill' and h.detail->>'fill_id' = $3)) as fill_seen,
+       ($3::text is not null and coalesce(fills.seen, false)) as fill_seen,
+       greatest(coalesce(found.filled_qty, 0) - fills.recorded, 0) as by_total,
        case when $4::boolean then (
            select h.detail->>'quantity' from order_history h
             where h.signal_id = found.signal_id and h.event = 'submitted' and h.detail ? 'plan'
             order by h.id desc limit 1) end as ordered_qty
   from found
+  cross join lateral (
+      select bool_or(h.detail->>'fill_id' = $3) as seen,
+             coalesce(sum((h.detail->>'qty')::numeric), 0) as recorded
+        from order_history h
+       where h.signal_id = found.signal_id and h.event = 'fill'
+         and ($3::text is not null or $4::boolean)
+  ) fills
  limit 1
 """  # noqa: S608 - fixed columns and statuses
+# The quantities the ``fill`` events of a row record (each its fill's whole quantity,
+# whatever part of it a total had counted already: ``covered`` in its detail).
+_RECORDED_SQL = """
+select coalesce(sum((detail->>'qty')::numeric), 0) from order_history
+ where signal_id = $1 and event = 'fill'
+"""
 # A broker event's row, prepared on each new connection (pool.open_pool).
 HOT_STATEMENTS = (_EVENT_ROW_SQL,)
 
@@ -65,6 +77,10 @@ class EventRow:
     tradovate_order_id: str | None
     fill_seen: bool = False  # the event's fill id is recorded already
     ordered_qty: Decimal | None = None  # the quantity the latest submitted plan ordered
+    # The filled quantity no recorded fill accounts for: written from a broker's running
+    # total (reconcile's net, a lookup's adoption), its fills' events not seen yet. A fill
+    # not recorded is counted in it first (docs/ledger.md, "Filled quantity").
+    by_total: Decimal = Decimal(0)
 
     @classmethod
     def from_record(cls, record: asyncpg.Record, **extra: Any) -> Self:
@@ -100,7 +116,8 @@ class TrackerQueries(LedgerPool):
         """Return the row a broker event is about, unlocked, in one statement, or None.
 
         Found as ``lock_row_for_event`` finds it; with whether ``fill_id`` is recorded, and
-        (``ordered_qty``) the quantity the row's latest submitted plan ordered.
+        (``ordered_qty``, for a fill) the quantity the row's latest submitted plan ordered
+        and the filled quantity no recorded fill accounts for (``EventRow.by_total``).
         """
         record = await self._db.fetchrow(
             _EVENT_ROW_SQL, client_order_id or None, broker_order_id, fill_id or None, ordered_qty
@@ -112,6 +129,7 @@ class TrackerQueries(LedgerPool):
             record,
             fill_seen=bool(record["fill_seen"]),
             ordered_qty=None if ordered is None else Decimal(ordered),
+            by_total=Decimal(record["by_total"]),
         )
 
     async def lock_row_for_event(
@@ -159,6 +177,12 @@ class TrackerQueries(LedgerPool):
             fill_id,
         )
         return found is not None
+
+    async def by_total(self, conn: Conn, signal_id: str, filled_qty: Decimal | None) -> Decimal:
+        """Return the part of ``filled_qty`` (the row's, as read under its lock) that no
+        recorded fill accounts for (``EventRow.by_total``)."""
+        recorded = await conn.fetchval(_RECORDED_SQL, signal_id)
+        return max((filled_qty or Decimal(0)) - Decimal(recorded), Decimal(0))
 
     async def ordered_qty(self, conn: Conn, signal_id: str) -> Decimal | None:
         """Return the quantity the row's latest submitted plan ordered, if recorded."""
