@@ -178,6 +178,11 @@ class Dispatcher:
         # Rows inside _handle, by signal id (a row requeued and claimed again by this worker
         # may briefly be in two tasks: only the newer claim acts on it).
         self._in_hand: dict[str, int] = {}
+        # Rows claimed and given to an account's task, until it ends (by signal id: count).
+        self._held: dict[str, int] = {}
+        # Set when rows may have been claimed that no task holds (a claim whose answer was
+        # lost, an account's task that failed): the next claim hands them back first.
+        self._sweep = False
 
     @property
     def liveness_lock(self) -> LivenessLock:
@@ -236,6 +241,9 @@ class Dispatcher:
                         reraise_if_cancelling()  # a cancel lost inside the claim (see _aio)
                     except Exception as e:  # noqa: BLE001 - the claim loop must never stop
                         reraise_if_cancelling()
+                        # It may have committed and lost its answer: rows claimed that no
+                        # task holds, which nobody else takes from a live worker.
+                        self._sweep = True
                         self.claim_error = f"{type(e).__name__}: {e}"[:200]
                         if database_unavailable(e):
                             _log.warning("claim_failed", worker=self.worker_id, error=str(e))
@@ -289,6 +297,8 @@ class Dispatcher:
         started: list[asyncio.Task[None]] = []
         claimed = 0
         async with self._claim_lock:
+            if self._sweep:
+                await self._hand_back_strays()
             while (free := self._max_accounts - len(self._active)) > 0:
                 notices = self._notices  # before the claim: a row inserted after it notifies
                 claim = await self.ledger.claim(
@@ -314,6 +324,8 @@ class Dispatcher:
                 self._preconnect([k for k in queues if k in self._accounts])
                 # Fewer accounts than free slots: nothing else was claimable then.
                 drained = len(queues) < free
+                for row in rows:
+                    self._held[row.signal_id] = self._held.get(row.signal_id, 0) + 1
                 for key, queue in queues.items():
                     task = asyncio.create_task(
                         self._run_account(key, queue, claim.kill, notices if drained else None),
@@ -324,6 +336,19 @@ class Dispatcher:
                 if len(queues) < free:
                     break
         return started, claimed
+
+    async def _hand_back_strays(self) -> None:
+        """Hand back the rows claimed by this worker that no task holds (under the claim
+        lock: no claim is in flight). Rows still ``processing`` only: nothing of them left."""
+        mine = await self.ledger.claimed_rows(self.worker_id)
+        strays = [signal_id for signal_id in mine if signal_id not in self._held]
+        if strays:
+            back = await self.ledger.hand_back(
+                self.worker_id, strays, "claimed, but no task of this worker held it"
+            )
+            _log.warning("stray_claims_handed_back", worker=self.worker_id, signal_ids=back[:20],
+                         count=len(back))  # fmt: skip
+        self._sweep = False
 
     def _preconnect(self, accounts: list[str]) -> None:
         """Open the accounts' connections to the broker beside their write-aheads."""
@@ -435,7 +460,20 @@ class Dispatcher:
             # Only rows still 'processing' under our claim go back: nothing of theirs left.
             await self._hand_back_now(waiting, "worker stopping")
             raise
+        except Exception:  # noqa: BLE001 - a task that dies must not strand its rows
+            reraise_if_cancelling()
+            _log.exception("account_task_failed", account=key, worker=self.worker_id,
+                           signal_ids=waiting[:20])  # fmt: skip
+            # Handed back at the next claim (one is due: the loop is woken below), with any
+            # other row of this worker that no task holds.
+            self._sweep = True
         finally:
+            for row in rows:
+                left = self._held.get(row.signal_id, 0) - 1
+                if left > 0:
+                    self._held[row.signal_id] = left
+                else:
+                    self._held.pop(row.signal_id, None)
             if self._active.get(key) is asyncio.current_task():
                 del self._active[key]
             if not nothing_left:

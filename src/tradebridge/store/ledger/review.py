@@ -79,6 +79,16 @@ class Review(LedgerPool):
                     live.append(worker)
         return dead, live
 
+    async def claimed_rows(self, worker_id: str) -> list[str]:
+        """Return the rows ``worker_id`` holds ``processing`` (claimed, nothing sent)."""
+        rows = await self._db.fetch(
+            "select signal_id from trading_signals "  # noqa: S608 - statuses from SignalStatus, no input
+            f"where status = '{SignalStatus.PROCESSING}' and claimed_by = $1 "
+            "order by created_at, seq",
+            worker_id,
+        )
+        return [str(r["signal_id"]) for r in rows]
+
     async def unknown_to_resolve(
         self, *, dead_workers: Sequence[str], idle: timedelta
     ) -> list[tuple[str, str]]:
