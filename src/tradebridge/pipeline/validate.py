@@ -126,6 +126,11 @@ class ValidSignal:
         return bool(self.targets) or self.trailing_stop_ticks is not None or self.breakeven
 
 
+ACCOUNT_NAME_BLANKS = " \t\n\r\v\f"
+"""What validation strips off ``account_name``: exactly what the ledger trims where the row is
+written (migration 0011), so the account a row is placed on is the queue it is claimed in.
+Other blanks (a no-break space) stay, and name an unknown account: denied."""
+
 _SIDES = {"buy": Side.BUY, "sell": Side.SELL, "long": Side.BUY, "short": Side.SELL}
 _ORDER_TYPES = {
     "market": OrderType.MARKET,
@@ -180,7 +185,7 @@ def _validate(
     raw: RawSignal, today: date, accounts: Collection[str], root_map: dict[str, str]
 ) -> ValidSignal:
     intent = _intent(raw.intent)
-    account = (raw.account_name or "").strip()
+    account = (raw.account_name or "").strip(ACCOUNT_NAME_BLANKS)
     if not account:
         raise _Deny("account_name is missing", "account_name")
     if account not in accounts:
