@@ -6,7 +6,9 @@ The rules (DESIGN.md "Exactly-once effect", reference §11):
 * the row is ``submitted`` (committed) before anything leaves; its plan is in that event's
   detail, so whoever resolves the row later knows exactly what was sent;
 * accepted → ``working``; ``BrokerRejected`` → ``rejected``; anything that may have been
-  sent without a verdict → ``unknown``;
+  sent without a verdict → ``unknown`` (with when the submit stopped waiting: absence is
+  concluded only once the lookup window has passed since then); an accepted answer naming
+  an order another row already holds → ``needs_review`` (``_owned_elsewhere``);
 * an ``unknown`` row is looked up (``Broker.lookup``: its client order id, else by shape with
   the baseline taken before the submit and the orders other rows own excluded); found →
   adopted; absent → resent with the SAME client order id, but only by whoever moves it
@@ -25,7 +27,8 @@ The rules (DESIGN.md "Exactly-once effect", reference §11):
   absence proven past the bound ends it ``failed`` (never a late send). ``needs_review`` rows
   are looked up again by reconcile and adopt what is provably theirs, never resent.
 
-Cancel and flatten plans carry absolute targets, so resolving them means running them again.
+Cancel and flatten plans carry absolute targets, so resolving them means running them again,
+within the bound counted from their first run and ``max_resends``; then ``needs_review``.
 An order that closes, reduces or turns the position (``PlaceOrder.fit_legs``) first cuts the
 protective legs to what it leaves (``fit_legs``), before the first send and again before each
 resend, from fresh reads: cancels and modifies of legs are safe to repeat.
@@ -60,7 +63,7 @@ from tradebridge.domain.contracts import parse_contract
 from tradebridge.domain.enums import OrderStatus, OrderType, Side, TimeInForce
 from tradebridge.domain.ids import AccountName, BrokerOrderId, ClientOrderId
 from tradebridge.domain.lifecycle import SignalStatus
-from tradebridge.domain.reports import LookupBaseline, OrderStatusReport
+from tradebridge.domain.reports import LookupBaseline, LookupResult, OrderStatusReport
 from tradebridge.errors import (
     AuthError,
     BrokerError,
@@ -76,7 +79,7 @@ from tradebridge.errors import (
 from tradebridge.obs import metrics
 from tradebridge.obs.logging import bind_order, get_logger
 from tradebridge.pipeline.route import CancelOrders, FlattenAccount, PlaceOrder, Plan
-from tradebridge.store.ledger import Ledger, LedgerRow
+from tradebridge.store.ledger import HistoryEvent, Ledger, LedgerRow
 
 _log = get_logger("tradebridge.tracking.placement")
 # How far a worker's clock may be from the database's (baseline_after vs last_attempt_at).
@@ -106,6 +109,43 @@ async def _submit_timed(broker: Broker, command: SubmitOrder) -> BrokerOrderId:
         return await broker.submit(command)
     finally:
         metrics.observe_step("answered", time.perf_counter() - started)
+
+
+def _send_moments(calls: Sequence[BrokerCall]) -> dict[str, str]:
+    """Return when a submit without a verdict last sent its order and when it stopped
+    waiting for the answer (the ``unknown`` event's detail; worker clock).
+
+    A request may leave long after the write-ahead (the request budget's wait, a p-ticket's
+    p-time and resend inside the adapter) and, unanswered, may reach the broker until we
+    stop waiting (a timeout): the lookup window counts from ``given_up_at``
+    (``Placer._window_start``). ``sent_at`` (the last order request's send) is evidence.
+    """
+    moments = {"given_up_at": datetime.now(UTC).isoformat()}
+    sent = [c.ts_sent for c in calls if c.method in ("POST", "DELETE") and c.ts_sent]
+    if sent:
+        moments["sent_at"] = max(sent).isoformat()
+    return moments
+
+
+def _not_sent(last: HistoryEvent | None) -> bool:
+    """Return whether the row's last send was refused before execution (no usable token)."""
+    return bool(
+        last is not None
+        and last.event == "unknown"
+        and isinstance(last.detail, dict)
+        and last.detail.get("not_sent")
+    )
+
+
+def _parse_moment(value: Any) -> datetime | None:
+    """Return an ISO time written by ``_send_moments`` (None: absent or unreadable)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 # --- plans as JSON (the ``submitted`` event's detail) ---------------------------------------
@@ -287,6 +327,10 @@ class Placer:
                 signal_id, status, expected=SignalStatus.SUBMITTED, owner=owner, event=event,
                 detail=detail, broker_call=main, **fields,
             )  # fmt: skip
+        except OrderOwned as e:
+            # The row is still ours and ``submitted`` (the one-statement move matched it):
+            # the answer names an order another row already holds. Not a late outcome.
+            return await self._owned_elsewhere(signal_id, e, main, owner=owner, **fields)
         except IllegalTransition as e:
             # The tracker got there first (a fill overtook the answer) or reconcile took the
             # row over; the broker's truth is theirs to write. Keep the audit anyway.
@@ -297,6 +341,64 @@ class Placer:
             )
             current = await self.ledger.get(signal_id)
             return current.status if current else status
+        return row.status
+
+    async def _owned_elsewhere(
+        self,
+        signal_id: str,
+        error: OrderOwned,
+        main: BrokerCall | None,
+        *,
+        owner: str | None,
+        **fields: Any,
+    ) -> SignalStatus:
+        """Escalate a ``submitted`` row whose accepted answer names an order another row
+        owns; return its status.
+
+        The answer proves the order is this row's (its request, its client id): the other
+        row took it by shape (``adopted_probable``, or a human's ``review adopt``), and its
+        own order may never have been placed. Moving the order over would rewrite what that
+        row already recorded (fills, the position it explains): a human decides, with both
+        rows named. Left ``submitted``, the row would stall its account for good (nobody
+        moves it: its worker is alive). ``submitted → unknown → needs_review`` in one
+        transaction: never ``unknown`` in between, where a lookup that skips orders other
+        rows own could find it absent and send it again.
+        """
+        order_id = fields.get("tradovate_order_id")
+        evidence = {"broker_order_id": order_id, "owner": error.owner, "answer": "accepted"}
+        message = (
+            f"the broker accepted this row's order {order_id} (its own answer), but row "
+            f"{error.owner} holds that order (adopted by shape?): decide whose it is; "
+            f"{error.owner}'s own order may never have been placed"
+        )
+        try:
+            async with self.ledger.transaction() as conn:
+                await self.ledger.transition(
+                    signal_id, SignalStatus.UNKNOWN, expected=SignalStatus.SUBMITTED,
+                    owner=owner, event="order_owned", detail=evidence, broker_call=main,
+                    conn=conn,
+                )  # fmt: skip
+                row = await self.ledger.transition(
+                    signal_id, SignalStatus.NEEDS_REVIEW, expected=SignalStatus.UNKNOWN,
+                    event="escalated", detail={"reason": "order_owned", **evidence},
+                    error_message=f"needs review (order_owned): {message}"[:500], conn=conn,
+                )  # fmt: skip
+        except IllegalTransition as e:
+            # Moved meanwhile after all: the late-outcome path, with the audit kept.
+            if main is not None:
+                await self.ledger.record_broker_call(main, signal_id)
+            await self.ledger.add_event(
+                signal_id, "late_outcome", {"outcome": "working", "note": str(e), **evidence}
+            )
+            current = await self.ledger.get(signal_id)
+            return current.status if current else SignalStatus.FAILED
+        if error.owner is not None:
+            # The holder's history says its adoption is disputed, and by whom.
+            await self.ledger.add_event(
+                error.owner, "adoption_disputed", {"broker_order_id": order_id, "by": signal_id}
+            )
+        metrics.UNKNOWN_ESCALATIONS.labels(reason="order_owned").inc()
+        _log.warning("row_needs_review", signal_id=signal_id, reason="order_owned", detail=message)
         return row.status
 
     async def send(
@@ -370,7 +472,7 @@ class Placer:
                 return await self._outcome(
                     signal_id, SignalStatus.UNKNOWN, calls, owner=owner,
                     error_message=f"outcome unknown, awaiting lookup: {e}",
-                    detail={"error": type(e).__name__},
+                    detail={"error": type(e).__name__, **_send_moments(calls)},
                 )  # fmt: skip
             except SendFenced:
                 await self._file_calls(signal_id, calls, None)
@@ -380,7 +482,7 @@ class Placer:
                 return await self._outcome(
                     signal_id, SignalStatus.UNKNOWN, calls, owner=owner,
                     error_message=f"outcome unknown after an unexpected error: {e!r}"[:500],
-                    detail={"error": type(e).__name__},
+                    detail={"error": type(e).__name__, **_send_moments(calls)},
                 )  # fmt: skip
         bind_order(broker_order_id=str(order_id))
         return await self._outcome(
@@ -458,7 +560,11 @@ class Placer:
             if row is None or row.status is not SignalStatus.UNKNOWN:
                 return row.status if row else SignalStatus.FAILED
             if not isinstance(plan, PlaceOrder):
-                # Cancels and flattens carry absolute targets: running them again is safe.
+                # Cancels and flattens carry absolute targets: running them again is safe,
+                # within the bound and max_resends, like orders.
+                stop = await self._rerun_refused(signal_id, plan, row)
+                if stop is not None:
+                    return stop
                 if not await self._claim_resend(signal_id, row.placement_attempts):
                     continue
                 status = await self.send(signal_id, plan, broker, owner=None)
@@ -469,6 +575,34 @@ class Placer:
             await asyncio.sleep(delay)
             delay = min(max(delay * 2, 0.05), cfg.lookup_backoff_max_s)
         return SignalStatus.UNKNOWN
+
+    async def _rerun_refused(
+        self, signal_id: str, plan: CancelOrders | FlattenAccount, row: LedgerRow
+    ) -> SignalStatus | None:
+        """Escalate an unknown cancel or flatten that may not run again; None: it may.
+
+        Past ``unknown_bound_s`` since its FIRST run (each rerun refreshes
+        ``last_attempt_at``, from which its account's hold counts: counted from there, a
+        command that fails without a verdict every time would hold the account's exits for
+        good), or after ``max_resends`` reruns. What it did is unknown (some of its cancels
+        may have gone through): ``needs_review``, never ``failed``, and it holds nothing back.
+        """
+        runs = row.placement_attempts
+        kind = "cancel" if isinstance(plan, CancelOrders) else "flatten"
+        if self.past_bound(row, since=row.ts_submitted or row.created_at):
+            why = (
+                f"still unknown after {runs} run(s), older than dispatcher.unknown_bound_s "
+                f"({self.config.unknown_bound_s:g}s) since its first"
+            )
+        elif runs > self.config.max_resends:
+            why = f"still unknown after {runs} runs (dispatcher.max_resends)"
+        else:
+            return None
+        message = (
+            f"{kind} {why}: not run again; last error: {row.error_message or 'none'}; "
+            "check the account at the broker and run it by hand if it is still wanted"
+        )
+        return await self.escalate(signal_id, "rerun_failing", message, {"runs": runs})
 
     def past_bound(self, row: LedgerRow, *, since: datetime | None = None) -> bool:
         """Return whether an unresolved row has held its account longer than the bound
@@ -488,13 +622,13 @@ class Placer:
         baseline: LookupBaseline | None,
     ) -> SignalStatus:
         command = plan.command
-        if await self._not_sent(signal_id):
+        last = await self._last_send_event(signal_id)
+        if _not_sent(last):
             return await self._send_absent(signal_id, plan, broker, row, looked_up=False)
-        sent = row.last_attempt_at or datetime.now(UTC)
-        exclude = await self.ledger.owned_orders(command.account, besides=signal_id)
+        start = self._window_start(row, last)
         with capture() as calls:
             try:
-                result = await broker.lookup(command, sent, baseline=baseline, exclude=exclude)
+                result = await self._look(signal_id, command, broker, row, baseline, start)
             except LookupAmbiguous as e:
                 # Never guessed. It may clear up (another row adopts its own order), so the row
                 # stays unknown until the bound, then a human decides.
@@ -520,6 +654,7 @@ class Placer:
                 "probable" if result.probable else "found"),
             "broker_order_id": None if result.found is None else result.found.broker_order_id,
             "evidence": list(result.evidence)[:50],
+            **({"window_from": start.isoformat()} if start is not None else {}),
         })  # fmt: skip
         if result.found is not None:
             rivals = (
@@ -538,15 +673,57 @@ class Placer:
             return await self._adopt(signal_id, result.found, probable=result.probable)
         return await self._send_absent(signal_id, plan, broker, row, looked_up=True)
 
-    async def _not_sent(self, signal_id: str) -> bool:
-        """Return whether the row's last send was refused before execution (no usable token)."""
+    async def _last_send_event(self, signal_id: str) -> HistoryEvent | None:
+        """Return the row's latest submit, resubmit or ``unknown`` event."""
         for event in reversed(await self.ledger.history(signal_id)):
             if event.event in ("unknown", "submitted", "resubmitted"):
-                detail = event.detail
-                return bool(
-                    event.event == "unknown" and isinstance(detail, dict) and detail.get("not_sent")
-                )
-        return False
+                return event
+        return None
+
+    @staticmethod
+    def _window_start(row: LedgerRow, last: HistoryEvent | None) -> datetime | None:
+        """Return when the lookup window of the row's latest submit starts.
+
+        The latest of its write-ahead (``last_attempt_at``) and the moment its sender stopped
+        waiting for the answer, recorded with the ``unknown`` outcome (``_send_moments``): its
+        request may have left, and reached the broker, long after the write-ahead. A row
+        whose sender died wrote no outcome: the write-ahead is all there is, and the fence
+        bounds how late that worker's request can leave (dispatch/liveness.py).
+        """
+        moments = [row.last_attempt_at] if row.last_attempt_at is not None else []
+        if last is not None and last.event == "unknown" and isinstance(last.detail, dict):
+            given_up = _parse_moment(last.detail.get("given_up_at"))
+            if given_up is not None:
+                moments.append(given_up)
+        return max(moments, default=None)
+
+    async def _look(
+        self,
+        signal_id: str,
+        command: SubmitOrder,
+        broker: Broker,
+        row: LedgerRow,
+        baseline: LookupBaseline | None,
+        start: datetime | None,
+    ) -> LookupResult:
+        """Look the row's latest submit up; absent only once the window since ``start`` passed.
+
+        The adapters wait out the window from the write-ahead (``ts_sent``, which also tells
+        orders created before the submit from ours); where the request left later, absence
+        is looked at again once the window has passed since then (at most one window on,
+        should the sender's clock run ahead).
+        """
+        sent = row.last_attempt_at or datetime.now(UTC)
+        exclude = await self.ledger.owned_orders(command.account, besides=signal_id)
+        result = await broker.lookup(command, sent, baseline=baseline, exclude=exclude)
+        if result.found is not None or start is None:
+            return result
+        wait = self.lookup_window_s - (datetime.now(UTC) - start).total_seconds()
+        if wait <= 0:
+            return result
+        await asyncio.sleep(min(wait, self.lookup_window_s + _CLOCK_SLACK.total_seconds()))
+        exclude = await self.ledger.owned_orders(command.account, besides=signal_id)
+        return await broker.lookup(command, sent, baseline=baseline, exclude=exclude)
 
     async def _send_absent(
         self, signal_id: str, plan: PlaceOrder, broker: Broker, row: LedgerRow, *, looked_up: bool
@@ -646,16 +823,22 @@ class Placer:
             or not isinstance(plan, PlaceOrder)
         ):
             return row.status if row else SignalStatus.FAILED
-        sent = row.last_attempt_at or datetime.now(UTC)
-        exclude = await self.ledger.owned_orders(plan.command.account, besides=signal_id)
+        # Absence decides something only for a row escalated for want of lookups: only then
+        # wait out the window since its submit was last out.
+        reason = await self._escalated_for(signal_id)
+        start = (
+            self._window_start(row, await self._last_send_event(signal_id))
+            if reason == "lookup_failing"
+            else None
+        )
         with capture() as calls:
             try:
-                result = await broker.lookup(plan.command, sent, baseline=baseline, exclude=exclude)
+                result = await self._look(signal_id, plan.command, broker, row, baseline, start)
             except Exception:  # noqa: BLE001 - still ambiguous or unreachable: a human decides
                 return SignalStatus.NEEDS_REVIEW
             finally:
                 await self._file_calls(signal_id, calls, None)
-        if result.found is None and await self._escalated_for(signal_id) == "lookup_failing":
+        if result.found is None and reason == "lookup_failing":
             try:
                 failed = await self.ledger.transition(
                     signal_id, SignalStatus.FAILED, expected=SignalStatus.NEEDS_REVIEW,
@@ -695,15 +878,21 @@ class Placer:
         shape and bracket, ``found`` is not in the baseline of its latest submit, and that
         submit is not older than the lookup window when this row's baseline was read
         (``found`` is newer than that baseline; an order of the rival's would have appeared
-        within the window, before it).
+        within the window, before it). The submit's age counts from when its request was
+        last out (``_window_start``); a rival still ``submitted`` may not have sent it yet
+        (the request budget's wait, a p-ticket's): whatever its age, it is a rival.
         """
         read_after = await self._baseline_read_after(signal_id, row)
         rivals: list[str] = []
         for other in await self.ledger.sent_rows_besides(command.account, signal_id):
             sent = other["last_attempt_at"]
+            given_up = _parse_moment(other["given_up_at"])
+            if given_up is not None and (sent is None or given_up > sent):
+                sent = given_up
             if (
                 read_after is not None
                 and sent is not None
+                and other["status"] != SignalStatus.SUBMITTED.value
                 and (read_after - sent).total_seconds() > self.lookup_window_s
             ):
                 continue

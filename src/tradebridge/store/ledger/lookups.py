@@ -19,7 +19,10 @@ _SENT_UNRESOLVED = status_list(
     SignalStatus.SUBMITTED, SignalStatus.UNKNOWN, SignalStatus.NEEDS_REVIEW
 )
 _SENT_ROWS_SQL = f"""
-select s.signal_id, s.last_attempt_at,
+select s.signal_id, s.status, s.last_attempt_at,
+       (select h.detail ->> 'given_up_at' from order_history h
+         where h.signal_id = s.signal_id and h.event in ('submitted', 'resubmitted', 'unknown')
+         order by h.id desc limit 1) as given_up_at,
        (select h.detail from order_history h
          where h.signal_id = s.signal_id and h.event = 'submitted'
          order by h.id desc limit 1) as plan,
@@ -48,8 +51,10 @@ class Lookups(LedgerPool):
     async def sent_rows_besides(self, account_name: str, signal_id: str) -> list[asyncpg.Record]:
         """Return the account's other rows sent and unresolved, with their plan and baseline.
 
-        Each record: ``signal_id``, ``last_attempt_at``, ``plan`` (the detail of the latest
-        submit) and ``baseline`` (the latest recorded lookup baseline).
+        Each record: ``signal_id``, ``status``, ``last_attempt_at``, ``given_up_at`` (when
+        the sender of its latest submit stopped waiting for the answer, as the ``unknown``
+        outcome recorded it; else None), ``plan`` (the detail of the latest submit) and
+        ``baseline`` (the latest recorded lookup baseline).
         """
         return list(await self._db.fetch(_SENT_ROWS_SQL, account_name, signal_id))
 
