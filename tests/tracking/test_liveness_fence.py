@@ -66,6 +66,33 @@ async def another_process() -> AsyncIterator[None]:
         yield
 
 
+@contextlib.asynccontextmanager
+async def lock_dropped_mid_send(stack: Stack, gate: Gate, signal_id: str) -> AsyncIterator[Any]:
+    """Run worker w1 until a row's write-ahead is written and its request held at the gate;
+    then drop w1's liveness connection alone (reconnecting takes 2 s); yield w1."""
+    slow = asyncio.Event()
+    real_connect = sessions.connect
+
+    async def connect(*a: Any, **kw: Any) -> Any:
+        if slow.is_set():
+            await asyncio.sleep(2.0)
+        return await real_connect(*a, **kw)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sessions, "connect", connect)
+        dispatcher = stack.dispatcher("w1", tracking=False)
+        stack.start(dispatcher)
+        await asyncio.wait_for(dispatcher.live.wait(), 10)
+        await stack.insert(signal_id)
+        await asyncio.wait_for(gate.entered.wait(), 15)
+        slow.set()
+        await stack.ledger.pool.execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity "
+            "where application_name = 'tradebridge-liveness'"
+        )
+        yield dispatcher
+
+
 def test_the_fence_settings_keep_the_safe_floor(make_stack: StackFactory) -> None:
     from tracking.conftest import make_settings
 
@@ -83,26 +110,7 @@ async def test_a_live_worker_whose_lock_connection_drops_does_not_send_what_was_
     async with make_stack(dispatcher=FENCE) as stack:
         gate = Gate()
         await gate.install(stack)
-        slow = asyncio.Event()
-        real_connect = sessions.connect
-
-        async def connect(*a: Any, **kw: Any) -> Any:
-            if slow.is_set():
-                await asyncio.sleep(2.0)
-            return await real_connect(*a, **kw)
-
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(sessions, "connect", connect)
-            dispatcher = stack.dispatcher("w1", tracking=False)
-            stack.start(dispatcher)
-            await asyncio.wait_for(dispatcher.live.wait(), 10)
-            await stack.insert("lv")
-            await asyncio.wait_for(gate.entered.wait(), 15)
-            slow.set()
-            await stack.ledger.pool.execute(
-                "select pg_terminate_backend(pid) from pg_stat_activity "
-                "where application_name = 'tradebridge-liveness'"
-            )
+        async with lock_dropped_mid_send(stack, gate, "lv") as dispatcher:
             await until(lambda: not dispatcher.live.is_set(), "w1 sees its lock lost")
             async with another_process():
                 report = await Reconciler(stack.settings, stack.ledger, stack.pool).reconcile_once()
@@ -133,26 +141,7 @@ async def test_a_send_let_go_as_its_lock_lapses_is_placed_once_whichever_way_it_
     async with make_stack(dispatcher=FENCE) as stack:
         gate = Gate()
         await gate.install(stack)
-        slow = asyncio.Event()
-        real_connect = sessions.connect
-
-        async def connect(*a: Any, **kw: Any) -> Any:
-            if slow.is_set():
-                await asyncio.sleep(2.0)
-            return await real_connect(*a, **kw)
-
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(sessions, "connect", connect)
-            dispatcher = stack.dispatcher("w1", tracking=False)
-            stack.start(dispatcher)
-            await asyncio.wait_for(dispatcher.live.wait(), 10)
-            await stack.insert("lf")
-            await asyncio.wait_for(gate.entered.wait(), 15)
-            slow.set()
-            await stack.ledger.pool.execute(
-                "select pg_terminate_backend(pid) from pg_stat_activity "
-                "where application_name = 'tradebridge-liveness'"
-            )
+        async with lock_dropped_mid_send(stack, gate, "lf"):
             gate.release.set()
             async with another_process():
                 report = await Reconciler(stack.settings, stack.ledger, stack.pool).reconcile_once()
