@@ -93,6 +93,17 @@ async def lock_dropped_mid_send(stack: Stack, gate: Gate, signal_id: str) -> Asy
         yield dispatcher
 
 
+async def _until_lock_free(stack: Stack, worker: str) -> None:
+    """Wait until no session holds ``worker``'s liveness lock."""
+    async with asyncio.timeout(15):
+        while await stack.ledger.pool.fetchval(
+            "select count(*) from pg_locks where locktype = 'advisory' and granted "
+            "and classid = $1 and objid = hashtext($2)::oid and objsubid = 2",
+            WORKER_LOCK_NAMESPACE, worker,
+        ):  # fmt: skip
+            await asyncio.sleep(0.01)
+
+
 def test_the_fence_settings_keep_the_safe_floor(make_stack: StackFactory) -> None:
     from tracking.conftest import make_settings
 
@@ -143,6 +154,7 @@ async def test_a_send_let_go_as_its_lock_lapses_is_placed_once_whichever_way_it_
         await gate.install(stack)
         async with lock_dropped_mid_send(stack, gate, "lf"):
             gate.release.set()
+            await _until_lock_free(stack, "w1")  # the terminated session is gone
             async with another_process():
                 report = await Reconciler(stack.settings, stack.ledger, stack.pool).reconcile_once()
             await asyncio.wait_for(gate.returned.wait(), 15)
@@ -153,12 +165,12 @@ async def test_a_send_let_go_as_its_lock_lapses_is_placed_once_whichever_way_it_
         assert row.status in (SignalStatus.WORKING, SignalStatus.FILLED)
         assert row.tradovate_order_id == str(stack.entries()[0].id)
         events = [e.event for e in await stack.ledger.history("lf")]
-        if row.placement_attempts == 1:  # w1's request left: reconcile found it
+        if row.placement_attempts == 1:  # w1's request left: its answer, or reconcile, wrote it
             assert "send_fenced" not in events
         else:  # w1's request waited; reconcile sent it; w1 stood down
             assert row.placement_attempts == 2
             assert "send_fenced" in events
-        assert report.dead_workers == ["w1"]
+            assert report.dead_workers == ["w1"]
 
 
 async def test_a_resend_is_the_resenders_claim_and_no_other_reconcile_sends_it_again(
@@ -230,18 +242,21 @@ async def test_reconcile_moves_no_row_of_a_worker_that_takes_its_lock_back_durin
                 WORKER_LOCK_NAMESPACE, "remote",
             ):  # fmt: skip
                 await asyncio.sleep(0.01)  # recovery has not taken it yet
-            taken = False
-            while not recovering.done():
-                taken = await conn.fetchval(
+            # The worker trying to take it back: it gets it only once its rows have moved.
+            seen_when_taken = None
+            while seen_when_taken is None:
+                if await conn.fetchval(
                     "select pg_try_advisory_lock($1, hashtext($2))", WORKER_LOCK_NAMESPACE,
                     "remote",
-                )  # fmt: skip
-                if taken:
-                    break
-                await asyncio.sleep(0.05)
+                ):  # fmt: skip
+                    seen_when_taken = await conn.fetchval(
+                        "select status from trading_signals where signal_id = 'rb'"
+                    )
+                else:
+                    await asyncio.sleep(0.05)
             moved = await recovering
             await conn.execute("select pg_advisory_unlock_all()")
-        assert not taken
+        assert seen_when_taken == "pending"
         assert moved["remote"].requeued == ("rb",)
         row = await stack.ledger.get("rb")
         assert row is not None
