@@ -49,6 +49,7 @@ from tradebridge.config import (
 from tradebridge.domain.clock import Clock, utcnow
 from tradebridge.errors import (
     AuthError,
+    BridgeError,
     ConnectionLost,
     Lockout,
     RedisUnavailable,
@@ -384,6 +385,20 @@ class TokenProvider(Protocol):
     async def after_refused(self, account_name: str, refused: StoredToken) -> StoredToken:
         """Return a different token after the broker refused ``refused`` (401); else raise."""
         ...
+
+
+async def renew_after_sending(
+    tokens: TokenProvider, account_name: str, refused: StoredToken
+) -> str:
+    """Ask for a token other than ``refused`` after an order sent with it was answered 401
+    (the lookup that must come before any resend needs one); return what came of it, in
+    words, for the error that follows. A failure is told, not raised: the order may exist
+    all the same, and the lookup waits for a usable token."""
+    try:
+        await tokens.after_refused(account_name, refused)
+    except BridgeError as e:
+        return f"renewing the token failed too ({e})"
+    return "the token was renewed for the lookup"
 
 
 class TokenStore:

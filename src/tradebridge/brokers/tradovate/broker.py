@@ -82,7 +82,6 @@ from tradebridge.domain.reports import (
 )
 from tradebridge.errors import (
     AuthError,
-    BridgeError,
     BrokerError,
     BrokerRejected,
     ConfigError,
@@ -96,7 +95,7 @@ from tradebridge.errors import (
     RateLimited,
 )
 from tradebridge.obs.logging import get_logger, redact_text
-from tradebridge.store.tokens import StoredToken, TokenProvider
+from tradebridge.store.tokens import StoredToken, TokenProvider, renew_after_sending
 
 _log = get_logger("tradebridge.brokers.tradovate")
 
@@ -600,12 +599,7 @@ class TradovateBroker:
         self, account: str, path: str, refused: StoredToken, client_order_id: str
     ) -> OutcomeUnknown:
         """Renew a token refused after an order was sent; return the error to raise."""
-        renewal = "the token was renewed for the lookup"
-        try:
-            await self.tokens.after_refused(account, refused)
-        except BridgeError as e:
-            # The order may exist all the same; the lookup waits for a usable token.
-            renewal = f"renewing the token failed too ({e})"
+        renewal = await renew_after_sending(self.tokens, account, refused)
         return OutcomeUnknown(
             f"{path} for {client_order_id}: HTTP 401 after sending; the order may exist "
             f"({renewal}); look it up before sending it again (on live, a repeated 401 "

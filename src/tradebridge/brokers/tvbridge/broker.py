@@ -89,7 +89,7 @@ from tradebridge.errors import (
     TransientError,
 )
 from tradebridge.obs.logging import get_logger
-from tradebridge.store.tokens import StoredToken, TokenProvider
+from tradebridge.store.tokens import StoredToken, TokenProvider, renew_after_sending
 
 _log = get_logger("tradebridge.brokers.tvbridge")
 
@@ -218,12 +218,7 @@ class TvBridgeBroker:
         self, method: str, path: str, key_account: str, refused: StoredToken
     ) -> _RefusedAfterSending:
         """Renew a token refused after an order was sent; return the error to raise."""
-        renewal = "the token was renewed for the lookup"
-        try:
-            await self._tokens.after_refused(key_account, refused)
-        except BridgeError as e:
-            # The order may exist all the same; the lookup waits for a usable token.
-            renewal = f"renewing the token failed too ({e})"
+        renewal = await renew_after_sending(self._tokens, key_account, refused)
         return _RefusedAfterSending(f"{method} {path}: HTTP 401 after sending; {renewal}")
 
     async def _send(
