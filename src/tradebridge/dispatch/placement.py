@@ -5,9 +5,10 @@ The rules (DESIGN.md "Exactly-once effect", reference §11):
 
 * the row is ``submitted`` (committed) before anything leaves; its plan is in that event's
   detail, so whoever resolves the row later knows exactly what was sent;
-* accepted → ``working``; ``BrokerRejected`` → ``rejected``; anything that may have been
-  sent without a verdict → ``unknown`` (with when the submit stopped waiting: absence is
-  concluded only once the lookup window has passed since then); an accepted answer naming
+* accepted → ``working``; ``BrokerRejected`` → ``rejected``, and so is a 404 (``NotFound``:
+  an unknown account id or route executes nothing and is never retried, §6.3); anything that
+  may have been sent without a verdict → ``unknown`` (with when the submit stopped waiting:
+  absence is concluded only once the lookup window has passed since then); an accepted answer naming
   an order another row already holds → ``needs_review`` (``_owned_elsewhere``);
 * an ``unknown`` row is looked up (``Broker.lookup``: its client order id, else by shape with
   the baseline taken before the submit and the orders other rows own excluded); found →
@@ -72,6 +73,7 @@ from tradebridge.errors import (
     InvalidInput,
     Lockout,
     LookupAmbiguous,
+    NotFound,
     OrderOwned,
     OutcomeUnknown,
     SendFenced,
@@ -451,6 +453,14 @@ class Placer:
                     signal_id, SignalStatus.REJECTED, calls, owner=owner,
                     error_message=f"rejected by the broker: {reason}",
                     detail={"reason": e.reason, "text": e.text},
+                )  # fmt: skip
+            except NotFound as e:
+                # 404: an unknown account id or route (reference §6.3 "do not retry", §10.1).
+                # Nothing was executed; sending it again would meet the same 404.
+                return await self._outcome(
+                    signal_id, SignalStatus.REJECTED, calls, owner=owner,
+                    error_message=f"not placed and not resent: {e}"[:500],
+                    detail={"reason": "not_found", "text": str(e)[:300]},
                 )  # fmt: skip
             except InvalidInput as e:
                 # The adapter refused the command before sending (the broker never saw it).

@@ -110,6 +110,11 @@ class FaultConfig(BaseModel):
     inject_failure_reason: str | None = Field(None, description="failureReason for next orders")
     inject_failure_text: str = ""
     inject_failure_count: int = Field(0, ge=0)
+    bridge_order_post_404: bool = Field(
+        False,
+        description="the bridge answers every POST /accounts/{id}/orders 404 Not Found and "
+        "executes nothing, while the account's GETs work (the field report of §10.1)",
+    )
     missing_routes: list[str] = Field(
         default_factory=list,
         description="native routes answered 404 as if undefined, e.g. '*/ldeps', 'command/deps'",

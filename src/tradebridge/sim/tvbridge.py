@@ -545,6 +545,8 @@ def build_router(ctx: SimContext) -> APIRouter:
     # --- order commands --------------------------------------------------------------
     @account_router.post("/orders")
     async def place(request: Request, account: SimAccount = bridge_account) -> Response:
+        if ctx.faults.bridge_order_post_404:
+            raise not_found()
         form = await read_form(request)
         entry, brackets = parse_order(account, form, request_id_of(request, form))
         if brackets:
