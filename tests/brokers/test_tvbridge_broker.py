@@ -37,6 +37,8 @@ from tradebridge.domain.ids import AccountName
 from tradebridge.domain.orders import OrderAccepted, OrderCancelled, OrderFilled
 from tradebridge.errors import (
     AuthError,
+    BrokerError,
+    BrokerRejected,
     BrokerUnavailable,
     InvalidOrder,
     InvalidSymbol,
@@ -194,6 +196,32 @@ async def test_flatten_modes_close_position(
 
         assert [p for p in await rig.broker.position_reports(ACCOUNT) if p.net_qty] == []
         assert len(rig.submits()) == 1 + closing_posts
+
+
+async def test_flatten_close_position_answered_401_is_not_sent_again(
+    make_rig: RigFactory,
+) -> None:
+    # The close executed and its answer was a 401 (a token rotated mid-flight): a second
+    # DELETE would close whatever position the account holds by then. The flatten fails as
+    # an unknown outcome instead (its row runs it again from a fresh read of the position).
+    options = TvBridgeOptions(flatten="close_position", lookup_absent_after_s=0)
+    async with make_rig(BRIDGE, options=options, password="demo") as rig:
+        await rig.broker.submit(order("tb-flat-401", quantity=2, side=Side.SELL))
+        faults = rig.sim.ctx.faults
+        faults.drop_mode = "http_401"
+        faults.drop_after_accept_rate = 1.0
+
+        with pytest.raises(BrokerError, match="401 after sending") as caught:
+            await rig.broker.flatten(FlattenPosition(ACCOUNT, front()))
+        faults.drop_after_accept_rate = 0.0
+
+        assert not isinstance(caught.value, BrokerRejected)
+        deletes = [c for c in rig.calls if c.method == "DELETE"]
+        assert [c.status for c in deletes] == [401]
+        assert [p for p in await rig.broker.position_reports(ACCOUNT) if p.net_qty] == []
+        # Run again (as the row's rerun does): flat, so nothing is sent.
+        await rig.broker.flatten(FlattenPosition(ACCOUNT, front()))
+        assert len([c for c in rig.calls if c.method == "DELETE"]) == 1
 
 
 class _Events:

@@ -626,6 +626,8 @@ def build_router(ctx: SimContext) -> APIRouter:
         result = engine.liquidate_position(account.id, position.contract_id, is_automated=True)
         if not result.ok:
             raise error(failure(result))
+        if should_drop_answer(ctx):  # a closing order was placed: its answer may be lost too
+            raise DropAnswer
         return ok()
 
     # --- market data ----------------------------------------------------------------------

@@ -192,8 +192,9 @@ class TvBridgeBroker:
     ) -> Any:
         """Send one request (refreshing the token once on 401) and return ``d``.
 
-        With ``places_order`` a 401 is not resent: the token is renewed for the lookup that
-        must come first and ``_RefusedAfterSending`` is raised.
+        With ``places_order`` (an order, or a close of a position) a 401 is not resent: the
+        token is renewed for the lookup that must come first and ``_RefusedAfterSending`` is
+        raised.
         """
         self._check_lockout()
         key_account = account or self._token_account
@@ -551,7 +552,9 @@ class TvBridgeBroker:
             mode = "close_position" if supported else "market_order"
         if mode == "close_position":
             path = f"/accounts/{bridge_id}/positions/{position.id}"
-            await self._call("DELETE", path, account=command.account)  # closes once: no retry
+            # Closes whatever is open then: sent once, a 401 included (_RefusedAfterSending,
+            # an unknown outcome; the flatten runs again from a fresh read of the position).
+            await self._call("DELETE", path, account=command.account, places_order=True)
             return
         stamp = self._now().isoformat()
         digest = hashlib.sha256(f"{command.account}|{position.id}|{stamp}".encode()).hexdigest()
