@@ -397,6 +397,44 @@ async def test_events_an_account_the_bridge_does_not_list_logged_once_others_rep
     assert "does not list this account" in warned[0]["reason"]
 
 
+async def test_events_an_order_with_an_unknown_status_is_skipped_until_readable(
+    rig: Rig, monkeypatch: Any
+) -> None:
+    # One order the bridge lists with a status we cannot read must not end the stream of
+    # every account (nor poison that order): it is logged once, skipped, and reported as
+    # soon as its status reads again.
+    broker = _two_accounts(rig, "DEMO0000002")
+    read = broker._read
+    garbled: set[str] = set()
+
+    async def garbling_read(path: str, *args: Any) -> Any:
+        data = await read(path, *args)
+        if path.endswith("/orders") and isinstance(data, list):
+            data = [{**o, "status": "held"} if o.get("id") in garbled else o for o in data]
+        return data
+
+    monkeypatch.setattr(broker, "_read", garbling_read)
+    with structlog.testing.capture_logs() as logs:
+        events = _Events(rig, broker)
+        await events.until(lambda: events.polls() >= 2, "both accounts' baseline polls")
+        first = await broker.submit(order("tb-garbled"))
+        garbled.add(first)
+        polls = events.polls()
+        await events.until(lambda: events.polls() >= polls + 6, "polls over the garbled order")
+        second = await broker.submit(order("tb-other-account", account="DEMO0000002"))
+        await events.until(lambda: OrderFilled in events.kinds(second), "the other's fill")
+        assert events.kinds(first) == []
+        assert not events.task.done()
+        garbled.clear()
+        await events.until(lambda: OrderFilled in events.kinds(first), "the readable fill")
+        await events.stop()
+
+    assert events.kinds(first) == [OrderAccepted, OrderFilled]
+    warned = [e for e in logs if e["event"] == "bridge_poll_failed"]
+    assert len(warned) == 1, warned
+    assert "'held'" in warned[0]["error"]
+
+
 async def test_events_a_lockout_pauses_every_account_until_closed(rig: Rig) -> None:
     # A 429 is the user's lockout (§6.3): no call for any of its accounts, and the stream
     # stays up (it resumes when the lockout ends) instead of dying on every restart.

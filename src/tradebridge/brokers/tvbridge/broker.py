@@ -669,11 +669,25 @@ class TvBridgeBroker:
                     # stop the others' events: note it once, poll the rest.
                     failing.failed(account, e)
                     continue
-                failing.recovered(account)
                 # An account's first good listing is its baseline, however late it comes.
                 baseline = not polled.seen(account)
+                found: list[tuple[wire.WireOrder, list[OrderEvent]]] = []
+                unreadable: wire.UnparseableAnswer | None = None
+                now = self._now()
                 for before, order in polled.changes(account, orders, baseline, self._placed_here):
-                    for event in order_events(before, order, self._now()):
+                    try:
+                        found.append((order, order_events(before, order, now)))
+                    except wire.UnparseableAnswer as e:
+                        # One order we cannot read (an unknown status) waits, compared with
+                        # what was last read of it, until it reads; the others go on.
+                        polled.restore(account, order.id, before)
+                        unreadable = unreadable or e
+                if unreadable is None:
+                    failing.recovered(account)
+                else:
+                    failing.failed(account, unreadable, reason=_UNREADABLE_ORDER)
+                for order, events in found:
+                    for event in events:
                         yield BrokerOrderEvent(
                             account, BrokerOrderId(order.id), self._client_id(order), event,
                             None if order.parent_id is None else BrokerOrderId(order.parent_id),
@@ -694,19 +708,25 @@ class _PollFailures:
     def __init__(self) -> None:
         self._last: dict[AccountName, str] = {}
 
-    def failed(self, account: AccountName, error: BridgeError) -> None:
+    def failed(self, account: AccountName, error: BridgeError, reason: str | None = None) -> None:
         """Log ``error`` for ``account`` unless it is the one logged last time."""
         key = f"{type(error).__name__}: {error}"
         if self._last.get(account) == key:
             return
         self._last[account] = key
-        _log.warning("bridge_poll_failed", account=account, reason=_poll_reason(error),
-                     error=str(error))  # fmt: skip
+        _log.warning("bridge_poll_failed", account=account,
+                     reason=reason or _poll_reason(error), error=str(error))  # fmt: skip
 
     def recovered(self, account: AccountName) -> None:
         """Note that ``account`` was polled again after failing."""
         if self._last.pop(account, None) is not None:
             _log.info("bridge_poll_recovered", account=account)
+
+
+_UNREADABLE_ORDER = (
+    "an order in this account's listing cannot be read (see error); its events wait until it "
+    "reads, the account's other orders are followed"
+)
 
 
 def _poll_reason(error: BridgeError) -> str:
@@ -746,6 +766,15 @@ class _Polled:
     def seen(self, account: AccountName) -> bool:
         """Return whether ``account`` was listed once (its baseline is taken)."""
         return account in self._orders
+
+    def restore(self, account: AccountName, order_id: str, before: wire.WireOrder | None) -> None:
+        """Remember ``before`` again for an order whose latest listing could not be used
+        (None: forget it, so that it is reported in full once it can be)."""
+        orders = self._orders.setdefault(account, {})
+        if before is None:
+            orders.pop(order_id, None)
+        else:
+            orders[order_id] = before
 
     def changes(
         self,
