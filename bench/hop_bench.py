@@ -148,6 +148,28 @@ def process_cpu_s(pid: int) -> float:
     return sum(int(fields[i]) for i in (11, 12, 13, 14)) / TICK
 
 
+# The bridge under cProfile, timed by its main thread's CPU clock (a process descheduled
+# while another one runs would charge that wall time to whatever it was doing).
+_CPROFILED = """
+import cProfile, runpy, sys, time
+out = sys.argv[1]
+sys.argv = sys.argv[2:]
+profile = cProfile.Profile(time.thread_time)
+try:
+    profile.runcall(runpy.run_module, sys.argv[0], run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+finally:
+    profile.dump_stats(out)
+"""
+
+
+def kernel_cpu_s(pid: int) -> float:
+    """Return the system (kernel) CPU seconds of a process and of its reaped children."""
+    fields = _stat(pid)
+    return (int(fields[12]) + int(fields[14])) / TICK
+
+
 def cluster_cpu_s(postmaster: int, exclude: set[int]) -> float:
     """Return the CPU seconds of a PostgreSQL cluster: the postmaster, its reaped children,
     and its live children except ``exclude`` (the bench's own backends)."""
@@ -282,6 +304,7 @@ class Snapshot:
     """Counters read at one moment."""
 
     bridge_s: float
+    bridge_kernel_s: float
     postgres_s: float
     sim_s: float
     statements: dict[int, tuple[str, int, float]]  # queryid: (text, calls, execution ms)
@@ -391,6 +414,7 @@ class Meter:
         text = self.log.read_bytes()
         return Snapshot(
             bridge_s=process_cpu_s(self.bridge),
+            bridge_kernel_s=kernel_cpu_s(self.bridge),
             postgres_s=cluster_cpu_s(self.postmaster, own),
             sim_s=process_cpu_s(self.sim),
             statements={
@@ -477,8 +501,9 @@ def run(args: argparse.Namespace) -> Results:
         port = free_port()
         log = tmp / "bridge.log"
         with log.open("wb") as out:
+            profiled = ["-c", _CPROFILED, str(args.cprofile)] if args.cprofile else ["-m"]
             child = subprocess.Popen(
-                [sys.executable, "-m", "tradebridge", "serve", "--config", str(config),
+                [sys.executable, *profiled, "tradebridge", "serve", "--config", str(config),
                  "--data-dir", str(tmp / "data"), "--port", str(port), "--migrate"],
                 env={**os.environ, "DATABASE_URL": postgres.url, "REDIS_URL": redis.url},
                 stdout=out, stderr=subprocess.STDOUT,
@@ -540,6 +565,7 @@ def report(args: argparse.Namespace, results: Results) -> None:
 
     window = after.wall - before.wall
     bridge = (after.bridge_s - before.bridge_s) * 1000 / alerts
+    kernel = (after.bridge_kernel_s - before.bridge_kernel_s) * 1000 / alerts
     pg = (after.postgres_s - before.postgres_s) * 1000 / alerts
     sim = (after.sim_s - before.sim_s) * 1000 / alerts
     calls: dict[str, int] = {}
@@ -557,6 +583,7 @@ def report(args: argparse.Namespace, results: Results) -> None:
         ["cost per alert", "value"],
         [
             ["CPU ms, bridge process", f"{bridge:.2f}"],
+            ["  of which in the kernel (system)", f"{kernel:.2f}"],
             ["CPU ms, PostgreSQL", f"{pg:.2f}"],
             ["CPU ms, bridge + PostgreSQL", f"{bridge + pg:.2f}"],
             ["CPU ms, simulator (not counted)", f"{sim:.2f}"],
@@ -601,6 +628,10 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, default=None,
                         help="py-spy (if installed) samples the bridge during the window, "
                         "collapsed stacks to this file")  # fmt: skip
+    parser.add_argument("--cprofile", type=Path, default=None,
+                        help="run the bridge under cProfile (its main thread's CPU time, "
+                        "start to stop, slower), the stats to this file (python -m pstats "
+                        "FILE)")  # fmt: skip
     args = parser.parse_args()
     report(args, run(args))
 
