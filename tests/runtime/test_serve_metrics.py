@@ -357,9 +357,11 @@ async def _run(
             lambda: _value("tradebridge_websocket_connects_total", user="1") > connects,
             "the user-sync socket to reconnect",
         )
-        # unknown: the submit answered 404 and every lookup fails (the routes are gone), so
-        # the row stays unknown; past dispatcher.unknown_bound_s it is escalated
-        faults.missing_routes = ["order/placeorder", "order/deps", "order/list"]
+        # unknown: the submit answered RiskCheckTimeout ("look it up first", reference §6.3)
+        # and every lookup fails (the routes are gone), so the row stays unknown; past
+        # dispatcher.unknown_bound_s it is escalated
+        faults.missing_routes = ["order/deps", "order/list"]
+        faults.inject_failure_reason, faults.inject_failure_count = "RiskCheckTimeout", 1
         unknown = await _accepted_id(await _post(client, hook, alert(account=DEMO)))
         await _until(lambda: _status(ledger, unknown, "needs_review"), "the unknown row escalated")
         # Orders go again; the lookups still fail, so the row stays for review (one that
