@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,22 @@ os.environ.setdefault("TRADEBRIDGE_RISK__TRADING_HOURS", "always")
 # The session servers' ports, named in the summary: a socket left open that surfaces as an
 # unraisable ResourceWarning in a later test names only its peer's port.
 _SESSION_PORTS: dict[str, int] = {}
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On a pytest-xdist worker, hand its session servers' ports to the controller."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output["session_ports"] = dict(_SESSION_PORTS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """On the pytest-xdist controller, gather a finished worker's session servers' ports."""
+    del error
+    ports = getattr(node, "workeroutput", {}).get("session_ports", {})
+    for name, port in ports.items():
+        _SESSION_PORTS[f"{name} ({node.gateway.id})"] = port
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
