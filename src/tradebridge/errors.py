@@ -4,6 +4,8 @@ Every library exception is translated into this tree at an adapter boundary
 (``raise ... from e``), so callers decide by class, never by message::
 
     BridgeError
+    ├── SendFenced ............. an order not sent: this worker's liveness lapsed meanwhile
+    ├── KilledBeforeSend ....... an order not sent: a kill switch was thrown before it left
     ├── ConfigError ............ bad settings; the process stops
     ├── InvalidInput ........... a signal, row, payload or CLI call is wrong; nothing was sent
     │   ├── InvalidSymbol ...... unknown root, malformed or expired contract
@@ -46,6 +48,11 @@ class BridgeError(Exception):
 class SendFenced(BridgeError):
     """An order request was not sent: this process's liveness lapsed after the row's
     write-ahead and the row moved on meanwhile (another process recovers it)."""
+
+
+class KilledBeforeSend(BridgeError):
+    """An order request was not sent: a kill switch that stops it was thrown after the row's
+    write-ahead, while the request waited to leave (the request budget, a liveness wait)."""
 
 
 class ConfigError(BridgeError):

@@ -144,7 +144,11 @@ class Dispatcher:
         # The time the rules judge by (sessions, the trading day, rates); tests set it.
         self._clock = clock or utcnow
         # This worker's liveness lock as its sends' fences see it (dispatch/liveness.py).
-        self._liveness = LivenessLock(worker_id, ledger, fresh_s=self.config.liveness_fresh_s)
+        # An order that may open a position is also stopped there by a kill switch thrown
+        # after its write-ahead (docs/kill-switch.md).
+        self._liveness = LivenessLock(
+            worker_id, ledger, fresh_s=self.config.liveness_fresh_s, kill=self.kill
+        )
         self.placer = Placer(
             ledger, self.config, lookup_window_s=lookup_window_s(settings), liveness=self._liveness
         )
@@ -634,7 +638,7 @@ class Dispatcher:
         )
         if isinstance(prepared, SignalStatus):
             return prepared
-        plan, account_id, baseline, verdicts = prepared
+        plan, account_id, baseline, verdicts, opens = prepared
         detail = plan_to_json(plan)
         if verdicts:
             detail["risk"] = [v.to_json() for v in verdicts]
@@ -644,7 +648,9 @@ class Dispatcher:
             detail["baseline_after"] = begun.isoformat()
         # Taken before the write-ahead: the send leaves only while the lock that was held
         # then still is (dispatch/liveness.py).
-        fence = self._liveness.fence(row.signal_id)
+        fence = self._liveness.fence(
+            row.signal_id, account=checked.account, opens=opens, judged=switches
+        )
         submitted = await self.ledger.transition(
             row.signal_id, SignalStatus.SUBMITTED, expected=SignalStatus.PROCESSING,
             owner=self.worker_id,
@@ -677,9 +683,9 @@ class Dispatcher:
         today: date,
         switches: KillSwitches,
         since: datetime | None = None,
-    ) -> tuple[PlaceOrder | Any, str | None, LookupBaseline | None, list[Verdict]] | SignalStatus:
+    ) -> _Prepared | SignalStatus:
         """Read broker facts and route; deny (returning the row's status) or return the plan
-        to send, with the risk verdicts.
+        to send, with the risk verdicts and whether it may open a position.
 
         For an order, also the lookup baseline (the account's orders before the submit), so
         that a lost answer can later be told from other orders (``Broker.lookup_baseline``).
@@ -734,7 +740,7 @@ class Dispatcher:
         today: date,
         switches: KillSwitches,
         since: datetime | None,
-    ) -> tuple[PlaceOrder | Any, str | None, LookupBaseline | None, list[Verdict]] | SignalStatus:
+    ) -> _Prepared | SignalStatus:
         from_fill = broker.capabilities.brackets_from_fill
         marketable = self.settings.orders.marketable_limit
         rules = self.rules.of(signal.account, signal.strategy_name)
@@ -771,6 +777,7 @@ class Dispatcher:
             await self._deny(signal_id, plan)
             return SignalStatus.DENIED
         verdicts: list[Verdict] = []
+        opens = False
         if isinstance(plan, PlaceOrder):
             await self._note_limit(signal_id, signal, plan, view, marketable)
             # The claim's snapshot, or the process's watch if it knows a later change: rows
@@ -784,6 +791,7 @@ class Dispatcher:
                 positions=_nets(view) if need.position else None,
                 entry_price=entry_reference(signal, view.quote),
             )  # fmt: skip
+            opens = not facts.reduces
             if limits.kill_switch and not facts.reduces:
                 # Stopped by a switch: nothing else is read or judged.
                 verdicts = assess(facts, AccountState(), rules, limits, only=())
@@ -803,7 +811,7 @@ class Dispatcher:
                     # of the old size would open one. Planned again from fresh reads.
                     raise PositionMoved(plan.position_before, seen)
         account_id = info.native_id if info.native_id is not None else info.bridge_id
-        return plan, None if account_id is None else str(account_id), baseline, verdicts
+        return plan, None if account_id is None else str(account_id), baseline, verdicts, opens
 
     async def _risk_state(
         self,
@@ -940,6 +948,11 @@ class _NotSentLate(Exception):
     def __init__(self, error: BrokerError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+# A row ready to send: its plan, the account's broker id, the lookup baseline, the risk
+# verdicts, and whether the order may open a position (what a kill switch stops).
+_Prepared = tuple[Any, str | None, LookupBaseline | None, list[Verdict], bool]
 
 
 def _nets(view: BrokerView) -> dict[str, int]:

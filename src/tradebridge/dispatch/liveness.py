@@ -15,6 +15,11 @@ held by the session that held it at the write-ahead and was confirmed within
 and re-reads the row: still ``submitted``, still this worker's, not sent again meanwhile, it
 goes; anything else, it is not sent (``SendFenced``).
 
+The same fence is the last check of the kill switch: an order that may open a position
+(judged when the row was planned, or, for a resend, from the position then) is not sent
+(``KilledBeforeSend``) if, when it is about to leave, the process's switches stop its
+account (docs/kill-switch.md). Exits, cancels and flattens are never stopped there.
+
 Why that is enough: a lock lost at t0 was last confirmed at or before t0, so a fenced send
 leaves by t0 + ``liveness_fresh_s``. Reconcile can take the lock at t1 >= t0 and moves the
 rows at t1 + ``dead_worker_hold_s``, by which time that request has left and been answered or
@@ -29,9 +34,11 @@ import asyncio
 import math
 import time
 
+from tradebridge.domain.kill import KillSwitches
 from tradebridge.domain.lifecycle import SignalStatus
-from tradebridge.errors import SendFenced
+from tradebridge.errors import KilledBeforeSend, SendFenced
 from tradebridge.obs.logging import get_logger
+from tradebridge.store.kill import KillSwitchWatch
 from tradebridge.store.ledger import Ledger
 
 _log = get_logger("tradebridge.dispatch")
@@ -44,10 +51,20 @@ class LivenessLock:
     lock (a new ``epoch``: a new session) and after each probe answered.
     """
 
-    def __init__(self, worker_id: str, ledger: Ledger, *, fresh_s: float) -> None:
+    def __init__(
+        self,
+        worker_id: str,
+        ledger: Ledger,
+        *,
+        fresh_s: float,
+        kill: KillSwitchWatch | None = None,
+    ) -> None:
         self.worker_id = worker_id
         self.ledger = ledger
         self.fresh_s = fresh_s
+        # The process's kill switches, as the last check before an order that may open a
+        # position leaves sees them (None: not checked there).
+        self.kill = kill
         self.live = asyncio.Event()
         self.epoch = 0
         self._confirmed_at = -math.inf
@@ -75,10 +92,24 @@ class LivenessLock:
             await self._confirmation.wait()
         return self.epoch
 
-    def fence(self, signal_id: str) -> SendFence | None:
+    def fence(
+        self,
+        signal_id: str,
+        *,
+        account: str | None = None,
+        opens: bool = False,
+        judged: KillSwitches | None = None,
+    ) -> SendFence | None:
         """Return the fence of a send whose write-ahead is about to be written; None if the
-        lock was never taken (a dispatcher driven without ``run``, as tests do)."""
-        return SendFence(self, signal_id) if self.epoch else None
+        lock was never taken (a dispatcher driven without ``run``, as tests do).
+
+        ``opens``: the order may open a position (what a kill switch stops), on ``account``,
+        judged by the switches ``judged`` (None: by the process's watch alone): the fence
+        also refuses it if, by the time it leaves, ``kill`` knows a switch that stops it.
+        """
+        if not self.epoch:
+            return None
+        return SendFence(self, signal_id, account=account if opens else None, judged=judged)
 
 
 class SendFence:
@@ -88,18 +119,46 @@ class SendFence:
     write-ahead made.
     """
 
-    def __init__(self, lock: LivenessLock, signal_id: str) -> None:
+    def __init__(
+        self,
+        lock: LivenessLock,
+        signal_id: str,
+        *,
+        account: str | None = None,
+        judged: KillSwitches | None = None,
+    ) -> None:
         self._lock = lock
         self._epoch = lock.epoch
         self.signal_id = signal_id
         self.attempts: int | None = None
+        self._account = account  # set: an order that may open a position there
+        self._judged = judged
 
     def written(self, attempts: int) -> None:
         """Record the row's ``placement_attempts`` as its write-ahead left them."""
         self.attempts = attempts
 
     async def check(self) -> None:
-        """Return when the order may leave; raise ``SendFenced`` when it must not."""
+        """Return when the order may leave; raise ``SendFenced`` or ``KilledBeforeSend``
+        when it must not."""
+        await self._check_liveness()
+        await self._check_kill()
+
+    async def _check_kill(self) -> None:
+        watch = self._lock.kill
+        if self._account is None or watch is None:
+            return
+        switches = await watch.state()
+        if self._judged is not None:
+            switches = self._judged.newest(switches)
+        stopping = switches.stopping(self._account)
+        if stopping is not None:
+            raise KilledBeforeSend(
+                f"not sent: a kill switch was thrown after this order was written ahead and "
+                f"before it left ({stopping})"
+            )
+
+    async def _check_liveness(self) -> None:
         if self._lock.fresh(self._epoch):
             return
         _log.warning("send_waits_for_liveness", signal_id=self.signal_id,

@@ -71,6 +71,7 @@ from tradebridge.errors import (
     BrokerRejected,
     IllegalTransition,
     InvalidInput,
+    KilledBeforeSend,
     Lockout,
     LookupAmbiguous,
     NotFound,
@@ -80,6 +81,7 @@ from tradebridge.errors import (
 )
 from tradebridge.obs import metrics
 from tradebridge.obs.logging import bind_order, get_logger
+from tradebridge.pipeline.risk import reduces_only
 from tradebridge.pipeline.route import CancelOrders, FlattenAccount, PlaceOrder, Plan
 from tradebridge.store.ledger import HistoryEvent, Ledger, LedgerRow
 
@@ -454,6 +456,13 @@ class Placer:
                     error_message=f"rejected by the broker: {reason}",
                     detail={"reason": e.reason, "text": e.text},
                 )  # fmt: skip
+            except KilledBeforeSend as e:
+                # Written ahead, then a kill switch stopped it before it left (the fence).
+                return await self._outcome(
+                    signal_id, SignalStatus.FAILED, calls, owner=owner,
+                    error_message=str(e)[:500],
+                    detail={"error": "KilledBeforeSend", "not_sent": True, "rule": "kill_switch"},
+                )  # fmt: skip
             except NotFound as e:
                 # 404: an unknown account id or route (reference §6.3 "do not retry", §10.1).
                 # Nothing was executed; sending it again would meet the same 404.
@@ -761,6 +770,7 @@ class Placer:
                 f"lookup proved the order absent after {version} submits; not resent "
                 "again (dispatcher.max_resends)",
             )
+        position = plan.position_before
         try:
             if plan.fit_legs:
                 # The legs were cut before the first send; the picture may have changed.
@@ -769,6 +779,7 @@ class Placer:
                         seen = await fit_legs(self.ledger, self.config, signal_id, plan, broker)
                     finally:
                         await self._file_calls(signal_id, fit_calls, None)
+                position = seen
                 if not still_fits(plan, seen):
                     # Sized from a position that has changed since (a leg filled): sent
                     # again, it would open one nobody asked for.
@@ -781,7 +792,12 @@ class Placer:
         except Exception as e:  # noqa: BLE001 - nothing sent: look again next round
             await self.ledger.add_event(signal_id, "lookup_failed", {"error": str(e)[:300]})
             return SignalStatus.UNKNOWN
-        fence = None if self.liveness is None else self.liveness.fence(signal_id)
+        fence = None
+        if self.liveness is not None:
+            # A resend is a new order at the broker: a kill switch thrown since stops it
+            # unless it only reduces the position (judged by the process's switches).
+            opens = not reduces_only(command, position)
+            fence = self.liveness.fence(signal_id, account=command.account, opens=opens)
         if not await self._claim_resend(signal_id, version, new_baseline, begun):
             current = await self.ledger.get(signal_id)
             return current.status if current else SignalStatus.FAILED
