@@ -52,8 +52,8 @@ with heads as (
                 select u.account_name from trading_signals u
                  where u.status = '{SignalStatus.UNKNOWN}' and u.account_name is not null
                    and coalesce(u.last_attempt_at, u.updated_at) > now() - $4::interval))
-       -- Only rows that could be heads hold one back: a row without a signal_id (legacy,
-       -- migration 0011 refuses them) is never claimed, and would block its account forever.
+       -- Only rows that could be heads hold one back: a row without a signal_id (legacy)
+       -- is never claimed, and would block its account forever.
        and not exists (
            select 1 from trading_signals o
             where o.account_name = s.account_name and o.status = '{SignalStatus.PENDING}'
