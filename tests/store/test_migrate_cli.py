@@ -281,3 +281,22 @@ def test_db_migrate_on_the_previous_deployment_says_what_it_adapted(fresh_url: s
     assert again.exit_code == 0, again.output
     assert "adapted" not in again.stdout
     assert "up to date" in again.stdout
+
+
+def test_db_migrate_shows_what_a_migration_noticed(fresh_url: str) -> None:
+    # A strategy's own table with a nullable intent holding nulls: migration 0002 leaves the
+    # column nullable and says so (a NOTICE); the operator reads it in the command's output.
+    async def with_null_intents() -> None:
+        await create_legacy(fresh_url)
+        conn = await asyncpg.connect(fresh_url)
+        try:
+            await conn.execute("alter table trading_signals add column intent text")
+        finally:
+            await conn.close()
+
+    asyncio.run(with_null_intents())
+    result = _invoke(["db", "migrate", "--database-url", fresh_url])
+    assert result.exit_code == 0, result.output
+    assert "notice: trading_signals.intent has nulls; left nullable" in result.stdout
+    again = _invoke(["db", "migrate", "--database-url", fresh_url])
+    assert "notice:" not in again.stdout

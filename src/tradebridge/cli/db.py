@@ -128,6 +128,8 @@ def migrate(ctx: typer.Context, dry_run: DryRunOpt = False) -> None:
     for step in report.plan.steps:
         if step.kind == "note":
             out.print(f"note: {step.what}")
+    for notice in report.notices:
+        out.print(escape(f"notice: {notice}"))
     if not applied:
         out.print(f"{where}: up to date ({len(report.states)} migrations)")
     else:

@@ -66,7 +66,7 @@ from tradebridge.store.embedded import (
 )
 from tradebridge.store.kill import KillSwitchWatch
 from tradebridge.store.ledger import Ledger
-from tradebridge.store.migrate import describe_url, migrate
+from tradebridge.store.migrate import describe_url, migrate_report
 from tradebridge.store.tokens import check_redis, connect_redis, open_connections
 
 _log = get_logger("tradebridge.runtime.serve")
@@ -256,9 +256,11 @@ async def serve_stack(
     if migrate_now is None:
         migrate_now = stores.embedded_database
     if migrate_now:
-        states = await migrate(stores.database_url)
-        applied = [f"{s.version:04d}_{s.name}" for s in states if s.applied_now]
+        report = await migrate_report(stores.database_url)
+        applied = [f"{s.version:04d}_{s.name}" for s in report.states if s.applied_now]
         _log.info("migrations checked", database=describe_url(stores.database_url), applied=applied)
+        for notice in report.notices:
+            _log.warning("migration_notice", notice=notice)
     try:
         sock = bind_socket(cfg.host, cfg.port)
     except OSError as e:

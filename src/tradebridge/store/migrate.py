@@ -21,7 +21,7 @@ import contextlib
 import hashlib
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from importlib import resources
 from typing import Any
@@ -81,6 +81,9 @@ class MigrationReport:
     states: list[MigrationState]
     plan: adopt.Plan
     mapped: tuple[str, ...] = ()
+    # What the migrations said as they ran (RAISE NOTICE: a check left NOT VALID over
+    # existing rows, a column left nullable), in order.
+    notices: tuple[str, ...] = ()
 
 
 def load_migrations() -> list[Migration]:
@@ -186,6 +189,24 @@ async def plan(url: str) -> tuple[adopt.Plan, list[MigrationState]]:
 
 
 async def _migrate(conn: asyncpg.Connection, *, lock_timeout_s: float) -> MigrationReport:
+    notices: list[str] = []
+
+    def noticed(_conn: Any, message: Any) -> None:
+        # A migration's own RAISE NOTICE (PL/pgSQL), or any warning; not the server's "already
+        # exists, skipping" of an IF NOT EXISTS run again.
+        raised = getattr(message, "server_source_function", None) == "exec_stmt_raise"
+        if raised or getattr(message, "severity_en", None) == "WARNING":
+            notices.append(str(getattr(message, "message", message)))
+
+    conn.add_log_listener(noticed)
+    try:
+        report = await _migrate_locked(conn, lock_timeout_s=lock_timeout_s)
+    finally:
+        conn.remove_log_listener(noticed)
+    return replace(report, notices=tuple(notices))
+
+
+async def _migrate_locked(conn: asyncpg.Connection, *, lock_timeout_s: float) -> MigrationReport:
     migrations = load_migrations()
     # lock_timeout bounds the wait for the advisory lock and for DDL behind long transactions.
     await conn.execute(f"set lock_timeout = '{int(lock_timeout_s * 1000)}ms'")
