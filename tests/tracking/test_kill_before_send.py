@@ -13,8 +13,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tracking.conftest import ACCOUNT, Stack, until
+import pytest
+
+from _support.fixtures import redis_client
+from tracking.conftest import ACCOUNT, Stack, StackFactory, ledger_url, make_stack, until
+from tradebridge.domain.enums import Dialect
 from tradebridge.domain.lifecycle import SignalStatus
+
+__all__ = ["ledger_url", "make_stack", "redis_client"]  # fixtures
 
 
 class Gate:
@@ -49,25 +55,32 @@ async def _order_posts(stack: Stack, signal_id: str) -> int:
     return sum(1 for c in calls if c.call.path == "/order/placeorder")
 
 
-async def test_an_entry_written_ahead_before_a_kill_is_not_sent_after_it(stack: Stack) -> None:
-    dispatcher = stack.dispatcher("w1", tracking=False)
-    stack.start(dispatcher)
-    await asyncio.wait_for(dispatcher.live.wait(), 10)
-    gate = Gate()
-    await gate.install(stack)
-    await stack.insert("k1")
-    await asyncio.wait_for(gate.entered.wait(), 15)
-    assert (await stack.ledger.get("k1")).status is SignalStatus.SUBMITTED  # type: ignore[union-attr]
+@pytest.mark.parametrize("dialect", [Dialect.NATIVE, Dialect.TVBRIDGE])
+async def test_an_entry_written_ahead_before_a_kill_is_not_sent_after_it(
+    make_stack: StackFactory, dialect: Dialect
+) -> None:
+    async with make_stack(dialect=dialect) as stack:
+        dispatcher = stack.dispatcher("w1", tracking=False)
+        stack.start(dispatcher)
+        await asyncio.wait_for(dispatcher.live.wait(), 10)
+        gate = Gate()
+        await gate.install(stack)
+        await stack.insert("k1")
+        await asyncio.wait_for(gate.entered.wait(), 15)
+        row = await stack.ledger.get("k1")
+        assert row is not None
+        assert row.status is SignalStatus.SUBMITTED
 
-    await _kill(stack)
-    gate.release.set()
+        await _kill(stack)
+        gate.release.set()
 
-    row = await stack.wait("k1", "failed", "working", "filled")
-    assert row.status is SignalStatus.FAILED, row.error_message
-    assert "kill switch" in (row.error_message or "")
-    assert "kill_switch account DEMO0000001" in (row.error_message or "")
-    assert await _order_posts(stack, "k1") == 0
-    assert stack.sim_orders() == []
+        row = await stack.wait("k1", "failed", "working", "filled")
+        assert row.status is SignalStatus.FAILED, row.error_message
+        assert "kill switch" in (row.error_message or "")
+        assert "kill_switch account DEMO0000001" in (row.error_message or "")
+        calls = await stack.ledger.broker_calls("k1")
+        assert [c.call.path for c in calls if c.call.method == "POST"] == []
+        assert stack.sim_orders() == []
 
 
 async def test_an_exit_written_ahead_before_a_kill_still_goes(stack: Stack) -> None:
