@@ -119,11 +119,16 @@ class SyncMirror:
             self._link(link)
         for report in _entities(wire.WireExecutionReport, snapshot.get("executionReports")):
             self._execution_report(report)
+        # An order's fills before its end: a reconnect's snapshot may hold both a fill the
+        # socket missed and the cancel that followed it, and a row ended first takes no fill.
         events: list[BrokerOrderEvent] = []
+        ends: list[BrokerOrderEvent] = []
         for order in _entities(wire.WireOrder, snapshot.get("orders")):
-            events.extend(self._order(order))
+            for event in self._order(order):
+                (ends if isinstance(event.event, _ENDS) else events).append(event)
         for fill in _entities(wire.WireFill, snapshot.get("fills")):
             events.extend(self._fill(fill))
+        events.extend(ends)
         # The snapshot is one consistent picture: its positions include its fills.
         self.positions = {
             (p.account_id, p.contract_id): p
@@ -265,6 +270,7 @@ class SyncMirror:
         self.orders[order.id] = order
         ts = order.timestamp or utcnow()
         events: list[BrokerOrderEvent] = []
+        ends: list[BrokerOrderEvent] = []
         status = order.ord_status
         if previous is None and status != "Rejected":
             events.append(self._event(order, OrderAccepted(BrokerOrderId(str(order.id)), ts)))
@@ -273,14 +279,15 @@ class SyncMirror:
             now = utcnow()
             if status == "Rejected":
                 reason = self.reject_reasons.get(order.id, "")
-                events.append(self._event(order, OrderRejected("Rejected", reason, now)))
+                ends.append(self._event(order, OrderRejected("Rejected", reason, now)))
             elif status == "Canceled":
-                events.append(self._event(order, OrderCancelled(now)))
+                ends.append(self._event(order, OrderCancelled(now)))
             elif status == "Expired":
-                events.append(self._event(order, OrderExpired(now)))
+                ends.append(self._event(order, OrderExpired(now)))
+        # Fills that waited for their order go before its end (a row ended takes no fill).
         for fill in self._pending_fills.pop(order.id, []):
             events.extend(self._fill(fill))
-        return events
+        return events + ends
 
     def _fill(self, fill: wire.WireFill) -> list[BrokerOrderEvent]:
         if fill.id in self.fill_ids or not fill.active:
@@ -293,6 +300,10 @@ class SyncMirror:
         self._filled_at[(order.account_id, fill.contract_id)] = next(self._arrivals)
         event = OrderFilled(fill.qty, fill.price, fill.timestamp, str(fill.id))
         return [self._event(order, event)]
+
+
+# The events that end an order: reported after every fill known of it.
+_ENDS = (OrderCancelled, OrderExpired, OrderRejected)
 
 
 def _entities(model: type[wire.M], items: Any) -> list[wire.M]:
