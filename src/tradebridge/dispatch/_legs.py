@@ -10,6 +10,7 @@ goes through the one submit/lookup path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from tradebridge.brokers.base import Broker
@@ -26,7 +27,13 @@ _log = get_logger("tradebridge.tracking.legs")
 
 
 async def fit_legs(
-    ledger: Ledger, config: DispatcherConfig, signal_id: str, plan: PlaceOrder, broker: Broker
+    ledger: Ledger,
+    config: DispatcherConfig,
+    signal_id: str,
+    plan: PlaceOrder,
+    broker: Broker,
+    *,
+    fits: Callable[[int], bool] | None = None,
 ) -> int:
     """Cut the protective legs on the plan's contract to what the plan's order leaves; return
     the position on that contract as the broker shows it once they are cut.
@@ -35,13 +42,23 @@ async def fit_legs(
     nobody asked for); a cancel refused as too late (the leg filled, or went with its OCO
     partner) or of an order no longer there is noted, and the position read again. The
     caller compares what is returned with ``plan.position_before``: an exit sized for a
-    position a leg has since closed would open one (``PositionMoved``). Raises
+    position a leg has since closed would open one (``PositionMoved``). Nothing is cut when
+    the position read first no longer ``fits`` the plan (by default: differs from
+    ``plan.position_before``): legs cut for an order that will not be sent as planned would
+    leave what remains unprotected (the row is planned again, or not resent). Raises
     ``BrokerError`` when a read or a call fails: the plan's order has not been sent then, and
     the caller tries again.
     """
     command = plan.command
     name = command.contract.name
     position = await _position(broker, command.account, name)
+    if fits is None:
+        before = plan.position_before
+        moved = before is not None and position != before
+    else:
+        moved = not fits(position)
+    if moved:
+        return position
     remaining = position + command.side.sign * command.quantity
     closes = position != 0 and remaining * position <= 0  # closed or turned
     orders = await broker.order_reports(command.account)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -776,7 +777,10 @@ class Placer:
                 # The legs were cut before the first send; the picture may have changed.
                 with capture() as fit_calls:
                     try:
-                        seen = await fit_legs(self.ledger, self.config, signal_id, plan, broker)
+                        seen = await fit_legs(
+                            self.ledger, self.config, signal_id, plan, broker,
+                            fits=functools.partial(still_fits, plan),
+                        )  # fmt: skip
                     finally:
                         await self._file_calls(signal_id, fit_calls, None)
                 position = seen
