@@ -31,3 +31,25 @@ def _plan(side: Side, quantity: int, before: int) -> PlaceOrder:
 )
 def test_still_fits(side: Side, quantity: int, before: int, now: int, fits: bool) -> None:
     assert still_fits(_plan(side, quantity, before), now) is fits
+
+
+@pytest.mark.parametrize(("now", "fits"), [(3, True), (2, False), (4, False), (5, False)])
+def test_an_exact_plan_fits_only_the_position_it_was_sized_from(now: int, fits: bool) -> None:
+    # A target of +1 from +3 (sell 2), or an exit of all of +3 resent on +4 (it would leave 1).
+    for quantity in (2, 3):
+        plan = PlaceOrder(order("tb-x", side=Side.SELL, quantity=quantity), position_before=3,
+                          fit_legs=True, exact=True)  # fmt: skip
+        assert still_fits(plan, now) is fits
+
+
+def test_exact_survives_the_plans_json() -> None:
+    from datetime import date
+
+    from tradebridge.dispatch.placement import plan_from_json, plan_to_json
+
+    plan = PlaceOrder(order("tb-x", side=Side.SELL, quantity=2), position_before=3,
+                      fit_legs=True, exact=True)  # fmt: skip
+    again = plan_from_json(plan_to_json(plan), date(2026, 12, 7))
+    assert isinstance(again, PlaceOrder)
+    assert again.exact
+    assert not plan_from_json(plan_to_json(_plan(Side.SELL, 1, 3)), date(2026, 12, 7)).exact

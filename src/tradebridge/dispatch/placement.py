@@ -196,6 +196,7 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
             "client_order_id": c.client_order_id,
             "position_before": plan.position_before,
             "fit_legs": plan.fit_legs,
+            **({"exact": True} if plan.exact else {}),
             **({"note": plan.note} if plan.note else {}),
         }
     if isinstance(plan, CancelOrders):
@@ -251,6 +252,7 @@ def plan_from_json(data: dict[str, Any], today: date) -> Plan:
         ),
         position_before=data.get("position_before"),
         fit_legs=bool(data.get("fit_legs", False)),
+        exact=bool(data.get("exact", False)),
     )
 
 
@@ -259,12 +261,15 @@ def plan_from_json(data: dict[str, Any], today: date) -> Plan:
 
 def still_fits(plan: PlaceOrder, position: int) -> bool:
     """Return whether the plan's order does to ``position`` what it was planned to do to
-    ``plan.position_before``: reduce or close it without turning it (any position that
-    still holds the order's quantity in the same direction), or turn it (only the same
-    position: a reverse or a target through zero is sized from it)."""
+    ``plan.position_before``: reduce it by a quantity asked for without turning it (any
+    position that still holds the order's quantity in the same direction); a target move,
+    an exit of the whole position or a turn only on the same position (each is sized from
+    it)."""
     before = plan.position_before
     if before is None or position == before:
         return True
+    if plan.exact:
+        return False  # sized from that very position (a target, an exit of all of it)
     command = plan.command
     planned = before + command.side.sign * command.quantity
     if planned * before < 0:

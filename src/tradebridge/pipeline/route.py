@@ -98,6 +98,9 @@ class PlaceOrder:
     position_before: int | None = None
     # It closes, reduces or turns the position: cut the protective legs first (legs.py).
     fit_legs: bool = False
+    # Sized from the whole position (a target move, an exit of all of it): sent again only
+    # on that very position (``placement.still_fits``), never on one that moved since.
+    exact: bool = False
     # What routing changed about the row's order, and why (kept with the submit's event).
     note: str | None = None
 
@@ -201,7 +204,8 @@ def _route(
                 return Denied(f"nothing to do: no position in {contract.name} to exit")
             side = Side.SELL if position > 0 else Side.BUY
             quantity = min(signal.quantity or abs(position), abs(position))
-            return _place(signal, contract, side, quantity, cid, position)
+            whole = signal.quantity is None or signal.quantity > abs(position)
+            return _place(signal, contract, side, quantity, cid, position, exact=whole)
         case Intent.REVERSE:
             if position == 0:
                 return _entry(signal, contract, signal.side, signal.quantity, view, cid, 0,
@@ -222,7 +226,7 @@ def _route(
                     f"{position:+d}, the target"
                 )
             side = Side.BUY if delta > 0 else Side.SELL
-            return _place(signal, contract, side, abs(delta), cid, position)
+            return _place(signal, contract, side, abs(delta), cid, position, exact=True)
     raise AssertionError(signal.intent)  # pragma: no cover
 
 
@@ -249,6 +253,7 @@ def _place(
     *,
     bracket: Bracket | None = None,
     note: str | None = None,
+    exact: bool = False,
 ) -> PlaceOrder:
     # Exits, reversals and target moves carry no bracket: its legs would be sized to the
     # order, not to the position that remains. Only entries pass one.
@@ -271,6 +276,7 @@ def _place(
         position_before=position,
         fit_legs=reduces and signal.intent is not Intent.ORDER,
         note=note,
+        exact=exact,
     )
 
 
