@@ -438,16 +438,18 @@ class Dispatcher:
         (one empty claim per alert saved at low rates; the drain timer still runs).
         """
         waiting = [row.signal_id for row in rows]
-        nothing_left = requeued = False
+        nothing_left = requeued = unknown = False
         try:
             for row in rows:
-                if await self._until_reachable(functools.partial(self._held_back, row)):
+                held = functools.partial(self._held_back, row, after_unknown=unknown)
+                if await self._until_reachable(held):
                     await self._hand_back(waiting, "held back by an unknown row of its account")
                     return
                 started = time.perf_counter()
                 status = await self._handle(row, switches)
                 _count_outcome(status, time.perf_counter() - started)
                 requeued = requeued or status is SignalStatus.PENDING
+                unknown = unknown or status is SignalStatus.UNKNOWN
                 waiting.remove(row.signal_id)
                 if status in _STILL_SENDING and waiting:
                     # The row's send did not finish (reconcile takes it from here), or it went
@@ -483,19 +485,26 @@ class Dispatcher:
             if not nothing_left:
                 self.wake()
 
-    async def _held_back(self, row: LedgerRow) -> bool:
+    async def _held_back(self, row: LedgerRow, *, after_unknown: bool = True) -> bool:
         """Return whether an unknown row of the account holds this row back (the bound rule).
 
-        A plain order passes unknown rows (unless ``unknown_blocks = "all"``); an intent that
+        A plain order passes unknown rows (unless ``unknown_blocks = "all"``), but for an
+        unknown flatten (run again, it would close what the order opens); an intent that
         depends on the position or working orders waits until they resolve or escalate.
+        ``after_unknown``: a row claimed with this one went unknown since the claim (which
+        checked the rest).
         """
         if row.account_name is None:
             return False
-        if (row.intent or "order") == "order" and not self._blocks_all:
+        plain = (row.intent or "order") == "order" and not self._blocks_all
+        if plain and not after_unknown:
+            # The claim held it back from unknown flattens; none of its batch went unknown
+            # since (a plain order's check costs no statement then).
             return False
         holding = await self.ledger.held_back(
-            row.account_name, unknown_bound=self._bound, besides=row.signal_id
-        )
+            row.account_name, unknown_bound=self._bound, besides=row.signal_id,
+            flattens_only=plain,
+        )  # fmt: skip
         if holding:
             _log.info("row_held_back", signal_id=row.signal_id, by=holding[:5])
         return bool(holding)

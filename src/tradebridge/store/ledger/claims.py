@@ -52,6 +52,13 @@ with heads as (
                 select u.account_name from trading_signals u
                  where u.status = '{SignalStatus.UNKNOWN}' and u.account_name is not null
                    and coalesce(u.last_attempt_at, u.updated_at) > now() - $4::interval))
+       -- An unknown flatten holds back every row: run again, it would close what they open.
+       and (s.account_name is null
+            or s.account_name not in (
+                select v.account_name from trading_signals v
+                 where v.status = '{SignalStatus.UNKNOWN}' and v.account_name is not null
+                   and v.intent = 'flatten'
+                   and coalesce(v.last_attempt_at, v.updated_at) > now() - $4::interval))
        -- Only rows that could be heads hold one back: a row without a signal_id (legacy)
        -- is never claimed, and would block its account forever.
        and not exists (
@@ -200,17 +207,25 @@ class Claims(LedgerPool):
         return claim.rows
 
     async def held_back(
-        self, account_name: str, *, unknown_bound: timedelta, besides: str | None = None
+        self,
+        account_name: str,
+        *,
+        unknown_bound: timedelta,
+        besides: str | None = None,
+        flattens_only: bool = False,
     ) -> list[str]:
-        """Return the account's unknown rows within the bound (what holds its intents back)."""
+        """Return the account's unknown rows within the bound (what holds its intents back;
+        ``flattens_only``: its unknown flattens, what holds back a plain order too)."""
         rows = await self._db.fetch(
             "select signal_id from trading_signals where account_name = $1 "  # noqa: S608 - statuses from SignalStatus, no input
             f"and status = '{SignalStatus.UNKNOWN}' and signal_id is distinct from $3 "
             "and coalesce(last_attempt_at, updated_at) > now() - $2::interval "
+            "and (not $4::boolean or intent = 'flatten') "
             "order by created_at, seq",
             account_name,
             unknown_bound,
             besides,
+            flattens_only,
         )
         return [str(r["signal_id"]) for r in rows]
 
