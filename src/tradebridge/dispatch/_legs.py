@@ -62,9 +62,16 @@ async def fit_legs(
     remaining = position + command.side.sign * command.quantity
     closes = position != 0 and remaining * position <= 0  # closed or turned
     orders = await broker.order_reports(command.account)
-    fit = legs.fit_legs(
-        orders, name, remaining, cancel_others=closes and config.exit_cancels == "all"
+    # Earlier exits still resting were sized from the position this order ends.
+    resting = (
+        await ledger.resting_exit_orders(command.account, besides=signal_id)
+        if closes
+        else frozenset()
     )
+    fit = legs.fit_legs(
+        orders, name, remaining, cancel_others=closes and config.exit_cancels == "all",
+        resting_exits=resting,
+    )  # fmt: skip
     if not fit:
         return position
     interrupted: list[str] = []

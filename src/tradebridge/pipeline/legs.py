@@ -84,10 +84,14 @@ def fit_legs(
     remaining: int,
     *,
     cancel_others: bool = False,
+    resting_exits: frozenset[str] = frozenset(),
 ) -> LegFit:
     """Return what leaves no protective leg on ``contract`` larger than ``remaining``.
 
     ``remaining`` is the signed position once the closing order has filled.
+    ``resting_exits``: working orders of earlier exits, target moves and reverses (the
+    ledger's); cancelled too when ``cancel_others`` (the order closes or turns the position
+    they were sized from: left working, one would later open a position).
     """
     legs = protective_legs(orders, contract)
     closing = Side.SELL if remaining > 0 else Side.BUY
@@ -134,7 +138,7 @@ def fit_legs(
         for strategy in sorted(strategies)
         if all(leg.broker_order_id in cut for leg in legs if leg.strategy_id == strategy)
     )
-    if cancel_others:
+    if cancel_others or resting_exits:
         cut = {c.broker_order_id for c in cancels} | {m.broker_order_id for m in modifies}
         kept = {leg.broker_order_id for leg in legs}
         cancels += [
@@ -144,5 +148,6 @@ def fit_legs(
             and not o.status.is_terminal
             and o.broker_order_id not in cut
             and o.broker_order_id not in kept
+            and (cancel_others or o.broker_order_id in resting_exits)
         ]
     return LegFit(tuple(cancels), tuple(modifies), interrupts)

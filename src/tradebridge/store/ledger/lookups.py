@@ -68,6 +68,19 @@ class Lookups(LedgerPool):
         )
         return None if value is None else str(value)
 
+    async def resting_exit_orders(self, account_name: str, *, besides: str) -> frozenset[str]:
+        """Return the broker order ids of the account's other exits, target moves and
+        reverses still working: sized from a position a closing order is about to end."""
+        rows = await self._db.fetch(
+            "select tradovate_order_id from trading_signals where account_name = $1 "  # noqa: S608 - statuses from SignalStatus, no input
+            "and tradovate_order_id is not null and signal_id <> $2 "
+            "and intent in ('exit', 'target', 'reverse') "
+            f"and status in ('{SignalStatus.WORKING}', '{SignalStatus.PARTIALLY_FILLED}')",
+            account_name,
+            besides,
+        )
+        return frozenset(str(r["tradovate_order_id"]) for r in rows)
+
     async def owned_orders(self, account_name: str, *, besides: str) -> frozenset[str]:
         """Return the broker order ids the account's other rows own (what a lookup must skip).
 
