@@ -130,3 +130,25 @@ async def test_tracker_late_event_of_finished_row_logged_at_info(
 
     assert (record["level"], record["reason"], record["signal_id"]) == ("info", "row_final", "f3")
     assert _dropped("row_final") == before + 1
+
+
+async def test_tracker_fill_of_a_row_ended_short_is_a_warning(
+    stack: Stack, log_output: io.StringIO
+) -> None:
+    # A fill the row never took (it ended cancelled first): quantity lost from the ledger,
+    # not a harmless late event; said at WARNING, counted as fill_after_end.
+    await stack.insert("f4", client_order_id="tb-f4", tradovate_order_id="990012",
+                       status="cancelled", quantity=3, filled_qty=1)  # fmt: skip
+    fill = OrderFilled(1, Decimal("21000.25"), datetime.now(UTC), "fill-990012-2")
+    before = _dropped("fill_after_end")
+
+    record = await _follow_until_logged(
+        stack, _event("990012", "tb-f4", fill), log_output, "tracker_event_dropped"
+    )
+
+    assert (record["level"], record["reason"], record["signal_id"]) == (
+        "warning",
+        "fill_after_end",
+        "f4",
+    )
+    assert _dropped("fill_after_end") == before + 1

@@ -64,6 +64,8 @@ from tradebridge.store.ledger import EventRow, Ledger, LedgerRow, database_unava
 
 _log = get_logger("tradebridge.tracking.tracker")
 _HARMLESS_DROPS = frozenset({"row_final", "bracket_leg"})
+# Rows that ended without filling in full: a fill of theirs arriving later was never counted.
+_ENDED_SHORT = frozenset({SignalStatus.CANCELLED, SignalStatus.EXPIRED, SignalStatus.REJECTED})
 # Events of different orders are applied side by side, at most this many at once (fewer than
 # the ledger pool's 10 connections: the dispatcher's statements never queue behind a burst of
 # the tracker's reads; moves beyond two in flight wait in a batch, holding none); those of one
@@ -426,7 +428,10 @@ class Tracker:
         row = await self.ledger.row_named_by(str(event.broker_order_id), cid)
         if row is not None and row["tradovate_order_id"] == str(event.broker_order_id):
             # The broker's id is looked up among open rows only: this row had left them.
-            final = SignalStatus(row["status"]) in FINAL_STATUSES
+            status = SignalStatus(row["status"])
+            if status in _ENDED_SHORT and isinstance(event.event, OrderFilled):
+                return "fill_after_end", str(row["signal_id"])  # see _ended_short
+            final = status in FINAL_STATUSES
             return ("row_final" if final else "row_not_open"), str(row["signal_id"])
         if row is not None:
             return "other_order", str(row["signal_id"])
@@ -472,6 +477,8 @@ class Tracker:
         bind_order(signal_id=row.signal_id)
         change = _change(row, event)
         if change is None:
+            if _ended_short(row, event):
+                self._drop(event, "fill_after_end", signal_id=row.signal_id)
             return True
         if change.covered:
             return await self._apply_locked(event, cid)
@@ -546,6 +553,8 @@ class Tracker:
                 )  # fmt: skip
         if change is not None:
             count_verdict(change.new, moved)
+        elif _ended_short(row, event):
+            self._drop(event, "fill_after_end", signal_id=signal_id)
         return True
 
 
@@ -627,6 +636,18 @@ def _after_fill(row: EventRow, qty: Decimal, price: Decimal) -> Filled:
     done = row.ordered_qty is not None and filled >= row.ordered_qty
     status = SignalStatus.FILLED if done else SignalStatus.PARTIALLY_FILLED
     return Filled(filled, price if row.avg_fill_price is None else row.avg_fill_price, status)
+
+
+def _ended_short(row: EventRow, event: BrokerOrderEvent) -> bool:
+    """Return whether ``event`` is a fill the row never took: it ended (cancelled, expired,
+    rejected) first, so the ledger shows less than the broker traded. Not harmless: said at
+    WARNING (reconcile compares open rows only; docs/dispatcher.md)."""
+    fill = event.event
+    return (
+        isinstance(fill, OrderFilled)
+        and SignalStatus(row.status) in _ENDED_SHORT
+        and not (fill.fill_id and row.fill_seen)
+    )
 
 
 def _change(row: EventRow, event: BrokerOrderEvent) -> _Change | None:
