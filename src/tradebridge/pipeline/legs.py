@@ -90,8 +90,8 @@ def fit_legs(
 
     ``remaining`` is the signed position once the closing order has filled.
     ``resting_exits``: working orders of earlier exits, target moves and reverses (the
-    ledger's); cancelled too when ``cancel_others`` (the order closes or turns the position
-    they were sized from: left working, one would later open a position).
+    ledger's), cancelled too: the caller passes them when the order closes or turns the
+    position they were sized from (left working, one would later open a position).
     """
     legs = protective_legs(orders, contract)
     closing = Side.SELL if remaining > 0 else Side.BUY

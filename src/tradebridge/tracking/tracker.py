@@ -428,10 +428,8 @@ class Tracker:
         row = await self.ledger.row_named_by(str(event.broker_order_id), cid)
         if row is not None and row["tradovate_order_id"] == str(event.broker_order_id):
             # The broker's id is looked up among open rows only: this row had left them.
-            status = SignalStatus(row["status"])
-            if status in _ENDED_SHORT and isinstance(event.event, OrderFilled):
-                return "fill_after_end", str(row["signal_id"])  # see _ended_short
-            final = status in FINAL_STATUSES
+            # (A fill here cannot be told from a replay of one recorded: no fill_after_end.)
+            final = SignalStatus(row["status"]) in FINAL_STATUSES
             return ("row_final" if final else "row_not_open"), str(row["signal_id"])
         if row is not None:
             return "other_order", str(row["signal_id"])
