@@ -172,3 +172,51 @@ def test_fit_legs_scale_out_pairs_cover_their_sum() -> None:
     kept = {leg.broker_order_id for leg in orders[1:]} - {c.broker_order_id for c in fit.cancels}
     assert sorted(kept) == ["12", "13"]
     assert fit.interrupts == ()
+
+
+def _filling(entry: int, qty: int, filled: int) -> list[OrderStatusReport]:
+    """A bracket entry still working with ``filled`` of ``qty`` filled, its legs suspended."""
+    return [
+        _order(
+            entry, Side.BUY, qty, OrderStatus.PARTIALLY_FILLED, kind=OrderType.LIMIT, filled=filled
+        ),
+        _order(entry + 1, Side.SELL, qty, OrderStatus.WORKING, parent=entry, kind=OrderType.STOP),
+        _order(entry + 2, Side.SELL, qty, OrderStatus.WORKING, parent=entry, kind=OrderType.LIMIT),
+    ]
+
+
+def test_fit_legs_close_of_a_partly_filled_entry_cancels_its_legs_then_its_rest() -> None:
+    # Left alone, the legs would come alive for what the entry filled, on a flat position.
+    fit = fit_legs(_filling(10, 3, filled=1), MNQ, 0)
+
+    assert [c.broker_order_id for c in fit.cancels] == ["11", "12", "10"]
+    assert fit.modifies == ()
+
+
+def test_fit_legs_partly_filled_entry_the_remainder_covers_is_left_alone() -> None:
+    # Long 3: 2 from a filled bracket, 1 from the entry still filling; sell 2 leaves 1, which
+    # the newest (the filling entry) keeps; the older bracket's legs go.
+    orders = _bracket(20, 2) + _filling(30, 3, filled=1)
+
+    fit = fit_legs(orders, MNQ, 1)
+
+    assert sorted(c.broker_order_id for c in fit.cancels) == ["21", "22"]
+    assert fit.modifies == ()
+
+
+def test_fit_legs_partly_filled_entry_the_remainder_no_longer_covers_goes_with_its_legs() -> None:
+    # Long 3 from one entry still filling (3 of 5); sell 2 leaves 1: its legs would come alive
+    # for 3. They cannot be resized while suspended: cancelled, and the entry's rest with them.
+    orders = _filling(10, 5, filled=3)
+
+    fit = fit_legs(orders, MNQ, 1)
+
+    assert [c.broker_order_id for c in fit.cancels] == ["11", "12", "10"]
+
+
+def test_fit_legs_unfilled_entry_is_not_a_filling_one() -> None:
+    orders = _bracket(20, 1) + _filling(30, 2, filled=0)
+
+    fit = fit_legs(orders, MNQ, 0)
+
+    assert sorted(c.broker_order_id for c in fit.cancels) == ["21", "22"]

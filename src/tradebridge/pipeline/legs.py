@@ -11,6 +11,14 @@ or none; the row's history says so).
   longer working. Legs of an entry that still works are suspended and follow their own
   entry, so they are left alone; except the legs of an order strategy, which exist only
   for what the entry has filled (a partly filled entry that still works has live legs).
+* A bracket entry that still works but has **filled in part** is a group that covers what it
+  has filled: its legs are suspended, and come alive for the entry's filled quantity when it
+  ends (Tradovate: "bracket quantity follows the parent", unverified; the simulator does
+  so). While the remainder covers all it has filled, the group is left alone (each further
+  fill adds as much to the position as to its legs). Otherwise the entry's rest and its legs
+  are cancelled, the legs first: a suspended leg cannot be resized (it takes the entry's
+  filled quantity when it comes alive), and left alone it would come alive for more than
+  remains and open the opposite position. Less protection, never a position.
 * The legs of one entry form a group: each of its stops is one-cancels-other with a target,
   at most one of a pair fills, so a group covers the larger of what its stops and what its
   targets still have open (one pair: the larger leg; a scale-out of several pairs: the sum).
@@ -78,6 +86,28 @@ def protective_legs(orders: Sequence[OrderStatusReport], contract: str) -> list[
     return legs
 
 
+def _filling_entries(
+    orders: Sequence[OrderStatusReport], contract: str
+) -> dict[BrokerOrderId, tuple[OrderStatusReport, list[OrderStatusReport]]]:
+    """Return the working bracket entries on ``contract`` that have filled in part, each with
+    its suspended legs (an order strategy's legs are live: ``protective_legs`` has them)."""
+    by_id = {o.broker_order_id: o for o in orders}
+    entries: dict[BrokerOrderId, tuple[OrderStatusReport, list[OrderStatusReport]]] = {}
+    for order in orders:
+        if order.contract != contract or order.parent_id is None or order.status.is_terminal:
+            continue
+        parent = by_id.get(order.parent_id)
+        if (
+            parent is None
+            or parent.status.is_terminal
+            or parent.filled_qty <= 0
+            or order.strategy_id is not None
+        ):
+            continue
+        entries.setdefault(parent.broker_order_id, (parent, []))[1].append(order)
+    return entries
+
+
 def fit_legs(
     orders: Sequence[OrderStatusReport],
     contract: str,
@@ -94,22 +124,37 @@ def fit_legs(
     position they were sized from (left working, one would later open a position).
     """
     legs = protective_legs(orders, contract)
+    filling = _filling_entries(orders, contract)
     closing = Side.SELL if remaining > 0 else Side.BUY
     allowance = abs(remaining)
     groups: dict[BrokerOrderId, list[OrderStatusReport]] = {}
     for leg in legs:
         assert leg.parent_id is not None
         groups.setdefault(leg.parent_id, []).append(leg)
+    for parent_id, (_, suspended) in filling.items():
+        groups[parent_id] = suspended
     cancels: list[CancelOrder] = []
     modifies: list[ModifyOrder] = []
+    entry_cancels: list[CancelOrder] = []
     for parent in sorted(groups, key=_age, reverse=True):
         group = sorted(groups[parent], key=lambda leg: _age(leg.broker_order_id))
         stops = [leg for leg in group if leg.order_type is not OrderType.LIMIT]
         targets = [leg for leg in group if leg.order_type is OrderType.LIMIT]
-        covers = max(sum(_open_qty(leg) for leg in kind) for kind in (stops, targets))
+        if parent in filling:
+            covers = filling[parent][0].filled_qty
+        else:
+            covers = max(sum(_open_qty(leg) for leg in kind) for kind in (stops, targets))
         keep = min(covers, allowance) if remaining != 0 else 0
         if any(leg.side is not closing for leg in group):
             keep = 0
+        if parent in filling:
+            if keep < covers:  # they would come alive for more than remains
+                entry = filling[parent][0]
+                cancels += [CancelOrder(leg.account, leg.broker_order_id) for leg in group]
+                entry_cancels.append(CancelOrder(entry.account, entry.broker_order_id))
+                keep = 0
+            allowance -= keep
+            continue
         allowance -= keep
         for kind in (stops, targets):
             left = keep
@@ -132,6 +177,7 @@ def fit_legs(
                         )
                     )
     cut = {c.broker_order_id for c in cancels}
+    cancels += entry_cancels
     strategies = {leg.strategy_id for leg in legs if leg.strategy_id is not None}
     interrupts = tuple(
         InterruptStrategy(legs[0].account, strategy)
@@ -141,6 +187,7 @@ def fit_legs(
     if cancel_others or resting_exits:
         cut = {c.broker_order_id for c in cancels} | {m.broker_order_id for m in modifies}
         kept = {leg.broker_order_id for leg in legs}
+        kept |= {leg.broker_order_id for _, group in filling.values() for leg in group}
         cancels += [
             CancelOrder(o.account, o.broker_order_id)
             for o in orders
