@@ -218,6 +218,34 @@ def test_mirror_first_snapshot_reports_orders_created_since_its_start() -> None:
     assert again == []
 
 
+def test_mirror_quiet_fills_of_an_open_order_go_out_before_its_next_event() -> None:
+    # A fill made while no process ran: the first snapshot keeps quiet about the old order,
+    # its cancel must not reach the tracker before that fill (the row would end short).
+    created = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
+    mirror = SyncMirror(EventNamesConfig(), {}, first_since=created + timedelta(seconds=1))
+    snapshot = _snapshot(status="Working", fills=1)
+
+    silent = mirror.apply_snapshot(snapshot)
+    order = {**snapshot["orders"][0], "ordStatus": "Canceled"}  # type: ignore[index]
+    ended = mirror.apply_props({"entityType": "order", "eventType": "Updated", "entity": order})
+    again = mirror.apply_props({"entityType": "order", "eventType": "Updated", "entity": order})
+
+    assert silent == []
+    assert [type(e.event) for e in ended] == [OrderFilled, OrderCancelled]
+    assert ended[0].event.fill_id == "100"  # type: ignore[union-attr]
+    assert again == []
+
+
+def test_mirror_quiet_fills_of_a_final_order_stay_quiet() -> None:
+    created = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
+    mirror = SyncMirror(EventNamesConfig(), {}, first_since=created + timedelta(seconds=1))
+    mirror.apply_snapshot(_snapshot(status="Filled", fills=1))
+
+    later = mirror.apply_snapshot(_snapshot(status="Filled", fills=1))
+
+    assert later == []
+
+
 def test_mirror_props_with_custom_names_emit_events() -> None:
     names = EventNamesConfig(order="Order", fill="Fill", created="New")
     mirror = SyncMirror(names, {7: "ACC7"})

@@ -14,7 +14,11 @@ The first snapshot seeds it: what it shows of orders created before ``first_sinc
 worker's start, less a margin for the clocks) is reconcile's business and emits nothing;
 what it shows of later orders (those the worker may have placed before its socket synced: a
 market order filled in that moment) is emitted as if the socket had seen it happen. Every
-later snapshot is authoritative and emits what changed while the socket was down.
+later snapshot is authoritative and emits what changed while the socket was down. The fills
+the first snapshot kept quiet of an order still open go out just before that order's next
+event: they may be fills made while no process ran, and a cancel applied first would end
+the row short, out of reconcile's sight (it compares open rows). The tracker applies a fill
+id once per row, so one recorded already costs a read.
 
 It also keeps every account's positions (``position`` entities), so that a worker can read a
 position from the socket instead of a budgeted REST read (reference §7: "read state from the
@@ -93,6 +97,8 @@ class SyncMirror:
         self.contracts: dict[int, wire.WireContract] = {}
         self.seeded = False
         self._pending_fills: dict[int, list[wire.WireFill]] = {}
+        # Fills the first snapshot kept quiet, of orders still open then: by order id.
+        self._quiet_fills: dict[int, list[BrokerOrderEvent]] = {}
         # Positions by (account id, contract id), and when (in arrival order) each key last
         # had a fill and a position update: a fill newer than its position means stale.
         self.positions: dict[tuple[int, int], wire.WirePosition] = {}
@@ -138,7 +144,33 @@ class SyncMirror:
         self._positioned_at.clear()
         self._positions_known = "positions" in snapshot
         self.seeded = True
-        return events if emit else self._recent(events)
+        if emit:
+            return self._with_quiet_fills(events)
+        recent = self._recent(events)
+        self._keep_quiet_fills(events, recent)
+        return recent
+
+    def _keep_quiet_fills(
+        self, events: list[BrokerOrderEvent], emitted: list[BrokerOrderEvent]
+    ) -> None:
+        """Keep the fills of open orders that ``events`` had and ``emitted`` leaves out."""
+        sent = {id(e) for e in emitted}
+        for event in events:
+            if id(event) in sent or not isinstance(event.event, OrderFilled):
+                continue
+            order = self.orders.get(int(event.broker_order_id))
+            if order is not None and order.ord_status not in _FINAL_STATUSES:
+                self._quiet_fills.setdefault(order.id, []).append(event)
+
+    def _with_quiet_fills(self, events: list[BrokerOrderEvent]) -> list[BrokerOrderEvent]:
+        """Return ``events`` with each order's quiet fills (if any) just before its first."""
+        if not self._quiet_fills or not events:
+            return events
+        out: list[BrokerOrderEvent] = []
+        for event in events:
+            out.extend(self._quiet_fills.pop(int(event.broker_order_id), ()))
+            out.append(event)
+        return out
 
     def _recent(self, events: list[BrokerOrderEvent]) -> list[BrokerOrderEvent]:
         """Return the events of orders created at or after ``first_since`` (none without)."""
@@ -187,9 +219,9 @@ class SyncMirror:
             return []
         try:
             if entity_type == self.names.order:
-                return self._order(wire.WireOrder.model_validate(entity))
+                return self._with_quiet_fills(self._order(wire.WireOrder.model_validate(entity)))
             if entity_type == self.names.fill:
-                return self._fill(wire.WireFill.model_validate(entity))
+                return self._with_quiet_fills(self._fill(wire.WireFill.model_validate(entity)))
             if entity_type == self.names.order_strategy:
                 self._strategy(wire.WireOrderStrategy.model_validate(entity))
             elif entity_type == self.names.order_strategy_link:
