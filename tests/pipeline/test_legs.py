@@ -220,3 +220,46 @@ def test_fit_legs_unfilled_entry_is_not_a_filling_one() -> None:
     fit = fit_legs(orders, MNQ, 0)
 
     assert sorted(c.broker_order_id for c in fit.cancels) == ["21", "22"]
+
+
+def _resting_exit(oid: int, side: Side, qty: int, filled: int = 0) -> OrderStatusReport:
+    status = OrderStatus.PARTIALLY_FILLED if filled else OrderStatus.WORKING
+    return _order(oid, side, qty, status, kind=OrderType.STOP, filled=filled)
+
+
+def test_fit_legs_resting_exit_larger_than_what_remains_is_cut_to_it() -> None:
+    # Long 3, a stop exit of 3 rests; a reduction to 1 leaves it selling 1 (not short 2).
+    orders = [_resting_exit(50, Side.SELL, 3)]
+
+    fit = fit_legs(orders, MNQ, 1, resting_exits=frozenset({"50"}))
+
+    assert fit.cancels == ()
+    assert [(m.broker_order_id, m.quantity, m.stop_price) for m in fit.modifies] == [
+        ("50", 1, Decimal(20900))
+    ]
+
+
+def test_fit_legs_resting_exit_keeps_what_it_filled_and_fits_the_rest() -> None:
+    fit = fit_legs(
+        [_resting_exit(50, Side.SELL, 3, filled=1)], MNQ, 1, resting_exits=frozenset({"50"})
+    )
+
+    assert [(m.broker_order_id, m.quantity) for m in fit.modifies] == [("50", 2)]
+
+
+@pytest.mark.parametrize("remaining", [0, -1])
+def test_fit_legs_resting_exit_is_cancelled_when_nothing_remains_or_it_would_add(
+    remaining: int,
+) -> None:
+    fit = fit_legs(
+        [_resting_exit(50, Side.SELL, 2)], MNQ, remaining, resting_exits=frozenset({"50"})
+    )
+
+    assert [c.broker_order_id for c in fit.cancels] == ["50"]
+    assert fit.modifies == ()
+
+
+def test_fit_legs_resting_exit_within_what_remains_and_unknown_orders_are_left() -> None:
+    orders = [_resting_exit(50, Side.SELL, 1), _resting_exit(60, Side.SELL, 5)]
+
+    assert not fit_legs(orders, MNQ, 2, resting_exits=frozenset({"50"}))

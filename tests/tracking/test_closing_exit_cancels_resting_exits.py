@@ -1,4 +1,5 @@
-"""An order that closes the position cancels the earlier exits still resting on it.
+"""An order that closes the position cancels the earlier exits still resting on it; one that
+reduces it cuts them to what remains.
 
 Long 2 with a bracket; an exit sent as a stop rests (the bracket's legs are cut to it); a
 market exit then closes the position. The resting stop exit stayed working and, when the
@@ -34,4 +35,23 @@ async def test_a_closing_exit_leaves_no_resting_exit_to_open_a_position(stack: S
     assert [o for o in stack.sim_orders() if o.ord_status is OrdStatus.WORKING] == []
     stack.set_price(stop - 4 * TICK)
     await until(lambda: stack.last() <= stop - 4 * TICK, "the price through the old stop")
+    assert stack.net_position() == 0
+
+
+async def test_a_reducing_exit_cuts_a_resting_exit_to_what_remains(stack: Stack) -> None:
+    # The same, reduced instead of closed: the resting stop exit of 2 sold 2 of a long 1.
+    await _bracketed(stack, "entry", 2)
+    stop = _on_grid(stack.last()) - 20 * TICK
+    await stack.insert("stop-exit", intent="exit", side=None, quantity=None,
+                       order_type="stop", stop_price=stop)  # fmt: skip
+    await stack.wait("stop-exit", "working")
+    await stack.insert("reduce", intent="exit", side=None, quantity=1)
+    await stack.wait("reduce", "filled")
+    assert stack.net_position() == 1
+
+    [resting] = [o for o in stack.sim_orders() if o.ord_status is OrdStatus.WORKING]
+    assert resting.version.order_qty == 1
+    stack.set_price(stop - 4 * TICK)
+    await until(lambda: stack.net_position() == 0, "the resting stop exit sold what remained")
+    await stack.wait("stop-exit", "filled")
     assert stack.net_position() == 0

@@ -62,12 +62,8 @@ async def fit_legs(
     remaining = position + command.side.sign * command.quantity
     closes = position != 0 and remaining * position <= 0  # closed or turned
     orders = await broker.order_reports(command.account)
-    # Earlier exits still resting were sized from the position this order ends.
-    resting = (
-        await ledger.resting_exit_orders(command.account, besides=signal_id)
-        if closes
-        else frozenset()
-    )
+    # Earlier exits still resting were sized from the position this order changes.
+    resting = await ledger.resting_exit_orders(command.account, besides=signal_id)
     fit = legs.fit_legs(
         orders, name, remaining, cancel_others=closes and config.exit_cancels == "all",
         resting_exits=resting,

@@ -34,6 +34,10 @@ or none; the row's history says so).
 * ``cancel_others`` (``[dispatcher] exit_cancels = "all"``; the dispatcher asks for it only
   when the position is closed or turned): every other order still alive on the contract is
   cancelled as well (resting entries and their suspended legs).
+* Orders of earlier exits, target moves and reverses still resting (``resting_exits``) were
+  sized from the position before: each is cut to what remains (a resting stop exit of 2 on
+  a position reduced to 1 would open a short 1), or cancelled when nothing remains or it
+  would add to what remains.
 """
 
 from __future__ import annotations
@@ -120,8 +124,9 @@ def fit_legs(
 
     ``remaining`` is the signed position once the closing order has filled.
     ``resting_exits``: working orders of earlier exits, target moves and reverses (the
-    ledger's), cancelled too: the caller passes them when the order closes or turns the
-    position they were sized from (left working, one would later open a position).
+    ledger's), sized from a position this order changes: each is cut to what remains, or
+    cancelled when nothing remains or it is on the side that would add to it (left
+    working, one would later open a position). A resting reverse is cut like an exit.
     """
     legs = protective_legs(orders, contract)
     filling = _filling_entries(orders, contract)
@@ -166,16 +171,7 @@ def fit_legs(
                 if share == 0:
                     cancels.append(CancelOrder(leg.account, leg.broker_order_id))
                 else:
-                    modifies.append(
-                        ModifyOrder(
-                            leg.account,
-                            leg.broker_order_id,
-                            quantity=leg.filled_qty + share,
-                            order_type=leg.order_type,
-                            limit_price=leg.limit_price,
-                            stop_price=leg.stop_price,
-                        )
-                    )
+                    modifies.append(_resized(leg, share))
     cut = {c.broker_order_id for c in cancels}
     cancels += entry_cancels
     strategies = {leg.strategy_id for leg in legs if leg.strategy_id is not None}
@@ -188,13 +184,32 @@ def fit_legs(
         cut = {c.broker_order_id for c in cancels} | {m.broker_order_id for m in modifies}
         kept = {leg.broker_order_id for leg in legs}
         kept |= {leg.broker_order_id for _, group in filling.values() for leg in group}
-        cancels += [
-            CancelOrder(o.account, o.broker_order_id)
-            for o in orders
-            if o.contract == contract
-            and not o.status.is_terminal
-            and o.broker_order_id not in cut
-            and o.broker_order_id not in kept
-            and (cancel_others or o.broker_order_id in resting_exits)
-        ]
+        for o in orders:
+            if (
+                o.contract != contract
+                or o.status.is_terminal
+                or o.broker_order_id in cut
+                or o.broker_order_id in kept
+            ):
+                continue
+            if o.broker_order_id in resting_exits and not cancel_others:
+                if remaining != 0 and o.side is closing:  # it closes what remains: fit it
+                    if _open_qty(o) > abs(remaining):
+                        modifies.append(_resized(o, abs(remaining)))
+                    continue
+                cancels.append(CancelOrder(o.account, o.broker_order_id))
+            elif cancel_others:
+                cancels.append(CancelOrder(o.account, o.broker_order_id))
     return LegFit(tuple(cancels), tuple(modifies), interrupts)
+
+
+def _resized(order: OrderStatusReport, open_qty: int) -> ModifyOrder:
+    """Return the modify that leaves ``order`` working for ``open_qty`` more."""
+    return ModifyOrder(
+        order.account,
+        order.broker_order_id,
+        quantity=order.filled_qty + open_qty,
+        order_type=order.order_type,
+        limit_price=order.limit_price,
+        stop_price=order.stop_price,
+    )
