@@ -475,8 +475,8 @@ class Tracker:
         bind_order(signal_id=row.signal_id)
         change = _change(row, event)
         if change is None:
-            if _ended_short(row, event):
-                self._drop(event, "fill_after_end", signal_id=row.signal_id)
+            if (reason := _never_taken(row, event)) is not None:
+                self._drop(event, reason, signal_id=row.signal_id)
             return True
         if change.covered:
             return await self._apply_locked(event, cid)
@@ -551,8 +551,8 @@ class Tracker:
                 )  # fmt: skip
         if change is not None:
             count_verdict(change.new, moved)
-        elif _ended_short(row, event):
-            self._drop(event, "fill_after_end", signal_id=signal_id)
+        elif (reason := _never_taken(row, event)) is not None:
+            self._drop(event, reason, signal_id=signal_id)
         return True
 
 
@@ -636,16 +636,29 @@ def _after_fill(row: EventRow, qty: Decimal, price: Decimal) -> Filled:
     return Filled(filled, price if row.avg_fill_price is None else row.avg_fill_price, status)
 
 
-def _ended_short(row: EventRow, event: BrokerOrderEvent) -> bool:
-    """Return whether ``event`` is a fill the row never took: it ended (cancelled, expired,
-    rejected) first, so the ledger shows less than the broker traded. Not harmless: said at
-    WARNING (reconcile compares open rows only; docs/dispatcher.md)."""
+def _never_taken(row: EventRow, event: BrokerOrderEvent) -> str | None:
+    """Return why ``event`` is a fill its final row never took, or None.
+
+    ``fill_after_end``: the row ended (cancelled, expired, rejected) first.
+    ``fill_beyond_order``: the row filled what it ordered and the broker traded more (its
+    quantity was raised at the broker, by hand). Either way the ledger shows less than the
+    broker traded: said at WARNING (reconcile compares open rows only; docs/operations.md).
+    A fill recorded already (by its id, or counted in a broker's total) is neither.
+    """
     fill = event.event
-    return (
-        isinstance(fill, OrderFilled)
-        and SignalStatus(row.status) in _ENDED_SHORT
-        and not (fill.fill_id and row.fill_seen)
-    )
+    if not isinstance(fill, OrderFilled) or (fill.fill_id and row.fill_seen):
+        return None
+    status = SignalStatus(row.status)
+    if status in _ENDED_SHORT:
+        return "fill_after_end"
+    if status is not SignalStatus.FILLED:
+        return None
+    filled = row.filled_qty or Decimal(0)
+    if fill.total_qty is not None:
+        beyond = Decimal(fill.total_qty) > filled
+    else:
+        beyond = fill.fill_id is not None and Decimal(fill.qty) > row.by_total
+    return "fill_beyond_order" if beyond else None
 
 
 def _change(row: EventRow, event: BrokerOrderEvent) -> _Change | None:
