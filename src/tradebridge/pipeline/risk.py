@@ -47,8 +47,12 @@ class RiskLimits:
 
 
 def reduces_only(command: SubmitOrder, position: int | None) -> bool:
-    """Return whether ``command`` can only shrink the position toward flat."""
-    if position is None or position == 0:
+    """Return whether ``command`` can only shrink the position toward flat.
+
+    Never with a bracket: its legs rest on what is left (a flat account, once the order has
+    closed the position) and one of them would open a position.
+    """
+    if position is None or position == 0 or command.bracket is not None:
         return False
     after = position + command.side.sign * command.quantity
     return abs(after) < abs(position) and (after == 0 or (after > 0) == (position > 0))
