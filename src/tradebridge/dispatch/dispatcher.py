@@ -35,6 +35,7 @@ import contextlib
 import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -813,6 +814,10 @@ class Dispatcher:
             if denied is not None:
                 await self._deny(signal_id, denied)
                 return SignalStatus.DENIED
+            if need.position and not plan.fit_legs:
+                # Judged on the position read: a resend (its answer lost, the order proved
+                # absent) goes only on that very position (``placement.still_fits``).
+                plan = replace(plan, exact=True)
             if plan.fit_legs:
                 seen = await self._fit_legs(signal_id, plan, broker)
                 if seen != plan.position_before:

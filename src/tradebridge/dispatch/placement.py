@@ -277,6 +277,12 @@ def still_fits(plan: PlaceOrder, position: int) -> bool:
     return position * before > 0 and command.quantity <= abs(position)
 
 
+async def _position_now(broker: Broker, command: SubmitOrder) -> int:
+    """Return the net position on the command's contract, read from REST."""
+    positions = await broker.position_reports(command.account, fresh=True)
+    return sum(p.net_qty for p in positions if p.contract == command.contract.name)
+
+
 def lookup_window_s(settings: Settings) -> float:
     """Return how long after a submit its order may still appear (the adapters' lookup window)."""
     bridge = settings.tvbridge.lookup_absent_after_s
@@ -795,6 +801,21 @@ class Placer:
                     moved = PositionMoved(plan.position_before, seen)
                     return await self._fail_unknown(
                         signal_id, f"not placed, and not sent again: {moved}"
+                    )
+            elif plan.exact:
+                # Its risk checks judged it on the position then (a plain order under
+                # position rules): sent again only on that very position.
+                with capture() as read_calls:
+                    try:
+                        position = await _position_now(broker, command)
+                    finally:
+                        await self._file_calls(signal_id, read_calls, None)
+                if position != plan.position_before:
+                    moved = PositionMoved(plan.position_before, position)
+                    return await self._fail_unknown(
+                        signal_id,
+                        f"not placed, and not sent again: {moved}, and its risk checks "
+                        "were of that position",
                     )
             begun = datetime.now(UTC)
             new_baseline = await broker.lookup_baseline(command)

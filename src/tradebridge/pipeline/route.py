@@ -98,8 +98,9 @@ class PlaceOrder:
     position_before: int | None = None
     # It closes, reduces or turns the position: cut the protective legs first (legs.py).
     fit_legs: bool = False
-    # Sized from the whole position (a target move, an exit of all of it): sent again only
-    # on that very position (``placement.still_fits``), never on one that moved since.
+    # Sized from the whole position (a target move, an exit of all of it), or judged by the
+    # risk rules on the position read (a plain order under position rules: the dispatcher
+    # sets it): sent again only on that very position (``placement.still_fits``).
     exact: bool = False
     # What routing changed about the row's order, and why (kept with the submit's event).
     note: str | None = None
