@@ -491,7 +491,9 @@ class Dispatcher:
 
         A plain order passes unknown rows (unless ``unknown_blocks = "all"``), but for an
         unknown flatten (run again, it would close what the order opens); an intent that
-        depends on the position or working orders waits until they resolve or escalate.
+        depends on the position or working orders waits until they resolve or escalate,
+        and while another row's order is on its way (a resend after a lookup proved it
+        absent: read beside it, the position would not show it).
         ``after_unknown``: a row claimed with this one went unknown since the claim (which
         checked the rest).
         """

@@ -214,13 +214,17 @@ class Claims(LedgerPool):
         besides: str | None = None,
         flattens_only: bool = False,
     ) -> list[str]:
-        """Return the account's unknown rows within the bound (what holds its intents back;
-        ``flattens_only``: its unknown flattens, what holds back a plain order too)."""
+        """Return the account's unknown rows within the bound, and its rows whose order is on
+        its way (``submitted``: a resend after a lookup proved the order absent, or another
+        task's send): what holds back its intents that depend on the position. With
+        ``flattens_only``: its unknown flattens, what holds back a plain order too."""
         rows = await self._db.fetch(
             "select signal_id from trading_signals where account_name = $1 "  # noqa: S608 - statuses from SignalStatus, no input
-            f"and status = '{SignalStatus.UNKNOWN}' and signal_id is distinct from $3 "
-            "and coalesce(last_attempt_at, updated_at) > now() - $2::interval "
-            "and (not $4::boolean or intent = 'flatten') "
+            "and signal_id is distinct from $3 "
+            f"and ((status = '{SignalStatus.UNKNOWN}' "
+            "      and coalesce(last_attempt_at, updated_at) > now() - $2::interval "
+            "      and (not $4::boolean or intent = 'flatten')) "
+            f"     or (not $4::boolean and status = '{SignalStatus.SUBMITTED}')) "
             "order by created_at, seq",
             account_name,
             unknown_bound,
