@@ -142,6 +142,14 @@ def _not_sent(last: HistoryEvent | None) -> bool:
     )
 
 
+def _last_send(history: Sequence[HistoryEvent]) -> HistoryEvent | None:
+    """Return the latest submit, resubmit or ``unknown`` event of a row's history."""
+    for event in reversed(history):
+        if event.event in ("unknown", "submitted", "resubmitted"):
+            return event
+    return None
+
+
 def _parse_moment(value: Any) -> datetime | None:
     """Return an ISO time written by ``_send_moments`` (None: absent or unreadable)."""
     if not isinstance(value, str):
@@ -653,7 +661,8 @@ class Placer:
         baseline: LookupBaseline | None,
     ) -> SignalStatus:
         command = plan.command
-        last = await self._last_send_event(signal_id)
+        history = await self.ledger.history(signal_id)
+        last = _last_send(history)
         if _not_sent(last):
             return await self._send_absent(signal_id, plan, broker, row, looked_up=False)
         start = self._window_start(row, last)
@@ -702,14 +711,14 @@ class Placer:
                     return await self.escalate(signal_id, "ambiguous", message, evidence)
                 return SignalStatus.UNKNOWN
             return await self._adopt(signal_id, result.found, probable=result.probable)
-        return await self._send_absent(signal_id, plan, broker, row, looked_up=True)
+        refused = sum(1 for event in history if _not_sent(event))
+        return await self._send_absent(
+            signal_id, plan, broker, row, looked_up=True, refused=refused
+        )
 
     async def _last_send_event(self, signal_id: str) -> HistoryEvent | None:
         """Return the row's latest submit, resubmit or ``unknown`` event."""
-        for event in reversed(await self.ledger.history(signal_id)):
-            if event.event in ("unknown", "submitted", "resubmitted"):
-                return event
-        return None
+        return _last_send(await self.ledger.history(signal_id))
 
     @staticmethod
     def _window_start(row: LedgerRow, last: HistoryEvent | None) -> datetime | None:
@@ -757,11 +766,23 @@ class Placer:
         return await broker.lookup(command, sent, baseline=baseline, exclude=exclude)
 
     async def _send_absent(
-        self, signal_id: str, plan: PlaceOrder, broker: Broker, row: LedgerRow, *, looked_up: bool
+        self,
+        signal_id: str,
+        plan: PlaceOrder,
+        broker: Broker,
+        row: LedgerRow,
+        *,
+        looked_up: bool,
+        refused: int = 0,
     ) -> SignalStatus:
-        """Send again the order of a row proved absent (a lookup) or never sent (no token)."""
+        """Send again the order of a row proved absent (a lookup) or never sent (no token).
+
+        ``refused``: the row's sends refused before they left (no usable token): each moved
+        the row to ``submitted`` (counted in ``placement_attempts``), none was a send.
+        """
         command = plan.command
         version = row.placement_attempts
+        sends = version - refused
         # A row never sent is as old as its first submit (each try refreshes last_attempt_at).
         first = None if looked_up else row.ts_submitted or row.created_at
         if self.past_bound(row, since=first):
@@ -776,10 +797,10 @@ class Placer:
                 f"({self.config.unknown_bound_s:g}s), so it is not sent late",
             )
         # A send refused for want of a token is no resend: it does not count.
-        if looked_up and version > self.config.max_resends:
+        if looked_up and sends > self.config.max_resends:
             return await self._fail_unknown(
                 signal_id,
-                f"lookup proved the order absent after {version} submits; not resent "
+                f"lookup proved the order absent after {sends} submits; not resent "
                 "again (dispatcher.max_resends)",
             )
         position = plan.position_before
