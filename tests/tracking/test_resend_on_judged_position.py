@@ -2,18 +2,35 @@
 order proved absent) only on that very position.
 
 A plain order passes an unknown row of its account (docs/dispatcher.md, "The bound"), so the
-account moves on while the unknown row waits for its lookup. The resend went out with no
-rule run again: an entry doubled past `max_position`, and a sell judged "reducing" on a
-long that had since closed opened a short under the kill switch (found by a review,
-2026-12-07). Now such a resend reads the position afresh and the row ends `failed` if it
+account moves on while the unknown row waits for its lookup, and a trade made by hand at
+the broker moves the position as well. The resend went out with no rule run again: an entry
+doubled past `max_position`, and a sell judged "reducing" on a long that had since closed
+opened a short under the kill switch (found by a review, 2026-12-07; the review's rows
+behind it are now judged with the unknown row's quantity ahead, so here the position moves
+by hand). Now such a resend reads the position afresh and the row ends `failed` if it
 moved."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from tracking.conftest import ACCOUNT, Stack, StackFactory
+from _support.rig import front
+from tracking.conftest import ACCOUNT, ACCOUNT_IDS, Stack, StackFactory
+from tradebridge.domain.enums import OrderType, Side
 from tradebridge.errors import BrokerUnavailable
+from tradebridge.sim.engine import OrderRequest
+
+
+def _by_hand(stack: Stack, side: Side, quantity: int) -> None:
+    """Trade ``quantity`` at the broker, outside tradebridge (the trader's app): a marketable
+    limit, so no lookup of the unknown market order takes it for its own."""
+    tick = front().product.tick_size
+    price = ((stack.last() + side.sign * 20 * tick) / tick).to_integral_value() * tick
+    manual = OrderRequest(
+        account_id=ACCOUNT_IDS[ACCOUNT], symbol=front().name, action=side,
+        order_type=OrderType.LIMIT, order_qty=quantity, price=price,
+    )  # fmt: skip
+    stack.sim.call(lambda: stack.sim.ctx.engine.place_order(manual))
 
 
 async def _unknown(stack: Stack, dispatcher: Any, signal_id: str, **columns: Any) -> None:
@@ -43,9 +60,7 @@ async def test_an_entry_is_not_resent_past_max_position(make_stack: StackFactory
         d = stack.dispatcher()
         await _unknown(stack, d, "a", quantity=2)  # buy 2: never reached the broker
         assert stack.net_position() == 0
-        await stack.insert("b", quantity=2)  # buy 2: passes the unknown row
-        await d.drain_once()
-        await stack.wait("b", "working", "filled")
+        _by_hand(stack, Side.BUY, 2)
         assert stack.net_position() == 2  # at the limit
 
         stack.start(d)  # reconcile looks "a" up: absent
@@ -68,9 +83,7 @@ async def test_a_sell_judged_reducing_is_not_resent_on_a_flat_account(
         await stack.ledger.engage_kill_switch(ACCOUNT, changed_by="ops", via="cli",
                                               reason="stop trading")  # fmt: skip
         await _unknown(stack, d, "a", side="sell", quantity=1)  # reduces +1: passes the kill
-        await stack.insert("b", side="sell", quantity=1)  # the same, and it fills
-        await d.drain_once()
-        await stack.wait("b", "working", "filled")
+        _by_hand(stack, Side.SELL, 1)
         assert stack.net_position() == 0
 
         stack.start(d)

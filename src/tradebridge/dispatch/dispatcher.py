@@ -94,7 +94,7 @@ from tradebridge.pipeline.route import (
 )
 from tradebridge.pipeline.validate import Denied, RawSignal, ValidSignal, validate
 from tradebridge.store.kill import KillSwitchWatch
-from tradebridge.store.ledger import Ledger, LedgerRow, database_unavailable
+from tradebridge.store.ledger import Ledger, LedgerRow, RiskActivity, database_unavailable
 from tradebridge.tracking.tracker import Tracker
 
 _log = get_logger("tradebridge.dispatch.dispatcher")
@@ -803,6 +803,13 @@ class Dispatcher:
                 positions=_nets(view) if need.position else None,
                 entry_price=entry_reference(signal, view.quote),
             )  # fmt: skip
+            activity = None
+            if need.position and not plan.fit_legs:
+                # A plain order: the account's open orders on its side may fill first (two
+                # resting sells of a long 1 each "reduce" it; three limit buys of 2 each
+                # pass a limit of 2). Read with the counts, in the same statement.
+                activity = await self._activity(signal_id, facts, rules, ahead=True)
+                facts = replace(facts, ahead=activity.ahead)
             opens = not facts.reduces
             if limits.kill_switch and not facts.reduces:
                 # Stopped by a switch: nothing else is read or judged.
@@ -811,7 +818,9 @@ class Dispatcher:
             else:
                 state = AccountState()
                 if not facts.reduces:
-                    state = await self._risk_state(signal_id, facts, rules, broker, since)
+                    state = await self._risk_state(
+                        signal_id, facts, rules, broker, since, activity=activity
+                    )
                 verdicts, denied = check_order(facts, state, rules, limits)
             if denied is not None:
                 await self._deny(signal_id, denied)
@@ -836,18 +845,17 @@ class Dispatcher:
         rules: Rules,
         broker: Broker,
         since: datetime | None = None,
+        *,
+        activity: RiskActivity | None = None,
     ) -> AccountState:
-        """Read what the rules in force need: the ledger's counts, the broker's balance."""
+        """Read what the rules in force need: the ledger's counts (``activity`` if read
+        already), the broker's balance."""
         account, now = facts.command.account, facts.now
         zone = rules.zone
         values: dict[str, Any] = {}
         if rules.counts:
-            activity = await self.ledger.risk_activity(
-                account, besides=signal_id, minute_since=now - timedelta(seconds=60),
-                day_since=trading_day_start(now, zone, rules.day_reset),
-                root=facts.command.contract.root if rules.cooldown_s is not None else None,
-                entry_since=now - timedelta(seconds=rules.cooldown_s or 0),
-            )  # fmt: skip
+            if activity is None:
+                activity = await self._activity(signal_id, facts, rules)
             values.update(open_orders=activity.open_orders,
                           orders_last_minute=activity.orders_last_minute,
                           orders_today=activity.orders_today,
@@ -862,6 +870,20 @@ class Dispatcher:
                 values.update(balance=report.net_liq, day_start_balance=marks.day_start_balance,
                               high_water=high)  # fmt: skip
         return AccountState(**values)
+
+    async def _activity(
+        self, signal_id: str, facts: OrderFacts, rules: Rules, *, ahead: bool = False
+    ) -> RiskActivity:
+        """Return the account's activity in the ledger (``ahead``: with what its open orders
+        on the order's contract and side have still to fill); one statement."""
+        command, now = facts.command, facts.now
+        return await self.ledger.risk_activity(
+            command.account, besides=signal_id, minute_since=now - timedelta(seconds=60),
+            day_since=trading_day_start(now, rules.zone, rules.day_reset),
+            root=command.contract.root if rules.cooldown_s is not None else None,
+            entry_since=now - timedelta(seconds=rules.cooldown_s or 0),
+            ahead_of=(command.contract.name, command.side.value) if ahead else None,
+        )  # fmt: skip
 
     async def _read_balance(
         self, signal_id: str, broker: Broker, account: str, since: datetime | None = None

@@ -46,21 +46,27 @@ class RiskLimits:
         return cls(config.kill_switch)
 
 
-def reduces_only(command: SubmitOrder, position: int | None) -> bool:
+def reduces_only(command: SubmitOrder, position: int | None, ahead: int = 0) -> bool:
     """Return whether ``command`` can only shrink the position toward flat.
 
+    ``ahead``: what the account's other open orders on the same contract and side have
+    still to fill: the order only reduces if it still does once they have filled (two
+    resting sells of a long 1 each "reduce" it; together they turn it).
     Never with a bracket: its legs rest on what is left (a flat account, once the order has
     closed the position) and one of them would open a position.
     """
     if position is None or position == 0 or command.bracket is not None:
         return False
-    after = position + command.side.sign * command.quantity
+    after = position + command.side.sign * (command.quantity + ahead)
     return abs(after) < abs(position) and (after == 0 or (after > 0) == (position > 0))
 
 
-def check_risk(command: SubmitOrder, *, position: int | None, limits: RiskLimits) -> Denied | None:
-    """Return why the kill switch refuses ``command``, or ``None`` if it may be sent."""
-    if reduces_only(command, position):
+def check_risk(
+    command: SubmitOrder, *, position: int | None, limits: RiskLimits, ahead: int = 0
+) -> Denied | None:
+    """Return why the kill switch refuses ``command``, or ``None`` if it may be sent
+    (``ahead``: as ``reduces_only``)."""
+    if reduces_only(command, position, ahead):
         return None
     if limits.kill_switch:
         return Denied(
@@ -224,11 +230,14 @@ class OrderFacts:
     position: int | None = None  # net on the order's contract before it; None: not read
     positions: Mapping[str, int] | None = None  # net per contract of the account
     entry_price: Decimal | None = None  # what a stop's distance is measured from
+    # What the account's other open orders on the contract and side have still to fill: they
+    # may fill first, so the order is judged as if they had.
+    ahead: int = 0
 
     @property
     def reduces(self) -> bool:
         """Return whether the order only shrinks the position toward flat."""
-        return reduces_only(self.command, self.position)
+        return reduces_only(self.command, self.position, self.ahead)
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,7 +470,12 @@ def cooldown(order: OrderFacts, state: AccountState, rules: Rules) -> Verdict | 
 
 
 def _after(order: OrderFacts) -> int:
-    return (order.position or 0) + order.command.side.sign * order.command.quantity
+    """Return the net position once the order and the open orders ahead of it have filled."""
+    return (order.position or 0) + order.command.side.sign * (order.command.quantity + order.ahead)
+
+
+def _with_ahead(order: OrderFacts) -> str:
+    return f" with {order.ahead} more in open orders" if order.ahead else ""
 
 
 def max_position(order: OrderFacts, state: AccountState, rules: Rules) -> Verdict | None:
@@ -475,9 +489,10 @@ def max_position(order: OrderFacts, state: AccountState, rules: Rules) -> Verdic
     passed = abs(after) <= limit
     words = "within" if passed else "beyond"
     return _verdict("max_position", rules, "max_position", passed,
-                    f"the position in {name} would be {after:+d} (now {current:+d}), {words} "
-                    f"the limit of {limit}", "quantity",
-                    contract=name, position=current, after=after, limit=limit)  # fmt: skip
+                    f"the position in {name} would be {after:+d} (now {current:+d}"
+                    f"{_with_ahead(order)}), {words} the limit of {limit}", "quantity",
+                    contract=name, position=current, after=after, limit=limit,
+                    **({"ahead": order.ahead} if order.ahead else {}))  # fmt: skip
 
 
 def max_account_position(order: OrderFacts, state: AccountState, rules: Rules) -> Verdict | None:
@@ -494,8 +509,8 @@ def max_account_position(order: OrderFacts, state: AccountState, rules: Rules) -
     passed = total <= limit
     words = "within" if passed else "beyond"
     return _verdict("max_account_position", rules, "max_account_position", passed,
-                    f"the account would hold {total} contracts in all (now {current}), {words} "
-                    f"the limit of {limit}", "quantity",
+                    f"the account would hold {total} contracts in all (now {current}"
+                    f"{_with_ahead(order)}), {words} the limit of {limit}", "quantity",
                     contracts=total, now=current, limit=limit)  # fmt: skip
 
 
@@ -657,7 +672,7 @@ def assess(
         return [Verdict("reduces_only", True,
                         f"the order only reduces the position ({order.position:+d}): it passes "
                         "every rule", "", (("position", str(order.position)),))]  # fmt: skip
-    killed = check_risk(order.command, position=order.position, limits=limits)
+    killed = check_risk(order.command, position=order.position, limits=limits, ahead=order.ahead)
     verdicts = [
         Verdict("kill_switch", killed is None, killed.reason if killed else "off",
                 limits.kill_switch_source)

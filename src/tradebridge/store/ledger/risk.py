@@ -44,17 +44,32 @@ select max(s.ts_submitted)
 """  # noqa: S608 - no input in the text
 # An account's counts, for several accounts at once (the rows checked in one turn of the
 # loop: a fan-out's first rows): $1 accounts, $2 the rows checked (left out), $3
-# minute_since, $4 day_since, one of each per account.
+# minute_since, $4 day_since, one of each per account; and (``ahead``) what the account's
+# open orders on the checked row's contract $5 and side $6 have still to fill (their
+# latest submitted plan's quantity less their fills; NULL contract: not asked).
 _ACTIVITY_SQL = f"""
 select x.i,
        count(s.seq) filter (where status in {_OPEN}) as open_orders,
        count(s.seq) filter (where ts_submitted >= x.minute_since) as last_minute,
-       count(s.seq) filter (where ts_submitted >= x.day_since) as today
-  from unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])
-       with ordinality as x(account_name, besides, minute_since, day_since, i)
+       count(s.seq) filter (where ts_submitted >= x.day_since) as today,
+       coalesce(sum(greatest(p.quantity - coalesce(s.filled_qty, 0), 0))
+                filter (where p.contract = x.contract and p.side = x.side), 0) as ahead
+  from unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[],
+              $6::text[])
+       with ordinality as x(account_name, besides, minute_since, day_since, contract, side, i)
   left join trading_signals s
     on s.account_name = x.account_name and s.signal_id <> x.besides and {_ORDERS}
    and (status in {_OPEN} or ts_submitted >= least(x.minute_since, x.day_since))
+  left join lateral (
+      select (h.detail ->> 'quantity')::numeric as quantity, h.detail ->> 'contract' as contract,
+             h.detail ->> 'side' as side
+        from order_history h
+       where x.contract is not null and s.status in {_OPEN}
+         and h.signal_id = s.signal_id and h.event in ('submitted', 'resubmitted')
+         and h.detail ->> 'plan' = 'order'
+       order by h.id desc
+       limit 1
+  ) p on true
  group by x.i
 """  # noqa: S608 - statuses from SignalStatus, no input
 # An entry's counts, prepared on each new connection (pool.open_pool).
@@ -125,6 +140,8 @@ class RiskActivity:
     orders_last_minute: int
     orders_today: int
     last_entry: datetime | None = None
+    # What the open orders on the row's contract and side have still to fill (0: not asked).
+    ahead: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +154,7 @@ class RiskOverview:
     marks: BalanceMarks | None  # None: no balance recorded yet
 
 
-_Batch = list[tuple[asyncio.Future[tuple[int, int, int]], tuple[Any, ...]]]
+_Batch = list[tuple[asyncio.Future[tuple[int, int, int, int]], tuple[Any, ...]]]
 
 
 class RiskQueries(LedgerPool):
@@ -156,31 +173,44 @@ class RiskQueries(LedgerPool):
         day_since: datetime,
         root: str | None = None,
         entry_since: datetime | None = None,
+        ahead_of: tuple[str, str] | None = None,
     ) -> RiskActivity:
         """Return the account's open orders, orders sent since ``minute_since`` and since
-        ``day_since``, and (with ``root``) its latest entry on ``root`` since ``entry_since``.
+        ``day_since``, and (with ``root``) its latest entry on ``root`` since ``entry_since``;
+        with ``ahead_of`` (a contract and a side), what the account's open orders there have
+        still to fill.
 
         The counts of calls made in the same turn of the event loop (the first rows of a
         fan-out's accounts, checked side by side) are read by one statement for all of them.
         """
-        counts = await self._activity_counts(account_name, besides, minute_since, day_since)
+        contract, side = ahead_of if ahead_of is not None else (None, None)
+        counts = await self._activity_counts(
+            account_name, besides, minute_since, day_since, contract, side
+        )
         last_entry = None
         if root is not None and entry_since is not None:
             last_entry = await self._db.fetchval(
                 _LAST_ENTRY_SQL, account_name, besides, entry_since, root
             )
-        return RiskActivity(*counts, last_entry)
+        open_orders, last_minute, today, ahead = counts
+        return RiskActivity(open_orders, last_minute, today, last_entry, ahead)
 
     def _activity_counts(
-        self, account_name: str, besides: str, minute_since: datetime, day_since: datetime
-    ) -> asyncio.Future[tuple[int, int, int]]:
+        self,
+        account_name: str,
+        besides: str,
+        minute_since: datetime,
+        day_since: datetime,
+        contract: str | None,
+        side: str | None,
+    ) -> asyncio.Future[tuple[int, int, int, int]]:
         """Queue one account's counts for the batch of this turn of the loop."""
         loop = asyncio.get_running_loop()
         batch = self._activity_batch
         if not batch:
             loop.call_soon(self._read_activity_batch)
-        answer: asyncio.Future[tuple[int, int, int]] = loop.create_future()
-        batch.append((answer, (account_name, besides, minute_since, day_since)))
+        answer: asyncio.Future[tuple[int, int, int, int]] = loop.create_future()
+        batch.append((answer, (account_name, besides, minute_since, day_since, contract, side)))
         return answer
 
     def _read_activity_batch(self) -> None:
@@ -212,7 +242,7 @@ class RiskQueries(LedgerPool):
             else:
                 answer.set_result(
                     (int(record["open_orders"]), int(record["last_minute"]),
-                     int(record["today"]))
+                     int(record["today"]), int(record["ahead"]))
                 )  # fmt: skip
 
     async def mark_balance(
