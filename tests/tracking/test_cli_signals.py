@@ -116,3 +116,21 @@ def test_since_takes_an_iso_time_and_refuses_the_rest() -> None:
     assert parse_since("2026-12-05T10:00:00", now) == datetime(2026, 12, 5, 10, tzinfo=UTC)
     with pytest.raises(typer.BadParameter, match="neither an age"):
         parse_since("yesterday", now)
+
+
+@pytest.mark.parametrize("text", ["99999999d", "9" * 400 + "s"])
+def test_since_too_far_back_is_a_bad_parameter(text: str) -> None:
+    now = datetime(2026, 12, 5, 12, tzinfo=UTC)
+    with pytest.raises(typer.BadParameter, match="too far back"):
+        parse_since(text, now)
+
+
+def test_signals_with_an_age_too_far_back_exits_2_without_a_traceback() -> None:
+    env = {"TRADEBRIDGE_CONFIG": "", "DATABASE_URL": ""}
+    result = CliRunner().invoke(
+        app, ["signals", "--since", "99999999d", "--database-url", "postgresql://u@127.0.0.1:1/x"],
+        env=env, terminal_width=250,
+    )  # fmt: skip
+    assert not isinstance(result.exception, OverflowError), repr(result.exception)
+    assert result.exit_code == 2, result.output
+    assert "too far back" in result.output

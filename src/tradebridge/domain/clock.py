@@ -27,7 +27,12 @@ def parse_since(text: str, now: datetime) -> datetime:
     ``now``, or an ISO time (UTC unless it says otherwise); ``ValueError`` saying so otherwise."""
     found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text.lower())
     if found:
-        return now - timedelta(seconds=float(found.group(1)) * _UNITS[found.group(2)])
+        try:
+            return now - timedelta(seconds=float(found.group(1)) * _UNITS[found.group(2)])
+        except OverflowError:
+            raise ValueError(
+                f"{text.strip()!r} is too far back: use a smaller age (e.g. 30d) or an ISO time"
+            ) from None
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
