@@ -77,6 +77,28 @@ def test_validate_bad_row_is_denied_with_precise_reason(
     assert reason in result.reason
 
 
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"order_type": "limit", "price": Decimal("1e28")}, "price"),
+        ({"order_type": "stop", "stop_price": Decimal("1e30")}, "stop_price"),
+        ({"stop_loss": Decimal("1e40")}, "stop_loss"),
+        ({"take_profit": Decimal("123456789012345678901234567890.25")}, "take_profit"),
+        ({"order_type": "limit", "price": Decimal(10) ** 9}, "price"),
+    ],
+    ids=["limit-price", "stop-price", "stop-loss", "take-profit", "at-the-bound"],
+)
+def test_validate_price_too_large_is_denied_naming_the_field(
+    changes: dict[str, Any], field: str
+) -> None:
+    result = validate(replace(BASE, **changes), today=TODAY, accounts=ACCOUNTS)
+
+    assert isinstance(result, Denied)
+    assert result.field == field
+    assert result.reason.startswith(f"{field} ")
+    assert "is too large: a price must be below 1,000,000,000" in result.reason
+
+
 @pytest.mark.parametrize("value", [None, Decimal(0)])
 def test_validate_zero_or_null_stop_loss_means_none(value: Decimal | None) -> None:
     signal = _valid(stop_loss=value, take_profit=value)

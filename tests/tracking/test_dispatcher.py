@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections import Counter
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from tradebridge.dispatch.reconcile import Reconciler
 from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.obs.metrics import REGISTRY
 from tradebridge.pipeline.route import PlaceOrder
-from tradebridge.pipeline.validate import RawSignal
+from tradebridge.pipeline.validate import RawSignal, ValidSignal
 
 
 def _sample(name: str, **labels: str) -> float:
@@ -90,16 +91,16 @@ async def test_dispatcher_internal_error_row_is_retried_never_failed_and_keeps_i
 ) -> None:
     from tradebridge.dispatch import dispatcher as module
 
-    real = module.validate
+    real = module.needs
     calls = Counter[str]()
 
-    def explode(raw: RawSignal, **kw: Any) -> object:
-        calls[raw.signal_id] += 1
-        if raw.signal_id == "buggy" and calls["buggy"] <= 3:
+    def explode(signal: ValidSignal, **kw: Any) -> object:
+        calls[signal.signal_id] += 1
+        if signal.signal_id == "buggy" and calls["buggy"] <= 3:
             raise RuntimeError("boom")
-        return real(raw, **kw)
+        return real(signal, **kw)
 
-    monkeypatch.setattr(module, "validate", explode)
+    monkeypatch.setattr(module, "needs", explode)
     errors_before = _sample("tradebridge_row_errors_total", kind="internal")
     await stack.insert("buggy")
     await stack.insert("after")
@@ -118,6 +119,51 @@ async def test_dispatcher_internal_error_row_is_retried_never_failed_and_keeps_i
     # Its turn is kept: the account's next row waited behind it.
     assert int(str(buggy.tradovate_order_id)) < int(str(after.tradovate_order_id))
     assert dispatcher.retrying_rows() == {}
+
+
+async def test_dispatcher_row_validation_cannot_check_is_denied_not_retried(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same columns would raise again on every try: retried, the row would hold back its
+    account's queue for good."""
+    from tradebridge.dispatch import dispatcher as module
+
+    real = module.validate
+
+    def explode(raw: RawSignal, **kw: Any) -> object:
+        if raw.signal_id == "unreadable":
+            raise ArithmeticError("columns beyond reason")
+        return real(raw, **kw)
+
+    monkeypatch.setattr(module, "validate", explode)
+    await stack.insert("unreadable")
+    await stack.insert("after")
+    stack.start(stack.dispatcher())
+
+    denied = await stack.wait("unreadable", "denied")
+    await stack.wait("after", "filled")
+
+    assert denied.error_message is not None
+    assert "the row could not be checked: ArithmeticError: columns beyond reason" in (
+        denied.error_message
+    )
+    events = [e.event for e in await stack.ledger.history("unreadable")]
+    assert "requeued" not in events
+    assert len(stack.entries()) == 1
+
+
+async def test_dispatcher_row_with_an_absurd_price_is_denied_and_does_not_hold_back_its_account(
+    stack: Stack,
+) -> None:
+    """A price the numeric column holds but Decimal's tick check cannot (28 digits)."""
+    stack.start(stack.dispatcher())
+    await stack.insert("poison", order_type="limit", price=Decimal("1e28"))
+    await stack.insert("after")
+
+    poison = await stack.wait("poison", "denied", timeout=8)
+    await stack.wait("after", "filled", timeout=10)
+
+    assert "price 1E+28 is too large" in (poison.error_message or "")
 
 
 async def test_dispatcher_row_taken_over_midway_never_ends_failed(

@@ -635,12 +635,22 @@ class Dispatcher:
         _log.info("row_denied", signal_id=signal_id, reason=denied.reason)
         return SignalStatus.DENIED
 
+    def _validate(self, row: LedgerRow, today: date) -> ValidSignal | Denied:
+        """Validate ``row``; a row validation cannot even check is denied, not retried: the
+        same columns would raise again on every try and hold back the account's queue."""
+        try:
+            return validate(
+                RawSignal.of(row), today=today, accounts=self._accounts, root_map=self._root_map
+            )
+        except Exception as e:  # noqa: BLE001 - a row's own columns, never a passing outage
+            _log.exception("row_check_failed", signal_id=row.signal_id)
+            return Denied(f"the row could not be checked: {type(e).__name__}: {e}; "
+                          "correct its columns and insert it again")  # fmt: skip
+
     async def _process(self, row: LedgerRow, switches: KillSwitches) -> SignalStatus:
         """Place one claimed row; return its status afterwards (in flight: the account waits)."""
         today = self._today()
-        checked = validate(
-            RawSignal.of(row), today=today, accounts=self._accounts, root_map=self._root_map
-        )
+        checked = self._validate(row, today)
         if isinstance(checked, Denied):
             return await self._deny(row.signal_id, checked)
         broker = await self.brokers.get(checked.account)

@@ -11,6 +11,10 @@ from enum import StrEnum
 
 from tradebridge.errors import InvalidSymbol
 
+MAX_MAGNITUDE = Decimal(10) ** 9
+"""Every price or distance tradebridge takes is smaller than this in size: no future trades
+near it, and Decimal arithmetic on a number far above it (a tick check) can fail."""
+
 
 class ExpiryRule(StrEnum):
     """How a product's contracts expire; see ``contracts.expiry_date``."""

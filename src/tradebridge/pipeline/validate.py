@@ -18,6 +18,7 @@ from tradebridge.domain.commands import Target
 from tradebridge.domain.contracts import ContractSymbol, resolve_symbol
 from tradebridge.domain.enums import OrderType, Side, TimeInForce
 from tradebridge.domain.ids import AccountName, SignalId
+from tradebridge.domain.products import MAX_MAGNITUDE
 from tradebridge.errors import InvalidSymbol
 
 
@@ -216,10 +217,8 @@ def _validate(
         limit_price = None
     if not order_type.needs_stop_price:
         stop_price = None
-    tick = contract.product.tick_size
     for name, value in (("price", limit_price), ("stop_price", stop_price)):
-        if value is not None and value % tick != 0:
-            raise _Deny(f"{name} {value} is not on the tick grid of {contract.root} ({tick})", name)
+        _on_tick_grid(value, name, contract)
     stop_loss = _price(raw.stop_loss, "stop_loss")
     take_profit = _price(raw.take_profit, "take_profit")
     sl_ticks = _ticks(raw.stop_loss_ticks, "stop_loss_ticks")
@@ -229,8 +228,7 @@ def _validate(
     if take_profit is not None and tp_ticks is not None:
         raise _Deny("give take_profit or take_profit_ticks, not both", "take_profit_ticks")
     for name, value in (("stop_loss", stop_loss), ("take_profit", take_profit)):
-        if value is not None and value % tick != 0:
-            raise _Deny(f"{name} {value} is not on the tick grid of {contract.root} ({tick})", name)
+        _on_tick_grid(value, name, contract)
     bracket = {"stop_loss": stop_loss, "stop_loss_ticks": sl_ticks, "take_profit": take_profit,
                "take_profit_ticks": tp_ticks}  # fmt: skip
     given = [name for name, value in bracket.items() if value is not None]
@@ -375,7 +373,20 @@ def _price(value: Decimal | None, name: str) -> Decimal | None:
         return None
     if not value.is_finite() or value < 0:
         raise _Deny(f"{name} {value} must be a positive price", name)
+    if value >= MAX_MAGNITUDE:
+        raise _Deny(f"{name} {value} is too large: a price must be below {MAX_MAGNITUDE:,}", name)
     return value
+
+
+def _on_tick_grid(value: Decimal | None, name: str, contract: ContractSymbol) -> None:
+    """Deny ``value`` unless it is a whole number of the contract's ticks."""
+    tick = contract.product.tick_size
+    try:
+        on_grid = value is None or value % tick == 0
+    except InvalidOperation:  # more digits than Decimal's context holds (_price bounds them)
+        on_grid = False
+    if not on_grid:
+        raise _Deny(f"{name} {value} is not on the tick grid of {contract.root} ({tick})", name)
 
 
 def _ticks(value: int | None, name: str) -> int | None:

@@ -16,14 +16,14 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from tradebridge.domain.products import MAX_MAGNITUDE
 from tradebridge.intake.formats.alert import MAX_CONTRACTS, AlertRejected
 
 MAX_TEXT_CHARS = 500
 """Characters a text field (symbol, account, strategy, id, comment...) may have."""
-MAX_MAGNITUDE = Decimal(10) ** 9
-"""Every number an alert carries is smaller than this in size (prices, brackets, multipliers)."""
 MIN_EXPONENT = -30
-"""...and, unless it is zero, is not smaller than 10**-30 in size."""
+"""Every number an alert carries (prices, brackets, multipliers) is smaller than
+``MAX_MAGNITUDE`` in size and, unless it is zero, not smaller than 10**-30."""
 
 
 class FieldReader:
