@@ -66,6 +66,9 @@ def _valid(**changes: Any) -> ValidSignal:
         ({"time_in_force": "forever"}, "unknown time_in_force"),
         ({"intent": "target"}, "needs target_position"),
         ({"intent": "target", "target_position": Decimal("0.5")}, "whole number"),
+        ({"signal_id": "breakout-sl"}, "ends with '-sl', which is reserved for bracket legs"),
+        ({"signal_id": "es-0930-tp"}, "ends with '-tp', which is reserved for bracket legs"),
+        ({"signal_id": "spread-leg", "intent": "flatten"}, "ends with '-leg', which is reserved"),
     ],
 )
 def test_validate_bad_row_is_denied_with_precise_reason(

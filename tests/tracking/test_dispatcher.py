@@ -166,6 +166,27 @@ async def test_dispatcher_row_with_an_absurd_price_is_denied_and_does_not_hold_b
     assert "price 1E+28 is too large" in (poison.error_message or "")
 
 
+@pytest.mark.parametrize("signal_id", ["breakout-sl", "es-0930-tp", "spread-leg"])
+async def test_dispatcher_row_whose_signal_id_ends_like_a_leg_is_denied_before_any_order(
+    stack: Stack, signal_id: str
+) -> None:
+    """Its order id "tb-<signal_id>" would read as a bracket leg's of another row: the
+    tracker would book its fills there (an exit "brk-sl" counted on its entry "brk")."""
+    stack.start(stack.dispatcher())
+    await stack.insert("brk")
+    await stack.wait("brk", "filled")
+    await stack.insert(signal_id, side="sell")
+
+    row = await stack.wait(signal_id, "denied")
+
+    suffix = "-" + signal_id.rsplit("-", 1)[1]
+    assert f"ends with '{suffix}', which is reserved for bracket legs" in (row.error_message or "")
+    assert "rename the signal" in (row.error_message or "")
+    assert row.client_order_id is None
+    assert len(stack.entries()) == 1
+    assert stack.net_position() == 1
+
+
 async def test_dispatcher_row_taken_over_midway_never_ends_failed(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from tradebridge.domain.commands import Target
 from tradebridge.domain.contracts import ContractSymbol, resolve_symbol
 from tradebridge.domain.enums import OrderType, Side, TimeInForce
-from tradebridge.domain.ids import AccountName, SignalId
+from tradebridge.domain.ids import LEG_SUFFIXES, AccountName, SignalId
 from tradebridge.domain.products import MAX_MAGNITUDE
 from tradebridge.errors import InvalidSymbol
 
@@ -185,6 +185,7 @@ class _Deny(Exception):  # internal control flow, never escapes this module
 def _validate(
     raw: RawSignal, today: date, accounts: Collection[str], root_map: dict[str, str]
 ) -> ValidSignal:
+    _signal_id(raw.signal_id)
     intent = _intent(raw.intent)
     account = (raw.account_name or "").strip(ACCOUNT_NAME_BLANKS)
     if not account:
@@ -288,6 +289,18 @@ def _validate(
         trailing_stop_ticks=trailing,
         breakeven=breakeven,
     )
+
+
+def _signal_id(value: str) -> None:
+    # The row's orders are "tb-<signal_id>"; the tracker and reconcile take an id ending in a
+    # leg suffix for a bracket leg of another row, and would book this row's fills there.
+    suffix = next((s for s in LEG_SUFFIXES if value.endswith(s)), None)
+    if suffix is not None:
+        raise _Deny(
+            f"signal_id {value!r} ends with {suffix!r}, which is reserved for bracket legs' "
+            f"order ids; rename the signal so it ends otherwise (e.g. {value + '-1'!r})",
+            "signal_id",
+        )
 
 
 def _intent(value: str | None) -> Intent:
