@@ -131,3 +131,32 @@ async def test_operator_kill_bad_body_is_400_naming_what_is_wrong(
     assert response.status_code == 400, response.text
     assert words in response.json()["error"]
     assert (await ledger.kill_switches()).switches == {}
+
+
+async def test_operator_deeply_nested_body_is_400_and_the_endpoint_keeps_serving(
+    ledger: Ledger,
+) -> None:
+    body = b"[" * 5000 + b"]" * 5000  # 10 kB: under the 16 kB cap, over json's recursion limit
+    async with _operator(ledger) as url, httpx.AsyncClient(timeout=10) as client:
+        headers = {**_auth(), "content-type": "application/json"}
+        answer = await client.post(url + "/kill", content=body, headers=headers)
+        still = await client.get(url + "/kill", headers=_auth())
+
+    assert answer.status_code == 400, (answer.status_code, answer.text[:200])
+    assert "nested too deeply" in answer.json()["error"]
+    assert still.status_code == 200
+    assert (await ledger.kill_switches()).switches == {}
+
+
+@pytest.mark.parametrize("path", ["/kill", "/resume"])
+async def test_operator_nul_in_reason_is_400_not_a_database_outage(
+    ledger: Ledger, path: str
+) -> None:
+    """A 503 would say "the database failed, try again later": the same text fails again."""
+    async with _operator(ledger) as url:
+        response = await _post(url, path, {"reason": "oops\u0000"}, headers=_auth())
+
+    assert response.status_code == 400, (response.status_code, response.text[:200])
+    assert response.json()["status"] == "invalid"
+    assert "without NUL characters" in response.json()["error"]
+    assert (await ledger.kill_switches()).switches == {}

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tradebridge.config import Settings
-from tradebridge.errors import InvalidInput, StoreError
+from tradebridge.errors import ContentRefused, InvalidInput, StoreError
 from tradebridge.intake.kill import configured_accounts, release_kill_switch, throw_kill_switch
 from tradebridge.intake.security import secret_matches
 from tradebridge.obs.logging import get_logger
@@ -154,6 +154,8 @@ def build_operator_router(settings: Settings, ledger: Ledger, kill: KillSwitchWa
             return JSONResponse({"status": "invalid", "error": str(e), "field": e.field}, 400)
         except ValidationError as e:
             return JSONResponse({"status": "invalid", "error": _explain(e)}, 400)
+        except ContentRefused as e:  # a StoreError, but the input's fault: not an outage
+            return JSONResponse({"status": "invalid", "error": _refused(e)}, 400)
         except (StoreError, TimeoutError) as e:
             _log.warning("operator request failed", error=type(e).__name__)
             return JSONResponse(
@@ -204,9 +206,21 @@ async def _body(request: Request) -> dict[str, Any]:
         value = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise InvalidInput("the body is not JSON") from None
+    except RecursionError:
+        raise InvalidInput("the body is nested too deeply: send a flat JSON object") from None
     if not isinstance(value, dict):
         raise InvalidInput("the body must be a JSON object")
     return value
+
+
+def _refused(error: ContentRefused) -> str:
+    """Say what the database refused, by the kind of error only (its text may quote the value)."""
+    _log.warning("operator request refused by the database", error=type(error).__name__)
+    kind = type(error.__cause__ or error).__name__
+    return (
+        f"the database cannot store this request's contents ({kind}): "
+        "send text without NUL characters and of sane size"
+    )
 
 
 def _now() -> float:

@@ -23,7 +23,7 @@ from tradebridge.domain.clock import parse_since, utcnow
 from tradebridge.domain.commands import CancelOrder
 from tradebridge.domain.ids import AccountName, BrokerOrderId
 from tradebridge.domain.lifecycle import SignalStatus
-from tradebridge.errors import BridgeError, InvalidInput, StoreError
+from tradebridge.errors import BridgeError, ContentRefused, InvalidInput, StoreError
 from tradebridge.intake.operator import OperatorActions
 from tradebridge.obs.logging import get_logger, redact_text
 from tradebridge.runtime.dashboard import _html as h
@@ -96,6 +96,13 @@ def _redirect(to: str) -> RedirectResponse:
 
 def _peer(request: Request) -> str:
     return request.client.host if request.client else "unknown"
+
+
+def _nul_in(request: Request) -> str | None:
+    """Return the name of a query or path parameter holding a NUL, if one does: the database
+    refuses such text, and its error would read as an outage."""
+    given = [*request.query_params.multi_items(), *request.path_params.items()]
+    return next((name for name, value in given if "\x00" in str(value)), None)
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -174,7 +181,8 @@ class _Dashboard:
         self, handler: Callable[[Request, Session], Awaitable[Response]]
     ) -> Callable[[Request], Awaitable[Response]]:
         """Wrap ``handler``: a page without a session goes to the login; a POST needs the
-        session's CSRF token; a database failure is a 503 page, not a traceback."""
+        session's CSRF token; a database failure is a 503 page, not a traceback, and text the
+        database refuses (a NUL in a filter, a trace id or a reason) a 400 page."""
 
         async def endpoint(request: Request) -> Response:
             session = self.session(request)
@@ -182,6 +190,10 @@ class _Dashboard:
                 if request.method == "POST":
                     return _html(self.page("Logged out", h.note("log in again", "error")), 401)
                 return _redirect("/ui/login")
+            refused = _nul_in(request)
+            if refused is not None:
+                return self.error(session, "Refused", f"{refused} must not contain NUL "
+                                  "characters: correct it and try again", 400)  # fmt: skip
             try:
                 if request.method == "POST":
                     form = await _form(request)
@@ -193,6 +205,11 @@ class _Dashboard:
                 return await handler(request, session)
             except _Denied as e:
                 return e.response
+            except ContentRefused as e:  # a StoreError, but the input's fault: not an outage
+                kind = type(e.__cause__ or e).__name__
+                _log.warning("dashboard_input_refused", error=kind)
+                return self.error(session, "Refused", f"the database refused what was entered "
+                                  f"({kind}): use text without NUL characters", 400)  # fmt: skip
             except (StoreError, TimeoutError) as e:
                 _log.warning("dashboard_read_failed", error=type(e).__name__)
                 return self.error(session, "Unavailable",
@@ -357,6 +374,9 @@ class _Dashboard:
                 parse_since(filters["since"], utcnow())
         except ValueError as e:
             return Response(f"since: {e}", 400, headers=_HEADERS)
+        refused = _nul_in(request)
+        if refused is not None:
+            return Response(f"{refused} must not contain NUL characters", 400, headers=_HEADERS)
         events = self._events(filters, session)
         return StreamingResponse(
             events, media_type="text/event-stream", headers={**_HEADERS, "X-Accel-Buffering": "no"}
