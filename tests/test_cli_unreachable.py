@@ -225,3 +225,47 @@ def test_serve_on_a_database_without_the_migrations_says_to_migrate_exit_1(
                 "run `tradebridge db migrate`")  # fmt: skip
     assert errors == [expected]
     assert "Traceback" not in done.stderr
+
+
+def _malformed_url(special: str) -> str:
+    # A generated password with a special character, pasted as is (not percent-encoded):
+    # asyncpg reads the password's start as the port and quotes it in its ValueError.
+    return f"postgresql://postgres:PGPASSab12{special}cd34@db.example.invalid:5432/postgres"
+
+
+def _assert_malformed_one_line(stderr: str, exit_code: int) -> None:
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert exit_code == 1, stderr
+    assert len(errors) == 1, stderr
+    assert "the database URL is malformed: percent-encode special characters" in errors[0]
+    assert "PGPASS" not in stderr
+    assert "cd34" not in stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("special", ["/", "#", "?"])
+@pytest.mark.parametrize("args", [["db", "status"], ["db", "migrate"], ["signals"]],
+                         ids="-".join)  # fmt: skip
+def test_database_command_malformed_url_one_line_without_the_password(
+    args: list[str], special: str
+) -> None:
+    result = _invoke(args, env={"DATABASE_URL": _malformed_url(special)})
+
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
+    _assert_malformed_one_line(result.stderr, result.exit_code)
+    assert "PGPASS" not in result.stdout
+
+
+def test_serve_malformed_database_url_one_line_without_the_password(
+    redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    env: dict[str, str | None] = {
+        "DATABASE_URL": _malformed_url("/"),
+        "REDIS_URL": redis_server.url,
+    }
+    done = _run(["serve", "--port", "0", "--data-dir", str(tmp_path / "d")], env, tmp_path)
+
+    _assert_malformed_one_line(done.stderr, done.returncode)
+    assert "PGPASS" not in done.stdout

@@ -776,7 +776,9 @@ class DatabaseConfig(_Section):
     """The Postgres ledger; ``DATABASE_URL`` also sets it (empty: the embedded server)."""
 
     url: SecretStr | None = Field(
-        None, description="postgresql:// URL; unset: a private PostgreSQL under data_dir"
+        None,
+        description="postgresql:// URL, special characters of the password percent-encoded "
+        "(/ as %2F, # as %23, ? as %3F, @ as %40); unset: a private PostgreSQL under data_dir",
     )
     min_pool: int | None = Field(
         None,

@@ -135,6 +135,21 @@ async def connect(
         asyncpg.InternalClientError,  # a server shutting down mid-handshake
     ) as e:
         raise unavailable(url, e) from None
+    except ValueError:
+        raise malformed_url() from None
+
+
+def malformed_url() -> DatabaseUnavailable:
+    """Return the error of a URL asyncpg cannot read, naming no part of it.
+
+    asyncpg's own ``ValueError`` quotes the piece it tried to read as the port: with an
+    unescaped ``/``, ``#`` or ``?`` in the password, the start of the password.
+    """
+    return DatabaseUnavailable(
+        "the database URL is malformed: percent-encode special characters in the password "
+        "(/ as %2F, # as %23, ? as %3F, @ as %40)",
+        reason="malformed URL",
+    )
 
 
 def unavailable(url: str, error: BaseException) -> DatabaseUnavailable:

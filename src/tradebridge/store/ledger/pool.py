@@ -23,7 +23,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from tradebridge.errors import BridgeError
-from tradebridge.store.migrate import unavailable
+from tradebridge.store.migrate import malformed_url, unavailable
 
 # Namespace of the per-account advisory locks (two-int form, so it never meets the
 # single-bigint migration lock).
@@ -177,6 +177,8 @@ async def open_pool(
         )
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
         raise unavailable(url, e) from None
+    except ValueError:
+        raise malformed_url() from None
 
 
 class _LedgerConnection(asyncpg.Connection):
