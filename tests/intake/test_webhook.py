@@ -409,6 +409,37 @@ async def test_webhook_stale_alert_is_stored_denied_and_answered_rejected(hook: 
     assert len(await hook.rows()) == 1
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        alert(reference_price=21000, stop_loss={"ticks": 100_000}),  # 25,000 points below
+        alert(reference_price=21000, stop_loss={"points": 21000}),  # exactly at zero
+        alert(order_type="limit", price="21000", stop_loss={"ticks": 84_000}),
+        alert(action="sell", reference_price=21000, take_profit={"points": 30000}),
+    ],
+    ids=["ticks", "points-to-zero", "limit-entry", "short-target"],
+)
+async def test_webhook_leg_at_or_below_zero_from_the_entry_is_400(
+    hook: Hook, body: dict[str, Any]
+) -> None:
+    response = await hook.post(body)
+
+    assert response.status_code == 400, response.text
+    answer = response.json()
+    assert answer["field"] in {"stop_loss", "take_profit"}
+    assert "lies at or below zero" in answer["error"]
+    assert "at most 83,999 ticks" in answer["expected"]
+    assert await hook.rows() == []
+
+
+async def test_webhook_stop_one_tick_above_zero_is_accepted(hook: Hook) -> None:
+    response = await hook.post(alert(reference_price=21000, stop_loss={"ticks": 83_999}))
+
+    assert response.status_code == 200, response.text
+    [row] = await hook.rows()
+    assert row["stop_loss_ticks"] == 83_999
+
+
 # --- error answers --------------------------------------------------------------------------
 
 

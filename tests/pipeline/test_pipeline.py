@@ -102,6 +102,44 @@ def test_validate_price_too_large_is_denied_naming_the_field(
     assert "is too large: a price must be below 1,000,000,000" in result.reason
 
 
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"stop_loss_ticks": 2_000_000_000}, "stop_loss_ticks 2000000000 is too far"),
+        ({"take_profit_ticks": 1_000_001}, "take_profit_ticks 1000001 is too far"),
+        (
+            {"order_type": "limit", "price": Decimal(21000), "stop_loss_ticks": 100_000},
+            ("stop_loss_ticks 100000 puts the leg 25000.00 points from the entry 21000, at or "
+             "below zero: use at most 83,999 ticks"),
+        ),
+        (
+            {"reference_price": Decimal(21000), "trailing_stop_ticks": 84_000},
+            "trailing_stop_ticks 84000 puts the leg",
+        ),
+        (
+            {"side": "sell", "order_type": "stop", "stop_price": Decimal(21000),
+             "take_profit_ticks": 84_000},
+            "take_profit_ticks 84000 puts the leg",
+        ),
+    ],
+    ids=["over-the-bound", "target-over-the-bound", "limit-entry", "trailing", "short-target"],
+)  # fmt: skip
+def test_validate_leg_ticks_too_far_or_past_zero_are_denied(
+    changes: dict[str, Any], reason: str
+) -> None:
+    result = validate(replace(BASE, **changes), today=TODAY, accounts=ACCOUNTS)
+
+    assert isinstance(result, Denied)
+    assert reason in result.reason
+
+
+def test_validate_leg_ticks_short_of_zero_or_above_the_entry_pass() -> None:
+    below = _valid(order_type="limit", price=Decimal(21000), stop_loss_ticks=83_999)
+    above = _valid(side="sell", reference_price=Decimal(21000), stop_loss_ticks=100_000)
+
+    assert (below.stop_loss_ticks, above.stop_loss_ticks) == (83_999, 100_000)
+
+
 @pytest.mark.parametrize("value", [None, Decimal(0)])
 def test_validate_zero_or_null_stop_loss_means_none(value: Decimal | None) -> None:
     signal = _valid(stop_loss=value, take_profit=value)

@@ -6,7 +6,7 @@ Figures are the exchanges' contract specifications (CME Group product pages).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from enum import StrEnum
 
 from tradebridge.errors import InvalidSymbol
@@ -14,6 +14,8 @@ from tradebridge.errors import InvalidSymbol
 MAX_MAGNITUDE = Decimal(10) ** 9
 """Every price or distance tradebridge takes is smaller than this in size: no future trades
 near it, and Decimal arithmetic on a number far above it (a tick check) can fail."""
+MAX_DISTANCE_TICKS = 1_000_000
+"""The furthest a bracket leg may be from its entry, in ticks."""
 
 
 class ExpiryRule(StrEnum):
@@ -48,6 +50,11 @@ class Product:
     def is_on_tick(self, price: Decimal) -> bool:
         """Return whether ``price`` is a whole number of ticks."""
         return price % self.tick_size == 0
+
+    def ticks_above_zero(self, price: Decimal) -> int:
+        """Return the most whole ticks below ``price`` that still leave a price above zero:
+        a leg further below its entry than that can never trigger nor fill."""
+        return int((price / self.tick_size).to_integral_value(ROUND_CEILING)) - 1
 
 
 _ALL = "FGHJKMNQUVXZ"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
-from tradebridge.domain.products import Product
+from tradebridge.domain.products import MAX_DISTANCE_TICKS, Product
 from tradebridge.intake.formats.alert import AlertBracket, AlertRejected
 
 
@@ -37,6 +37,20 @@ def convert_bracket(
     ``direction`` is +1 for a long entry, -1 for a short one, ``None`` when the intake cannot
     know it (a reverse); ``entry`` is the limit or reference price when the alert gave one.
     """
+    converted = _convert(bracket, product, leg=leg, direction=direction, entry=entry)
+    if converted.ticks is not None and entry is not None:
+        _check_above_zero(converted.ticks, product, leg=leg, direction=direction, entry=entry)
+    return converted
+
+
+def _convert(
+    bracket: AlertBracket,
+    product: Product,
+    *,
+    leg: str,
+    direction: int | None,
+    entry: Decimal | None,
+) -> BracketLeg:
     tick = product.tick_size
     if bracket.unit == "ticks":
         return BracketLeg(ticks=_ticks(bracket.value, leg))
@@ -66,11 +80,31 @@ def convert_bracket(
     return _price_leg(bracket.value, product, leg=leg, direction=direction, entry=entry)
 
 
+def _below(leg: str, direction: int | None) -> bool | None:
+    """Return whether the leg belongs below the entry (a long's stop, a short's target);
+    None when the direction is unknown."""
+    return None if direction is None else (direction > 0) == (leg == "stop_loss")
+
+
+def _check_above_zero(
+    ticks: int, product: Product, *, leg: str, direction: int | None, entry: Decimal
+) -> None:
+    """Refuse a leg that is (or may be) below the entry by as much as the entry's price."""
+    most = product.ticks_above_zero(entry)
+    if _below(leg, direction) is not False and ticks > most:
+        raise AlertRejected(
+            f"{leg} of {ticks} ticks ({ticks * product.tick_size} points) from the entry "
+            f"{entry} lies at or below zero",
+            field=leg,
+            expected=f"a distance closer to the entry than its price: at most {most:,} ticks",
+        )
+
+
 def _price_leg(
     price: Decimal, product: Product, *, leg: str, direction: int | None, entry: Decimal | None
 ) -> BracketLeg:
     # Which side of the entry the leg belongs on: a long's stop is below, its target above.
-    below = None if direction is None else (direction > 0) == (leg == "stop_loss")
+    below = _below(leg, direction)
     if entry is not None and below is not None and (price < entry) != below:
         side = "below" if below else "above"
         raise AlertRejected(
@@ -107,9 +141,9 @@ def _ticks(value: Decimal, leg: str, *, given: str | None = None) -> int:
             field=leg,
             expected="a distance of at least one tick",
         )
-    if value > 1_000_000:
+    if value > MAX_DISTANCE_TICKS:
         raise AlertRejected(f"{leg} of {given or value} is too far", field=leg,
-                            expected="a distance under 1,000,000 ticks")  # fmt: skip
+                            expected=f"a distance under {MAX_DISTANCE_TICKS:,} ticks")  # fmt: skip
     return int(value)
 
 

@@ -18,7 +18,7 @@ from tradebridge.domain.commands import Target
 from tradebridge.domain.contracts import ContractSymbol, resolve_symbol
 from tradebridge.domain.enums import OrderType, Side, TimeInForce
 from tradebridge.domain.ids import LEG_SUFFIXES, AccountName, SignalId
-from tradebridge.domain.products import MAX_MAGNITUDE
+from tradebridge.domain.products import MAX_DISTANCE_TICKS, MAX_MAGNITUDE
 from tradebridge.errors import InvalidSymbol
 
 
@@ -267,6 +267,10 @@ def _validate(
     if intent is Intent.TARGET:
         target = _target(raw.target_position)
     reference = _price(raw.reference_price, "reference_price")
+    entry = limit_price if order_type.needs_limit_price else stop_price or reference
+    legs = {"stop_loss_ticks": sl_ticks, "trailing_stop_ticks": trailing,
+            "take_profit_ticks": tp_ticks}  # fmt: skip
+    _check_above_zero(legs, side, entry, contract)
     return ValidSignal(
         signal_id=SignalId(raw.signal_id),
         account=AccountName(account),
@@ -407,7 +411,28 @@ def _ticks(value: int | None, name: str) -> int | None:
         return None
     if value < 0:
         raise _Deny(f"{name} {value} must be a positive number of ticks", name)
+    if value > MAX_DISTANCE_TICKS:
+        raise _Deny(f"{name} {value} is too far: at most {MAX_DISTANCE_TICKS:,} ticks", name)
     return int(value)
+
+
+def _check_above_zero(
+    legs: dict[str, int | None], side: Side | None, entry: Decimal | None, contract: ContractSymbol
+) -> None:
+    """Deny a leg in ticks that is (or, side unknown, may be) below the known entry by as much
+    as the entry's price: it would lie at or below zero, where it never triggers nor fills."""
+    if entry is None:
+        return  # measured from the quote at placement (route.py)
+    most = contract.product.ticks_above_zero(entry)
+    for name, ticks in legs.items():
+        is_stop = name != "take_profit_ticks"
+        below = side is None or (side is Side.BUY) == is_stop
+        if ticks is not None and below and ticks > most:
+            raise _Deny(
+                f"{name} {ticks} puts the leg {ticks * contract.product.tick_size} points from "
+                f"the entry {entry}, at or below zero: use at most {most:,} ticks",
+                name,
+            )
 
 
 MAX_TARGETS = 3
