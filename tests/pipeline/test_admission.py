@@ -31,7 +31,7 @@ from tradebridge.pipeline.risk import (
     check_order,
     reduces_only,
 )
-from tradebridge.pipeline.route import BrokerView, PlaceOrder, needs, route
+from tradebridge.pipeline.route import BrokerView, PlaceOrder, entry_reference, needs, route
 from tradebridge.pipeline.validate import Denied, RawSignal, ValidSignal, validate
 
 TODAY = date(2026, 11, 25)
@@ -79,7 +79,9 @@ def _worker(
         if isinstance(plan, PlaceOrder):
             held = plan.position_before if need.position else None
             nets = {"MNQZ6": position} if need.position else None
-            facts = OrderFacts(plan.command, known.now, position=held, positions=nets)
+            # As the dispatcher does: a stop's distance is measured from the entry's price.
+            facts = OrderFacts(plan.command, known.now, position=held, positions=nets,
+                               entry_price=entry_reference(checked, view.quote))  # fmt: skip
             _, risk = check_order(facts, AccountState(), rules, known.limits)
             out[position] = risk or plan
         else:
