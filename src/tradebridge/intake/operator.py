@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tradebridge.config import Settings
 from tradebridge.errors import ContentRefused, InvalidInput, StoreError
+from tradebridge.intake.formats.body import MAX_DEPTH, nesting_depth
 from tradebridge.intake.kill import configured_accounts, release_kill_switch, throw_kill_switch
 from tradebridge.intake.security import secret_matches
 from tradebridge.obs.logging import get_logger
@@ -202,6 +203,12 @@ async def _body(request: Request) -> dict[str, Any]:
             raise InvalidInput(f"the body is over {_MAX_BODY_BYTES} bytes")
     if not raw.strip():
         return {}
+    # Measured before the (recursive) parser runs: a RecursionError caught here would leave
+    # CPython 3.11's recursion bookkeeping off for the thread ("AST constructor recursion
+    # depth mismatch" in a later ast.parse).
+    deep = raw.count(b"[") + raw.count(b"{") > MAX_DEPTH
+    if deep and nesting_depth(raw.decode("utf-8", "replace")) > MAX_DEPTH:
+        raise InvalidInput("the body is nested too deeply: send a flat JSON object")
     try:
         value = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
