@@ -388,6 +388,34 @@ async def test_webhook_alert_without_time_dedupes_on_body(hook: Hook) -> None:
     assert len(await hook.rows()) == 2
 
 
+async def test_webhook_two_orders_fired_in_the_same_second_are_two_alerts(hook: Hook) -> None:
+    # One strategy, one second, one id: a market buy and a limit buy are two orders. Only a
+    # byte-for-byte resend of the same body is a duplicate (TradingView resends the body it
+    # sent); keying on a few identity fields made the limit order a "duplicate" of the market
+    # one, an accepted alert lost.
+    fired = now_iso()
+    market = await hook.post(alert(id="Long", time=fired))
+    limit = await hook.post(alert(id="Long", time=fired, order_type="limit", price=20000))
+    again = await hook.post(alert(id="Long", time=fired, order_type="limit", price=20000))
+    assert [market.json()["status"], limit.json()["status"], again.json()["status"]] == [
+        "accepted",
+        "accepted",
+        "duplicate",
+    ], (market.text, limit.text, again.text)
+    assert again.json()["signal_ids"] == limit.json()["signal_ids"]
+    assert len(await hook.rows()) == 2
+
+
+async def test_webhook_a_resend_with_its_keys_in_another_order_is_a_duplicate(hook: Hook) -> None:
+    # The same alert, its JSON keys in another order or spaced otherwise: one alert.
+    fired = now_iso()
+    body = alert(id="Long", time=fired, comment="x")
+    first = await hook.post(body)
+    again = await hook.post(dict(reversed(list(body.items()))))
+    assert [first.json()["status"], again.json()["status"]] == ["accepted", "duplicate"]
+    assert len(await hook.rows()) == 1
+
+
 async def test_webhook_same_id_at_a_new_time_is_a_new_alert(hook: Hook) -> None:
     await hook.post(alert(id="Long", time=now_iso(-2)))
     second = await hook.post(alert(id="Long", time=now_iso()))

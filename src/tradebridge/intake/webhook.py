@@ -65,13 +65,6 @@ _log = get_logger("tradebridge.intake.webhook")
 # alert's contents (ContentRefused, a StoreError too) is a 400 and is caught first.
 _STORE_ERRORS = (TimeoutError, StoreError)
 
-# The fields whose values identify one firing of one alert, per dialect (with the fire time).
-_IDENTITY_FIELDS: dict[Format, tuple[str, ...]] = {
-    "tradebridge": ("id", "strategy", "symbol", "action", "quantity", "target_position",
-                    "account", "accounts", "side"),
-    "traderspost": ("ticker", "action", "sentiment", "quantity"),
-    "pickmytrade": ("symbol", "data", "quantity", "account_id", "multiple_accounts"),
-}  # fmt: skip
 _TIME_FIELD: dict[Format, str] = {"tradebridge": "time", "traderspost": "time",
                                   "pickmytrade": "date"}  # fmt: skip
 
@@ -452,7 +445,10 @@ def _dedupe_keys(fmt: Format, body: Mapping[str, Any], raw: bytes) -> tuple[str 
     fired = body.get(_TIME_FIELD[fmt])
     if fired is None or (isinstance(fired, str) and not fired.strip()):
         return None, hashlib.sha256(raw).hexdigest()
-    identity = [fmt, _norm(fired)] + [_norm(body.get(name)) for name in _IDENTITY_FIELDS[fmt]]
+    # The whole body (its secrets masked, its keys sorted): TradingView resends the body it
+    # sent, and two orders fired in one second (a market and a limit buy of one strategy)
+    # differ somewhere in theirs. Some identity fields alone made the second a "duplicate".
+    identity = [fmt, _norm(fired), json.dumps(redact(body), sort_keys=True, default=str)]
     digest = hashlib.sha256(json.dumps(identity, separators=(",", ":")).encode()).hexdigest()
     return f"{fmt}:{digest}", None
 
