@@ -664,14 +664,24 @@ class TradovateBroker:
             for o in orders
             if o.parent_id is None and (o.timestamp is None or o.timestamp >= since)
         ]
+        # One carrying our clOrdId is ours whatever its time says (a host clock running ahead
+        # of Tradovate's makes our own order look created before we sent it), as far back as
+        # a strategy's uuid is looked for; the newest, should a reused signal id have two.
+        earlier = [
+            o
+            for o in orders
+            if o.parent_id is None
+            and o.timestamp is not None
+            and ts_sent - _STRATEGY_LEAD <= o.timestamp < since
+        ]
         entry_ids = {o.id for o in entries}
         legs = [o for o in orders if o.parent_id in entry_ids]
-        reports = await self._reports(command.account, [*entries, *legs])
+        reports = await self._reports(command.account, [*entries, *earlier, *legs])
         by_id = {int(r.broker_order_id): r for r in reports}
         cid = command.client_order_id
-        exact = [by_id[o.id] for o in entries if by_id[o.id].client_order_id == cid]
+        exact = [o.id for o in (*entries, *earlier) if by_id[o.id].client_order_id == cid]
         if exact:
-            return LookupResult(cid, exact[0])
+            return LookupResult(cid, by_id[max(exact)])
         matches: list[OrderStatusReport] = []
         unsure: list[str] = []
         evidence: list[str] = []
