@@ -121,8 +121,24 @@ def test_validate_price_too_large_is_denied_naming_the_field(
              "take_profit_ticks": 84_000},
             "take_profit_ticks 84000 puts the leg",
         ),
+        (
+            {"take_profits": [{"ticks": 8, "quantity": 1}, {"ticks": 10**30, "quantity": 1}],
+             "quantity": Decimal(2), "stop_loss_ticks": 8},
+            "take_profits[1].ticks 1000000000000000000000000000000 is too far",
+        ),
+        (
+            {"take_profits": [{"ticks": 8, "quantity": 10**12}], "stop_loss_ticks": 8},
+            "take_profits[0].quantity 1000000000000 is more than 100,000 contracts",
+        ),
+        (
+            {"side": "sell", "order_type": "limit", "price": Decimal(21000),
+             "take_profits": [{"ticks": 8, "quantity": 1}, {"ticks": 84_000, "quantity": 1}],
+             "quantity": Decimal(2), "stop_loss_ticks": 8},
+            "take_profits 84000 puts the leg",
+        ),
     ],
-    ids=["over-the-bound", "target-over-the-bound", "limit-entry", "trailing", "short-target"],
+    ids=["over-the-bound", "target-over-the-bound", "limit-entry", "trailing", "short-target",
+         "scale-out-over-the-bound", "scale-out-quantity", "scale-out-short-target"],
 )  # fmt: skip
 def test_validate_leg_ticks_too_far_or_past_zero_are_denied(
     changes: dict[str, Any], reason: str

@@ -16,6 +16,8 @@ MAX_MAGNITUDE = Decimal(10) ** 9
 near it, and Decimal arithmetic on a number far above it (a tick check) can fail."""
 MAX_DISTANCE_TICKS = 1_000_000
 """The furthest a bracket leg may be from its entry, in ticks."""
+MAX_CONTRACTS = 100_000
+"""Contracts a quantity or target position may name (also after an account's multiplier)."""
 
 
 class ExpiryRule(StrEnum):

@@ -21,9 +21,9 @@ from tradebridge.domain.contracts import ContractSymbol, resolve_symbol
 from tradebridge.domain.enums import Dialect
 from tradebridge.domain.kill import KillSwitches
 from tradebridge.domain.lifecycle import SignalStatus
+from tradebridge.domain.products import MAX_CONTRACTS
 from tradebridge.errors import InvalidSymbol
 from tradebridge.intake.formats.alert import (
-    MAX_CONTRACTS,
     AccountRef,
     AlertRejected,
     Format,

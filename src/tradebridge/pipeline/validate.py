@@ -18,7 +18,7 @@ from tradebridge.domain.commands import Target
 from tradebridge.domain.contracts import ContractSymbol, resolve_symbol
 from tradebridge.domain.enums import OrderType, Side, TimeInForce
 from tradebridge.domain.ids import LEG_SUFFIXES, AccountName, SignalId
-from tradebridge.domain.products import MAX_DISTANCE_TICKS, MAX_MAGNITUDE
+from tradebridge.domain.products import MAX_CONTRACTS, MAX_DISTANCE_TICKS, MAX_MAGNITUDE
 from tradebridge.errors import InvalidSymbol
 
 
@@ -269,7 +269,8 @@ def _validate(
     reference = _price(raw.reference_price, "reference_price")
     entry = limit_price if order_type.needs_limit_price else stop_price or reference
     legs = {"stop_loss_ticks": sl_ticks, "trailing_stop_ticks": trailing,
-            "take_profit_ticks": tp_ticks}  # fmt: skip
+            "take_profit_ticks": tp_ticks,
+            "take_profits": max((t.ticks for t in targets), default=None)}  # fmt: skip
     _check_above_zero(legs, side, entry, contract)
     return ValidSignal(
         signal_id=SignalId(raw.signal_id),
@@ -363,6 +364,8 @@ def _quantity(value: Decimal | None, *, required: bool) -> int | None:
         raise _Deny(f"quantity {value} must be a positive whole number of contracts", "quantity")
     if value != value.to_integral_value():
         raise _Deny(f"quantity {value} is fractional; contracts are whole numbers", "quantity")
+    if value > MAX_CONTRACTS:
+        raise _Deny(f"quantity {value} is more than {MAX_CONTRACTS:,} contracts", "quantity")
     return int(value)
 
 
@@ -425,7 +428,7 @@ def _check_above_zero(
         return  # measured from the quote at placement (route.py)
     most = contract.product.ticks_above_zero(entry)
     for name, ticks in legs.items():
-        is_stop = name != "take_profit_ticks"
+        is_stop = name not in ("take_profit_ticks", "take_profits")
         below = side is None or (side is Side.BUY) == is_stop
         if ticks is not None and below and ticks > most:
             raise _Deny(
@@ -453,6 +456,12 @@ def _targets(value: Any) -> tuple[Target, ...]:
         for name, number in (("ticks", ticks), ("quantity", quantity)):
             if isinstance(number, bool) or not isinstance(number, int) or number < 1:
                 raise _Deny(f"{where}.{name} must be a whole number above 0", "take_profits")
+        if ticks > MAX_DISTANCE_TICKS:
+            raise _Deny(f"{where}.ticks {ticks} is too far: at most {MAX_DISTANCE_TICKS:,} "
+                        "ticks", "take_profits")  # fmt: skip
+        if quantity > MAX_CONTRACTS:
+            raise _Deny(f"{where}.quantity {quantity} is more than {MAX_CONTRACTS:,} contracts",
+                        "take_profits")  # fmt: skip
         found.append(Target(quantity=quantity, ticks=ticks))
     return tuple(found)
 

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from tradebridge.domain.products import MAX_MAGNITUDE
-from tradebridge.intake.formats.alert import MAX_CONTRACTS, AlertRejected
+from tradebridge.domain.products import MAX_CONTRACTS, MAX_MAGNITUDE
+from tradebridge.intake.formats.alert import AlertRejected
 
 MAX_TEXT_CHARS = 500
 """Characters a text field (symbol, account, strategy, id, comment...) may have."""

@@ -21,9 +21,6 @@ AlertIntent = Literal["order", "exit", "reverse", "cancel", "flatten", "target"]
 a worker has checked the row)."""
 BracketUnit = Literal["ticks", "points", "price", "dollars"]
 
-MAX_CONTRACTS = 100_000
-"""Contracts a quantity or target position may name (also after an account's multiplier)."""
-
 
 class AlertRejected(InvalidInput):
     """An alert that cannot be traded as written: a 400 naming the field and what it expects."""
