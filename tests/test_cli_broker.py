@@ -354,3 +354,15 @@ def test_cli_order_lost_answer_finds_its_own_order_not_the_identical_one_resting
     assert (result["outcome"], result["lookup"]) == ("unknown", "probable")
     assert result["broker_order_id"] == str(own.id) != resting
     assert lost.exit_code == 1  # probable: adopted by shape only, a human should look
+
+
+def test_cli_doctor_fix_text_keeps_its_brackets(
+    env: dict[str, str], redis_server: EmbeddedRedis
+) -> None:
+    """A check's detail and fix are text, not rich markup: ``[[users]]`` stays as written."""
+    redis.Redis.from_url(redis_server.url).delete(f"token:{ACCOUNT}")
+
+    result = _cli(env, "doctor", "--account", ACCOUNT)
+
+    assert result.exit_code == 1, result.output
+    assert "[[users]] in tradebridge.toml" in " ".join(result.stdout.split())

@@ -928,11 +928,12 @@ def _print_report(report: DoctorReport) -> None:
         "warn": "[yellow]warn[/yellow]",
         "skip": "[dim]skip[/dim]",
     }
-    out.print(f"[bold]{report.account}[/bold]")
+    # Details and fixes are text (``[[users]]``, ``[redis] url``), never rich markup.
+    out.print(f"[bold]{escape(str(report.account))}[/bold]")
     for check in report.checks:
         verdict = f" [bold]{check.verdict.value}[/bold]:" if check.verdict else ""
-        out.print(f"  {marks[check.status.value]} {check.name:9}{verdict} {check.detail}")
+        out.print(f"  {marks[check.status.value]} {check.name:9}{verdict} {escape(check.detail)}")
         if check.fix:
-            out.print(f"       fix: {check.fix}")
+            out.print(f"       fix: {escape(check.fix)}")
     if report.verdict is not None:
         out.print(f"  verdict: [bold]{report.verdict.value}[/bold]")
