@@ -216,3 +216,53 @@ async def test_doctor_probe_on_live_environment_skipped(
 
     assert report.checks[-1].status is Status.SKIP
     assert sim.call(lambda: sim.ctx.engine.orders(100001)) == []
+
+
+@pytest.fixture
+def not_a_bridge() -> Iterator[str]:
+    """A web server that answers 404 on every path (a wrong ``tradovate.bridge_url``)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class NotFound(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(404)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_doctor_bridge_host_answering_404_names_the_url_not_the_token(
+    sim: SimServer,
+    redis_server: EmbeddedRedis,
+    redis_client: aioredis.Redis,
+    not_a_bridge: str,
+) -> None:
+    """A bridge_url whose host answers 404 everywhere is a wrong URL: the token is fine, and
+    nothing about the bridge was checked, so the verdict is not OK."""
+    await redis_client.set("token:DEMO0000001", await login(sim, Dialect.TVBRIDGE, "demo"))
+    settings = load_settings(
+        None,
+        tradovate={"bridge_url": not_a_bridge, "environment": "demo"},
+        accounts=[{"name": "DEMO0000001", "dialect": "tvbridge"}],
+        redis={"url": redis_server.url},
+    )
+
+    report = await run_doctor(settings, TokenStore(redis_client, settings.tokens), "DEMO0000001")
+
+    assert not report.ok
+    assert report.verdict is Verdict.MALFORMED_URL, report.checks
+    broker = next(c for c in report.checks if c.name == "broker")
+    assert broker.status is Status.FAIL
+    assert "bridge_url" in broker.fix
+    assert "token" not in broker.fix
+    assert not any(c.verdict is Verdict.OK for c in report.checks)

@@ -64,6 +64,18 @@ async def check_bridge(
                 f"{bridge_url} answers; the token is accepted ({len(probe.accounts)} accounts)",
             )
         )
+    elif probe.accounts_status == 404:
+        # A host that does not know /accounts is not a TradingView bridge (a wrong
+        # bridge_url: another host, a /v1 prefix); nothing else can be checked there.
+        finding = Finding(
+            Verdict.MALFORMED_URL,
+            f"GET {bridge_url}/accounts answered 404: this host does not serve the "
+            "TradingView bridge API (the token was not checked)",
+            f"check tradovate.bridge_url ({bridge_url}); remove it to use the {env} "
+            "environment's bridge host",
+        )
+        doctor.add(Check("broker", Status.FAIL, finding.message, finding.fix, finding.verdict))
+        return [finding]
     else:
         doctor.add(
             Check(
