@@ -53,6 +53,14 @@ async def ledger_url(postgres_server: EmbeddedPostgres) -> AsyncIterator[str]:
         yield url
 
 
+# The moves that bring an inserted (pending) row to a fixture's in-flight status.
+_IN_FLIGHT_PATH: dict[str, tuple[str, ...]] = {
+    "processing": ("processing",),
+    "submitted": ("processing", "submitted"),
+    "working": ("processing", "submitted", "working"),
+}
+
+
 @dataclass
 class Stack:
     """Everything a dispatcher needs, on loopback."""
@@ -86,12 +94,23 @@ class Stack:
             "account_name": ACCOUNT,
             **columns,
         }
+        # A row is inserted pending (0013_inserted_pending); a fixture in flight is walked there.
+        status = values.pop("status", "pending")
+        path = _IN_FLIGHT_PATH.get(status, ())
+        if not path:
+            values["status"] = status
         names = ", ".join(values)
         marks = ", ".join(f"${i}" for i in range(1, len(values) + 1))
-        await self.ledger.pool.execute(
-            f"insert into trading_signals ({names}) values ({marks})",
-            *values.values(),
-        )
+        async with self.ledger.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                f"insert into trading_signals ({names}) values ({marks})",
+                *values.values(),
+            )
+            for step in path:
+                await conn.execute(
+                    "update trading_signals set status = $2 where signal_id = $1",
+                    signal_id, step,
+                )  # fmt: skip
 
     async def wait(self, signal_id: str, *statuses: str, timeout: float = 15.0) -> LedgerRow:
         """Wait until the row reaches one of ``statuses``; return it."""
