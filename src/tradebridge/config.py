@@ -788,6 +788,14 @@ class DatabaseConfig(_Section):
         "never waits for a connection to open",
     )
     max_pool: int = Field(10, ge=1, description="connections at most (raised to workers + 2)")
+    statement_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="the longest one statement may take, the wait for the server included: "
+        "then the database counts as unavailable and the connection is closed (a connection "
+        "a NAT or load balancer dropped without a word otherwise hangs, and a live worker's "
+        "row with it)",
+    )
     lazy_commits: bool = Field(
         True,
         description="commit a claim and the moves after a row's durable write-ahead (the "

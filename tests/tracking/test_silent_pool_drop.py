@@ -67,6 +67,7 @@ class CuttingProxy:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        up_writer: asyncio.StreamWriter | None = None
         try:
             up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
             length = await reader.readexactly(4)
@@ -92,6 +93,9 @@ class CuttingProxy:
             self._tasks.discard(task)
             with contextlib.suppress(Exception):
                 writer.close()
+            if up_writer is not None:
+                with contextlib.suppress(Exception):
+                    up_writer.close()
 
 
 @contextlib.asynccontextmanager
@@ -118,7 +122,7 @@ async def test_a_worker_whose_pool_connections_die_silently_does_not_strand_its_
     # reconcile) runs throughout. The row must leave `submitted` in bounded time: the
     # order rests at the broker and nothing else can place the account's next rows.
     async with make_stack() as stack, cutting_proxy(ledger_url) as (proxy, proxied):
-        ledger = await Ledger.connect(proxied, min_size=6, max_size=6)
+        ledger = await Ledger.connect(proxied, min_size=6, max_size=6, statement_timeout_s=3)
         pool = BrokerPool(stack.settings, TokenStore(redis_client, stack.settings.tokens))
         entered, release = asyncio.Event(), asyncio.Event()
         broker = await pool.get(ACCOUNT)

@@ -286,6 +286,7 @@ async def serve_stack(
             # closes the ones above the floor after 5 idle minutes).
             min_size=pool_size if floor is None else min(floor, pool_size),
             max_size=pool_size,
+            statement_timeout_s=settings.database.statement_timeout_s,
             warm=True,
         )
         ledger.lazy_commits = settings.database.lazy_commits

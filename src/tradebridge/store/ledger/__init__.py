@@ -70,6 +70,7 @@ __all__ = [
     "ALERT_LOCK_NAMESPACE",
     "KILL_CHANNEL",
     "NOTIFY_CHANNEL",
+    "STATEMENT_TIMEOUT_S",
     "BrokerCall",
     "Conn",
     "EventRow",
@@ -101,6 +102,10 @@ HOT_STATEMENTS: tuple[str, ...] = (
 )  # fmt: skip
 
 
+STATEMENT_TIMEOUT_S = 30.0
+"""The longest a ledger statement may take by default (``database.statement_timeout_s``)."""
+
+
 class Ledger(
     Intake, Claims, Moves, BrokerCalls, TrackerQueries, Lookups, Review, Sessions,
     KillSwitchQueries, RiskQueries, Views, NotificationQueries, PositionQueries,
@@ -115,15 +120,18 @@ class Ledger(
         min_size: int = 1,
         max_size: int = 10,
         connect_timeout_s: float = 10.0,
+        statement_timeout_s: float | None = STATEMENT_TIMEOUT_S,
         warm: bool = False,
     ) -> Ledger:
         """Open a pool on ``url``; ``DatabaseUnavailable`` if it cannot be reached.
+
+        ``statement_timeout_s``: no statement waits longer (``open_pool``); None: no limit.
 
         ``warm``: each new connection prepares the statements of the order path first
         (``open_pool``), for a process that places orders or takes alerts.
         """
         pool = await open_pool(
             url, min_size=min_size, max_size=max_size, connect_timeout_s=connect_timeout_s,
-            warm=HOT_STATEMENTS if warm else (),
+            statement_timeout_s=statement_timeout_s, warm=HOT_STATEMENTS if warm else (),
         )  # fmt: skip
         return cls(pool, url)

@@ -141,6 +141,7 @@ async def open_pool(
     min_size: int,
     max_size: int,
     connect_timeout_s: float,
+    statement_timeout_s: float | None = None,
     warm: tuple[str, ...] = (),
 ) -> asyncpg.Pool:
     """Open the ledger's pool on ``url``; ``DatabaseUnavailable`` if it cannot be reached.
@@ -149,6 +150,12 @@ async def open_pool(
     PostgreSQL backend loads the catalog entries of every table, index and function a
     statement touches the first time it plans one: tens of milliseconds on the first alert,
     paid at start instead (with a pool floor, once per connection for the process's life).
+
+    ``statement_timeout_s``: the longest any statement of the pool may take, waiting for the
+    server included (asyncpg's ``command_timeout``): a statement over it raises
+    ``TimeoutError`` (the database unavailable), and a connection whose statement cannot be
+    cancelled within as long is closed. A connection a middlebox dropped without a word
+    otherwise waits for its answer for good, and a live worker's row with it.
     """
 
     async def init(conn: Conn) -> None:
@@ -171,6 +178,7 @@ async def open_pool(
             min_size=min_size,
             max_size=max_size,
             timeout=connect_timeout_s,
+            command_timeout=statement_timeout_s,
             init=init if warm else _init_connection,
             connection_class=_LedgerConnection,
             reset=_reset_connection,
