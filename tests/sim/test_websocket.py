@@ -278,6 +278,35 @@ async def test_client_sending_heartbeats_stays_past_timeout(
         assert not any(frame.startswith("c") for frame in socket.frames)
 
 
+async def requests_without_heartbeats(socket: Socket, seconds: float) -> None:
+    """Send a request every 0.15 s for ``seconds``, reading what arrives, never ``[]``."""
+    request_id = 10
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        await socket.send("account/list", request_id)
+        request_id += 1
+        step = time.monotonic() + 0.15
+        with contextlib.suppress(TimeoutError):
+            while time.monotonic() < step:
+                await socket.read(max(0.01, step - time.monotonic()))
+
+
+async def test_requests_without_heartbeats_do_not_keep_the_socket_alive(
+    make_sim: Callable[..., SimServer],
+) -> None:
+    # Reference §8.6: "The client must send the literal text [] about every 2.5 s, or the
+    # server drops the connection"; checklist §12: "Drop the client if no [] arrives for a
+    # few seconds." Requests are not heartbeats.
+    server = make_sim(**{**FAST, "heartbeat_timeout_s": 0.5})
+    token = await login(server)
+    async with authorized(server, token) as socket:
+        started = time.monotonic()
+        with pytest.raises(ConnectionClosed):
+            await requests_without_heartbeats(socket, seconds=3.0)  # six times the timeout
+        assert time.monotonic() - started < 2.0
+        assert 'c[1000,"Heartbeat timeout"]' in socket.frames
+
+
 # --- requests ------------------------------------------------------------------------------
 
 

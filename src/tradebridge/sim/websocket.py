@@ -25,6 +25,8 @@ Choices where the reference is silent (all visible to a client, so written down 
 - ``user/syncrequest`` with ``{"users":[...]}`` must name only the authorized user, and with
   ``{"accounts":[...]}`` only that user's accounts (then the sync covers those accounts);
   anything else is refused with 401. A second sync on one socket replaces the first.
+- Only the literal ``[]`` counts as the client's heartbeat; requests do not keep a socket
+  alive (§8.6, checklist §12: "Drop the client if no ``[]`` arrives").
 - Timeouts (authorize deadline, client heartbeat) send ``c[1000,"<reason>"]``, then close
   with code 1000. Drops (``faults.ws_drop_after_s`` and ``drop_all``) look like a server
   going away: no ``c`` frame, close code 1001.
@@ -328,7 +330,10 @@ class _Connection:
             if text is None:
                 raw = message.get("bytes") or b""
                 text = raw.decode("utf-8", errors="replace")
-            self._last_seen = self._loop.time()
+            if text.strip() == "[]":
+                # Only the literal ``[]`` is a heartbeat (§8.6, checklist §12): a client that
+                # sends requests but no heartbeats is dropped, as Tradovate drops it.
+                self._last_seen = self._loop.time()
             self._on_frame(text)
 
     async def _watch(self) -> None:
