@@ -157,6 +157,21 @@ def test_place_json_body_answers_error_about_form_encoding(bridge: Bridge) -> No
     assert "form-encoded" in error_of(answer)
 
 
+@pytest.mark.parametrize("content_type", [None, "text/plain"])
+def test_place_form_body_without_form_content_type_answers_error(
+    bridge: Bridge, content_type: str | None
+) -> None:
+    # Reference §9.7: "The body is Content-Type: application/x-www-form-urlencoded"; §10.1
+    # step 7 lints exactly that. A form-shaped body sent under another type is not a form.
+    headers = bridge.headers()
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    body = f"instrument={bridge.front}&qty=1&side=buy&type=market"
+    answer = bridge.http.post(ORDERS, content=body.encode(), headers=headers)
+    assert "form-encoded" in error_of(answer)
+    assert bridge.d(ORDERS) == []
+
+
 @pytest.mark.parametrize("where", ["query", "form"])
 def test_place_request_id_is_recorded_as_client_order_id(bridge: Bridge, where: str) -> None:
     request_id = f"tb-{where}-1"

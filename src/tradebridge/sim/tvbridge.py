@@ -60,6 +60,7 @@ _FINAL = frozenset({OrdStatus.FILLED, OrdStatus.CANCELED, OrdStatus.EXPIRED, Ord
 _SIDES = {s.value: s for s in Side}
 _TYPES = {t.value: t for t in OrderType}
 _METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
+_FORM_TYPE = "application/x-www-form-urlencoded"
 _T = TypeVar("_T")
 
 
@@ -127,6 +128,14 @@ async def read_form(request: Request) -> dict[str, str]:
         raise error("the body must be form-encoded (application/x-www-form-urlencoded)")
     if body and "multipart" in content_type:
         raise error("the body must be application/x-www-form-urlencoded, not multipart")
+    media_type = content_type.partition(";")[0].strip().lower()
+    if body and media_type != _FORM_TYPE:
+        # §9.7: the body is application/x-www-form-urlencoded; a form-shaped body under no
+        # or another Content-Type is not read as a form (§10.1 step 7 lints exactly this).
+        shown = media_type or "no Content-Type"
+        raise error(
+            f"the body must be form-encoded (application/x-www-form-urlencoded), not {shown}"
+        )
     try:
         return dict(parse_qsl(body.decode(), keep_blank_values=True))
     except UnicodeDecodeError:
