@@ -259,6 +259,18 @@ def test_modify_working_limit_changes_price_and_qty(bridge: Bridge) -> None:
     assert (order["qty"], order["limitPrice"]) == (2, price - 1)
 
 
+def test_modify_without_qty_answers_missing_field_and_changes_nothing(bridge: Bridge) -> None:
+    # Reference §9.5/§9.8: modify is form "qty, limitPrice?, stopPrice?, stopLoss?,
+    # takeProfit?": qty is the one field without "?", as in TradingView's spec.
+    price = float(below_market(bridge))
+    order_id = bridge.place_ok(type="limit", limitPrice=str(price))
+    answer = bridge.http.put(
+        f"{ORDERS}/{order_id}", data={"limitPrice": str(price - 1)}, headers=bridge.headers()
+    )
+    assert error_of(answer) == "missing required field: qty"
+    assert bridge.order(order_id)["limitPrice"] == price
+
+
 def test_modify_bracket_prices_through_parent(bridge: Bridge) -> None:
     entry = float(below_market(bridge))
     parent_id = bridge.place_ok(

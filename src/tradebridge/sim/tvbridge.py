@@ -576,7 +576,7 @@ def build_router(ctx: SimContext) -> APIRouter:
         order = owned_order(account, order_id)
         form = await read_form(request)
         version = order.version
-        qty = _qty(form) if form.get("qty", "").strip() else version.order_qty
+        qty = _qty(form)  # required, as TradingView's spec has it (reference §9.5, §9.8)
         limit_price = _decimal(form, "limitPrice")
         stop_price = _decimal(form, "stopPrice")
         stop_loss = _decimal(form, "stopLoss")
