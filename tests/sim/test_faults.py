@@ -340,3 +340,62 @@ def test_missing_routes_fault_patterns_normalised_and_empty_refused() -> None:
     assert faults.missing_routes == ["fill/ldeps", "command/deps"]
     with pytest.raises(ValidationError, match="must not be empty"):
         faults.missing_routes = ["/"]
+
+
+# --- p-ticket penalties on order commands (reference §2.3, §5.5, §6.3, §8.8) ----------------
+
+
+async def test_order_penalty_ticket_executes_only_the_resend_carrying_the_ticket(
+    sim_server: SimServer, native_client: httpx.AsyncClient, native_place: Any
+) -> None:
+    faults = sim_server.ctx.faults
+    faults.order_penalty = "ticket"
+    faults.penalty_seconds = 0
+
+    first = await native_place(native_client, clOrdId="tb-pen")
+    penalty = first.json()
+    assert first.status_code == 200
+    assert set(penalty) == {"p-ticket", "p-time", "p-captcha"}
+    assert penalty["p-captcha"] is False
+    assert await order_count(native_client) == 0  # "not executed" (§6.3)
+
+    again = await native_place(native_client, clOrdId="tb-pen")  # no ticket: penalised again
+    assert "p-ticket" in again.json()
+    resent = await native_place(
+        native_client, clOrdId="tb-pen", **{"p-ticket": penalty["p-ticket"]}
+    )
+    assert set(resent.json()) == {"orderId"}
+    assert await order_count(native_client) == 1
+
+
+async def test_order_penalty_ticket_applies_to_cancel_and_is_per_command(
+    sim_server: SimServer, native_client: httpx.AsyncClient, native_place: Any
+) -> None:
+    placed = await native_place(native_client, orderType="Limit", price=1000)
+    order_id = placed.json()["orderId"]
+    faults = sim_server.ctx.faults
+    faults.order_penalty = "ticket"
+    faults.penalty_seconds = 0
+
+    refused = (await native_client.post("/v1/order/cancelorder", json={"orderId": order_id})).json()
+    assert "p-ticket" in refused
+    item = (await native_client.get("/v1/order/item", params={"id": order_id})).json()
+    assert item["ordStatus"] == "Working"
+    # A place's ticket does not open a cancel.
+    place_ticket = (await native_place(native_client)).json()["p-ticket"]
+    wrong = {"orderId": order_id, "p-ticket": place_ticket}
+    assert "p-ticket" in (await native_client.post("/v1/order/cancelorder", json=wrong)).json()
+    body = {"orderId": order_id, "p-ticket": refused["p-ticket"]}
+    done = (await native_client.post("/v1/order/cancelorder", json=body)).json()
+    assert set(done) == {"commandId"}
+
+
+async def test_order_penalty_captcha_never_executes(
+    sim_server: SimServer, native_client: httpx.AsyncClient, native_place: Any
+) -> None:
+    sim_server.ctx.faults.order_penalty = "captcha"
+    answer = (await native_place(native_client)).json()
+    assert answer["p-captcha"] is True
+    resent = (await native_place(native_client, **{"p-ticket": answer["p-ticket"]})).json()
+    assert resent["p-captcha"] is True
+    assert await order_count(native_client) == 0

@@ -103,7 +103,11 @@ class FaultConfig(BaseModel):
         default_factory=list, description="user names answered 429 with an empty body; '*' = all"
     )
     login_penalty: Literal["off", "ticket", "captcha"] = "off"
-    penalty_seconds: int = Field(1, ge=0, description="p-time of a login penalty")
+    # p-tickets on order commands (reference §2.3: "rapid order modifications, wait-and-resend
+    # works"; §8.8 over the WebSocket): "ticket" answers each fresh command with a penalty and
+    # executes only a resend carrying that ticket after p-time; "captcha" never executes.
+    order_penalty: Literal["off", "ticket", "captcha"] = "off"
+    penalty_seconds: int = Field(1, ge=0, description="p-time of a login or order penalty")
     failed_logins_before_423: int = Field(5, ge=1)
     token_lifetime_s: int | None = Field(None, ge=1, description="overrides the token lifetime")
     ws_drop_after_s: float | None = Field(None, gt=0, description="close sockets after this long")

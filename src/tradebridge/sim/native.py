@@ -24,6 +24,9 @@ Choices where the reference is silent or unverified:
   handled as a normal login, a resend too early gets a new ticket. Tickets are signed and
   stateless (any ``NativeApi`` of the process accepts them) and are not consumed.
   ``"captcha"`` answers every login with ``p-captcha: true`` and never accepts.
+  ``faults.order_penalty`` does the same for order commands (place, OSO, OCO, modify,
+  cancel, liquidate, strategies): a penalised command is not executed, and only the resend
+  of that user's same command carrying the ticket, after ``p-time``, is.
 * Tokens of both kinds (native and bridge ``/authorize``) are accepted on ``/v1``.
 * ``find`` without a match is 404; ``items`` leaves out unknown and foreign ids; ``deps``
   of a foreign or unknown master is an empty list. Another user's entity is 404 on ``item``
@@ -123,6 +126,20 @@ ACCESS_DENIED = "Access is denied"
 _MARGIN_RATE = Decimal("0.05")
 _MAINTENANCE_SHARE = Decimal("0.9")
 _SUGGEST_DEFAULT = 10
+# The commands ``faults.order_penalty`` answers with a p-ticket (reference §2.3, §5.5, §8.8).
+_PENALISED_COMMANDS = frozenset(
+    {
+        "order/placeorder",
+        "order/placeoso",
+        "order/placeoco",
+        "order/modifyorder",
+        "order/cancelorder",
+        "order/liquidateposition",
+        "order/liquidatepositions",
+        "orderstrategy/startorderstrategy",
+        "orderstrategy/interruptorderstrategy",
+    }
+)
 # Signs penalty tickets; per process, so a ticket never outlives the simulator that made it.
 _TICKET_KEY = secrets.token_bytes(32)
 
@@ -262,7 +279,9 @@ class NativeApi:
             action = self._actions.get(key)
             if action is not None:
                 expected, handler = action
-                return handler(call) if method == expected else _METHOD_NOT_ALLOWED
+                if method != expected:
+                    return _METHOD_NOT_ALLOWED
+                return self._order_penalty(key, call) or handler(call)
             entity_name, _, operation = key.partition("/")
             entity = self._entities.get(entity_name)
             if entity is None or "/" in operation:
@@ -327,6 +346,19 @@ class NativeApi:
             return False
         ripe_at = _read_ticket(ticket, name)
         return ripe_at is not None and self.ctx.clock.now().timestamp() >= ripe_at
+
+    def _order_penalty(self, key: str, call: _Call) -> NativeAnswer | None:
+        """Return the p-ticket penalty of ``faults.order_penalty`` (the command not executed)."""
+        mode = self.ctx.faults.order_penalty
+        if mode == "off" or key not in _PENALISED_COMMANDS:
+            return None
+        subject = f"{call.user.name}:{key}"  # a ticket is good for that user and command only
+        if mode == "captcha":
+            return _ok(self._penalty(subject, captcha=True))
+        body = call.body if isinstance(call.body, Mapping) else {}
+        if self._ticket_ripe(subject, body):
+            return None
+        return _ok(self._penalty(subject, captcha=False))
 
     def _renew(self, token: str | None) -> NativeAnswer:
         session = self.ctx.auth.verify(token) if token else None
