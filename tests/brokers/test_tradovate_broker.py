@@ -488,3 +488,51 @@ def test_broker_without_native_account_config_error(rig: NativeRig) -> None:
 
     with pytest.raises(ConfigError, match="dialect native"):
         TradovateBroker(native_config(rig.sim), bridge_only, rig.store)
+
+
+# --- p-ticket penalties on order commands (reference §2.3: "wait p-time seconds, then resend
+# the identical body plus "p-ticket": "<value>""; §5.5: "Fast repeated modifications can
+# trigger p-tickets. Wait and resend as in §2.3.") ------------------------------------------
+
+
+def _ticketed(rig: NativeRig, path: str) -> list[bool]:
+    """Whether each call to ``path`` carried a p-ticket, in order."""
+    return ["p-ticket" in (c.request_body or {}) for c in rig.calls if c.path == path]
+
+
+async def test_submit_under_order_penalty_resends_with_the_ticket_once(rig: NativeRig) -> None:
+    faults = rig.sim.ctx.faults
+    faults.order_penalty, faults.penalty_seconds = "ticket", 0
+
+    broker_id = await rig.broker.submit(order("tb-penalty"))
+
+    assert sim_order(rig, broker_id).cl_ord_id == "tb-penalty"
+    assert _ticketed(rig, "/order/placeorder") == [False, True]
+
+
+async def test_cancel_under_order_penalty_resends_with_the_ticket(rig: NativeRig) -> None:
+    limit = last_price(rig.sim, front()) - 500
+    broker_id = await rig.broker.submit(order("tb-cancel-pen", OrderType.LIMIT, limit=limit))
+    faults = rig.sim.ctx.faults
+    faults.order_penalty, faults.penalty_seconds = "ticket", 0
+
+    await rig.broker.cancel(CancelOrder(ACCOUNT, broker_id))
+
+    assert sim_order(rig, broker_id).ord_status == "Canceled"
+    assert _ticketed(rig, "/order/cancelorder") == [False, True]
+
+
+async def test_modify_under_order_penalty_resends_with_the_ticket(rig: NativeRig) -> None:
+    limit = last_price(rig.sim, front()) - 500
+    broker_id = await rig.broker.submit(order("tb-modify-pen", OrderType.LIMIT, limit=limit))
+    faults = rig.sim.ctx.faults
+    faults.order_penalty, faults.penalty_seconds = "ticket", 0
+
+    await rig.broker.modify(
+        ModifyOrder(
+            ACCOUNT, broker_id, quantity=1, order_type=OrderType.LIMIT, limit_price=limit + 1
+        )
+    )
+
+    assert sim_order(rig, broker_id).version.price == limit + 1
+    assert _ticketed(rig, "/order/modifyorder") == [False, True]
