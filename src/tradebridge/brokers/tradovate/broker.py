@@ -867,12 +867,17 @@ class TradovateBroker:
 
     async def _write(self, account: str, path: str, body: dict[str, Any]) -> Any:
         # Cancels, modifies and liquidations carry absolute targets, so resending one after
-        # a lost answer cannot double anything; AnotherCommandPending waits briefly.
+        # a lost answer cannot double anything; AnotherCommandPending waits briefly. A
+        # p-ticket penalty (not executed) is waited out and the identical body resent plus
+        # the ticket (reference §2.3, §5.5): without it Tradovate penalises it again.
+        ticket: dict[str, Any] = {}
+
         async def once() -> Any:
-            data = await self._authorized("POST", account, path, json_body=body)
+            data = await self._authorized("POST", account, path, json_body={**body, **ticket})
             if isinstance(data, dict) and data.get("failureReason") == "AnotherCommandPending":
                 raise RateLimited(f"{path}: another command is pending", retry_after=0.5)
             if isinstance(data, dict) and "p-ticket" in data and not data.get("p-captcha"):
+                ticket["p-ticket"] = data["p-ticket"]
                 raise RateLimited(f"{path}: penalty", retry_after=float(data.get("p-time") or 1))
             return data
 
