@@ -513,3 +513,14 @@ async def test_order_command_get_method_returns_405(
     response = await native_client.get(f"/v1/order/{endpoint}")
 
     assert response.status_code == 405
+
+
+async def test_place_order_unknown_contract_default_answers_access_denied(
+    native_client: httpx.AsyncClient, native_place: Any
+) -> None:
+    # Reference §5.1: {"failureReason":"UnknownReason","failureText":"Access is denied"}
+    # "This exact body was returned for a contract that did not exist. [official] TI#45";
+    # checklist §12: "UnknownReason + "Access is denied" for unknown contracts".
+    response = await native_place(native_client, symbol="XXXZ6")
+
+    assert response.json() == {"failureReason": "UnknownReason", "failureText": "Access is denied"}
