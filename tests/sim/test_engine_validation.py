@@ -27,15 +27,18 @@ READONLY_USERS = [
     )
 ]
 
+INVALID_CONTRACT: dict[str, Any] = {"unknown_contract_failure": "InvalidContract"}
+
 # (config, order arguments, failureReason, a piece of failureText)
 NO_ORDER_CASES: list[tuple[dict[str, Any], dict[str, Any], str, str]] = [
     ({}, {"account": 424242}, "UnknownReason", "Access is denied"),
     ({"users": READONLY_USERS}, {"account": 9}, "Unauthorized", "read-only"),
-    ({}, {"symbol": "XYZZ6"}, "InvalidContract", "XYZZ6"),
-    ({}, {"symbol": "not a symbol"}, "InvalidContract", "not a symbol"),
-    ({}, {"symbol": "MNQF7"}, "InvalidContract", "MNQF7"),  # MNQ lists only H M U Z
-    ({"unknown_contract_failure": "AccessDenied"}, {"symbol": "XYZZ6"}, "UnknownReason",
-     "Access is denied"),
+    # Unknown contracts: the reference's answer by default (§5.1, TI#45), or the switch's.
+    ({}, {"symbol": "XYZZ6"}, "UnknownReason", "Access is denied"),
+    ({}, {"symbol": "MNQF7"}, "UnknownReason", "Access is denied"),  # MNQ lists only H M U Z
+    (INVALID_CONTRACT, {"symbol": "XYZZ6"}, "InvalidContract", "XYZZ6"),
+    (INVALID_CONTRACT, {"symbol": "not a symbol"}, "InvalidContract", "not a symbol"),
+    (INVALID_CONTRACT, {"symbol": "MNQF7"}, "InvalidContract", "MNQF7"),
     ({}, {"symbol": "MNQZ5"}, "InvalidContract", "expired on 2025-12-19"),
     ({}, {"qty": 0}, "Unsupported", "orderQty"),
     ({}, {"qty": -1}, "Unsupported", "orderQty"),

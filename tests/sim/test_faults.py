@@ -242,7 +242,7 @@ async def test_drop_after_accept_refused_order_answer_is_kept(
     response = await native_place(native_client, symbol="XXXZ6")
 
     assert response.status_code == 200
-    assert response.json()["failureReason"] == "InvalidContract"
+    assert response.json()["failureReason"] == "UnknownReason"
 
 
 async def test_drop_after_accept_server_stops_quickly_with_hanging_request(

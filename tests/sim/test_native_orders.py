@@ -180,9 +180,9 @@ async def test_place_order_unsupported_type_returns_unsupported_failure(
 
 
 @pytest.mark.parametrize(
-    ("symbol", "reason"), [("MNQZ5", "InvalidContract"), ("XXXZ6", "InvalidContract")]
+    ("symbol", "reason"), [("MNQZ5", "InvalidContract"), ("XXXZ6", "UnknownReason")]
 )
-async def test_place_order_bad_contract_returns_invalid_contract(
+async def test_place_order_bad_contract_is_refused(
     native_client: httpx.AsyncClient, native_place: Any, symbol: str, reason: str
 ) -> None:
     response = await native_place(native_client, symbol=symbol)

@@ -158,7 +158,7 @@ class SimConfig(BaseModel):
     lowercase_enums: Literal["reject", "accept"] = "reject"
     require_automated: bool = False
     duplicate_cl_ord_id: Literal["accept", "reject"] = "accept"
-    unknown_contract_failure: Literal["InvalidContract", "AccessDenied"] = "InvalidContract"
+    unknown_contract_failure: Literal["InvalidContract", "AccessDenied"] = "AccessDenied"
     renew_methods: tuple[Literal["GET", "POST"], ...] = ("GET",)
     # Order strategies (reference §5.8, unverified): the Bracket strategy's type id, what
     # profitTarget / stopLoss mean, and the labels of the orderStrategyLinks.
