@@ -43,6 +43,15 @@ def _valid(**changes: Any) -> ValidSignal:
         ({"side": "up"}, "unknown side 'up'"),
         ({"side": None}, "side is missing"),
         ({"order_type": "trailing"}, "unknown order_type 'trailing'"),
+        # A price without an order type: placed as a market order, the price dropped.
+        (
+            {"order_type": None, "price": Decimal(21000)},
+            (
+                "order_type is missing and the row has a price: name it (limit, stop or stoplimit; "
+                "a market order has no price)"
+            ),
+        ),
+        ({"order_type": " ", "stop_price": Decimal(21000)}, "order_type is missing"),
         ({"intent": "hedge"}, "unknown intent 'hedge'"),
         ({"quantity": Decimal(0)}, "quantity 0 must be a positive"),
         ({"quantity": Decimal(-2)}, "quantity -2 must be a positive"),

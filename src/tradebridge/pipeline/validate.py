@@ -160,6 +160,8 @@ _NO_BRACKET: dict[Intent, str] = {
 _NEEDS_CONTRACT = frozenset(
     {Intent.ORDER, Intent.EXIT, Intent.REVERSE, Intent.CANCEL, Intent.TARGET}
 )
+# Intents whose order takes the row's order_type and prices.
+_PRICED = frozenset({Intent.ORDER, Intent.EXIT, Intent.REVERSE, Intent.TARGET})
 
 
 def validate(
@@ -200,6 +202,11 @@ def _validate(
     tif = _tif(raw.time_in_force)
     limit_price = _price(raw.price, "price")
     stop_price = _price(raw.stop_price, "stop_price")
+    if not (raw.order_type or "").strip() and (limit_price or stop_price) and intent in _PRICED:
+        # A missing order type is a market order; one with a price was meant to be something
+        # else (and the price would be dropped): the strategy says which.
+        raise _Deny("order_type is missing and the row has a price: name it (limit, stop or "
+                    "stoplimit; a market order has no price)", "order_type")  # fmt: skip
     if intent in (Intent.CANCEL, Intent.FLATTEN):
         return ValidSignal(SignalId(raw.signal_id), AccountName(account), intent, contract,
                            side, order_type, quantity, tif=tif,
