@@ -84,7 +84,7 @@ as $$
                  'account_risk', 'account_owners', 'tradebridge_schema_migrations',
                  'kill_switches', 'kill_switch_events', 'notification_state',
                  'notified_signals', 'notifications', 'position_check_turns',
-                 'position_checks']
+                 'position_checks', 'dashboard_logouts']
 $$;
 
 -- Ownership (with their sequences) and RLS on every table.

@@ -31,8 +31,10 @@ async def test_a_session_cookie_copied_before_logout_is_refused_after_it(
         assert logout.status_code == 303
         async with httpx.AsyncClient(timeout=10, cookies={SESSION_COOKIE: copied}) as other:
             page = await other.get(f"{base}/ui/signals")
+            stream = await other.get(f"{base}/ui/signals/stream")
             kill = await other.post(f"{base}/ui/kill", data={"csrf": csrf, "confirm": "yes"})
             state = await other.get(f"{base}/healthz")
     assert page.status_code == 303, "the logged-out session still opens the signals page"
+    assert stream.status_code == 401, "the logged-out session still opens the live stream"
     assert kill.status_code == 401, "the logged-out session still throws the kill switch"
     assert state.json()["checks"]["kill_switch"]["level"] == "ok"

@@ -34,7 +34,7 @@ TABLES = [
     "trading_signals", "order_history", "broker_calls", "webhook_alerts", "account_risk",
     "account_owners", "tradebridge_schema_migrations", "kill_switches", "kill_switch_events",
     "notification_state", "notified_signals", "notifications", "position_check_turns",
-    "position_checks",
+    "position_checks", "dashboard_logouts",
 ]  # fmt: skip
 
 
@@ -233,6 +233,7 @@ async def test_every_table_has_rls_an_owner_and_only_the_documented_grants(
         "account_owners": (True, "tradebridge", ["authenticated:SELECT", *service]),
         "account_risk": (True, "tradebridge", []),
         "broker_calls": (True, "tradebridge", []),
+        "dashboard_logouts": (True, "tradebridge", []),
         "kill_switch_events": (True, "tradebridge", []),
         "kill_switches": (True, "tradebridge", []),
         "notification_state": (True, "tradebridge", []),

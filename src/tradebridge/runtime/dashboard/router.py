@@ -9,7 +9,7 @@ import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -173,9 +173,21 @@ class _Dashboard:
 
     # --- sessions -------------------------------------------------------------------------
 
-    def session(self, request: Request) -> Session | None:
-        """Return the request's valid session, if any."""
-        return self.sessions.read(request.cookies.get(SESSION_COOKIE))
+    async def session(self, request: Request) -> Session | None:
+        """Return the request's valid session, if any: signed, not expired, not logged out
+        (a logout is recorded in the ledger, so a copy of the cookie ends with it).
+        ``StoreError`` / ``TimeoutError`` if the ledger cannot say."""
+        session = self.sessions.read(request.cookies.get(SESSION_COOKIE))
+        if session is None or await self.deps.ledger.dashboard_session_ended(session.id):
+            return None
+        return session
+
+    async def _session_or_none(self, request: Request) -> Session | None:
+        """The request's session; None too when the ledger cannot say (the login page)."""
+        try:
+            return await self.session(request)
+        except (StoreError, TimeoutError):
+            return None
 
     def guarded(
         self, handler: Callable[[Request, Session], Awaitable[Response]]
@@ -185,7 +197,12 @@ class _Dashboard:
         database refuses (a NUL in a filter, a trace id or a reason) a 400 page."""
 
         async def endpoint(request: Request) -> Response:
-            session = self.session(request)
+            try:
+                session = await self.session(request)
+            except (StoreError, TimeoutError) as e:
+                _log.warning("dashboard_read_failed", error=type(e).__name__)
+                note = h.note(f"the database failed ({type(e).__name__})", "error")
+                return _html(self.page("Unavailable", note), 503)
             if session is None:
                 if request.method == "POST":
                     return _html(self.page("Logged out", h.note("log in again", "error")), 401)
@@ -230,7 +247,7 @@ class _Dashboard:
         return Response(h.SCRIPT, media_type="text/javascript", headers=_HEADERS)
 
     async def home(self, request: Request) -> Response:
-        return _redirect("/ui/signals" if self.session(request) else "/ui/login")
+        return _redirect("/ui/signals" if await self._session_or_none(request) else "/ui/login")
 
     def _login_page(self, nonce: str, message: str = "", status: int = 200) -> Response:
         body = (
@@ -247,7 +264,7 @@ class _Dashboard:
         return response
 
     async def login_form(self, request: Request) -> Response:
-        if self.session(request) is not None:
+        if await self._session_or_none(request) is not None:
             return _redirect("/ui/signals")
         nonce = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(16)
         return self._login_page(nonce)
@@ -284,7 +301,12 @@ class _Dashboard:
         return done
 
     async def logout(self, request: Request, session: Session) -> Response:
-        del request, session
+        del request
+        # Recorded until the cookie would expire: no copy of it (another tab, a shared
+        # machine, a proxy's log) opens a page or throws a switch after this.
+        until = datetime.fromtimestamp(session.expires, UTC)
+        await self.deps.ledger.end_dashboard_session(session.id, until)
+        _log.info("dashboard_logout")
         response = _redirect("/ui/login")
         response.delete_cookie(SESSION_COOKIE, path="/ui")
         return response
@@ -365,7 +387,10 @@ class _Dashboard:
         return _html(self.page("Signals", body, active="signals", csrf=self.csrf(session)))
 
     async def stream(self, request: Request) -> Response:
-        session = self.session(request)
+        try:
+            session = await self.session(request)
+        except (StoreError, TimeoutError) as e:
+            return Response(f"the database failed ({type(e).__name__})", 503, headers=_HEADERS)
         if session is None:
             return Response("log in first", 401, headers=_HEADERS)
         filters = self._filters(request)
@@ -390,6 +415,8 @@ class _Dashboard:
         yield "retry: 2000\n\n"
         while (stop is None or not stop.is_set()) and session.expires > self.sessions.now():
             try:
+                if await self.deps.ledger.dashboard_session_ended(session.id):
+                    return  # logged out (in another tab, or another browser): the stream ends
                 fragment = self._rows_html(await self._rows(filters))
             except (StoreError, TimeoutError) as e:
                 why = h.esc(type(e).__name__)

@@ -36,6 +36,7 @@ from tradebridge.domain.calls import BrokerCall
 from tradebridge.store.ledger import claims, fast_moves, intake, risk, tracking
 from tradebridge.store.ledger.calls import BrokerCalls
 from tradebridge.store.ledger.claims import Claims
+from tradebridge.store.ledger.dashboard import DashboardQueries
 from tradebridge.store.ledger.errors import database_unavailable, store_errors
 from tradebridge.store.ledger.intake import ALERT_LOCK_NAMESPACE, Intake
 from tradebridge.store.ledger.kill import KILL_CHANNEL, KillSwitchQueries
@@ -109,6 +110,7 @@ STATEMENT_TIMEOUT_S = 30.0
 class Ledger(
     Intake, Claims, Moves, BrokerCalls, TrackerQueries, Lookups, Review, Sessions,
     KillSwitchQueries, RiskQueries, Views, NotificationQueries, PositionQueries,
+    DashboardQueries,
 ):  # fmt: skip
     """The ledger over an asyncpg pool; one per process."""
 
