@@ -109,3 +109,47 @@ async def test_workers_condition_failing_claims_and_reconcile_degraded_without_d
         "retrying_rows": {"s-1": {"error": "RuntimeError", "tries": 3}},
     }
     assert "pw" not in str(condition.as_json())
+
+
+async def test_serve_healthz_a_queue_that_stopped_moving_is_degraded(
+    sim_tokens: SimServer, fresh_db: str, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    # A pending row waiting past notify.queue_age_s: no worker is taking the queue (none
+    # runs here), or its account is held. The notifier announced it; /healthz said ok.
+    settings = _settings(sim_tokens, fresh_db, redis_server.url, tmp_path)
+    settings = settings.model_copy(
+        update={"dispatcher": settings.dispatcher.model_copy(update={"workers": 0})}
+    )
+    async with await Ledger.connect(fresh_db) as ledger:
+        await _row_in(ledger, "waiting", [])
+        await _row_in(ledger, "new", [])
+        await ledger.pool.execute(
+            "update trading_signals set created_at = now() - interval '10 minutes' "
+            "where signal_id = 'waiting'"
+        )
+    async with serving(settings) as found, httpx.AsyncClient() as client:
+        answer = await client.get(found.healthz_url)
+
+    body = answer.json()
+    assert answer.status_code == 200, answer.text
+    assert body["status"] == "degraded"
+    check = body["checks"]["queue"]
+    assert check["level"] == "degraded"
+    assert check["pending"] == 2
+    assert 590 < check["oldest_s"] < 900
+
+
+async def test_serve_healthz_a_moving_queue_is_ok(
+    sim_tokens: SimServer, fresh_db: str, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    settings = _settings(sim_tokens, fresh_db, redis_server.url, tmp_path)
+    settings = settings.model_copy(
+        update={"dispatcher": settings.dispatcher.model_copy(update={"workers": 0})}
+    )
+    async with await Ledger.connect(fresh_db) as ledger:
+        await _row_in(ledger, "new", [])
+    async with serving(settings) as found, httpx.AsyncClient() as client:
+        answer = await client.get(found.healthz_url)
+
+    assert answer.json()["checks"]["queue"]["level"] == "ok"
+    assert answer.json()["checks"]["queue"]["pending"] == 1

@@ -162,6 +162,19 @@ class HealthChecker:
         return result
 
 
+def queue_condition(ledger: Ledger, age_s: float, depth: int) -> Callable[[], Awaitable[Condition]]:
+    """Return the condition "the queue moves": degraded while a pending row has waited
+    ``age_s`` (``notify.queue_age_s``) or ``depth`` rows wait (no worker takes the queue, or
+    an account is held by a row in flight), with the count and the oldest's age."""
+
+    async def check() -> Condition:
+        pending, oldest_s = await ledger.queue_backlog()
+        level: Level = "degraded" if oldest_s >= age_s or pending >= depth else "ok"
+        return Condition(level, {"pending": pending, "oldest_s": round(oldest_s, 1)})
+
+    return check
+
+
 def unresolved_rows(ledger: Ledger, bound_s: float) -> Callable[[], Awaitable[Condition]]:
     """Return the condition "rows a human must look at": ``needs_review`` rows and ``unknown``
     rows older than the bound (``dispatcher.unknown_bound_s``); degraded with their ids."""

@@ -51,6 +51,7 @@ from tradebridge.runtime.health import (
     broker_hosts,
     build_ops_router,
     kill_switch_condition,
+    queue_condition,
     tokens_condition,
     unresolved_rows,
 )
@@ -341,6 +342,9 @@ async def serve_stack(
             ledger, settings.dispatcher.unknown_bound_s
         )
         checker.conditions["workers"] = _workers_condition(dispatchers)
+        checker.conditions["queue"] = queue_condition(
+            ledger, settings.notify.queue_age_s, settings.notify.queue_depth
+        )
         notifier = None
         if settings.notify.active:  # off the order path: its own tasks, queues and threads
             sender = Sender(build_channels(settings.notify), settings.notify, ledger=ledger)
