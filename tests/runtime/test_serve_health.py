@@ -14,6 +14,7 @@ import httpx
 from test_serve import _settings
 
 from _support.runtime import serving
+from tradebridge.config import Settings
 from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.runtime.serve import _workers_condition
 from tradebridge.sim.server import SimServer
@@ -30,6 +31,13 @@ async def _row_in(ledger: Ledger, signal_id: str, path: list[SignalStatus]) -> N
     )  # fmt: skip
     for status in path:
         await ledger.transition(signal_id, status, error_message=f"test: {status.value}")
+
+
+def _no_workers(settings: Settings) -> Settings:
+    """An intake-only process: nothing here takes or settles a row."""
+    return settings.model_copy(
+        update={"dispatcher": settings.dispatcher.model_copy(update={"workers": 0})}
+    )
 
 
 async def test_serve_healthz_row_needing_review_degraded_naming_it(
@@ -56,10 +64,7 @@ async def test_serve_healthz_unknown_row_past_the_bound_degraded(
     sim_tokens: SimServer, fresh_db: str, redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
     # An intake-only process (no reconcile here to settle the row) sees it all the same.
-    settings = _settings(sim_tokens, fresh_db, redis_server.url, tmp_path)
-    settings = settings.model_copy(
-        update={"dispatcher": settings.dispatcher.model_copy(update={"workers": 0})}
-    )
+    settings = _no_workers(_settings(sim_tokens, fresh_db, redis_server.url, tmp_path))
     async with await Ledger.connect(fresh_db) as ledger:
         await _row_in(ledger, "fresh", [S.PROCESSING, S.SUBMITTED, S.UNKNOWN])
         await _row_in(ledger, "old", [S.PROCESSING, S.SUBMITTED, S.UNKNOWN])
@@ -116,10 +121,7 @@ async def test_serve_healthz_a_queue_that_stopped_moving_is_degraded(
 ) -> None:
     # A pending row waiting past notify.queue_age_s: no worker is taking the queue (none
     # runs here), or its account is held. The notifier announced it; /healthz said ok.
-    settings = _settings(sim_tokens, fresh_db, redis_server.url, tmp_path)
-    settings = settings.model_copy(
-        update={"dispatcher": settings.dispatcher.model_copy(update={"workers": 0})}
-    )
+    settings = _no_workers(_settings(sim_tokens, fresh_db, redis_server.url, tmp_path))
     async with await Ledger.connect(fresh_db) as ledger:
         await _row_in(ledger, "waiting", [])
         await _row_in(ledger, "new", [])
@@ -142,10 +144,7 @@ async def test_serve_healthz_a_queue_that_stopped_moving_is_degraded(
 async def test_serve_healthz_a_moving_queue_is_ok(
     sim_tokens: SimServer, fresh_db: str, redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
-    settings = _settings(sim_tokens, fresh_db, redis_server.url, tmp_path)
-    settings = settings.model_copy(
-        update={"dispatcher": settings.dispatcher.model_copy(update={"workers": 0})}
-    )
+    settings = _no_workers(_settings(sim_tokens, fresh_db, redis_server.url, tmp_path))
     async with await Ledger.connect(fresh_db) as ledger:
         await _row_in(ledger, "new", [])
     async with serving(settings) as found, httpx.AsyncClient() as client:
