@@ -448,13 +448,15 @@ class TvBridgeBroker:
 
         The bridge has no client order id we can rely on (``requestId`` echo is unverified)
         and its orders may carry no creation time, so "appeared after this submit" is
-        proven by this list: one ``/orders`` read per submit (``lookup_baseline``).
+        proven by this list: ``/orders`` and ``/ordersHistory`` read per submit
+        (``lookup_baseline``). The history too: a finished order leaves ``/orders`` after a
+        minute (§9.9) and the lookup reads both lists, so an older order found only in the
+        history must be known as older, not taken for a new one.
         """
         if not self.options.lookup_baseline:
             return None
         bridge_id = await self.bridge_id(command.account)
-        orders = wire.parse_orders(await self._read(f"/accounts/{bridge_id}/orders"))
-        return LookupBaseline.of(o.id for o in orders)
+        return LookupBaseline.of(o.id for o in await self._all_orders(bridge_id))
 
     async def lookup(
         self,
