@@ -127,6 +127,14 @@ class _RefusedAfterSending(BrokerError):
     """An order was answered 401: sent, so its outcome is unknown (never "not sent")."""
 
 
+class _LockedOutAfterSending(Lockout):
+    """The bridge answered a request 423/429: it was sent, so a submit's outcome is unknown.
+
+    A ``Lockout`` raised before sending (the token provider's, shared by another process
+    through Redis, or this adapter's own) stays a plain ``Lockout``: nothing left.
+    """
+
+
 class TvBridgeBroker:
     """The TradingView-bridge dialect of Tradovate behind the ``Broker`` protocol."""
 
@@ -264,7 +272,7 @@ class TvBridgeBroker:
             raise_for_status(answer, what)
         except Lockout as e:
             self._locked_until = e.until
-            raise
+            raise _LockedOutAfterSending(str(e), until=e.until) from e
         raise BrokerUnavailable(f"{what}: unexpected HTTP {answer.status}")
 
     def _check_lockout(self) -> None:
@@ -421,7 +429,9 @@ class TvBridgeBroker:
         request_id = wire.request_id_for(command.client_order_id)
         self._request_ids[request_id] = command.client_order_id
         path = f"/accounts/{bridge_id}/orders"
-        self._check_lockout()  # a lockout known before sending is a Lockout, not unknown
+        # A lockout known before sending (here, or the token provider's) is a Lockout, not
+        # an unknown outcome: only one the bridge answered is caught below.
+        self._check_lockout()
         try:
             data = await self._call("POST", path, request_id=request_id, form=form,
                                     client_order_id=command.client_order_id,
@@ -432,7 +442,7 @@ class TvBridgeBroker:
             _AnsweredUnavailable,
             _RefusedAfterSending,
             wire.UnparseableAnswer,
-            Lockout,
+            _LockedOutAfterSending,
         ) as e:
             # Sent, and the answer is lost or not a verdict: the order may exist (§6.3).
             raise OutcomeUnknown(
