@@ -461,10 +461,18 @@ class TokenStore:
         return await self._read_valid(key, account_name)
 
     async def after_refused(self, account_name: str, refused: StoredToken) -> StoredToken:
-        """Re-read the key once after a 401; ``AuthError`` if Redis holds nothing newer."""
+        """Re-read the key once after a 401; ``AuthError`` if Redis holds nothing newer.
+
+        The refused token leaves the cache under every key that holds it: one token serves
+        all of a user's accounts (§2.9), and the next order of another account must not go
+        out with a token just refused (its 401 would make that order's outcome unknown).
+        """
         await self.check_lockout(account_name)
         key = self.key_for(account_name)
         self._cache.pop(key, None)
+        for other, cached in list(self._cache.items()):
+            if cached.access_token == refused.access_token:
+                del self._cache[other]
         fresh = await self._read_valid(key, account_name)
         if fresh.access_token == refused.access_token:
             self._cache.pop(key, None)
