@@ -504,14 +504,21 @@ class TvBridgeBroker:
             await asyncio.sleep(min(remaining, self.options.lookup_poll_s))
 
     async def _all_orders(self, bridge_id: str) -> list[wire.WireOrder]:
-        current = wire.parse_orders(await self._read(f"/accounts/{bridge_id}/orders"))
-        try:
-            history_raw = await self._read(
-                f"/accounts/{bridge_id}/ordersHistory",
-                {"maxCount": str(self.options.history_max_count)},
-            )
-        except NotFound:  # ordersHistory is optional in TradingView's spec
-            history_raw = []
+        """``/orders`` and ``/ordersHistory``, read side by side (one round trip's wait)."""
+
+        async def read_history() -> Any:
+            try:
+                return await self._read(
+                    f"/accounts/{bridge_id}/ordersHistory",
+                    {"maxCount": str(self.options.history_max_count)},
+                )
+            except NotFound:  # ordersHistory is optional in TradingView's spec
+                return []
+
+        current_raw, history_raw = await asyncio.gather(
+            self._read(f"/accounts/{bridge_id}/orders"), read_history()
+        )
+        current = wire.parse_orders(current_raw)
         seen = {o.id for o in current}
         history = [o for o in wire.parse_orders(history_raw) if o.id not in seen]
         return current + history
