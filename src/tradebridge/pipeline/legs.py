@@ -168,7 +168,7 @@ def fit_legs(
                 left -= share
                 if share == _open_qty(leg):
                     continue
-                if share == 0:
+                if share == 0 or not _restatable(leg):
                     cancels.append(CancelOrder(leg.account, leg.broker_order_id))
                 else:
                     modifies.append(_resized(leg, share))
@@ -195,12 +195,26 @@ def fit_legs(
             if o.broker_order_id in resting_exits and not cancel_others:
                 if remaining != 0 and o.side is closing:  # it closes what remains: fit it
                     if _open_qty(o) > abs(remaining):
-                        modifies.append(_resized(o, abs(remaining)))
+                        if _restatable(o):
+                            modifies.append(_resized(o, abs(remaining)))
+                        else:
+                            cancels.append(CancelOrder(o.account, o.broker_order_id))
                     continue
                 cancels.append(CancelOrder(o.account, o.broker_order_id))
             elif cancel_others:
                 cancels.append(CancelOrder(o.account, o.broker_order_id))
     return LegFit(tuple(cancels), tuple(modifies), interrupts)
+
+
+def _restatable(order: OrderStatusReport) -> bool:
+    """Return whether a modify can restate ``order``'s type.
+
+    A working order read as MARKET is of a type tradebridge does not place (reference §4.9:
+    ``TrailingStop``, ``TrailingStopLimit``, ``MIT``; the native wire reads them as MARKET): a
+    modify would send it back as a market order, which fills at once. It is cancelled instead
+    (less protection, never a position).
+    """
+    return order.order_type is not OrderType.MARKET
 
 
 def _resized(order: OrderStatusReport, open_qty: int) -> ModifyOrder:
