@@ -152,6 +152,9 @@ class ModifyOrder:
     order_type: OrderType
     limit_price: Decimal | None = None
     stop_price: Decimal | None = None
+    # An order of a type tradebridge does not place (``OrderStatusReport.broker_order_type``):
+    # its quantity alone changes, its type restated as the broker named it.
+    broker_order_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,9 @@ class OrderStatusReport:
     # contracts, at most one of them fills.
     strategy_id: str | None = None
     oco_id: str | None = None
+    # The broker's own name of an order type tradebridge does not place (native
+    # ``TrailingStop``, ``TrailingStopLimit``, ``MIT``: ``order_type`` reads MARKET then).
+    broker_order_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -211,10 +211,11 @@ def _restatable(order: OrderStatusReport) -> bool:
 
     A working order read as MARKET is of a type tradebridge does not place (reference §4.9:
     ``TrailingStop``, ``TrailingStopLimit``, ``MIT``; the native wire reads them as MARKET): a
-    modify would send it back as a market order, which fills at once. It is cancelled instead
-    (less protection, never a position).
+    modify naming MARKET would turn it into a market order, which fills at once. One whose
+    broker type is known is resized under that type (quantity alone); one whose type is not
+    known is cancelled instead (less protection, never a position).
     """
-    return order.order_type is not OrderType.MARKET
+    return order.order_type is not OrderType.MARKET or order.broker_order_type is not None
 
 
 def _resized(order: OrderStatusReport, open_qty: int) -> ModifyOrder:
@@ -226,4 +227,5 @@ def _resized(order: OrderStatusReport, open_qty: int) -> ModifyOrder:
         order_type=order.order_type,
         limit_price=order.limit_price,
         stop_price=order.stop_price,
+        broker_order_type=order.broker_order_type,
     )

@@ -1086,6 +1086,9 @@ class TradovateBroker:
                     parent_id=None if parent is None else BrokerOrderId(str(parent)),
                     strategy_id=None if strategy_id is None else str(strategy_id),
                     oco_id=None if order.oco_id is None else str(order.oco_id),
+                    broker_order_type=wire.unplaced_order_type(version.order_type)
+                    if version
+                    else None,
                 )
             )
         return reports

@@ -271,6 +271,12 @@ def order_type_from_wire(order_type: str) -> OrderType:
     return ORDER_TYPES_FROM_WIRE.get(order_type, OrderType.MARKET)
 
 
+def unplaced_order_type(order_type: str) -> str | None:
+    """Return a Tradovate ``orderType`` we do not place (``TrailingStop``, ``MIT`` …), else
+    None: such an order is modified by its quantity alone, under its own type."""
+    return order_type if order_type and order_type not in ORDER_TYPES_FROM_WIRE else None
+
+
 def order_status(ord_status: str, filled_qty: int = 0, quantity: int = 0) -> OrderStatus:
     """Return our status of a Tradovate ``ordStatus`` given the filled quantity."""
     status = ORD_STATUSES.get(ord_status, OrderStatus.UNKNOWN)
@@ -417,7 +423,18 @@ def start_strategy_body(
 
 
 def modify_order_body(command: ModifyOrder) -> dict[str, Any]:
-    """Return the ``order/modifyorder`` body (reference §5.5)."""
+    """Return the ``order/modifyorder`` body (reference §5.5).
+
+    An order of a type we do not place keeps its type and changes its quantity alone: a
+    trailing stop's other fields may not be modified (``TrailingStopNonOrderQtyModify``).
+    """
+    if command.broker_order_type is not None:
+        return {
+            "orderId": int(command.broker_order_id),
+            "orderQty": command.quantity,
+            "orderType": command.broker_order_type,
+            "isAutomated": True,
+        }
     body: dict[str, Any] = {
         "orderId": int(command.broker_order_id),
         "orderQty": command.quantity,
