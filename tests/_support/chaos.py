@@ -194,17 +194,20 @@ async def rows_of(ledger: Ledger, ids: list[str]) -> list[LedgerRow]:
     return [LedgerRow.from_record(r) for r in records]
 
 
-async def settled(ledger: Ledger, ids: list[str], quiet_s: float) -> list[LedgerRow]:
-    """Wait until no row of ``ids`` is in flight; return them.
+async def settled(
+    ledger: Ledger, ids: list[str], quiet_s: float, *, also: frozenset[SignalStatus] = frozenset()
+) -> list[LedgerRow]:
+    """Wait until no row of ``ids`` is in flight (or in a status of ``also``); return them.
 
     Fails once ``quiet_s`` pass without any row settling: a backlog still draining is
     progress, not a hang, however long it takes on a loaded machine.
     """
     deadline = time.monotonic() + quiet_s
     least = len(ids) + 1
+    waiting = IN_FLIGHT | also
     while True:
         rows = await rows_of(ledger, ids)
-        stuck = [r for r in rows if r.status in IN_FLIGHT]
+        stuck = [r for r in rows if r.status in waiting]
         if len(rows) == len(ids) and not stuck:
             return rows
         if len(stuck) < least:
