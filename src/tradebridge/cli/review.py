@@ -34,6 +34,7 @@ from tradebridge.cli._shared import (
     takes,
 )
 from tradebridge.domain.lifecycle import SignalStatus
+from tradebridge.errors import OrderOwned
 
 if TYPE_CHECKING:
     from tradebridge.store.ledger import HistoryEvent, Ledger, LedgerRow
@@ -123,6 +124,14 @@ def adopt(
     """Say the broker order ORDER is this row's: the row becomes working, reconcile follows it."""
 
     async def work(ledger: Ledger) -> LedgerRow:
+        # The ledger's unique index is per account: an order another account's row owns
+        # would pass it (broker order ids are unique across accounts).
+        owner = await ledger.owner_of(order_id)
+        if owner is not None and owner != signal_id:
+            raise OrderOwned(
+                f"signal {signal_id}: broker order {order_id} already belongs to signal {owner}",
+                owner=owner,
+            )
         return await ledger.transition(
             signal_id, SignalStatus.WORKING, expected=SignalStatus.NEEDS_REVIEW,
             event="adopted_by_hand", detail={"broker_order_id": order_id, "note": note},

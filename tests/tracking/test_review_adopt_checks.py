@@ -1,0 +1,81 @@
+"""``tradebridge review adopt`` takes an order the broker holds for the row's own account.
+
+The docs (dispatcher.md "Unknown outcomes") say ``adopt`` is refused when another row owns
+the order; the ledger's unique index is per account, and the command never asks the broker.
+An order another account's row owns was accepted: the row became ``working`` on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import pytest
+from click.testing import Result
+from typer.testing import CliRunner
+
+from _support.rig import front
+from tracking.conftest import ACCOUNT, ACCOUNT_2, Stack, StackFactory
+from tradebridge.cli.main import app
+from tradebridge.domain.enums import Dialect
+from tradebridge.domain.lifecycle import SignalStatus
+from tradebridge.sim.config import SimConfig
+
+S = SignalStatus
+TICK = front().product.tick_size
+
+pytestmark = pytest.mark.parametrize("dialect", [Dialect.NATIVE, Dialect.TVBRIDGE])
+
+
+@pytest.fixture
+async def stack(make_stack: StackFactory, dialect: Dialect) -> AsyncIterator[Stack]:
+    async with make_stack(SimConfig(port=0, price_step_s=3600), dialect=dialect) as built:
+        built.start(built.dispatcher())
+        yield built
+
+
+async def _cli(*argv: str) -> Result:
+    env = {"TRADEBRIDGE_CONFIG": "", "DATABASE_URL": ""}
+    return await asyncio.to_thread(CliRunner().invoke, app, list(argv), env=env,
+                                   terminal_width=250)  # fmt: skip
+
+
+def _grid(price: Decimal) -> Decimal:
+    return (price / TICK).to_integral_value() * TICK
+
+
+async def _needs_review(stack: Stack, signal_id: str, account: str = ACCOUNT) -> None:
+    """A buy 1 market row whose outcome nobody could tell (as the dispatcher escalates it)."""
+    # In one transaction: the running dispatcher never sees it pending.
+    async with stack.ledger.pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "insert into trading_signals (signal_id, strategy_name, instrument, side, "
+            "order_type, quantity, account_name, client_order_id) "
+            "values ($1, 'tests', $2, 'buy', 'market', 1, $3, $4)",
+            signal_id, front().name, account, f"tb-{signal_id}",
+        )  # fmt: skip
+        for step in ("processing", "submitted", "unknown", "needs_review"):
+            await conn.execute(
+                "update trading_signals set status = $2 where signal_id = $1", signal_id, step
+            )
+    row = await stack.ledger.get(signal_id)
+    assert row is not None
+    assert row.status is S.NEEDS_REVIEW
+
+
+async def test_adopt_order_of_another_account_refused(stack: Stack, ledger_url: str) -> None:
+    # A resting limit of ACCOUNT_2, owned by its row.
+    await stack.insert("other", account_name=ACCOUNT_2, order_type="limit",
+                       price=_grid(stack.last() - 200 * TICK))  # fmt: skip
+    other = await stack.wait("other", "working")
+    assert other.tradovate_order_id is not None
+    await _needs_review(stack, "r1")
+
+    result = await _cli("review", "adopt", "r1", other.tradovate_order_id,
+                        "--database-url", ledger_url)  # fmt: skip
+
+    row = await stack.ledger.get("r1")
+    assert row is not None
+    assert result.exit_code == 1, result.output
+    assert row.status is S.NEEDS_REVIEW
