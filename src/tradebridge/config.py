@@ -327,8 +327,9 @@ class TvBridgeConfig(_Section):
     lookup_slack_s: float = Field(2.0, ge=0, description="clock skew allowed by a lookup")
     lookup_baseline: bool = Field(
         True,
-        description="read /orders before each submit, so a lost answer's order can be proven "
-        "new; off: a same-shape order without creation time leaves the row for review",
+        description="read /orders and /ordersHistory before each submit, so a lost answer's "
+        "order can be proven new; off: a same-shape order without creation time leaves the row "
+        "for review",
     )
     cache_ttl_s: float = Field(300.0, ge=0, description="accounts, instruments")
     history_max_count: int = Field(200, ge=1, description="maxCount of /ordersHistory")
