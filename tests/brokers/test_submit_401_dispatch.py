@@ -56,3 +56,31 @@ async def test_dispatcher_order_executed_then_401_looked_up_and_adopted_sent_onc
         events = [e.event for e in await stack.ledger.history("r401")]
         assert "unknown" in events
         assert ADOPTED[dialect] in events
+
+
+@pytest.mark.parametrize("status", [408, 409])
+async def test_dispatcher_order_executed_then_other_4xx_adopted_never_rejected(
+    make_stack: StackFactory, dialect: Dialect, status: int
+) -> None:
+    # A proxy's 408 or a 409 answered after the order executed: before, the row ended
+    # ``rejected`` while its order worked at the broker, followed by nobody.
+    async with make_stack(dialect=dialect) as stack:
+        faults = stack.sim.ctx.faults
+        faults.drop_mode, faults.drop_status = "http_4xx", status
+        faults.drop_after_accept_rate = 1.0
+        tick = front().product.tick_size
+        limit = (stack.last() / tick).to_integral_value() * tick - 40 * tick
+        stack.start(stack.dispatcher())
+        await stack.insert("r4xx", order_type="limit", price=limit)
+        await stack.wait("r4xx", "unknown", "working", "rejected")
+        faults.drop_after_accept_rate = 0.0
+
+        row = await stack.wait("r4xx", "working", "rejected")
+
+        [order] = stack.entries()
+        assert row.status == "working"
+        assert row.tradovate_order_id == str(order.id)
+        assert row.placement_attempts == 1
+        events = [e.event for e in await stack.ledger.history("r4xx")]
+        assert "unknown" in events
+        assert ADOPTED[dialect] in events

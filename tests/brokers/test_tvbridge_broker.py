@@ -141,10 +141,10 @@ async def test_submit_unparseable_answer_outcome_unknown(rig: Rig, monkeypatch: 
     await broker.prepare(order("tb-html"))
     original = broker._interpret
 
-    def html(method: str, path: str, answer: Any) -> Any:
+    def html(method: str, path: str, answer: Any, **kw: Any) -> Any:
         if method == "POST":
-            return original(method, path, type(answer)(200, "<html>ok</html>", "", {}))
-        return original(method, path, answer)
+            return original(method, path, type(answer)(200, "<html>ok</html>", "", {}), **kw)
+        return original(method, path, answer, **kw)
 
     monkeypatch.setattr(broker, "_interpret", html)
 

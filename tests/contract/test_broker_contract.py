@@ -301,6 +301,34 @@ async def test_c16_accept_then_drop_unknown_lookup_finds_it_sent_once(rig: Rig, 
     assert len(rig.submits()) == 1
 
 
+@pytest.mark.parametrize("status", [408, 409, 423, 499])
+async def test_c16d_accept_then_other_4xx_unknown_never_rejected(rig: Rig, status: int) -> None:
+    # Only 400 and 404 (and the HTTP layer's refusals of a request as written) prove that
+    # nothing executed (§6.2). A proxy's 408, a 409, a 423 or an undocumented code may come
+    # after the order executed: the outcome is unknown and the lookup decides (§6.3).
+    faults = rig.sim.ctx.faults
+    faults.drop_mode, faults.drop_status = "http_4xx", status
+    limit = ticks(rig.last(front()), -200)
+    command = order("tb-c16d", OrderType.LIMIT, limit=limit)
+    await rig.broker.accounts()
+    baseline = await rig.broker.lookup_baseline(command)
+    faults.drop_after_accept_rate = 1.0
+    ts_sent = datetime.now(UTC)
+
+    with pytest.raises(OutcomeUnknown) as caught:
+        await rig.broker.submit(command)
+    faults.drop_after_accept_rate = 0.0
+
+    assert caught.value.client_order_id == "tb-c16d"
+    assert f"HTTP {status}" in str(caught.value)
+    assert len(rig.submits()) == 1
+    if status == 423:  # a lockout as well: no lookup for an hour (c13)
+        return
+    result = await rig.broker.lookup(command, ts_sent, baseline=baseline)
+    assert result.found is not None
+    assert [str(o.id) for o in rig.sim_orders()] == [result.found.broker_order_id]
+
+
 async def test_c16b_accept_then_401_unknown_token_renewed_lookup_adopts_sent_once(
     make_rig: RigFactory, dialect: Dialect
 ) -> None:

@@ -77,6 +77,18 @@ _log = get_logger("tradebridge.brokers.http")
 
 DEFAULT_LOCKOUT_S = 3600.0  # 423/429: "users must wait 1 hour" (reference §6.2)
 
+# The answers to a sent order command that prove nothing executed: refused as written (§6.2:
+# 400 malformed, 404 unknown route or id) or by the HTTP layer before a handler read it (405,
+# 411, 413, 414, 415, 431). Any other status after sending (a proxy's 408, a 409, a 423, a
+# 429, an undocumented code, a 5xx) may come after the order executed: its outcome is
+# unknown, and it is looked up before anything is sent again (§6.3).
+NOT_EXECUTED_STATUSES = frozenset({400, 404, 405, 411, 413, 414, 415, 431})
+
+
+def outcome_unknown_status(status: int) -> bool:
+    """Return whether an order command answered ``status`` may have executed (§6.3)."""
+    return not 200 <= status < 300 and status not in NOT_EXECUTED_STATUSES
+
 
 CallListener = Callable[[BrokerCall], None]
 

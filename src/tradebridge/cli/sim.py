@@ -32,7 +32,7 @@ sim_app = typer.Typer(
 _out = Console(highlight=False)
 _err = Console(stderr=True, highlight=False)
 
-DropMode = Literal["reset", "hang", "http_500", "http_401"]
+DropMode = Literal["reset", "hang", "http_500", "http_401", "http_4xx"]
 LoginPenalty = Literal["off", "ticket", "captcha"]
 CapitalisedEnums = Literal["error_200", "http_404"]
 LowercaseEnums = Literal["reject", "accept"]
@@ -272,6 +272,9 @@ def fault(
     ),
     drop_mode: DropMode = typer.Option(None, help="How a lost answer is lost."),
     hang_seconds: float = typer.Option(None, min=0, help="How long 'hang' withholds answers."),
+    drop_status: int = typer.Option(
+        None, min=400, max=499, help="The status 'http_4xx' answers an executed order."
+    ),
     lockout_429: list[str] = typer.Option(
         None, "--lockout-429", help="User answered 429 (repeat; '*' = everyone)."
     ),
@@ -294,6 +297,7 @@ def fault(
         ("drop_after_accept_rate", drop_after_accept),
         ("drop_mode", drop_mode),
         ("hang_seconds", hang_seconds),
+        ("drop_status", drop_status),
         ("lockout_429_users", lockout_429 or None),
         ("login_penalty", login_penalty),
         ("penalty_seconds", penalty_seconds),

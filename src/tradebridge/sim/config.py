@@ -96,8 +96,12 @@ class FaultConfig(BaseModel):
     drop_after_accept_rate: float = Field(
         0.0, ge=0, le=1, description="share of accepted orders whose answer is lost"
     )
-    # http_401: answered 401 although executed (a token refused mid-flight, §11.2 rule 3)
-    drop_mode: Literal["reset", "hang", "http_500", "http_401"] = "reset"
+    # http_401: answered 401 although executed (a token refused mid-flight, §11.2 rule 3);
+    # http_4xx: answered ``drop_status`` although executed (a proxy's 408, a 423, a 409)
+    drop_mode: Literal["reset", "hang", "http_500", "http_401", "http_4xx"] = "reset"
+    drop_status: int = Field(
+        408, ge=400, le=499, description="the status 'http_4xx' answers an executed order"
+    )
     hang_seconds: float = Field(30.0, ge=0, description="how long 'hang' withholds the answer")
     lockout_429_users: list[str] = Field(
         default_factory=list, description="user names answered 429 with an empty body; '*' = all"

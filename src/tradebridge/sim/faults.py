@@ -28,6 +28,8 @@ Per request, in this order:
      text; bridge: ``{"s":"error","errmsg":"Unauthorized"}``), although the order exists:
      a token that expired or was rotated while the order was in flight (§6.3, §11.2 rule
      3: "401/429 mid-flight").
+   * ``"http_4xx"``: the status ``drop_status`` (say a proxy's 408, a 409 or a 423) with a
+     short text body, although the order exists.
 
    In every mode the order stays accepted: this is the "ambiguous outcome" of reference
    §6.3 that clients must resolve by looking the order up, never by resending.
@@ -173,6 +175,9 @@ class FaultMiddleware:
                 await _answer(send, 401, ACCESS_DENIED.encode())
             else:
                 await _answer(send, 401, _BRIDGE_UNAUTHORIZED, content_type=b"application/json")
+            return
+        if mode == "http_4xx":
+            await _answer(send, faults.drop_status, b"answer lost (simulated)")
             return
         if mode == "hang":
             with contextlib.suppress(TimeoutError):

@@ -20,7 +20,8 @@ Choices where the reference is silent (all visible to a client, so written down 
 - Faults: ``lockout_429_users`` answers every request of that user ``{"s":429,"i":id}``
   (authorize included); ``latency_ms`` delays dispatched requests; an order answer lost by
   ``drop_after_accept_rate`` follows ``drop_mode``: ``reset`` drops the socket, ``hang``
-  never answers, ``http_500`` answers ``s:500``, ``http_401`` answers ``s:401``.
+  never answers, ``http_500`` answers ``s:500``, ``http_401`` answers ``s:401``,
+  ``http_4xx`` answers ``s:<drop_status>``.
   ``error_5xx_rate`` is REST only.
 - ``user/syncrequest`` with ``{"users":[...]}`` must name only the authorized user, and with
   ``{"accounts":[...]}`` only that user's accounts (then the sync covers those accounts);
@@ -452,6 +453,9 @@ class _Connection:
             self.send_messages([_reply(request_id, 500, "Internal Server Error")])
         elif mode == "http_401":
             self.send_messages([_reply(request_id, 401, ACCESS_DENIED)])
+        elif mode == "http_4xx":
+            status = self.ctx.faults.drop_status
+            self.send_messages([_reply(request_id, status, "answer lost (simulated)")])
         elif mode == "reset":
             self.request_close(CLOSE_GOING_AWAY, "Dropped by simulator", frame=False)
         # "hang": no answer ever comes; the client's own timeout has to notice.

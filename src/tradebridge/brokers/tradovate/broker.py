@@ -4,9 +4,11 @@ Submit outcomes follow reference §6.3:
 
 * ``orderId`` → the broker id; ``failureReason`` → ``BrokerRejected`` (except
   ``RiskCheckTimeout``/``ExecutionProviderUnavailable``: ``OutcomeUnknown``);
-* timeout, disconnect, 5xx, 429, an unparseable or empty answer → ``OutcomeUnknown``;
+* timeout, disconnect, an unparseable or empty answer, and every status but 400, 404 and the
+  HTTP layer's refusals (``NOT_EXECUTED_STATUSES``: 5xx, 429, 423, a proxy's 408, 409, …)
+  → ``OutcomeUnknown``;
 * a refused connection (nothing sent) → ``BrokerUnavailable``; 404 → ``NotFound``;
-  400 → ``BrokerRejected``; 423 or a captcha penalty → ``Lockout``;
+  400 → ``BrokerRejected``; a captcha penalty → ``Lockout``;
 * a p-ticket without captcha: wait ``p-time`` and resend the identical body plus the ticket
   (the documented protocol; the first request was not executed), at most 3 times;
 * 401 after sending → ``OutcomeUnknown``: a 401 is not proof that nothing was executed (a
@@ -48,6 +50,7 @@ from tradebridge.brokers.http import (
     RequestBudget,
     RequestKind,
     http_for,
+    outcome_unknown_status,
     raise_for_status,
 )
 from tradebridge.brokers.lookup import (
@@ -611,7 +614,8 @@ class TradovateBroker:
         status = answer.status
         if status == 200:
             return
-        if status == 429 or status >= 500:
+        if outcome_unknown_status(status):  # 429, 5xx, a proxy's 408, a 423 (the listener
+            # records its lockout), anything not proof that nothing executed
             raise OutcomeUnknown(
                 f"{path} for {client_order_id}: HTTP {status} after sending; the order may exist",
                 client_order_id=client_order_id,

@@ -36,7 +36,12 @@ from typing import Any, Literal
 
 from tradebridge.brokers.base import AccountInfo, BrokerCapabilities, BrokerOrderEvent
 from tradebridge.brokers.budget import foreground
-from tradebridge.brokers.http import BrokerHttp, HttpAnswer, raise_for_status
+from tradebridge.brokers.http import (
+    BrokerHttp,
+    HttpAnswer,
+    outcome_unknown_status,
+    raise_for_status,
+)
 from tradebridge.brokers.lookup import (
     UNSURE,
     bracket_mismatch,
@@ -221,7 +226,7 @@ class TvBridgeBroker:
                     "a refresh; store a fresh bridge token (see `tradebridge tokens`) and check "
                     "that it is for this environment"
                 )
-        return self._interpret(method, path, answer)
+        return self._interpret(method, path, answer, places_order=places_order)
 
     async def _refused_after_sending(
         self, method: str, path: str, key_account: str, refused: StoredToken
@@ -256,7 +261,9 @@ class TvBridgeBroker:
             headers=headers,
         )
 
-    def _interpret(self, method: str, path: str, answer: HttpAnswer) -> Any:
+    def _interpret(
+        self, method: str, path: str, answer: HttpAnswer, *, places_order: bool = False
+    ) -> Any:
         what = f"{method} {path}"
         if answer.status == 200:
             return wire.unwrap(answer.body)
@@ -273,6 +280,13 @@ class TvBridgeBroker:
         except Lockout as e:
             self._locked_until = e.until
             raise _LockedOutAfterSending(str(e), until=e.until) from e
+        except BrokerRejected:
+            # A proxy's 408, a 409, an undocumented code: no proof that nothing executed.
+            if places_order and outcome_unknown_status(answer.status):
+                raise _AnsweredUnavailable(
+                    f"{what}: HTTP {answer.status} after sending; the order may exist"
+                ) from None
+            raise
         raise BrokerUnavailable(f"{what}: unexpected HTTP {answer.status}")
 
     def _check_lockout(self) -> None:
