@@ -224,4 +224,5 @@ async def test_migration_sql_itself_runs_twice_outside_the_runner(empty_db: str)
         )
     finally:
         await conn.close()
-    assert triggers == 9  # 0007 adds the kill switches' two, 0013 the inserted-pending check
+    # 0007 adds the kill switches' two, 0013 the inserted-pending check, 0015 the deleted event
+    assert triggers == 10

@@ -671,6 +671,7 @@ class TradovateBroker:
         # One carrying our clOrdId is ours whatever its time says (a host clock running ahead
         # of Tradovate's makes our own order look created before we sent it), as far back as
         # a strategy's uuid is looked for; the newest, should a reused signal id have two.
+        # Not one the ledger gives to another row, or to a deleted row of this signal id.
         earlier = [
             o
             for o in orders
@@ -683,7 +684,8 @@ class TradovateBroker:
         reports = await self._reports(command.account, [*entries, *earlier, *legs])
         by_id = {int(r.broker_order_id): r for r in reports}
         cid = command.client_order_id
-        exact = [o.id for o in (*entries, *earlier) if by_id[o.id].client_order_id == cid]
+        exact = [o.id for o in (*entries, *earlier)
+                 if by_id[o.id].client_order_id == cid and str(o.id) not in exclude]  # fmt: skip
         if exact:
             return LookupResult(cid, by_id[max(exact)])
         matches: list[OrderStatusReport] = []
@@ -731,7 +733,8 @@ class TradovateBroker:
         cid = command.client_order_id
         since = ts_sent - _CLOCK_SKEW - _STRATEGY_LEAD
         found = await self._strategies(command.account, account.id, since=since)
-        ours = [s for s in found.by_id.values() if s.uuid == cid]
+        ours = [s for s in found.by_id.values()
+                if s.uuid == cid and str(found.entries.get(s.id)) not in exclude]  # fmt: skip
         evidence = [f"strategy {s.id}: uuid {s.uuid}" for s in ours]
         if len(ours) == 1:
             strategy = ours[0]

@@ -86,12 +86,18 @@ class Lookups(LedgerPool):
 
         Rows of the last week only: an older order rests at the broker from before any
         submit a lookup is about, so the lookup's baseline or creation time rules it out.
+        Also the orders ``besides``'s own earlier rows held, up to the last ``deleted`` event
+        of its history (0015: a row deleted and its signal id reused): they carry the same
+        client id, and the history outlives the row.
         """
         rows = await self._db.fetch(
             "select tradovate_order_id from trading_signals where account_name = $1 "
             "and tradovate_order_id is not null and signal_id <> $2 "
-            "and created_at > now() - interval '7 days'",
+            "and created_at > now() - interval '7 days' "
+            "union select detail->>'broker_order_id' from order_history "
+            "where signal_id = $2 and detail ? 'broker_order_id' and id <= ("
+            "select max(id) from order_history where signal_id = $2 and event = 'deleted')",
             account_name,
             besides,
         )
-        return frozenset(str(r["tradovate_order_id"]) for r in rows)
+        return frozenset(str(r[0]) for r in rows if r[0] is not None)
