@@ -6,7 +6,9 @@ past-tense order events arrive on ``events()``. Errors are the ``errors.py`` tre
 * ``submit`` raises ``BrokerRejected`` when the broker said no, ``OutcomeUnknown`` when the
   request was sent and its answer lost (then call ``lookup``; never resubmit blindly),
   ``InvalidInput`` when the command cannot be expressed in the dialect (nothing was sent);
-* reads, cancels, modifies and flattens retry transient failures themselves, within caps.
+* reads, cancels and modifies retry transient failures themselves, within caps; a flatten
+  retries only what is proven not sent (it may close a position: a lost answer is unknown,
+  and its rerun reads the position first).
 """
 
 from __future__ import annotations

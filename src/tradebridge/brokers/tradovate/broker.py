@@ -19,7 +19,8 @@ Submit outcomes follow reference §6.3:
   No token before sending → ``AuthError`` (nothing was sent).
 
 A submit is never retried for any other reason: ``lookup`` decides after ``OutcomeUnknown``.
-Reads, cancels, modifies and flattens retry transient failures within the retry caps.
+Reads, cancels and modifies retry transient failures within the retry caps; a flatten
+(``liquidateposition``) is sent once like a submit, its lost answer ``OutcomeUnknown``.
 
 Brackets given as distances (``Bracket.relative``) start Tradovate's built-in Bracket order
 strategy (``orderStrategy/startorderstrategy``, reference §5.8), so the broker prices the
@@ -558,8 +559,17 @@ class TradovateBroker:
         return BrokerOrderId(str(result.order_id))
 
     async def _send_order(
-        self, account: str, path: str, body: dict[str, Any], client_order_id: str
+        self,
+        account: str,
+        path: str,
+        body: dict[str, Any],
+        client_order_id: str,
+        *,
+        audited: bool = True,
     ) -> Any:
+        """Send an order command once (p-ticket resends aside); a possibly executed failure
+        is ``OutcomeUnknown``. ``audited=False``: ``client_order_id`` only names the command
+        in errors and is not filed as a client order id (a liquidation has none)."""
         token = await self.tokens.token(account)
         extra: dict[str, Any] = {}
         for _ in range(MAX_PENALTY_RESENDS + 1):
@@ -570,7 +580,7 @@ class TradovateBroker:
                     json_body={**body, **extra},
                     token=token.access_token,
                     budget_key=self._budget_key(token, account),
-                    client_order_id=client_order_id,
+                    client_order_id=client_order_id if audited else None,
                     account=account,
                 )
             except ConnectionLost as e:
@@ -840,15 +850,28 @@ class TradovateBroker:
             )
 
     async def flatten(self, command: FlattenPosition) -> None:
-        """Cancel working orders on the contract and close the position (``admin: false``)."""
+        """Cancel working orders on the contract and close the position (``admin: false``).
+
+        Sent once, like an order: a lost answer (a reset, a 5xx, a 401 after sending) is
+        ``OutcomeUnknown``, never resent here, since the first request may have closed the
+        position already; whoever reruns the flatten reads the position first
+        (``dispatch/placement.py``). Only what is proven not executed is sent again: a
+        refused connection, a p-ticket penalty and ``AnotherCommandPending`` (§2.3, §6.3).
+        """
         account = await self._account(command.account)
         contract = await self._contract(command.contract, command.account)
+        path = "/order/liquidateposition"
+        label = f"the flatten of {command.contract.name}"
+        body = wire.liquidate_body(account.id, contract.id)
+
+        async def once() -> Any:
+            data = await self._send_order(command.account, path, body, label, audited=False)
+            if isinstance(data, dict) and data.get("failureReason") == "AnotherCommandPending":
+                raise RateLimited(f"{path}: another command is pending", retry_after=0.5)
+            return data
+
         with self._position_move(account.id) as moved:
-            data = await self._write(
-                command.account,
-                "/order/liquidateposition",
-                wire.liquidate_body(account.id, contract.id),
-            )
+            data = await self.retry.run(once)
             result = wire.parse(wire.WirePlaceResult, data, "order/liquidateposition")
             if result.order_id is not None:
                 moved.append(result.order_id)
@@ -873,10 +896,11 @@ class TradovateBroker:
             )
 
     async def _write(self, account: str, path: str, body: dict[str, Any]) -> Any:
-        # Cancels, modifies and liquidations carry absolute targets, so resending one after
-        # a lost answer cannot double anything; AnotherCommandPending waits briefly. A
-        # p-ticket penalty (not executed) is waited out and the identical body resent plus
-        # the ticket (reference §2.3, §5.5): without it Tradovate penalises it again.
+        # Cancels and modifies carry absolute targets, so resending one after a lost answer
+        # cannot double anything (a liquidation is not sent here: ``flatten``);
+        # AnotherCommandPending waits briefly. A p-ticket penalty (not executed) is waited
+        # out and the identical body resent plus the ticket (reference §2.3, §5.5): without
+        # it Tradovate penalises it again.
         ticket: dict[str, Any] = {}
 
         async def once() -> Any:
