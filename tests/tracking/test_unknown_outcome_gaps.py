@@ -197,7 +197,9 @@ async def test_unknown_flatten_failing_every_run_escalates_past_the_bound_from_i
     # Each rerun refreshes last_attempt_at, from which the account's hold counts: the
     # flatten used to run again every round, unknown for good, holding the account's exits,
     # reverses, cancels and flattens back.
-    async with make_stack(dispatcher={"unknown_bound_s": 1.0, "max_resends": 1000}) as stack:
+    # The bound leaves room for the drain's own reruns (each reads the position and the
+    # orders first since 2026-12-07: test_unknown_flatten_reads_first.py).
+    async with make_stack(dispatcher={"unknown_bound_s": 3.0, "max_resends": 1000}) as stack:
         await stack.insert("buy")  # a market buy: a position to flatten
         dispatcher = stack.dispatcher(WORKER, tracking=False)
         await dispatcher.drain_once()
@@ -216,7 +218,7 @@ async def test_unknown_flatten_failing_every_run_escalates_past_the_bound_from_i
             row = await stack.ledger.get("fl")
             return row is not None and row.status is not SignalStatus.UNKNOWN
 
-        assert await _until(escalated, timeout=6.0)  # the bound is 1 s
+        assert await _until(escalated, timeout=12.0)  # the bound is 3 s
 
         row = await stack.ledger.get("fl")
         assert row is not None

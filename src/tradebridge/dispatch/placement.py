@@ -29,7 +29,10 @@ The rules (DESIGN.md "Exactly-once effect", reference §11):
   are looked up again by reconcile and adopt what is provably theirs, never resent.
 
 Cancel and flatten plans carry absolute targets, so resolving them means running them again,
-within the bound counted from their first run and ``max_resends``; then ``needs_review``.
+within the bound counted from their first run and ``max_resends``; then ``needs_review``. A
+flatten's rerun first reads the contract's position and working orders: flat and idle, it
+is done (``filled``) and sends nothing; else it closes what is still held, never beside a
+close that may still be working (``_left_to_flatten``).
 An order that closes, reduces or turns the position (``PlaceOrder.fit_legs``) first cuts the
 protective legs to what it leaves (``fit_legs``), before the first send and again before each
 resend, from fresh reads: cancels and modifies of legs are safe to repeat.
@@ -291,6 +294,33 @@ async def _position_now(broker: Broker, command: SubmitOrder) -> int:
     return sum(p.net_qty for p in positions if p.contract == command.contract.name)
 
 
+async def _left_to_flatten(broker: Broker, command: FlattenPosition) -> bool:
+    """Return whether a flatten whose last run's outcome is unknown has anything left to do
+    on its contract: a position or a working order (both read now, the position from REST).
+
+    That run may have closed the position (the broker acts on ``liquidateposition`` before
+    its answer is lost): run again without a look, it would be sent again and again, every
+    answer lost, for an account flat since the first run. A close is only sent again for a
+    position still held, and never while a market order of the closing side still works
+    there: it may be the lost run's own close, and a second one beside it could turn the
+    position once both fill (raises ``OutcomeUnknown``: read again next round).
+    """
+    name = command.contract.name
+    working = [o for o in await broker.order_reports(command.account)
+               if o.contract == name and o.status.is_open]  # fmt: skip
+    positions = await broker.position_reports(command.account, fresh=True)
+    net = sum(p.net_qty for p in positions if p.contract == name)
+    closing = [o.broker_order_id for o in working
+               if net and o.order_type is OrderType.MARKET and o.side.sign * net < 0]  # fmt: skip
+    if closing:
+        raise OutcomeUnknown(
+            f"a market order closing {name} still works ({', '.join(closing)}): "
+            "no second close beside it; looked at again next round",
+            client_order_id=f"flatten:{name}",
+        )
+    return net != 0 or bool(working)
+
+
 def lookup_window_s(settings: Settings) -> float:
     """Return how long after a submit its order may still appear (the adapters' lookup window)."""
     bridge = settings.tvbridge.lookup_absent_after_s
@@ -530,8 +560,16 @@ class Placer:
         )  # fmt: skip
 
     async def _send_commands(
-        self, signal_id: str, plan: CancelOrders | FlattenAccount, broker: Broker, owner: str | None
+        self,
+        signal_id: str,
+        plan: CancelOrders | FlattenAccount,
+        broker: Broker,
+        owner: str | None,
+        *,
+        rerun: bool = False,
     ) -> SignalStatus:
+        """Send a cancel or flatten plan; ``rerun``: an earlier run's outcome is unknown, so
+        each flatten first reads what is left (``_left_to_flatten``)."""
         done: list[str] = []
         with capture() as calls:
             try:
@@ -546,6 +584,9 @@ class Placer:
                         done.append(cancel.broker_order_id)
                 else:
                     for flatten in plan.commands:
+                        if rerun and not await _left_to_flatten(broker, flatten):
+                            done.append(f"{flatten.contract.name} (already flat)")
+                            continue
                         await broker.flatten(flatten)
                         done.append(flatten.contract.name)
             except BrokerRejected as e:
@@ -606,7 +647,7 @@ class Placer:
                     return stop
                 if not await self._claim_resend(signal_id, row.placement_attempts):
                     continue
-                status = await self.send(signal_id, plan, broker, owner=None)
+                status = await self._send_commands(signal_id, plan, broker, None, rerun=True)
             else:
                 status = await self._lookup_once(signal_id, plan, broker, row, baseline)
             if status is not SignalStatus.UNKNOWN:
