@@ -10,7 +10,7 @@ import pytest
 from tradebridge.domain.enums import OrderStatus, OrderType, Side
 from tradebridge.domain.ids import AccountName, BrokerOrderId
 from tradebridge.domain.reports import OrderStatusReport
-from tradebridge.pipeline.legs import fit_legs, protective_legs
+from tradebridge.pipeline.legs import ending_entries, fit_legs, protective_legs
 
 A = AccountName("A1")
 MNQ = "MNQZ6"
@@ -263,3 +263,41 @@ def test_fit_legs_resting_exit_within_what_remains_and_unknown_orders_are_left()
     orders = [_resting_exit(50, Side.SELL, 1), _resting_exit(60, Side.SELL, 5)]
 
     assert not fit_legs(orders, MNQ, 2, resting_exits=frozenset({"50"}))
+
+
+def test_ending_entries_reduction_below_a_partly_filled_entry_ends_its_rest_alone() -> None:
+    # Long 3 from one entry still filling (3 of 5); sell 2 leaves 1. Ended, its legs come
+    # alive for 3 (the position before the sell) and are then cut to 1 like any others.
+    orders = _filling(10, 5, filled=3)
+
+    assert [c.broker_order_id for c in ending_entries(orders, MNQ, 3, 1)] == ["10"]
+
+
+@pytest.mark.parametrize("remaining", [0, -1])
+def test_ending_entries_close_or_turn_ends_nothing(remaining: int) -> None:
+    assert ending_entries(_filling(10, 5, filled=3), MNQ, 3, remaining) == ()
+
+
+def test_ending_entries_entry_the_remainder_covers_is_not_ended() -> None:
+    orders = _bracket(20, 2) + _filling(30, 3, filled=1)
+
+    assert ending_entries(orders, MNQ, 3, 1) == ()
+
+
+def test_ending_entries_legs_that_would_exceed_the_position_end_nothing() -> None:
+    # Long 2 although the entry filled 3 (a sale outside the bridge): alive for 3, its stop
+    # would open a short 1 before the fit could cut it. Cut while suspended instead.
+    orders = _filling(10, 5, filled=3)
+
+    assert ending_entries(orders, MNQ, 2, 1) == ()
+    assert [c.broker_order_id for c in fit_legs(orders, MNQ, 1).cancels] == ["11", "12", "10"]
+
+
+def test_ending_entries_counts_the_live_legs_of_other_entries() -> None:
+    # Long 3: a filled bracket of 1 (live legs) and 2 from an entry still filling (2 of 4).
+    orders = _bracket(20, 1) + _filling(30, 4, filled=2)
+
+    assert [c.broker_order_id for c in ending_entries(orders, MNQ, 3, 1)] == ["30"]
+    # Legs of 2 live beside it on long 3: with its 2 they would cover 4.
+    crowded = _bracket(20, 2) + _filling(30, 4, filled=2)
+    assert ending_entries(crowded, MNQ, 3, 1) == ()

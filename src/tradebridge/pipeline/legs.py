@@ -19,6 +19,12 @@ or none; the row's history says so).
   are cancelled, the legs first: a suspended leg cannot be resized (it takes the entry's
   filled quantity when it comes alive), and left alone it would come alive for more than
   remains and open the opposite position. Less protection, never a position.
+* Before a **reduction** (``ending_entries``) such an entry ends first instead: its rest is
+  cancelled, alone, so that its legs come alive for what it has filled, then they are fitted
+  like any protective leg (from fresh reads) and keep protecting what remains. Only where
+  that cannot open a position: the legs close the position, and every group (the live ones,
+  what each filling entry has filled) covers no more than the position before the reduction.
+  Otherwise, or when the entry cannot be ended, the cut above applies.
 * The legs of one entry form a group: each of its stops is one-cancels-other with a target,
   at most one of a pair fills, so a group covers the larger of what its stops and what its
   targets still have open (one pair: the larger leg; a scale-out of several pairs: the sum).
@@ -112,6 +118,48 @@ def _filling_entries(
     return entries
 
 
+def ending_entries(
+    orders: Sequence[OrderStatusReport], contract: str, position: int, remaining: int
+) -> tuple[CancelOrder, ...]:
+    """Return the cancels that end, before a reduction of ``position`` to ``remaining``, the
+    rest of each partly filled bracket entry whose legs ``fit_legs`` would cut.
+
+    Ended, an entry's legs come alive for what it has filled (no more than ``position``:
+    checked here, for all groups together) and ``fit_legs``, run again on fresh reads, cuts
+    them to what remains instead of cancelling them. Nothing for a close or a turn (nothing
+    remains to protect), nor where a group could then exceed the position.
+    """
+    if position == 0 or remaining * position <= 0 or abs(remaining) >= abs(position):
+        return ()
+    filling = _filling_entries(orders, contract)
+    if not filling:
+        return ()
+    closing = Side.SELL if position > 0 else Side.BUY
+    groups: dict[BrokerOrderId, list[OrderStatusReport]] = {}
+    for leg in protective_legs(orders, contract):
+        assert leg.parent_id is not None
+        groups.setdefault(leg.parent_id, []).append(leg)
+    covered = sum(_covers(group) for group in groups.values())
+    covered += sum(entry.filled_qty for entry, _ in filling.values())
+    if covered > abs(position):
+        return ()
+    for entry, suspended in filling.values():
+        if entry.side is closing or any(leg.side is not closing for leg in suspended):
+            return ()
+    cut = {c.broker_order_id for c in fit_legs(orders, contract, remaining).cancels}
+    return tuple(
+        CancelOrder(entry.account, entry.broker_order_id)
+        for parent, (entry, _) in sorted(filling.items(), key=lambda item: _age(item[0]))
+        if parent in cut
+    )
+
+
+def _covers(group: Sequence[OrderStatusReport]) -> int:
+    # Each stop is one-cancels-other with a target: the larger of the two kinds' sums.
+    stops = sum(_open_qty(leg) for leg in group if leg.order_type is not OrderType.LIMIT)
+    return max(stops, sum(_open_qty(leg) for leg in group if leg.order_type is OrderType.LIMIT))
+
+
 def fit_legs(
     orders: Sequence[OrderStatusReport],
     contract: str,
@@ -145,10 +193,7 @@ def fit_legs(
         group = sorted(groups[parent], key=lambda leg: _age(leg.broker_order_id))
         stops = [leg for leg in group if leg.order_type is not OrderType.LIMIT]
         targets = [leg for leg in group if leg.order_type is OrderType.LIMIT]
-        if parent in filling:
-            covers = filling[parent][0].filled_qty
-        else:
-            covers = max(sum(_open_qty(leg) for leg in kind) for kind in (stops, targets))
+        covers = filling[parent][0].filled_qty if parent in filling else _covers(group)
         keep = min(covers, allowance) if remaining != 0 else 0
         if any(leg.side is not closing for leg in group):
             keep = 0
