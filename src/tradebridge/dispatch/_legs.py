@@ -45,30 +45,54 @@ async def fit_legs(
     position a leg has since closed would open one (``PositionMoved``). Nothing is cut when
     the position read first no longer ``fits`` the plan (by default: differs from
     ``plan.position_before``): legs cut for an order that will not be sent as planned would
-    leave what remains unprotected (the row is planned again, or not resent). Raises
+    leave what remains unprotected (the row is planned again, or not resent). Before a
+    reduction, the partly filled bracket entries ``legs.ending_entries`` names are ended
+    first and everything read again: their legs come alive, to be cut rather than lost. Raises
     ``BrokerError`` when a read or a call fails: the plan's order has not been sent then, and
     the caller tries again.
     """
     command = plan.command
     name = command.contract.name
+
+    def moved(now: int) -> bool:
+        if fits is None:
+            return plan.position_before is not None and now != plan.position_before
+        return not fits(now)
+
     position = await _position(broker, command.account, name)
-    if fits is None:
-        before = plan.position_before
-        moved = before is not None and position != before
-    else:
-        moved = not fits(position)
-    if moved:
+    if moved(position):
         return position
     remaining = position + command.side.sign * command.quantity
     closes = position != 0 and remaining * position <= 0  # closed or turned
     orders = await broker.order_reports(command.account)
+    ended: list[str] = []
+    ends = legs.ending_entries(orders, name, position, remaining)
+    if ends:
+        # Their legs come alive for what they filled, then are cut like any (legs.py).
+        for end in ends:
+            try:
+                await broker.cancel(end)
+            except (BrokerRejected, NotFound) as e:
+                ended.append(f"{end.broker_order_id} ({_reason(e)})")
+                continue
+            ended.append(end.broker_order_id)
+        position = await _position(broker, command.account, name)
+        if moved(position):
+            # Filled more meanwhile: its legs came alive for that too, no more than the
+            # position; the row is planned again and fits them then.
+            detail: dict[str, Any] = {"position": position, "ended": ended}
+            await ledger.add_event(signal_id, "legs_fitted", detail)
+            _log.info("legs_fitted", signal_id=signal_id, **detail)
+            return position
+        remaining = position + command.side.sign * command.quantity
+        orders = await broker.order_reports(command.account)
     # Earlier exits still resting were sized from the position this order changes.
     resting = await ledger.resting_exit_orders(command.account, besides=signal_id)
     fit = legs.fit_legs(
         orders, name, remaining, cancel_others=closes and config.exit_cancels == "all",
         resting_exits=resting,
     )  # fmt: skip
-    if not fit:
+    if not fit and not ended:
         return position
     interrupted: list[str] = []
     refused = False  # something could not be cut: it may have filled meanwhile
@@ -100,10 +124,12 @@ async def fit_legs(
             refused = True
             continue
         cancelled.append(cancel.broker_order_id)
-    detail: dict[str, Any] = {"position": position, "remaining": remaining,
-                              "cancelled": cancelled, "modified": modified}  # fmt: skip
+    detail = {"position": position, "remaining": remaining,
+              "cancelled": cancelled, "modified": modified}  # fmt: skip
     if interrupted:
         detail["interrupted"] = interrupted
+    if ended:
+        detail["ended"] = ended
     if refused:
         position = await _position(broker, command.account, name)
         detail["position_after"] = position
