@@ -40,16 +40,18 @@ async def fit_legs(
 
     A leg the broker will not modify is cancelled instead (less protection, never a position
     nobody asked for); a cancel refused as too late (the leg filled, or went with its OCO
-    partner) or of an order no longer there is noted, and the position read again. The
-    caller compares what is returned with ``plan.position_before``: an exit sized for a
-    position a leg has since closed would open one (``PositionMoved``). Nothing is cut when
-    the position read first no longer ``fits`` the plan (by default: differs from
-    ``plan.position_before``): legs cut for an order that will not be sent as planned would
-    leave what remains unprotected (the row is planned again, or not resent). Before a
-    reduction, the partly filled bracket entries ``legs.ending_entries`` names are ended
-    first and everything read again: their legs come alive, to be cut rather than lost. Raises
-    ``BrokerError`` when a read or a call fails: the plan's order has not been sent then, and
-    the caller tries again.
+    partner) or of an order no longer there is noted. Once anything was cut the position is
+    read again (a cut accepted may have met a fill too: an entry that filled more before its
+    rest was cancelled). The caller compares what is returned with
+    ``plan.position_before``: an exit sized for a position a leg has since closed would open
+    one, one sized before an entry filled more would leave it unprotected
+    (``PositionMoved``). Nothing is cut when the position read first no longer ``fits`` the
+    plan (by default: differs from ``plan.position_before``): legs cut for an order that
+    will not be sent as planned would leave what remains unprotected (the row is planned
+    again, or not resent). Before a reduction, the partly filled bracket entries
+    ``legs.ending_entries`` names are ended first and everything read again: their legs come
+    alive, to be cut rather than lost. Raises ``BrokerError`` when a read or a call fails:
+    the plan's order has not been sent then, and the caller tries again.
     """
     command = plan.command
     name = command.contract.name
@@ -95,13 +97,11 @@ async def fit_legs(
     if not fit and not ended:
         return position
     interrupted: list[str] = []
-    refused = False  # something could not be cut: it may have filled meanwhile
     for interrupt in fit.interrupts:
         try:
             await broker.interrupt_strategy(interrupt)
         except (BrokerRejected, NotFound, InvalidInput) as e:
             interrupted.append(f"{interrupt.strategy_id} ({_reason(e)})")
-            refused = True
             continue
         interrupted.append(interrupt.strategy_id)
     cancels = list(fit.cancels)
@@ -121,7 +121,6 @@ async def fit_legs(
             await broker.cancel(cancel)
         except (BrokerRejected, NotFound) as e:
             cancelled.append(f"{cancel.broker_order_id} ({_reason(e)})")
-            refused = True
             continue
         cancelled.append(cancel.broker_order_id)
     detail = {"position": position, "remaining": remaining,
@@ -130,9 +129,11 @@ async def fit_legs(
         detail["interrupted"] = interrupted
     if ended:
         detail["ended"] = ended
-    if refused:
-        position = await _position(broker, command.account, name)
-        detail["position_after"] = position
+    # Read again once cut, whatever the answers said: a cut refused met a fill, and one
+    # accepted may have met one too (a working entry that filled more before the rest of it
+    # was cancelled, its legs gone first; a target filled in part before its cancel).
+    position = await _position(broker, command.account, name)
+    detail["position_after"] = position
     await ledger.add_event(signal_id, "legs_fitted", detail)
     _log.info("legs_fitted", signal_id=signal_id, **detail)
     return position
