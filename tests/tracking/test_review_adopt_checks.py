@@ -1,15 +1,18 @@
 """``tradebridge review adopt`` takes an order the broker holds for the row's own account.
 
 The docs (dispatcher.md "Unknown outcomes") say ``adopt`` is refused when another row owns
-the order; the ledger's unique index is per account, and the command never asks the broker.
-An order another account's row owns was accepted: the row became ``working`` on it.
+the order; the ledger's unique index is per account. An order another account's row owns was
+accepted: the row became ``working`` on it. The helpers here serve the tests of what
+``adopt`` reads at the broker too (test_review_adopt_broker.py, test_review_adopt_leg.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from click.testing import Result
@@ -18,9 +21,13 @@ from typer.testing import CliRunner
 from _support.rig import front
 from tracking.conftest import ACCOUNT, ACCOUNT_2, Stack, StackFactory
 from tradebridge.cli.main import app
-from tradebridge.domain.enums import Dialect
+from tradebridge.domain.commands import SubmitOrder
+from tradebridge.domain.contracts import ContractSymbol
+from tradebridge.domain.enums import Dialect, OrderType, Side
+from tradebridge.domain.ids import AccountName, ClientOrderId
 from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.sim.config import SimConfig
+from tradebridge.store.embedded import EmbeddedRedis
 
 S = SignalStatus
 TICK = front().product.tick_size
@@ -35,6 +42,29 @@ async def stack(make_stack: StackFactory, dialect: Dialect) -> AsyncIterator[Sta
         yield built
 
 
+@pytest.fixture
+def broker_config(
+    stack: Stack, redis_server: EmbeddedRedis, dialect: Dialect, tmp_path: Path
+) -> Path:
+    """Return the settings file that names the stack's simulator, Redis and accounts."""
+    return settings_file(tmp_path / "tradebridge.toml", stack.sim.url, redis_server.url, dialect)
+
+
+def settings_file(path: Path, broker_url: str, redis_url: str, dialect: Dialect) -> Path:
+    """Write the settings the CLI finds the broker by (its token store on ``redis_url``)."""
+    accounts = "".join(
+        f'[[accounts]]\nname = "{name}"\nuser = "demo"\ndialect = "{dialect.value}"\n'
+        for name in (ACCOUNT, ACCOUNT_2)
+    )
+    path.write_text(
+        f'[tradovate]\nnative_url = "{broker_url}/v1"\nbridge_url = "{broker_url}"\n'
+        # Tried once: a broker that does not answer is refused without waiting out retries.
+        f'ws_url = ""\n[tradovate.retry]\nenabled = false\n'
+        f'[redis]\nurl = "{redis_url}"\n{accounts}'
+    )
+    return path
+
+
 async def _cli(*argv: str) -> Result:
     env = {"TRADEBRIDGE_CONFIG": "", "DATABASE_URL": ""}
     return await asyncio.to_thread(CliRunner().invoke, app, list(argv), env=env,
@@ -43,6 +73,36 @@ async def _cli(*argv: str) -> Result:
 
 def _grid(price: Decimal) -> Decimal:
     return (price / TICK).to_integral_value() * TICK
+
+
+async def _adopt(
+    signal_id: str, order_id: str, config: Path, ledger_url: str, *options: str
+) -> Result:
+    return await _cli("review", "adopt", signal_id, order_id, *options, "--config", str(config),
+                      "--database-url", ledger_url)  # fmt: skip
+
+
+async def _by_hand(
+    stack: Stack,
+    *,
+    account: str = ACCOUNT,
+    side: Side = Side.BUY,
+    quantity: int = 1,
+    contract: ContractSymbol | None = None,
+) -> str:
+    """Place a limit that rests (far from the market) at the broker, as a person would: no
+    row owns it. Return its broker order id."""
+    contract = contract or front()
+    tick = contract.product.tick_size
+    last = stack.last(contract)
+    away = -200 * tick if side is Side.BUY else 200 * tick
+    command = SubmitOrder(
+        client_order_id=ClientOrderId(f"hand-{secrets.token_hex(4)}"), account=AccountName(account),
+        contract=contract, side=side, order_type=OrderType.LIMIT, quantity=quantity,
+        limit_price=((last + away) / tick).to_integral_value() * tick,
+    )  # fmt: skip
+    broker = await stack.pool.get(account)
+    return str(await broker.submit(command))
 
 
 async def _needs_review(stack: Stack, signal_id: str, account: str = ACCOUNT) -> None:

@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from tradebridge.doctor.diagnosis import DoctorReport
     from tradebridge.domain.enums import OrderType, Side
     from tradebridge.domain.ids import AccountName
+    from tradebridge.domain.reports import OrderStatusReport
     from tradebridge.pipeline.market import Market
     from tradebridge.store.tokens import TokenStore
 
@@ -358,6 +359,15 @@ async def _with_broker(
                 await broker.close()
         finally:
             await tokens.aclose()
+
+
+async def order_of(common: BrokerOptions, account: str, order_id: str) -> OrderStatusReport:
+    """Return the broker's order ``order_id`` of ``account``; ``NotFound`` if it has none."""
+    from tradebridge.domain.ids import AccountName, BrokerOrderId
+
+    return await _with_broker(
+        common, account, lambda b: b.order_report(AccountName(account), BrokerOrderId(order_id))
+    )
 
 
 async def market_of(common: BrokerOptions, account: str, instrument: str) -> Market:
