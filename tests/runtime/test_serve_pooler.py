@@ -20,13 +20,21 @@ import httpx
 import pytest
 
 from _support.database import fresh_database
+from _support.fixtures import redis_client
 from _support.pgbouncer import PgBouncer, pgbouncer
 from _support.runtime import serve_settings, serving, until_final
+from tradebridge.config import load_settings
 from tradebridge.dispatch.placement import WORKER_LOCK_NAMESPACE
+from tradebridge.doctor.diagnosis import Status, run_doctor
+from tradebridge.errors import ConfigError
+from tradebridge.runtime.serve import run_serve
 from tradebridge.sim.server import SimServer
 from tradebridge.store.embedded import EmbeddedPostgres, EmbeddedRedis
 from tradebridge.store.ledger import Ledger
 from tradebridge.store.ledger.pool import open_pool
+from tradebridge.store.tokens import TokenStore
+
+__all__ = ["redis_client"]  # fixtures
 
 SECRET = "serve-pooler-webhook-secret"
 ACCOUNT = "DEMO0000001"
@@ -36,6 +44,13 @@ ACCOUNT = "DEMO0000001"
 def session_pooler(postgres_server: EmbeddedPostgres) -> Iterator[PgBouncer]:
     """PgBouncer in session mode (Supavisor on 5432) in front of the session PostgreSQL."""
     with pgbouncer(postgres_server, "session") as bouncer:
+        yield bouncer
+
+
+@pytest.fixture(scope="module")
+def transaction_pooler(postgres_server: EmbeddedPostgres) -> Iterator[PgBouncer]:
+    """PgBouncer in transaction mode (Supavisor on 6543) in front of the session PostgreSQL."""
+    with pgbouncer(postgres_server, "transaction") as bouncer:
         yield bouncer
 
 
@@ -152,3 +167,69 @@ async def test_statement_timeout_through_session_pooler_cancels_the_statement_on
 
     assert waited < 3
     assert after == 1
+
+
+# --- transaction mode: refused in plain words ---------------------------------------------
+
+
+async def test_serve_through_transaction_pooler_refuses_to_start_in_plain_words(
+    sim_tokens: SimServer,
+    direct_db: str,
+    transaction_pooler: PgBouncer,
+    redis_server: EmbeddedRedis,
+    tmp_path: Path,
+) -> None:
+    settings = serve_settings(
+        sim_tokens, transaction_pooler.url(direct_db), redis_server.url, tmp_path, secret=SECRET
+    )
+
+    with pytest.raises(ConfigError) as refused:
+        await asyncio.wait_for(run_serve(settings, stop=asyncio.Event()), 30)
+
+    message = str(refused.value)
+    assert "transaction" in message
+    assert "session" in message
+    assert "5432" in message
+
+
+async def test_doctor_through_transaction_pooler_fails_the_database_check_in_plain_words(
+    direct_db: str,
+    transaction_pooler: PgBouncer,
+    redis_server: EmbeddedRedis,
+    redis_client: object,
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(
+        None, data_dir=tmp_path, accounts=[{"name": ACCOUNT, "dialect": "native"}],
+        redis={"url": redis_server.url},
+        database={"url": transaction_pooler.url(direct_db)},
+    )  # fmt: skip
+    store = TokenStore(redis_client, settings.tokens)  # type: ignore[arg-type]
+
+    report = await run_doctor(settings, store, ACCOUNT)
+
+    database = next((c for c in report.checks if c.name == "database"), None)
+    assert database is not None, [c.name for c in report.checks]
+    assert database.status is Status.FAIL
+    assert "transaction" in database.detail
+    assert "5432" in database.fix
+
+
+async def test_doctor_through_session_pooler_passes_the_database_check(
+    direct_db: str,
+    session_pooler: PgBouncer,
+    redis_server: EmbeddedRedis,
+    redis_client: object,
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(
+        None, data_dir=tmp_path, accounts=[{"name": ACCOUNT, "dialect": "native"}],
+        redis={"url": redis_server.url}, database={"url": session_pooler.url(direct_db)},
+    )  # fmt: skip
+    store = TokenStore(redis_client, settings.tokens)  # type: ignore[arg-type]
+
+    report = await run_doctor(settings, store, ACCOUNT)
+
+    database = next((c for c in report.checks if c.name == "database"), None)
+    assert database is not None, [c.name for c in report.checks]
+    assert database.status is Status.PASS, database.detail

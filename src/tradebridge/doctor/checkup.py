@@ -133,3 +133,31 @@ async def check_token(doctor: Doctor, account: AccountConfig) -> StoredToken | N
         )
     )
     return stored
+
+
+async def check_database(doctor: Doctor) -> None:
+    """Check that the configured database answers and keeps a session (no transaction
+    pooler); nothing to check without a ``DATABASE_URL`` (the embedded one is direct)."""
+    from tradebridge.store.pooling import lost_sessions, transaction_pooler_advice
+
+    url = doctor.settings.database.url
+    if url is None:
+        return
+    dsn = url.get_secret_value()
+    try:
+        why = await lost_sessions(dsn)
+    except BridgeError as e:  # DatabaseUnavailable: its text names the host, never a secret
+        doctor.add(
+            Check(
+                "database",
+                Status.FAIL,
+                str(e),
+                "start the database or correct DATABASE_URL / [database] url",
+            )
+        )
+        return
+    if why is not None:
+        finding, fix = transaction_pooler_advice(dsn, why)
+        doctor.add(Check("database", Status.FAIL, finding, fix))
+        return
+    doctor.add(Check("database", Status.PASS, "the database answers and keeps a session"))

@@ -1,6 +1,7 @@
 """``tradebridge doctor``: find out why orders do not reach Tradovate, in plain words.
 
-Checks run in order, each with a verdict and the fix: Redis, the token, the broker and the
+Checks run in order, each with a verdict and the fix: Redis, the database (when one is
+configured: it answers and is no transaction pooler), the token, the broker and the
 token together, the account's name and id, the contract, an order shape for the dialect.
 For a bridge account (or a failed bridge request: method, URL, form) it walks reference
 §10.1 steps 1-7 without side effects; step 8 (a far-from-market 1-lot limit, cancelled at
@@ -23,7 +24,7 @@ from datetime import UTC, datetime
 from tradebridge.brokers.http import BrokerHttp
 from tradebridge.config import AccountConfig, Settings
 from tradebridge.doctor.bridge import check_bridge, controlled_probe
-from tradebridge.doctor.checkup import Doctor, check_redis, check_token
+from tradebridge.doctor.checkup import Doctor, check_database, check_redis, check_token
 from tradebridge.doctor.differential import (
     BridgeProbe,
     FailedRequest,
@@ -85,6 +86,7 @@ async def run_doctor(
         account = replace_dialect(account, Dialect.TVBRIDGE)
     if not await check_redis(doctor):
         return DoctorReport(account.name, tuple(doctor.checks))
+    await check_database(doctor)  # the workers' ledger; the broker checks do not need it
     token = await check_token(doctor, account)
     if token is None:
         return DoctorReport(account.name, tuple(doctor.checks))

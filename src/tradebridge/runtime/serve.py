@@ -68,6 +68,7 @@ from tradebridge.store.embedded import (
 from tradebridge.store.kill import KillSwitchWatch
 from tradebridge.store.ledger import Ledger
 from tradebridge.store.migrate import describe_url, migrate_report
+from tradebridge.store.pooling import require_sessions
 from tradebridge.store.tokens import check_redis, connect_redis, open_connections
 
 _log = get_logger("tradebridge.runtime.serve")
@@ -253,6 +254,10 @@ async def serve_stack(
     require_live_confirmed(settings)  # the workers start here, whoever calls
     _check_webhook(settings)
     cfg = settings.serve
+    if not stores.embedded_database:
+        # Behind a transaction pooler (Supabase's port 6543) the workers would lose their
+        # LISTEN and liveness lock without a word: refuse before anything runs there.
+        await require_sessions(stores.database_url)
     migrate_now = cfg.migrate_on_start
     if migrate_now is None:
         migrate_now = stores.embedded_database
