@@ -159,7 +159,18 @@ def test_fit_legs_strategy_legs_of_a_working_entry_protect_what_filled() -> None
 
     assert len(protective_legs(orders, MNQ)) == 2
     fit = fit_legs(orders, MNQ, 0)
-    assert len(fit.cancels) == 2
+    # The legs, and the entry's rest: the interrupt alone may leave it working (unverified),
+    # to fill later with no leg at all.
+    assert sorted(c.broker_order_id for c in fit.cancels) == ["10", "12", "13"]
+    assert [i.strategy_id for i in fit.interrupts] == ["S"]
+
+
+def test_fit_legs_interrupted_strategy_whose_entry_filled_cancels_no_entry() -> None:
+    orders = _strategy(10, 2, filled=2)
+
+    fit = fit_legs(orders, MNQ, 0)
+
+    assert sorted(c.broker_order_id for c in fit.cancels) == ["12", "13"]
     assert [i.strategy_id for i in fit.interrupts] == ["S"]
 
 

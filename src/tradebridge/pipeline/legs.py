@@ -35,8 +35,9 @@ or none; the row's history says so).
   remainder or, after a reversal, belong to the old position) are cancelled.
 * A native order strategy (``strategy_id``) all of whose legs are cancelled is interrupted as
   well, first: a strategy that still runs may move or re-place its legs (a trailing stop, a
-  break-even move). The legs are cancelled one by one all the same (an interrupt that leaves
-  them working must not leave a position nobody asked for).
+  break-even move). The legs are cancelled one by one all the same, and so is its entry if
+  it still works (an interrupt that leaves them working must not leave a position nobody
+  asked for).
 * ``cancel_others`` (``[dispatcher] exit_cancels = "all"``; the dispatcher asks for it only
   when the position is closed or turned): every other order still alive on the contract is
   cancelled as well (resting entries and their suspended legs).
@@ -225,6 +226,16 @@ def fit_legs(
         for strategy in sorted(strategies)
         if all(leg.broker_order_id in cut for leg in legs if leg.strategy_id == strategy)
     )
+    # An interrupted strategy's entry still working is cancelled too: in the simulator the
+    # interrupt ends it, but the reference only names the endpoint, and an entry left
+    # working would fill later without legs (or, were the interrupt refused, with new ones).
+    stopped = {i.strategy_id for i in interrupts}
+    cancels += [
+        CancelOrder(o.account, o.broker_order_id)
+        for o in orders
+        if o.strategy_id in stopped and o.parent_id is None and not o.status.is_terminal
+        and o.broker_order_id not in {c.broker_order_id for c in cancels}
+    ]  # fmt: skip
     if cancel_others or resting_exits:
         cut = {c.broker_order_id for c in cancels} | {m.broker_order_id for m in modifies}
         kept = {leg.broker_order_id for leg in legs}

@@ -101,7 +101,8 @@ class OrderStrategies:
         return StrategyResult(strategy)
 
     def interrupt_order_strategy(self, strategy_id: int) -> StrategyResult:
-        """Stop a strategy: cancel its working entry and every open leg."""
+        """Stop a strategy: cancel its working entry (``strategy_interrupt_cancels_entry``)
+        and every open leg."""
         self._market.expire_due()
         strategy = self._strategies.get(strategy_id)
         if strategy is None:
@@ -112,6 +113,8 @@ class OrderStrategies:
         strategy.status = "ExecutionInterrupted"  # first: the cancels below must not end it
         for order_id in self._strategy_orders(strategy):
             order = self._records.order_of(order_id)
+            if order_id == strategy.entry_id and not self._config.strategy_interrupt_cancels_entry:
+                continue
             if order.ord_status in OPEN_ORD_STATUSES:
                 self._records.command(order, "Cancel", "RiskPassed", None, True)
                 self._desk.finalize(order, OrdStatus.CANCELED, "Canceled", "Strategy interrupted")

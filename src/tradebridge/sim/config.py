@@ -172,6 +172,9 @@ class SimConfig(BaseModel):
     strategy_entry_label: str = "Entry"
     strategy_stop_label: str = "StopLoss"
     strategy_target_label: str = "ProfitTarget"
+    # What ``interruptorderstrategy`` ends (§5.8 lists the endpoint only): the entry still
+    # working and every open leg, or the legs alone (the entry keeps working, unfollowed).
+    strategy_interrupt_cancels_entry: bool = True
 
     # TradingView bridge switches.
     capitalised_enums: Literal["error_200", "http_404"] = "error_200"
