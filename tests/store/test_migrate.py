@@ -224,5 +224,6 @@ async def test_migration_sql_itself_runs_twice_outside_the_runner(empty_db: str)
         )
     finally:
         await conn.close()
-    # 0007 adds the kill switches' two, 0013 the inserted-pending check, 0015 the deleted event
-    assert triggers == 10
+    # 0007 adds the kill switches' two, 0013 the inserted-pending check, 0015 the deleted event,
+    # 0016 the truncated rows' events
+    assert triggers == 11
