@@ -14,6 +14,17 @@ from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.store.ledger._sql import status_list
 from tradebridge.store.ledger.pool import LedgerPool
 
+
+def _this_life(alias: str, signal_id: str) -> str:
+    """Return the SQL condition keeping ``alias``'s history events of the row that holds the
+    signal id now: after the last ``deleted`` event (0015), where a deleted row's end."""
+    # Aliases and placeholders from this module's own statements, no input.
+    return (
+        f"{alias}.id > coalesce((select max(d.id) from order_history d "  # noqa: S608
+        f"where d.signal_id = {signal_id} and d.event = 'deleted'), 0)"
+    )
+
+
 # An account's other rows sent and unresolved, with the plan and baseline of their submits.
 _SENT_UNRESOLVED = status_list(
     SignalStatus.SUBMITTED, SignalStatus.UNKNOWN, SignalStatus.NEEDS_REVIEW
@@ -22,13 +33,15 @@ _SENT_ROWS_SQL = f"""
 select s.signal_id, s.status, s.last_attempt_at,
        (select h.detail ->> 'given_up_at' from order_history h
          where h.signal_id = s.signal_id and h.event in ('submitted', 'resubmitted', 'unknown')
+           and {_this_life("h", "s.signal_id")}
          order by h.id desc limit 1) as given_up_at,
        (select h.detail from order_history h
          where h.signal_id = s.signal_id and h.event = 'submitted'
+           and {_this_life("h", "s.signal_id")}
          order by h.id desc limit 1) as plan,
        (select h.detail -> 'baseline' from order_history h
          where h.signal_id = s.signal_id and h.event in ('submitted', 'resubmitted')
-           and h.detail ? 'baseline'
+           and h.detail ? 'baseline' and {_this_life("h", "s.signal_id")}
          order by h.id desc limit 1) as baseline
   from trading_signals s
  where s.account_name = $1 and s.signal_id <> $2
@@ -40,10 +53,12 @@ class Lookups(LedgerPool):
     """The recorded submits of a row and of its account's other rows."""
 
     async def submit_details(self, signal_id: str) -> list[tuple[str, Any]]:
-        """Return (event, detail) of the row's submits and resubmits, newest first."""
+        """Return (event, detail) of the row's submits and resubmits, newest first (not those
+        of a deleted row that held the signal id before)."""
         rows = await self._db.fetch(
-            "select event, detail from order_history where signal_id = $1 "
-            "and event in ('submitted', 'resubmitted') order by id desc",
+            "select event, detail from order_history h where signal_id = $1 "  # noqa: S608 - no input
+            f"and event in ('submitted', 'resubmitted') and {_this_life('h', '$1')} "
+            "order by id desc",
             signal_id,
         )
         return [(str(r["event"]), r["detail"]) for r in rows]
@@ -61,8 +76,9 @@ class Lookups(LedgerPool):
     async def latest_baseline_after(self, signal_id: str) -> str | None:
         """Return ``baseline_after`` of the row's latest submit that recorded a baseline."""
         value = await self._db.fetchval(
-            "select detail->>'baseline_after' from order_history where signal_id = $1 "
+            "select detail->>'baseline_after' from order_history h where signal_id = $1 "  # noqa: S608 - no input
             "and event in ('submitted', 'resubmitted') and detail ? 'baseline' "
+            f"and {_this_life('h', '$1')} "
             "order by id desc limit 1",
             signal_id,
         )
