@@ -203,7 +203,7 @@ async def test_ledger_calls_release_connections_without_the_reset_query(ledger_d
         await ledger.get("q1")
         await ledger.history("q1")
         async with ledger.transaction() as conn:
-            await ledger.lock_row_for_event(conn, None, "no-such-order")
+            await ledger.lock_row_for_event(conn, None, "no-such-order", account="ACC")
         await ledger.add_event("q1", "note")
 
         assert len(sent) >= 8

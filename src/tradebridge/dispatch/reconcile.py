@@ -393,6 +393,7 @@ class Reconciler:
             if (order.parent_id is None and entry_cid is None) or order.filled_qty <= 0:
                 continue
             written = await self.ledger.record_leg_fill(
+                account=account,
                 entry_client_id=entry_cid,
                 entry_order_id=None if order.parent_id is None else str(order.parent_id),
                 leg_order_id=str(order.broker_order_id),

@@ -425,7 +425,9 @@ class Tracker:
     async def _unmatched(self, event: BrokerOrderEvent) -> tuple[str, str | None]:
         """Return why an event matched no row, and the signal id of the row it names, if any."""
         cid = str(event.client_order_id) if event.client_order_id else None
-        row = await self.ledger.row_named_by(str(event.broker_order_id), cid)
+        row = await self.ledger.row_named_by(
+            str(event.broker_order_id), cid, account=str(event.account)
+        )
         if row is not None and row["tradovate_order_id"] == str(event.broker_order_id):
             # The broker's id is looked up among open rows only: this row had left them.
             # (A fill here cannot be told from a replay of one recorded: no fill_after_end.)
@@ -468,8 +470,9 @@ class Tracker:
         row = self.ledger.known_event_row(str(event.broker_order_id), cid, fill_id)
         if row is None:
             row = await self.ledger.event_row(
-                cid, str(event.broker_order_id), fill_id=fill_id, ordered_qty=fill is not None
-            )
+                cid, str(event.broker_order_id), account=str(event.account), fill_id=fill_id,
+                ordered_qty=fill is not None,
+            )  # fmt: skip
         if row is None:
             return False
         bind_order(signal_id=row.signal_id)
@@ -503,6 +506,7 @@ class Tracker:
             # "cum@N", never a sum of overlapping spans).
             fill_id, qty, price = f"cum@{fill.total_qty}", fill.total_qty, fill.total_avg or price
         written = await self.ledger.record_leg_fill(
+            account=str(event.account),
             entry_client_id=entry_client_id(cid),
             entry_order_id=None if event.parent_order_id is None else str(event.parent_order_id),
             leg_order_id=str(event.broker_order_id),
@@ -523,7 +527,9 @@ class Tracker:
         """Apply one event under its row's lock (after the row moved under a guarded write)."""
         fill = event.event if isinstance(event.event, OrderFilled) else None
         async with self.ledger.transaction() as conn:
-            record = await self.ledger.lock_row_for_event(conn, cid, str(event.broker_order_id))
+            record = await self.ledger.lock_row_for_event(
+                conn, cid, str(event.broker_order_id), account=str(event.account)
+            )
             if record is None:
                 return False
             signal_id = str(record["signal_id"])

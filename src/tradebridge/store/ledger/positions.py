@@ -127,12 +127,13 @@ update position_checks
 returning contract
 """
 # $1 the entry's client id, $2 the entry's broker order id (either may be null), $3 the
-# fill (its leg's order id and fill id name it). One row per leg fill, whoever writes it.
+# fill (its leg's order id and fill id name it), $4 the leg's account (a broker order id is
+# unique in one environment only). One row per leg fill, whoever writes it.
 _LEG_FILL_SQL = """
 with entry as (
     select signal_id from trading_signals
      where ($1::text is not null and client_order_id = $1)
-        or ($2::text is not null and tradovate_order_id = $2)
+        or ($2::text is not null and tradovate_order_id = $2 and account_name = $4)
      order by (client_order_id = $1) desc nulls last
      limit 1
 ), written as (
@@ -263,6 +264,7 @@ class PositionQueries(LedgerPool):
     async def record_leg_fill(
         self,
         *,
+        account: str,
         entry_client_id: str | None,
         entry_order_id: str | None,
         leg_order_id: str,
@@ -270,10 +272,12 @@ class PositionQueries(LedgerPool):
         qty: int,
         price: Decimal,
     ) -> tuple[str, bool] | None:
-        """Write a bracket leg's fill onto its entry's row, once per leg and fill id; return
-        the entry's signal id and whether this call wrote it, or None when no row is the
-        entry."""
+        """Write a bracket leg's fill onto its entry's row (of ``account``, where found by the
+        entry's broker order id), once per leg and fill id; return the entry's signal id and
+        whether this call wrote it, or None when no row is the entry."""
         detail = {"order": leg_order_id, "fill_id": fill_id, "qty": qty, "price": str(price)}
         with store_errors():
-            r = await self._db.fetchrow(_LEG_FILL_SQL, entry_client_id, entry_order_id, detail)
+            r = await self._db.fetchrow(
+                _LEG_FILL_SQL, entry_client_id, entry_order_id, detail, account
+            )
         return None if r is None else (str(r["signal_id"]), bool(r["written"]))

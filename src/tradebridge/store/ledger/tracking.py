@@ -23,7 +23,9 @@ _ORDER_MAY_REST = status_list(
 _EVENT_COLUMNS = "signal_id, status, filled_qty, avg_fill_price, tradovate_order_id"
 
 # The row of a broker event as ``lock_row_for_event`` finds it (by our client id, unless it
-# points at another order; else by the broker's id among rows whose order may rest), with
+# points at another order; else by the broker's id among the event's account's rows whose
+# order may rest: an order id is unique in one environment only, and the ledger holds one
+# row per broker order per account, migration 0004), with
 # what a fill needs (whether this fill is recorded, the quantity last submitted), in ONE
 # statement and without a lock: the move that follows is guarded (``Moves.move_if``).
 _EVENT_ROW_SQL = f"""
@@ -31,7 +33,7 @@ with by_client as (
     select {_EVENT_COLUMNS} from trading_signals where client_order_id = $1
 ), by_order as (
     select {_EVENT_COLUMNS} from trading_signals
-     where tradovate_order_id = $2 and status in {_ORDER_MAY_REST}
+     where tradovate_order_id = $2 and account_name = $5 and status in {_ORDER_MAY_REST}
        and not exists (select 1 from by_client)
      limit 1
 ), found as (
@@ -110,17 +112,24 @@ class TrackerQueries(LedgerPool):
         client_order_id: str | None,
         broker_order_id: str,
         *,
+        account: str,
         fill_id: str | None = None,
         ordered_qty: bool = False,
     ) -> EventRow | None:
         """Return the row a broker event is about, unlocked, in one statement, or None.
 
-        Found as ``lock_row_for_event`` finds it; with whether ``fill_id`` is recorded, and
-        (``ordered_qty``, for a fill) the quantity the row's latest submitted plan ordered
-        and the filled quantity no recorded fill accounts for (``EventRow.by_total``).
+        Found as ``lock_row_for_event`` finds it (``account``: the event's); with whether
+        ``fill_id`` is recorded, and (``ordered_qty``, for a fill) the quantity the row's
+        latest submitted plan ordered and the filled quantity no recorded fill accounts for
+        (``EventRow.by_total``).
         """
         record = await self._db.fetchrow(
-            _EVENT_ROW_SQL, client_order_id or None, broker_order_id, fill_id or None, ordered_qty
+            _EVENT_ROW_SQL,
+            client_order_id or None,
+            broker_order_id,
+            fill_id or None,
+            ordered_qty,
+            account,
         )
         if record is None:
             return None
@@ -133,12 +142,13 @@ class TrackerQueries(LedgerPool):
         )
 
     async def lock_row_for_event(
-        self, conn: Conn, client_order_id: str | None, broker_order_id: str
+        self, conn: Conn, client_order_id: str | None, broker_order_id: str, *, account: str
     ) -> asyncpg.Record | None:
         """Lock and return the row a broker event is about, or None.
 
         By our client id first (unless the row already points at another order: a leg, or a
-        stale duplicate); else by the broker's id among rows whose order is open.
+        stale duplicate); else by the broker's id among the rows of ``account`` (the event's)
+        whose order is open: another environment's order may carry the same id.
         """
         columns = _EVENT_COLUMNS
         if client_order_id:
@@ -151,21 +161,23 @@ class TrackerQueries(LedgerPool):
                 return None if known is not None and known != broker_order_id else row
         return await conn.fetchrow(
             f"select {columns} from trading_signals where tradovate_order_id = $1 "  # noqa: S608 - fixed columns and statuses
-            f"and status in {_ORDER_MAY_REST} for update",
+            f"and account_name = $2 and status in {_ORDER_MAY_REST} for update",
             broker_order_id,
+            account,
         )
 
     async def row_named_by(
-        self, broker_order_id: str, client_order_id: str | None
+        self, broker_order_id: str, client_order_id: str | None, *, account: str
     ) -> asyncpg.Record | None:
         """Return (signal_id, status, tradovate_order_id) of the row an event names, if any:
-        the one with the broker's id first, else the one with our client id."""
+        the one of ``account`` with the broker's id first, else the one with our client id."""
         return await self._db.fetchrow(
             "select signal_id, status, tradovate_order_id from trading_signals "
-            "where tradovate_order_id = $1 or client_order_id = $2 "
-            "order by tradovate_order_id = $1 desc nulls last limit 1",
+            "where (tradovate_order_id = $1 and account_name = $3) or client_order_id = $2 "
+            "order by (tradovate_order_id = $1 and account_name = $3) desc nulls last limit 1",
             broker_order_id,
             client_order_id,
+            account,
         )
 
     async def fill_seen(self, conn: Conn, signal_id: str, fill_id: str) -> bool:
