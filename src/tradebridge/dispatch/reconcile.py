@@ -54,10 +54,15 @@ from tradebridge.dispatch.placement import (
     ledger_status,
     lookup_window_s,
 )
-from tradebridge.domain.ids import AccountName, client_order_id_for, entry_client_id
+from tradebridge.domain.ids import (
+    AccountName,
+    BrokerOrderId,
+    client_order_id_for,
+    entry_client_id,
+)
 from tradebridge.domain.lifecycle import FINAL_STATUSES, SignalStatus
 from tradebridge.domain.reports import OrderStatusReport
-from tradebridge.errors import ConfigError, IllegalTransition
+from tradebridge.errors import ConfigError, IllegalTransition, NotFound
 from tradebridge.obs import metrics
 from tradebridge.obs.logging import get_logger, order_context
 from tradebridge.store.ledger import Ledger, LedgerRow, PositionTurn, database_unavailable
@@ -71,6 +76,9 @@ _LOCAL_WORKERS: Counter[str] = Counter()
 # Times one open row's sync reads it again after its guarded move was refused (the tracker
 # moving it meanwhile); then the next round looks again.
 _SYNC_TRIES = 3
+# Orders of open rows missing from an account's order lists read one by one per round
+# (``_read_missing``): an order the broker lost for good costs a read a round, bounded.
+_MISSING_READS = 20
 
 
 @contextlib.contextmanager
@@ -422,6 +430,8 @@ class Reconciler:
                 _log.warning("reconcile_read_failed", account=account, error=str(e))
                 continue
             by_id = {str(r.broker_order_id): r for r in reports}
+            missing = [order_id for _, _, order_id, _ in open_rows if order_id not in by_id]
+            by_id.update(await self._read_missing(broker, account, missing))
             for signal_id, status, order_id, filled in open_rows:
                 found = by_id.get(order_id)
                 if found is None:
@@ -431,6 +441,32 @@ class Reconciler:
                     new, moved = synced
                     count_verdict(new, moved)  # a fill or cancel no event brought counts too
                     report.synced[signal_id] = new.value
+
+    async def _read_missing(
+        self, broker: Broker, account: str, order_ids: list[str]
+    ) -> dict[str, OrderStatusReport]:
+        """Read the orders of open rows that the account's lists left out, one by one (at
+        most ``_MISSING_READS`` a round), by broker order id.
+
+        The lists do not show every order that ended: the bridge keeps a finished order in
+        ``/orders`` for about a minute, then in ``/ordersHistory`` only among the newest
+        ``history_max_count``. An order that ended while no process followed it, pushed out
+        of that history, was never compared again and its row stayed open for good.
+        """
+        found: dict[str, OrderStatusReport] = {}
+        for order_id in order_ids[:_MISSING_READS]:
+            try:
+                found[order_id] = await broker.order_report(
+                    AccountName(account), BrokerOrderId(order_id)
+                )
+            except NotFound:
+                # Not guessed: the row stays open, and a later round asks again.
+                _log.warning("open_order_not_found", account=account, broker_order_id=order_id)
+            except Exception as e:  # noqa: BLE001 - the next round tries again
+                reraise_if_cancelling()
+                _log.warning("reconcile_read_failed", account=account, broker_order_id=order_id,
+                             error=str(e))  # fmt: skip
+        return found
 
     async def _sync_row(
         self,

@@ -1,0 +1,104 @@
+"""Reconcile's net follows an open row's order to its end even when the account's order
+lists no longer show it.
+
+The bridge lists a finished order in ``/orders`` for about a minute, then only in
+``/ordersHistory``, newest first and at most ``tvbridge.history_max_count`` (200) of them.
+An order that ended while no process followed the account (its end never came as an event)
+and that more recent finished orders pushed out of that history is in neither list. Until
+2026-12-08 reconcile compared open rows with those lists only, and such a row stayed
+`working` for good (and counted as an open order in the risk rules): now the order of an
+open row missing from them is read on its own (``Broker.order_report``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from _support.rig import front
+from tracking.conftest import ACCOUNT, ACCOUNT_IDS, Stack, StackFactory
+from tradebridge.dispatch.reconcile import Reconciler
+from tradebridge.domain.enums import Dialect, OrderType, Side
+from tradebridge.domain.lifecycle import SignalStatus
+from tradebridge.sim.config import SimConfig
+from tradebridge.sim.engine import OrderRequest
+
+TICK = front().product.tick_size
+IDLE_S = 0.05
+HISTORY = 2  # stands for the default 200: the same cut, with fewer orders to push it
+
+
+def _on_grid(price: Decimal) -> Decimal:
+    return (price / TICK).to_integral_value() * TICK
+
+
+def _by_hand_and_cancelled(stack: Stack) -> None:
+    """An order nobody's row placed, then cancelled: a newer entry of the history."""
+    request = OrderRequest(
+        account_id=ACCOUNT_IDS[ACCOUNT], symbol=front().name, action=Side.BUY,
+        order_type=OrderType.LIMIT, order_qty=1, price=_on_grid(stack.last() - 300),
+    )  # fmt: skip
+
+    def place_and_cancel() -> None:
+        engine = stack.sim.ctx.engine
+        engine.cancel_order(engine.place_order(request).order_id)
+
+    stack.sim.call(place_and_cancel)
+
+
+async def _idle(stack: Stack, signal_id: str) -> None:
+    async with asyncio.timeout(10):
+        while signal_id not in {
+            r[0] for r in await stack.ledger.open_orders_idle(timedelta(seconds=IDLE_S))
+        }:
+            await asyncio.sleep(0.02)
+
+
+async def test_reconcile_bridge_row_whose_cancel_left_history_ends_cancelled(
+    make_stack: StackFactory,
+) -> None:
+    # Finished orders leave /orders at once (the bridge's minute, passed).
+    sim = SimConfig(port=0, price_step_s=3600, finished_order_linger_s=0)
+    async with make_stack(sim, dialect=Dialect.TVBRIDGE,
+                          dispatcher={"reconcile_interval_s": IDLE_S},
+                          tvbridge={"history_max_count": HISTORY}) as stack:  # fmt: skip
+        await stack.insert("hist-1", order_type="limit", price=_on_grid(stack.last() - 200))
+        await stack.dispatcher().drain_once()  # placed; no tracker runs (the process stops)
+        row = await stack.wait("hist-1", "working")
+        order_id = int(row.tradovate_order_id or 0)
+
+        # While no process runs: the order is cancelled at the broker, then more orders end.
+        stack.sim.call(lambda: stack.sim.ctx.engine.cancel_order(order_id))
+        for _ in range(HISTORY):
+            _by_hand_and_cancelled(stack)
+        listed = await (await stack.pool.get(ACCOUNT)).order_reports(ACCOUNT)  # type: ignore[arg-type]
+        assert str(order_id) not in {str(r.broker_order_id) for r in listed}
+
+        await _idle(stack, "hist-1")
+        report = await Reconciler(stack.settings, stack.ledger, stack.pool).reconcile_once()
+        after = await stack.ledger.get("hist-1")
+
+    assert after is not None
+    assert (after.status, after.filled_qty or 0) == (SignalStatus.CANCELLED, 0)
+    assert report.synced == {"hist-1": "cancelled"}
+
+
+@pytest.mark.parametrize("dialect", [Dialect.NATIVE, Dialect.TVBRIDGE])
+async def test_reconcile_open_row_whose_order_the_broker_lost_stays_open(
+    make_stack: StackFactory, dialect: Dialect
+) -> None:
+    """An order the broker no longer knows at all (a simulator restarted) is not guessed."""
+    async with make_stack(SimConfig(port=0, price_step_s=3600), dialect=dialect,
+                          dispatcher={"reconcile_interval_s": IDLE_S}) as stack:  # fmt: skip
+        await stack.insert("lost-1", status="working", client_order_id="tb-lost-1",
+                           tradovate_order_id="990000001")  # fmt: skip
+        await _idle(stack, "lost-1")
+        report = await Reconciler(stack.settings, stack.ledger, stack.pool).reconcile_once()
+        after = await stack.ledger.get("lost-1")
+
+    assert after is not None
+    assert after.status is SignalStatus.WORKING
+    assert report.synced == {}
