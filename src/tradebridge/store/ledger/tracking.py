@@ -21,6 +21,14 @@ _ORDER_MAY_REST = status_list(
 )
 
 _EVENT_COLUMNS = "signal_id, status, filled_qty, avg_fill_price, tradovate_order_id"
+# The events that say the quantity of a row's order, the latest first: a submitted plan, or
+# an adoption by hand that read the order at the broker (``review adopt``: its quantity, which
+# ``--allow-other-quantity`` lets differ from the plan's). A row with neither (a legacy row
+# adopted without a broker check) ordered its ``quantity``: until 2026-12-08 it had no
+# quantity ordered, and its first fill ended it ``filled``.
+_ORDERED_EVENT = """(
+    (h.event = 'submitted' and h.detail ? 'plan')
+    or (h.event = 'adopted_by_hand' and h.detail ? 'quantity'))"""
 
 # The row of a broker event as ``lock_row_for_event`` finds it (by our client id, unless it
 # points at another order; else by the broker's id among the event's account's rows whose
@@ -44,10 +52,12 @@ with by_client as (
 select found.*,
        ($3::text is not null and coalesce(fills.seen, false)) as fill_seen,
        greatest(coalesce(found.filled_qty, 0) - fills.recorded, 0) as by_total,
-       case when $4::boolean then (
+       case when $4::boolean then coalesce((
            select h.detail->>'quantity' from order_history h
-            where h.signal_id = found.signal_id and h.event = 'submitted' and h.detail ? 'plan'
-            order by h.id desc limit 1) end as ordered_qty
+            where h.signal_id = found.signal_id and {_ORDERED_EVENT}
+            order by h.id desc limit 1),
+           (select s.quantity::text from trading_signals s
+             where s.signal_id = found.signal_id)) end as ordered_qty
   from found
   cross join lateral (
       select bool_or(h.detail->>'fill_id' = $3) as seen,
@@ -64,6 +74,12 @@ _RECORDED_SQL = """
 select coalesce(sum((detail->>'qty')::numeric), 0) from order_history
  where signal_id = $1 and event = 'fill'
 """
+_ORDERED_SQL = f"""
+select coalesce(
+    (select h.detail->>'quantity' from order_history h
+      where h.signal_id = $1 and {_ORDERED_EVENT} order by h.id desc limit 1),
+    (select quantity::text from trading_signals where signal_id = $1))
+"""  # noqa: S608 - fixed events
 # A broker event's row, prepared on each new connection (pool.open_pool).
 HOT_STATEMENTS = (_EVENT_ROW_SQL,)
 
@@ -78,7 +94,7 @@ class EventRow:
     avg_fill_price: Decimal | None
     tradovate_order_id: str | None
     fill_seen: bool = False  # the event's fill id is recorded already
-    ordered_qty: Decimal | None = None  # the quantity the latest submitted plan ordered
+    ordered_qty: Decimal | None = None  # the quantity of its order (``_ORDERED_EVENT``)
     # The filled quantity no recorded fill accounts for: written from a broker's running
     # total (reconcile's net, a lookup's adoption), its fills' events not seen yet. A fill
     # not recorded is counted in it first (docs/ledger.md, "Filled quantity").
@@ -119,8 +135,8 @@ class TrackerQueries(LedgerPool):
         """Return the row a broker event is about, unlocked, in one statement, or None.
 
         Found as ``lock_row_for_event`` finds it (``account``: the event's); with whether
-        ``fill_id`` is recorded, and (``ordered_qty``, for a fill) the quantity the row's
-        latest submitted plan ordered and the filled quantity no recorded fill accounts for
+        ``fill_id`` is recorded, and (``ordered_qty``, for a fill) the quantity of the row's
+        order (``_ORDERED_EVENT``) and the filled quantity no recorded fill accounts for
         (``EventRow.by_total``).
         """
         record = await self._db.fetchrow(
@@ -197,10 +213,7 @@ class TrackerQueries(LedgerPool):
         return max((filled_qty or Decimal(0)) - Decimal(recorded), Decimal(0))
 
     async def ordered_qty(self, conn: Conn, signal_id: str) -> Decimal | None:
-        """Return the quantity the row's latest submitted plan ordered, if recorded."""
-        value = await conn.fetchval(
-            "select detail->>'quantity' from order_history where signal_id = $1 "
-            "and event = 'submitted' and detail ? 'plan' order by id desc limit 1",
-            signal_id,
-        )
+        """Return the quantity of the row's order: its adoption's record of it, else its
+        latest submitted plan's, else the row's ``quantity`` (``_ORDERED_EVENT``)."""
+        value = await conn.fetchval(_ORDERED_SQL, signal_id)
         return None if value is None else Decimal(value)
