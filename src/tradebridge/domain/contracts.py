@@ -210,6 +210,13 @@ def resolve_symbol(
     return contract
 
 
+def follows_roll(symbol: str, root_map: dict[str, str] | None = None) -> bool:
+    """Return whether ``symbol`` names no month: a continuous symbol (``MNQ1!``, with or
+    without an exchange prefix) or a bare root, which resolve through the roll calendar."""
+    text = strip_exchange(symbol).upper()
+    return _CONTINUOUS.match(text) is not None or text in (root_map or {}) or _is_root(text)
+
+
 def _is_root(text: str) -> bool:
     try:
         product(text)

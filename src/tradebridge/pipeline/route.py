@@ -50,7 +50,7 @@ from tradebridge.domain.contracts import ContractSymbol, parse_contract
 from tradebridge.domain.enums import Dialect, OrderType, Side, TimeInForce
 from tradebridge.domain.ids import ClientOrderId
 from tradebridge.domain.reports import OrderStatusReport, PositionReport
-from tradebridge.errors import InvalidInput
+from tradebridge.errors import InvalidInput, InvalidSymbol
 from tradebridge.pipeline.market import Market
 from tradebridge.pipeline.validate import Denied, Intent, ValidSignal
 
@@ -140,7 +140,8 @@ def needs(
     quote = quote or (marketable_limit != "fill" and signal.order_type is OrderType.LIMIT)
     match signal.intent:
         case Intent.ORDER:
-            return Needs(position=position_for_risk, quote=quote)
+            # On a continuous symbol, a position left in the month before the roll is read.
+            return Needs(position=position_for_risk or signal.follows_roll, quote=quote)
         case Intent.EXIT | Intent.REVERSE | Intent.TARGET:
             return Needs(position=True, quote=quote and signal.intent is Intent.REVERSE)
         case Intent.CANCEL:
@@ -196,6 +197,17 @@ def _route(
             return Denied(f"nothing to do: no working orders on {contract.name}")
         return CancelOrders(working)
     position = view.position(contract)
+    note = None
+    earlier = _other_months(signal, view, contract, today)
+    if earlier:
+        rolled = _rolled(signal, contract, position, earlier)
+        if isinstance(rolled, Denied):
+            return rolled
+        if rolled[0] != contract:
+            note = (f"sent on {rolled[0].name}, the position held from before the roll on "
+                    f"{rolled[0].roll_date().isoformat()} (the symbol's front month is now "
+                    f"{contract.name})")  # fmt: skip
+        contract, position = rolled
     match signal.intent:
         case Intent.ORDER:
             return _entry(signal, contract, signal.side, signal.quantity, view, cid, position,
@@ -206,7 +218,8 @@ def _route(
             side = Side.SELL if position > 0 else Side.BUY
             quantity = min(signal.quantity or abs(position), abs(position))
             whole = signal.quantity is None or signal.quantity > abs(position)
-            return _place(signal, contract, side, quantity, cid, position, exact=whole)
+            return _place(signal, contract, side, quantity, cid, position, exact=whole,
+                          note=note)  # fmt: skip
         case Intent.REVERSE:
             if position == 0:
                 return _entry(signal, contract, signal.side, signal.quantity, view, cid, 0,
@@ -227,8 +240,60 @@ def _route(
                     f"{position:+d}, the target"
                 )
             side = Side.BUY if delta > 0 else Side.SELL
-            return _place(signal, contract, side, abs(delta), cid, position, exact=True)
+            return _place(signal, contract, side, abs(delta), cid, position, exact=True,
+                          note=note)  # fmt: skip
     raise AssertionError(signal.intent)  # pragma: no cover
+
+
+def _other_months(
+    signal: ValidSignal, view: BrokerView, contract: ContractSymbol, today: date
+) -> dict[ContractSymbol, int]:
+    """Return the positions in other months of the contract's root, when the signal named
+    no month (``MNQ1!``, ``MNQ``): after a roll the sender's position is still in the old
+    one."""
+    if not signal.follows_roll or signal.intent is Intent.CANCEL:
+        return {}
+    held: dict[ContractSymbol, int] = {}
+    for report in view.positions:
+        if report.contract == contract.name:
+            continue
+        try:
+            other = parse_contract(report.contract, today)
+        except InvalidSymbol:
+            continue  # a product tradebridge does not know is no month of this root
+        if other.root == contract.root:
+            held[other] = held.get(other, 0) + report.net_qty
+    return {other: qty for other, qty in held.items() if qty != 0}
+
+
+def _rolled(
+    signal: ValidSignal, contract: ContractSymbol, position: int, earlier: dict[ContractSymbol, int]
+) -> tuple[ContractSymbol, int] | Denied:
+    """Return the contract and position an alert on a rolled symbol acts on, or why it
+    cannot be told.
+
+    An exit (or a target of flat) while the front month is flat closes the one other month
+    held: what the sender means, since its chart knows no months. An exit while the front
+    month is held closes that, as asked. Anything else would trade the new month beside
+    the old one (a strategy's sell meant to close a long would open a short; a target would
+    double the position): denied, naming both months.
+    """
+    closes = signal.intent is Intent.EXIT or (
+        signal.intent is Intent.TARGET and signal.target_position == 0
+    )
+    if closes and position == 0 and len(earlier) == 1:
+        return next(iter(earlier.items()))
+    if signal.intent is Intent.EXIT and position != 0:
+        return contract, position
+    held = ", ".join(f"{qty:+d} {c.name} (rolled on {c.roll_date().isoformat()})"
+                     for c, qty in sorted(earlier.items()))  # fmt: skip
+    return Denied(
+        f"{contract.name} is the front month of {contract.root} now, but the account holds "
+        f"{held}: this {signal.intent.value} would trade {contract.name} beside that "
+        "position instead of it; close or roll it first (an exit on the continuous symbol "
+        "closes it), or name the month in the symbol",
+        "instrument",
+    )
 
 
 def _flatten(signal: ValidSignal, view: BrokerView, today: date) -> Plan | Denied:

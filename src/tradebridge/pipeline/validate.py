@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from tradebridge.domain.commands import Target
-from tradebridge.domain.contracts import ContractSymbol, resolve_symbol
+from tradebridge.domain.contracts import ContractSymbol, follows_roll, resolve_symbol
 from tradebridge.domain.enums import OrderType, Side, TimeInForce
 from tradebridge.domain.ids import LEG_SUFFIXES, AccountName, SignalId
 from tradebridge.domain.products import MAX_CONTRACTS, MAX_DISTANCE_TICKS, MAX_MAGNITUDE
@@ -74,6 +74,9 @@ class RawSignal:
     take_profits: Any = None  # JSON: [{"ticks": n, "quantity": q}, ...] (0005_scale_out)
     trailing_stop_ticks: int | None = None
     breakeven: bool | None = None
+    # The webhook stores the month it resolved in ``instrument`` and the alert's own symbol
+    # (``MNQ1!``) in ``metadata.webhook.symbol``: whether the row follows the roll.
+    metadata: Any = None
 
     @classmethod
     def of(cls, row: object) -> RawSignal:
@@ -105,6 +108,10 @@ class ValidSignal:
     targets: tuple[Target, ...] = ()  # scale-out: several take profits (ticks)
     trailing_stop_ticks: int | None = None
     breakeven: bool = False
+    # Named by a continuous symbol or a bare root (``MNQ1!``, ``MNQ``): the month is the
+    # roll calendar's, not the sender's, so a position left in an earlier month is the
+    # sender's too (route.py).
+    follows_roll: bool = False
 
     @property
     def has_bracket(self) -> bool:
@@ -300,7 +307,17 @@ def _validate(
         targets=targets,
         trailing_stop_ticks=trailing,
         breakeven=breakeven,
+        follows_roll=contract is not None and _follows_roll(raw, root_map),
     )
+
+
+def _follows_roll(raw: RawSignal, root_map: dict[str, str]) -> bool:
+    symbols = [raw.instrument]
+    if isinstance(raw.metadata, Mapping):
+        hook = raw.metadata.get("webhook")
+        if isinstance(hook, Mapping):
+            symbols.append(hook.get("symbol"))
+    return any(isinstance(s, str) and follows_roll(s, root_map) for s in symbols)
 
 
 def _signal_id(value: str) -> None:
