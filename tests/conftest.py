@@ -63,9 +63,11 @@ def postgres_server() -> Iterator[EmbeddedPostgres]:
     server.stop()
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def restore_logging() -> Iterator[None]:
-    """Restore logging after a command run in-process configured it onto its runner's
-    streams (later tests must not inherit that); ``usefixtures`` it in CLI test modules."""
+    """Restore logging after every test: a command run in-process configures it onto its
+    runner's streams, closed once the command returns, and a later test of the same worker
+    would log into a closed file (autouse since 2026-12-07: a module that forgot to ask for
+    it broke the next module's logging, its dispatcher task included)."""
     with logs_to(None):
         yield
