@@ -951,10 +951,11 @@ class Dispatcher:
         view: BrokerView,
         marketable: str,
     ) -> None:
-        """Log what ``orders.marketable_limit`` did to a limit entry, or that it could not
-        judge it (no quote from this broker, no reference_price): it then goes as given."""
+        """Log what routing changed (``orders.marketable_limit`` on a limit entry, the month
+        of an order on a continuous symbol), or that a limit entry could not be judged (no
+        quote from this broker, no reference_price): it then goes as given."""
         if plan.note is not None:
-            _log.info("limit_entry_changed", signal_id=signal_id, note=plan.note)
+            _log.info("route_note", signal_id=signal_id, note=plan.note)
             return
         unjudged = (
             marketable != "fill"
