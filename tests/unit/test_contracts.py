@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 
 from tradebridge.domain.contracts import (
     ContractSymbol,
+    RollCalendar,
     expiry_date,
     front_month,
     month_code,
@@ -121,6 +122,55 @@ def test_every_product_has_a_front_month_all_year() -> None:
             contract = front_month(root, day)
             assert not contract.is_expired(day)
             assert day < contract.roll_date()
+
+
+# MNQZ6 expires on Friday 2026-12-18; by default MNQ1! moves to MNQH7 on 2026-12-10.
+LATE_MNQ = RollCalendar({"MNQ": 3})
+
+
+@pytest.mark.parametrize(
+    ("symbol", "today", "name"),
+    [
+        ("MNQ1!", date(2026, 12, 10), "MNQZ6"),  # the default roll day: still the old month
+        ("MNQ1!", date(2026, 12, 14), "MNQZ6"),  # the day before its own roll
+        ("MNQ1!", date(2026, 12, 15), "MNQH7"),  # 3 days before expiry
+        ("CME_MINI:MNQ1!", date(2026, 12, 14), "MNQZ6"),
+        ("MNQ", date(2026, 12, 14), "MNQZ6"),
+        ("MNQ2!", date(2026, 12, 14), "MNQH7"),
+        ("MNQ2!", date(2026, 12, 15), "MNQM7"),
+    ],
+)
+def test_resolve_symbol_root_rolled_later_resolves_to_the_old_month_until_its_roll(
+    symbol: str, today: date, name: str
+) -> None:
+    assert resolve_symbol(symbol, today, calendar=LATE_MNQ).name == name
+
+
+def test_resolve_symbol_roll_override_follows_the_root_map() -> None:
+    assert resolve_symbol("NQ1!", date(2026, 12, 14), {"NQ": "MNQ"}, LATE_MNQ).name == "MNQZ6"
+
+
+def test_roll_calendar_roots_it_does_not_name_keep_their_default() -> None:
+    assert resolve_symbol("ES1!", date(2026, 12, 14), calendar=LATE_MNQ).name == "ESH7"
+    assert LATE_MNQ.roll_days("ES") == product("ES").roll_days
+
+
+def test_contract_roll_date_follows_the_calendar() -> None:
+    contract = ContractSymbol("MNQ", 2026, 12)
+
+    assert contract.roll_date() == date(2026, 12, 10)
+    assert contract.roll_date(LATE_MNQ) == date(2026, 12, 15)
+    assert contract.roll_date(RollCalendar({"MNQ": 0})) == date(2026, 12, 18)
+
+
+def test_front_month_roll_longer_than_the_listing_cycle_still_finds_the_next_contracts() -> None:
+    calendar = RollCalendar({"CL": 90})
+    day = date(2026, 11, 25)
+
+    first, second = (front_month("CL", day, n, calendar) for n in (0, 1))
+
+    assert day < first.roll_date(calendar) < second.roll_date(calendar)
+    assert first.roll_date(calendar) - day <= timedelta(days=31)
 
 
 def test_tick_value_matches_exchange_specs() -> None:

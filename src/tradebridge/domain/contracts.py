@@ -16,12 +16,18 @@ holidays), an approximation of at most a business day, stated here so nobody is 
 * metals (GC, MGC): expire on the third-last business day of the contract month; the front
   month rolls before first notice, at the end of the month before, through the liquid
   months G J M Q V Z.
+
+The roll days are each product's default (``Product.roll_days``); a ``RollCalendar`` built
+from the settings (``[contracts] roll_days``) overrides them per root, for a chart whose
+continuous symbol rolls on another day. Nobody has checked the defaults against the day
+TradingView's ``1!`` rolls.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from tradebridge.domain.products import ExpiryRule, Product, product
@@ -74,9 +80,9 @@ class ContractSymbol:
         """Return the last trading day."""
         return expiry_date(self.product, self.year, self.month)
 
-    def roll_date(self) -> date:
+    def roll_date(self, calendar: RollCalendar | None = None) -> date:
         """Return the first day on which the next contract is the front month."""
-        return self.expiry() - timedelta(days=self.product.roll_days)
+        return self.expiry() - timedelta(days=(calendar or DEFAULT_ROLLS).roll_days(self.root))
 
     def is_expired(self, today: date) -> bool:
         """Return whether the contract no longer trades on ``today``."""
@@ -84,6 +90,26 @@ class ContractSymbol:
 
     def __str__(self) -> str:
         return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class RollCalendar:
+    """How many calendar days before expiry each product's front month moves on.
+
+    ``overrides`` maps a root to its days; a root it does not name keeps its product's
+    default (``Product.roll_days``).
+    """
+
+    overrides: Mapping[str, int] = field(default_factory=dict)
+
+    def roll_days(self, root: str) -> int:
+        """Return the days before expiry on which ``root``'s front month moves on."""
+        days = self.overrides.get(root.upper())
+        return product(root).roll_days if days is None else days
+
+
+DEFAULT_ROLLS = RollCalendar()
+"""Every product on its built-in roll days."""
 
 
 def _fixed_holidays(year: int) -> set[date]:
@@ -170,21 +196,31 @@ def listed_contracts(root: str, today: date, count: int = 4) -> list[ContractSym
     return out
 
 
-def front_month(root: str, today: date, offset: int = 0) -> ContractSymbol:
+def front_month(
+    root: str, today: date, offset: int = 0, calendar: RollCalendar | None = None
+) -> ContractSymbol:
     """Return the front contract of ``root`` on ``today`` (``offset=1`` is the next one)."""
-    candidates = [c for c in listed_contracts(root, today, count=offset + 3)
-                  if today < c.roll_date()]  # fmt: skip
-    return candidates[offset]
+    count = offset + 3
+    while True:  # a long roll (days beyond a listing cycle) passes more than two contracts
+        candidates = [c for c in listed_contracts(root, today, count=count)
+                      if today < c.roll_date(calendar)]  # fmt: skip
+        if len(candidates) > offset:
+            return candidates[offset]
+        count += 3
 
 
 def resolve_symbol(
-    symbol: str, today: date, root_map: dict[str, str] | None = None
+    symbol: str,
+    today: date,
+    root_map: dict[str, str] | None = None,
+    calendar: RollCalendar | None = None,
 ) -> ContractSymbol:
     """Resolve any accepted spelling to one unexpired contract.
 
     Accepts explicit contracts (``MNQZ6``, ``MNQZ2026``), continuous symbols (``MNQ1!`` is
     the front month, ``MNQ2!`` the next), exchange prefixes (``CME_MINI:MNQ1!``) and bare
-    roots (``MNQ``). ``root_map`` maps one root to another (trade ``MNQ`` for ``NQ``).
+    roots (``MNQ``). ``root_map`` maps one root to another (trade ``MNQ`` for ``NQ``);
+    ``calendar`` says when each root's front month moves on (the defaults without it).
     """
     text = strip_exchange(symbol).upper()
     if not text:
@@ -193,16 +229,16 @@ def resolve_symbol(
     continuous = _CONTINUOUS.match(text)
     if continuous is not None:
         root, nth = continuous.groups()
-        return front_month(roots.get(root, root), today, offset=int(nth) - 1)
+        return front_month(roots.get(root, root), today, int(nth) - 1, calendar)
     if text in roots or _is_root(text):
-        return front_month(roots.get(text, text), today)
+        return front_month(roots.get(text, text), today, calendar=calendar)
     contract = parse_contract(text, today)
     if month_code(contract.month) not in contract.product.listed_months:
         raise InvalidSymbol(f"{contract.name}: {contract.root} lists no contract in that month")
     if contract.root in roots:
         contract = ContractSymbol(roots[contract.root], contract.year, contract.month)
     if contract.is_expired(today):
-        current = front_month(contract.root, today)
+        current = front_month(contract.root, today, calendar=calendar)
         raise InvalidSymbol(
             f"{contract.name} expired on {contract.expiry().isoformat()}; "
             f"the front month is {current.name}"
