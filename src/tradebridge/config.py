@@ -48,6 +48,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
+from tradebridge.domain.contracts import RollCalendar
 from tradebridge.domain.enums import Dialect, Environment
 from tradebridge.domain.notices import NoticeKind
 from tradebridge.domain.products import PRODUCTS
@@ -1082,6 +1083,42 @@ class OrdersConfig(_Section):
         return value.strip().lower() if isinstance(value, str) else value
 
 
+MAX_ROLL_DAYS = 90
+"""The most calendar days before expiry a front month may move on: a quarter's listing cycle."""
+
+
+class ContractsConfig(_Section):
+    """When a continuous symbol (``MNQ1!``) or a bare root moves to the next month."""
+
+    roll_days: dict[str, int] = Field(
+        default_factory=dict,
+        description="calendar days before expiry on which a root's front month moves on, per "
+        "root, e.g. { MNQ = 8, CL = 3 }; roots not named keep the built-in days ("
+        + ", ".join(f"{p.root} {p.roll_days}" for p in PRODUCTS.values())
+        + "), which nobody has checked against the day TradingView's 1! rolls "
+        "(docs/tradingview.md)",
+    )
+
+    @field_validator("roll_days")
+    @classmethod
+    def _known_roots_and_days(cls, value: dict[str, int]) -> dict[str, int]:
+        days = {root.strip().upper(): count for root, count in value.items()}
+        unknown = [root for root in days if root not in PRODUCTS]
+        if unknown:
+            raise ValueError(f"unknown root(s) {', '.join(unknown)} (known: {', '.join(PRODUCTS)})")
+        wrong = [f"{root} = {n}" for root, n in days.items() if not 0 <= n <= MAX_ROLL_DAYS]
+        if wrong:
+            raise ValueError(
+                f"{', '.join(wrong)}: roll days are calendar days before expiry, 0 (roll on "
+                f"the last trading day) to {MAX_ROLL_DAYS}"
+            )
+        return days
+
+    def calendar(self) -> RollCalendar:
+        """Return the roll calendar these settings make."""
+        return RollCalendar(dict(self.roll_days))
+
+
 TRADINGVIEW_WEBHOOK_IPS: tuple[str, ...] = (
     "52.89.214.238",
     "34.212.75.30",
@@ -1434,6 +1471,7 @@ class Settings(BaseSettings):
     dispatcher: DispatcherConfig = Field(default_factory=DispatcherConfig)
     risk: RiskConfig = Field(default_factory=RiskConfig)
     orders: OrdersConfig = Field(default_factory=OrdersConfig)
+    contracts: ContractsConfig = Field(default_factory=ContractsConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     up: UpConfig = Field(default_factory=UpConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)

@@ -201,3 +201,35 @@ def test_settings_leg_time_in_force_defaults_to_entry_and_reads_any_case() -> No
     assert load_settings(orders={"leg_time_in_force": " GTC "}).orders.leg_time_in_force == "gtc"
     with pytest.raises(ConfigError, match="leg_time_in_force"):
         load_settings(orders={"leg_time_in_force": "week"})
+
+
+def test_settings_roll_days_override_one_root_and_keep_the_others() -> None:
+    settings = load_settings(contracts={"roll_days": {"mnq": 3, "CL": 0}})
+
+    calendar = settings.contracts.calendar()
+
+    assert (calendar.roll_days("MNQ"), calendar.roll_days("CL")) == (3, 0)
+    assert calendar.roll_days("ES") == 8
+
+
+@pytest.mark.parametrize(
+    ("roll_days", "message"),
+    [
+        ({"MNQ1!": 3}, r"contracts\.roll_days: unknown root\(s\) MNQ1! \(known: ES, "),
+        ({"XYZ": 3}, r"unknown root\(s\) XYZ"),
+        ({"ES": -1}, r"ES = -1: roll days are calendar days before expiry, 0 .* to 90"),
+        ({"GC": 91}, r"GC = 91: roll days"),
+    ],
+)
+def test_settings_roll_days_unknown_root_or_days_out_of_range_refused(
+    roll_days: dict[str, int], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(contracts={"roll_days": roll_days})
+
+
+def test_settings_roll_days_from_toml(tmp_path: Path) -> None:
+    toml = tmp_path / "tradebridge.toml"
+    toml.write_text("[contracts]\nroll_days = { ES = 5 }\n", encoding="utf-8")
+
+    assert load_settings(toml).contracts.calendar().roll_days("ES") == 5
