@@ -538,11 +538,13 @@ def _place(
     coid = client_id or f"tbcli{datetime.now(UTC):%y%m%d%H%M%S}{secrets.token_hex(3)}"
 
     async def work() -> dict[str, Any]:
-        legs = leg_time_in_force(time_in_force, _settings(common, account).orders.leg_time_in_force)
+        settings = _settings(common, account)
+        legs = leg_time_in_force(time_in_force, settings.orders.leg_time_in_force)
+        today = datetime.now(UTC).date()
         command = SubmitOrder(
             client_order_id=ClientOrderId(coid),
             account=AccountName(account),
-            contract=resolve_symbol(symbol, datetime.now(UTC).date()),
+            contract=resolve_symbol(symbol, today, calendar=settings.contracts.calendar()),
             side=Side(side_name),
             order_type=order_type,
             quantity=qty,
@@ -747,7 +749,8 @@ def flatten(
         if symbol is not None:
             from tradebridge.domain.contracts import resolve_symbol
 
-            contract = resolve_symbol(symbol, today).name
+            calendar = _settings(common, account).contracts.calendar()
+            contract = resolve_symbol(symbol, today, calendar=calendar).name
         reports = []
         for name in names:  # one after the other: each account's report as it is done
             try:

@@ -156,6 +156,7 @@ async def _wanted(ledger: Ledger, row: LedgerRow, settings: Settings) -> _Wanted
         today=datetime.now(UTC).date(),
         accounts=[row.account_name or ""],
         root_map=root_map(settings),
+        calendar=settings.contracts.calendar(),
     )
     if not isinstance(checked, ValidSignal):
         return _Wanted(None, None, None, "its columns")

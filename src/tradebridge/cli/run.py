@@ -393,7 +393,8 @@ async def _check_market(row: dict[str, Any], database_url: str | None, stack: St
         if read_endpoints(where) is None:
             where = None
     common = BrokerOptions(config=stack.config, data_dir=where)
-    contract = resolve_symbol(row["instrument"], datetime.now(UTC).date(), root_map(settings))
+    contract = resolve_symbol(row["instrument"], datetime.now(UTC).date(), root_map(settings),
+                              settings.contracts.calendar())  # fmt: skip
     await check_bracket(
         common, row["account_name"], contract.name, side=Side(row["side"]),
         order_type=OrderType(row["order_type"]), limit_price=row["price"],

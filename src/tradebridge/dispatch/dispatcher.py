@@ -155,6 +155,7 @@ class Dispatcher:
         )
         self._today = today or (lambda: datetime.now(UTC).date())
         self._root_map = root_map(settings)
+        self._calendar = settings.contracts.calendar()
         self._accounts = frozenset(a.name for a in settings.accounts)
         # A fan-out to every configured account must not wait for slots (issue 12): by
         # default there is one per account; the request budget bounds what reaches Tradovate.
@@ -639,9 +640,8 @@ class Dispatcher:
         """Validate ``row``; a row validation cannot even check is denied, not retried: the
         same columns would raise again on every try and hold back the account's queue."""
         try:
-            return validate(
-                RawSignal.of(row), today=today, accounts=self._accounts, root_map=self._root_map
-            )
+            return validate(RawSignal.of(row), today=today, accounts=self._accounts,
+                            root_map=self._root_map, calendar=self._calendar)  # fmt: skip
         except Exception as e:  # noqa: BLE001 - a row's own columns, never a passing outage
             _log.exception("row_check_failed", signal_id=row.signal_id)
             return Denied(f"the row could not be checked: {type(e).__name__}: {e}; "
@@ -778,7 +778,8 @@ class Dispatcher:
             view = await self._view(broker, signal, need)
             plan = route(signal, view, client_order_id_for(signal_id), today=today,
                          legs=self.settings.orders.leg_time_in_force,
-                         brackets_from_fill=from_fill, marketable_limit=marketable)  # fmt: skip
+                         brackets_from_fill=from_fill, marketable_limit=marketable,
+                         calendar=self._calendar)  # fmt: skip
             baseline = None
             if isinstance(plan, PlaceOrder):
                 baseline = await broker.lookup_baseline(plan.command)

@@ -41,7 +41,8 @@ class Doctor:
     def resolve_contract(self, text: str, fix: str) -> ContractSymbol | None:
         """Return the contract ``text`` names today, or None after adding the failed check."""
         try:
-            return resolve_symbol(text, self.now.date())
+            calendar = self.settings.contracts.calendar()
+            return resolve_symbol(text, self.now.date(), calendar=calendar)
         except InvalidSymbol as e:
             self.add(
                 Check(

@@ -12,7 +12,12 @@ from tradebridge.brokers.http import BrokerHttp
 from tradebridge.config import AccountConfig
 from tradebridge.doctor.checkup import Doctor
 from tradebridge.doctor.report import Check, Status, Verdict
-from tradebridge.domain.contracts import front_month, parse_contract, strip_exchange
+from tradebridge.domain.contracts import (
+    RollCalendar,
+    front_month,
+    parse_contract,
+    strip_exchange,
+)
 from tradebridge.domain.enums import Environment
 from tradebridge.errors import InvalidSymbol
 from tradebridge.store.tokens import StoredToken
@@ -87,7 +92,8 @@ async def native_contract_check(doctor: Doctor, http: BrokerHttp, token: StoredT
     """Check that the symbol resolves to an unexpired contract ``contract/find`` knows."""
     today = doctor.now.date()
     text = doctor.symbol or "MNQ1!"
-    contract = doctor.resolve_contract(text, _front_month_fix(text, today))
+    calendar = doctor.settings.contracts.calendar()
+    contract = doctor.resolve_contract(text, _front_month_fix(text, today, calendar))
     if contract is None:
         return
     answer = await http.request(
@@ -110,7 +116,7 @@ async def native_contract_check(doctor: Doctor, http: BrokerHttp, token: StoredT
             Status.FAIL,
             f"Tradovate lists no contract {contract.name} (contract/find answered HTTP "
             f"{answer.status})",
-            _front_month_fix(text, today),
+            _front_month_fix(text, today, calendar),
             Verdict.INSTRUMENT_UNKNOWN_OR_EXPIRED,
         )
     )
@@ -142,7 +148,7 @@ def live_check(doctor: Doctor) -> None:
     )
 
 
-def _front_month_fix(text: str, today: date) -> str:
+def _front_month_fix(text: str, today: date, calendar: RollCalendar) -> str:
     """Return "trade the front month X" for a symbol whose root we can read, else generic."""
     root = None
     try:
@@ -155,7 +161,8 @@ def _front_month_fix(text: str, today: date) -> str:
             root = None
     if root is None:
         return "use a listed contract, e.g. the front month of its root (MNQ1!)"
-    return f"trade the current front month {front_month(root, today).name} (or {root}1!)"
+    current = front_month(root, today, calendar=calendar)
+    return f"trade the current front month {current.name} (or {root}1!)"
 
 
 def _persisted_device_id(path: Path) -> bool:

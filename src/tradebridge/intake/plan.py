@@ -161,7 +161,7 @@ def _contract(symbol: str | None, settings: Settings, today: date) -> ContractSy
         return None
     root_map = {k.upper(): v.upper() for k, v in settings.webhook.symbol_map.items()}
     try:
-        return resolve_symbol(symbol, today, root_map)
+        return resolve_symbol(symbol, today, root_map, settings.contracts.calendar())
     except InvalidSymbol as e:
         raise AlertRejected(
             f"symbol {symbol[:40]!r}: {e}",
@@ -363,6 +363,7 @@ def _admit(
         legs=settings.orders.leg_time_in_force,
         rules=rules.of,
         now=now,
+        calendar=settings.contracts.calendar(),
     )
     dialects = {a.name: a.dialect for a in settings.accounts}
     abilities = {d: dialect_capabilities(d) for d in {*dialects.values(), Dialect.NATIVE}}

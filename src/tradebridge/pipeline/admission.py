@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime
 
 from tradebridge.domain.commands import Bracket, LegTimeInForce
+from tradebridge.domain.contracts import DEFAULT_ROLLS, RollCalendar
 from tradebridge.domain.ids import ClientOrderId
 from tradebridge.pipeline.risk import (
     INTAKE_RULES,
@@ -56,6 +57,7 @@ class Admission:
     # arrival; without them only the kill switch is checked.
     rules: Callable[[str, str | None], Rules] | None = None
     now: datetime | None = None
+    calendar: RollCalendar = DEFAULT_ROLLS  # when continuous symbols roll ([contracts])
 
 
 def admit(
@@ -71,12 +73,13 @@ def admit(
     ``quotes``, ``leg_time_in_force`` and ``brackets_from_fill`` are the capabilities of the
     adapter of the row's account (``BrokerCapabilities``).
     """
-    checked = validate(raw, today=known.today, accounts=known.accounts, root_map=known.root_map)
+    checked = validate(raw, today=known.today, accounts=known.accounts, root_map=known.root_map,
+                       calendar=known.calendar)  # fmt: skip
     if isinstance(checked, Denied):
         return checked
     view = BrokerView(quote_at_placement=quotes, leg_time_in_force=leg_time_in_force)
     plan = route(checked, view, ClientOrderId(raw.signal_id), today=known.today, legs=known.legs,
-                 brackets_from_fill=brackets_from_fill)  # fmt: skip
+                 brackets_from_fill=brackets_from_fill, calendar=known.calendar)  # fmt: skip
     if isinstance(plan, Denied):
         return None if plan.nothing_to_do else plan
     if not isinstance(plan, PlaceOrder):

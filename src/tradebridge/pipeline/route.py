@@ -46,7 +46,7 @@ from tradebridge.domain.commands import (
     SubmitOrder,
     leg_time_in_force,
 )
-from tradebridge.domain.contracts import ContractSymbol, parse_contract
+from tradebridge.domain.contracts import ContractSymbol, RollCalendar, parse_contract
 from tradebridge.domain.enums import Dialect, OrderType, Side, TimeInForce
 from tradebridge.domain.ids import ClientOrderId
 from tradebridge.domain.reports import OrderStatusReport, PositionReport
@@ -159,17 +159,19 @@ def route(
     legs: LegTimeInForce = "entry",
     brackets_from_fill: bool = False,
     marketable_limit: MarketableLimit = "fill",
+    calendar: RollCalendar | None = None,
 ) -> Plan | Denied:
     """Turn ``signal`` into broker commands, or say why none can be sent.
 
     ``legs`` is ``[orders] leg_time_in_force``: the time in force of bracket legs.
     ``brackets_from_fill``: the broker prices bracket legs from the entry's fill
     (``BrokerCapabilities.brackets_from_fill``), so a bracket given only in ticks needs no
-    entry reference. ``marketable_limit`` is ``[orders] marketable_limit``.
+    entry reference. ``marketable_limit`` is ``[orders] marketable_limit``. ``calendar``
+    (``[contracts] roll_days``) dates the roll in what an alert after one is told.
     """
     try:
         return _route(signal, view, client_order_id, today, legs, brackets_from_fill,
-                      marketable_limit)  # fmt: skip
+                      marketable_limit, calendar)  # fmt: skip
     except InvalidInput as e:
         return Denied(str(e), e.field)
 
@@ -182,6 +184,7 @@ def _route(
     legs: LegTimeInForce,
     from_fill: bool,
     marketable: MarketableLimit = "fill",
+    calendar: RollCalendar | None = None,
 ) -> Plan | Denied:
     if signal.intent is Intent.FLATTEN:
         return _flatten(signal, view, today)
@@ -200,12 +203,12 @@ def _route(
     note = None
     earlier = _other_months(signal, view, contract, today)
     if earlier:
-        rolled = _rolled(signal, contract, position, earlier)
+        rolled = _rolled(signal, contract, position, earlier, calendar)
         if isinstance(rolled, Denied):
             return rolled
         if rolled[0] != contract:
             note = (f"sent on {rolled[0].name}, the position held from before the roll on "
-                    f"{rolled[0].roll_date().isoformat()} (the symbol's front month is now "
+                    f"{rolled[0].roll_date(calendar).isoformat()} (the symbol's front month is now "
                     f"{contract.name})")  # fmt: skip
         contract, position = rolled
     match signal.intent:
@@ -267,7 +270,11 @@ def _other_months(
 
 
 def _rolled(
-    signal: ValidSignal, contract: ContractSymbol, position: int, earlier: dict[ContractSymbol, int]
+    signal: ValidSignal,
+    contract: ContractSymbol,
+    position: int,
+    earlier: dict[ContractSymbol, int],
+    calendar: RollCalendar | None,
 ) -> tuple[ContractSymbol, int] | Denied:
     """Return the contract and position an alert on a rolled symbol acts on, or why it
     cannot be told.
@@ -285,7 +292,7 @@ def _rolled(
         return next(iter(earlier.items()))
     if signal.intent is Intent.EXIT and position != 0:
         return contract, position
-    held = ", ".join(f"{qty:+d} {c.name} (rolled on {c.roll_date().isoformat()})"
+    held = ", ".join(f"{qty:+d} {c.name} (rolled on {c.roll_date(calendar).isoformat()})"
                      for c, qty in sorted(earlier.items()))  # fmt: skip
     return Denied(
         f"{contract.name} is the front month of {contract.root} now, but the account holds "

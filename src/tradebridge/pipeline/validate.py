@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from tradebridge.domain.commands import Target
-from tradebridge.domain.contracts import ContractSymbol, follows_roll, resolve_symbol
+from tradebridge.domain.contracts import ContractSymbol, RollCalendar, follows_roll, resolve_symbol
 from tradebridge.domain.enums import OrderType, Side, TimeInForce
 from tradebridge.domain.ids import LEG_SUFFIXES, AccountName, SignalId
 from tradebridge.domain.products import MAX_CONTRACTS, MAX_DISTANCE_TICKS, MAX_MAGNITUDE
@@ -177,10 +177,11 @@ def validate(
     today: date,
     accounts: Collection[str],
     root_map: Mapping[str, str] | None = None,
+    calendar: RollCalendar | None = None,
 ) -> ValidSignal | Denied:
     """Check a raw row; return what it asks for, or why it is denied."""
     try:
-        return _validate(raw, today, accounts, dict(root_map or {}))
+        return _validate(raw, today, accounts, dict(root_map or {}), calendar)
     except _Deny as e:
         return e.denied
 
@@ -192,7 +193,11 @@ class _Deny(Exception):  # internal control flow, never escapes this module
 
 
 def _validate(
-    raw: RawSignal, today: date, accounts: Collection[str], root_map: dict[str, str]
+    raw: RawSignal,
+    today: date,
+    accounts: Collection[str],
+    root_map: dict[str, str],
+    calendar: RollCalendar | None,
 ) -> ValidSignal:
     _signal_id(raw.signal_id)
     intent = _intent(raw.intent)
@@ -202,7 +207,9 @@ def _validate(
     if account not in accounts:
         known = ", ".join(sorted(accounts)) or "none"
         raise _Deny(f"unknown account {account!r} (configured: {known})", "account_name")
-    contract = _contract(raw.instrument, today, root_map, required=intent in _NEEDS_CONTRACT)
+    contract = _contract(
+        raw.instrument, today, root_map, calendar, required=intent in _NEEDS_CONTRACT
+    )
     side = _side(raw.side, required=intent is Intent.ORDER)
     order_type = _order_type(raw.order_type)
     quantity = _quantity(raw.quantity, required=intent is Intent.ORDER)
@@ -342,7 +349,12 @@ def _intent(value: str | None) -> Intent:
 
 
 def _contract(
-    value: str | None, today: date, root_map: dict[str, str], *, required: bool
+    value: str | None,
+    today: date,
+    root_map: dict[str, str],
+    calendar: RollCalendar | None,
+    *,
+    required: bool,
 ) -> ContractSymbol | None:
     text = (value or "").strip()
     if not text:
@@ -350,7 +362,7 @@ def _contract(
             raise _Deny("instrument is missing", "instrument")
         return None
     try:
-        return resolve_symbol(text, today, root_map)
+        return resolve_symbol(text, today, root_map, calendar)
     except InvalidSymbol as e:
         raise _Deny(f"instrument {text!r}: {e}", "instrument") from None
 
