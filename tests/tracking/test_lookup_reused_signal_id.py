@@ -6,18 +6,25 @@ row's own, back 10 minutes before the submit whatever the broker's clock says
 the same signal id within that time gives the new row the old row's client id: when the new
 submit's outcome was unknown and it never executed, the lookup found the old row's order,
 adopted it, and the new order was never sent. A deletion now leaves a ``deleted`` event in the
-append-only history (migration 0015), and the orders the history names up to it are excluded
-like the orders of other rows.
+append-only history (migration 0015; a TRUNCATE, which fires no row trigger, one per row:
+0016), and the orders the history names up to it are excluded like the orders of other rows.
 """
 
 from __future__ import annotations
+
+import pytest
 
 from _support.rig import front
 from tracking.conftest import StackFactory
 
 
+@pytest.mark.parametrize(
+    "removal",
+    ["delete from trading_signals where signal_id = 'r'", "truncate trading_signals"],
+    ids=["delete", "truncate"],
+)
 async def test_a_reused_signal_id_never_adopts_the_deleted_rows_order(
-    make_stack: StackFactory,
+    make_stack: StackFactory, removal: str
 ) -> None:
     async with make_stack() as stack:
         stack.start(stack.dispatcher())
@@ -26,7 +33,7 @@ async def test_a_reused_signal_id_never_adopts_the_deleted_rows_order(
         await stack.insert("r", order_type="limit", price=grid - 100 * tick)
         old = await stack.wait("r", "working")
         async with stack.ledger.pool.acquire() as conn:
-            await conn.execute("delete from trading_signals where signal_id = 'r'")
+            await conn.execute(removal)
 
         faults = stack.sim.ctx.faults
         faults.error_5xx_writes_only = True
