@@ -92,7 +92,7 @@ from tradebridge.pipeline.route import (
     needs,
     route,
 )
-from tradebridge.pipeline.validate import Denied, RawSignal, ValidSignal, validate
+from tradebridge.pipeline.validate import Denied, Intent, RawSignal, ValidSignal, validate
 from tradebridge.store.kill import KillSwitchWatch
 from tradebridge.store.ledger import Ledger, LedgerRow, RiskActivity, database_unavailable
 from tradebridge.tracking.tracker import Tracker
@@ -808,14 +808,18 @@ class Dispatcher:
             # retried long after its claim (free while the watch runs, as in `serve`).
             switches = switches.newest(await self.kill.state())
             limits = with_kill_switch(self.limits, switches, signal.account)
+            # What the rules judge on the position read. An order on a continuous symbol
+            # reads it for the roll alone (route.needs): with the rules off that judges
+            # nothing, and its resend need not wait for the very same position.
+            judged = need.position and (rules.position or signal.intent is not Intent.ORDER)
             facts = OrderFacts(
                 plan.command, self._clock(),
-                position=plan.position_before if need.position else None,
-                positions=_nets(view) if need.position else None,
+                position=plan.position_before if judged else None,
+                positions=_nets(view) if judged else None,
                 entry_price=entry_reference(signal, view.quote),
             )  # fmt: skip
             activity = None
-            if need.position and not plan.fit_legs:
+            if judged and not plan.fit_legs:
                 # A plain order: the account's open orders on its side may fill first (two
                 # resting sells of a long 1 each "reduce" it; three limit buys of 2 each
                 # pass a limit of 2). Read with the counts, in the same statement.
@@ -836,7 +840,7 @@ class Dispatcher:
             if denied is not None:
                 await self._deny(signal_id, denied)
                 return SignalStatus.DENIED
-            if need.position and not plan.fit_legs:
+            if judged and not plan.fit_legs:
                 # Judged on the position read: a resend (its answer lost, the order proved
                 # absent) goes only on that very position (``placement.still_fits``).
                 plan = replace(plan, exact=True)
