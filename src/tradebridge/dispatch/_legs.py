@@ -10,7 +10,7 @@ goes through the one submit/lookup path.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tradebridge.brokers.base import Broker
@@ -71,13 +71,7 @@ async def fit_legs(
     ends = legs.ending_entries(orders, name, position, remaining)
     if ends:
         # Their legs come alive for what they filled, then are cut like any (legs.py).
-        for end in ends:
-            try:
-                await broker.cancel(end)
-            except (BrokerRejected, NotFound) as e:
-                ended.append(f"{end.broker_order_id} ({_reason(e)})")
-                continue
-            ended.append(end.broker_order_id)
+        ended = await _cancel_each(broker, ends)
         position = await _position(broker, command.account, name)
         if moved(position):
             # Filled more meanwhile: its legs came alive for that too, no more than the
@@ -115,14 +109,7 @@ async def fit_legs(
             cancels.append(CancelOrder(modify.account, modify.broker_order_id))
             continue
         modified.append({"order": modify.broker_order_id, "quantity": modify.quantity})
-    cancelled: list[str] = []
-    for cancel in cancels:
-        try:
-            await broker.cancel(cancel)
-        except (BrokerRejected, NotFound) as e:
-            cancelled.append(f"{cancel.broker_order_id} ({_reason(e)})")
-            continue
-        cancelled.append(cancel.broker_order_id)
+    cancelled = await _cancel_each(broker, cancels)
     detail = {"position": position, "remaining": remaining,
               "cancelled": cancelled, "modified": modified}  # fmt: skip
     if interrupted:
@@ -137,6 +124,19 @@ async def fit_legs(
     await ledger.add_event(signal_id, "legs_fitted", detail)
     _log.info("legs_fitted", signal_id=signal_id, **detail)
     return position
+
+
+async def _cancel_each(broker: Broker, cancels: Sequence[CancelOrder]) -> list[str]:
+    """Cancel each order; return their ids, a refused one (too late, gone) with its reason."""
+    done: list[str] = []
+    for cancel in cancels:
+        try:
+            await broker.cancel(cancel)
+        except (BrokerRejected, NotFound) as e:
+            done.append(f"{cancel.broker_order_id} ({_reason(e)})")
+            continue
+        done.append(cancel.broker_order_id)
+    return done
 
 
 class PositionMoved(Exception):
