@@ -22,7 +22,7 @@ from tradebridge.errors import RateLimited, TransientError
 T = TypeVar("T")
 
 
-def _backoff_hook(error: Exception) -> bool | float | dt.timedelta:
+def _backoff_hook(error: BaseException) -> bool | float | dt.timedelta:
     if isinstance(error, RateLimited):
         return error.retry_after  # the broker told us how long; waiting less is pointless
     return isinstance(error, TransientError)
