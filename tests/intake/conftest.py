@@ -15,11 +15,12 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 import store.conftest as store_fixtures
 from _support.webhook_fuzz import ACCOUNTS, SECRET, WEBHOOK_SETTINGS
 from tradebridge.config import Settings, load_settings
-from tradebridge.intake.webhook import IntakeDeps, build_router
+from tradebridge.intake.webhook import IntakeDeps, mount_webhook
 from tradebridge.runtime.serve import http_config
 from tradebridge.store.ledger import Ledger
 
@@ -81,17 +82,14 @@ class Hook:
 HookFactory = Callable[..., Awaitable[Hook]]
 
 
-def build_app(settings: Settings, ledger: Ledger) -> FastAPI:
-    """Return an app serving the webhook router alone."""
-    app = FastAPI()
-    app.include_router(
-        build_router(IntakeDeps(settings=settings, ledger=ledger, clock=lambda: datetime.now(UTC)))
-    )
-    return app
+def build_app(settings: Settings, ledger: Ledger) -> ASGIApp:
+    """Return an app serving the webhook alone, as ``serve`` mounts it (its front door)."""
+    deps = IntakeDeps(settings=settings, ledger=ledger, clock=lambda: datetime.now(UTC))
+    return mount_webhook(FastAPI(), deps)
 
 
 @contextlib.asynccontextmanager
-async def serving(app: FastAPI, settings: Settings) -> AsyncIterator[str]:
+async def serving(app: ASGIApp, settings: Settings) -> AsyncIterator[str]:
     """Serve ``app`` on a free loopback port as ``serve`` would (``http_config``: the same
     uvicorn settings and slow-client guard); yield its base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -810,3 +810,32 @@ async def test_webhook_openapi_documents_both_routes(hook: Hook) -> None:
     body = spec["paths"]["/webhook"]["post"]["requestBody"]["content"]
     assert {"application/json", "text/plain"} <= set(body)
     assert "$defs" not in json.dumps(body)
+
+
+# --- the front door (intake/webhook.py _WebhookFront) -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/webhook", 405),
+        ("PUT", f"/webhook/{SECRET}", 405),
+        ("POST", f"/webhook/{SECRET}/more", 404),
+        ("POST", "/webhooks", 404),
+        ("POST", "/webhook/", 307),  # the app's slash redirect, as before the front
+    ],
+)
+async def test_webhook_front_leaves_other_requests_to_the_app(
+    hook: Hook, method: str, path: str, status: int
+) -> None:
+    response = await hook.client.request(method, hook.url + path, json=alert())
+    assert response.status_code == status
+    assert await hook.rows() == []
+
+
+async def test_webhook_front_takes_both_routes_with_the_same_handler(hook: Hook) -> None:
+    in_body = await hook.post(alert(id="front-body"))
+    in_path = await hook.post(alert(id="front-path", secret=None), path=f"/webhook/{SECRET}")
+    wrong = await hook.post(alert(id="front-wrong", secret=None), path="/webhook/not-the-secret")
+    assert (in_body.status_code, in_path.status_code, wrong.status_code) == (200, 200, 401)
+    assert len(await hook.rows()) == 2

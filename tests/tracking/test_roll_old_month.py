@@ -25,7 +25,7 @@ from tracking.conftest import ACCOUNT, ACCOUNT_IDS, Stack, StackFactory
 from tradebridge.config import WebhookConfig
 from tradebridge.domain.contracts import ContractSymbol, front_month
 from tradebridge.domain.enums import Dialect
-from tradebridge.intake.webhook import IntakeDeps, build_router
+from tradebridge.intake.webhook import IntakeDeps, mount_webhook
 from tradebridge.sim.clock import ManualClock
 
 DIALECTS = [Dialect.NATIVE, Dialect.TVBRIDGE]
@@ -159,8 +159,7 @@ async def _webhook(stack: Stack, clock: ManualClock) -> AsyncIterator[httpx.Asyn
     """Yield a client of the webhook over the stack's ledger, on the simulator's clock."""
     hook = WebhookConfig(secret=SECRET, default_account=ACCOUNT, rate_limit_per_minute=0)
     settings = stack.settings.model_copy(update={"webhook": hook})
-    app = FastAPI()
-    app.include_router(build_router(IntakeDeps(settings, stack.ledger, clock=clock.now)))
+    app = mount_webhook(FastAPI(), IntakeDeps(settings, stack.ledger, clock=clock.now))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://hook") as client:
         yield client

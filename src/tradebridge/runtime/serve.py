@@ -28,6 +28,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
+from starlette.types import ASGIApp
 
 from tradebridge._aio import cancel_and_wait, start_in_thread
 from tradebridge._net import bind_socket, port_is_free
@@ -40,7 +41,7 @@ from tradebridge.config import Settings
 from tradebridge.domain.clock import utcnow
 from tradebridge.errors import ConfigError
 from tradebridge.intake.operator import build_operator_router
-from tradebridge.intake.webhook import IntakeDeps, build_router, validate_webhook_settings
+from tradebridge.intake.webhook import IntakeDeps, mount_webhook, validate_webhook_settings
 from tradebridge.obs import metrics
 from tradebridge.obs.logging import get_logger, mask_url
 from tradebridge.runtime.dashboard import DashboardDeps, build_dashboard_router
@@ -176,7 +177,7 @@ def _worker_id(index: int, run: str) -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{run}:{index}"
 
 
-def _build_app(dashboard: DashboardDeps) -> FastAPI:
+def _build_app(dashboard: DashboardDeps) -> ASGIApp:
     settings, ledger, kill = dashboard.settings, dashboard.ledger, dashboard.kill
     # The OpenAPI page documents the webhook's payloads for traders writing alerts.
     app = FastAPI(title="tradebridge", redoc_url=None)
@@ -188,8 +189,7 @@ def _build_app(dashboard: DashboardDeps) -> FastAPI:
         _log.info("webhook disabled by settings (webhook.enabled = false)")
         return app
     deps = IntakeDeps(settings=settings, ledger=ledger, clock=utcnow, kill=kill)
-    app.include_router(build_router(deps))
-    return app
+    return mount_webhook(app, deps)
 
 
 async def _until_stopped(stop: asyncio.Event, work: Awaitable[None]) -> None:
@@ -212,7 +212,7 @@ def redis_connections(settings: Settings) -> int:
     return min(settings.dispatcher.workers * at_once, _REDIS_CONNECTIONS_MAX)
 
 
-def http_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
+def http_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
     """Return the uvicorn settings of the bridge's HTTP server (also used by the tests)."""
     cfg = settings.serve
     return uvicorn.Config(
