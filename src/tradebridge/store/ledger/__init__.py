@@ -32,6 +32,7 @@ assembled from them:
 
 from __future__ import annotations
 
+from tradebridge.config import DatabaseConfig
 from tradebridge.domain.calls import BrokerCall
 from tradebridge.store.ledger import claims, fast_moves, intake, risk, tracking
 from tradebridge.store.ledger.calls import BrokerCalls
@@ -103,8 +104,9 @@ HOT_STATEMENTS: tuple[str, ...] = (
 )  # fmt: skip
 
 
-STATEMENT_TIMEOUT_S = 30.0
-"""The longest a ledger statement may take by default (``database.statement_timeout_s``)."""
+STATEMENT_TIMEOUT_S: float = DatabaseConfig.model_fields["statement_timeout_s"].default
+"""The longest a ledger statement may take by default (``database.statement_timeout_s``'s
+default, written once, in the settings)."""
 
 
 class Ledger(
