@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tracking.conftest import ACCOUNT, Stack
+from tracking.conftest import ACCOUNT, ACCOUNT_2, Stack
 from tradebridge.brokers.base import BrokerOrderEvent
 from tradebridge.domain.ids import AccountName, BrokerOrderId, ClientOrderId
 from tradebridge.domain.lifecycle import SignalStatus as S
@@ -157,12 +157,12 @@ async def test_a_row_whose_guard_was_refused_is_read_not_refused_again(
     assert row is not None
     assert (row.status, row.filled_qty) == (S.PARTIALLY_FILLED, 4)
     assert locked == 1  # f2's; f3 and f4 read the row and their guarded writes went through
-    assert stack.ledger.known_event_row(ORDER, CID, None) is None
+    assert stack.ledger.known_event_row(ORDER, CID, None, account=ACCOUNT) is None
 
 
 async def test_a_row_moved_from_a_state_not_known_here_is_forgotten(stack: Stack) -> None:
     await _placed_here(stack, quantity=3)
-    assert stack.ledger.known_event_row(ORDER, CID, None) is not None
+    assert stack.ledger.known_event_row(ORDER, CID, None, account=ACCOUNT) is not None
 
     # A guarded write from what a read found, not from what is known here (filled 1 after
     # a fill recorded elsewhere): what is known here may miss that fill, so it is dropped.
@@ -176,20 +176,24 @@ async def test_a_row_moved_from_a_state_not_known_here_is_forgotten(stack: Stack
     )  # fmt: skip
 
     assert moved is not None
-    assert stack.ledger.known_event_row(ORDER, CID, None) is None
+    assert stack.ledger.known_event_row(ORDER, CID, None, account=ACCOUNT) is None
 
 
 async def test_only_the_row_of_the_events_client_id_is_known(stack: Stack) -> None:
     await _placed_here(stack, quantity=1)
 
-    known = stack.ledger.known_event_row(ORDER, CID, "f9")
+    known = stack.ledger.known_event_row(ORDER, CID, "f9", account=ACCOUNT)
     assert known is not None
     assert (known.signal_id, known.status, known.ordered_qty, known.fill_seen) == (
         "k1", "working", Decimal(1), False,
     )  # fmt: skip
-    assert stack.ledger.known_event_row(ORDER, None, None) is not None  # no client id given
-    assert stack.ledger.known_event_row(ORDER, "tb-other", None) is None
-    assert stack.ledger.known_event_row("999", CID, None) is None
+    known_as = stack.ledger.known_event_row
+    assert known_as(ORDER, None, None, account=ACCOUNT) is not None  # no client id given
+    assert known_as(ORDER, "tb-other", None, account=ACCOUNT) is None
+    assert known_as("999", CID, None, account=ACCOUNT) is None
+    # Another account's order of the same id (another environment's: test_tracker_other_
+    # environment.py) is not this row's.
+    assert known_as(ORDER, None, None, account=ACCOUNT_2) is None
 
 
 async def _two_pollers(

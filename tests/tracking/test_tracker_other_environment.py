@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from _support.rig import front, login
-from tracking.conftest import ACCOUNT_2, ACCOUNT_IDS, Stack, make_settings
+from tracking.conftest import ACCOUNT, ACCOUNT_2, ACCOUNT_IDS, Stack, StackFactory, make_settings
 from tradebridge.brokers.pool import BrokerPool
 from tradebridge.config import AccountConfig
 from tradebridge.domain.enums import Dialect, OrderType, Side
@@ -26,7 +26,7 @@ from tradebridge.obs.metrics import REGISTRY
 from tradebridge.sim.config import SimConfig
 from tradebridge.sim.engine import OrderRequest
 from tradebridge.sim.server import SimServer
-from tradebridge.store.ledger import Ledger
+from tradebridge.store.ledger import Ledger, LedgerRow
 from tradebridge.store.tokens import TokenStore
 from tradebridge.tracking.tracker import Tracker
 
@@ -51,6 +51,19 @@ async def _resting_row(stack: Stack, signal_id: str) -> str:
     row = await stack.wait(signal_id, "working")
     assert row.tradovate_order_id is not None
     return row.tradovate_order_id
+
+
+async def _row_moved_or_event_dropped(stack: Stack, signal_id: str, dropped: float) -> LedgerRow:
+    """Wait until the row leaves working or the tracker drops an event (more than
+    ``dropped``); return the row."""
+    deadline = asyncio.get_running_loop().time() + DEADLINE_S
+    while asyncio.get_running_loop().time() < deadline:
+        row = await stack.ledger.get(signal_id)
+        assert row is not None
+        if row.status is not SignalStatus.WORKING or _dropped() > dropped:
+            return row
+        await asyncio.sleep(0.02)
+    pytest.fail("the other environment's event was neither applied nor dropped")
 
 
 @contextlib.asynccontextmanager
@@ -99,16 +112,60 @@ async def test_tracker_cancel_on_other_environment_same_order_id_leaves_row_work
 
         dropped = _dropped()
         assert str(sim_b.call(by_hand)) == order_id
-        deadline = asyncio.get_running_loop().time() + DEADLINE_S
-        row = await stack.ledger.get("env-a")
-        while asyncio.get_running_loop().time() < deadline:
-            row = await stack.ledger.get("env-a")
-            if row is None or row.status is not SignalStatus.WORKING or _dropped() > dropped:
-                break
-            await asyncio.sleep(0.02)
-        else:
-            pytest.fail("the other environment's cancel was neither applied nor dropped")
+        row = await _row_moved_or_event_dropped(stack, "env-a", dropped)
 
-    assert row is not None
     assert (row.status, row.tradovate_order_id) == (SignalStatus.WORKING, order_id)
     assert [o.ord_status for o in stack.sim_orders() if str(o.id) == order_id] == ["Working"]
+
+
+@contextlib.asynccontextmanager
+async def _one_process_on_both(stack: Stack, first_id: int) -> AsyncIterator[SimServer]:
+    """Run, with the ledger that placed ACCOUNT's rows (the bridge, on the stack's simulator),
+    a tracker that also follows ACCOUNT_2 natively on a second simulator (another environment,
+    whose next order id is ``first_id``): one process, two environments (native_url and
+    bridge_url on different hosts)."""
+    config = SimConfig(port=0, price_step_s=3600, id_offset=first_id - FIRST_ORDER_ID)
+    with SimServer(config) as sim:
+        await stack.redis.set("token:" + ACCOUNT_2, await login(sim, Dialect.NATIVE))
+        settings = make_settings(
+            stack.sim.url, Dialect.TVBRIDGE, tradovate={"native_url": sim.url + "/v1"}
+        ).model_copy(update={"accounts": [
+            AccountConfig(name=ACCOUNT, user="demo", dialect=Dialect.TVBRIDGE),
+            AccountConfig(name=ACCOUNT_2, user="demo"),
+        ]})  # fmt: skip
+        pool = BrokerPool(settings, TokenStore(stack.redis, settings.tokens))
+        task = asyncio.create_task(Tracker(settings, stack.ledger, pool).run())
+        try:
+            yield sim
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await pool.close()
+
+
+async def test_tracker_fill_on_other_environment_same_order_id_not_booked_on_row_placed_here(
+    make_stack: StackFactory,
+) -> None:
+    # The row is known to this process (it placed it: ``KnownRows``), which answered an
+    # event by the broker's id alone: the other environment's fill was booked onto it.
+    async with make_stack(SimConfig(port=0, price_step_s=3600), Dialect.TVBRIDGE) as stack:
+        order_id = await _resting_row(stack, "env-a")
+        assert stack.ledger.known_event_row(order_id, None, None, account=ACCOUNT) is not None
+        async with _one_process_on_both(stack, int(order_id)) as sim_b:
+            # A trader's market order by hand on ACCOUNT_2, filled at once, in the other
+            # environment: it gets the very id of ACCOUNT's resting order.
+            def by_hand() -> int:
+                engine = sim_b.ctx.engine
+                placed = engine.place_order(OrderRequest(
+                    account_id=ACCOUNT_IDS[ACCOUNT_2], symbol=front().name, action=Side.SELL,
+                    order_type=OrderType.MARKET, order_qty=1,
+                ))  # fmt: skip
+                return placed.order_id
+
+            dropped = _dropped()
+            assert str(sim_b.call(by_hand)) == order_id
+            row = await _row_moved_or_event_dropped(stack, "env-a", dropped)
+
+    assert (row.status, row.tradovate_order_id, row.filled_qty) == (
+        SignalStatus.WORKING, order_id, 0,
+    )  # fmt: skip

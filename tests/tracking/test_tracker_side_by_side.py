@@ -19,16 +19,17 @@ from tradebridge.domain.orders import OrderAccepted, OrderEvent, OrderFilled
 from tradebridge.tracking.tracker import Tracker
 
 
-def _event(order_id: str, event: OrderEvent) -> BrokerOrderEvent:
-    return BrokerOrderEvent(AccountName(ACCOUNT), BrokerOrderId(order_id), None, event)
+def _event(order_id: str, event: OrderEvent, account: str = ACCOUNT) -> BrokerOrderEvent:
+    return BrokerOrderEvent(AccountName(account), BrokerOrderId(order_id), None, event)
 
 
 def _accepted(order_id: str) -> BrokerOrderEvent:
     return _event(order_id, OrderAccepted(BrokerOrderId(order_id), datetime.now(UTC)))
 
 
-def _filled(order_id: str) -> BrokerOrderEvent:
-    return _event(order_id, OrderFilled(1, Decimal(21000), datetime.now(UTC), f"{order_id}-f"))
+def _filled(order_id: str, account: str = ACCOUNT) -> BrokerOrderEvent:
+    fill = OrderFilled(1, Decimal(21000), datetime.now(UTC), f"{order_id}-f")
+    return _event(order_id, fill, account)
 
 
 async def test_a_waiting_event_holds_up_only_its_own_orders_next_one(
@@ -74,8 +75,8 @@ async def test_a_fan_outs_fills_applied_side_by_side_share_statements(
     stream = FedStream()
     following = asyncio.create_task(tracker._follow("stream", stream))  # type: ignore[arg-type]
     try:
-        for order_id in orders.values():
-            stream.queue.put_nowait(_filled(order_id))
+        for n, order_id in enumerate(orders.values()):  # each on its row's account
+            stream.queue.put_nowait(_filled(order_id, _account(n)))
         for signal_id in orders:
             await stack.wait(signal_id, "filled")
     finally:
@@ -86,12 +87,16 @@ async def test_a_fan_outs_fills_applied_side_by_side_share_statements(
     assert len(statements.sent) < 20, statements.sent
 
 
+def _account(n: int) -> str:
+    return f"SBS{n:03d}"
+
+
 async def _placed_here(stack: Stack, count: int) -> dict[str, str]:
     """Place rows s0.. as the dispatcher does (claim, write-ahead, answer), one per account;
     return their broker order ids by signal id."""
     orders = {f"s{n}": f"77{n:04d}" for n in range(count)}
     for n, signal_id in enumerate(orders):
-        await stack.insert(signal_id, account_name=f"SBS{n:03d}")
+        await stack.insert(signal_id, account_name=_account(n))
     assert len(await stack.ledger.claim_next("w1", limit=count)) == count
     for signal_id, order_id in orders.items():
         await stack.ledger.transition(

@@ -467,7 +467,9 @@ class Tracker:
         fill_id = fill.fill_id if fill is not None else None
         # A row this process placed and has moved since is known without a read; the guarded
         # write below finds out if anyone else moved it meanwhile.
-        row = self.ledger.known_event_row(str(event.broker_order_id), cid, fill_id)
+        row = self.ledger.known_event_row(
+            str(event.broker_order_id), cid, fill_id, account=str(event.account)
+        )
         if row is None:
             row = await self.ledger.event_row(
                 cid, str(event.broker_order_id), account=str(event.account), fill_id=fill_id,
@@ -486,7 +488,7 @@ class Tracker:
         moved = await self.ledger.move_if(
             row.signal_id, change.new, expected=SignalStatus(row.status),
             filled_was=row.filled_qty, event=change.event, detail=change.detail,
-            **change.fields,
+            account=str(event.account), **change.fields,
         )  # fmt: skip
         if moved is None:
             return await self._apply_locked(event, cid)

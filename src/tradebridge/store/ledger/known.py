@@ -16,6 +16,10 @@ What is known is kept only while every move of the row goes through this process
 writes from what is known; any other move forgets it, and so does a guarded write refused
 (someone else moved the row): the next event reads the row, rather than fail the guard
 again and take the locked path at every event of that order.
+
+A row is known by its account and its broker order id: an order id is unique in one
+Tradovate environment only, and one process may follow accounts in two (its native and
+bridge hosts apart): the other environment's order of the same id is not this row's.
 """
 
 from __future__ import annotations
@@ -45,19 +49,27 @@ class _Known:
     fills: set[str] = field(default_factory=set)
 
 
+# (account name, broker order id): what names an order across environments.
+_Key = tuple[str, str]
+
+
 class KnownRows:
-    """The rows this process placed, as it last wrote them, by broker order id."""
+    """The rows this process placed, as it last wrote them, by account and broker order id."""
 
     def __init__(self) -> None:
         self._ordered: OrderedDict[str, Decimal] = OrderedDict()  # signal id -> plan quantity
-        self._rows: OrderedDict[str, _Known] = OrderedDict()  # broker order id -> the row
+        self._rows: OrderedDict[_Key, _Known] = OrderedDict()  # (account, order id) -> the row
 
     def event_row(
-        self, broker_order_id: str, client_order_id: str | None, fill_id: str | None
+        self,
+        account: str,
+        broker_order_id: str,
+        client_order_id: str | None,
+        fill_id: str | None,
     ) -> EventRow | None:
-        """Return the row of a broker event as ``TrackerQueries.event_row`` would read it,
-        if this process knows it; else ``None`` (read it)."""
-        known = self._rows.get(broker_order_id)
+        """Return the row of a broker event on ``account`` as ``TrackerQueries.event_row``
+        would read it, if this process knows it; else ``None`` (read it)."""
+        known = self._rows.get((account, broker_order_id))
         if known is None or client_order_id not in (None, known.client_order_id):
             return None
         return EventRow(
@@ -79,29 +91,29 @@ class KnownRows:
             if planned and quantity is not None:
                 _put(self._ordered, row.signal_id, Decimal(str(quantity)))
             return
-        order_id = row.tradovate_order_id
-        if order_id is None:
+        if row.tradovate_order_id is None or row.account_name is None:
             return
+        key = (row.account_name, row.tradovate_order_id)
         if expected is SignalStatus.SUBMITTED and row.status is SignalStatus.WORKING:
             # The broker's answer: the row placed, nothing filled, so no fill recorded.
             ordered = self._ordered.get(row.signal_id)
             if ordered is not None and not row.filled_qty and row.client_order_id:
-                _put(self._rows, order_id, _Known(
+                _put(self._rows, key, _Known(
                     row.signal_id, row.client_order_id, row.status, row.filled_qty,
                     row.avg_fill_price, ordered))  # fmt: skip
                 return
-        known = self._rows.get(order_id)
+        known = self._rows.get(key)
         if known is None or known.signal_id != row.signal_id:
             return
         guard = move.filled_was
         if guard is None or known.status is not expected or known.filled_qty != guard[0]:
             # Moved from a state not known here: what is known may miss a fill.
-            del self._rows[order_id]
+            del self._rows[key]
             return
         if move.event != "fill" and row.filled_qty != known.filled_qty:
             # A broker's total written (reconcile's net): its fills' ids are not known here,
             # and their events must be counted in it (``EventRow.by_total``), so read them.
-            del self._rows[order_id]
+            del self._rows[key]
             return
         known.status, known.filled_qty = row.status, row.filled_qty
         known.avg_fill_price = row.avg_fill_price
@@ -109,15 +121,16 @@ class KnownRows:
         if move.event == "fill" and fill_id:
             known.fills.add(str(fill_id))
 
-    def forget(self, signal_id: str, broker_order_id: str) -> None:
+    def forget(self, signal_id: str, account: str, broker_order_id: str) -> None:
         """Forget the row: a guarded write from what is known here was refused (someone else
         moved it); its next events read it, rather than fail the guard again each time."""
-        known = self._rows.get(broker_order_id)
+        key = (account, broker_order_id)
+        known = self._rows.get(key)
         if known is not None and known.signal_id == signal_id:
-            del self._rows[broker_order_id]
+            del self._rows[key]
 
 
-def _put(memory: OrderedDict[str, Any], key: str, value: Any) -> None:
+def _put(memory: OrderedDict[Any, Any], key: Any, value: Any) -> None:
     memory[key] = value
     memory.move_to_end(key)
     if len(memory) > _MEMORY:

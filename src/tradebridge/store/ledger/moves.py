@@ -264,6 +264,7 @@ class Moves(LedgerPool):
         filled_was: Decimal | None,
         event: str,
         detail: Mapping[str, Any],
+        account: str | None = None,
         tradovate_order_id: str | None = None,
         error_message: str | None = None,
         filled_qty: Decimal | None = None,
@@ -272,7 +273,8 @@ class Moves(LedgerPool):
         """Move a row with its event in ONE statement if it is still as it was read.
 
         As read: status ``expected`` and filled quantity ``filled_was`` (``None``: NULL).
-        Return ``None`` when it is not (it moved meanwhile: read it again, under its lock).
+        Return ``None`` when it is not (it moved meanwhile: read it again, under its lock);
+        the row known here by ``account`` and ``tradovate_order_id`` is then forgotten.
         Illegal moves raise ``IllegalTransition``, an order another row owns ``OrderOwned``.
         """
         check_move(signal_id, expected, new_status)
@@ -295,19 +297,24 @@ class Moves(LedgerPool):
                 raise
             raise await self._order_owned(signal_id, tradovate_order_id) from e
         if moved is None:
-            if tradovate_order_id is not None:  # as the tracker's moves of a known row are
-                self._known.forget(signal_id, tradovate_order_id)
+            if account is not None and tradovate_order_id is not None:  # the tracker's are
+                self._known.forget(signal_id, account, tradovate_order_id)
             return None
         self._known.moved(moved, move)
         return self._remember(moved)
 
     def known_event_row(
-        self, broker_order_id: str, client_order_id: str | None, fill_id: str | None
+        self,
+        broker_order_id: str,
+        client_order_id: str | None,
+        fill_id: str | None,
+        *,
+        account: str,
     ) -> EventRow | None:
-        """Return the row of a broker event as this process last wrote it, if it placed the
-        order and wrote every move since (``known.KnownRows``); else ``None``: read it
-        (``event_row``). A write from it must be guarded by it (``move_if``)."""
-        return self._known.event_row(broker_order_id, client_order_id, fill_id)
+        """Return the row of a broker event on ``account`` as this process last wrote it, if
+        it placed the order and wrote every move since (``known.KnownRows``); else ``None``:
+        read it (``event_row``). A write from it must be guarded by it (``move_if``)."""
+        return self._known.event_row(account, broker_order_id, client_order_id, fill_id)
 
     async def _order_owned(self, signal_id: str, tradovate_order_id: str | None) -> OrderOwned:
         """Return the error of a move that gave the row a broker order another row owns."""
