@@ -1,13 +1,15 @@
 """``tradebridge review adopt`` reads the order at the broker before the row takes it.
 
 Refused (exit 1, one line naming what differs, the row left ``needs_review``): an order the
-row's account does not have, or of another contract, side or quantity than the row's (a
-bracket leg: test_review_adopt_leg.py). The row's own order is adopted. A broker that cannot
-be asked refuses too, unless ``--no-broker-check`` keeps the old, unchecked adoption.
+row's account does not have, or of another contract, side, quantity, order type or limit or
+stop price than the row's (a bracket leg: test_review_adopt_leg.py). The row's own order is
+adopted. A broker that cannot be asked refuses too, unless ``--no-broker-check`` keeps the
+old, unchecked adoption.
 """
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,11 @@ from tracking.test_review_adopt_checks import (
     _by_hand,
     _needs_review,
     broker_config,
+    hand_price,
     settings_file,
     stack,
 )
-from tradebridge.domain.enums import Dialect, Side
+from tradebridge.domain.enums import Dialect, OrderType, Side
 from tradebridge.store.embedded import EmbeddedRedis, free_port
 
 __all__ = ["broker_config", "stack"]
@@ -41,8 +44,8 @@ async def _still_in_review(stack: Stack, signal_id: str = "r1") -> None:
 async def test_adopt_the_rows_own_order_makes_it_working(
     stack: Stack, ledger_url: str, broker_config: Path
 ) -> None:
-    order_id = await _by_hand(stack)  # buy 1 of the front month, as the row asks
-    await _needs_review(stack, "r1")
+    order_id = await _by_hand(stack)  # a buy limit of 1 of the front month, as the row asks
+    await _needs_review(stack, "r1", order_type=OrderType.LIMIT, price=hand_price(stack))
 
     result = await _adopt("r1", order_id, broker_config, ledger_url, "--note", "seen in the UI")
 
@@ -84,7 +87,7 @@ async def test_adopt_other_quantity_with_its_flag_adopted(
     stack: Stack, ledger_url: str, broker_config: Path
 ) -> None:
     order_id = await _by_hand(stack, quantity=2)
-    await _needs_review(stack, "r1")
+    await _needs_review(stack, "r1", order_type=OrderType.LIMIT, price=hand_price(stack))
 
     result = await _adopt("r1", order_id, broker_config, ledger_url, "--allow-other-quantity")
 
@@ -92,6 +95,65 @@ async def test_adopt_other_quantity_with_its_flag_adopted(
     row = await stack.ledger.get("r1")
     assert row is not None
     assert (row.status, row.tradovate_order_id) == (S.WORKING, order_id)
+
+
+TICK = front().product.tick_size
+
+
+def _p(price: Decimal) -> str:
+    return format(price.normalize(), "f")
+
+
+def _priced(stack: Stack, case: str) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """Return (the row, the order placed by hand, the reason refused) of a ``case``."""
+    limit = hand_price(stack)  # a buy limit under the market
+    stop = stack.last() + 200 * TICK  # a buy stop's trigger above it
+    if case == "type":
+        return ({}, {}, "is a limit order, the row's is a market order")
+    if case == "limit_price":
+        return ({"order_type": OrderType.LIMIT, "price": limit}, {"price": limit - TICK},
+                f"has limit price {_p(limit - TICK)}, the row's {_p(limit)}")  # fmt: skip
+    return ({"order_type": OrderType.STOP, "price": stop},
+            {"order_type": OrderType.STOP, "price": stop + TICK},
+            f"has stop price {_p(stop + TICK)}, the row's {_p(stop)}")  # fmt: skip
+
+
+@pytest.mark.parametrize("case", ["type", "limit_price", "stop_price"])
+async def test_adopt_order_of_other_type_or_price_refused(
+    stack: Stack, ledger_url: str, broker_config: Path, case: str
+) -> None:
+    # The row's market order never rested: a limit by hand is not it; nor is a limit or a
+    # stop at another price than the row's (its fills would be booked at that price).
+    row, placed, reason = _priced(stack, case)
+    order_id = await _by_hand(stack, **placed)
+    await _needs_review(stack, "r1", **row)
+
+    result = await _adopt("r1", order_id, broker_config, ledger_url)
+
+    assert result.exit_code == 1, result.output
+    flag = "--allow-other-type" if case == "type" else "--allow-other-price"
+    assert f"refused: order {order_id} {reason} ({flag} takes it anyway)" in result.output
+    await _still_in_review(stack)
+
+
+@pytest.mark.parametrize(
+    ("case", "flag"),
+    [("type", "--allow-other-type"), ("limit_price", "--allow-other-price"),
+     ("stop_price", "--allow-other-price")],
+)  # fmt: skip
+async def test_adopt_other_type_or_price_with_its_flag_adopted(
+    stack: Stack, ledger_url: str, broker_config: Path, case: str, flag: str
+) -> None:
+    row, placed, _ = _priced(stack, case)
+    order_id = await _by_hand(stack, **placed)
+    await _needs_review(stack, "r1", **row)
+
+    result = await _adopt("r1", order_id, broker_config, ledger_url, flag)
+
+    assert result.exit_code == 0, result.output
+    adopted = await stack.ledger.get("r1")
+    assert adopted is not None
+    assert (adopted.status, adopted.tradovate_order_id) == (S.WORKING, order_id)
 
 
 @pytest.mark.parametrize("where", ["typo", "other_account"])

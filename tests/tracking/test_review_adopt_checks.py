@@ -82,6 +82,17 @@ async def _adopt(
                       "--database-url", ledger_url)  # fmt: skip
 
 
+def hand_price(
+    stack: Stack, side: Side = Side.BUY, contract: ContractSymbol | None = None
+) -> Decimal:
+    """Return the price of ``_by_hand``'s limit: 200 ticks from the market, on the far side
+    (the simulator's price holds still: ``price_step_s`` of an hour)."""
+    contract = contract or front()
+    tick = contract.product.tick_size
+    away = -200 * tick if side is Side.BUY else 200 * tick
+    return ((stack.last(contract) + away) / tick).to_integral_value() * tick
+
+
 async def _by_hand(
     stack: Stack,
     *,
@@ -89,31 +100,44 @@ async def _by_hand(
     side: Side = Side.BUY,
     quantity: int = 1,
     contract: ContractSymbol | None = None,
+    order_type: OrderType = OrderType.LIMIT,
+    price: Decimal | None = None,
 ) -> str:
-    """Place a limit that rests (far from the market) at the broker, as a person would: no
-    row owns it. Return its broker order id."""
+    """Place an order that rests at the broker, as a person would: no row owns it; a limit
+    at ``hand_price`` unless told, or a stop (``price``: its trigger, on the far side of the
+    market). Return its broker order id."""
     contract = contract or front()
-    tick = contract.product.tick_size
-    last = stack.last(contract)
-    away = -200 * tick if side is Side.BUY else 200 * tick
+    if price is None:
+        price = hand_price(stack, side, contract)
     command = SubmitOrder(
         client_order_id=ClientOrderId(f"hand-{secrets.token_hex(4)}"), account=AccountName(account),
-        contract=contract, side=side, order_type=OrderType.LIMIT, quantity=quantity,
-        limit_price=((last + away) / tick).to_integral_value() * tick,
+        contract=contract, side=side, order_type=order_type, quantity=quantity,
+        limit_price=price if order_type.needs_limit_price else None,
+        stop_price=price if order_type.needs_stop_price else None,
     )  # fmt: skip
     broker = await stack.pool.get(account)
     return str(await broker.submit(command))
 
 
-async def _needs_review(stack: Stack, signal_id: str, account: str = ACCOUNT) -> None:
-    """A buy 1 market row whose outcome nobody could tell (as the dispatcher escalates it)."""
+async def _needs_review(
+    stack: Stack,
+    signal_id: str,
+    account: str = ACCOUNT,
+    *,
+    order_type: OrderType = OrderType.MARKET,
+    price: Decimal | None = None,
+) -> None:
+    """A buy 1 row (a market order unless told; ``price``: its limit, or its stop's trigger)
+    whose outcome nobody could tell (as the dispatcher escalates it)."""
+    limit = price if order_type.needs_limit_price else None
+    stop = price if order_type.needs_stop_price else None
     # In one transaction: the running dispatcher never sees it pending.
     async with stack.ledger.pool.acquire() as conn, conn.transaction():
         await conn.execute(
             "insert into trading_signals (signal_id, strategy_name, instrument, side, "
-            "order_type, quantity, account_name, client_order_id) "
-            "values ($1, 'tests', $2, 'buy', 'market', 1, $3, $4)",
-            signal_id, front().name, account, f"tb-{signal_id}",
+            "order_type, quantity, account_name, client_order_id, price, stop_price) "
+            "values ($1, 'tests', $2, 'buy', $3, 1, $4, $5, $6, $7)",
+            signal_id, front().name, order_type.value, account, f"tb-{signal_id}", limit, stop,
         )  # fmt: skip
         for step in ("processing", "submitted", "unknown", "needs_review"):
             await conn.execute(

@@ -9,8 +9,9 @@ broker (``tradebridge orders``) and at the evidence here, then says which:
   ``working`` and reconcile takes it from there (fills, cancels). Refused when another row
   already owns the order, and, read at the broker first (the settings' broker and token
   store, as the broker commands find them), when the row's account has no such order, it
-  is a bracket leg, or its contract, side or quantity (``--allow-other-quantity``) is not
-  the row's: the row would book that order's fills as its own. ``--no-broker-check`` skips
+  is a bracket leg, or its contract, side, quantity (``--allow-other-quantity``), order type
+  (``--allow-other-type``) or limit or stop price (``--allow-other-price``) is not the
+  row's: the row would book that order's fills as its own. ``--no-broker-check`` skips
   the read (broker down, no token) and says so.
 * ``review absent SIGNAL``: nothing of this row reached the broker; the row ends ``failed``.
 
@@ -26,6 +27,7 @@ import json
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
@@ -42,7 +44,7 @@ from tradebridge.cli._shared import (
     takes,
     warn,
 )
-from tradebridge.domain.enums import Side
+from tradebridge.domain.enums import OrderType, Side
 from tradebridge.domain.ids import LEG_SUFFIXES
 from tradebridge.domain.lifecycle import SignalStatus
 from tradebridge.errors import OrderOwned
@@ -140,6 +142,14 @@ class _Wanted:
     side: Side | None
     quantity: int | None
     source: str
+    order_type: OrderType | None = None
+    limit_price: Decimal | None = None  # compared when the row's order type carries one
+    stop_price: Decimal | None = None
+
+    def unknown(self) -> list[str]:
+        """Return the names of the fields neither the plan nor the columns tell."""
+        return [name for name in ("contract", "side", "quantity", "order_type")
+                if getattr(self, name) is None]  # fmt: skip
 
 
 async def _wanted(ledger: Ledger, row: LedgerRow, settings: Settings) -> _Wanted:
@@ -149,8 +159,12 @@ async def _wanted(ledger: Ledger, row: LedgerRow, settings: Settings) -> _Wanted
 
     for _event, detail in await ledger.submit_details(row.signal_id):
         if isinstance(detail, dict) and detail.get("plan") == "order":
-            return _Wanted(str(detail["contract"]), Side(detail["side"]),
-                           int(detail["quantity"]), "its submit")  # fmt: skip
+            order_type = detail.get("order_type")
+            return _Wanted(
+                str(detail["contract"]), Side(detail["side"]), int(detail["quantity"]),
+                "its submit", None if order_type is None else OrderType(order_type),
+                _dec(detail.get("limit_price")), _dec(detail.get("stop_price")),
+            )  # fmt: skip
     checked = validate(
         RawSignal.of(row),
         today=datetime.now(UTC).date(),
@@ -161,7 +175,20 @@ async def _wanted(ledger: Ledger, row: LedgerRow, settings: Settings) -> _Wanted
     if not isinstance(checked, ValidSignal):
         return _Wanted(None, None, None, "its columns")
     contract = None if checked.contract is None else checked.contract.name
-    return _Wanted(contract, checked.side, checked.quantity, "its columns")
+    return _Wanted(contract, checked.side, checked.quantity, "its columns",
+                   checked.order_type, checked.limit_price, checked.stop_price)  # fmt: skip
+
+
+def _dec(value: object) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+def _num(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _price(value: Decimal | None) -> str:
+    return "none" if value is None else format(value.normalize(), "f")
 
 
 def _leg_of(order: OrderStatusReport) -> str | None:
@@ -175,7 +202,14 @@ def _leg_of(order: OrderStatusReport) -> str | None:
     return None
 
 
-def _differs(order: OrderStatusReport, wanted: _Wanted, *, any_quantity: bool) -> str | None:
+def _differs(
+    order: OrderStatusReport,
+    wanted: _Wanted,
+    *,
+    any_quantity: bool = False,
+    any_type: bool = False,
+    any_price: bool = False,
+) -> str | None:
     """Say how ``order`` cannot be the row's own order, or None if it can."""
     leg = _leg_of(order)
     if leg is not None:
@@ -187,6 +221,18 @@ def _differs(order: OrderStatusReport, wanted: _Wanted, *, any_quantity: bool) -
     if not any_quantity and wanted.quantity is not None and order.quantity != wanted.quantity:
         return (f"is for {order.quantity} contract(s), the row's for {wanted.quantity} "
                 "(--allow-other-quantity takes it anyway)")  # fmt: skip
+    if not any_type and wanted.order_type is not None:
+        # A type tradebridge never places (a trailing stop, MIT) reads as market: named.
+        kind = order.broker_order_type or order.order_type.value
+        if order.broker_order_type is not None or order.order_type is not wanted.order_type:
+            return (f"is a {kind} order, the row's is a {wanted.order_type.value} order "
+                    "(--allow-other-type takes it anyway)")  # fmt: skip
+    if not any_price:
+        for name, theirs, ours in (("limit", order.limit_price, wanted.limit_price),
+                                   ("stop", order.stop_price, wanted.stop_price)):  # fmt: skip
+            if ours is not None and theirs != ours:
+                return (f"has {name} price {_price(theirs)}, the row's {_price(ours)} "
+                        "(--allow-other-price takes it anyway)")  # fmt: skip
     return None
 
 
@@ -242,6 +288,22 @@ def adopt(
             "hand); contract, side and legs are still checked",
         ),
     ] = False,
+    allow_other_type: Annotated[
+        bool,
+        typer.Option(
+            "--allow-other-type",
+            help="take the order although its order type differs from the row's (market, "
+            "limit, stop, stop limit); the prices the row's type carries are still checked",
+        ),
+    ] = False,
+    allow_other_price: Annotated[
+        bool,
+        typer.Option(
+            "--allow-other-price",
+            help="take the order although its limit or stop price differs from the row's "
+            "(moved by hand)",
+        ),
+    ] = False,
     no_broker_check: Annotated[
         bool,
         typer.Option(
@@ -254,7 +316,7 @@ def adopt(
     """Say the broker order ORDER is this row's: the row becomes working, reconcile follows it.
 
     The order is read at the broker first: refused unless it is on the row's account, no
-    bracket leg, and of the row's contract, side and quantity.
+    bracket leg, and of the row's contract, side, quantity, order type and prices.
     """
     from tradebridge.obs.logging import configure_logging
 
@@ -285,16 +347,18 @@ def adopt(
         else:
             order = await _broker_order(_broker_options(where, settings), row, order_id)
             wanted = await _wanted(ledger, row, settings)
-            why = _differs(order, wanted, any_quantity=allow_other_quantity)
+            why = _differs(order, wanted, any_quantity=allow_other_quantity,
+                           any_type=allow_other_type, any_price=allow_other_price)  # fmt: skip
             if why is not None:
                 raise fail(f"refused: order {order_id} {why}; nothing changed", 1)
-            unknown = [name for name in ("contract", "side", "quantity")
-                       if getattr(wanted, name) is None]  # fmt: skip
+            unknown = wanted.unknown()
             if unknown:
                 warn(f"the row records no {', '.join(unknown)}: not compared with the order")
             checked = {
                 "broker_checked": True, "contract": order.contract, "side": order.side.value,
                 "quantity": order.quantity, "broker_status": order.status.value,
+                "order_type": order.broker_order_type or order.order_type.value,
+                "limit_price": _num(order.limit_price), "stop_price": _num(order.stop_price),
                 "compared_with": wanted.source,
             }  # fmt: skip
         return await ledger.transition(
