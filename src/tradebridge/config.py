@@ -223,9 +223,10 @@ class TradovateConfig(_Section):
     ws_reconnect_max_s: float = Field(30.0, gt=0, description="longest wait between reconnects")
     positions_from_sync: bool = Field(
         True,
-        description="read an account's positions from the user-sync socket when it is current "
-        "for the account (no fill newer than its position update, every order sent there "
-        "final), instead of a budgeted REST read; false: always REST",
+        description="read an account's positions (and the risk rules its working orders) from "
+        "the user-sync socket when it is current for the account (no fill newer than its "
+        "position update, every order sent there final), instead of a budgeted REST read; "
+        "false: always REST",
     )
     sync_start_wait_s: float = Field(
         2.0,

@@ -554,3 +554,35 @@ async def test_position_after_a_cancel_refused_as_too_late_read_from_rest(
     assert refused.value.reason == "TooLate"
     assert [p.net_qty for p in positions] == [1]
     assert _position_reads(rig) == reads + 1  # sync_blind_s: REST, whatever the socket says
+
+
+def _version(version_id: int, qty: int, order_id: int = 11) -> dict[str, object]:
+    return {"id": version_id, "orderId": order_id, "orderQty": qty, "orderType": "Limit",
+            "price": 20990.25}  # fmt: skip
+
+
+def test_mirror_working_orders_with_their_latest_version_and_fills() -> None:
+    mirror = SyncMirror(EventNamesConfig(), {})
+    assert mirror.working_of(7) is None  # not synced yet
+
+    mirror.apply_snapshot({**_snapshot(fills=1), "orderVersions": [_version(1, 3)]})
+    mirror.apply_props(_props("orderVersion", _version(2, 4)))  # resized at the broker
+    working = mirror.working_of(7)
+
+    assert working is not None
+    assert [(o.id, v.order_qty, filled, entry) for o, v, filled, entry in working] == [
+        (11, 4, 1, None)
+    ]
+    assert mirror.client_id(11) == "tb-x"
+    assert mirror.working_of(8) == []  # another account
+    mirror.apply_props(_props("order", {**_snapshot()["orders"][0], "ordStatus": "Filled"}))  # type: ignore[index]
+    assert mirror.working_of(7) == []
+
+
+def test_mirror_working_orders_unknown_while_a_version_is_missing() -> None:
+    mirror = SyncMirror(EventNamesConfig(), {})
+    mirror.apply_snapshot(_snapshot())  # its order's version has not arrived
+
+    assert mirror.working_of(7) is None
+    mirror.apply_props(_props("orderVersion", _version(1, 2)))
+    assert mirror.working_of(7) is not None

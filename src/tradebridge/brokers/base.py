@@ -147,6 +147,12 @@ class Broker(Protocol):
         """Return the account's orders as the broker reports them."""
         ...
 
+    async def working_orders(self, account: AccountName) -> list[OrderStatusReport]:
+        """Return the account's orders that may still fill (open, or submitted), as cheaply
+        as the dialect can: native from the user-sync socket when it is current (no
+        request), else as ``order_reports``; the bridge from ``/orders`` alone."""
+        ...
+
     async def order_report(
         self, account: AccountName, broker_order_id: BrokerOrderId
     ) -> OrderStatusReport:

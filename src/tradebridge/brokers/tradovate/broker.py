@@ -1129,6 +1129,55 @@ class TradovateBroker:
         found = await self._account(account)
         return await self._reports(account, await self._orders(account, found.id))
 
+    async def working_orders(self, account: AccountName) -> list[OrderStatusReport]:
+        """Return the account's orders not final: from the user-sync socket when it is
+        current for the account (as its positions are: ``positions_from_sync``), else from
+        REST (``order_reports``)."""
+        found = await self._account(account)
+        mirrored = self._synced_working(found.id)
+        if mirrored is None:
+            return [o for o in await self.order_reports(account) if not o.status.is_terminal]
+        sync, working = mirrored
+        reports = []
+        for order, version, filled, entry in working:
+            cid = sync.mirror.client_id(order.id)
+            strategy = sync.mirror.strategy_of.get(order.id)
+            reports.append(
+                OrderStatusReport(
+                    broker_order_id=BrokerOrderId(str(order.id)),
+                    account=account,
+                    contract=await self._contract_name(order.contract_id, account),
+                    side=wire.side_from_wire(order.action),
+                    order_type=wire.order_type_from_wire(version.order_type),
+                    quantity=version.order_qty,
+                    status=wire.order_status(order.ord_status, filled, version.order_qty),
+                    filled_qty=filled,
+                    limit_price=version.price,
+                    stop_price=version.stop_price,
+                    client_order_id=None if cid is None else ClientOrderId(cid),
+                    ts_created=order.timestamp,
+                    parent_id=None if entry is None else BrokerOrderId(str(entry)),
+                    strategy_id=None if strategy is None else str(strategy),
+                    oco_id=None if order.oco_id is None else str(order.oco_id),
+                )
+            )
+        return reports
+
+    def _synced_working(
+        self, account_id: int
+    ) -> (
+        tuple[UserSync, list[tuple[wire.WireOrder, wire.WireOrderVersion, int, int | None]]] | None
+    ):
+        """Return the account's socket and its orders not final, or None where the socket is
+        not trusted for the account's positions (``_synced_positions``) or cannot tell."""
+        if self._synced_positions(account_id) is None:
+            return None
+        sync = next((s for s in self._sync.values() if account_id in s.mirror.account_names), None)
+        if sync is None:
+            return None
+        working = sync.mirror.working_of(account_id)
+        return None if working is None else (sync, working)
+
     async def order_report(
         self, account: AccountName, broker_order_id: BrokerOrderId
     ) -> OrderStatusReport:

@@ -87,6 +87,9 @@ class SyncMirror:
         self.entry_label = entry_label
         self.orders: dict[int, wire.WireOrder] = {}
         self.fill_ids: set[int] = set()
+        # Each order's latest version (its quantity, type, prices) and what its fills traded.
+        self.versions: dict[int, wire.WireOrderVersion] = {}
+        self.filled: dict[int, int] = {}
         self.cl_ord_ids: dict[int, str] = {}
         self.strategy_uuids: dict[int, str] = {}  # strategy id -> uuid (our client id)
         self.strategy_of: dict[int, int] = {}  # order id -> strategy id
@@ -125,6 +128,8 @@ class SyncMirror:
             self._link(link)
         for report in _entities(wire.WireExecutionReport, snapshot.get("executionReports")):
             self._execution_report(report)
+        for version in _entities(wire.WireOrderVersion, snapshot.get("orderVersions")):
+            self._version(version)
         # An order's fills before its end: a reconnect's snapshot may hold both a fill the
         # socket missed and the cancel that followed it, and a row ended first takes no fill.
         events: list[BrokerOrderEvent] = []
@@ -205,6 +210,39 @@ class SyncMirror:
                 return None
         return [p for (account, _), p in self.positions.items() if account == account_id]
 
+    def working_of(
+        self, account_id: int
+    ) -> list[tuple[wire.WireOrder, wire.WireOrderVersion, int, int | None]] | None:
+        """Return the account's orders not final, each with its latest version, what it has
+        filled and its entry (a bracket leg's parent, or its order strategy's entry), or None
+        when the mirror cannot tell (not synced yet, a fill waits for its order, an order's
+        version has not arrived): read them from REST."""
+        if not self.seeded or self._pending_fills:
+            return None
+        working = []
+        for order in self.orders.values():
+            if order.account_id != account_id or order.ord_status in _FINAL_STATUSES:
+                continue
+            version = self.versions.get(order.id)
+            if version is None:
+                return None
+            working.append((order, version, self.filled.get(order.id, 0), self._entry(order)))
+        return working
+
+    def client_id(self, order_id: int) -> str | None:
+        """Return the client id the socket told for an order (ours: ``tb-...``), if any."""
+        return self._client_id(order_id)
+
+    def _entry(self, order: wire.WireOrder) -> int | None:
+        """Return the entry a leg belongs to: its parent, else its order strategy's entry."""
+        if order.parent_id is not None:
+            return order.parent_id
+        strategy = self.strategy_of.get(order.id)
+        entry = self.strategy_entry.get(strategy) if strategy is not None else None
+        if entry is None or entry[1] == order.id:
+            return None
+        return entry[1]
+
     def apply_props(self, data: Any) -> list[BrokerOrderEvent]:
         """Apply one ``props`` event; return the order events it implies."""
         if not isinstance(data, dict):
@@ -230,6 +268,8 @@ class SyncMirror:
                 self._command(wire.WireCommand.model_validate(entity))
             elif entity_type == self.names.execution_report:
                 self._execution_report(wire.WireExecutionReport.model_validate(entity))
+            elif entity_type == self.names.order_version:
+                self._version(wire.WireOrderVersion.model_validate(entity))
         except ValidationError:
             _log.warning("usersync_entity_unreadable", entity_type=str(entity_type))
         return []
@@ -280,6 +320,11 @@ class SyncMirror:
             return uuid
         return uuid + wire.STRATEGY_LEG_SUFFIX
 
+    def _version(self, version: wire.WireOrderVersion) -> None:
+        known = self.versions.get(version.order_id)
+        if known is None or version.id > known.id:
+            self.versions[version.order_id] = version
+
     def _execution_report(self, report: wire.WireExecutionReport) -> None:
         reason = " ".join(x for x in (report.reject_reason, report.text) if x)
         if reason and (report.exec_type == "Rejected" or report.ord_status == "Rejected"):
@@ -329,6 +374,7 @@ class SyncMirror:
             self._pending_fills.setdefault(fill.order_id, []).append(fill)
             return []
         self.fill_ids.add(fill.id)
+        self.filled[order.id] = self.filled.get(order.id, 0) + fill.qty
         self._filled_at[(order.account_id, fill.contract_id)] = next(self._arrivals)
         event = OrderFilled(fill.qty, fill.price, fill.timestamp, str(fill.id))
         return [self._event(order, event)]

@@ -625,6 +625,13 @@ class TvBridgeBroker:
         return [wire.to_order_report(o, account, self._client_id(o))
                 for o in await self._all_orders(bridge_id)]  # fmt: skip
 
+    async def working_orders(self, account: AccountName) -> list[OrderStatusReport]:
+        """Return the account's orders not final, from ``/orders`` alone (one read)."""
+        bridge_id = await self.bridge_id(account)
+        current = wire.parse_orders(await self._read(f"/accounts/{bridge_id}/orders"))
+        reports = (wire.to_order_report(o, account, self._client_id(o)) for o in current)
+        return [r for r in reports if not r.status.is_terminal]
+
     async def order_report(
         self, account: AccountName, broker_order_id: BrokerOrderId
     ) -> OrderStatusReport:
