@@ -59,7 +59,7 @@ from tradebridge.domain.enums import OrderStatus, OrderType
 from tradebridge.domain.ids import AccountName, client_order_id_for
 from tradebridge.domain.kill import KillSwitches
 from tradebridge.domain.lifecycle import SignalStatus
-from tradebridge.domain.reports import BalanceReport, LookupBaseline
+from tradebridge.domain.reports import BalanceReport, LookupBaseline, OrderStatusReport
 from tradebridge.domain.sessions import trading_day, trading_day_start
 from tradebridge.errors import (
     AuthError,
@@ -83,6 +83,7 @@ from tradebridge.pipeline.risk import (
     assess,
     check_order,
     denial,
+    working_ahead,
 )
 from tradebridge.pipeline.route import (
     BrokerView,
@@ -822,9 +823,15 @@ class Dispatcher:
             if judged and not plan.fit_legs:
                 # A plain order: the account's open orders on its side may fill first (two
                 # resting sells of a long 1 each "reduce" it; three limit buys of 2 each
-                # pass a limit of 2). Read with the counts, in the same statement.
+                # pass a limit of 2). The ledger's rows, read with the counts in the same
+                # statement, and the broker's other working orders (placed by hand, by
+                # another tool; the legs of brackets), read with the position.
                 activity = await self._activity(signal_id, facts, rules, ahead=True)
-                facts = replace(facts, ahead=activity.ahead)
+                command = plan.command
+                outside = working_ahead(
+                    view.working, command.contract.name, command.side, activity.ours
+                )
+                facts = replace(facts, ahead=activity.ahead + outside)
             opens = not facts.reduces
             if limits.kill_switch and not facts.reduces:
                 # Stopped by a switch: nothing else is read or judged.
@@ -979,11 +986,18 @@ class Dispatcher:
 
     async def _view(self, broker: Broker, signal: ValidSignal, need: Needs) -> BrokerView:
         account = AccountName(signal.account)
-        positions = await broker.position_reports(account) if need.position else []
-        working = []
+        working: list[OrderStatusReport] = []
         if need.orders:
+            positions = await broker.position_reports(account) if need.position else []
             working = [o for o in await broker.order_reports(account) if o.status.is_open
                        or o.status is OrderStatus.SUBMITTED]  # fmt: skip
+        elif need.working:
+            # Side by side: no wait beyond the position's (native: both from the socket).
+            positions, working = await asyncio.gather(
+                broker.position_reports(account), broker.working_orders(account)
+            )
+        else:
+            positions = await broker.position_reports(account) if need.position else []
         quote, market = None, None
         can = broker.capabilities
         if need.quote and can.quotes and signal.contract is not None:

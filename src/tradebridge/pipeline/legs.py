@@ -140,7 +140,7 @@ def ending_entries(
     for leg in protective_legs(orders, contract):
         assert leg.parent_id is not None
         groups.setdefault(leg.parent_id, []).append(leg)
-    covered = sum(_covers(group) for group in groups.values())
+    covered = sum(group_covers(group) for group in groups.values())
     covered += sum(entry.filled_qty for entry, _ in filling.values())
     if covered > abs(position):
         return ()
@@ -155,8 +155,9 @@ def ending_entries(
     )
 
 
-def _covers(group: Sequence[OrderStatusReport]) -> int:
-    # Each stop is one-cancels-other with a target: the larger of the two kinds' sums.
+def group_covers(group: Sequence[OrderStatusReport]) -> int:
+    """Return how many contracts one entry's legs may still close (each stop is
+    one-cancels-other with a target: the larger of the two kinds' open sums)."""
     stops = sum(_open_qty(leg) for leg in group if leg.order_type is not OrderType.LIMIT)
     return max(stops, sum(_open_qty(leg) for leg in group if leg.order_type is OrderType.LIMIT))
 
@@ -194,7 +195,7 @@ def fit_legs(
         group = sorted(groups[parent], key=lambda leg: _age(leg.broker_order_id))
         stops = [leg for leg in group if leg.order_type is not OrderType.LIMIT]
         targets = [leg for leg in group if leg.order_type is OrderType.LIMIT]
-        covers = filling[parent][0].filled_qty if parent in filling else _covers(group)
+        covers = filling[parent][0].filled_qty if parent in filling else group_covers(group)
         keep = min(covers, allowance) if remaining != 0 else 0
         if any(leg.side is not closing for leg in group):
             keep = 0

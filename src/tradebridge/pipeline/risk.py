@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, time, timedelta
 from decimal import ROUND_CEILING, Decimal
@@ -28,7 +28,10 @@ from zoneinfo import ZoneInfo
 
 from tradebridge.config import RISK_RAILS, RiskConfig, RiskRules, Settings
 from tradebridge.domain.commands import SubmitOrder
+from tradebridge.domain.enums import Side
+from tradebridge.domain.reports import OrderStatusReport
 from tradebridge.domain.sessions import in_flat_window, session_at
+from tradebridge.pipeline.legs import group_covers
 from tradebridge.pipeline.validate import Denied
 
 
@@ -69,10 +72,52 @@ def check_risk(
     if reduces_only(command, position, ahead):
         return None
     if limits.kill_switch:
+        why = ""
+        if ahead and reduces_only(command, position):
+            # Alone it reduces: say why it does not, or an exit looks refused for nothing.
+            why = (f"; with {ahead} more in working orders on its side it would not only "
+                   "reduce the position (an exit cuts the legs first)")  # fmt: skip
         return Denied(
-            f"kill switch is on: new orders are refused ({limits.kill_switch_source})", "risk"
+            f"kill switch is on: new orders are refused ({limits.kill_switch_source}){why}",
+            "risk",
         )
     return None
+
+
+def working_ahead(
+    orders: Sequence[OrderStatusReport], contract: str, side: Side, ours: Collection[str]
+) -> int:
+    """Return what the broker's working orders on ``contract`` and ``side`` may still fill,
+    besides the ledger's open rows (``ours``: their broker and client order ids; the ledger
+    counts those itself).
+
+    Counted as if every one filled, the conservative reading (docs/risk.md): an order
+    without a parent for what it has left; bracket legs (stops and targets, of our rows or
+    not) per entry, the larger of its stops' and its targets' (one-cancels-other: at most
+    one of a pair fills), and while their entry still works no more than it has filled
+    (what it fills later adds as much on the other side). Legs are exits of their entry's
+    position: on the side of a long's protective stop they count as sells like any other.
+    """
+    working = [o for o in orders if o.contract == contract and not o.status.is_terminal]
+    by_id: dict[str, OrderStatusReport] = {o.broker_order_id: o for o in working}
+    total = 0
+    groups: dict[str, list[OrderStatusReport]] = {}
+    for order in working:
+        if order.side is not side or order.broker_order_id in ours:
+            continue
+        if order.client_order_id is not None and order.client_order_id in ours:
+            continue
+        if order.parent_id is None:
+            total += max(order.quantity - order.filled_qty, 0)
+        else:
+            groups.setdefault(order.parent_id, []).append(order)
+    for parent_id, legs in groups.items():
+        covered = group_covers(legs)
+        parent = by_id.get(parent_id)
+        if parent is not None:  # its entry still works: its legs follow what it fills
+            covered = min(covered, parent.filled_qty)
+        total += covered
+    return total
 
 
 # --- the rules in force ---------------------------------------------------------------------

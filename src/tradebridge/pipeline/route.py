@@ -65,6 +65,9 @@ class Needs:
     position: bool = False
     orders: bool = False
     quote: bool = False
+    # The account's working orders, as cheaply as the adapter reads them: a plain order is
+    # judged by the risk rules as if they had filled (``risk.working_ahead``).
+    working: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,9 +144,14 @@ def needs(
     match signal.intent:
         case Intent.ORDER:
             # On a continuous symbol, a position left in the month before the roll is read.
-            return Needs(position=position_for_risk or signal.follows_roll, quote=quote)
-        case Intent.EXIT | Intent.REVERSE | Intent.TARGET:
-            return Needs(position=True, quote=quote and signal.intent is Intent.REVERSE)
+            return Needs(position=position_for_risk or signal.follows_roll, quote=quote,
+                         working=position_for_risk)  # fmt: skip
+        case Intent.EXIT:
+            return Needs(position=True)
+        case Intent.REVERSE | Intent.TARGET:
+            # Either may open a position (a reverse from flat, a target further out).
+            return Needs(position=True, quote=quote and signal.intent is Intent.REVERSE,
+                         working=position_for_risk)  # fmt: skip
         case Intent.CANCEL:
             return Needs(orders=True)
         case Intent.FLATTEN:

@@ -46,14 +46,21 @@ select max(s.ts_submitted)
 # loop: a fan-out's first rows): $1 accounts, $2 the rows checked (left out), $3
 # minute_since, $4 day_since, one of each per account; and (``ahead``) what the account's
 # open orders on the checked row's contract $5 and side $6 have still to fill (their
-# latest submitted plan's quantity less their fills; NULL contract: not asked).
+# latest submitted plan's quantity less their fills; NULL contract: not asked), with the
+# broker's and our ids of every open row (``ours``: the broker's working orders the rules
+# count besides are the others).
 _ACTIVITY_SQL = f"""
 select x.i,
        count(s.seq) filter (where status in {_OPEN}) as open_orders,
        count(s.seq) filter (where ts_submitted >= x.minute_since) as last_minute,
        count(s.seq) filter (where ts_submitted >= x.day_since) as today,
        coalesce(sum(greatest(p.quantity - coalesce(s.filled_qty, 0), 0))
-                filter (where p.contract = x.contract and p.side = x.side), 0) as ahead
+                filter (where p.contract = x.contract and p.side = x.side), 0) as ahead,
+       array_remove(array_agg(s.tradovate_order_id)
+                    filter (where x.contract is not null and status in {_OPEN}), null)
+         || array_remove(array_agg(s.client_order_id)
+                         filter (where x.contract is not null and status in {_OPEN}), null)
+         as ours
   from unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[],
               $6::text[])
        with ordinality as x(account_name, besides, minute_since, day_since, contract, side, i)
@@ -142,6 +149,8 @@ class RiskActivity:
     last_entry: datetime | None = None
     # What the open orders on the row's contract and side have still to fill (0: not asked).
     ahead: int = 0
+    # The broker's and our order ids of the open rows (asked with ``ahead``).
+    ours: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +163,8 @@ class RiskOverview:
     marks: BalanceMarks | None  # None: no balance recorded yet
 
 
-_Batch = list[tuple[asyncio.Future[tuple[int, int, int, int]], tuple[Any, ...]]]
+_Counts = tuple[int, int, int, int, frozenset[str]]
+_Batch = list[tuple[asyncio.Future[_Counts], tuple[Any, ...]]]
 
 
 class RiskQueries(LedgerPool):
@@ -178,7 +188,7 @@ class RiskQueries(LedgerPool):
         """Return the account's open orders, orders sent since ``minute_since`` and since
         ``day_since``, and (with ``root``) its latest entry on ``root`` since ``entry_since``;
         with ``ahead_of`` (a contract and a side), what the account's open orders there have
-        still to fill.
+        still to fill, and the broker's and our ids of its open rows.
 
         The counts of calls made in the same turn of the event loop (the first rows of a
         fan-out's accounts, checked side by side) are read by one statement for all of them.
@@ -192,8 +202,8 @@ class RiskQueries(LedgerPool):
             last_entry = await self._db.fetchval(
                 _LAST_ENTRY_SQL, account_name, besides, entry_since, root
             )
-        open_orders, last_minute, today, ahead = counts
-        return RiskActivity(open_orders, last_minute, today, last_entry, ahead)
+        open_orders, last_minute, today, ahead, ours = counts
+        return RiskActivity(open_orders, last_minute, today, last_entry, ahead, ours)
 
     def _activity_counts(
         self,
@@ -203,13 +213,13 @@ class RiskQueries(LedgerPool):
         day_since: datetime,
         contract: str | None,
         side: str | None,
-    ) -> asyncio.Future[tuple[int, int, int, int]]:
+    ) -> asyncio.Future[_Counts]:
         """Queue one account's counts for the batch of this turn of the loop."""
         loop = asyncio.get_running_loop()
         batch = self._activity_batch
         if not batch:
             loop.call_soon(self._read_activity_batch)
-        answer: asyncio.Future[tuple[int, int, int, int]] = loop.create_future()
+        answer: asyncio.Future[_Counts] = loop.create_future()
         batch.append((answer, (account_name, besides, minute_since, day_since, contract, side)))
         return answer
 
@@ -242,7 +252,8 @@ class RiskQueries(LedgerPool):
             else:
                 answer.set_result(
                     (int(record["open_orders"]), int(record["last_minute"]),
-                     int(record["today"]), int(record["ahead"]))
+                     int(record["today"]), int(record["ahead"]),
+                     frozenset(record["ours"] or ()))
                 )  # fmt: skip
 
     async def mark_balance(
