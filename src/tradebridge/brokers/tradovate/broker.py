@@ -1131,10 +1131,11 @@ class TradovateBroker:
 
     async def working_orders(self, account: AccountName) -> list[OrderStatusReport]:
         """Return the account's orders not final: from the user-sync socket when it is
-        current for the account (as its positions are: ``positions_from_sync``), else from
-        REST (``order_reports``)."""
+        current (``positions_from_sync``), else from REST (``order_reports``)."""
         found = await self._account(account)
         mirrored = self._synced_working(found.id)
+        if mirrored is None and await self._first_sync(found.id):
+            mirrored = self._synced_working(found.id)
         if mirrored is None:
             return [o for o in await self.order_reports(account) if not o.status.is_terminal]
         sync, working = mirrored
@@ -1168,12 +1169,19 @@ class TradovateBroker:
     ) -> (
         tuple[UserSync, list[tuple[wire.WireOrder, wire.WireOrderVersion, int, int | None]]] | None
     ):
-        """Return the account's socket and its orders not final, or None where the socket is
-        not trusted for the account's positions (``_synced_positions``) or cannot tell."""
-        if self._synced_positions(account_id) is None:
+        """Return the account's socket and its orders not final, or None: the socket is not
+        current, ``positions_from_sync`` is off, or the mirror cannot tell.
+
+        Unlike for its positions, the orders this process sent need not be final (they are
+        the ledger's rows, counted from the ledger), only known: their bracket legs are not
+        rows, and come with them.
+        """
+        if not self.config.positions_from_sync or self._sending.get(account_id):
             return None
         sync = next((s for s in self._sync.values() if account_id in s.mirror.account_names), None)
-        if sync is None:
+        if sync is None or not sync.current():
+            return None
+        if any(i not in sync.mirror.orders for i in self._sent_orders.get(account_id, ())):
             return None
         working = sync.mirror.working_of(account_id)
         return None if working is None else (sync, working)
