@@ -7,53 +7,22 @@ from decimal import Decimal
 
 import pytest
 
+from _support.order_reports import MNQ, bracket, order_report
 from tradebridge.domain.enums import OrderStatus, OrderType, Side
-from tradebridge.domain.ids import AccountName, BrokerOrderId
 from tradebridge.domain.reports import OrderStatusReport
 from tradebridge.pipeline.legs import ending_entries, fit_legs, protective_legs
-
-A = AccountName("A1")
-MNQ = "MNQZ6"
-
-
-def _order(
-    oid: int,
-    side: Side,
-    qty: int,
-    status: OrderStatus = OrderStatus.WORKING,
-    *,
-    parent: int | None = None,
-    kind: OrderType = OrderType.MARKET,
-    filled: int = 0,
-    contract: str = MNQ,
-) -> OrderStatusReport:
-    return OrderStatusReport(
-        BrokerOrderId(str(oid)), A, contract, side, kind, qty, status, filled_qty=filled,
-        limit_price=Decimal(21100) if kind is OrderType.LIMIT else None,
-        stop_price=Decimal(20900) if kind is OrderType.STOP else None,
-        parent_id=None if parent is None else BrokerOrderId(str(parent)),
-    )  # fmt: skip
-
-
-def _bracket(entry: int, qty: int, side: Side = Side.BUY) -> list[OrderStatusReport]:
-    """A filled entry and its two working OCO legs."""
-    return [
-        _order(entry, side, qty, OrderStatus.FILLED, filled=qty),
-        _order(entry + 1, side.opposite, qty, parent=entry, kind=OrderType.STOP),
-        _order(entry + 2, side.opposite, qty, parent=entry, kind=OrderType.LIMIT),
-    ]
 
 
 @pytest.mark.parametrize("remaining", [0, -2])
 def test_fit_legs_position_closed_or_turned_cancels_every_leg(remaining: int) -> None:
-    fit = fit_legs(_bracket(10, 2), MNQ, remaining)
+    fit = fit_legs(bracket(10, 2), MNQ, remaining)
 
     assert sorted(c.broker_order_id for c in fit.cancels) == ["11", "12"]
     assert fit.modifies == ()
 
 
 def test_fit_legs_reduced_position_reduces_both_legs_to_what_remains() -> None:
-    fit = fit_legs(_bracket(10, 3), MNQ, 1)
+    fit = fit_legs(bracket(10, 3), MNQ, 1)
 
     assert fit.cancels == ()
     assert sorted((m.broker_order_id, m.quantity) for m in fit.modifies) == [("11", 1), ("12", 1)]
@@ -62,7 +31,7 @@ def test_fit_legs_reduced_position_reduces_both_legs_to_what_remains() -> None:
 
 
 def test_fit_legs_keeps_the_newest_brackets_and_cancels_the_oldest() -> None:
-    orders = _bracket(10, 1) + _bracket(20, 1) + _bracket(30, 1)
+    orders = bracket(10, 1) + bracket(20, 1) + bracket(30, 1)
 
     fit = fit_legs(orders, MNQ, 2)
 
@@ -71,13 +40,13 @@ def test_fit_legs_keeps_the_newest_brackets_and_cancels_the_oldest() -> None:
 
 
 def test_fit_legs_legs_within_the_remainder_are_left_alone() -> None:
-    assert not fit_legs(_bracket(10, 2), MNQ, 2)
-    assert not fit_legs(_bracket(10, 2), MNQ, 5)
+    assert not fit_legs(bracket(10, 2), MNQ, 2)
+    assert not fit_legs(bracket(10, 2), MNQ, 5)
 
 
 def test_fit_legs_modify_keeps_what_a_leg_already_filled() -> None:
-    orders = _bracket(10, 3)
-    orders[1] = _order(11, Side.SELL, 3, OrderStatus.PARTIALLY_FILLED, parent=10,
+    orders = bracket(10, 3)
+    orders[1] = order_report(11, Side.SELL, 3, OrderStatus.PARTIALLY_FILLED, parent=10,
                        kind=OrderType.STOP, filled=1)  # fmt: skip
 
     fit = fit_legs(orders, MNQ, 1)
@@ -87,7 +56,7 @@ def test_fit_legs_modify_keeps_what_a_leg_already_filled() -> None:
 
 def test_fit_legs_leg_on_the_side_that_adds_to_the_position_is_cancelled() -> None:
     # Legs of an old short (buys) while the position left is long: they would add to it.
-    orders = _bracket(10, 1, Side.SELL)
+    orders = bracket(10, 1, Side.SELL)
 
     fit = fit_legs(orders, MNQ, 1)
 
@@ -96,21 +65,21 @@ def test_fit_legs_leg_on_the_side_that_adds_to_the_position_is_cancelled() -> No
 
 def test_fit_legs_suspended_legs_of_a_working_entry_follow_their_entry() -> None:
     resting = [
-        _order(40, Side.BUY, 1, kind=OrderType.LIMIT),
-        _order(41, Side.SELL, 1, parent=40, kind=OrderType.STOP),
-        _order(42, Side.SELL, 1, parent=40, kind=OrderType.LIMIT),
+        order_report(40, Side.BUY, 1, kind=OrderType.LIMIT),
+        order_report(41, Side.SELL, 1, parent=40, kind=OrderType.STOP),
+        order_report(42, Side.SELL, 1, parent=40, kind=OrderType.LIMIT),
     ]
 
     assert protective_legs(resting, MNQ) == []
-    assert not fit_legs([*resting, _order(50, Side.BUY, 1)], MNQ, 0)
+    assert not fit_legs([*resting, order_report(50, Side.BUY, 1)], MNQ, 0)
 
 
 def test_fit_legs_other_contracts_and_final_orders_are_not_touched() -> None:
-    orders = _bracket(10, 1)
+    orders = bracket(10, 1)
     other = [
-        _order(20, Side.BUY, 1, OrderStatus.FILLED, filled=1, contract="MESZ6"),
-        _order(21, Side.SELL, 1, parent=20, kind=OrderType.STOP, contract="MESZ6"),
-        _order(22, Side.SELL, 1, OrderStatus.CANCELLED, parent=10, kind=OrderType.STOP),
+        order_report(20, Side.BUY, 1, OrderStatus.FILLED, filled=1, contract="MESZ6"),
+        order_report(21, Side.SELL, 1, parent=20, kind=OrderType.STOP, contract="MESZ6"),
+        order_report(22, Side.SELL, 1, OrderStatus.CANCELLED, parent=10, kind=OrderType.STOP),
     ]
 
     fit = fit_legs(orders + other, MNQ, 0)
@@ -119,7 +88,7 @@ def test_fit_legs_other_contracts_and_final_orders_are_not_touched() -> None:
 
 
 def test_fit_legs_legs_whose_entry_is_no_longer_listed_count_as_protective() -> None:
-    orders = _bracket(10, 2)[1:]
+    orders = bracket(10, 2)[1:]
 
     fit = fit_legs(orders, MNQ, 0)
 
@@ -133,11 +102,11 @@ def test_fit_legs_resting_entries_stay_unless_asked_to_cancel_everything(
     cancel_others: bool, cancelled: list[str]
 ) -> None:
     resting = [
-        _order(40, Side.BUY, 1, kind=OrderType.LIMIT),
-        _order(41, Side.SELL, 1, parent=40, kind=OrderType.STOP),
+        order_report(40, Side.BUY, 1, kind=OrderType.LIMIT),
+        order_report(41, Side.SELL, 1, parent=40, kind=OrderType.STOP),
     ]
 
-    fit = fit_legs(_bracket(10, 1) + resting, MNQ, 0, cancel_others=cancel_others)
+    fit = fit_legs(bracket(10, 1) + resting, MNQ, 0, cancel_others=cancel_others)
 
     assert sorted(c.broker_order_id for c in fit.cancels) == cancelled
 
@@ -145,11 +114,11 @@ def test_fit_legs_resting_entries_stay_unless_asked_to_cancel_everything(
 def _strategy(entry: int, qty: int, filled: int, targets: int = 1) -> list[OrderStatusReport]:
     """A strategy's entry (filled ``filled`` of ``qty``) and one OCO pair per target."""
     status = OrderStatus.FILLED if filled == qty else OrderStatus.PARTIALLY_FILLED
-    orders = [replace(_order(entry, Side.BUY, qty, status, filled=filled), strategy_id="S")]
+    orders = [replace(order_report(entry, Side.BUY, qty, status, filled=filled), strategy_id="S")]
     share = filled // targets
     for _ in range(targets):
         for kind in (OrderType.STOP, OrderType.LIMIT):
-            leg = _order(entry + 1 + len(orders), Side.SELL, share, parent=entry, kind=kind)
+            leg = order_report(entry + 1 + len(orders), Side.SELL, share, parent=entry, kind=kind)
             orders.append(replace(leg, strategy_id="S"))
     return orders
 
@@ -188,11 +157,15 @@ def test_fit_legs_scale_out_pairs_cover_their_sum() -> None:
 def _filling(entry: int, qty: int, filled: int) -> list[OrderStatusReport]:
     """A bracket entry still working with ``filled`` of ``qty`` filled, its legs suspended."""
     return [
-        _order(
+        order_report(
             entry, Side.BUY, qty, OrderStatus.PARTIALLY_FILLED, kind=OrderType.LIMIT, filled=filled
         ),
-        _order(entry + 1, Side.SELL, qty, OrderStatus.WORKING, parent=entry, kind=OrderType.STOP),
-        _order(entry + 2, Side.SELL, qty, OrderStatus.WORKING, parent=entry, kind=OrderType.LIMIT),
+        order_report(
+            entry + 1, Side.SELL, qty, OrderStatus.WORKING, parent=entry, kind=OrderType.STOP
+        ),
+        order_report(
+            entry + 2, Side.SELL, qty, OrderStatus.WORKING, parent=entry, kind=OrderType.LIMIT
+        ),
     ]
 
 
@@ -207,7 +180,7 @@ def test_fit_legs_close_of_a_partly_filled_entry_cancels_its_legs_then_its_rest(
 def test_fit_legs_partly_filled_entry_the_remainder_covers_is_left_alone() -> None:
     # Long 3: 2 from a filled bracket, 1 from the entry still filling; sell 2 leaves 1, which
     # the newest (the filling entry) keeps; the older bracket's legs go.
-    orders = _bracket(20, 2) + _filling(30, 3, filled=1)
+    orders = bracket(20, 2) + _filling(30, 3, filled=1)
 
     fit = fit_legs(orders, MNQ, 1)
 
@@ -226,7 +199,7 @@ def test_fit_legs_partly_filled_entry_the_remainder_no_longer_covers_goes_with_i
 
 
 def test_fit_legs_unfilled_entry_is_not_a_filling_one() -> None:
-    orders = _bracket(20, 1) + _filling(30, 2, filled=0)
+    orders = bracket(20, 1) + _filling(30, 2, filled=0)
 
     fit = fit_legs(orders, MNQ, 0)
 
@@ -235,7 +208,7 @@ def test_fit_legs_unfilled_entry_is_not_a_filling_one() -> None:
 
 def _resting_exit(oid: int, side: Side, qty: int, filled: int = 0) -> OrderStatusReport:
     status = OrderStatus.PARTIALLY_FILLED if filled else OrderStatus.WORKING
-    return _order(oid, side, qty, status, kind=OrderType.STOP, filled=filled)
+    return order_report(oid, side, qty, status, kind=OrderType.STOP, filled=filled)
 
 
 def test_fit_legs_resting_exit_larger_than_what_remains_is_cut_to_it() -> None:
@@ -290,7 +263,7 @@ def test_ending_entries_close_or_turn_ends_nothing(remaining: int) -> None:
 
 
 def test_ending_entries_entry_the_remainder_covers_is_not_ended() -> None:
-    orders = _bracket(20, 2) + _filling(30, 3, filled=1)
+    orders = bracket(20, 2) + _filling(30, 3, filled=1)
 
     assert ending_entries(orders, MNQ, 3, 1) == ()
 
@@ -306,9 +279,9 @@ def test_ending_entries_legs_that_would_exceed_the_position_end_nothing() -> Non
 
 def test_ending_entries_counts_the_live_legs_of_other_entries() -> None:
     # Long 3: a filled bracket of 1 (live legs) and 2 from an entry still filling (2 of 4).
-    orders = _bracket(20, 1) + _filling(30, 4, filled=2)
+    orders = bracket(20, 1) + _filling(30, 4, filled=2)
 
     assert [c.broker_order_id for c in ending_entries(orders, MNQ, 3, 1)] == ["30"]
     # Legs of 2 live beside it on long 3: with its 2 they would cover 4.
-    crowded = _bracket(20, 2) + _filling(30, 4, filled=2)
+    crowded = bracket(20, 2) + _filling(30, 4, filled=2)
     assert ending_entries(crowded, MNQ, 3, 1) == ()

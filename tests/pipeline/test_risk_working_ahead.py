@@ -9,62 +9,34 @@ from dataclasses import replace
 
 import pytest
 
+from _support.order_reports import MNQ, bracket, order_report
 from tradebridge.domain.enums import OrderStatus, OrderType, Side
-from tradebridge.domain.ids import AccountName, BrokerOrderId, ClientOrderId
-from tradebridge.domain.reports import OrderStatusReport
+from tradebridge.domain.ids import ClientOrderId
 from tradebridge.pipeline.risk import working_ahead
-
-MNQ = "MNQZ6"
-
-
-def _order(
-    oid: int,
-    side: Side,
-    qty: int,
-    status: OrderStatus = OrderStatus.WORKING,
-    *,
-    parent: int | None = None,
-    kind: OrderType = OrderType.MARKET,
-    filled: int = 0,
-    contract: str = MNQ,
-) -> OrderStatusReport:
-    return OrderStatusReport(
-        BrokerOrderId(str(oid)), AccountName("A1"), contract, side, kind, qty, status,
-        filled_qty=filled, parent_id=None if parent is None else BrokerOrderId(str(parent)),
-    )  # fmt: skip
-
-
-def _bracket(entry: int, qty: int) -> list[OrderStatusReport]:
-    """A filled buy entry and its two working OCO legs (a stop and a target)."""
-    return [
-        _order(entry, Side.BUY, qty, OrderStatus.FILLED, filled=qty),
-        _order(entry + 1, Side.SELL, qty, parent=entry, kind=OrderType.STOP),
-        _order(entry + 2, Side.SELL, qty, parent=entry, kind=OrderType.LIMIT),
-    ]
 
 
 def test_working_ahead_counts_what_orders_on_the_side_have_left_to_fill() -> None:
     orders = [
-        _order(1, Side.BUY, 2),
-        _order(2, Side.BUY, 3, OrderStatus.PARTIALLY_FILLED, filled=1),
-        _order(3, Side.SELL, 5),  # the other side
-        _order(4, Side.BUY, 5, contract="MESZ6"),  # another contract
-        _order(5, Side.BUY, 5, OrderStatus.CANCELLED),
-        _order(6, Side.BUY, 5, OrderStatus.FILLED, filled=5),
+        order_report(1, Side.BUY, 2),
+        order_report(2, Side.BUY, 3, OrderStatus.PARTIALLY_FILLED, filled=1),
+        order_report(3, Side.SELL, 5),  # the other side
+        order_report(4, Side.BUY, 5, contract="MESZ6"),  # another contract
+        order_report(5, Side.BUY, 5, OrderStatus.CANCELLED),
+        order_report(6, Side.BUY, 5, OrderStatus.FILLED, filled=5),
     ]
 
     assert working_ahead(orders, MNQ, Side.BUY, frozenset()) == 4
 
 
 def test_working_ahead_leaves_out_the_ledgers_rows_by_broker_or_client_id() -> None:
-    ours = replace(_order(2, Side.BUY, 3), client_order_id=ClientOrderId("tb-a"))
-    orders = [_order(1, Side.BUY, 2), ours, _order(3, Side.BUY, 4)]
+    ours = replace(order_report(2, Side.BUY, 3), client_order_id=ClientOrderId("tb-a"))
+    orders = [order_report(1, Side.BUY, 2), ours, order_report(3, Side.BUY, 4)]
 
     assert working_ahead(orders, MNQ, Side.BUY, frozenset({"1", "tb-a"})) == 4
 
 
 def test_working_ahead_counts_one_leg_of_each_oco_pair_of_a_filled_entry() -> None:
-    orders = _bracket(10, 2) + _bracket(20, 1)  # long 3, each entry with a stop and a target
+    orders = bracket(10, 2) + bracket(20, 1)  # long 3, each entry with a stop and a target
 
     assert working_ahead(orders, MNQ, Side.SELL, frozenset()) == 3
     # Protective sells of a long are no buys: nothing toward a long limit.
@@ -73,7 +45,7 @@ def test_working_ahead_counts_one_leg_of_each_oco_pair_of_a_filled_entry() -> No
 
 def test_working_ahead_counts_the_legs_of_the_ledgers_own_entry() -> None:
     # Our row's entry (filled, its order id the ledger's) left its legs at the broker.
-    assert working_ahead(_bracket(10, 2), MNQ, Side.SELL, frozenset({"10"})) == 2
+    assert working_ahead(bracket(10, 2), MNQ, Side.SELL, frozenset({"10"})) == 2
 
 
 @pytest.mark.parametrize(("filled", "ahead"), [(0, 0), (1, 1), (3, 3)])
@@ -82,9 +54,9 @@ def test_working_ahead_counts_the_legs_of_a_working_entry_up_to_what_it_filled(
 ) -> None:
     status = OrderStatus.PARTIALLY_FILLED if filled else OrderStatus.WORKING
     orders = [
-        _order(10, Side.BUY, 3, status, kind=OrderType.LIMIT, filled=filled),
-        _order(11, Side.SELL, 3, OrderStatus.WORKING, parent=10, kind=OrderType.STOP),
-        _order(12, Side.SELL, 3, OrderStatus.WORKING, parent=10, kind=OrderType.LIMIT),
+        order_report(10, Side.BUY, 3, status, kind=OrderType.LIMIT, filled=filled),
+        order_report(11, Side.SELL, 3, OrderStatus.WORKING, parent=10, kind=OrderType.STOP),
+        order_report(12, Side.SELL, 3, OrderStatus.WORKING, parent=10, kind=OrderType.LIMIT),
     ]
 
     assert working_ahead(orders, MNQ, Side.SELL, frozenset()) == ahead
