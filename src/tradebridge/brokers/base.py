@@ -150,7 +150,8 @@ class Broker(Protocol):
     async def working_orders(self, account: AccountName) -> list[OrderStatusReport]:
         """Return the account's orders that may still fill (open, or submitted), as cheaply
         as the dialect can: native from the user-sync socket when it is current (no
-        request), else as ``order_reports``; the bridge from ``/orders`` alone."""
+        request), none while the socket cannot tell, as ``order_reports`` where no socket
+        follows the account; the bridge from ``/orders`` alone."""
         ...
 
     async def order_report(

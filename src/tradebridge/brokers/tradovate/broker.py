@@ -1131,12 +1131,22 @@ class TradovateBroker:
 
     async def working_orders(self, account: AccountName) -> list[OrderStatusReport]:
         """Return the account's orders not final: from the user-sync socket when it is
-        current (``positions_from_sync``), else from REST (``order_reports``)."""
+        current (``positions_from_sync``); none while a socket follows the account but cannot
+        tell (down, reconnecting, a send of this process in flight, an event still to come);
+        from REST (``order_reports``) only where no socket follows it.
+
+        The risk rules count these ahead of an order. Read from REST they cost four to six
+        reads of the user's budget per order (orders, versions, fills, commands), so a
+        fan-out during a socket outage would wait minutes for its reads: the ledger's own
+        rows are still counted meanwhile (docs/risk.md).
+        """
         found = await self._account(account)
         mirrored = self._synced_working(found.id)
         if mirrored is None and await self._first_sync(found.id):
             mirrored = self._synced_working(found.id)
         if mirrored is None:
+            if self.config.positions_from_sync and self._followed(found.id):
+                return []
             return [o for o in await self.order_reports(account) if not o.status.is_terminal]
         sync, working = mirrored
         reports = []
@@ -1163,6 +1173,10 @@ class TradovateBroker:
                 )
             )
         return reports
+
+    def _followed(self, account_id: int) -> bool:
+        """Return whether a user-sync socket of this adapter follows ``account_id``."""
+        return any(account_id in s.mirror.account_names for s in self._sync.values())
 
     def _synced_working(
         self, account_id: int
