@@ -1097,32 +1097,48 @@ class TradovateBroker:
             avg = (
                 sum((f.price * f.qty for f in order_fills), Decimal(0)) / filled if filled else None
             )
-            quantity = version.order_qty if version else filled
-            reports.append(
-                OrderStatusReport(
-                    broker_order_id=BrokerOrderId(str(order.id)),
-                    account=AccountName(account),
-                    contract=await self._contract_name(order.contract_id, account),
-                    side=wire.side_from_wire(order.action),
-                    order_type=wire.order_type_from_wire(version.order_type if version else ""),
-                    quantity=quantity,
-                    status=wire.order_status(order.ord_status, filled, quantity),
-                    filled_qty=filled,
-                    avg_fill_price=avg,
-                    limit_price=version.price if version else None,
-                    stop_price=version.stop_price if version else None,
-                    client_order_id=None if cid is None else ClientOrderId(cid),
-                    reason=reasons.get(order.id, ""),
-                    ts_created=order.timestamp,
-                    parent_id=None if parent is None else BrokerOrderId(str(parent)),
-                    strategy_id=None if strategy_id is None else str(strategy_id),
-                    oco_id=None if order.oco_id is None else str(order.oco_id),
-                    broker_order_type=wire.unplaced_order_type(version.order_type)
-                    if version
-                    else None,
-                )
+            reason = reasons.get(order.id, "")
+            report = self._order_report(
+                account, order, version, filled, cid, parent, strategy_id, avg=avg, reason=reason
             )
+            reports.append(await report)
         return reports
+
+    async def _order_report(
+        self,
+        account: str,
+        order: wire.WireOrder,
+        version: wire.WireOrderVersion | None,
+        filled: int,
+        cid: str | None,
+        parent: int | None,
+        strategy_id: int | None,
+        *,
+        avg: Decimal | None = None,
+        reason: str = "",
+    ) -> OrderStatusReport:
+        """Return one order as a report: from REST's entities or the socket's mirror."""
+        quantity = version.order_qty if version else filled
+        return OrderStatusReport(
+            broker_order_id=BrokerOrderId(str(order.id)),
+            account=AccountName(account),
+            contract=await self._contract_name(order.contract_id, account),
+            side=wire.side_from_wire(order.action),
+            order_type=wire.order_type_from_wire(version.order_type if version else ""),
+            quantity=quantity,
+            status=wire.order_status(order.ord_status, filled, quantity),
+            filled_qty=filled,
+            avg_fill_price=avg,
+            limit_price=version.price if version else None,
+            stop_price=version.stop_price if version else None,
+            client_order_id=None if cid is None else ClientOrderId(cid),
+            reason=reason,
+            ts_created=order.timestamp,
+            parent_id=None if parent is None else BrokerOrderId(str(parent)),
+            strategy_id=None if strategy_id is None else str(strategy_id),
+            oco_id=None if order.oco_id is None else str(order.oco_id),
+            broker_order_type=wire.unplaced_order_type(version.order_type) if version else None,
+        )
 
     async def order_reports(self, account: AccountName) -> list[OrderStatusReport]:
         """Return the account's orders with quantities, prices, fills and our ids."""
@@ -1145,38 +1161,22 @@ class TradovateBroker:
         if mirrored is None and await self._first_sync(found.id):
             mirrored = self._synced_working(found.id)
         if mirrored is None:
-            if self.config.positions_from_sync and self._followed(found.id):
+            if self.config.positions_from_sync and self._sync_of(found.id) is not None:
                 return []
             return [o for o in await self.order_reports(account) if not o.status.is_terminal]
         sync, working = mirrored
+        mirror = sync.mirror
         reports = []
         for order, version, filled, entry in working:
-            cid = sync.mirror.client_id(order.id)
-            strategy = sync.mirror.strategy_of.get(order.id)
+            cid, strategy_id = mirror.client_id(order.id), mirror.strategy_of.get(order.id)
             reports.append(
-                OrderStatusReport(
-                    broker_order_id=BrokerOrderId(str(order.id)),
-                    account=account,
-                    contract=await self._contract_name(order.contract_id, account),
-                    side=wire.side_from_wire(order.action),
-                    order_type=wire.order_type_from_wire(version.order_type),
-                    quantity=version.order_qty,
-                    status=wire.order_status(order.ord_status, filled, version.order_qty),
-                    filled_qty=filled,
-                    limit_price=version.price,
-                    stop_price=version.stop_price,
-                    client_order_id=None if cid is None else ClientOrderId(cid),
-                    ts_created=order.timestamp,
-                    parent_id=None if entry is None else BrokerOrderId(str(entry)),
-                    strategy_id=None if strategy is None else str(strategy),
-                    oco_id=None if order.oco_id is None else str(order.oco_id),
-                )
+                await self._order_report(account, order, version, filled, cid, entry, strategy_id)
             )
         return reports
 
-    def _followed(self, account_id: int) -> bool:
-        """Return whether a user-sync socket of this adapter follows ``account_id``."""
-        return any(account_id in s.mirror.account_names for s in self._sync.values())
+    def _sync_of(self, account_id: int) -> UserSync | None:
+        """Return the user-sync socket of this adapter that follows ``account_id``, if any."""
+        return next((s for s in self._sync.values() if account_id in s.mirror.account_names), None)
 
     def _synced_working(
         self, account_id: int
@@ -1192,7 +1192,7 @@ class TradovateBroker:
         """
         if not self.config.positions_from_sync or self._sending.get(account_id):
             return None
-        sync = next((s for s in self._sync.values() if account_id in s.mirror.account_names), None)
+        sync = self._sync_of(account_id)
         if sync is None or not sync.current():
             return None
         if any(i not in sync.mirror.orders for i in self._sent_orders.get(account_id, ())):
@@ -1270,7 +1270,7 @@ class TradovateBroker:
             return None
         if time.monotonic() < self._blind_until.get(account_id, 0.0):
             return None
-        sync = next((s for s in self._sync.values() if account_id in s.mirror.account_names), None)
+        sync = self._sync_of(account_id)
         if sync is None or not sync.current():
             return None
         sent = self._sent_orders.get(account_id, set())
