@@ -137,8 +137,10 @@ def sim(
     except ValueError as exc:
         raise _fail(str(exc), 2) from None
     _print_banner(settings, redis_url, token_key)
+    from tradebridge.cli.run import event_loop_runner
+
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_run(settings, redis_url, token_key))
+        event_loop_runner("auto")(_run(settings, redis_url, token_key))
 
 
 async def _run(settings: Any, redis_url: str | None, token_key: str) -> None:

@@ -54,6 +54,8 @@ def build_app(ctx: SimContext) -> FastAPI:
     app.include_router(websocket.build_router(ctx))
     app.include_router(tvbridge.build_router(ctx))
     app.include_router(admin.build_router(ctx))
+    # Inside the faults (added first: Starlette nests later middleware outside earlier).
+    app.add_middleware(native.NativeFront, api=app.state.native_api)
     app.add_middleware(FaultMiddleware, ctx=ctx, closing=closing)
     return app
 

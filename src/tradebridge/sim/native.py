@@ -81,9 +81,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tradebridge.domain.enums import TimeInForce
 from tradebridge.domain.products import PRODUCTS
@@ -114,7 +116,13 @@ from tradebridge.sim.engine import (
     SimContract,
     SimEngine,
 )
-from tradebridge.sim.faults import DropAnswer, bearer_token, route_missing, should_drop_answer
+from tradebridge.sim.faults import (
+    NATIVE_PREFIX,
+    DropAnswer,
+    bearer_token,
+    route_missing,
+    should_drop_answer,
+)
 
 __all__ = ["NativeAnswer", "NativeApi", "build_router", "to_wire"]
 
@@ -937,26 +945,76 @@ def _read_ticket(ticket: str, name: str) -> float | None:
 
 
 def build_router(ctx: SimContext, api: NativeApi | None = None) -> APIRouter:
-    """Build the REST router of the native dialect, mounted at ``/v1``."""
+    """Build the REST router of the native dialect, mounted at ``/v1``.
+
+    ``NativeFront`` serves its GET and POST requests ahead of it in the app (``app.py``);
+    the route stays for every other method (405) and for an app without the front door.
+    """
     native = api if api is not None else NativeApi(ctx)
     router = APIRouter(prefix="/v1", include_in_schema=False)
 
-    @router.api_route("/{endpoint:path}", methods=["GET", "POST"])
+    @router.api_route("/{endpoint:path}", methods=list(_NATIVE_METHODS))
     async def dispatch(endpoint: str, request: Request) -> Response:
-        body: Any = None
-        raw = await request.body()
-        if raw.strip():
-            try:
-                body = json.loads(raw)
-            except ValueError:
-                return PlainTextResponse("the body is not JSON", status_code=400)
-        token = bearer_token(request.scope["headers"])
-        answer = await native.handle(
-            request.method, endpoint, dict(request.query_params), body, token
-        )
-        return to_response(answer)
+        return await _answer(native, request.method, endpoint, request.scope, await request.body())
 
     return router
+
+
+# The methods of the native REST surface: Tradovate's API is GETs and POSTs.
+_NATIVE_METHODS = ("GET", "POST")
+
+
+class NativeFront:
+    """The native REST surface's GET and POST requests (``/v1/...``) straight to
+    ``NativeApi``; every other request to the app behind.
+
+    The same answers as the router's route (``_answer``), without FastAPI's routing over
+    every route of the four surfaces, its dependency solving and endpoint dispatch: about
+    half the simulator's CPU per order (bench/README.md, ``sim_bench.py``). Mounted inside
+    ``FaultMiddleware``, so faults and dropped answers (``DropAnswer``) apply as before, and
+    inside the app's error middleware.
+    """
+
+    def __init__(self, app: ASGIApp, api: NativeApi) -> None:
+        self._app = app
+        self._api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection scope."""
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in _NATIVE_METHODS
+            or not scope["path"].startswith(NATIVE_PREFIX)
+        ):
+            await self._app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client left before its body was read: nothing to answer
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        endpoint = scope["path"][len(NATIVE_PREFIX) :]
+        response = await _answer(self._api, scope["method"], endpoint, scope, b"".join(chunks))
+        await response(scope, receive, send)
+
+
+async def _answer(
+    native: NativeApi, method: str, endpoint: str, scope: Scope, raw: bytes
+) -> Response:
+    """Answer one native REST request: its JSON body, query and bearer token to the API."""
+    body: Any = None
+    if raw.strip():
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return PlainTextResponse("the body is not JSON", status_code=400)
+    # As Starlette reads a query (Request.query_params): Latin-1, blanks kept, last one wins.
+    query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+    token = bearer_token(scope["headers"])
+    return to_response(await native.handle(method, endpoint, query, body, token))
 
 
 def to_response(answer: NativeAnswer) -> Response:
