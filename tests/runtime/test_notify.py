@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import redis.asyncio as aioredis
 from _support.receivers import HttpReceiver, body_text, http_receiver, smtp_receiver
 from _support.runtime import serve_settings, serving, until_final
 from tradebridge.config import Settings, load_settings
+from tradebridge.dispatch.reconcile import LostOrder
 from tradebridge.errors import ConfigError
 from tradebridge.runtime.notify import Notifier, Sender, build_channels, scrub, send_test
 from tradebridge.sim.server import SimServer
@@ -354,3 +356,35 @@ async def test_cli_notify_test_prints_each_channels_outcome(
     assert "hook (json): sent after 1 attempt(s)" in result.stdout
     assert "down (json): failed after 1 attempt(s)" in result.stdout
     assert "nothing-listens" not in result.output
+
+
+async def test_open_orders_the_broker_does_not_know_are_announced_per_account(
+    monkeypatch: pytest.MonkeyPatch, fresh_db: str
+) -> None:
+    # What reconcile reports (Reconciler.lost_orders): rows held open whose order the broker
+    # answers it has no such order for. One condition per account, listing its rows.
+    lost = [
+        LostOrder(FIRST, "990000002", "sig-b", datetime(2026, 12, 7, 10, 5, tzinfo=UTC), 3),
+        LostOrder(FIRST, "990000001", "sig-a", datetime(2026, 12, 7, 10, 0, tzinfo=UTC), 4),
+    ]
+    with http_receiver() as http:
+        settings = _notify_settings(_channels(monkeypatch, hook=f"json://{http.host}/hook"))
+        async with await Ledger.connect(fresh_db) as ledger:
+            sender = Sender(build_channels(settings.notify), settings.notify, ledger=ledger)
+            notifier = Notifier(settings, ledger, sender, lost=lambda: lost)
+            task = asyncio.create_task(notifier.run())
+            try:
+                await _until(lambda: _has_posts(http), 20, "the notice")
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+    [post] = http.posts
+    body = str(post.body.get("message"))
+    assert post.body.get("title") == "tradebridge: reconcile found the broker disagreeing"
+    assert f"2 open order(s) of {FIRST} unknown to Tradovate" in body
+    assert body.index("sig-a (order 990000001)") < body.index("sig-b (order 990000002)")
+    assert f"tradebridge orders {FIRST}" in body
+
+
+async def _has_posts(receiver: HttpReceiver) -> bool:
+    return bool(receiver.posts)

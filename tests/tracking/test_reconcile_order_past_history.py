@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -102,3 +103,51 @@ async def test_reconcile_open_row_whose_order_the_broker_lost_stays_open(
     assert after is not None
     assert after.status is SignalStatus.WORKING
     assert report.synced == {}
+
+
+@pytest.mark.parametrize("dialect", [Dialect.NATIVE, Dialect.TVBRIDGE])
+async def test_reconcile_reads_a_lost_order_less_and_less_and_reports_it(
+    make_stack: StackFactory, dialect: Dialect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Such an order is read again after a wait that doubles (not every round, for good),
+    noted once on its row, and reported from the third "no such order" in a row; once the
+    row closes, it is forgotten."""
+    async with make_stack(SimConfig(port=0, price_step_s=3600), dialect=dialect,
+                          dispatcher={"reconcile_interval_s": IDLE_S}) as stack:  # fmt: skip
+        await stack.insert("lost-2", status="working", client_order_id="tb-lost-2",
+                           tradovate_order_id="990000002")  # fmt: skip
+        await _idle(stack, "lost-2")
+        now = [1000.0]
+        reconciler = Reconciler(stack.settings, stack.ledger, stack.pool, now_s=lambda: now[0])
+        broker = await stack.pool.get(ACCOUNT)
+        real = broker.order_report
+        reads: list[str] = []
+
+        async def counted(account: Any, order_id: Any) -> Any:
+            reads.append(str(order_id))
+            return await real(account, order_id)
+
+        monkeypatch.setattr(broker, "order_report", counted)
+        # Waits of 0.05, 0.1, 0.2 s on the reconciler's clock (the interval, doubling).
+        for at, read in [(1000.0, 1), (1000.01, 1), (1000.05, 2), (1000.1, 2), (1000.15, 3)]:
+            now[0] = at
+            await reconciler.reconcile_once()
+            assert reads.count("990000002") == read, at
+            assert [o.signal_id for o in reconciler.lost_orders()] == (
+                ["lost-2"] if read >= 3 else []
+            )
+        [lost] = reconciler.lost_orders()
+        noted = [e for e in await stack.ledger.history("lost-2") if e.event == "order_not_found"]
+        row = await stack.ledger.get("lost-2")
+        assert row is not None
+        assert row.status is SignalStatus.WORKING
+        assert (lost.order_id, lost.misses, len(noted)) == ("990000002", 3, 1)
+
+        # The row closes (say its cancel comes at last): the reconciler forgets it.
+        await stack.ledger.pool.execute(
+            "update trading_signals set status = 'cancelled' where signal_id = 'lost-2'"
+        )
+        now[0] = 2000.0
+        await reconciler.reconcile_once()
+        assert reconciler.lost_orders() == []
+        assert reads.count("990000002") == 3

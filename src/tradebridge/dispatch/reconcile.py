@@ -79,6 +79,26 @@ _SYNC_TRIES = 3
 # Orders of open rows missing from an account's order lists read one by one per round
 # (``_read_missing``): an order the broker lost for good costs a read a round, bounded.
 _MISSING_READS = 20
+# An open row's order the broker answers "no such order" for (``LostOrder``) is read again
+# after a wait that doubles from the reconcile interval up to this (a lost order no longer
+# costs a read every round, for good), and is reported to the notifier from its
+# ``_LOST_AFTER``-th answer in a row (one answer may be a broker's hiccup).
+_LOST_READ_MAX_S = 600.0
+_LOST_AFTER = 3
+# Statuses of rows whose order rests (what ``Ledger.open_orders_idle`` lists).
+_RESTING_ROWS = frozenset({SignalStatus.WORKING, SignalStatus.PARTIALLY_FILLED})
+
+
+@dataclass(slots=True)
+class LostOrder:
+    """An open row whose order the broker has answered "no such order" for, in a row."""
+
+    account: str
+    order_id: str
+    signal_id: str
+    first_at: datetime  # the first such answer
+    misses: int = 1
+    next_read: float = 0.0  # monotonic: not read again before
 
 
 @contextlib.contextmanager
@@ -131,6 +151,7 @@ class Reconciler:
         *,
         today: Callable[[], date] | None = None,
         liveness: LivenessLock | None = None,
+        now_s: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.config = settings.dispatcher
@@ -156,6 +177,15 @@ class Reconciler:
         self._server_started: datetime | None = None
         self._back_at: float | None = None
         self._lost = False
+        # Open rows' orders the broker does not know, by (account, broker order id); when
+        # each is read again, on ``now_s``'s clock.
+        self._not_found: dict[tuple[str, str], LostOrder] = {}
+        self._now_s = now_s
+
+    def lost_orders(self) -> list[LostOrder]:
+        """Return the open rows whose order the broker has said it does not know
+        ``_LOST_AFTER`` times in a row (the notifier's ``reconcile_divergence``)."""
+        return [lost for lost in self._not_found.values() if lost.misses >= _LOST_AFTER]
 
     async def run(self) -> None:
         """Reconcile now and then every ``dispatcher.reconcile_interval_s`` until cancelled."""
@@ -430,23 +460,39 @@ class Reconciler:
                 _log.warning("reconcile_read_failed", account=account, error=str(e))
                 continue
             by_id = {str(r.broker_order_id): r for r in reports}
-            missing = [order_id for _, _, order_id, _ in open_rows if order_id not in by_id]
+            now = self._now_s()
+            missing = [
+                (order_id, signal_id) for signal_id, _, order_id, _ in open_rows
+                if order_id not in by_id and self._due(account, order_id, now)
+            ]  # fmt: skip
             by_id.update(await self._read_missing(broker, account, missing))
             for signal_id, status, order_id, filled in open_rows:
                 found = by_id.get(order_id)
                 if found is None:
                     continue
+                self._not_found.pop((account, order_id), None)
                 synced = await self._sync_row(signal_id, order_id, status, filled, found)
                 if synced is not None:
                     new, moved = synced
                     count_verdict(new, moved)  # a fill or cancel no event brought counts too
                     report.synced[signal_id] = new.value
+        # A row that closed (an event, a human) is no longer followed here. One the round
+        # did not list may only have been touched lately: its row says.
+        listed = {(a, order_id) for a, rows in by_account.items() for _, _, order_id, _ in rows}
+        for key in self._not_found.keys() - listed:
+            state = await self.ledger.order_state(self._not_found[key].signal_id)
+            if state is None or state[0] not in _RESTING_ROWS or state[1] != key[1]:
+                del self._not_found[key]
+
+    def _due(self, account: str, order_id: str, now: float) -> bool:
+        lost = self._not_found.get((account, order_id))
+        return lost is None or now >= lost.next_read
 
     async def _read_missing(
-        self, broker: Broker, account: str, order_ids: list[str]
+        self, broker: Broker, account: str, orders: list[tuple[str, str]]
     ) -> dict[str, OrderStatusReport]:
-        """Read the orders of open rows that the account's lists left out, one by one (at
-        most ``_MISSING_READS`` a round), by broker order id.
+        """Read the orders (broker order id, signal id) of open rows that the account's lists
+        left out, one by one (at most ``_MISSING_READS`` a round), by broker order id.
 
         The lists do not show every order that ended: the bridge keeps a finished order in
         ``/orders`` for about a minute, then in ``/ordersHistory`` only among the newest
@@ -454,19 +500,40 @@ class Reconciler:
         of that history, was never compared again and its row stayed open for good.
         """
         found: dict[str, OrderStatusReport] = {}
-        for order_id in order_ids[:_MISSING_READS]:
+        for order_id, signal_id in orders[:_MISSING_READS]:
             try:
                 found[order_id] = await broker.order_report(
                     AccountName(account), BrokerOrderId(order_id)
                 )
             except NotFound:
-                # Not guessed: the row stays open, and a later round asks again.
-                _log.warning("open_order_not_found", account=account, broker_order_id=order_id)
+                # Not guessed: the row stays open, read again later (LostOrder).
+                await self._not_known(account, order_id, signal_id)
             except Exception as e:  # noqa: BLE001 - the next round tries again
                 reraise_if_cancelling()
                 _log.warning("reconcile_read_failed", account=account, broker_order_id=order_id,
                              error=str(e))  # fmt: skip
         return found
+
+    async def _not_known(self, account: str, order_id: str, signal_id: str) -> None:
+        """Count the broker's "no such order" for an open row's order; note the first on the
+        row's history, and read it again after a wait that doubles each time."""
+        lost = self._not_found.get((account, order_id))
+        if lost is None:
+            lost = LostOrder(account, order_id, signal_id, datetime.now(UTC))
+            self._not_found[account, order_id] = lost
+            await self.ledger.add_event(signal_id, "order_not_found", {
+                "broker_order_id": order_id,
+                "note": "the broker answers that it has no such order; the row stays open "
+                        "(check the account: tradebridge orders, tradebridge trace)",
+            })  # fmt: skip
+        else:
+            lost.misses += 1
+        wait = min(self.config.reconcile_interval_s * 2 ** (lost.misses - 1), _LOST_READ_MAX_S)
+        lost.next_read = self._now_s() + wait
+        _log.warning(
+            "open_order_not_found", account=account, broker_order_id=order_id,
+            signal_id=signal_id, answers=lost.misses, next_read_s=round(wait, 3),
+        )  # fmt: skip
 
     async def _sync_row(
         self,

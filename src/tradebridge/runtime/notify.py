@@ -42,7 +42,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 import apprise
@@ -62,6 +62,9 @@ from tradebridge.runtime.health import Condition
 from tradebridge.store.kill import KillSwitchWatch
 from tradebridge.store.ledger import Ledger
 from tradebridge.store.ledger.notifications import SendRecord
+
+if TYPE_CHECKING:
+    from tradebridge.dispatch.reconcile import LostOrder
 
 _log = get_logger("tradebridge.runtime.notify")
 
@@ -400,6 +403,7 @@ class Notifier:
         kill: KillSwitchWatch | None = None,
         risk: Any = None,  # runtime.risk_watch.RiskWatch (its ``current`` standings)
         pool: BrokerPool | None = None,
+        lost: Callable[[], Sequence[LostOrder]] | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.settings = settings
@@ -425,6 +429,8 @@ class Notifier:
             self.sources["risk"] = lambda: self._risk(risk)
         if pool is not None:
             self.sources["websocket"] = lambda: self._websockets(pool)
+        if lost is not None:
+            self.sources["lost_orders"] = lambda: self._lost_orders(lost)
         self._keys: dict[str, list[str]] = {}  # the keys each source saw on last time
         self._failing: dict[str, str] = {}
         self._ws_down: dict[int, float] = {}  # user id -> monotonic time first seen down
@@ -529,6 +535,33 @@ class Notifier:
                 "\n".join(lines), _fingerprint(r.signal_id for r in rows),
             )
         ]  # fmt: skip
+
+    async def _lost_orders(self, lost: Callable[[], Sequence[LostOrder]]) -> list[Observation]:
+        by_account: dict[str, list[LostOrder]] = {}
+        for order in lost():
+            by_account.setdefault(order.account, []).append(order)
+        observations = []
+        for account, orders in sorted(by_account.items()):
+            orders.sort(key=lambda o: o.first_at)
+            lines = [
+                f"{o.signal_id} (order {o.order_id}): unknown since "
+                f"{o.first_at:%Y-%m-%d %H:%M:%S} UTC, {o.misses} answers"
+                for o in orders[:_ROWS_LISTED]
+            ]
+            if len(orders) > _ROWS_LISTED:
+                lines.append(f"… and {len(orders) - _ROWS_LISTED} more")
+            lines.append(
+                "Tradovate answers that it has no such order, yet the ledger holds it open. The "
+                "rows stay open (nothing is guessed): check the account "
+                f"(`tradebridge orders {account}`, `tradebridge trace <signal>`)."
+            )
+            found = Observation(
+                NoticeKind.RECONCILE_DIVERGENCE, f"lost_orders:{account}",
+                f"{len(orders)} open order(s) of {account} unknown to Tradovate",
+                "\n".join(lines), _fingerprint(o.signal_id for o in orders),
+            )  # fmt: skip
+            observations.append(found)
+        return observations
 
     async def _queue(self) -> list[Observation]:
         pending, oldest_s = await self.ledger.queue_backlog()

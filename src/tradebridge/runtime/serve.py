@@ -354,7 +354,7 @@ async def serve_stack(
         if settings.notify.active:  # off the order path: its own tasks, queues and threads
             sender = Sender(build_channels(settings.notify), settings.notify, ledger=ledger)
             notifier = Notifier(settings, ledger, sender, tokens=tokens, kill=kill, risk=risk,
-                                pool=pool)  # fmt: skip
+                                pool=pool, lost=lambda: _lost_orders(dispatchers))  # fmt: skip
             checker.conditions["notify"] = notifier.condition()
         async with asyncio.TaskGroup() as group:
             http = group.create_task(server.serve(sockets=[sock]), name="http")
@@ -378,6 +378,17 @@ async def serve_stack(
                 name="supervisor",
             )
         metrics.WORKERS_RUNNING.set(0)
+
+
+def _lost_orders(dispatchers: Sequence[Any]) -> list[Any]:
+    """Return the open rows whose order the broker does not know, as this process's
+    reconcilers found them."""
+    return [
+        lost
+        for dispatcher in dispatchers
+        if dispatcher.reconciler is not None
+        for lost in dispatcher.reconciler.lost_orders()
+    ]
 
 
 def _workers_condition(dispatchers: Sequence[Any]) -> Callable[[], Awaitable[Condition]]:
