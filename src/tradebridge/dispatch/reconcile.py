@@ -519,13 +519,14 @@ class Reconciler:
         row's history, and read it again after a wait that doubles each time."""
         lost = self._not_found.get((account, order_id))
         if lost is None:
-            lost = LostOrder(account, order_id, signal_id, datetime.now(UTC))
-            self._not_found[account, order_id] = lost
+            # Noted first: a note that fails is tried again with the next round's answer.
             await self.ledger.add_event(signal_id, "order_not_found", {
                 "broker_order_id": order_id,
                 "note": "the broker answers that it has no such order; the row stays open "
                         "(check the account: tradebridge orders, tradebridge trace)",
             })  # fmt: skip
+            lost = LostOrder(account, order_id, signal_id, datetime.now(UTC))
+            self._not_found[account, order_id] = lost
         else:
             lost.misses += 1
         wait = min(self.config.reconcile_interval_s * 2 ** (lost.misses - 1), _LOST_READ_MAX_S)
