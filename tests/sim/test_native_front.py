@@ -134,3 +134,10 @@ async def test_front_door_answers_its_requests_itself_and_passes_the_rest_on() -
     assert listed.status_code == 200
     assert listed.json()[0]["name"] == "DEMO0000001"
     assert (put.status_code, bridge.status_code) == (599, 599)
+
+
+def test_the_simulators_app_serves_through_the_front_door_inside_the_faults() -> None:
+    app = build_app(SimContext.build(SimConfig(port=0), SystemClock()))
+
+    # Starlette lists its user middleware outermost first.
+    assert [m.cls for m in app.user_middleware] == [FaultMiddleware, native.NativeFront]

@@ -19,6 +19,7 @@ import pytest
 
 from _support.rig import front
 from tracking.conftest import ACCOUNT, ACCOUNT_IDS, Stack, StackFactory
+from tradebridge.brokers.tradovate.usersync import UserSync
 from tradebridge.domain.enums import Dialect, OrderType, Side
 from tradebridge.domain.ids import AccountName
 from tradebridge.sim.engine import OrderRequest
@@ -116,3 +117,37 @@ async def test_an_order_of_the_ledger_working_at_the_broker_is_counted_once(
 
         assert row.status.value == "filled", f"b is {row.status.value}: {row.error_message}"
         assert stack.net_position() == 2
+
+
+async def test_native_working_orders_are_not_read_from_rest_while_the_socket_cannot_tell(
+    make_stack: StackFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Read from REST they cost four to six reads of the user's budget per judged order; a
+    # fan-out during a socket outage would wait minutes for them (d298950). While a socket
+    # follows the account but is not current, none are counted: the ledger's rows still are.
+    async with make_stack(dialect=Dialect.NATIVE) as stack:
+        stack.start(stack.dispatcher())
+        await _rest_by_hand(stack, Side.BUY, 1, _grid(stack.last()) - 50)
+        broker = await stack.pool.get(ACCOUNT)
+        rest_reads: list[str] = []
+        real = broker.order_reports
+
+        async def counted(account: AccountName) -> object:
+            rest_reads.append(account)
+            return await real(account)
+
+        monkeypatch.setattr(broker, "order_reports", counted)
+        # Until the socket follows the account (it starts beside the dispatcher), REST is
+        # how the adapter reads: wait for a read the socket answers alone.
+        deadline = asyncio.get_running_loop().time() + 15
+        while True:
+            rest_reads.clear()
+            if await broker.working_orders(AccountName(ACCOUNT)) and not rest_reads:
+                break
+            assert asyncio.get_running_loop().time() < deadline, "the socket never answered"
+            await asyncio.sleep(0.02)
+        monkeypatch.setattr(UserSync, "current", lambda _self: False)  # down: cannot tell
+
+        working = await broker.working_orders(AccountName(ACCOUNT))
+
+    assert (working, rest_reads) == ([], [])
