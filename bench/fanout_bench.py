@@ -24,6 +24,13 @@ the order on the wire. Per round: the first and the last order of the fan-out.
   faster rounds would measure the budget's wait, as they should).
 * ``--cold``: a fresh ``serve`` per round, one every ``--interval`` seconds too; the alert
   goes as soon as the webhook answers.
+
+What each alert costs (issue 12's "CPU per alert and SQL statements per alert"): the CPU
+seconds of the ``serve`` process and of PostgreSQL (postmaster, backends; the bench's own
+backend left out) from ``/proc``, and the bridge's statements as ``pg_stat_statements``
+counts them (the bench reads as a role of its own, ``_costs.py``), from just before the alert
+until its rows have stood filled for ``SETTLED_S``: the fan-out, its fills, and whatever
+else the processes did in that second (timers, polls). Printed per alert and per order.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import gc
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,10 +65,20 @@ from _common import (
     stop_simulator,
     wait_tokens,
 )
+from _costs import (
+    Costs,
+    bench_url,
+    costs_now,
+    grant_reads,
+    postmaster_pid,
+    with_statements,
+)
 from tradebridge.store.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 
 SECRET = "bench-secret-0123456789"
 ORDERS_PER_MINUTE = 72  # tradovate.orders_per_minute's default
+FINAL = ("filled", "cancelled", "rejected", "expired")
+SETTLED_S = 0.5  # a round's costs are read once its rows have stood final this long
 
 
 def serve_config(
@@ -114,6 +132,7 @@ class Round:
     stored_ms: float  # the alert's last row committed (database clock)
     claimed_ms: float  # the last row claimed by the dispatcher
     submitted_ms: float  # the last row's write-ahead committed, just before its request
+    costs: Costs  # from just before the alert until its rows stood filled for SETTLED_S
 
 
 @dataclass
@@ -133,11 +152,13 @@ def sim_token(sim_url: str) -> str:
 
 
 async def one_round(
-    n: int, port: int, db: asyncpg.Connection, sim_url: str, token: str, timeout_s: float
+    n: int, port: int, db: asyncpg.Connection, stack: Stack, bridge: int, timeout_s: float
 ) -> Round:
-    """Send alert ``n`` and wait for its fan-out; return its times."""
+    """Send alert ``n`` and wait for its fan-out; return its times and its costs."""
+    sim_url, token = stack.sim_url, stack.token
     async with httpx.AsyncClient(timeout=10) as client:
         payload = alert(n)
+        before = await costs_now(db, bridge, stack.postmaster)
         sent = time.time()
         answer = await client.post(
             f"http://127.0.0.1:{port}/webhook",
@@ -166,6 +187,8 @@ async def one_round(
                 )
             await asyncio.sleep(0.05)
         order_ids = {int(r["tradovate_order_id"]) for r in placed}
+        await settled(db, signal_ids, deadline)
+        costs = (await costs_now(db, bridge, stack.postmaster)).minus(before)
         listed = await client.get(
             f"{sim_url}/v1/order/list", headers={"Authorization": f"Bearer {token}"}
         )
@@ -183,7 +206,29 @@ async def one_round(
         stored_ms=(max(r["created_at"] for r in placed).timestamp() - sent) * 1000,
         claimed_ms=(max(r["ts_claimed"] for r in placed).timestamp() - sent) * 1000,
         submitted_ms=(max(r["ts_submitted"] for r in placed).timestamp() - sent) * 1000,
+        costs=costs,
     )
+
+
+async def settled(db: asyncpg.Connection, signal_ids: list[str], deadline: float) -> None:
+    """Wait until every row is final (a market order fills) and has stood so SETTLED_S."""
+    last: list[tuple[str, int]] = []
+    since = time.monotonic()
+    while True:
+        rows = await db.fetch(
+            "select status, count(*) from trading_signals where signal_id = any($1::text[]) "
+            "group by status order by status",
+            signal_ids,
+        )
+        counts = [(str(r[0]), int(r[1])) for r in rows]
+        now = time.monotonic()
+        if counts != last:
+            last, since = counts, now
+        elif all(status in FINAL for status, _ in counts) and now - since >= SETTLED_S:
+            return
+        if now > deadline:
+            raise SystemExit(f"rows not final in time: {dict(counts)}")
+        await asyncio.sleep(0.05)
 
 
 class Stack:
@@ -191,7 +236,12 @@ class Stack:
 
     def __init__(self, accounts: int, tmp: Path) -> None:
         self.tmp = tmp
-        self.postgres = EmbeddedPostgres().start()
+        tmp.chmod(0o711)  # as root, the postgres user must reach its directory inside
+        # pg_stat_statements counts the bridge's statements; the bench reads as its own role.
+        self.postgres = EmbeddedPostgres(directory=tmp / "pg")
+        with_statements(self.postgres)
+        self.postmaster = postmaster_pid(self.postgres)
+        self.granted = False
         self.redis = EmbeddedRedis().start()
         sim_file = tmp / "sim.json"
         sim_file.write_text(json.dumps(sim_config(accounts)), encoding="utf-8")
@@ -214,6 +264,9 @@ class Stack:
                 stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         wait_http(f"http://127.0.0.1:{port}/webhook", child, log)
+        if not self.granted:  # once the ledger is migrated
+            asyncio.run(grant_reads(self.postgres.url))
+            self.granted = True
         return child, port, log
 
     def close(self) -> None:
@@ -255,9 +308,15 @@ async def _wait_tokens(redis_url: str, names: list[str]) -> None:
 
 
 async def _rounds(
-    args: argparse.Namespace, stack: Stack, port: int, first: int, count: int, paced: bool
+    args: argparse.Namespace,
+    stack: Stack,
+    serve: tuple[int, int],
+    first: int,
+    count: int,
+    paced: bool,
 ) -> list[Round]:
-    db = await asyncpg.connect(stack.postgres.url)
+    bridge, port = serve
+    db = await asyncpg.connect(bench_url(stack.postgres))
     out = []
     # The client's first request in this process costs it ~25-40 ms of its own (httpx and
     # httpcore finish importing then), between the clock reading and the send: paid here,
@@ -271,9 +330,7 @@ async def _rounds(
     try:
         for i in range(count):
             began = time.monotonic()
-            out.append(
-                await one_round(first + i, port, db, stack.sim_url, stack.token, args.timeout)
-            )
+            out.append(await one_round(first + i, port, db, stack, bridge, args.timeout))
             rest = args.interval - (time.monotonic() - began)
             if paced and i < count - 1 and rest > 0:
                 await asyncio.sleep(rest)
@@ -301,7 +358,9 @@ def run(args: argparse.Namespace) -> Results:
                     began = time.monotonic()
                     child, port, log = stack.serve(config_of(stack))
                     try:
-                        results.rounds += asyncio.run(_rounds(args, stack, port, i, 1, False))
+                        results.rounds += asyncio.run(
+                            _rounds(args, stack, (child.pid, port), i, 1, False)
+                        )
                     except SystemExit:
                         print(log.read_text(encoding="utf-8")[-3000:], file=sys.stderr)
                         raise
@@ -313,9 +372,10 @@ def run(args: argparse.Namespace) -> Results:
                 return results
             child, port, log = stack.serve(config_of(stack))
             try:
-                results.first_after_start = asyncio.run(_rounds(args, stack, port, 0, 1, False))
+                serve = (child.pid, port)
+                results.first_after_start = asyncio.run(_rounds(args, stack, serve, 0, 1, False))
                 time.sleep(args.interval)
-                results.rounds = asyncio.run(_rounds(args, stack, port, 1, args.rounds, True))
+                results.rounds = asyncio.run(_rounds(args, stack, serve, 1, args.rounds, True))
             except SystemExit:
                 print(log.read_text(encoding="utf-8")[-3000:], file=sys.stderr)
                 raise
@@ -352,11 +412,37 @@ def report(args: argparse.Namespace, results: Results) -> None:
         rows.append([f"{label}  (alert → last write-ahead)", str(len(rounds)),
                      *latency_cells([r.submitted_ms for r in rounds])])  # fmt: skip
     print_table(["series", "rounds", "p50 ms", "p90 ms", "p99 ms", "max ms"], rows)
+    print(
+        f"\ncost per alert (its {args.accounts} orders), from just before it until its rows "
+        f"stood filled for {SETTLED_S:g} s;\nmean over the rounds (per order in brackets; /proc "
+        "counts CPU in 10 ms ticks: one round's figure is coarse, a mean over many is not)"
+    )
+    costs = []
+    for label, rounds in series:
+        if not rounds:
+            continue
+        orders = statistics.mean(r.orders for r in rounds)
+        bridge = statistics.mean(r.costs.bridge_s * 1000 for r in rounds)
+        pg = statistics.mean(r.costs.postgres_s * 1000 for r in rounds)
+        both = bridge + pg
+        calls = statistics.mean(r.costs.statements for r in rounds)
+        costs.append([label.strip() or "rounds", str(len(rounds))] + [
+            f"{v:.1f} ({v / orders:.2f})" for v in (bridge, pg, both, calls)
+        ])  # fmt: skip
+    print_table(
+        ["series", "rounds", "CPU ms, bridge", "CPU ms, PostgreSQL", "CPU ms, both",
+         "SQL statements"],
+        costs,
+    )  # fmt: skip
     if args.each:
-        print("\neach round, ms: first order, last order (last stored, claimed, write-ahead)")
+        print(
+            "\neach round, ms: first order, last order (last stored, claimed, write-ahead); costs"
+        )
         for i, r in enumerate([*results.first_after_start, *results.rounds]):
             print(f"  {i:3d}  {r.first_ms:8.2f}  {r.last_ms:8.2f}  ({r.stored_ms:.2f}, "
-                  f"{r.claimed_ms:.2f}, {r.submitted_ms:.2f})")  # fmt: skip
+                  f"{r.claimed_ms:.2f}, {r.submitted_ms:.2f}); CPU ms bridge "
+                  f"{r.costs.bridge_s * 1000:.0f}, PostgreSQL {r.costs.postgres_s * 1000:.0f}; "
+                  f"{r.costs.statements} statements")  # fmt: skip
     print("\ntarget: alert → last order p99 <= 100 ms, warm or cold, default settings")
 
 

@@ -51,7 +51,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -83,16 +82,24 @@ from _common import (
     stop_simulator,
     wait_tokens,
 )
+from _costs import (
+    bench_url,
+    bridge_statements,
+    cluster_cpu_s,
+    grant_reads,
+    kernel_cpu_s,
+    postmaster_pid,
+    process_cpu_s,
+    statement_text,
+    with_statements,
+)
 from tradebridge.runtime.up import _SIM_BUDGET
 from tradebridge.store.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 
 SECRET = "bench-secret-0123456789"
-BENCH_ROLE = "hop_bench"
-BENCH_PASSWORD = "hop-bench-password"  # a throwaway local role
 CONNECTIONS = 32
 IDLE_REUSE_S = 2.0
 PLACED = ("working", "filled", "partially_filled")
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def serve_config(
@@ -134,20 +141,6 @@ def alert(n: int, accounts: int) -> bytes:
     ).encode()
 
 
-# --- CPU from /proc ---------------------------------------------------------------------
-
-
-def _stat(pid: int) -> list[str]:
-    # Fields after the command name (which may hold spaces): [0] is field 3, "state".
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
-def process_cpu_s(pid: int) -> float:
-    """Return the user + system CPU seconds of a process and of its reaped children."""
-    fields = _stat(pid)
-    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / TICK
-
-
 # The bridge under cProfile, timed by its main thread's CPU clock (a process descheduled
 # while another one runs would charge that wall time to whatever it was doing).
 _CPROFILED = """
@@ -162,79 +155,6 @@ except SystemExit:
 finally:
     profile.dump_stats(out)
 """
-
-
-def kernel_cpu_s(pid: int) -> float:
-    """Return the system (kernel) CPU seconds of a process and of its reaped children."""
-    fields = _stat(pid)
-    return (int(fields[12]) + int(fields[14])) / TICK
-
-
-def cluster_cpu_s(postmaster: int, exclude: set[int]) -> float:
-    """Return the CPU seconds of a PostgreSQL cluster: the postmaster, its reaped children,
-    and its live children except ``exclude`` (the bench's own backends)."""
-    total = process_cpu_s(postmaster)
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) in exclude:
-            continue
-        try:
-            fields = _stat(int(entry.name))
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if int(fields[1]) == postmaster:
-            total += (int(fields[11]) + int(fields[12])) / TICK
-    return total
-
-
-# --- the stack ----------------------------------------------------------------------------
-
-
-def with_statements(postgres: EmbeddedPostgres) -> None:
-    """Start ``postgres`` with pg_stat_statements and the bench's own role."""
-    postgres.start()
-    asyncio.run(_preload(postgres.url))
-    postgres.stop()  # kept: the directory is not a temporary one of its own
-    postgres.start()
-    asyncio.run(_bench_role(postgres.url))
-
-
-async def _preload(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        # Utility statements (BEGIN, COMMIT, asyncpg's reset query) are tracked by default.
-        await conn.execute("alter system set shared_preload_libraries = 'pg_stat_statements'")
-    finally:
-        await conn.close()
-
-
-async def _bench_role(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute("create extension if not exists pg_stat_statements")
-        await conn.execute(
-            f"create role {BENCH_ROLE} login password '{BENCH_PASSWORD}' in role pg_read_all_stats"
-        )
-    finally:
-        await conn.close()
-
-
-def bench_url(postgres: EmbeddedPostgres) -> str:
-    """Return the URL of the bench's own role (its statements are not the bridge's)."""
-    return f"postgresql://{BENCH_ROLE}:{BENCH_PASSWORD}@127.0.0.1:{postgres.port}/postgres"
-
-
-async def _grant(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(f"grant select on trading_signals to {BENCH_ROLE}")
-    finally:
-        await conn.close()
-
-
-def postmaster_pid(postgres: EmbeddedPostgres) -> int:
-    """Return the pid of the cluster's postmaster."""
-    assert postgres.directory is not None
-    return int((postgres.directory / "data" / "postmaster.pid").read_text().split()[0])
 
 
 def wait_http(url: str, child: subprocess.Popen[bytes], log: Path) -> None:
@@ -407,20 +327,13 @@ class Meter:
     async def snapshot(self) -> Snapshot:
         """Read every counter now."""
         own = {int(await self.db.fetchval("select pg_backend_pid()"))}
-        records = await self.db.fetch(
-            "select s.queryid, s.query, s.calls, s.total_exec_time from pg_stat_statements s "
-            "join pg_roles r on r.oid = s.userid where r.rolname = 'postgres'"
-        )
         text = self.log.read_bytes()
         return Snapshot(
             bridge_s=process_cpu_s(self.bridge),
             bridge_kernel_s=kernel_cpu_s(self.bridge),
             postgres_s=cluster_cpu_s(self.postmaster, own),
             sim_s=process_cpu_s(self.sim),
-            statements={
-                int(r["queryid"]): (str(r["query"]), int(r["calls"]), float(r["total_exec_time"]))
-                for r in records
-            },
+            statements=await bridge_statements(self.db),
             log_bytes=len(text),
             log_lines=text.count(b"\n"),
             wall=time.monotonic(),
@@ -509,7 +422,7 @@ def run(args: argparse.Namespace) -> Results:
                 stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         wait_http(f"http://127.0.0.1:{port}/webhook", child, log)
-        asyncio.run(_grant(postgres.url))
+        asyncio.run(grant_reads(postgres.url))
         meter_of = {"bridge": child.pid, "postmaster": postmaster_pid(postgres),
                     "sim": sim.pid, "log": log}  # fmt: skip
         try:
@@ -533,12 +446,6 @@ def run(args: argparse.Namespace) -> Results:
 
 
 # --- the report -----------------------------------------------------------------------------
-
-
-def _statement_text(query: str) -> str:
-    # asyncpg names each savepoint anew: one line for all of them.
-    query = re.sub(r"__asyncpg_savepoint_[0-9a-f]+__", "__asyncpg_savepoint_N__", query)
-    return re.sub(r"\s+", " ", query).strip()
 
 
 def report(args: argparse.Namespace, results: Results) -> None:
@@ -573,7 +480,7 @@ def report(args: argparse.Namespace, results: Results) -> None:
     for queryid, (text, count, ms) in after.statements.items():
         _, count_before, ms_before = before.statements.get(queryid, ("", 0, 0.0))
         if count - count_before:
-            key = _statement_text(text)
+            key = statement_text(text)
             calls[key] = calls.get(key, 0) + count - count_before
             executing[key] = executing.get(key, 0.0) + ms - ms_before
     statements = sum(calls.values())
