@@ -388,3 +388,68 @@ async def test_open_orders_the_broker_does_not_know_are_announced_per_account(
 
 async def _has_posts(receiver: HttpReceiver) -> bool:
     return bool(receiver.posts)
+
+
+async def test_lost_orders_notice_from_before_a_restart_is_held_while_reconcile_counts(
+    monkeypatch: pytest.MonkeyPatch, fresh_db: str
+) -> None:
+    # A process announced a lost order and stopped; the next one's reconcile starts counting
+    # from nothing. Its notifier must not tell the notice resolved (only to raise it again
+    # three answers later) while reconcile has not read the rows, or is still counting.
+    lost = [LostOrder(FIRST, "990000001", "sig-a", datetime(2026, 12, 7, 10, 0, tzinfo=UTC), 3)]
+    with http_receiver() as http:
+        settings = _notify_settings(_channels(monkeypatch, hook=f"json://{http.host}/hook"))
+        grace = 3 * settings.notify.interval_s + 2.0  # Notifier.tick's
+        async with await Ledger.connect(fresh_db) as ledger:
+            before = Notifier(settings, ledger, Sender(build_channels(settings.notify),
+                                                       settings.notify, ledger=ledger),
+                              lost=lambda: lost)  # fmt: skip
+            task = asyncio.create_task(before.run())
+            try:
+                await http.until(1)
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+            counting: list[frozenset[str] | None] = [None]
+            after = Notifier(settings, ledger, Sender(build_channels(settings.notify),
+                                                      settings.notify, ledger=ledger),
+                             lost=list, judging=lambda: counting[0])  # fmt: skip
+            task = asyncio.create_task(after.run())
+            try:
+                for state in (None, frozenset({FIRST})):  # not read yet; then still counting
+                    counting[0] = state
+                    await _past_grace(after, grace)
+                    assert await _active(ledger, f"lost_orders:{FIRST}"), state
+                    assert len(http.posts) == 1, _titles(http)
+                counting[0] = frozenset()  # counted: not lost after all
+                await http.until(2)
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+    assert _titles(http) == [
+        "tradebridge: reconcile found the broker disagreeing",
+        "tradebridge: resolved: reconcile found the broker disagreeing",
+    ]
+
+
+async def _past_grace(notifier: Notifier, grace_s: float) -> None:
+    """Wait until the notifier has ticked twice after ``grace_s`` from now went by."""
+    past = time.monotonic() + grace_s + 0.5
+    await _until(lambda: _after(past), grace_s + 20, "the grace to go by")
+    ticks = notifier.ticks
+    await _until(lambda: _ticked(notifier, ticks + 2), 20, "two more rounds")
+
+
+async def _after(moment: float) -> bool:
+    return time.monotonic() >= moment
+
+
+async def _ticked(notifier: Notifier, ticks: int) -> bool:
+    return notifier.ticks >= ticks
+
+
+async def _active(ledger: Ledger, key: str) -> bool:
+    return bool(
+        await ledger.pool.fetchval("select active from notification_state where key = $1", key)
+    )

@@ -24,6 +24,7 @@ from tracking.conftest import ACCOUNT, ACCOUNT_IDS, Stack, StackFactory
 from tradebridge.dispatch.reconcile import Reconciler
 from tradebridge.domain.enums import Dialect, OrderType, Side
 from tradebridge.domain.lifecycle import SignalStatus
+from tradebridge.runtime.serve import _lost_orders_judging
 from tradebridge.sim.config import SimConfig
 from tradebridge.sim.engine import OrderRequest
 
@@ -128,6 +129,8 @@ async def test_reconcile_reads_a_lost_order_less_and_less_and_reports_it(
             return await real(account, order_id)
 
         monkeypatch.setattr(broker, "order_report", counted)
+        # Before any round, anything may be lost (a notice from before a restart is held).
+        assert reconciler.lost_orders_judging() is None
         # Waits of 0.05, 0.1, 0.2 s on the reconciler's clock (the interval, doubling).
         for at, read in [(1000.0, 1), (1000.01, 1), (1000.05, 2), (1000.1, 2), (1000.15, 3)]:
             now[0] = at
@@ -135,6 +138,10 @@ async def test_reconcile_reads_a_lost_order_less_and_less_and_reports_it(
             assert reads.count("990000002") == read, at
             assert [o.signal_id for o in reconciler.lost_orders()] == (
                 ["lost-2"] if read >= 3 else []
+            )
+            # Counted but not reported yet: its account is still being judged.
+            assert reconciler.lost_orders_judging() == (
+                frozenset() if read >= 3 else frozenset({ACCOUNT})
             )
         [lost] = reconciler.lost_orders()
         noted = [e for e in await stack.ledger.history("lost-2") if e.event == "order_not_found"]
@@ -150,4 +157,27 @@ async def test_reconcile_reads_a_lost_order_less_and_less_and_reports_it(
         now[0] = 2000.0
         await reconciler.reconcile_once()
         assert reconciler.lost_orders() == []
+        assert reconciler.lost_orders_judging() == frozenset()
         assert reads.count("990000002") == 3
+
+
+async def test_a_running_worker_tells_the_notifier_which_lost_orders_it_still_counts(
+    make_stack: StackFactory,
+) -> None:
+    """What ``serve`` hands its notifier (``_lost_orders_judging``) from a real worker:
+    nothing known before the worker has decided to reconcile and read the open rows (a
+    notice from before a restart is held), then the account whose lost order it counts."""
+    async with make_stack(SimConfig(port=0, price_step_s=3600),
+                          dispatcher={"reconcile_interval_s": IDLE_S}) as stack:  # fmt: skip
+        await stack.insert("lost-3", status="working", client_order_id="tb-lost-3",
+                           tradovate_order_id="990000003")  # fmt: skip
+        await _idle(stack, "lost-3")
+        worker = stack.dispatcher("w1", tracking=True)
+        assert _lost_orders_judging([worker]) is None
+        stack.start(worker)
+        async with asyncio.timeout(20):
+            while (judging := _lost_orders_judging([worker])) is None:
+                await asyncio.sleep(0.02)
+        assert judging == frozenset({ACCOUNT})
+        # An intake-only process (no worker) holds nothing.
+        assert _lost_orders_judging([]) == frozenset()

@@ -177,6 +177,8 @@ class Dispatcher:
         # internal error (signal id -> (error, tries, monotonic time of the last)).
         self.claim_error: str | None = None
         self.reconciler: Reconciler | None = None
+        # Set once run() has decided whether this dispatcher runs the tracker and reconcile.
+        self.tracking_decided = False
         self.retrying: dict[str, tuple[str, int, float]] = {}
         # Set while this worker holds its liveness lock (and whether it ever did).
         self.live = self._liveness.live
@@ -235,6 +237,7 @@ class Dispatcher:
                 self.reconciler = reconciler
                 side.append(asyncio.create_task(tracker.run(), name="tracker"))
                 side.append(asyncio.create_task(reconciler.run(), name="reconcile"))
+            self.tracking_decided = True
             try:
                 self.wake()
                 while True:

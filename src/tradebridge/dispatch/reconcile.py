@@ -181,11 +181,23 @@ class Reconciler:
         # each is read again, on ``now_s``'s clock.
         self._not_found: dict[tuple[str, str], LostOrder] = {}
         self._now_s = now_s
+        # Whether a round has read the open rows' orders yet (lost_orders_judging).
+        self._open_read = False
 
     def lost_orders(self) -> list[LostOrder]:
         """Return the open rows whose order the broker has said it does not know
         ``_LOST_AFTER`` times in a row (the notifier's ``reconcile_divergence``)."""
         return [lost for lost in self._not_found.values() if lost.misses >= _LOST_AFTER]
+
+    def lost_orders_judging(self) -> frozenset[str] | None:
+        """Return the accounts with an order the broker has said it does not know fewer than
+        ``_LOST_AFTER`` times so far (not reported yet, maybe reported before a restart);
+        None while no round has read the open rows' orders yet (anything may be)."""
+        if not self._open_read:
+            return None
+        return frozenset(
+            lost.account for lost in self._not_found.values() if lost.misses < _LOST_AFTER
+        )
 
     async def run(self) -> None:
         """Reconcile now and then every ``dispatcher.reconcile_interval_s`` until cancelled."""
@@ -281,6 +293,7 @@ class Reconciler:
         await self._resolve_unknown(report)
         await self._review(report)
         await self._sync_open(report)
+        self._open_read = True
         await self._check_positions(report)
         if (
             report.requeued

@@ -404,6 +404,7 @@ class Notifier:
         risk: Any = None,  # runtime.risk_watch.RiskWatch (its ``current`` standings)
         pool: BrokerPool | None = None,
         lost: Callable[[], Sequence[LostOrder]] | None = None,
+        judging: Callable[[], frozenset[str] | None] | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.settings = settings
@@ -430,8 +431,10 @@ class Notifier:
         if pool is not None:
             self.sources["websocket"] = lambda: self._websockets(pool)
         if lost is not None:
-            self.sources["lost_orders"] = lambda: self._lost_orders(lost)
+            self.sources["lost_orders"] = lambda: self._lost_orders(lost, judging)
         self._keys: dict[str, list[str]] = {}  # the keys each source saw on last time
+        # What each source cannot judge yet, held on: (keys, key prefixes).
+        self._holds: dict[str, tuple[list[str], list[str]]] = {}
         self._failing: dict[str, str] = {}
         self._ws_down: dict[int, float] = {}  # user id -> monotonic time first seen down
         self.ticks = 0
@@ -472,6 +475,11 @@ class Notifier:
             if phase is not None:
                 self.sender.submit(self._condition_notice(found, Phase(phase), opened_at))
         on_here = [key for keys in self._keys.values() for key in keys]
+        held = [key for keys, _ in self._holds.values() for key in keys]
+        await self.ledger.hold_conditions(
+            held, [prefix for _, prefixes in self._holds.values() for prefix in prefixes]
+        )
+        on_here += held
         grace = 3 * cfg.interval_s + 2.0
         for ended in await self.ledger.resolve_unseen(on_here, grace):
             if ended.announced:
@@ -536,7 +544,19 @@ class Notifier:
             )
         ]  # fmt: skip
 
-    async def _lost_orders(self, lost: Callable[[], Sequence[LostOrder]]) -> list[Observation]:
+    async def _lost_orders(
+        self,
+        lost: Callable[[], Sequence[LostOrder]],
+        judging: Callable[[], frozenset[str] | None] | None,
+    ) -> list[Observation]:
+        # An account whose orders reconcile is still counting keeps a notice that is on
+        # (raised before a restart: the new process starts counting from nothing), and all
+        # do until reconcile has read the open rows at all: not resolved, then raised again.
+        counting = frozenset() if judging is None else judging()
+        self._holds["lost_orders"] = (
+            ([], ["lost_orders:"]) if counting is None
+            else ([f"lost_orders:{account}" for account in sorted(counting)], [])
+        )  # fmt: skip
         by_account: dict[str, list[LostOrder]] = {}
         for order in lost():
             by_account.setdefault(order.account, []).append(order)

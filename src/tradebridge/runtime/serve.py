@@ -354,7 +354,8 @@ async def serve_stack(
         if settings.notify.active:  # off the order path: its own tasks, queues and threads
             sender = Sender(build_channels(settings.notify), settings.notify, ledger=ledger)
             notifier = Notifier(settings, ledger, sender, tokens=tokens, kill=kill, risk=risk,
-                                pool=pool, lost=lambda: _lost_orders(dispatchers))  # fmt: skip
+                                pool=pool, lost=lambda: _lost_orders(dispatchers),
+                                judging=lambda: _lost_orders_judging(dispatchers))  # fmt: skip
             checker.conditions["notify"] = notifier.condition()
         async with asyncio.TaskGroup() as group:
             http = group.create_task(server.serve(sockets=[sock]), name="http")
@@ -389,6 +390,21 @@ def _lost_orders(dispatchers: Sequence[Any]) -> list[Any]:
         if dispatcher.reconciler is not None
         for lost in dispatcher.reconciler.lost_orders()
     ]
+
+
+def _lost_orders_judging(dispatchers: Sequence[Any]) -> frozenset[str] | None:
+    """Return the accounts whose lost orders this process's reconcilers are still counting;
+    None while one of them has not read the open rows yet (or may not exist yet)."""
+    counting: set[str] = set()
+    for dispatcher in dispatchers:
+        if not dispatcher.tracking_decided:
+            return None
+        if dispatcher.reconciler is not None:
+            found = dispatcher.reconciler.lost_orders_judging()
+            if found is None:
+                return None
+            counting |= found
+    return frozenset(counting)
 
 
 def _workers_condition(dispatchers: Sequence[Any]) -> Callable[[], Awaitable[Condition]]:

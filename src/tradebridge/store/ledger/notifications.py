@@ -68,6 +68,15 @@ update notification_state
    and last_seen_at < clock_timestamp() - $2 * interval '1 second'
 returning key, kind, summary, announced, opened_at, resolved_at
 """
+# Conditions a source cannot judge yet (one that was on before a restart, its source still
+# counting): seen on now, whoever else resolves unseen ones.
+_HOLD_SQL = """
+update notification_state
+   set last_seen_at = clock_timestamp()
+ where active
+   and (key = any($1::text[])
+        or exists (select 1 from unnest($2::text[]) as p(prefix) where starts_with(key, p.prefix)))
+"""
 _TURN_SQL = """
 insert into notification_state as s (key, kind, active, announced, last_sent_at, sender)
 values ($1, $2, false, true, clock_timestamp(), $3)
@@ -241,6 +250,14 @@ class NotificationQueries(LedgerPool):
                        r["resolved_at"])
             for r in records
         ]  # fmt: skip
+
+    async def hold_conditions(self, keys: Sequence[str], prefixes: Sequence[str] = ()) -> None:
+        """Count the conditions on named by ``keys``, or whose key begins with one of
+        ``prefixes``, as seen on now (``resolve_unseen`` leaves them on for another grace)."""
+        if not keys and not prefixes:
+            return
+        with store_errors():
+            await self._db.execute(_HOLD_SQL, list(keys), list(prefixes))
 
     async def take_turn(self, key: str, kind: str, *, token: str, window_s: float) -> bool:
         """Return whether this caller may send a message of ``key`` now (none in the window)."""
