@@ -166,6 +166,34 @@ async def wait_placed(db: Any, count: int, within_s: float, like: str = "%") -> 
     raise SystemExit(f"only {done} of {count} rows placed within {within_s} s")
 
 
+async def steady_rows(
+    db: Any,
+    signal_ids: Sequence[str],
+    done: Callable[[dict[str, int]], bool],
+    steady_s: float,
+    deadline: float,
+) -> None:
+    """Wait until the rows' statuses (status: count) are ``done`` and have not changed for
+    ``steady_s`` (a monotonic ``deadline``: SystemExit past it). Polled every 50 ms."""
+    last: dict[str, int] = {}
+    since = time.monotonic()
+    while True:
+        rows = await db.fetch(
+            "select status, count(*) from trading_signals where signal_id = any($1::text[]) "
+            "group by status",
+            list(signal_ids),
+        )
+        counts = {str(r[0]): int(r[1]) for r in rows}
+        now = time.monotonic()
+        if counts != last:
+            last, since = counts, now
+        elif done(counts) and now - since >= steady_s:
+            return
+        if now > deadline:
+            raise SystemExit(f"rows not settled in time: {counts}")
+        await asyncio.sleep(0.05)
+
+
 def native_login(url: str) -> dict[str, object]:
     """Log in on the native dialect; return the answer (``accessToken``, ``expirationTime``)."""
     body = {

@@ -62,6 +62,7 @@ from _common import (
     print_table,
     sim_config,
     start_simulator,
+    steady_rows,
     stop_simulator,
     wait_tokens,
 )
@@ -187,7 +188,8 @@ async def one_round(
                 )
             await asyncio.sleep(0.05)
         order_ids = {int(r["tradovate_order_id"]) for r in placed}
-        await settled(db, signal_ids, deadline)
+        # Costs read once every row is final (a market order fills) and stood so SETTLED_S.
+        await steady_rows(db, signal_ids, _all_final, SETTLED_S, deadline)
         costs = (await costs_now(db, bridge, stack.postmaster)).minus(before)
         listed = await client.get(
             f"{sim_url}/v1/order/list", headers={"Authorization": f"Bearer {token}"}
@@ -210,25 +212,8 @@ async def one_round(
     )
 
 
-async def settled(db: asyncpg.Connection, signal_ids: list[str], deadline: float) -> None:
-    """Wait until every row is final (a market order fills) and has stood so SETTLED_S."""
-    last: list[tuple[str, int]] = []
-    since = time.monotonic()
-    while True:
-        rows = await db.fetch(
-            "select status, count(*) from trading_signals where signal_id = any($1::text[]) "
-            "group by status order by status",
-            signal_ids,
-        )
-        counts = [(str(r[0]), int(r[1])) for r in rows]
-        now = time.monotonic()
-        if counts != last:
-            last, since = counts, now
-        elif all(status in FINAL for status, _ in counts) and now - since >= SETTLED_S:
-            return
-        if now > deadline:
-            raise SystemExit(f"rows not final in time: {dict(counts)}")
-        await asyncio.sleep(0.05)
+def _all_final(counts: dict[str, int]) -> bool:
+    return all(status in FINAL for status in counts)
 
 
 class Stack:

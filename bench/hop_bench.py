@@ -79,6 +79,7 @@ from _common import (
     print_table,
     sim_config,
     start_simulator,
+    steady_rows,
     stop_simulator,
     wait_tokens,
 )
@@ -291,25 +292,11 @@ async def paced(port: int, rate: float, seconds: float, first: int, accounts: in
 
 async def settle(db: asyncpg.Connection, signal_ids: list[str], within_s: float) -> None:
     """Wait until every row is placed and no row's status has changed for a second."""
-    deadline = time.monotonic() + within_s
-    last: list[tuple[str, int]] = []
-    steady_since = time.monotonic()
-    while True:
-        rows = await db.fetch(
-            "select status, count(*) from trading_signals where signal_id = any($1::text[]) "
-            "group by status order by status",
-            signal_ids,
-        )
-        counts = [(str(r[0]), int(r[1])) for r in rows]
-        placed = sum(n for status, n in counts if status in PLACED)
-        now = time.monotonic()
-        if counts != last:
-            last, steady_since = counts, now
-        elif placed == len(signal_ids) and now - steady_since >= 1.0:
-            return
-        if now > deadline:
-            raise SystemExit(f"rows not placed within {within_s:.0f} s: {dict(counts)}")
-        await asyncio.sleep(0.1)
+
+    def placed(counts: dict[str, int]) -> bool:
+        return sum(n for status, n in counts.items() if status in PLACED) == len(signal_ids)
+
+    await steady_rows(db, signal_ids, placed, 1.0, time.monotonic() + within_s)
 
 
 class Meter:
