@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import time
 from collections import Counter, defaultdict
@@ -532,13 +533,17 @@ class Reconciler:
         row's history, and read it again after a wait that doubles each time."""
         lost = self._not_found.get((account, order_id))
         if lost is None:
-            # Noted first: a note that fails is tried again with the next round's answer.
-            await self.ledger.add_event(signal_id, "order_not_found", {
-                "broker_order_id": order_id,
-                "note": "the broker answers that it has no such order; the row stays open "
-                        "(check the account: tradebridge orders, tradebridge trace)",
-            })  # fmt: skip
-            lost = LostOrder(account, order_id, signal_id, datetime.now(UTC))
+            # Since the note a process before this one wrote (a restart), else noted now.
+            first_at = await self._noted_lost(signal_id, order_id)
+            if first_at is None:
+                # Noted first: a note that fails is tried again with the next round's answer.
+                await self.ledger.add_event(signal_id, "order_not_found", {
+                    "broker_order_id": order_id,
+                    "note": "the broker answers that it has no such order; the row stays open "
+                            "(check the account: tradebridge orders, tradebridge trace)",
+                })  # fmt: skip
+                first_at = datetime.now(UTC)
+            lost = LostOrder(account, order_id, signal_id, first_at)
             self._not_found[account, order_id] = lost
         else:
             lost.misses += 1
@@ -548,6 +553,20 @@ class Reconciler:
             "open_order_not_found", account=account, broker_order_id=order_id,
             signal_id=signal_id, answers=lost.misses, next_read_s=round(wait, 3),
         )  # fmt: skip
+
+    async def _noted_lost(self, signal_id: str, order_id: str) -> datetime | None:
+        """Return when the row's history last noted ``order_id`` unknown to the broker, if
+        nothing happened to the row since (the same loss, seen by a process before this
+        one); else None."""
+        events = await self.ledger.history(signal_id)
+        if not events or events[-1].event != "order_not_found":
+            return None
+        detail = events[-1].detail
+        if isinstance(detail, str):
+            detail = json.loads(detail)
+        if not isinstance(detail, dict) or str(detail.get("broker_order_id")) != order_id:
+            return None
+        return events[-1].created_at
 
     async def _sync_row(
         self,
