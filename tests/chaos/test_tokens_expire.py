@@ -35,6 +35,7 @@ from _support.chaos import (
     settled,
 )
 from tradebridge.domain.lifecycle import SignalStatus
+from tradebridge.obs import metrics
 
 BEFORE = 200 if SLOW else 12  # alerts accepted before the tokens expire
 AFTER = 400 if SLOW else 24  # and after
@@ -51,6 +52,7 @@ DEAD_S = 30.0 if SLOW else 4.0  # how long the dead tokens stay in Redis (``none
 async def test_tokens_expire_mid_burst_nothing_lost_or_doubled_and_healthz_tells(
     rig: Rig, arrives: str, dead_s: float, bound_s: float
 ) -> None:
+    met_before = _tokens_refused()
     async with rig.serve(per_s=10.0, dispatcher={"unknown_bound_s": bound_s}) as bridge:
         stop = asyncio.Event()
         traffic = asyncio.create_task(bridge.alerts.run(stop))
@@ -88,11 +90,12 @@ async def test_tokens_expire_mid_burst_nothing_lost_or_doubled_and_healthz_tells
         refused = await bridge.ledger.pool.fetchval(
             "select count(*) from broker_calls where status = 401"
         )
+        met = _tokens_refused() - met_before
         statuses = Counter(r.status.value for r in rows)
         failed = [r for r in rows if r.status is SignalStatus.FAILED]
         print(  # noqa: T201 - the run's figures, shown with -s
             f"chaos [tokens {arrives}]: {len(rows)} rows, statuses {dict(statuses)}, "
-            f"{verdict.summary()}, 401 answers {refused}"
+            f"{verdict.summary()}, 401 answers {refused} to orders, {met:g} in all"
         )
         for row in [*failed, *(r for r in rows if r.status is SignalStatus.NEEDS_REVIEW)]:
             print(f"  {row.status.value}: {row.signal_id}: {row.error_message}")  # noqa: T201
@@ -103,7 +106,10 @@ async def test_tokens_expire_mid_burst_nothing_lost_or_doubled_and_healthz_tells
     assert not verdict.problems(), "\n".join(verdict.problems()[:40])
     assert not bridge.alerts.failures, bridge.alerts.failures[:5]
     assert not bridge.alerts.unanswered
-    assert refused > 0  # a cached token met the expiry (the fault happened)
+    # A cached token met the expiry (the fault happened): an order, a read or the user-sync
+    # socket's authorize answered 401. Which one comes first is the machine's timing: the
+    # socket, closed with its session, may renew the token before the next order leaves.
+    assert met > 0
     assert set(statuses) <= {"filled", "working", "failed", "needs_review"}, statuses
     for row in failed:  # only rows too old to send when the tokens came back
         assert "not sent late" in (row.error_message or ""), row.error_message
@@ -139,3 +145,14 @@ async def _refused_in_healthz(url: str) -> dict[str, Any]:
             return body
         await asyncio.sleep(0.2)
     pytest.fail(f"/healthz never reported every token refused; last: {body}")
+
+
+def _tokens_refused() -> float:
+    """Return the broker's 401s this process has met so far (``serve`` runs in it)."""
+    return sum(
+        metrics.REGISTRY.get_sample_value(
+            "tradebridge_auth_failures_total", {"dialect": dialect, "kind": "token_refused"}
+        )
+        or 0.0
+        for dialect in ("native", "tvbridge")
+    )
