@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import time
 from collections import Counter, defaultdict
@@ -561,9 +560,7 @@ class Reconciler:
         events = await self.ledger.history(signal_id)
         if not events or events[-1].event != "order_not_found":
             return None
-        detail = events[-1].detail
-        if isinstance(detail, str):
-            detail = json.loads(detail)
+        detail = events[-1].detail  # decoded by the pool's jsonb codec
         if not isinstance(detail, dict) or str(detail.get("broker_order_id")) != order_id:
             return None
         return events[-1].created_at

@@ -475,11 +475,11 @@ class Notifier:
             if phase is not None:
                 self.sender.submit(self._condition_notice(found, Phase(phase), opened_at))
         on_here = [key for keys in self._keys.values() for key in keys]
-        held = [key for keys, _ in self._holds.values() for key in keys]
+        # Seen on now (their last_seen_at), so no notifier resolves them this grace.
         await self.ledger.hold_conditions(
-            held, [prefix for _, prefixes in self._holds.values() for prefix in prefixes]
+            [key for keys, _ in self._holds.values() for key in keys],
+            [prefix for _, prefixes in self._holds.values() for prefix in prefixes],
         )
-        on_here += held
         grace = 3 * cfg.interval_s + 2.0
         for ended in await self.ledger.resolve_unseen(on_here, grace):
             if ended.announced:
